@@ -1,0 +1,189 @@
+//! The plan: the contract between the compiler and the runtime.
+//!
+//! Plain data, versioned, serialised with serde as `plan.json` inside a compiled directory next to
+//! `weights.bin` (the packed weights) and `tokenizer.json`. The runtime interprets plans and knows
+//! nothing about Qwen2: every step below is defined by its semantics alone.
+//!
+//! Conventions used by every step:
+//! - Activation buffers are row-major `[rows, row_elems]` f32 (or i32) tensors in one activation
+//!   arena. A program processes `n_tokens` rows, `1 <= n_tokens <= program.max_tokens`; row `t` is the
+//!   token at absolute position `pos + t`, where `pos` is the number of tokens already in the KV
+//!   cache. `n_tokens` and `pos` are run-time values (on the GPU they live in device memory so that a
+//!   captured decode graph never changes).
+//! - Weights are row-major in `weights.bin`; matrices are `[n, k]` (output features major), f16.
+//!   Norm weights and biases are f32.
+//! - The KV cache holds, per layer, K and V as `[max_seq, n_kv_heads, head_dim]`; the runtime
+//!   allocates it (`max_seq` is chosen at load time, at most `hparams.context_length`).
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever the meaning or layout of anything in this module changes. A plan with another
+/// version is rejected at load with a message asking to recompile.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// File names inside a compiled directory.
+pub const PLAN_FILE: &str = "plan.json";
+pub const WEIGHTS_FILE: &str = "weights.bin";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Alignment (bytes) of every weight in `weights.bin` and of every buffer in the arena: enough for
+/// 16-byte vector loads and for cuBLAS' preferred 256-byte alignment.
+pub const ALIGNMENT: u64 = 256;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub format_version: u32,
+    /// `CARGO_PKG_VERSION` of the compiler that wrote this plan.
+    pub compiler_version: String,
+    /// sha256 of the source GGUF (hex).
+    pub model_sha256: String,
+    pub hparams: HyperParams,
+    /// Total size of `weights.bin` and the sha256 of its bytes (hex).
+    pub weights_bytes: u64,
+    pub weights_sha256: String,
+    pub weights: Vec<WeightInfo>,
+    /// Processes up to `max_tokens` prompt tokens at once (longer prompts run in chunks).
+    pub prefill: Program,
+    /// Exactly one token; fixed shapes, ready for graph capture.
+    pub decode: Program,
+}
+
+/// Model sizes, all read from GGUF metadata by the compiler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HyperParams {
+    pub n_layers: usize,
+    pub hidden: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub context_length: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    I32,
+}
+
+impl DType {
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WeightInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Row-major shape; matrices are `[n, k]`.
+    pub shape: Vec<usize>,
+    /// Byte offset in `weights.bin` (multiple of [`ALIGNMENT`]).
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BufferInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Elements per token row; the buffer holds `program.max_tokens` rows.
+    pub row_elems: usize,
+    /// Byte offset in the activation arena (multiple of [`ALIGNMENT`]).
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// Index into [`Plan::weights`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WeightId(pub u32);
+
+/// Index into [`Program::buffers`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub u32);
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Program {
+    pub max_tokens: usize,
+    pub buffers: Vec<BufferInfo>,
+    /// Bytes of the activation arena this program needs (buffers overlap where their lifetimes do
+    /// not; the compiler's memory planner decided the offsets).
+    pub arena_bytes: u64,
+    /// What the naive allocation (every buffer its own memory) would need, for reports.
+    pub naive_arena_bytes: u64,
+    /// Input: token ids, `[max_tokens]` i32 (`row_elems` 1).
+    pub tokens: BufId,
+    /// Output: logits `[max_tokens, vocab]` f32 (see [`Step::MatMul::logit_rows`]).
+    pub logits: BufId,
+    /// Output: greedy next token, `[1]` i32: argmax of the logits of row `n_tokens - 1`.
+    pub next_token: BufId,
+    pub steps: Vec<Step>,
+}
+
+/// One kernel launch. Every variant's semantics are defined for rows `t in 0..n_tokens`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Step {
+    /// `out[t, :] = table[tokens[t], :]` (table `[vocab, hidden]` f16, out f32).
+    /// Token ids outside `0..vocab` are rejected by the runtime before the program runs.
+    Embed { tokens: BufId, table: WeightId, out: BufId },
+
+    /// `out[t, i] = x[t, i] / sqrt(mean_j(x[t, j]^2) + eps) * weight[i]` over `row_elems` of x;
+    /// mean and scaling in f32. `weight` is f32 `[hidden]`.
+    RmsNorm { x: BufId, weight: WeightId, out: BufId, eps: f32 },
+
+    /// Fused residual add + RMSNorm: `sum[t, :] = a[t, :] + b[t, :]`, then
+    /// `norm_out[t, :] = rms_norm(sum[t, :]) * weight` (as [`Step::RmsNorm`]).
+    AddRmsNorm { a: BufId, b: BufId, weight: WeightId, eps: f32, sum_out: BufId, norm_out: BufId },
+
+    /// `out[t, j] = sum_i x[t, i] * weight[j, i]` for `j in 0..n`, `i in 0..k`; weight `[n, k]` f16,
+    /// accumulation in f32. If `residual` is set, `out[t, j] += residual[t, j]` (residual may not
+    /// alias out). If `logit_rows` is true this is the LM head: the runtime may compute only row
+    /// `n_tokens - 1` unless the caller asked for the logits of every row; rows it skips are
+    /// left unspecified.
+    MatMul { x: BufId, weight: WeightId, n: usize, k: usize, out: BufId, residual: Option<BufId>, logit_rows: bool },
+
+    /// Fused bias + RoPE + KV-cache write on a packed QKV row
+    /// `qkv[t] = [q (n_heads*head_dim) | k (n_kv_heads*head_dim) | v (n_kv_heads*head_dim)]`:
+    /// `bias` (f32, same packed length) is added to all three; q and k are rotated NeoX style at
+    /// position `p = pos + t`: for each head and `i < head_dim/2`, with
+    /// `inv_freq = rope_theta^(-2i/head_dim)`, `angle = p * inv_freq` (computed in f32),
+    /// `(x[i], x[i+d/2]) <- (x[i]*cos - x[i+d/2]*sin, x[i+d/2]*cos + x[i]*sin)`.
+    /// Rotated q goes to `q_out[t]` (`n_heads*head_dim`); rotated k and biased v are written to the
+    /// cache of `layer` at position `p`.
+    BiasRopeKvWrite { qkv: BufId, bias: WeightId, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, rope_theta: f32, q_out: BufId },
+
+    /// Causal grouped-query attention over the cache of `layer`: for query row t (position
+    /// `p = pos + t`) and head h (KV head `h / (n_heads / n_kv_heads)`), scores
+    /// `s_j = scale * q[t,h,:] . K[j,kvh,:]` for `j in 0..=p`, softmax in f32, and
+    /// `out[t,h,:] = sum_j softmax(s)_j * V[j,kvh,:]`. Out is `[n_heads*head_dim]` per row.
+    Attention { q: BufId, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, scale: f32, out: BufId },
+
+    /// SwiGLU on a packed `[gate (ffn) | up (ffn)]` row: `out[t, i] = silu(gate[t, i]) * up[t, i]`,
+    /// `silu(x) = x / (1 + exp(-x))`.
+    SwiGlu { gate_up: BufId, ffn: usize, out: BufId },
+
+    /// `out[0] = argmax_j logits[n_tokens - 1, j]` over `vocab` columns (lowest index on ties).
+    Argmax { logits: BufId, vocab: usize, out: BufId },
+}
+
+impl Step {
+    /// Short kernel-family name, for reports and launch tables.
+    pub fn kernel_name(&self) -> &'static str {
+        match self {
+            Step::Embed { .. } => "embed",
+            Step::RmsNorm { .. } => "rms_norm",
+            Step::AddRmsNorm { .. } => "add_rms_norm",
+            Step::MatMul { .. } => "matmul",
+            Step::BiasRopeKvWrite { .. } => "bias_rope_kv_write",
+            Step::Attention { .. } => "attention",
+            Step::SwiGlu { .. } => "swiglu",
+            Step::Argmax { .. } => "argmax",
+        }
+    }
+}

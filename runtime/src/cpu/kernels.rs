@@ -1,0 +1,198 @@
+//! CPU twins of every plan step: slow, obvious f32 code that defines what each GPU kernel must
+//! compute. The CPU executor runs these; `qwen-aot check` and the kernel tests compare the CUDA
+//! kernels against them. Semantics are those documented on [`crate::plan::Step`].
+//!
+//! Layout: activations are row-major `[rows, row_elems]`; weight matrices `[n, k]` (converted to
+//! f32 by the CPU executor at load); the KV cache of one layer is `[max_seq, n_kv_heads, head_dim]`.
+use rayon::prelude::*;
+
+/// `out[t, :] = table[tokens[t], :]`. Token ids were range-checked by the caller.
+pub fn embed(tokens: &[i32], table: &[f32], hidden: usize, out: &mut [f32]) {
+    for (t, &id) in tokens.iter().enumerate() {
+        let row = id as usize * hidden;
+        out[t * hidden..(t + 1) * hidden].copy_from_slice(&table[row..row + hidden]);
+    }
+}
+
+/// RMSNorm of one row into `out` (mean of squares and scaling in f32).
+pub fn rms_norm_row(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * inv * w;
+    }
+}
+
+/// `out[t] = rms_norm(x[t]) * weight` for every row of `x` (`row` elements each).
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, row: usize, out: &mut [f32]) {
+    for (xr, or) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+        rms_norm_row(xr, weight, eps, or);
+    }
+}
+
+/// `sum = a + b; norm_out = rms_norm(sum) * weight`, row by row.
+pub fn add_rms_norm(a: &[f32], b: &[f32], weight: &[f32], eps: f32, row: usize, sum_out: &mut [f32], norm_out: &mut [f32]) {
+    for (s, (x, y)) in sum_out.iter_mut().zip(a.iter().zip(b)) {
+        *s = x + y;
+    }
+    rms_norm(sum_out, weight, eps, row, norm_out);
+}
+
+/// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`.
+/// One row uses a parallel GEMV (decode); several rows use a blocked SGEMM (prefill).
+pub fn matmul(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+    assert!(x.len() >= rows * k && w.len() >= n * k && out.len() >= rows * n, "matmul: slice too short");
+    if rows == 1 {
+        let x = &x[..k];
+        out[..n].par_chunks_mut(64).enumerate().for_each(|(c, chunk)| {
+            for (jj, o) in chunk.iter_mut().enumerate() {
+                let j = c * 64 + jj;
+                *o = dot(x, &w[j * k..(j + 1) * k]);
+            }
+        });
+    } else {
+        // SAFETY: the assert above guarantees x holds rows*k, w holds n*k and out holds rows*n
+        // elements; the strides describe exactly those row-major layouts (w read transposed:
+        // B[i, j] = w[j*k + i]), and out does not alias x or w (distinct borrows).
+        unsafe {
+            matrixmultiply::sgemm(
+                rows, k, n, 1.0,
+                x.as_ptr(), k as isize, 1,
+                w.as_ptr(), 1, k as isize,
+                0.0,
+                out.as_mut_ptr(), n as isize, 1,
+            );
+        }
+    }
+    if let Some(r) = residual {
+        for (o, &v) in out[..rows * n].iter_mut().zip(r) {
+            *o += v;
+        }
+    }
+}
+
+/// Dot product with four independent accumulators so the compiler can vectorise it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// Shapes of the attention-side steps.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    pub fn q_len(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+    pub fn kv_len(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// NeoX-style rotation of one head in place at position `p`.
+pub fn rope_head(x: &mut [f32], p: usize, theta: f32) {
+    let d = x.len();
+    let half = d / 2;
+    for i in 0..half {
+        let inv_freq = theta.powf(-2.0 * i as f32 / d as f32);
+        let angle = p as f32 * inv_freq;
+        let (s, c) = angle.sin_cos();
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * c - b * s;
+        x[i + half] = b * c + a * s;
+    }
+}
+
+/// Bias + RoPE + KV write for `n_tokens` packed QKV rows starting at position `pos`.
+/// `k_cache`/`v_cache` are this layer's `[max_seq, n_kv_heads, head_dim]` caches.
+#[allow(clippy::too_many_arguments)]
+pub fn bias_rope_kv_write(
+    qkv: &[f32], bias: &[f32], s: AttnShape, theta: f32, pos: usize, n_tokens: usize,
+    k_cache: &mut [f32], v_cache: &mut [f32], q_out: &mut [f32],
+) {
+    let (ql, kl) = (s.q_len(), s.kv_len());
+    let row = ql + 2 * kl;
+    let mut buf = vec![0.0f32; row];
+    for t in 0..n_tokens {
+        for (b, (x, y)) in buf.iter_mut().zip(qkv[t * row..(t + 1) * row].iter().zip(bias)) {
+            *b = x + y;
+        }
+        let p = pos + t;
+        for head in buf[..ql + kl].chunks_exact_mut(s.head_dim) {
+            rope_head(head, p, theta);
+        }
+        q_out[t * ql..(t + 1) * ql].copy_from_slice(&buf[..ql]);
+        k_cache[p * kl..(p + 1) * kl].copy_from_slice(&buf[ql..ql + kl]);
+        v_cache[p * kl..(p + 1) * kl].copy_from_slice(&buf[ql + kl..]);
+    }
+}
+
+/// Causal grouped-query attention of `n_tokens` query rows (positions `pos..pos+n_tokens`) over
+/// the cache, softmax in f32 with the running maximum subtracted.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32], k_cache: &[f32], v_cache: &[f32], s: AttnShape, scale: f32, pos: usize, n_tokens: usize,
+    out: &mut [f32],
+) {
+    let (ql, kl, d) = (s.q_len(), s.kv_len(), s.head_dim);
+    let group = s.n_heads / s.n_kv_heads;
+    out[..n_tokens * ql].par_chunks_mut(d).enumerate().for_each(|(idx, o)| {
+        let (t, h) = (idx / s.n_heads, idx % s.n_heads);
+        let kvh = h / group;
+        let qh = &q[t * ql + h * d..t * ql + (h + 1) * d];
+        let len = pos + t + 1;
+        let scores: Vec<f32> = (0..len).map(|j| scale * dot(qh, &k_cache[j * kl + kvh * d..j * kl + (kvh + 1) * d])).collect();
+        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = scores.iter().map(|v| (v - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        o.fill(0.0);
+        for (j, e) in exps.iter().enumerate() {
+            let w = e / sum;
+            let vr = &v_cache[j * kl + kvh * d..j * kl + (kvh + 1) * d];
+            for (oo, &vv) in o.iter_mut().zip(vr) {
+                *oo += w * vv;
+            }
+        }
+    });
+}
+
+/// `silu(x) = x * sigmoid(x)`.
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `out[t, i] = silu(gate[t, i]) * up[t, i]` on packed `[gate | up]` rows of `2 * ffn`.
+pub fn swiglu(gate_up: &[f32], ffn: usize, n_tokens: usize, out: &mut [f32]) {
+    for t in 0..n_tokens {
+        let row = &gate_up[t * 2 * ffn..(t + 1) * 2 * ffn];
+        for i in 0..ffn {
+            out[t * ffn + i] = silu(row[i]) * row[ffn + i];
+        }
+    }
+}
+
+/// Index of the largest value (lowest index on ties; NaN never wins).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] || row[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}

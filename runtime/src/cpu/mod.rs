@@ -1,0 +1,3 @@
+//! The CPU executor: interprets a plan in f32 on all cores. It is the oracle for the GPU and the
+//! fallback on machines without one.
+pub mod kernels;

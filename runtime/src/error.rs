@@ -1,0 +1,22 @@
+//! Errors of the runtime crate: one enum, one clear message per failure.
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("cannot read compiled model file {path}: {source}")]
+    Io { path: String, #[source] source: std::io::Error },
+    #[error("{0} (recompile with `qwen-aot compile`)")]
+    BadPlan(String),
+    #[error("plan format version {found} does not match this runtime's {expected}: recompile the model with `qwen-aot compile`")]
+    PlanVersion { found: u32, expected: u32 },
+    #[error("token id {id} is out of range (vocabulary has {vocab} tokens)")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("context full: {needed} tokens needed but the KV cache holds {max_seq}")]
+    ContextFull { needed: usize, max_seq: usize },
+    #[error("invalid call: {0}")]
+    InvalidCall(String),
+    #[error("CUDA: {0}")]
+    Cuda(String),
+    #[error("CUDA backend unavailable: {0}")]
+    CudaUnavailable(String),
+}

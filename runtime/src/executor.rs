@@ -1,0 +1,57 @@
+//! The interface every backend implements. A backend owns the loaded weights, its activation
+//! arena and its KV cache; it runs one program invocation at a time. Position bookkeeping,
+//! chunking of long prompts and context limits live in [`crate::session`], not here.
+use crate::error::RuntimeError;
+use crate::plan::HyperParams;
+
+/// Which backend runs the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    Cuda,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+}
+
+/// Which logits rows a prefill should return to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// Only the greedy next token (the device argmax of the last row).
+    None,
+    /// The last row (`vocab` floats).
+    Last,
+    /// Every row (`n_tokens * vocab` floats), e.g. for teacher-forced log-probs and perplexity.
+    All,
+}
+
+/// Result of one program invocation.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    /// Argmax of the last row's logits, computed on the executing device.
+    pub next_token: u32,
+    /// Row-major `[rows, vocab]` as requested by [`LogitsWanted`]; empty for `None`.
+    pub logits: Vec<f32>,
+}
+
+pub trait Executor {
+    fn backend(&self) -> Backend;
+    fn hparams(&self) -> &HyperParams;
+    /// KV-cache capacity in tokens chosen at load time.
+    fn max_seq(&self) -> usize;
+    /// Largest `tokens.len()` accepted by [`Executor::prefill`].
+    fn max_prefill_tokens(&self) -> usize;
+    /// Runs the prefill program over `tokens` at positions `pos..pos + tokens.len()`, appending
+    /// their K/V to the cache. Requires `1 <= tokens.len() <= max_prefill_tokens()` and
+    /// `pos + tokens.len() <= max_seq()`; token ids must be `< vocab`.
+    fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError>;
+    /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
+    /// false means only the token id crosses to the host.
+    fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+}

@@ -2,4 +2,17 @@
 //! memory planner, weight packer and plan emitter.
 //!
 //! Invariant: no CUDA. The compiler hard-codes no layer sequence: it comes from `graphs/qwen2.toml`.
+pub mod compile;
+pub mod description;
+pub mod emit;
+pub mod error;
+pub mod expr;
 pub mod gguf;
+pub mod graph;
+pub mod hparams;
+pub mod memory;
+pub mod pack;
+pub mod passes;
+pub mod schedule;
+pub mod source;
+pub mod synthetic;

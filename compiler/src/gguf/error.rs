@@ -145,4 +145,7 @@ pub enum GgufError {
         expected: u128,
         got: usize,
     },
+
+    #[error("cannot write metadata key {key:?} as GGUF: {reason}")]
+    Unencodable { key: String, reason: String },
 }

@@ -1,1 +1,297 @@
-//! placeholder: being written
+//! The tokenizer of Qwen2-family models: byte-level BPE (GPT-2 style) with the Qwen2
+//! pre-tokenizer and inline added tokens, built from the GGUF vocabulary that the compiler
+//! copies into `tokenizer.json` ([`TokenizerData`]).
+//!
+//! Encoding, as Hugging Face `tokenizers` does it for a GGUF-derived Qwen2 tokenizer (the
+//! reference this module is tested against):
+//! 1. added tokens (control and user-defined, e.g. `<|im_start|>`) are cut out of the text,
+//!    leftmost-longest, and become single ids ([`added_tokens`]);
+//! 2. the text between them is split by the Qwen2 pre-tokenizer regex ([`pretokenize`]), with
+//!    no Unicode normalisation;
+//! 3. each piece's UTF-8 bytes are BPE-merged by rank ([`bpe`]).
+//!
+//! Decoding concatenates the bytes each token stands for ([`byte_level`]); [`StreamDecoder`]
+//! does it incrementally without ever emitting half a character. No BOS/EOS is ever added.
+//!
+//! The tokenizer is immutable after construction (`Send + Sync`): share it between threads.
+
+mod added_tokens;
+mod bpe;
+mod byte_level;
+mod data;
+mod error;
+mod pretokenize;
+mod stream;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use data::{TokenType, TokenizerData, MAX_MERGES, MAX_TOKEN_BYTES, MAX_VOCAB};
+pub use error::TokenizerError;
+pub use stream::StreamDecoder;
+
+use added_tokens::{AddedTokens, Segment};
+use bpe::{Merges, Scratch};
+
+/// Tokens that end a chat turn or a document in Qwen2 vocabularies; generation stops on them.
+const STOP_TOKENS: [&str; 2] = ["<|endoftext|>", "<|im_end|>"];
+
+/// A byte-level BPE tokenizer; see the module documentation.
+pub struct Tokenizer {
+    tokens: Vec<String>,
+    types: Vec<TokenType>,
+    /// Token string → id, for every token (first id wins on a duplicate added token).
+    ids: HashMap<String, u32>,
+    /// The bytes of token `i` are `bytes[offsets[i]..offsets[i + 1]]`.
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+    /// Id of the single-byte token for each byte.
+    byte_ids: [u32; 256],
+    merges: Merges,
+    added: AddedTokens,
+    bos_id: Option<u32>,
+    eos_id: Option<u32>,
+    pad_id: Option<u32>,
+    add_bos: bool,
+    chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.tokens.len())
+            .field("merges", &self.merges.len())
+            .field("added_tokens", &self.added.len())
+            .field("bos_id", &self.bos_id)
+            .field("eos_id", &self.eos_id)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Builds and validates a tokenizer: sizes match and are bounded, token types are known,
+    /// every merge names known tokens and yields a known token, all 256 byte tokens exist,
+    /// special ids are in range, and model/pre-tokenizer are supported.
+    pub fn from_data(data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
+        if data.model != "gpt2" {
+            return Err(TokenizerError::UnsupportedModel(data.model));
+        }
+        if data.pre != "qwen2" {
+            return Err(TokenizerError::UnsupportedPreTokenizer(data.pre));
+        }
+        let n = data.tokens.len();
+        if n == 0 || n > MAX_VOCAB {
+            return Err(TokenizerError::VocabSize(n));
+        }
+        if data.token_types.len() != n {
+            return Err(TokenizerError::TypeCountMismatch { tokens: n, types: data.token_types.len() });
+        }
+        if data.merges.len() > MAX_MERGES {
+            return Err(TokenizerError::TooManyMerges(data.merges.len()));
+        }
+        for (which, id) in [("bos", data.bos_id), ("eos", data.eos_id), ("padding", data.pad_id)] {
+            if let Some(id) = id {
+                if id as usize >= n {
+                    return Err(TokenizerError::SpecialIdOutOfRange { which, id, vocab: n });
+                }
+            }
+        }
+
+        let mut types = Vec::with_capacity(n);
+        let mut ids: HashMap<String, u32> = HashMap::with_capacity(n);
+        // BPE (non-added) tokens only: merges may only reference these.
+        let mut bpe_ids: HashMap<&str, u32> = HashMap::with_capacity(n);
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0u32);
+        for (i, (tok, &ty)) in data.tokens.iter().zip(&data.token_types).enumerate() {
+            let id = i as u32;
+            if tok.is_empty() || tok.len() > MAX_TOKEN_BYTES {
+                return Err(TokenizerError::TokenLength { id, len: tok.len() });
+            }
+            let ty = TokenType::from_i32(ty).ok_or(TokenizerError::TokenType { id, ty })?;
+            types.push(ty);
+            if ty.is_added() {
+                // Added tokens are stored literally.
+                bytes.extend_from_slice(tok.as_bytes());
+            } else {
+                bytes.extend_from_slice(&byte_level::token_to_bytes(tok));
+                if let Some(&first) = bpe_ids.get(tok.as_str()) {
+                    return Err(TokenizerError::DuplicateToken { text: tok.clone(), first, second: id });
+                }
+                bpe_ids.insert(tok.as_str(), id);
+            }
+            ids.entry(tok.clone()).or_insert(id);
+            // Bounded: n <= MAX_VOCAB and each token <= MAX_TOKEN_BYTES, so this fits in u32.
+            offsets.push(bytes.len() as u32);
+        }
+
+        let byte_chars = byte_level::byte_to_char_table();
+        let mut byte_ids = [0u32; 256];
+        for b in 0..=255u8 {
+            let mut buf = [0u8; 4];
+            let s: &str = byte_chars[b as usize].encode_utf8(&mut buf);
+            byte_ids[b as usize] = *bpe_ids.get(s).ok_or(TokenizerError::MissingByteToken(b))?;
+        }
+
+        let mut triples = Vec::with_capacity(data.merges.len());
+        let mut joined = String::new();
+        for (index, line) in data.merges.iter().enumerate() {
+            let malformed = || TokenizerError::MalformedMerge { index, line: line.clone() };
+            let (a, b) = line.split_once(' ').ok_or_else(malformed)?;
+            if a.is_empty() || b.is_empty() || b.contains(' ') {
+                return Err(malformed());
+            }
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            let lookup = |t: &str| {
+                bpe_ids.get(t).copied().ok_or_else(|| TokenizerError::MergeUnknownToken {
+                    index,
+                    line: line.clone(),
+                    token: t.to_string(),
+                })
+            };
+            triples.push((lookup(a)?, lookup(b)?, lookup(&joined)?));
+        }
+        let merges = Merges::new(triples);
+
+        let added = AddedTokens::new(
+            data.tokens
+                .iter()
+                .zip(&types)
+                .enumerate()
+                .filter(|(_, (_, ty))| ty.is_added())
+                .map(|(i, (tok, _))| (tok.as_str(), i as u32)),
+        );
+
+        Ok(Tokenizer {
+            tokens: data.tokens,
+            types,
+            ids,
+            bytes,
+            offsets,
+            byte_ids,
+            merges,
+            added,
+            bos_id: data.bos_id,
+            eos_id: data.eos_id,
+            pad_id: data.pad_id,
+            add_bos: data.add_bos,
+            chat_template: data.chat_template,
+        })
+    }
+
+    /// Reads `tokenizer.json` (as written by the compiler) and builds the tokenizer.
+    pub fn load(path: &Path) -> Result<Tokenizer, TokenizerError> {
+        let json = std::fs::read_to_string(path)
+            .map_err(|source| TokenizerError::Io { path: path.display().to_string(), source })?;
+        Tokenizer::from_data(TokenizerData::from_json(&json)?)
+    }
+
+    /// Token ids of `text`. No BOS/EOS is added; added tokens written in the text (such as
+    /// `<|im_start|>`) become their single ids.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let mut scratch = Scratch::default();
+        self.added.for_each_segment(text, |seg| match seg {
+            Segment::Added(id) => out.push(id),
+            Segment::Text(t) => pretokenize::for_each_piece(t, |piece| {
+                bpe::encode_word(piece.as_bytes(), &self.byte_ids, &self.merges, &mut scratch, &mut out)
+            }),
+        });
+        out
+    }
+
+    /// The bytes `ids` stand for, concatenated.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>, TokenizerError> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            out.extend_from_slice(self.token_bytes(id)?);
+        }
+        Ok(out)
+    }
+
+    /// The text `ids` stand for (added tokens included verbatim). Byte sequences that are not
+    /// UTF-8 (only possible for id sequences that split a character) become U+FFFD, as in HF.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let bytes = self.decode_bytes(ids)?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    /// The raw bytes of one token.
+    pub fn token_bytes(&self, id: u32) -> Result<&[u8], TokenizerError> {
+        let i = id as usize;
+        if i >= self.tokens.len() {
+            return Err(TokenizerError::UnknownId { id, vocab: self.tokens.len() });
+        }
+        Ok(&self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+    }
+
+    /// A streaming decoder over this tokenizer.
+    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
+        StreamDecoder::new(self)
+    }
+
+    /// Id of a token given in its stored form (`"Ġworld"`, `"<|im_end|>"`).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.ids.get(token).copied()
+    }
+
+    /// Stored form of a token (GPT-2 byte-level spelling for BPE tokens).
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// GGUF type of a token.
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// Number of tokens (the model's vocabulary size, padding slots included).
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Ids that end generation: the EOS id, then `<|endoftext|>` and `<|im_end|>` when present;
+    /// no duplicates.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.eos_id.into_iter().collect();
+        for t in STOP_TOKENS {
+            if let Some(id) = self.token_to_id(t) {
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// `tokenizer.ggml.bos_token_id`.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// `tokenizer.ggml.eos_token_id`.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    /// `tokenizer.ggml.padding_token_id`.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad_id
+    }
+
+    /// Whether the model expects BOS in front of a prompt (the caller adds it; false for Qwen2).
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// The Jinja chat template stored with the vocabulary, if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+}

@@ -1,0 +1,113 @@
+//! The compiler driver: description → unfused graph → passes → schedule → weight table →
+//! prefill and decode programs → compiled directory (plan.json, weights.bin, tokenizer.json).
+use std::io::{BufWriter, Read};
+use std::path::Path;
+
+use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
+use sha2::{Digest, Sha256};
+
+use crate::description::{Description, QWEN2};
+use crate::emit::emit_program;
+use crate::error::CompileError;
+use crate::graph::{lower::lower, OpGraph};
+use crate::pack::{hex, weight_table, write_weights, WeightTable};
+use crate::passes;
+use crate::schedule::schedule;
+use crate::source::TensorSource;
+
+/// Compiler version baked into every plan; a runtime only loads plans of its own format.
+pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Rows of the prefill program (longer prompts run in chunks of this many tokens).
+    pub prefill_tokens: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { prefill_tokens: 512 }
+    }
+}
+
+/// Everything the compiler produced, for writing and for reports.
+pub struct Compiled {
+    pub plan: Plan,
+    pub weights: WeightTable,
+    pub unfused: OpGraph,
+    pub fused: OpGraph,
+    pub pass_report: Vec<(&'static str, usize)>,
+}
+
+/// Compiles the shipped Qwen2 description for `hp` with tensors from `src`.
+pub fn build(hp: &HyperParams, src: &dyn TensorSource, model_sha256: &str, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    if opts.prefill_tokens == 0 || opts.prefill_tokens > 8192 {
+        return Err(CompileError::Graph(format!("prefill chunk of {} tokens is out of range 1..=8192", opts.prefill_tokens)));
+    }
+    let desc = Description::parse(QWEN2)?;
+    let unfused = lower(&desc, hp, &|n| src.dims(n).is_some())?;
+    let mut fused = unfused.clone();
+    let pass_report = passes::run_all(&mut fused)?;
+    let order = schedule(&fused)?;
+    let weights = weight_table(&fused, &order, src)?;
+    let prefill = emit_program(&fused, &order, opts.prefill_tokens, &weights)?;
+    let decode = emit_program(&fused, &order, 1, &weights)?;
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        compiler_version: COMPILER_VERSION.to_string(),
+        model_sha256: model_sha256.to_string(),
+        hparams: hp.clone(),
+        weights_bytes: weights.total_bytes,
+        weights_sha256: String::new(),
+        weights: weights.infos.clone(),
+        prefill,
+        decode,
+    };
+    Ok(Compiled { plan, weights, unfused, fused, pass_report })
+}
+
+/// Writes the compiled directory atomically: into `DIR.tmp` first, renamed when complete, so an
+/// interrupted compile never leaves a directory that looks valid.
+pub fn write_dir(
+    c: &mut Compiled,
+    src: &dyn TensorSource,
+    tokenizer_json: Option<&str>,
+    dir: &Path,
+    progress: impl FnMut(u64),
+) -> Result<(), CompileError> {
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
+    let wpath = tmp.join(WEIGHTS_FILE);
+    let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
+    let mut w = BufWriter::with_capacity(1 << 22, file);
+    c.plan.weights_sha256 = write_weights(&c.weights, src, &mut w, progress)?;
+    std::io::Write::flush(&mut w).map_err(|e| CompileError::io(&wpath, e))?;
+    let json = serde_json::to_string_pretty(&c.plan).map_err(|e| CompileError::Graph(e.to_string()))?;
+    std::fs::write(tmp.join(PLAN_FILE), json).map_err(|e| CompileError::io(tmp.join(PLAN_FILE), e))?;
+    if let Some(t) = tokenizer_json {
+        std::fs::write(tmp.join(TOKENIZER_FILE), t).map_err(|e| CompileError::io(tmp.join(TOKENIZER_FILE), e))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| CompileError::io(dir, e))?;
+    Ok(())
+}
+
+/// sha256 of a file (hex), streamed.
+pub fn sha256_file(path: &Path) -> Result<String, CompileError> {
+    let mut f = std::fs::File::open(path).map_err(|e| CompileError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| CompileError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}

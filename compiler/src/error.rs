@@ -1,0 +1,33 @@
+//! Errors of the compiler crate.
+use thiserror::Error;
+
+use crate::gguf::GgufError;
+use crate::hparams::HParamsError;
+
+#[derive(Debug, Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    HParams(#[from] HParamsError),
+    #[error("architecture description: {0}")]
+    Description(String),
+    #[error("model is missing tensor `{0}` required by the architecture description")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
+    #[error("op graph: {0}")]
+    Graph(String),
+    #[error("cannot emit a plan step for `{0}`: it must be removed or fused by a pass first")]
+    Unlowerable(String),
+    #[error("{path}: {source}")]
+    Io { path: String, #[source] source: std::io::Error },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+impl CompileError {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        CompileError::Io { path: path.as_ref().display().to_string(), source }
+    }
+}

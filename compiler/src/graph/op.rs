@@ -1,0 +1,106 @@
+//! Operations of the op graph: the unfused vocabulary of the architecture description, plus the
+//! fused operations the passes create. Only fused-or-primitive ops that have a plan step can be
+//! emitted (see [`crate::emit`]).
+use std::fmt;
+
+/// A weight as the graph sees it: one GGUF tensor, or several concatenated along their first
+/// (row / output-feature) dimension by the weight packer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WeightRef {
+    Tensor(String),
+    Concat(Vec<String>),
+}
+
+impl WeightRef {
+    /// Name in the plan's weight table (concatenations get a `+`-joined name).
+    pub fn plan_name(&self) -> String {
+        match self {
+            WeightRef::Tensor(n) => n.clone(),
+            WeightRef::Concat(parts) => parts.join("+"),
+        }
+    }
+
+    pub fn parts(&self) -> Vec<&str> {
+        match self {
+            WeightRef::Tensor(n) => vec![n.as_str()],
+            WeightRef::Concat(p) => p.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Program input: token ids (one i32 per row).
+    Tokens,
+    Embedding { table: WeightRef },
+    RmsNorm { weight: WeightRef, eps: f32 },
+    /// `y = x W^T` with W `[n, k]`; `logits` marks the LM head.
+    MatMul { weight: WeightRef, n: usize, k: usize, logits: bool },
+    BiasAdd { bias: WeightRef },
+    Rope { heads: usize, head_dim: usize, theta: f32 },
+    /// Inputs k, v; output: an ordering token (0 columns) read by attention.
+    KvWrite { layer: usize, kv_heads: usize, head_dim: usize },
+    /// Inputs q, kv-token; output: scores (symbolic width).
+    AttnScores { layer: usize, heads: usize, kv_heads: usize, head_dim: usize },
+    Scale { factor: f32 },
+    CausalMask,
+    Softmax,
+    /// Inputs probabilities, kv-token.
+    AttnContext { layer: usize, heads: usize, kv_heads: usize, head_dim: usize },
+    Add,
+    Silu,
+    Mul,
+    /// Columns `start..start+len` of the input.
+    Slice { start: usize, len: usize },
+    Argmax { vocab: usize },
+    // ---- created by passes ----
+    /// Inputs a, b; outputs [a + b, rms_norm(a + b)].
+    AddRmsNorm { weight: WeightRef, eps: f32 },
+    /// Inputs q, k, v (raw projections) or one packed qkv; outputs [rotated q, kv-token].
+    BiasRopeKvWrite { bias: WeightRef, layer: usize, heads: usize, kv_heads: usize, head_dim: usize, theta: f32 },
+    /// Inputs q, kv-token.
+    Attention { layer: usize, heads: usize, kv_heads: usize, head_dim: usize, scale: f32 },
+    /// Inputs gate, up or one packed gate|up.
+    SwiGlu { ffn: usize },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Tokens => "tokens",
+            Op::Embedding { .. } => "embedding",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::MatMul { .. } => "matmul",
+            Op::BiasAdd { .. } => "bias_add",
+            Op::Rope { .. } => "rope",
+            Op::KvWrite { .. } => "kv_write",
+            Op::AttnScores { .. } => "attn_scores",
+            Op::Scale { .. } => "scale",
+            Op::CausalMask => "causal_mask",
+            Op::Softmax => "softmax",
+            Op::AttnContext { .. } => "attn_context",
+            Op::Add => "add",
+            Op::Silu => "silu",
+            Op::Mul => "mul",
+            Op::Slice { .. } => "slice",
+            Op::Argmax { .. } => "argmax",
+            Op::AddRmsNorm { .. } => "add_rms_norm",
+            Op::BiasRopeKvWrite { .. } => "bias_rope_kv_write",
+            Op::Attention { .. } => "attention",
+            Op::SwiGlu { .. } => "swiglu",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::MatMul { weight, n, k, .. } => write!(f, "matmul {} [{n}x{k}]", weight.plan_name()),
+            Op::Embedding { table } => write!(f, "embedding {}", table.plan_name()),
+            Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => write!(f, "{} {}", self.name(), weight.plan_name()),
+            Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias, .. } => write!(f, "{} {}", self.name(), bias.plan_name()),
+            Op::Slice { start, len } => write!(f, "slice [{start}..{}]", start + len),
+            _ => f.write_str(self.name()),
+        }
+    }
+}

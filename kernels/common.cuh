@@ -1,0 +1,78 @@
+// Shared helpers for every kernel in kernels/*.cu.
+//
+// Conventions (see runtime/src/plan.rs for the contract):
+// - Activations are row-major f32 `[rows, row_elems]`; weights are row-major f16 `[n, k]`; norm
+//   weights and biases are f32.
+// - The KV cache is f16 `[max_seq, n_kv_heads, head_dim]` per layer and per K/V (see rope.cu).
+// - Every kernel takes `const int* state` first: the device-side run state, `state[0] = pos` (tokens
+//   already in the KV cache), `state[1] = n_tokens` (rows of this program invocation). Reading them
+//   from device memory is what lets the captured decode graph stay unchanged from token to token:
+//   the host updates these 8 bytes before each replay. Grids are sized by the host for the largest
+//   row count it launches; blocks whose row is `>= n_tokens` exit at once.
+// - No kernel is compiled with --use_fast_math (see build.rs): every kernel here is memory- or
+//   latency-bound, so IEEE expf/sincosf/sqrtf/division cost nothing measurable, and RoPE needs the
+//   accurate sincosf for angles up to max_seq radians.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define QA_DEVICE __device__ __forceinline__
+
+// ---- run state --------------------------------------------------------------------------------
+QA_DEVICE int state_pos(const int* state) { return state[0]; }
+QA_DEVICE int state_n_tokens(const int* state) { return state[1]; }
+
+// ---- reductions -------------------------------------------------------------------------------
+QA_DEVICE float warp_sum(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+QA_DEVICE float warp_max(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024). Every thread gets the result.
+// `scratch` needs 32 floats of shared memory; the function synchronises before returning so the
+// scratch can be reused immediately.
+QA_DEVICE float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = lane < n_warps ? scratch[lane] : 0.0f;
+    r = warp_sum(r);
+    __syncthreads();
+    return r;
+}
+
+// ---- f16 vector helpers ------------------------------------------------------------------------
+// 8 halves in one 16-byte word -> 8 floats.
+QA_DEVICE void unpack_half8(const uint4 v, float f[8]) {
+    const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 p = __half22float2(h[i]);
+        f[2 * i] = p.x;
+        f[2 * i + 1] = p.y;
+    }
+}
+
+// Streaming 16-byte load of weights: read once per token, so ask the cache to evict them first and
+// keep activations/KV resident in L2.
+QA_DEVICE uint4 load_stream16(const void* p) { return __ldcs(reinterpret_cast<const uint4*>(p)); }
+
+// Read-only 16-byte load through the non-coherent path (activations read by many warps).
+QA_DEVICE float4 load_ro4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+
+// ---- flash-decoding split geometry (shared by attention_split and attention_reduce) ----------
+// Keys 0..len-1 are cut into chunks of `attn_chunk(len, n_splits)` keys (a multiple of 32 so that
+// short contexts use few splits); split s covers [s*chunk, min(len, (s+1)*chunk)).
+QA_DEVICE int attn_chunk(int len, int n_splits) {
+    int c = (len + n_splits - 1) / n_splits;
+    return (c + 31) & ~31;
+}

@@ -1,0 +1,62 @@
+// Fused bias + RoPE (NeoX) + KV-cache write on packed QKV rows.
+//
+//   row t (position p = pos + t): x = qkv[t] + bias, with qkv[t] = [q (H*d) | k (Hkv*d) | v (Hkv*d)]
+//   for every q and k head and i < d/2: angle = p * inv_freq[i];
+//     (x[i], x[i+d/2]) <- (x[i]*cos - x[i+d/2]*sin, x[i+d/2]*cos + x[i]*sin)
+//   q_out[t] = rotated q (f32); K cache[p] = rotated k (f16); V cache[p] = biased v (f16).
+//
+// dtypes:  qkv f32 [rows, (H + 2*Hkv) * d]; bias f32 [(H + 2*Hkv) * d]; inv_freq f32 [d/2];
+//          q_out f32 [rows, H*d]; k_cache, v_cache f16 [max_seq, Hkv, d] (this layer's slices).
+// launch:  grid (rows), block 128; threads stride over (head, i) rotation pairs, then over the
+//          Hkv*d values of v. A row is ~4.6 KB at 0.5B: latency-bound, one block per row suffices.
+// numerics: inv_freq[i] = theta^(-2i/d) is computed once on the host with the same f32 expression
+//          as the CPU twin (so both sides multiply by bit-identical factors); angle = p * inv_freq
+//          in f32 like the twin; sincosf is the accurate version (angles reach max_seq radians, far
+//          outside the range where the fast __sinf is usable). K and V are rounded to f16 when
+//          stored: the KV cache is f16 because decode attention at long context streams the whole
+//          cache every token (at 32k tokens an f32 cache of Qwen2.5-0.5B would be 0.8 GB, as much
+//          as the weights); f16 halves that, and its 2^-11 relative rounding is far below the
+//          model's own noise (K and V magnitudes of Qwen2 stay well inside the f16 range).
+#include "common.cuh"
+
+extern "C" __global__ void bias_rope_kv_write(const int* __restrict__ state,
+                                              const float* __restrict__ qkv,       // [rows, (H+2Hkv)*d]
+                                              const float* __restrict__ bias,      // [(H+2Hkv)*d]
+                                              const float* __restrict__ inv_freq,  // [d/2]
+                                              float* __restrict__ q_out,           // [rows, H*d]
+                                              __half* __restrict__ k_cache,        // [max_seq, Hkv, d]
+                                              __half* __restrict__ v_cache,        // [max_seq, Hkv, d]
+                                              int n_heads, int n_kv_heads, int head_dim) {
+    const int t = blockIdx.x;
+    if (t >= state_n_tokens(state)) return;
+    const int p = state_pos(state) + t;
+    const int d = head_dim, half = d / 2;
+    const int ql = n_heads * d, kl = n_kv_heads * d;
+    const float* x = qkv + (size_t)t * (ql + 2 * kl);
+    const float fp = (float)p;
+
+    for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
+        const int head = idx / half, i = idx - head * half;
+        const int e0 = head * d + i, e1 = e0 + half;
+        const float a = x[e0] + bias[e0];
+        const float b = x[e1] + bias[e1];
+        float s, c;
+        sincosf(fp * inv_freq[i], &s, &c);
+        const float r0 = a * c - b * s;
+        const float r1 = b * c + a * s;
+        if (head < n_heads) {
+            float* q = q_out + (size_t)t * ql;
+            q[e0] = r0;
+            q[e1] = r1;
+        } else {
+            __half* k = k_cache + (size_t)p * kl + (e0 - ql);
+            k[0] = __float2half_rn(r0);
+            k[half] = __float2half_rn(r1);
+        }
+    }
+    __half* v = v_cache + (size_t)p * kl;
+    for (int idx = threadIdx.x; idx < kl; idx += blockDim.x) {
+        const int e = ql + kl + idx;
+        v[idx] = __float2half_rn(x[e] + bias[e]);
+    }
+}

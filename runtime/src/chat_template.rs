@@ -1,1 +1,295 @@
-//! placeholder: being written
+//! Chat templates: renders a conversation into the prompt text the model was trained on, using
+//! the Jinja template stored in the GGUF (`tokenizer.chat_template`).
+//!
+//! Hugging Face renders these templates with Python Jinja2 (`trim_blocks`, `lstrip_blocks`, the
+//! `loopcontrols` extension, a `raise_exception` function and a `tojson` filter that is
+//! `json.dumps(x, ensure_ascii=False)`). This module sets up `minijinja` to behave the same:
+//! the same whitespace control, Python string/dict methods (`.strip()`, `.startswith()`,
+//! `.items()`, … through `minijinja-contrib`'s pycompat), `raise_exception`, and a `tojson` that
+//! writes Python's `json.dumps` layout (`", "` / `": "` separators, keys in insertion order, no
+//! HTML escaping) instead of minijinja's HTML-safe one.
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Kwargs, Serde, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::{Deserialize, Serialize};
+use thiserror::Error as ThisError;
+
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// Errors of parsing or rendering a chat template.
+#[derive(Debug, ThisError)]
+pub enum ChatTemplateError {
+    /// The template is not valid Jinja (or uses syntax minijinja does not support).
+    #[error("chat template does not parse: {0:#}")]
+    Parse(#[source] Error),
+    /// Rendering failed: `raise_exception` was called, or the template did something invalid
+    /// with the messages (for example an unsupported role).
+    #[error("chat template failed to render: {0:#}")]
+    Render(#[source] Error),
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// "system", "user", "assistant" (or "tool").
+    pub role: String,
+    /// The text of the turn.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with the given role.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into() }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("system", content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("user", content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("assistant", content)
+    }
+}
+
+/// A parsed chat template, ready to render conversations.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Parses a Jinja chat template.
+    pub fn new(template: &str) -> Result<ChatTemplate, ChatTemplateError> {
+        let mut env = Environment::new();
+        // Jinja2 as configured by transformers: trim_blocks + lstrip_blocks, and (Jinja2's
+        // default) the template's single trailing newline dropped.
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(false)
+            .build()
+            .map_err(ChatTemplateError::Parse)?;
+        env.set_syntax(syntax);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_filter("tojson", tojson);
+        env.add_template_owned(TEMPLATE_NAME, template.to_string()).map_err(ChatTemplateError::Parse)?;
+        Ok(ChatTemplate { env, bos_token: None, eos_token: None })
+    }
+
+    /// Sets the `bos_token` / `eos_token` variables some templates use (Qwen2's does not).
+    pub fn with_special_tokens(mut self, bos_token: Option<String>, eos_token: Option<String>) -> ChatTemplate {
+        self.bos_token = bos_token;
+        self.eos_token = eos_token;
+        self
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends with the header of an
+    /// assistant turn, ready for the model to continue. No tools are passed.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(ChatTemplateError::Render)?;
+        let mut ctx = vec![
+            ("messages", Value::from(Serde(messages))),
+            ("add_generation_prompt", Value::from(add_generation_prompt)),
+        ];
+        if let Some(bos) = &self.bos_token {
+            ctx.push(("bos_token", Value::from(bos.as_str())));
+        }
+        if let Some(eos) = &self.eos_token {
+            ctx.push(("eos_token", Value::from(eos.as_str())));
+        }
+        let ctx = Value::from_pairs(ctx);
+        template.render(ctx).map_err(ChatTemplateError::Render)
+    }
+}
+
+/// `raise_exception(message)`: HF templates call it to reject conversations they cannot render.
+fn raise_exception(message: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `x | tojson(indent=None, ensure_ascii=False, sort_keys=False)`, laid out as Python's
+/// `json.dumps` lays it out.
+fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let opts = JsonOpts { indent, ensure_ascii: ensure_ascii.unwrap_or(false), sort_keys: sort_keys.unwrap_or(false) };
+    let mut out = String::new();
+    write_json(value, &opts, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+struct JsonOpts {
+    indent: Option<usize>,
+    ensure_ascii: bool,
+    sort_keys: bool,
+}
+
+fn write_json_str(s: &str, ensure_ascii: bool, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (ensure_ascii && (c as u32) > 0x7E) => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{:04x}", u));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn newline_indent(opts: &JsonOpts, depth: usize, out: &mut String) {
+    if let Some(n) = opts.indent {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(' ', n * depth));
+    }
+}
+
+fn write_json(value: &Value, opts: &JsonOpts, depth: usize, out: &mut String) -> Result<(), Error> {
+    // Python: item separator "," with indent, ", " without; key separator ": ".
+    let item_sep = if opts.indent.is_some() { "," } else { ", " };
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
+        ValueKind::Number => {
+            let s = value.to_string();
+            out.push_str(match s.as_str() {
+                "NaN" | "nan" => "NaN",
+                "inf" => "Infinity",
+                "-inf" => "-Infinity",
+                other => other,
+            })
+        }
+        ValueKind::String => write_json_str(value.as_str().unwrap_or_default(), opts.ensure_ascii, out),
+        ValueKind::Map => {
+            let mut keys: Vec<Value> = value.try_iter()?.collect();
+            if keys.is_empty() {
+                out.push_str("{}");
+                return Ok(());
+            }
+            if opts.sort_keys {
+                keys.sort();
+            }
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline_indent(opts, depth + 1, out);
+                match key.as_str() {
+                    Some(k) => write_json_str(k, opts.ensure_ascii, out),
+                    None => write_json_str(&key.to_string(), opts.ensure_ascii, out),
+                }
+                out.push_str(": ");
+                write_json(&value.get_item(key)?, opts, depth + 1, out)?;
+            }
+            newline_indent(opts, depth, out);
+            out.push('}');
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Value> = value.try_iter()?.collect();
+            if items.is_empty() {
+                out.push_str("[]");
+                return Ok(());
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline_indent(opts, depth + 1, out);
+                write_json(item, opts, depth + 1, out)?;
+            }
+            newline_indent(opts, depth, out);
+            out.push(']');
+        }
+        ValueKind::Bytes | ValueKind::Plain | ValueKind::Invalid => {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialise a {} value", value.kind())));
+        }
+        // ValueKind is non-exhaustive in spirit: treat anything new as a string.
+        #[allow(unreachable_patterns)]
+        _ => write_json_str(&value.to_string(), opts.ensure_ascii, out),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(template: &str, ctx: Value) -> String {
+        let t = ChatTemplate::new(template).expect("parses");
+        let tpl = t.env.get_template(TEMPLATE_NAME).expect("present");
+        tpl.render(ctx).expect("renders")
+    }
+
+    #[test]
+    fn tojson_matches_python_json_dumps() {
+        // A dict literal keeps insertion order (as Python dicts do).
+        let v = r#"{"name": "f", "args": {"x": [1, 2.5, true, none], "s": "é\"\n<"}}"#;
+        // Python: json.dumps(v, ensure_ascii=False) and json.dumps(v, ensure_ascii=False, indent=2).
+        let expected = r#"{"name": "f", "args": {"x": [1, 2.5, true, null], "s": "é\"\n<"}}"#;
+        assert_eq!(render(&format!("{{{{ {v} | tojson }}}}"), Value::UNDEFINED), expected);
+        let expected_indent = "{\n  \"name\": \"f\",\n  \"args\": {\n    \"x\": [\n      1,\n      2.5,\n      true,\n      null\n    ],\n    \"s\": \"é\\\"\\n<\"\n  }\n}";
+        assert_eq!(render(&format!("{{{{ {v} | tojson(indent=2) }}}}"), Value::UNDEFINED), expected_indent);
+        assert_eq!(render("{{ 'é😀' | tojson(ensure_ascii=true) }}", Value::UNDEFINED), "\"\\u00e9\\ud83d\\ude00\"");
+        assert_eq!(render("{{ [] | tojson }}{{ {} | tojson }}", Value::UNDEFINED), "[]{}");
+        let sorted = render("{{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}", Value::UNDEFINED);
+        assert_eq!(sorted, r#"{"a": 2, "b": 1}"#);
+    }
+
+    #[test]
+    fn python_methods_and_whitespace_control() {
+        let out = render(
+            "{% for m in ms %}\n  {{ m.strip() }}{% if m.strip().startswith('a') %}!{% endif %}\n{% endfor %}\n",
+            Value::from_pairs([("ms", Value::from(Serde(["  ab ", "b"])))]),
+        );
+        // Python Jinja2 with trim_blocks + lstrip_blocks gives '  ab!  b': the newline after each
+        // block tag is dropped, the indentation before `{{` is kept.
+        assert_eq!(out, "  ab!  b");
+    }
+
+    #[test]
+    fn raise_exception_is_a_render_error() {
+        let t = ChatTemplate::new("{{ raise_exception('no system role') }}").expect("parses");
+        let err = t.render(&[], false).expect_err("must fail");
+        assert!(err.to_string().contains("no system role"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_a_parse_error() {
+        assert!(matches!(ChatTemplate::new("{% if %}"), Err(ChatTemplateError::Parse(_))));
+    }
+}

@@ -35,7 +35,7 @@ pub enum GgufError {
         available: u64,
     },
 
-    #[error("absurd {what} {count} at offset {offset}: that needs at least {min_bytes} bytes, but only {available} remain")]
+    #[error("{what} {count} at offset {offset} is impossible: it needs at least {min_bytes} bytes, but only {available} remain (corrupt or truncated file)")]
     CountTooLarge {
         what: String,
         count: u64,

@@ -89,11 +89,14 @@ impl GgufBuilder {
             offsets.push(offset);
             offset = (offset + data.len()).div_ceil(align) * align;
         }
+        // The data section starts at the next multiple of the alignment; padding is written only
+        // up to the last tensor with data (zero-byte tensors need none).
         let data_start = out.len().div_ceil(align) * align;
-        out.resize(data_start, 0);
         for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            out.resize(data_start + off, 0);
-            out.extend_from_slice(data);
+            if !data.is_empty() {
+                out.resize(data_start + off, 0);
+                out.extend_from_slice(data);
+            }
         }
         Ok(out)
     }

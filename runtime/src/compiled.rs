@@ -1,0 +1,216 @@
+//! Loading a compiled directory: `plan.json` (parsed and validated once), `weights.bin`
+//! (memory-mapped, size and sha256 checked) and `tokenizer.json` (if present).
+//! After [`CompiledModel::open`] succeeds, every buffer and weight reference in the plan is in
+//! bounds, so executors can index without further checks.
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use sha2::{Digest, Sha256};
+
+use crate::error::RuntimeError;
+use crate::plan::{BufId, DType, Plan, Program, Step, WeightId, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
+
+pub struct CompiledModel {
+    pub dir: PathBuf,
+    pub plan: Plan,
+    weights: Mmap,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io { path: path.display().to_string(), source }
+}
+
+impl CompiledModel {
+    /// Opens and validates `dir`. `verify_checksum` hashes `weights.bin` (about a second per GB).
+    pub fn open(dir: &Path, verify_checksum: bool) -> Result<CompiledModel, RuntimeError> {
+        let plan_path = dir.join(PLAN_FILE);
+        let text = std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?;
+        // Look at the version before anything else so an old plan gets the "recompile" message.
+        let version: Option<u32> = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("format_version").and_then(|x| x.as_u64()))
+            .map(|v| v as u32);
+        match version {
+            Some(v) if v != PLAN_FORMAT_VERSION => return Err(RuntimeError::PlanVersion { found: v, expected: PLAN_FORMAT_VERSION }),
+            _ => {}
+        }
+        let plan: Plan = serde_json::from_str(&text).map_err(|e| RuntimeError::BadPlan(format!("{}: {e}", plan_path.display())))?;
+        validate(&plan)?;
+        let wpath = dir.join(WEIGHTS_FILE);
+        let file = std::fs::File::open(&wpath).map_err(io(&wpath))?;
+        // SAFETY: the file is opened read-only and the project never writes a compiled directory
+        // in place (the compiler writes a temporary directory and renames it), so the mapping is
+        // not mutated underneath us by our own tools.
+        let weights = unsafe { Mmap::map(&file) }.map_err(io(&wpath))?;
+        if weights.len() as u64 != plan.weights_bytes {
+            return Err(RuntimeError::BadPlan(format!(
+                "{} is {} bytes but the plan expects {} (truncated or from another compile)",
+                wpath.display(),
+                weights.len(),
+                plan.weights_bytes
+            )));
+        }
+        if verify_checksum {
+            let digest: String = Sha256::digest(&weights[..]).iter().map(|b| format!("{b:02x}")).collect();
+            if digest != plan.weights_sha256 {
+                return Err(RuntimeError::BadPlan(format!("{} is corrupt: sha256 {digest} != {}", wpath.display(), plan.weights_sha256)));
+            }
+        }
+        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights })
+    }
+
+    /// The packed bytes of `weights.bin`.
+    pub fn weight_bytes(&self) -> &[u8] {
+        &self.weights
+    }
+
+    /// Bytes of one weight (in bounds: checked at open).
+    pub fn weight(&self, id: WeightId) -> &[u8] {
+        let w = &self.plan.weights[id.0 as usize];
+        &self.weights[w.offset as usize..(w.offset + w.bytes) as usize]
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join(TOKENIZER_FILE)
+    }
+}
+
+fn bad(msg: String) -> RuntimeError {
+    RuntimeError::BadPlan(msg)
+}
+
+/// Checks every size, offset and reference in the plan once, so executors may trust it.
+pub fn validate(plan: &Plan) -> Result<(), RuntimeError> {
+    let hp = &plan.hparams;
+    let sane = |v: usize, what: &str| if v == 0 || v > 1 << 24 { Err(bad(format!("hyperparameter {what} = {v} is out of range"))) } else { Ok(()) };
+    for (v, what) in [(hp.n_layers, "n_layers"), (hp.hidden, "hidden"), (hp.n_heads, "n_heads"), (hp.n_kv_heads, "n_kv_heads"), (hp.head_dim, "head_dim"), (hp.ffn, "ffn"), (hp.vocab, "vocab"), (hp.context_length, "context_length")] {
+        sane(v, what)?;
+    }
+    if hp.n_heads % hp.n_kv_heads != 0 || hp.head_dim % 2 != 0 {
+        return Err(bad(format!("{} heads / {} KV heads / head_dim {} is not a valid attention shape", hp.n_heads, hp.n_kv_heads, hp.head_dim)));
+    }
+    for w in &plan.weights {
+        let elems: usize = w.shape.iter().product();
+        if w.offset % ALIGNMENT != 0 || w.bytes != elems as u64 * w.dtype.size() || w.offset.checked_add(w.bytes).is_none_or(|end| end > plan.weights_bytes) {
+            return Err(bad(format!("weight {} has an inconsistent offset/size", w.name)));
+        }
+    }
+    validate_program(plan, &plan.prefill, "prefill")?;
+    validate_program(plan, &plan.decode, "decode")?;
+    if plan.decode.max_tokens != 1 {
+        return Err(bad("the decode program must process exactly one token".into()));
+    }
+    Ok(())
+}
+
+fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeError> {
+    if p.max_tokens == 0 || p.max_tokens > 1 << 16 {
+        return Err(bad(format!("{name}: max_tokens {} out of range", p.max_tokens)));
+    }
+    for b in &p.buffers {
+        let need = (p.max_tokens * b.row_elems) as u64 * b.dtype.size();
+        if b.offset % ALIGNMENT != 0 || b.bytes < need || b.offset.checked_add(b.bytes).is_none_or(|e| e > p.arena_bytes) {
+            return Err(bad(format!("{name}: buffer {} does not fit the arena", b.name)));
+        }
+    }
+    let hp = &plan.hparams;
+    let buf = |id: BufId, dtype: DType, elems: usize| -> Result<(), RuntimeError> {
+        let b = p.buffers.get(id.0 as usize).ok_or_else(|| bad(format!("{name}: buffer {} does not exist", id.0)))?;
+        if b.dtype != dtype || b.row_elems != elems {
+            return Err(bad(format!("{name}: buffer {} is {:?}x{} where {:?}x{} is needed", b.name, b.dtype, b.row_elems, dtype, elems)));
+        }
+        Ok(())
+    };
+    let weight = |id: WeightId, dtype: DType, shape: &[usize]| -> Result<(), RuntimeError> {
+        let w = plan.weights.get(id.0 as usize).ok_or_else(|| bad(format!("{name}: weight {} does not exist", id.0)))?;
+        if w.dtype != dtype || w.shape != shape {
+            return Err(bad(format!("{name}: weight {} is {:?}{:?} where {:?}{:?} is needed", w.name, w.dtype, w.shape, dtype, shape)));
+        }
+        Ok(())
+    };
+    let attn = |nh: usize, nkv: usize, hd: usize| -> Result<(), RuntimeError> {
+        if (nh, nkv, hd) != (hp.n_heads, hp.n_kv_heads, hp.head_dim) {
+            return Err(bad(format!("{name}: attention shape {nh}/{nkv}/{hd} differs from the hyperparameters")));
+        }
+        Ok(())
+    };
+    let layer_ok = |l: usize| if l < hp.n_layers { Ok(()) } else { Err(bad(format!("{name}: layer {l} out of range"))) };
+    buf(p.tokens, DType::I32, 1)?;
+    buf(p.logits, DType::F32, hp.vocab)?;
+    buf(p.next_token, DType::I32, 1)?;
+    for s in &p.steps {
+        match s {
+            Step::Embed { tokens, table, out } => {
+                buf(*tokens, DType::I32, 1)?;
+                weight(*table, DType::F16, &[hp.vocab, hp.hidden])?;
+                buf(*out, DType::F32, hp.hidden)?;
+            }
+            Step::RmsNorm { x, weight: w, out, .. } => {
+                buf(*x, DType::F32, hp.hidden)?;
+                weight(*w, DType::F32, &[hp.hidden])?;
+                buf(*out, DType::F32, hp.hidden)?;
+            }
+            Step::AddRmsNorm { a, b, weight: w, sum_out, norm_out, .. } => {
+                for id in [a, b, sum_out, norm_out] {
+                    buf(*id, DType::F32, hp.hidden)?;
+                }
+                weight(*w, DType::F32, &[hp.hidden])?;
+            }
+            Step::MatMul { x, weight: w, n, k, out, residual, .. } => {
+                buf(*x, DType::F32, *k)?;
+                weight(*w, DType::F16, &[*n, *k])?;
+                buf(*out, DType::F32, *n)?;
+                if let Some(r) = residual {
+                    buf(*r, DType::F32, *n)?;
+                }
+            }
+            Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
+                attn(*n_heads, *n_kv_heads, *head_dim)?;
+                layer_ok(*layer)?;
+                let packed = (n_heads + 2 * n_kv_heads) * head_dim;
+                buf(*qkv, DType::F32, packed)?;
+                weight(*bias, DType::F32, &[packed])?;
+                buf(*q_out, DType::F32, n_heads * head_dim)?;
+            }
+            Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, out, .. } => {
+                attn(*n_heads, *n_kv_heads, *head_dim)?;
+                layer_ok(*layer)?;
+                buf(*q, DType::F32, n_heads * head_dim)?;
+                buf(*out, DType::F32, n_heads * head_dim)?;
+            }
+            Step::SwiGlu { gate_up, ffn, out } => {
+                buf(*gate_up, DType::F32, 2 * ffn)?;
+                buf(*out, DType::F32, *ffn)?;
+            }
+            Step::Argmax { logits, vocab, out } => {
+                buf(*logits, DType::F32, *vocab)?;
+                buf(*out, DType::I32, 1)?;
+            }
+        }
+        // Outputs of a step must not overlap its inputs (kernels assume no aliasing).
+        let (ins, outs) = step_buffers(s);
+        for o in &outs {
+            for other in ins.iter().chain(outs.iter().filter(|x| *x != o)) {
+                let (bo, bi) = (&p.buffers[o.0 as usize], &p.buffers[other.0 as usize]);
+                if bo.offset < bi.offset + bi.bytes && bi.offset < bo.offset + bo.bytes {
+                    return Err(bad(format!("{name}: step {} writes {} which overlaps {}", s.kernel_name(), bo.name, bi.name)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (inputs, outputs) buffers of a step.
+pub fn step_buffers(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
+    match s {
+        Step::Embed { tokens, out, .. } => (vec![*tokens], vec![*out]),
+        Step::RmsNorm { x, out, .. } => (vec![*x], vec![*out]),
+        Step::AddRmsNorm { a, b, sum_out, norm_out, .. } => (vec![*a, *b], vec![*sum_out, *norm_out]),
+        Step::MatMul { x, out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
+        Step::BiasRopeKvWrite { qkv, q_out, .. } => (vec![*qkv], vec![*q_out]),
+        Step::Attention { q, out, .. } => (vec![*q], vec![*out]),
+        Step::SwiGlu { gate_up, out, .. } => (vec![*gate_up], vec![*out]),
+        Step::Argmax { logits, out, .. } => (vec![*logits], vec![*out]),
+    }
+}

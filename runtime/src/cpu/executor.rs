@@ -1,0 +1,165 @@
+//! The CPU executor: interprets plan programs step by step with the CPU twins in
+//! [`super::kernels`], in f32 on all cores (rayon; the prefill matmuls use a blocked SGEMM).
+//! Weights are converted from f16 to f32 once at load.
+use half::f16;
+use rayon::prelude::*;
+
+use super::kernels::{self, AttnShape};
+use crate::compiled::CompiledModel;
+use crate::error::RuntimeError;
+use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
+use crate::plan::{BufId, DType, HyperParams, Plan, Program, Step};
+
+pub struct CpuExecutor {
+    plan: Plan,
+    /// Every weight as f32, indexed by `WeightId`.
+    weights: Vec<Vec<f32>>,
+    /// One activation arena shared by both programs (they never run at the same time).
+    arena: Vec<f32>,
+    /// Per layer `[max_seq, n_kv_heads, head_dim]`.
+    k_cache: Vec<Vec<f32>>,
+    v_cache: Vec<Vec<f32>>,
+    max_seq: usize,
+}
+
+impl CpuExecutor {
+    pub fn new(model: &CompiledModel, max_seq: usize) -> Result<CpuExecutor, RuntimeError> {
+        let plan = model.plan.clone();
+        let hp = &plan.hparams;
+        if max_seq == 0 || max_seq > hp.context_length {
+            return Err(RuntimeError::InvalidCall(format!("KV cache of {max_seq} tokens; the model allows 1..={}", hp.context_length)));
+        }
+        let weights: Vec<Vec<f32>> = (0..plan.weights.len())
+            .into_par_iter()
+            .map(|i| {
+                let w = &plan.weights[i];
+                let bytes = model.weight(crate::plan::WeightId(i as u32));
+                match w.dtype {
+                    DType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                    DType::F32 | DType::I32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                }
+            })
+            .collect();
+        let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes);
+        let kv = max_seq * hp.n_kv_heads * hp.head_dim;
+        Ok(CpuExecutor {
+            weights,
+            arena: vec![0.0; (arena_bytes / 4) as usize],
+            k_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
+            v_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
+            max_seq,
+            plan,
+        })
+    }
+
+    fn check(&self, tokens: &[u32], pos: usize, max_tokens: usize) -> Result<(), RuntimeError> {
+        if tokens.is_empty() || tokens.len() > max_tokens {
+            return Err(RuntimeError::InvalidCall(format!("{} tokens for a program of 1..={max_tokens}", tokens.len())));
+        }
+        if pos + tokens.len() > self.max_seq {
+            return Err(RuntimeError::ContextFull { needed: pos + tokens.len(), max_seq: self.max_seq });
+        }
+        let vocab = self.plan.hparams.vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RuntimeError::TokenOutOfRange { id, vocab });
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, decode: bool, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+        let prog: &Program = if decode { &self.plan.decode } else { &self.plan.prefill };
+        self.check(tokens, pos, prog.max_tokens)?;
+        let n = tokens.len();
+        let hp = &self.plan.hparams;
+        let base = self.arena.as_mut_ptr();
+        let arena_len = self.arena.len();
+        // SAFETY (for every `view`/`view_mut` below): `CompiledModel::open` validated that each
+        // buffer lies inside its program's arena (and the arena is sized for the larger program),
+        // that each buffer holds `max_tokens * row_elems` elements (>= n rows), and that no step
+        // writes a buffer overlapping another buffer it reads or writes. So within one step the
+        // mutable and shared slices are disjoint, and none outlives the step.
+        let view = |id: BufId, rows: usize| -> &[f32] {
+            let b = &prog.buffers[id.0 as usize];
+            debug_assert!(b.offset as usize / 4 + rows * b.row_elems <= arena_len);
+            unsafe { std::slice::from_raw_parts(base.add(b.offset as usize / 4), rows * b.row_elems) }
+        };
+        let view_mut = |id: BufId, rows: usize| -> &mut [f32] {
+            let b = &prog.buffers[id.0 as usize];
+            debug_assert!(b.offset as usize / 4 + rows * b.row_elems <= arena_len);
+            unsafe { std::slice::from_raw_parts_mut(base.add(b.offset as usize / 4), rows * b.row_elems) }
+        };
+        for (dst, &t) in view_mut(prog.tokens, n).iter_mut().zip(tokens) {
+            *dst = f32::from_bits(t);
+        }
+        let shape = AttnShape { n_heads: hp.n_heads, n_kv_heads: hp.n_kv_heads, head_dim: hp.head_dim };
+        for step in &prog.steps {
+            let w = |id: crate::plan::WeightId| self.weights[id.0 as usize].as_slice();
+            match *step {
+                Step::Embed { tokens: t, table, out } => {
+                    let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();
+                    kernels::embed(&ids, w(table), hp.hidden, view_mut(out, n));
+                }
+                Step::RmsNorm { x, weight, out, eps } => kernels::rms_norm(view(x, n), w(weight), eps, hp.hidden, view_mut(out, n)),
+                Step::AddRmsNorm { a, b, weight, eps, sum_out, norm_out } => {
+                    kernels::add_rms_norm(view(a, n), view(b, n), w(weight), eps, hp.hidden, view_mut(sum_out, n), view_mut(norm_out, n))
+                }
+                Step::MatMul { x, weight, n: cols, k, out, residual, logit_rows } => {
+                    // The LM head computes only the last row unless every row's logits are wanted.
+                    let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
+                    let rows = n - first;
+                    let res = residual.map(|r| &view(r, n)[first * cols..]);
+                    kernels::matmul(&view(x, n)[first * k..], w(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                }
+                Step::BiasRopeKvWrite { qkv, bias, layer, rope_theta, q_out, .. } => kernels::bias_rope_kv_write(
+                    view(qkv, n),
+                    w(bias),
+                    shape,
+                    rope_theta,
+                    pos,
+                    n,
+                    &mut self.k_cache[layer],
+                    &mut self.v_cache[layer],
+                    view_mut(q_out, n),
+                ),
+                Step::Attention { q, layer, scale, out, .. } => {
+                    kernels::attention(view(q, n), &self.k_cache[layer], &self.v_cache[layer], shape, scale, pos, n, view_mut(out, n))
+                }
+                Step::SwiGlu { gate_up, ffn, out } => kernels::swiglu(view(gate_up, n), ffn, n, view_mut(out, n)),
+                Step::Argmax { logits: l, vocab, out } => {
+                    let best = kernels::argmax(&view(l, n)[(n - 1) * vocab..]);
+                    view_mut(out, 1)[0] = f32::from_bits(best as u32);
+                }
+            }
+        }
+        let next_token = view(prog.next_token, 1)[0].to_bits();
+        let vocab = hp.vocab;
+        let all = view(prog.logits, n);
+        let logits = match logits {
+            LogitsWanted::None => Vec::new(),
+            LogitsWanted::Last => all[(n - 1) * vocab..].to_vec(),
+            LogitsWanted::All => all.to_vec(),
+        };
+        Ok(StepOutput { next_token, logits })
+    }
+}
+
+impl Executor for CpuExecutor {
+    fn backend(&self) -> Backend {
+        Backend::Cpu
+    }
+    fn hparams(&self) -> &HyperParams {
+        &self.plan.hparams
+    }
+    fn max_seq(&self) -> usize {
+        self.max_seq
+    }
+    fn max_prefill_tokens(&self) -> usize {
+        self.plan.prefill.max_tokens
+    }
+    fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+        self.run(false, tokens, pos, logits)
+    }
+    fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
+        self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None })
+    }
+}

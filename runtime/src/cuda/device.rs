@@ -1,0 +1,268 @@
+//! Context, stream, kernel module and device memory.
+use std::ffi::{c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
+
+use super::CudaCtx;
+use crate::error::RuntimeError;
+
+macro_rules! kernels {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every kernel entry point the runtime launches (the `extern "C"` names in kernels/*.cu).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kernel { $($variant,)* }
+
+        impl Kernel {
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$variant,)*];
+            pub fn name(self) -> &'static str {
+                match self { $(Kernel::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+kernels! {
+    Embed => "embed_f16",
+    RmsNorm => "rms_norm_f32",
+    AddRmsNorm => "add_rms_norm_f32",
+    Gemv => "gemv_f16",
+    GemvResidual => "gemv_f16_residual",
+    ConvertRowsF16 => "convert_rows_f16",
+    GemmEpilogue => "gemm_epilogue",
+    GemmEpilogueResidual => "gemm_epilogue_residual",
+    BiasRopeKvWrite => "bias_rope_kv_write",
+    AttentionSplitD64 => "attention_split_d64",
+    AttentionSplitD128 => "attention_split_d128",
+    AttentionReduce => "attention_reduce",
+    SwiGlu => "swiglu_f32",
+    Argmax => "argmax_f32",
+}
+
+/// A loaded module; unloaded on drop (with its context bound).
+struct Module {
+    raw: sys::CUmodule,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: `raw` came from cuModuleLoadData in this context and is unloaded exactly once;
+            // every CUfunction taken from it lives in the CudaDevice that owns this Module.
+            unsafe {
+                let _ = sys::cuModuleUnload(self.raw);
+            }
+        }
+    }
+}
+
+/// One GPU: context, the single stream every launch goes to, the kernel module and cuBLAS.
+pub struct CudaDevice {
+    // Field order = drop order: the function table and module go before the stream and context.
+    funcs: Vec<sys::CUfunction>,
+    module: Module,
+    blas: Option<CudaBlas>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) ctx: Arc<CudaContext>,
+    name: String,
+    sm_count: u32,
+    compute_capability: (i32, i32),
+}
+
+/// Device memory of `bytes` bytes (zeroed at allocation), freed on drop.
+pub struct DevBuf {
+    slice: CudaSlice<u8>,
+    ptr: u64,
+}
+
+impl DevBuf {
+    /// Raw device address (kernel argument).
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+    pub fn bytes(&self) -> usize {
+        self.slice.len()
+    }
+}
+
+fn unavailable(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::CudaUnavailable(msg.into())
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+}
+
+impl CudaDevice {
+    /// Opens GPU 0 and loads `image` (the fatbin `qwen_aot::kernels::IMAGE`).
+    ///
+    /// Errors: [`RuntimeError::CudaUnavailable`] when the image is empty (built without nvcc), no
+    /// driver library is installed, or no GPU is visible; [`RuntimeError::Cuda`] for any other
+    /// failure (e.g. the image has no code for this GPU).
+    pub fn new(image: &[u8]) -> Result<CudaDevice, RuntimeError> {
+        if image.is_empty() {
+            return Err(unavailable("this binary was built without nvcc (no CUDA kernels embedded); run scripts/setup-cuda.sh and rebuild"));
+        }
+        // cudarc's dynamic loading panics when libcuda is missing: check first, and catch any panic.
+        // SAFETY: is_culib_present only tries to dlopen the driver library candidates.
+        let present = catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false);
+        if !present {
+            return Err(unavailable("the NVIDIA driver library (libcuda.so) was not found"));
+        }
+        let ctx = match catch_unwind(|| CudaContext::new(0)) {
+            Ok(Ok(ctx)) => ctx,
+            Ok(Err(e)) => return Err(unavailable(format!("cannot open GPU 0: {e}"))),
+            Err(p) => return Err(unavailable(format!("cannot initialise the CUDA driver: {}", panic_message(p)))),
+        };
+        // SAFETY: everything runs on one stream, so cross-stream event synchronisation is not
+        // needed; and its event records would be illegal during stream capture.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().cuda_ctx(|| "creating a stream".into())?;
+
+        // cuModuleLoadData reads the fatbin header in place: give it an 8-byte aligned copy.
+        let mut aligned = vec![0u64; image.len().div_ceil(8)];
+        // SAFETY: `aligned` has at least image.len() bytes; u8 has no alignment requirement.
+        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), aligned.as_mut_ptr() as *mut u8, image.len()) };
+        let mut raw: sys::CUmodule = std::ptr::null_mut();
+        ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        // SAFETY: `aligned` holds a complete fatbin (built by build.rs) and outlives the call; the
+        // driver copies what it needs; `raw` is a valid out-pointer.
+        let r = unsafe { sys::cuModuleLoadData(&mut raw, aligned.as_ptr() as *const c_void) };
+        let (major, minor) = ctx.compute_capability().cuda_ctx(|| "querying compute capability".into())?;
+        r.result().cuda_ctx(|| {
+            format!("loading the kernel image ({} bytes, sm_90 SASS + compute_90 PTX) on a sm_{major}{minor} GPU", image.len())
+        })?;
+        let module = Module { raw, ctx: ctx.clone() };
+        let mut funcs = Vec::with_capacity(Kernel::ALL.len());
+        for k in Kernel::ALL {
+            let name = CString::new(k.name()).expect("kernel names have no NUL");
+            let mut f: sys::CUfunction = std::ptr::null_mut();
+            // SAFETY: module.raw is a loaded module, `name` a NUL-terminated string, `f` an out-pointer.
+            unsafe { sys::cuModuleGetFunction(&mut f, module.raw, name.as_ptr()) }
+                .result()
+                .cuda_ctx(|| format!("kernel {} is missing from the image (rebuild)", k.name()))?;
+            funcs.push(f);
+        }
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let sm_count = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .cuda_ctx(|| "querying the SM count".into())? as u32;
+
+        let blas = if std::env::var("QWEN_AOT_NO_CUBLAS").is_ok_and(|v| v == "1") {
+            None
+        } else {
+            // SAFETY: only tries to dlopen libcublas.
+            let present = catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() }).unwrap_or(false);
+            if present {
+                let s = stream.clone();
+                match catch_unwind(AssertUnwindSafe(move || CudaBlas::new(s))) {
+                    Ok(Ok(b)) => Some(b),
+                    _ => None,
+                }
+            } else {
+                None
+            }
+        };
+        Ok(CudaDevice { funcs, module, blas, stream, ctx, name, sm_count, compute_capability: (major, minor) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+    /// Whether prefill GEMMs run on cuBLAS (else the GEMV kernel, one launch row per token).
+    pub fn has_cublas(&self) -> bool {
+        self.blas.is_some()
+    }
+    pub(crate) fn blas(&self) -> Option<&CudaBlas> {
+        self.blas.as_ref()
+    }
+    pub(crate) fn func(&self, k: Kernel) -> sys::CUfunction {
+        self.funcs[k as usize]
+    }
+    pub(crate) fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+    #[allow(dead_code)]
+    fn module(&self) -> sys::CUmodule {
+        self.module.raw
+    }
+
+    /// Zeroed device memory.
+    pub fn alloc(&self, bytes: usize, what: &str) -> Result<DevBuf, RuntimeError> {
+        let slice = self.stream.alloc_zeros::<u8>(bytes.max(1)).cuda_ctx(|| format!("allocating {bytes} bytes for {what}"))?;
+        let ptr = {
+            let (p, _sync) = slice.device_ptr(&self.stream);
+            p
+        };
+        Ok(DevBuf { slice, ptr })
+    }
+
+    /// Device memory holding `data`.
+    pub fn upload<T: Copy>(&self, data: &[T], what: &str) -> Result<DevBuf, RuntimeError> {
+        let bytes = std::mem::size_of_val(data);
+        let buf = self.alloc(bytes, what)?;
+        self.htod(buf.ptr, data, what)?;
+        Ok(buf)
+    }
+
+    /// Copies `data` to `dst` (ordered on the stream; pageable source is staged before return).
+    pub fn htod<T: Copy>(&self, dst: u64, data: &[T], what: &str) -> Result<(), RuntimeError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        // SAFETY: `dst` points at device memory of at least size_of_val(data) bytes (callers pass
+        // buffers they sized for it); the source slice is valid for the duration of the call and the
+        // driver stages pageable memory before returning.
+        unsafe {
+            sys::cuMemcpyHtoDAsync_v2(dst, data.as_ptr() as *const c_void, std::mem::size_of_val(data), self.cu_stream())
+        }
+        .result()
+        .cuda_ctx(|| format!("copying {} bytes to the device ({what})", std::mem::size_of_val(data)))
+    }
+
+    /// Copies device memory into `out` and waits for the stream (so `out` is filled on return).
+    pub fn dtoh<T: Copy>(&self, src: u64, out: &mut [T], what: &str) -> Result<(), RuntimeError> {
+        if !out.is_empty() {
+            self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+            // SAFETY: `src` holds at least size_of_val(out) bytes; `out` stays borrowed until the
+            // stream synchronisation below has completed the copy.
+            unsafe {
+                sys::cuMemcpyDtoHAsync_v2(out.as_mut_ptr() as *mut c_void, src, std::mem::size_of_val(out), self.cu_stream())
+            }
+            .result()
+            .cuda_ctx(|| format!("copying {} bytes to the host ({what})", std::mem::size_of_val(out)))?;
+        }
+        self.sync(what)
+    }
+
+    /// Sets `count` 32-bit words at `dst` to `value` (ordered on the stream).
+    pub fn memset_u32(&self, dst: u64, value: u32, count: usize, what: &str) -> Result<(), RuntimeError> {
+        // SAFETY: `dst` is 4-byte aligned device memory with room for `count` words.
+        unsafe { sys::cuMemsetD32Async(dst, value, count, self.cu_stream()) }
+            .result()
+            .cuda_ctx(|| format!("memset ({what})"))
+    }
+
+    /// Fills `bytes` bytes at `dst` with `value` (used to poison outputs in checks).
+    pub fn memset_u8(&self, dst: u64, value: u8, bytes: usize, what: &str) -> Result<(), RuntimeError> {
+        // SAFETY: `dst` is device memory with room for `bytes` bytes.
+        unsafe { sys::cuMemsetD8Async(dst, value, bytes, self.cu_stream()) }
+            .result()
+            .cuda_ctx(|| format!("memset ({what})"))
+    }
+
+    /// Waits for all work on the stream; reports asynchronous kernel faults with `what`.
+    pub fn sync(&self, what: &str) -> Result<(), RuntimeError> {
+        self.stream.synchronize().cuda_ctx(|| format!("synchronising after {what}"))
+    }
+}

@@ -1,0 +1,36 @@
+//! The CUDA backend: the kernels of `kernels/*.cu` driven through cudarc's driver API (loaded
+//! dynamically, so binaries run on machines without a driver and say so).
+//!
+//! - [`CudaDevice`]: context, one non-blocking stream, the kernel module (the fatbin image the root
+//!   crate embeds, passed in by the caller), a function table indexed by [`Kernel`], and an
+//!   optional cuBLAS handle (prefill GEMMs).
+//! - [`CudaExecutor`]: implements [`crate::executor::Executor`] for a [`crate::plan::Plan`];
+//!   decode is captured once into a CUDA graph and replayed per token.
+//! - [`check::check_kernels`]: every kernel against its CPU twin.
+//! - [`bench`]: per-kernel timings at real shapes.
+//!
+//! Single-stream design: cudarc's per-buffer event tracking is disabled (its event records are
+//! illegal inside stream capture and useless with one stream); kernels are launched with raw
+//! device pointers through `cuLaunchKernel`.
+pub mod bench;
+pub mod check;
+mod device;
+mod executor;
+pub(crate) mod launch;
+mod validate;
+
+pub use device::{CudaDevice, DevBuf, Kernel};
+pub use executor::CudaExecutor;
+
+use crate::error::RuntimeError;
+
+/// Maps a cudarc error into [`RuntimeError::Cuda`] with what was being done.
+pub(crate) trait CudaCtx<T> {
+    fn cuda_ctx(self, what: impl FnOnce() -> String) -> Result<T, RuntimeError>;
+}
+
+impl<T, E: std::fmt::Display> CudaCtx<T> for Result<T, E> {
+    fn cuda_ctx(self, what: impl FnOnce() -> String) -> Result<T, RuntimeError> {
+        self.map_err(|e| RuntimeError::Cuda(format!("{}: {e}", what())))
+    }
+}

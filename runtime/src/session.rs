@@ -1,0 +1,72 @@
+//! A generation session over any [`Executor`]: tracks the position in the KV cache, splits long
+//! prompts into prefill chunks, enforces the context limit. `generate`, `perplexity`, `check` and
+//! the benchmarks all drive models through this API.
+use crate::error::RuntimeError;
+use crate::executor::{Executor, LogitsWanted, StepOutput};
+
+pub struct Session {
+    exec: Box<dyn Executor>,
+    pos: usize,
+}
+
+impl Session {
+    pub fn new(exec: Box<dyn Executor>) -> Session {
+        Session { exec, pos: 0 }
+    }
+
+    pub fn executor(&self) -> &dyn Executor {
+        self.exec.as_ref()
+    }
+
+    /// Tokens currently in the KV cache.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Room left in the KV cache.
+    pub fn remaining(&self) -> usize {
+        self.exec.max_seq() - self.pos
+    }
+
+    /// Forgets the conversation (the cache is overwritten from position 0).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Appends `tokens` to the cache. Returns the next greedy token and the requested logits
+    /// (for `All`, one row per token of `tokens`).
+    pub fn prefill(&mut self, tokens: &[u32], logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+        if tokens.is_empty() {
+            return Err(RuntimeError::InvalidCall("empty prompt".into()));
+        }
+        if self.pos + tokens.len() > self.exec.max_seq() {
+            return Err(RuntimeError::ContextFull { needed: self.pos + tokens.len(), max_seq: self.exec.max_seq() });
+        }
+        let chunk = self.exec.max_prefill_tokens();
+        let mut out = StepOutput::default();
+        let n_chunks = tokens.len().div_ceil(chunk);
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            let last = i + 1 == n_chunks;
+            let want = match logits {
+                LogitsWanted::All => LogitsWanted::All,
+                other if last => other,
+                _ => LogitsWanted::None,
+            };
+            let step = self.exec.prefill(part, self.pos, want)?;
+            self.pos += part.len();
+            out.next_token = step.next_token;
+            out.logits.extend(step.logits);
+        }
+        Ok(out)
+    }
+
+    /// Feeds one token; returns the next greedy token (and its logits if asked).
+    pub fn decode(&mut self, token: u32, logits: bool) -> Result<StepOutput, RuntimeError> {
+        if self.pos + 1 > self.exec.max_seq() {
+            return Err(RuntimeError::ContextFull { needed: self.pos + 1, max_seq: self.exec.max_seq() });
+        }
+        let out = self.exec.decode(token, self.pos, logits)?;
+        self.pos += 1;
+        Ok(out)
+    }
+}

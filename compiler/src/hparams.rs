@@ -35,7 +35,11 @@ pub enum HParamsError {
     #[error("unsupported architecture {0} (qwen-aot supports qwen2)")]
     UnsupportedArchitecture(String),
     #[error("{key} = {value} is out of range: must be in 1..{max}")]
-    OutOfRange { key: &'static str, value: u64, max: u64 },
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("{key} = {value} is invalid: must be finite and > 0")]
     BadFloat { key: &'static str, value: f32 },
     #[error("{what}")]
@@ -43,7 +47,11 @@ pub enum HParamsError {
     #[error("model has no tensor {0:?}")]
     MissingTensor(&'static str),
     #[error("tensor {name:?} has dims {dims:?}; expected {expected}")]
-    TensorShape { name: &'static str, dims: Vec<u64>, expected: String },
+    TensorShape {
+        name: &'static str,
+        dims: Vec<u64>,
+        expected: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +103,7 @@ impl ModelConfig {
         let rms_eps = positive(KEY_RMS_EPS, g.get_f32(KEY_RMS_EPS)?)?;
         let context_length = dim(g, KEY_CONTEXT_LENGTH, MAX_CONTEXT)?;
 
-        if hidden % n_heads != 0 {
+        if !hidden.is_multiple_of(n_heads) {
             return Err(HParamsError::Inconsistent {
                 what: format!(
                     "{KEY_EMBEDDING_LENGTH} = {hidden} is not divisible by {KEY_HEAD_COUNT} = {n_heads}"
@@ -103,12 +111,14 @@ impl ModelConfig {
             });
         }
         let head_dim = hidden / n_heads;
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(HParamsError::Inconsistent {
-                what: format!("head_dim = {hidden} / {n_heads} = {head_dim} is odd; RoPE rotates pairs"),
+                what: format!(
+                    "head_dim = {hidden} / {n_heads} = {head_dim} is odd; RoPE rotates pairs"
+                ),
             });
         }
-        if n_kv_heads > n_heads || n_heads % n_kv_heads != 0 {
+        if n_kv_heads > n_heads || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(HParamsError::Inconsistent {
                 what: format!(
                     "{KEY_HEAD_COUNT} = {n_heads} is not a multiple of {KEY_HEAD_COUNT_KV} = {n_kv_heads}"
@@ -116,7 +126,9 @@ impl ModelConfig {
             });
         }
 
-        let embd = g.tensor(TOKEN_EMBD).ok_or(HParamsError::MissingTensor(TOKEN_EMBD))?;
+        let embd = g
+            .tensor(TOKEN_EMBD)
+            .ok_or(HParamsError::MissingTensor(TOKEN_EMBD))?;
         let expected = || format!("[{hidden}, vocab] (embedding_length {hidden}, then vocabulary)");
         if embd.dims.len() != 2 || embd.dims[0] != hidden as u64 {
             return Err(HParamsError::TensorShape {
@@ -125,7 +137,11 @@ impl ModelConfig {
                 expected: expected(),
             });
         }
-        let vocab = check_dim("vocabulary size (token_embd.weight dims[1])", embd.dims[1], MAX_DIM)?;
+        let vocab = check_dim(
+            "vocabulary size (token_embd.weight dims[1])",
+            embd.dims[1],
+            MAX_DIM,
+        )?;
         let tied_embeddings = match g.tensor(OUTPUT) {
             None => true,
             Some(out) if out.dims == embd.dims => false,

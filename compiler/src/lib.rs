@@ -16,3 +16,4 @@ pub mod passes;
 pub mod schedule;
 pub mod source;
 pub mod synthetic;
+pub mod tokenizer_from_gguf;

@@ -29,15 +29,28 @@ const SUPPORTED: [GgmlType; 13] = [
 
 fuzz_target!(|data: &[u8]| {
     check_dequant(data);
-    let Ok(g) = GgufFile::parse_bytes(data.to_vec()) else { return };
+    let Ok(g) = GgufFile::parse_bytes(data.to_vec()) else {
+        return;
+    };
     assert!(matches!(g.version(), 2 | 3));
     assert!(g.alignment().is_power_of_two());
     assert_eq!(g.data_offset() % g.alignment(), 0);
 
     for (key, value) in g.metadata() {
         assert_eq!(g.get(key), Some(value));
-        let _ = (value.type_name(), value.as_u64(), value.as_i64(), value.as_f64(), value.as_str());
-        let _ = (g.get_u64(key), g.get_f32(key), g.get_str(key), g.get_array(key));
+        let _ = (
+            value.type_name(),
+            value.as_u64(),
+            value.as_i64(),
+            value.as_f64(),
+            value.as_str(),
+        );
+        let _ = (
+            g.get_u64(key),
+            g.get_f32(key),
+            g.get_str(key),
+            g.get_array(key),
+        );
     }
 
     let mut builder = GgufBuilder::new().version(g.version());
@@ -50,7 +63,9 @@ fuzz_target!(|data: &[u8]| {
         let bytes = g.tensor_bytes(t);
         assert_eq!(bytes.len() as u64, t.n_bytes);
         if t.dtype.can_dequantize() && t.n_elements <= MAX_DEQUANT_ELEMS {
-            let v = g.dequantize(t).expect("in-bounds tensor of a supported type dequantizes");
+            let v = g
+                .dequantize(t)
+                .expect("in-bounds tensor of a supported type dequantizes");
             assert_eq!(v.len() as u64, t.n_elements);
         }
         builder = builder.tensor(&t.name, t.dtype, &t.dims, bytes.to_vec());
@@ -61,17 +76,25 @@ fuzz_target!(|data: &[u8]| {
     let g2 = GgufFile::parse_bytes(rebuilt).expect("re-written file parses");
     assert_eq!(g2.version(), g.version());
     // Compare via Debug so that NaN floats compare equal to themselves.
-    assert_eq!(format!("{:?}", g2.metadata()), format!("{:?}", g.metadata()));
+    assert_eq!(
+        format!("{:?}", g2.metadata()),
+        format!("{:?}", g.metadata())
+    );
     assert_eq!(g2.tensors().len(), g.tensors().len());
     for (a, b) in g.tensors().iter().zip(g2.tensors()) {
-        assert_eq!((&a.name, a.dtype, &a.dims, a.n_bytes), (&b.name, b.dtype, &b.dims, b.n_bytes));
+        assert_eq!(
+            (&a.name, a.dtype, &a.dims, a.n_bytes),
+            (&b.name, b.dtype, &b.dims, b.n_bytes)
+        );
         assert_eq!(g.tensor_bytes(a), g2.tensor_bytes(b));
     }
 });
 
 /// Dequantizes the input's tail as whole blocks of the type picked by its first byte.
 fn check_dequant(data: &[u8]) {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let dtype = SUPPORTED[sel as usize % SUPPORTED.len()];
     let ts = dtype.type_size() as usize;
     let n_blocks = rest.len() / ts;

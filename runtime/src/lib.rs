@@ -9,3 +9,5 @@ pub mod executor;
 pub mod plan;
 pub mod session;
 pub mod tokenizer;
+#[cfg(feature = "cuda")]
+pub mod cuda;

@@ -1,1 +1,98 @@
-fn main() {}
+//! `generate`: low-latency text generation with a compiled Qwen2 model.
+//!
+//! Streams the answer to stdout; prompt tokens, time to first token and decode speed go to stderr.
+//! `--json` prints one object instead.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use qwen_aot::backend::{self, BackendChoice};
+use qwen_aot::generation::generate;
+use qwen_aot::model;
+use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+
+#[derive(Parser, Debug)]
+#[command(name = "generate", version, about = "Generate text with a Qwen2-family model (GGUF or compiled directory)")]
+struct Args {
+    /// GGUF file or compiled directory (default: the default model, fetched and compiled on first use).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Raw prompt text (no chat template).
+    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    prompt: Option<String>,
+    /// A user message, wrapped in the model's chat template.
+    #[arg(long)]
+    chat: Option<String>,
+    /// System message for --chat (default: the template's own default).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Stop after this many generated tokens.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// KV-cache size in tokens (default: min(4096, model context)).
+    #[arg(long)]
+    ctx_size: Option<usize>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars or notes on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.max_tokens == 0 {
+        anyhow::bail!("--max-tokens must be at least 1");
+    }
+    let quiet = args.quiet || args.json;
+    let dir = model::compiled_model(args.model.as_deref(), quiet)?;
+    let mut loaded = backend::load(&dir, args.backend, args.ctx_size, quiet)?;
+    let text = match (&args.prompt, &args.chat) {
+        (Some(p), _) => p.clone(),
+        (None, Some(user)) => {
+            let template = loaded.tokenizer.chat_template().context("this model has no chat template; use --prompt")?;
+            let template = ChatTemplate::new(template)?;
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(ChatMessage::system(s.clone()));
+            }
+            messages.push(ChatMessage::user(user.clone()));
+            template.render(&messages, true)?
+        }
+        (None, None) => unreachable!("clap requires --prompt or --chat"),
+    };
+    let prompt_ids = loaded.tokenizer.encode(&text);
+    let stdout = std::io::stdout();
+    let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, args.max_tokens, |piece| {
+        if !args.json {
+            let mut out = stdout.lock();
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&gen)?);
+    } else {
+        println!();
+        eprintln!(
+            "[{}] prompt {} tokens | ttft {:.1} ms | {} tokens at {:.1} tokens/s | stop: {:?}",
+            gen.backend,
+            gen.prompt_ids.len(),
+            gen.ttft_ms,
+            gen.ids.len(),
+            gen.decode_tok_s,
+            gen.stop_reason
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

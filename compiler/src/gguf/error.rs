@@ -16,7 +16,9 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
-    #[error("not a GGUF file: magic bytes are {found:02x?} (expected \"GGUF\" = [47, 47, 55, 46])")]
+    #[error(
+        "not a GGUF file: magic bytes are {found:02x?} (expected \"GGUF\" = [47, 47, 55, 46])"
+    )]
     BadMagic { found: Vec<u8> },
 
     #[error("unsupported GGUF version {version} (qwen-aot reads versions 2 and 3)")]
@@ -63,7 +65,11 @@ pub enum GgufError {
     InvalidBool { value: u8, offset: u64, key: String },
 
     #[error("arrays nested deeper than {max} levels at offset {offset} (key {key:?})")]
-    ArrayTooDeep { max: usize, offset: u64, key: String },
+    ArrayTooDeep {
+        max: usize,
+        offset: u64,
+        key: String,
+    },
 
     #[error("duplicate metadata key {key:?} at offset {offset}")]
     DuplicateKey { key: String, offset: u64 },
@@ -75,10 +81,18 @@ pub enum GgufError {
     DuplicateTensor { name: String, offset: u64 },
 
     #[error("tensor {name:?} (info at offset {offset}) has {n_dims} dimensions; at most 4 are supported")]
-    TooManyDims { name: String, n_dims: u32, offset: u64 },
+    TooManyDims {
+        name: String,
+        n_dims: u32,
+        offset: u64,
+    },
 
     #[error("tensor {name:?} (info at offset {offset}) has an unknown ggml type id {type_id}")]
-    UnknownDtype { name: String, type_id: u32, offset: u64 },
+    UnknownDtype {
+        name: String,
+        type_id: u32,
+        offset: u64,
+    },
 
     #[error("tensor {name:?} (info at offset {offset}): element count of dims {dims:?} overflows")]
     ElementCountOverflow {
@@ -96,7 +110,9 @@ pub enum GgufError {
         offset: u64,
     },
 
-    #[error("tensor {name:?}: data offset {data_offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor {name:?}: data offset {data_offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedTensor {
         name: String,
         data_offset: u64,
@@ -131,7 +147,9 @@ pub enum GgufError {
     #[error("dequantisation of {dtype} is not supported")]
     UnsupportedDequant { dtype: GgmlType },
 
-    #[error("cannot dequantize {n_elements} {dtype} elements: not a multiple of the block size {block}")]
+    #[error(
+        "cannot dequantize {n_elements} {dtype} elements: not a multiple of the block size {block}"
+    )]
     DequantNotBlockMultiple {
         dtype: GgmlType,
         n_elements: usize,

@@ -114,8 +114,19 @@ mod tests {
         assert_eq!(c.u16("b").ok(), Some(2));
         assert_eq!(c.u32("c").ok(), Some(3));
         assert_eq!(c.remaining(), 1);
-        assert!(matches!(c.u16("d"), Err(GgufError::Truncated { offset: 7, needed: 2, available: 1, .. })));
-        assert!(matches!(c.take(u64::MAX, "e"), Err(GgufError::Truncated { .. })));
+        assert!(matches!(
+            c.u16("d"),
+            Err(GgufError::Truncated {
+                offset: 7,
+                needed: 2,
+                available: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.take(u64::MAX, "e"),
+            Err(GgufError::Truncated { .. })
+        ));
         assert!(c.check_count(u64::MAX, 8, "f", 0).is_err());
         assert_eq!(c.check_count(1, 1, "g", 0).ok(), Some(1));
         assert_eq!(c.check_count(0, 0, "h", 0).ok(), Some(0));

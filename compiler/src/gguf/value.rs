@@ -146,7 +146,7 @@ fn min_encoded_size(type_id: u32) -> Option<u64> {
         TYPE_U16 | TYPE_I16 => 2,
         TYPE_U32 | TYPE_I32 | TYPE_F32 => 4,
         TYPE_U64 | TYPE_I64 | TYPE_F64 => 8,
-        TYPE_STRING => 8,     // u64 length
+        TYPE_STRING => 8,    // u64 length
         TYPE_ARRAY => 4 + 8, // element type + count
         _ => return None,
     })

@@ -1,0 +1,88 @@
+//! The chat template stored in the real GGUF, rendered by the runtime's minijinja setup, against
+//! the prompts Hugging Face transformers rendered (`apply_chat_template(messages, tokenize=False,
+//! add_generation_prompt=True)`) in `shared/refs/generation-qwen2.5-coder-0.5b.json`, plus a
+//! system + multi-turn conversation checked against the text the template spells out.
+//!
+//! Needs the model: `QWEN_AOT_MODEL` (default
+//! `/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`); refs from `QWEN_AOT_REFS`
+//! (default `<repo>/../shared/refs`). Missing files fail the test with a message saying so.
+use std::path::PathBuf;
+
+use qwen_aot_compiler::gguf::GgufFile;
+use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
+use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use serde_json::Value;
+
+const DEFAULT_MODEL: &str = "/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+fn model_path() -> PathBuf {
+    let path = PathBuf::from(std::env::var("QWEN_AOT_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.to_string()));
+    assert!(
+        path.is_file(),
+        "model GGUF not found at {} (set QWEN_AOT_MODEL to the qwen2.5-coder-0.5b-instruct GGUF)",
+        path.display()
+    );
+    path
+}
+
+fn refs(file: &str) -> Value {
+    let dir = std::env::var("QWEN_AOT_REFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/refs"));
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reference file {} not readable ({e}); set QWEN_AOT_REFS", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn template() -> ChatTemplate {
+    let g = GgufFile::open(&model_path()).expect("GGUF opens");
+    let data = tokenizer_data_from_gguf(&g).expect("tokenizer metadata");
+    let source = data.chat_template.expect("the GGUF has tokenizer.chat_template");
+    ChatTemplate::new(&source).expect("template parses")
+}
+
+#[test]
+fn chat_cases_render_the_reference_prompt() {
+    let t = template();
+    let gen = refs("generation-qwen2.5-coder-0.5b.json");
+    let mut n_chat = 0;
+    for case in gen["cases"].as_array().expect("cases") {
+        let Some(messages) = case.get("messages") else { continue };
+        n_chat += 1;
+        let id = case["id"].as_str().unwrap_or("?");
+        let messages: Vec<ChatMessage> = serde_json::from_value(messages.clone()).expect("messages");
+        let rendered = t.render(&messages, true).expect("renders");
+        assert_eq!(rendered, case["input_text"].as_str().expect("input_text"), "case {id}");
+    }
+    assert!(n_chat > 0, "no chat case in the reference file");
+}
+
+#[test]
+fn system_and_multi_turn() {
+    let t = template();
+    // Reading the template: a leading system message replaces the default system prompt and is
+    // not repeated in the loop (`not loop.first`); every user/assistant turn (no tool_calls) is
+    // `<|im_start|>{role}\n{content}<|im_end|>\n`; add_generation_prompt appends
+    // `<|im_start|>assistant\n`. (Python Jinja2 renders the same text.)
+    let messages = [
+        ChatMessage::system("Be terse."),
+        ChatMessage::user("Hi"),
+        ChatMessage::assistant("Hello!"),
+        ChatMessage::user("2+2?"),
+    ];
+    let expected = "<|im_start|>system\nBe terse.<|im_end|>\n\
+                    <|im_start|>user\nHi<|im_end|>\n\
+                    <|im_start|>assistant\nHello!<|im_end|>\n\
+                    <|im_start|>user\n2+2?<|im_end|>\n\
+                    <|im_start|>assistant\n";
+    assert_eq!(t.render(&messages, true).expect("renders"), expected);
+
+    // Without a system message the default one is inserted; without add_generation_prompt the
+    // text ends after the last turn.
+    let messages = [ChatMessage::user("Hi"), ChatMessage::assistant("Hello!")];
+    let expected = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+                    <|im_start|>user\nHi<|im_end|>\n\
+                    <|im_start|>assistant\nHello!<|im_end|>\n";
+    assert_eq!(t.render(&messages, false).expect("renders"), expected);
+}

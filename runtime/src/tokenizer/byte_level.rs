@@ -41,10 +41,9 @@ pub fn char_to_byte(c: char) -> Option<u8> {
     }
 }
 
-/// The bytes a byte-level token string stands for. Characters outside the alphabet are kept as
-/// their own UTF-8 bytes (as the Hugging Face ByteLevel decoder does).
-pub fn token_to_bytes(token: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(token.len());
+/// Appends the bytes a byte-level token string stands for. Characters outside the alphabet are
+/// kept as their own UTF-8 bytes (as the Hugging Face ByteLevel decoder does).
+pub fn append_token_bytes(token: &str, out: &mut Vec<u8>) {
     for c in token.chars() {
         match char_to_byte(c) {
             Some(b) => out.push(b),
@@ -54,10 +53,9 @@ pub fn token_to_bytes(token: &str) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
-/// The byte-level spelling of raw bytes (inverse of [`token_to_bytes`] for in-alphabet strings).
+/// The byte-level spelling of raw bytes (inverse of [`append_token_bytes`] for in-alphabet strings).
 #[cfg(test)]
 pub fn bytes_to_token(bytes: &[u8]) -> String {
     let table = byte_to_char_table();
@@ -81,10 +79,18 @@ mod tests {
         assert_eq!(char_to_byte('ń'), None);
     }
 
+    fn token_to_bytes(token: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        append_token_bytes(token, &mut out);
+        out
+    }
+
     #[test]
     fn round_trip_strings() {
         assert_eq!(token_to_bytes("Ġworld"), b" world");
         assert_eq!(bytes_to_token(" world\n".as_bytes()), "ĠworldĊ");
         assert_eq!(token_to_bytes("<|im_end|>"), b"<|im_end|>");
+        // Outside the alphabet: kept as UTF-8.
+        assert_eq!(token_to_bytes("ńa"), "ńa".as_bytes());
     }
 }

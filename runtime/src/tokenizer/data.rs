@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest vocabulary accepted (Qwen2 has 151 936 entries; this leaves room for larger models).
-pub const MAX_VOCAB: usize = 1 << 22;
+/// Largest vocabulary accepted (Qwen2 has 151 936 entries; the largest current vocabularies about
+/// 260 000). With [`MAX_TOKEN_BYTES`] it keeps all token bytes below 2 GiB (u32 offsets).
+pub const MAX_VOCAB: usize = 1 << 21;
 /// Largest number of merges accepted.
 pub const MAX_MERGES: usize = 1 << 22;
 /// Longest token string accepted, in bytes.

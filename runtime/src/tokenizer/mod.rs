@@ -22,9 +22,11 @@ mod data;
 mod error;
 mod pretokenize;
 mod stream;
+mod vocab;
 
-use std::collections::HashMap;
 use std::path::Path;
+
+use rustc_hash::FxHashMap;
 
 pub use data::{TokenType, TokenizerData, MAX_MERGES, MAX_TOKEN_BYTES, MAX_VOCAB};
 pub use error::TokenizerError;
@@ -32,6 +34,10 @@ pub use stream::StreamDecoder;
 
 use added_tokens::{AddedTokens, Segment};
 use bpe::{Merges, Scratch};
+use vocab::VocabIndex;
+
+/// Most distinct pieces one `encode` call remembers (about 40 bytes each).
+const ENCODE_CACHE_ENTRIES: usize = 1 << 16;
 
 /// Tokens that end a chat turn or a document in Qwen2 vocabularies; generation stops on them.
 const STOP_TOKENS: [&str; 2] = ["<|endoftext|>", "<|im_end|>"];
@@ -40,8 +46,8 @@ const STOP_TOKENS: [&str; 2] = ["<|endoftext|>", "<|im_end|>"];
 pub struct Tokenizer {
     tokens: Vec<String>,
     types: Vec<TokenType>,
-    /// Token string → id, for every token (first id wins on a duplicate added token).
-    ids: HashMap<String, u32>,
+    /// Token string → id over `tokens`.
+    index: VocabIndex,
     /// The bytes of token `i` are `bytes[offsets[i]..offsets[i + 1]]`.
     bytes: Vec<u8>,
     offsets: Vec<u32>,
@@ -98,10 +104,7 @@ impl Tokenizer {
         }
 
         let mut types = Vec::with_capacity(n);
-        let mut ids: HashMap<String, u32> = HashMap::with_capacity(n);
-        // BPE (non-added) tokens only: merges may only reference these.
-        let mut bpe_ids: HashMap<&str, u32> = HashMap::with_capacity(n);
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(n * 8);
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0u32);
         for (i, (tok, &ty)) in data.tokens.iter().zip(&data.token_types).enumerate() {
@@ -115,23 +118,27 @@ impl Tokenizer {
                 // Added tokens are stored literally.
                 bytes.extend_from_slice(tok.as_bytes());
             } else {
-                bytes.extend_from_slice(&byte_level::token_to_bytes(tok));
-                if let Some(&first) = bpe_ids.get(tok.as_str()) {
-                    return Err(TokenizerError::DuplicateToken { text: tok.clone(), first, second: id });
-                }
-                bpe_ids.insert(tok.as_str(), id);
+                byte_level::append_token_bytes(tok, &mut bytes);
             }
-            ids.entry(tok.clone()).or_insert(id);
-            // Bounded: n <= MAX_VOCAB and each token <= MAX_TOKEN_BYTES, so this fits in u32.
+            // A token's bytes are never longer than its string, so the total stays below
+            // MAX_VOCAB * MAX_TOKEN_BYTES = 2 GiB and fits in u32.
             offsets.push(bytes.len() as u32);
         }
+        let (index, duplicates) = VocabIndex::new(&data.tokens);
+        if let Some(&(first, second)) = duplicates.first() {
+            let text = data.tokens[first as usize].clone();
+            return Err(TokenizerError::DuplicateToken { text, first, second });
+        }
+        let tokens = &data.tokens;
+        // BPE (non-added) tokens only: byte tokens and merges may only reference these.
+        let bpe_id = |t: &str| index.get(tokens, t).filter(|&id| !types[id as usize].is_added());
 
         let byte_chars = byte_level::byte_to_char_table();
         let mut byte_ids = [0u32; 256];
         for b in 0..=255u8 {
             let mut buf = [0u8; 4];
             let s: &str = byte_chars[b as usize].encode_utf8(&mut buf);
-            byte_ids[b as usize] = *bpe_ids.get(s).ok_or(TokenizerError::MissingByteToken(b))?;
+            byte_ids[b as usize] = bpe_id(s).ok_or(TokenizerError::MissingByteToken(b))?;
         }
 
         let mut triples = Vec::with_capacity(data.merges.len());
@@ -146,7 +153,7 @@ impl Tokenizer {
             joined.push_str(a);
             joined.push_str(b);
             let lookup = |t: &str| {
-                bpe_ids.get(t).copied().ok_or_else(|| TokenizerError::MergeUnknownToken {
+                bpe_id(t).ok_or_else(|| TokenizerError::MergeUnknownToken {
                     index,
                     line: line.clone(),
                     token: t.to_string(),
@@ -168,7 +175,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             tokens: data.tokens,
             types,
-            ids,
+            index,
             bytes,
             offsets,
             byte_ids,
@@ -194,10 +201,26 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut scratch = Scratch::default();
+        // Words repeat: remember where each piece's ids were first written in `out` and copy
+        // them from there (BPE is a pure function of the piece). Bounded for huge inputs.
+        let mut seen: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
         self.added.for_each_segment(text, |seg| match seg {
             Segment::Added(id) => out.push(id),
             Segment::Text(t) => pretokenize::for_each_piece(t, |piece| {
-                bpe::encode_word(piece.as_bytes(), &self.byte_ids, &self.merges, &mut scratch, &mut out)
+                if piece.len() < 2 {
+                    bpe::encode_word(piece.as_bytes(), &self.byte_ids, &self.merges, &mut scratch, &mut out);
+                    return;
+                }
+                if let Some(&(start, len)) = seen.get(piece) {
+                    let start = start as usize;
+                    out.extend_from_within(start..start + len as usize);
+                    return;
+                }
+                let start = out.len();
+                bpe::encode_word(piece.as_bytes(), &self.byte_ids, &self.merges, &mut scratch, &mut out);
+                if seen.len() < ENCODE_CACHE_ENTRIES && start <= u32::MAX as usize {
+                    seen.insert(piece, (start as u32, (out.len() - start) as u32));
+                }
             }),
         });
         out
@@ -238,7 +261,7 @@ impl Tokenizer {
 
     /// Id of a token given in its stored form (`"Ġworld"`, `"<|im_end|>"`).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.ids.get(token).copied()
+        self.index.get(&self.tokens, token)
     }
 
     /// Stored form of a token (GPT-2 byte-level spelling for BPE tokens).

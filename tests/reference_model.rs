@@ -1,0 +1,91 @@
+//! The whole model against an independent implementation: `../shared/refs/generation-*.json` was
+//! produced by HF transformers (float32, CPU) from the default model's GGUF dequantised to f32
+//! (see `../shared/refs/README.md`). We run the compiled plan on the CPU executor (f16 weights,
+//! f32 compute) and check, for every case:
+//! - the prompt ids equal the reference's `input_ids` (tokenizer + chat template);
+//! - greedy ids equal the reference's up to the first position whose top-1/top-2 margin is
+//!   below 0.1 (past that, a correct engine may take the other branch);
+//! - teacher-forced log-probs of the reference continuation: mean |Δ| <= 0.02;
+//! - the top-5 logits of the first 16 positions agree within 0.05 (measured: <= 0.005; f16 weight rounding moves
+//!   logits by ~1e-3 here; 0.05 catches real errors, which move them by whole units).
+//!
+//! Needs the default model (CI fetches it); `QWEN_AOT_MODEL` overrides its path.
+use std::path::PathBuf;
+
+use qwen_aot::backend::{self, BackendChoice};
+use qwen_aot::generation::generate;
+use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use qwen_aot_runtime::executor::LogitsWanted;
+use serde_json::Value;
+
+fn refs() -> Value {
+    let dir = std::env::var_os("QWEN_AOT_REFS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/refs"));
+    let path = dir.join("generation-qwen2.5-coder-0.5b.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
+    serde_json::from_str(&text).expect("reference JSON parses")
+}
+
+fn model_path() -> PathBuf {
+    let p = std::env::var_os("QWEN_AOT_MODEL").map(PathBuf::from).unwrap_or_else(|| qwen_aot::model::cache_dir().join(qwen_aot::model::DEFAULT_MODEL_FILE));
+    assert!(p.is_file(), "default model missing at {} (run scripts/fetch-model.sh)", p.display());
+    p
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn log_softmax_at(row: &[f32], id: u32) -> f64 {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    row[id as usize] as f64 - max - z.ln()
+}
+
+#[test]
+fn cpu_executor_matches_the_reference_implementation() {
+    let refs = refs();
+    let dir = qwen_aot::model::compiled_model(Some(&model_path()), true).expect("compile the default model");
+    let mut loaded = backend::load(&dir, BackendChoice::Cpu, Some(1024), true).expect("load on the CPU");
+    let vocab = loaded.model.plan.hparams.vocab;
+    let template = ChatTemplate::new(loaded.tokenizer.chat_template().expect("chat template")).expect("template parses");
+    let mut report = Vec::new();
+    for case in refs["cases"].as_array().expect("cases") {
+        let id = case["id"].as_str().expect("case id");
+        let input_text = case["input_text"].as_str().expect("input_text");
+        if case["kind"] == "chat" {
+            let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).expect("messages");
+            assert_eq!(template.render(&messages, true).expect("render"), input_text, "case {id}: chat template");
+        }
+        let prompt = loaded.tokenizer.encode(input_text);
+        assert_eq!(prompt, ids(&case["input_ids"]), "case {id}: prompt ids");
+
+        // Greedy continuation.
+        let want = ids(&case["output_ids"]);
+        let margins: Vec<f64> = case["margins"].as_array().expect("margins").iter().map(|m| m.as_f64().expect("margin")).collect();
+        let decided = margins.iter().position(|&m| m < 0.1).unwrap_or(want.len());
+        loaded.session.reset();
+        let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt, want.len(), |_| {}).expect("generate");
+        assert!(gen.ids.len() >= decided, "case {id}: generated {} ids, reference is decided for {decided}", gen.ids.len());
+        assert_eq!(gen.ids[..decided], want[..decided], "case {id}: greedy ids differ within the decided prefix ({decided} tokens)");
+
+        // Teacher-forced log-probs and top-5 logits of the reference continuation.
+        loaded.session.reset();
+        let full: Vec<u32> = prompt.iter().chain(&want).copied().collect();
+        let logits = loaded.session.prefill(&full, LogitsWanted::All).expect("teacher-forced prefill").logits;
+        let ref_lp: Vec<f64> = case["teacher_forced"]["token_logprobs"].as_array().expect("logprobs").iter().map(|x| x.as_f64().expect("lp")).collect();
+        assert_eq!(ref_lp.len(), want.len());
+        let row = |j: usize| &logits[(prompt.len() - 1 + j) * vocab..(prompt.len() + j) * vocab];
+        let mean_abs: f64 = want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>() / want.len() as f64;
+        let mut top5_err = 0.0f64;
+        for (j, pairs) in case["top5_first16"].as_array().expect("top5").iter().enumerate() {
+            for pair in pairs.as_array().expect("pairs") {
+                let (tid, val) = (pair[0].as_u64().expect("tid") as usize, pair[1].as_f64().expect("logit"));
+                top5_err = top5_err.max((row(j)[tid] as f64 - val).abs());
+            }
+        }
+        report.push(format!("case {id}: decided {decided}/{} ids equal; mean |Δlogprob| {mean_abs:.4}; max |Δtop5 logit| {top5_err:.4}", want.len()));
+        assert!(mean_abs <= 0.02, "case {id}: teacher-forced mean |Δlogprob| = {mean_abs}");
+        assert!(top5_err <= 0.05, "case {id}: top-5 logits differ by {top5_err}");
+    }
+    eprintln!("{}", report.join("\n"));
+}

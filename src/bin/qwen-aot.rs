@@ -1,1 +1,66 @@
-fn main() {}
+//! `qwen-aot`: inspect, tokenize, compile, check and benchmark Qwen2-family models.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[path = "../cli/mod.rs"]
+mod cli;
+
+#[derive(Parser, Debug)]
+#[command(name = "qwen-aot", version, about = "Ahead-of-time compiler and runtime for Qwen2-family GGUF models")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Hyperparameters, metadata and tensor table of a GGUF.
+    Inspect {
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Text to token ids, or ids back to text with --decode.
+    Tokenize {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Treat the arguments as ids and print the text.
+        #[arg(long)]
+        decode: bool,
+        #[arg(required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Compile a GGUF into a directory (plan, packed weights, tokenizer).
+    Compile {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Write layer 0 of the graph before and after fusion as Graphviz DOT.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        /// Rows of the prefill program (longer prompts run in chunks).
+        #[arg(long, default_value_t = 512)]
+        prefill_tokens: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
+        Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
+        Cmd::Compile { model, out, dot, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), prefill_tokens, quiet),
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,87 @@
+//! `qwen-aot compile`: build-time model compilation with a report of what the compiler did.
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use qwen_aot_compiler::compile::{build, CompileOptions, Compiled, COMPILER_VERSION};
+use qwen_aot_compiler::hparams::ModelConfig;
+use qwen_aot_compiler::graph::dot::to_dot;
+use qwen_aot_runtime::plan::{Plan, Program, PLAN_FILE, PLAN_FORMAT_VERSION, WEIGHTS_FILE};
+
+use qwen_aot::model;
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+pub fn report(c: &Compiled) {
+    let hist_before = c.unfused.op_histogram();
+    let hist_after = c.fused.op_histogram();
+    let mut names: Vec<&str> = hist_before.iter().chain(&hist_after).map(|(n, _)| *n).filter(|n| *n != "tokens").collect();
+    names.sort();
+    names.dedup();
+    let count = |h: &[(&str, usize)], n: &str| h.iter().find(|(k, _)| *k == n).map_or(0, |(_, c)| *c);
+    println!("ops before and after fusion");
+    println!("  {:<22} {:>7} {:>7}", "op", "before", "after");
+    for n in names {
+        println!("  {:<22} {:>7} {:>7}", n, count(&hist_before, n), count(&hist_after, n));
+    }
+    println!("  {:<22} {:>7} {:>7}", "total", c.unfused.op_count(), c.fused.op_count());
+    println!("\npasses (in order)");
+    for (name, n) in &c.pass_report {
+        println!("  {name:<26} {n:>5} rewrites");
+    }
+    let prog = |name: &str, p: &Program| {
+        println!(
+            "  {name:<8} {:>4} launches | arena {} (naive {}, {:.1}x smaller) | {} rows",
+            p.steps.len(),
+            mib(p.arena_bytes),
+            mib(p.naive_arena_bytes),
+            p.naive_arena_bytes as f64 / p.arena_bytes.max(1) as f64,
+            p.max_tokens
+        );
+    };
+    println!("\nprograms");
+    prog("decode", &c.plan.decode);
+    prog("prefill", &c.plan.prefill);
+    println!("\nweights: {} tensors, {} packed (f16 matrices, f32 vectors)", c.plan.weights.len(), mib(c.plan.weights_bytes));
+}
+
+/// True when `out` already holds a plan compiled from this model by this compiler with `opts`.
+fn up_to_date(out: &Path, sha: &str, opts: &CompileOptions) -> bool {
+    let Ok(text) = std::fs::read_to_string(out.join(PLAN_FILE)) else { return false };
+    let Ok(plan) = serde_json::from_str::<Plan>(&text) else { return false };
+    plan.model_sha256 == sha
+        && plan.compiler_version == COMPILER_VERSION
+        && plan.format_version == PLAN_FORMAT_VERSION
+        && plan.prefill.max_tokens == opts.prefill_tokens
+        && out.join(WEIGHTS_FILE).metadata().is_ok_and(|m| m.len() == plan.weights_bytes)
+}
+
+pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, prefill_tokens: usize, quiet: bool) -> Result<()> {
+    let gguf = model::gguf_path(model_arg)?;
+    let sha = model::model_sha256(&gguf)?;
+    let start = std::time::Instant::now();
+    let opts = CompileOptions { prefill_tokens };
+    let cached = up_to_date(out, &sha, &opts);
+    let compiled = if cached {
+        // Graph work only (no dequantisation): for the report and --dot.
+        let g = model::open_gguf(&gguf)?;
+        let cfg = ModelConfig::from_gguf(&g)?;
+        build(&cfg.hparams, &g, &sha, &opts)?
+    } else {
+        model::compile_gguf(&gguf, out, &opts, quiet)?
+    };
+    report(&compiled);
+    if let Some(dot_path) = dot {
+        let text = format!(
+            "{}\n{}",
+            to_dot(&compiled.unfused, "layer 0, unfused", Some(0)),
+            to_dot(&compiled.fused, "layer 0, fused", Some(0))
+        );
+        std::fs::write(dot_path, text).with_context(|| format!("writing {}", dot_path.display()))?;
+        println!("graph of layer 0 (unfused, then fused) written to {}", dot_path.display());
+    }
+    let how = if cached { "up to date (same model sha256 and compiler version)" } else { "compiled" };
+    println!("{how}: {} -> {} in {:.1} s", gguf.display(), out.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,9 +1,16 @@
 //! The CUDA backend as the binaries see it: the embedded kernel image plus the runtime's CUDA
-//! executor.
-use anyhow::Result;
+//! executor. Any failure (no kernels in this build, no driver, no GPU, out of memory) is an error
+//! the caller reports or, for `--backend auto`, turns into a CPU fallback.
+use anyhow::{bail, Result};
 use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::Executor;
 
-pub fn cuda_executor(_model: &CompiledModel, _max_seq: usize, _quiet: bool) -> Result<Box<dyn Executor>> {
-    anyhow::bail!("the CUDA executor is not wired into this build yet")
+use crate::kernels::{IMAGE, KERNELS_AVAILABLE};
+
+pub fn cuda_executor(model: &CompiledModel, max_seq: usize, _quiet: bool) -> Result<Box<dyn Executor>> {
+    if !KERNELS_AVAILABLE {
+        bail!("this binary was built without nvcc, so it has no CUDA kernels (run scripts/setup-cuda.sh and rebuild)");
+    }
+    Ok(Box::new(CudaExecutor::new(&model.plan, model.weight_bytes(), IMAGE, max_seq)?))
 }

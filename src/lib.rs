@@ -3,5 +3,6 @@
 pub mod backend;
 pub mod generation;
 pub mod gpu;
+pub mod kernels;
 pub mod model;
 pub mod progress;

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use qwen_aot::backend::BackendChoice;
 
 #[path = "../cli/mod.rs"]
 mod cli;
@@ -48,6 +49,33 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits.
+    Check {
+        /// A GGUF or compiled directory (default: a random-weight model with the 0.5B shapes).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cuda)]
+        backend: BackendChoice,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
+    Bench {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Use a seeded random-weight model with the Qwen2.5-0.5B shapes instead of a model file.
+        #[arg(long, conflicts_with = "model")]
+        random: bool,
+        #[arg(long)]
+        json: bool,
+        /// Repetitions (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn run(args: Args) -> Result<()> {
@@ -55,6 +83,8 @@ fn run(args: Args) -> Result<()> {
         Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
         Cmd::Compile { model, out, dot, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), prefill_tokens, quiet),
+        Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
+        Cmd::Bench { model, random, json, reps, quiet } => cli::bench::run(model.as_deref(), random, json, reps, quiet),
     }
 }
 

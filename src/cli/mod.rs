@@ -1,4 +1,6 @@
 //! Subcommands of the `qwen-aot` binary, one file each.
+pub mod bench;
+pub mod check;
 pub mod compile;
 pub mod inspect;
 pub mod tokenize;

@@ -1,0 +1,148 @@
+//! `qwen-aot bench`: end-to-end speed of the CUDA backend on a model: decode tokens/s for 128
+//! tokens at depth 0 and at depth 2048, prefill tokens/s for a 512-token prompt, launches per
+//! decode step, and decode as a percentage of the weight-streaming floor (bytes of weights read
+//! per token / measured device copy bandwidth).
+//!
+//! Timings are medians over repeated runs of host wall-clock around whole steps, each of which
+//! ends by reading the token id back (so the device work is complete): the rate a user sees.
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
+use qwen_aot_compiler::synthetic::{random_model, Rng};
+use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::cuda::bench::copy_bandwidth_gbps;
+use qwen_aot_runtime::cuda::CudaExecutor;
+use qwen_aot_runtime::executor::{Executor, LogitsWanted};
+use qwen_aot_runtime::plan::{HyperParams, Plan, Step};
+use serde::Serialize;
+
+use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
+use qwen_aot::model;
+
+#[derive(Serialize)]
+struct BenchReport {
+    device: String,
+    model: String,
+    decode_tok_s_depth0: f64,
+    decode_tok_s_depth2048: f64,
+    prefill_tok_s_512: f64,
+    launches_per_decode_step: usize,
+    cuda_graph: bool,
+    weight_bytes_per_token: u64,
+    copy_bandwidth_gb_s: f64,
+    floor_tok_s: f64,
+    decode_pct_of_floor: f64,
+}
+
+/// Bytes of weights one decode step reads: every weight once, except the embedding table, of
+/// which only one row is gathered (unless it is also the tied LM head).
+pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
+    let mut full = BTreeSet::new();
+    let mut rows = 0u64;
+    for s in &plan.decode.steps {
+        match s {
+            Step::Embed { table, .. } => rows += plan.weights[table.0 as usize].shape[1] as u64 * 2,
+            Step::RmsNorm { weight, .. } | Step::AddRmsNorm { weight, .. } | Step::MatMul { weight, .. } => {
+                full.insert(*weight);
+            }
+            Step::BiasRopeKvWrite { bias, .. } => {
+                full.insert(*bias);
+            }
+            _ => {}
+        }
+    }
+    rows + full.iter().map(|w| plan.weights[w.0 as usize].bytes).sum::<u64>()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Seconds to decode `n` tokens after a prompt of `depth` tokens (prefill not timed).
+fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64> {
+    let mut next = exec.prefill(prompt, 0, LogitsWanted::None)?.next_token;
+    let start = Instant::now();
+    for i in 0..n {
+        next = exec.decode(next, prompt.len() + i, false)?.next_token;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn random_compiled(dir: &Path) -> Result<()> {
+    let hp = HyperParams { n_layers: 24, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 };
+    let src = random_model(&hp, false, 7);
+    let mut c = build(&hp, &src, "random-qwen2.5-0.5b-shapes", &CompileOptions::default())?;
+    write_dir(&mut c, &src, None, dir, |_| {})?;
+    Ok(())
+}
+
+pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quiet: bool) -> Result<()> {
+    if !KERNELS_AVAILABLE {
+        bail!("this binary was built without nvcc: no CUDA kernels to benchmark");
+    }
+    let reps = reps.max(1);
+    let dir = if random {
+        let d = std::env::temp_dir().join(format!("qwen-aot-bench-random-{}", std::process::id()));
+        random_compiled(&d)?;
+        d
+    } else {
+        model::compiled_model(model_arg, quiet)?
+    };
+    let compiled = CompiledModel::open(&dir, false)?;
+    let depth = 2048;
+    let n_decode = 128;
+    let max_seq = depth + n_decode + 1;
+    let mut exec = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, max_seq).context("loading the model on the GPU")?;
+    let vocab = compiled.plan.hparams.vocab as u64;
+    let mut rng = Rng::new(3);
+    let prompt: Vec<u32> = (0..depth).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();
+
+    // Warm-up: graph capture, module load, cuBLAS handles.
+    decode_secs(&mut exec, &prompt[..4], 8)?;
+    let d0 = median((0..reps).map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
+    let d2k = median((0..reps).map(|_| decode_secs(&mut exec, &prompt, n_decode).map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
+    let pf = median(
+        (0..reps)
+            .map(|_| {
+                let start = Instant::now();
+                exec.prefill(&prompt[..512], 0, LogitsWanted::None)?;
+                Ok(512.0 / start.elapsed().as_secs_f64())
+            })
+            .collect::<Result<_>>()?,
+    );
+    let bw = copy_bandwidth_gbps(exec.device())?;
+    let bytes = weight_bytes_per_token(&compiled.plan);
+    let floor = bw * 1e9 / bytes as f64;
+    let r = BenchReport {
+        device: exec.device().name().to_string(),
+        model: dir.display().to_string(),
+        decode_tok_s_depth0: d0,
+        decode_tok_s_depth2048: d2k,
+        prefill_tok_s_512: pf,
+        launches_per_decode_step: exec.decode_launches(),
+        cuda_graph: exec.uses_graph(),
+        weight_bytes_per_token: bytes,
+        copy_bandwidth_gb_s: bw,
+        floor_tok_s: floor,
+        decode_pct_of_floor: 100.0 * d0 / floor,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("device                      {}", r.device);
+    println!("model                       {}", r.model);
+    println!("decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)", r.decode_tok_s_depth0);
+    println!("decode, depth {depth}          {:>9.1} tokens/s", r.decode_tok_s_depth2048);
+    println!("prefill, 512-token prompt   {:>9.1} tokens/s", r.prefill_tok_s_512);
+    println!("launches per decode step    {:>9}  ({})", r.launches_per_decode_step, if r.cuda_graph { "one CUDA graph" } else { "no graph" });
+    println!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
+    println!("device copy bandwidth       {:>9.1} GB/s (read + write)", bw);
+    println!("weight-streaming floor      {:>9.1} tokens/s", floor);
+    println!("decode vs floor             {:>9.1} %", r.decode_pct_of_floor);
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `qwen-aot check`: the GPU against the CPU oracle. First every CUDA kernel against its CPU
+//! twin (seeded random inputs, model shapes and odd shapes), then the whole model: GPU logits vs
+//! CPU-executor logits for a few prompts, through prefill and graph-replayed decode steps. On the
+//! given model, or on a seeded random-weight model with the 0.5B shapes when none is given.
+//! Prints a PASS/FAIL table; exits non-zero on any failure.
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
+use qwen_aot_compiler::synthetic::{random_model, Rng};
+use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::cpu::CpuExecutor;
+use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
+use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
+use qwen_aot_runtime::executor::{Executor, LogitsWanted};
+use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_runtime::tokenizer::Tokenizer;
+
+use qwen_aot::backend::BackendChoice;
+use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
+use qwen_aot::model;
+
+/// One prompt's comparison over all its rows (prefill rows, then decode steps).
+struct ModelRow {
+    prompt: String,
+    rows: usize,
+    max_abs: f32,
+    mean_abs: f32,
+    top1_agree: usize,
+    /// Rows where the CPU's top-1/top-2 margin exceeds the error bound, so top-1 must agree.
+    top1_decided: usize,
+    top1_decided_agree: usize,
+}
+
+fn top2(row: &[f32]) -> (usize, f32) {
+    let mut best = (0, f32::NEG_INFINITY);
+    let mut second = f32::NEG_INFINITY;
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.1 {
+            second = best.1;
+            best = (i, v);
+        } else if v > second {
+            second = v;
+        }
+    }
+    (best.0, best.1 - second)
+}
+
+fn compare(prompt: &str, cpu: &[f32], gpu: &[f32], vocab: usize, margin: f32) -> ModelRow {
+    let rows = cpu.len() / vocab;
+    let mut r = ModelRow { prompt: prompt.to_string(), rows, max_abs: 0.0, mean_abs: 0.0, top1_agree: 0, top1_decided: 0, top1_decided_agree: 0 };
+    let mut sum = 0.0f64;
+    for (c, g) in cpu.chunks(vocab).zip(gpu.chunks(vocab)) {
+        for (a, b) in c.iter().zip(g) {
+            let d = if a.is_finite() && b.is_finite() { (a - b).abs() } else { f32::INFINITY };
+            r.max_abs = r.max_abs.max(d);
+            sum += d as f64;
+        }
+        let ((ci, cm), (gi, _)) = (top2(c), top2(g));
+        r.top1_agree += (ci == gi) as usize;
+        if cm > margin {
+            r.top1_decided += 1;
+            r.top1_decided_agree += (ci == gi) as usize;
+        }
+    }
+    r.mean_abs = (sum / cpu.len().max(1) as f64) as f32;
+    r
+}
+
+/// Prefill `prompt` then `decode_steps` greedy steps, returning every row's logits.
+fn run_logits(exec: &mut dyn Executor, prompt: &[u32], decode_steps: usize) -> Result<Vec<f32>> {
+    let out = exec.prefill(prompt, 0, LogitsWanted::All)?;
+    let mut logits = out.logits;
+    let mut next = out.next_token;
+    for i in 0..decode_steps {
+        let step = exec.decode(next, prompt.len() + i, true)?;
+        logits.extend(step.logits);
+        next = step.next_token;
+    }
+    Ok(logits)
+}
+
+/// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick).
+fn random_compiled(dir: &Path) -> Result<()> {
+    let hp = HyperParams { n_layers: 4, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 4096 };
+    let src = random_model(&hp, false, 42);
+    let mut c = build(&hp, &src, "random-seed-42", &CompileOptions::default())?;
+    write_dir(&mut c, &src, None, dir, |_| {})?;
+    Ok(())
+}
+
+pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, quiet: bool) -> Result<()> {
+    if backend == BackendChoice::Cpu {
+        bail!("the CPU executor is the oracle that `check` compares the GPU against; use --backend cuda");
+    }
+    if !KERNELS_AVAILABLE {
+        bail!("this binary was built without nvcc: no CUDA kernels to check");
+    }
+    let mut failed = 0;
+
+    // 1. Kernels against their CPU twins.
+    let dev = CudaDevice::new(IMAGE).context("opening the GPU")?;
+    println!("device: {} (sm_{}{}, {} SMs)\n", dev.name(), dev.compute_capability().0, dev.compute_capability().1, dev.sm_count());
+    let rows = check_kernels(&dev, seed, &CheckShape::default_set())?;
+    println!("kernels vs CPU twins (seed {seed})\n{}", format_rows(&rows));
+    failed += rows.iter().filter(|r| !r.pass).count();
+    drop(dev);
+
+    // 2. The whole model.
+    let tmp;
+    let dir = match model_arg {
+        Some(_) => model::compiled_model(model_arg, quiet)?,
+        None => {
+            tmp = tempfile_dir()?;
+            let d = tmp.join("random-0.5b-shapes");
+            random_compiled(&d)?;
+            d
+        }
+    };
+    let compiled = CompiledModel::open(&dir, true)?;
+    let hp = compiled.plan.hparams.clone();
+    let prompts: Vec<(String, Vec<u32>)> = match Tokenizer::load(&compiled.tokenizer_path()) {
+        Ok(tok) => ["Write a haiku about GPU computing.", "fn main() {\n    let v: Vec<u32> = (0..10).collect();", "The capital of France is"]
+            .iter()
+            .map(|s| (format!("{s:?}"), tok.encode(s)))
+            .collect(),
+        Err(_) => {
+            let mut rng = Rng::new(seed);
+            [7usize, 40, 300].iter().map(|&n| (format!("{n} random ids"), (0..n).map(|_| (rng.next_u64() % hp.vocab as u64) as u32).collect())).collect()
+        }
+    };
+    let decode_steps = 8;
+    let mut cpu = CpuExecutor::new(&compiled, 1024)?;
+    let mut gpu = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, 1024)?;
+    // Tolerances: both sides read the same f16 weights and accumulate in f32; they differ in
+    // summation order and in the GPU's f16 intermediates (prefill GEMM inputs, KV cache), which
+    // over 24 layers moves logits (magnitude ~10-30) by a few 1e-2. 0.25 absolute / 0.02 mean
+    // still catches any real indexing or fusion bug, which moves logits by whole units.
+    let (tol_max, tol_mean, margin) = (0.25f32, 0.02f32, 0.5f32);
+    println!("\nwhole model: GPU vs CPU executor logits ({}, prefill + {decode_steps} decode steps, decode via {})", dir.display(), if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
+    println!("  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}", "prompt", "rows", "max_abs", "mean_abs", "top1", "result");
+    for (label, ids) in &prompts {
+        let c = run_logits(&mut cpu, ids, decode_steps)?;
+        let g = run_logits(&mut gpu, ids, decode_steps)?;
+        let r = compare(label, &c, &g, hp.vocab, margin);
+        let pass = r.max_abs <= tol_max && r.mean_abs <= tol_mean && r.top1_decided_agree == r.top1_decided;
+        failed += (!pass) as usize;
+        let short: String = r.prompt.chars().take(56).collect();
+        println!(
+            "  {:<58} {:>5} {:>9.4} {:>9.5} {:>3}/{:<3}  {}",
+            short,
+            r.rows,
+            r.max_abs,
+            r.mean_abs,
+            r.top1_agree,
+            r.rows,
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    println!("  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})");
+    if failed > 0 {
+        bail!("{failed} check(s) FAILED");
+    }
+    println!("\nall checks PASS");
+    Ok(())
+}
+
+/// A fresh temporary directory under the system temp dir (removed by the OS, not by us: the
+/// random model is small and useful to look at after a failure).
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("qwen-aot-check-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}

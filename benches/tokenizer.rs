@@ -66,7 +66,12 @@ fn bench_tokenizer(c: &mut Criterion) {
     let text = corpus();
     let ids = tok.encode(&text);
     assert_eq!(tok.decode(&ids).expect("decodes"), text, "round trip");
-    eprintln!("corpus: {} bytes, {} tokens ({:.2} bytes/token)", text.len(), ids.len(), text.len() as f64 / ids.len() as f64);
+    eprintln!(
+        "corpus: {} bytes, {} tokens ({:.2} bytes/token)",
+        text.len(),
+        ids.len(),
+        text.len() as f64 / ids.len() as f64
+    );
 
     let mut group = c.benchmark_group("tokenizer");
     group.sample_size(20);

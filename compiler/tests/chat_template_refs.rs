@@ -81,7 +81,8 @@ fn system_and_multi_turn() {
     // Without a system message the default one is inserted; without add_generation_prompt the
     // text ends after the last turn.
     let messages = [ChatMessage::user("Hi"), ChatMessage::assistant("Hello!")];
-    let expected = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+    let expected =
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
                     <|im_start|>user\nHi<|im_end|>\n\
                     <|im_start|>assistant\nHello!<|im_end|>\n";
     assert_eq!(t.render(&messages, false).expect("renders"), expected);

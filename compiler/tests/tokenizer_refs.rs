@@ -73,7 +73,8 @@ fn tokenizer_cases_match_reference_ids_and_round_trip() {
             failures.push(format!("{name}: decode(encode(text)) = {back:?}, text {text:?}"));
         }
         let tokens: Vec<&str> = want.iter().map(|&i| tok.id_to_token(i).expect("known id")).collect();
-        let want_tokens: Vec<&str> = case["tokens"].as_array().expect("tokens").iter().map(|t| t.as_str().expect("str")).collect();
+        let want_tokens: Vec<&str> =
+            case["tokens"].as_array().expect("tokens").iter().map(|t| t.as_str().expect("str")).collect();
         if tokens != want_tokens {
             failures.push(format!("{name}: id_to_token gave {tokens:?}, reference {want_tokens:?}"));
         }
@@ -113,7 +114,11 @@ fn generation_prompts_and_outputs_match_reference() {
         let text = case["input_text"].as_str().expect("input_text");
         assert_eq!(tok.encode(text), ids(&case["input_ids"]), "case {id}: prompt ids");
         let out = ids(&case["output_ids"]);
-        assert_eq!(tok.decode(&out).expect("decodes"), case["output_text"].as_str().expect("output_text"), "case {id}: output text");
+        assert_eq!(
+            tok.decode(&out).expect("decodes"),
+            case["output_text"].as_str().expect("output_text"),
+            "case {id}: output text"
+        );
     }
     let mut eos = tok.eos_ids();
     eos.sort_unstable();

@@ -236,7 +236,10 @@ fn write_json(value: &Value, opts: &JsonOpts, depth: usize, out: &mut String) ->
             out.push(']');
         }
         ValueKind::Bytes | ValueKind::Plain | ValueKind::Invalid => {
-            return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialise a {} value", value.kind())));
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("tojson: cannot serialise a {} value", value.kind()),
+            ));
         }
         // ValueKind is non-exhaustive in spirit: treat anything new as a string.
         #[allow(unreachable_patterns)]

@@ -6,7 +6,8 @@
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 
 const QWEN25: &str = include_str!("fixtures/tokenizer/qwen2.5_chat_template.jinja");
-const DEFAULT_SYSTEM: &str = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n";
+const DEFAULT_SYSTEM: &str =
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n";
 
 fn qwen() -> ChatTemplate {
     ChatTemplate::new(QWEN25).expect("the Qwen2.5 template parses")
@@ -18,7 +19,9 @@ fn default_system_prompt_when_none_given() {
     let out = qwen().render(&[ChatMessage::user("Write a haiku about GPU computing.")], true).expect("renders");
     assert_eq!(
         out,
-        format!("{DEFAULT_SYSTEM}<|im_start|>user\nWrite a haiku about GPU computing.<|im_end|>\n<|im_start|>assistant\n")
+        format!(
+            "{DEFAULT_SYSTEM}<|im_start|>user\nWrite a haiku about GPU computing.<|im_end|>\n<|im_start|>assistant\n"
+        )
     );
 }
 
@@ -44,7 +47,8 @@ fn system_and_multi_turn() {
 #[test]
 fn later_system_messages_are_ordinary_turns() {
     let messages = [ChatMessage::system("S"), ChatMessage::user("u"), ChatMessage::system("mid")];
-    let expected = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>system\nmid<|im_end|>\n";
+    let expected =
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>system\nmid<|im_end|>\n";
     assert_eq!(qwen().render(&messages, false).expect("renders"), expected);
 }
 
@@ -84,8 +88,9 @@ fn special_tokens_are_template_variables() {
 #[test]
 fn errors_are_reported() {
     assert!(matches!(ChatTemplate::new("{% for %}"), Err(ChatTemplateError::Parse(_))));
-    let t = ChatTemplate::new("{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}")
-        .expect("parses");
+    let t =
+        ChatTemplate::new("{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}")
+            .expect("parses");
     let e = t.render(&[ChatMessage::system("x")], false).expect_err("rejects");
     assert!(e.to_string().contains("first must be user"), "{e}");
     assert!(t.render(&[ChatMessage::user("x")], false).is_ok());

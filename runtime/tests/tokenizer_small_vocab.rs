@@ -22,13 +22,8 @@ fn byte_chars() -> Vec<char> {
 }
 
 const MERGES: [&str; 9] = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
-const ADDED: [(&str, i32); 5] = [
-    ("<|endoftext|>", 3),
-    ("<|im_start|>", 3),
-    ("<|im_end|>", 3),
-    ("<tool_call>", 4),
-    ("[PAD0]", 5),
-];
+const ADDED: [(&str, i32); 5] =
+    [("<|endoftext|>", 3), ("<|im_start|>", 3), ("<|im_end|>", 3), ("<tool_call>", 4), ("[PAD0]", 5)];
 
 /// Vocabulary: ids 0..256 are the byte tokens (in byte order), then one token per merge result,
 /// then the added tokens.
@@ -104,7 +99,7 @@ fn decode_is_lossless_on_arbitrary_text() {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             s.push(alphabet[(x >> 33) as usize % alphabet.len()]);
         }
-        if state % 7 == 0 {
+        if state.is_multiple_of(7) {
             s.push_str("<|endoftext|>");
         }
         let ids = t.encode(&s);
@@ -177,7 +172,10 @@ fn json_contract_round_trips() {
     let loaded = Tokenizer::load(&path);
     let _ = std::fs::remove_file(&path);
     assert_eq!(loaded.expect("loads").encode("hello world"), tok().encode("hello world"));
-    assert!(matches!(Tokenizer::load(std::path::Path::new("/nonexistent/tokenizer.json")), Err(TokenizerError::Io { .. })));
+    assert!(matches!(
+        Tokenizer::load(std::path::Path::new("/nonexistent/tokenizer.json")),
+        Err(TokenizerError::Io { .. })
+    ));
     assert!(matches!(TokenizerData::from_json("{\"tokens\": 3}"), Err(TokenizerError::Json(_))));
 }
 
@@ -201,8 +199,19 @@ fn err(mut f: impl FnMut(&mut TokenizerData)) -> TokenizerError {
 
 #[test]
 fn validation_rejects_inconsistent_data() {
-    assert!(matches!(err(|d| { d.token_types.pop(); }), TokenizerError::TypeCountMismatch { .. }));
-    assert!(matches!(err(|d| { d.tokens.clear(); d.token_types.clear(); }), TokenizerError::VocabSize(0)));
+    assert!(matches!(
+        err(|d| {
+            d.token_types.pop();
+        }),
+        TokenizerError::TypeCountMismatch { .. }
+    ));
+    assert!(matches!(
+        err(|d| {
+            d.tokens.clear();
+            d.token_types.clear();
+        }),
+        TokenizerError::VocabSize(0)
+    ));
     assert!(matches!(err(|d| d.token_types[265] = 9), TokenizerError::TokenType { ty: 9, .. }));
     assert!(matches!(err(|d| d.merges.push("hello".into())), TokenizerError::MalformedMerge { .. }));
     assert!(matches!(err(|d| d.merges.push("a b c".into())), TokenizerError::MalformedMerge { .. }));

@@ -38,7 +38,7 @@ impl AddedTokens {
         let mut first_bytes = Vec::new();
         for (b, bucket) in by_first_byte.iter_mut().enumerate() {
             // Stable sort: equal lengths keep insertion (id) order.
-            bucket.sort_by(|x, y| y.0.len().cmp(&x.0.len()));
+            bucket.sort_by_key(|(tok, _)| std::cmp::Reverse(tok.len()));
             if !bucket.is_empty() {
                 first_bytes.push(b as u8);
             }
@@ -130,9 +130,6 @@ mod tests {
     #[test]
     fn multibyte_text_around_tokens() {
         let m = AddedTokens::new([("<|e|>", 7)]);
-        assert_eq!(
-            segments(&m, "中<|e|>文<"),
-            vec![Segment::Text("中"), Segment::Added(7), Segment::Text("文<")]
-        );
+        assert_eq!(segments(&m, "中<|e|>文<"), vec![Segment::Text("中"), Segment::Added(7), Segment::Text("文<")]);
     }
 }

@@ -212,16 +212,24 @@ mod tests {
     #[test]
     fn agrees_with_naive_on_random_words() {
         let (vocab, merges) = setup(&[
-            ("a", "b"), ("b", "a"), ("a", "a"), ("ab", "a"), ("aa", "b"), ("b", "b"),
-            ("ab", "ab"), ("ba", "b"), ("a", "bb"), ("aab", "a"), ("c", "a"), ("ca", "b"),
+            ("a", "b"),
+            ("b", "a"),
+            ("a", "a"),
+            ("ab", "a"),
+            ("aa", "b"),
+            ("b", "b"),
+            ("ab", "ab"),
+            ("ba", "b"),
+            ("a", "bb"),
+            ("aab", "a"),
+            ("c", "a"),
+            ("ca", "b"),
         ]);
         let mut state = 12345u64;
         for _ in 0..5000 {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (state >> 60) as usize + 1;
-            let word: String = (0..len)
-                .map(|k| ["a", "b", "c"][((state >> (k * 3 % 57)) % 3) as usize])
-                .collect();
+            let word: String = (0..len).map(|k| ["a", "b", "c"][((state >> (k * 3 % 57)) % 3) as usize]).collect();
             assert_eq!(run(&word, &vocab, &merges), naive(&word, &vocab, &merges), "{word}");
         }
     }

@@ -49,7 +49,11 @@ pub enum TokenizerError {
     UnknownId { id: u32, vocab: usize },
     /// Reading `tokenizer.json` failed.
     #[error("reading tokenizer data {path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// `tokenizer.json` is not valid tokenizer data.
     #[error("parsing tokenizer data: {0}")]
     Json(#[from] serde_json::Error),

@@ -5,4 +5,5 @@ pub mod generation;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+pub mod perplexity;
 pub mod progress;

@@ -61,6 +61,21 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Perplexity of a text file (llama.cpp method: windows of --ctx tokens, second half scored).
+    Perplexity {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
     Bench {
         #[arg(long)]
@@ -84,6 +99,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
         Cmd::Compile { model, out, dot, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), prefill_tokens, quiet),
         Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
+        Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
         Cmd::Bench { model, random, json, reps, quiet } => cli::bench::run(model.as_deref(), random, json, reps, quiet),
     }
 }

@@ -3,4 +3,5 @@ pub mod bench;
 pub mod check;
 pub mod compile;
 pub mod inspect;
+pub mod perplexity;
 pub mod tokenize;

@@ -1,6 +1,8 @@
 //! Greedy generation over a [`Session`]: prefill the prompt, then one decode step per token
 //! (only the token id crosses from the device), streaming text through the tokenizer's
-//! UTF-8-safe stream decoder.
+//! UTF-8-safe stream decoder. Stops at a stop id, a stop string, `max_tokens`, a full context or
+//! a cancel request (Ctrl-C in the chat).
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -18,6 +20,10 @@ pub enum StopReason {
     Length,
     /// The KV cache is full.
     Context,
+    /// A `--stop` string appeared; the text ends before it.
+    Stop,
+    /// The caller cancelled (Ctrl-C).
+    Interrupted,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -31,8 +37,49 @@ pub struct Generation {
     pub backend: String,
 }
 
-pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], max_tokens: usize, mut on_text: impl FnMut(&str)) -> Result<Generation> {
-    if max_tokens == 0 {
+#[derive(Clone, Debug, Default)]
+pub struct GenOptions<'a> {
+    pub max_tokens: usize,
+    pub stop_strings: Vec<String>,
+    pub cancel: Option<&'a AtomicBool>,
+    /// Do not print the text of a stop id such as `<|im_end|>` (the chat does not show it; the
+    /// id is still in `ids`).
+    pub hide_stop_tokens: bool,
+}
+
+/// Holds back streamed text that could still turn into a stop string.
+struct StopFilter<'a> {
+    stops: &'a [String],
+    pending: String,
+}
+
+impl StopFilter<'_> {
+    /// Adds `piece`; returns (text safe to emit, whether a stop string was found).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        self.pending.push_str(piece);
+        if let Some(at) = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.pending.find(s.as_str())).min() {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Keep the longest tail that is a proper prefix of some stop string.
+        let keep = self
+            .stops
+            .iter()
+            .flat_map(|s| (1..s.len()).rev().filter(move |&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+            .filter(|p| self.pending.ends_with(p))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let cut = self.pending.len() - keep;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+}
+
+pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], opts: &GenOptions, mut on_text: impl FnMut(&str)) -> Result<Generation> {
+    if opts.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
     if prompt_ids.is_empty() {
@@ -40,8 +87,8 @@ pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], max_
     }
     if session.pos() + prompt_ids.len() >= session.executor().max_seq() {
         bail!(
-            "the prompt has {} tokens but the context holds {} (raise --ctx-size up to the model's context length)",
-            prompt_ids.len(),
+            "the prompt needs {} tokens but the context holds {} (raise --ctx-size up to the model's context length)",
+            session.pos() + prompt_ids.len(),
             session.executor().max_seq()
         );
     }
@@ -53,28 +100,41 @@ pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], max_
     let mut ids = Vec::new();
     let mut text = String::new();
     let mut stream = tok.stream_decoder();
+    let mut filter = StopFilter { stops: &opts.stop_strings, pending: String::new() };
+    let mut emit = |s: &str, text: &mut String| {
+        if !s.is_empty() {
+            on_text(s);
+            text.push_str(s);
+        }
+    };
     let stop_reason = loop {
         ids.push(next);
-        let piece = stream.push(next)?;
-        if !piece.is_empty() {
-            on_text(&piece);
-            text.push_str(&piece);
+        let is_stop_id = stop_ids.contains(&next);
+        let piece = if is_stop_id && opts.hide_stop_tokens { String::new() } else { stream.push(next)? };
+        let (out, hit) = filter.push(&piece);
+        emit(&out, &mut text);
+        if hit {
+            break StopReason::Stop;
         }
-        if stop_ids.contains(&next) {
+        if is_stop_id {
             break StopReason::Eos;
         }
-        if ids.len() >= max_tokens {
+        if ids.len() >= opts.max_tokens {
             break StopReason::Length;
+        }
+        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break StopReason::Interrupted;
         }
         if session.remaining() == 0 {
             break StopReason::Context;
         }
         next = session.decode(next, false)?.next_token;
     };
-    let tail = stream.finish();
-    if !tail.is_empty() {
-        on_text(&tail);
-        text.push_str(&tail);
+    if stop_reason != StopReason::Stop {
+        let (out, _) = filter.push(&stream.finish());
+        emit(&out, &mut text);
+        let rest = std::mem::take(&mut filter.pending);
+        emit(&rest, &mut text);
     }
     let decode_secs = decode_start.elapsed().as_secs_f64();
     let decoded = ids.len().saturating_sub(1);
@@ -87,4 +147,33 @@ pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], max_
         decode_tok_s: if decoded > 0 && decode_secs > 0.0 { decoded as f64 / decode_secs } else { 0.0 },
         backend: session.executor().backend().name().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut f = StopFilter { stops: &stops, pending: String::new() };
+        let mut out = String::new();
+        for p in pieces {
+            let (o, hit) = f.push(p);
+            out.push_str(&o);
+            if hit {
+                return (out, true);
+            }
+        }
+        out.push_str(&f.pending);
+        (out, false)
+    }
+
+    #[test]
+    fn stop_strings_split_across_pieces_are_caught_and_never_printed() {
+        assert_eq!(run(&["END"], &["hello E", "N", "D world"]), ("hello ".to_string(), true));
+        assert_eq!(run(&["\n\n"], &["a\n", "\nb"]), ("a".to_string(), true));
+        assert_eq!(run(&["END"], &["hello E", "nd"]), ("hello End".to_string(), false));
+        assert_eq!(run(&[], &["x", "y"]), ("xy".to_string(), false));
+        assert_eq!(run(&["é!"], &["caf", "é", "?"]), ("café?".to_string(), false));
+    }
 }

@@ -1,6 +1,7 @@
 //! The `qwen-aot` and `generate` binaries share this small library: model location and the
 //! compile cache, backend selection, progress bars and the embedded CUDA kernels.
 pub mod backend;
+pub mod chat;
 pub mod generation;
 pub mod gpu;
 pub mod kernels;

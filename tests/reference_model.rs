@@ -64,7 +64,8 @@ fn cpu_executor_matches_the_reference_implementation() {
         let margins: Vec<f64> = case["margins"].as_array().expect("margins").iter().map(|m| m.as_f64().expect("margin")).collect();
         let decided = margins.iter().position(|&m| m < 0.1).unwrap_or(want.len());
         loaded.session.reset();
-        let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt, want.len(), |_| {}).expect("generate");
+        let opts = qwen_aot::generation::GenOptions { max_tokens: want.len(), ..Default::default() };
+        let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, |_| {}).expect("generate");
         assert!(gen.ids.len() >= decided, "case {id}: generated {} ids, reference is decided for {decided}", gen.ids.len());
         assert_eq!(gen.ids[..decided], want[..decided], "case {id}: greedy ids differ within the decided prefix ({decided} tokens)");
 

@@ -33,6 +33,12 @@ impl Session {
         self.pos = 0;
     }
 
+    /// Keeps only the first `pos` cached tokens (entries past it are overwritten later), so a
+    /// chat can reuse the cache for the common prefix of the old and new conversation.
+    pub fn rewind(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
     /// Appends `tokens` to the cache. Returns the next greedy token and the requested logits
     /// (for `All`, one row per token of `tokens`).
     pub fn prefill(&mut self, tokens: &[u32], logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {

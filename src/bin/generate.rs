@@ -2,13 +2,13 @@
 //!
 //! Streams the answer to stdout; prompt tokens, time to first token and decode speed go to stderr.
 //! `--json` prints one object instead.
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use qwen_aot::backend::{self, BackendChoice};
-use qwen_aot::generation::generate;
+use qwen_aot::generation::{generate, GenOptions};
 use qwen_aot::model;
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 
@@ -18,15 +18,22 @@ struct Args {
     /// GGUF file or compiled directory (default: the default model, fetched and compiled on first use).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Raw prompt text (no chat template).
-    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    /// Raw prompt text (no chat template). Without --prompt/--chat/--prompt-file on a terminal:
+    /// an interactive chat.
+    #[arg(long, conflicts_with_all = ["chat", "prompt_file"])]
     prompt: Option<String>,
+    /// Read the raw prompt from a UTF-8 file.
+    #[arg(long, conflicts_with = "chat")]
+    prompt_file: Option<PathBuf>,
     /// A user message, wrapped in the model's chat template.
     #[arg(long)]
     chat: Option<String>,
-    /// System message for --chat (default: the template's own default).
-    #[arg(long, requires = "chat")]
+    /// System message for --chat and the interactive chat (default: the template's own).
+    #[arg(long)]
     system: Option<String>,
+    /// Stop when the generated text contains this string (repeatable); the text ends before it.
+    #[arg(long = "stop")]
+    stop: Vec<String>,
     /// Stop after this many generated tokens.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
@@ -50,7 +57,20 @@ fn run(args: Args) -> Result<()> {
     let quiet = args.quiet || args.json;
     let dir = model::compiled_model(args.model.as_deref(), quiet)?;
     let mut loaded = backend::load(&dir, args.backend, args.ctx_size, quiet)?;
-    let text = match (&args.prompt, &args.chat) {
+    if args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none() {
+        if args.json || !std::io::stdin().is_terminal() {
+            anyhow::bail!("give --prompt, --prompt-file or --chat (the interactive chat needs a terminal)");
+        }
+        return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);
+    }
+    let file_prompt = match &args.prompt_file {
+        Some(f) => {
+            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            Some(String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{} is not UTF-8 text (invalid byte at offset {})", f.display(), e.utf8_error().valid_up_to()))?)
+        }
+        None => None,
+    };
+    let text = match (args.prompt.as_ref().or(file_prompt.as_ref()), &args.chat) {
         (Some(p), _) => p.clone(),
         (None, Some(user)) => {
             let template = loaded.tokenizer.chat_template().context("this model has no chat template; use --prompt")?;
@@ -62,11 +82,12 @@ fn run(args: Args) -> Result<()> {
             messages.push(ChatMessage::user(user.clone()));
             template.render(&messages, true)?
         }
-        (None, None) => unreachable!("clap requires --prompt or --chat"),
+        (None, None) => anyhow::bail!("give --prompt, --prompt-file or --chat"),
     };
     let prompt_ids = loaded.tokenizer.encode(&text);
     let stdout = std::io::stdout();
-    let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, args.max_tokens, |piece| {
+    let opts = GenOptions { max_tokens: args.max_tokens, stop_strings: args.stop.clone(), ..Default::default() };
+    let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, &opts, |piece| {
         if !args.json {
             let mut out = stdout.lock();
             let _ = out.write_all(piece.as_bytes());

@@ -54,15 +54,6 @@ fn run(args: Args) -> Result<()> {
     if args.max_tokens == 0 {
         anyhow::bail!("--max-tokens must be at least 1");
     }
-    let quiet = args.quiet || args.json;
-    let dir = model::compiled_model(args.model.as_deref(), quiet)?;
-    let mut loaded = backend::load(&dir, args.backend, args.ctx_size, quiet)?;
-    if args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none() {
-        if args.json || !std::io::stdin().is_terminal() {
-            anyhow::bail!("give --prompt, --prompt-file or --chat (the interactive chat needs a terminal)");
-        }
-        return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);
-    }
     let file_prompt = match &args.prompt_file {
         Some(f) => {
             let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
@@ -70,6 +61,16 @@ fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    if args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none() && (args.json || !std::io::stdin().is_terminal()) {
+        anyhow::bail!("give --prompt, --prompt-file or --chat (the interactive chat needs a terminal)");
+    }
+    let quiet = args.quiet || args.json;
+    let dir = model::compiled_model(args.model.as_deref(), quiet)?;
+    let mut loaded = backend::load(&dir, args.backend, args.ctx_size, quiet)?;
+    let interactive = args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none();
+    if interactive {
+        return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);
+    }
     let text = match (args.prompt.as_ref().or(file_prompt.as_ref()), &args.chat) {
         (Some(p), _) => p.clone(),
         (None, Some(user)) => {

@@ -1,0 +1,113 @@
+//! Every user-facing failure is one clear line on stderr and a non-zero exit, never a panic.
+//! Runs the real binaries. Cases that need a model use the default model on the CPU.
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use qwen_aot_compiler::gguf::{GgufBuilder, GgufValue};
+
+fn generate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_generate"))
+}
+
+fn qwen_aot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
+}
+
+fn model() -> PathBuf {
+    let p = std::env::var_os("QWEN_AOT_MODEL").map(PathBuf::from).unwrap_or_else(|| qwen_aot::model::cache_dir().join(qwen_aot::model::DEFAULT_MODEL_FILE));
+    assert!(p.is_file(), "default model missing at {} (run scripts/fetch-model.sh)", p.display());
+    p
+}
+
+/// Asserts a clean failure whose message contains `needle`; returns stderr.
+fn fails_with(out: Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "a panic, not an error: {err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: ") && last.contains(needle), "expected one `error: ...{needle}...` line, got: {err}");
+    err
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn missing_model_file() {
+    fails_with(generate().args(["--model", "/nonexistent/model.gguf", "--prompt", "hi"]).output().unwrap(), "does not exist");
+    fails_with(qwen_aot().args(["inspect", "--model", "/nonexistent/model.gguf"]).output().unwrap(), "does not exist");
+}
+
+#[test]
+fn a_gguf_that_is_not_qwen2() {
+    let dir = tmp();
+    let path = dir.path().join("llama.gguf");
+    let bytes = GgufBuilder::new().kv("general.architecture", GgufValue::String("llama".into())).tensor_f32("token_embd.weight", &[4, 2], &[0.5; 8]).build().unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let cache = dir.path().join("cache");
+    let out = generate().env("QWEN_AOT_CACHE", &cache).args(["--model", path.to_str().unwrap(), "--prompt", "hi"]).output().unwrap();
+    fails_with(out, "unsupported architecture");
+}
+
+#[test]
+fn not_a_gguf_at_all() {
+    let dir = tmp();
+    let path = dir.path().join("junk.gguf");
+    std::fs::write(&path, b"this is not a model").unwrap();
+    let out = qwen_aot().args(["inspect", "--model", path.to_str().unwrap()]).output().unwrap();
+    fails_with(out, "junk.gguf");
+}
+
+#[test]
+fn zero_max_tokens() {
+    fails_with(generate().args(["--max-tokens", "0", "--prompt", "hi"]).output().unwrap(), "--max-tokens must be at least 1");
+}
+
+#[test]
+fn prompt_and_perplexity_files_that_are_not_utf8() {
+    let dir = tmp();
+    let path = dir.path().join("latin1.txt");
+    std::fs::write(&path, b"caf\xe9 au lait").unwrap();
+    fails_with(generate().args(["--prompt-file", path.to_str().unwrap()]).output().unwrap(), "not UTF-8");
+    fails_with(qwen_aot().args(["perplexity", "--file", path.to_str().unwrap()]).output().unwrap(), "not UTF-8");
+}
+
+#[test]
+fn no_prompt_without_a_terminal() {
+    let out = generate().stdin(std::process::Stdio::null()).args(["--model", model().to_str().unwrap(), "--backend", "cpu"]).output().unwrap();
+    fails_with(out, "needs a terminal");
+}
+
+#[test]
+fn cuda_requested_without_a_gpu_is_an_error_and_auto_falls_back() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return; // On a GPU machine the CUDA path is exercised by `qwen-aot check` instead.
+    }
+    let m = model();
+    fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cuda", "--prompt", "hi"]).output().unwrap(), "CUDA");
+    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "auto", "--prompt", "1, 2, 3,", "--max-tokens", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("note: no usable GPU") && err.contains("running on the CPU"), "{err}");
+}
+
+#[test]
+fn prompt_longer_than_the_context_and_a_full_context() {
+    let m = model();
+    let chat = "Write a haiku about GPU computing."; // 37 tokens with the template
+    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "30", "--chat", chat]).output().unwrap();
+    fails_with(out, "context holds 30");
+    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "40", "--chat", chat, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["stop_reason"], "context");
+    assert_eq!(v["prompt_ids"].as_array().unwrap().len() + v["ids"].as_array().unwrap().len(), 41, "3 tokens fill the cache, the 4th is sampled from it");
+}
+
+#[test]
+fn bad_ctx_size() {
+    let m = model();
+    fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "0", "--prompt", "hi"]).output().unwrap(), "--ctx-size");
+    fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "99999999", "--prompt", "hi"]).output().unwrap(), "exceeds the model's context length");
+}

@@ -553,6 +553,9 @@ fn bad_alignment_values() {
     }
     let e = err(Raw::header(3, 0, 1).key("general.alignment", 8).str(b"32"));
     assert!(matches!(e, GgufError::BadAlignment { .. }), "{e}");
+    assert!(e.to_string().contains("of type string"), "{e}");
+    let e = err(Raw::header(3, 0, 1).key("general.alignment", 4).u32(48));
+    assert!(e.to_string().contains("alignment 48"), "{e}");
     let e = err(Raw::header(3, 0, 1)
         .key("general.alignment", 10)
         .u64(1 << 40));

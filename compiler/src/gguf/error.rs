@@ -74,7 +74,7 @@ pub enum GgufError {
     #[error("duplicate metadata key {key:?} at offset {offset}")]
     DuplicateKey { key: String, offset: u64 },
 
-    #[error("invalid general.alignment {value}: must be a non-zero power of two that fits in u32")]
+    #[error("invalid general.alignment {value}: must be an integer, a non-zero power of two that fits in u32")]
     BadAlignment { value: String },
 
     #[error("duplicate tensor name {name:?} at offset {offset}")]

@@ -276,9 +276,13 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
         Some(v) => match v.as_u64() {
             Some(a) if a.is_power_of_two() && a <= u32::MAX as u64 => a,
             _ => {
-                return Err(GgufError::BadAlignment {
-                    value: format!("{v:?}"),
-                })
+                let value = match v.as_i64() {
+                    Some(i) => i.to_string(),
+                    None => v
+                        .as_u64()
+                        .map_or_else(|| format!("of type {}", v.type_name()), |u| u.to_string()),
+                };
+                return Err(GgufError::BadAlignment { value });
             }
         },
     };

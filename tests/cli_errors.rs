@@ -111,3 +111,10 @@ fn bad_ctx_size() {
     fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "0", "--prompt", "hi"]).output().unwrap(), "--ctx-size");
     fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "99999999", "--prompt", "hi"]).output().unwrap(), "exceeds the model's context length");
 }
+
+#[test]
+fn invalid_sampling_values() {
+    fails_with(generate().args(["--top-p", "1.5", "--prompt", "hi"]).output().unwrap(), "--top-p must be in (0, 1]");
+    fails_with(generate().args(["--temperature=-1", "--prompt", "hi"]).output().unwrap(), "--temperature must be >= 0");
+    fails_with(generate().args(["--min-p", "7", "--prompt", "hi"]).output().unwrap(), "--min-p must be in [0, 1]");
+}

@@ -3,6 +3,7 @@
 //! chunking of long prompts and context limits live in [`crate::session`], not here.
 use crate::error::RuntimeError;
 use crate::plan::HyperParams;
+use crate::sampler::SamplingParams;
 
 /// Which backend runs the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,4 +55,13 @@ pub trait Executor {
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+    /// How `next_token` is chosen from now on (see [`crate::sampler`]); greedy by default. The
+    /// penalties look at the tokens the executor was fed, by position.
+    fn set_sampling(&mut self, params: &SamplingParams) -> Result<(), RuntimeError> {
+        if params.is_greedy() && params.repeat_penalty == 1.0 && params.presence_penalty == 0.0 {
+            Ok(())
+        } else {
+            Err(RuntimeError::InvalidCall(format!("the {} backend only decodes greedily", self.backend().name())))
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod error;
 pub mod executor;
 pub mod plan;
+pub mod sampler;
 pub mod session;
 pub mod tokenizer;
 #[cfg(feature = "cuda")]

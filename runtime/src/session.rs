@@ -18,6 +18,12 @@ impl Session {
         self.exec.as_ref()
     }
 
+    /// Sampling for every following token (greedy by default).
+    pub fn set_sampling(&mut self, params: &crate::sampler::SamplingParams) -> Result<(), RuntimeError> {
+        params.validate()?;
+        self.exec.set_sampling(params)
+    }
+
     /// Tokens currently in the KV cache.
     pub fn pos(&self) -> usize {
         self.pos

@@ -11,6 +11,7 @@ use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::generation::{generate, GenOptions};
 use qwen_aot::model;
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use qwen_aot_runtime::sampler::SamplingParams;
 
 #[derive(Parser, Debug)]
 #[command(name = "generate", version, about = "Generate text with a Qwen2-family model (GGUF or compiled directory)")]
@@ -42,6 +43,26 @@ struct Args {
     /// KV-cache size in tokens (default: min(4096, model context)).
     #[arg(long)]
     ctx_size: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0: no limit; at most 256).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    penalty_window: usize,
+    /// Random seed: the same seed and prompt give the same text on the same backend.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -64,9 +85,21 @@ fn run(args: Args) -> Result<()> {
     if args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none() && (args.json || !std::io::stdin().is_terminal()) {
         anyhow::bail!("give --prompt, --prompt-file or --chat (the interactive chat needs a terminal)");
     }
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        presence_penalty: args.presence_penalty,
+        penalty_window: args.penalty_window,
+        seed: args.seed,
+    };
+    sampling.validate()?;
     let quiet = args.quiet || args.json;
     let dir = model::compiled_model(args.model.as_deref(), quiet)?;
     let mut loaded = backend::load(&dir, args.backend, args.ctx_size, quiet)?;
+    loaded.session.set_sampling(&sampling)?;
     let interactive = args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none();
     if interactive {
         return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);

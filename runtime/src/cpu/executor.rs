@@ -9,6 +9,7 @@ use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
 use crate::plan::{BufId, DType, HyperParams, Plan, Program, Step};
+use crate::sampler::SamplingParams;
 
 pub struct CpuExecutor {
     plan: Plan,
@@ -20,6 +21,9 @@ pub struct CpuExecutor {
     k_cache: Vec<Vec<f32>>,
     v_cache: Vec<Vec<f32>>,
     max_seq: usize,
+    sampling: SamplingParams,
+    /// Token fed at each position (for the sampler's penalties).
+    history: Vec<u32>,
 }
 
 impl CpuExecutor {
@@ -49,6 +53,8 @@ impl CpuExecutor {
             v_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
             max_seq,
             plan,
+            sampling: SamplingParams::default(),
+            history: Vec::new(),
         })
     }
 
@@ -131,8 +137,16 @@ impl CpuExecutor {
                 }
             }
         }
-        let next_token = view(prog.next_token, 1)[0].to_bits();
         let vocab = hp.vocab;
+        self.history.truncate(pos);
+        self.history.extend_from_slice(tokens);
+        let sampled = self.sampling != SamplingParams::default();
+        let next_token = if sampled {
+            // The LM head always computed the last row, so the sampler can replace the argmax.
+            crate::sampler::sample(&view(prog.logits, n)[(n - 1) * vocab..], &self.history, &self.sampling, pos + n)
+        } else {
+            view(prog.next_token, 1)[0].to_bits()
+        };
         let all = view(prog.logits, n);
         let logits = match logits {
             LogitsWanted::None => Vec::new(),
@@ -161,5 +175,10 @@ impl Executor for CpuExecutor {
     }
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
         self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None })
+    }
+    fn set_sampling(&mut self, params: &SamplingParams) -> Result<(), RuntimeError> {
+        params.validate()?;
+        self.sampling = params.clone();
+        Ok(())
     }
 }

@@ -70,6 +70,7 @@ pub struct CudaDevice {
     name: String,
     sm_count: u32,
     compute_capability: (i32, i32),
+    pdl: bool,
 }
 
 /// Device memory of `bytes` bytes (zeroed at allocation), freed on drop.
@@ -166,7 +167,10 @@ impl CudaDevice {
                 None
             }
         };
-        Ok(CudaDevice { funcs, module, blas, stream, ctx, name, sm_count, compute_capability: (major, minor) })
+        // Programmatic dependent launch needs sm_90; QWEN_AOT_NO_PDL=1 turns it off (debugging,
+        // or to measure what it gains).
+        let pdl = major >= 9 && !std::env::var("QWEN_AOT_NO_PDL").is_ok_and(|v| v == "1");
+        Ok(CudaDevice { funcs, module, blas, stream, ctx, name, sm_count, compute_capability: (major, minor), pdl })
     }
 
     pub fn name(&self) -> &str {
@@ -181,6 +185,10 @@ impl CudaDevice {
     /// Whether prefill GEMMs run on cuBLAS (else the GEMV kernel, one launch row per token).
     pub fn has_cublas(&self) -> bool {
         self.blas.is_some()
+    }
+    /// Whether kernels are launched with programmatic dependent launch (sm_90+, not disabled).
+    pub fn pdl(&self) -> bool {
+        self.pdl
     }
     pub(crate) fn blas(&self) -> Option<&CudaBlas> {
         self.blas.as_ref()

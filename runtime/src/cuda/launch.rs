@@ -200,6 +200,8 @@ pub(crate) struct AttnScratch {
 
 /// Largest query-head group the attention kernel supports (MAX_G in attention.cu).
 pub(crate) const ATTN_MAX_GROUP: usize = 8;
+/// Largest split count attention_reduce supports (ATT_MAX_SPLITS in attention.cu).
+pub(crate) const ATTN_MAX_SPLITS: usize = 1024;
 
 pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
     match head_dim {
@@ -211,7 +213,7 @@ pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
 
 /// Split count for decode: about two blocks per SM over all KV heads, at least one.
 pub(crate) fn attention_splits(n_kv_heads: usize, sm_count: u32, max_seq: usize) -> usize {
-    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(32).max(1))
+    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(64).clamp(1, ATTN_MAX_SPLITS))
 }
 
 /// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
@@ -275,22 +277,33 @@ impl CudaDevice {
     unsafe fn launch(&self, l: &Launch) -> Result<(), RuntimeError> {
         let mut slots: Vec<u64> = l.args.iter().map(|a| a.slot()).collect();
         let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        // Programmatic dependent launch: lets this kernel be scheduled while the previous one
+        // drains; every kernel starts with griddepcontrol.wait (kernels/common.cuh), so data
+        // dependencies are unchanged.
+        let mut attr = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value: sys::CUlaunchAttributeValue { programmaticStreamSerializationAllowed: 1 },
+        };
+        let config = sys::CUlaunchConfig {
+            gridDimX: l.grid.0,
+            gridDimY: l.grid.1,
+            gridDimZ: l.grid.2,
+            blockDimX: l.block.0,
+            blockDimY: l.block.1,
+            blockDimZ: l.block.2,
+            sharedMemBytes: l.smem,
+            hStream: self.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: if self.pdl() { 1 } else { 0 },
+        };
         // SAFETY: the function comes from the loaded module; `params` has one pointer per kernel
         // parameter, in order, each to an 8-byte slot whose low bytes hold the value (i32/f32/
-        // pointer; little-endian), alive across the call (the driver copies them); the buffers
-        // behind the pointers are the caller's obligation (see this function's contract).
-        unsafe {
-            sys::cuLaunchKernel(
-                self.func(l.kernel),
-                l.grid.0, l.grid.1, l.grid.2,
-                l.block.0, l.block.1, l.block.2,
-                l.smem,
-                self.cu_stream(),
-                params.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
-        }
-        .result()
+        // pointer; little-endian), alive across the call (the driver copies them); `config` and
+        // `attr` outlive the call; the buffers behind the pointers are the caller's obligation
+        // (see this function's contract).
+        unsafe { sys::cuLaunchKernelEx(&config, self.func(l.kernel), params.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
         .cuda_ctx(|| format!("launching {} grid {:?} block {:?}", l.kernel.name(), l.grid, l.block))
     }
 

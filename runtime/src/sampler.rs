@@ -1,0 +1,219 @@
+//! Token sampling, defined so that the CPU executor and the device kernel compute exactly the
+//! same function of (logits, recent tokens, parameters, seed, position):
+//!
+//! 1. Penalties over the distinct ids among the last `penalty_window` tokens: repetition
+//!    (a positive logit is divided by `repeat_penalty`, a negative one multiplied) and presence
+//!    (`presence_penalty` subtracted).
+//! 2. Temperature 0 is greedy: the argmax (lowest id on ties).
+//! 3. Otherwise the candidates are the `k` highest logits (`top_k`, 0 = no limit, always capped
+//!    at [`MAX_CANDIDATES`]: beyond a few hundred tokens the tail carries no mass that changes a
+//!    sample), sorted by logit descending, ties by lower id.
+//! 4. Softmax of `logit / temperature` over the candidates (f32, max subtracted).
+//! 5. min-p: drop candidates with `p < min_p * p_max`; top-p: keep the shortest prefix whose
+//!    cumulative probability reaches `top_p`.
+//! 6. Draw: `u` in [0, 1) from a counter-based generator of (`seed`, position), so the same seed
+//!    and prompt give the same text; the first candidate whose cumulative mass exceeds
+//!    `u * total` is chosen.
+use crate::error::RuntimeError;
+
+/// Largest candidate set after top-k.
+pub const MAX_CANDIDATES: usize = 256;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub presence_penalty: f32,
+    /// How many recent tokens (prompt included) the penalties look at.
+    pub penalty_window: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    /// Greedy, no penalties.
+    fn default() -> Self {
+        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, presence_penalty: 0.0, penalty_window: 64, seed: 0 }
+    }
+}
+
+impl SamplingParams {
+    /// Rejects values that have no meaning, with the flag name in the message.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let bad = |m: String| Err(RuntimeError::InvalidCall(m));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!("--temperature must be >= 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("--top-p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("--min-p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(format!("--repeat-penalty must be > 0, got {}", self.repeat_penalty));
+        }
+        if !self.presence_penalty.is_finite() {
+            return bad(format!("--presence-penalty must be finite, got {}", self.presence_penalty));
+        }
+        if self.penalty_window > 4096 {
+            return bad(format!("--penalty-window must be at most 4096, got {}", self.penalty_window));
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+/// SplitMix64 finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The uniform number in [0, 1) used to sample the token at `pos` (24 bits, exact in f32).
+pub fn uniform(seed: u64, pos: u64) -> f32 {
+    let z = mix(seed.wrapping_add(pos.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    (z >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// Applies the penalties of `p` for `recent` tokens to `logits` in place.
+pub fn apply_penalties(logits: &mut [f32], recent: &[u32], p: &SamplingParams) {
+    if p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 {
+        return;
+    }
+    let window = &recent[recent.len().saturating_sub(p.penalty_window)..];
+    let mut seen: Vec<u32> = window.iter().copied().filter(|&t| (t as usize) < logits.len()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    for t in seen {
+        let l = &mut logits[t as usize];
+        *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+        *l -= p.presence_penalty;
+    }
+}
+
+/// Chooses the next token from `logits` (already penalised) with uniform draw `u`.
+pub fn choose(logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
+    if p.is_greedy() {
+        return crate::cpu::kernels::argmax(logits) as u32;
+    }
+    let k = if p.top_k == 0 { MAX_CANDIDATES } else { p.top_k.min(MAX_CANDIDATES) }.min(logits.len());
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let order = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, order);
+        idx.truncate(k);
+    }
+    idx.sort_by(order);
+    let inv_t = 1.0 / p.temperature;
+    let top = logits[idx[0] as usize] * inv_t;
+    let probs: Vec<f32> = idx.iter().map(|&i| (logits[i as usize] * inv_t - top).exp()).collect();
+    let sum: f32 = probs.iter().sum();
+    // min-p relative to the best candidate (whose unnormalised weight is exactly 1).
+    let mut n = probs.iter().take_while(|&&q| q >= p.min_p).count().max(1);
+    // top-p: shortest prefix reaching top_p of the mass.
+    let mut acc = 0.0;
+    for (i, &q) in probs[..n].iter().enumerate() {
+        acc += q;
+        if acc >= p.top_p * sum {
+            n = i + 1;
+            break;
+        }
+    }
+    let total: f32 = probs[..n].iter().sum();
+    let target = u * total;
+    let mut acc = 0.0;
+    for (i, &q) in probs[..n].iter().enumerate() {
+        acc += q;
+        if acc > target {
+            return idx[i];
+        }
+    }
+    idx[n - 1]
+}
+
+/// Penalties + choice for the token at position `pos`, on a copy of the logits.
+pub fn sample(logits: &[f32], recent: &[u32], p: &SamplingParams, pos: usize) -> u32 {
+    let mut l = logits.to_vec();
+    apply_penalties(&mut l, recent, p);
+    choose(&l, p, uniform(p.seed, pos as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(t: f32) -> SamplingParams {
+        SamplingParams { temperature: t, ..Default::default() }
+    }
+
+    #[test]
+    fn temperature_zero_is_argmax() {
+        let l = [0.1, 3.0, -2.0, 3.0];
+        assert_eq!(choose(&l, &params(0.0), 0.99), 1, "lowest id on ties");
+    }
+
+    #[test]
+    fn u_walks_the_cumulative_distribution_in_candidate_order() {
+        // Weights after softmax at T=1: token 2 (logit ln 3) 3/6, token 0 (ln 2) 2/6, token 1 (0) 1/6.
+        let l = [2f32.ln(), 0.0, 3f32.ln()];
+        let p = params(1.0);
+        assert_eq!(choose(&l, &p, 0.0), 2);
+        assert_eq!(choose(&l, &p, 0.49), 2);
+        assert_eq!(choose(&l, &p, 0.51), 0);
+        assert_eq!(choose(&l, &p, 0.83), 0);
+        assert_eq!(choose(&l, &p, 0.85), 1);
+    }
+
+    #[test]
+    fn top_k_top_p_and_min_p_cut_the_tail() {
+        let l = [2f32.ln(), 0.0, 3f32.ln()];
+        assert_eq!(choose(&l, &SamplingParams { top_k: 1, ..params(1.0) }, 0.99), 2);
+        // top_p 0.5: token 2 alone holds 3/6.
+        assert_eq!(choose(&l, &SamplingParams { top_p: 0.5, ..params(1.0) }, 0.99), 2);
+        // top_p 0.8: tokens 2 and 0 (5/6); u = 0.99 picks the last kept one.
+        assert_eq!(choose(&l, &SamplingParams { top_p: 0.8, ..params(1.0) }, 0.99), 0);
+        // min_p 0.5: token 1 (1/3 of the best) is dropped, token 0 (2/3) kept.
+        assert_eq!(choose(&l, &SamplingParams { min_p: 0.5, ..params(1.0) }, 0.99), 0);
+    }
+
+    #[test]
+    fn penalties_push_recent_tokens_down() {
+        let mut l = vec![2.0, -1.0, 1.5];
+        let p = SamplingParams { repeat_penalty: 2.0, presence_penalty: 0.25, ..params(0.0) };
+        apply_penalties(&mut l, &[0, 0, 1, 99], &p);
+        assert_eq!(l, vec![2.0 / 2.0 - 0.25, -1.0 * 2.0 - 0.25, 1.5]);
+        assert_eq!(sample(&[2.0, -1.0, 1.5], &[0, 1], &p, 5), 2, "greedy after penalties");
+    }
+
+    #[test]
+    fn same_seed_same_draws_and_draws_spread_over_the_unit_interval() {
+        assert_eq!(uniform(7, 3), uniform(7, 3));
+        assert_ne!(uniform(7, 3), uniform(8, 3));
+        let us: Vec<f32> = (0..10_000).map(|i| uniform(42, i)).collect();
+        assert!(us.iter().all(|&u| (0.0..1.0).contains(&u)));
+        let mean = us.iter().sum::<f32>() / us.len() as f32;
+        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_the_flag_name() {
+        for (p, flag) in [
+            (SamplingParams { top_p: 1.5, ..Default::default() }, "--top-p"),
+            (SamplingParams { top_p: 0.0, ..Default::default() }, "--top-p"),
+            (SamplingParams { temperature: -1.0, ..Default::default() }, "--temperature"),
+            (SamplingParams { min_p: 2.0, ..Default::default() }, "--min-p"),
+            (SamplingParams { repeat_penalty: 0.0, ..Default::default() }, "--repeat-penalty"),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}

@@ -43,6 +43,9 @@ enum Cmd {
         /// Write layer 0 of the graph before and after fusion as Graphviz DOT.
         #[arg(long)]
         dot: Option<PathBuf>,
+        /// Draw layer 0 before and after fusion as SVG (needs Graphviz's `dot`).
+        #[arg(long)]
+        svg: Option<PathBuf>,
         /// Rows of the prefill program (longer prompts run in chunks).
         #[arg(long, default_value_t = 512)]
         prefill_tokens: usize,
@@ -97,7 +100,7 @@ fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
-        Cmd::Compile { model, out, dot, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), prefill_tokens, quiet),
+        Cmd::Compile { model, out, dot, svg, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, quiet),
         Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
         Cmd::Bench { model, random, json, reps, quiet } => cli::bench::run(model.as_deref(), random, json, reps, quiet),

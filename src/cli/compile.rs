@@ -4,7 +4,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use qwen_aot_compiler::compile::{build, CompileOptions, Compiled, COMPILER_VERSION};
 use qwen_aot_compiler::hparams::ModelConfig;
-use qwen_aot_compiler::graph::dot::to_dot;
+use qwen_aot_compiler::graph::dot::side_by_side;
 use qwen_aot_runtime::plan::{Plan, Program, PLAN_FILE, PLAN_FORMAT_VERSION, WEIGHTS_FILE};
 
 use qwen_aot::model;
@@ -57,7 +57,24 @@ fn up_to_date(out: &Path, sha: &str, opts: &CompileOptions) -> bool {
         && out.join(WEIGHTS_FILE).metadata().is_ok_and(|m| m.len() == plan.weights_bytes)
 }
 
-pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, prefill_tokens: usize, quiet: bool) -> Result<()> {
+/// Renders DOT to SVG with Graphviz's `dot`, which must be installed.
+fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg("-o")
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("--svg needs Graphviz's `dot` on PATH (e.g. apt-get install graphviz); --dot writes the DOT text instead")?;
+    child.stdin.take().context("dot stdin")?.write_all(dot_text.as_bytes())?;
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "Graphviz `dot` failed ({status})");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option<&Path>, prefill_tokens: usize, quiet: bool) -> Result<()> {
     let gguf = model::gguf_path(model_arg)?;
     let sha = model::model_sha256(&gguf)?;
     let start = std::time::Instant::now();
@@ -72,14 +89,16 @@ pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, prefill_tok
         model::compile_gguf(&gguf, out, &opts, quiet)?
     };
     report(&compiled);
-    if let Some(dot_path) = dot {
-        let text = format!(
-            "{}\n{}",
-            to_dot(&compiled.unfused, "layer 0, unfused", Some(0)),
-            to_dot(&compiled.fused, "layer 0, fused", Some(0))
-        );
-        std::fs::write(dot_path, text).with_context(|| format!("writing {}", dot_path.display()))?;
-        println!("graph of layer 0 (unfused, then fused) written to {}", dot_path.display());
+    if dot.is_some() || svg.is_some() {
+        let text = side_by_side(&compiled.unfused, "layer 0, unfused (description)", &compiled.fused, "layer 0, fused (plan)", Some(0));
+        if let Some(dot_path) = dot {
+            std::fs::write(dot_path, &text).with_context(|| format!("writing {}", dot_path.display()))?;
+            println!("layer 0 before and after fusion written to {} (Graphviz DOT)", dot_path.display());
+        }
+        if let Some(svg_path) = svg {
+            render_svg(&text, svg_path)?;
+            println!("layer 0 before and after fusion drawn to {}", svg_path.display());
+        }
     }
     let how = if cached { "up to date (same model sha256 and compiler version)" } else { "compiled" };
     println!("{how}: {} -> {} in {:.1} s", gguf.display(), out.display(), start.elapsed().as_secs_f64());

@@ -12,7 +12,7 @@ mod fuse_attention;
 mod fuse_bias_rope_kv;
 mod fuse_swiglu;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use crate::error::CompileError;
 use crate::graph::OpGraph;

@@ -55,6 +55,10 @@ pub trait Executor {
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+    /// Device memory in use on the executor's device (bytes), where the backend can tell.
+    fn device_memory_used(&self) -> Option<u64> {
+        None
+    }
     /// How `next_token` is chosen from now on (see [`crate::sampler`]); greedy by default. The
     /// penalties look at the tokens the executor was fed, by position.
     fn set_sampling(&mut self, params: &SamplingParams) -> Result<(), RuntimeError> {

@@ -79,6 +79,19 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Many generations in one process; fails if host RSS or device memory grows.
+    Soak {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
     Bench {
         #[arg(long)]
@@ -103,6 +116,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Compile { model, out, dot, svg, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, quiet),
         Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
+        Cmd::Soak { model, backend, n, max_tokens, quiet } => cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet),
         Cmd::Bench { model, random, json, reps, quiet } => cli::bench::run(model.as_deref(), random, json, reps, quiet),
     }
 }

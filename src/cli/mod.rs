@@ -4,4 +4,5 @@ pub mod check;
 pub mod compile;
 pub mod inspect;
 pub mod perplexity;
+pub mod soak;
 pub mod tokenize;

@@ -1,6 +1,7 @@
 //! The CPU executor: interprets plan programs step by step with the CPU twins in
 //! [`super::kernels`], in f32 on all cores (rayon; the prefill matmuls use a blocked SGEMM).
-//! Weights are converted from f16 to f32 once at load.
+//! Matrices stay f16 as packed (converted block by block inside the matmul: half the memory
+//! traffic of f32, which bounds decode on a CPU); norm weights and biases are f32.
 use half::f16;
 use rayon::prelude::*;
 
@@ -13,7 +14,8 @@ use crate::sampler::SamplingParams;
 
 pub struct CpuExecutor {
     plan: Plan,
-    /// Every weight as f32, indexed by `WeightId`.
+    /// Matrices as packed (f16), vectors as f32; indexed by `WeightId` (the other is empty).
+    weights16: Vec<Vec<f16>>,
     weights: Vec<Vec<f32>>,
     /// One activation arena shared by both programs (they never run at the same time).
     arena: Vec<f32>,
@@ -33,20 +35,21 @@ impl CpuExecutor {
         if max_seq == 0 || max_seq > hp.context_length {
             return Err(RuntimeError::InvalidCall(format!("KV cache of {max_seq} tokens; the model allows 1..={}", hp.context_length)));
         }
-        let weights: Vec<Vec<f32>> = (0..plan.weights.len())
+        let (weights16, weights): (Vec<Vec<f16>>, Vec<Vec<f32>>) = (0..plan.weights.len())
             .into_par_iter()
             .map(|i| {
                 let w = &plan.weights[i];
                 let bytes = model.weight(crate::plan::WeightId(i as u32));
                 match w.dtype {
-                    DType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                    DType::F32 | DType::I32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                    DType::F16 => (bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(), Vec::new()),
+                    DType::F32 | DType::I32 => (Vec::new(), bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
                 }
             })
-            .collect();
+            .unzip();
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes);
         let kv = max_seq * hp.n_kv_heads * hp.head_dim;
         Ok(CpuExecutor {
+            weights16,
             weights,
             arena: vec![0.0; (arena_bytes / 4) as usize],
             k_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
@@ -100,10 +103,11 @@ impl CpuExecutor {
         let shape = AttnShape { n_heads: hp.n_heads, n_kv_heads: hp.n_kv_heads, head_dim: hp.head_dim };
         for step in &prog.steps {
             let w = |id: crate::plan::WeightId| self.weights[id.0 as usize].as_slice();
+            let w16 = |id: crate::plan::WeightId| self.weights16[id.0 as usize].as_slice();
             match *step {
                 Step::Embed { tokens: t, table, out } => {
                     let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();
-                    kernels::embed(&ids, w(table), hp.hidden, view_mut(out, n));
+                    kernels::embed_f16(&ids, w16(table), hp.hidden, view_mut(out, n));
                 }
                 Step::RmsNorm { x, weight, out, eps } => kernels::rms_norm(view(x, n), w(weight), eps, hp.hidden, view_mut(out, n)),
                 Step::AddRmsNorm { a, b, weight, eps, sum_out, norm_out } => {
@@ -114,7 +118,7 @@ impl CpuExecutor {
                     let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
                     let rows = n - first;
                     let res = residual.map(|r| &view(r, n)[first * cols..]);
-                    kernels::matmul(&view(x, n)[first * k..], w(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                    kernels::matmul_f16(&view(x, n)[first * k..], w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
                 }
                 Step::BiasRopeKvWrite { qkv, bias, layer, rope_theta, q_out, .. } => kernels::bias_rope_kv_write(
                     view(qkv, n),

@@ -57,6 +57,7 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_f32(
     unsigned int* __restrict__ counter,
     int vocab) {
     __shared__ bool is_last;
+    pdl_prologue();
     const float* row = logits + (size_t)(state_n_tokens(state) - 1) * vocab;
     float v = NAN;
     int i = -1;  // worse than any element

@@ -13,6 +13,7 @@ extern "C" __global__ void embed_f16(const int* __restrict__ state,
                                      const __half* __restrict__ table,  // [vocab, hidden]
                                      float* __restrict__ out,           // [rows, hidden]
                                      int hidden, int vocab) {
+    pdl_prologue();
     const int t = blockIdx.y;
     if (t >= state_n_tokens(state)) return;
     const int id = tokens[t];

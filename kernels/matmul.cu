@@ -56,6 +56,7 @@ __device__ void gemv_impl(const int* __restrict__ state,
                           const float* __restrict__ residual,  // [rows, n] or unused
                           int n, int k, int warps_per_row, int last_row) {
     __shared__ float red[GEMV_WARPS];
+    pdl_prologue();
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
@@ -132,6 +133,7 @@ extern "C" __global__ void convert_rows_f16(const int* __restrict__ state,
                                             float* __restrict__ scale,    // [rows]
                                             int k) {
     __shared__ float scratch[32];
+    pdl_prologue();
     const int t = blockIdx.x;
     if (t >= state_n_tokens(state)) return;
     const float* xr = x + (size_t)t * k;
@@ -159,6 +161,7 @@ extern "C" __global__ void convert_rows_f16(const int* __restrict__ state,
 template <bool RESIDUAL>
 __device__ void epilogue_impl(const int* __restrict__ state, float* __restrict__ out,
                               const float* __restrict__ scale, const float* __restrict__ residual, int n) {
+    pdl_prologue();
     const int t = blockIdx.y;
     if (t >= state_n_tokens(state)) return;
     const float s = scale[t];

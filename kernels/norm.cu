@@ -23,6 +23,7 @@ __device__ void rms_norm_impl(const int* state,
                               float* out,       // [rows, n]
                               int n, float eps) {
     __shared__ float scratch[32];
+    pdl_prologue();
     const int t = blockIdx.x;
     if (t >= state_n_tokens(state)) return;
     const size_t base = (size_t)t * n;

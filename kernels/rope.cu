@@ -27,6 +27,7 @@ extern "C" __global__ void bias_rope_kv_write(const int* __restrict__ state,
                                               __half* __restrict__ k_cache,        // [max_seq, Hkv, d]
                                               __half* __restrict__ v_cache,        // [max_seq, Hkv, d]
                                               int n_heads, int n_kv_heads, int head_dim) {
+    pdl_prologue();
     const int t = blockIdx.x;
     if (t >= state_n_tokens(state)) return;
     const int p = state_pos(state) + t;

@@ -14,6 +14,7 @@ extern "C" __global__ void swiglu_f32(const int* __restrict__ state,
                                       const float* __restrict__ gate_up,  // [rows, 2*ffn]
                                       float* __restrict__ out,            // [rows, ffn]
                                       int ffn) {
+    pdl_prologue();
     const int t = blockIdx.y;
     if (t >= state_n_tokens(state)) return;
     const float* g = gate_up + (size_t)t * 2 * ffn;

@@ -86,9 +86,11 @@ impl<'a> KernelBench<'a> {
         let splits = launch::attention_splits(nkv, dev.sm_count(), 32768.min(max_seq.max(4096)));
         let part_o = dev.alloc(nh * splits * d * 4, "bench")?;
         let part_ml = dev.alloc(nh * splits * 2 * 4, "bench")?;
-        let attn = AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr() };
+        let counters = dev.alloc(nkv * 4, "bench")?;
+        let attn = AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() };
         bufs.push(part_o);
         bufs.push(part_ml);
+        bufs.push(counters);
         let am = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "bench")?;
         let ams = ArgmaxScratch { part_v: am.ptr(), part_i: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 4, counter: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 8 };
         bufs.push(am);

@@ -36,7 +36,6 @@ kernels! {
     BiasRopeKvWrite => "bias_rope_kv_write",
     AttentionSplitD64 => "attention_split_d64",
     AttentionSplitD128 => "attention_split_d128",
-    AttentionReduce => "attention_reduce",
     SwiGlu => "swiglu_f32",
     Argmax => "argmax_f32",
 }

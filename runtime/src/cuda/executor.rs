@@ -26,7 +26,7 @@ pub struct CudaExecutor {
     arena: DevBuf,
     kv: DevBuf,
     state: DevBuf,
-    attn_scratch: (DevBuf, DevBuf),
+    attn_scratch: (DevBuf, DevBuf, DevBuf),
     argmax_scratch: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
     rope_tables: Vec<((u32, usize), DevBuf)>,
@@ -65,7 +65,11 @@ impl CudaExecutor {
 
         let decode_splits = launch::attention_splits(hp.n_kv_heads, dev.sm_count(), max_seq);
         let part_rows = hp.n_heads * decode_splits;
-        let attn_scratch = (dev.alloc(part_rows * hp.head_dim * 4, "attention partials")?, dev.alloc(part_rows * 2 * 4, "attention partials")?);
+        let attn_scratch = (
+            dev.alloc(part_rows * hp.head_dim * 4, "attention partials")?,
+            dev.alloc(part_rows * 2 * 4, "attention partials")?,
+            dev.alloc(hp.n_kv_heads * 4, "attention split counters")?,
+        );
         // part_v [1024] f32 | part_i [1024] i32 | counter u32
         let argmax_scratch = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?;
 
@@ -171,7 +175,7 @@ impl CudaExecutor {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
         let gemm = GemmScratch { x16: self.gemm_scratch.0.ptr(), scale: self.gemm_scratch.1.ptr() };
-        let attn = AttnScratch { part_o: self.attn_scratch.0.ptr(), part_ml: self.attn_scratch.1.ptr() };
+        let attn = AttnScratch { part_o: self.attn_scratch.0.ptr(), part_ml: self.attn_scratch.1.ptr(), counters: self.attn_scratch.2.ptr() };
         let am = self.argmax_scratch.ptr();
         let argmax_scratch = ArgmaxScratch { part_v: am, part_i: am + ARGMAX_MAX_BLOCKS as u64 * 4, counter: am + ARGMAX_MAX_BLOCKS as u64 * 8 };
         let sm = self.dev.sm_count();

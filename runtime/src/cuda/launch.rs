@@ -191,17 +191,19 @@ pub(crate) fn bias_rope_kv_write(st: u64, qkv: u64, bias: u64, inv_freq: u64, q_
              i(h.n_heads), i(h.n_kv_heads), i(h.head_dim)])
 }
 
-/// Attention partials: part_o f32 [rows, H, splits, d], part_ml f32 [rows, H, splits, 2].
+/// Attention partials: part_o f32 [rows, H, splits, d], part_ml f32 [rows, H, splits, 2];
+/// counters u32 [rows, Hkv], zeroed once at allocation (the kernel resets them after use).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttnScratch {
     pub part_o: u64,
     pub part_ml: u64,
+    pub counters: u64,
 }
 
 /// Largest query-head group the attention kernel supports (MAX_G in attention.cu).
 pub(crate) const ATTN_MAX_GROUP: usize = 8;
 /// Largest split count attention_reduce supports (ATT_MAX_SPLITS in attention.cu).
-pub(crate) const ATTN_MAX_SPLITS: usize = 1024;
+pub(crate) const ATTN_MAX_SPLITS: usize = 128;
 
 pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
     match head_dim {
@@ -213,23 +215,19 @@ pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
 
 /// Split count for decode: about two blocks per SM over all KV heads, at least one.
 pub(crate) fn attention_splits(n_kv_heads: usize, sm_count: u32, max_seq: usize) -> usize {
-    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(64).clamp(1, ATTN_MAX_SPLITS))
+    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(128).clamp(1, ATTN_MAX_SPLITS))
 }
 
 /// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
-/// otherwise split + reduce with `scratch` sized for `rows * H * splits`.
+/// otherwise split partials in `scratch` (sized for `rows * H * splits`), merged by the last block
+/// of each (row, kv head) -- one launch either way.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(st: u64, q: u64, k_cache: u64, v_cache: u64, out: u64, h: Heads, scale: f32, rows: usize, splits: usize, scratch: AttnScratch) -> Vec<Op> {
     let kern = attention_kernel(h.head_dim).expect("head_dim validated");
-    let split = kernel(kern, (h.n_kv_heads, splits, rows), 128,
+    assert!((1..=ATTN_MAX_SPLITS).contains(&splits), "attention splits {splits} out of range");
+    vec![kernel(kern, (h.n_kv_heads, splits, rows), 128,
         vec![Arg::Ptr(st), Arg::Ptr(q), Arg::Ptr(k_cache), Arg::Ptr(v_cache), Arg::Ptr(out), Arg::Ptr(scratch.part_o), Arg::Ptr(scratch.part_ml),
-             i(h.n_heads), i(h.n_kv_heads), Arg::F32(scale), i(splits)]);
-    if splits == 1 {
-        return vec![split];
-    }
-    let reduce = kernel(Kernel::AttentionReduce, (h.n_heads, rows, 1), h.head_dim as u32,
-        vec![Arg::Ptr(st), Arg::Ptr(scratch.part_o), Arg::Ptr(scratch.part_ml), Arg::Ptr(out), i(h.n_heads), i(h.head_dim), i(splits)]);
-    vec![split, reduce]
+             Arg::Ptr(scratch.counters), i(h.n_heads), i(h.n_kv_heads), Arg::F32(scale), i(splits)])]
 }
 
 /// gate_up f32 [rows, 2*ffn]; out f32 [rows, ffn].

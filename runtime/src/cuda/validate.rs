@@ -21,7 +21,7 @@ pub(crate) fn validate(plan: &Plan, weights_len: usize) -> Result<(), RuntimeErr
         if w.bytes != elems as u64 * w.dtype.size() {
             return Err(bad(format!("weight {}: {} bytes for shape {:?} {:?}", w.name, w.bytes, w.shape, w.dtype)));
         }
-        if w.offset.checked_add(w.bytes).is_none_or(|end| end > weights_len as u64) || w.offset % 16 != 0 {
+        if w.offset.checked_add(w.bytes).is_none_or(|end| end > weights_len as u64) || !w.offset.is_multiple_of(16) {
             return Err(bad(format!("weight {}: offset {} + {} bytes outside weights.bin ({weights_len}) or misaligned", w.name, w.offset, w.bytes)));
         }
     }
@@ -92,7 +92,7 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
     }
     for b in &prog.buffers {
         let need = prog.max_tokens as u64 * b.row_elems as u64 * b.dtype.size();
-        if b.bytes < need || b.offset.checked_add(b.bytes).is_none_or(|e| e > prog.arena_bytes) || b.offset % 16 != 0 {
+        if b.bytes < need || b.offset.checked_add(b.bytes).is_none_or(|e| e > prog.arena_bytes) || !b.offset.is_multiple_of(16) {
             return Err(bad(format!("buffer {}: offset {} + {} bytes (needs {need}) outside the arena ({}) or misaligned", b.name, b.offset, b.bytes, prog.arena_bytes)));
         }
     }
@@ -178,7 +178,7 @@ fn check_heads(hp: &crate::plan::HyperParams, layer: usize, n_heads: usize, n_kv
     if n_kv_heads != hp.n_kv_heads || head_dim != hp.head_dim {
         return Err(bad(format!("{w}: KV shape {n_kv_heads} x {head_dim} differs from the model's {} x {} (the KV cache is sized from hparams)", hp.n_kv_heads, hp.head_dim)));
     }
-    if n_kv_heads == 0 || n_heads % n_kv_heads != 0 || head_dim % 2 != 0 {
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || !head_dim.is_multiple_of(2) {
         return Err(bad(format!("{w}: {n_heads} heads / {n_kv_heads} KV heads / head_dim {head_dim} is not a valid GQA shape")));
     }
     Ok(())

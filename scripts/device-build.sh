@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds (here, on the machine without a GPU) everything scripts/device-test.sh runs on the GPU
+# machine, and copies it, stripped, into the git-ignored .device/ folder to be carried:
+#   .device/bin/qwen-aot       the CLI (check --backend cuda, bench)
+#   .device/bin/cuda_kernels   runtime/tests/cuda_kernels.rs (kernels vs CPU twins)
+#   .device/bin/kernels        benches/kernels.rs (criterion, per-kernel GB/s)
+#   .device/kernels.fatbin     the embedded kernel image (for the runtime test binary)
+# Usage: scripts/device-build.sh   (CARGO_TARGET_DIR is honoured)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup-cuda.sh >/dev/null
+target="${CARGO_TARGET_DIR:-$root/target}"
+mkdir -p .device/bin
+
+cargo build --release --bin qwen-aot
+test_bin="$(cargo test --release -p qwen-aot-runtime --features cuda --test cuda_kernels --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="cuda_kernels": print(m["executable"])' | tail -n1)"
+bench_bin="$(cargo bench --bench kernels --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="kernels": print(m["executable"])' | tail -n1)"
+
+install -m 755 "$target/release/qwen-aot" .device/bin/qwen-aot
+[[ -n "$test_bin" ]] && install -m 755 "$test_bin" .device/bin/cuda_kernels
+[[ -n "$bench_bin" ]] && install -m 755 "$bench_bin" .device/bin/kernels
+fatbin="$(ls -t "$target"/release/build/qwen-aot-*/out/kernels.fatbin | head -n1)"
+install -m 644 "$fatbin" .device/kernels.fatbin
+strip .device/bin/* 2>/dev/null || true
+du -sh .device/bin/* .device/kernels.fatbin

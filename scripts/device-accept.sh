@@ -4,9 +4,10 @@
 # (staged there with ../shared/tools/stage-chunks.sh). Everything lands under $OUT (or /tmp/out).
 #
 #   1. compile the model; 2. `qwen-aot check --backend cuda` on it (kernels + whole model);
-#   3. compute-sanitizer memcheck on one prefill and one decode step (graph and no-graph);
-#   4. greedy ids of every reference case on cuda and cpu, compared with each other and with the
-#      reference up to its first low-margin position; 5. `qwen-aot bench`.
+#   3. greedy ids of every reference case on cuda and cpu, compared with each other and with the
+#      reference up to its first low-margin position; 4. `qwen-aot bench`; 5. perplexity of
+#      GPL-3 on cuda and cpu; 6. soak (200 generations). scripts/device-sanitize.sh runs
+#      compute-sanitizer on one prefill and one decode step.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -24,22 +25,20 @@ step compile
 step "check --backend cuda --model (default model)"
 "$bin/qwen-aot" check --backend cuda --model "$compiled" 2>&1 | tee "$out/check.txt" || status=1
 
-step "compute-sanitizer memcheck: one prefill + one decode step"
-for graph in 1 0; do
-  QWEN_AOT_NO_GRAPH=$((1 - graph)) compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-    "$bin/generate" --model "$compiled" --backend cuda --prompt "Hello, GPU" --max-tokens 2 --quiet \
-    >"$out/memcheck-graph$graph.txt" 2>&1
-  rc=$?
-  echo "graph=$graph rc=$rc: $(grep -E 'ERROR SUMMARY|LEAK SUMMARY' "$out/memcheck-graph$graph.txt" | tr '\n' ' ')"
-  [ $rc -eq 0 ] || status=1
-done
-
 step "reference cases: cuda vs cpu vs reference"
 python3 scripts/compare-generations.py "$bin/generate" "$compiled" .device/refs/generation-qwen2.5-coder-0.5b.json "$out" || status=1
 
 step "bench"
 "$bin/qwen-aot" bench --model "$compiled" --quiet 2>&1 | tee "$out/bench.txt" || status=1
 "$bin/qwen-aot" bench --model "$compiled" --quiet --json >"$out/bench.json" 2>&1 || status=1
+
+step "perplexity, GPL-3, ctx 512: cuda then cpu"
+for b in cuda cpu; do
+  "$bin/qwen-aot" perplexity --model "$compiled" --file .device/GPL-3 --ctx 512 --backend $b --quiet 2>&1 | tee -a "$out/perplexity.txt" || status=1
+done
+
+step "soak: 200 generations on cuda"
+"$bin/qwen-aot" soak --model "$compiled" --backend cuda --n 200 --quiet 2>&1 | tee "$out/soak.txt" || status=1
 
 echo; echo "device-accept status: $status"
 exit $status

@@ -62,9 +62,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds to decode `n` tokens after a prompt of `depth` tokens (prefill not timed).
+/// Seconds to decode `n` tokens after a prompt of `depth` tokens (prefill, in chunks, not timed).
 fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64> {
-    let mut next = exec.prefill(prompt, 0, LogitsWanted::None)?.next_token;
+    let chunk = exec.max_prefill_tokens();
+    let mut next = 0;
+    for (i, part) in prompt.chunks(chunk).enumerate() {
+        next = exec.prefill(part, i * chunk, LogitsWanted::None)?.next_token;
+    }
     let start = Instant::now();
     for i in 0..n {
         next = exec.decode(next, prompt.len() + i, false)?.next_token;

@@ -22,11 +22,12 @@ fn mib(b: u64) -> f64 {
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_tokens: usize, quiet: bool) -> Result<()> {
     let dir = model::compiled_model(model_arg, quiet)?;
     let mut loaded = backend::load(&dir, backend, Some(1024), quiet)?;
+    // Alternate greedy and seeded sampling where the backend samples; else greedy only.
+    let samples = loaded.session.set_sampling(&SamplingParams { temperature: 0.8, ..Default::default() }).is_ok();
     let prompts = ["Write a haiku about GPU computing.", "fn fibonacci(n: u64) -> u64 {", "The quick brown fox", "List three prime numbers:"];
     let one = |i: usize, loaded: &mut backend::Loaded| -> Result<usize> {
         loaded.session.reset();
-        // Alternate greedy and seeded sampling so both paths are exercised.
-        let sampling = if i % 2 == 0 { SamplingParams::default() } else { SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: i as u64, ..Default::default() } };
+        let sampling = if i % 2 == 0 || !samples { SamplingParams::default() } else { SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: i as u64, ..Default::default() } };
         loaded.session.set_sampling(&sampling)?;
         let ids = loaded.tokenizer.encode(prompts[i % prompts.len()]);
         let g = generate(&mut loaded.session, &loaded.tokenizer, &ids, &GenOptions { max_tokens, ..Default::default() }, |_| {})?;

@@ -64,3 +64,15 @@ pub fn random_model(hp: &HyperParams, tied: bool, seed: u64) -> MemorySource {
     vector("output_norm.weight".into(), h, 1.0, 0.2, &mut rng);
     src
 }
+
+/// The Qwen2.5-0.5B sizes with `n_layers` layers (24 for the real shapes).
+pub fn qwen05b_hparams(n_layers: usize) -> HyperParams {
+    HyperParams { n_layers, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 }
+}
+
+/// Compiles a seeded random model into `dir` (no tokenizer), ready for the runtime.
+pub fn compile_random(hp: &HyperParams, tied: bool, seed: u64, opts: &crate::compile::CompileOptions, dir: &std::path::Path) -> Result<(), crate::error::CompileError> {
+    let src = random_model(hp, tied, seed);
+    let mut c = crate::compile::build(hp, &src, &format!("random-seed-{seed}"), opts)?;
+    crate::compile::write_dir(&mut c, &src, None, dir, |_| {})
+}

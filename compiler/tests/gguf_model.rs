@@ -16,23 +16,14 @@
 //! are compared within 1e-9 × abs_sum: numpy sums pairwise, this test sequentially, and both
 //! orders' rounding error is far below that bound (≈ √N · 2⁻⁵³ · abs_sum), while any wrong element
 //! bigger than ~1e-5 would show.
-use std::path::PathBuf;
 use std::time::Instant;
 
 use qwen_aot_compiler::gguf::{GgmlType, GgufFile, GgufValue};
 
-const DEFAULT_MODEL: &str = "/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+mod common;
 
 fn model() -> GgufFile {
-    let path = std::env::var_os("QWEN_AOT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_MODEL.into());
-    assert!(
-        path.exists(),
-        "model file {} not found: set QWEN_AOT_MODEL to the Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF \
-         (CI downloads it before running the tests)",
-        path.display()
-    );
+    let path = common::model_path();
     GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

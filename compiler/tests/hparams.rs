@@ -1,22 +1,14 @@
 //! Hyperparameters from GGUF metadata: the real default model (path from `QWEN_AOT_MODEL`, failing
 //! when missing), and small synthetic GGUFs for defaults, tied embeddings and every rejection.
-use std::path::PathBuf;
 
 use qwen_aot_compiler::gguf::{GgufBuilder, GgufFile, GgufValue};
 use qwen_aot_compiler::hparams::{HParamsError, ModelConfig};
 
-const DEFAULT_MODEL: &str = "/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+mod common;
 
 #[test]
 fn real_model_hparams() {
-    let path = std::env::var_os("QWEN_AOT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_MODEL.into());
-    assert!(
-        path.exists(),
-        "model file {} not found: set QWEN_AOT_MODEL (CI downloads it first)",
-        path.display()
-    );
+    let path = common::model_path();
     let g = GgufFile::open(&path).unwrap();
     let c = ModelConfig::from_gguf(&g).unwrap();
     let h = &c.hparams;

@@ -8,36 +8,16 @@
 //! (`runtime/tests/fixtures/tokenizer/hf_fuzz_cases.{json,py}`).
 //!
 //! Needs the model: `QWEN_AOT_MODEL` (default
-//! `/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`); refs from `QWEN_AOT_REFS`
+//! `$QWEN_AOT_CACHE` or `~/.cache/qwen-aot`); refs from `QWEN_AOT_REFS`
 //! (default `<repo>/../shared/refs`). Missing files fail the test with a message saying so.
-use std::path::PathBuf;
-
 use qwen_aot_compiler::gguf::GgufFile;
 use qwen_aot_compiler::tokenizer_from_gguf::{tokenizer_data_from_gguf, tokenizer_json_from_gguf};
 use qwen_aot_runtime::tokenizer::{Tokenizer, TokenizerData};
 use serde_json::Value;
 
-const DEFAULT_MODEL: &str = "/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
-
-fn model_path() -> PathBuf {
-    let path = PathBuf::from(std::env::var("QWEN_AOT_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.to_string()));
-    assert!(
-        path.is_file(),
-        "model GGUF not found at {} (set QWEN_AOT_MODEL to the qwen2.5-coder-0.5b-instruct GGUF)",
-        path.display()
-    );
-    path
-}
-
-fn refs(file: &str) -> Value {
-    let dir = std::env::var("QWEN_AOT_REFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/refs"));
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reference file {} not readable ({e}); set QWEN_AOT_REFS", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+mod common;
+use std::path::PathBuf;
+use common::{model_path, refs};
 
 fn tokenizer() -> Tokenizer {
     let g = GgufFile::open(&model_path()).expect("GGUF opens");

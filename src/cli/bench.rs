@@ -10,13 +10,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
-use qwen_aot_compiler::synthetic::{random_model, Rng};
+use qwen_aot_compiler::compile::CompileOptions;
+use qwen_aot_compiler::synthetic::{compile_random, qwen05b_hparams, Rng};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cuda::bench::copy_bandwidth_gbps;
 use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
-use qwen_aot_runtime::plan::{HyperParams, Plan, Step};
+use qwen_aot_runtime::plan::{Plan, Step};
 use serde::Serialize;
 
 use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
@@ -77,11 +77,7 @@ fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64>
 }
 
 fn random_compiled(dir: &Path) -> Result<()> {
-    let hp = HyperParams { n_layers: 24, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 };
-    let src = random_model(&hp, false, 7);
-    let mut c = build(&hp, &src, "random-qwen2.5-0.5b-shapes", &CompileOptions::default())?;
-    write_dir(&mut c, &src, None, dir, |_| {})?;
-    Ok(())
+    Ok(compile_random(&qwen05b_hparams(24), false, 7, &CompileOptions::default(), dir)?)
 }
 
 pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quiet: bool) -> Result<()> {

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
-use qwen_aot_compiler::synthetic::{random_model, Rng};
+use qwen_aot_compiler::compile::CompileOptions;
+use qwen_aot_compiler::synthetic::{compile_random, qwen05b_hparams, Rng};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
@@ -82,11 +82,8 @@ fn run_logits(exec: &mut dyn Executor, prompt: &[u32], decode_steps: usize) -> R
 
 /// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick).
 fn random_compiled(dir: &Path) -> Result<()> {
-    let hp = HyperParams { n_layers: 4, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 4096 };
-    let src = random_model(&hp, false, 42);
-    let mut c = build(&hp, &src, "random-seed-42", &CompileOptions::default())?;
-    write_dir(&mut c, &src, None, dir, |_| {})?;
-    Ok(())
+    let hp = HyperParams { context_length: 4096, ..qwen05b_hparams(4) };
+    Ok(compile_random(&hp, false, 42, &CompileOptions::default(), dir)?)
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, quiet: bool) -> Result<()> {

@@ -15,6 +15,9 @@ pub enum RuntimeError {
     ContextFull { needed: usize, max_seq: usize },
     #[error("invalid call: {0}")]
     InvalidCall(String),
+    /// A user-supplied setting out of range (the message names the flag).
+    #[error("{0}")]
+    InvalidArgument(String),
     #[error("CUDA: {0}")]
     Cuda(String),
     #[error("CUDA backend unavailable: {0}")]

@@ -42,7 +42,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Rejects values that have no meaning, with the flag name in the message.
     pub fn validate(&self) -> Result<(), RuntimeError> {
-        let bad = |m: String| Err(RuntimeError::InvalidCall(m));
+        let bad = |m: String| Err(RuntimeError::InvalidArgument(m));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad(format!("--temperature must be >= 0, got {}", self.temperature));
         }

@@ -5,40 +5,58 @@
 //
 // dtypes:  q f32 [rows, H*d]; K, V f16 [max_seq, Hkv, d]; out f32 [rows, H*d];
 //          split partials: part_o f32 [rows, H, n_splits, d], part_ml f32 [rows, H, n_splits, 2];
-//          counters u32 [rows, Hkv], zero between launches (the last block resets its counter).
+//          counters u32 [rows, Hkv * head_groups] (<= [rows, H]), zero between launches (the last
+//          block of each (row, kv head, head group) resets its counter).
 //
-// attention_split_d{64,128}: grid (Hkv, n_splits, rows), block 128 (4 warps), static shared memory
-//   (14 KB at d=64, 22 KB at d=128; 196 registers). One block owns one KV head and one chunk of keys (attn_chunk in common.cuh) for ALL
-//   G query heads of that group, so each K/V row is read from memory once and serves G heads
-//   (GQA: G = 7 for Qwen2.5-0.5B). Each thread owns 8 dims (16 bytes) of up to UNROLL keys of a
-//   tile and issues all of its K and V loads for the tile at once, together with its q values
-//   (registers, f32), before any arithmetic.
-//   PERFORMANCE (H100, 0.5B decode shapes, `benches/kernels.rs`): ~14.6 us at 1k cached tokens,
-//   ~16.4 us at 4k -- far above the ~1-2 us the bytes need. ncu: ~33k cycles, 7.9 cycles per
-//   issued instruction: the blocks are instruction-latency bound (one 4-warp block per SM, each
-//   thread doing all G heads in dependent FMA/shuffle chains), not memory bound. Restructuring
-//   the loads (this version) or fusing the reduce did not move it. Next step: more warps per
-//   block (heads spread over warps, K/V re-read from L1) so that each SM has 16+ warps in flight.
-//   - scores: dot over the key's d/8 lanes (shuffle), into shared memory; online softmax per head
-//     (one warp per head: running max m and sum l, expf in f32); V accumulated in registers;
-//   - with n_splits == 1 (prefill) the block writes out = acc / l directly; otherwise it writes its
-//     unnormalised partials (acc, m, l), and the LAST block of its (row, kv head) to finish
-//     (atomic ticket after __threadfence) merges all active splits -- M = max m_s,
-//     out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s -- so there is no second launch.
+// attention_split_d{64,128}: grid (Hkv * head_groups, n_splits, rows), block 256 (8 warps), static
+//   shared memory ~45 KB (two stages of K and V tiles, q of the heads, probabilities, merge weights);
+//   64 registers. One block owns one KV head, one group of GH = ceil(G / head_groups) of its G query
+//   heads, and one chunk of keys (attn_chunk in common.cuh): the block stages each K/V tile once
+//   into shared memory (cp.async, 16-byte pieces, two stages so the next tile loads while this one
+//   is used) and warp w < GH serves query head h0 + w on its own -- no block barrier inside the
+//   softmax. head_groups > 1 spreads a group's heads over more SMs (each block re-reads the tile
+//   from L2) to cut the per-block instruction latency, which is what bounds short contexts:
+//   - scores: lane i takes keys i, i+32, .. of the tile (TILE = 4096/d keys: 64 at d=64, 32 at
+//     d=128) and does the whole d-long dot product itself (K rows padded by 16 bytes in shared
+//     memory, so the 16-byte reads down a column are conflict-free; q read as a broadcast);
+//   - online softmax per warp: running max m (warp-uniform, one warp_max per tile), the running sum
+//     l kept per lane and summed once at the end, IEEE expf; probabilities to shared memory;
+//   - V: lane owns d/32 output dims and sums over the tile's keys (rows read as contiguous words).
+//   With one active split (short contexts, prefill) the block writes out = acc / l directly;
+//   otherwise it writes its unnormalised partials (acc, m, l), and the LAST block of its (row, kv
+//   head, head group) to finish (atomic ticket after __threadfence) merges all active splits, one warp per head
+//   -- M = max m_s, out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s -- so there is no
+//   second launch.
 //   n_splits is fixed per executor (the decode graph never changes); the chunk length follows the
-//   run-time length, so short contexts use few active splits and long ones use all of them.
+//   run-time length (at least min_chunk keys, a kernel argument), so short contexts use one block
+//   per KV head and long ones use all splits.
+//   PERFORMANCE: see benches/NOTES.md (the previous version, one 4-warp block doing all G heads in
+//   long dependent chains with 196 registers, took ~14.6 us at 1k cached tokens).
 // numerics: all f32, IEEE expf (not __expf); the only difference from the CPU twin is summation
 //   order and dividing once by l at the end instead of normalising each weight.
 // limits:  G <= MAX_G = 8, d in {64, 128}, n_splits <= ATT_MAX_SPLITS = 128 (the runtime validates
-//   the plan and caps the split count).
+//   the plan and caps the split count), min_chunk a positive multiple of 64, 1 <= head_groups <= G
+//   (a group left without heads exits at once).
 #include "common.cuh"
 
 namespace {
-constexpr int ATT_WARPS = 4;
+constexpr int ATT_WARPS = 8;
 constexpr int ATT_THREADS = ATT_WARPS * 32;
-constexpr int ATT_UNROLL = 4;  // keys per thread per tile
-constexpr int MAX_G = 8;
+constexpr int MAX_G = ATT_WARPS;  // warp w serves query head w of the group
 constexpr int ATT_MAX_SPLITS = 128;
+
+// 16-byte asynchronous copy global -> shared (L2 only); `valid == false` writes 16 zero bytes
+// and reads nothing.
+QA_DEVICE void cp_async16(void* smem, const void* gmem, bool valid) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+QA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+QA_DEVICE void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 }  // namespace
 
 template <int D>
@@ -50,226 +68,246 @@ __device__ void attention_split_impl(const int* __restrict__ state,
                                      float* __restrict__ part_o,         // [rows, H, S, d]
                                      float* __restrict__ part_ml,        // [rows, H, S, 2]
                                      unsigned int* __restrict__ counters, // [rows, Hkv]
-                                     int n_heads, int n_kv_heads, float scale, int n_splits) {
-    constexpr int LPK = D / 8;              // lanes per key (one 16-byte vector each)
-    constexpr int KPW = 32 / LPK;           // keys per warp per step
-    constexpr int KPB = KPW * ATT_WARPS;    // keys per block per step
-    constexpr int TILE = KPB * ATT_UNROLL;  // keys per tile: 64 (d=64) or 32 (d=128)
-    static_assert(D % 8 == 0 && 32 % LPK == 0, "head_dim must be 8 * a divisor of 32");
+                                     int n_heads, int n_kv_heads, float scale, int n_splits, int min_chunk,
+                                     int head_groups) {
+    constexpr int TILE = 4096 / D;             // keys per tile: 8 KB of K and 8 KB of V
+    constexpr int KPL = TILE / 32;             // keys per lane in the score phase
+    constexpr int DPL = D / 32;                // output dims per lane
+    constexpr int ROW = D + 8;                 // halves per shared row (16-byte pad)
+    constexpr int CPR = D / 8;                 // 16-byte pieces per row
+    constexpr int PIECES = TILE * CPR;         // per K (or V) tile
+    constexpr int MU = 64 / DPL;               // partials in flight per lane in the merge
+    static_assert(KPL >= 1 && TILE % 4 == 0 && (DPL == 2 || DPL == 4), "head_dim must be 64 or 128");
+    static_assert(PIECES % ATT_THREADS == 0, "tile pieces must divide evenly over the block");
 
-    __shared__ float s_s[MAX_G][TILE];
-    __shared__ float m_s[MAX_G], l_s[MAX_G], alpha_s[MAX_G];
-    __shared__ __align__(16) float red[ATT_WARPS][MAX_G][D];
-    __shared__ float w_s[MAX_G][ATT_MAX_SPLITS];
+    __shared__ __align__(16) __half k_s[2][TILE * ROW];
+    __shared__ __align__(16) __half v_s[2][TILE * ROW];
+    __shared__ __align__(16) float q_s[MAX_G * D];
+    __shared__ __align__(16) float p_s[ATT_WARPS][TILE];
+    __shared__ float w_s[ATT_WARPS][ATT_MAX_SPLITS];
     __shared__ bool is_last;
 
     pdl_prologue();
-    const int kvh = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
-    if (t >= state_n_tokens(state)) return;
+    const int kvh = blockIdx.x / head_groups, hg = blockIdx.x - kvh * head_groups;
+    const int split = blockIdx.y, t = blockIdx.z;
+    const int G = n_heads / n_kv_heads;
+    const int GH = (G + head_groups - 1) / head_groups;
+    const int n_h = min(GH, G - hg * GH);  // query heads of this block (uniform)
+    if (n_h <= 0 || t >= state_n_tokens(state)) return;
     const int len = state_pos(state) + t + 1;
-    const int chunk = attn_chunk(len, n_splits);
+    const int chunk = attn_chunk(len, n_splits, min_chunk);
     const int start = split * chunk;
     if (start >= len) return;  // inactive split (uniform per block)
     const int end = min(len, start + chunk);
     const int active = (len + chunk - 1) / chunk;
-    const int G = n_heads / n_kv_heads;
-    const int h0 = kvh * G;
+    const int h0 = kvh * G + hg * GH;
     const size_t row_stride = (size_t)n_kv_heads * D;  // halves per cache position
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int sub = lane % LPK;                 // which 8 dims
-    const int kslot = warp * KPW + lane / LPK;  // which key of a step
+    const bool has_head = warp < n_h;
+    const __half* kg = kc + (size_t)kvh * D;
+    const __half* vg = vc + (size_t)kvh * D;
 
-    // q for this thread's 8 dims of every head of the group (registers).
-    float qr[MAX_G][8];
-    const float* qrow = q + ((size_t)t * n_heads + h0) * D + sub * 8;
-#pragma unroll
-    for (int g = 0; g < MAX_G; ++g) {
-        if (g < G) {
-            const float4 a = __ldg(reinterpret_cast<const float4*>(qrow + g * D));
-            const float4 b = __ldg(reinterpret_cast<const float4*>(qrow + g * D + 4));
-            qr[g][0] = a.x; qr[g][1] = a.y; qr[g][2] = a.z; qr[g][3] = a.w;
-            qr[g][4] = b.x; qr[g][5] = b.y; qr[g][6] = b.z; qr[g][7] = b.w;
-        }
-    }
-    if (tid < MAX_G) {
-        m_s[tid] = -INFINITY;
-        l_s[tid] = 0.0f;
-    }
-    float acc[MAX_G][8];
-#pragma unroll
-    for (int g = 0; g < MAX_G; ++g)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
+    // q of the block's heads -> shared (joins the first tile's copy group).
+    const float* qg = q + ((size_t)t * n_heads + h0) * D;
+    for (int i = tid; i < n_h * D / 4; i += ATT_THREADS) cp_async16(q_s + 4 * i, qg + 4 * i, true);
 
-    const __half* kbase = kc + (size_t)kvh * D + sub * 8;
-    const __half* vbase = vc + (size_t)kvh * D + sub * 8;
-
-    for (int tile0 = start; tile0 < end; tile0 += TILE) {
+    // Stage the K and V rows [tile0, tile0 + TILE) into buffer `buf`; rows past `end` are zeros.
+    auto issue = [&](int tile0, int buf) {
         const int tn = min(TILE, end - tile0);
-        // ---- all K and V loads of the tile first ----
-        uint4 kr[ATT_UNROLL], vr[ATT_UNROLL];
 #pragma unroll
-        for (int u = 0; u < ATT_UNROLL; ++u) {
-            const int jj = u * KPB + kslot;
-            if (jj < tn) {
-                const size_t off = (size_t)(tile0 + jj) * row_stride;
-                kr[u] = __ldg(reinterpret_cast<const uint4*>(kbase + off));
-                vr[u] = __ldg(reinterpret_cast<const uint4*>(vbase + off));
-            } else {
-                kr[u] = make_uint4(0, 0, 0, 0);
-                vr[u] = make_uint4(0, 0, 0, 0);
-            }
+        for (int r = 0; r < PIECES / ATT_THREADS; ++r) {
+            const int c = r * ATT_THREADS + tid;
+            const int j = c / CPR, piece = c - j * CPR;
+            const bool ok = j < tn;
+            const size_t off = (size_t)(tile0 + (ok ? j : 0)) * row_stride + piece * 8;
+            cp_async16(&k_s[buf][j * ROW + piece * 8], kg + off, ok);
+            cp_async16(&v_s[buf][j * ROW + piece * 8], vg + off, ok);
         }
-        // ---- scores (all lanes take part in every shuffle) ----
+    };
+
+    const int n_tiles = (end - start + TILE - 1) / TILE;
+    issue(start, 0);
+    cp_async_commit();
+
+    float m = -INFINITY;  // running max of this warp's head (warp-uniform)
+    float l = 0.0f;       // this lane's share of the running sum of exp(s - m)
+    float acc[DPL];
 #pragma unroll
-        for (int u = 0; u < ATT_UNROLL; ++u) {
-            const int jj = u * KPB + kslot;
-            float kf[8];
-            unpack_half8(kr[u], kf);
+    for (int e = 0; e < DPL; ++e) acc[e] = 0.0f;
+    const float* qh = q_s + warp * D;
+
+    for (int it = 0; it < n_tiles; ++it) {
+        const int tile0 = start + it * TILE;
+        const int buf = it & 1;
+        if (it + 1 < n_tiles) {
+            issue(tile0 + TILE, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // tile `it` (and q) visible to every warp
+        if (has_head) {
+            const int tn = min(TILE, end - tile0);
+            const __half* kt = k_s[buf];
+            const __half* vt = v_s[buf];
+            // ---- scores: lane owns keys lane + 32k; two partial sums per key (shorter chains) ----
+            float sp[2][KPL];
 #pragma unroll
-            for (int g = 0; g < MAX_G; ++g) {
-                if (g < G) {
-                    float dsum = 0.0f;
+            for (int k = 0; k < KPL; ++k) sp[0][k] = sp[1][k] = 0.0f;
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) dsum = fmaf(qr[g][e], kf[e], dsum);
+            for (int c = 0; c < CPR; ++c) {
+                const float4 qa = *reinterpret_cast<const float4*>(qh + c * 8);
+                const float4 qb = *reinterpret_cast<const float4*>(qh + c * 8 + 4);
 #pragma unroll
-                    for (int off = LPK / 2; off > 0; off >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, off);
-                    if (jj < tn && sub == 0) s_s[g][jj] = scale * dsum;
+                for (int k = 0; k < KPL; ++k) {
+                    float kf[8];
+                    unpack_half8(*reinterpret_cast<const uint4*>(kt + (k * 32 + lane) * ROW + c * 8), kf);
+                    float s = sp[c & 1][k];
+                    s = fmaf(qa.x, kf[0], s);
+                    s = fmaf(qa.y, kf[1], s);
+                    s = fmaf(qa.z, kf[2], s);
+                    s = fmaf(qa.w, kf[3], s);
+                    s = fmaf(qb.x, kf[4], s);
+                    s = fmaf(qb.y, kf[5], s);
+                    s = fmaf(qb.z, kf[6], s);
+                    s = fmaf(qb.w, kf[7], s);
+                    sp[c & 1][k] = s;
                 }
             }
-        }
-        __syncthreads();
-        // ---- online softmax update: one warp per head ----
-        for (int g = warp; g < G; g += ATT_WARPS) {
+            // ---- online softmax (this warp's head) ----
+            float sc[KPL];
             float mx = -INFINITY;
-            for (int j = lane; j < tn; j += 32) mx = fmaxf(mx, s_s[g][j]);
+#pragma unroll
+            for (int k = 0; k < KPL; ++k) {
+                sc[k] = k * 32 + lane < tn ? scale * (sp[0][k] + sp[1][k]) : -INFINITY;
+                mx = fmaxf(mx, sc[k]);
+            }
             mx = warp_max(mx);
-            const float m_old = m_s[g];
-            const float m_new = fmaxf(m_old, mx);
-            float sum = 0.0f;
-            for (int j = lane; j < tn; j += 32) {
-                const float pj = expf(s_s[g][j] - m_new);
-                s_s[g][j] = pj;
-                sum += pj;
+            const float m_new = fmaxf(m, mx);   // finite: the tile has at least one key
+            const float alpha = expf(m - m_new);  // 0 on the first tile (m = -inf)
+            m = m_new;
+            float psum = 0.0f;
+#pragma unroll
+            for (int k = 0; k < KPL; ++k) {
+                const float p = expf(sc[k] - m_new);  // 0 for keys past the end
+                p_s[warp][k * 32 + lane] = p;
+                psum += p;
             }
-            sum = warp_sum(sum);
-            __syncwarp();  // every lane has read m_s[g] before lane 0 overwrites it
-            if (lane == 0) {
-                const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
-                alpha_s[g] = alpha;
-                l_s[g] = l_s[g] * alpha + sum;
-                m_s[g] = m_new;
+            l = l * alpha + psum;
+            __syncwarp();
+            // ---- V: lane owns dims lane*DPL ..; rows past the end are zeros with p = 0 ----
+            float a[2][DPL];  // even and odd keys (two chains)
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) {
+                a[0][e] = acc[e] * alpha;
+                a[1][e] = 0.0f;
             }
-        }
-        __syncthreads();
-        // ---- V accumulation from the registers loaded above ----
 #pragma unroll
-        for (int g = 0; g < MAX_G; ++g) {
-            if (g < G) {
-                const float a = alpha_s[g];
+            for (int j = 0; j < TILE; j += 4) {
+                const float4 p4 = *reinterpret_cast<const float4*>(&p_s[warp][j]);
+                const float pj[4] = {p4.x, p4.y, p4.z, p4.w};
 #pragma unroll
-                for (int e = 0; e < 8; ++e) acc[g][e] *= a;
-            }
-        }
+                for (int u = 0; u < 4; ++u) {
+                    const __half2* vr = reinterpret_cast<const __half2*>(vt + (j + u) * ROW + lane * DPL);
 #pragma unroll
-        for (int u = 0; u < ATT_UNROLL; ++u) {
-            const int jj = u * KPB + kslot;
-            if (jj < tn) {
-                float vf[8];
-                unpack_half8(vr[u], vf);
-#pragma unroll
-                for (int g = 0; g < MAX_G; ++g) {
-                    if (g < G) {
-                        const float pj = s_s[g][jj];
-#pragma unroll
-                        for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(pj, vf[e], acc[g][e]);
+                    for (int e2 = 0; e2 < DPL / 2; ++e2) {
+                        const float2 v = __half22float2(vr[e2]);
+                        a[u & 1][2 * e2] = fmaf(pj[u], v.x, a[u & 1][2 * e2]);
+                        a[u & 1][2 * e2 + 1] = fmaf(pj[u], v.y, a[u & 1][2 * e2 + 1]);
                     }
                 }
             }
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) acc[e] = a[0][e] + a[1][e];
         }
-        __syncthreads();  // s_s is overwritten by the next tile
+        __syncthreads();  // buffer `buf` and p_s are overwritten in the next iteration
+    }
+    l = warp_sum(l);
+    const int h = h0 + warp;
+
+    if (active == 1) {  // the only split: normalise and write (uniform per block)
+        if (has_head) {
+            float* o = out + ((size_t)t * n_heads + h) * D + lane * DPL;
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) o[e] = acc[e] / l;
+        }
+        return;
     }
 
-    // ---- combine the key slots: lanes with equal `sub` inside a warp, then the warps ----
+    if (has_head) {
+        const size_t slot = ((size_t)t * n_heads + h) * n_splits + split;
+        float* po = part_o + slot * D + lane * DPL;
 #pragma unroll
-    for (int g = 0; g < MAX_G; ++g) {
-        if (g < G) {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                float v = acc[g][e];
-#pragma unroll
-                for (int off = LPK; off < 32; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-                if (lane < LPK) red[warp][g][sub * 8 + e] = v;
-            }
-        }
+        for (int e = 0; e < DPL; ++e) po[e] = acc[e];
+        if (lane == 0) reinterpret_cast<float2*>(part_ml)[slot] = make_float2(m, l);
     }
-    __syncthreads();
-    for (int idx = tid; idx < G * D; idx += ATT_THREADS) {
-        const int g = idx / D, dd = idx - g * D;
-        float o = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; ++w) o += red[w][g][dd];
-        const int h = h0 + g;
-        if (n_splits == 1) {
-            out[((size_t)t * n_heads + h) * D + dd] = o / l_s[g];
-        } else {
-            const size_t slot = ((size_t)t * n_heads + h) * n_splits + split;
-            part_o[slot * D + dd] = o;
-            if (dd == 0) {
-                part_ml[2 * slot] = m_s[g];
-                part_ml[2 * slot + 1] = l_s[g];
-            }
-        }
-    }
-    if (n_splits == 1) return;
 
-    // ---- the last block of this (row, kv head) merges every active split ----
+    // ---- the last block of this (row, kv head, head group) merges every active split ----
     __threadfence();
     __syncthreads();
-    if (tid == 0) is_last = atomicAdd(&counters[t * n_kv_heads + kvh], 1u) == (unsigned)active - 1;
+    if (tid == 0) is_last = atomicAdd(&counters[t * gridDim.x + blockIdx.x], 1u) == (unsigned)active - 1;
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    for (int g = warp; g < G; g += ATT_WARPS) {
-        const size_t base = ((size_t)t * n_heads + h0 + g) * n_splits;
-        float M = -INFINITY;
-        for (int s = lane; s < active; s += 32) M = fmaxf(M, __ldcg(part_ml + 2 * (base + s)));
-        M = warp_max(M);
-        float l = 0.0f;
-        for (int s = lane; s < active; s += 32) {
-            const float w = expf(__ldcg(part_ml + 2 * (base + s)) - M);
-            w_s[g][s] = w;
-            l = fmaf(w, __ldcg(part_ml + 2 * (base + s) + 1), l);
-        }
-        l = warp_sum(l);
-        if (lane == 0) l_s[g] = l;
+    if (tid == 0) counters[t * gridDim.x + blockIdx.x] = 0;  // ready for the next launch (graph replay)
+    if (!has_head) return;
+
+    const size_t base = ((size_t)t * n_heads + h) * n_splits;
+    const float2* ml = reinterpret_cast<const float2*>(part_ml) + base;
+    float2 mls[ATT_MAX_SPLITS / 32];
+    float M = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < ATT_MAX_SPLITS / 32; ++k) {
+        const int s = k * 32 + lane;
+        mls[k] = s < active ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
+        M = fmaxf(M, mls[k].x);
     }
-    __syncthreads();
-    // One float4 of output per thread (G*D/4 <= 256 per block); the loads of 8 splits are issued
-    // together, so the merge costs ceil(active / 8) round trips, not one per split.
-    for (int idx = tid; idx < G * D / 4; idx += ATT_THREADS) {
-        const int g = idx / (D / 4), d4 = idx - g * (D / 4);
-        const size_t base = ((size_t)t * n_heads + h0 + g) * n_splits;
-        const float4* po = reinterpret_cast<const float4*>(part_o + base * D) + d4;
-        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int s0 = 0; s0 < active; s0 += 8) {
-            float4 v[8];
+    M = warp_max(M);
+    float L = 0.0f;
 #pragma unroll
-            for (int k = 0; k < 8; ++k)
-                v[k] = s0 + k < active ? __ldcg(po + (size_t)(s0 + k) * (D / 4)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int k = 0; k < ATT_MAX_SPLITS / 32; ++k) {
+        const int s = k * 32 + lane;
+        if (s < active) {
+            const float w = expf(mls[k].x - M);
+            w_s[warp][s] = w;
+            L = fmaf(w, mls[k].y, L);
+        }
+    }
+    L = warp_sum(L);
+    __syncwarp();
+    // MU partials per lane in flight at once: ceil(active / MU) round trips.
+    const float* pob = part_o + base * D + lane * DPL;
+    float o[DPL];
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                const float w = s0 + k < active ? w_s[g][s0 + k] : 0.0f;
-                o.x = fmaf(w, v[k].x, o.x);
-                o.y = fmaf(w, v[k].y, o.y);
-                o.z = fmaf(w, v[k].z, o.z);
-                o.w = fmaf(w, v[k].w, o.w);
+    for (int e = 0; e < DPL; ++e) o[e] = 0.0f;
+    for (int sb = 0; sb < active; sb += MU) {
+        float x[MU][DPL];
+#pragma unroll
+        for (int k = 0; k < MU; ++k) {
+            if (sb + k < active) {
+                if constexpr (DPL == 2) {
+                    const float2 v = __ldcg(reinterpret_cast<const float2*>(pob + (size_t)(sb + k) * D));
+                    x[k][0] = v.x; x[k][1] = v.y;
+                } else {
+                    const float4 v = __ldcg(reinterpret_cast<const float4*>(pob + (size_t)(sb + k) * D));
+                    x[k][0] = v.x; x[k][1] = v.y; x[k][2] = v.z; x[k][3] = v.w;
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < DPL; ++e) x[k][e] = 0.0f;
             }
         }
-        const float l = l_s[g];
-        reinterpret_cast<float4*>(out + ((size_t)t * n_heads + h0 + g) * D)[d4] = make_float4(o.x / l, o.y / l, o.z / l, o.w / l);
+#pragma unroll
+        for (int k = 0; k < MU; ++k) {
+            const float w = sb + k < active ? w_s[warp][sb + k] : 0.0f;
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) o[e] = fmaf(w, x[k][e], o[e]);
+        }
     }
-    if (tid == 0) counters[t * n_kv_heads + kvh] = 0;  // ready for the next launch (graph replay)
+    float* op = out + ((size_t)t * n_heads + h) * D + lane * DPL;
+#pragma unroll
+    for (int e = 0; e < DPL; ++e) op[e] = o[e] / L;
 }
 
 #define ATTENTION_SPLIT(D)                                                                            \
@@ -277,9 +315,9 @@ __device__ void attention_split_impl(const int* __restrict__ state,
         const int* __restrict__ state, const float* __restrict__ q, const __half* __restrict__ kc,    \
         const __half* __restrict__ vc, float* __restrict__ out, float* __restrict__ part_o,           \
         float* __restrict__ part_ml, unsigned int* __restrict__ counters, int n_heads, int n_kv_heads, \
-        float scale, int n_splits) {                                                                  \
+        float scale, int n_splits, int min_chunk, int head_groups) {                                  \
         attention_split_impl<D>(state, q, kc, vc, out, part_o, part_ml, counters, n_heads, n_kv_heads, \
-                                scale, n_splits);                                                     \
+                                scale, n_splits, min_chunk, head_groups);                             \
     }
 
 ATTENTION_SPLIT(64)

@@ -97,14 +97,12 @@ QA_DEVICE uint4 load_stream16(const void* p) { return __ldcs(reinterpret_cast<co
 // Read-only 16-byte load through the non-coherent path (activations read by many warps).
 QA_DEVICE float4 load_ro4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 
-// ---- flash-decoding split geometry (shared by attention_split and attention_reduce) ----------
-// Keys 0..len-1 are cut into chunks of `attn_chunk(len, n_splits)` keys (a multiple of 32, at
-// least 128, so that short contexts use few splits); split s covers
+// ---- flash-decoding split geometry (attention.cu; mirrored by launch::attention_splits) --------
+// Keys 0..len-1 are cut into chunks of `attn_chunk(len, n_splits, min_chunk)` keys (a multiple of
+// 64, at least `min_chunk`, so that short contexts use few splits); split s covers
 // [s*chunk, min(len, (s+1)*chunk)).
-// At least 128 keys per split: fewer, longer splits leave less to merge (H100, 0.5B shapes, 4k
-// tokens: 26.3 us with a 64-key floor, 16.4 us with 128; 1k tokens: ~14.5 us either way).
-QA_DEVICE int attn_chunk(int len, int n_splits) {
+QA_DEVICE int attn_chunk(int len, int n_splits, int min_chunk) {
     int c = (len + n_splits - 1) / n_splits;
-    c = (c + 31) & ~31;
-    return c < 128 ? 128 : c;
+    c = (c + 63) & ~63;
+    return c < min_chunk ? min_chunk : c;
 }

@@ -25,7 +25,9 @@ for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="kernels": print(m["executable"])' | tail -n1)"
 
+cargo build --release --bin generate
 install -m 755 "$target/release/qwen-aot" .device/bin/qwen-aot
+install -m 755 "$target/release/generate" .device/bin/generate
 [[ -n "$test_bin" ]] && install -m 755 "$test_bin" .device/bin/cuda_kernels
 [[ -n "$bench_bin" ]] && install -m 755 "$bench_bin" .device/bin/kernels
 fatbin="$(ls -t "$target"/release/build/qwen-aot-*/out/kernels.fatbin | head -n1)"

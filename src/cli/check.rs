@@ -2,6 +2,9 @@
 //! twin (seeded random inputs, model shapes and odd shapes), then the whole model: GPU logits vs
 //! CPU-executor logits for a few prompts, through prefill and graph-replayed decode steps. On the
 //! given model, or on a seeded random-weight model with the 0.5B shapes when none is given.
+//! Last, sampling through the executor: every device-sampled id against `sampler::sample` on the
+//! GPU's own logits row (prefill and graph-replayed decode, after greedy steps too), and the same
+//! seeded generation twice.
 //! Prints a PASS/FAIL table; exits non-zero on any failure.
 use std::path::Path;
 
@@ -13,6 +16,7 @@ use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
+use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::plan::HyperParams;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
@@ -155,11 +159,88 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, quiet: b
         );
     }
     println!("  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})");
+
+    // 3. Sampling on the device.
+    let prompt = &prompts[prompts.len().min(2) - 1].1;
+    failed += sampling_checks(&mut gpu, prompt, 24)?;
     if failed > 0 {
         bail!("{failed} check(s) FAILED");
     }
     println!("\nall checks PASS");
     Ok(())
+}
+
+/// Device-sampled ids against `sampler::sample` on the GPU's own logits and the executor's history
+/// (exact), for a few parameter sets: (a) greedy prefill then sampled decode (the device history
+/// is uploaded from the host mirror), (b) sampled prefill and decode, (c) (b) again without
+/// logits: the same ids. Then the decode step time, greedy graph vs sampled graph. Returns the
+/// number of failed rows.
+fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Result<usize> {
+    let cases = [
+        ("T=0.8 top-k 40 top-p 0.95 rp 1.1", SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, repeat_penalty: 1.1, seed: 7, ..Default::default() }),
+        ("T=1.2 k=0 min-p 0.02 presence 0.4", SamplingParams { temperature: 1.2, min_p: 0.02, presence_penalty: 0.4, seed: 8, ..Default::default() }),
+        ("T=0 rp 1.5 presence 1 (penalised argmax)", SamplingParams { repeat_penalty: 1.5, presence_penalty: 1.0, penalty_window: 16, seed: 9, ..Default::default() }),
+    ];
+    let n = prompt.len();
+    // Prefill then `steps` decodes; with `check`, every id against the CPU sampler on the GPU logits.
+    let run = |gpu: &mut CudaExecutor, p: &SamplingParams, sampled_prefill: bool, check: bool| -> Result<(Vec<u32>, usize, usize)> {
+        let greedy = SamplingParams::default();
+        gpu.set_sampling(if sampled_prefill { p } else { &greedy })?;
+        let out = gpu.prefill(prompt, 0, if check { LogitsWanted::Last } else { LogitsWanted::None })?;
+        let mut hist = prompt.to_vec();
+        let (mut draws, mut misses) = (0, 0);
+        if check && sampled_prefill {
+            draws += 1;
+            misses += (sampler::sample(&out.logits, &hist, p, n) != out.next_token) as usize;
+        }
+        gpu.set_sampling(p)?;
+        let mut ids = vec![out.next_token];
+        for i in 0..steps {
+            let step = gpu.decode(ids[i], n + i, check)?;
+            hist.push(ids[i]);
+            if check {
+                draws += 1;
+                misses += (sampler::sample(&step.logits, &hist, p, n + i + 1) != step.next_token) as usize;
+            }
+            ids.push(step.next_token);
+        }
+        Ok((ids, draws, misses))
+    };
+    println!("\nsampling on the device vs sampler::sample on the GPU logits ({n}-token prompt, {steps} decode steps, decode via {})", if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
+    println!("  {:<44} {:>6} {:>10} {:>9} {:>10}  {}", "parameters", "draws", "mismatches", "distinct", "repeatable", "result");
+    let mut failed = 0;
+    for (label, p) in &cases {
+        let (_, da, ma) = run(gpu, p, false, true)?;
+        let (ids_b, db, mb) = run(gpu, p, true, true)?;
+        let (ids_c, _, _) = run(gpu, p, true, false)?;
+        let mut distinct = ids_b.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let pass = ma + mb == 0 && ids_b == ids_c;
+        failed += (!pass) as usize;
+        println!("  {:<44} {:>6} {:>10} {:>9} {:>10}  {}", label, da + db, ma + mb, distinct.len(), if ids_b == ids_c { "yes" } else { "NO" }, if pass { "PASS" } else { "FAIL" });
+    }
+    // Decode step time: greedy graph vs sampled graph (host wall time per step, median).
+    let mut step_us = |p: &SamplingParams| -> Result<f64> {
+        gpu.set_sampling(p)?;
+        let mut next = gpu.prefill(prompt, 0, LogitsWanted::None)?.next_token;
+        let mut t = Vec::new();
+        for i in 0..64 {
+            let start = std::time::Instant::now();
+            next = gpu.decode(next, n + i, false)?.next_token;
+            t.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        t.sort_by(|a, b| a.total_cmp(b));
+        Ok(t[t.len() / 2])
+    };
+    let greedy = step_us(&SamplingParams::default())?;
+    let sampled = step_us(&cases[0].1)?;
+    gpu.set_sampling(&SamplingParams::default())?;
+    println!("  decode step, median of 64: greedy {greedy:.1} us, sampled {sampled:.1} us ({:+.1} us)", sampled - greedy);
+    if let Some(used) = gpu.device_memory_used() {
+        println!("  device memory in use: {:.1} MiB", used as f64 / (1u64 << 20) as f64);
+    }
+    Ok(failed)
 }
 
 /// A fresh temporary directory under the system temp dir (removed by the OS, not by us: the

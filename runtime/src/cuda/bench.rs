@@ -86,7 +86,7 @@ impl<'a> KernelBench<'a> {
         let splits = launch::attention_splits(nkv, dev.sm_count(), 32768.min(max_seq.max(4096)));
         let part_o = dev.alloc(nh * splits * d * 4, "bench")?;
         let part_ml = dev.alloc(nh * splits * 2 * 4, "bench")?;
-        let counters = dev.alloc(nkv * 4, "bench")?;
+        let counters = dev.alloc(nh * 4, "bench")?;
         let attn = AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() };
         bufs.push(part_o);
         bufs.push(part_ml);

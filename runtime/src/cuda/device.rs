@@ -38,6 +38,9 @@ kernels! {
     AttentionSplitD128 => "attention_split_d128",
     SwiGlu => "swiglu_f32",
     Argmax => "argmax_f32",
+    SamplePrep => "sample_prep",
+    SamplePick => "sample_pick",
+    SampleExpfTest => "sample_expf_test",
 }
 
 /// A loaded module; unloaded on drop (with its context bound).
@@ -266,6 +269,15 @@ impl CudaDevice {
         unsafe { sys::cuMemsetD8Async(dst, value, bytes, self.cu_stream()) }
             .result()
             .cuda_ctx(|| format!("memset ({what})"))
+    }
+
+    /// Device memory in use on this GPU, all processes together (`cuMemGetInfo`: total - free).
+    pub fn memory_used(&self) -> Result<u64, RuntimeError> {
+        self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: two valid out-pointers to locals; the context is bound to this thread.
+        unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) }.result().cuda_ctx(|| "cuMemGetInfo".into())?;
+        Ok(total.saturating_sub(free) as u64)
     }
 
     /// Waits for all work on the stream; reports asynchronous kernel faults with `what`.

@@ -6,15 +6,21 @@
 //! changed), one graph launch, one 4-byte copy back (plus the logits row when asked), and one
 //! stream synchronisation to read it. The decode program is captured into a CUDA graph on the
 //! first decode and replayed afterwards; `QWEN_AOT_NO_GRAPH=1` issues the same launches directly.
+//!
+//! Sampling ([`super::sample`]): with anything but greedy-without-penalties, the sampling kernels
+//! replace the argmax launch (prefill, and a second decode graph); the embed kernel reads the
+//! tokens from the sampler's `fed` buffer so that they can be recorded in the device history.
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, DevBuf};
 use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
+use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
 use crate::plan::{HyperParams, Plan, Program, Step};
+use crate::sampler::SamplingParams;
 
 /// KV-cache element size: f16 (see kernels/rope.cu for why).
 const KV_ELEM_BYTES: usize = 2;
@@ -22,6 +28,8 @@ const KV_ELEM_BYTES: usize = 2;
 pub struct CudaExecutor {
     // Device memory first: dropped before the device (context) below.
     graph: Option<CudaGraph>,
+    /// Sampling parameters, history, `fed` tokens, scratch and the sampled decode graph.
+    sampler: DeviceSampler,
     weights: DevBuf,
     arena: DevBuf,
     kv: DevBuf,
@@ -68,7 +76,7 @@ impl CudaExecutor {
         let attn_scratch = (
             dev.alloc(part_rows * hp.head_dim * 4, "attention partials")?,
             dev.alloc(part_rows * 2 * 4, "attention partials")?,
-            dev.alloc(hp.n_kv_heads * 4, "attention split counters")?,
+            dev.alloc(hp.n_heads * 4, "attention split counters")?,
         );
         // part_v [1024] f32 | part_i [1024] i32 | counter u32
         let argmax_scratch = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?;
@@ -98,8 +106,11 @@ impl CudaExecutor {
             }
         }
 
+        let sampler = DeviceSampler::new(&dev, hp.vocab, max_seq, plan.prefill.max_tokens.max(plan.decode.max_tokens))?;
+
         let mut ex = CudaExecutor {
             graph: None,
+            sampler,
             weights: weights_buf,
             arena,
             kv,
@@ -120,6 +131,7 @@ impl CudaExecutor {
             state_n_tokens: None,
         };
         ex.decode_ops = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits)?;
+        ex.sampler.decode_ops = ex.with_sampler(&ex.decode, ex.decode_ops.clone())?;
         ex.dev.sync("loading the model")?;
         Ok(ex)
     }
@@ -183,7 +195,9 @@ impl CudaExecutor {
         for step in &prog.steps {
             match *step {
                 Step::Embed { tokens, table, out } => {
-                    ops.push(launch::embed(st, b(tokens), self.weight_ptr(table), b(out), self.hparams.hidden, self.hparams.vocab, rows));
+                    // The program's token input is read from the sampler's `fed` buffer.
+                    let tokens = if tokens == prog.tokens { self.sampler.fed_ptr() } else { b(tokens) };
+                    ops.push(launch::embed(st, tokens, self.weight_ptr(table), b(out), self.hparams.hidden, self.hparams.vocab, rows));
                 }
                 Step::RmsNorm { x, weight, out, eps } => {
                     let n = prog.buffers[x.0 as usize].row_elems;
@@ -242,6 +256,12 @@ impl CudaExecutor {
     }
 
     fn capture_decode(&mut self) -> Result<(), RuntimeError> {
+        self.graph = Some(self.capture(&self.decode_ops)?);
+        Ok(())
+    }
+
+    /// Captures `ops` (the decode program, greedy or sampled) into an uploaded graph.
+    fn capture(&self, ops: &[Op]) -> Result<CudaGraph, RuntimeError> {
         self.dev.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
         self.dev
             .stream
@@ -251,7 +271,7 @@ impl CudaExecutor {
         // and weights validated against their sizes at load, KV cache of max_seq positions, scratch
         // sized for these launch shapes); the buffers live as long as the graph (same struct,
         // dropped after it).
-        let recorded = unsafe { self.dev.run_ops(&self.decode_ops) };
+        let recorded = unsafe { self.dev.run_ops(ops) };
         // Always end the capture, even after an error, so the stream is usable again.
         let ended = self.dev.stream.end_capture(sys::CUgraphInstantiate_flags(0));
         recorded?;
@@ -259,8 +279,16 @@ impl CudaExecutor {
             .cuda_ctx(|| "instantiating the decode graph".into())?
             .ok_or_else(|| RuntimeError::Cuda("decode graph capture produced no graph".into()))?;
         graph.upload().cuda_ctx(|| "uploading the decode graph".into())?;
-        self.graph = Some(graph);
-        Ok(())
+        Ok(graph)
+    }
+
+    /// `ops` (built from `prog`) with the sampling launches in place of the argmax launch.
+    fn with_sampler(&self, prog: &Program, ops: Vec<Op>) -> Result<Vec<Op>, RuntimeError> {
+        let Some(&Step::Argmax { logits, vocab, out }) = prog.steps.iter().find(|s| matches!(s, Step::Argmax { .. })) else {
+            return Err(RuntimeError::Cuda("the program has no argmax step for the sampler to replace".into()));
+        };
+        let with = self.sampler.ops(self.state.ptr(), self.buf_ptr(prog, logits), self.buf_ptr(prog, out), vocab, self.dev.sm_count());
+        sample::replace_argmax(ops, with)
     }
 
     /// Copies the requested logits rows and the device argmax of `prog` back (one synchronisation).
@@ -328,24 +356,41 @@ impl Executor for CudaExecutor {
         }
         self.check_tokens(tokens, pos)?;
         let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
-        let tokens_ptr = self.buf_ptr(&self.prefill, self.prefill.tokens);
-        self.dev.htod(tokens_ptr, &ids, "prompt tokens")?;
+        self.dev.htod(self.sampler.fed_ptr(), &ids, "prompt tokens")?;
         self.set_state(pos, t)?;
         // Prefill splits: one per row (direct output); rows already give the parallelism.
-        let ops = self.build_ops(&self.prefill, t, logits, 1)?;
+        let mut ops = self.build_ops(&self.prefill, t, logits, 1)?;
+        let sampled = self.sampler.active();
+        self.sampler.before_run(&self.dev, pos, sampled)?;
+        if sampled {
+            ops = self.with_sampler(&self.prefill, ops)?;
+        }
         // SAFETY: ops come from build_ops over this executor's validated plan and allocations
         // (arena sized for max(prefill, decode), rows <= max_tokens, pos + rows <= max_seq checked
         // above, GEMM scratch sized for max_tokens x max k).
         unsafe { self.dev.run_ops(&ops)? };
-        self.read_outputs(false, t, logits)
+        let out = self.read_outputs(false, t, logits)?;
+        self.sampler.after_run(pos, tokens, sampled);
+        Ok(out)
     }
 
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
         self.check_tokens(&[token], pos)?;
-        let tokens_ptr = self.buf_ptr(&self.decode, self.decode.tokens);
-        self.dev.memset_u32(tokens_ptr, token, 1, "decode token")?;
+        self.dev.memset_u32(self.sampler.fed_ptr(), token, 1, "decode token")?;
         self.set_state(pos, 1)?;
-        if self.use_graph {
+        let sampled = self.sampler.active();
+        self.sampler.before_run(&self.dev, pos, sampled)?;
+        if sampled {
+            if !self.use_graph {
+                // SAFETY: as in capture_decode (the sampler's buffers live in self.sampler).
+                unsafe { self.dev.run_ops(&self.sampler.decode_ops)? };
+            } else {
+                if self.sampler.graph.is_none() {
+                    self.sampler.graph = Some(self.capture(&self.sampler.decode_ops)?);
+                }
+                self.sampler.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the sampled decode graph".into())?;
+            }
+        } else if self.use_graph {
             if self.graph.is_none() {
                 self.capture_decode()?;
             }
@@ -354,6 +399,17 @@ impl Executor for CudaExecutor {
             // SAFETY: as in capture_decode.
             unsafe { self.dev.run_ops(&self.decode_ops)? };
         }
-        self.read_outputs(true, 1, if logits { LogitsWanted::Last } else { LogitsWanted::None })
+        let out = self.read_outputs(true, 1, if logits { LogitsWanted::Last } else { LogitsWanted::None })?;
+        self.sampler.after_run(pos, &[token], sampled);
+        Ok(out)
+    }
+
+    fn device_memory_used(&self) -> Option<u64> {
+        self.dev.memory_used().ok()
+    }
+
+    /// Validates and uploads `params` (one small copy; no graph is recaptured).
+    fn set_sampling(&mut self, params: &SamplingParams) -> Result<(), RuntimeError> {
+        self.sampler.set(&self.dev, params)
     }
 }

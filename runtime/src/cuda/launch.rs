@@ -192,7 +192,8 @@ pub(crate) fn bias_rope_kv_write(st: u64, qkv: u64, bias: u64, inv_freq: u64, q_
 }
 
 /// Attention partials: part_o f32 [rows, H, splits, d], part_ml f32 [rows, H, splits, 2];
-/// counters u32 [rows, Hkv], zeroed once at allocation (the kernel resets them after use).
+/// counters u32 [rows, H] (the kernel uses [rows, Hkv * head groups], at most that), zeroed once at
+/// allocation (the kernel resets them after use).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttnScratch {
     pub part_o: u64,
@@ -202,7 +203,7 @@ pub(crate) struct AttnScratch {
 
 /// Largest query-head group the attention kernel supports (MAX_G in attention.cu).
 pub(crate) const ATTN_MAX_GROUP: usize = 8;
-/// Largest split count attention_reduce supports (ATT_MAX_SPLITS in attention.cu).
+/// Largest split count the attention kernel's merge supports (ATT_MAX_SPLITS in attention.cu).
 pub(crate) const ATTN_MAX_SPLITS: usize = 128;
 
 pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
@@ -213,21 +214,51 @@ pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
     }
 }
 
-/// Split count for decode: about two blocks per SM over all KV heads, at least one.
+/// Keys per attention tile is 4096 / head_dim (64 or 32); chunks are multiples of this.
+pub(crate) const ATTN_CHUNK_ALIGN: usize = 64;
+
+/// Fewest keys one split (block) takes: contexts up to this length run in one block per KV head
+/// and write their output directly, with no merge (`QWEN_AOT_ATTN_MIN_CHUNK` overrides it, a
+/// positive multiple of 64, for tuning).
+pub(crate) const ATTN_MIN_CHUNK: usize = 128;
+
+/// Blocks per KV head and split, each serving ceil(G / groups) of the G query heads: more SMs
+/// share a short context's work (`QWEN_AOT_ATTN_HEAD_GROUPS` overrides it, for tuning).
+pub(crate) const ATTN_HEAD_GROUPS: usize = 2;
+
+/// Head groups for `g` query heads per KV head: 1..=g, with no group left empty.
+fn attention_head_groups(g: usize) -> usize {
+    let want = std::env::var("QWEN_AOT_ATTN_HEAD_GROUPS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(ATTN_HEAD_GROUPS);
+    let g = g.max(1);
+    let per = g.div_ceil(want.clamp(1, g));
+    g.div_ceil(per)
+}
+
+fn attention_min_chunk() -> usize {
+    std::env::var("QWEN_AOT_ATTN_MIN_CHUNK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&c| c > 0 && c % ATTN_CHUNK_ALIGN == 0 && c <= 1 << 20)
+        .unwrap_or(ATTN_MIN_CHUNK)
+}
+
+/// Split count for decode: about two blocks per SM over all KV heads, at least one, and no more
+/// than 64-key chunks of the cache need.
 pub(crate) fn attention_splits(n_kv_heads: usize, sm_count: u32, max_seq: usize) -> usize {
-    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(128).clamp(1, ATTN_MAX_SPLITS))
+    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(ATTN_CHUNK_ALIGN).clamp(1, ATTN_MAX_SPLITS))
 }
 
 /// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
 /// otherwise split partials in `scratch` (sized for `rows * H * splits`), merged by the last block
-/// of each (row, kv head) -- one launch either way.
+/// of each (row, kv head, head group) -- one launch either way. Block 256 (one warp per query head).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(st: u64, q: u64, k_cache: u64, v_cache: u64, out: u64, h: Heads, scale: f32, rows: usize, splits: usize, scratch: AttnScratch) -> Vec<Op> {
     let kern = attention_kernel(h.head_dim).expect("head_dim validated");
     assert!((1..=ATTN_MAX_SPLITS).contains(&splits), "attention splits {splits} out of range");
-    vec![kernel(kern, (h.n_kv_heads, splits, rows), 128,
+    let groups = attention_head_groups(h.n_heads / h.n_kv_heads.max(1));
+    vec![kernel(kern, (h.n_kv_heads * groups, splits, rows), 256,
         vec![Arg::Ptr(st), Arg::Ptr(q), Arg::Ptr(k_cache), Arg::Ptr(v_cache), Arg::Ptr(out), Arg::Ptr(scratch.part_o), Arg::Ptr(scratch.part_ml),
-             Arg::Ptr(scratch.counters), i(h.n_heads), i(h.n_kv_heads), Arg::F32(scale), i(splits)])]
+             Arg::Ptr(scratch.counters), i(h.n_heads), i(h.n_kv_heads), Arg::F32(scale), i(splits), i(attention_min_chunk()), i(groups)])]
 }
 
 /// gate_up f32 [rows, 2*ffn]; out f32 [rows, ffn].

@@ -8,6 +8,7 @@
 //!   decode is captured once into a CUDA graph and replayed per token.
 //! - [`check::check_kernels`]: every kernel against its CPU twin.
 //! - [`bench`]: per-kernel timings at real shapes.
+//! - [`sample`]: sampling on the device (kernels/sample.cu) and the executor's token history.
 //!
 //! Single-stream design: cudarc's per-buffer event tracking is disabled (its event records are
 //! illegal inside stream capture and useless with one stream); kernels are launched with raw
@@ -17,6 +18,7 @@ pub mod check;
 mod device;
 mod executor;
 pub(crate) mod launch;
+pub mod sample;
 mod validate;
 
 pub use device::{CudaDevice, DevBuf, Kernel};

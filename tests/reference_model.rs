@@ -1,6 +1,6 @@
-//! The whole model against an independent implementation: `../shared/refs/generation-*.json` was
+//! The whole model against an independent implementation: `tests/refs/generation-*.json` was
 //! produced by HF transformers (float32, CPU) from the default model's GGUF dequantised to f32
-//! (see `../shared/refs/README.md`). We run the compiled plan on the CPU executor (f16 weights,
+//! (see `tests/refs/README.md`). We run the compiled plan on the CPU executor (f16 weights,
 //! f32 compute) and check, for every case:
 //! - the prompt ids equal the reference's `input_ids` (tokenizer + chat template);
 //! - greedy ids equal the reference's up to the first position whose top-1/top-2 margin is
@@ -19,7 +19,7 @@ use qwen_aot_runtime::executor::LogitsWanted;
 use serde_json::Value;
 
 fn refs() -> Value {
-    let dir = std::env::var_os("QWEN_AOT_REFS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/refs"));
+    let dir = std::env::var_os("QWEN_AOT_REFS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs"));
     let path = dir.join("generation-qwen2.5-coder-0.5b.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
     serde_json::from_str(&text).expect("reference JSON parses")

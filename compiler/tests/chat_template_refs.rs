@@ -1,11 +1,11 @@
 //! The chat template stored in the real GGUF, rendered by the runtime's minijinja setup, against
 //! the prompts Hugging Face transformers rendered (`apply_chat_template(messages, tokenize=False,
-//! add_generation_prompt=True)`) in `shared/refs/generation-qwen2.5-coder-0.5b.json`, plus a
+//! add_generation_prompt=True)`) in `tests/refs/generation-qwen2.5-coder-0.5b.json`, plus a
 //! system + multi-turn conversation checked against the text the template spells out.
 //!
 //! Needs the model: `QWEN_AOT_MODEL` (default
 //! `$QWEN_AOT_CACHE` or `~/.cache/qwen-aot`); refs from `QWEN_AOT_REFS`
-//! (default `<repo>/../shared/refs`). Missing files fail the test with a message saying so.
+//! (default: the vendored copy in `<repo>/tests/refs`). Missing files fail the test with a message saying so.
 use qwen_aot_compiler::gguf::GgufFile;
 use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};

@@ -1,6 +1,6 @@
-//! The tokenizer built from the real GGUF against the reference ids in `shared/refs/`
+//! The tokenizer built from the real GGUF against the reference ids in `tests/refs/`
 //! (produced by Hugging Face transformers/tokenizers from the same GGUF; see
-//! `shared/refs/README.md`): every case of `tokenizer-cases.json` encodes to exactly the reference
+//! `tests/refs/README.md`): every case of `tokenizer-cases.json` encodes to exactly the reference
 //! ids and decodes back to its text; every prompt of `generation-qwen2.5-coder-0.5b.json` encodes
 //! to its `input_ids` and every reference continuation decodes to its `output_text`; the
 //! streaming decoder never emits a broken character. A further 300 random strings were encoded by
@@ -9,7 +9,7 @@
 //!
 //! Needs the model: `QWEN_AOT_MODEL` (default
 //! `$QWEN_AOT_CACHE` or `~/.cache/qwen-aot`); refs from `QWEN_AOT_REFS`
-//! (default `<repo>/../shared/refs`). Missing files fail the test with a message saying so.
+//! (default: the vendored copy in `<repo>/tests/refs`). Missing files fail the test with a message saying so.
 use qwen_aot_compiler::gguf::GgufFile;
 use qwen_aot_compiler::tokenizer_from_gguf::{tokenizer_data_from_gguf, tokenizer_json_from_gguf};
 use qwen_aot_runtime::tokenizer::{Tokenizer, TokenizerData};

@@ -9,7 +9,8 @@
 #                                on cuda and cpu vs the reference; `qwen-aot bench`
 #   scripts/device-accept.sh 2   compute-sanitizer memcheck of one prefill + decode (graph and not);
 #                                a seeded sampled generation twice; perplexity of GPL-3 on cuda;
-#                                soak (200 generations); check on a random model without the graph
+#                                soak (200 generations); out of GPU memory is one clear error;
+#                                check on a random model without the graph
 set -uo pipefail
 phase=${1:-1}
 out=${OUT:-/tmp/out}
@@ -48,6 +49,17 @@ else
   python3 -c 'import json,sys; a,b=(json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:]); same=a["ids"]==b["ids"]; print("seeded sampling repeated:", "identical" if same else "DIFFERENT", len(a["ids"]), "ids"); sys.exit(0 if same else 1)' "$out/sampled-1.txt" "$out/sampled-2.txt" || status=1
   step perplexity-cuda 120 "$bin/qwen-aot" perplexity --model "$compiled" --file .device/GPL-3 --ctx 512 --backend cuda --quiet
   step soak 150 "$bin/qwen-aot" soak --model "$compiled" --backend cuda --n 200 --quiet
+  # Out of GPU memory: another process holds all but 256 MiB; generate must fail with one clear
+  # line and exit 1 (not a panic, not a CUDA error code).
+  rm -f /tmp/hog.ready
+  python3 -c 'import torch,time; f,_=torch.cuda.mem_get_info(); x=torch.empty(f-(256<<20),dtype=torch.uint8,device="cuda"); open("/tmp/hog.ready","w").write("1"); time.sleep(90)' &
+  hog=$!
+  for _ in $(seq 60); do [ -f /tmp/hog.ready ] && break; sleep 0.5; done
+  timeout 60 "$bin/generate" --model "$compiled" --backend cuda --prompt "hi" --max-tokens 2 --quiet >"$out/oom.txt" 2>&1
+  rc=$?
+  kill $hog 2>/dev/null; wait $hog 2>/dev/null
+  echo; echo "===== oom"; cat "$out/oom.txt"; echo "----- oom: exit $rc"
+  { [ $rc -eq 1 ] && grep -q "out of GPU memory" "$out/oom.txt" && ! grep -q panicked "$out/oom.txt"; } || status=1
   QWEN_AOT_NO_GRAPH=1 step check-random-no-graph 150 "$bin/qwen-aot" check --backend cuda
 fi
 echo; echo "device-accept phase $phase status: $status"

@@ -208,7 +208,15 @@ impl CudaDevice {
 
     /// Zeroed device memory.
     pub fn alloc(&self, bytes: usize, what: &str) -> Result<DevBuf, RuntimeError> {
-        let slice = self.stream.alloc_zeros::<u8>(bytes.max(1)).cuda_ctx(|| format!("allocating {bytes} bytes for {what}"))?;
+        let slice = match self.stream.alloc_zeros::<u8>(bytes.max(1)) {
+            Ok(s) => s,
+            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                let (free, total) = self.memory_info().unwrap_or((0, 0));
+                let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+                return Err(RuntimeError::OutOfDeviceMemory { what: what.to_string(), needed_mib: mib(bytes as u64), free_mib: mib(free), total_mib: mib(total) });
+            }
+            Err(e) => return Err(e).cuda_ctx(|| format!("allocating {bytes} bytes for {what}")),
+        };
         let ptr = {
             let (p, _sync) = slice.device_ptr(&self.stream);
             p
@@ -271,13 +279,19 @@ impl CudaDevice {
             .cuda_ctx(|| format!("memset ({what})"))
     }
 
-    /// Device memory in use on this GPU, all processes together (`cuMemGetInfo`: total - free).
-    pub fn memory_used(&self) -> Result<u64, RuntimeError> {
+    /// (free, total) device memory in bytes (`cuMemGetInfo`).
+    pub fn memory_info(&self) -> Result<(u64, u64), RuntimeError> {
         self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: two valid out-pointers to locals; the context is bound to this thread.
         unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) }.result().cuda_ctx(|| "cuMemGetInfo".into())?;
-        Ok(total.saturating_sub(free) as u64)
+        Ok((free as u64, total as u64))
+    }
+
+    /// Device memory in use on this GPU, all processes together (total - free).
+    pub fn memory_used(&self) -> Result<u64, RuntimeError> {
+        let (free, total) = self.memory_info()?;
+        Ok(total.saturating_sub(free))
     }
 
     /// Waits for all work on the stream; reports asynchronous kernel faults with `what`.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use qwen_aot_compiler::gguf::{GgufBuilder, GgufValue};
+use qwen_aot_compiler::gguf::{GgmlType, GgufBuilder, GgufFile, GgufValue};
 
 fn generate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_generate"))
@@ -48,6 +48,30 @@ fn a_gguf_that_is_not_qwen2() {
     let cache = dir.path().join("cache");
     let out = generate().env("QWEN_AOT_CACHE", &cache).args(["--model", path.to_str().unwrap(), "--prompt", "hi"]).output().unwrap();
     fails_with(out, "unsupported architecture");
+}
+
+#[test]
+fn a_qwen2_gguf_with_a_tensor_type_we_cannot_dequantise() {
+    // The default model with one matrix re-typed as IQ2_XXS (a real GGUF type, 66 bytes per 256
+    // elements, that qwen-aot does not dequantise): the compile must stop with one line naming it.
+    let src = GgufFile::open(&model()).expect("default model parses");
+    let mut b = GgufBuilder::new();
+    for (k, v) in src.metadata() {
+        b = b.kv(k, v.clone());
+    }
+    for t in src.tensors() {
+        b = if t.name == "blk.0.ffn_down.weight" {
+            b.tensor(&t.name, GgmlType::IQ2_XXS, &t.dims, vec![0u8; (t.n_elements / 256 * 66) as usize])
+        } else {
+            b.tensor(&t.name, t.dtype, &t.dims, src.tensor_bytes(t).to_vec())
+        };
+    }
+    let dir = tmp();
+    let path = dir.path().join("iq2.gguf");
+    std::fs::write(&path, b.build().expect("builds")).unwrap();
+    let out = generate().env("QWEN_AOT_CACHE", dir.path().join("cache")).args(["--model", path.to_str().unwrap(), "--backend", "cpu", "--prompt", "hi"]).output().unwrap();
+    let err = fails_with(out, "IQ2_XXS");
+    assert!(err.contains("blk.0.ffn_down.weight"), "the message names the tensor: {err}");
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub enum CompileError {
     Description(String),
     #[error("model is missing tensor `{0}` required by the architecture description")]
     MissingTensor(String),
+    #[error("tensor `{name}`: {source}")]
+    Tensor { name: String, #[source] source: GgufError },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
     #[error("op graph: {0}")]

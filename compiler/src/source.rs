@@ -17,7 +17,8 @@ impl TensorSource for GgufFile {
     }
     fn load_f32(&self, name: &str) -> Result<Vec<f32>, CompileError> {
         let t = self.tensor(name).ok_or_else(|| CompileError::MissingTensor(name.to_string()))?;
-        Ok(self.dequantize(t)?)
+        // Name the tensor: "dequantisation of IQ2_XXS is not supported" alone does not say where.
+        self.dequantize(t).map_err(|source| CompileError::Tensor { name: name.to_string(), source })
     }
 }
 

@@ -122,6 +122,17 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     if !quiet {
         eprintln!("compiling {} (once; cached in {})", gguf.display(), dir.display());
     }
-    compile_gguf(&gguf, &dir, &CompileOptions::default(), quiet)?;
+    // Several processes may compile the same model at once (parallel tests, two terminals): each
+    // writes its own staging directory and renames it into place; a rename onto a directory that
+    // another process already completed fails, and that one is used. The cache entry never
+    // disappears once it exists, so a process reading it is never pulled from under.
+    let staging = compile::sibling(&dir, &format!("staging-{}", std::process::id()));
+    compile_gguf(&gguf, &staging, &CompileOptions::default(), quiet)?;
+    if let Err(e) = std::fs::rename(&staging, &dir) {
+        let _ = std::fs::remove_dir_all(&staging);
+        if !dir.join(PLAN_FILE).is_file() {
+            return Err(e).with_context(|| format!("moving the compiled model into {}", dir.display()));
+        }
+    }
     Ok(dir)
 }

@@ -75,7 +75,7 @@ pub fn write_dir(
     dir: &Path,
     progress: impl FnMut(u64),
 ) -> Result<(), CompileError> {
-    let tmp = dir.with_extension("tmp");
+    let tmp = sibling(dir, "tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
     }
@@ -95,6 +95,14 @@ pub fn write_dir(
     }
     std::fs::rename(&tmp, dir).map_err(|e| CompileError::io(dir, e))?;
     Ok(())
+}
+
+/// `DIR.suffix` beside `dir` (not `Path::with_extension`, which would replace a dotted version
+/// in the name, `model-v0.1.0` -> `model-v0.1.tmp`, and make different directories share it).
+pub fn sibling(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
 }
 
 /// sha256 of a file (hex), streamed.

@@ -16,9 +16,7 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
-    #[error(
-        "not a GGUF file: magic bytes are {found:02x?} (expected \"GGUF\" = [47, 47, 55, 46])"
-    )]
+    #[error("not a GGUF file: it starts with {} (a GGUF starts with \"GGUF\")", show_magic(found))]
     BadMagic { found: Vec<u8> },
 
     #[error("unsupported GGUF version {version} (qwen-aot reads versions 2 and 3)")]
@@ -166,4 +164,9 @@ pub enum GgufError {
 
     #[error("cannot write metadata key {key:?} as GGUF: {reason}")]
     Unencodable { key: String, reason: String },
+}
+
+/// The first bytes of a file as a quoted string, non-printable bytes escaped (`"\x00\x01ab"`).
+fn show_magic(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
 }

@@ -65,7 +65,8 @@ QA_DEVICE float block_max(float v, float* scratch) {
 // The runtime launches every kernel with the programmatic-stream-serialization attribute (unless
 // QWEN_AOT_NO_PDL=1), so kernel N+1 can be scheduled while kernel N drains: the launch latency
 // between the ~200 small kernels of a decode step overlaps with work. Every kernel calls
-// pdl_prologue() first, in every block, before touching global memory:
+// pdl_prologue() in every block before it touches activations (anything an earlier kernel or the
+// host writes); constant weights may be loaded before it (the GEMV prefetches its first batch):
 //   griddepcontrol.wait            -- blocks until the previous kernel has completed and its
 //                                     writes are visible (a no-op without the attribute);
 //   griddepcontrol.launch_dependents -- lets the next kernel start launching now.

@@ -12,6 +12,9 @@
 //             Each lane issues UNROLL independent 16-byte streaming loads (8 halves) before using
 //             them, so a warp has UNROLL * 512 bytes in flight. k % 8 != 0 falls back to a scalar
 //             loop (rows are then not 16-byte aligned).
+//    PDL:     the first UNROLL loads of every lane (at k = 896 the lane's whole share of the row)
+//             are issued before pdl_prologue(): weights are constants, so their HBM latency can
+//             overlap the previous kernel's tail. Activations are read only after it.
 //    rows:    `last_row` != 0: compute only row n_tokens - 1 (the LM head in prefill/decode, grid y
 //             = 1); otherwise row blockIdx.y, skipped when >= n_tokens.
 //    aliasing: residual and x must not alias out (checked by the runtime's plan validation).
@@ -56,32 +59,44 @@ __device__ void gemv_impl(const int* __restrict__ state,
                           const float* __restrict__ residual,  // [rows, n] or unused
                           int n, int k, int warps_per_row, int last_row) {
     __shared__ float red[GEMV_WARPS];
-    pdl_prologue();
-    const int n_tokens = state_n_tokens(state);
-    const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
-    if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
-
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = warp % warps_per_row;              // this warp's share of the row
     const int rows_per_block = GEMV_WARPS / warps_per_row;
     const int j = blockIdx.x * rows_per_block + warp / warps_per_row;
     const bool valid = j < n;
+    const bool vec = (k & 7) == 0;
+    const int nv = k >> 3;                   // 16-byte vectors per row
+    const int step = warps_per_row * 32;     // vectors per unrolled slot
+    const int base0 = sub * 32 + lane;
+    const __half* wr = W + (size_t)(valid ? j : 0) * k;
+    const uint4* w16 = reinterpret_cast<const uint4*>(wr);
+
+    // Weights are constants, so the first batch of this lane's weight loads is issued BEFORE
+    // waiting for the previous kernel (PDL): the HBM latency overlaps that kernel's tail and the
+    // launch gap. At k = 896 this batch is a lane's whole share of the row.
+    uint4 wv[GEMV_UNROLL];
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; ++u) {
+        const int i = base0 + u * step;
+        wv[u] = valid && vec && i < nv ? load_stream16(w16 + i) : make_uint4(0, 0, 0, 0);
+    }
+    pdl_prologue();  // from here on, activations (x, residual, state) are safe to read
+    const int n_tokens = state_n_tokens(state);
+    const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
 
     float acc = 0.0f;
     if (valid) {
         const float* xr = x + (size_t)r * k;
-        const __half* wr = W + (size_t)j * k;
-        if ((k & 7) == 0) {
-            const int nv = k >> 3;                       // 16-byte vectors per row
-            const int step = warps_per_row * 32;         // vectors per unrolled slot
-            const uint4* w16 = reinterpret_cast<const uint4*>(wr);
+        if (vec) {
             const float4* x4 = reinterpret_cast<const float4*>(xr);
-            for (int base = sub * 32 + lane; base < nv; base += step * GEMV_UNROLL) {
-                uint4 wv[GEMV_UNROLL];
+            for (int base = base0; base < nv; base += step * GEMV_UNROLL) {
+                if (base != base0) {
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; ++u) {
-                    const int i = base + u * step;
-                    wv[u] = i < nv ? load_stream16(w16 + i) : make_uint4(0, 0, 0, 0);
+                    for (int u = 0; u < GEMV_UNROLL; ++u) {
+                        const int i = base + u * step;
+                        wv[u] = i < nv ? load_stream16(w16 + i) : make_uint4(0, 0, 0, 0);
+                    }
                 }
 #pragma unroll
                 for (int u = 0; u < GEMV_UNROLL; ++u) {

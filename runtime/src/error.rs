@@ -20,7 +20,7 @@ pub enum RuntimeError {
     InvalidArgument(String),
     #[error("CUDA: {0}")]
     Cuda(String),
-    #[error("out of GPU memory: {what} needs {needed_mib:.1} MiB but only {free_mib:.1} MiB of the GPU's {total_mib:.0} MiB are free (try a smaller --ctx-size, or free the GPU)")]
+    #[error("out of GPU memory: allocating {what} needs {needed_mib:.1} MiB, but only {free_mib:.1} MiB of the GPU's {total_mib:.0} MiB are free (try a smaller --ctx-size, or free the GPU)")]
     OutOfDeviceMemory { what: String, needed_mib: f64, free_mib: f64, total_mib: f64 },
     #[error("CUDA backend unavailable: {0}")]
     CudaUnavailable(String),

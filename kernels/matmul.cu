@@ -18,11 +18,6 @@
 //    rows:    `last_row` != 0: compute only row n_tokens - 1 (the LM head in prefill/decode, grid y
 //             = 1); otherwise row blockIdx.y, skipped when >= n_tokens.
 //    aliasing: residual and x must not alias out (checked by the runtime's plan validation).
-//    norm:    gemv_f16_norm / gemv_f16_add_norm (plan step NormMatMul): each block first forms
-//             the row x (+ b), its RMS norm times norm_w, in dynamic shared memory (k floats; the
-//             runtime checks k * 4 fits), then runs the same dot products on it; the add variant
-//             also writes x + b to sum_out (the residual stream), each block its own stride. The
-//             norm's arithmetic is rms_norm_impl's (norm.cu). Replaces a norm launch per matmul.
 //
 // 2. convert_rows_f16 + gemm_epilogue -- the prefill GEMM runs on tensor cores through cuBLAS
 //    (cublasGemmEx, f16 A/B, f32 C, f32 compute) between these two kernels:
@@ -56,22 +51,14 @@ QA_DEVICE float dot8(const uint4 wv, const float4 x0, const float4 x1, float acc
 }
 }  // namespace
 
-// NORM: 0 none; 1 x <- rms_norm(x) * norm_w; 2 x <- rms_norm(x + b) * norm_w, and x + b is
-// written to sum_out (when not null). The normalised row is staged in dynamic shared memory
-// (k floats), computed by every block for itself.
-template <bool RESIDUAL, int NORM>
+template <bool RESIDUAL>
 __device__ void gemv_impl(const int* __restrict__ state,
                           const float* __restrict__ x,         // [rows, k]
                           const __half* __restrict__ W,        // [n, k]
                           float* __restrict__ out,             // [rows, n]
                           const float* __restrict__ residual,  // [rows, n] or unused
-                          int n, int k, int warps_per_row, int last_row,
-                          const float* __restrict__ b,         // [rows, k] (NORM == 2)
-                          const float* __restrict__ norm_w,    // [k] (NORM != 0)
-                          float* __restrict__ sum_out,         // [rows, k] or null (NORM == 2)
-                          float eps) {
+                          int n, int k, int warps_per_row, int last_row) {
     __shared__ float red[GEMV_WARPS];
-    extern __shared__ __align__(16) float xs[];  // [k] when NORM != 0
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = warp % warps_per_row;              // this warp's share of the row
     const int rows_per_block = GEMV_WARPS / warps_per_row;
@@ -98,31 +85,9 @@ __device__ void gemv_impl(const int* __restrict__ state,
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
 
-    const float* xr = x + (size_t)r * k;
-    if constexpr (NORM != 0) {
-        // The same arithmetic as rms_norm_impl (norm.cu), with the row staged in shared memory;
-        // the weight loads issued above are in flight meanwhile.
-        __shared__ float scratch[32];
-        float ss = 0.0f;
-        for (int i = threadIdx.x; i < k; i += blockDim.x) {
-            float v = xr[i];
-            if constexpr (NORM == 2) v += b[(size_t)r * k + i];
-            xs[i] = v;
-            ss += v * v;
-        }
-        ss = block_sum(ss, scratch);  // also a barrier
-        const float inv = 1.0f / sqrtf(ss / (float)k + eps);
-        // Every block has the sum; each writes its own stride of sum_out. Element i was staged
-        // by thread i % blockDim.x, the thread that reads it here and below.
-        if (NORM == 2 && sum_out != nullptr)
-            for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < k; i += gridDim.x * blockDim.x) sum_out[(size_t)r * k + i] = xs[i];
-        for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = xs[i] * inv * norm_w[i];
-        __syncthreads();
-        xr = xs;
-    }
-
     float acc = 0.0f;
     if (valid) {
+        const float* xr = x + (size_t)r * k;
         if (vec) {
             const float4* x4 = reinterpret_cast<const float4*>(xr);
             for (int base = base0; base < nv; base += step * GEMV_UNROLL) {
@@ -136,15 +101,12 @@ __device__ void gemv_impl(const int* __restrict__ state,
 #pragma unroll
                 for (int u = 0; u < GEMV_UNROLL; ++u) {
                     const int i = base + u * step;
-                    if (i < nv) {
-                        if constexpr (NORM != 0) acc = dot8(wv[u], x4[2 * i], x4[2 * i + 1], acc);  // shared
-                        else acc = dot8(wv[u], __ldg(x4 + 2 * i), __ldg(x4 + 2 * i + 1), acc);
-                    }
+                    if (i < nv) acc = dot8(wv[u], __ldg(x4 + 2 * i), __ldg(x4 + 2 * i + 1), acc);
                 }
             }
         } else {
             for (int i = sub * 32 + lane; i < k; i += warps_per_row * 32)
-                acc = fmaf(__half2float(wr[i]), xr[i], acc);
+                acc = fmaf(__half2float(wr[i]), __ldg(xr + i), acc);
         }
     }
     acc = warp_sum(acc);
@@ -168,30 +130,14 @@ __device__ void gemv_impl(const int* __restrict__ state,
 extern "C" __global__ void __launch_bounds__(256) gemv_f16(const int* __restrict__ state, const float* __restrict__ x,
                                          const __half* __restrict__ W, float* __restrict__ out, int n,
                                          int k, int warps_per_row, int last_row) {
-    gemv_impl<false, 0>(state, x, W, out, nullptr, n, k, warps_per_row, last_row, nullptr, nullptr, nullptr, 0.0f);
+    gemv_impl<false>(state, x, W, out, nullptr, n, k, warps_per_row, last_row);
 }
 
 extern "C" __global__ void __launch_bounds__(256) gemv_f16_residual(const int* __restrict__ state, const float* __restrict__ x,
                                                   const __half* __restrict__ W, float* __restrict__ out,
                                                   const float* __restrict__ residual, int n, int k,
                                                   int warps_per_row, int last_row) {
-    gemv_impl<true, 0>(state, x, W, out, residual, n, k, warps_per_row, last_row, nullptr, nullptr, nullptr, 0.0f);
-}
-
-// Norm prologue variants (plan step NormMatMul): dynamic shared memory k * 4 bytes.
-extern "C" __global__ void __launch_bounds__(256) gemv_f16_norm(const int* __restrict__ state, const float* __restrict__ x,
-                                              const float* __restrict__ norm_w, float eps,
-                                              const __half* __restrict__ W, float* __restrict__ out, int n,
-                                              int k, int warps_per_row, int last_row) {
-    gemv_impl<false, 1>(state, x, W, out, nullptr, n, k, warps_per_row, last_row, nullptr, norm_w, nullptr, eps);
-}
-
-extern "C" __global__ void __launch_bounds__(256) gemv_f16_add_norm(const int* __restrict__ state, const float* __restrict__ a,
-                                                  const float* __restrict__ b, const float* __restrict__ norm_w,
-                                                  float eps, float* __restrict__ sum_out,
-                                                  const __half* __restrict__ W, float* __restrict__ out, int n,
-                                                  int k, int warps_per_row, int last_row) {
-    gemv_impl<false, 2>(state, a, W, out, nullptr, n, k, warps_per_row, last_row, b, norm_w, sum_out, eps);
+    gemv_impl<true>(state, x, W, out, residual, n, k, warps_per_row, last_row);
 }
 
 // ---- prefill GEMM helpers (around cublasGemmEx) ------------------------------------------------

@@ -32,7 +32,7 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
             let dtype = if matches!(node.op, Op::Tokens | Op::Argmax { .. }) { DType::I32 } else { DType::F32 };
             let bytes = (max_tokens * cols) as u64 * dtype.size();
             let name = match (&node.op, port) {
-                (Op::AddRmsNorm { .. }, 0) | (Op::NormMatMul { .. }, 1) => format!("{}.residual", node.label),
+                (Op::AddRmsNorm { .. }, 0) => format!("{}.residual", node.label),
                 _ => node.label.clone(),
             };
             buffers.push(BufferInfo { name, dtype, row_elems: cols, offset: 0, bytes });
@@ -78,18 +78,6 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
             Op::MatMul { weight, n: nn, k, logits } => {
                 Step::MatMul { x: buf(ins[0])?, weight: weights.id(weight)?, n: *nn, k: *k, out: out(n, 0)?, residual: None, logit_rows: *logits }
             }
-            Op::NormMatMul { norm_weight, eps, weight, n: nn, k, logits } => Step::NormMatMul {
-                a: buf(ins[0])?,
-                b: ins.get(1).map(|v| buf(*v)).transpose()?,
-                norm_weight: weights.id(norm_weight)?,
-                eps: *eps,
-                sum_out: if node.out_cols[1] > 0 { Some(out(n, 1)?) } else { None },
-                weight: weights.id(weight)?,
-                n: *nn,
-                k: *k,
-                out: out(n, 0)?,
-                logit_rows: *logits,
-            },
             Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => Step::BiasRopeKvWrite {
                 qkv: packed("bias_rope_kv_write")?,
                 bias: weights.id(bias)?,

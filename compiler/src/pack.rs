@@ -34,36 +34,27 @@ enum Expect {
     Vector { len: usize },
 }
 
-/// The weights an op reads, each with the shape it needs.
-fn expectations<'a>(op: &'a Op, out_cols: &[usize]) -> Vec<(&'a WeightRef, Expect)> {
+fn expectation<'a>(op: &'a Op, out_cols: &[usize]) -> Option<(&'a WeightRef, Expect)> {
     match op {
-        Op::MatMul { weight, n, k, .. } => vec![(weight, Expect::Matrix { n: *n, k: *k })],
-        Op::NormMatMul { norm_weight, weight, n, k, .. } => vec![(norm_weight, Expect::Vector { len: *k }), (weight, Expect::Matrix { n: *n, k: *k })],
-        Op::Embedding { table } => vec![(table, Expect::Matrix { n: 0, k: out_cols[0] })],
-        Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => vec![(weight, Expect::Vector { len: out_cols[0] })],
-        Op::BiasRopeKvWrite { bias, heads, kv_heads, head_dim, .. } => vec![(bias, Expect::Vector { len: (heads + 2 * kv_heads) * head_dim })],
-        Op::BiasAdd { bias } => vec![(bias, Expect::Vector { len: out_cols[0] })],
-        _ => vec![],
+        Op::MatMul { weight, n, k, .. } => Some((weight, Expect::Matrix { n: *n, k: *k })),
+        Op::Embedding { table } => Some((table, Expect::Matrix { n: 0, k: out_cols[0] })),
+        Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => Some((weight, Expect::Vector { len: out_cols[0] })),
+        Op::BiasRopeKvWrite { bias, heads, kv_heads, head_dim, .. } => Some((bias, Expect::Vector { len: (heads + 2 * kv_heads) * head_dim })),
+        Op::BiasAdd { bias } => Some((bias, Expect::Vector { len: out_cols[0] })),
+        _ => None,
     }
 }
 
 /// Builds the weight table for `g` (weights in first-use order of `order`).
 pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], src: &dyn TensorSource) -> Result<WeightTable, CompileError> {
     let mut t = WeightTable::default();
+    let mut offset = 0u64;
     for &n in order {
         let node = g.node(n);
-        for (w, expect) in expectations(&node.op, &node.out_cols) {
-            if !t.ids.contains_key(w) {
-                t.push(w, expect, src)?;
-            }
+        let Some((w, expect)) = expectation(&node.op, &node.out_cols) else { continue };
+        if t.ids.contains_key(w) {
+            continue;
         }
-    }
-    Ok(t)
-}
-
-impl WeightTable {
-    /// Appends `w` (checked against `expect` and the source's shapes) at the next aligned offset.
-    fn push(&mut self, w: &WeightRef, expect: Expect, src: &dyn TensorSource) -> Result<(), CompileError> {
         let mut rows = 0u64;
         let mut cols = None;
         for part in w.parts() {
@@ -98,13 +89,13 @@ impl WeightTable {
             }
         };
         let bytes = shape.iter().product::<usize>() as u64 * dtype.size();
-        let offset = self.total_bytes;
-        self.ids.insert(w.clone(), WeightId(self.infos.len() as u32));
-        self.infos.push(WeightInfo { name: w.plan_name(), dtype, shape, offset, bytes });
-        self.refs.push(w.clone());
-        self.total_bytes = crate::memory::align(offset + bytes);
-        Ok(())
+        t.ids.insert(w.clone(), WeightId(t.infos.len() as u32));
+        t.infos.push(WeightInfo { name: w.plan_name(), dtype, shape, offset, bytes });
+        t.refs.push(w.clone());
+        offset = crate::memory::align(offset + bytes);
     }
+    t.total_bytes = offset;
+    Ok(t)
 }
 
 /// Writes every weight of the table to `out` in order; returns the sha256 of the bytes written.

@@ -164,17 +164,6 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                     buf(*r, DType::F32, *n)?;
                 }
             }
-            Step::NormMatMul { a, b, norm_weight, sum_out, weight: w, n, k, out, .. } => {
-                if b.is_none() && sum_out.is_some() {
-                    return Err(bad(format!("{name}: norm_matmul has sum_out but nothing to add")));
-                }
-                for id in std::iter::once(a).chain(b).chain(sum_out) {
-                    buf(*id, DType::F32, *k)?;
-                }
-                weight(*norm_weight, DType::F32, &[*k])?;
-                weight(*w, DType::F16, &[*n, *k])?;
-                buf(*out, DType::F32, *n)?;
-            }
             Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
                 attn(*n_heads, *n_kv_heads, *head_dim)?;
                 layer_ok(*layer)?;
@@ -219,7 +208,6 @@ pub fn step_buffers(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
         Step::RmsNorm { x, out, .. } => (vec![*x], vec![*out]),
         Step::AddRmsNorm { a, b, sum_out, norm_out, .. } => (vec![*a, *b], vec![*sum_out, *norm_out]),
         Step::MatMul { x, out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
-        Step::NormMatMul { a, b, sum_out, out, .. } => (std::iter::once(*a).chain(*b).collect(), std::iter::once(*out).chain(*sum_out).collect()),
         Step::BiasRopeKvWrite { qkv, q_out, .. } => (vec![*qkv], vec![*q_out]),
         Step::Attention { q, out, .. } => (vec![*q], vec![*out]),
         Step::SwiGlu { gate_up, out, .. } => (vec![*gate_up], vec![*out]),

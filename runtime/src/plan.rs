@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the meaning or layout of anything in this module changes. A plan with another
 /// version is rejected at load with a message asking to recompile.
-pub const PLAN_FORMAT_VERSION: u32 = 2;
+pub const PLAN_FORMAT_VERSION: u32 = 1;
 
 /// File names inside a compiled directory.
 pub const PLAN_FILE: &str = "plan.json";
@@ -148,13 +148,6 @@ pub enum Step {
     /// left unspecified.
     MatMul { x: BufId, weight: WeightId, n: usize, k: usize, out: BufId, residual: Option<BufId>, logit_rows: bool },
 
-    /// RMSNorm (optionally after a residual add) fused into the matmul that reads it:
-    /// `s[t, :] = a[t, :] (+ b[t, :])`, `x[t, :] = rms_norm(s[t, :]) * norm_weight` (as
-    /// [`Step::RmsNorm`], over `k` elements), then `out = x W^T` as [`Step::MatMul`] (no residual).
-    /// With `sum_out` (only together with `b`), `s` is written there (the residual stream). `logit_rows` as for
-    /// [`Step::MatMul`]: when only the last row is computed, only its `sum_out` row is specified.
-    NormMatMul { a: BufId, b: Option<BufId>, norm_weight: WeightId, eps: f32, sum_out: Option<BufId>, weight: WeightId, n: usize, k: usize, out: BufId, logit_rows: bool },
-
     /// Fused bias + RoPE + KV-cache write on a packed QKV row
     /// `qkv[t] = [q (n_heads*head_dim) | k (n_kv_heads*head_dim) | v (n_kv_heads*head_dim)]`:
     /// `bias` (f32, same packed length) is added to all three; q and k are rotated NeoX style at
@@ -187,7 +180,6 @@ impl Step {
             Step::RmsNorm { .. } => "rms_norm",
             Step::AddRmsNorm { .. } => "add_rms_norm",
             Step::MatMul { .. } => "matmul",
-            Step::NormMatMul { .. } => "norm_matmul",
             Step::BiasRopeKvWrite { .. } => "bias_rope_kv_write",
             Step::Attention { .. } => "attention",
             Step::SwiGlu { .. } => "swiglu",

@@ -48,10 +48,6 @@ pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
             Step::RmsNorm { weight, .. } | Step::AddRmsNorm { weight, .. } | Step::MatMul { weight, .. } => {
                 full.insert(*weight);
             }
-            Step::NormMatMul { norm_weight, weight, .. } => {
-                full.insert(*norm_weight);
-                full.insert(*weight);
-            }
             Step::BiasRopeKvWrite { bias, .. } => {
                 full.insert(*bias);
             }

@@ -62,10 +62,6 @@ pub enum Op {
     Attention { layer: usize, heads: usize, kv_heads: usize, head_dim: usize, scale: f32 },
     /// Inputs gate, up or one packed gate|up.
     SwiGlu { ffn: usize },
-    /// A norm fused into the matmul that reads it. Inputs `[x]` (rms_norm(x)) or `[a, b]`
-    /// (rms_norm(a + b)); outputs `[x_normed W^T, a + b]` (the sum port has 0 columns when
-    /// there is no add or nobody reads it).
-    NormMatMul { norm_weight: WeightRef, eps: f32, weight: WeightRef, n: usize, k: usize, logits: bool },
 }
 
 impl Op {
@@ -92,7 +88,6 @@ impl Op {
             Op::BiasRopeKvWrite { .. } => "bias_rope_kv_write",
             Op::Attention { .. } => "attention",
             Op::SwiGlu { .. } => "swiglu",
-            Op::NormMatMul { .. } => "norm_matmul",
         }
     }
 }
@@ -101,7 +96,6 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::MatMul { weight, n, k, .. } => write!(f, "matmul {} [{n}x{k}]", weight.plan_name()),
-            Op::NormMatMul { norm_weight, weight, n, k, .. } => write!(f, "norm {} + matmul {} [{n}x{k}]", norm_weight.plan_name(), weight.plan_name()),
             Op::Embedding { table } => write!(f, "embedding {}", table.plan_name()),
             Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => write!(f, "{} {}", self.name(), weight.plan_name()),
             Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias, .. } => write!(f, "{} {}", self.name(), bias.plan_name()),

@@ -3,15 +3,13 @@
 //!
 //! Order matters: attention and the bias/RoPE/KV fusion look at the unfused projections; the
 //! concatenation of sibling matmuls runs after them and leaves slices that `absorb_slices` then
-//! folds into the fused consumers; norms fold into the one (concatenated) matmul that reads them;
-//! dead-node elimination sweeps up last.
+//! folds into the fused consumers; dead-node elimination sweeps up last.
 mod absorb_slices;
 mod concat_matmuls;
 mod dead_nodes;
 mod fuse_add_rmsnorm;
 mod fuse_attention;
 mod fuse_bias_rope_kv;
-mod fuse_norm_matmul;
 mod fuse_swiglu;
 #[cfg(test)]
 pub(crate) mod test_util;
@@ -32,7 +30,6 @@ pub const PASSES: &[Pass] = &[
     Pass { name: "fuse_add_rmsnorm", run: fuse_add_rmsnorm::run },
     Pass { name: "concat_sibling_matmuls", run: concat_matmuls::run },
     Pass { name: "absorb_slices", run: absorb_slices::run },
-    Pass { name: "fuse_norm_matmul", run: fuse_norm_matmul::run },
     Pass { name: "eliminate_dead_nodes", run: dead_nodes::run },
 ];
 

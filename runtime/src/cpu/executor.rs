@@ -101,9 +101,6 @@ impl CpuExecutor {
             *dst = f32::from_bits(t);
         }
         let shape = AttnShape { n_heads: hp.n_heads, n_kv_heads: hp.n_kv_heads, head_dim: hp.head_dim };
-        // Normalised rows of a NormMatMul (and its sum when the step has no sum_out); grown once.
-        let mut norm_x: Vec<f32> = Vec::new();
-        let mut norm_sum: Vec<f32> = Vec::new();
         for step in &prog.steps {
             let w = |id: crate::plan::WeightId| self.weights[id.0 as usize].as_slice();
             let w16 = |id: crate::plan::WeightId| self.weights16[id.0 as usize].as_slice();
@@ -122,28 +119,6 @@ impl CpuExecutor {
                     let rows = n - first;
                     let res = residual.map(|r| &view(r, n)[first * cols..]);
                     kernels::matmul_f16(&view(x, n)[first * k..], w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
-                }
-                Step::NormMatMul { a, b, norm_weight, eps, sum_out, weight, n: cols, k, out, logit_rows } => {
-                    // The same twins as the unfused steps: (add_)rms_norm into a scratch row, then matmul.
-                    let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
-                    let rows = n - first;
-                    norm_x.resize(rows * k, 0.0);
-                    let a_rows = &view(a, n)[first * k..];
-                    match b {
-                        Some(b) => {
-                            let sum: &mut [f32] = match sum_out {
-                                Some(s) => &mut view_mut(s, n)[first * k..],
-                                None => {
-                                    norm_sum.resize(rows * k, 0.0);
-                                    &mut norm_sum
-                                }
-                            };
-                            kernels::add_rms_norm(a_rows, &view(b, n)[first * k..], w(norm_weight), eps, k, sum, &mut norm_x);
-                        }
-                        // Validated at load: no sum_out without b.
-                        None => kernels::rms_norm(a_rows, w(norm_weight), eps, k, &mut norm_x),
-                    }
-                    kernels::matmul_f16(&norm_x, w16(weight), rows, cols, k, None, &mut view_mut(out, n)[first * cols..]);
                 }
                 Step::BiasRopeKvWrite { qkv, bias, layer, rope_theta, q_out, .. } => kernels::bias_rope_kv_write(
                     view(qkv, n),

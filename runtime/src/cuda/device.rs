@@ -30,8 +30,6 @@ kernels! {
     AddRmsNorm => "add_rms_norm_f32",
     Gemv => "gemv_f16",
     GemvResidual => "gemv_f16_residual",
-    GemvNorm => "gemv_f16_norm",
-    GemvAddNorm => "gemv_f16_add_norm",
     ConvertRowsF16 => "convert_rows_f16",
     GemmEpilogue => "gemm_epilogue",
     GemmEpilogueResidual => "gemm_epilogue_residual",

@@ -13,7 +13,7 @@
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, DevBuf};
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, NormPrologue, Op, ARGMAX_MAX_BLOCKS};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
@@ -37,8 +37,6 @@ pub struct CudaExecutor {
     attn_scratch: (DevBuf, DevBuf, DevBuf),
     argmax_scratch: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
-    /// f32 [2, prefill rows, k]: a prefill NormMatMul's normalised rows and scratch sum.
-    norm_scratch: DevBuf,
     rope_tables: Vec<((u32, usize), DevBuf)>,
     dev: CudaDevice,
 
@@ -89,16 +87,13 @@ impl CudaExecutor {
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::MatMul { k, .. } | Step::NormMatMul { k, .. } => Some(*k),
+                Step::MatMul { k, .. } => Some(*k),
                 _ => None,
             })
             .max()
             .unwrap_or(0);
         let rows = plan.prefill.max_tokens;
         let gemm_scratch = (dev.alloc(rows * max_k * 2, "GEMM f16 input")?, dev.alloc(rows * 4, "GEMM row scales")?);
-        // Prefill NormMatMul on the cuBLAS path: normalised rows, then (without sum_out) the sum.
-        let norm_k = plan.prefill.steps.iter().filter_map(|s| if let Step::NormMatMul { k, .. } = s { Some(*k) } else { None }).max().unwrap_or(0);
-        let norm_scratch = dev.alloc(2 * rows * norm_k * 4, "normalised rows")?;
 
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
@@ -123,7 +118,6 @@ impl CudaExecutor {
             attn_scratch,
             argmax_scratch,
             gemm_scratch,
-            norm_scratch,
             rope_tables,
             dev,
             hparams: hp,
@@ -222,23 +216,6 @@ impl CudaExecutor {
                         MatMulMode::Gemm
                     };
                     ops.extend(launch::matmul(&self.dev, st, b(x), self.weight_ptr(weight), b(out), residual.map(b), n, k, rows, mode, gemm));
-                }
-                Step::NormMatMul { a, b: bb, norm_weight, eps, sum_out, weight, n, k, out, logit_rows } => {
-                    let last_row = logit_rows && logits != LogitsWanted::All;
-                    let nw = self.weight_ptr(norm_weight);
-                    if last_row || rows == 1 || !self.dev.has_cublas() {
-                        // One launch: every block normalises the row itself (kernels/matmul.cu).
-                        let norm = NormPrologue { add: bb.map(|bb| (b(bb), sum_out.map(b).unwrap_or(0))), weight: nw, eps };
-                        ops.push(launch::gemv_norm(&self.dev, st, b(a), norm, self.weight_ptr(weight), b(out), n, k, rows, last_row));
-                    } else {
-                        // Many rows go through cuBLAS: the norm kernel writes the rows to scratch first.
-                        let (xn, sum) = (self.norm_scratch.ptr(), self.norm_scratch.ptr() + (rows * k * 4) as u64);
-                        match bb {
-                            Some(bb) => ops.push(launch::add_rms_norm(st, b(a), b(bb), nw, sum_out.map(b).unwrap_or(sum), xn, k, eps, rows)),
-                            None => ops.push(launch::rms_norm(st, b(a), nw, xn, k, eps, rows)),
-                        }
-                        ops.extend(launch::matmul(&self.dev, st, xn, self.weight_ptr(weight), b(out), None, n, k, rows, MatMulMode::Gemm, gemm));
-                    }
                 }
                 Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, rope_theta, q_out } => {
                     let (kc, vc) = self.kv_ptrs(layer);

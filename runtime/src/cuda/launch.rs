@@ -122,42 +122,6 @@ pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
     wpr
 }
 
-/// Largest `k` of a norm-prologue GEMV: the normalised row is staged in shared memory (k f32),
-/// within the 48 KiB a launch gets without opting in to more.
-pub(crate) const GEMV_NORM_MAX_K: usize = 12 * 1024;
-
-/// The norm a [`gemv_norm`] applies to its input row first.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NormPrologue {
-    /// f32 [rows, k] added to x before the norm (with `sum_out` f32 [rows, k] or 0).
-    pub add: Option<(u64, u64)>,
-    /// f32 [k].
-    pub weight: u64,
-    pub eps: f32,
-}
-
-/// x f32 [rows, k] normalised (see [`NormPrologue`]) then times w f16 [n, k] into out f32
-/// [rows, n], in one GEMV launch; `last_row` as [`MatMulMode::LastRow`], else grid y = rows.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemv_norm(dev: &CudaDevice, st: u64, x: u64, norm: NormPrologue, w: u64, out: u64, n: usize, k: usize, rows: usize, last_row: bool) -> Op {
-    assert!(k <= GEMV_NORM_MAX_K, "norm GEMV k {k} validated at load");
-    let wpr = gemv_warps_per_row(n, k, dev.sm_count());
-    let rows_per_block = 8 / wpr;
-    let (grid_y, last) = if last_row { (1, 1) } else { (rows, 0) };
-    let (kern, mut args) = match norm.add {
-        Some((b, sum_out)) => (Kernel::GemvAddNorm, vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(b), Arg::Ptr(norm.weight), Arg::F32(norm.eps), Arg::Ptr(sum_out)]),
-        None => (Kernel::GemvNorm, vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm.weight), Arg::F32(norm.eps)]),
-    };
-    args.extend([Arg::Ptr(w), Arg::Ptr(out), i(n), i(k), i(wpr), i(last)]);
-    Op::Kernel(Launch {
-        kernel: kern,
-        grid: (div_ceil(n, rows_per_block) as u32, grid_y.max(1) as u32, 1),
-        block: (256, 1, 1),
-        smem: (k * 4) as u32,
-        args,
-    })
-}
-
 /// How a MatMul step is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MatMulMode {

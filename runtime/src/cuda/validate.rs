@@ -3,7 +3,7 @@
 use crate::error::RuntimeError;
 use crate::plan::{BufId, DType, Plan, Program, Step, WeightId, PLAN_FORMAT_VERSION};
 
-use super::launch::{attention_kernel, ATTN_MAX_GROUP, GEMV_NORM_MAX_K};
+use super::launch::{attention_kernel, ATTN_MAX_GROUP};
 
 fn bad(msg: String) -> RuntimeError {
     RuntimeError::BadPlan(msg)
@@ -135,23 +135,6 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
                     ins.push(c.buf(r, DType::F32, n, w)?);
                 }
                 disjoint(w, &ins, &[o], false)?;
-            }
-            Step::NormMatMul { a, b, norm_weight, sum_out, weight, n, k, out, .. } => {
-                if k > GEMV_NORM_MAX_K {
-                    return Err(bad(format!("{w}: a norm fused into a matmul with k = {k} exceeds the kernel's {GEMV_NORM_MAX_K}")));
-                }
-                let mut ins = vec![c.buf(a, DType::F32, k, w)?];
-                if let Some(b) = b {
-                    ins.push(c.buf(b, DType::F32, k, w)?);
-                }
-                let mut outs = vec![c.buf(out, DType::F32, n, w)?];
-                if let Some(s) = sum_out {
-                    outs.push(c.buf(s, DType::F32, k, w)?);
-                }
-                c.weight(norm_weight, DType::F32, &[k], w)?;
-                c.weight(weight, DType::F16, &[n, k], w)?;
-                // Every block reads all of a and b while others write out and sum_out: no aliasing.
-                disjoint(w, &ins, &outs, false)?;
             }
             Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
                 check_heads(hp, layer, n_heads, n_kv_heads, head_dim, w)?;

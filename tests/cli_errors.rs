@@ -1,6 +1,8 @@
 //! Every user-facing failure is one clear line on stderr and a non-zero exit, never a panic.
 //! Runs the real binaries. Cases that need a model use the default model on the CPU.
-use std::path::PathBuf;
+mod common;
+
+use common::model;
 use std::process::{Command, Output};
 
 use qwen_aot_compiler::gguf::{GgmlType, GgufBuilder, GgufFile, GgufValue};
@@ -11,12 +13,6 @@ fn generate() -> Command {
 
 fn qwen_aot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
-}
-
-fn model() -> PathBuf {
-    let p = std::env::var_os("QWEN_AOT_MODEL").map(PathBuf::from).unwrap_or_else(|| qwen_aot::model::cache_dir().join(qwen_aot::model::DEFAULT_MODEL_FILE));
-    assert!(p.is_file(), "default model missing at {} (run scripts/fetch-model.sh)", p.display());
-    p
 }
 
 /// Asserts a clean failure whose message contains `needle`; returns stderr.
@@ -72,6 +68,9 @@ fn a_qwen2_gguf_with_a_tensor_type_we_cannot_dequantise() {
     let out = generate().env("QWEN_AOT_CACHE", dir.path().join("cache")).args(["--model", path.to_str().unwrap(), "--backend", "cpu", "--prompt", "hi"]).output().unwrap();
     let err = fails_with(out, "IQ2_XXS");
     assert!(err.contains("blk.0.ffn_down.weight"), "the message names the tensor: {err}");
+    // Nothing half-written is left in the cache (the weights written so far are removed).
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("cache/compiled")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left in the cache after a failed compile: {left:?}");
 }
 
 #[test]

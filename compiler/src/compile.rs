@@ -67,7 +67,8 @@ pub fn build(hp: &HyperParams, src: &dyn TensorSource, model_sha256: &str, opts:
 }
 
 /// Writes the compiled directory atomically: into `DIR.tmp` first, renamed when complete, so an
-/// interrupted compile never leaves a directory that looks valid.
+/// interrupted compile never leaves a directory that looks valid. A failed write removes its
+/// `DIR.tmp` (up to the size of the packed weights) instead of leaving it behind.
 pub fn write_dir(
     c: &mut Compiled,
     src: &dyn TensorSource,
@@ -79,7 +80,21 @@ pub fn write_dir(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
+    let written = write_into(c, src, tokenizer_json, &tmp, progress);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return written;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| CompileError::io(dir, e))?;
+    Ok(())
+}
+
+/// The files of a compiled directory, written into `tmp`.
+fn write_into(c: &mut Compiled, src: &dyn TensorSource, tokenizer_json: Option<&str>, tmp: &Path, progress: impl FnMut(u64)) -> Result<(), CompileError> {
+    std::fs::create_dir_all(tmp).map_err(|e| CompileError::io(tmp, e))?;
     let wpath = tmp.join(WEIGHTS_FILE);
     let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
     let mut w = BufWriter::with_capacity(1 << 22, file);
@@ -90,10 +105,6 @@ pub fn write_dir(
     if let Some(t) = tokenizer_json {
         std::fs::write(tmp.join(TOKENIZER_FILE), t).map_err(|e| CompileError::io(tmp.join(TOKENIZER_FILE), e))?;
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| CompileError::io(dir, e))?;
     Ok(())
 }
 

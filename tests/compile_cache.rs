@@ -1,14 +1,10 @@
 //! First use of a GGUF compiles it into the cache. Several processes doing that at once (parallel
 //! tests, two terminals) must all succeed and leave one complete cache entry: each compiles into
 //! its own staging directory and renames it into place (see `model::compiled_model`).
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn model() -> PathBuf {
-    let p = std::env::var_os("QWEN_AOT_MODEL").map(PathBuf::from).unwrap_or_else(|| qwen_aot::model::cache_dir().join(qwen_aot::model::DEFAULT_MODEL_FILE));
-    assert!(p.is_file(), "default model missing at {} (run scripts/fetch-model.sh)", p.display());
-    p
-}
+use common::model;
+use std::process::Command;
 
 #[test]
 fn concurrent_first_use_compiles_safely() {

@@ -10,6 +10,8 @@
 //!   logits by ~1e-3 here; 0.05 catches real errors, which move them by whole units).
 //!
 //! Needs the default model (CI fetches it); `QWEN_AOT_MODEL` overrides its path.
+mod common;
+
 use std::path::PathBuf;
 
 use qwen_aot::backend::{self, BackendChoice};
@@ -25,12 +27,6 @@ fn refs() -> Value {
     serde_json::from_str(&text).expect("reference JSON parses")
 }
 
-fn model_path() -> PathBuf {
-    let p = std::env::var_os("QWEN_AOT_MODEL").map(PathBuf::from).unwrap_or_else(|| qwen_aot::model::cache_dir().join(qwen_aot::model::DEFAULT_MODEL_FILE));
-    assert!(p.is_file(), "default model missing at {} (run scripts/fetch-model.sh)", p.display());
-    p
-}
-
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
@@ -44,7 +40,7 @@ fn log_softmax_at(row: &[f32], id: u32) -> f64 {
 #[test]
 fn cpu_executor_matches_the_reference_implementation() {
     let refs = refs();
-    let dir = qwen_aot::model::compiled_model(Some(&model_path()), true).expect("compile the default model");
+    let dir = qwen_aot::model::compiled_model(Some(&common::model()), true).expect("compile the default model");
     let mut loaded = backend::load(&dir, BackendChoice::Cpu, Some(1024), true).expect("load on the CPU");
     let vocab = loaded.model.plan.hparams.vocab;
     let template = ChatTemplate::new(loaded.tokenizer.chat_template().expect("chat template")).expect("template parses");

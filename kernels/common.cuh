@@ -61,6 +61,11 @@ QA_DEVICE float block_max(float v, float* scratch) {
     return r;
 }
 
+// ---- activations ------------------------------------------------------------------------------
+// silu(x) = x / (1 + exp(-x)), IEEE expf and division, the CPU twin's formula (exact at both
+// ends: exp overflow gives -0/+0 for very negative x, 1 + tiny for large x).
+QA_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
+
 // ---- programmatic dependent launch (Hopper) ----------------------------------------------------
 // The runtime launches every kernel with the programmatic-stream-serialization attribute (unless
 // QWEN_AOT_NO_PDL=1), so kernel N+1 can be scheduled while kernel N drains: the launch latency

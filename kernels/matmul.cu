@@ -1,22 +1,44 @@
 // Matrix products with f16 weights `W [n, k]` (row-major, output features major) and f32
-// activations: out[t, j] = sum_i x[t, i] * W[j, i] (+ residual[t, j]).
+// activations: y[t, j] = sum_i x'[t, i] * W[j, i], where x' is x or its RMS norm.
 //
-// 1. gemv_f16 / gemv_f16_residual (template flag RESIDUAL) -- decode (one row) and the LM head
-//    row of a prefill. Bandwidth-bound: the whole of W is streamed once per token.
-//    dtypes:  x f32 [rows, k]; W f16 [n, k]; out, residual f32 [rows, n]; f32 accumulation.
+// 1. GEMV family -- decode (one row) and the LM head row of a prefill. Bandwidth-bound: the whole
+//    of W is streamed once per token. Three entry points share gemv_impl<EPI>:
+//    gemv_f16         out[t, j] = y[t, j] (+ residual[t, j] when residual != null)
+//    gemv_f16_swiglu  W packed [gate (ffn) | up (ffn)], n = 2*ffn:
+//                     out[t, i] = silu(y[t, i]) * y[t, ffn + i]      (out [rows, ffn])
+//    gemv_f16_rope    W packed qkv, n = (H + 2Hkv) * d: y + bias, RoPE on q and k, k and v written
+//                     to the f16 KV cache at position pos + t, rotated q to q_out -- exactly the
+//                     bias_rope_kv_write kernel (rope.cu) applied to y.
+//    norm prologue (any entry point, when norm_w != null): x'[t, i] = x[t, i] * norm_w[i] * inv_t,
+//             inv_t = 1 / sqrt(mean_i x[t, i]^2 + eps). Every warp already streams its share of
+//             the x row for the dot products, so it also sums x^2 over that share and multiplies
+//             x by norm_w as it goes; inv_t is a per-row scalar applied to the finished dot product
+//             (y = inv_t * sum_i W x w). No extra pass, no extra barrier, no extra launch: the
+//             norm kernel in front of every matmul disappears (plan step Gemv with a norm).
+//    pairs:   the SwiGLU and RoPE epilogues need two outputs of y at once (gate i with up i; the
+//             rotation pair i, i + d/2 of a head), so one warp group computes a "unit" of two rows
+//             of W together (two independent load streams); the plain store has units of one row.
+//    dtypes:  x f32 [rows, k]; W f16 [n, k]; out, residual f32; norm_w, bias f32; f32 accumulation.
 //    launch:  block 256 = 8 warps; `warps_per_row` (1, 2, 4 or 8, host-chosen) warps share one
-//             output row, so a block computes 8 / warps_per_row rows; grid
-//             (ceil(n / rows_per_block), rows_launched). The host picks warps_per_row so that
-//             there are at least ~2 blocks per SM (small n such as o_proj/down_proj, n = 896, need
-//             several warps per row to keep enough bytes in flight; the LM head, n = 151936, uses 1).
-//             Each lane issues UNROLL independent 16-byte streaming loads (8 halves) before using
-//             them, so a warp has UNROLL * 512 bytes in flight. k % 8 != 0 falls back to a scalar
-//             loop (rows are then not 16-byte aligned).
+//             unit, so a block computes 8 / warps_per_row units; grid (ceil(units /
+//             units_per_block), rows_launched). The host picks warps_per_row so that there are at
+//             least ~2 blocks per SM (small n such as o_proj/down_proj, n = 896, need several warps
+//             per row to keep enough bytes in flight; the LM head, n = 151936, uses 1). Each lane
+//             issues UNROLL independent 16-byte streaming loads (8 halves) per row of its unit
+//             before using them, so a warp has UNROLL * 512 bytes per row in flight. k % 8 != 0
+//             falls back to a scalar loop (rows are then not 16-byte aligned).
+//    many rows per warp: gemv_f16_rows (gemv_rows_impl, below): for very tall
+//             matrices (the LM head) each warp keeps its share of x in registers and streams
+//             several consecutive rows through it.
 //    PDL:     the first UNROLL loads of every lane (at k = 896 the lane's whole share of the row)
 //             are issued before pdl_prologue(): weights are constants, so their HBM latency can
 //             overlap the previous kernel's tail. Activations are read only after it.
 //    rows:    `last_row` != 0: compute only row n_tokens - 1 (the LM head in prefill/decode, grid y
 //             = 1); otherwise row blockIdx.y, skipped when >= n_tokens.
+//    numerics: vs the CPU twins (rms_norm, then matmul, then swiglu / bias_rope_kv_write): the
+//             norm's 1/sqrt is applied after the dot product instead of to each element, and sums
+//             run in a different order -- both within the f32 bounds runtime/src/cuda/check.rs
+//             derives. RoPE and SwiGLU use the same formulas as rope.cu / swiglu.cu.
 //    aliasing: residual and x must not alias out (checked by the runtime's plan validation).
 //
 // 2. convert_rows_f16 + gemm_epilogue -- the prefill GEMM runs on tensor cores through cuBLAS
@@ -35,6 +57,8 @@ namespace {
 constexpr int GEMV_WARPS = 8;
 constexpr int GEMV_UNROLL = 4;
 
+enum GemvEpilogue { EPI_STORE = 0, EPI_SWIGLU = 1, EPI_ROPE = 2 };
+
 // Dot product of 8 halves with 8 floats.
 QA_DEVICE float dot8(const uint4 wv, const float4 x0, const float4 x1, float acc) {
     float w[8];
@@ -49,95 +73,312 @@ QA_DEVICE float dot8(const uint4 wv, const float4 x0, const float4 x1, float acc
     acc = fmaf(w[7], x1.w, acc);
     return acc;
 }
+
+QA_DEVICE float sumsq4(const float4 v, float acc) {
+    acc = fmaf(v.x, v.x, acc);
+    acc = fmaf(v.y, v.y, acc);
+    acc = fmaf(v.z, v.z, acc);
+    return fmaf(v.w, v.w, acc);
+}
+
+QA_DEVICE float4 mul4(const float4 a, const float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+
+// What the epilogues need besides y (unused fields are null / 0 for other epilogues).
+struct GemvOut {
+    float* out;             // STORE [rows, n]; SWIGLU [rows, n/2]; ROPE: q_out [rows, H*d]
+    const float* residual;  // STORE: [rows, n] or null
+    const float* bias;      // ROPE: [n]
+    const float* inv_freq;  // ROPE: [d/2]
+    __half* k_cache;        // ROPE: [max_seq, Hkv, d]
+    __half* v_cache;        // ROPE: [max_seq, Hkv, d]
+    int n_heads, n_kv_heads, head_dim;
+};
 }  // namespace
 
-template <bool RESIDUAL>
+// The unit's rows of W: j0, and j1 for the paired epilogues (gate i with up i; RoPE pair i, i + d/2).
+template <int EPI>
+QA_DEVICE void unit_rows(int unit, int n, int head_dim, int& j0, int& j1) {
+    j0 = j1 = unit;
+    if (EPI == EPI_SWIGLU) j1 = unit + n / 2;
+    if (EPI == EPI_ROPE) {
+        const int half = head_dim / 2, head = unit / half;
+        j0 = head * head_dim + (unit - head * half);
+        j1 = j0 + half;
+    }
+}
+
+// Writes one unit's result for token row r from its finished products y0 (row j0) and y1 (row j1).
+template <int EPI>
+QA_DEVICE void gemv_epilogue(const GemvOut& o, const int* state, int r, int n, int unit, int j0, int j1, float y0, float y1) {
+    if (EPI == EPI_STORE) {
+        o.out[(size_t)r * n + j0] = o.residual != nullptr ? y0 + o.residual[(size_t)r * n + j0] : y0;
+    } else if (EPI == EPI_SWIGLU) {
+        o.out[(size_t)r * (n / 2) + unit] = silu(y0) * y1;
+    } else {
+        // bias_rope_kv_write (rope.cu) on the pair (j0, j1 = j0 + d/2).
+        const int d = o.head_dim, half = d / 2;
+        const int ql = o.n_heads * d, kl = o.n_kv_heads * d;
+        const int head = j0 / d, i = j0 - head * d;
+        const int p = state_pos(state) + r;
+        const float a = y0 + o.bias[j0], b = y1 + o.bias[j1];
+        if (head < o.n_heads + o.n_kv_heads) {
+            float s, c;
+            sincosf((float)p * o.inv_freq[i], &s, &c);
+            const float r0 = a * c - b * s;
+            const float r1 = b * c + a * s;
+            if (head < o.n_heads) {
+                float* q = o.out + (size_t)r * ql;
+                q[j0] = r0;
+                q[j1] = r1;
+            } else {
+                __half* kc = o.k_cache + (size_t)p * kl + (j0 - ql);
+                kc[0] = __float2half_rn(r0);
+                kc[half] = __float2half_rn(r1);
+            }
+        } else {
+            __half* vc = o.v_cache + (size_t)p * kl + (j0 - ql - kl);
+            vc[0] = __float2half_rn(a);
+            vc[half] = __float2half_rn(b);
+        }
+    }
+}
+
+template <int EPI>
 __device__ void gemv_impl(const int* __restrict__ state,
-                          const float* __restrict__ x,         // [rows, k]
-                          const __half* __restrict__ W,        // [n, k]
-                          float* __restrict__ out,             // [rows, n]
-                          const float* __restrict__ residual,  // [rows, n] or unused
-                          int n, int k, int warps_per_row, int last_row) {
-    __shared__ float red[GEMV_WARPS];
+                          const float* __restrict__ x,       // [rows, k]
+                          const float* __restrict__ norm_w,  // [k] or null (no norm)
+                          float eps,
+                          const __half* __restrict__ W,      // [n, k]
+                          int n, int k, int warps_per_row, int last_row, const GemvOut o) {
+    constexpr bool PAIR = EPI != EPI_STORE;
+    __shared__ float red[3][GEMV_WARPS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = warp % warps_per_row;              // this warp's share of the row
-    const int rows_per_block = GEMV_WARPS / warps_per_row;
-    const int j = blockIdx.x * rows_per_block + warp / warps_per_row;
-    const bool valid = j < n;
+    const int units_per_block = GEMV_WARPS / warps_per_row;
+    const int unit = blockIdx.x * units_per_block + warp / warps_per_row;
+    const int units = PAIR ? n / 2 : n;
+    const bool valid = unit < units;
+    int j0, j1;
+    unit_rows<EPI>(unit, n, o.head_dim, j0, j1);
     const bool vec = (k & 7) == 0;
     const int nv = k >> 3;                   // 16-byte vectors per row
     const int step = warps_per_row * 32;     // vectors per unrolled slot
     const int base0 = sub * 32 + lane;
-    const __half* wr = W + (size_t)(valid ? j : 0) * k;
-    const uint4* w16 = reinterpret_cast<const uint4*>(wr);
+    const __half* wr0 = W + (size_t)(valid ? j0 : 0) * k;
+    const __half* wr1 = W + (size_t)(valid ? j1 : 0) * k;
+    const uint4* w0 = reinterpret_cast<const uint4*>(wr0);
+    const uint4* w1 = reinterpret_cast<const uint4*>(wr1);
 
     // Weights are constants, so the first batch of this lane's weight loads is issued BEFORE
     // waiting for the previous kernel (PDL): the HBM latency overlaps that kernel's tail and the
     // launch gap. At k = 896 this batch is a lane's whole share of the row.
-    uint4 wv[GEMV_UNROLL];
+    uint4 wv0[GEMV_UNROLL], wv1[GEMV_UNROLL];
 #pragma unroll
     for (int u = 0; u < GEMV_UNROLL; ++u) {
         const int i = base0 + u * step;
-        wv[u] = valid && vec && i < nv ? load_stream16(w16 + i) : make_uint4(0, 0, 0, 0);
+        const bool ok = valid && vec && i < nv;
+        wv0[u] = ok ? load_stream16(w0 + i) : make_uint4(0, 0, 0, 0);
+        if (PAIR) wv1[u] = ok ? load_stream16(w1 + i) : make_uint4(0, 0, 0, 0);
     }
     pdl_prologue();  // from here on, activations (x, residual, state) are safe to read
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
 
-    float acc = 0.0f;
+    const bool norm = norm_w != nullptr;
+    float acc0 = 0.0f, acc1 = 0.0f, ss = 0.0f;
     if (valid) {
         const float* xr = x + (size_t)r * k;
         if (vec) {
             const float4* x4 = reinterpret_cast<const float4*>(xr);
+            const float4* g4 = reinterpret_cast<const float4*>(norm_w);
             for (int base = base0; base < nv; base += step * GEMV_UNROLL) {
                 if (base != base0) {
 #pragma unroll
                     for (int u = 0; u < GEMV_UNROLL; ++u) {
                         const int i = base + u * step;
-                        wv[u] = i < nv ? load_stream16(w16 + i) : make_uint4(0, 0, 0, 0);
+                        wv0[u] = i < nv ? load_stream16(w0 + i) : make_uint4(0, 0, 0, 0);
+                        if (PAIR) wv1[u] = i < nv ? load_stream16(w1 + i) : make_uint4(0, 0, 0, 0);
                     }
                 }
 #pragma unroll
                 for (int u = 0; u < GEMV_UNROLL; ++u) {
                     const int i = base + u * step;
-                    if (i < nv) acc = dot8(wv[u], __ldg(x4 + 2 * i), __ldg(x4 + 2 * i + 1), acc);
+                    if (i < nv) {
+                        float4 xa = __ldg(x4 + 2 * i), xb = __ldg(x4 + 2 * i + 1);
+                        if (norm) {
+                            ss = sumsq4(xb, sumsq4(xa, ss));
+                            xa = mul4(xa, __ldg(g4 + 2 * i));
+                            xb = mul4(xb, __ldg(g4 + 2 * i + 1));
+                        }
+                        acc0 = dot8(wv0[u], xa, xb, acc0);
+                        if (PAIR) acc1 = dot8(wv1[u], xa, xb, acc1);
+                    }
                 }
             }
         } else {
-            for (int i = sub * 32 + lane; i < k; i += warps_per_row * 32)
-                acc = fmaf(__half2float(wr[i]), __ldg(xr + i), acc);
+            for (int i = base0; i < k; i += step) {
+                float xv = __ldg(xr + i);
+                if (norm) {
+                    ss = fmaf(xv, xv, ss);
+                    xv *= __ldg(norm_w + i);
+                }
+                acc0 = fmaf(__half2float(wr0[i]), xv, acc0);
+                if (PAIR) acc1 = fmaf(__half2float(wr1[i]), xv, acc1);
+            }
         }
     }
-    acc = warp_sum(acc);
-    if (warps_per_row == 1) {
-        if (valid && lane == 0) {
-            if (RESIDUAL) acc += residual[(size_t)r * n + j];
-            out[(size_t)r * n + j] = acc;
+    acc0 = warp_sum(acc0);
+    if (PAIR) acc1 = warp_sum(acc1);
+    if (norm) ss = warp_sum(ss);
+    if (warps_per_row > 1) {
+        if (lane == 0) {
+            red[0][warp] = acc0;
+            red[1][warp] = acc1;
+            red[2][warp] = ss;
         }
-        return;
+        __syncthreads();
+        if (sub != 0) return;
+        acc0 = acc1 = ss = 0.0f;
+        for (int q = 0; q < warps_per_row; ++q) {
+            acc0 += red[0][warp + q];
+            acc1 += red[1][warp + q];
+            ss += red[2][warp + q];
+        }
     }
-    if (lane == 0) red[warp] = acc;
-    __syncthreads();
-    if (valid && sub == 0 && lane == 0) {
-        float s = 0.0f;
-        for (int q = 0; q < warps_per_row; ++q) s += red[warp + q];
-        if (RESIDUAL) s += residual[(size_t)r * n + j];
-        out[(size_t)r * n + j] = s;
+    if (!valid || lane != 0) return;
+    // The norm's scale, with rms_norm_impl's arithmetic (norm.cu).
+    const float inv = norm ? 1.0f / sqrtf(ss / (float)k + eps) : 1.0f;
+    gemv_epilogue<EPI>(o, state, r, n, unit, j0, j1, acc0 * inv, acc1 * inv);
+}
+
+// Many rows per warp (the LM head: n = 151936, k = 896), EPI_STORE with warps_per_row == 1 and
+// k % 8 == 0, k <= 256 * GEMV_UNROLL: the lane's share of x (UNROLL pairs of float4) fits in
+// registers, so each warp loads x once -- normalised once, its x^2 summed once -- and then streams
+// `rows_per_warp` consecutive rows of W through it, the next row's loads in flight while the
+// current row's dot product runs. Per weight vector that is one 16-byte load and 8 FMAs, instead
+// of re-reading x (and the norm weight) from L1 for every row.
+template <int EPI>
+__device__ void gemv_rows_impl(const int* __restrict__ state, const float* __restrict__ x,
+                               const float* __restrict__ norm_w, float eps, const __half* __restrict__ W,
+                               int n, int k, int units_per_warp, int last_row, const GemvOut o) {
+    constexpr bool PAIR = EPI != EPI_STORE;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int units = PAIR ? n / 2 : n;
+    const int first = (blockIdx.x * GEMV_WARPS + warp) * units_per_warp;
+    const int last = min(first + units_per_warp, units);
+    const int nv = k >> 3;
+    const uint4* w16 = reinterpret_cast<const uint4*>(W);
+    uint4 cur0[GEMV_UNROLL], cur1[GEMV_UNROLL], nxt0[GEMV_UNROLL], nxt1[GEMV_UNROLL];
+    auto load_unit = [&](int unit, uint4 (&d0)[GEMV_UNROLL], uint4 (&d1)[GEMV_UNROLL]) {
+        int j0, j1;
+        unit_rows<EPI>(unit, n, o.head_dim, j0, j1);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int i = lane + u * 32;
+            const bool ok = unit < last && i < nv;
+            d0[u] = ok ? load_stream16(w16 + (size_t)j0 * nv + i) : make_uint4(0, 0, 0, 0);
+            if (PAIR) d1[u] = ok ? load_stream16(w16 + (size_t)j1 * nv + i) : make_uint4(0, 0, 0, 0);
+        }
+    };
+    load_unit(first, cur0, cur1);
+    pdl_prologue();  // activations are safe to read from here on
+    const int n_tokens = state_n_tokens(state);
+    const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    if (r >= n_tokens || r < 0 || first >= last) return;  // no barriers in this function
+
+    const bool norm = norm_w != nullptr;
+    const float4* x4 = reinterpret_cast<const float4*>(x + (size_t)r * k);
+    const float4* g4 = reinterpret_cast<const float4*>(norm_w);
+    float4 xa[GEMV_UNROLL], xb[GEMV_UNROLL];
+    float ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; ++u) {
+        const int i = lane + u * 32;
+        xa[u] = xb[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < nv) {
+            xa[u] = __ldg(x4 + 2 * i);
+            xb[u] = __ldg(x4 + 2 * i + 1);
+            if (norm) {
+                ss = sumsq4(xb[u], sumsq4(xa[u], ss));
+                xa[u] = mul4(xa[u], __ldg(g4 + 2 * i));
+                xb[u] = mul4(xb[u], __ldg(g4 + 2 * i + 1));
+            }
+        }
+    }
+    // The norm's scale, with rms_norm_impl's arithmetic (norm.cu).
+    const float inv = norm ? 1.0f / sqrtf(warp_sum(ss) / (float)k + eps) : 1.0f;
+    for (int unit = first; unit < last; ++unit) {
+        load_unit(unit + 1, nxt0, nxt1);
+        float acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            acc0 = dot8(cur0[u], xa[u], xb[u], acc0);
+            if (PAIR) acc1 = dot8(cur1[u], xa[u], xb[u], acc1);
+        }
+        acc0 = warp_sum(acc0);
+        if (PAIR) acc1 = warp_sum(acc1);
+        if (lane == 0) {
+            int j0, j1;
+            unit_rows<EPI>(unit, n, o.head_dim, j0, j1);
+            gemv_epilogue<EPI>(o, state, r, n, unit, j0, j1, acc0 * inv, acc1 * inv);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            cur0[u] = nxt0[u];
+            if (PAIR) cur1[u] = nxt1[u];
+        }
     }
 }
 
 extern "C" __global__ void __launch_bounds__(256) gemv_f16(const int* __restrict__ state, const float* __restrict__ x,
-                                         const __half* __restrict__ W, float* __restrict__ out, int n,
-                                         int k, int warps_per_row, int last_row) {
-    gemv_impl<false>(state, x, W, out, nullptr, n, k, warps_per_row, last_row);
+                                                           const float* __restrict__ norm_w, float eps,
+                                                           const __half* __restrict__ W, float* __restrict__ out,
+                                                           const float* __restrict__ residual, int n, int k,
+                                                           int warps_per_row, int last_row) {
+    const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+    gemv_impl<EPI_STORE>(state, x, norm_w, eps, W, n, k, warps_per_row, last_row, o);
 }
 
-extern "C" __global__ void __launch_bounds__(256) gemv_f16_residual(const int* __restrict__ state, const float* __restrict__ x,
-                                                  const __half* __restrict__ W, float* __restrict__ out,
-                                                  const float* __restrict__ residual, int n, int k,
-                                                  int warps_per_row, int last_row) {
-    gemv_impl<true>(state, x, W, out, residual, n, k, warps_per_row, last_row);
+// Its own entry point: the register-resident x needs ~80 registers, which would cut the occupancy
+// of the other gemv_f16 launches (o_proj, down_proj at 48 registers) if they shared one kernel.
+// Host-chosen conditions: warps_per_row == 1, k % 8 == 0, k <= 256 * GEMV_UNROLL.
+extern "C" __global__ void __launch_bounds__(256) gemv_f16_rows(const int* __restrict__ state, const float* __restrict__ x,
+                                                                const float* __restrict__ norm_w, float eps,
+                                                                const __half* __restrict__ W, float* __restrict__ out,
+                                                                const float* __restrict__ residual, int n, int k,
+                                                                int rows_per_warp, int last_row) {
+    const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+    gemv_rows_impl<EPI_STORE>(state, x, norm_w, eps, W, n, k, rows_per_warp, last_row, o);
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_f16_swiglu(const int* __restrict__ state, const float* __restrict__ x,
+                                                                  const float* __restrict__ norm_w, float eps,
+                                                                  const __half* __restrict__ W, float* __restrict__ out,
+                                                                  int ffn, int k, int warps_per_row) {
+    const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+    gemv_impl<EPI_SWIGLU>(state, x, norm_w, eps, W, 2 * ffn, k, warps_per_row, 0, o);
+}
+
+// gemv_f16_swiglu with several units per warp and x in registers (gemv_rows_impl); same host
+// conditions as gemv_f16_rows.
+extern "C" __global__ void __launch_bounds__(256) gemv_f16_swiglu_rows(const int* __restrict__ state, const float* __restrict__ x,
+                                                                       const float* __restrict__ norm_w, float eps,
+                                                                       const __half* __restrict__ W, float* __restrict__ out,
+                                                                       int ffn, int k, int units_per_warp) {
+    const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+    gemv_rows_impl<EPI_SWIGLU>(state, x, norm_w, eps, W, 2 * ffn, k, units_per_warp, 0, o);
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_f16_rope(const int* __restrict__ state, const float* __restrict__ x,
+                                                                const float* __restrict__ norm_w, float eps,
+                                                                const __half* __restrict__ W, const float* __restrict__ bias,
+                                                                const float* __restrict__ inv_freq, float* __restrict__ q_out,
+                                                                __half* __restrict__ k_cache, __half* __restrict__ v_cache,
+                                                                int n_heads, int n_kv_heads, int head_dim, int k,
+                                                                int warps_per_row) {
+    const GemvOut o{q_out, nullptr, bias, inv_freq, k_cache, v_cache, n_heads, n_kv_heads, head_dim};
+    gemv_impl<EPI_ROPE>(state, x, norm_w, eps, W, (n_heads + 2 * n_kv_heads) * head_dim, k, warps_per_row, 0, o);
 }
 
 // ---- prefill GEMM helpers (around cublasGemmEx) ------------------------------------------------

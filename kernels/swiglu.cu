@@ -8,8 +8,6 @@
 //          at both ends: exp overflow gives -0/+0 for very negative x, 1 + tiny for large x).
 #include "common.cuh"
 
-QA_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
-
 extern "C" __global__ void swiglu_f32(const int* __restrict__ state,
                                       const float* __restrict__ gate_up,  // [rows, 2*ffn]
                                       float* __restrict__ out,            // [rows, ffn]

@@ -37,6 +37,9 @@ pub struct Compiled {
     pub unfused: OpGraph,
     pub fused: OpGraph,
     pub pass_report: Vec<(&'static str, usize)>,
+    /// The fused graph after the decode passes: what the decode program is emitted from.
+    pub decode_graph: OpGraph,
+    pub decode_pass_report: Vec<(&'static str, usize)>,
 }
 
 /// Compiles the shipped Qwen2 description for `hp` with tensors from `src`.
@@ -51,7 +54,12 @@ pub fn build(hp: &HyperParams, src: &dyn TensorSource, model_sha256: &str, opts:
     let order = schedule(&fused)?;
     let weights = weight_table(&fused, &order, src)?;
     let prefill = emit_program(&fused, &order, opts.prefill_tokens, &weights)?;
-    let decode = emit_program(&fused, &order, 1, &weights)?;
+    // The decode program (one row, GEMV kernels) folds norms, residual adds, SwiGLU and
+    // bias+RoPE+KV write into its matmuls; it uses the same weights as the prefill graph.
+    let mut decode_graph = fused.clone();
+    let decode_pass_report = passes::run_decode(&mut decode_graph)?;
+    let decode_order = schedule(&decode_graph)?;
+    let decode = emit_program(&decode_graph, &decode_order, 1, &weights)?;
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION,
         compiler_version: COMPILER_VERSION.to_string(),
@@ -63,7 +71,7 @@ pub fn build(hp: &HyperParams, src: &dyn TensorSource, model_sha256: &str, opts:
         prefill,
         decode,
     };
-    Ok(Compiled { plan, weights, unfused, fused, pass_report })
+    Ok(Compiled { plan, weights, unfused, fused, pass_report, decode_graph, decode_pass_report })
 }
 
 /// Writes the compiled directory atomically: into `DIR.tmp` first, renamed when complete, so an

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use petgraph::stable_graph::NodeIndex;
-use qwen_aot_runtime::plan::{BufId, BufferInfo, DType, Program, Step};
+use qwen_aot_runtime::plan::{BufId, BufferInfo, DType, GemvEpilogue, NormPrologue, Program, Step};
 
 use crate::error::CompileError;
-use crate::graph::{Op, OpGraph, Value};
+use crate::graph::{GemvEpi, Op, OpGraph, Value};
 use crate::memory::{self, Interval};
 use crate::pack::WeightTable;
 
@@ -93,6 +93,30 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
             }
             Op::SwiGlu { ffn } => Step::SwiGlu { gate_up: packed("swiglu")?, ffn: *ffn, out: out(n, 0)? },
             Op::Argmax { vocab } => Step::Argmax { logits: buf(ins[0])?, vocab: *vocab, out: out(n, 0)? },
+            Op::Gemv { weight, n: nn, k, norm, epilogue } => Step::Gemv {
+                x: buf(ins[0])?,
+                norm: norm.as_ref().map(|(w, eps)| Ok::<_, CompileError>(NormPrologue { weight: weights.id(w)?, eps: *eps })).transpose()?,
+                weight: weights.id(weight)?,
+                n: *nn,
+                k: *k,
+                epilogue: match epilogue {
+                    GemvEpi::Store { residual, logits } => GemvEpilogue::Store {
+                        out: out(n, 0)?,
+                        residual: if *residual { Some(buf(*ins.get(1).ok_or_else(|| CompileError::Graph(format!("{} has no residual input", node.label)))?)?) } else { None },
+                        logit_rows: *logits,
+                    },
+                    GemvEpi::SwiGlu { ffn } => GemvEpilogue::SwiGlu { ffn: *ffn, out: out(n, 0)? },
+                    GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => GemvEpilogue::BiasRopeKvWrite {
+                        bias: weights.id(bias)?,
+                        layer: *layer,
+                        n_heads: *heads,
+                        n_kv_heads: *kv_heads,
+                        head_dim: *head_dim,
+                        rope_theta: *theta,
+                        q_out: out(n, 0)?,
+                    },
+                },
+            },
             other => return Err(CompileError::Unlowerable(format!("{} ({})", other.name(), node.label))),
         };
         steps.push(step);

@@ -8,7 +8,7 @@ use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, Plan, Program, Step, WeightId, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, Step, WeightId, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
 
 pub struct CompiledModel {
     pub dir: PathBuf,
@@ -186,6 +186,37 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                 buf(*logits, DType::F32, *vocab)?;
                 buf(*out, DType::I32, 1)?;
             }
+            Step::Gemv { x, norm, weight: w, n, k, epilogue } => {
+                buf(*x, DType::F32, *k)?;
+                weight(*w, DType::F16, &[*n, *k])?;
+                if let Some(nm) = norm {
+                    weight(nm.weight, DType::F32, &[*k])?;
+                }
+                match epilogue {
+                    GemvEpilogue::Store { out, residual, .. } => {
+                        buf(*out, DType::F32, *n)?;
+                        if let Some(r) = residual {
+                            buf(*r, DType::F32, *n)?;
+                        }
+                    }
+                    GemvEpilogue::SwiGlu { ffn, out } => {
+                        if 2 * ffn != *n {
+                            return Err(bad(format!("{name}: gemv_swiglu of {n} rows is not 2 x ffn {ffn}")));
+                        }
+                        buf(*out, DType::F32, *ffn)?;
+                    }
+                    GemvEpilogue::BiasRopeKvWrite { bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
+                        attn(*n_heads, *n_kv_heads, *head_dim)?;
+                        layer_ok(*layer)?;
+                        let packed = (n_heads + 2 * n_kv_heads) * head_dim;
+                        if packed != *n {
+                            return Err(bad(format!("{name}: gemv_rope_kv_write of {n} rows for a packed qkv of {packed}")));
+                        }
+                        weight(*bias, DType::F32, &[packed])?;
+                        buf(*q_out, DType::F32, n_heads * head_dim)?;
+                    }
+                }
+            }
         }
         // Outputs of a step must not overlap its inputs (kernels assume no aliasing).
         let (ins, outs) = step_buffers(s);
@@ -212,5 +243,10 @@ pub fn step_buffers(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
         Step::Attention { q, out, .. } => (vec![*q], vec![*out]),
         Step::SwiGlu { gate_up, out, .. } => (vec![*gate_up], vec![*out]),
         Step::Argmax { logits, out, .. } => (vec![*logits], vec![*out]),
+        Step::Gemv { x, epilogue, .. } => match epilogue {
+            GemvEpilogue::Store { out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
+            GemvEpilogue::SwiGlu { out, .. } => (vec![*x], vec![*out]),
+            GemvEpilogue::BiasRopeKvWrite { q_out, .. } => (vec![*x], vec![*q_out]),
+        },
     }
 }

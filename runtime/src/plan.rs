@@ -16,9 +16,10 @@
 //!   allocates it (`max_seq` is chosen at load time, at most `hparams.context_length`).
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever the meaning or layout of anything in this module changes. A plan with another
+/// Bumped whenever the meaning or layout of anything in this module changes (2 was used by a
+/// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`). A plan with another
 /// version is rejected at load with a message asking to recompile.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+pub const PLAN_FORMAT_VERSION: u32 = 3;
 
 /// File names inside a compiled directory.
 pub const PLAN_FILE: &str = "plan.json";
@@ -170,6 +171,33 @@ pub enum Step {
 
     /// `out[0] = argmax_j logits[n_tokens - 1, j]` over `vocab` columns (lowest index on ties).
     Argmax { logits: BufId, vocab: usize, out: BufId },
+
+    /// A matrix-vector product with its neighbours folded in (the decode program's matmuls):
+    /// `x' = x`, or `rms_norm(x) * norm.weight` (as [`Step::RmsNorm`], over `k` columns) when
+    /// `norm` is set; `y[t, j] = sum_i x'[t, i] * weight[j, i]` (weight `[n, k]` f16, f32
+    /// accumulation); then `epilogue` consumes y, which is never stored itself.
+    Gemv { x: BufId, norm: Option<NormPrologue>, weight: WeightId, n: usize, k: usize, epilogue: GemvEpilogue },
+}
+
+/// RMSNorm of a [`Step::Gemv`]'s input row, applied as the row is read.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct NormPrologue {
+    /// f32 `[k]`.
+    pub weight: WeightId,
+    pub eps: f32,
+}
+
+/// What a [`Step::Gemv`] does with its product row `y` (`n` columns).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum GemvEpilogue {
+    /// `out[t, j] = y[t, j] (+ residual[t, j])` (residual may not alias out). `logit_rows` as for
+    /// [`Step::MatMul`] (the LM head).
+    Store { out: BufId, residual: Option<BufId>, logit_rows: bool },
+    /// y is a packed `[gate (ffn) | up (ffn)]` row (`n = 2 * ffn`): [`Step::SwiGlu`] on it.
+    SwiGlu { ffn: usize, out: BufId },
+    /// y is a packed qkv row (`n = (n_heads + 2 * n_kv_heads) * head_dim`):
+    /// [`Step::BiasRopeKvWrite`] on it.
+    BiasRopeKvWrite { bias: WeightId, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, rope_theta: f32, q_out: BufId },
 }
 
 impl Step {
@@ -184,6 +212,9 @@ impl Step {
             Step::Attention { .. } => "attention",
             Step::SwiGlu { .. } => "swiglu",
             Step::Argmax { .. } => "argmax",
+            Step::Gemv { epilogue: GemvEpilogue::Store { .. }, .. } => "gemv",
+            Step::Gemv { epilogue: GemvEpilogue::SwiGlu { .. }, .. } => "gemv_swiglu",
+            Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { .. }, .. } => "gemv_rope_kv_write",
         }
     }
 }

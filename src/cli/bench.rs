@@ -16,7 +16,7 @@ use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cuda::bench::copy_bandwidth_gbps;
 use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
-use qwen_aot_runtime::plan::{Plan, Step};
+use qwen_aot_runtime::plan::{GemvEpilogue, Plan, Step};
 use serde::Serialize;
 
 use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
@@ -50,6 +50,13 @@ pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
             }
             Step::BiasRopeKvWrite { bias, .. } => {
                 full.insert(*bias);
+            }
+            Step::Gemv { norm, weight, epilogue, .. } => {
+                full.insert(*weight);
+                full.extend(norm.map(|n| n.weight));
+                if let GemvEpilogue::BiasRopeKvWrite { bias, .. } = epilogue {
+                    full.insert(*bias);
+                }
             }
             _ => {}
         }

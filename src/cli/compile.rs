@@ -16,18 +16,23 @@ fn mib(b: u64) -> String {
 pub fn report(c: &Compiled) {
     let hist_before = c.unfused.op_histogram();
     let hist_after = c.fused.op_histogram();
-    let mut names: Vec<&str> = hist_before.iter().chain(&hist_after).map(|(n, _)| *n).filter(|n| *n != "tokens").collect();
+    let hist_decode = c.decode_graph.op_histogram();
+    let mut names: Vec<&str> = hist_before.iter().chain(&hist_after).chain(&hist_decode).map(|(n, _)| *n).filter(|n| *n != "tokens").collect();
     names.sort();
     names.dedup();
     let count = |h: &[(&str, usize)], n: &str| h.iter().find(|(k, _)| *k == n).map_or(0, |(_, c)| *c);
-    println!("ops before and after fusion");
-    println!("  {:<22} {:>7} {:>7}", "op", "before", "after");
+    println!("ops before and after fusion (prefill: fused; decode: fused + decode passes)");
+    println!("  {:<24} {:>7} {:>7} {:>7}", "op", "before", "prefill", "decode");
     for n in names {
-        println!("  {:<22} {:>7} {:>7}", n, count(&hist_before, n), count(&hist_after, n));
+        println!("  {:<24} {:>7} {:>7} {:>7}", n, count(&hist_before, n), count(&hist_after, n), count(&hist_decode, n));
     }
-    println!("  {:<22} {:>7} {:>7}", "total", c.unfused.op_count(), c.fused.op_count());
+    println!("  {:<24} {:>7} {:>7} {:>7}", "total", c.unfused.op_count(), c.fused.op_count(), c.decode_graph.op_count());
     println!("\npasses (in order)");
     for (name, n) in &c.pass_report {
+        println!("  {name:<26} {n:>5} rewrites");
+    }
+    println!("decode passes (in order, on a copy of the fused graph)");
+    for (name, n) in &c.decode_pass_report {
         println!("  {name:<26} {n:>5} rewrites");
     }
     let prog = |name: &str, p: &Program| {

@@ -62,6 +62,23 @@ pub enum Op {
     Attention { layer: usize, heads: usize, kv_heads: usize, head_dim: usize, scale: f32 },
     /// Inputs gate, up or one packed gate|up.
     SwiGlu { ffn: usize },
+    // ---- created by the decode passes ----
+    /// A matmul with its neighbours folded in (plan step Gemv): input x (and the residual, for
+    /// `Store { residual: true }`), the RMS norm `norm` applied to x as it is read, and
+    /// `epilogue` consuming the product. Outputs: Store [n]; SwiGlu [ffn]; BiasRopeKvWrite
+    /// [rotated q, kv-token] (like [`Op::BiasRopeKvWrite`]).
+    Gemv { weight: WeightRef, n: usize, k: usize, norm: Option<(WeightRef, f32)>, epilogue: GemvEpi },
+}
+
+/// What a [`Op::Gemv`] does with its product row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GemvEpi {
+    /// Stores it (plus the second input when `residual`); `logits` marks the LM head.
+    Store { residual: bool, logits: bool },
+    /// SwiGLU of the packed gate|up product.
+    SwiGlu { ffn: usize },
+    /// Bias, RoPE and KV write of the packed qkv product.
+    BiasRopeKvWrite { bias: WeightRef, layer: usize, heads: usize, kv_heads: usize, head_dim: usize, theta: f32 },
 }
 
 impl Op {
@@ -88,6 +105,16 @@ impl Op {
             Op::BiasRopeKvWrite { .. } => "bias_rope_kv_write",
             Op::Attention { .. } => "attention",
             Op::SwiGlu { .. } => "swiglu",
+            Op::Gemv { norm, epilogue, .. } => match (norm.is_some(), epilogue) {
+                (false, GemvEpi::Store { residual: false, .. }) => "gemv",
+                (false, GemvEpi::Store { residual: true, .. }) => "gemv_residual",
+                (true, GemvEpi::Store { residual: false, .. }) => "norm_gemv",
+                (true, GemvEpi::Store { residual: true, .. }) => "norm_gemv_residual",
+                (false, GemvEpi::SwiGlu { .. }) => "gemv_swiglu",
+                (true, GemvEpi::SwiGlu { .. }) => "norm_gemv_swiglu",
+                (false, GemvEpi::BiasRopeKvWrite { .. }) => "gemv_rope_kv_write",
+                (true, GemvEpi::BiasRopeKvWrite { .. }) => "norm_gemv_rope_kv_write",
+            },
         }
     }
 }
@@ -95,7 +122,7 @@ impl Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::MatMul { weight, n, k, .. } => write!(f, "matmul {} [{n}x{k}]", weight.plan_name()),
+            Op::MatMul { weight, n, k, .. } | Op::Gemv { weight, n, k, .. } => write!(f, "{} {} [{n}x{k}]", self.name(), weight.plan_name()),
             Op::Embedding { table } => write!(f, "embedding {}", table.plan_name()),
             Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => write!(f, "{} {}", self.name(), weight.plan_name()),
             Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias, .. } => write!(f, "{} {}", self.name(), bias.plan_name()),

@@ -7,6 +7,7 @@
 mod absorb_slices;
 mod concat_matmuls;
 mod dead_nodes;
+pub mod decode;
 mod fuse_add_rmsnorm;
 mod fuse_attention;
 mod fuse_bias_rope_kv;
@@ -36,4 +37,9 @@ pub const PASSES: &[Pass] = &[
 /// Runs every pass in order; returns (pass name, rewrites) for the report.
 pub fn run_all(g: &mut OpGraph) -> Result<Vec<(&'static str, usize)>, CompileError> {
     PASSES.iter().map(|p| Ok((p.name, (p.run)(g)?))).collect()
+}
+
+/// Runs the decode passes ([`decode::DECODE_PASSES`]) on a graph that went through [`run_all`].
+pub fn run_decode(g: &mut OpGraph) -> Result<Vec<(&'static str, usize)>, CompileError> {
+    decode::DECODE_PASSES.iter().map(|p| Ok((p.name, (p.run)(g)?))).collect()
 }

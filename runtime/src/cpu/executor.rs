@@ -9,7 +9,7 @@ use super::kernels::{self, AttnShape};
 use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
-use crate::plan::{BufId, DType, HyperParams, Plan, Program, Step};
+use crate::plan::{BufId, DType, GemvEpilogue, HyperParams, Plan, Program, Step};
 use crate::sampler::SamplingParams;
 
 pub struct CpuExecutor {
@@ -135,6 +135,39 @@ impl CpuExecutor {
                     kernels::attention(view(q, n), &self.k_cache[layer], &self.v_cache[layer], shape, scale, pos, n, view_mut(out, n))
                 }
                 Step::SwiGlu { gate_up, ffn, out } => kernels::swiglu(view(gate_up, n), ffn, n, view_mut(out, n)),
+                Step::Gemv { x, norm, weight, n: cols, k, ref epilogue } => {
+                    // The twins in sequence: norm, matmul, then the epilogue on the product rows.
+                    let logit_rows = matches!(epilogue, GemvEpilogue::Store { logit_rows: true, .. });
+                    let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
+                    let rows = n - first;
+                    let xin = &view(x, n)[first * k..];
+                    let normed;
+                    let xr = match norm {
+                        Some(nm) => {
+                            let mut v = vec![0f32; rows * k];
+                            kernels::rms_norm(xin, w(nm.weight), nm.eps, k, &mut v);
+                            normed = v;
+                            normed.as_slice()
+                        }
+                        None => xin,
+                    };
+                    match *epilogue {
+                        GemvEpilogue::Store { out, residual, .. } => {
+                            let res = residual.map(|r| &view(r, n)[first * cols..]);
+                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                        }
+                        GemvEpilogue::SwiGlu { ffn, out } => {
+                            let mut y = vec![0f32; rows * cols];
+                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, &mut y);
+                            kernels::swiglu(&y, ffn, rows, view_mut(out, n));
+                        }
+                        GemvEpilogue::BiasRopeKvWrite { bias, layer, rope_theta, q_out, .. } => {
+                            let mut y = vec![0f32; rows * cols];
+                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, &mut y);
+                            kernels::bias_rope_kv_write(&y, w(bias), shape, rope_theta, pos, n, &mut self.k_cache[layer], &mut self.v_cache[layer], view_mut(q_out, n));
+                        }
+                    }
+                }
                 Step::Argmax { logits: l, vocab, out } => {
                     let best = kernels::argmax(&view(l, n)[(n - 1) * vocab..]);
                     view_mut(out, 1)[0] = f32::from_bits(best as u32);

@@ -9,6 +9,8 @@
 //! what the executor runs.
 use half::f16;
 
+mod gemv;
+
 use super::device::{CudaDevice, DevBuf};
 use super::executor::inv_freq_table;
 use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
@@ -60,7 +62,8 @@ impl CheckShape {
     }
 
     /// The default set: 0.5B decode at positions 0 and 2000, 0.5B prefill of 37 rows, and odd
-    /// shapes (k not a multiple of 256 or of 8, head_dim 128 with 4 KV heads, MHA, odd ffn).
+    /// shapes (k not a multiple of 256 or of 8, k > 1024, head_dim 128 with 4 KV heads, MHA, odd
+    /// ffn).
     pub fn default_set() -> Vec<CheckShape> {
         vec![
             CheckShape::qwen05b(1, 0),
@@ -89,6 +92,19 @@ impl CheckShape {
                 vocab: 5000,
                 n_tokens: 1,
                 pos: 1234,
+                rope_theta: 1e6,
+            },
+            CheckShape {
+                // Rows wider than a warp's registers hold (k > 1024): the GEMVs' general paths.
+                label: "1.5B-like: k=1536, d=128, 12/2 heads, t=1".into(),
+                hidden: 1536,
+                n_heads: 12,
+                n_kv_heads: 2,
+                head_dim: 128,
+                ffn: 8960,
+                vocab: 3000,
+                n_tokens: 1,
+                pos: 300,
                 rope_theta: 1e6,
             },
             CheckShape {
@@ -493,7 +509,9 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         cpu::swiglu(&gu, s.ffn, t, &mut c);
         h.record("swiglu", &g, &c, 8.0 * U32 * max_abs(&c));
     }
-    Ok(())
+
+    // ---- the decode program's fused GEMVs ----
+    gemv::check_gemv(h, rng, s)
 }
 
 /// Argmax of row n_tokens - 1: on the given logits, with a planted tie (lowest index must win),

@@ -13,13 +13,13 @@
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, DevBuf};
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
-use crate::plan::{HyperParams, Plan, Program, Step};
+use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, Step};
 use crate::sampler::SamplingParams;
 
 /// KV-cache element size: f16 (see kernels/rope.cu for why).
@@ -98,7 +98,7 @@ impl CudaExecutor {
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
         for s in plan.prefill.steps.iter().chain(&plan.decode.steps) {
-            if let Step::BiasRopeKvWrite { rope_theta, head_dim, .. } = *s {
+            if let Step::BiasRopeKvWrite { rope_theta, head_dim, .. } | Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { rope_theta, head_dim, .. }, .. } = *s {
                 let key = (rope_theta.to_bits(), head_dim);
                 if !rope_tables.iter().any(|(k, _)| *k == key) {
                     rope_tables.push((key, dev.upload(&inv_freq_table(rope_theta, head_dim), "RoPE table")?));
@@ -229,6 +229,27 @@ impl CudaExecutor {
                 }
                 Step::SwiGlu { gate_up, ffn, out } => ops.push(launch::swiglu(st, b(gate_up), b(out), ffn, rows)),
                 Step::Argmax { logits: l, vocab, out } => ops.push(launch::argmax(st, b(l), b(out), vocab, sm, argmax_scratch)),
+                Step::Gemv { x, norm, weight, n, k, ref epilogue } => {
+                    let norm = norm.map(|nm| GemvNorm { weight: self.weight_ptr(nm.weight), eps: nm.eps });
+                    let epilogue = match *epilogue {
+                        GemvEpilogue::Store { out, residual, logit_rows } => {
+                            GemvOut::Store { out: b(out), residual: residual.map(b), last_row: logit_rows && logits != LogitsWanted::All }
+                        }
+                        GemvEpilogue::SwiGlu { out, .. } => GemvOut::SwiGlu { out: b(out) },
+                        GemvEpilogue::BiasRopeKvWrite { bias, layer, n_heads, n_kv_heads, head_dim, rope_theta, q_out } => {
+                            let (k_cache, v_cache) = self.kv_ptrs(layer);
+                            GemvOut::Rope {
+                                bias: self.weight_ptr(bias),
+                                inv_freq: self.rope_table(rope_theta, head_dim),
+                                q_out: b(q_out),
+                                k_cache,
+                                v_cache,
+                                heads: Heads { n_heads, n_kv_heads, head_dim },
+                            }
+                        }
+                    };
+                    ops.push(launch::gemv(&self.dev, st, b(x), norm, self.weight_ptr(weight), n, k, rows, epilogue));
+                }
             }
         }
         Ok(ops)

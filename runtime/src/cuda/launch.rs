@@ -122,6 +122,31 @@ pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
     wpr
 }
 
+/// Rows per warp of the plain GEMV (kernels/matmul.cu, gemv_rows_impl): more than one only for
+/// tall matrices (the LM head) whose x row fits a warp's registers (one warp per row, k % 8 == 0,
+/// k <= 1024): the largest power of two up to 8 that still leaves >= 16 blocks per SM.
+pub(crate) fn gemv_rows_per_warp(n: usize, k: usize, warps_per_row: usize, sm_count: u32) -> usize {
+    if warps_per_row != 1 || !k.is_multiple_of(8) || k > 1024 {
+        return 1;
+    }
+    let mut rpw = 1;
+    while rpw < 8 && div_ceil(n, 8 * rpw * 2) >= 16 * sm_count as usize {
+        rpw *= 2;
+    }
+    rpw
+}
+
+/// Units (gate/up row pairs) per warp of gemv_f16_swiglu_rows, or None where its conditions fail
+/// (x must fit a warp's registers: k % 8 == 0, k <= 1024). The kernel needs ~101 registers, so
+/// 2 blocks of 8 warps fit an SM: enough units per warp that all blocks are resident at once
+/// (one wave, no tail).
+pub(crate) fn gemv_swiglu_units_per_warp(units: usize, k: usize, sm_count: u32) -> Option<usize> {
+    if !k.is_multiple_of(8) || k > 1024 {
+        return None;
+    }
+    Some(div_ceil(units, 2 * 8 * sm_count as usize).max(1))
+}
+
 /// How a MatMul step is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MatMulMode {
@@ -148,15 +173,8 @@ pub(crate) fn matmul(
 ) -> Vec<Op> {
     match mode {
         MatMulMode::Gemv | MatMulMode::LastRow => {
-            let wpr = gemv_warps_per_row(n, k, dev.sm_count());
-            let rows_per_block = 8 / wpr;
-            let (grid_y, last) = if mode == MatMulMode::LastRow { (1, 1) } else { (rows, 0) };
-            let (kern, mut args) = match residual {
-                Some(r) => (Kernel::GemvResidual, vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), Arg::Ptr(r)]),
-                None => (Kernel::Gemv, vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out)]),
-            };
-            args.extend([i(n), i(k), i(wpr), i(last)]);
-            vec![kernel(kern, (div_ceil(n, rows_per_block), grid_y, 1), 256, args)]
+            let epilogue = GemvOut::Store { out, residual, last_row: mode == MatMulMode::LastRow };
+            vec![gemv(dev, st, x, None, w, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
             let convert = kernel(Kernel::ConvertRowsF16, (rows, 1, 1), 256,
@@ -172,6 +190,64 @@ pub(crate) fn matmul(
             vec![convert, gemm, epilogue]
         }
     }
+}
+
+/// The norm prologue of a GEMV: norm weight f32 [k] and epsilon.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemvNorm {
+    pub weight: u64,
+    pub eps: f32,
+}
+
+/// What a GEMV does with its product row y [n] (kernels/matmul.cu, part 1).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum GemvOut {
+    /// out f32 [rows, n] (+ residual f32 [rows, n]); `last_row`: only row n_tokens - 1.
+    Store { out: u64, residual: Option<u64>, last_row: bool },
+    /// n = 2 * ffn; out f32 [rows, ffn].
+    SwiGlu { out: u64 },
+    /// n = (H + 2Hkv) * d; bias f32 [n]; inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16
+    /// [max_seq, Hkv, d] with pos + rows <= max_seq.
+    Rope { bias: u64, inv_freq: u64, q_out: u64, k_cache: u64, v_cache: u64, heads: Heads },
+}
+
+/// x f32 [rows, k]; w f16 [n, k]; norm and epilogue buffers as documented on their types.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, w: u64, n: usize, k: usize, rows: usize, epilogue: GemvOut) -> Op {
+    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
+    let head = [Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), Arg::Ptr(w)];
+    // Units: one row of W, or a pair of rows for the SwiGLU and RoPE epilogues.
+    let units = match epilogue {
+        GemvOut::Store { .. } => n,
+        _ => n / 2,
+    };
+    let wpr = gemv_warps_per_row(units, k, dev.sm_count());
+    let rpw = match epilogue {
+        GemvOut::Store { .. } => gemv_rows_per_warp(units, k, wpr, dev.sm_count()),
+        _ => 1,
+    };
+    let blocks = div_ceil(units, 8 / wpr * rpw);
+    let (kern, grid_y, tail) = match epilogue {
+        GemvOut::Store { out, residual, last_row } => {
+            let (grid_y, last) = if last_row { (1, 1) } else { (rows, 0) };
+            let (kern, split) = if rpw > 1 { (Kernel::GemvRows, rpw) } else { (Kernel::Gemv, wpr) };
+            (kern, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(split), i(last)])
+        }
+        GemvOut::SwiGlu { out } => match gemv_swiglu_units_per_warp(units, k, dev.sm_count()) {
+            Some(upw) => {
+                let kernel_op = kernel(Kernel::GemvSwiGluRows, (div_ceil(units, 8 * upw), rows, 1), 256, head.into_iter().chain([Arg::Ptr(out), i(n / 2), i(k), i(upw)]).collect());
+                return kernel_op;
+            }
+            None => (Kernel::GemvSwiGlu, rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
+        },
+        GemvOut::Rope { bias, inv_freq, q_out, k_cache, v_cache, heads: h } => (
+            Kernel::GemvRope,
+            rows,
+            vec![Arg::Ptr(bias), Arg::Ptr(inv_freq), Arg::Ptr(q_out), Arg::Ptr(k_cache), Arg::Ptr(v_cache),
+                 i(h.n_heads), i(h.n_kv_heads), i(h.head_dim), i(k), i(wpr)],
+        ),
+    };
+    kernel(kern, (blocks, grid_y, 1), 256, head.into_iter().chain(tail).collect())
 }
 
 /// Attention-side sizes.

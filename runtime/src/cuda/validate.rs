@@ -1,7 +1,7 @@
 //! Validates a plan once at load against what the CUDA kernels need, so that every launch's
 //! buffer sizes hold (the `// SAFETY:` comments in the executor rely on this).
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, Plan, Program, Step, WeightId, PLAN_FORMAT_VERSION};
+use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, Step, WeightId, PLAN_FORMAT_VERSION};
 
 use super::launch::{attention_kernel, ATTN_MAX_GROUP};
 
@@ -165,6 +165,40 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
                 let l = c.buf(logits, DType::F32, vocab, w)?;
                 let o = c.buf(out, DType::I32, 1, w)?;
                 disjoint(w, &[l], &[o], false)?;
+            }
+            Step::Gemv { x, norm, weight, n, k, ref epilogue } => {
+                let xi = c.buf(x, DType::F32, k, w)?;
+                c.weight(weight, DType::F16, &[n, k], w)?;
+                if let Some(nm) = norm {
+                    c.weight(nm.weight, DType::F32, &[k], w)?;
+                }
+                match *epilogue {
+                    GemvEpilogue::Store { out, residual, .. } => {
+                        let o = c.buf(out, DType::F32, n, w)?;
+                        let mut ins = vec![xi];
+                        if let Some(r) = residual {
+                            ins.push(c.buf(r, DType::F32, n, w)?);
+                        }
+                        disjoint(w, &ins, &[o], false)?;
+                    }
+                    GemvEpilogue::SwiGlu { ffn, out } => {
+                        if 2 * ffn != n {
+                            return Err(bad(format!("{w}: {n} rows are not a packed gate|up of ffn {ffn}")));
+                        }
+                        let o = c.buf(out, DType::F32, ffn, w)?;
+                        disjoint(w, &[xi], &[o], false)?;
+                    }
+                    GemvEpilogue::BiasRopeKvWrite { bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
+                        check_heads(hp, layer, n_heads, n_kv_heads, head_dim, w)?;
+                        let row = (n_heads + 2 * n_kv_heads) * head_dim;
+                        if row != n {
+                            return Err(bad(format!("{w}: {n} rows are not a packed qkv of {row}")));
+                        }
+                        c.weight(bias, DType::F32, &[row], w)?;
+                        let o = c.buf(q_out, DType::F32, n_heads * head_dim, w)?;
+                        disjoint(w, &[xi], &[o], false)?;
+                    }
+                }
             }
         }
     }

@@ -143,7 +143,7 @@ QA_DEVICE void gemv_epilogue(const GemvOut& o, const int* state, int r, int n, i
     }
 }
 
-template <int EPI>
+template <int EPI, int UNROLL = GEMV_UNROLL>
 __device__ void gemv_impl(const int* __restrict__ state,
                           const float* __restrict__ x,       // [rows, k]
                           const float* __restrict__ norm_w,  // [k] or null (no norm)
@@ -172,9 +172,9 @@ __device__ void gemv_impl(const int* __restrict__ state,
     // Weights are constants, so the first batch of this lane's weight loads is issued BEFORE
     // waiting for the previous kernel (PDL): the HBM latency overlaps that kernel's tail and the
     // launch gap. At k = 896 this batch is a lane's whole share of the row.
-    uint4 wv0[GEMV_UNROLL], wv1[GEMV_UNROLL];
+    uint4 wv0[UNROLL], wv1[UNROLL];
 #pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
         const int i = base0 + u * step;
         const bool ok = valid && vec && i < nv;
         wv0[u] = ok ? load_stream16(w0 + i) : make_uint4(0, 0, 0, 0);
@@ -192,17 +192,17 @@ __device__ void gemv_impl(const int* __restrict__ state,
         if (vec) {
             const float4* x4 = reinterpret_cast<const float4*>(xr);
             const float4* g4 = reinterpret_cast<const float4*>(norm_w);
-            for (int base = base0; base < nv; base += step * GEMV_UNROLL) {
+            for (int base = base0; base < nv; base += step * UNROLL) {
                 if (base != base0) {
 #pragma unroll
-                    for (int u = 0; u < GEMV_UNROLL; ++u) {
+                    for (int u = 0; u < UNROLL; ++u) {
                         const int i = base + u * step;
                         wv0[u] = i < nv ? load_stream16(w0 + i) : make_uint4(0, 0, 0, 0);
                         if (PAIR) wv1[u] = i < nv ? load_stream16(w1 + i) : make_uint4(0, 0, 0, 0);
                     }
                 }
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; ++u) {
+                for (int u = 0; u < UNROLL; ++u) {
                     const int i = base + u * step;
                     if (i < nv) {
                         float4 xa = __ldg(x4 + 2 * i), xb = __ldg(x4 + 2 * i + 1);
@@ -331,14 +331,23 @@ __device__ void gemv_rows_impl(const int* __restrict__ state, const float* __res
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) gemv_f16(const int* __restrict__ state, const float* __restrict__ x,
-                                                           const float* __restrict__ norm_w, float eps,
-                                                           const __half* __restrict__ W, float* __restrict__ out,
-                                                           const float* __restrict__ residual, int n, int k,
-                                                           int warps_per_row, int last_row) {
-    const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
-    gemv_impl<EPI_STORE>(state, x, norm_w, eps, W, n, k, warps_per_row, last_row, o);
-}
+// The plain-store entry points differ only in loads per lane (UNROLL). gemv_f16_wide serves
+// rows longer than 4 vectors per lane (down_proj: k = 4864, 4 warps per row, 4.75 vectors per
+// lane): 8 loads per lane in flight, so the whole share of the row is requested before the PDL
+// wait instead of only its first half. Separate kernels, not one with a runtime switch, so that
+// gemv_f16 keeps its 48 registers (o_proj and down_proj occupancy).
+#define GEMV_STORE_ENTRY(NAME, UNROLL_)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256) NAME(const int* __restrict__ state, const float* __restrict__ x, \
+                                                           const float* __restrict__ norm_w, float eps,               \
+                                                           const __half* __restrict__ W, float* __restrict__ out,     \
+                                                           const float* __restrict__ residual, int n, int k,          \
+                                                           int warps_per_row, int last_row) {                         \
+        const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
+        gemv_impl<EPI_STORE, UNROLL_>(state, x, norm_w, eps, W, n, k, warps_per_row, last_row, o);                     \
+    }
+GEMV_STORE_ENTRY(gemv_f16, GEMV_UNROLL)
+GEMV_STORE_ENTRY(gemv_f16_wide, 2 * GEMV_UNROLL)
+#undef GEMV_STORE_ENTRY
 
 // Its own entry point: the register-resident x needs ~80 registers, which would cut the occupancy
 // of the other gemv_f16 launches (o_proj, down_proj at 48 registers) if they shared one kernel.

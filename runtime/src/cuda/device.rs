@@ -30,6 +30,7 @@ kernels! {
     AddRmsNorm => "add_rms_norm_f32",
     Gemv => "gemv_f16",
     GemvRows => "gemv_f16_rows",
+    GemvWide => "gemv_f16_wide",
     GemvSwiGlu => "gemv_f16_swiglu",
     GemvSwiGluRows => "gemv_f16_swiglu_rows",
     GemvRope => "gemv_f16_rope",

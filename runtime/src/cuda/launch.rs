@@ -110,8 +110,9 @@ pub(crate) fn add_rms_norm(st: u64, a: u64, b: u64, w: u64, sum_out: u64, out: u
         vec![Arg::Ptr(st), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(w), Arg::Ptr(sum_out), Arg::Ptr(out), i(n), Arg::F32(eps)])
 }
 
-/// Warps sharing one output row: enough blocks (>= 2 per SM) to keep every SM streaming, but at
-/// least one 16-byte vector per lane.
+/// Warps sharing one output row (unit): enough blocks (>= 2 per SM) to keep every SM streaming,
+/// but at least one 16-byte vector per lane. (Allowing 4 warps on 896-wide rows, i.e. 448
+/// o_proj and 288 qkv blocks, measured slower: benches/NOTES.md.)
 pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
     let target = 2 * sm_count as usize;
     let max_wpr = (k / 8 / 32).clamp(1, 8);
@@ -120,6 +121,15 @@ pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
         wpr *= 2;
     }
     wpr
+}
+
+/// Whether a plain GEMV runs the 8-loads-per-lane kernel (gemv_f16_wide): when a lane's share of
+/// a row is more than GEMV_UNROLL (4) 16-byte vectors, so that up to 8 of them are requested
+/// before the PDL wait. `QWEN_AOT_GEMV_WIDE=0` turns it off,
+/// for tuning.
+pub(crate) fn gemv_wide(k: usize, warps_per_row: usize) -> bool {
+    let off = std::env::var("QWEN_AOT_GEMV_WIDE").is_ok_and(|v| v == "0");
+    !off && k.is_multiple_of(8) && (k / 8).div_ceil(32 * warps_per_row) > 4
 }
 
 /// Rows per warp of the plain GEMV (kernels/matmul.cu, gemv_rows_impl): more than one only for
@@ -230,7 +240,13 @@ pub(crate) fn gemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, w:
     let (kern, grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let (grid_y, last) = if last_row { (1, 1) } else { (rows, 0) };
-            let (kern, split) = if rpw > 1 { (Kernel::GemvRows, rpw) } else { (Kernel::Gemv, wpr) };
+            let (kern, split) = if rpw > 1 {
+                (Kernel::GemvRows, rpw)
+            } else if gemv_wide(k, wpr) {
+                (Kernel::GemvWide, wpr)
+            } else {
+                (Kernel::Gemv, wpr)
+            };
             (kern, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(split), i(last)])
         }
         GemvOut::SwiGlu { out } => match gemv_swiglu_units_per_warp(units, k, dev.sm_count()) {

@@ -3,17 +3,17 @@
 //! decode step, and decode as a percentage of the weight-streaming floor (bytes of weights read
 //! per token / measured device copy bandwidth).
 //!
-//! Timings are medians over repeated runs of host wall-clock around whole steps, each of which
-//! ends by reading the token id back (so the device work is complete): the rate a user sees.
+//! Timings are medians over repeated runs, timed with CUDA events on the executor's stream around
+//! whole steps, each of which ends by reading the token id back: the GPU's clock over the same
+//! interval a user waits for (host turnaround between tokens included).
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{compile_random, qwen05b_hparams, Rng};
 use qwen_aot_runtime::compiled::CompiledModel;
-use qwen_aot_runtime::cuda::bench::copy_bandwidth_gbps;
+use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
 use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use qwen_aot_runtime::plan::{GemvEpilogue, Plan, Step};
@@ -76,11 +76,11 @@ fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64>
     for (i, part) in prompt.chunks(chunk).enumerate() {
         next = exec.prefill(part, i * chunk, LogitsWanted::None)?.next_token;
     }
-    let start = Instant::now();
+    let timer = GpuTimer::start(exec.device())?;
     for i in 0..n {
         next = exec.decode(next, prompt.len() + i, false)?.next_token;
     }
-    Ok(start.elapsed().as_secs_f64())
+    Ok(timer.stop_secs(exec.device())?)
 }
 
 fn random_compiled(dir: &Path) -> Result<()> {
@@ -115,9 +115,9 @@ pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quie
     let pf = median(
         (0..reps)
             .map(|_| {
-                let start = Instant::now();
+                let timer = GpuTimer::start(exec.device())?;
                 exec.prefill(&prompt[..512], 0, LogitsWanted::None)?;
-                Ok(512.0 / start.elapsed().as_secs_f64())
+                Ok(512.0 / timer.stop_secs(exec.device())?)
             })
             .collect::<Result<_>>()?,
     );

@@ -195,3 +195,28 @@ pub fn copy_bandwidth_gbps(dev: &CudaDevice) -> Result<f64, RuntimeError> {
     let ms = start.elapsed_ms(&end).cuda_ctx(|| "bandwidth probe".into())?;
     Ok(2.0 * bytes as f64 * reps as f64 / (ms as f64 / 1e3) / 1e9)
 }
+
+/// GPU time between two points of the device's stream, from CUDA events: `start` records the
+/// first event; `stop_secs` records the second and waits for it. Everything the host enqueues in
+/// between is inside the interval, including the GPU's idle time while the host turns a token
+/// around (so around whole decode steps it is the rate a user sees, timed by the GPU's clock).
+pub struct GpuTimer {
+    start: cudarc::driver::CudaEvent,
+    end: cudarc::driver::CudaEvent,
+}
+
+impl GpuTimer {
+    pub fn start(dev: &CudaDevice) -> Result<GpuTimer, RuntimeError> {
+        dev.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        let start = dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).cuda_ctx(|| "event".into())?;
+        let end = dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).cuda_ctx(|| "event".into())?;
+        start.record(&dev.stream).cuda_ctx(|| "event record".into())?;
+        Ok(GpuTimer { start, end })
+    }
+
+    pub fn stop_secs(self, dev: &CudaDevice) -> Result<f64, RuntimeError> {
+        self.end.record(&dev.stream).cuda_ctx(|| "event record".into())?;
+        let ms = self.start.elapsed_ms(&self.end).cuda_ctx(|| "event timing".into())?;
+        Ok(ms as f64 / 1e3)
+    }
+}

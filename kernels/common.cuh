@@ -66,6 +66,29 @@ QA_DEVICE float block_max(float v, float* scratch) {
 // ends: exp overflow gives -0/+0 for very negative x, 1 + tiny for large x).
 QA_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
 
+// ---- RoPE (NeoX) + KV write of one rotation pair ---------------------------------------------
+// (a, b) = (x[i], x[i + d/2]) of `head` in a biased packed qkv row, at position p: rotated by
+// p * inv_freq[i] (accurate sincosf, see rope.cu) and stored -- query heads (head < n_heads) into
+// the row's q_out `q_row`, KV heads into this position's K cache row `k_row` (f16). Shared by
+// bias_rope_kv_write (rope.cu) and the GEMV RoPE epilogue (matmul.cu).
+QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const float* inv_freq, float* q_row,
+                               __half* k_row, int n_heads, int head_dim) {
+    const int half = head_dim / 2;
+    float s, c;
+    sincosf((float)p * inv_freq[i], &s, &c);
+    const float r0 = a * c - b * s;
+    const float r1 = b * c + a * s;
+    const int e0 = head * head_dim + i;
+    if (head < n_heads) {
+        q_row[e0] = r0;
+        q_row[e0 + half] = r1;
+    } else {
+        __half* k = k_row + (e0 - n_heads * head_dim);
+        k[0] = __float2half_rn(r0);
+        k[half] = __float2half_rn(r1);
+    }
+}
+
 // ---- programmatic dependent launch (Hopper) ----------------------------------------------------
 // The runtime launches every kernel with the programmatic-stream-serialization attribute (unless
 // QWEN_AOT_NO_PDL=1), so kernel N+1 can be scheduled while kernel N drains: the launch latency

@@ -122,19 +122,7 @@ QA_DEVICE void gemv_epilogue(const GemvOut& o, const int* state, int r, int n, i
         const int p = state_pos(state) + r;
         const float a = y0 + o.bias[j0], b = y1 + o.bias[j1];
         if (head < o.n_heads + o.n_kv_heads) {
-            float s, c;
-            sincosf((float)p * o.inv_freq[i], &s, &c);
-            const float r0 = a * c - b * s;
-            const float r1 = b * c + a * s;
-            if (head < o.n_heads) {
-                float* q = o.out + (size_t)r * ql;
-                q[j0] = r0;
-                q[j1] = r1;
-            } else {
-                __half* kc = o.k_cache + (size_t)p * kl + (j0 - ql);
-                kc[0] = __float2half_rn(r0);
-                kc[half] = __float2half_rn(r1);
-            }
+            rope_store_pair(a, b, head, i, p, o.inv_freq, o.out + (size_t)r * ql, o.k_cache + (size_t)p * kl, o.n_heads, d);
         } else {
             __half* vc = o.v_cache + (size_t)p * kl + (j0 - ql - kl);
             vc[0] = __float2half_rn(a);

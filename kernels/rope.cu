@@ -34,26 +34,13 @@ extern "C" __global__ void bias_rope_kv_write(const int* __restrict__ state,
     const int d = head_dim, half = d / 2;
     const int ql = n_heads * d, kl = n_kv_heads * d;
     const float* x = qkv + (size_t)t * (ql + 2 * kl);
-    const float fp = (float)p;
 
+    float* q_row = q_out + (size_t)t * ql;
+    __half* k_row = k_cache + (size_t)p * kl;
     for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
         const int head = idx / half, i = idx - head * half;
         const int e0 = head * d + i, e1 = e0 + half;
-        const float a = x[e0] + bias[e0];
-        const float b = x[e1] + bias[e1];
-        float s, c;
-        sincosf(fp * inv_freq[i], &s, &c);
-        const float r0 = a * c - b * s;
-        const float r1 = b * c + a * s;
-        if (head < n_heads) {
-            float* q = q_out + (size_t)t * ql;
-            q[e0] = r0;
-            q[e1] = r1;
-        } else {
-            __half* k = k_cache + (size_t)p * kl + (e0 - ql);
-            k[0] = __float2half_rn(r0);
-            k[half] = __float2half_rn(r1);
-        }
+        rope_store_pair(x[e0] + bias[e0], x[e1] + bias[e1], head, i, p, inv_freq, q_row, k_row, n_heads, d);
     }
     __half* v = v_cache + (size_t)p * kl;
     for (int idx = threadIdx.x; idx < kl; idx += blockDim.x) {

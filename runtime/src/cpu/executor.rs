@@ -26,6 +26,9 @@ pub struct CpuExecutor {
     sampling: SamplingParams,
     /// Token fed at each position (for the sampler's penalties).
     history: Vec<u32>,
+    /// Scratch of `Step::Gemv`: the normalised input rows and the product rows.
+    gemv_x: Vec<f32>,
+    gemv_y: Vec<f32>,
 }
 
 impl CpuExecutor {
@@ -58,6 +61,8 @@ impl CpuExecutor {
             plan,
             sampling: SamplingParams::default(),
             history: Vec::new(),
+            gemv_x: Vec::new(),
+            gemv_y: Vec::new(),
         })
     }
 
@@ -141,30 +146,30 @@ impl CpuExecutor {
                     let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
                     let rows = n - first;
                     let xin = &view(x, n)[first * k..];
-                    let normed;
-                    let xr = match norm {
+                    let xr: &[f32] = match norm {
                         Some(nm) => {
-                            let mut v = vec![0f32; rows * k];
-                            kernels::rms_norm(xin, w(nm.weight), nm.eps, k, &mut v);
-                            normed = v;
-                            normed.as_slice()
+                            // Reused across steps: no allocation once the largest row was seen.
+                            self.gemv_x.resize(rows * k, 0.0);
+                            kernels::rms_norm(xin, w(nm.weight), nm.eps, k, &mut self.gemv_x);
+                            &self.gemv_x
                         }
                         None => xin,
                     };
+                    let y = &mut self.gemv_y;
                     match *epilogue {
                         GemvEpilogue::Store { out, residual, .. } => {
                             let res = residual.map(|r| &view(r, n)[first * cols..]);
                             kernels::matmul_f16(xr, w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
                         }
                         GemvEpilogue::SwiGlu { ffn, out } => {
-                            let mut y = vec![0f32; rows * cols];
-                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, &mut y);
-                            kernels::swiglu(&y, ffn, rows, view_mut(out, n));
+                            y.resize(rows * cols, 0.0);
+                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, y);
+                            kernels::swiglu(y, ffn, rows, view_mut(out, n));
                         }
                         GemvEpilogue::BiasRopeKvWrite { bias, layer, rope_theta, q_out, .. } => {
-                            let mut y = vec![0f32; rows * cols];
-                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, &mut y);
-                            kernels::bias_rope_kv_write(&y, w(bias), shape, rope_theta, pos, n, &mut self.k_cache[layer], &mut self.v_cache[layer], view_mut(q_out, n));
+                            y.resize(rows * cols, 0.0);
+                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, y);
+                            kernels::bias_rope_kv_write(y, w(bias), shape, rope_theta, pos, n, &mut self.k_cache[layer], &mut self.v_cache[layer], view_mut(q_out, n));
                         }
                     }
                 }

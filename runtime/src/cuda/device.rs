@@ -188,6 +188,16 @@ impl CudaDevice {
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
+    /// How many blocks of `block_threads` threads of `kernel` fit on one SM at once (its registers
+    /// and shared memory decide), as the driver computes it; 1 if the query fails. Launchers use it
+    /// to size grids that run in one wave.
+    pub(crate) fn resident_blocks_per_sm(&self, kernel: Kernel, block_threads: u32) -> u32 {
+        let mut n: std::ffi::c_int = 0;
+        // SAFETY: the function handle comes from this device's loaded module; `n` is a valid
+        // out-pointer; no dynamic shared memory.
+        let r = unsafe { sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, self.func(kernel), block_threads as std::ffi::c_int, 0) };
+        if r.result().is_ok() { (n as u32).max(1) } else { 1 }
+    }
     /// Whether prefill GEMMs run on cuBLAS (else the GEMV kernel, one launch row per token).
     pub fn has_cublas(&self) -> bool {
         self.blas.is_some()

@@ -147,14 +147,13 @@ pub(crate) fn gemv_rows_per_warp(n: usize, k: usize, warps_per_row: usize, sm_co
 }
 
 /// Units (gate/up row pairs) per warp of gemv_f16_swiglu_rows, or None where its conditions fail
-/// (x must fit a warp's registers: k % 8 == 0, k <= 1024). The kernel needs ~101 registers, so
-/// 2 blocks of 8 warps fit an SM: enough units per warp that all blocks are resident at once
-/// (one wave, no tail).
-pub(crate) fn gemv_swiglu_units_per_warp(units: usize, k: usize, sm_count: u32) -> Option<usize> {
+/// (x must fit a warp's registers: k % 8 == 0, k <= 1024): enough units per warp that every block
+/// is resident at once (`resident_blocks` per SM of 8 warps; one wave, no tail).
+pub(crate) fn gemv_swiglu_units_per_warp(units: usize, k: usize, sm_count: u32, resident_blocks: u32) -> Option<usize> {
     if !k.is_multiple_of(8) || k > 1024 {
         return None;
     }
-    Some(div_ceil(units, 2 * 8 * sm_count as usize).max(1))
+    Some(div_ceil(units, (resident_blocks * sm_count) as usize * 8).max(1))
 }
 
 /// How a MatMul step is computed.
@@ -249,13 +248,16 @@ pub(crate) fn gemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, w:
             };
             (kern, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(split), i(last)])
         }
-        GemvOut::SwiGlu { out } => match gemv_swiglu_units_per_warp(units, k, dev.sm_count()) {
-            Some(upw) => {
-                let kernel_op = kernel(Kernel::GemvSwiGluRows, (div_ceil(units, 8 * upw), rows, 1), 256, head.into_iter().chain([Arg::Ptr(out), i(n / 2), i(k), i(upw)]).collect());
-                return kernel_op;
+        GemvOut::SwiGlu { out } => {
+            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256);
+            match gemv_swiglu_units_per_warp(units, k, dev.sm_count(), resident) {
+                Some(upw) => {
+                    let args = head.into_iter().chain([Arg::Ptr(out), i(n / 2), i(k), i(upw)]).collect();
+                    return kernel(Kernel::GemvSwiGluRows, (div_ceil(units, 8 * upw), rows, 1), 256, args);
+                }
+                None => (Kernel::GemvSwiGlu, rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
             }
-            None => (Kernel::GemvSwiGlu, rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
-        },
+        }
         GemvOut::Rope { bias, inv_freq, q_out, k_cache, v_cache, heads: h } => (
             Kernel::GemvRope,
             rows,

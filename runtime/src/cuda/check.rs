@@ -231,6 +231,11 @@ impl<'a> Harness<'a> {
         }
         self.rows.push(CheckRow { name: name.into(), shape: self.shape.clone(), max_abs: worst.1, max_rel, tol: worst.2, pass: worst.0 <= 1.0 });
     }
+    /// A yes/no property (e.g. "rows it must not write keep their poison"): max_abs 0 when it
+    /// holds, infinite when not.
+    fn record_flag(&mut self, name: impl Into<String>, ok: bool) {
+        self.rows.push(CheckRow { name: name.into(), shape: self.shape.clone(), max_abs: if ok { 0.0 } else { f32::INFINITY }, max_rel: 0.0, tol: 0.0, pass: ok });
+    }
     fn argmax_scratch(&self) -> ArgmaxScratch {
         let a = self.argmax.ptr();
         ArgmaxScratch { part_v: a, part_i: a + ARGMAX_MAX_BLOCKS as u64 * 4, counter: a + ARGMAX_MAX_BLOCKS as u64 * 8 }
@@ -408,14 +413,7 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         h.record_bounded(format!("matmul lm_head [{n}x{k}] last row"), g, &c, &bound);
         // Rows other than the last must be untouched (still poison).
         let untouched = g_all[..(t - 1) * n].iter().all(|v| v.is_nan());
-        h.rows.push(CheckRow {
-            name: "matmul lm_head other rows untouched".into(),
-            shape: h.shape.clone(),
-            max_abs: if untouched { 0.0 } else { f32::INFINITY },
-            max_rel: 0.0,
-            tol: 0.0,
-            pass: untouched,
-        });
+        h.record_flag("matmul lm_head other rows untouched", untouched);
 
         // ---- argmax on these logits (exact index) ----
         argmax_checks(h, rng, s, &g_all, n)?;

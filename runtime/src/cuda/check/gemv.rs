@@ -85,7 +85,7 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
         let last = (t - 1) * n;
         h.record_bounded(format!("{tag} [{n}x{k}] last row"), &g[last..], &p.y[last..], &p.bound[last..]);
         let untouched = g[..last].iter().all(|v| v.is_nan());
-        h.record(format!("{tag} last row: other rows untouched"), &[if untouched { 0.0 } else { 1.0 }], &[0.0], 0.0);
+        h.record_flag(format!("{tag} last row: other rows untouched"), untouched);
 
         // ---- the LM head: a tall matrix, several rows per warp (3 rows past a multiple of 64,
         // so the last warps get partial row ranges) ----
@@ -168,8 +168,7 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
         h.record_bounded(format!("{tag}_rope_kv_write/v_cache"), &gv[written.clone()], &cv[written.clone()], &bv[written.clone()]);
         // Other cache positions keep their poison (NaN on both sides counts as equal).
         let untouched = |v: &[f32]| v[..written.start].iter().chain(&v[written.end..]).all(|x| x.is_nan());
-        let ok = untouched(&gk) && untouched(&gv);
-        h.record(format!("{tag}_rope_kv_write: other positions untouched"), &[if ok { 0.0 } else { 1.0 }], &[0.0], 0.0);
+        h.record_flag(format!("{tag}_rope_kv_write: other positions untouched"), untouched(&gk) && untouched(&gv));
     }
     Ok(())
 }

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use petgraph::stable_graph::NodeIndex;
-use qwen_aot_runtime::plan::{BufId, BufferInfo, DType, GemvEpilogue, NormPrologue, Program, Step};
+use qwen_aot_runtime::plan::{BufId, BufferInfo, DType, GemvEpilogue, NormPrologue, Program, RopeKvWrite, Step};
 
 use crate::error::CompileError;
-use crate::graph::{GemvEpi, Op, OpGraph, Value};
+use crate::graph::{GemvEpi, Op, OpGraph, Value, WeightRef};
 use crate::memory::{self, Interval};
 use crate::pack::WeightTable;
 
@@ -80,12 +80,7 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
             }
             Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => Step::BiasRopeKvWrite {
                 qkv: packed("bias_rope_kv_write")?,
-                bias: weights.id(bias)?,
-                layer: *layer,
-                n_heads: *heads,
-                n_kv_heads: *kv_heads,
-                head_dim: *head_dim,
-                rope_theta: *theta,
+                rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
                 q_out: out(n, 0)?,
             },
             Op::Attention { layer, heads, kv_heads, head_dim, scale } => {
@@ -107,12 +102,7 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
                     },
                     GemvEpi::SwiGlu { ffn } => GemvEpilogue::SwiGlu { ffn: *ffn, out: out(n, 0)? },
                     GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => GemvEpilogue::BiasRopeKvWrite {
-                        bias: weights.id(bias)?,
-                        layer: *layer,
-                        n_heads: *heads,
-                        n_kv_heads: *kv_heads,
-                        head_dim: *head_dim,
-                        rope_theta: *theta,
+                        rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
                         q_out: out(n, 0)?,
                     },
                 },
@@ -134,4 +124,9 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
         next_token: buf(output("next_token")?)?,
         steps,
     })
+}
+
+/// The plan's bias + RoPE + KV write attributes (a step, or a GEMV epilogue) from the graph's.
+fn rope_kv_write(weights: &WeightTable, bias: &WeightRef, layer: usize, heads: usize, kv_heads: usize, head_dim: usize, theta: f32) -> Result<RopeKvWrite, CompileError> {
+    Ok(RopeKvWrite { bias: weights.id(bias)?, layer, n_heads: heads, n_kv_heads: kv_heads, head_dim, rope_theta: theta })
 }

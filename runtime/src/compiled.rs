@@ -8,7 +8,7 @@ use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, Step, WeightId, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightId, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
 
 pub struct CompiledModel {
     pub dir: PathBuf,
@@ -135,6 +135,14 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
         Ok(())
     };
     let layer_ok = |l: usize| if l < hp.n_layers { Ok(()) } else { Err(bad(format!("{name}: layer {l} out of range"))) };
+    // Bias + RoPE + KV write (a step or a GEMV epilogue): its sizes; returns the packed qkv width.
+    let rope_ok = |r: &RopeKvWrite, q_out: BufId| -> Result<usize, RuntimeError> {
+        attn(r.n_heads, r.n_kv_heads, r.head_dim)?;
+        layer_ok(r.layer)?;
+        weight(r.bias, DType::F32, &[r.packed()])?;
+        buf(q_out, DType::F32, r.n_heads * r.head_dim)?;
+        Ok(r.packed())
+    };
     buf(p.tokens, DType::I32, 1)?;
     buf(p.logits, DType::F32, hp.vocab)?;
     buf(p.next_token, DType::I32, 1)?;
@@ -164,14 +172,7 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                     buf(*r, DType::F32, *n)?;
                 }
             }
-            Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
-                attn(*n_heads, *n_kv_heads, *head_dim)?;
-                layer_ok(*layer)?;
-                let packed = (n_heads + 2 * n_kv_heads) * head_dim;
-                buf(*qkv, DType::F32, packed)?;
-                weight(*bias, DType::F32, &[packed])?;
-                buf(*q_out, DType::F32, n_heads * head_dim)?;
-            }
+            Step::BiasRopeKvWrite { qkv, rope, q_out } => buf(*qkv, DType::F32, rope_ok(rope, *q_out)?)?,
             Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, out, .. } => {
                 attn(*n_heads, *n_kv_heads, *head_dim)?;
                 layer_ok(*layer)?;
@@ -205,15 +206,11 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                         }
                         buf(*out, DType::F32, *ffn)?;
                     }
-                    GemvEpilogue::BiasRopeKvWrite { bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
-                        attn(*n_heads, *n_kv_heads, *head_dim)?;
-                        layer_ok(*layer)?;
-                        let packed = (n_heads + 2 * n_kv_heads) * head_dim;
+                    GemvEpilogue::BiasRopeKvWrite { rope, q_out } => {
+                        let packed = rope_ok(rope, *q_out)?;
                         if packed != *n {
                             return Err(bad(format!("{name}: gemv_rope_kv_write of {n} rows for a packed qkv of {packed}")));
                         }
-                        weight(*bias, DType::F32, &[packed])?;
-                        buf(*q_out, DType::F32, n_heads * head_dim)?;
                     }
                 }
             }

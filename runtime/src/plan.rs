@@ -17,9 +17,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the meaning or layout of anything in this module changes (2 was used by a
-/// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`). A plan with another
+/// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`; 4 groups the
+/// bias/RoPE/KV-write attributes in `RopeKvWrite`). A plan with another
 /// version is rejected at load with a message asking to recompile.
-pub const PLAN_FORMAT_VERSION: u32 = 3;
+pub const PLAN_FORMAT_VERSION: u32 = 4;
 
 /// File names inside a compiled directory.
 pub const PLAN_FILE: &str = "plan.json";
@@ -149,15 +150,15 @@ pub enum Step {
     /// left unspecified.
     MatMul { x: BufId, weight: WeightId, n: usize, k: usize, out: BufId, residual: Option<BufId>, logit_rows: bool },
 
-    /// Fused bias + RoPE + KV-cache write on a packed QKV row
-    /// `qkv[t] = [q (n_heads*head_dim) | k (n_kv_heads*head_dim) | v (n_kv_heads*head_dim)]`:
+    /// Fused bias + RoPE + KV-cache write on a packed QKV row (sizes, bias, layer and theta in
+    /// `rope`) `qkv[t] = [q (n_heads*head_dim) | k (n_kv_heads*head_dim) | v (n_kv_heads*head_dim)]`:
     /// `bias` (f32, same packed length) is added to all three; q and k are rotated NeoX style at
     /// position `p = pos + t`: for each head and `i < head_dim/2`, with
     /// `inv_freq = rope_theta^(-2i/head_dim)`, `angle = p * inv_freq` (computed in f32),
     /// `(x[i], x[i+d/2]) <- (x[i]*cos - x[i+d/2]*sin, x[i+d/2]*cos + x[i]*sin)`.
     /// Rotated q goes to `q_out[t]` (`n_heads*head_dim`); rotated k and biased v are written to the
     /// cache of `layer` at position `p`.
-    BiasRopeKvWrite { qkv: BufId, bias: WeightId, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, rope_theta: f32, q_out: BufId },
+    BiasRopeKvWrite { qkv: BufId, rope: RopeKvWrite, q_out: BufId },
 
     /// Causal grouped-query attention over the cache of `layer`: for query row t (position
     /// `p = pos + t`) and head h (KV head `h / (n_heads / n_kv_heads)`), scores
@@ -197,7 +198,26 @@ pub enum GemvEpilogue {
     SwiGlu { ffn: usize, out: BufId },
     /// y is a packed qkv row (`n = (n_heads + 2 * n_kv_heads) * head_dim`):
     /// [`Step::BiasRopeKvWrite`] on it.
-    BiasRopeKvWrite { bias: WeightId, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, rope_theta: f32, q_out: BufId },
+    BiasRopeKvWrite { rope: RopeKvWrite, q_out: BufId },
+}
+
+/// What [`Step::BiasRopeKvWrite`] (and the GEMV epilogue of the same name) adds, rotates and
+/// where it writes: `bias` f32 `[(n_heads + 2 * n_kv_heads) * head_dim]`, the cache of `layer`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct RopeKvWrite {
+    pub bias: WeightId,
+    pub layer: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+}
+
+impl RopeKvWrite {
+    /// Columns of the packed qkv row: `(n_heads + 2 * n_kv_heads) * head_dim`.
+    pub fn packed(&self) -> usize {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+    }
 }
 
 impl Step {

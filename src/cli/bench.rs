@@ -48,14 +48,14 @@ pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
             Step::RmsNorm { weight, .. } | Step::AddRmsNorm { weight, .. } | Step::MatMul { weight, .. } => {
                 full.insert(*weight);
             }
-            Step::BiasRopeKvWrite { bias, .. } => {
-                full.insert(*bias);
+            Step::BiasRopeKvWrite { rope, .. } => {
+                full.insert(rope.bias);
             }
             Step::Gemv { norm, weight, epilogue, .. } => {
                 full.insert(*weight);
                 full.extend(norm.map(|n| n.weight));
-                if let GemvEpilogue::BiasRopeKvWrite { bias, .. } = epilogue {
-                    full.insert(*bias);
+                if let GemvEpilogue::BiasRopeKvWrite { rope, .. } = epilogue {
+                    full.insert(rope.bias);
                 }
             }
             _ => {}

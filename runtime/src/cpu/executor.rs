@@ -125,15 +125,15 @@ impl CpuExecutor {
                     let res = residual.map(|r| &view(r, n)[first * cols..]);
                     kernels::matmul_f16(&view(x, n)[first * k..], w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
                 }
-                Step::BiasRopeKvWrite { qkv, bias, layer, rope_theta, q_out, .. } => kernels::bias_rope_kv_write(
+                Step::BiasRopeKvWrite { qkv, rope, q_out } => kernels::bias_rope_kv_write(
                     view(qkv, n),
-                    w(bias),
+                    w(rope.bias),
                     shape,
-                    rope_theta,
+                    rope.rope_theta,
                     pos,
                     n,
-                    &mut self.k_cache[layer],
-                    &mut self.v_cache[layer],
+                    &mut self.k_cache[rope.layer],
+                    &mut self.v_cache[rope.layer],
                     view_mut(q_out, n),
                 ),
                 Step::Attention { q, layer, scale, out, .. } => {
@@ -166,10 +166,11 @@ impl CpuExecutor {
                             kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, y);
                             kernels::swiglu(y, ffn, rows, view_mut(out, n));
                         }
-                        GemvEpilogue::BiasRopeKvWrite { bias, layer, rope_theta, q_out, .. } => {
+                        GemvEpilogue::BiasRopeKvWrite { rope, q_out } => {
                             y.resize(rows * cols, 0.0);
                             kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, y);
-                            kernels::bias_rope_kv_write(y, w(bias), shape, rope_theta, pos, n, &mut self.k_cache[layer], &mut self.v_cache[layer], view_mut(q_out, n));
+                            let (kc, vc) = (&mut self.k_cache[rope.layer], &mut self.v_cache[rope.layer]);
+                            kernels::bias_rope_kv_write(y, w(rope.bias), shape, rope.rope_theta, pos, n, kc, vc, view_mut(q_out, n));
                         }
                     }
                 }

@@ -9,7 +9,7 @@ use half::f16;
 
 use super::device::{CudaDevice, DevBuf};
 use super::executor::inv_freq_table;
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS};
 use super::CudaCtx;
 use crate::error::RuntimeError;
 
@@ -98,7 +98,7 @@ impl<'a> KernelBench<'a> {
         let heads = Heads { n_heads: nh, n_kv_heads: nkv, head_dim: d };
         let kvb = (2 * ctx_len * nkv * d * 2) as u64;
         let norm = GemvNorm { weight: norm_w, eps: 1e-6 };
-        let rope = GemvOut::Rope { bias, inv_freq: invp, q_out: y, k_cache: kc, v_cache: vc, heads };
+        let rope = RopeArgs { bias, inv_freq: invp, q_out: y, k_cache: kc, v_cache: vc, heads };
 
         let h = hidden as u64;
         let mm = |n: usize, k: usize, res: bool| (n * k * 2 + k * 4 + n * 4 * if res { 2 } else { 1 }) as u64;
@@ -111,11 +111,11 @@ impl<'a> KernelBench<'a> {
             (format!("gemv gate_up {}x{hidden}", 2 * ffn), mm(2 * ffn, hidden, false), launch::matmul(dev, st, x, w_gu, y, None, 2 * ffn, hidden, 1, MatMulMode::Gemv, gs)),
             (format!("gemv down+res {hidden}x{ffn}"), mm(hidden, ffn, true), launch::matmul(dev, st, x, w_down, y, Some(r), hidden, ffn, 1, MatMulMode::Gemv, gs)),
             (format!("gemv lm_head {vocab}x{hidden}"), mm(vocab, hidden, false), launch::matmul(dev, st, x, table, y, None, vocab, hidden, 1, MatMulMode::LastRow, gs)),
-            ("bias_rope_kv_write".into(), (qkv_n * 8 + nh * d * 4 + 2 * nkv * d * 2) as u64, vec![launch::bias_rope_kv_write(st, x, bias, invp, y, kc, vc, heads, 1)]),
+            ("bias_rope_kv_write".into(), (qkv_n * 8 + nh * d * 4 + 2 * nkv * d * 2) as u64, vec![launch::bias_rope_kv_write(st, x, rope, 1)]),
             (format!("attention ctx={ctx_len} splits={splits}"), kvb + (2 * nh * d * 4) as u64, launch::attention(st, x, kc, vc, y, heads, 0.125, 1, splits, attn)),
             ("swiglu".into(), (3 * ffn * 4) as u64, vec![launch::swiglu(st, y, x, ffn, 1)]),
             // The decode program's fused GEMVs (norm prologue; rope / swiglu epilogues).
-            (format!("norm_gemv_rope_kv_write {qkv_n}x{hidden}"), mm(qkv_n, hidden, false) + h * 4, vec![launch::gemv(dev, st, x, Some(norm), w_qkv, qkv_n, hidden, 1, rope)]),
+            (format!("norm_gemv_rope_kv_write {qkv_n}x{hidden}"), mm(qkv_n, hidden, false) + h * 4, vec![launch::gemv(dev, st, x, Some(norm), w_qkv, qkv_n, hidden, 1, GemvOut::Rope(rope))]),
             (format!("norm_gemv_swiglu {}x{hidden}", 2 * ffn), mm(2 * ffn, hidden, false) + h * 4 - (ffn * 4) as u64, vec![launch::gemv(dev, st, x, Some(norm), w_gu, 2 * ffn, hidden, 1, GemvOut::SwiGlu { out: y })]),
             (format!("norm_gemv lm_head {vocab}x{hidden}"), mm(vocab, hidden, false) + h * 4, vec![launch::gemv(dev, st, x, Some(norm), table, vocab, hidden, 1, GemvOut::Store { out: y, residual: None, last_row: true })]),
             ("argmax".into(), (vocab * 4) as u64, vec![launch::argmax(st, y, r, vocab, dev.sm_count(), ams)]),

@@ -13,7 +13,7 @@ mod gemv;
 
 use super::device::{CudaDevice, DevBuf};
 use super::executor::inv_freq_table;
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS};
 use crate::cpu::kernels as cpu;
 use crate::error::RuntimeError;
 
@@ -433,7 +433,8 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let q_out = h.output(t * ql * 4)?;
         let kc = h.output(max_seq * kl * 2)?;
         let vc = h.output(max_seq * kl * 2)?;
-        h.run(&[launch::bias_rope_kv_write(st, dq.ptr(), db.ptr(), inv.ptr(), q_out.ptr(), kc.ptr(), vc.ptr(), heads, t)], "bias_rope_kv_write")?;
+        let args = RopeArgs { bias: db.ptr(), inv_freq: inv.ptr(), q_out: q_out.ptr(), k_cache: kc.ptr(), v_cache: vc.ptr(), heads };
+        h.run(&[launch::bias_rope_kv_write(st, dq.ptr(), args, t)], "bias_rope_kv_write")?;
         let gq = h.read_f32(&q_out, t * ql)?;
         let gk = h.read_f16(&kc, max_seq * kl)?;
         let gv = h.read_f16(&vc, max_seq * kl)?;

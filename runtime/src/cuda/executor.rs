@@ -13,13 +13,13 @@
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, DevBuf};
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, ARGMAX_MAX_BLOCKS};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS};
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
-use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, Step};
+use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, RopeKvWrite, Step};
 use crate::sampler::SamplingParams;
 
 /// KV-cache element size: f16 (see kernels/rope.cu for why).
@@ -98,10 +98,10 @@ impl CudaExecutor {
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
         for s in plan.prefill.steps.iter().chain(&plan.decode.steps) {
-            if let Step::BiasRopeKvWrite { rope_theta, head_dim, .. } | Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { rope_theta, head_dim, .. }, .. } = *s {
-                let key = (rope_theta.to_bits(), head_dim);
+            if let Step::BiasRopeKvWrite { rope, .. } | Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { rope, .. }, .. } = s {
+                let key = (rope.rope_theta.to_bits(), rope.head_dim);
                 if !rope_tables.iter().any(|(k, _)| *k == key) {
-                    rope_tables.push((key, dev.upload(&inv_freq_table(rope_theta, head_dim), "RoPE table")?));
+                    rope_tables.push((key, dev.upload(&inv_freq_table(rope.rope_theta, rope.head_dim), "RoPE table")?));
                 }
             }
         }
@@ -181,6 +181,19 @@ impl CudaExecutor {
         self.rope_tables.iter().find(|(k, _)| *k == key).map(|(_, b)| b.ptr()).expect("RoPE table built at load")
     }
 
+    /// Device addresses of a bias + RoPE + KV write (the step, or a GEMV epilogue) writing q to `q_out`.
+    fn rope_args(&self, r: &RopeKvWrite, q_out: u64) -> RopeArgs {
+        let (k_cache, v_cache) = self.kv_ptrs(r.layer);
+        RopeArgs {
+            bias: self.weight_ptr(r.bias),
+            inv_freq: self.rope_table(r.rope_theta, r.head_dim),
+            q_out,
+            k_cache,
+            v_cache,
+            heads: Heads { n_heads: r.n_heads, n_kv_heads: r.n_kv_heads, head_dim: r.head_dim },
+        }
+    }
+
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
     /// n_tokens from the device state).
     fn build_ops(&self, prog: &Program, rows: usize, logits: LogitsWanted, splits: usize) -> Result<Vec<Op>, RuntimeError> {
@@ -217,10 +230,8 @@ impl CudaExecutor {
                     };
                     ops.extend(launch::matmul(&self.dev, st, b(x), self.weight_ptr(weight), b(out), residual.map(b), n, k, rows, mode, gemm));
                 }
-                Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, rope_theta, q_out } => {
-                    let (kc, vc) = self.kv_ptrs(layer);
-                    let h = Heads { n_heads, n_kv_heads, head_dim };
-                    ops.push(launch::bias_rope_kv_write(st, b(qkv), self.weight_ptr(bias), self.rope_table(rope_theta, head_dim), b(q_out), kc, vc, h, rows));
+                Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
+                    ops.push(launch::bias_rope_kv_write(st, b(qkv), self.rope_args(rope, b(q_out)), rows));
                 }
                 Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, scale, out } => {
                     let (kc, vc) = self.kv_ptrs(layer);
@@ -236,17 +247,7 @@ impl CudaExecutor {
                             GemvOut::Store { out: b(out), residual: residual.map(b), last_row: logit_rows && logits != LogitsWanted::All }
                         }
                         GemvEpilogue::SwiGlu { out, .. } => GemvOut::SwiGlu { out: b(out) },
-                        GemvEpilogue::BiasRopeKvWrite { bias, layer, n_heads, n_kv_heads, head_dim, rope_theta, q_out } => {
-                            let (k_cache, v_cache) = self.kv_ptrs(layer);
-                            GemvOut::Rope {
-                                bias: self.weight_ptr(bias),
-                                inv_freq: self.rope_table(rope_theta, head_dim),
-                                q_out: b(q_out),
-                                k_cache,
-                                v_cache,
-                                heads: Heads { n_heads, n_kv_heads, head_dim },
-                            }
-                        }
+                        GemvEpilogue::BiasRopeKvWrite { ref rope, q_out } => GemvOut::Rope(self.rope_args(rope, b(q_out))),
                     };
                     ops.push(launch::gemv(&self.dev, st, b(x), norm, self.weight_ptr(weight), n, k, rows, epilogue));
                 }

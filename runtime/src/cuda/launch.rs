@@ -215,9 +215,21 @@ pub(crate) enum GemvOut {
     Store { out: u64, residual: Option<u64>, last_row: bool },
     /// n = 2 * ffn; out f32 [rows, ffn].
     SwiGlu { out: u64 },
-    /// n = (H + 2Hkv) * d; bias f32 [n]; inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16
-    /// [max_seq, Hkv, d] with pos + rows <= max_seq.
-    Rope { bias: u64, inv_freq: u64, q_out: u64, k_cache: u64, v_cache: u64, heads: Heads },
+    /// n = (H + 2Hkv) * d: bias + RoPE + KV write of the product row.
+    Rope(RopeArgs),
+}
+
+/// Buffers of a bias + RoPE + KV write (the bias_rope_kv_write kernel, or the GEMV epilogue):
+/// bias f32 [(H+2Hkv)*d]; inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]
+/// with pos + rows <= max_seq.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RopeArgs {
+    pub bias: u64,
+    pub inv_freq: u64,
+    pub q_out: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub heads: Heads,
 }
 
 /// x f32 [rows, k]; w f16 [n, k]; norm and epilogue buffers as documented on their types.
@@ -258,12 +270,7 @@ pub(crate) fn gemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, w:
                 None => (Kernel::GemvSwiGlu, rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
             }
         }
-        GemvOut::Rope { bias, inv_freq, q_out, k_cache, v_cache, heads: h } => (
-            Kernel::GemvRope,
-            rows,
-            vec![Arg::Ptr(bias), Arg::Ptr(inv_freq), Arg::Ptr(q_out), Arg::Ptr(k_cache), Arg::Ptr(v_cache),
-                 i(h.n_heads), i(h.n_kv_heads), i(h.head_dim), i(k), i(wpr)],
-        ),
+        GemvOut::Rope(r) => (Kernel::GemvRope, rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
     };
     kernel(kern, (blocks, grid_y, 1), 256, head.into_iter().chain(tail).collect())
 }
@@ -276,13 +283,16 @@ pub(crate) struct Heads {
     pub head_dim: usize,
 }
 
-/// qkv f32 [rows, (H+2Hkv)*d]; bias f32 [(H+2Hkv)*d]; inv_freq f32 [d/2]; q_out f32 [rows, H*d];
-/// k_cache, v_cache f16 [max_seq, Hkv, d] with pos + rows <= max_seq.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn bias_rope_kv_write(st: u64, qkv: u64, bias: u64, inv_freq: u64, q_out: u64, k_cache: u64, v_cache: u64, h: Heads, rows: usize) -> Op {
-    kernel(Kernel::BiasRopeKvWrite, (rows, 1, 1), 128,
-        vec![Arg::Ptr(st), Arg::Ptr(qkv), Arg::Ptr(bias), Arg::Ptr(inv_freq), Arg::Ptr(q_out), Arg::Ptr(k_cache), Arg::Ptr(v_cache),
-             i(h.n_heads), i(h.n_kv_heads), i(h.head_dim)])
+/// The kernel arguments of a [`RopeArgs`], in the order both RoPE kernels take them.
+fn rope_args(r: RopeArgs) -> Vec<Arg> {
+    let h = r.heads;
+    vec![Arg::Ptr(r.bias), Arg::Ptr(r.inv_freq), Arg::Ptr(r.q_out), Arg::Ptr(r.k_cache), Arg::Ptr(r.v_cache),
+         i(h.n_heads), i(h.n_kv_heads), i(h.head_dim)]
+}
+
+/// qkv f32 [rows, (H+2Hkv)*d]; the rest as documented on [`RopeArgs`].
+pub(crate) fn bias_rope_kv_write(st: u64, qkv: u64, r: RopeArgs, rows: usize) -> Op {
+    kernel(Kernel::BiasRopeKvWrite, (rows, 1, 1), 128, [vec![Arg::Ptr(st), Arg::Ptr(qkv)], rope_args(r)].concat())
 }
 
 /// Attention partials: part_o f32 [rows, H, splits, d], part_ml f32 [rows, H, splits, 2];

@@ -1,7 +1,7 @@
 //! Validates a plan once at load against what the CUDA kernels need, so that every launch's
 //! buffer sizes hold (the `// SAFETY:` comments in the executor rely on this).
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, Step, WeightId, PLAN_FORMAT_VERSION};
+use crate::plan::{BufId, DType, GemvEpilogue, Plan, RopeKvWrite, Program, Step, WeightId, PLAN_FORMAT_VERSION};
 
 use super::launch::{attention_kernel, ATTN_MAX_GROUP};
 
@@ -61,6 +61,15 @@ impl Ctx<'_> {
             return Err(bad(format!("{what}: weight {} is {:?} {:?}, expected {:?} {shape:?}", w.name, w.dtype, w.shape, dtype)));
         }
         Ok(())
+    }
+}
+
+impl Ctx<'_> {
+    /// Bias + RoPE + KV write (a step or a GEMV epilogue): heads, bias, q_out; returns q_out's range.
+    fn rope(&self, r: &RopeKvWrite, q_out: BufId, what: &str) -> Result<(u64, u64), RuntimeError> {
+        check_heads(&self.plan.hparams, r.layer, r.n_heads, r.n_kv_heads, r.head_dim, what)?;
+        self.weight(r.bias, DType::F32, &[r.packed()], what)?;
+        self.buf(q_out, DType::F32, r.n_heads * r.head_dim, what)
     }
 }
 
@@ -136,12 +145,9 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
                 }
                 disjoint(w, &ins, &[o], false)?;
             }
-            Step::BiasRopeKvWrite { qkv, bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
-                check_heads(hp, layer, n_heads, n_kv_heads, head_dim, w)?;
-                let row = (n_heads + 2 * n_kv_heads) * head_dim;
-                let qi = c.buf(qkv, DType::F32, row, w)?;
-                let o = c.buf(q_out, DType::F32, n_heads * head_dim, w)?;
-                c.weight(bias, DType::F32, &[row], w)?;
+            Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
+                let o = c.rope(rope, q_out, w)?;
+                let qi = c.buf(qkv, DType::F32, rope.packed(), w)?;
                 disjoint(w, &[qi], &[o], false)?;
             }
             Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, out, .. } => {
@@ -188,14 +194,11 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
                         let o = c.buf(out, DType::F32, ffn, w)?;
                         disjoint(w, &[xi], &[o], false)?;
                     }
-                    GemvEpilogue::BiasRopeKvWrite { bias, layer, n_heads, n_kv_heads, head_dim, q_out, .. } => {
-                        check_heads(hp, layer, n_heads, n_kv_heads, head_dim, w)?;
-                        let row = (n_heads + 2 * n_kv_heads) * head_dim;
-                        if row != n {
-                            return Err(bad(format!("{w}: {n} rows are not a packed qkv of {row}")));
+                    GemvEpilogue::BiasRopeKvWrite { ref rope, q_out } => {
+                        if rope.packed() != n {
+                            return Err(bad(format!("{w}: {n} rows are not a packed qkv of {}", rope.packed())));
                         }
-                        c.weight(bias, DType::F32, &[row], w)?;
-                        let o = c.buf(q_out, DType::F32, n_heads * head_dim, w)?;
+                        let o = c.rope(rope, q_out, w)?;
                         disjoint(w, &[xi], &[o], false)?;
                     }
                 }

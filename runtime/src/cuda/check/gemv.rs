@@ -15,7 +15,7 @@
 //!   the store (2^-11 |value|).
 use super::{cpu, from_f16, to_f16, CheckShape, Harness, Rng, U16, U32};
 use crate::cuda::executor::inv_freq_table;
-use crate::cuda::launch::{self, GemvNorm, GemvOut, Heads};
+use crate::cuda::launch::{self, GemvNorm, GemvOut, Heads, RopeArgs};
 use crate::error::RuntimeError;
 
 /// A random problem: x [t, k], norm weight [k], W [n, k] (f16-exact), and the CPU product.
@@ -134,7 +134,7 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
         let kc = h.output(max_seq * kl * 2)?;
         let vc = h.output(max_seq * kl * 2)?;
         let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: d };
-        let epi = GemvOut::Rope { bias: db.ptr(), inv_freq: inv.ptr(), q_out: q_out.ptr(), k_cache: kc.ptr(), v_cache: vc.ptr(), heads };
+        let epi = GemvOut::Rope(RopeArgs { bias: db.ptr(), inv_freq: inv.ptr(), q_out: q_out.ptr(), k_cache: kc.ptr(), v_cache: vc.ptr(), heads });
         h.run(&[launch::gemv(h.dev, st, dx.ptr(), gn, dw.ptr(), row, k, t, epi)], tag)?;
         let gq = h.read_f32(&q_out, t * ql)?;
         let gk = h.read_f16(&kc, max_seq * kl)?;

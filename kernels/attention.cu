@@ -27,6 +27,10 @@
 //   head, head group) to finish (atomic ticket after __threadfence) merges all active splits, one warp per head
 //   -- M = max m_s, out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s -- so there is no
 //   second launch.
+//   PDL: the K/V rows of positions < pos were written by earlier steps, so the first two tiles'
+//   copies of those rows are issued BEFORE griddepcontrol.wait (their latency overlaps the qkv
+//   kernel); only q and this step's own rows (positions >= pos, written by the qkv kernel) are
+//   requested after it. Later tiles are issued as their buffer frees up.
 //   n_splits is fixed per executor (the decode graph never changes); the chunk length follows the
 //   run-time length (at least min_chunk keys, a kernel argument), so short contexts use one block
 //   per KV head and long ones use all splits.
@@ -87,17 +91,18 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     __shared__ float w_s[ATT_WARPS][ATT_MAX_SPLITS];
     __shared__ bool is_last;
 
-    pdl_prologue();
     const int kvh = blockIdx.x / head_groups, hg = blockIdx.x - kvh * head_groups;
     const int split = blockIdx.y, t = blockIdx.z;
     const int G = n_heads / n_kv_heads;
     const int GH = (G + head_groups - 1) / head_groups;
     const int n_h = min(GH, G - hg * GH);  // query heads of this block (uniform)
-    if (n_h <= 0 || t >= state_n_tokens(state)) return;
-    const int len = state_pos(state) + t + 1;
+    // The run state is written by the host before the graph starts, so it is readable before the
+    // PDL wait; so are the K/V rows of positions < pos, written by earlier steps.
+    const int pos = state_pos(state);
+    const int len = pos + t + 1;
     const int chunk = attn_chunk(len, n_splits, min_chunk);
     const int start = split * chunk;
-    if (start >= len) return;  // inactive split (uniform per block)
+    const bool active_block = n_h > 0 && t < state_n_tokens(state) && start < len;  // uniform per block
     const int end = min(len, start + chunk);
     const int active = (len + chunk - 1) / chunk;
     const int h0 = kvh * G + hg * GH;
@@ -107,26 +112,38 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     const __half* kg = kc + (size_t)kvh * D;
     const __half* vg = vc + (size_t)kvh * D;
 
-    // q of the block's heads -> shared (joins the first tile's copy group).
-    const float* qg = q + ((size_t)t * n_heads + h0) * D;
-    for (int i = tid; i < n_h * D / 4; i += ATT_THREADS) cp_async16(q_s + 4 * i, qg + 4 * i, true);
-
-    // Stage the K and V rows [tile0, tile0 + TILE) into buffer `buf`; rows past `end` are zeros.
-    auto issue = [&](int tile0, int buf) {
-        const int tn = min(TILE, end - tile0);
+    // Stage the K and V rows [tile0, tile0 + TILE) into buffer `buf`: rows past `end` become
+    // zeros; `cached` selects the rows of positions < pos (constants of this step, staged before
+    // the PDL wait) or the others (this step's own rows, written by the qkv kernel: after it).
+    auto issue = [&](int tile0, int buf, bool cached) {
 #pragma unroll
         for (int r = 0; r < PIECES / ATT_THREADS; ++r) {
             const int c = r * ATT_THREADS + tid;
             const int j = c / CPR, piece = c - j * CPR;
-            const bool ok = j < tn;
-            const size_t off = (size_t)(tile0 + (ok ? j : 0)) * row_stride + piece * 8;
+            const int g = tile0 + j;
+            const bool ok = g < end;
+            if (ok && (g < pos) != cached) continue;  // the other pass's row
+            if (!ok && !cached) continue;             // zero rows: written once, in the cached pass
+            const size_t off = (size_t)(ok ? g : 0) * row_stride + piece * 8;
             cp_async16(&k_s[buf][j * ROW + piece * 8], kg + off, ok);
             cp_async16(&v_s[buf][j * ROW + piece * 8], vg + off, ok);
         }
     };
+    // Tiles 0 and 1 use the two buffers; later tiles are issued as buffers free up.
+    const int n_tiles = active_block ? (end - start + TILE - 1) / TILE : 0;
+    for (int it = 0; it < min(n_tiles, 2); ++it) issue(start + it * TILE, it, true);
+    cp_async_commit();
 
-    const int n_tiles = (end - start + TILE - 1) / TILE;
-    issue(start, 0);
+    pdl_prologue();
+    if (!active_block) {
+        cp_async_wait<0>();  // nothing was issued, but never leave copies in flight
+        return;
+    }
+
+    // q of the block's heads -> shared, and this step's K/V rows of tiles 0 and 1.
+    const float* qg = q + ((size_t)t * n_heads + h0) * D;
+    for (int i = tid; i < n_h * D / 4; i += ATT_THREADS) cp_async16(q_s + 4 * i, qg + 4 * i, true);
+    for (int it = 0; it < min(n_tiles, 2); ++it) issue(start + it * TILE, it, false);
     cp_async_commit();
 
     float m = -INFINITY;  // running max of this warp's head (warp-uniform)
@@ -139,9 +156,9 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     for (int it = 0; it < n_tiles; ++it) {
         const int tile0 = start + it * TILE;
         const int buf = it & 1;
-        if (it + 1 < n_tiles) {
-            issue(tile0 + TILE, buf ^ 1);
-            cp_async_commit();
+        // Tile it is complete once every group up to its own is; tile it + 1's group (committed
+        // at the end of iteration it - 1, for it >= 1) may stay in flight.
+        if (it >= 1 && it + 1 < n_tiles) {
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
@@ -221,7 +238,12 @@ __device__ void attention_split_impl(const int* __restrict__ state,
 #pragma unroll
             for (int e = 0; e < DPL; ++e) acc[e] = a[0][e] + a[1][e];
         }
-        __syncthreads();  // buffer `buf` and p_s are overwritten in the next iteration
+        __syncthreads();  // buffer `buf` and p_s are free again
+        if (it + 2 < n_tiles) {
+            issue(tile0 + 2 * TILE, buf, true);
+            issue(tile0 + 2 * TILE, buf, false);
+            cp_async_commit();
+        }
     }
     l = warp_sum(l);
     const int h = h0 + warp;

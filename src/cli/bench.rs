@@ -5,7 +5,9 @@
 //!
 //! Timings are medians over repeated runs, timed with CUDA events on the executor's stream around
 //! whole steps, each of which ends by reading the token id back: the GPU's clock over the same
-//! interval a user waits for (host turnaround between tokens included).
+//! interval a user waits for (host turnaround between tokens included). One more line times the
+//! decode graph replayed back to back with no host round trip: the GPU's own time per step, so the
+//! difference to the user-visible step is what the host turnaround costs.
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -28,6 +30,9 @@ struct BenchReport {
     model: String,
     decode_tok_s_depth0: f64,
     decode_tok_s_depth2048: f64,
+    /// GPU microseconds per decode step at depth 0 with steps enqueued back to back (no host
+    /// turnaround): what `decode_tok_s_depth0` would be if the host never made the GPU wait.
+    decode_step_us_back_to_back: f64,
     prefill_tok_s_512: f64,
     launches_per_decode_step: usize,
     cuda_graph: bool,
@@ -112,6 +117,7 @@ pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quie
     decode_secs(&mut exec, &prompt[..4], 8)?;
     let d0 = median((0..reps).map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
     let d2k = median((0..reps).map(|_| decode_secs(&mut exec, &prompt, n_decode).map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
+    let replay = median((0..reps).map(|_| exec.decode_replay_secs(prompt[0], 64, n_decode).map(|s| s * 1e6 / n_decode as f64)).collect::<Result<_, _>>()?);
     let pf = median(
         (0..reps)
             .map(|_| {
@@ -129,6 +135,7 @@ pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quie
         model: dir.display().to_string(),
         decode_tok_s_depth0: d0,
         decode_tok_s_depth2048: d2k,
+        decode_step_us_back_to_back: replay,
         prefill_tok_s_512: pf,
         launches_per_decode_step: exec.decode_launches(),
         cuda_graph: exec.uses_graph(),
@@ -145,6 +152,7 @@ pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quie
     println!("model                       {}", r.model);
     println!("decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)", r.decode_tok_s_depth0);
     println!("decode, depth {depth}          {:>9.1} tokens/s", r.decode_tok_s_depth2048);
+    println!("decode step, back to back   {:>9.1} us  (no host turnaround; user-visible: {:.1} us)", r.decode_step_us_back_to_back, 1e6 / r.decode_tok_s_depth0);
     println!("prefill, 512-token prompt   {:>9.1} tokens/s", r.prefill_tok_s_512);
     println!("launches per decode step    {:>9}  ({})", r.launches_per_decode_step, if r.cuda_graph { "one CUDA graph" } else { "no graph" });
     println!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);

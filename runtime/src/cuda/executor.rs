@@ -151,6 +151,27 @@ impl CudaExecutor {
         self.decode_ops.iter().map(|o| o.name()).collect()
     }
 
+    /// GPU seconds of `n` greedy decode steps of `token` at `pos` enqueued back to back, with no
+    /// host round trip in between (every step recomputes the same position): the device's own
+    /// time per step, without the per-token turnaround `decode` pays. For benchmarks.
+    pub fn decode_replay_secs(&mut self, token: u32, pos: usize, n: usize) -> Result<f64, RuntimeError> {
+        self.check_tokens(&[token], pos)?;
+        self.dev.memset_u32(self.sampler.fed_ptr(), token, 1, "decode token")?;
+        self.set_state(pos, 1)?;
+        if self.use_graph && self.graph.is_none() {
+            self.capture_decode()?;
+        }
+        let timer = super::bench::GpuTimer::start(&self.dev)?;
+        for _ in 0..n {
+            match &self.graph {
+                Some(g) if self.use_graph => g.launch().cuda_ctx(|| "launching the decode graph".into())?,
+                // SAFETY: as in capture_decode.
+                _ => unsafe { self.dev.run_ops(&self.decode_ops)? },
+            }
+        }
+        timer.stop_secs(&self.dev)
+    }
+
     /// Whether decode replays a captured CUDA graph (false with `QWEN_AOT_NO_GRAPH=1`).
     pub fn uses_graph(&self) -> bool {
         self.use_graph

@@ -7,45 +7,13 @@
 //          every block reduces a strided slice of the row into `partial`, then the last block to
 //          finish (atomic ticket after a __threadfence) reduces the partials and writes out[0].
 //          A single-block kernel would read the 600 KB LM-head row at one SM's bandwidth; a second
-//          launch would cost a graph node. Comparison key: (not NaN, value, -index) for values and
-//          (index) among NaNs -- a total order, so the reduction order does not matter.
+//          launch would cost a graph node. The order and the block reduction are argmax.cuh's
+//          (shared with sample.cu).
+#include "argmax.cuh"
 #include "common.cuh"
 
 namespace {
 constexpr int ARGMAX_THREADS = 256;
-
-// Is candidate (va, ia) better than (vb, ib)?
-QA_DEVICE bool better(float va, int ia, float vb, int ib) {
-    const bool na = isnan(va), nb = isnan(vb);
-    if (na != nb) return nb;    // a number beats NaN
-    if (na) return ia > ib;     // among NaNs the last index wins
-    if (va != vb) return va > vb;
-    return ia < ib;             // ties: lowest index
-}
-
-QA_DEVICE void block_best(float& v, int& i) {
-    __shared__ float sv[ARGMAX_THREADS / 32];
-    __shared__ int si[ARGMAX_THREADS / 32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
-        const int oi = __shfl_xor_sync(0xffffffffu, i, off);
-        if (better(ov, oi, v, i)) { v = ov; i = oi; }
-    }
-    if (lane == 0) { sv[warp] = v; si[warp] = i; }
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < ARGMAX_THREADS / 32 ? sv[lane] : NAN;
-        i = lane < ARGMAX_THREADS / 32 ? si[lane] : -1;
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, v, off);
-            const int oi = __shfl_xor_sync(0xffffffffu, i, off);
-            if (better(ov, oi, v, i)) { v = ov; i = oi; }
-        }
-    }
-}
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_f32(
@@ -63,9 +31,9 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_f32(
     int i = -1;  // worse than any element
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < vocab; j += gridDim.x * blockDim.x) {
         const float x = row[j];
-        if (better(x, j, v, i)) { v = x; i = j; }
+        if (argmax_better(x, j, v, i)) { v = x; i = j; }
     }
-    block_best(v, i);
+    argmax_block<ARGMAX_THREADS>(v, i);
     if (threadIdx.x == 0) {
         part_v[blockIdx.x] = v;
         part_i[blockIdx.x] = i;
@@ -80,9 +48,9 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_f32(
     for (int b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
         const float bv = __ldcg(part_v + b);
         const int bi = __ldcg(part_i + b);
-        if (better(bv, bi, v, i)) { v = bv; i = bi; }
+        if (argmax_better(bv, bi, v, i)) { v = bv; i = bi; }
     }
-    block_best(v, i);
+    argmax_block<ARGMAX_THREADS>(v, i);
     if (threadIdx.x == 0) {
         out[0] = i;
         *counter = 0;  // ready for the next launch (graph replay)

@@ -42,6 +42,7 @@
 // per pass, so the full-row passes are spread over the grid; the serial part (one block) only
 // sees the few candidates near the k-th key. Two launches because the bin b* must be known by
 // every block before the candidates are gathered (a grid-wide dependency).
+#include "argmax.cuh"
 #include "common.cuh"
 
 namespace qa_sample {
@@ -139,40 +140,6 @@ QA_DEVICE float libm_expf(float x) {
     return __double2float_rn(y);
 }
 
-// cpu::kernels::argmax's order: is (va, ia) better than (vb, ib)?
-QA_DEVICE bool argmax_better(float va, int ia, float vb, int ib) {
-    const bool na = isnan(va), nb = isnan(vb);
-    if (na != nb) return nb;
-    if (na) return ia > ib;
-    if (va != vb) return va > vb;
-    return ia < ib;
-}
-
-QA_DEVICE void argmax_block(float& v, int& i) {
-    __shared__ float sv[THREADS / 32];
-    __shared__ int si[THREADS / 32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        const float ov = __shfl_xor_sync(FULL, v, off);
-        const int oi = __shfl_xor_sync(FULL, i, off);
-        if (argmax_better(ov, oi, v, i)) { v = ov; i = oi; }
-    }
-    if (lane == 0) { sv[warp] = v; si[warp] = i; }
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < THREADS / 32 ? sv[lane] : NAN;
-        i = lane < THREADS / 32 ? si[lane] : -1;
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            const float ov = __shfl_xor_sync(FULL, v, off);
-            const int oi = __shfl_xor_sync(FULL, i, off);
-            if (argmax_better(ov, oi, v, i)) { v = ov; i = oi; }
-        }
-    }
-    __syncthreads();
-}
-
 // Inclusive suffix sum over the block's threads: the sum of v over threads >= threadIdx.x.
 QA_DEVICE unsigned block_suffix_sum(unsigned v) {
     __shared__ unsigned warp_total[THREADS / 32];
@@ -267,7 +234,7 @@ extern "C" __global__ void __launch_bounds__(qa_sample::THREADS) sample_prep(
             const int j = lo + tid + i * THREADS;
             if (j < hi && argmax_better(v[i], j, bv, bi)) { bv = v[i]; bi = j; }
         }
-        argmax_block(bv, bi);
+        argmax_block<THREADS>(bv, bi);
         if (tid == 0) { part_v[blockIdx.x] = bv; part_i[blockIdx.x] = bi; }
     } else {
         for (int b = tid; b < HIST_BINS; b += THREADS) s_hist[b] = 0;
@@ -297,7 +264,7 @@ extern "C" __global__ void __launch_bounds__(qa_sample::THREADS) sample_prep(
             const int oi = __ldcg(part_i + b);
             if (argmax_better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
         }
-        argmax_block(bv, bi);
+        argmax_block<THREADS>(bv, bi);
         if (tid == 0) out[0] = bi;
     } else {
         // Thread t owns bins [16t, 16t + 16); b* = the highest bin whose suffix count reaches k.

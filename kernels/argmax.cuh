@@ -1,0 +1,44 @@
+// The argmax order and block reduction shared by argmax.cu (greedy decode) and sample.cu
+// (temperature 0 and the penalised argmax): cpu::kernels::argmax's scan order, so the device picks
+// the same id as the CPU twin. Key: (not NaN, value, -index) for numbers, index among NaNs (the
+// last NaN wins when every value is NaN) -- a total order, so the reduction order does not matter.
+#pragma once
+
+#include "common.cuh"
+
+// Is candidate (va, ia) better than (vb, ib)?
+QA_DEVICE bool argmax_better(float va, int ia, float vb, int ib) {
+    const bool na = isnan(va), nb = isnan(vb);
+    if (na != nb) return nb;  // a number beats NaN
+    if (na) return ia > ib;   // among NaNs the last index wins
+    if (va != vb) return va > vb;
+    return ia < ib;           // ties: lowest index
+}
+
+// Best (v, i) of the block's THREADS threads (a multiple of 32, at most 1024), in every thread of
+// warp 0. Every thread must call it; it synchronises before returning, so it can be called again.
+template <int THREADS>
+QA_DEVICE void argmax_block(float& v, int& i) {
+    __shared__ float sv[THREADS / 32];
+    __shared__ int si[THREADS / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+        const int oi = __shfl_xor_sync(0xffffffffu, i, off);
+        if (argmax_better(ov, oi, v, i)) { v = ov; i = oi; }
+    }
+    if (lane == 0) { sv[warp] = v; si[warp] = i; }
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < THREADS / 32 ? sv[lane] : NAN;
+        i = lane < THREADS / 32 ? si[lane] : -1;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+            const int oi = __shfl_xor_sync(0xffffffffu, i, off);
+            if (argmax_better(ov, oi, v, i)) { v = ov; i = oi; }
+        }
+    }
+    __syncthreads();
+}

@@ -93,8 +93,10 @@ QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const f
 // The runtime launches every kernel with the programmatic-stream-serialization attribute (unless
 // QWEN_AOT_NO_PDL=1), so kernel N+1 can be scheduled while kernel N drains: the launch latency
 // between the ~200 small kernels of a decode step overlaps with work. Every kernel calls
-// pdl_prologue() in every block before it touches activations (anything an earlier kernel or the
-// host writes); constant weights may be loaded before it (the GEMV prefetches its first batch):
+// pdl_prologue() in every block before it touches activations (anything an earlier kernel of this
+// invocation writes); before it, a kernel may read constant weights (the GEMV prefetches its first
+// batch), the run state (written by the host before the launch) and the K/V cache rows of
+// positions < pos (written by earlier invocations; the attention stages its first tiles):
 //   griddepcontrol.wait            -- blocks until the previous kernel has completed and its
 //                                     writes are visible (a no-op without the attribute);
 //   griddepcontrol.launch_dependents -- lets the next kernel start launching now.

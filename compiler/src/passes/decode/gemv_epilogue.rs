@@ -2,14 +2,15 @@
 //! (packed qkv) takes that step as its epilogue: one warp group computes the two rows that the
 //! step combines (gate i and up i; the RoPE pair i, i + d/2), so the product row never touches
 //! memory and the step's launch disappears.
+use super::plain_gemv_sole_reader;
 use crate::error::CompileError;
 use crate::graph::{GemvEpi, Op, OpGraph, Value};
 
 pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
     let mut count = 0;
-    for old in g.find(|op| matches!(op, Op::Gemv { epilogue: GemvEpi::Store { residual: false, logits: false }, .. })) {
+    for old in g.find(|op| matches!(op, Op::Gemv { .. })) {
+        let Some(reader) = plain_gemv_sole_reader(g, Value::new(old, 0)) else { continue };
         let Op::Gemv { weight, n, k, norm, .. } = g.op(old).clone() else { continue };
-        let Some(reader) = g.sole_consumer(Value::new(old, 0)) else { continue };
         if g.inputs(reader).len() != 1 {
             continue; // unpacked inputs
         }

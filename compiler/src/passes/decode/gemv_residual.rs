@@ -3,20 +3,16 @@
 //! `rms_norm(s)`, which `gemv_absorb_norm` then folds into the next GEMV. The sum `s` is the
 //! residual stream, still read by the next residual add. (a + b == b + a exactly in IEEE
 //! arithmetic, so the operand order does not matter.)
+use super::plain_gemv_sole_reader;
 use crate::error::CompileError;
 use crate::graph::{GemvEpi, Op, OpGraph, Value};
-
-/// A plain GEMV output read only by `reader`.
-fn plain_gemv_read_only_by(g: &OpGraph, v: Value, reader: petgraph::stable_graph::NodeIndex) -> bool {
-    matches!(g.op(v.node), Op::Gemv { epilogue: GemvEpi::Store { residual: false, logits: false }, .. }) && g.sole_consumer(v) == Some(reader)
-}
 
 pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
     let mut count = 0;
     for add_norm in g.find(|op| matches!(op, Op::AddRmsNorm { .. })) {
         let Op::AddRmsNorm { weight, eps } = g.op(add_norm).clone() else { continue };
         let ins = g.inputs(add_norm);
-        let Some(slot) = (0..2).find(|&s| plain_gemv_read_only_by(g, ins[s], add_norm)) else { continue };
+        let Some(slot) = (0..2).find(|&s| plain_gemv_sole_reader(g, ins[s]) == Some(add_norm)) else { continue };
         let old = ins[slot].node;
         let Op::Gemv { weight: w, n, k, norm, .. } = g.op(old).clone() else { continue };
         let x = g.inputs(old)[0];

@@ -13,6 +13,15 @@ mod gemv_norm;
 mod gemv_residual;
 
 use super::Pass;
+use crate::graph::{GemvEpi, Op, OpGraph, Value};
+use petgraph::stable_graph::NodeIndex;
+
+/// The one step reading `v`, when `v` is the product of a plain GEMV (it only stores: no residual
+/// add yet, not the LM head) -- the GEMVs the residual and epilogue passes may still extend.
+fn plain_gemv_sole_reader(g: &OpGraph, v: Value) -> Option<NodeIndex> {
+    let plain = matches!(g.op(v.node), Op::Gemv { epilogue: GemvEpi::Store { residual: false, logits: false }, .. });
+    if plain { g.sole_consumer(v) } else { None }
+}
 
 /// The decode pipeline, in order (run after [`super::PASSES`]): the residual pass splits each
 /// add+norm so that the norm pass can then fold every norm into the GEMV reading it.

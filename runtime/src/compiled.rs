@@ -86,7 +86,7 @@ pub fn validate(plan: &Plan) -> Result<(), RuntimeError> {
     for (v, what) in [(hp.n_layers, "n_layers"), (hp.hidden, "hidden"), (hp.n_heads, "n_heads"), (hp.n_kv_heads, "n_kv_heads"), (hp.head_dim, "head_dim"), (hp.ffn, "ffn"), (hp.vocab, "vocab"), (hp.context_length, "context_length")] {
         sane(v, what)?;
     }
-    if hp.n_heads % hp.n_kv_heads != 0 || hp.head_dim % 2 != 0 {
+    if !hp.n_heads.is_multiple_of(hp.n_kv_heads) || !hp.head_dim.is_multiple_of(2) {
         return Err(bad(format!("{} heads / {} KV heads / head_dim {} is not a valid attention shape", hp.n_heads, hp.n_kv_heads, hp.head_dim)));
     }
     for w in &plan.weights {

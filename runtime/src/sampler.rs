@@ -185,10 +185,12 @@ mod tests {
 
     #[test]
     fn penalties_push_recent_tokens_down() {
-        let mut l = vec![2.0, -1.0, 1.5];
+        let (pos, neg) = (2.0, -1.0);
+        let mut l = vec![pos, neg, 1.5];
         let p = SamplingParams { repeat_penalty: 2.0, presence_penalty: 0.25, ..params(0.0) };
         apply_penalties(&mut l, &[0, 0, 1, 99], &p);
-        assert_eq!(l, vec![2.0 / 2.0 - 0.25, -1.0 * 2.0 - 0.25, 1.5]);
+        // A positive logit is divided by the penalty, a negative one multiplied.
+        assert_eq!(l, vec![pos / 2.0 - 0.25, neg * 2.0 - 0.25, 1.5]);
         assert_eq!(sample(&[2.0, -1.0, 1.5], &[0, 1], &p, 5), 2, "greedy after penalties");
     }
 

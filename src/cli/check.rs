@@ -207,7 +207,7 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
         Ok((ids, draws, misses))
     };
     println!("\nsampling on the device vs sampler::sample on the GPU logits ({n}-token prompt, {steps} decode steps, decode via {})", if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
-    println!("  {:<44} {:>6} {:>10} {:>9} {:>10}  {}", "parameters", "draws", "mismatches", "distinct", "repeatable", "result");
+    println!("  {:<44} {:>6} {:>10} {:>9} {:>10}  result", "parameters", "draws", "mismatches", "distinct", "repeatable");
     let mut failed = 0;
     for (label, p) in &cases {
         let (_, da, ma) = run(gpu, p, false, true)?;

@@ -27,7 +27,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_token
     let prompts = ["Write a haiku about GPU computing.", "fn fibonacci(n: u64) -> u64 {", "The quick brown fox", "List three prime numbers:"];
     let one = |i: usize, loaded: &mut backend::Loaded| -> Result<usize> {
         loaded.session.reset();
-        let sampling = if i % 2 == 0 || !samples { SamplingParams::default() } else { SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: i as u64, ..Default::default() } };
+        let sampling = if i.is_multiple_of(2) || !samples { SamplingParams::default() } else { SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: i as u64, ..Default::default() } };
         loaded.session.set_sampling(&sampling)?;
         let ids = loaded.tokenizer.encode(prompts[i % prompts.len()]);
         let g = generate(&mut loaded.session, &loaded.tokenizer, &ids, &GenOptions { max_tokens, ..Default::default() }, |_| {})?;

@@ -15,8 +15,11 @@ fn bias_of(g: &OpGraph, v: Value) -> Option<(NodeIndex, Value, String)> {
     }
 }
 
+/// A rope's attributes: (heads, head_dim, theta).
+type RopeAttrs = (usize, usize, f32);
+
 /// `rope(bias_add(x))`, each with one consumer: (rope node, bias node, raw input, bias, rope attrs).
-fn rope_of(g: &OpGraph, v: Value) -> Option<(NodeIndex, NodeIndex, Value, String, (usize, usize, f32))> {
+fn rope_of(g: &OpGraph, v: Value) -> Option<(NodeIndex, NodeIndex, Value, String, RopeAttrs)> {
     let Op::Rope { heads, head_dim, theta } = *g.op(v.node) else { return None };
     g.sole_consumer(v)?;
     let (b, raw, bias) = bias_of(g, g.inputs(v.node)[0])?;

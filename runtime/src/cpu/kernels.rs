@@ -52,13 +52,7 @@ pub fn add_rms_norm(a: &[f32], b: &[f32], weight: &[f32], eps: f32, row: usize, 
 pub fn matmul(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize, residual: Option<&[f32]>, out: &mut [f32]) {
     assert!(x.len() >= rows * k && w.len() >= n * k && out.len() >= rows * n, "matmul: slice too short");
     if rows == 1 {
-        let x = &x[..k];
-        out[..n].par_chunks_mut(64).enumerate().for_each(|(c, chunk)| {
-            for (jj, o) in chunk.iter_mut().enumerate() {
-                let j = c * 64 + jj;
-                *o = dot(x, &w[j * k..(j + 1) * k]);
-            }
-        });
+        gemv(&mut out[..n], |j| dot(&x[..k], &w[j * k..(j + 1) * k]));
     } else {
         // SAFETY: the assert above guarantees x holds rows*k, w holds n*k and out holds rows*n
         // elements; the strides describe exactly those row-major layouts (w read transposed:
@@ -73,8 +67,22 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize, residual: O
             );
         }
     }
+    add_residual(&mut out[..rows * n], residual);
+}
+
+/// `out[j] = row_dot(j)` for every output of a one-row matmul, in parallel chunks of 64 outputs.
+fn gemv(out: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
+    out.par_chunks_mut(64).enumerate().for_each(|(c, chunk)| {
+        for (jj, o) in chunk.iter_mut().enumerate() {
+            *o = row_dot(c * 64 + jj);
+        }
+    });
+}
+
+/// `out += residual` element-wise, when there is one.
+fn add_residual(out: &mut [f32], residual: Option<&[f32]>) {
     if let Some(r) = residual {
-        for (o, &v) in out[..rows * n].iter_mut().zip(r) {
+        for (o, &v) in out.iter_mut().zip(r) {
             *o += v;
         }
     }
@@ -87,13 +95,7 @@ pub fn matmul_f16(x: &[f32], w: &[half::f16], rows: usize, n: usize, k: usize, r
     use half::slice::HalfFloatSliceExt;
     assert!(x.len() >= rows * k && w.len() >= n * k && out.len() >= rows * n, "matmul_f16: slice too short");
     if rows == 1 {
-        let x = &x[..k];
-        out[..n].par_chunks_mut(64).enumerate().for_each(|(c, chunk)| {
-            for (jj, o) in chunk.iter_mut().enumerate() {
-                let j = c * 64 + jj;
-                *o = dot_f16(x, &w[j * k..(j + 1) * k]);
-            }
-        });
+        gemv(&mut out[..n], |j| dot_f16(&x[..k], &w[j * k..(j + 1) * k]));
     } else {
         // Blocks of output columns: convert the block's weight rows, then one SGEMM into the
         // block's columns of `out` (row stride n).
@@ -116,11 +118,7 @@ pub fn matmul_f16(x: &[f32], w: &[half::f16], rows: usize, n: usize, k: usize, r
             }
         }
     }
-    if let Some(r) = residual {
-        for (o, &v) in out[..rows * n].iter_mut().zip(r) {
-            *o += v;
-        }
-    }
+    add_residual(&mut out[..rows * n], residual);
 }
 
 /// `sum_i a[i] * b[i]` with `b` in f16: AVX2+FMA+F16C (8 lanes, conversion fused into the loop)

@@ -134,5 +134,42 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
             return Err(e).with_context(|| format!("moving the compiled model into {}", dir.display()));
         }
     }
+    for (old, bytes) in prune_outdated_entries(&dir) {
+        if !quiet {
+            eprintln!("removed an outdated compile of this model ({:.2} GB): {}", bytes as f64 / 1e9, old.display());
+        }
+    }
     Ok(dir)
+}
+
+/// `(model sha prefix, plan format)` of a compile-cache entry name `{sha16}-v{version}-p{format}`.
+fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
+    let (head, format) = name.rsplit_once("-p")?;
+    let (sha, _version) = head.split_once("-v")?;
+    Some((sha, format.parse().ok()?))
+}
+
+/// Removes the other cache entries of `current`'s model whose plan format is older than this
+/// binary's: no binary this new or newer can read them, and each holds a full copy of the weights
+/// (a gigabyte for the default model). Entries of other models, of this format or newer, and
+/// staging directories are left alone. Best effort: what cannot be removed stays. Returns each
+/// removed directory with the bytes it held.
+pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
+    let (Some(parent), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let Some((sha, _)) = cache_entry_key(name) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(other) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let outdated = matches!(cache_entry_key(other), Some((s, format)) if s == sha && format < PLAN_FORMAT_VERSION);
+        if !outdated || !path.is_dir() {
+            continue;
+        }
+        let bytes: u64 = std::fs::read_dir(&path).map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed.push((path, bytes));
+        }
+    }
+    removed
 }

@@ -1,6 +1,8 @@
 //! First use of a GGUF compiles it into the cache. Several processes doing that at once (parallel
 //! tests, two terminals) must all succeed and leave one complete cache entry: each compiles into
-//! its own staging directory and renames it into place (see `model::compiled_model`).
+//! its own staging directory and renames it into place (see `model::compiled_model`). The compile
+//! also removes the model's entries of older plan formats (a full copy of the weights each), and
+//! nothing else.
 mod common;
 
 use common::model;
@@ -10,6 +12,18 @@ use std::process::Command;
 fn concurrent_first_use_compiles_safely() {
     let cache = tempfile::tempdir().expect("temp dir");
     let model = model();
+    // Entries a compile must remove (this model, older plan format) and keep (a newer format; another model).
+    let sha = qwen_aot::model::model_sha256(&model).expect("hashing the model");
+    let version = qwen_aot_compiler::compile::COMPILER_VERSION;
+    let format = qwen_aot_runtime::plan::PLAN_FORMAT_VERSION;
+    let outdated = format!("{}-v{version}-p{}", &sha[..16], format - 1);
+    let newer = format!("{}-v{version}-p{}", &sha[..16], format + 1);
+    let other_model = format!("0123456789abcdef-v{version}-p{}", format - 1);
+    for name in [&outdated, &newer, &other_model] {
+        let d = cache.path().join("compiled").join(name);
+        std::fs::create_dir_all(&d).expect("fake cache entry");
+        std::fs::write(d.join("weights.bin"), [0u8; 64]).expect("fake weights");
+    }
     let procs: Vec<_> = (0..3)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_generate"))
@@ -30,6 +44,10 @@ fn concurrent_first_use_compiles_safely() {
         texts.push(v["ids"].clone());
     }
     assert!(texts.windows(2).all(|w| w[0] == w[1]), "same greedy ids from every process: {texts:?}");
-    let entries: Vec<String> = std::fs::read_dir(cache.path().join("compiled")).expect("cache dir").map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(entries.len(), 1, "one cache entry, no staging leftovers: {entries:?}");
+    let mut entries: Vec<String> = std::fs::read_dir(cache.path().join("compiled")).expect("cache dir").map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    entries.sort();
+    let current = format!("{}-v{version}-p{format}", &sha[..16]);
+    let mut want = vec![current, newer, other_model];
+    want.sort();
+    assert_eq!(entries, want, "the new entry, the newer format and the other model's entry; no staging leftovers, no {outdated}");
 }

@@ -117,6 +117,7 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     let gguf = gguf_path(model)?;
     let dir = compiled_cache_dir(&model_sha256(&gguf)?);
     if dir.join(PLAN_FILE).is_file() {
+        report_pruned(prune_outdated_entries(&dir), quiet);
         return Ok(dir);
     }
     if !quiet {
@@ -134,12 +135,16 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
             return Err(e).with_context(|| format!("moving the compiled model into {}", dir.display()));
         }
     }
-    for (old, bytes) in prune_outdated_entries(&dir) {
+    report_pruned(prune_outdated_entries(&dir), quiet);
+    Ok(dir)
+}
+
+fn report_pruned(removed: Vec<(PathBuf, u64)>, quiet: bool) {
+    for (old, bytes) in removed {
         if !quiet {
             eprintln!("removed an outdated compile of this model ({:.2} GB): {}", bytes as f64 / 1e9, old.display());
         }
     }
-    Ok(dir)
 }
 
 /// `(model sha prefix, plan format)` of a compile-cache entry name `{sha16}-v{version}-p{format}`.

@@ -2,7 +2,7 @@
 //! tests, two terminals) must all succeed and leave one complete cache entry: each compiles into
 //! its own staging directory and renames it into place (see `model::compiled_model`). The compile
 //! also removes the model's entries of older plan formats (a full copy of the weights each), and
-//! nothing else.
+//! nothing else (so does any later use).
 mod common;
 
 use common::model;
@@ -50,4 +50,15 @@ fn concurrent_first_use_compiles_safely() {
     let mut want = vec![current, newer, other_model];
     want.sort();
     assert_eq!(entries, want, "the new entry, the newer format and the other model's entry; no staging leftovers, no {outdated}");
+
+    // A later use of the cached model removes an outdated entry too.
+    let stale = cache.path().join("compiled").join(&outdated);
+    std::fs::create_dir_all(&stale).expect("fake cache entry");
+    let out = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .env("QWEN_AOT_CACHE", cache.path())
+        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt", "1, 2, 3,", "--max-tokens", "1", "--quiet"])
+        .output()
+        .expect("run generate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stale.exists(), "{outdated} survived a use of the cached model");
 }

@@ -10,21 +10,8 @@
 //! NaN on both sides, since NaN payloads are not part of any contract.
 use qwen_aot_compiler::gguf::{dequantize, GgmlType, GgufBuilder, GgufFile};
 
-const TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// Every type with a fixture (tests/fixtures/gguf/dequant/<name>.raw / .f32).
+const TYPES: [GgmlType; 13] = GgmlType::DEQUANTIZABLE;
 
 fn fixture(t: GgmlType) -> (Vec<u8>, Vec<f32>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/dequant");

@@ -11,21 +11,7 @@ use qwen_aot_compiler::gguf::{dequantize, GgmlType, GgufBuilder, GgufFile};
 /// Dequantize only tensors up to this many elements, to keep executions fast.
 const MAX_DEQUANT_ELEMS: u64 = 1 << 16;
 
-const SUPPORTED: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+const SUPPORTED: [GgmlType; 13] = GgmlType::DEQUANTIZABLE;
 
 fuzz_target!(|data: &[u8]| {
     check_dequant(data);

@@ -113,13 +113,15 @@ impl GgmlType {
         self.entry().3
     }
 
+    /// Every type [`crate::gguf::dequantize`] handles.
+    pub const DEQUANTIZABLE: [GgmlType; 13] = {
+        use GgmlType::*;
+        [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+    };
+
     /// Whether [`crate::gguf::dequantize`] handles this type.
     pub fn can_dequantize(self) -> bool {
-        use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
-        )
+        Self::DEQUANTIZABLE.contains(&self)
     }
 
     /// Bytes taken by `n_elements` elements, or `None` if `n_elements` is not a whole number of

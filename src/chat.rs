@@ -53,7 +53,7 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
         let keep = common_prefix(&cached, &ids).min(ids.len() - 1);
         loaded.session.rewind(keep);
         interrupted.store(false, Ordering::Relaxed);
-        let opts = GenOptions { max_tokens, stop_strings: stop_strings.to_vec(), cancel: Some(&interrupted), hide_stop_tokens: true };
+        let opts = GenOptions { max_tokens, stop_strings: stop_strings.to_vec(), cancel: Some(&interrupted) };
         let result = generate(&mut loaded.session, &loaded.tokenizer, &ids[keep..], &opts, |piece| {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(piece.as_bytes());

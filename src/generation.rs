@@ -14,7 +14,8 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StopReason {
-    /// A stop id (`<|im_end|>`, `<|endoftext|>`) was generated; it is included in the ids.
+    /// A stop id (`<|im_end|>`, `<|endoftext|>`) was generated; it is included in the ids, not
+    /// in the text.
     Eos,
     /// `max_tokens` were generated.
     Length,
@@ -42,9 +43,6 @@ pub struct GenOptions<'a> {
     pub max_tokens: usize,
     pub stop_strings: Vec<String>,
     pub cancel: Option<&'a AtomicBool>,
-    /// Do not print the text of a stop id such as `<|im_end|>` (the chat does not show it; the
-    /// id is still in `ids`).
-    pub hide_stop_tokens: bool,
 }
 
 /// Holds back streamed text that could still turn into a stop string.
@@ -110,7 +108,8 @@ pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], opts
     let stop_reason = loop {
         ids.push(next);
         let is_stop_id = stop_ids.contains(&next);
-        let piece = if is_stop_id && opts.hide_stop_tokens { String::new() } else { stream.push(next)? };
+        // A stop id ends the answer; its text (`<|im_end|>`) is a control marker, not output.
+        let piece = if is_stop_id { String::new() } else { stream.push(next)? };
         let (out, hit) = filter.push(&piece);
         emit(&out, &mut text);
         if hit {

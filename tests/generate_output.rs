@@ -1,0 +1,33 @@
+//! What `generate` prints for an answer that ends by itself: the text of the answer, without the
+//! end-of-turn marker (`<|im_end|>` is a control token; its id stays in the JSON `ids`), the same
+//! text streamed as in `--json`. Runs the real binary on the default model, on the CPU.
+mod common;
+
+use common::model;
+use std::process::Command;
+
+const EOS_MARKER: &str = "<|im_end|>";
+
+fn generate(extra: &[&str]) -> String {
+    let model = model();
+    let out = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--chat", "Say hi.", "--max-tokens", "40", "--quiet"])
+        .args(extra)
+        .output()
+        .expect("run generate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+#[test]
+fn an_answer_that_ends_by_itself_prints_no_end_marker() {
+    let v: serde_json::Value = serde_json::from_str(&generate(&["--json"])).expect("one JSON object");
+    assert_eq!(v["stop_reason"], "eos", "{v}");
+    let ids = v["ids"].as_array().expect("ids");
+    assert_eq!(ids.last().and_then(|i| i.as_u64()), Some(151645), "the last id is <|im_end|>: {v}");
+    let text = v["text"].as_str().expect("text");
+    assert!(!text.trim().is_empty() && !text.contains(EOS_MARKER), "text {text:?}");
+
+    let streamed = generate(&[]);
+    assert_eq!(streamed.trim_end(), text.trim_end(), "streamed and JSON text agree");
+}

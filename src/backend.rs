@@ -34,7 +34,7 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
     let max_ctx = model.plan.hparams.context_length;
     let max_seq = match ctx {
         Some(0) => bail!("--ctx-size must be at least 1"),
-        Some(c) if c > max_ctx => bail!("--ctx-size {c} exceeds the model's context length {max_ctx}"),
+        Some(c) if c > max_ctx => bail!("a context of {c} tokens exceeds the model's context length {max_ctx}"),
         Some(c) => c,
         None => DEFAULT_CTX.min(max_ctx),
     };

@@ -11,6 +11,11 @@ use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use crate::backend::Loaded;
 use crate::generation::{generate, GenOptions, StopReason};
 
+/// `/` followed by letters only, e.g. `/rest`.
+fn is_command_like(s: &str) -> bool {
+    s.strip_prefix('/').is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()))
+}
+
 /// Length of the common prefix of two token sequences.
 pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -38,11 +43,20 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
         match line.trim() {
             "" => continue,
             "/exit" | "/quit" => break,
+            "/help" => {
+                eprintln!("/reset clears the conversation, /exit quits; Ctrl-C stops an answer.");
+                continue;
+            }
             "/reset" => {
                 messages.retain(|m| m.role == "system");
                 cached.clear();
                 loaded.session.reset();
                 eprintln!("(conversation cleared)");
+                continue;
+            }
+            // A lone /word is a mistyped command, not a message (a path such as /usr/bin/x is sent).
+            cmd if is_command_like(cmd) => {
+                eprintln!("(unknown command {cmd}: /reset clears the conversation, /exit quits)");
                 continue;
             }
             _ => {}
@@ -85,7 +99,13 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
 
 #[cfg(test)]
 mod tests {
-    use super::common_prefix;
+    use super::{common_prefix, is_command_like};
+
+    #[test]
+    fn only_a_lone_slash_word_is_a_command() {
+        assert!(is_command_like("/bogus") && is_command_like("/rest"));
+        assert!(!is_command_like("/usr/bin/env") && !is_command_like("/ 2") && !is_command_like("/") && !is_command_like("hi /x"));
+    }
 
     #[test]
     fn common_prefix_counts_equal_leading_ids() {

@@ -27,6 +27,19 @@ pub enum StopReason {
     Interrupted,
 }
 
+impl StopReason {
+    /// The name `--json` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::Length => "length",
+            StopReason::Context => "context",
+            StopReason::Stop => "stop",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Generation {
     pub prompt_ids: Vec<u32>,
@@ -83,7 +96,8 @@ pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], opts
     if prompt_ids.is_empty() {
         bail!("the prompt is empty");
     }
-    if session.pos() + prompt_ids.len() >= session.executor().max_seq() {
+    // A prompt may fill the cache exactly: its first answer token comes from the prefill.
+    if session.pos() + prompt_ids.len() > session.executor().max_seq() {
         bail!(
             "the prompt needs {} tokens but the context holds {} (raise --ctx-size up to the model's context length)",
             session.pos() + prompt_ids.len(),
@@ -174,5 +188,12 @@ mod tests {
         assert_eq!(run(&["END"], &["hello E", "nd"]), ("hello End".to_string(), false));
         assert_eq!(run(&[], &["x", "y"]), ("xy".to_string(), false));
         assert_eq!(run(&["é!"], &["caf", "é", "?"]), ("café?".to_string(), false));
+    }
+
+    #[test]
+    fn stop_reason_names_are_the_json_names() {
+        for r in [StopReason::Eos, StopReason::Length, StopReason::Context, StopReason::Stop, StopReason::Interrupted] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+        }
     }
 }

@@ -8,3 +8,4 @@ pub mod kernels;
 pub mod model;
 pub mod perplexity;
 pub mod progress;
+pub mod sigpipe;

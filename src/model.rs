@@ -98,7 +98,8 @@ pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool)
     let tok_json = tok.to_json().context("serialising the tokenizer")?;
     let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
     let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);
-    compile::write_dir(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done))?;
+    compile::write_dir(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done))
+        .with_context(|| format!("writing the compiled model to {}", out.display()))?;
     bar.finish_and_clear();
     Ok(compiled)
 }

@@ -82,6 +82,28 @@ fn not_a_gguf_at_all() {
     fails_with(out, "junk.gguf");
 }
 
+/// `compile -o` replaces its output directory as a whole, so it must refuse anything that is not
+/// empty or an earlier compiled model -- before compiling, and leaving nothing behind.
+#[test]
+fn compile_refuses_an_output_it_would_destroy() {
+    let m = model();
+    let dir = tmp();
+    let user_dir = dir.path().join("notes");
+    std::fs::create_dir(&user_dir).unwrap();
+    std::fs::write(user_dir.join("todo.txt"), "precious").unwrap();
+    let a_file = dir.path().join("afile");
+    std::fs::write(&a_file, "also precious").unwrap();
+    for (out, why) in [(&user_dir, "with other files in it"), (&a_file, "is not a directory")] {
+        fails_with(qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"]).output().unwrap(), why);
+    }
+    assert_eq!(std::fs::read_to_string(user_dir.join("todo.txt")).unwrap(), "precious");
+    assert_eq!(std::fs::read_to_string(&a_file).unwrap(), "also precious");
+    let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["afile", "notes"], "no partial output left behind");
+    fails_with(qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", dir.path().join("new").to_str().unwrap(), "--dot", "/nonexistent/x.dot"]).output().unwrap(), "is not a directory");
+}
+
 #[test]
 fn zero_max_tokens() {
     fails_with(generate().args(["--max-tokens", "0", "--prompt", "hi"]).output().unwrap(), "--max-tokens must be at least 1");
@@ -121,6 +143,11 @@ fn prompt_longer_than_the_context_and_a_full_context() {
     let chat = "Write a haiku about GPU computing."; // 37 tokens with the template
     let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "30", "--chat", chat]).output().unwrap();
     fails_with(out, "context holds 30");
+    // A prompt that fills the cache exactly still gets the one token its prefill gives.
+    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "37", "--chat", chat, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((v["stop_reason"].as_str(), v["ids"].as_array().map(Vec::len)), (Some("context"), Some(1)), "{v}");
     let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "40", "--chat", chat, "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");

@@ -31,3 +31,26 @@ fn an_answer_that_ends_by_itself_prints_no_end_marker() {
     let streamed = generate(&[]);
     assert_eq!(streamed.trim_end(), text.trim_end(), "streamed and JSON text agree");
 }
+
+/// `generate ... | head -c 10`: the reader goes away; generate must end at its next write, quietly
+/// (killed by SIGPIPE like other Unix tools), not decode on and then panic on a closed stdout.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_generation_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let model = model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt", "def fib(n):", "--max-tokens", "400"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn generate");
+    let mut first = [0u8; 10];
+    child.stdout.take().expect("stdout").read_exact(&mut first).expect("10 bytes of answer"); // then dropped: the pipe closes
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by the closed pipe: {:?} {err}", out.status);
+    assert!(!err.contains("stop: length"), "it decoded all 400 tokens into the closed pipe: {err}");
+}

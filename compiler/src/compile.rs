@@ -84,19 +84,43 @@ pub fn write_dir(
     dir: &Path,
     progress: impl FnMut(u64),
 ) -> Result<(), CompileError> {
+    check_output_dir(dir)?;
     let tmp = sibling(dir, "tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
     }
-    let written = write_into(c, src, tokenizer_json, &tmp, progress);
+    let written = write_into(c, src, tokenizer_json, &tmp, progress).and_then(|()| {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| CompileError::io(dir, e))
+    });
     if written.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return written;
+        let _ = std::fs::remove_dir_all(&tmp); // never leave a gigabyte of partial output behind
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
+    written
+}
+
+/// Whether a compiled model may be written to `dir`, which [`write_dir`] replaces as a whole: it
+/// must not exist, or be an empty directory, or hold a compiled model (no file but the ones
+/// `write_dir` writes). Anything else is refused, so that `-o` never deletes a user's files.
+pub fn check_output_dir(dir: &Path) -> Result<(), CompileError> {
+    let refuse = |why| Err(CompileError::OutputDir { path: dir.display().to_string(), why });
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CompileError::io(dir, e)),
+    };
+    if !meta.is_dir() {
+        return refuse("it exists and is not a directory");
     }
-    std::fs::rename(&tmp, dir).map_err(|e| CompileError::io(dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| CompileError::io(dir, e))?;
+    for entry in entries {
+        let name = entry.map_err(|e| CompileError::io(dir, e))?.file_name();
+        if ![PLAN_FILE, WEIGHTS_FILE, TOKENIZER_FILE].iter().any(|f| name == *f) {
+            return refuse("it is a directory with other files in it (only an empty directory or a compiled model is replaced)");
+        }
+    }
     Ok(())
 }
 

@@ -1,4 +1,6 @@
-//! Errors of the compiler crate.
+//! Errors of the compiler crate. A variant's message says what failed; an underlying cause (an
+//! I/O error) is its `source`, which callers print as part of the chain (`{:#}` in the CLIs), so
+//! the message does not repeat it.
 use thiserror::Error;
 
 use crate::gguf::GgufError;
@@ -14,7 +16,7 @@ pub enum CompileError {
     Description(String),
     #[error("model is missing tensor `{0}` required by the architecture description")]
     MissingTensor(String),
-    #[error("tensor `{name}`: {source}")]
+    #[error("tensor `{name}`")]
     Tensor { name: String, #[source] source: GgufError },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
@@ -22,10 +24,12 @@ pub enum CompileError {
     Graph(String),
     #[error("cannot emit a plan step for `{0}`: it must be removed or fused by a pass first")]
     Unlowerable(String),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: String, #[source] source: std::io::Error },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("refusing to write the compiled model to {path}: {why}")]
+    OutputDir { path: String, why: &'static str },
 }
 
 impl CompileError {

@@ -1,9 +1,10 @@
-//! Errors of the runtime crate: one enum, one clear message per failure.
+//! Errors of the runtime crate: one enum, one clear message per failure. An underlying cause (an
+//! I/O error) is the variant's `source`, printed by the caller's chain, not repeated in the message.
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("cannot read compiled model file {path}: {source}")]
+    #[error("cannot read compiled model file {path}")]
     Io { path: String, #[source] source: std::io::Error },
     #[error("{0} (recompile with `qwen-aot compile`)")]
     BadPlan(String),

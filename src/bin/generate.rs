@@ -30,7 +30,7 @@ struct Args {
     #[arg(long)]
     chat: Option<String>,
     /// System message for --chat and the interactive chat (default: the template's own).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
     system: Option<String>,
     /// Stop when the generated text contains this string (repeatable); the text ends before it.
     #[arg(long = "stop")]
@@ -44,18 +44,23 @@ struct Args {
     #[arg(long)]
     ctx_size: Option<usize>,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
-    /// Keep the k most likely tokens (0: no limit; at most 256).
+    /// Keep the k most likely tokens; 0, or any k above 256, keeps the 256 most likely (the
+    /// sampler's cap).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    /// Keep the most likely tokens whose probabilities add up to at least p, in (0, 1].
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    /// Drop tokens less likely than min_p times the most likely one, in [0, 1].
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    /// Divide the positive logits (multiply the negative ones) of recent tokens by this; 1 is off.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     repeat_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
+    /// Subtract this from the logits of recent tokens; 0 is off, negative favours them.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     presence_penalty: f32,
     /// Recent tokens the penalties look at.
     #[arg(long, default_value_t = 64)]
@@ -66,7 +71,7 @@ struct Args {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// No progress bars or notes on stderr.
+    /// No progress bars, notes or the closing statistics line on stderr.
     #[arg(long)]
     quiet: bool,
 }
@@ -130,22 +135,27 @@ fn run(args: Args) -> Result<()> {
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&gen)?);
-    } else {
-        println!();
+        return Ok(());
+    }
+    println!();
+    if !args.quiet {
+        // The first token comes from the prefill, so decode speed needs at least two.
+        let speed = if gen.ids.len() > 1 { format!(" at {:.1} tokens/s", gen.decode_tok_s) } else { String::new() };
         eprintln!(
-            "[{}] prompt {} tokens | ttft {:.1} ms | {} tokens at {:.1} tokens/s | stop: {:?}",
+            "[{}] prompt {} tokens | ttft {:.1} ms | {} token{}{speed} | stop: {}",
             gen.backend,
             gen.prompt_ids.len(),
             gen.ttft_ms,
             gen.ids.len(),
-            gen.decode_tok_s,
-            gen.stop_reason
+            if gen.ids.len() == 1 { "" } else { "s" },
+            gen.stop_reason.name()
         );
     }
     Ok(())
 }
 
 fn main() {
+    qwen_aot::sigpipe::restore_default();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -19,25 +19,31 @@ struct Args {
 enum Cmd {
     /// Hyperparameters, metadata and tensor table of a GGUF.
     Inspect {
+        /// GGUF file (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
     },
     /// Text to token ids, or ids back to text with --decode.
     Tokenize {
+        /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Print {"ids": [...]} (or {"text": ...} with --decode).
         #[arg(long)]
         json: bool,
         /// Treat the arguments as ids and print the text.
         #[arg(long)]
         decode: bool,
+        /// The text (joined with spaces), or the ids with --decode.
         #[arg(required = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Compile a GGUF into a directory (plan, packed weights, tokenizer).
     Compile {
+        /// GGUF file (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Output directory: a new path, an empty directory or an earlier compiled model (replaced).
         #[arg(short, long)]
         out: PathBuf,
         /// Write layer 0 of the graph before and after fusion as Graphviz DOT.
@@ -49,6 +55,7 @@ enum Cmd {
         /// Rows of the prefill program (longer prompts run in chunks).
         #[arg(long, default_value_t = 512)]
         prefill_tokens: usize,
+        /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
     },
@@ -61,49 +68,61 @@ enum Cmd {
         backend: BackendChoice,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
     },
     /// Perplexity of a text file (llama.cpp method: windows of --ctx tokens, second half scored).
     Perplexity {
+        /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// UTF-8 text file to score.
         #[arg(long)]
         file: PathBuf,
+        /// Tokens per window (at least 4).
         #[arg(long, default_value_t = 512)]
         ctx: usize,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
+        /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
+        /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
     },
     /// Many generations in one process; fails if host RSS or device memory grows.
     Soak {
+        /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
+        /// Generations to run.
         #[arg(long, default_value_t = 200)]
         n: usize,
         #[arg(long, default_value_t = 16)]
         max_tokens: usize,
+        /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
     },
     /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
     Bench {
+        /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Use a seeded random-weight model with the Qwen2.5-0.5B shapes instead of a model file.
         #[arg(long, conflicts_with = "model")]
         random: bool,
+        /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
         /// Repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
     },
@@ -122,6 +141,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
+    qwen_aot::sigpipe::restore_default();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

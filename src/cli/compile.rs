@@ -80,6 +80,20 @@ fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option<&Path>, prefill_tokens: usize, quiet: bool) -> Result<()> {
+    // Everything that can be refused is refused before the minute of compiling.
+    qwen_aot_compiler::compile::check_output_dir(out)?;
+    for p in dot.iter().chain(svg.iter()) {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        anyhow::ensure!(parent.is_dir(), "cannot write {}: {} is not a directory", p.display(), parent.display());
+    }
+    if svg.is_some() {
+        std::process::Command::new("dot")
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("--svg needs Graphviz's `dot` on PATH (e.g. apt-get install graphviz); --dot writes the DOT text instead")?;
+    }
     let gguf = model::gguf_path(model_arg)?;
     let sha = model::model_sha256(&gguf)?;
     let start = std::time::Instant::now();

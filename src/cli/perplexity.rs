@@ -10,8 +10,9 @@ use qwen_aot::perplexity::perplexity;
 pub fn run(model_arg: Option<&Path>, file: &Path, ctx: usize, backend: BackendChoice, json: bool, quiet: bool) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{} is not UTF-8 text (invalid byte at offset {})", file.display(), e.utf8_error().valid_up_to()))?;
+    anyhow::ensure!(ctx >= 4, "--ctx must be at least 4");
     let dir = model::compiled_model(model_arg, quiet)?;
-    let mut loaded = backend::load(&dir, backend, Some(ctx.clamp(1, 32768)), quiet)?;
+    let mut loaded = backend::load(&dir, backend, Some(ctx), quiet)?;
     let tokens = loaded.tokenizer.encode(&text);
     let backend_name = loaded.session.executor().backend().name();
     let r = perplexity(&mut loaded.session, &tokens, ctx, |done, total, ppl| {

@@ -9,7 +9,7 @@ use super::dtype::GgmlType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot read GGUF file {path}: {source}")]
+    #[error("cannot read GGUF file {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -44,7 +44,7 @@ pub enum GgufError {
         available: u64,
     },
 
-    #[error("{what} at offset {offset} is not valid UTF-8: {source}")]
+    #[error("{what} at offset {offset} is not valid UTF-8")]
     InvalidUtf8 {
         what: String,
         offset: u64,

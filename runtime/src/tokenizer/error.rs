@@ -48,7 +48,7 @@ pub enum TokenizerError {
     #[error("unknown token id {id} (vocabulary size {vocab})")]
     UnknownId { id: u32, vocab: usize },
     /// Reading `tokenizer.json` failed.
-    #[error("reading tokenizer data {path}: {source}")]
+    #[error("reading tokenizer data {path}")]
     Io {
         path: String,
         #[source]

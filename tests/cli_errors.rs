@@ -166,5 +166,7 @@ fn bad_ctx_size() {
 fn invalid_sampling_values() {
     fails_with(generate().args(["--top-p", "1.5", "--prompt", "hi"]).output().unwrap(), "--top-p must be in (0, 1]");
     fails_with(generate().args(["--temperature=-1", "--prompt", "hi"]).output().unwrap(), "--temperature must be >= 0");
+    // A negative number is a value, not a flag, also without `=`.
+    fails_with(generate().args(["--temperature", "-1", "--prompt", "hi"]).output().unwrap(), "--temperature must be >= 0");
     fails_with(generate().args(["--min-p", "7", "--prompt", "hi"]).output().unwrap(), "--min-p must be in [0, 1]");
 }

@@ -44,7 +44,7 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let bad = |m: String| Err(RuntimeError::InvalidArgument(m));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("--temperature must be >= 0, got {}", self.temperature));
+            return bad(format!("--temperature must be >= 0 and finite, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("--top-p must be in (0, 1], got {}", self.top_p));

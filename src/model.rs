@@ -143,7 +143,7 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
 fn report_pruned(removed: Vec<(PathBuf, u64)>, quiet: bool) {
     for (old, bytes) in removed {
         if !quiet {
-            eprintln!("removed an outdated compile of this model ({:.2} GB): {}", bytes as f64 / 1e9, old.display());
+            eprintln!("removed an outdated or abandoned compile of this model ({:.2} GB): {}", bytes as f64 / 1e9, old.display());
         }
     }
 }
@@ -155,11 +155,37 @@ fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
     Some((sha, format.parse().ok()?))
 }
 
+/// The process id in a staging directory's name, `{entry}.staging-{pid}` or `{entry}.staging-{pid}.tmp`,
+/// with the entry's name.
+fn staging_owner(name: &str) -> Option<(&str, u32)> {
+    let (entry, rest) = name.split_once(".staging-")?;
+    let pid = rest.strip_suffix(".tmp").unwrap_or(rest);
+    Some((entry, pid.parse().ok()?))
+}
+
+/// Whether process `pid` is gone (a staging directory it left can never be finished).
+fn process_gone(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
 /// Removes the other cache entries of `current`'s model whose plan format is older than this
-/// binary's: no binary this new or newer can read them, and each holds a full copy of the weights
-/// (a gigabyte for the default model). Entries of other models, of this format or newer, and
-/// staging directories are left alone. Best effort: what cannot be removed stays. Returns each
-/// removed directory with the bytes it held.
+/// binary's -- no binary this new or newer can read them, and each holds a full copy of the
+/// weights (a gigabyte for the default model) -- and the staging directories of its compiles
+/// whose process is gone (killed mid-compile). Entries of other models, of this format or newer
+/// (or another compiler version of it, which another installed binary may use), and staging
+/// directories of running compiles are left alone. Best effort: what cannot be removed stays.
+/// Returns each removed directory with the bytes it held.
 pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
     let (Some(parent), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
     let Some((sha, _)) = cache_entry_key(name) else { return Vec::new() };
@@ -168,7 +194,10 @@ pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(other) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let outdated = matches!(cache_entry_key(other), Some((s, format)) if s == sha && format < PLAN_FORMAT_VERSION);
+        let outdated = match staging_owner(other) {
+            Some((entry, pid)) => cache_entry_key(entry).is_some_and(|(s, _)| s == sha) && process_gone(pid),
+            None => matches!(cache_entry_key(other), Some((s, format)) if s == sha && format < PLAN_FORMAT_VERSION),
+        };
         if !outdated || !path.is_dir() {
             continue;
         }

@@ -102,6 +102,18 @@ fn compile_refuses_an_output_it_would_destroy() {
     left.sort();
     assert_eq!(left, ["afile", "notes"], "no partial output left behind");
     fails_with(qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", dir.path().join("new").to_str().unwrap(), "--dot", "/nonexistent/x.dot"]).output().unwrap(), "is not a directory");
+
+    // `-o .` (the directory holding the user's file) and `-o ..` are refused; so is an `OUT.tmp`
+    // that is not a leftover of ours.
+    fails_with(qwen_aot().current_dir(&user_dir).args(["compile", "--model", m.to_str().unwrap(), "-o", ".", "--quiet"]).output().unwrap(), "with other files in it");
+    fails_with(qwen_aot().current_dir(&user_dir).args(["compile", "--model", m.to_str().unwrap(), "-o", "..", "--quiet"]).output().unwrap(), "without `..`");
+    let user_tmp = dir.path().join("out.tmp");
+    std::fs::create_dir(&user_tmp).unwrap();
+    std::fs::write(user_tmp.join("draft.txt"), "mine").unwrap();
+    let out = qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", dir.path().join("out").to_str().unwrap(), "--quiet"]).output().unwrap();
+    fails_with(out, "out.tmp");
+    assert_eq!(std::fs::read_to_string(user_tmp.join("draft.txt")).unwrap(), "mine");
+    assert_eq!(std::fs::read_to_string(user_dir.join("todo.txt")).unwrap(), "precious");
 }
 
 #[test]

@@ -13,13 +13,23 @@ fn concurrent_first_use_compiles_safely() {
     let cache = tempfile::tempdir().expect("temp dir");
     let model = model();
     // Entries a compile must remove (this model, older plan format) and keep (a newer format; another model).
-    let sha = qwen_aot::model::model_sha256(&model).expect("hashing the model");
+    let sha = qwen_aot_compiler::compile::sha256_file(&model).expect("hashing the model");
     let version = qwen_aot_compiler::compile::COMPILER_VERSION;
     let format = qwen_aot_runtime::plan::PLAN_FORMAT_VERSION;
     let outdated = format!("{}-v{version}-p{}", &sha[..16], format - 1);
     let newer = format!("{}-v{version}-p{}", &sha[..16], format + 1);
     let other_model = format!("0123456789abcdef-v{version}-p{}", format - 1);
-    for name in [&outdated, &newer, &other_model] {
+    // Staging directories: of a compile whose process is gone (removed), of a running one (kept).
+    let current = format!("{}-v{version}-p{format}", &sha[..16]);
+    let gone_pid = {
+        let mut c = Command::new("true").spawn().expect("spawn true");
+        let pid = c.id();
+        c.wait().expect("wait");
+        pid
+    };
+    let abandoned = format!("{current}.staging-{gone_pid}.tmp");
+    let running = format!("{current}.staging-{}", std::process::id());
+    for name in [&outdated, &newer, &other_model, &abandoned, &running] {
         let d = cache.path().join("compiled").join(name);
         std::fs::create_dir_all(&d).expect("fake cache entry");
         std::fs::write(d.join("weights.bin"), [0u8; 64]).expect("fake weights");
@@ -46,10 +56,9 @@ fn concurrent_first_use_compiles_safely() {
     assert!(texts.windows(2).all(|w| w[0] == w[1]), "same greedy ids from every process: {texts:?}");
     let mut entries: Vec<String> = std::fs::read_dir(cache.path().join("compiled")).expect("cache dir").map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     entries.sort();
-    let current = format!("{}-v{version}-p{format}", &sha[..16]);
-    let mut want = vec![current, newer, other_model];
+    let mut want = vec![current, newer, other_model, running];
     want.sort();
-    assert_eq!(entries, want, "the new entry, the newer format and the other model's entry; no staging leftovers, no {outdated}");
+    assert_eq!(entries, want, "the new entry, the newer format, the other model's entry and the running compile's staging; no {outdated}, no {abandoned}");
 
     // A later use of the cached model removes an outdated entry too.
     let stale = cache.path().join("compiled").join(&outdated);

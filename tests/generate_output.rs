@@ -46,11 +46,14 @@ fn a_closed_pipe_ends_generation_quietly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn generate");
+    let started = std::time::Instant::now();
     let mut first = [0u8; 10];
     child.stdout.take().expect("stdout").read_exact(&mut first).expect("10 bytes of answer"); // then dropped: the pipe closes
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by the closed pipe: {:?} {err}", out.status);
-    assert!(!err.contains("stop: length"), "it decoded all 400 tokens into the closed pipe: {err}");
+    // 400 tokens take over 20 s on this CPU path; ending at the first write after the close takes
+    // a few tokens' time.
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "it decoded on into the closed pipe: {:?}", started.elapsed());
 }

@@ -84,12 +84,16 @@ pub fn write_dir(
     dir: &Path,
     progress: impl FnMut(u64),
 ) -> Result<(), CompileError> {
+    let dir = &output_path(dir)?;
     check_output_dir(dir)?;
     let tmp = sibling(dir, "tmp");
+    check_output_dir(&tmp)?; // a leftover of an interrupted compile, or a user's directory
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
     }
     let written = write_into(c, src, tokenizer_json, &tmp, progress).and_then(|()| {
+        // Again: packing the weights took a while, and the directory may have changed meanwhile.
+        check_output_dir(dir)?;
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
         }
@@ -106,11 +110,15 @@ pub fn write_dir(
 /// `write_dir` writes). Anything else is refused, so that `-o` never deletes a user's files.
 pub fn check_output_dir(dir: &Path) -> Result<(), CompileError> {
     let refuse = |why| Err(CompileError::OutputDir { path: dir.display().to_string(), why });
+    let dir = &output_path(dir)?;
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(CompileError::io(dir, e)),
     };
+    if meta.is_symlink() {
+        return refuse("it is a symbolic link (give the directory it points to)");
+    }
     if !meta.is_dir() {
         return refuse("it exists and is not a directory");
     }
@@ -138,6 +146,18 @@ fn write_into(c: &mut Compiled, src: &dyn TensorSource, tokenizer_json: Option<&
         std::fs::write(tmp.join(TOKENIZER_FILE), t).map_err(|e| CompileError::io(tmp.join(TOKENIZER_FILE), e))?;
     }
     Ok(())
+}
+
+/// `dir` made absolute with its `.` components dropped (`-o .` is the current directory, whose
+/// temporary sibling must lie outside it), refused when it names no directory of its own (`..`,
+/// `/`, a path ending in `..`): replacing it would take its parent's other files along.
+fn output_path(dir: &Path) -> Result<std::path::PathBuf, CompileError> {
+    let abs = std::path::absolute(dir).map_err(|e| CompileError::io(dir, e))?;
+    let clean: std::path::PathBuf = abs.components().filter(|c| *c != std::path::Component::CurDir).collect();
+    if clean.file_name().is_none() || clean.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(CompileError::OutputDir { path: dir.display().to_string(), why: "give a path without `..` that names the output directory itself" });
+    }
+    Ok(clean)
 }
 
 /// `DIR.suffix` beside `dir` (not `Path::with_extension`, which would replace a dotted version

@@ -60,6 +60,26 @@ fn every_type_matches_python_gguf_bit_exactly() {
     }
 }
 
+/// The list under test is the list the fixtures were made for, and `dequantize` agrees with it:
+/// every other known type is refused, not decoded into garbage.
+#[test]
+fn dequantizable_types_are_exactly_the_fixtures() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/dequant");
+    let mut with_fixture: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".raw").map(str::to_string))
+        .collect();
+    with_fixture.sort();
+    let mut listed: Vec<String> = TYPES.iter().map(|t| t.name().to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, with_fixture);
+    for t in GgmlType::all() {
+        let n = t.block_size() as usize;
+        let block = vec![0u8; t.type_size() as usize];
+        assert_eq!(dequantize(t, &block, n).is_ok(), t.can_dequantize(), "{t}");
+    }
+}
+
 /// Big inputs are split over threads: the result must not depend on the split.
 #[test]
 fn parallel_path_matches() {

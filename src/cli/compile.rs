@@ -80,11 +80,19 @@ fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option<&Path>, prefill_tokens: usize, quiet: bool) -> Result<()> {
+    let gguf = model::gguf_path(model_arg)?;
+    let sha = model::model_sha256(&gguf)?;
+    let opts = CompileOptions { prefill_tokens };
+    let cached = up_to_date(out, &sha, &opts);
     // Everything that can be refused is refused before the minute of compiling.
-    qwen_aot_compiler::compile::check_output_dir(out)?;
+    if !cached {
+        qwen_aot_compiler::compile::check_output_dir(out)?;
+    }
     for p in dot.iter().chain(svg.iter()) {
         let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        anyhow::ensure!(parent.is_dir(), "cannot write {}: {} is not a directory", p.display(), parent.display());
+        // The output directory itself is created by the compile.
+        let will_exist = std::path::absolute(parent).ok() == std::path::absolute(out).ok();
+        anyhow::ensure!(parent.is_dir() || will_exist, "cannot write {}: {} is not a directory", p.display(), parent.display());
     }
     if svg.is_some() {
         std::process::Command::new("dot")
@@ -94,11 +102,7 @@ pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option
             .status()
             .context("--svg needs Graphviz's `dot` on PATH (e.g. apt-get install graphviz); --dot writes the DOT text instead")?;
     }
-    let gguf = model::gguf_path(model_arg)?;
-    let sha = model::model_sha256(&gguf)?;
     let start = std::time::Instant::now();
-    let opts = CompileOptions { prefill_tokens };
-    let cached = up_to_date(out, &sha, &opts);
     let compiled = if cached {
         // Graph work only (no dequantisation): for the report and --dot.
         let g = model::open_gguf(&gguf)?;

@@ -30,7 +30,7 @@ pub const MAX_CONTEXT: u64 = 1 << 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HParamsError {
-    #[error("reading model hyperparameters: {0}")]
+    #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error("unsupported architecture {0} (qwen-aot supports qwen2)")]
     UnsupportedArchitecture(String),

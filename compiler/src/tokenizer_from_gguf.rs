@@ -27,7 +27,7 @@ const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 #[derive(Debug, Error)]
 pub enum TokenizerFromGgufError {
     /// A required key is missing or has the wrong type.
-    #[error("GGUF tokenizer metadata: {0}")]
+    #[error(transparent)]
     Gguf(#[from] GgufError),
     /// An array element has the wrong type or range.
     #[error("GGUF tokenizer metadata: {key}[{index}] is {found}, expected {expected}")]
@@ -36,7 +36,7 @@ pub enum TokenizerFromGgufError {
     #[error("GGUF tokenizer metadata: {key} = {value} is not a valid token id")]
     BadId { key: &'static str, value: String },
     /// The vocabulary is inconsistent (checked by the runtime tokenizer).
-    #[error("GGUF tokenizer is invalid: {0}")]
+    #[error(transparent)]
     Invalid(#[from] TokenizerError),
 }
 

@@ -42,7 +42,7 @@ pub fn run(model_arg: Option<&Path>) -> Result<()> {
             println!("  rope theta       {}", h.rope_theta);
             println!("  output           {}", if cfg.tied_embeddings { "tied to token_embd.weight" } else { "separate output.weight" });
         }
-        Err(e) => println!("\nhyperparameters: {e}"),
+        Err(e) => println!("\nhyperparameters: {:#}", anyhow::Error::from(e)),
     }
     println!("\nmetadata");
     for (k, v) in g.metadata() {

@@ -54,7 +54,7 @@ pub enum TokenizerError {
         #[source]
         source: std::io::Error,
     },
-    /// `tokenizer.json` is not valid tokenizer data.
-    #[error("parsing tokenizer data: {0}")]
+    /// `tokenizer.json` is not valid tokenizer data (serde's message is the source).
+    #[error("parsing tokenizer data")]
     Json(#[from] serde_json::Error),
 }

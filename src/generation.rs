@@ -11,8 +11,7 @@ use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// A stop id (`<|im_end|>`, `<|endoftext|>`) was generated; it is included in the ids, not
     /// in the text.
@@ -28,7 +27,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// The name `--json` uses.
+    /// The name `--json` and the statistics line use.
     pub fn name(self) -> &'static str {
         match self {
             StopReason::Eos => "eos",
@@ -37,6 +36,12 @@ impl StopReason {
             StopReason::Stop => "stop",
             StopReason::Interrupted => "interrupted",
         }
+    }
+}
+
+impl Serialize for StopReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

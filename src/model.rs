@@ -128,7 +128,7 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     // writes its own staging directory and renames it into place; a rename onto a directory that
     // another process already completed fails, and that one is used. The cache entry never
     // disappears once it exists, so a process reading it is never pulled from under.
-    let staging = compile::sibling(&dir, &format!("staging-{}", std::process::id()));
+    let staging = staging_dir(&dir);
     compile_gguf(&gguf, &staging, &CompileOptions::default(), quiet)?;
     if let Err(e) = std::fs::rename(&staging, &dir) {
         let _ = std::fs::remove_dir_all(&staging);
@@ -155,10 +155,18 @@ fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
     Some((sha, format.parse().ok()?))
 }
 
+/// Where this process compiles a cache entry before renaming it into place: `{entry}.staging-{pid}`
+/// (`write_dir` adds `.tmp` while it writes); [`staging_owner`] reads the pid back.
+fn staging_dir(entry: &Path) -> PathBuf {
+    compile::sibling(entry, &format!("{STAGING}{}", std::process::id()))
+}
+
+const STAGING: &str = "staging-";
+
 /// The process id in a staging directory's name, `{entry}.staging-{pid}` or `{entry}.staging-{pid}.tmp`,
 /// with the entry's name.
 fn staging_owner(name: &str) -> Option<(&str, u32)> {
-    let (entry, rest) = name.split_once(".staging-")?;
+    let (entry, rest) = name.split_once(&format!(".{STAGING}"))?;
     let pid = rest.strip_suffix(".tmp").unwrap_or(rest);
     Some((entry, pid.parse().ok()?))
 }

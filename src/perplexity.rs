@@ -27,10 +27,16 @@ pub fn nll(row: &[f32], target: u32) -> f64 {
     -(row[target as usize] as f64 - max - z.ln())
 }
 
-pub fn perplexity(session: &mut Session, tokens: &[u32], ctx: usize, mut on_window: impl FnMut(usize, usize, f64)) -> Result<Perplexity> {
+/// The smallest window: the second half of it is scored, and it needs at least two targets.
+pub fn check_ctx(ctx: usize) -> Result<()> {
     if ctx < 4 {
         bail!("--ctx must be at least 4");
     }
+    Ok(())
+}
+
+pub fn perplexity(session: &mut Session, tokens: &[u32], ctx: usize, mut on_window: impl FnMut(usize, usize, f64)) -> Result<Perplexity> {
+    check_ctx(ctx)?;
     if ctx > session.executor().max_seq() {
         bail!("--ctx {ctx} exceeds the KV cache ({} tokens)", session.executor().max_seq());
     }

@@ -10,7 +10,7 @@ use qwen_aot::perplexity::perplexity;
 pub fn run(model_arg: Option<&Path>, file: &Path, ctx: usize, backend: BackendChoice, json: bool, quiet: bool) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{} is not UTF-8 text (invalid byte at offset {})", file.display(), e.utf8_error().valid_up_to()))?;
-    anyhow::ensure!(ctx >= 4, "--ctx must be at least 4");
+    qwen_aot::perplexity::check_ctx(ctx)?; // before loading the model
     let dir = model::compiled_model(model_arg, quiet)?;
     let mut loaded = backend::load(&dir, backend, Some(ctx), quiet)?;
     let tokens = loaded.tokenizer.encode(&text);

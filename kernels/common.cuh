@@ -67,17 +67,14 @@ QA_DEVICE float block_max(float v, float* scratch) {
 QA_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // ---- RoPE (NeoX) + KV write of one rotation pair ---------------------------------------------
-// (a, b) = (x[i], x[i + d/2]) of `head` in a biased packed qkv row, at position p: rotated by
-// p * inv_freq[i] (accurate sincosf, see rope.cu) and stored -- query heads (head < n_heads) into
-// the row's q_out `q_row`, KV heads into this position's K cache row `k_row` (f16). Shared by
-// bias_rope_kv_write (rope.cu) and the GEMV RoPE epilogue (matmul.cu).
-QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const float* inv_freq, float* q_row,
-                               __half* k_row, int n_heads, int head_dim) {
+// (a, b) = (x[i], x[i + d/2]) of `head` in a biased packed qkv row, rotated by the angle whose
+// sine and cosine are (sn, cs) and stored -- query heads (head < n_heads) into the row's q_out
+// `q_row`, KV heads into this position's K cache row `k_row` (f16).
+QA_DEVICE void rope_store_rotated(float a, float b, float sn, float cs, int head, int i, float* q_row, __half* k_row,
+                                  int n_heads, int head_dim) {
     const int half = head_dim / 2;
-    float s, c;
-    sincosf((float)p * inv_freq[i], &s, &c);
-    const float r0 = a * c - b * s;
-    const float r1 = b * c + a * s;
+    const float r0 = a * cs - b * sn;
+    const float r1 = b * cs + a * sn;
     const int e0 = head * head_dim + i;
     if (head < n_heads) {
         q_row[e0] = r0;
@@ -87,6 +84,18 @@ QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const f
         k[0] = __float2half_rn(r0);
         k[half] = __float2half_rn(r1);
     }
+}
+
+// The angle of pair i at position p: p * inv_freq[i], accurate sincosf (see rope.cu).
+QA_DEVICE void rope_sincos(int p, int i, const float* inv_freq, float* sn, float* cs) { sincosf((float)p * inv_freq[i], sn, cs); }
+
+// rope_store_rotated at position p. Shared by bias_rope_kv_write (rope.cu); the GEMV RoPE epilogue
+// (matmul.cu) computes the sine and cosine early, before its PDL wait, and stores with the above.
+QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const float* inv_freq, float* q_row,
+                               __half* k_row, int n_heads, int head_dim) {
+    float sn, cs;
+    rope_sincos(p, i, inv_freq, &sn, &cs);
+    rope_store_rotated(a, b, sn, cs, head, i, q_row, k_row, n_heads, head_dim);
 }
 
 // ---- programmatic dependent launch (Hopper) ----------------------------------------------------

@@ -107,11 +107,38 @@ QA_DEVICE void unit_rows(int unit, int n, int head_dim, int& j0, int& j1) {
     }
 }
 
+// What an epilogue reads besides the products, fetched before it runs so that the loads are off
+// the kernel's critical path: the residual element (store), the bias pair and the sine and cosine
+// of the pair's angle (RoPE).
+struct EpiIn {
+    float res, b0, b1, sn, cs;
+};
+
+// The constants and run-state parts of EpiIn (readable before the PDL wait: common.cuh).
+template <int EPI>
+QA_DEVICE void epi_load_consts(const GemvOut& o, const int* state, int r, int j0, int j1, EpiIn& in) {
+    if (EPI == EPI_ROPE) {
+        const int d = o.head_dim, head = j0 / d;
+        in.b0 = o.bias[j0];
+        in.b1 = o.bias[j1];
+        in.sn = 0.0f;
+        in.cs = 1.0f;
+        if (head < o.n_heads + o.n_kv_heads) rope_sincos(state_pos(state) + r, j0 - head * d, o.inv_freq, &in.sn, &in.cs);
+    }
+}
+
+// The activation part of EpiIn (after the PDL wait).
+template <int EPI>
+QA_DEVICE void epi_load_acts(const GemvOut& o, int r, int n, int j0, EpiIn& in) {
+    if (EPI == EPI_STORE && o.residual != nullptr) in.res = o.residual[(size_t)r * n + j0];
+}
+
 // Writes one unit's result for token row r from its finished products y0 (row j0) and y1 (row j1).
 template <int EPI>
-QA_DEVICE void gemv_epilogue(const GemvOut& o, const int* state, int r, int n, int unit, int j0, int j1, float y0, float y1) {
+QA_DEVICE void gemv_epilogue(const GemvOut& o, const int* state, int r, int n, int unit, int j0, int j1, float y0, float y1,
+                             const EpiIn& in) {
     if (EPI == EPI_STORE) {
-        o.out[(size_t)r * n + j0] = o.residual != nullptr ? y0 + o.residual[(size_t)r * n + j0] : y0;
+        o.out[(size_t)r * n + j0] = o.residual != nullptr ? y0 + in.res : y0;
     } else if (EPI == EPI_SWIGLU) {
         o.out[(size_t)r * (n / 2) + unit] = silu(y0) * y1;
     } else {
@@ -120,9 +147,9 @@ QA_DEVICE void gemv_epilogue(const GemvOut& o, const int* state, int r, int n, i
         const int ql = o.n_heads * d, kl = o.n_kv_heads * d;
         const int head = j0 / d, i = j0 - head * d;
         const int p = state_pos(state) + r;
-        const float a = y0 + o.bias[j0], b = y1 + o.bias[j1];
+        const float a = y0 + in.b0, b = y1 + in.b1;
         if (head < o.n_heads + o.n_kv_heads) {
-            rope_store_pair(a, b, head, i, p, o.inv_freq, o.out + (size_t)r * ql, o.k_cache + (size_t)p * kl, o.n_heads, d);
+            rope_store_rotated(a, b, in.sn, in.cs, head, i, o.out + (size_t)r * ql, o.k_cache + (size_t)p * kl, o.n_heads, d);
         } else {
             __half* vc = o.v_cache + (size_t)p * kl + (j0 - ql - kl);
             vc[0] = __float2half_rn(a);
@@ -168,10 +195,15 @@ __device__ void gemv_impl(const int* __restrict__ state,
         wv0[u] = ok ? load_stream16(w0 + i) : make_uint4(0, 0, 0, 0);
         if (PAIR) wv1[u] = ok ? load_stream16(w1 + i) : make_uint4(0, 0, 0, 0);
     }
-    pdl_prologue();  // from here on, activations (x, residual, state) are safe to read
+    // The run state is written by the host before the launch, so the row is known before the
+    // wait, and so are the epilogue's constants (RoPE: bias pair, sine and cosine).
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    EpiIn in{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+    if (valid && r < n_tokens && r >= 0) epi_load_consts<EPI>(o, state, r, j0, j1, in);
+    pdl_prologue();  // from here on, activations (x, residual) are safe to read
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
+    if (valid) epi_load_acts<EPI>(o, r, n, j0, in);  // in flight with the x loads below
 
     const bool norm = norm_w != nullptr;
     float acc0 = 0.0f, acc1 = 0.0f, ss = 0.0f;
@@ -237,7 +269,7 @@ __device__ void gemv_impl(const int* __restrict__ state,
     if (!valid || lane != 0) return;
     // The norm's scale, with rms_norm_impl's arithmetic (norm.cu).
     const float inv = norm ? 1.0f / sqrtf(ss / (float)k + eps) : 1.0f;
-    gemv_epilogue<EPI>(o, state, r, n, unit, j0, j1, acc0 * inv, acc1 * inv);
+    gemv_epilogue<EPI>(o, state, r, n, unit, j0, j1, acc0 * inv, acc1 * inv, in);
 }
 
 // Many rows per warp (the LM head: n = 151936, k = 896), EPI_STORE with warps_per_row == 1 and
@@ -309,7 +341,10 @@ __device__ void gemv_rows_impl(const int* __restrict__ state, const float* __res
         if (lane == 0) {
             int j0, j1;
             unit_rows<EPI>(unit, n, o.head_dim, j0, j1);
-            gemv_epilogue<EPI>(o, state, r, n, unit, j0, j1, acc0 * inv, acc1 * inv);
+            EpiIn in{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+            epi_load_consts<EPI>(o, state, r, j0, j1, in);
+            epi_load_acts<EPI>(o, r, n, j0, in);
+            gemv_epilogue<EPI>(o, state, r, n, unit, j0, j1, acc0 * inv, acc1 * inv, in);
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; ++u) {

@@ -1,0 +1,177 @@
+// What one dependency link between two decode steps costs, by the way the link is made.
+//
+// A decode step is a chain of ~120 latency-bound ops (5 per layer): every op needs the whole
+// vector the op before it wrote. This program times a chain of LINKS such ops, each of which
+// reads the previous op's 896-float vector through L2, reduces it per warp and writes one float
+// per warp (the next op's vector), in four forms:
+//   plain       one kernel per op, in a CUDA graph
+//   pdl         one kernel per op, programmatic dependent launch, griddepcontrol.wait at the top
+//               (what the runtime does today)
+//   flag        one kernel per op, PDL launch triggered at the top, then the op spins on a global
+//               counter that every block of the op before increments after its stores
+//   persistent  one kernel for the whole chain, a counter barrier between ops
+// Prints microseconds per link (median of REPS graph replays, CUDA events).
+// Build: nvcc -O3 -arch=sm_90 -o sync_chain benches/sync_chain.cu   Run: ./sync_chain [blocks]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+constexpr int K = 896;        // vector length (the default model's hidden size)
+constexpr int LINKS = 120;    // 24 layers x 5 ops
+constexpr int THREADS = 256;  // 8 warps per block
+constexpr int REPS = 30;
+
+#define CHECK(call)                                                                           \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                     \
+        }                                                                                     \
+    } while (0)
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// One op: every warp reads the whole input vector from L2 (ld.cg: it was written by other SMs
+// after this kernel may have started), sums it, and writes one output element.
+__device__ __forceinline__ void op_body(const float* in, float* out, int link) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float s = 0.0f;
+    for (int i = lane * 4; i < K; i += 128) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(in + i));
+        s += v.x + v.y + v.z + v.w;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    const int j = blockIdx.x * (THREADS / 32) + warp;
+    if (lane == 0 && j < K) out[j] = s * (1.0f / K) + (float)link;
+}
+
+__device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
+    if (threadIdx.x == 0)
+        while (ld_acquire(c) < target) {
+        }
+    __syncthreads();
+}
+
+__device__ __forceinline__ void signal_count(unsigned* c) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(c, 1u);
+    }
+}
+
+__global__ void op_plain(const float* in, float* out, int link) { op_body(in, out, link); }
+
+__global__ void op_pdl(const float* in, float* out, int link) {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    op_body(in, out, link);
+}
+
+__global__ void op_flag(const float* in, float* out, int link, unsigned* counters) {
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    if (link > 0) wait_count(counters + link - 1, gridDim.x);
+    op_body(in, out, link);
+    signal_count(counters + link);
+}
+
+__global__ void chain_persistent(float* a, float* b, unsigned* counters) {
+    for (int link = 0; link < LINKS; ++link) {
+        if (link > 0) wait_count(counters + link - 1, gridDim.x);
+        op_body(link % 2 ? b : a, link % 2 ? a : b, link);
+        signal_count(counters + link);
+    }
+}
+
+enum Mode { PLAIN, PDL, FLAG, PERSISTENT };
+
+static void launch(Mode m, int link, int blocks, float* a, float* b, unsigned* counters, cudaStream_t s) {
+    float* in = link % 2 ? b : a;
+    float* out = link % 2 ? a : b;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(THREADS);
+    cfg.stream = s;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = m == PLAIN ? 0 : 1;
+    if (m == PLAIN) CHECK(cudaLaunchKernelEx(&cfg, op_plain, (const float*)in, out, link));
+    if (m == PDL) CHECK(cudaLaunchKernelEx(&cfg, op_pdl, (const float*)in, out, link));
+    if (m == FLAG) CHECK(cudaLaunchKernelEx(&cfg, op_flag, (const float*)in, out, link, counters));
+}
+
+static double time_mode(Mode m, int blocks, float* a, float* b, unsigned* counters, cudaStream_t s) {
+    cudaGraph_t graph;
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * LINKS, s));
+    if (m == PERSISTENT) {
+        chain_persistent<<<blocks, THREADS, 0, s>>>(a, b, counters);
+        CHECK(cudaGetLastError());
+    } else {
+        for (int l = 0; l < LINKS; ++l) launch(m, l, blocks, a, b, counters, s);
+    }
+    CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec;
+    CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaEvent_t t0, t1;
+    CHECK(cudaEventCreate(&t0));
+    CHECK(cudaEventCreate(&t1));
+    std::vector<float> ms;
+    for (int r = 0; r < REPS + 3; ++r) {
+        CHECK(cudaEventRecord(t0, s));
+        CHECK(cudaGraphLaunch(exec, s));
+        CHECK(cudaEventRecord(t1, s));
+        CHECK(cudaEventSynchronize(t1));
+        float v;
+        CHECK(cudaEventElapsedTime(&v, t0, t1));
+        if (r >= 3) ms.push_back(v);
+    }
+    std::sort(ms.begin(), ms.end());
+    CHECK(cudaGraphExecDestroy(exec));
+    CHECK(cudaGraphDestroy(graph));
+    return ms[ms.size() / 2] * 1000.0 / LINKS;
+}
+
+// The chain's final vector, to check that every form computed the same thing.
+static float checksum(float* a, float* b) {
+    std::vector<float> h(K);
+    CHECK(cudaMemcpy(h.data(), LINKS % 2 ? b : a, sizeof(float) * K, cudaMemcpyDeviceToHost));
+    double s = 0;
+    for (float v : h) s += v;
+    return (float)s;
+}
+
+int main(int argc, char** argv) {
+    const int blocks = argc > 1 ? std::atoi(argv[1]) : 132;
+    if (blocks * (THREADS / 32) < K) {
+        std::fprintf(stderr, "need at least %d blocks\n", K / (THREADS / 32));
+        return 1;
+    }
+    float *a, *b;
+    unsigned* counters;
+    CHECK(cudaMalloc(&a, sizeof(float) * K * 2));
+    CHECK(cudaMalloc(&b, sizeof(float) * K * 2));
+    CHECK(cudaMalloc(&counters, sizeof(unsigned) * LINKS));
+    cudaStream_t s;
+    CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    const char* names[] = {"plain", "pdl", "flag", "persistent"};
+    for (int m = PLAIN; m <= PERSISTENT; ++m) {
+        CHECK(cudaMemset(a, 0, sizeof(float) * K * 2));
+        const double us = time_mode((Mode)m, blocks, a, b, counters, s);
+        CHECK(cudaMemset(a, 0, sizeof(float) * K * 2));
+        time_mode((Mode)m, blocks, a, b, counters, s);  // fresh input, then one more run for the checksum
+        std::printf("%-11s blocks %4d: %6.2f us per link, checksum %.3f\n", names[m], blocks, us, checksum(a, b));
+    }
+    return 0;
+}

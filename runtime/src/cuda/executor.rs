@@ -155,19 +155,11 @@ impl CudaExecutor {
     /// host round trip in between (every step recomputes the same position): the device's own
     /// time per step, without the per-token turnaround `decode` pays. For benchmarks.
     pub fn decode_replay_secs(&mut self, token: u32, pos: usize, n: usize) -> Result<f64, RuntimeError> {
-        self.check_tokens(&[token], pos)?;
-        self.dev.memset_u32(self.sampler.fed_ptr(), token, 1, "decode token")?;
-        self.set_state(pos, 1)?;
-        if self.use_graph && self.graph.is_none() {
-            self.capture_decode()?;
-        }
+        self.prepare_decode(token, pos)?;
+        self.launch_greedy_decode()?; // captures the graph outside the timed region
         let timer = super::bench::GpuTimer::start(&self.dev)?;
         for _ in 0..n {
-            match &self.graph {
-                Some(g) if self.use_graph => g.launch().cuda_ctx(|| "launching the decode graph".into())?,
-                // SAFETY: as in capture_decode.
-                _ => unsafe { self.dev.run_ops(&self.decode_ops)? },
-            }
+            self.launch_greedy_decode()?;
         }
         timer.stop_secs(&self.dev)
     }
@@ -298,9 +290,24 @@ impl CudaExecutor {
         Ok(())
     }
 
-    fn capture_decode(&mut self) -> Result<(), RuntimeError> {
-        self.graph = Some(self.capture(&self.decode_ops)?);
-        Ok(())
+    /// Writes the step's token and run state for a decode at `pos`.
+    fn prepare_decode(&mut self, token: u32, pos: usize) -> Result<(), RuntimeError> {
+        self.check_tokens(&[token], pos)?;
+        self.dev.memset_u32(self.sampler.fed_ptr(), token, 1, "decode token")?;
+        self.set_state(pos, 1)
+    }
+
+    /// Enqueues one greedy decode step: the decode graph (captured on first use), or its launches
+    /// one by one with `QWEN_AOT_NO_GRAPH=1`.
+    fn launch_greedy_decode(&mut self) -> Result<(), RuntimeError> {
+        if !self.use_graph {
+            // SAFETY: as in capture (ops from build_ops over this executor's allocations).
+            return unsafe { self.dev.run_ops(&self.decode_ops) };
+        }
+        if self.graph.is_none() {
+            self.graph = Some(self.capture(&self.decode_ops)?);
+        }
+        self.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the decode graph".into())
     }
 
     /// Captures `ops` (the decode program, greedy or sampled) into an uploaded graph.
@@ -418,14 +425,12 @@ impl Executor for CudaExecutor {
     }
 
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
-        self.check_tokens(&[token], pos)?;
-        self.dev.memset_u32(self.sampler.fed_ptr(), token, 1, "decode token")?;
-        self.set_state(pos, 1)?;
+        self.prepare_decode(token, pos)?;
         let sampled = self.sampler.active();
         self.sampler.before_run(&self.dev, pos, sampled)?;
         if sampled {
             if !self.use_graph {
-                // SAFETY: as in capture_decode (the sampler's buffers live in self.sampler).
+                // SAFETY: as in capture (the sampler's buffers live in self.sampler).
                 unsafe { self.dev.run_ops(&self.sampler.decode_ops)? };
             } else {
                 if self.sampler.graph.is_none() {
@@ -433,14 +438,8 @@ impl Executor for CudaExecutor {
                 }
                 self.sampler.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the sampled decode graph".into())?;
             }
-        } else if self.use_graph {
-            if self.graph.is_none() {
-                self.capture_decode()?;
-            }
-            self.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the decode graph".into())?;
         } else {
-            // SAFETY: as in capture_decode.
-            unsafe { self.dev.run_ops(&self.decode_ops)? };
+            self.launch_greedy_decode()?;
         }
         let out = self.read_outputs(true, 1, if logits { LogitsWanted::Last } else { LogitsWanted::None })?;
         self.sampler.after_run(pos, &[token], sampled);

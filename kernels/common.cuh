@@ -110,7 +110,10 @@ QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const f
 //                                     writes are visible (a no-op without the attribute);
 //   griddepcontrol.launch_dependents -- lets the next kernel start launching now.
 // Waiting at the very top, unconditionally, keeps completion transitive: a kernel cannot finish
-// before the one it depends on, so every earlier kernel's writes are visible too.
+// before the one it depends on, so every earlier kernel's writes are visible too. The one
+// exception: a block with nothing to do (it reads no activation and writes nothing; attention
+// splits past the context) may exit before the wait, as long as at least one block of its grid
+// always waits -- the grid still completes only after its predecessor.
 QA_DEVICE void pdl_prologue() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");

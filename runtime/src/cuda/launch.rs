@@ -347,9 +347,23 @@ fn attention_min_chunk() -> usize {
 }
 
 /// Split count for decode: about two blocks per SM over all KV heads, at least one, and no more
-/// than 64-key chunks of the cache need.
+/// than can ever be active. A split takes at least `min_chunk` keys (attn_chunk in common.cuh), so
+/// at most ceil(max_seq / min_chunk) splits have keys; and with that many or more, every context
+/// of up to max_seq keys gets chunks of exactly min_chunk keys -- the same partition, hence the
+/// same result, as any larger split count. Blocks beyond it would only launch, wait and exit.
 pub(crate) fn attention_splits(n_kv_heads: usize, sm_count: u32, max_seq: usize) -> usize {
-    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, max_seq.div_ceil(ATTN_CHUNK_ALIGN).clamp(1, ATTN_MAX_SPLITS))
+    split_count(n_kv_heads, sm_count, max_seq, attention_min_chunk())
+}
+
+fn split_count(n_kv_heads: usize, sm_count: u32, max_seq: usize, min_chunk: usize) -> usize {
+    let useful = max_seq.div_ceil(min_chunk.max(1)).clamp(1, ATTN_MAX_SPLITS);
+    (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, useful)
+}
+
+/// attn_chunk (kernels/common.cuh), for the tests of the split count.
+#[cfg(test)]
+fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
+    (len.div_ceil(n_splits).div_ceil(64) * 64).max(min_chunk)
 }
 
 /// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
@@ -463,5 +477,35 @@ impl CudaDevice {
             )
         }
         .cuda_ctx(|| format!("cublasGemmEx n={} k={} rows={}", g.n, g.k, g.rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_count_stops_where_splits_stop_being_active() {
+        // H200 (132 SMs), 2 KV heads: 132 wanted; a 2177-key cache (the bench) can use 18.
+        assert_eq!(split_count(2, 132, 2177, 128), 18);
+        assert_eq!(split_count(2, 132, 4096, 128), 32);
+        assert_eq!(split_count(2, 132, 32768, 128), 128, "capped by the merge's limit");
+        assert_eq!(split_count(2, 132, 1, 128), 1);
+        assert_eq!(split_count(8, 4, 4096, 64), 1, "at least one");
+    }
+
+    /// With the capped count, every length up to max_seq is cut into exactly the chunks the
+    /// uncapped count (two blocks per SM) gives, so results are unchanged.
+    #[test]
+    fn capped_split_count_keeps_every_partition() {
+        for &(max_seq, min_chunk) in &[(2177usize, 128usize), (4096, 128), (1000, 64), (333, 192), (32768, 128)] {
+            let capped = split_count(2, 132, max_seq, min_chunk);
+            let uncapped = (2 * 132 / 2).min(ATTN_MAX_SPLITS).max(capped);
+            for len in 1..=max_seq {
+                let (a, b) = (attn_chunk(len, capped, min_chunk), attn_chunk(len, uncapped, min_chunk));
+                assert_eq!(a, b, "max_seq {max_seq}, len {len}: chunk {a} with {capped} splits, {b} with {uncapped}");
+                assert!(len.div_ceil(a) <= capped, "len {len} needs more than {capped} splits");
+            }
+        }
     }
 }

@@ -131,16 +131,18 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     };
     // A block without keys (a split past the context, a head group without heads, a row past
     // n_tokens) reads and writes nothing, so it leaves before the wait and frees its slot for the
-    // kernels after it (common.cuh: split 0 of every group is active and waits, so the grid still
-    // completes only after its predecessor).
-    if (!active_block) return;
+    // kernels after it -- except block (0,0,0), which always waits: the grid then still completes
+    // only after its predecessor (common.cuh), whatever the context length.
+    const bool lead = (blockIdx.x | blockIdx.y | blockIdx.z) == 0;
+    if (!active_block && !lead) return;
 
     // Tiles 0 and 1 use the two buffers; later tiles are issued as buffers free up.
-    const int n_tiles = (end - start + TILE - 1) / TILE;
+    const int n_tiles = active_block ? (end - start + TILE - 1) / TILE : 0;
     for (int it = 0; it < min(n_tiles, 2); ++it) issue(start + it * TILE, it, true);
     cp_async_commit();
 
     pdl_prologue();  // q and this step's K/V rows (the qkv kernel's output) are readable from here on
+    if (!active_block) return;  // the lead block, idle: nothing was issued
 
     // q of the block's heads -> shared, and this step's K/V rows of tiles 0 and 1.
     const float* qg = q + ((size_t)t * n_heads + h0) * D;

@@ -338,12 +338,16 @@ fn attention_head_groups(g: usize) -> usize {
     g.div_ceil(per)
 }
 
+/// Read once per process: the split count and the launches must agree on it.
 fn attention_min_chunk() -> usize {
-    std::env::var("QWEN_AOT_ATTN_MIN_CHUNK")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&c| c > 0 && c % ATTN_CHUNK_ALIGN == 0 && c <= 1 << 20)
-        .unwrap_or(ATTN_MIN_CHUNK)
+    static MIN_CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN_CHUNK.get_or_init(|| {
+        std::env::var("QWEN_AOT_ATTN_MIN_CHUNK")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&c| c > 0 && c % ATTN_CHUNK_ALIGN == 0 && c <= 1 << 20)
+            .unwrap_or(ATTN_MIN_CHUNK)
+    })
 }
 
 /// Split count for decode: about two blocks per SM over all KV heads, at least one, and no more
@@ -495,12 +499,13 @@ mod tests {
     }
 
     /// With the capped count, every length up to max_seq is cut into exactly the chunks the
-    /// uncapped count (two blocks per SM) gives, so results are unchanged.
+    /// previous count gave, so results are unchanged.
     #[test]
     fn capped_split_count_keeps_every_partition() {
         for &(max_seq, min_chunk) in &[(2177usize, 128usize), (4096, 128), (1000, 64), (333, 192), (32768, 128)] {
             let capped = split_count(2, 132, max_seq, min_chunk);
-            let uncapped = (2 * 132 / 2).min(ATTN_MAX_SPLITS).max(capped);
+            // The previous count: capped by 64-key chunks of the cache only.
+            let uncapped = (2 * 132 / 2usize).clamp(1, max_seq.div_ceil(ATTN_CHUNK_ALIGN).clamp(1, ATTN_MAX_SPLITS));
             for len in 1..=max_seq {
                 let (a, b) = (attn_chunk(len, capped, min_chunk), attn_chunk(len, uncapped, min_chunk));
                 assert_eq!(a, b, "max_seq {max_seq}, len {len}: chunk {a} with {capped} splits, {b} with {uncapped}");

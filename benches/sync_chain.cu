@@ -33,9 +33,11 @@ constexpr int REPS = 30;
         }                                                                                     \
     } while (0)
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+// The same protocol as the runtime's counter sync (kernels/common.cuh dep_wait / dep_signal):
+// relaxed polls, one acquire fence, a release reduction to signal.
+__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
     unsigned v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
 
@@ -55,18 +57,16 @@ __device__ __forceinline__ void op_body(const float* in, float* out, int link) {
 }
 
 __device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
-    if (threadIdx.x == 0)
-        while (ld_acquire(c) < target) {
-        }
+    if (threadIdx.x == 0) {
+        while (ld_relaxed(c) < target) __nanosleep(32);
+        asm volatile("fence.acq_rel.gpu;" ::: "memory");
+    }
     __syncthreads();
 }
 
 __device__ __forceinline__ void signal_count(unsigned* c) {
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(c, 1u);
-    }
+    if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory");
 }
 
 __global__ void op_plain(const float* in, float* out, int link) { op_body(in, out, link); }

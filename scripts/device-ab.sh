@@ -16,7 +16,7 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "prefill_tok_s_512", "decode_pct_of_floor"]
+keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512", "decode_pct_of_floor"]
 runs = {s: [json.load(open(f"{out}/ab-{s}-{r}.json")) for r in range(1, rounds + 1)] for s in ("base", "new")}
 print(f"{'metric':<26} {'base (median)':>14} {'new (median)':>14} {'new/base':>9}")
 for k in keys:

@@ -4,6 +4,7 @@
 #   .device/bin/qwen-aot       the CLI (check --backend cuda, bench)
 #   .device/bin/cuda_kernels   runtime/tests/cuda_kernels.rs (kernels vs CPU twins)
 #   .device/bin/kernels        benches/kernels.rs (criterion, per-kernel GB/s)
+#   .device/bin/sync_chain     benches/sync_chain.cu (cost of one dependency link, by kind)
 #   .device/kernels.fatbin     the embedded kernel image (for the runtime test binary)
 # Usage: scripts/device-build.sh   (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
@@ -30,6 +31,9 @@ install -m 755 "$target/release/qwen-aot" .device/bin/qwen-aot
 install -m 755 "$target/release/generate" .device/bin/generate
 [[ -n "$test_bin" ]] && install -m 755 "$test_bin" .device/bin/cuda_kernels
 [[ -n "$bench_bin" ]] && install -m 755 "$bench_bin" .device/bin/kernels
+# The dependency-link microbenchmark (benches/sync_chain.cu), a standalone CUDA program.
+"$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
+  -L.toolchain/cuda/nvidia/cu13/lib -o .device/bin/sync_chain benches/sync_chain.cu
 fatbin="$(ls -t "$target"/release/build/qwen-aot-*/out/kernels.fatbin | head -n1)"
 install -m 644 "$fatbin" .device/kernels.fatbin
 strip .device/bin/* 2>/dev/null || true

@@ -17,7 +17,7 @@ done
 python3 - "$out" "$rounds" "$var" $values <<'PY'
 import json, statistics, sys
 out, rounds, var, values = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
-keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "prefill_tok_s_512", "decode_pct_of_floor"]
+keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512", "decode_pct_of_floor"]
 print(f"{var:<22} " + " ".join(f"{k:>24}" for k in keys))
 for v in values:
     runs = [json.load(open(f"{out}/sweep-{v}-{r}.json")) for r in range(1, rounds + 1)]

@@ -92,7 +92,8 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
             StopReason::Context => eprintln!("(context full: /reset to start over)"),
             _ => {}
         }
-        eprintln!("[{} tokens, {:.1} tokens/s, {} cached, reused {keep}]", gen.ids.len(), gen.decode_tok_s, loaded.session.pos());
+        let speed = gen.decode_tok_s.map(|r| format!(", {r:.1} tokens/s")).unwrap_or_default();
+        eprintln!("[{} tokens{speed}, {} cached, reused {keep}]", gen.ids.len(), loaded.session.pos());
     }
     Ok(())
 }

@@ -52,7 +52,9 @@ pub struct Generation {
     pub text: String,
     pub stop_reason: StopReason,
     pub ttft_ms: f64,
-    pub decode_tok_s: f64,
+    /// Tokens per second after the first (which prefill produces); `None` (JSON null) when fewer
+    /// than two tokens were generated, so there is no decode to time.
+    pub decode_tok_s: Option<f64>,
     pub backend: String,
 }
 
@@ -162,7 +164,7 @@ pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], opts
         text,
         stop_reason,
         ttft_ms: ttft.as_secs_f64() * 1e3,
-        decode_tok_s: if decoded > 0 && decode_secs > 0.0 { decoded as f64 / decode_secs } else { 0.0 },
+        decode_tok_s: (decoded > 0 && decode_secs > 0.0).then(|| decoded as f64 / decode_secs),
         backend: session.executor().backend().name().to_string(),
     })
 }

@@ -9,9 +9,13 @@ use std::process::Command;
 const EOS_MARKER: &str = "<|im_end|>";
 
 fn generate(extra: &[&str]) -> String {
+    generate_n("40", extra)
+}
+
+fn generate_n(max_tokens: &str, extra: &[&str]) -> String {
     let model = model();
     let out = Command::new(env!("CARGO_BIN_EXE_generate"))
-        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--chat", "Say hi.", "--max-tokens", "40", "--quiet"])
+        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--chat", "Say hi.", "--max-tokens", max_tokens, "--quiet"])
         .args(extra)
         .output()
         .expect("run generate");
@@ -28,8 +32,20 @@ fn an_answer_that_ends_by_itself_prints_no_end_marker() {
     let text = v["text"].as_str().expect("text");
     assert!(!text.trim().is_empty() && !text.contains(EOS_MARKER), "text {text:?}");
 
+    let rate = v["decode_tok_s"].as_f64().expect("a decode rate when several tokens were generated");
+    assert!(rate > 0.0, "{v}");
+
     let streamed = generate(&[]);
     assert_eq!(streamed.trim_end(), text.trim_end(), "streamed and JSON text agree");
+}
+
+/// One token comes from the prefill alone: there is no decode to time, and the JSON says so (null)
+/// instead of a rate of 0.
+#[test]
+fn one_token_has_no_decode_rate() {
+    let v: serde_json::Value = serde_json::from_str(&generate_n("1", &["--json"])).expect("one JSON object");
+    assert_eq!(v["ids"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(v["decode_tok_s"].is_null(), "{v}");
 }
 
 /// `generate ... | head -c 10`: the reader goes away; generate must end at its next write, quietly

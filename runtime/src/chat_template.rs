@@ -17,16 +17,18 @@ use thiserror::Error as ThisError;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// Errors of parsing or rendering a chat template.
+/// Errors of parsing or rendering a chat template. The message carries minijinja's detailed
+/// report (`{:#}`: what went wrong and where in the template), so the minijinja error is not also
+/// exposed as the `source()`: a caller printing the chain would show the report twice.
 #[derive(Debug, ThisError)]
 pub enum ChatTemplateError {
     /// The template is not valid Jinja (or uses syntax minijinja does not support).
     #[error("chat template does not parse: {0:#}")]
-    Parse(#[source] Error),
+    Parse(Error),
     /// Rendering failed: `raise_exception` was called, or the template did something invalid
     /// with the messages (for example an unsupported role).
     #[error("chat template failed to render: {0:#}")]
-    Render(#[source] Error),
+    Render(Error),
 }
 
 /// One turn of a conversation.
@@ -294,5 +296,16 @@ mod tests {
     #[test]
     fn syntax_error_is_a_parse_error() {
         assert!(matches!(ChatTemplate::new("{% if %}"), Err(ChatTemplateError::Parse(_))));
+    }
+
+    /// The detail is in the message once; nothing further down the chain repeats it.
+    #[test]
+    fn errors_state_their_detail_once() {
+        let err = ChatTemplate::new("{% if %}").expect_err("must fail");
+        assert!(std::error::Error::source(&err).is_none());
+        let t = ChatTemplate::new("{{ raise_exception('no system role') }}").expect("parses");
+        let err = t.render(&[], false).expect_err("must fail");
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(err.to_string().matches("no system role").count(), 1, "{err}");
     }
 }

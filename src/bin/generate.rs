@@ -140,7 +140,7 @@ fn run(args: Args) -> Result<()> {
     println!();
     if !args.quiet {
         // The first token comes from the prefill, so decode speed needs at least two.
-        let speed = if gen.ids.len() > 1 { format!(" at {:.1} tokens/s", gen.decode_tok_s) } else { String::new() };
+        let speed = gen.decode_tok_s.map(|r| format!(" at {r:.1} tokens/s")).unwrap_or_default();
         eprintln!(
             "[{}] prompt {} tokens | ttft {:.1} ms | {} token{}{speed} | stop: {}",
             gen.backend,

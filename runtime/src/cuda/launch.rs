@@ -321,10 +321,13 @@ pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
 /// Keys per attention tile is 4096 / head_dim (64 or 32); chunks are multiples of this.
 pub(crate) const ATTN_CHUNK_ALIGN: usize = 64;
 
-/// Fewest keys one split (block) takes: contexts up to this length run in one block per KV head
-/// and write their output directly, with no merge (`QWEN_AOT_ATTN_MIN_CHUNK` overrides it, a
+/// Fewest keys one split (block) takes while the context is at most ATTN_LONG_FACTOR times this
+/// (64 beyond: attn_chunk in common.cuh): contexts up to this length run in one block per KV
+/// head and write their output directly, with no merge (`QWEN_AOT_ATTN_MIN_CHUNK` overrides it, a
 /// positive multiple of 64, for tuning).
 pub(crate) const ATTN_MIN_CHUNK: usize = 128;
+/// ATTN_LONG_FACTOR in common.cuh.
+const ATTN_LONG_FACTOR: usize = 8;
 
 /// Blocks per KV head and split, each serving ceil(G / groups) of the G query heads: more SMs
 /// share a short context's work (`QWEN_AOT_ATTN_HEAD_GROUPS` overrides it, for tuning).
@@ -351,23 +354,29 @@ fn attention_min_chunk() -> usize {
 }
 
 /// Split count for decode: about two blocks per SM over all KV heads, at least one, and no more
-/// than can ever be active. A split takes at least `min_chunk` keys (attn_chunk in common.cuh), so
-/// at most ceil(max_seq / min_chunk) splits have keys; and with that many or more, every context
-/// of up to max_seq keys gets chunks of exactly min_chunk keys -- the same partition, hence the
-/// same result, as any larger split count. Blocks beyond it would only launch, wait and exit.
+/// than can ever be active. A split takes at least [`least_chunk`] keys (attn_chunk in
+/// common.cuh), so at most ceil(len / least_chunk(len)) splits have keys for a context of len
+/// keys -- largest at len = max_seq; and with that many or more, every context of up to max_seq
+/// keys gets the same partition, hence the same result, as with any larger split count. Blocks
+/// beyond it would only launch, wait and exit.
 pub(crate) fn attention_splits(n_kv_heads: usize, sm_count: u32, max_seq: usize) -> usize {
     split_count(n_kv_heads, sm_count, max_seq, attention_min_chunk())
 }
 
 fn split_count(n_kv_heads: usize, sm_count: u32, max_seq: usize, min_chunk: usize) -> usize {
-    let useful = max_seq.div_ceil(min_chunk.max(1)).clamp(1, ATTN_MAX_SPLITS);
+    let useful = max_seq.div_ceil(least_chunk(max_seq, min_chunk)).clamp(1, ATTN_MAX_SPLITS);
     (2 * sm_count as usize / n_kv_heads.max(1)).clamp(1, useful)
+}
+
+/// The fewest keys a split takes at context length `len` (attn_chunk in common.cuh).
+fn least_chunk(len: usize, min_chunk: usize) -> usize {
+    if len <= ATTN_LONG_FACTOR * min_chunk { min_chunk.max(1) } else { ATTN_CHUNK_ALIGN }
 }
 
 /// attn_chunk (kernels/common.cuh), for the tests of the split count.
 #[cfg(test)]
 fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
-    (len.div_ceil(n_splits).div_ceil(64) * 64).max(min_chunk)
+    (len.div_ceil(n_splits).div_ceil(64) * 64).max(least_chunk(len, min_chunk))
 }
 
 /// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
@@ -490,21 +499,23 @@ mod tests {
 
     #[test]
     fn split_count_stops_where_splits_stop_being_active() {
-        // H200 (132 SMs), 2 KV heads: 132 wanted; a 2177-key cache (the bench) can use 18.
-        assert_eq!(split_count(2, 132, 2177, 128), 18);
-        assert_eq!(split_count(2, 132, 4096, 128), 32);
+        // H200 (132 SMs), 2 KV heads: 132 wanted; a 2177-key cache (the bench) can use 35
+        // 64-key chunks (contexts past 8 x 128 keys), a 1024-key one 8 of 128 keys.
+        assert_eq!(split_count(2, 132, 2177, 128), 35);
+        assert_eq!(split_count(2, 132, 1024, 128), 8);
+        assert_eq!(split_count(2, 132, 4096, 128), 64);
         assert_eq!(split_count(2, 132, 32768, 128), 128, "capped by the merge's limit");
         assert_eq!(split_count(2, 132, 1, 128), 1);
         assert_eq!(split_count(8, 4, 4096, 64), 1, "at least one");
     }
 
-    /// With the capped count, every length up to max_seq is cut into exactly the chunks the
-    /// previous count gave, so results are unchanged.
+    /// With the capped count, every length up to max_seq is cut into exactly the chunks an
+    /// uncapped count gives, so the cap changes no result.
     #[test]
     fn capped_split_count_keeps_every_partition() {
         for &(max_seq, min_chunk) in &[(2177usize, 128usize), (4096, 128), (1000, 64), (333, 192), (32768, 128)] {
             let capped = split_count(2, 132, max_seq, min_chunk);
-            // The previous count: capped by 64-key chunks of the cache only.
+            // Capped by 64-key chunks of the cache only.
             let uncapped = (2 * 132 / 2usize).clamp(1, max_seq.div_ceil(ATTN_CHUNK_ALIGN).clamp(1, ATTN_MAX_SPLITS));
             for len in 1..=max_seq {
                 let (a, b) = (attn_chunk(len, capped, min_chunk), attn_chunk(len, uncapped, min_chunk));
@@ -512,5 +523,19 @@ mod tests {
                 assert!(len.div_ceil(a) <= capped, "len {len} needs more than {capped} splits");
             }
         }
+    }
+
+    /// Short contexts keep min_chunk-key chunks (one split, no merge, up to min_chunk keys);
+    /// past ATTN_LONG_FACTOR x min_chunk keys the chunks shrink to 64 keys, as many splits as the
+    /// count allows.
+    #[test]
+    fn chunks_shrink_only_for_long_contexts() {
+        let splits = split_count(2, 132, 2177, 128);
+        assert_eq!(attn_chunk(100, splits, 128), 128);
+        assert_eq!(attn_chunk(1024, splits, 128), 128);
+        assert_eq!(attn_chunk(1025, splits, 128), 64);
+        assert_eq!(attn_chunk(2048, splits, 128), 64, "32 splits of 64 keys");
+        assert_eq!(attn_chunk(2177, splits, 128), 64);
+        assert_eq!(attn_chunk(1025, 8, 128), 192, "few splits: the chunk follows the length");
     }
 }

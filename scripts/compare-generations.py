@@ -7,6 +7,14 @@ import json
 import subprocess
 import sys
 
+
+
+def rate(run):
+    """decode_tok_s as printed: `-` where there was no decode to time (one token: JSON null)."""
+    r = run["decode_tok_s"]
+    return "-" if r is None else f"{r:.1f}"
+
+
 gen, model, refs_path, out = sys.argv[1:5]
 refs = json.load(open(refs_path))
 ok = True
@@ -36,6 +44,6 @@ for case in refs["cases"]:
     full_same = cu["ids"] == cp["ids"]
     ok &= prompt_ok and cuda_ref and cpu_ref and cuda_cpu
     print(f"{case['id']:<5} {'ok' if prompt_ok else 'DIFF':>6} {decided:>4}/{n:<3} {str(cuda_ref):>9} {str(cpu_ref):>8} {str(cuda_cpu):>9} "
-          f"{cu['decode_tok_s']:>11.1f} {cu['ttft_ms']:>8.1f}   (all {len(cu['ids'])} ids cuda==cpu: {full_same})")
+          f"{rate(cu):>11} {cu['ttft_ms']:>8.1f}   (all {len(cu['ids'])} ids cuda==cpu: {full_same})")
 print("PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)

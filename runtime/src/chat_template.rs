@@ -13,22 +13,37 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
-use thiserror::Error as ThisError;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
 /// Errors of parsing or rendering a chat template. The message carries minijinja's detailed
-/// report (`{:#}`: what went wrong and where in the template), so the minijinja error is not also
-/// exposed as the `source()`: a caller printing the chain would show the report twice.
-#[derive(Debug, ThisError)]
+/// report (`{:#}`: what went wrong and where in the template); `source()` skips that error --
+/// a caller printing the chain would show the report twice -- and goes on with minijinja's own
+/// cause, where it has one (`{{ 42|list }}`: "number is not iterable").
+#[derive(Debug)]
 pub enum ChatTemplateError {
     /// The template is not valid Jinja (or uses syntax minijinja does not support).
-    #[error("chat template does not parse: {0:#}")]
     Parse(Error),
     /// Rendering failed: `raise_exception` was called, or the template did something invalid
     /// with the messages (for example an unsupported role).
-    #[error("chat template failed to render: {0:#}")]
     Render(Error),
+}
+
+impl std::fmt::Display for ChatTemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatTemplateError::Parse(e) => write!(f, "chat template does not parse: {e:#}"),
+            ChatTemplateError::Render(e) => write!(f, "chat template failed to render: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ChatTemplateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ChatTemplateError::Parse(e) | ChatTemplateError::Render(e) => std::error::Error::source(e),
+        }
+    }
 }
 
 /// One turn of a conversation.
@@ -298,14 +313,28 @@ mod tests {
         assert!(matches!(ChatTemplate::new("{% if %}"), Err(ChatTemplateError::Parse(_))));
     }
 
-    /// The detail is in the message once; nothing further down the chain repeats it.
+    /// The detail is in the message once; nothing further down the chain repeats it, and
+    /// minijinja's own cause, where it has one, is still in the chain.
     #[test]
     fn errors_state_their_detail_once() {
-        let err = ChatTemplate::new("{% if %}").expect_err("must fail");
-        assert!(std::error::Error::source(&err).is_none());
+        let chain = |e: &dyn std::error::Error| {
+            let mut text = e.to_string();
+            let mut cur = e.source();
+            while let Some(c) = cur {
+                text += &format!(": {c}");
+                cur = c.source();
+            }
+            text
+        };
         let t = ChatTemplate::new("{{ raise_exception('no system role') }}").expect("parses");
         let err = t.render(&[], false).expect_err("must fail");
-        assert!(std::error::Error::source(&err).is_none());
-        assert_eq!(err.to_string().matches("no system role").count(), 1, "{err}");
+        assert_eq!(chain(&err).matches("no system role").count(), 1, "{}", chain(&err));
+        let err = ChatTemplate::new("{% if %}").expect_err("must fail");
+        assert!(chain(&err).starts_with("chat template does not parse: "), "{}", chain(&err));
+        let t = ChatTemplate::new("{{ 42|list }}").expect("parses");
+        let err = t.render(&[], false).expect_err("must fail");
+        let text = chain(&err);
+        assert_eq!(text.matches("cannot convert value to list").count(), 1, "{text}");
+        assert!(text.contains("not iterable"), "the cause is kept: {text}");
     }
 }

@@ -538,4 +538,15 @@ mod tests {
         assert_eq!(attn_chunk(2177, splits, 128), 64);
         assert_eq!(attn_chunk(1025, 8, 128), 192, "few splits: the chunk follows the length");
     }
+
+    /// The split geometry's constants here mirror the kernels' (common.cuh, attention.cu): the
+    /// tests above only check the Rust mirror, so a constant changed on one side alone must fail.
+    #[test]
+    fn geometry_constants_match_the_kernels() {
+        let common = include_str!("../../../kernels/common.cuh");
+        let attention = include_str!("../../../kernels/attention.cu");
+        assert!(common.contains(&format!("constexpr int ATTN_LONG_FACTOR = {ATTN_LONG_FACTOR};")), "ATTN_LONG_FACTOR");
+        assert!(attention.contains(&format!("constexpr int ATT_MAX_SPLITS = {ATTN_MAX_SPLITS};")), "ATT_MAX_SPLITS");
+        assert!(attention.contains(&format!("constexpr int ATT_WARPS = {ATTN_MAX_GROUP};")), "MAX_G = ATT_WARPS");
+    }
 }

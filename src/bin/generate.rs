@@ -139,7 +139,6 @@ fn run(args: Args) -> Result<()> {
     }
     println!();
     if !args.quiet {
-        // The first token comes from the prefill, so decode speed needs at least two.
         let speed = gen.decode_tok_s.map(|r| format!(" at {r:.1} tokens/s")).unwrap_or_default();
         eprintln!(
             "[{}] prompt {} tokens | ttft {:.1} ms | {} token{}{speed} | stop: {}",

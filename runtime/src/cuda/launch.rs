@@ -376,7 +376,7 @@ fn least_chunk(len: usize, min_chunk: usize) -> usize {
 /// attn_chunk (kernels/common.cuh), for the tests of the split count.
 #[cfg(test)]
 fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
-    (len.div_ceil(n_splits).div_ceil(64) * 64).max(least_chunk(len, min_chunk))
+    (len.div_ceil(n_splits).div_ceil(ATTN_CHUNK_ALIGN) * ATTN_CHUNK_ALIGN).max(least_chunk(len, min_chunk))
 }
 
 /// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;

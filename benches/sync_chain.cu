@@ -10,6 +10,10 @@
 //   flag        one kernel per op, PDL launch triggered at the top, then the op spins on a global
 //               counter that every block of the op before increments after its stores
 //   persistent  one kernel for the whole chain, a counter barrier between ops
+//   pdl_mixed   pdl, every other op a kernel with 40 KB of static shared memory (as the attention
+//               kernel between the GEMVs): does a change of the SM's L1/shared split between
+//               neighbours cost a drain?
+// then pdl and pdl_mixed again with every kernel's preferred carveout set to 100 % shared.
 // Prints microseconds per link (median of REPS graph replays, CUDA events).
 // Build: nvcc -O3 -arch=sm_90 -o sync_chain benches/sync_chain.cu   Run: ./sync_chain [blocks]
 #include <cuda_runtime.h>
@@ -77,6 +81,16 @@ __global__ void op_pdl(const float* in, float* out, int link) {
     op_body(in, out, link);
 }
 
+// The same op with 40 KB of static shared memory in use (one store and one load, so it is kept).
+__global__ void op_pdl_smem(const float* in, float* out, int link) {
+    __shared__ float pad[10240];
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    pad[threadIdx.x * 40] = (float)link;
+    __syncthreads();
+    op_body(in, out, link + (int)(pad[((threadIdx.x + 1) % blockDim.x) * 40] - (float)link));
+}
+
 __global__ void op_flag(const float* in, float* out, int link, unsigned* counters) {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     if (link > 0) wait_count(counters + link - 1, gridDim.x);
@@ -92,7 +106,7 @@ __global__ void chain_persistent(float* a, float* b, unsigned* counters) {
     }
 }
 
-enum Mode { PLAIN, PDL, FLAG, PERSISTENT };
+enum Mode { PLAIN, PDL, FLAG, PERSISTENT, PDL_MIXED };
 
 static void launch(Mode m, int link, int blocks, float* a, float* b, unsigned* counters, cudaStream_t s) {
     float* in = link % 2 ? b : a;
@@ -107,7 +121,8 @@ static void launch(Mode m, int link, int blocks, float* a, float* b, unsigned* c
     cfg.attrs = &attr;
     cfg.numAttrs = m == PLAIN ? 0 : 1;
     if (m == PLAIN) CHECK(cudaLaunchKernelEx(&cfg, op_plain, (const float*)in, out, link));
-    if (m == PDL) CHECK(cudaLaunchKernelEx(&cfg, op_pdl, (const float*)in, out, link));
+    if (m == PDL || (m == PDL_MIXED && link % 2 == 0)) CHECK(cudaLaunchKernelEx(&cfg, op_pdl, (const float*)in, out, link));
+    if (m == PDL_MIXED && link % 2 == 1) CHECK(cudaLaunchKernelEx(&cfg, op_pdl_smem, (const float*)in, out, link));
     if (m == FLAG) CHECK(cudaLaunchKernelEx(&cfg, op_flag, (const float*)in, out, link, counters));
 }
 
@@ -165,13 +180,18 @@ int main(int argc, char** argv) {
     CHECK(cudaMalloc(&counters, sizeof(unsigned) * LINKS));
     cudaStream_t s;
     CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    const char* names[] = {"plain", "pdl", "flag", "persistent"};
-    for (int m = PLAIN; m <= PERSISTENT; ++m) {
+    const char* names[] = {"plain", "pdl", "flag", "persistent", "pdl_mixed"};
+    auto run = [&](int m, const char* suffix) {
         CHECK(cudaMemset(a, 0, sizeof(float) * K * 2));
         const double us = time_mode((Mode)m, blocks, a, b, counters, s);
         CHECK(cudaMemset(a, 0, sizeof(float) * K * 2));
         time_mode((Mode)m, blocks, a, b, counters, s);  // fresh input, then one more run for the checksum
-        std::printf("%-11s blocks %4d: %6.2f us per link, checksum %.3f\n", names[m], blocks, us, checksum(a, b));
-    }
+        std::printf("%-11s%-9s blocks %4d: %6.2f us per link, checksum %.3f\n", names[m], suffix, blocks, us, checksum(a, b));
+    };
+    for (int m = PLAIN; m <= PDL_MIXED; ++m) run(m, "");
+    CHECK(cudaFuncSetAttribute(op_pdl, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    CHECK(cudaFuncSetAttribute(op_pdl_smem, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    run(PDL, " carve100");
+    run(PDL_MIXED, " carve100");
     return 0;
 }

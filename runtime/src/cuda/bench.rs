@@ -126,7 +126,10 @@ impl<'a> KernelBench<'a> {
             for _ in 0..REPS {
                 rep_ops.extend(ops.iter().cloned());
             }
-            let graph = capture(dev, &rep_ops).map_err(|e| RuntimeError::Cuda(format!("bench {name}: {e}")))?;
+            // SAFETY: the ops address the bench buffers allocated above with the sizes their
+            // builders need (x/y/r sized for the largest row, caches for max_seq positions,
+            // scratch for the split count); the buffers live in the same KernelBench as the graphs.
+            let graph = unsafe { dev.capture_graph(&rep_ops) }.map_err(|e| RuntimeError::Cuda(format!("bench {name}: {e}")))?;
             out.push(BenchCase { name, bytes, graph });
         }
         dev.sync("bench setup")?;
@@ -158,19 +161,6 @@ impl<'a> KernelBench<'a> {
         v.sort_by(|a, b| a.total_cmp(b));
         Ok(v[v.len() / 2])
     }
-}
-
-fn capture(dev: &CudaDevice, ops: &[Op]) -> Result<CudaGraph, RuntimeError> {
-    dev.stream
-        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-        .cuda_ctx(|| "begin capture".into())?;
-    // SAFETY: the ops address the bench buffers allocated in KernelBench::qwen05b with the sizes
-    // their builders need (x/y/r sized for the largest row, caches for max_seq positions, scratch
-    // for the split count); the buffers live in the same KernelBench as the graphs.
-    let r = unsafe { dev.run_ops(ops) };
-    let g = dev.stream.end_capture(sys::CUgraphInstantiate_flags(0));
-    r?;
-    g.cuda_ctx(|| "instantiate".into())?.ok_or_else(|| RuntimeError::Cuda("empty graph".into()))
 }
 
 /// Device-to-device copy bandwidth (bytes read + written per second), the practical peak the

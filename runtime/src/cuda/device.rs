@@ -99,6 +99,28 @@ fn unavailable(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::CudaUnavailable(msg.into())
 }
 
+/// `QWEN_AOT_SMEM_CARVEOUT` (tuning): the preferred L1/shared-memory split, in percent of the
+/// maximum shared memory (-1 = the driver's choice), either one value for every kernel or a list
+/// `prefix=pct,...` applied to the kernels whose names start with a prefix (`*` matches all; the
+/// last match wins). An SM runs blocks of two kernels side by side only when both fit its current
+/// split, so kernels whose splits differ (attention vs the GEMVs) force a drain between them.
+fn carveout_override(kernel: &str) -> Option<i32> {
+    carveout_for(&std::env::var("QWEN_AOT_SMEM_CARVEOUT").ok()?, kernel)
+}
+
+/// The carveout `spec` gives `kernel` (see [`carveout_override`]); None for no valid match.
+fn carveout_for(spec: &str, kernel: &str) -> Option<i32> {
+    let valid = |v: &str| v.trim().parse::<i32>().ok().filter(|v| (-1..=100).contains(v));
+    if !spec.contains('=') {
+        return valid(spec);
+    }
+    spec.split(',')
+        .rev()
+        .filter_map(|item| item.split_once('='))
+        .filter(|(prefix, _)| prefix.trim() == "*" || kernel.starts_with(prefix.trim()))
+        .find_map(|(_, v)| valid(v))
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
 }
@@ -152,6 +174,14 @@ impl CudaDevice {
                 .result()
                 .cuda_ctx(|| format!("kernel {} is missing from the image (rebuild)", k.name()))?;
             funcs.push(f);
+        }
+        for (k, &f) in Kernel::ALL.iter().zip(&funcs) {
+            let Some(pct) = carveout_override(k.name()) else { continue };
+            // SAFETY: `f` is a function of the module loaded above; the attribute takes a
+            // percentage (or -1) and only changes the driver's L1/shared split preference.
+            unsafe { sys::cuFuncSetAttribute(f, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, pct) }
+                .result()
+                .cuda_ctx(|| format!("setting the shared-memory carveout of {} to {pct} %", k.name()))?;
         }
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let sm_count = ctx
@@ -311,5 +341,21 @@ impl CudaDevice {
     /// Waits for all work on the stream; reports asynchronous kernel faults with `what`.
     pub fn sync(&self, what: &str) -> Result<(), RuntimeError> {
         self.stream.synchronize().cuda_ctx(|| format!("synchronising after {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carveout_for;
+
+    #[test]
+    fn carveout_spec_matches_by_prefix_and_the_last_match_wins() {
+        assert_eq!(carveout_for("43", "gemv_f16"), Some(43));
+        assert_eq!(carveout_for("101", "gemv_f16"), None, "out of range");
+        assert_eq!(carveout_for("*=0,attention=43", "attention_split_d64"), Some(43));
+        assert_eq!(carveout_for("*=0,attention=43", "gemv_f16_rope"), Some(0));
+        assert_eq!(carveout_for("attention=43", "gemv_f16"), None);
+        assert_eq!(carveout_for("gemv=20,gemv_f16_wide=30", "gemv_f16_wide"), Some(30));
+        assert_eq!(carveout_for("gemv=20,gemv_f16_wide=x", "gemv_f16_wide"), Some(20), "an invalid value is skipped");
     }
 }

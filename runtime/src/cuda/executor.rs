@@ -297,39 +297,12 @@ impl CudaExecutor {
         self.set_state(pos, 1)
     }
 
-    /// Enqueues one greedy decode step: the decode graph (captured on first use), or its launches
-    /// one by one with `QWEN_AOT_NO_GRAPH=1`.
+    /// Enqueues one greedy decode step (see [`launch_decode`]).
     fn launch_greedy_decode(&mut self) -> Result<(), RuntimeError> {
-        if !self.use_graph {
-            // SAFETY: as in capture (ops from build_ops over this executor's allocations).
-            return unsafe { self.dev.run_ops(&self.decode_ops) };
-        }
-        if self.graph.is_none() {
-            self.graph = Some(self.capture(&self.decode_ops)?);
-        }
-        self.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the decode graph".into())
-    }
-
-    /// Captures `ops` (the decode program, greedy or sampled) into an uploaded graph.
-    fn capture(&self, ops: &[Op]) -> Result<CudaGraph, RuntimeError> {
-        self.dev.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
-        self.dev
-            .stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .cuda_ctx(|| "beginning decode graph capture".into())?;
-        // SAFETY: every op was built by build_ops from this executor's allocations (arena offsets
-        // and weights validated against their sizes at load, KV cache of max_seq positions, scratch
-        // sized for these launch shapes); the buffers live as long as the graph (same struct,
-        // dropped after it).
-        let recorded = unsafe { self.dev.run_ops(ops) };
-        // Always end the capture, even after an error, so the stream is usable again.
-        let ended = self.dev.stream.end_capture(sys::CUgraphInstantiate_flags(0));
-        recorded?;
-        let graph = ended
-            .cuda_ctx(|| "instantiating the decode graph".into())?
-            .ok_or_else(|| RuntimeError::Cuda("decode graph capture produced no graph".into()))?;
-        graph.upload().cuda_ctx(|| "uploading the decode graph".into())?;
-        Ok(graph)
+        // SAFETY: decode_ops were built by build_ops from this executor's allocations (arena
+        // offsets and weights validated against their sizes at load, KV cache of max_seq
+        // positions, scratch sized for these launch shapes); they and the graph live in self.
+        unsafe { launch_decode(&self.dev, self.use_graph, &mut self.graph, &self.decode_ops, "decode") }
     }
 
     /// `ops` (built from `prog`) with the sampling launches in place of the argmax launch.
@@ -375,6 +348,26 @@ impl CudaExecutor {
         }
         Ok(StepOutput { next_token: tok[0] as u32, logits })
     }
+}
+
+/// Enqueues one decode step of `ops`: the graph in `slot` (captured from `ops` on first use), or
+/// the launches one by one when `use_graph` is false (`QWEN_AOT_NO_GRAPH=1`). The greedy and the
+/// sampled decode programs each keep their own slot.
+///
+/// # Safety
+/// As [`CudaDevice::run_ops`]: every pointer in `ops` addresses device memory of the sizes its
+/// builder documents, valid for as long as the graph in `slot` may be launched.
+unsafe fn launch_decode(dev: &CudaDevice, use_graph: bool, slot: &mut Option<CudaGraph>, ops: &[Op], what: &str) -> Result<(), RuntimeError> {
+    if !use_graph {
+        // SAFETY: this function's contract.
+        return unsafe { dev.run_ops(ops) };
+    }
+    let graph = match slot {
+        Some(graph) => graph,
+        // SAFETY: this function's contract.
+        None => slot.insert(unsafe { dev.capture_graph(ops) }.map_err(|e| RuntimeError::Cuda(format!("capturing the {what} graph: {e}")))?),
+    };
+    graph.launch().cuda_ctx(|| format!("launching the {what} graph"))
 }
 
 /// `inv_freq[i] = theta^(-2i/d)` with the CPU twin's exact f32 expression (cpu::kernels::rope_head).
@@ -429,15 +422,8 @@ impl Executor for CudaExecutor {
         let sampled = self.sampler.active();
         self.sampler.before_run(&self.dev, pos, sampled)?;
         if sampled {
-            if !self.use_graph {
-                // SAFETY: as in capture (the sampler's buffers live in self.sampler).
-                unsafe { self.dev.run_ops(&self.sampler.decode_ops)? };
-            } else {
-                if self.sampler.graph.is_none() {
-                    self.sampler.graph = Some(self.capture(&self.sampler.decode_ops)?);
-                }
-                self.sampler.graph.as_ref().expect("captured above").launch().cuda_ctx(|| "launching the sampled decode graph".into())?;
-            }
+            // SAFETY: as in launch_greedy_decode; the sampler's buffers live in self.sampler.
+            unsafe { launch_decode(&self.dev, self.use_graph, &mut self.sampler.graph, &self.sampler.decode_ops, "sampled decode")? };
         } else {
             self.launch_greedy_decode()?;
         }

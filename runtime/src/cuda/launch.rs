@@ -7,7 +7,7 @@
 use std::ffi::c_void;
 
 use cudarc::cublas::sys as blas_sys;
-use cudarc::driver::sys;
+use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, Kernel};
 use super::CudaCtx;
@@ -432,6 +432,27 @@ impl CudaDevice {
             }
         }
         Ok(())
+    }
+
+    /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded.
+    ///
+    /// # Safety
+    /// As [`CudaDevice::run_ops`], for as long as the graph may be launched.
+    pub(crate) unsafe fn capture_graph(&self, ops: &[Op]) -> Result<CudaGraph, RuntimeError> {
+        self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .cuda_ctx(|| "beginning graph capture".into())?;
+        // SAFETY: this function's contract.
+        let recorded = unsafe { self.run_ops(ops) };
+        // Always end the capture, even after an error, so the stream is usable again.
+        let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        recorded?;
+        let graph = ended
+            .cuda_ctx(|| "instantiating the graph".into())?
+            .ok_or_else(|| RuntimeError::Cuda("graph capture produced no graph".into()))?;
+        graph.upload().cuda_ctx(|| "uploading the graph".into())?;
+        Ok(graph)
     }
 
     unsafe fn launch(&self, l: &Launch) -> Result<(), RuntimeError> {

@@ -5,6 +5,7 @@
 #   .device/bin/cuda_kernels   runtime/tests/cuda_kernels.rs (kernels vs CPU twins)
 #   .device/bin/kernels        benches/kernels.rs (criterion, per-kernel GB/s)
 #   .device/bin/sync_chain     benches/sync_chain.cu (cost of one dependency link, by kind)
+#   .device/bin/stream_chain   benches/stream_chain.cu (links vs weight streaming, overlapped or not)
 #   .device/kernels.fatbin     the embedded kernel image (for the runtime test binary)
 # Usage: scripts/device-build.sh   (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
@@ -34,6 +35,9 @@ install -m 755 "$target/release/generate" .device/bin/generate
 # The dependency-link microbenchmark (benches/sync_chain.cu), a standalone CUDA program.
 "$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
   -L.toolchain/cuda/nvidia/cu13/lib -o .device/bin/sync_chain benches/sync_chain.cu
+# Whether link latency can hide behind weight streaming (benches/stream_chain.cu), standalone too.
+"$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
+  -L.toolchain/cuda/nvidia/cu13/lib -o .device/bin/stream_chain benches/stream_chain.cu
 fatbin="$(ls -t "$target"/release/build/qwen-aot-*/out/kernels.fatbin | head -n1)"
 install -m 644 "$fatbin" .device/kernels.fatbin
 strip .device/bin/* 2>/dev/null || true

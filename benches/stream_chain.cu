@@ -20,30 +20,17 @@
 // at the measured copy bandwidth.
 // Build: nvcc -O3 -arch=sm_90 -o stream_chain benches/stream_chain.cu   Run: ./stream_chain
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
+#include "chain_common.cuh"
 
-constexpr int K = 896;
+constexpr int K = CHAIN_K;
 constexpr int LAYERS = 24;
 constexpr int OPS = 5;
-constexpr int THREADS = 256;
+constexpr int THREADS = CHAIN_THREADS;
 constexpr int REPS = 20;
 constexpr int CHUNK = 16384;            // bytes per TMA copy / mbarrier
 constexpr int MAX_SLICE = 96 * 1024;    // bytes of shared memory per block, at most
 constexpr size_t OP_BYTES[OPS] = {2064384, 0, 1605632, 17432576, 8716288};
-
-#define CHECK(call)                                                                           \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess) {                                                              \
-            std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                     \
-        }                                                                                     \
-    } while (0)
 
 // Per op (prefetch mode): [0] earliest block start, [1] earliest return from griddepcontrol.wait,
 // [2] latest block end, in %globaltimer nanoseconds: does op n+1 start before op n ends?
@@ -54,27 +41,9 @@ __device__ __forceinline__ unsigned long long now_ns() {
     return t;
 }
 
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-
-// Every warp reads the whole input vector from L2 and sums it (the link's data dependency).
-__device__ __forceinline__ float read_vector(const float* in) {
-    const int lane = threadIdx.x & 31;
-    float s = 0.0f;
-    for (int i = lane * 4; i < K; i += 128) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(in + i));
-        s += v.x + v.y + v.z + v.w;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    return s;
-}
-
-// One output element per warp; `wsum` (the weights' checksum) is folded in so that no load is dead.
-__device__ __forceinline__ void write_vector(float* out, float s, float wsum, int link) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int j = blockIdx.x * (THREADS / 32) + warp;
-    if (lane == 0 && j < K) out[j] = s * (1.0f / K) + (float)link + (wsum == 1.2345e30f ? 1.0f : 0.0f);
+// The next op's vector; `wsum` (the weights' checksum) is folded in so that no load is dead.
+__device__ __forceinline__ void write_vector_w(float* out, float s, float wsum, int link) {
+    write_vector(out, s, link, wsum == 1.2345e30f ? 1.0f : 0.0f);
 }
 
 __device__ __forceinline__ float sum_half8(uint4 v) {
@@ -107,7 +76,7 @@ __global__ void op_stream(const float* in, float* out, int link, const uint4* w,
 #pragma unroll
         for (int u = 0; u < 4; ++u) wsum += sum_half8(v[u]);
     }
-    write_vector(out, s, wsum, link);
+    write_vector_w(out, s, wsum, link);
 }
 
 __global__ void op_prefetch(const float* in, float* out, int link, const uint4* w, int slice16) {
@@ -149,7 +118,7 @@ __global__ void op_prefetch(const float* in, float* out, int link, const uint4* 
         const uint4* t = tile + c * (CHUNK / 16);
         for (int i = threadIdx.x; i < n16; i += THREADS) wsum += sum_half8(t[i]);
     }
-    write_vector(out, s, wsum, link);
+    write_vector_w(out, s, wsum, link);
     __syncthreads();
     if (threadIdx.x == 0) atomicMax(&g_stamps[link][2], now_ns());
 }
@@ -159,7 +128,6 @@ enum Mode { LINKS, STREAM, STREAM_EARLY, PREFETCH };
 static int blocks_for(size_t bytes) { return bytes == 0 ? 132 : (bytes > 4u << 20 ? 264 : 132); }
 
 static double time_mode(Mode m, float* a, float* b, const char* weights, cudaStream_t s, int reps = REPS, int warm = 3) {
-    cudaGraph_t graph;
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     size_t off = 0;
     for (int l = 0; l < LAYERS * OPS; ++l) {
@@ -170,15 +138,8 @@ static double time_mode(Mode m, float* a, float* b, const char* weights, cudaStr
         off += (size_t)slice16 * 16 * blocks;
         float* in = l % 2 ? b : a;
         float* out = l % 2 ? a : b;
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(blocks);
-        cfg.blockDim = dim3(THREADS);
-        cfg.stream = s;
         cudaLaunchAttribute attr;
-        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr.val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = &attr;
-        cfg.numAttrs = 1;
+        cudaLaunchConfig_t cfg = chain_config(blocks, s, true, &attr);
         if (m == PREFETCH) {
             cfg.dynamicSmemBytes = (size_t)slice16 * 16;
             CHECK(cudaLaunchKernelEx(&cfg, op_prefetch, (const float*)in, out, l, w, slice16));
@@ -188,31 +149,14 @@ static double time_mode(Mode m, float* a, float* b, const char* weights, cudaStr
             CHECK(cudaLaunchKernelEx(&cfg, op_stream<false>, (const float*)in, out, l, w, slice16));
         }
     }
-    CHECK(cudaStreamEndCapture(s, &graph));
-    cudaGraphExec_t exec;
-    CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t t0, t1;
-    CHECK(cudaEventCreate(&t0));
-    CHECK(cudaEventCreate(&t1));
-    std::vector<float> ms;
-    for (int r = 0; r < reps + warm; ++r) {
-        if (r == warm && m == PREFETCH && reps == 1) {  // the stamped replay: fresh stamps
-            std::vector<unsigned long long> st(LAYERS * OPS * 3);
-            for (int i = 0; i < LAYERS * OPS; ++i) st[3 * i] = st[3 * i + 1] = ~0ull, st[3 * i + 2] = 0;
-            CHECK(cudaMemcpyToSymbol(g_stamps, st.data(), st.size() * 8));
-        }
-        CHECK(cudaEventRecord(t0, s));
-        CHECK(cudaGraphLaunch(exec, s));
-        CHECK(cudaEventRecord(t1, s));
-        CHECK(cudaEventSynchronize(t1));
-        float v;
-        CHECK(cudaEventElapsedTime(&v, t0, t1));
-        if (r >= warm) ms.push_back(v);
-    }
-    std::sort(ms.begin(), ms.end());
-    CHECK(cudaGraphExecDestroy(exec));
-    CHECK(cudaGraphDestroy(graph));
-    return ms[ms.size() / 2] * 1000.0 / LAYERS;
+    // The stamped replay (reps == 1, prefetch) starts from fresh stamps.
+    auto fresh_stamps = [&](int r) {
+        if (r != warm || m != PREFETCH || reps != 1) return;
+        std::vector<unsigned long long> st(LAYERS * OPS * 3);
+        for (int i = 0; i < LAYERS * OPS; ++i) st[3 * i] = st[3 * i + 1] = ~0ull, st[3 * i + 2] = 0;
+        CHECK(cudaMemcpyToSymbol(g_stamps, st.data(), st.size() * 8));
+    };
+    return replay_median_ms(s, reps, warm, fresh_stamps) * 1000.0 / LAYERS;
 }
 
 int main() {

@@ -16,26 +16,12 @@
 // then pdl and pdl_mixed again with every kernel's preferred carveout set to 100 % shared.
 // Prints microseconds per link (median of REPS graph replays, CUDA events).
 // Build: nvcc -O3 -arch=sm_90 -o sync_chain benches/sync_chain.cu   Run: ./sync_chain [blocks]
-#include <cuda_runtime.h>
+#include "chain_common.cuh"
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-
-constexpr int K = 896;        // vector length (the default model's hidden size)
-constexpr int LINKS = 120;    // 24 layers x 5 ops
-constexpr int THREADS = 256;  // 8 warps per block
+constexpr int K = CHAIN_K;
+constexpr int LINKS = 120;  // 24 layers x 5 ops
+constexpr int THREADS = CHAIN_THREADS;
 constexpr int REPS = 30;
-
-#define CHECK(call)                                                                           \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess) {                                                              \
-            std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                     \
-        }                                                                                     \
-    } while (0)
 
 // The same protocol as the runtime's counter sync (kernels/common.cuh dep_wait / dep_signal):
 // relaxed polls, one acquire fence, a release reduction to signal.
@@ -45,20 +31,8 @@ __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
     return v;
 }
 
-// One op: every warp reads the whole input vector from L2 (ld.cg: it was written by other SMs
-// after this kernel may have started), sums it, and writes one output element.
-__device__ __forceinline__ void op_body(const float* in, float* out, int link) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    float s = 0.0f;
-    for (int i = lane * 4; i < K; i += 128) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(in + i));
-        s += v.x + v.y + v.z + v.w;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    const int j = blockIdx.x * (THREADS / 32) + warp;
-    if (lane == 0 && j < K) out[j] = s * (1.0f / K) + (float)link;
-}
+// One op: every warp reads the whole input vector and writes one output element.
+__device__ __forceinline__ void op_body(const float* in, float* out, int link) { write_vector(out, read_vector(in), link, 0.0f); }
 
 __device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
     if (threadIdx.x == 0) {
@@ -76,23 +50,23 @@ __device__ __forceinline__ void signal_count(unsigned* c) {
 __global__ void op_plain(const float* in, float* out, int link) { op_body(in, out, link); }
 
 __global__ void op_pdl(const float* in, float* out, int link) {
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    pdl_wait();
+    pdl_trigger();
     op_body(in, out, link);
 }
 
 // The same op with 40 KB of static shared memory in use (one store and one load, so it is kept).
 __global__ void op_pdl_smem(const float* in, float* out, int link) {
     __shared__ float pad[10240];
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    pdl_wait();
+    pdl_trigger();
     pad[threadIdx.x * 40] = (float)link;
     __syncthreads();
     op_body(in, out, link + (int)(pad[((threadIdx.x + 1) % blockDim.x) * 40] - (float)link));
 }
 
 __global__ void op_flag(const float* in, float* out, int link, unsigned* counters) {
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    pdl_trigger();
     if (link > 0) wait_count(counters + link - 1, gridDim.x);
     op_body(in, out, link);
     signal_count(counters + link);
@@ -111,15 +85,8 @@ enum Mode { PLAIN, PDL, FLAG, PERSISTENT, PDL_MIXED };
 static void launch(Mode m, int link, int blocks, float* a, float* b, unsigned* counters, cudaStream_t s) {
     float* in = link % 2 ? b : a;
     float* out = link % 2 ? a : b;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(THREADS);
-    cfg.stream = s;
     cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = m == PLAIN ? 0 : 1;
+    cudaLaunchConfig_t cfg = chain_config(blocks, s, m != PLAIN, &attr);
     if (m == PLAIN) CHECK(cudaLaunchKernelEx(&cfg, op_plain, (const float*)in, out, link));
     if (m == PDL || (m == PDL_MIXED && link % 2 == 0)) CHECK(cudaLaunchKernelEx(&cfg, op_pdl, (const float*)in, out, link));
     if (m == PDL_MIXED && link % 2 == 1) CHECK(cudaLaunchKernelEx(&cfg, op_pdl_smem, (const float*)in, out, link));
@@ -127,7 +94,6 @@ static void launch(Mode m, int link, int blocks, float* a, float* b, unsigned* c
 }
 
 static double time_mode(Mode m, int blocks, float* a, float* b, unsigned* counters, cudaStream_t s) {
-    cudaGraph_t graph;
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * LINKS, s));
     if (m == PERSISTENT) {
@@ -136,26 +102,7 @@ static double time_mode(Mode m, int blocks, float* a, float* b, unsigned* counte
     } else {
         for (int l = 0; l < LINKS; ++l) launch(m, l, blocks, a, b, counters, s);
     }
-    CHECK(cudaStreamEndCapture(s, &graph));
-    cudaGraphExec_t exec;
-    CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t t0, t1;
-    CHECK(cudaEventCreate(&t0));
-    CHECK(cudaEventCreate(&t1));
-    std::vector<float> ms;
-    for (int r = 0; r < REPS + 3; ++r) {
-        CHECK(cudaEventRecord(t0, s));
-        CHECK(cudaGraphLaunch(exec, s));
-        CHECK(cudaEventRecord(t1, s));
-        CHECK(cudaEventSynchronize(t1));
-        float v;
-        CHECK(cudaEventElapsedTime(&v, t0, t1));
-        if (r >= 3) ms.push_back(v);
-    }
-    std::sort(ms.begin(), ms.end());
-    CHECK(cudaGraphExecDestroy(exec));
-    CHECK(cudaGraphDestroy(graph));
-    return ms[ms.size() / 2] * 1000.0 / LINKS;
+    return replay_median_ms(s, REPS, 3, [](int) {}) * 1000.0 / LINKS;
 }
 
 // The chain's final vector, to check that every form computed the same thing.

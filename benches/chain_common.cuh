@@ -39,7 +39,14 @@ __device__ __forceinline__ float read_vector(const float* in) {
     return s;
 }
 
-// The next op's vector: one element per warp, `s * (1/K) + link + extra`.
+// The next op's vector: one element per warp, `s * (1/K) + link`.
+__device__ __forceinline__ void write_vector(float* out, float s, int link) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int j = blockIdx.x * (CHAIN_THREADS / 32) + warp;
+    if (lane == 0 && j < CHAIN_K) out[j] = s * (1.0f / CHAIN_K) + (float)link;
+}
+
+// The same plus `extra` (an op folds its weights' checksum in, so that no load is dead).
 __device__ __forceinline__ void write_vector(float* out, float s, int link, float extra) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int j = blockIdx.x * (CHAIN_THREADS / 32) + warp;
@@ -60,7 +67,7 @@ inline cudaLaunchConfig_t chain_config(int blocks, cudaStream_t s, bool pdl, cud
     return cfg;
 }
 
-// Ends the capture on `s`, replays the graph `warm + reps` times (`before(r)` runs before replay
+// Ends the capture the caller began on `s` (after recording the chain's launches), replays the graph `warm + reps` times (`before(r)` runs before replay
 // r) and returns the median of the last `reps` replays in milliseconds (CUDA events).
 template <class Before>
 double replay_median_ms(cudaStream_t s, int reps, int warm, Before before) {

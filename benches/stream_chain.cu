@@ -5,7 +5,7 @@
 // as if the two never overlapped. This program times a synthetic layer chain with the decode's
 // weight sizes per op (qkv 2.06 MB, attention 0, o_proj 1.6 MB, gate|up 17.4 MB, down 8.7 MB; 24
 // layers, every op its own weights so nothing is served from L2), each op a PDL kernel that reads
-// the previous op's 896-float vector and writes the next, in three forms:
+// the previous op's 896-float vector and writes the next, in four forms:
 //   links       the chain without weights (what the links alone cost)
 //   stream      every block streams its slice of the op's weights with 16-byte loads after
 //               griddepcontrol.wait
@@ -34,7 +34,7 @@ constexpr size_t OP_BYTES[OPS] = {2064384, 0, 1605632, 17432576, 8716288};
 
 // Per op (prefetch mode): [0] earliest block start, [1] earliest return from griddepcontrol.wait,
 // [2] latest block end, in %globaltimer nanoseconds: does op n+1 start before op n ends?
-__device__ unsigned long long g_stamps[24 * 5][3];
+__device__ unsigned long long g_stamps[LAYERS * OPS][3];
 __device__ __forceinline__ unsigned long long now_ns() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
@@ -92,6 +92,7 @@ __global__ void op_prefetch(const float* in, float* out, int link, const uint4* 
             asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar));
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the barriers, to the TMA unit
         for (int c = 0; c < chunks; ++c) {
             const int n = min(CHUNK, bytes - c * CHUNK);
             const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&bars[c]));
@@ -154,7 +155,10 @@ static double time_mode(Mode m, float* a, float* b, const char* weights, cudaStr
         if (r != warm || m != PREFETCH || reps != 1) return;
         std::vector<unsigned long long> st(LAYERS * OPS * 3);
         for (int i = 0; i < LAYERS * OPS; ++i) st[3 * i] = st[3 * i + 1] = ~0ull, st[3 * i + 2] = 0;
-        CHECK(cudaMemcpyToSymbol(g_stamps, st.data(), st.size() * 8));
+        // On `s`, so the reset lands before the stamped replay (a pageable copy on the legacy
+        // stream may still be in flight when the non-blocking stream starts).
+        CHECK(cudaMemcpyToSymbolAsync(g_stamps, st.data(), st.size() * 8, 0, cudaMemcpyHostToDevice, s));
+        CHECK(cudaStreamSynchronize(s));
     };
     return replay_median_ms(s, reps, warm, fresh_stamps) * 1000.0 / LAYERS;
 }

@@ -3,7 +3,7 @@
 // A decode step is a chain of ~120 latency-bound ops (5 per layer): every op needs the whole
 // vector the op before it wrote. This program times a chain of LINKS such ops, each of which
 // reads the previous op's 896-float vector through L2, reduces it per warp and writes one float
-// per warp (the next op's vector), in four forms:
+// per warp (the next op's vector), in five forms:
 //   plain       one kernel per op, in a CUDA graph
 //   pdl         one kernel per op, programmatic dependent launch, griddepcontrol.wait at the top
 //               (what the runtime does today)
@@ -32,7 +32,7 @@ __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
 }
 
 // One op: every warp reads the whole input vector and writes one output element.
-__device__ __forceinline__ void op_body(const float* in, float* out, int link) { write_vector(out, read_vector(in), link, 0.0f); }
+__device__ __forceinline__ void op_body(const float* in, float* out, int link) { write_vector(out, read_vector(in), link); }
 
 __device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
     if (threadIdx.x == 0) {

@@ -8,6 +8,8 @@ bin=$1
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 ncu=/usr/local/cuda/bin/ncu
+# No graph, so ncu sees each launch; skip 2500 launches (prefill and warm-up) to land on one
+# decode layer's kernels (8 launches: qkv, attention, o_proj, gate|up, down, ...).
 IFS=';' read -ra specs <<<"$2"
 for s in "${specs[@]}"; do
   QWEN_AOT_SMEM_CARVEOUT="$s" QWEN_AOT_NO_GRAPH=1 timeout 200 $ncu --csv --metrics launch__shared_mem_config_size --launch-skip 2500 --launch-count 8 "$bin" bench --random --json --quiet > $out/ncu.csv 2>/dev/null

@@ -129,7 +129,7 @@ impl<'a> KernelBench<'a> {
             // SAFETY: the ops address the bench buffers allocated above with the sizes their
             // builders need (x/y/r sized for the largest row, caches for max_seq positions,
             // scratch for the split count); the buffers live in the same KernelBench as the graphs.
-            let graph = unsafe { dev.capture_graph(&rep_ops) }.map_err(|e| RuntimeError::Cuda(format!("bench {name}: {e}")))?;
+            let graph = unsafe { dev.capture_graph(&rep_ops, &format!("bench {name}")) }?;
             out.push(BenchCase { name, bytes, graph });
         }
         dev.sync("bench setup")?;

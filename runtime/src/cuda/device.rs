@@ -100,10 +100,12 @@ fn unavailable(msg: impl Into<String>) -> RuntimeError {
 }
 
 /// `QWEN_AOT_SMEM_CARVEOUT` (tuning): the preferred L1/shared-memory split, in percent of the
-/// maximum shared memory (-1 = the driver's choice), either one value for every kernel or a list
-/// `prefix=pct,...` applied to the kernels whose names start with a prefix (`*` matches all; the
-/// last match wins). An SM runs blocks of two kernels side by side only when both fit its current
-/// split, so kernels whose splits differ (attention vs the GEMVs) force a drain between them.
+/// maximum shared memory (-1 = the driver's choice), as a list `prefix=pct,...` applied to the
+/// kernels whose names start with a prefix; an item without a prefix (or `*`) applies to every
+/// kernel, and the last valid item that matches wins, so `43` alone sets every kernel. Invalid
+/// items are ignored, as with the other tuning variables. Why: an SM runs blocks of two kernels
+/// side by side only under one split, and the driver gives the decode kernels different ones
+/// (benches/NOTES.md, sixth session: making them equal measured no gain).
 fn carveout_override(kernel: &str) -> Option<i32> {
     carveout_for(&std::env::var("QWEN_AOT_SMEM_CARVEOUT").ok()?, kernel)
 }
@@ -111,13 +113,13 @@ fn carveout_override(kernel: &str) -> Option<i32> {
 /// The carveout `spec` gives `kernel` (see [`carveout_override`]); None for no valid match.
 fn carveout_for(spec: &str, kernel: &str) -> Option<i32> {
     let valid = |v: &str| v.trim().parse::<i32>().ok().filter(|v| (-1..=100).contains(v));
-    if !spec.contains('=') {
-        return valid(spec);
-    }
     spec.split(',')
         .rev()
-        .filter_map(|item| item.split_once('='))
-        .filter(|(prefix, _)| prefix.trim() == "*" || kernel.starts_with(prefix.trim()))
+        .map(|item| item.split_once('=').unwrap_or(("*", item)))
+        .filter(|(prefix, _)| {
+            let prefix = prefix.trim();
+            prefix == "*" || (!prefix.is_empty() && kernel.starts_with(prefix))
+        })
         .find_map(|(_, v)| valid(v))
 }
 
@@ -357,5 +359,12 @@ mod tests {
         assert_eq!(carveout_for("attention=43", "gemv_f16"), None);
         assert_eq!(carveout_for("gemv=20,gemv_f16_wide=30", "gemv_f16_wide"), Some(30));
         assert_eq!(carveout_for("gemv=20,gemv_f16_wide=x", "gemv_f16_wide"), Some(20), "an invalid value is skipped");
+        assert_eq!(carveout_for(" gemv = 20 , attention = -1 ", "attention_split_d64"), Some(-1), "whitespace");
+        assert_eq!(carveout_for("-2", "gemv_f16"), None);
+        assert_eq!(carveout_for("", "gemv_f16"), None);
+        assert_eq!(carveout_for("43,attention=20", "gemv_f16"), Some(43), "an item without a prefix applies to all");
+        assert_eq!(carveout_for("43,attention=20", "attention_split_d64"), Some(20));
+        assert_eq!(carveout_for("=43", "gemv_f16"), None, "an empty prefix matches nothing");
+        assert_eq!(carveout_for("gemv=20;attention=43", "gemv_f16"), None, "not a list: one invalid value");
     }
 }

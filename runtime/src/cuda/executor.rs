@@ -356,7 +356,8 @@ impl CudaExecutor {
 ///
 /// # Safety
 /// As [`CudaDevice::run_ops`]: every pointer in `ops` addresses device memory of the sizes its
-/// builder documents, valid for as long as the graph in `slot` may be launched.
+/// builder documents, valid until every launch of the graph in `slot` (and every direct launch)
+/// has completed.
 unsafe fn launch_decode(dev: &CudaDevice, use_graph: bool, slot: &mut Option<CudaGraph>, ops: &[Op], what: &str) -> Result<(), RuntimeError> {
     if !use_graph {
         // SAFETY: this function's contract.
@@ -365,7 +366,7 @@ unsafe fn launch_decode(dev: &CudaDevice, use_graph: bool, slot: &mut Option<Cud
     let graph = match slot {
         Some(graph) => graph,
         // SAFETY: this function's contract.
-        None => slot.insert(unsafe { dev.capture_graph(ops) }.map_err(|e| RuntimeError::Cuda(format!("capturing the {what} graph: {e}")))?),
+        None => slot.insert(unsafe { dev.capture_graph(ops, what) }?),
     };
     graph.launch().cuda_ctx(|| format!("launching the {what} graph"))
 }

@@ -434,24 +434,25 @@ impl CudaDevice {
         Ok(())
     }
 
-    /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded.
+    /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded; `what` names
+    /// the graph in errors. No [`Op::Gemm`] (cuBLAS is not captured: see `run_ops`).
     ///
     /// # Safety
-    /// As [`CudaDevice::run_ops`], for as long as the graph may be launched.
-    pub(crate) unsafe fn capture_graph(&self, ops: &[Op]) -> Result<CudaGraph, RuntimeError> {
+    /// As [`CudaDevice::run_ops`], until every launch of the graph has completed.
+    pub(crate) unsafe fn capture_graph(&self, ops: &[Op], what: &str) -> Result<CudaGraph, RuntimeError> {
         self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
         self.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .cuda_ctx(|| "beginning graph capture".into())?;
+            .cuda_ctx(|| format!("beginning the capture of the {what} graph"))?;
         // SAFETY: this function's contract.
         let recorded = unsafe { self.run_ops(ops) };
         // Always end the capture, even after an error, so the stream is usable again.
         let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
         recorded?;
         let graph = ended
-            .cuda_ctx(|| "instantiating the graph".into())?
-            .ok_or_else(|| RuntimeError::Cuda("graph capture produced no graph".into()))?;
-        graph.upload().cuda_ctx(|| "uploading the graph".into())?;
+            .cuda_ctx(|| format!("instantiating the {what} graph"))?
+            .ok_or_else(|| RuntimeError::Cuda(format!("the capture of the {what} graph produced no graph")))?;
+        graph.upload().cuda_ctx(|| format!("uploading the {what} graph"))?;
         Ok(graph)
     }
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 
-
 def rate(run):
     """decode_tok_s as printed: `-` where there was no decode to time (one token: JSON null)."""
     r = run["decode_tok_s"]

@@ -156,7 +156,7 @@ impl CudaExecutor {
     /// time per step, without the per-token turnaround `decode` pays. For benchmarks.
     pub fn decode_replay_secs(&mut self, token: u32, pos: usize, n: usize) -> Result<f64, RuntimeError> {
         self.prepare_decode(token, pos)?;
-        self.launch_greedy_decode()?; // captures the graph outside the timed region
+        self.launch_greedy_decode()?; // one untimed step: captures the graph on first use
         let timer = super::bench::GpuTimer::start(&self.dev)?;
         for _ in 0..n {
             self.launch_greedy_decode()?;

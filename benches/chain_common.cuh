@@ -1,6 +1,7 @@
-// What the dependency-chain microbenchmarks (sync_chain.cu, stream_chain.cu) share: error
-// checking, the link's data dependency (read the previous op's vector), PDL launch configuration
-// and timing a captured chain by graph replays.
+// What the dependency-chain microbenchmarks (sync_chain.cu, stream_chain.cu; ring_chain.cu and
+// mega_chain.cu use CHECK, the chain constants and replay_median_ms) share: error checking, the
+// link's data dependency (read the previous op's vector), PDL launch configuration and timing a
+// captured chain by graph replays.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -16,16 +16,20 @@
 //            block polls it to the block count (acquire), then the block reads the vector (two
 //            dependent L2 round trips after the last store: the poll, then the data)
 //   ll       the NCCL "low-latency" protocol: every element is stored as one 64-bit word, value
-//            and the op's epoch together, so polling the data IS the wait (one round trip)
+//            and the op's epoch together, so polling the data IS the wait (one round trip);
+//            every link has its own buffer (a block that only reads could otherwise still be
+//            polling a buffer the next-but-one op overwrites)
 // each with and without weights, and the ring at several depths; the ring alone (no links: its
 // own bandwidth, against a plain streaming read of the same bytes); and the weights in registers
 // instead of a ring (chain_regs: each op's loads issued just before its poll; chain_regs_ahead:
-// the big ops' loads issued two or three links ahead, optionally in the order the ops need them).
+// the big ops' loads issued two or three links ahead, optionally in the order the ops need them,
+// and optionally with each op's weights summed before its poll instead of after).
 // Prints microseconds per layer (median of REPS graph replays, CUDA events); compare with
 // stream_chain's `links` and `stream` lines from the same machine. Results: benches/NOTES.md,
 // "Seventh session". The synthetic ops only sum their weights; benches/mega_chain.cu does the
 // GEMVs for real.
 // Build: nvcc -O3 -arch=sm_90 -o ring_chain benches/ring_chain.cu   Run: ./ring_chain [quick]
+// (quick: the read bandwidth, the register forms, the ring alone and one ll chain with weights)
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -60,7 +64,6 @@ struct Params {
     int links;              // 0: no links at all (each block streams its slices alone: the ring's bandwidth)
     int stamp;              // 1: record g_stamps
     int sleep_ns;           // back-off between two polls (0: spin)
-    int poll_warps;         // ll: how many consumer warps poll the vector (the rest wait at the barrier)
 };
 
 // Per op, in %globaltimer ns over all blocks: [0] earliest and [1] latest time a block had the
@@ -164,20 +167,18 @@ chain(const char* weights, unsigned long long* vec, unsigned* counters, Params p
 
     unsigned seq = 0;
     for (int link = 0; link < LINKS; ++link) {
-        const unsigned long long* in = vec + (link % 2) * K;
+        const unsigned long long* in = vec + (size_t)link * K;  // one buffer per link: no reuse
         float* x = xs[link % 2];
-        unsigned long long* out = vec + ((link + 1) % 2) * K;
+        unsigned long long* out = vec + (size_t)(link + 1) * K;
         // 1. The link: the previous op's vector, into shared memory.
         if (!p.links) {
             for (int i = threadIdx.x; i < K; i += CONSUMERS) x[i] = 0.0f;
         } else if (p.ll) {
-            if (warp < p.poll_warps) {
-                for (int i = threadIdx.x; i < K; i += 32 * p.poll_warps) {
-                    unsigned long long w;
-                    while ((unsigned)((w = ld_relaxed_u64(in + i)) >> 32) != (unsigned)link)
-                        if (p.sleep_ns) __nanosleep(p.sleep_ns);
-                    x[i] = __uint_as_float((unsigned)w);
-                }
+            for (int i = threadIdx.x; i < K; i += CONSUMERS) {
+                unsigned long long w;
+                while ((unsigned)((w = ld_relaxed_u64(in + i)) >> 32) != (unsigned)link)
+                    if (p.sleep_ns) __nanosleep(p.sleep_ns);
+                x[i] = __uint_as_float((unsigned)w);
             }
         } else {
             if (link > 0 && threadIdx.x == 0) {
@@ -262,8 +263,8 @@ __device__ __forceinline__ float sum_loads(const uint4 (&v)[R]) {
 template <class F>
 __device__ __forceinline__ void ll_link(unsigned long long* vec, float (&xs)[2][K], int link, F weights_sum) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned long long* in = vec + (link % 2) * K;
-    unsigned long long* out = vec + ((link + 1) % 2) * K;
+    const unsigned long long* in = vec + (size_t)link * K;  // one buffer per link: no reuse
+    unsigned long long* out = vec + (size_t)(link + 1) * K;
     float* x = xs[link % 2];
     for (int i = threadIdx.x; i < K; i += REG_THREADS) {
         unsigned long long w;
@@ -292,13 +293,14 @@ chain_regs(const char* weights, unsigned long long* vec, Params p) {
     }
 }
 
-// chain_regs with the big ops' loads issued further ahead, into their own registers: gate|up's
-// after the qkv op's store (in flight across the attention, o_proj and gate|up links), down's
-// after o_proj's (across the gate|up and down links), the small ops' as in chain_regs.
+// chain_regs with the loads issued further ahead, into their own registers: gate|up's after the
+// qkv op's store (in flight across the attention, o_proj and gate|up links), down's after
+// o_proj's (across the gate|up and down links), o_proj's after the qkv op's (NEED_ORDER) or the
+// attention op's, the next layer's qkv after gate|up's store (across two links).
 // NEED_ORDER: every op's loads are issued in the order the ops need them (o_proj's before
 // gate|up's), so a small op's bytes never queue behind a big op's. SUM_FIRST: the block sums
-// (waits for) the op's weights BEFORE it polls the op's input, so no load is in flight while
-// it polls.
+// (waits for) the op's own weights BEFORE it polls the op's input (later ops' loads issued
+// earlier may still be in flight; the sum's arithmetic also moves ahead of the poll).
 template <bool NEED_ORDER, bool SUM_FIRST>
 __global__ void __launch_bounds__(REG_THREADS, 1)
 chain_regs_ahead(const char* weights, unsigned long long* vec, Params p) {
@@ -342,12 +344,21 @@ chain_regs_ahead(const char* weights, unsigned long long* vec, Params p) {
 }
 
 int main(int argc, char** argv) {
-    const bool quick = argc > 1;  // only the ring alone and the ll chain with weights
+    const bool quick = argc > 1;  // see the header
     int sms = 0;
     CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     if (sms * CONSUMER_WARPS < K) {
-        std::fprintf(stderr, "need at least %d SMs\n", K / CONSUMER_WARPS);
+        std::fprintf(stderr, "need at least %d SMs\n", (K + CONSUMER_WARPS - 1) / CONSUMER_WARPS);
         return 1;
+    }
+    // The register forms hold a block's slice of each op in REG_* loads per thread (sized for 132 SMs).
+    for (int o = 0; o < OPS; ++o) {
+        const size_t loads = OP_BYTES[o] / sms / 16;
+        const size_t cap = (size_t)(o == 3 ? REG_G : o == 4 ? REG_D : REG_S) * REG_THREADS;
+        if (loads > cap || loads > (size_t)REG_LOADS * REG_THREADS) {
+            std::fprintf(stderr, "%d SMs: op %d's slice does not fit the register forms\n", sms, o);
+            return 1;
+        }
     }
     Params base = {};
     for (int o = 0; o < OPS; ++o) {
@@ -361,7 +372,8 @@ int main(int argc, char** argv) {
     unsigned* counters;
     CHECK(cudaMalloc(&weights, total + 4096));
     CHECK(cudaMemset(weights, 0x11, total + 4096));
-    CHECK(cudaMalloc(&vec, sizeof(unsigned long long) * K * 2));
+    const size_t vec_bytes = sizeof(unsigned long long) * K * (LINKS + 1);  // one buffer per link
+    CHECK(cudaMalloc(&vec, vec_bytes));
     CHECK(cudaMalloc(&counters, sizeof(unsigned) * LINKS));
     const int smem = MAX_SLOTS * CHUNK;
     CHECK(cudaFuncSetAttribute(chain, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -369,24 +381,14 @@ int main(int argc, char** argv) {
     CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     std::printf("%d blocks (one per SM), %d consumer warps, weights per layer %.1f MB\n", sms, CONSUMER_WARPS, base.layer_bytes / 1e6);
 
-    auto run = [&](int ll, int with_weights, int slots, int links = 1, int stamp = 0, int sleep_ns = 0, int poll_warps = CONSUMER_WARPS) {
-        Params p = base;
-        p.ll = ll, p.with_weights = with_weights, p.slots = slots, p.links = links, p.stamp = stamp;
-        p.sleep_ns = sleep_ns, p.poll_warps = poll_warps;
-        if (stamp) {
-            std::vector<unsigned long long> st(LINKS * 5, 0);
-            for (int i = 0; i < LINKS; ++i) st[5 * i] = ~0ull;
-            CHECK(cudaMemcpyToSymbol(g_stamps, st.data(), st.size() * 8));
-        }
-        CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-        CHECK(cudaMemsetAsync(vec, 0, sizeof(unsigned long long) * K * 2, s));
-        CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * LINKS, s));
-        chain<<<sms, THREADS, smem, s>>>(weights, vec, counters, p);
-        CHECK(cudaGetLastError());
-        const double us = replay_median_ms(s, stamp ? 1 : REPS, stamp ? 0 : 3, [](int) {}) * 1000.0 / LAYERS;
-        // The final vector (the last op wrote buffer LINKS % 2), the same in every form.
+    double expected = -1.0;  // the final vector's checksum, the same in every form with links
+    auto verify = [&](double sum) {
+        if (expected < 0.0) expected = sum;
+        return std::fabs(sum - expected) <= 1e-6 * std::fabs(expected) ? "" : "  CHECKSUM MISMATCH";
+    };
+    auto final_sum = [&]() {
         std::vector<unsigned long long> h(K);
-        CHECK(cudaMemcpy(h.data(), vec + (LINKS % 2) * K, sizeof(unsigned long long) * K, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(h.data(), vec + (size_t)LINKS * K, sizeof(unsigned long long) * K, cudaMemcpyDeviceToHost));
         double sum = 0;
         for (auto w : h) {
             float f;
@@ -394,9 +396,27 @@ int main(int argc, char** argv) {
             std::memcpy(&f, &bits, 4);
             sum += f;
         }
-        std::printf("%-8s weights %-3s slots %2d sleep %4d ns poll warps %d%s%s: %7.2f us per layer, checksum %.3f\n",
-                    links ? (ll ? "ll" : "counter") : "none", with_weights ? "yes" : "no", slots, sleep_ns, ll ? poll_warps : 0,
-                    stamp ? " stamped" : "", links ? "" : " (no links: the ring alone)", us, sum);
+        return sum;
+    };
+    auto run = [&](int ll, int with_weights, int slots, int links = 1, int stamp = 0, int sleep_ns = 0) {
+        Params p = base;
+        p.ll = ll, p.with_weights = with_weights, p.slots = slots, p.links = links, p.stamp = stamp;
+        p.sleep_ns = sleep_ns;
+        if (stamp) {
+            std::vector<unsigned long long> st(LINKS * 5, 0);
+            for (int i = 0; i < LINKS; ++i) st[5 * i] = ~0ull;
+            CHECK(cudaMemcpyToSymbol(g_stamps, st.data(), st.size() * 8));
+        }
+        CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        CHECK(cudaMemsetAsync(vec, 0, vec_bytes, s));
+        CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * LINKS, s));
+        chain<<<sms, THREADS, smem, s>>>(weights, vec, counters, p);
+        CHECK(cudaGetLastError());
+        const double us = replay_median_ms(s, stamp ? 1 : REPS, stamp ? 0 : 3, [](int) {}) * 1000.0 / LAYERS;
+        const double sum = final_sum();  // the last op wrote buffer LINKS
+        std::printf("%-8s weights %-3s slots %2d sleep %4d ns%s%s: %7.2f us per layer, checksum %.3f%s\n",
+                    links ? (ll ? "ll" : "counter") : "none", with_weights ? "yes" : "no", slots, sleep_ns,
+                    stamp ? " stamped" : "", links ? "" : " (no links: the ring alone)", us, sum, links ? verify(sum) : "");
         if (!stamp) return;
         std::vector<unsigned long long> st(LINKS * 5);
         CHECK(cudaMemcpyFromSymbol(st.data(), g_stamps, st.size() * 8));
@@ -442,7 +462,7 @@ int main(int argc, char** argv) {
         Params p = base;
         p.with_weights = with_weights;
         CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-        CHECK(cudaMemsetAsync(vec, 0, sizeof(unsigned long long) * K * 2, s));
+        CHECK(cudaMemsetAsync(vec, 0, vec_bytes, s));
         if (kernel == 0) chain_regs<<<sms, REG_THREADS, 0, s>>>(weights, vec, p);
         if (kernel == 1) chain_regs_ahead<false, false><<<sms, REG_THREADS, 0, s>>>(weights, vec, p);
         if (kernel == 2) chain_regs_ahead<true, false><<<sms, REG_THREADS, 0, s>>>(weights, vec, p);
@@ -453,7 +473,8 @@ int main(int argc, char** argv) {
         const char* names[] = {"regs (ll, loads before the poll)", "regs ahead (gate|up 3 links ahead, down 2)",
                                "regs ahead (gate|up 3 links ahead, down 2, in need order)",
                                "regs ahead, weights summed before each poll", "regs ahead, in need order, summed before each poll"};
-        std::printf("%s weights %-3s: %7.2f us per layer\n", names[kernel], with_weights ? "yes" : "no", us);
+        const double sum = final_sum();
+        std::printf("%s weights %-3s: %7.2f us per layer, checksum %.3f%s\n", names[kernel], with_weights ? "yes" : "no", us, sum, verify(sum));
     };
     run_regs(0, 0);
     run_regs(0, 1);
@@ -464,16 +485,15 @@ int main(int argc, char** argv) {
     run_regs(3, 1);
     run_regs(4, 1);
     run(0, 1, MAX_SLOTS, 0);  // the ring's own bandwidth, no links
-    run(0, 1, MAX_SLOTS / 2, 0);
+    run(0, 1, std::max(1, MAX_SLOTS / 2), 0);
     if (quick) {
         run(1, 1, MAX_SLOTS);
         return 0;
     }
     for (int ll = 0; ll <= 1; ++ll) {
-        for (int sleep_ns : {0, 400}) {
-            run(ll, 0, MAX_SLOTS, 1, 0, sleep_ns);
-            run(ll, 1, MAX_SLOTS, 1, 0, sleep_ns);
-        }
+        run(ll, 0, MAX_SLOTS);
+        for (int slots : {std::max(1, MAX_SLOTS / 3), std::max(1, 2 * MAX_SLOTS / 3)}) run(ll, 1, slots);
+        for (int sleep_ns : {0, 100, 400}) run(ll, 1, MAX_SLOTS, 1, 0, sleep_ns);
     }
     run(1, 1, MAX_SLOTS, 1, 1);
     return 0;

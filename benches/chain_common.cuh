@@ -1,7 +1,7 @@
-// What the dependency-chain microbenchmarks (sync_chain.cu, stream_chain.cu; ring_chain.cu and
-// mega_chain.cu use CHECK, the chain constants and replay_median_ms) share: error checking, the
-// link's data dependency (read the previous op's vector), PDL launch configuration and timing a
-// captured chain by graph replays.
+// What the dependency-chain microbenchmarks (sync_chain.cu, stream_chain.cu, ring_chain.cu,
+// mega_chain.cu) share: error checking, relaxed loads and stores for the links, the timer for
+// stamps, the link's data dependency (read the previous op's vector), PDL launch configuration
+// and timing a captured chain by graph replays.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,6 +22,28 @@ constexpr int CHAIN_THREADS = 256;  // 8 warps per block
             std::exit(1);                                                                     \
         }                                                                                     \
     } while (0)
+
+// Relaxed GPU-scope accesses: the counter and flag-in-data links poll and publish with these.
+__device__ __forceinline__ unsigned ld_relaxed_u32(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
+    unsigned long long v;
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_relaxed_u64(unsigned long long* p, unsigned long long v) {
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+// %globaltimer in nanoseconds (the stamped runs).
+__device__ __forceinline__ unsigned long long now_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
 
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }

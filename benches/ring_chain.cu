@@ -70,11 +70,6 @@ struct Params {
 // previous op's vector, [2] latest time a block had consumed the op's chunks, [3] latest store of
 // the op's element, [4] latest time the producer issued the op's last chunk.
 __device__ unsigned long long g_stamps[LINKS][5];
-__device__ __forceinline__ unsigned long long now_ns() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-    return t;
-}
 
 // The weights read once by plain 16-byte loads, four in flight per thread: the read bandwidth a
 // streaming kernel gets on this machine (what the ring's `none` line is to be compared with).
@@ -91,19 +86,6 @@ __global__ void read_all(const uint4* w, size_t n16, float* sink) {
     if (acc == 1.2345e30f) *sink = acc;
 }
 
-__device__ __forceinline__ unsigned ld_relaxed_u32(const unsigned* p) {
-    unsigned v;
-    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
-    unsigned long long v;
-    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void st_relaxed_u64(unsigned long long* p, unsigned long long v) {
-    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(CONSUMERS) : "memory"); }
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }

@@ -35,11 +35,6 @@ constexpr size_t OP_BYTES[OPS] = {2064384, 0, 1605632, 17432576, 8716288};
 // Per op (prefetch mode): [0] earliest block start, [1] earliest return from griddepcontrol.wait,
 // [2] latest block end, in %globaltimer nanoseconds: does op n+1 start before op n ends?
 __device__ unsigned long long g_stamps[LAYERS * OPS][3];
-__device__ __forceinline__ unsigned long long now_ns() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-    return t;
-}
 
 // The next op's vector; `wsum` (the weights' checksum) is folded in so that no load is dead.
 __device__ __forceinline__ void write_vector_w(float* out, float s, float wsum, int link) {

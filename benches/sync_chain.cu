@@ -23,20 +23,15 @@ constexpr int LINKS = 120;  // 24 layers x 5 ops
 constexpr int THREADS = CHAIN_THREADS;
 constexpr int REPS = 30;
 
-// The same protocol as the runtime's counter sync (kernels/common.cuh dep_wait / dep_signal):
-// relaxed polls, one acquire fence, a release reduction to signal.
-__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
-    unsigned v;
-    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
+// The counter links: relaxed polls (ld_relaxed_u32), one acquire fence, a release reduction to
+// signal.
 
 // One op: every warp reads the whole input vector and writes one output element.
 __device__ __forceinline__ void op_body(const float* in, float* out, int link) { write_vector(out, read_vector(in), link); }
 
 __device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
     if (threadIdx.x == 0) {
-        while (ld_relaxed(c) < target) __nanosleep(32);
+        while (ld_relaxed_u32(c) < target) __nanosleep(32);
         asm volatile("fence.acq_rel.gpu;" ::: "memory");
     }
     __syncthreads();

@@ -8,7 +8,11 @@ use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightId, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::plan::{
+    BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId,
+    WeightInfo, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE,
+};
+use crate::quant::part_layout;
 
 pub struct CompiledModel {
     pub dir: PathBuf,
@@ -17,7 +21,10 @@ pub struct CompiledModel {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io { path: path.display().to_string(), source }
+    move |source| RuntimeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl CompiledModel {
@@ -31,10 +38,16 @@ impl CompiledModel {
             .and_then(|v| v.get("format_version").and_then(|x| x.as_u64()))
             .map(|v| v as u32);
         match version {
-            Some(v) if v != PLAN_FORMAT_VERSION => return Err(RuntimeError::PlanVersion { found: v, expected: PLAN_FORMAT_VERSION }),
+            Some(v) if v != PLAN_FORMAT_VERSION => {
+                return Err(RuntimeError::PlanVersion {
+                    found: v,
+                    expected: PLAN_FORMAT_VERSION,
+                })
+            }
             _ => {}
         }
-        let plan: Plan = serde_json::from_str(&text).map_err(|e| RuntimeError::BadPlan(format!("{}: {e}", plan_path.display())))?;
+        let plan: Plan = serde_json::from_str(&text)
+            .map_err(|e| RuntimeError::BadPlan(format!("{}: {e}", plan_path.display())))?;
         validate(&plan)?;
         let wpath = dir.join(WEIGHTS_FILE);
         let file = std::fs::File::open(&wpath).map_err(io(&wpath))?;
@@ -51,12 +64,23 @@ impl CompiledModel {
             )));
         }
         if verify_checksum {
-            let digest: String = Sha256::digest(&weights[..]).iter().map(|b| format!("{b:02x}")).collect();
+            let digest: String = Sha256::digest(&weights[..])
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             if digest != plan.weights_sha256 {
-                return Err(RuntimeError::BadPlan(format!("{} is corrupt: sha256 {digest} != {}", wpath.display(), plan.weights_sha256)));
+                return Err(RuntimeError::BadPlan(format!(
+                    "{} is corrupt: sha256 {digest} != {}",
+                    wpath.display(),
+                    plan.weights_sha256
+                )));
             }
         }
-        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights })
+        Ok(CompiledModel {
+            dir: dir.to_path_buf(),
+            plan,
+            weights,
+        })
     }
 
     /// The packed bytes of `weights.bin`.
@@ -82,64 +106,175 @@ fn bad(msg: String) -> RuntimeError {
 /// Checks every size, offset and reference in the plan once, so executors may trust it.
 pub fn validate(plan: &Plan) -> Result<(), RuntimeError> {
     let hp = &plan.hparams;
-    let sane = |v: usize, what: &str| if v == 0 || v > 1 << 24 { Err(bad(format!("hyperparameter {what} = {v} is out of range"))) } else { Ok(()) };
-    for (v, what) in [(hp.n_layers, "n_layers"), (hp.hidden, "hidden"), (hp.n_heads, "n_heads"), (hp.n_kv_heads, "n_kv_heads"), (hp.head_dim, "head_dim"), (hp.ffn, "ffn"), (hp.vocab, "vocab"), (hp.context_length, "context_length")] {
+    let sane = |v: usize, what: &str| {
+        if v == 0 || v > 1 << 24 {
+            Err(bad(format!("hyperparameter {what} = {v} is out of range")))
+        } else {
+            Ok(())
+        }
+    };
+    for (v, what) in [
+        (hp.n_layers, "n_layers"),
+        (hp.hidden, "hidden"),
+        (hp.n_heads, "n_heads"),
+        (hp.n_kv_heads, "n_kv_heads"),
+        (hp.head_dim, "head_dim"),
+        (hp.ffn, "ffn"),
+        (hp.vocab, "vocab"),
+        (hp.context_length, "context_length"),
+    ] {
         sane(v, what)?;
     }
     if !hp.n_heads.is_multiple_of(hp.n_kv_heads) || !hp.head_dim.is_multiple_of(2) {
-        return Err(bad(format!("{} heads / {} KV heads / head_dim {} is not a valid attention shape", hp.n_heads, hp.n_kv_heads, hp.head_dim)));
+        return Err(bad(format!(
+            "{} heads / {} KV heads / head_dim {} is not a valid attention shape",
+            hp.n_heads, hp.n_kv_heads, hp.head_dim
+        )));
     }
     for w in &plan.weights {
-        let elems: usize = w.shape.iter().product();
-        if w.offset % ALIGNMENT != 0 || w.bytes != elems as u64 * w.dtype.size() || w.offset.checked_add(w.bytes).is_none_or(|end| end > plan.weights_bytes) {
-            return Err(bad(format!("weight {} has an inconsistent offset/size", w.name)));
-        }
+        validate_weight(w, plan.weights_bytes)?;
     }
     validate_program(plan, &plan.prefill, "prefill")?;
     validate_program(plan, &plan.decode, "decode")?;
     if plan.decode.max_tokens != 1 {
-        return Err(bad("the decode program must process exactly one token".into()));
+        return Err(bad(
+            "the decode program must process exactly one token".into()
+        ));
     }
     Ok(())
 }
 
+/// A weight's parts: consecutive, aligned, inside the weight and the file, each of the size its
+/// format's layout gives for its rows, and their rows adding up to the shape's.
+fn validate_weight(w: &WeightInfo, file_bytes: u64) -> Result<(), RuntimeError> {
+    let inconsistent = |why: &str| {
+        bad(format!(
+            "weight {} has an inconsistent layout: {why}",
+            w.name
+        ))
+    };
+    if w.offset % ALIGNMENT != 0
+        || w.offset
+            .checked_add(w.bytes)
+            .is_none_or(|end| end > file_bytes)
+    {
+        return Err(inconsistent("offset/size outside weights.bin"));
+    }
+    let (rows, k) = match w.shape.as_slice() {
+        [n, k] => (*n, *k),
+        [len] => (1, *len),
+        _ => return Err(inconsistent("neither a matrix nor a vector")),
+    };
+    if w.parts.is_empty() || w.parts.len() > MAX_WEIGHT_PARTS {
+        return Err(inconsistent("needs 1 to 3 parts"));
+    }
+    let mut at = w.offset;
+    let mut seen_rows = 0usize;
+    for part in &w.parts {
+        let layout = part_layout(part.format, part.rows, k).ok_or_else(|| {
+            inconsistent(&format!(
+                "{} rows of {k} do not fit {}",
+                part.rows,
+                part.format.name()
+            ))
+        })?;
+        if part.offset != at || part.bytes != layout.bytes || part.rows == 0 {
+            return Err(inconsistent(
+                "parts are not consecutive or have the wrong size",
+            ));
+        }
+        at += part.bytes;
+        seen_rows += part.rows;
+    }
+    if seen_rows != rows || at != w.offset + w.bytes {
+        return Err(inconsistent("parts do not cover the weight"));
+    }
+    Ok(())
+}
+
+/// What a step reads a weight as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `[n, k]` in any formats.
+    Matrix,
+    /// `[len]`, one F32 part.
+    Vector,
+}
+
+/// Most parts a weight may have (the CUDA kernels take them by value: QA_MAX_PARTS in
+/// kernels/quant.cuh): q|k|v or gate|up in up to three formats.
+pub const MAX_WEIGHT_PARTS: usize = 3;
+
 fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeError> {
     if p.max_tokens == 0 || p.max_tokens > 1 << 16 {
-        return Err(bad(format!("{name}: max_tokens {} out of range", p.max_tokens)));
+        return Err(bad(format!(
+            "{name}: max_tokens {} out of range",
+            p.max_tokens
+        )));
     }
     for b in &p.buffers {
         let need = (p.max_tokens * b.row_elems) as u64 * b.dtype.size();
-        if b.offset % ALIGNMENT != 0 || b.bytes < need || b.offset.checked_add(b.bytes).is_none_or(|e| e > p.arena_bytes) {
-            return Err(bad(format!("{name}: buffer {} does not fit the arena", b.name)));
+        if b.offset % ALIGNMENT != 0
+            || b.bytes < need
+            || b.offset
+                .checked_add(b.bytes)
+                .is_none_or(|e| e > p.arena_bytes)
+        {
+            return Err(bad(format!(
+                "{name}: buffer {} does not fit the arena",
+                b.name
+            )));
         }
     }
     let hp = &plan.hparams;
     let buf = |id: BufId, dtype: DType, elems: usize| -> Result<(), RuntimeError> {
-        let b = p.buffers.get(id.0 as usize).ok_or_else(|| bad(format!("{name}: buffer {} does not exist", id.0)))?;
+        let b = p
+            .buffers
+            .get(id.0 as usize)
+            .ok_or_else(|| bad(format!("{name}: buffer {} does not exist", id.0)))?;
         if b.dtype != dtype || b.row_elems != elems {
-            return Err(bad(format!("{name}: buffer {} is {:?}x{} where {:?}x{} is needed", b.name, b.dtype, b.row_elems, dtype, elems)));
+            return Err(bad(format!(
+                "{name}: buffer {} is {:?}x{} where {:?}x{} is needed",
+                b.name, b.dtype, b.row_elems, dtype, elems
+            )));
         }
         Ok(())
     };
-    let weight = |id: WeightId, dtype: DType, shape: &[usize]| -> Result<(), RuntimeError> {
-        let w = plan.weights.get(id.0 as usize).ok_or_else(|| bad(format!("{name}: weight {} does not exist", id.0)))?;
-        if w.dtype != dtype || w.shape != shape {
-            return Err(bad(format!("{name}: weight {} is {:?}{:?} where {:?}{:?} is needed", w.name, w.dtype, w.shape, dtype, shape)));
+    // Vectors are one F32 part; matrices any formats (their parts were checked above).
+    let weight = |id: WeightId, kind: Kind, shape: &[usize]| -> Result<(), RuntimeError> {
+        let w = plan
+            .weights
+            .get(id.0 as usize)
+            .ok_or_else(|| bad(format!("{name}: weight {} does not exist", id.0)))?;
+        let vector_ok = kind == Kind::Matrix || w.all_parts(WeightFormat::F32);
+        if w.shape != shape || !vector_ok {
+            return Err(bad(format!(
+                "{name}: weight {} is {:?} where {kind:?}{shape:?} is needed",
+                w.name, w.shape
+            )));
         }
         Ok(())
     };
     let attn = |nh: usize, nkv: usize, hd: usize| -> Result<(), RuntimeError> {
         if (nh, nkv, hd) != (hp.n_heads, hp.n_kv_heads, hp.head_dim) {
-            return Err(bad(format!("{name}: attention shape {nh}/{nkv}/{hd} differs from the hyperparameters")));
+            return Err(bad(format!(
+                "{name}: attention shape {nh}/{nkv}/{hd} differs from the hyperparameters"
+            )));
         }
         Ok(())
     };
-    let layer_ok = |l: usize| if l < hp.n_layers { Ok(()) } else { Err(bad(format!("{name}: layer {l} out of range"))) };
+    let layer_ok = |l: usize| {
+        if l < hp.n_layers {
+            Ok(())
+        } else {
+            Err(bad(format!("{name}: layer {l} out of range")))
+        }
+    };
     // Bias + RoPE + KV write (a step or a GEMV epilogue): its sizes; returns the packed qkv width.
     let rope_ok = |r: &RopeKvWrite, q_out: BufId| -> Result<usize, RuntimeError> {
         attn(r.n_heads, r.n_kv_heads, r.head_dim)?;
         layer_ok(r.layer)?;
-        weight(r.bias, DType::F32, &[r.packed()])?;
+        weight(r.bias, Kind::Vector, &[r.packed()])?;
         buf(q_out, DType::F32, r.n_heads * r.head_dim)?;
         Ok(r.packed())
     };
@@ -150,30 +285,57 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
         match s {
             Step::Embed { tokens, table, out } => {
                 buf(*tokens, DType::I32, 1)?;
-                weight(*table, DType::F16, &[hp.vocab, hp.hidden])?;
+                weight(*table, Kind::Matrix, &[hp.vocab, hp.hidden])?;
                 buf(*out, DType::F32, hp.hidden)?;
             }
-            Step::RmsNorm { x, weight: w, out, .. } => {
+            Step::RmsNorm {
+                x, weight: w, out, ..
+            } => {
                 buf(*x, DType::F32, hp.hidden)?;
-                weight(*w, DType::F32, &[hp.hidden])?;
+                weight(*w, Kind::Vector, &[hp.hidden])?;
                 buf(*out, DType::F32, hp.hidden)?;
             }
-            Step::AddRmsNorm { a, b, weight: w, sum_out, norm_out, .. } => {
+            Step::AddRmsNorm {
+                a,
+                b,
+                weight: w,
+                sum_out,
+                norm_out,
+                ..
+            } => {
                 for id in [a, b, sum_out, norm_out] {
                     buf(*id, DType::F32, hp.hidden)?;
                 }
-                weight(*w, DType::F32, &[hp.hidden])?;
+                weight(*w, Kind::Vector, &[hp.hidden])?;
             }
-            Step::MatMul { x, weight: w, n, k, out, residual, .. } => {
+            Step::MatMul {
+                x,
+                weight: w,
+                n,
+                k,
+                out,
+                residual,
+                ..
+            } => {
                 buf(*x, DType::F32, *k)?;
-                weight(*w, DType::F16, &[*n, *k])?;
+                weight(*w, Kind::Matrix, &[*n, *k])?;
                 buf(*out, DType::F32, *n)?;
                 if let Some(r) = residual {
                     buf(*r, DType::F32, *n)?;
                 }
             }
-            Step::BiasRopeKvWrite { qkv, rope, q_out } => buf(*qkv, DType::F32, rope_ok(rope, *q_out)?)?,
-            Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, out, .. } => {
+            Step::BiasRopeKvWrite { qkv, rope, q_out } => {
+                buf(*qkv, DType::F32, rope_ok(rope, *q_out)?)?
+            }
+            Step::Attention {
+                q,
+                layer,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                out,
+                ..
+            } => {
                 attn(*n_heads, *n_kv_heads, *head_dim)?;
                 layer_ok(*layer)?;
                 buf(*q, DType::F32, n_heads * head_dim)?;
@@ -187,11 +349,18 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                 buf(*logits, DType::F32, *vocab)?;
                 buf(*out, DType::I32, 1)?;
             }
-            Step::Gemv { x, norm, weight: w, n, k, epilogue } => {
+            Step::Gemv {
+                x,
+                norm,
+                weight: w,
+                n,
+                k,
+                epilogue,
+            } => {
                 buf(*x, DType::F32, *k)?;
-                weight(*w, DType::F16, &[*n, *k])?;
+                weight(*w, Kind::Matrix, &[*n, *k])?;
                 if let Some(nm) = norm {
-                    weight(nm.weight, DType::F32, &[*k])?;
+                    weight(nm.weight, Kind::Vector, &[*k])?;
                 }
                 match epilogue {
                     GemvEpilogue::Store { out, residual, .. } => {
@@ -202,7 +371,9 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                     }
                     GemvEpilogue::SwiGlu { ffn, out } => {
                         if 2 * ffn != *n {
-                            return Err(bad(format!("{name}: gemv_swiglu of {n} rows is not 2 x ffn {ffn}")));
+                            return Err(bad(format!(
+                                "{name}: gemv_swiglu of {n} rows is not 2 x ffn {ffn}"
+                            )));
                         }
                         buf(*out, DType::F32, *ffn)?;
                     }
@@ -221,7 +392,12 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
             for other in ins.iter().chain(outs.iter().filter(|x| *x != o)) {
                 let (bo, bi) = (&p.buffers[o.0 as usize], &p.buffers[other.0 as usize]);
                 if bo.offset < bi.offset + bi.bytes && bi.offset < bo.offset + bo.bytes {
-                    return Err(bad(format!("{name}: step {} writes {} which overlaps {}", s.kernel_name(), bo.name, bi.name)));
+                    return Err(bad(format!(
+                        "{name}: step {} writes {} which overlaps {}",
+                        s.kernel_name(),
+                        bo.name,
+                        bi.name
+                    )));
                 }
             }
         }
@@ -234,14 +410,24 @@ pub fn step_buffers(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
     match s {
         Step::Embed { tokens, out, .. } => (vec![*tokens], vec![*out]),
         Step::RmsNorm { x, out, .. } => (vec![*x], vec![*out]),
-        Step::AddRmsNorm { a, b, sum_out, norm_out, .. } => (vec![*a, *b], vec![*sum_out, *norm_out]),
-        Step::MatMul { x, out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
+        Step::AddRmsNorm {
+            a,
+            b,
+            sum_out,
+            norm_out,
+            ..
+        } => (vec![*a, *b], vec![*sum_out, *norm_out]),
+        Step::MatMul {
+            x, out, residual, ..
+        } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
         Step::BiasRopeKvWrite { qkv, q_out, .. } => (vec![*qkv], vec![*q_out]),
         Step::Attention { q, out, .. } => (vec![*q], vec![*out]),
         Step::SwiGlu { gate_up, out, .. } => (vec![*gate_up], vec![*out]),
         Step::Argmax { logits, out, .. } => (vec![*logits], vec![*out]),
         Step::Gemv { x, epilogue, .. } => match epilogue {
-            GemvEpilogue::Store { out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
+            GemvEpilogue::Store { out, residual, .. } => {
+                (std::iter::once(*x).chain(*residual).collect(), vec![*out])
+            }
             GemvEpilogue::SwiGlu { out, .. } => (vec![*x], vec![*out]),
             GemvEpilogue::BiasRopeKvWrite { q_out, .. } => (vec![*x], vec![*q_out]),
         },

@@ -4,11 +4,12 @@
 pub mod chat_template;
 pub mod compiled;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod executor;
 pub mod plan;
+pub mod quant;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;
-#[cfg(feature = "cuda")]
-pub mod cuda;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qwen_aot::kernels::IMAGE;
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
-use qwen_aot_compiler::synthetic::random_model;
+use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, KernelBench};
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
@@ -60,7 +60,7 @@ fn kernels(c: &mut Criterion) {
 fn random_05b() -> Option<std::path::PathBuf> {
     let hp = HyperParams { n_layers: 24, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 };
     let dir = std::env::temp_dir().join(format!("qwen-aot-bench-{}", std::process::id())).join("random-0.5b");
-    let src = random_model(&hp, true, 7);
+    let src = random_model_mix(&hp, true, 7, &FormatMix::f16());
     let mut c = build(&hp, &src, "random-seed-7", &CompileOptions::default()).ok()?;
     write_dir(&mut c, &src, None, &dir, |_| {}).ok()?;
     Some(dir)

@@ -11,6 +11,7 @@ use crate::emit::emit_program;
 use crate::error::CompileError;
 use crate::graph::{lower::lower, OpGraph};
 use crate::pack::{hex, weight_table, write_weights, WeightTable};
+pub use crate::pack::WeightMode;
 use crate::passes;
 use crate::schedule::schedule;
 use crate::source::TensorSource;
@@ -22,11 +23,13 @@ pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct CompileOptions {
     /// Rows of the prefill program (longer prompts run in chunks of this many tokens).
     pub prefill_tokens: usize,
+    /// How matrices are stored: the GGUF's own formats (default) or all F16.
+    pub weights: WeightMode,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { prefill_tokens: 512 }
+        CompileOptions { prefill_tokens: 512, weights: WeightMode::Native }
     }
 }
 
@@ -52,7 +55,7 @@ pub fn build(hp: &HyperParams, src: &dyn TensorSource, model_sha256: &str, opts:
     let mut fused = unfused.clone();
     let pass_report = passes::run_all(&mut fused)?;
     let order = schedule(&fused)?;
-    let weights = weight_table(&fused, &order, src)?;
+    let weights = weight_table(&fused, &order, src, opts.weights)?;
     let prefill = emit_program(&fused, &order, opts.prefill_tokens, &weights)?;
     // The decode program (one row, GEMV kernels) folds norms, residual adds, SwiGLU and
     // bias+RoPE+KV write into its matmuls; it uses the same weights as the prefill graph.

@@ -18,6 +18,8 @@ pub enum CompileError {
     MissingTensor(String),
     #[error("tensor `{name}`")]
     Tensor { name: String, #[source] source: GgufError },
+    #[error("tensor `{name}`")]
+    Repack { name: String, #[source] source: crate::repack::RepackError },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
     #[error("op graph: {0}")]

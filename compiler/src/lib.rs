@@ -13,6 +13,7 @@ pub mod hparams;
 pub mod memory;
 pub mod pack;
 pub mod passes;
+pub mod repack;
 pub mod schedule;
 pub mod source;
 pub mod synthetic;

@@ -1,23 +1,58 @@
 //! The weight packer: decides the plan's weight table (one entry per distinct weight the fused
 //! graph reads, concatenations included), checks every tensor's shape against what its op
-//! expects, and writes `weights.bin`: matrices as f16 `[n, k]`, vectors (norms, biases) as f32,
-//! each at an [`ALIGNMENT`]-aligned offset.
+//! expects, and writes `weights.bin`. A matrix `[n, k]` is one or more row-range parts, each in
+//! one [`WeightFormat`] (native mode: the GGUF's own, repacked losslessly by [`crate::repack`];
+//! `--weights f16`: one F16 part); a vector (norm, bias) is one F32 part. Parts lie back to back
+//! from the weight's [`ALIGNMENT`]-aligned offset (every part's size is a multiple of it).
 use std::collections::BTreeMap;
 use std::io::Write;
 
 use half::f16;
-use qwen_aot_runtime::plan::{DType, WeightId, WeightInfo, ALIGNMENT};
+use qwen_aot_runtime::plan::{WeightFormat, WeightId, WeightInfo, WeightPart, ALIGNMENT};
+use qwen_aot_runtime::quant::part_layout;
 use sha2::{Digest, Sha256};
 
 use crate::error::CompileError;
+use crate::gguf::{GgmlType, GgufError};
 use crate::graph::{Op, OpGraph, WeightRef};
+use crate::repack::{format_of, repack_into, RepackError};
 use crate::source::TensorSource;
+
+/// How matrices are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightMode {
+    /// The GGUF's own format per tensor (quantized weights stay quantized).
+    #[default]
+    Native,
+    /// Every matrix dequantised and rounded to one F16 part (the pre-plan-5 path, for comparison).
+    F16,
+}
+
+/// How one part's bytes are made from its tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// The tensors' ggml bits moved into the canonical layout (lossless).
+    Repack,
+    /// Dequantised, then rounded to f16.
+    ToF16,
+    /// Dequantised to f32 (vectors).
+    ToF32,
+}
+
+/// Where one part comes from: consecutive tensors (name, rows), all filled the same way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartSource {
+    pub tensors: Vec<(String, usize)>,
+    pub fill: Fill,
+}
 
 /// The weight table and the lookup from graph weights to plan ids.
 #[derive(Debug, Default)]
 pub struct WeightTable {
     pub infos: Vec<WeightInfo>,
     pub refs: Vec<WeightRef>,
+    /// Per weight, per part (parallel to `infos[i].parts`): what fills it.
+    pub sources: Vec<Vec<PartSource>>,
     pub ids: BTreeMap<WeightRef, WeightId>,
     pub total_bytes: u64,
 }
@@ -26,6 +61,15 @@ impl WeightTable {
     pub fn id(&self, w: &WeightRef) -> Result<WeightId, CompileError> {
         self.ids.get(w).copied().ok_or_else(|| CompileError::Graph(format!("weight {} not in the table", w.plan_name())))
     }
+}
+
+/// Bytes of `weights.bin` per part format (sorted by format), for reports.
+pub fn bytes_by_format(infos: &[WeightInfo]) -> Vec<(WeightFormat, u64)> {
+    let mut m = BTreeMap::new();
+    for p in infos.iter().flat_map(|w| &w.parts) {
+        *m.entry(p.format).or_insert(0u64) += p.bytes;
+    }
+    m.into_iter().collect()
 }
 
 /// Expected shape of each part: a matrix `[n_part, k]` or a vector `[len_part]`.
@@ -45,8 +89,25 @@ fn expectation<'a>(op: &'a Op, out_cols: &[usize]) -> Option<(&'a WeightRef, Exp
     }
 }
 
+/// The stored format of one matrix tensor of ggml type `dtype` with rows of `k`, and how it is
+/// filled.
+fn matrix_format(name: &str, dtype: GgmlType, k: usize, mode: WeightMode) -> Result<(WeightFormat, Fill), CompileError> {
+    // Checked here, before the minutes of packing, with the message the dequantiser would give.
+    if !dtype.can_dequantize() {
+        return Err(CompileError::Tensor { name: name.to_string(), source: GgufError::UnsupportedDequant { dtype } });
+    }
+    let native = format_of(dtype).ok_or_else(|| CompileError::Repack { name: name.to_string(), source: RepackError::Unsupported { dtype } })?;
+    Ok(match (mode, native) {
+        (WeightMode::F16, _) => (WeightFormat::F16, Fill::ToF16),
+        // The F32 and BF16 GEMVs read whole 32-element groups with vector loads; only the F16
+        // kernels handle any row length (as before plan 5), so other widths are stored as F16.
+        (WeightMode::Native, WeightFormat::F32 | WeightFormat::BF16) if !k.is_multiple_of(32) => (WeightFormat::F16, Fill::ToF16),
+        (WeightMode::Native, f) => (f, Fill::Repack),
+    })
+}
+
 /// Builds the weight table for `g` (weights in first-use order of `order`).
-pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], src: &dyn TensorSource) -> Result<WeightTable, CompileError> {
+pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], src: &dyn TensorSource, mode: WeightMode) -> Result<WeightTable, CompileError> {
     let mut t = WeightTable::default();
     let mut offset = 0u64;
     for &n in order {
@@ -57,12 +118,15 @@ pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], sr
         }
         let mut rows = 0u64;
         let mut cols = None;
+        // (tensor, its rows) for matrices.
+        let mut tensors = Vec::new();
         for part in w.parts() {
             let dims = src.dims(part).ok_or_else(|| CompileError::MissingTensor(part.to_string()))?;
             match (&expect, dims.as_slice()) {
                 (Expect::Matrix { k, .. }, [kk, nn]) if *kk == *k as u64 => {
                     rows += nn;
                     cols = Some(*kk);
+                    tensors.push((part, *nn as usize));
                 }
                 (Expect::Vector { .. }, [len]) => rows += len,
                 _ => {
@@ -74,62 +138,112 @@ pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], sr
                 }
             }
         }
-        let (shape, dtype) = match expect {
+        // Parts before their offsets: (rows, format, fill, tensors), and the row length.
+        let (shape, k, plan) = match expect {
             Expect::Matrix { n, k } => {
                 if n != 0 && rows != n as u64 {
                     return Err(CompileError::TensorShape { name: w.plan_name(), found: vec![k as u64, rows], expected: vec![k as u64, n as u64] });
                 }
-                (vec![rows as usize, cols.unwrap_or(0) as usize], DType::F16)
+                let k = cols.unwrap_or(0) as usize;
+                let mut plan: Vec<(usize, WeightFormat, PartSource)> = Vec::new();
+                for (name, r) in tensors {
+                    let dtype = src.ggml_type(name).ok_or_else(|| CompileError::MissingTensor(name.to_string()))?;
+                    let (format, fill) = matrix_format(name, dtype, k, mode)?;
+                    // Adjacent tensors stored alike share one part (q|k of one format, gate|up).
+                    match plan.last_mut() {
+                        Some((rows, f, s)) if *f == format && s.fill == fill => {
+                            *rows += r;
+                            s.tensors.push((name.to_string(), r));
+                        }
+                        _ => plan.push((r, format, PartSource { tensors: vec![(name.to_string(), r)], fill })),
+                    }
+                }
+                (vec![rows as usize, k], k, plan)
             }
             Expect::Vector { len } => {
                 if rows != len as u64 {
                     return Err(CompileError::TensorShape { name: w.plan_name(), found: vec![rows], expected: vec![len as u64] });
                 }
-                (vec![len], DType::F32)
+                let tensors = w.parts().iter().map(|p| (p.to_string(), 1)).collect();
+                (vec![len], len, vec![(1, WeightFormat::F32, PartSource { tensors, fill: Fill::ToF32 })])
             }
         };
-        let bytes = shape.iter().product::<usize>() as u64 * dtype.size();
+        let start = offset;
+        let mut parts = Vec::with_capacity(plan.len());
+        let mut sources = Vec::with_capacity(plan.len());
+        for (rows, format, source) in plan {
+            let layout = part_layout(format, rows, k).ok_or_else(|| CompileError::Repack {
+                name: source.tensors[0].0.clone(),
+                source: RepackError::RowLength { format: format.name(), k, multiple: format.row_multiple() },
+            })?;
+            parts.push(WeightPart { rows, format, offset, bytes: layout.bytes });
+            sources.push(source);
+            offset += layout.bytes;
+        }
         t.ids.insert(w.clone(), WeightId(t.infos.len() as u32));
-        t.infos.push(WeightInfo { name: w.plan_name(), dtype, shape, offset, bytes });
+        t.infos.push(WeightInfo { name: w.plan_name(), shape, offset: start, bytes: offset - start, parts });
         t.refs.push(w.clone());
-        offset = crate::memory::align(offset + bytes);
+        t.sources.push(sources);
+        debug_assert_eq!(offset % ALIGNMENT, 0, "part sizes are multiples of the alignment");
     }
     t.total_bytes = offset;
     Ok(t)
 }
 
-/// Writes every weight of the table to `out` in order; returns the sha256 of the bytes written.
+/// The bytes of one part: `part.bytes` long, padding zero.
+fn part_bytes(part: &WeightPart, source: &PartSource, k: usize, src: &dyn TensorSource) -> Result<Vec<u8>, CompileError> {
+    // Sizes come from `part_layout` of shapes the source has, so they are bounded by its data.
+    let mut out = match source.fill {
+        Fill::Repack => vec![0u8; part.bytes as usize],
+        Fill::ToF16 | Fill::ToF32 => Vec::with_capacity(part.bytes as usize),
+    };
+    let mut first = 0;
+    for (name, rows) in &source.tensors {
+        match source.fill {
+            Fill::Repack => {
+                let raw = src.load_raw(name)?;
+                repack_into(raw.dtype, &raw.bytes, *rows, k, &mut out, part.rows, first).map_err(|e| CompileError::Repack { name: name.clone(), source: e })?;
+            }
+            Fill::ToF16 => out.extend(src.load_f32(name)?.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
+            Fill::ToF32 => out.extend(src.load_f32(name)?.iter().flat_map(|v| v.to_le_bytes())),
+        }
+        first += rows;
+    }
+    if out.len() as u64 > part.bytes {
+        return Err(CompileError::Graph(format!("weight part of {} has {} bytes, planned {}", source.tensors[0].0, out.len(), part.bytes)));
+    }
+    out.resize(part.bytes as usize, 0);
+    Ok(out)
+}
+
+/// Writes every weight of the table to `out` in order, one part at a time (a part is the most
+/// held in memory); returns the sha256 of the bytes written. `progress` gets the bytes written.
 pub fn write_weights(t: &WeightTable, src: &dyn TensorSource, out: &mut dyn Write, mut progress: impl FnMut(u64)) -> Result<String, CompileError> {
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     let io = |e| CompileError::io("weights.bin", e);
-    for (info, w) in t.infos.iter().zip(&t.refs) {
-        let pad = vec![0u8; (info.offset - written) as usize];
-        out.write_all(&pad).map_err(io)?;
-        hasher.update(&pad);
-        let mut values = Vec::new();
-        for part in w.parts() {
-            values.extend(src.load_f32(part)?);
+    let mut emit = |bytes: &[u8], hasher: &mut Sha256| -> Result<(), CompileError> {
+        out.write_all(bytes).map_err(io)?;
+        hasher.update(bytes);
+        Ok(())
+    };
+    for (info, sources) in t.infos.iter().zip(&t.sources) {
+        let k = *info.shape.last().unwrap_or(&0);
+        for (part, source) in info.parts.iter().zip(sources) {
+            emit(&vec![0u8; (part.offset - written) as usize], &mut hasher)?;
+            let bytes = part_bytes(part, source, k, src)?;
+            emit(&bytes, &mut hasher)?;
+            written = part.offset + part.bytes;
+            progress(written);
         }
-        let bytes: Vec<u8> = match info.dtype {
-            DType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        };
-        if bytes.len() as u64 != info.bytes {
-            return Err(CompileError::Graph(format!("weight {} has {} bytes, planned {}", info.name, bytes.len(), info.bytes)));
-        }
-        out.write_all(&bytes).map_err(io)?;
-        hasher.update(&bytes);
-        written = info.offset + info.bytes;
-        progress(written);
     }
-    let pad = vec![0u8; (t.total_bytes - written) as usize];
-    out.write_all(&pad).map_err(io)?;
-    hasher.update(&pad);
-    debug_assert_eq!(t.total_bytes % ALIGNMENT, 0);
+    emit(&vec![0u8; (t.total_bytes - written) as usize], &mut hasher)?;
     Ok(hex(&hasher.finalize()))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests;

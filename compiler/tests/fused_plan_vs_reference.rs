@@ -4,13 +4,14 @@
 //! concatenated weights, the memory plan, prefill chunking and the KV cache are exercised at shapes
 //! other than 0.5B.
 //!
-//! Tolerance: both sides use the same f16-rounded matrices and compute in f32; they differ only in
+//! Tolerance: both sides use the same matrices (f16, or quantized blocks dequantised exactly as
+//! the GGUF dequantiser does) and compute in f32; they differ only in
 //! summation order (SGEMM blocking vs. plain loops), which over a few layers stays far below 1e-3
 //! relative. We assert max |Δlogit| <= 2e-3 * max(1, max|logit|).
-use half::f16;
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
+use qwen_aot_compiler::gguf::GgmlType;
 use qwen_aot_compiler::source::{MemorySource, TensorSource};
-use qwen_aot_compiler::synthetic::random_model;
+use qwen_aot_compiler::synthetic::{default_model_mix, q4_k_m_1_5b_mix, random_model_mix, FormatMix};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
@@ -21,14 +22,10 @@ fn hp(n_layers: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, ffn: 
     HyperParams { n_layers, hidden: n_heads * head_dim, n_heads, n_kv_heads, head_dim, ffn, vocab, rms_eps: 1e-6, rope_theta: 10000.0, context_length: 256 }
 }
 
-/// Weight `name` as the packer stores it: matrices rounded to f16, vectors kept f32.
+/// Weight `name` as the packer stores it: the source's values (F16 or quantized blocks are
+/// stored losslessly in native mode).
 fn tensor(src: &MemorySource, name: &str) -> Vec<f32> {
-    let v = src.load_f32(name).unwrap();
-    if src.dims(name).unwrap().len() == 2 {
-        v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
-    } else {
-        v
-    }
+    src.load_f32(name).unwrap()
 }
 
 /// `x [t, k] · W^T` with W `[n, k]`.
@@ -121,8 +118,12 @@ fn reference_forward(src: &MemorySource, hp: &HyperParams, tokens: &[u32]) -> Ve
 }
 
 fn check_model(hp: HyperParams, tied: bool, prefill_chunk: usize, n_prompt: usize, n_decode: usize, seed: u64) {
-    let src = random_model(&hp, tied, seed);
-    let mut compiled = build(&hp, &src, "synthetic", &CompileOptions { prefill_tokens: prefill_chunk }).unwrap();
+    check_model_mix(hp, tied, prefill_chunk, n_prompt, n_decode, seed, &FormatMix::f16());
+}
+
+fn check_model_mix(hp: HyperParams, tied: bool, prefill_chunk: usize, n_prompt: usize, n_decode: usize, seed: u64, mix: &FormatMix) {
+    let src = random_model_mix(&hp, tied, seed, mix);
+    let mut compiled = build(&hp, &src, "synthetic", &CompileOptions { prefill_tokens: prefill_chunk, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model");
     write_dir(&mut compiled, &src, None, &out, |_| {}).unwrap();
@@ -164,4 +165,24 @@ fn qwen_05b_attention_shape_with_prefill_chunks() {
 #[test]
 fn multi_query_attention_single_layer() {
     check_model(hp(1, 4, 1, 32, 64, 50), false, 8, 5, 6, 3);
+}
+
+#[test]
+fn the_default_models_formats_q5_0_q8_0_q6_k() {
+    // hidden 256, ffn 512: q|k Q5_0 and v Q8_0 in one qkv weight (two parts), Q6_K ffn_down.
+    check_model_mix(hp(2, 4, 2, 64, 512, 97), false, 4, 7, 3, 5, &default_model_mix());
+}
+
+#[test]
+fn q4_k_m_formats_tied() {
+    check_model_mix(hp(2, 4, 2, 64, 512, 97), true, 8, 6, 3, 6, &q4_k_m_1_5b_mix());
+}
+
+#[test]
+fn every_other_format() {
+    // Each remaining format in some role (k = 256 or 512 everywhere).
+    let mix = FormatMix { embed: GgmlType::Q4_0, qk: GgmlType::Q4_1, v: GgmlType::Q5_1, o: GgmlType::Q2_K, gate_up: GgmlType::Q3_K, down: GgmlType::Q5_K, output: GgmlType::BF16 };
+    check_model_mix(hp(1, 4, 2, 64, 512, 61), false, 8, 5, 2, 7, &mix);
+    let mix = FormatMix { embed: GgmlType::F32, qk: GgmlType::Q8_0, v: GgmlType::Q6_K, o: GgmlType::F16, gate_up: GgmlType::Q5_K, down: GgmlType::Q4_K, output: GgmlType::Q2_K };
+    check_model_mix(hp(1, 4, 2, 64, 512, 61), false, 8, 5, 2, 8, &mix);
 }

@@ -1,7 +1,7 @@
 //! Seeded sampling through the CPU executor: same seed and prompt give the same ids; another seed
 //! gives others; temperature 0 equals the plan's greedy argmax.
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::compile_random;
+use qwen_aot_compiler::synthetic::{compile_random, FormatMix};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
@@ -26,7 +26,7 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
     let hp = HyperParams { n_layers: 1, hidden: 64, n_heads: 4, n_kv_heads: 2, head_dim: 16, ffn: 32, vocab: 300, rms_eps: 1e-6, rope_theta: 1e4, context_length: 64 };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    compile_random(&hp, true, 11, &CompileOptions { prefill_tokens: 8 }, &dir).unwrap();
+    compile_random(&hp, true, 11, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir).unwrap();
     let model = CompiledModel::open(&dir, true).unwrap();
     let hot = |seed| SamplingParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() };
     let a = run(&model, &hot(5), 24);

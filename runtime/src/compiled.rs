@@ -3,6 +3,7 @@
 //! After [`CompiledModel::open`] succeeds, every buffer and weight reference in the plan is in
 //! bounds, so executors can index without further checks.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
@@ -17,7 +18,9 @@ use crate::quant::part_layout;
 pub struct CompiledModel {
     pub dir: PathBuf,
     pub plan: Plan,
-    weights: Mmap,
+    /// Shared so that an executor reading weights in place (the CPU's) keeps the map alive
+    /// without copying `weights.bin`.
+    weights: Arc<Mmap>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -79,13 +82,18 @@ impl CompiledModel {
         Ok(CompiledModel {
             dir: dir.to_path_buf(),
             plan,
-            weights,
+            weights: Arc::new(weights),
         })
     }
 
     /// The packed bytes of `weights.bin`.
     pub fn weight_bytes(&self) -> &[u8] {
         &self.weights
+    }
+
+    /// The memory map of `weights.bin`, shared (for executors that read weights in place).
+    pub fn weights_map(&self) -> Arc<Mmap> {
+        Arc::clone(&self.weights)
     }
 
     /// Bytes of one weight (in bounds: checked at open).
@@ -153,7 +161,7 @@ fn validate_weight(w: &WeightInfo, file_bytes: u64) -> Result<(), RuntimeError> 
             w.name
         ))
     };
-    if w.offset % ALIGNMENT != 0
+    if !w.offset.is_multiple_of(ALIGNMENT)
         || w.offset
             .checked_add(w.bytes)
             .is_none_or(|end| end > file_bytes)

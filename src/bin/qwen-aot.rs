@@ -55,6 +55,9 @@ enum Cmd {
         /// Rows of the prefill program (longer prompts run in chunks).
         #[arg(long, default_value_t = 512)]
         prefill_tokens: usize,
+        /// How matrices are stored: the GGUF's own quantization, or all dequantised to f16 (for comparison).
+        #[arg(long, value_enum, default_value_t = cli::compile::WeightsChoice::Native)]
+        weights: cli::compile::WeightsChoice,
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
@@ -113,9 +116,19 @@ enum Cmd {
         /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Use a seeded random-weight model with the Qwen2.5-0.5B shapes instead of a model file.
+        /// Use a seeded random-weight model instead of a model file: the default model's shapes
+        /// and formats (Q5_0, Q6_K ffn_down, Q8_0 attn_v and output), unless --random-shape says
+        /// otherwise.
         #[arg(long, conflicts_with = "model")]
         random: bool,
+        /// The random model: `0.5b` (the default model's shapes and formats) or `1.5b` (28 layers,
+        /// hidden 1536, Q4_K with Q6_K ffn_down and output). Implies --random.
+        #[arg(long, value_enum, conflicts_with = "model")]
+        random_shape: Option<cli::bench::RandomShape>,
+        /// Weights of the random model: `native` (the formats above) or `f16` (every matrix f16,
+        /// today's `compile --weights f16`), for comparison.
+        #[arg(long, value_enum, default_value_t = cli::bench::RandomWeights::Native)]
+        random_weights: cli::bench::RandomWeights,
         /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
@@ -132,11 +145,14 @@ fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
-        Cmd::Compile { model, out, dot, svg, prefill_tokens, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, quiet),
+        Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet),
         Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
         Cmd::Soak { model, backend, n, max_tokens, quiet } => cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet),
-        Cmd::Bench { model, random, json, reps, quiet } => cli::bench::run(model.as_deref(), random, json, reps, quiet),
+        Cmd::Bench { model, random, random_shape, random_weights, json, reps, quiet } => {
+            let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));
+            cli::bench::run(model.as_deref(), random, json, reps, quiet)
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, qwen05b_hparams, Rng};
+use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix, Rng};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
 use qwen_aot_runtime::cuda::CudaExecutor;
@@ -42,6 +42,26 @@ struct BenchReport {
     decode_pct_of_floor: f64,
 }
 
+/// Shapes (and formats) of `bench --random`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RandomShape {
+    /// Qwen2.5-0.5B, 24 layers, the default model's formats.
+    #[default]
+    #[value(name = "0.5b")]
+    Half,
+    /// Qwen2.5-1.5B, 28 layers, Q4_K with Q6_K ffn_down and output (a Q4_K_M file's mix).
+    #[value(name = "1.5b")]
+    OneAndHalf,
+}
+
+/// Weights of `bench --random`: the shape's formats, or every matrix f16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RandomWeights {
+    #[default]
+    Native,
+    F16,
+}
+
 /// Bytes of weights one decode step reads: every weight once, except the embedding table, of
 /// which only one row is gathered (unless it is also the tied LM head).
 pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
@@ -49,7 +69,11 @@ pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
     let mut rows = 0u64;
     for s in &plan.decode.steps {
         match s {
-            Step::Embed { table, .. } => rows += plan.weights[table.0 as usize].shape[1] as u64 * 2,
+            Step::Embed { table, .. } => {
+                // One row of the table, in its own format (its bytes over its rows).
+                let w = &plan.weights[table.0 as usize];
+                rows += w.bytes / w.shape[0].max(1) as u64;
+            }
             Step::RmsNorm { weight, .. } | Step::AddRmsNorm { weight, .. } | Step::MatMul { weight, .. } => {
                 full.insert(*weight);
             }
@@ -88,18 +112,24 @@ fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64>
     Ok(timer.stop_secs(exec.device())?)
 }
 
-fn random_compiled(dir: &Path) -> Result<()> {
-    Ok(compile_random(&qwen05b_hparams(24), false, 7, &CompileOptions::default(), dir)?)
+fn random_compiled(dir: &Path, shape: RandomShape, weights: RandomWeights) -> Result<()> {
+    let (hp, mix) = match shape {
+        RandomShape::Half => (qwen05b_hparams(24), default_model_mix()),
+        RandomShape::OneAndHalf => (qwen15b_hparams(), q4_k_m_1_5b_mix()),
+    };
+    let mix = if weights == RandomWeights::F16 { FormatMix::f16() } else { mix };
+    Ok(compile_random(&hp, false, 7, &mix, &CompileOptions::default(), dir)?)
 }
 
-pub fn run(model_arg: Option<&Path>, random: bool, json: bool, reps: usize, quiet: bool) -> Result<()> {
+/// `random`: the random model's shape and weights instead of a model file.
+pub fn run(model_arg: Option<&Path>, random: Option<(RandomShape, RandomWeights)>, json: bool, reps: usize, quiet: bool) -> Result<()> {
     if !KERNELS_AVAILABLE {
         bail!("this binary was built without nvcc: no CUDA kernels to benchmark");
     }
     let reps = reps.max(1);
-    let dir = if random {
+    let dir = if let Some((shape, weights)) = random {
         let d = std::env::temp_dir().join(format!("qwen-aot-bench-random-{}", std::process::id()));
-        random_compiled(&d)?;
+        random_compiled(&d, shape, weights)?;
         d
     } else {
         model::compiled_model(model_arg, quiet)?

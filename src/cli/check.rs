@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, qwen05b_hparams, Rng};
+use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, qwen05b_hparams, FormatMix, Rng};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
@@ -84,10 +84,11 @@ fn run_logits(exec: &mut dyn Executor, prompt: &[u32], decode_steps: usize) -> R
     Ok(logits)
 }
 
-/// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick).
-fn random_compiled(dir: &Path) -> Result<()> {
+/// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick), in
+/// `mix`'s formats.
+fn random_compiled(dir: &Path, mix: &FormatMix) -> Result<()> {
     let hp = HyperParams { context_length: 4096, ..qwen05b_hparams(4) };
-    Ok(compile_random(&hp, false, 42, &CompileOptions::default(), dir)?)
+    Ok(compile_random(&hp, false, 42, mix, &CompileOptions::default(), dir)?)
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, quiet: bool) -> Result<()> {
@@ -107,18 +108,30 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, quiet: b
     failed += rows.iter().filter(|r| !r.pass).count();
     drop(dev);
 
-    // 2. The whole model.
-    let tmp;
-    let dir = match model_arg {
-        Some(_) => model::compiled_model(model_arg, quiet)?,
+    // 2. The whole model (a given one; or random ones in the default model's formats and f16).
+    match model_arg {
+        Some(_) => failed += check_model(&model::compiled_model(model_arg, quiet)?, seed, true)?,
         None => {
-            tmp = tempfile_dir()?;
-            let d = tmp.join("random-0.5b-shapes");
-            random_compiled(&d)?;
-            d
+            let tmp = tempfile_dir()?;
+            for (i, (name, mix)) in [("native", default_model_mix()), ("f16", FormatMix::f16())].iter().enumerate() {
+                let d = tmp.join(format!("random-0.5b-shapes-{name}"));
+                random_compiled(&d, mix)?;
+                failed += check_model(&d, seed, i == 0)?;
+            }
         }
-    };
-    let compiled = CompiledModel::open(&dir, true)?;
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) FAILED");
+    }
+    println!("\nall checks PASS");
+    Ok(())
+}
+
+/// GPU vs CPU executor logits on the model in `dir` (and, with `sampling`, the device sampler);
+/// returns the number of failed rows.
+fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
+    let mut failed = 0;
+    let compiled = CompiledModel::open(dir, true)?;
     let hp = compiled.plan.hparams.clone();
     let prompts: Vec<(String, Vec<u32>)> = match Tokenizer::load(&compiled.tokenizer_path()) {
         Ok(tok) => ["Write a haiku about GPU computing.", "fn main() {\n    let v: Vec<u32> = (0..10).collect();", "The capital of France is"]
@@ -161,13 +174,11 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, quiet: b
     println!("  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})");
 
     // 3. Sampling on the device.
-    let prompt = &prompts[prompts.len().min(2) - 1].1;
-    failed += sampling_checks(&mut gpu, prompt, 24)?;
-    if failed > 0 {
-        bail!("{failed} check(s) FAILED");
+    if sampling {
+        let prompt = &prompts[prompts.len().min(2) - 1].1;
+        failed += sampling_checks(&mut gpu, prompt, 24)?;
     }
-    println!("\nall checks PASS");
-    Ok(())
+    Ok(failed)
 }
 
 /// Device-sampled ids against `sampler::sample` on the GPU's own logits and the executor's history

@@ -2,12 +2,31 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use qwen_aot_compiler::compile::{build, CompileOptions, Compiled, COMPILER_VERSION};
+use qwen_aot_compiler::compile::{build, CompileOptions, Compiled, WeightMode, COMPILER_VERSION};
+use qwen_aot_compiler::pack::bytes_by_format;
 use qwen_aot_compiler::hparams::ModelConfig;
 use qwen_aot_compiler::graph::dot::side_by_side;
 use qwen_aot_runtime::plan::{Plan, Program, PLAN_FILE, PLAN_FORMAT_VERSION, WEIGHTS_FILE};
 
 use qwen_aot::model;
+
+/// `--weights`: how matrices are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsChoice {
+    /// The GGUF's own formats (quantized weights stay quantized).
+    Native,
+    /// Every matrix dequantised to f16 (the path before plan format 5, for comparison).
+    F16,
+}
+
+impl From<WeightsChoice> for WeightMode {
+    fn from(w: WeightsChoice) -> Self {
+        match w {
+            WeightsChoice::Native => WeightMode::Native,
+            WeightsChoice::F16 => WeightMode::F16,
+        }
+    }
+}
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
@@ -48,18 +67,21 @@ pub fn report(c: &Compiled) {
     println!("\nprograms");
     prog("decode", &c.plan.decode);
     prog("prefill", &c.plan.prefill);
-    println!("\nweights: {} tensors, {} packed (f16 matrices, f32 vectors)", c.plan.weights.len(), mib(c.plan.weights_bytes));
+    let by_format: Vec<String> = bytes_by_format(&c.plan.weights).iter().map(|(f, b)| format!("{} {}", f.name(), mib(*b))).collect();
+    println!("\nweights: {} tensors, {} packed ({})", c.plan.weights.len(), mib(c.plan.weights_bytes), by_format.join(", "));
 }
 
-/// True when `out` already holds a plan compiled from this model by this compiler with `opts`.
-fn up_to_date(out: &Path, sha: &str, opts: &CompileOptions) -> bool {
-    let Ok(text) = std::fs::read_to_string(out.join(PLAN_FILE)) else { return false };
-    let Ok(plan) = serde_json::from_str::<Plan>(&text) else { return false };
-    plan.model_sha256 == sha
+/// The plan in `out` if it was compiled from this model by this compiler with `opts`' prefill
+/// size (whether its weight formats match `opts` is decided by the caller, from the weight table).
+fn previous_plan(out: &Path, sha: &str, opts: &CompileOptions) -> Option<Plan> {
+    let text = std::fs::read_to_string(out.join(PLAN_FILE)).ok()?;
+    let plan = serde_json::from_str::<Plan>(&text).ok()?;
+    let same = plan.model_sha256 == sha
         && plan.compiler_version == COMPILER_VERSION
         && plan.format_version == PLAN_FORMAT_VERSION
         && plan.prefill.max_tokens == opts.prefill_tokens
-        && out.join(WEIGHTS_FILE).metadata().is_ok_and(|m| m.len() == plan.weights_bytes)
+        && out.join(WEIGHTS_FILE).metadata().is_ok_and(|m| m.len() == plan.weights_bytes);
+    same.then_some(plan)
 }
 
 /// Renders DOT to SVG with Graphviz's `dot`, which must be installed.
@@ -79,11 +101,22 @@ fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option<&Path>, prefill_tokens: usize, quiet: bool) -> Result<()> {
+pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option<&Path>, prefill_tokens: usize, weights: WeightsChoice, quiet: bool) -> Result<()> {
     let gguf = model::gguf_path(model_arg)?;
     let sha = model::model_sha256(&gguf)?;
-    let opts = CompileOptions { prefill_tokens };
-    let cached = up_to_date(out, &sha, &opts);
+    let opts = CompileOptions { prefill_tokens, weights: weights.into() };
+    // Up to date when the weight table `opts` gives (graph work only, no packing) is the one in
+    // `out`: that tells `--weights f16` from native plans.
+    let up_to_date = match previous_plan(out, &sha, &opts) {
+        Some(plan) => {
+            let g = model::open_gguf(&gguf)?;
+            let cfg = ModelConfig::from_gguf(&g)?;
+            let c = build(&cfg.hparams, &g, &sha, &opts)?;
+            (c.plan.weights == plan.weights).then_some(c)
+        }
+        None => None,
+    };
+    let cached = up_to_date.is_some();
     // Everything that can be refused is refused before the minute of compiling.
     if !cached {
         qwen_aot_compiler::compile::check_output_dir(out)?;
@@ -103,13 +136,9 @@ pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option
             .context("--svg needs Graphviz's `dot` on PATH (e.g. apt-get install graphviz); --dot writes the DOT text instead")?;
     }
     let start = std::time::Instant::now();
-    let compiled = if cached {
-        // Graph work only (no dequantisation): for the report and --dot.
-        let g = model::open_gguf(&gguf)?;
-        let cfg = ModelConfig::from_gguf(&g)?;
-        build(&cfg.hparams, &g, &sha, &opts)?
-    } else {
-        model::compile_gguf(&gguf, out, &opts, quiet)?
+    let compiled = match up_to_date {
+        Some(c) => c,
+        None => model::compile_gguf(&gguf, out, &opts, quiet)?,
     };
     report(&compiled);
     if dot.is_some() || svg.is_some() {
@@ -123,7 +152,7 @@ pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option
             println!("layer 0 before and after fusion drawn to {}", svg_path.display());
         }
     }
-    let how = if cached { "up to date (same model sha256 and compiler version)" } else { "compiled" };
+    let how = if cached { "up to date (same model sha256, compiler version and weight formats)" } else { "compiled" };
     println!("{how}: {} -> {} in {:.1} s", gguf.display(), out.display(), start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -1,21 +1,28 @@
 //! The CPU executor: interprets plan programs step by step with the CPU twins in
 //! [`super::kernels`], in f32 on all cores (rayon; the prefill matmuls use a blocked SGEMM).
-//! Matrices stay f16 as packed (converted block by block inside the matmul: half the memory
-//! traffic of f32, which bounds decode on a CPU); norm weights and biases are f32.
-use half::f16;
-use rayon::prelude::*;
+//! Matrices are read in place from the shared memory map of `weights.bin`, in their packed
+//! formats ([`super::qmatmul`]): no copy and no widening at load, so host memory stays about the
+//! size of the file and decode reads as few bytes as the GGUF's quantization allows. Norm weights
+//! and biases (small f32 vectors) are copied.
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use super::kernels::{self, AttnShape};
+use super::qmatmul::{self, PartRef, QMatrix};
 use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
-use crate::plan::{BufId, DType, GemvEpilogue, HyperParams, Plan, Program, Step};
+use crate::plan::{BufId, GemvEpilogue, HyperParams, Plan, Program, Step, WeightId};
 use crate::sampler::SamplingParams;
 
 pub struct CpuExecutor {
     plan: Plan,
-    /// Matrices as packed (f16), vectors as f32; indexed by `WeightId` (the other is empty).
-    weights16: Vec<Vec<f16>>,
+    /// `weights.bin`, mapped once and shared with the [`CompiledModel`].
+    map: Arc<Mmap>,
+    /// Indexed by `WeightId`: a matrix's parts (offsets in `map`), a vector's f32 values (the
+    /// other is empty).
+    parts: Vec<Vec<PartRef>>,
     weights: Vec<Vec<f32>>,
     /// One activation arena shared by both programs (they never run at the same time).
     arena: Vec<f32>,
@@ -38,21 +45,25 @@ impl CpuExecutor {
         if max_seq == 0 || max_seq > hp.context_length {
             return Err(RuntimeError::InvalidCall(format!("KV cache of {max_seq} tokens; the model allows 1..={}", hp.context_length)));
         }
-        let (weights16, weights): (Vec<Vec<f16>>, Vec<Vec<f32>>) = (0..plan.weights.len())
-            .into_par_iter()
-            .map(|i| {
-                let w = &plan.weights[i];
-                let bytes = model.weight(crate::plan::WeightId(i as u32));
-                match w.dtype {
-                    DType::F16 => (bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(), Vec::new()),
-                    DType::F32 | DType::I32 => (Vec::new(), bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        let (parts, weights): (Vec<Vec<PartRef>>, Vec<Vec<f32>>) = plan
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if w.shape.len() == 1 {
+                    // A vector is one F32 part (validated at open).
+                    let bytes = model.weight(WeightId(i as u32));
+                    (Vec::new(), bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+                } else {
+                    (qmatmul::part_refs(w), Vec::new())
                 }
             })
             .unzip();
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes);
         let kv = max_seq * hp.n_kv_heads * hp.head_dim;
         Ok(CpuExecutor {
-            weights16,
+            map: model.weights_map(),
+            parts,
             weights,
             arena: vec![0.0; (arena_bytes / 4) as usize],
             k_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
@@ -107,12 +118,13 @@ impl CpuExecutor {
         }
         let shape = AttnShape { n_heads: hp.n_heads, n_kv_heads: hp.n_kv_heads, head_dim: hp.head_dim };
         for step in &prog.steps {
-            let w = |id: crate::plan::WeightId| self.weights[id.0 as usize].as_slice();
-            let w16 = |id: crate::plan::WeightId| self.weights16[id.0 as usize].as_slice();
+            let w = |id: WeightId| self.weights[id.0 as usize].as_slice();
+            let (map, parts) = (&self.map[..], &self.parts);
+            let wq = |id: WeightId, k: usize| QMatrix { bytes: map, parts: &parts[id.0 as usize], k };
             match *step {
                 Step::Embed { tokens: t, table, out } => {
                     let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();
-                    kernels::embed_f16(&ids, w16(table), hp.hidden, view_mut(out, n));
+                    qmatmul::embed_q(&ids, &wq(table, hp.hidden), hp.hidden, view_mut(out, n));
                 }
                 Step::RmsNorm { x, weight, out, eps } => kernels::rms_norm(view(x, n), w(weight), eps, hp.hidden, view_mut(out, n)),
                 Step::AddRmsNorm { a, b, weight, eps, sum_out, norm_out } => {
@@ -123,7 +135,7 @@ impl CpuExecutor {
                     let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
                     let rows = n - first;
                     let res = residual.map(|r| &view(r, n)[first * cols..]);
-                    kernels::matmul_f16(&view(x, n)[first * k..], w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                    qmatmul::matmul_q(&view(x, n)[first * k..], &wq(weight, k), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
                 }
                 Step::BiasRopeKvWrite { qkv, rope, q_out } => kernels::bias_rope_kv_write(
                     view(qkv, n),
@@ -159,16 +171,16 @@ impl CpuExecutor {
                     match *epilogue {
                         GemvEpilogue::Store { out, residual, .. } => {
                             let res = residual.map(|r| &view(r, n)[first * cols..]);
-                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
                         }
                         GemvEpilogue::SwiGlu { ffn, out } => {
                             y.resize(rows * cols, 0.0);
-                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, y);
+                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y);
                             kernels::swiglu(y, ffn, rows, view_mut(out, n));
                         }
                         GemvEpilogue::BiasRopeKvWrite { rope, q_out } => {
                             y.resize(rows * cols, 0.0);
-                            kernels::matmul_f16(xr, w16(weight), rows, cols, k, None, y);
+                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y);
                             let (kc, vc) = (&mut self.k_cache[rope.layer], &mut self.v_cache[rope.layer]);
                             kernels::bias_rope_kv_write(y, w(rope.bias), shape, rope.rope_theta, pos, n, kc, vc, view_mut(q_out, n));
                         }

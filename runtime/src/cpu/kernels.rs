@@ -2,8 +2,9 @@
 //! compute. The CPU executor runs these; `qwen-aot check` and the kernel tests compare the CUDA
 //! kernels against them. Semantics are those documented on [`crate::plan::Step`].
 //!
-//! Layout: activations are row-major `[rows, row_elems]`; weight matrices `[n, k]` (converted to
-//! f32 by the CPU executor at load); the KV cache of one layer is `[max_seq, n_kv_heads, head_dim]`.
+//! Layout: activations are row-major `[rows, row_elems]`; weight matrices `[n, k]` (here in f32 or
+//! f16; the executor reads the packed formats through [`super::qmatmul`], whose results equal
+//! [`matmul`] on the dequantised weight); the KV cache of one layer is `[max_seq, n_kv_heads, head_dim]`.
 use rayon::prelude::*;
 
 /// [`embed`] from the f16 table as packed.

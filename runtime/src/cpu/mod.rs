@@ -2,5 +2,7 @@
 //! fallback on machines without one.
 pub mod executor;
 pub mod kernels;
+pub mod qdot;
+pub mod qmatmul;
 
 pub use executor::CpuExecutor;

@@ -10,6 +10,8 @@
 use half::f16;
 
 mod gemv;
+mod qprefill;
+mod weights;
 mod sampler;
 
 use super::device::{CudaDevice, DevBuf};
@@ -511,7 +513,8 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
     }
 
     // ---- the decode program's fused GEMVs ----
-    gemv::check_gemv(h, rng, s)
+    gemv::check_gemv(h, rng, s)?;
+    qprefill::check_qprefill(h, rng, s)
 }
 
 /// Argmax of row n_tokens - 1: on the given logits, with a planted tie (lowest index must win),

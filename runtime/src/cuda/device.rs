@@ -34,6 +34,11 @@ kernels! {
     GemvSwiGlu => "gemv_f16_swiglu",
     GemvSwiGluRows => "gemv_f16_swiglu_rows",
     GemvRope => "gemv_f16_rope",
+    GemvQ => "gemv_q",
+    GemvQSwiGlu => "gemv_q_swiglu",
+    GemvQRope => "gemv_q_rope",
+    DequantQF16 => "dequant_q_f16",
+    EmbedQ => "embed_q",
     ConvertRowsF16 => "convert_rows_f16",
     GemmEpilogue => "gemm_epilogue",
     GemmEpilogueResidual => "gemm_epilogue_residual",
@@ -46,6 +51,9 @@ kernels! {
     SamplePick => "sample_pick",
     SampleExpfTest => "sample_expf_test",
 }
+
+/// Shared memory a quantized GEMV block may use for its x row (4 * k bytes): k up to 24,576.
+pub(crate) const QGEMV_MAX_SMEM: u32 = 96 * 1024;
 
 /// A loaded module; unloaded on drop (with its context bound).
 struct Module {
@@ -184,6 +192,13 @@ impl CudaDevice {
             unsafe { sys::cuFuncSetAttribute(f, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, pct) }
                 .result()
                 .cuda_ctx(|| format!("setting the shared-memory carveout of {} to {pct} %", k.name()))?;
+        }
+        for k in [Kernel::GemvQ, Kernel::GemvQSwiGlu, Kernel::GemvQRope] {
+            // SAFETY: as above; the attribute only raises the dynamic shared memory a launch may
+            // ask for (the x row: 4 * k bytes), which sm_90 allows up to 227 KB per block.
+            unsafe { sys::cuFuncSetAttribute(funcs[k as usize], sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, QGEMV_MAX_SMEM as i32) }
+                .result()
+                .cuda_ctx(|| format!("allowing {QGEMV_MAX_SMEM} bytes of shared memory to {}", k.name()))?;
         }
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let sm_count = ctx

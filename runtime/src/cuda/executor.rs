@@ -13,17 +13,20 @@
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, DevBuf};
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS};
+use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, QParts, RopeArgs, ARGMAX_MAX_BLOCKS};
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
-use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, RopeKvWrite, Step};
+use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId};
 use crate::sampler::SamplingParams;
 
 /// KV-cache element size: f16 (see kernels/rope.cu for why).
 const KV_ELEM_BYTES: usize = 2;
+
+/// Most device memory for dequantised prefill weight slices (16M halves).
+const DEQUANT_SCRATCH_MAX: usize = 32 << 20;
 
 pub struct CudaExecutor {
     // Device memory first: dropped before the device (context) below.
@@ -37,6 +40,8 @@ pub struct CudaExecutor {
     attn_scratch: (DevBuf, DevBuf, DevBuf),
     argmax_scratch: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
+    /// Prefill GEMMs on quantized weights: f16 slices of W, dequantised just before their GEMM.
+    dequant_scratch: DevBuf,
     rope_tables: Vec<((u32, usize), DevBuf)>,
     dev: CudaDevice,
 
@@ -44,6 +49,8 @@ pub struct CudaExecutor {
     prefill: Program,
     decode: Program,
     weight_offsets: Vec<u64>,
+    /// Per weight: its parts on the device, or None when it is all F16 (the f16 kernels' layout).
+    weight_parts: Vec<Option<QParts>>,
     max_seq: usize,
     decode_splits: usize,
     decode_ops: Vec<Op>,
@@ -65,6 +72,7 @@ impl CudaExecutor {
         let dev = CudaDevice::new(image)?;
 
         let weights_buf = dev.upload(weights, "weights")?;
+        let weights_ptr = weights_buf.ptr();
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes) as usize;
         let arena = dev.alloc(arena_bytes, "activation arena")?;
         let layer_kv = max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES;
@@ -94,6 +102,20 @@ impl CudaExecutor {
             .unwrap_or(0);
         let rows = plan.prefill.max_tokens;
         let gemm_scratch = (dev.alloc(rows * max_k * 2, "GEMM f16 input")?, dev.alloc(rows * 4, "GEMM row scales")?);
+        // Quantized prefill weights are dequantised into this before each GEMM: room for the
+        // largest such matrix up to DEQUANT_SCRATCH_MAX (taller ones, the LM head, go in slices).
+        let dequant_bytes = plan
+            .prefill
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::MatMul { weight, n, k, .. } if !plan.weights[weight.0 as usize].all_parts(WeightFormat::F16) => Some(n * k * 2),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            .min(DEQUANT_SCRATCH_MAX);
+        let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised weight slices (prefill)")?;
 
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
@@ -118,12 +140,14 @@ impl CudaExecutor {
             attn_scratch,
             argmax_scratch,
             gemm_scratch,
+            dequant_scratch,
             rope_tables,
             dev,
             hparams: hp,
             prefill: plan.prefill.clone(),
             decode: plan.decode.clone(),
             weight_offsets: plan.weights.iter().map(|w| w.offset).collect(),
+            weight_parts: plan.weights.iter().map(|w| (!w.all_parts(WeightFormat::F16)).then(|| QParts::of(w, weights_ptr))).collect(),
             max_seq,
             decode_splits,
             decode_ops: Vec::new(),
@@ -182,6 +206,11 @@ impl CudaExecutor {
         self.weights.ptr() + self.weight_offsets[id.0 as usize]
     }
 
+    /// The device parts of a weight in a quantized (or non-f16) format; None: all F16.
+    fn parts(&self, id: WeightId) -> Option<QParts> {
+        self.weight_parts[id.0 as usize]
+    }
+
     fn kv_ptrs(&self, layer: usize) -> (u64, u64) {
         let hp = &self.hparams;
         let layer_bytes = (self.max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES) as u64;
@@ -223,7 +252,11 @@ impl CudaExecutor {
                 Step::Embed { tokens, table, out } => {
                     // The program's token input is read from the sampler's `fed` buffer.
                     let tokens = if tokens == prog.tokens { self.sampler.fed_ptr() } else { b(tokens) };
-                    ops.push(launch::embed(st, tokens, self.weight_ptr(table), b(out), self.hparams.hidden, self.hparams.vocab, rows));
+                    let (hidden, vocab) = (self.hparams.hidden, self.hparams.vocab);
+                    ops.push(match self.parts(table) {
+                        Some(parts) => launch::embed_q(st, tokens, parts, b(out), hidden, vocab, rows),
+                        None => launch::embed(st, tokens, self.weight_ptr(table), b(out), hidden, vocab, rows),
+                    });
                 }
                 Step::RmsNorm { x, weight, out, eps } => {
                     let n = prog.buffers[x.0 as usize].row_elems;
@@ -241,7 +274,13 @@ impl CudaExecutor {
                     } else {
                         MatMulMode::Gemm
                     };
-                    ops.extend(launch::matmul(&self.dev, st, b(x), self.weight_ptr(weight), b(out), residual.map(b), n, k, rows, mode, gemm));
+                    ops.extend(match self.parts(weight) {
+                        Some(parts) => {
+                            let ws = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
+                            launch::matmul_q(&self.dev, st, b(x), parts, b(out), residual.map(b), n, k, rows, mode, gemm, ws.0, ws.1)
+                        }
+                        None => launch::matmul(&self.dev, st, b(x), self.weight_ptr(weight), b(out), residual.map(b), n, k, rows, mode, gemm),
+                    });
                 }
                 Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
                     ops.push(launch::bias_rope_kv_write(st, b(qkv), self.rope_args(rope, b(q_out)), rows));
@@ -262,7 +301,10 @@ impl CudaExecutor {
                         GemvEpilogue::SwiGlu { out, .. } => GemvOut::SwiGlu { out: b(out) },
                         GemvEpilogue::BiasRopeKvWrite { ref rope, q_out } => GemvOut::Rope(self.rope_args(rope, b(q_out))),
                     };
-                    ops.push(launch::gemv(&self.dev, st, b(x), norm, self.weight_ptr(weight), n, k, rows, epilogue));
+                    ops.push(match self.parts(weight) {
+                        Some(parts) => launch::qgemv(&self.dev, st, b(x), norm, parts, n, k, rows, epilogue),
+                        None => launch::gemv(&self.dev, st, b(x), norm, self.weight_ptr(weight), n, k, rows, epilogue),
+                    });
                 }
             }
         }

@@ -20,15 +20,80 @@ pub(crate) enum Arg {
     Ptr(u64),
     I32(i32),
     F32(f32),
+    /// A weight's parts, passed by value (`QParts` in kernels/quant.cuh).
+    Parts(QParts),
 }
 
+/// Storage of one kernel argument: big enough for the largest (a [`QParts`]), 8-byte aligned.
+type Slot = [u64; 16];
+
 impl Arg {
-    fn slot(self) -> u64 {
+    fn slot(self) -> Slot {
+        let mut s = [0u64; 16];
         match self {
-            Arg::Ptr(p) => p,
-            Arg::I32(v) => v as u32 as u64,
-            Arg::F32(v) => v.to_bits() as u64,
+            Arg::Ptr(p) => s[0] = p,
+            Arg::I32(v) => s[0] = v as u32 as u64,
+            Arg::F32(v) => s[0] = v.to_bits() as u64,
+            Arg::Parts(q) => {
+                let words = q.words();
+                s[..words.len()].copy_from_slice(&words);
+            }
         }
+        s
+    }
+}
+
+/// Device view of a weight's parts (kernels/quant.cuh `QParts`, `#[repr(C)]` with the same field
+/// order, sizes and alignment: 12 pointers, then two arrays of 3 ints; 120 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct QParts {
+    pub qs: [u64; MAX_PARTS],
+    pub qh: [u64; MAX_PARTS],
+    pub sc: [u64; MAX_PARTS],
+    pub sup: [u64; MAX_PARTS],
+    pub row_end: [i32; MAX_PARTS],
+    pub fmt: [i32; MAX_PARTS],
+}
+
+/// QA_MAX_PARTS in kernels/quant.cuh.
+pub(crate) const MAX_PARTS: usize = crate::compiled::MAX_WEIGHT_PARTS;
+
+impl QParts {
+    /// The parts of `w` whose bytes start at device address `base` (the weight's offset in the
+    /// uploaded weights.bin); unused entries repeat the last part, so every row maps to a part.
+    pub fn of(w: &crate::plan::WeightInfo, weights_base: u64) -> QParts {
+        let k = *w.shape.last().unwrap_or(&0);
+        let mut q = QParts::default();
+        let mut rows = 0i32;
+        for i in 0..MAX_PARTS {
+            let part = w.parts[i.min(w.parts.len() - 1)];
+            let l = crate::quant::part_layout(part.format, part.rows, k).expect("part layouts validated at load");
+            let base = weights_base + part.offset;
+            q.qs[i] = base + l.qs;
+            q.qh[i] = base + l.qh;
+            q.sc[i] = base + l.sc;
+            q.sup[i] = base + l.sup;
+            if i < w.parts.len() {
+                rows += part.rows as i32;
+            }
+            q.row_end[i] = rows;
+            q.fmt[i] = part.format.code();
+        }
+        q
+    }
+
+    /// The struct's bytes as 8-byte words (the kernel parameter's image).
+    fn words(&self) -> [u64; 15] {
+        let mut out = [0u64; 15];
+        for (i, v) in self.qs.iter().chain(&self.qh).chain(&self.sc).chain(&self.sup).enumerate() {
+            out[i] = *v;
+        }
+        let ints: Vec<i32> = self.row_end.iter().chain(&self.fmt).copied().collect();
+        for (i, pair) in ints.chunks(2).enumerate() {
+            out[12 + i] = pair[0] as u32 as u64 | (pair[1] as u32 as u64) << 32;
+        }
+        out
     }
 }
 
@@ -50,6 +115,9 @@ pub(crate) struct Gemm {
     pub n: usize,
     pub k: usize,
     pub rows: usize,
+    /// Row stride of C in elements (`n`, or the whole width when this GEMM computes a column
+    /// slice of a wider product).
+    pub ldc: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -188,7 +256,7 @@ pub(crate) fn matmul(
         MatMulMode::Gemm => {
             let convert = kernel(Kernel::ConvertRowsF16, (rows, 1, 1), 256,
                 vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)]);
-            let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows });
+            let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows, ldc: n });
             let grid = (div_ceil(n, 1024), rows, 1);
             let epilogue = match residual {
                 Some(r) => kernel(Kernel::GemmEpilogueResidual, grid, 256,
@@ -273,6 +341,105 @@ pub(crate) fn gemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, w:
         GemvOut::Rope(r) => (Kernel::GemvRope, rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
     };
     kernel(kern, (blocks, grid_y, 1), 256, head.into_iter().chain(tail).collect())
+}
+
+// ---- quantized weights (kernels/qmatmul.cu) ------------------------------------------------------
+
+/// Warps sharing one unit of a quantized GEMV: doubled while every lane still gets about two
+/// groups of 32 elements (k = 896: 1 warp; 4864: 4; 8960: 8).
+pub(crate) fn qgemv_warps_per_row(k: usize) -> usize {
+    let groups = k / 32;
+    let mut wpr = 1;
+    while wpr < 8 && 64 * wpr <= groups {
+        wpr *= 2;
+    }
+    wpr
+}
+
+/// Units per team of a quantized GEMV: one wave of `resident` blocks per SM, so that each block
+/// copies its x row into shared memory once for many rows (the LM head: ~36 rows per warp).
+pub(crate) fn qgemv_units_per_warp(units: usize, wpr: usize, sm_count: u32, resident: u32) -> usize {
+    let blocks_at_one = units.div_ceil(GEMV_TEAM_WARPS / wpr);
+    blocks_at_one.div_ceil((sm_count * resident.max(1)) as usize).max(1)
+}
+
+/// Warps per block of every GEMV (GEMV_WARPS in kernels/gemv_epilogue.cuh).
+const GEMV_TEAM_WARPS: usize = 8;
+
+/// x f32 [rows, k]; W: `parts` ([n, k], any formats, k % 32 == 0); norm and epilogue buffers as
+/// for [`gemv`]. Dynamic shared memory: 4 * k bytes (at most QGEMV_MAX_SMEM).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qgemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, parts: QParts, n: usize, k: usize, rows: usize, epilogue: GemvOut) -> Op {
+    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
+    let head = [Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), Arg::Parts(parts)];
+    let units = match epilogue {
+        GemvOut::Store { .. } => n,
+        _ => n / 2,
+    };
+    let wpr = qgemv_warps_per_row(k);
+    let (kern, grid_y, tail) = match epilogue {
+        GemvOut::Store { out, residual, last_row } => {
+            let grid_y = if last_row { 1 } else { rows };
+            (Kernel::GemvQ, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpr)])
+        }
+        GemvOut::SwiGlu { out } => (Kernel::GemvQSwiGlu, rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
+        GemvOut::Rope(r) => (Kernel::GemvQRope, rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
+    };
+    let resident = dev.resident_blocks_per_sm(kern, 256);
+    let upw = qgemv_units_per_warp(units, wpr, dev.sm_count(), resident);
+    let mut args: Vec<Arg> = head.into_iter().chain(tail).collect();
+    args.push(i(upw));
+    if let GemvOut::Store { last_row, .. } = epilogue {
+        args.push(i(usize::from(last_row)));
+    }
+    let blocks = units.div_ceil(GEMV_TEAM_WARPS / wpr * upw);
+    Op::Kernel(Launch { kernel: kern, grid: (blocks.max(1) as u32, grid_y.max(1) as u32, 1), block: (256, 1, 1), smem: 4 * k as u32, args })
+}
+
+/// tokens i32 [rows]; table: `parts` [vocab, hidden]; out f32 [rows, hidden].
+pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usize, vocab: usize, rows: usize) -> Op {
+    kernel(Kernel::EmbedQ, (div_ceil(hidden / 32, 256), rows, 1), 256,
+        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Parts(parts), Arg::Ptr(out), i(hidden), i(vocab)])
+}
+
+/// Rows `row_begin..row_begin + rows` of `parts` ([n, k]) to f16 `out` [rows, k].
+pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usize, out: u64) -> Op {
+    kernel(Kernel::DequantQF16, (div_ceil(rows * (k / 32), 256), 1, 1), 256,
+        vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)])
+}
+
+/// A prefill matmul on quantized weights: the GEMV kernel, or on cuBLAS: x converted once, then
+/// per slice of at most `wscratch_bytes / (2k)` rows of W: dequantise the slice to f16 in
+/// `wscratch`, GEMM into its columns of out; then the scale/residual epilogue over all of out.
+/// Buffers as for [`matmul`]; wscratch holds `wscratch_bytes` bytes (>= 2k).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_q(
+    dev: &CudaDevice, st: u64, x: u64, parts: QParts, out: u64, residual: Option<u64>, n: usize, k: usize, rows: usize,
+    mode: MatMulMode, scratch: GemmScratch, wscratch: u64, wscratch_bytes: usize,
+) -> Vec<Op> {
+    match mode {
+        MatMulMode::Gemv | MatMulMode::LastRow => {
+            let epilogue = GemvOut::Store { out, residual, last_row: mode == MatMulMode::LastRow };
+            vec![qgemv(dev, st, x, None, parts, n, k, rows, epilogue)]
+        }
+        MatMulMode::Gemm => {
+            let mut ops = vec![kernel(Kernel::ConvertRowsF16, (rows, 1, 1), 256,
+                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)])];
+            let slice = (wscratch_bytes / (2 * k)).clamp(1, n);
+            for r0 in (0..n).step_by(slice) {
+                let nr = slice.min(n - r0);
+                ops.push(dequant_q_f16(parts, r0, nr, k, wscratch));
+                ops.push(Op::Gemm(Gemm { w: wscratch, x16: scratch.x16, out: out + 4 * r0 as u64, n: nr, k, rows, ldc: n }));
+            }
+            let grid = (div_ceil(n, 1024), rows, 1);
+            ops.push(match residual {
+                Some(r) => kernel(Kernel::GemmEpilogueResidual, grid, 256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)]),
+                None => kernel(Kernel::GemmEpilogue, grid, 256, vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)]),
+            });
+            ops
+        }
+    }
 }
 
 /// Attention-side sizes.
@@ -457,8 +624,8 @@ impl CudaDevice {
     }
 
     unsafe fn launch(&self, l: &Launch) -> Result<(), RuntimeError> {
-        let mut slots: Vec<u64> = l.args.iter().map(|a| a.slot()).collect();
-        let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let mut slots: Vec<Slot> = l.args.iter().map(|a| a.slot()).collect();
+        let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s.as_mut_ptr() as *mut c_void).collect();
         // Programmatic dependent launch: lets this kernel be scheduled while the previous one
         // drains; every kernel starts with griddepcontrol.wait (kernels/common.cuh), so data
         // dependencies are unchanged.
@@ -480,8 +647,9 @@ impl CudaDevice {
             numAttrs: if self.pdl() { 1 } else { 0 },
         };
         // SAFETY: the function comes from the loaded module; `params` has one pointer per kernel
-        // parameter, in order, each to an 8-byte slot whose low bytes hold the value (i32/f32/
-        // pointer; little-endian), alive across the call (the driver copies them); `config` and
+        // parameter, in order, each to a slot whose low bytes hold the value (i32/f32/pointer;
+        // little-endian; a QParts struct's 120-byte image), alive across the call (the driver
+        // copies them); `config` and
         // `attr` outlive the call; the buffers behind the pointers are the caller's obligation
         // (see this function's contract).
         unsafe { sys::cuLaunchKernelEx(&config, self.func(l.kernel), params.as_mut_ptr(), std::ptr::null_mut()) }
@@ -494,7 +662,8 @@ impl CudaDevice {
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Column-major view: C (n x rows, ld n) = op(A) op(B) with A = W viewed as k x n (ld k),
         // transposed, and B = X16 viewed as k x rows (ld k).
-        // SAFETY: w holds n*k halves, x16 rows*k halves, out rows*n floats (builder contract);
+        // SAFETY: w holds n*k halves, x16 rows*k halves, out (rows-1)*ldc + n floats (builder
+        // contract);
         // alpha/beta are host scalars (default pointer mode) alive across the call.
         unsafe {
             cudarc::cublas::result::gemm_ex(
@@ -506,7 +675,7 @@ impl CudaDevice {
                 g.w as *const c_void, blas_sys::cudaDataType::CUDA_R_16F, g.k as i32,
                 g.x16 as *const c_void, blas_sys::cudaDataType::CUDA_R_16F, g.k as i32,
                 &beta as *const f32 as *const c_void,
-                g.out as *mut c_void, blas_sys::cudaDataType::CUDA_R_32F, g.n as i32,
+                g.out as *mut c_void, blas_sys::cudaDataType::CUDA_R_32F, g.ldc as i32,
                 blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

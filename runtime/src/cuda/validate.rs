@@ -1,8 +1,9 @@
 //! Validates a plan once at load against what the CUDA kernels need, so that every launch's
 //! buffer sizes hold (the `// SAFETY:` comments in the executor rely on this).
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, GemvEpilogue, Plan, RopeKvWrite, Program, Step, WeightId, PLAN_FORMAT_VERSION};
+use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId, PLAN_FORMAT_VERSION};
 
+use super::device::QGEMV_MAX_SMEM;
 use super::launch::{attention_kernel, ATTN_MAX_GROUP};
 
 fn bad(msg: String) -> RuntimeError {
@@ -16,15 +17,9 @@ pub(crate) fn validate(plan: &Plan, weights_len: usize) -> Result<(), RuntimeErr
     if plan.weights_bytes != weights_len as u64 {
         return Err(bad(format!("weights.bin has {weights_len} bytes, the plan expects {}", plan.weights_bytes)));
     }
-    for w in &plan.weights {
-        let elems: usize = w.shape.iter().product();
-        if w.bytes != elems as u64 * w.dtype.size() {
-            return Err(bad(format!("weight {}: {} bytes for shape {:?} {:?}", w.name, w.bytes, w.shape, w.dtype)));
-        }
-        if w.offset.checked_add(w.bytes).is_none_or(|end| end > weights_len as u64) || !w.offset.is_multiple_of(16) {
-            return Err(bad(format!("weight {}: offset {} + {} bytes outside weights.bin ({weights_len}) or misaligned", w.name, w.offset, w.bytes)));
-        }
-    }
+    // The structural rules (weights' parts inside weights.bin, buffers, references) are the
+    // plan's own validator's; what follows are the CUDA kernels' extra needs.
+    crate::compiled::validate(plan)?;
     let hp = &plan.hparams;
     for (name, prog) in [("prefill", &plan.prefill), ("decode", &plan.decode)] {
         validate_program(plan, name, prog).map_err(|e| match e {
@@ -55,10 +50,20 @@ impl Ctx<'_> {
         Ok((b.offset, b.bytes))
     }
 
+    /// `dtype` F32: a vector (one F32 part); F16: a matrix, all F16 (the f16 kernels, any k) or
+    /// in formats the quantized kernels read (k a multiple of 32, the x row fitting shared memory).
     fn weight(&self, id: WeightId, dtype: DType, shape: &[usize], what: &str) -> Result<(), RuntimeError> {
         let w = self.plan.weights.get(id.0 as usize).ok_or_else(|| bad(format!("{what}: weight #{} does not exist", id.0)))?;
-        if w.dtype != dtype || w.shape != shape {
-            return Err(bad(format!("{what}: weight {} is {:?} {:?}, expected {:?} {shape:?}", w.name, w.dtype, w.shape, dtype)));
+        if w.shape != shape {
+            return Err(bad(format!("{what}: weight {} is {:?}, expected {shape:?}", w.name, w.shape)));
+        }
+        if dtype == DType::F32 && !w.all_parts(WeightFormat::F32) {
+            return Err(bad(format!("{what}: weight {} must be F32", w.name)));
+        }
+        let k = *shape.last().unwrap_or(&0);
+        let quantized = !w.all_parts(WeightFormat::F16);
+        if dtype == DType::F16 && quantized && (!k.is_multiple_of(32) || 4 * k > QGEMV_MAX_SMEM as usize) {
+            return Err(bad(format!("{what}: weight {} has rows of {k}: the quantized kernels need a multiple of 32, at most {}", w.name, QGEMV_MAX_SMEM / 4)));
         }
         Ok(())
     }

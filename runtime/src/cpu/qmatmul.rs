@@ -1,0 +1,278 @@
+//! Matmul and embedding on a weight as packed: its row-range parts ([`crate::plan::WeightPart`]),
+//! each in its own format, read in place from `weights.bin` (never widened at load).
+//! One row (decode) is a parallel GEMV of [`qdot::dot_row`] per output; several rows (prefill)
+//! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
+use rayon::prelude::*;
+
+use super::qdot;
+use crate::plan::WeightInfo;
+use crate::quant::{PartView, WeightFormat};
+
+/// One part of a matrix: rows `row0..row0 + rows` in `format`, at `start..start + len` of the
+/// byte slice the [`QMatrix`] views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartRef {
+    pub row0: usize,
+    pub rows: usize,
+    pub format: WeightFormat,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// The parts of a weight as laid out in `weights.bin` (offsets absolute in the file).
+pub fn part_refs(w: &WeightInfo) -> Vec<PartRef> {
+    let mut row0 = 0;
+    w.parts
+        .iter()
+        .map(|p| {
+            let r = PartRef {
+                row0,
+                rows: p.rows,
+                format: p.format,
+                start: p.offset as usize,
+                len: p.bytes as usize,
+            };
+            row0 += p.rows;
+            r
+        })
+        .collect()
+}
+
+/// A `[n, k]` matrix viewed in place: `bytes` holds every part at its `start`.
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    pub bytes: &'a [u8],
+    pub parts: &'a [PartRef],
+    pub k: usize,
+}
+
+impl<'a> QMatrix<'a> {
+    /// The part's view. Panics if the part does not fit its format's layout (the plan validator
+    /// checked that at open).
+    pub fn view(&self, p: &PartRef) -> PartView<'a> {
+        PartView::new(
+            p.format,
+            p.rows,
+            self.k,
+            &self.bytes[p.start..p.start + p.len],
+        )
+        .expect("part layout validated at open")
+    }
+
+    /// Rows of the whole matrix.
+    pub fn n(&self) -> usize {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
+    /// Row `j` of the matrix (any part) dequantised into `out[..k]`.
+    pub fn dequant_row(&self, j: usize, out: &mut [f32]) {
+        let p = self
+            .parts
+            .iter()
+            .find(|p| (p.row0..p.row0 + p.rows).contains(&j))
+            .expect("row in range");
+        qdot::dequant_row(&self.view(p), j - p.row0, out);
+    }
+}
+
+/// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
+/// same function as [`super::kernels::matmul`] on the dequantised weight.
+pub fn matmul_q(
+    x: &[f32],
+    w: &QMatrix,
+    rows: usize,
+    n: usize,
+    k: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    assert!(
+        w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n,
+        "matmul_q: shapes"
+    );
+    if rows == 1 {
+        let x = &x[..k];
+        let sx16 = qdot::sums16(x);
+        for p in w.parts {
+            let v = w.view(p);
+            let o = &mut out[p.row0..p.row0 + p.rows];
+            // Chunks of 16 rows: enough to balance two to a few dozen cores; small parts too.
+            o.par_chunks_mut(16).enumerate().for_each(|(c, chunk)| {
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    *o = qdot::dot_row(&v, c * 16 + i, x, &sx16);
+                }
+            });
+        }
+    } else {
+        // Blocks of weight rows: dequantise (in parallel), then one SGEMM into the block's
+        // columns of `out` (row stride n). 256 rows x k <= 4864: 5 MB, cache-friendly enough.
+        const BLOCK: usize = 256;
+        let mut wf = vec![0.0f32; BLOCK.min(n) * k];
+        for p in w.parts {
+            let v = w.view(p);
+            for r0 in (0..p.rows).step_by(BLOCK) {
+                let nb = BLOCK.min(p.rows - r0);
+                wf[..nb * k]
+                    .par_chunks_mut(k)
+                    .enumerate()
+                    .for_each(|(i, d)| qdot::dequant_row(&v, r0 + i, d));
+                let j0 = p.row0 + r0;
+                // SAFETY: x holds rows*k floats, wf holds nb*k, and out[j0..] addressed with row
+                // stride n for `rows` rows and nb columns stays within rows*n (checked above:
+                // (rows-1)*n + j0 + nb <= rows*n since j0 + nb <= n); out aliases neither.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        rows,
+                        k,
+                        nb,
+                        1.0,
+                        x.as_ptr(),
+                        k as isize,
+                        1,
+                        wf.as_ptr(),
+                        1,
+                        k as isize,
+                        0.0,
+                        out.as_mut_ptr().add(j0),
+                        n as isize,
+                        1,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(r) = residual {
+        for (o, &v) in out[..rows * n].iter_mut().zip(r) {
+            *o += v;
+        }
+    }
+}
+
+/// `out[t, :] = table[tokens[t], :]`, one dequantised row each. Ids were range-checked.
+pub fn embed_q(tokens: &[i32], table: &QMatrix, hidden: usize, out: &mut [f32]) {
+    for (t, &id) in tokens.iter().enumerate() {
+        table.dequant_row(id as usize, &mut out[t * hidden..(t + 1) * hidden]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::qdot::tests::{random_part, Rng};
+    use crate::quant::reference;
+
+    /// A matrix of parts `(format, rows)` with random canonical bytes, back to back.
+    fn matrix(spec: &[(WeightFormat, usize)], k: usize, rng: &mut Rng) -> (Vec<u8>, Vec<PartRef>) {
+        let (mut bytes, mut parts, mut row0) = (Vec::new(), Vec::new(), 0);
+        for &(format, rows) in spec {
+            let b = random_part(format, rows, k, rng);
+            parts.push(PartRef {
+                row0,
+                rows,
+                format,
+                start: bytes.len(),
+                len: b.len(),
+            });
+            bytes.extend_from_slice(&b);
+            row0 += rows;
+        }
+        (bytes, parts)
+    }
+
+    /// The qkv shape of the default model (Q5_0 q|k, Q8_0 v) and a three-part gate|up-like one
+    /// whose first part crosses the prefill block of 256 rows.
+    #[test]
+    fn mixed_part_matmul_equals_each_part_alone_and_the_reference() {
+        let mut rng = Rng(42);
+        let k = 896;
+        for spec in [
+            vec![(WeightFormat::Q5_0, 96), (WeightFormat::Q8_0, 16)],
+            vec![
+                (WeightFormat::Q4_0, 300),
+                (WeightFormat::F16, 7),
+                (WeightFormat::Q5_1, 33),
+            ],
+        ] {
+            let (bytes, parts) = matrix(&spec, k, &mut rng);
+            let w = QMatrix {
+                bytes: &bytes,
+                parts: &parts,
+                k,
+            };
+            let n = w.n();
+            for rows in [1, 5] {
+                let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
+                let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
+                let mut out = vec![f32::NAN; rows * n];
+                matmul_q(&x, &w, rows, n, k, Some(&res), &mut out);
+                for p in &parts {
+                    // The same part alone, as its own one-part matrix (row0 = 0): same bits.
+                    let alone = [PartRef { row0: 0, ..*p }];
+                    let wp = QMatrix {
+                        bytes: &bytes,
+                        parts: &alone,
+                        k,
+                    };
+                    let mut po = vec![f32::NAN; rows * p.rows];
+                    matmul_q(&x, &wp, rows, p.rows, k, None, &mut po);
+                    let v = w.view(p);
+                    let mut wr = vec![0.0f32; k];
+                    for j in 0..p.rows {
+                        reference::dequant_row(&v, j, &mut wr);
+                        for t in 0..rows {
+                            let got = out[t * n + p.row0 + j];
+                            assert_eq!(
+                                got.to_bits(),
+                                (po[t * p.rows + j] + res[t * n + p.row0 + j]).to_bits()
+                            );
+                            let xt = &x[t * k..(t + 1) * k];
+                            let exact: f64 = wr
+                                .iter()
+                                .zip(xt)
+                                .map(|(&a, &b)| a as f64 * b as f64)
+                                .sum::<f64>()
+                                + res[t * n + p.row0 + j] as f64;
+                            let mag: f64 = wr
+                                .iter()
+                                .zip(xt)
+                                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                                .sum::<f64>()
+                                + 1.0;
+                            // Random scales up to 65504 with minimums: relative to the magnitude
+                            // of the terms, k-long f32 sums (see qdot's tests for the bound).
+                            assert!(
+                                (got as f64 - exact).abs() <= (k / 8 + 8) as f64 * 6e-8 * mag * 4.0,
+                                "{:?} row {j} t {t}: {got} vs {exact}",
+                                p.format
+                            );
+                        }
+                    }
+                }
+            }
+            // Embedding rows from every part: bit-exact with the reference.
+            let ids: Vec<i32> = parts
+                .iter()
+                .flat_map(|p| [p.row0 as i32, (p.row0 + p.rows - 1) as i32])
+                .collect();
+            let mut got = vec![f32::NAN; ids.len() * k];
+            embed_q(&ids, &w, k, &mut got);
+            for (t, &id) in ids.iter().enumerate() {
+                let p = parts
+                    .iter()
+                    .find(|p| (p.row0..p.row0 + p.rows).contains(&(id as usize)))
+                    .unwrap();
+                let mut want = vec![0.0f32; k];
+                reference::dequant_row(&w.view(p), id as usize - p.row0, &mut want);
+                let g: Vec<u32> = got[t * k..(t + 1) * k]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(
+                    g,
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "embed row {id}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The quantized weights' other kernels (kernels/qmatmul.cu parts 2 and 3) for every format:
+//! - `dequant_q_f16` (a slice of rows to f16, the prefill GEMM's input): equal, bit for bit, to
+//!   the CPU reference's values rounded to f16 (both round the same f32 value once);
+//! - `embed_q` (rows of a table to f32): equal, bit for bit, to the reference's rows;
+//! - the prefill matmul on cuBLAS over dequantised slices (scratch smaller than W, so W goes in
+//!   several slices written into column ranges of out): x and W are each rounded to f16 once
+//!   (2^-11 relative each) and the GEMM sums in f32: |g - c| <= (2 * 2^-11 + 2k * 2^-24) * S_j
+//!   + the residual add's rounding, S_j = sum_i |x_i| m_ji (m: magnitudes, check/weights.rs).
+use super::weights::{k_for, TestWeight};
+use super::{cpu, CheckShape, Harness, Rng, U16, U32};
+use crate::cuda::launch::{self, GemmScratch, MatMulMode};
+use crate::error::RuntimeError;
+use crate::quant::ALL_FORMATS;
+
+pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), RuntimeError> {
+    let t = s.n_tokens;
+    let st = h.state.ptr();
+    for f in ALL_FORMATS {
+        let k = k_for(f, s.hidden);
+        let n = 301;
+        let tw = TestWeight::quant(rng, &[(f, n)], k, true);
+        let dw = tw.upload(h)?;
+        let parts = dw.parts().expect("a quantized weight");
+        // The cuBLAS path rounds W to f16: weights beyond its range (65504) are not representable
+        // there (as in an f16 plan), so that check uses scales within range.
+        let tw16 = TestWeight::quant(rng, &[(f, n)], k, false);
+        let dw16 = tw16.upload(h)?;
+        let parts16 = dw16.parts().expect("a quantized weight");
+
+        // ---- dequant_q_f16 of rows 7..107 ----
+        let (r0, rows) = (7, 100);
+        let out = h.output(rows * k * 2)?;
+        h.run(&[launch::dequant_q_f16(parts, r0, rows, k, out.ptr())], "dequant_q_f16")?;
+        let g = h.read_f16(&out, rows * k)?;
+        let c: Vec<f32> = tw.values[r0 * k..(r0 + rows) * k].iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        let same = g.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+        // (The f16 maximum scale overflows f16 on both sides: compared by bits, not by difference.)
+        h.record_flag(format!("dequant_q_f16 {} [{rows}x{k}] from row {r0}: bit-exact", f.name()), same);
+
+        // ---- embed_q: random rows (ids < n) ----
+        let ids: Vec<i32> = (0..t).map(|_| rng.below(n) as i32).collect();
+        let dids = h.input(&ids)?;
+        let out = h.output(t * k * 4)?;
+        h.run(&[launch::embed_q(st, dids.ptr(), parts, out.ptr(), k, n, t)], "embed_q")?;
+        let g = h.read_f32(&out, t * k)?;
+        let c: Vec<f32> = ids.iter().flat_map(|&id| tw.values[id as usize * k..(id as usize + 1) * k].iter().copied()).collect();
+        let same = g.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits());
+        h.record_flag(format!("embed_q {} [{t} rows of {n}x{k}]: bit-exact", f.name()), same);
+
+        // ---- prefill matmul on cuBLAS, W in slices of 64 rows (+ residual) ----
+        if t > 1 && h.dev.has_cublas() {
+            let x = rng.vec(t * k, 2.0);
+            let r = rng.vec(t * n, 1.0);
+            let mut c = vec![0f32; t * n];
+            cpu::matmul(&x, &tw16.values, t, n, k, Some(&r), &mut c);
+            let xa: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let mut sabs = vec![0f32; t * n];
+            cpu::matmul(&xa, &tw16.mags, t, n, k, None, &mut sabs);
+            let (dx, dr) = (h.input(&x)?, h.input(&r)?);
+            // Scratch buffers live until the run below has synchronised.
+            let x16 = h.output(t * k * 2)?;
+            let scale = h.output(t * 4)?;
+            let wscratch = h.output(64 * k * 2)?;
+            let gs = GemmScratch { x16: x16.ptr(), scale: scale.ptr() };
+            let out = h.output(t * n * 4)?;
+            let ops = launch::matmul_q(h.dev, st, dx.ptr(), parts16, out.ptr(), Some(dr.ptr()), n, k, t, MatMulMode::Gemm, gs, wscratch.ptr(), 64 * k * 2);
+            h.run(&ops, "matmul_q cublas")?;
+            let g = h.read_f32(&out, t * n)?;
+            let factor = 2.0 * U16 + 2.0 * k as f32 * U32;
+            let bound: Vec<f32> = sabs.iter().zip(&c).map(|(s, o)| factor * s + 2.0 * U32 * o.abs()).collect();
+            h.record_bounded(format!("matmul_q {} [{n}x{k}] cublas, 64-row slices", f.name()), &g, &c, &bound);
+        }
+    }
+    Ok(())
+}

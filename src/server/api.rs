@@ -1,0 +1,179 @@
+//! Wire types of the OpenAI API subset that `serve` speaks: the request bodies of
+//! `/v1/chat/completions` and `/v1/completions` (one struct; each endpoint requires its own
+//! input field) and the response / stream-chunk bodies.
+//!
+//! Numbers that must be positive are read as signed or float so that a wrong value reaches our
+//! own check (with the parameter's name) instead of a bare serde message. Unknown fields are
+//! ignored, as OpenAI clients send fields this server has no use for (`user`, `metadata`, ...).
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    /// Chat only.
+    pub messages: Option<Vec<InMessage>>,
+    /// Completions only: a string, or a list holding one string.
+    pub prompt: Option<Prompt>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// Not OpenAI's, but vLLM's and llama-server's name for the multiplicative penalty.
+    pub repetition_penalty: Option<f64>,
+    pub stop: Option<Stop>,
+    pub seed: Option<i64>,
+    pub n: Option<i64>,
+    /// A bool for chat, an integer for completions; only "off" is served.
+    pub logprobs: Option<Value>,
+    pub top_logprobs: Option<i64>,
+    pub echo: Option<bool>,
+    pub best_of: Option<i64>,
+    pub suffix: Option<String>,
+    pub tools: Option<Vec<Value>>,
+    pub response_format: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    pub role: String,
+    /// Null is allowed (an assistant turn that only called tools); it renders as empty text.
+    pub content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Parses a request body: valid UTF-8, valid JSON, the right types; the error names the field.
+pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ApiError::invalid(format!("the request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()), None));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request body is empty; send a JSON object", None));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::invalid(format!("the request body is not a valid JSON object: {inner}"), None)
+        } else {
+            ApiError::invalid(format!("invalid value for `{path}`: {inner}"), Some(&path))
+        }
+    })
+}
+
+/// Which endpoint a response or chunk is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    /// `cached_tokens`: prompt tokens served from the previous request's KV cache (not prefilled).
+    pub prompt_tokens_details: CachedTokens,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CachedTokens {
+    pub cached_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: usize, cached_tokens: usize, completion_tokens: usize) -> Usage {
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, prompt_tokens_details: CachedTokens { cached_tokens } }
+    }
+}
+
+/// What every response and chunk of one request shares.
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl ResponseHead {
+    fn wrap(&self, object: &str, choices: Value) -> Value {
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
+    }
+
+    /// The whole answer of a non-streamed request.
+    pub fn full(&self, text: &str, finish_reason: &str, usage: Usage) -> Value {
+        let mut v = match self.endpoint {
+            Endpoint::Chat => self.wrap("chat.completion", json!([{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason}])),
+            Endpoint::Completion => self.wrap("text_completion", json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}])),
+        };
+        v["usage"] = json!(usage);
+        v
+    }
+
+    /// The first chunk of a chat stream announces the role (OpenAI sends it with empty content).
+    pub fn role_chunk(&self) -> Option<Value> {
+        (self.endpoint == Endpoint::Chat).then(|| self.wrap("chat.completion.chunk", json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+    }
+
+    /// A chunk carrying `text`, or (with `finish_reason`) the closing chunk with an empty delta.
+    pub fn chunk(&self, text: &str, finish_reason: Option<&str>) -> Value {
+        match self.endpoint {
+            Endpoint::Chat => {
+                let delta = if finish_reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
+                self.wrap("chat.completion.chunk", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]))
+            }
+            Endpoint::Completion => self.wrap("text_completion", json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}])),
+        }
+    }
+
+    /// `stream_options.include_usage`: one last chunk with no choices and the usage.
+    pub fn usage_chunk(&self, usage: Usage) -> Value {
+        let object = if self.endpoint == Endpoint::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let mut v = self.wrap(object, json!([]));
+        v["usage"] = json!(usage);
+        v
+    }
+}

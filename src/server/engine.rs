@@ -1,0 +1,176 @@
+//! The engine thread: it loads the model (so the executor, which may hold a GPU context, never
+//! crosses threads), then runs queued jobs one at a time through the shared generation loop
+//! (`generation::generate`: stop ids, stop strings, UTF-8-safe streaming, cancellation).
+//!
+//! The queue is bounded: a full queue is a 503 at once rather than an unbounded wait. The KV
+//! cache keeps the previous request's tokens, and a request that starts with them (a chat's
+//! next turn) prefills only what is new.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Result;
+use qwen_aot_runtime::sampler::SamplingParams;
+use qwen_aot_runtime::session::Session;
+use qwen_aot_runtime::tokenizer::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::api::Usage;
+use super::errors::ApiError;
+use super::metrics::Metrics;
+use super::ModelInfo;
+use crate::chat::common_prefix;
+use crate::generation::{generate, GenOptions, StopReason};
+
+pub struct Job {
+    pub prompt_ids: Vec<u32>,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub sampling: SamplingParams,
+    /// Set when the client goes away: the engine skips the job, or ends it at the next token.
+    pub cancel: Arc<AtomicBool>,
+    pub events: UnboundedSender<Event>,
+    pub enqueued: Instant,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done { usage: Usage, finish_reason: &'static str },
+    Failed(String),
+}
+
+/// The HTTP side's end of the queue.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl EngineHandle {
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        // Counted before the send so the engine's decrement never runs first.
+        self.metrics.queue_depth.inc();
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.metrics.queue_depth.dec();
+                Err(match e {
+                    TrySendError::Full(_) => {
+                        self.metrics.rejected_queue_full.inc();
+                        ApiError::unavailable("the server is busy (request queue full); retry shortly", 1)
+                    }
+                    TrySendError::Disconnected(_) => ApiError::unavailable("the engine has stopped", 5),
+                })
+            }
+        }
+    }
+}
+
+/// What the engine thread loads: the session, the compiled model it was built from (kept open
+/// for the executor's lifetime), and what the HTTP side needs.
+pub struct Loaded {
+    pub session: Session,
+    pub model: qwen_aot_runtime::compiled::CompiledModel,
+    pub info: ModelInfo,
+}
+
+/// Starts the engine thread. `load` runs on it; once it succeeds `ready` holds what the HTTP
+/// side needs, and on failure the error goes to `failed`.
+pub fn start(
+    load: impl FnOnce() -> Result<Loaded> + Send + 'static,
+    queue: usize,
+    metrics: Arc<Metrics>,
+    ready: Arc<OnceLock<Arc<ModelInfo>>>,
+    failed: tokio::sync::oneshot::Sender<anyhow::Error>,
+) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel::<Job>(queue);
+    let m = metrics.clone();
+    let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
+        let Loaded { session, model, info } = match load() {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = failed.send(e);
+                return;
+            }
+        };
+        let tokenizer = info.tokenizer.clone();
+        m.kv_cache_capacity.set(info.ctx_size as i64);
+        // The HTTP side only starts serving generations once this is set.
+        let _ = ready.set(Arc::new(info));
+        run(session, &tokenizer, rx, &m);
+        drop(model);
+    })?;
+    Ok((EngineHandle { tx, metrics }, thread))
+}
+
+/// Runs jobs until every sender is gone (the server has stopped).
+fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metrics) {
+    // Token ids the KV cache holds, position by position.
+    let mut cached: Vec<u32> = Vec::new();
+    for job in rx {
+        metrics.queue_depth.dec();
+        if job.cancel.load(Ordering::Relaxed) {
+            continue;
+        }
+        // A panic in one generation must not take the server down: answer 500, forget the cache.
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics)));
+        let event = match outcome {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => Event::Failed(format!("{e:#}")),
+            Err(_) => {
+                session.reset();
+                cached.clear();
+                Event::Failed("internal error during generation".into())
+            }
+        };
+        let _ = job.events.send(event);
+        metrics.kv_cache_used.set(session.pos() as i64);
+    }
+}
+
+fn run_job(session: &mut Session, tok: &Tokenizer, cached: &mut Vec<u32>, job: &Job, metrics: &Metrics) -> Result<Event> {
+    let ids = &job.prompt_ids;
+    let queue_wait = job.enqueued.elapsed().as_secs_f64();
+    session.set_sampling(&job.sampling)?;
+    // Reuse the cache for the prefix it already holds; at least one token is prefilled, as the
+    // prefill produces the first answer token.
+    let keep = common_prefix(cached, ids).min(ids.len() - 1);
+    session.rewind(keep);
+    cached.truncate(keep);
+    let opts = GenOptions { max_tokens: job.max_tokens, stop_strings: job.stop.clone(), cancel: Some(&job.cancel) };
+    let result = generate(session, tok, &ids[keep..], &opts, |piece| {
+        // The receiver is gone only when the client is: stop at the next token.
+        if job.events.send(Event::Text(piece.to_string())).is_err() {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    let gen = match result {
+        Ok(g) => g,
+        Err(e) => {
+            session.rewind(keep);
+            return Err(e);
+        }
+    };
+    // The cache now holds the prompt and every generated id but the last (never fed back).
+    cached.extend_from_slice(ids);
+    cached.extend_from_slice(&gen.ids[..gen.ids.len() - 1]);
+    debug_assert_eq!(cached.len(), session.pos());
+    let n = gen.ids.len();
+    metrics.prompt_tokens.inc_by(ids.len() as u64);
+    metrics.cached_prompt_tokens.inc_by(keep as u64);
+    metrics.generated_tokens.inc_by(n as u64);
+    metrics.ttft.observe(queue_wait + gen.ttft_ms / 1e3);
+    if let Some(rate) = gen.decode_tok_s {
+        metrics.time_per_output_token.observe(1.0 / rate);
+    }
+    let finish_reason = match gen.stop_reason {
+        StopReason::Eos | StopReason::Stop => "stop",
+        // Interrupted: the client is gone and nobody reads this.
+        StopReason::Length | StopReason::Context | StopReason::Interrupted => "length",
+    };
+    Ok(Event::Done { usage: Usage::new(ids.len(), keep, n), finish_reason })
+}

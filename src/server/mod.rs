@@ -1,0 +1,176 @@
+//! `qwen-aot serve`: an OpenAI-compatible HTTP server.
+//!
+//! Layout: `api` (wire types), `params` (request -> prompt ids, budget, sampling; every refusal
+//! a 400), `engine` (the thread that owns the session, the bounded queue, prefix reuse),
+//! `routes` (handlers, API key, request counting), `sse` (streamed answers), `metrics`
+//! (Prometheus text), `errors` (OpenAI-style error bodies).
+//!
+//! The listener is bound before the model loads, so `/health` answers 503 during the load and
+//! 200 after; SIGINT/SIGTERM stop accepting connections, let the requests in flight finish
+//! (streams end with their last chunk and `[DONE]`) and return.
+mod api;
+mod engine;
+mod errors;
+mod metrics;
+mod params;
+mod routes;
+mod sse;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use qwen_aot_runtime::chat_template::ChatTemplate;
+use qwen_aot_runtime::tokenizer::Tokenizer;
+
+use crate::backend::{self, BackendChoice};
+use crate::model;
+
+pub struct ServeOptions {
+    pub model: Option<PathBuf>,
+    pub host: String,
+    pub port: u16,
+    pub backend: BackendChoice,
+    pub ctx_size: Option<usize>,
+    pub api_key: Option<String>,
+    /// Requests that may wait for the engine; one more is answered 503.
+    pub max_queue: usize,
+    pub max_body_bytes: usize,
+    pub quiet: bool,
+}
+
+/// What request handling needs of the loaded model.
+pub struct ModelInfo {
+    pub id: String,
+    pub tokenizer: Arc<Tokenizer>,
+    /// None when the model has none (or it does not parse): chat requests get a 400.
+    pub template: Option<ChatTemplate>,
+    pub ctx_size: usize,
+    pub backend: String,
+}
+
+pub struct AppState {
+    pub model_id: String,
+    ready: Arc<OnceLock<Arc<ModelInfo>>>,
+    pub engine: engine::EngineHandle,
+    pub metrics: Arc<metrics::Metrics>,
+    pub api_key: Option<String>,
+    pub max_body: usize,
+    pub started: u64,
+}
+
+impl AppState {
+    /// The model, once loaded.
+    pub fn model(&self) -> Option<Arc<ModelInfo>> {
+        self.ready.get().cloned()
+    }
+}
+
+/// Cancels a request's generation when dropped: when its handler or stream goes away with the
+/// client, or once it has finished (then it is a no-op).
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The name `/v1/models` lists and responses carry: the model file's name without `.gguf`.
+fn model_id(model: Option<&std::path::Path>) -> String {
+    let name = model.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| model::DEFAULT_MODEL_FILE.to_string());
+    name.strip_suffix(".gguf").map(str::to_string).unwrap_or(name)
+}
+
+pub fn run(opts: ServeOptions) -> Result<()> {
+    if opts.max_queue == 0 {
+        anyhow::bail!("--max-queue must be at least 1");
+    }
+    // HTTP work is light; the engine thread does the heavy lifting.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+    rt.block_on(serve(opts))
+}
+
+async fn serve(opts: ServeOptions) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await.with_context(|| format!("listening on {}:{}", opts.host, opts.port))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read the port (with --port 0) from this line.
+    eprintln!("qwen-aot serve: listening on http://{addr}");
+    let id = model_id(opts.model.as_deref());
+    let metrics = Arc::new(metrics::Metrics::new());
+    let ready = Arc::new(OnceLock::new());
+    let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
+    let (model_path, choice, ctx, quiet, info_id) = (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
+    let load = move || {
+        let dir = model::compiled_model(model_path.as_deref(), quiet)?;
+        let backend::Loaded { session, tokenizer, model } = backend::load(&dir, choice, ctx, quiet)?;
+        let tokenizer = Arc::new(tokenizer);
+        let template = match tokenizer.chat_template().map(ChatTemplate::new) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                eprintln!("warning: {e}; chat requests will be refused");
+                None
+            }
+            None => None,
+        };
+        let info = ModelInfo { id: info_id, tokenizer, template, ctx_size: session.executor().max_seq(), backend: session.executor().backend().name().to_string() };
+        if !quiet {
+            eprintln!("qwen-aot serve: model loaded ({} backend, context {} tokens)", info.backend, info.ctx_size);
+        }
+        Ok(engine::Loaded { session, model, info })
+    };
+    let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx).context("starting the engine thread")?;
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let state = Arc::new(AppState { model_id: id, ready, engine, metrics, api_key: opts.api_key.clone(), max_body: opts.max_body_bytes, started });
+    let app = routes::router(state);
+
+    let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let failure_slot = failure.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {
+                eprintln!("qwen-aot serve: stopping (finishing requests in flight; a second signal exits at once)");
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    std::process::exit(130);
+                });
+            }
+            Ok(e) = fail_rx => {
+                if let Ok(mut slot) = failure_slot.lock() {
+                    *slot = Some(e);
+                }
+            }
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving HTTP")?;
+    // The engine thread ends once the last request's handle is gone; it holds nothing to save.
+    let failed = failure.lock().ok().and_then(|mut f| f.take());
+    match failed {
+        Some(e) => Err(e.context("loading the model")),
+        None => Ok(()),
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,217 @@
+//! From a parsed request to what the engine runs: the prompt's token ids (through the model's
+//! chat template for chat), the token budget and the sampling parameters. Every value the
+//! engine cannot honour is refused here with a 400 naming the parameter, before the request
+//! takes a place in the queue.
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use qwen_aot_runtime::chat_template::ChatMessage;
+use qwen_aot_runtime::sampler::SamplingParams;
+use serde_json::Value;
+
+use super::api::{CompletionRequest, Content, Endpoint, Prompt, Stop};
+use super::errors::ApiError;
+use super::ModelInfo;
+
+/// Most stop strings per request (OpenAI allows 4; more only costs a little per token).
+const MAX_STOPS: usize = 16;
+
+#[derive(Debug)]
+pub struct Prepared {
+    pub prompt_ids: Vec<u32>,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub sampling: SamplingParams,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
+    refuse_unsupported(&req)?;
+    let text = match endpoint {
+        Endpoint::Chat => render_chat(&req, model)?,
+        Endpoint::Completion => prompt_text(&req)?,
+    };
+    let prompt_ids = model.tokenizer.encode(&text);
+    if prompt_ids.is_empty() {
+        return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
+    }
+    let ctx = model.ctx_size;
+    let param = if endpoint == Endpoint::Chat { "messages" } else { "prompt" };
+    if prompt_ids.len() > ctx {
+        return Err(ApiError::invalid(format!("the prompt has {} tokens but the context holds {ctx} (server --ctx-size)", prompt_ids.len()), Some(param)).with_code("context_length_exceeded"));
+    }
+    let max_tokens = max_tokens(&req, prompt_ids.len(), ctx)?;
+    Ok(Prepared {
+        prompt_ids,
+        max_tokens,
+        stop: stop_strings(req.stop)?,
+        sampling: sampling(&req)?,
+        stream: req.stream.unwrap_or(false),
+        include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+    })
+}
+
+/// Features this server does not have: a clear 400 rather than a silently different answer.
+fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
+    let no = |what: &str, param: &str| Err(ApiError::invalid(format!("{what} is not supported by this server"), Some(param)));
+    if let Some(n) = req.n {
+        if n != 1 {
+            return Err(ApiError::invalid(format!("`n` must be 1 (one choice per request), got {n}"), Some("n")));
+        }
+    }
+    let logprobs_on = match &req.logprobs {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_i64() != Some(0),
+        Some(_) => true,
+    };
+    if logprobs_on {
+        return no("`logprobs`", "logprobs");
+    }
+    if req.top_logprobs.is_some_and(|k| k != 0) {
+        return no("`top_logprobs`", "top_logprobs");
+    }
+    if req.echo == Some(true) {
+        return no("`echo`", "echo");
+    }
+    if req.best_of.is_some_and(|b| b != 1) {
+        return no("`best_of` other than 1", "best_of");
+    }
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return no("`suffix`", "suffix");
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return no("tool calling (`tools`)", "tools");
+    }
+    if let Some(f) = &req.response_format {
+        if !(f.is_null() || f.get("type").and_then(Value::as_str) == Some("text")) {
+            return no("a `response_format` other than text", "response_format");
+        }
+    }
+    if req.frequency_penalty.is_some_and(|f| f != 0.0) {
+        return no("`frequency_penalty` (the sampler has no per-count penalty; use `presence_penalty` or `repetition_penalty`)", "frequency_penalty");
+    }
+    Ok(())
+}
+
+fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, ApiError> {
+    if req.prompt.is_some() {
+        return Err(ApiError::invalid("`prompt` belongs to /v1/completions; chat takes `messages`", Some("prompt")));
+    }
+    let Some(messages) = &req.messages else {
+        return Err(ApiError::invalid("`messages` is required", Some("messages")));
+    };
+    if messages.is_empty() {
+        return Err(ApiError::invalid("`messages` must hold at least one message", Some("messages")));
+    }
+    let mut turns = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            other => return Err(ApiError::invalid(format!("unknown role {other:?} (system, developer, user or assistant)"), Some(&format!("messages[{i}].role")))),
+        };
+        let content = match &m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        _ => return Err(ApiError::invalid(format!("content part of type {:?} is not supported (text only)", p.kind), Some(&format!("messages[{i}].content[{j}]")))),
+                    }
+                }
+                text
+            }
+        };
+        turns.push(ChatMessage::new(role, content));
+    }
+    let Some(template) = &model.template else {
+        return Err(ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages")));
+    };
+    template.render(&turns, true).map_err(|e| ApiError::invalid(format!("the conversation cannot be rendered: {e}"), Some("messages")))
+}
+
+fn prompt_text(req: &CompletionRequest) -> Result<String, ApiError> {
+    if req.messages.is_some() {
+        return Err(ApiError::invalid("`messages` belongs to /v1/chat/completions; completions take `prompt`", Some("messages")));
+    }
+    match &req.prompt {
+        None => Err(ApiError::invalid("`prompt` is required", Some("prompt"))),
+        Some(Prompt::Text(t)) => Ok(t.clone()),
+        Some(Prompt::List(l)) if l.len() == 1 => Ok(l[0].clone()),
+        Some(Prompt::List(l)) => Err(ApiError::invalid(format!("`prompt` must be one string (batches are not served), got a list of {}", l.len()), Some("prompt"))),
+    }
+}
+
+/// `max_completion_tokens` (the newer name) wins over `max_tokens`; absent, the answer may fill
+/// the context.
+fn max_tokens(req: &CompletionRequest, prompt_len: usize, ctx: usize) -> Result<usize, ApiError> {
+    let (value, param) = match (req.max_completion_tokens, req.max_tokens) {
+        (Some(v), _) => (v, "max_completion_tokens"),
+        (None, Some(v)) => (v, "max_tokens"),
+        (None, None) => return Ok((ctx - prompt_len).max(1)),
+    };
+    if value < 1 {
+        return Err(ApiError::invalid(format!("`{param}` must be at least 1, got {value}"), Some(param)));
+    }
+    let value = usize::try_from(value).unwrap_or(usize::MAX);
+    if value > ctx {
+        return Err(ApiError::invalid(format!("`{param}` is {value} but the context holds {ctx} tokens"), Some(param)).with_code("context_length_exceeded"));
+    }
+    if prompt_len + value > ctx {
+        return Err(ApiError::invalid(
+            format!("the context holds {ctx} tokens, but {} were requested ({prompt_len} in the prompt, {value} for the answer); lower `{param}`", prompt_len + value),
+            Some(param),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    Ok(value)
+}
+
+fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
+    let list = match stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(l)) => l,
+    };
+    if list.len() > MAX_STOPS {
+        return Err(ApiError::invalid(format!("at most {MAX_STOPS} stop strings, got {}", list.len()), Some("stop")));
+    }
+    Ok(list.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+/// OpenAI's parameters onto the engine's sampler. Defaults are OpenAI's (temperature 1,
+/// top_p 1); `top_k` 0 or -1 means no limit beyond the sampler's 256 candidates. OpenAI's
+/// presence penalty is subtracted once from every token already present, which is what the
+/// sampler's does (over its window of recent tokens, prompt included).
+fn sampling(req: &CompletionRequest) -> Result<SamplingParams, ApiError> {
+    let range = |v: Option<f64>, name: &str, default: f64, ok: &dyn Fn(f64) -> bool, want: &str| -> Result<f32, ApiError> {
+        match v {
+            None => Ok(default as f32),
+            Some(x) if x.is_finite() && ok(x) => Ok(x as f32),
+            Some(x) => Err(ApiError::invalid(format!("`{name}` must be {want}, got {x}"), Some(name))),
+        }
+    };
+    let top_k = match req.top_k {
+        None | Some(-1) | Some(0) => 0,
+        Some(k) if k > 0 => usize::try_from(k).unwrap_or(usize::MAX),
+        Some(k) => return Err(ApiError::invalid(format!("`top_k` must be >= 1, or 0 / -1 for no limit, got {k}"), Some("top_k"))),
+    };
+    let seed = match req.seed {
+        // The same seed gives the same text; without one, each request draws differently.
+        Some(s) => s as u64,
+        None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+    };
+    Ok(SamplingParams {
+        temperature: range(req.temperature, "temperature", 1.0, &|x| (0.0..=2.0).contains(&x), "in [0, 2]")?,
+        top_k,
+        top_p: range(req.top_p, "top_p", 1.0, &|x| x > 0.0 && x <= 1.0, "in (0, 1]")?,
+        min_p: range(req.min_p, "min_p", 0.0, &|x| (0.0..=1.0).contains(&x), "in [0, 1]")?,
+        repeat_penalty: range(req.repetition_penalty, "repetition_penalty", 1.0, &|x| x > 0.0, "> 0")?,
+        presence_penalty: range(req.presence_penalty, "presence_penalty", 0.0, &|x| (-2.0..=2.0).contains(&x), "in [-2, 2]")?,
+        penalty_window: SamplingParams::default().penalty_window,
+        seed,
+    })
+}

@@ -243,3 +243,48 @@ QA_DEVICE float float_at(const uint8_t* base, size_t e) {
         case QF_Q5_K: { BODY(QF_Q5_K); } break; \
         default: { BODY(QF_Q6_K); } break;      \
     }
+
+QA_DEVICE float4 mul4q(const float4 a, const float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+
+// sum over the group of a float-format row (base: the part's data; e0: first element); xc(c) gives
+// x[4c..4c+3].
+template <int F, typename XAt>
+QA_DEVICE float float_group_dot(const uint8_t* base, size_t e0, XAt xc) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+        const float4 x = xc(c);
+        acc = fmaf(float_at<F>(base, e0 + 4 * c + 0), x.x, acc);
+        acc = fmaf(float_at<F>(base, e0 + 4 * c + 1), x.y, acc);
+        acc = fmaf(float_at<F>(base, e0 + 4 * c + 2), x.z, acc);
+        acc = fmaf(float_at<F>(base, e0 + 4 * c + 3), x.w, acc);
+    }
+    return acc;
+}
+
+// x row r (times the norm weight when norm_w is set) into shared memory, chunk-major (chunk c of
+// group g at xs4[c * G + g]: lanes reading consecutive groups read consecutive 16-byte words, no
+// bank conflicts), read coalesced (i = 8 g + c); returns the inverse RMS of the row (1 without a
+// norm), with rms_norm_impl's arithmetic (norm.cu). Every thread of the block calls it (barriers).
+QA_DEVICE float load_x_shared(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
+                              float4* xs4, float* scratch) {
+    const int G = k >> 5;
+    const bool norm = norm_w != nullptr;
+    const float4* x4 = reinterpret_cast<const float4*>(x + (size_t)r * k);
+    const float4* w4 = reinterpret_cast<const float4*>(norm_w);
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < 8 * G; i += blockDim.x) {
+        float4 v = __ldg(x4 + i);
+        if (norm) {
+            ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+            v = mul4q(v, __ldg(w4 + i));
+        }
+        xs4[(i & 7) * G + (i >> 3)] = v;
+    }
+    if (!norm) {
+        __syncthreads();
+        return 1.0f;
+    }
+    ss = block_sum(ss, scratch);  // synchronises: xs4 is complete
+    return 1.0f / sqrtf(ss / (float)k + eps);
+}

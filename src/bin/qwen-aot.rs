@@ -111,6 +111,35 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streamed or not),
+    /// /v1/models, /health, /metrics.
+    Serve {
+        /// GGUF file or compiled directory (default: the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// TCP port; 0 picks a free one (the address is printed on stderr).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// KV-cache size in tokens (default: min(4096, model context)).
+        #[arg(long)]
+        ctx_size: Option<usize>,
+        /// Require `Authorization: Bearer KEY` on /v1 routes (default: $QWEN_AOT_API_KEY, else none).
+        #[arg(long, env = "QWEN_AOT_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Requests that may wait for the engine; more get 503 with Retry-After.
+        #[arg(long, default_value_t = 64)]
+        max_queue: usize,
+        /// Largest request body in bytes (larger: 413).
+        #[arg(long, default_value_t = 4 << 20)]
+        max_body_bytes: usize,
+        /// No notes on stderr (the listening address is still printed).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
     Bench {
         /// GGUF file or compiled directory (default: the default model).
@@ -149,6 +178,9 @@ fn run(args: Args) -> Result<()> {
         Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
         Cmd::Soak { model, backend, n, max_tokens, quiet } => cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet),
+        Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet } => {
+            qwen_aot::server::run(qwen_aot::server::ServeOptions { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet })
+        }
         Cmd::Bench { model, random, random_shape, random_weights, json, reps, quiet } => {
             let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));
             cli::bench::run(model.as_deref(), random, json, reps, quiet)

@@ -10,6 +10,7 @@ use cudarc::cublas::sys as blas_sys;
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, Kernel};
+use crate::quant::WeightFormat;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 
@@ -366,6 +367,44 @@ pub(crate) fn qgemv_units_per_warp(units: usize, wpr: usize, sm_count: u32, resi
 /// Warps per block of every GEMV (GEMV_WARPS in kernels/gemv_epilogue.cuh).
 const GEMV_TEAM_WARPS: usize = 8;
 
+/// The quantized GEMV kernels of kernels/qgemv.cu (its QGEMV_ENTRIES list, in the same order): for
+/// each format pair (fa, fb) the store, SwiGLU and RoPE entry points, for weights whose parts are
+/// all in fa or fb. A test keeps the two lists equal.
+#[rustfmt::skip]
+pub(crate) const QGEMV_KERNELS: &[(WeightFormat, WeightFormat, [Kernel; 3])] = &[
+    (WeightFormat::F32, WeightFormat::F32, [Kernel::GemvQStoreF32, Kernel::GemvQSwiGluF32, Kernel::GemvQRopeF32]),
+    (WeightFormat::F16, WeightFormat::F16, [Kernel::GemvQStoreF16, Kernel::GemvQSwiGluF16, Kernel::GemvQRopeF16]),
+    (WeightFormat::BF16, WeightFormat::BF16, [Kernel::GemvQStoreBf16, Kernel::GemvQSwiGluBf16, Kernel::GemvQRopeBf16]),
+    (WeightFormat::Q4_0, WeightFormat::Q4_0, [Kernel::GemvQStoreQ40, Kernel::GemvQSwiGluQ40, Kernel::GemvQRopeQ40]),
+    (WeightFormat::Q4_1, WeightFormat::Q4_1, [Kernel::GemvQStoreQ41, Kernel::GemvQSwiGluQ41, Kernel::GemvQRopeQ41]),
+    (WeightFormat::Q5_0, WeightFormat::Q5_0, [Kernel::GemvQStoreQ50, Kernel::GemvQSwiGluQ50, Kernel::GemvQRopeQ50]),
+    (WeightFormat::Q5_1, WeightFormat::Q5_1, [Kernel::GemvQStoreQ51, Kernel::GemvQSwiGluQ51, Kernel::GemvQRopeQ51]),
+    (WeightFormat::Q8_0, WeightFormat::Q8_0, [Kernel::GemvQStoreQ80, Kernel::GemvQSwiGluQ80, Kernel::GemvQRopeQ80]),
+    (WeightFormat::Q2_K, WeightFormat::Q2_K, [Kernel::GemvQStoreQ2K, Kernel::GemvQSwiGluQ2K, Kernel::GemvQRopeQ2K]),
+    (WeightFormat::Q3_K, WeightFormat::Q3_K, [Kernel::GemvQStoreQ3K, Kernel::GemvQSwiGluQ3K, Kernel::GemvQRopeQ3K]),
+    (WeightFormat::Q4_K, WeightFormat::Q4_K, [Kernel::GemvQStoreQ4K, Kernel::GemvQSwiGluQ4K, Kernel::GemvQRopeQ4K]),
+    (WeightFormat::Q5_K, WeightFormat::Q5_K, [Kernel::GemvQStoreQ5K, Kernel::GemvQSwiGluQ5K, Kernel::GemvQRopeQ5K]),
+    (WeightFormat::Q6_K, WeightFormat::Q6_K, [Kernel::GemvQStoreQ6K, Kernel::GemvQSwiGluQ6K, Kernel::GemvQRopeQ6K]),
+    (WeightFormat::Q4_0, WeightFormat::Q8_0, [Kernel::GemvQStoreQ40Q80, Kernel::GemvQSwiGluQ40Q80, Kernel::GemvQRopeQ40Q80]),
+    (WeightFormat::Q4_1, WeightFormat::Q8_0, [Kernel::GemvQStoreQ41Q80, Kernel::GemvQSwiGluQ41Q80, Kernel::GemvQRopeQ41Q80]),
+    (WeightFormat::Q5_0, WeightFormat::Q8_0, [Kernel::GemvQStoreQ50Q80, Kernel::GemvQSwiGluQ50Q80, Kernel::GemvQRopeQ50Q80]),
+    (WeightFormat::Q5_1, WeightFormat::Q8_0, [Kernel::GemvQStoreQ51Q80, Kernel::GemvQSwiGluQ51Q80, Kernel::GemvQRopeQ51Q80]),
+    (WeightFormat::Q3_K, WeightFormat::Q6_K, [Kernel::GemvQStoreQ3KQ6K, Kernel::GemvQSwiGluQ3KQ6K, Kernel::GemvQRopeQ3KQ6K]),
+    (WeightFormat::Q4_K, WeightFormat::Q6_K, [Kernel::GemvQStoreQ4KQ6K, Kernel::GemvQSwiGluQ4KQ6K, Kernel::GemvQRopeQ4KQ6K]),
+    (WeightFormat::Q5_K, WeightFormat::Q6_K, [Kernel::GemvQStoreQ5KQ6K, Kernel::GemvQSwiGluQ5KQ6K, Kernel::GemvQRopeQ5KQ6K]),
+    (WeightFormat::Q3_K, WeightFormat::Q4_K, [Kernel::GemvQStoreQ3KQ4K, Kernel::GemvQSwiGluQ3KQ4K, Kernel::GemvQRopeQ3KQ4K]),
+    (WeightFormat::Q3_K, WeightFormat::Q5_K, [Kernel::GemvQStoreQ3KQ5K, Kernel::GemvQSwiGluQ3KQ5K, Kernel::GemvQRopeQ3KQ5K]),
+    (WeightFormat::Q2_K, WeightFormat::Q3_K, [Kernel::GemvQStoreQ2KQ3K, Kernel::GemvQSwiGluQ2KQ3K, Kernel::GemvQRopeQ2KQ3K]),
+];
+
+/// The kernel for a GEMV with epilogue `epi` (0 store, 1 SwiGLU, 2 RoPE) over parts in
+/// `formats`: the specialised kernel of the pair that covers them, else the general one.
+pub(crate) fn qgemv_kernel(epi: usize, parts: &QParts) -> Kernel {
+    let formats: Vec<i32> = parts.fmt.to_vec();
+    let covered = |a: WeightFormat, b: WeightFormat| formats.iter().all(|&f| f == a.code() || f == b.code());
+    QGEMV_KERNELS.iter().find(|(a, b, _)| covered(*a, *b)).map(|(_, _, k)| k[epi]).unwrap_or([Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope][epi])
+}
+
 /// x f32 [rows, k]; W: `parts` ([n, k], any formats, k % 32 == 0); norm and epilogue buffers as
 /// for [`gemv`]. Dynamic shared memory: 4 * k bytes (at most QGEMV_MAX_SMEM).
 #[allow(clippy::too_many_arguments)]
@@ -380,10 +419,10 @@ pub(crate) fn qgemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, p
     let (kern, grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };
-            (Kernel::GemvQ, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpr)])
+            (qgemv_kernel(0, &parts), grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpr)])
         }
-        GemvOut::SwiGlu { out } => (Kernel::GemvQSwiGlu, rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
-        GemvOut::Rope(r) => (Kernel::GemvQRope, rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
+        GemvOut::SwiGlu { out } => (qgemv_kernel(1, &parts), rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
+        GemvOut::Rope(r) => (qgemv_kernel(2, &parts), rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
     };
     let resident = dev.resident_blocks_per_sm(kern, 256);
     let upw = qgemv_units_per_warp(units, wpr, dev.sm_count(), resident);
@@ -728,6 +767,40 @@ mod tests {
         assert_eq!(attn_chunk(2048, splits, 128), 64, "32 splits of 64 keys");
         assert_eq!(attn_chunk(2177, splits, 128), 64);
         assert_eq!(attn_chunk(1025, 8, 128), 192, "few splits: the chunk follows the length");
+    }
+
+    /// QGEMV_KERNELS lists exactly the format pairs kernels/qgemv.cu instantiates, in order, and
+    /// the kernel names follow the pair's suffix.
+    #[test]
+    fn qgemv_table_matches_the_kernels() {
+        let src = include_str!("../../../kernels/qgemv.cu");
+        let listed: Vec<(String, String, String)> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("QGEMV_ENTRIES(QF_"))
+            .map(|l| {
+                let f: Vec<&str> = l.trim_end_matches(')').split(", ").collect();
+                (f[0].to_string(), f[1].trim_start_matches("QF_").to_string(), f[2].to_string())
+            })
+            .collect();
+        assert_eq!(listed.len(), QGEMV_KERNELS.len());
+        for ((a, b, sfx), (fa, fb, ks)) in listed.iter().zip(QGEMV_KERNELS) {
+            assert_eq!((a.as_str(), b.as_str()), (fa.name(), fb.name()));
+            for (k, epi) in ks.iter().zip(["store", "swiglu", "rope"]) {
+                assert_eq!(k.name(), format!("gemv_q_{epi}_{sfx}"));
+            }
+        }
+    }
+
+    /// Single formats and listed mixes get their specialised kernel; other mixes the general one.
+    #[test]
+    fn qgemv_kernel_choice() {
+        let parts = |f: [WeightFormat; 3]| QParts { fmt: f.map(|x| x.code()), ..QParts::default() };
+        use WeightFormat as W;
+        assert_eq!(qgemv_kernel(0, &parts([W::Q5_0; 3])), Kernel::GemvQStoreQ50);
+        assert_eq!(qgemv_kernel(2, &parts([W::Q5_0, W::Q8_0, W::Q8_0])), Kernel::GemvQRopeQ50Q80);
+        assert_eq!(qgemv_kernel(1, &parts([W::Q6_K, W::Q4_K, W::Q4_K])), Kernel::GemvQSwiGluQ4KQ6K);
+        assert_eq!(qgemv_kernel(0, &parts([W::Q4_0, W::Q6_K, W::Q6_K])), Kernel::GemvQAny);
+        assert_eq!(qgemv_kernel(2, &parts([W::Q4_K, W::Q5_0, W::Q8_0])), Kernel::GemvQAnyRope);
     }
 
     /// The split geometry's constants here mirror the kernels' (common.cuh, attention.cu): the

@@ -71,6 +71,10 @@ enum Cmd {
         backend: BackendChoice,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Skip the kernel-by-kernel checks (about 100 s on an H200): only the whole model and
+        /// the device sampler.
+        #[arg(long)]
+        model_only: bool,
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
@@ -175,7 +179,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
         Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet),
-        Cmd::Check { model, backend, seed, quiet } => cli::check::run(model.as_deref(), backend, seed, quiet),
+        Cmd::Check { model, backend, seed, model_only, quiet } => cli::check::run(model.as_deref(), backend, seed, model_only, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
         Cmd::Soak { model, backend, n, max_tokens, quiet } => cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet),
         Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet } => {

@@ -34,7 +34,9 @@ step() {
 if [ "$phase" = 1 ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   step compile 120 "$bin/qwen-aot" compile --model "$model" -o "$compiled" --quiet
-  step check 200 "$bin/qwen-aot" check --backend cuda --model "$compiled"
+  # Kernels are checked on random inputs by `qwen-aot check` without --model (or cuda_kernels);
+  # here the real model: GPU vs CPU logits, device sampling, device memory in use.
+  step check 200 "$bin/qwen-aot" check --backend cuda --model "$compiled" --model-only
   step reference-cases 120 python3 scripts/compare-generations.py "$bin/generate" "$compiled" .device/refs/generation-qwen2.5-coder-0.5b.json "$out"
   step bench 150 "$bin/qwen-aot" bench --model "$compiled" --quiet
 else

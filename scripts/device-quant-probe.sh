@@ -14,6 +14,10 @@ if [[ "${SKIP_KERNELS:-0}" != 1 ]]; then
   echo "kernel-test rc=$? $(grep -c FAIL "$out/kernels.log") FAIL rows; $(grep 'test result' "$out/kernels.log")"
   grep FAIL "$out/kernels.log" | head -20
 fi
+# The whole model on random weights in the default model's formats and in f16: GPU vs CPU logits.
+timeout 120 "$B/qwen-aot" check --backend cuda --model-only >"$out/check.log" 2>&1
+echo "== check --model-only (random native + f16 models) rc=$?"
+grep -E "PASS|FAIL|memory" "$out/check.log" | head -12
 # QUANT_PROBE_VARIANTS: extra builds to compare (e.g. "qwen-aot-b"), each a binary in .device/bin.
 for bin in qwen-aot ${QUANT_PROBE_VARIANTS:-}; do
   for a in "--random" "--random --random-weights f16" "--random-shape 1.5b"; do
@@ -24,7 +28,7 @@ for bin in qwen-aot ${QUANT_PROBE_VARIANTS:-}; do
   done
 done
 if command -v ncu >/dev/null && [[ "${SKIP_NCU:-0}" != 1 ]]; then
-  timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum -k regex:'gemv|attention' \
+  timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum -k regex:'gemv|attention' \
     --launch-skip 400 --launch-count 130 "$B/qwen-aot" bench --random --reps 1 >"$out/ncu.log" 2>&1
   echo "== ncu rc=$?"
   python3 - "$out/ncu.log" <<'PY'

@@ -8,4 +8,5 @@ pub mod kernels;
 pub mod model;
 pub mod perplexity;
 pub mod progress;
+pub mod server;
 pub mod sigpipe;

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use super::errors::ApiError;
 
+/// `model` is not read: one model is served, whatever name a client sends.
 #[derive(Debug, Default, Deserialize)]
 pub struct CompletionRequest {
-    pub model: Option<String>,
     /// Chat only.
     pub messages: Option<Vec<InMessage>>,
     /// Completions only: a string, or a list holding one string.
@@ -85,17 +85,30 @@ pub enum Stop {
 /// Parses a request body: valid UTF-8, valid JSON, the right types; the error names the field.
 pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
     if let Err(e) = std::str::from_utf8(body) {
-        return Err(ApiError::invalid(format!("the request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()), None));
+        return Err(ApiError::invalid(
+            format!(
+                "the request body is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+            None,
+        ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("the request body is empty; send a JSON object", None));
+        return Err(ApiError::invalid(
+            "the request body is empty; send a JSON object",
+            None,
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::invalid(format!("the request body is not a valid JSON object: {inner}"), None)
+        // A syntax error has no field to blame (serde_path_to_error says `?` or `.`).
+        if inner.is_syntax() || inner.is_eof() || path.is_empty() || path == "." || path == "?" {
+            ApiError::invalid(
+                format!("the request body is not a valid JSON object: {inner}"),
+                None,
+            )
         } else {
             ApiError::invalid(format!("invalid value for `{path}`: {inner}"), Some(&path))
         }
@@ -125,7 +138,12 @@ pub struct CachedTokens {
 
 impl Usage {
     pub fn new(prompt_tokens: usize, cached_tokens: usize, completion_tokens: usize) -> Usage {
-        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, prompt_tokens_details: CachedTokens { cached_tokens } }
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: CachedTokens { cached_tokens },
+        }
     }
 }
 
@@ -171,7 +189,11 @@ impl ResponseHead {
 
     /// `stream_options.include_usage`: one last chunk with no choices and the usage.
     pub fn usage_chunk(&self, usage: Usage) -> Value {
-        let object = if self.endpoint == Endpoint::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let object = if self.endpoint == Endpoint::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         let mut v = self.wrap(object, json!([]));
         v["usage"] = json!(usage);
         v

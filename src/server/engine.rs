@@ -39,7 +39,10 @@ pub struct Job {
 #[derive(Debug)]
 pub enum Event {
     Text(String),
-    Done { usage: Usage, finish_reason: &'static str },
+    Done {
+        usage: Usage,
+        finish_reason: &'static str,
+    },
     Failed(String),
 }
 
@@ -61,9 +64,14 @@ impl EngineHandle {
                 Err(match e {
                     TrySendError::Full(_) => {
                         self.metrics.rejected_queue_full.inc();
-                        ApiError::unavailable("the server is busy (request queue full); retry shortly", 1)
+                        ApiError::unavailable(
+                            "the server is busy (request queue full); retry shortly",
+                            1,
+                        )
                     }
-                    TrySendError::Disconnected(_) => ApiError::unavailable("the engine has stopped", 5),
+                    TrySendError::Disconnected(_) => {
+                        ApiError::unavailable("the engine has stopped", 5)
+                    }
                 })
             }
         }
@@ -89,21 +97,27 @@ pub fn start(
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let (tx, rx) = sync_channel::<Job>(queue);
     let m = metrics.clone();
-    let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
-        let Loaded { session, model, info } = match load() {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = failed.send(e);
-                return;
-            }
-        };
-        let tokenizer = info.tokenizer.clone();
-        m.kv_cache_capacity.set(info.ctx_size as i64);
-        // The HTTP side only starts serving generations once this is set.
-        let _ = ready.set(Arc::new(info));
-        run(session, &tokenizer, rx, &m);
-        drop(model);
-    })?;
+    let thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            let Loaded {
+                session,
+                model,
+                info,
+            } = match load() {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = failed.send(e);
+                    return;
+                }
+            };
+            let tokenizer = info.tokenizer.clone();
+            m.kv_cache_capacity.set(info.ctx_size as i64);
+            // The HTTP side only starts serving generations once this is set.
+            let _ = ready.set(Arc::new(info));
+            run(session, &tokenizer, rx, &m);
+            drop(model);
+        })?;
     Ok((EngineHandle { tx, metrics }, thread))
 }
 
@@ -117,7 +131,9 @@ fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metri
             continue;
         }
         // A panic in one generation must not take the server down: answer 500, forget the cache.
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            run_job(&mut session, tok, &mut cached, &job, metrics)
+        }));
         let event = match outcome {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => Event::Failed(format!("{e:#}")),
@@ -132,7 +148,13 @@ fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metri
     }
 }
 
-fn run_job(session: &mut Session, tok: &Tokenizer, cached: &mut Vec<u32>, job: &Job, metrics: &Metrics) -> Result<Event> {
+fn run_job(
+    session: &mut Session,
+    tok: &Tokenizer,
+    cached: &mut Vec<u32>,
+    job: &Job,
+    metrics: &Metrics,
+) -> Result<Event> {
     let ids = &job.prompt_ids;
     let queue_wait = job.enqueued.elapsed().as_secs_f64();
     session.set_sampling(&job.sampling)?;
@@ -141,7 +163,11 @@ fn run_job(session: &mut Session, tok: &Tokenizer, cached: &mut Vec<u32>, job: &
     let keep = common_prefix(cached, ids).min(ids.len() - 1);
     session.rewind(keep);
     cached.truncate(keep);
-    let opts = GenOptions { max_tokens: job.max_tokens, stop_strings: job.stop.clone(), cancel: Some(&job.cancel) };
+    let opts = GenOptions {
+        max_tokens: job.max_tokens,
+        stop_strings: job.stop.clone(),
+        cancel: Some(&job.cancel),
+    };
     let result = generate(session, tok, &ids[keep..], &opts, |piece| {
         // The receiver is gone only when the client is: stop at the next token.
         if job.events.send(Event::Text(piece.to_string())).is_err() {
@@ -156,7 +182,7 @@ fn run_job(session: &mut Session, tok: &Tokenizer, cached: &mut Vec<u32>, job: &
         }
     };
     // The cache now holds the prompt and every generated id but the last (never fed back).
-    cached.extend_from_slice(ids);
+    cached.extend_from_slice(&ids[keep..]);
     cached.extend_from_slice(&gen.ids[..gen.ids.len() - 1]);
     debug_assert_eq!(cached.len(), session.pos());
     let n = gen.ids.len();
@@ -172,5 +198,8 @@ fn run_job(session: &mut Session, tok: &Tokenizer, cached: &mut Vec<u32>, job: &
         // Interrupted: the client is gone and nobody reads this.
         StopReason::Length | StopReason::Context | StopReason::Interrupted => "length",
     };
-    Ok(Event::Done { usage: Usage::new(ids.len(), keep, n), finish_reason })
+    Ok(Event::Done {
+        usage: Usage::new(ids.len(), keep, n),
+        finish_reason,
+    })
 }

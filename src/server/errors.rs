@@ -21,12 +21,22 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), kind, param: None, code: None, retry_after: None }
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
     }
 
     /// 400 for a request that cannot be served as written.
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
-        ApiError { param: param.map(str::to_string), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message) }
+        ApiError {
+            param: param.map(str::to_string),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        }
     }
 
     pub fn with_code(mut self, code: &'static str) -> ApiError {
@@ -35,25 +45,47 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "invalid or missing API key (send `Authorization: Bearer KEY`)").with_code("invalid_api_key")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid or missing API key (send `Authorization: Bearer KEY`)",
+        )
+        .with_code("invalid_api_key")
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no such endpoint: {what}")).with_code("not_found")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("no such endpoint: {what}"),
+        )
+        .with_code("not_found")
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed for this endpoint")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method not allowed for this endpoint",
+        )
     }
 
     pub fn too_large(limit: usize) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("request body exceeds the limit of {limit} bytes")).with_code("request_too_large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+        .with_code("request_too_large")
     }
 
     /// 503 with `Retry-After`: the engine's queue is full, the model is still loading, or the
     /// server is stopping. A router can send the request to another replica.
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> ApiError {
-        ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message) }
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -70,7 +102,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

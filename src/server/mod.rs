@@ -80,8 +80,13 @@ impl Drop for CancelOnDrop {
 
 /// The name `/v1/models` lists and responses carry: the model file's name without `.gguf`.
 fn model_id(model: Option<&std::path::Path>) -> String {
-    let name = model.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| model::DEFAULT_MODEL_FILE.to_string());
-    name.strip_suffix(".gguf").map(str::to_string).unwrap_or(name)
+    let name = model
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| model::DEFAULT_MODEL_FILE.to_string());
+    name.strip_suffix(".gguf")
+        .map(str::to_string)
+        .unwrap_or(name)
 }
 
 pub fn run(opts: ServeOptions) -> Result<()> {
@@ -89,12 +94,18 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         anyhow::bail!("--max-queue must be at least 1");
     }
     // HTTP work is light; the engine thread does the heavy lifting.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(serve(opts))
 }
 
 async fn serve(opts: ServeOptions) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await.with_context(|| format!("listening on {}:{}", opts.host, opts.port))?;
+    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", opts.host, opts.port))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read the port (with --port 0) from this line.
     eprintln!("qwen-aot serve: listening on http://{addr}");
@@ -102,28 +113,34 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let ready = Arc::new(OnceLock::new());
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
-    let (model_path, choice, ctx, quiet, info_id) = (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
-    let load = move || {
-        let dir = model::compiled_model(model_path.as_deref(), quiet)?;
-        let backend::Loaded { session, tokenizer, model } = backend::load(&dir, choice, ctx, quiet)?;
-        let tokenizer = Arc::new(tokenizer);
-        let template = match tokenizer.chat_template().map(ChatTemplate::new) {
-            Some(Ok(t)) => Some(t),
-            Some(Err(e)) => {
-                eprintln!("warning: {e}; chat requests will be refused");
-                None
-            }
-            None => None,
-        };
-        let info = ModelInfo { id: info_id, tokenizer, template, ctx_size: session.executor().max_seq(), backend: session.executor().backend().name().to_string() };
-        if !quiet {
-            eprintln!("qwen-aot serve: model loaded ({} backend, context {} tokens)", info.backend, info.ctx_size);
-        }
-        Ok(engine::Loaded { session, model, info })
-    };
-    let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx).context("starting the engine thread")?;
-    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let state = Arc::new(AppState { model_id: id, ready, engine, metrics, api_key: opts.api_key.clone(), max_body: opts.max_body_bytes, started });
+    let (model_path, choice, ctx, quiet, info_id) = (
+        opts.model.clone(),
+        opts.backend,
+        opts.ctx_size,
+        opts.quiet,
+        id.clone(),
+    );
+    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id);
+    let (engine, _thread) = engine::start(
+        load,
+        opts.max_queue,
+        metrics.clone(),
+        ready.clone(),
+        fail_tx,
+    )
+    .context("starting the engine thread")?;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let state = Arc::new(AppState {
+        model_id: id,
+        ready,
+        engine,
+        metrics,
+        api_key: opts.api_key.clone(),
+        max_body: opts.max_body_bytes,
+        started,
+    });
     let app = routes::router(state);
 
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
@@ -144,13 +161,59 @@ async fn serve(opts: ServeOptions) -> Result<()> {
             }
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving HTTP")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .context("serving HTTP")?;
     // The engine thread ends once the last request's handle is gone; it holds nothing to save.
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
         Some(e) => Err(e.context("loading the model")),
         None => Ok(()),
     }
+}
+
+/// Runs on the engine thread: finds (or compiles) the model and opens it on the backend.
+fn load_model(
+    model_path: Option<&std::path::Path>,
+    choice: BackendChoice,
+    ctx: Option<usize>,
+    quiet: bool,
+    id: String,
+) -> Result<engine::Loaded> {
+    let dir = model::compiled_model(model_path, quiet)?;
+    let backend::Loaded {
+        session,
+        tokenizer,
+        model,
+    } = backend::load(&dir, choice, ctx, quiet)?;
+    let tokenizer = Arc::new(tokenizer);
+    let template = match tokenizer.chat_template().map(ChatTemplate::new) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("warning: {e}; chat requests will be refused");
+            None
+        }
+        None => None,
+    };
+    let info = ModelInfo {
+        id,
+        tokenizer,
+        template,
+        ctx_size: session.executor().max_seq(),
+        backend: session.executor().backend().name().to_string(),
+    };
+    if !quiet {
+        eprintln!(
+            "qwen-aot serve: model loaded ({} backend, context {} tokens)",
+            info.backend, info.ctx_size
+        );
+    }
+    Ok(engine::Loaded {
+        session,
+        model,
+        info,
+    })
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -35,8 +35,12 @@ impl State {
         }
         match self.rx.recv().await {
             Some(Event::Text(t)) => self.pending.push_back(data(&self.head.chunk(&t, None))),
-            Some(Event::Done { usage, finish_reason }) => {
-                self.pending.push_back(data(&self.head.chunk("", Some(finish_reason))));
+            Some(Event::Done {
+                usage,
+                finish_reason,
+            }) => {
+                self.pending
+                    .push_back(data(&self.head.chunk("", Some(finish_reason))));
                 if self.include_usage {
                     self.pending.push_back(data(&self.head.usage_chunk(usage)));
                 }
@@ -47,7 +51,8 @@ impl State {
                 self.close();
             }
             None => {
-                self.pending.push_back(data(&ApiError::internal("the engine stopped").body()));
+                self.pending
+                    .push_back(data(&ApiError::internal("the engine stopped").body()));
                 self.close();
             }
         }
@@ -60,9 +65,21 @@ impl State {
     }
 }
 
-pub fn response(head: ResponseHead, rx: UnboundedReceiver<Event>, guard: CancelOnDrop, include_usage: bool) -> Response {
+pub fn response(
+    head: ResponseHead,
+    rx: UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    include_usage: bool,
+) -> Response {
     let pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
-    let state = State { rx, head, include_usage, pending, finished: false, _guard: guard };
+    let state = State {
+        rx,
+        head,
+        include_usage,
+        pending,
+        finished: false,
+        _guard: guard,
+    };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(e) = st.pending.pop_front() {

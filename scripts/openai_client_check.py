@@ -1,0 +1,92 @@
+"""The official `openai` Python client against a running `qwen-aot serve` (CPU, greedy).
+
+Usage: openai_client_check.py BASE_URL EXPECTED_JSON
+EXPECTED_JSON maps each chat message to `generate --chat MESSAGE --max-tokens 8` text.
+Checks a non-streamed and a streamed chat completion, 8 concurrent clients, a client that leaves
+mid-stream, and that bad input is a 400 the client raises as BadRequestError.
+"""
+import json
+import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+
+MAX_TOKENS = 8
+
+
+def chat(client, message):
+    r = client.chat.completions.create(
+        model="qwen", messages=[{"role": "user", "content": message}], max_tokens=MAX_TOKENS, temperature=0
+    )
+    assert r.choices[0].finish_reason in ("length", "stop"), r
+    assert r.usage.completion_tokens <= MAX_TOKENS, r.usage
+    return r.choices[0].message.content
+
+
+def chat_stream(client, message):
+    stream = client.chat.completions.create(
+        model="qwen",
+        messages=[{"role": "user", "content": message}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+    assert usage is not None and usage.completion_tokens <= MAX_TOKENS, usage
+    return text
+
+
+def main():
+    base, expected = sys.argv[1], json.loads(sys.argv[2])
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+    messages = list(expected)
+    first = messages[0]
+
+    got = chat(client, first)
+    assert got == expected[first], (got, expected[first])
+    got = chat_stream(client, first)
+    assert got == expected[first], (got, expected[first])
+    print("ok: non-streamed and streamed text equal generate --chat:", repr(got))
+
+    jobs = [(messages[i % len(messages)], i % 2 == 0) for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda j: (chat_stream if j[1] else chat)(client, j[0]), jobs))
+    for (message, _), answer in zip(jobs, answers):
+        assert answer == expected[message], (message, answer)
+    print("ok: 8 concurrent clients")
+
+    stream = client.chat.completions.create(
+        model="qwen",
+        messages=[{"role": "user", "content": "Write a very long story about a dragon."}],
+        max_tokens=2000,
+        temperature=0,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    got = chat(client, first)
+    assert got == expected[first], got
+    print("ok: a client that left mid-stream did not block the next request")
+
+    for bad in ([], [{"role": "wizard", "content": "x"}]):
+        try:
+            client.chat.completions.create(model="qwen", messages=bad, max_tokens=4)
+            raise AssertionError(f"{bad} was accepted")
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and e.body and e.body.get("message"), e
+    with urllib.request.urlopen(base + "/health") as r:
+        assert r.status == 200
+    print("ok: bad input is a 400 (BadRequestError) and /health still answers 200")
+
+
+if __name__ == "__main__":
+    main()

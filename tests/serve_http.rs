@@ -1,0 +1,647 @@
+//! `qwen-aot serve` end to end: the real binary on an ephemeral localhost port, the CPU backend
+//! and the default model, spoken to over HTTP. Greedy answers must equal `generate --chat`'s;
+//! concurrent clients all get theirs; a client that disconnects mid-stream frees the engine; bad
+//! input gets an OpenAI-style 4xx and the server keeps answering.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::model;
+use serde_json::{json, Value};
+
+const MAX_TOKENS: u64 = 8;
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(extra: &[&str]) -> Server {
+        let model = model();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
+            .args([
+                "serve",
+                "--model",
+                model.to_str().unwrap(),
+                "--backend",
+                "cpu",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn qwen-aot serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        // Reads the address from the first line, then keeps draining stderr (into the test's
+        // output) so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                eprintln!("[server] {line}");
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address");
+        let server = Server {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Polls /health until 200 (the model is loaded).
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+                assert_eq!(r.status(), 503, "health answers 503 while loading");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .post(path)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}")),
+        )
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    }
+}
+
+/// reqwest's `json()` needs a feature; the body text through serde_json does the same.
+trait JsonText {
+    async fn json_text(self) -> Value;
+}
+
+impl JsonText for reqwest::Response {
+    async fn json_text(self) -> Value {
+        let text = self.text().await.expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `generate --json` on the CPU, greedy: the reference text.
+fn generate(mode: &str, text: &str, max_tokens: u64) -> Value {
+    let model = model();
+    let out = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            mode,
+            text,
+            "--max-tokens",
+            &max_tokens.to_string(),
+            "--json",
+        ])
+        .output()
+        .expect("run generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("generate --json")
+}
+
+fn chat_body(message: &str, stream: bool) -> Value {
+    json!({"model": "any", "messages": [{"role": "user", "content": message}], "max_tokens": MAX_TOKENS, "temperature": 0, "stream": stream, "stream_options": {"include_usage": true}})
+}
+
+/// The `data:` payloads of an SSE body, in order.
+fn sse_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        })
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+/// Text of a streamed answer, its finish reason and its usage chunk; checks the `[DONE]` end.
+fn streamed_text(body: &str) -> (String, String, Value) {
+    let events = sse_events(body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let (mut text, mut finish, mut usage) = (String::new(), String::new(), Value::Null);
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap_or_else(|_| panic!("chunk {e}"));
+        if let Some(u) = v.get("usage") {
+            usage = u.clone();
+        }
+        if let Some(c) = v["choices"].get(0) {
+            text.push_str(
+                c["delta"]["content"]
+                    .as_str()
+                    .or(c["text"].as_str())
+                    .unwrap_or(""),
+            );
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish = f.to_string();
+            }
+        }
+    }
+    (text, finish, usage)
+}
+
+async fn chat_stream(s: &Server, message: &str) -> (String, String, Value) {
+    let r = s
+        .post("/v1/chat/completions")
+        .body(chat_body(message, true).to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    streamed_text(&r.text().await.expect("stream"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_completions_match_generate_streamed_or_not() {
+    let s = Server::start(&[]).await;
+    let message = "Say hi.";
+    let reference = generate("--chat", message, MAX_TOKENS);
+    let want = reference["text"].as_str().unwrap();
+    let prompt_len = reference["prompt_ids"].as_array().unwrap().len() as u64;
+
+    let (status, v) = s
+        .post_json("/v1/chat/completions", &chat_body(message, false))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], want, "{v}");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], prompt_len, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], MAX_TOKENS, "{v}");
+    assert_eq!(v["usage"]["total_tokens"], prompt_len + MAX_TOKENS, "{v}");
+
+    let (text, finish, usage) = chat_stream(&s, message).await;
+    assert_eq!(text, want);
+    assert_eq!(finish, "length");
+    assert_eq!(usage["completion_tokens"], MAX_TOKENS, "{usage}");
+
+    // The next turn of the same chat: the cache holds the prompt and the answer but its last
+    // token, so only the rest is prefilled.
+    let turn2 = json!({"messages": [{"role": "user", "content": message}, {"role": "assistant", "content": want}, {"role": "user", "content": "And bye."}], "max_tokens": 2, "temperature": 0});
+    let (status, v) = s.post_json("/v1/chat/completions", &turn2).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"],
+        prompt_len + MAX_TOKENS - 1,
+        "{v}"
+    );
+
+    // An answer that ends by itself finishes with "stop"; so does a stop string, which is cut.
+    let (status, v) = s.post_json("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": message}], "temperature": 0, "stop": [" How"], "max_tokens": 30})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        want.starts_with(text) && !text.contains(" How"),
+        "{text:?} vs {want:?}"
+    );
+
+    let prompt = "def fib(n):";
+    let reference = generate("--prompt", prompt, MAX_TOKENS);
+    let body = json!({"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0});
+    let (status, v) = s.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], reference["text"], "{v}");
+    let mut body = body;
+    body["stream"] = json!(true);
+    let r = s
+        .post("/v1/completions")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let (text, finish, _) = streamed_text(&r.text().await.unwrap());
+    assert_eq!(
+        (text.as_str(), finish.as_str()),
+        (reference["text"].as_str().unwrap(), "length")
+    );
+
+    let models: Value = s
+        .http
+        .get(format!("{}/v1/models", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json_text()
+        .await;
+    assert_eq!(models["data"][0]["object"], "model", "{models}");
+    assert!(s.metric("qwen_aot_generated_tokens_total").await >= 4.0 * MAX_TOKENS as f64);
+    assert!(s.metric("qwen_aot_cached_prompt_tokens_total").await >= prompt_len as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
+    let s = Server::start(&[]).await;
+    let messages = ["Say hi.", "Name a color."];
+    let wants: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            generate("--chat", m, MAX_TOKENS)["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+
+    let s = std::sync::Arc::new(s);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let message = messages[i % 2];
+        tasks.push(tokio::spawn(async move {
+            if i % 4 < 2 {
+                chat_stream(&s, message).await.0
+            } else {
+                let (status, v) = s
+                    .post_json("/v1/chat/completions", &chat_body(message, false))
+                    .await;
+                assert_eq!(status, 200, "{v}");
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.expect("client task"), wants[i % 2], "client {i}");
+    }
+
+    // A long answer whose client goes away after the first piece of text.
+    let before = s.metric("qwen_aot_generated_tokens_total").await;
+    {
+        let client = reqwest::Client::new();
+        let body = json!({"messages": [{"role": "user", "content": "Write a very long story about a dragon."}], "max_tokens": 2000, "temperature": 0, "stream": true});
+        let mut r = client
+            .post(format!("{}/v1/chat/completions", s.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let mut seen = String::new();
+        while !seen.contains("\"content\":\"") || seen.matches("data:").count() < 3 {
+            let chunk = r.chunk().await.expect("chunk").expect("more of the stream");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    } // response and client dropped: the connection closes
+    let started = Instant::now();
+    let (status, v) = s
+        .post_json("/v1/chat/completions", &chat_body(messages[0], false))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], wants[0]);
+    // Uncancelled, the story would take minutes on the CPU and thousands of tokens.
+    let generated = s.metric("qwen_aot_generated_tokens_total").await - before;
+    assert!(
+        generated < 200.0,
+        "the abandoned stream went on: {generated} tokens, next answer after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
+    const KEY: &str = "sesame";
+    let s = Server::start(&[
+        "--api-key",
+        KEY,
+        "--ctx-size",
+        "128",
+        "--max-queue",
+        "1",
+        "--max-body-bytes",
+        "65536",
+    ])
+    .await;
+    let user = |content: &str| json!([{"role": "user", "content": content}]);
+    let long = "word ".repeat(400);
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        ("malformed JSON", b"{\"messages\": [".to_vec(), 400, None),
+        ("not an object", b"[1, 2]".to_vec(), 400, None),
+        ("empty body", Vec::new(), 400, None),
+        (
+            "messages of the wrong type",
+            json!({"messages": "hi"}).to_string().into_bytes(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "content of the wrong type",
+            json!({"messages": [{"role": "user", "content": 5}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("messages[0].content"),
+        ),
+        (
+            "temperature of the wrong type",
+            json!({"messages": user("hi"), "temperature": "hot"})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("temperature"),
+        ),
+        (
+            "missing messages",
+            json!({"max_tokens": 4}).to_string().into_bytes(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "empty messages",
+            json!({"messages": []}).to_string().into_bytes(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "unknown role",
+            json!({"messages": [{"role": "wizard", "content": "hi"}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("messages[0].role"),
+        ),
+        (
+            "prompt longer than the context",
+            json!({"messages": user(&long)}).to_string().into_bytes(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "max_tokens 0",
+            json!({"messages": user("hi"), "max_tokens": 0})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "max_tokens negative",
+            json!({"messages": user("hi"), "max_tokens": -5})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "max_tokens beyond the context",
+            json!({"messages": user("hi"), "max_completion_tokens": 100000})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("max_completion_tokens"),
+        ),
+        (
+            "n = 2",
+            json!({"messages": user("hi"), "n": 2})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("n"),
+        ),
+        (
+            "top_p out of range",
+            json!({"messages": user("hi"), "top_p": 1.5})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("top_p"),
+        ),
+        (
+            "frequency_penalty",
+            json!({"messages": user("hi"), "frequency_penalty": 0.5})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("frequency_penalty"),
+        ),
+        (
+            "logprobs",
+            json!({"messages": user("hi"), "logprobs": true})
+                .to_string()
+                .into_bytes(),
+            400,
+            Some("logprobs"),
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec(),
+            400,
+            None,
+        ),
+        (
+            "body over the limit",
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+                "x".repeat(70_000)
+            )
+            .into_bytes(),
+            413,
+            None,
+        ),
+    ];
+    for (what, body, status, param) in cases {
+        let r = s
+            .post("/v1/chat/completions")
+            .bearer_auth(KEY)
+            .body(body)
+            .send()
+            .await
+            .expect(what);
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let v: Value = serde_json::from_str(&r.text().await.unwrap())
+            .unwrap_or_else(|e| panic!("{what}: JSON error body ({e})"));
+        let e = &v["error"];
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"].is_string(),
+            "{what}: {v}"
+        );
+        assert!(
+            e.get("param").is_some() && e.get("code").is_some(),
+            "{what}: {v}"
+        );
+        if let Some(p) = param {
+            assert_eq!(e["param"], p, "{what}: {v}");
+        }
+    }
+    let ok = json!({"messages": user("hi"), "max_tokens": 1}).to_string();
+    for (what, key) in [("wrong API key", Some("nope")), ("no API key", None)] {
+        let mut req = s.post("/v1/chat/completions").body(ok.clone());
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["error"]["code"],
+            "invalid_api_key"
+        );
+    }
+    let r = s
+        .http
+        .get(format!("{}/v1/nothing", s.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A full queue (one running, one waiting) answers 503 with Retry-After at once.
+    let long_answer = json!({"messages": user("Count from 1 to 100."), "max_tokens": 80, "temperature": 0, "stream": true}).to_string();
+    let sends = (0..4).map(|_| {
+        s.post("/v1/chat/completions")
+            .bearer_auth(KEY)
+            .body(long_answer.clone())
+            .send()
+    });
+    let responses: Vec<reqwest::Response> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("request"))
+        .collect();
+    let busy: Vec<&reqwest::Response> = responses.iter().filter(|r| r.status() == 503).collect();
+    assert!(
+        busy.len() >= 2,
+        "statuses {:?}",
+        responses.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    assert!(busy.iter().all(|r| r.headers().contains_key("retry-after")));
+    drop(responses);
+
+    let r = s
+        .http
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "health after all the bad input");
+    // The abandoned streams end at their next token; until the engine has reached the
+    // queued one, the queue is still full and the server says so (503): retry, as a client would.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = s
+            .post("/v1/chat/completions")
+            .bearer_auth(KEY)
+            .body(ok.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, v) = (r.status(), r.text().await.unwrap());
+        if status == 503 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{v}");
+        break;
+    }
+}
+
+/// SIGTERM while a stream is running: the stream still ends with its last chunk and `[DONE]`,
+/// and the server exits 0.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_stream_in_flight_and_exits_0() {
+    let mut s = Server::start(&[]).await;
+    let body = json!({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 12, "temperature": 0, "stream": true});
+    let mut r = s
+        .post("/v1/chat/completions")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let mut seen = String::from_utf8_lossy(&r.chunk().await.expect("chunk").expect("first chunk"))
+        .into_owned();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    while let Some(chunk) = r.chunk().await.expect("the stream continues") {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (_, finish, _) = streamed_text(&seen);
+    assert!(finish == "length" || finish == "stop", "{seen}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

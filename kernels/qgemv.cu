@@ -57,21 +57,8 @@ QA_DEVICE void q_dot2(const QRaw& r0, const QRaw& r1, XAt xc, float& y0, float& 
         a1[h] = s1;
         if (T::MIN) sx[h] += (x.x + x.y) + (x.z + x.w);
     }
-    auto finish = [&](const QRaw& r, const float (&a)[2]) {
-        float dl0, ml0, dl1, ml1;
-        q_scales<F>(r, 0, dl0, ml0);
-        if (T::HALVES) {
-            q_scales<F>(r, 1, dl1, ml1);
-        } else {
-            dl1 = dl0;
-            ml1 = ml0;
-        }
-        float y = fmaf(dl0, a[0], dl1 * a[1]);
-        if (T::MIN) y -= fmaf(ml0, sx[0], ml1 * sx[1]);
-        return y;
-    };
-    y0 += finish(r0, a0);
-    y1 += finish(r1, a1);
+    y0 += q_scaled<F>(r0, a0, sx);
+    y1 += q_scaled<F>(r1, a1, sx);
 }
 
 // What a block's teams share: the weight's shape, the x row in shared memory (chunk-major),

@@ -169,6 +169,24 @@ QA_DEVICE void q_scales(const QRaw& r, int h, float& dl, float& ml) {
     }
 }
 
+// A group's product from its per-half sums: y = sum_h dl_h * acc_h - ml_h * sx_h (sx: the sums of
+// x over each half, used by formats with a min).
+template <int F>
+QA_DEVICE float q_scaled(const QRaw& r, const float (&acc)[2], const float (&sx)[2]) {
+    using T = QTraits<F>;
+    float dl0, ml0, dl1, ml1;
+    q_scales<F>(r, 0, dl0, ml0);
+    if (T::HALVES) {
+        q_scales<F>(r, 1, dl1, ml1);
+    } else {
+        dl1 = dl0;
+        ml1 = ml0;
+    }
+    float y = fmaf(dl0, acc[0], dl1 * acc[1]);
+    if (T::MIN) y -= fmaf(ml0, sx[0], ml1 * sx[1]);
+    return y;
+}
+
 // sum_e w_e * x_e over the group, x given as 8 float4 chunks (xc[c] = x[4c..4c+3]).
 template <int F, typename XAt>
 QA_DEVICE float q_dot(const QRaw& r, XAt xc) {
@@ -188,17 +206,7 @@ QA_DEVICE float q_dot(const QRaw& r, XAt xc) {
         acc[h] = a;
         if (T::MIN) sx[h] += (x.x + x.y) + (x.z + x.w);
     }
-    float dl0, ml0, dl1, ml1;
-    q_scales<F>(r, 0, dl0, ml0);
-    if (T::HALVES) {
-        q_scales<F>(r, 1, dl1, ml1);
-    } else {
-        dl1 = dl0;
-        ml1 = ml0;
-    }
-    float y = fmaf(dl0, acc[0], dl1 * acc[1]);
-    if (T::MIN) y -= fmaf(ml0, sx[0], ml1 * sx[1]);
-    return y;
+    return q_scaled<F>(r, acc, sx);
 }
 
 // The group's 32 values, bit-exact with the CPU reference (no contraction: __fmul_rn/__fsub_rn).

@@ -126,6 +126,23 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
     Ok(())
 }
 
+/// The plain store with a residual on every row of `p` (`n` x `k`): out = y + r, one more rounding
+/// of |out| than y's bound.
+#[allow(clippy::too_many_arguments)]
+fn check_store_residual(h: &mut Harness, rng: &mut Rng, t: usize, p: &Problem, n: usize, k: usize, norm: bool, tag: &str, name: String) -> Result<(), RuntimeError> {
+    let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
+    let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
+    let r = rng.vec(t * n, 1.0);
+    let dr = h.input(&r)?;
+    let out = h.output(t * n * 4)?;
+    h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: Some(dr.ptr()), last_row: false })], tag)?;
+    let g = h.read_f32(&out, t * n)?;
+    let c: Vec<f32> = p.y.iter().zip(&r).map(|(y, r)| y + r).collect();
+    let bound: Vec<f32> = p.bound.iter().zip(&c).map(|(e, o)| e + 2.0 * U32 * o.abs()).collect();
+    h.record_bounded(name, &g, &c, &bound);
+    Ok(())
+}
+
 /// The store (+ residual, every row; last row; a tall LM head; a long down_proj-like row),
 /// SwiGLU and RoPE epilogues with weights of `recipe` and rows of `k`.
 fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, k: usize, norm: bool) -> Result<(), RuntimeError> {
@@ -147,17 +164,9 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
             Recipe::Quant(_) => recipe.weight(rng, &[n - 3, 3], k, true),
         };
         let p = problem(h, rng, t, &tw, norm)?;
+        check_store_residual(h, rng, t, &p, n, k, norm, tag, format!("{tag} [{n}x{k}] {} +residual", tw.label()))?;
         let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
         let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
-        let r = rng.vec(t * n, 1.0);
-        let dr = h.input(&r)?;
-        let out = h.output(t * n * 4)?;
-        h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: Some(dr.ptr()), last_row: false })], tag)?;
-        let g = h.read_f32(&out, t * n)?;
-        let c: Vec<f32> = p.y.iter().zip(&r).map(|(y, r)| y + r).collect();
-        let bound: Vec<f32> = p.bound.iter().zip(&c).map(|(e, o)| e + 2.0 * U32 * o.abs()).collect();
-        h.record_bounded(format!("{tag} [{n}x{k}] {} +residual", tw.label()), &g, &c, &bound);
-
         let out = h.output(t * n * 4)?;
         h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: None, last_row: true })], tag)?;
         let g = h.read_f32(&out, t * n)?;
@@ -193,16 +202,7 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
             let (n, k) = (s.hidden + 1, k_for(f, s.ffn));
             let tw = recipe.weight(rng, &[n], k, false);
             let p = problem(h, rng, t, &tw, norm)?;
-            let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
-            let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
-            let r = rng.vec(t * n, 1.0);
-            let dr = h.input(&r)?;
-            let out = h.output(t * n * 4)?;
-            h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: Some(dr.ptr()), last_row: false })], tag)?;
-            let g = h.read_f32(&out, t * n)?;
-            let c: Vec<f32> = p.y.iter().zip(&r).map(|(y, r)| y + r).collect();
-            let bound: Vec<f32> = p.bound.iter().zip(&c).map(|(e, o)| e + 2.0 * U32 * o.abs()).collect();
-            h.record_bounded(format!("{tag} down [{n}x{k}] {} wpr {} +residual", tw.label(), launch::qgemv_warps_per_row(k)), &g, &c, &bound);
+            check_store_residual(h, rng, t, &p, n, k, norm, tag, format!("{tag} down [{n}x{k}] {} +residual", tw.label()))?;
         }
 
         // ---- SwiGLU epilogue on a packed gate|up product ----

@@ -45,7 +45,9 @@ fn main() {
     }
 
     let mut sources: Vec<PathBuf> = fs::read_dir(&kernel_dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect()
+        })
         .unwrap_or_default();
     sources.sort();
     for s in &sources {
@@ -130,7 +132,8 @@ fn find_nvcc(manifest_dir: &Path) -> Option<PathBuf> {
         let tool = cc::Build::new().cuda(true).cargo_metadata(false).cargo_warnings(false).try_get_compiler().ok()?;
         Some(tool.path().to_path_buf())
     };
-    let nvcc_env_set = env::vars().any(|(k, _)| k == "NVCC" || (k.starts_with("NVCC_") && !k.contains("FLAGS") && k != "NVCC_CCBIN"));
+    let nvcc_env_set =
+        env::vars().any(|(k, _)| k == "NVCC" || (k.starts_with("NVCC_") && !k.contains("FLAGS") && k != "NVCC_CCBIN"));
     let mut candidates = Vec::new();
     if nvcc_env_set {
         candidates.extend(from_cc());
@@ -197,8 +200,14 @@ fn write_generated(out_dir: &Path, fatbin: Option<&Path>, names: &[String], vers
         Some(path) => {
             let len = fs::metadata(path).expect("fatbin metadata").len();
             writeln!(s, "#[repr(C, align(16))]\nstruct Aligned<T: ?Sized>(T);").unwrap();
-            writeln!(s, "static ALIGNED: &Aligned<[u8; {len}]> = &Aligned(*include_bytes!({:?}));", path.display().to_string()).unwrap();
-            writeln!(s, "/// CUDA fatbin of every kernel (sm_{arch} SASS + compute_{arch} PTX), 16-byte aligned.").unwrap();
+            writeln!(
+                s,
+                "static ALIGNED: &Aligned<[u8; {len}]> = &Aligned(*include_bytes!({:?}));",
+                path.display().to_string()
+            )
+            .unwrap();
+            writeln!(s, "/// CUDA fatbin of every kernel (sm_{arch} SASS + compute_{arch} PTX), 16-byte aligned.")
+                .unwrap();
             writeln!(s, "pub static IMAGE: &[u8] = &ALIGNED.0;").unwrap();
             writeln!(s, "/// True when build.rs found nvcc and compiled the kernels.").unwrap();
             writeln!(s, "pub const KERNELS_AVAILABLE: bool = true;").unwrap();

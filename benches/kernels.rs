@@ -58,7 +58,18 @@ fn kernels(c: &mut Criterion) {
 
 /// Seeded random weights, Qwen2.5-0.5B shapes, compiled into a temporary directory.
 fn random_05b() -> Option<std::path::PathBuf> {
-    let hp = HyperParams { n_layers: 24, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 };
+    let hp = HyperParams {
+        n_layers: 24,
+        hidden: 896,
+        n_heads: 14,
+        n_kv_heads: 2,
+        head_dim: 64,
+        ffn: 4864,
+        vocab: 151936,
+        rms_eps: 1e-6,
+        rope_theta: 1e6,
+        context_length: 32768,
+    };
     let dir = std::env::temp_dir().join(format!("qwen-aot-bench-{}", std::process::id())).join("random-0.5b");
     let src = random_model_mix(&hp, true, 7, &FormatMix::f16());
     let mut c = build(&hp, &src, "random-seed-7", &CompileOptions::default()).ok()?;
@@ -107,9 +118,16 @@ fn decode_step(c: &mut Criterion) {
         summary.push((name, v[v.len() / 2], ex.decode_launches(), ex.device().pdl()));
     }
     std::env::remove_var("QWEN_AOT_NO_GRAPH");
-    println!("\n{:<32} {:>10} {:>10} {:>10} {:>9} {:>5}", "decode (random 0.5B, ctx ~64-364)", "us/token", "tokens/s", "GB/s", "launches", "PDL");
+    println!(
+        "\n{:<32} {:>10} {:>10} {:>10} {:>9} {:>5}",
+        "decode (random 0.5B, ctx ~64-364)", "us/token", "tokens/s", "GB/s", "launches", "PDL"
+    );
     for (name, us, launches, pdl) in summary {
-        println!("{name:<32} {us:>10.1} {:>10.0} {:>10.0} {launches:>9} {pdl:>5}", 1e6 / us, weight_bytes as f64 / (us * 1e-6) / 1e9);
+        println!(
+            "{name:<32} {us:>10.1} {:>10.0} {:>10.0} {launches:>9} {pdl:>5}",
+            1e6 / us,
+            weight_bytes as f64 / (us * 1e-6) / 1e9
+        );
     }
     println!("(weights streamed per token, tied embedding = LM head: {:.3} GB)", weight_bytes as f64 / 1e9);
     let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(&dir));

@@ -30,7 +30,8 @@ pub struct Loaded {
 /// context length caps it too).
 pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
     let model = CompiledModel::open(dir, true).with_context(|| format!("loading compiled model {}", dir.display()))?;
-    let tokenizer = Tokenizer::load(&model.tokenizer_path()).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    let tokenizer = Tokenizer::load(&model.tokenizer_path())
+        .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let max_ctx = model.plan.hparams.context_length;
     let max_seq = match ctx {
         Some(0) => bail!("--ctx-size must be at least 1"),

@@ -31,7 +31,11 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
     let mut messages: Vec<ChatMessage> = system.map(|s| vec![ChatMessage::system(s)]).unwrap_or_default();
     // Token ids currently in the KV cache (prompt + answer of every turn so far).
     let mut cached: Vec<u32> = Vec::new();
-    eprintln!("chat with {} ({} backend). /reset clears the conversation, /exit quits; Ctrl-C stops an answer.", loaded.model.dir.display(), loaded.session.executor().backend().name());
+    eprintln!(
+        "chat with {} ({} backend). /reset clears the conversation, /exit quits; Ctrl-C stops an answer.",
+        loaded.model.dir.display(),
+        loaded.session.executor().backend().name()
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("\n> ");
@@ -105,7 +109,12 @@ mod tests {
     #[test]
     fn only_a_lone_slash_word_is_a_command() {
         assert!(is_command_like("/bogus") && is_command_like("/rest"));
-        assert!(!is_command_like("/usr/bin/env") && !is_command_like("/ 2") && !is_command_like("/") && !is_command_like("hi /x"));
+        assert!(
+            !is_command_like("/usr/bin/env")
+                && !is_command_like("/ 2")
+                && !is_command_like("/")
+                && !is_command_like("hi /x")
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl StopFilter<'_> {
     /// Adds `piece`; returns (text safe to emit, whether a stop string was found).
     fn push(&mut self, piece: &str) -> (String, bool) {
         self.pending.push_str(piece);
-        if let Some(at) = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) =
+            self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.pending.find(s.as_str())).min()
+        {
             let out = self.pending[..at].to_string();
             self.pending.clear();
             return (out, true);
@@ -96,7 +98,13 @@ impl StopFilter<'_> {
     }
 }
 
-pub fn generate(session: &mut Session, tok: &Tokenizer, prompt_ids: &[u32], opts: &GenOptions, mut on_text: impl FnMut(&str)) -> Result<Generation> {
+pub fn generate(
+    session: &mut Session,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    opts: &GenOptions,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
     if opts.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }

@@ -61,7 +61,8 @@ pub fn open_gguf(path: &Path) -> Result<GgufFile> {
 /// not hash 500 MB again.
 pub fn model_sha256(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let key = format!("{}\t{}\t{mtime}", canon.display(), meta.len());
     let index = cache_dir().join("sha256-index.tsv");
@@ -93,8 +94,10 @@ pub fn compiled_cache_dir(sha: &str) -> PathBuf {
 pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool) -> Result<Compiled> {
     let sha = model_sha256(gguf)?;
     let file = open_gguf(gguf)?;
-    let cfg = ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
-    let tok = tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
+    let cfg =
+        ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
+    let tok =
+        tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
     let tok_json = tok.to_json().context("serialising the tokenizer")?;
     let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
     let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);
@@ -110,7 +113,10 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     if let Some(p) = model {
         if p.is_dir() {
             if !p.join(PLAN_FILE).is_file() {
-                bail!("{} is a directory without {PLAN_FILE}: not a compiled model (run `qwen-aot compile`)", p.display());
+                bail!(
+                    "{} is a directory without {PLAN_FILE}: not a compiled model (run `qwen-aot compile`)",
+                    p.display()
+                );
             }
             return Ok(p.to_path_buf());
         }
@@ -143,7 +149,11 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
 fn report_pruned(removed: Vec<(PathBuf, u64)>, quiet: bool) {
     for (old, bytes) in removed {
         if !quiet {
-            eprintln!("removed an outdated or abandoned compile of this model ({:.2} GB): {}", bytes as f64 / 1e9, old.display());
+            eprintln!(
+                "removed an outdated or abandoned compile of this model ({:.2} GB): {}",
+                bytes as f64 / 1e9,
+                old.display()
+            );
         }
     }
 }
@@ -195,7 +205,9 @@ fn process_gone(pid: u32) -> bool {
 /// directories of running compiles are left alone. Best effort: what cannot be removed stays.
 /// Returns each removed directory with the bytes it held.
 pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
-    let (Some(parent), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let (Some(parent), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
     let Some((sha, _)) = cache_entry_key(name) else { return Vec::new() };
     let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
     let mut removed = Vec::new();
@@ -209,7 +221,9 @@ pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
         if !outdated || !path.is_dir() {
             continue;
         }
-        let bytes: u64 = std::fs::read_dir(&path).map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
+        let bytes: u64 = std::fs::read_dir(&path)
+            .map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
         if std::fs::remove_dir_all(&path).is_ok() {
             removed.push((path, bytes));
         }

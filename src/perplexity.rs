@@ -35,7 +35,12 @@ pub fn check_ctx(ctx: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn perplexity(session: &mut Session, tokens: &[u32], ctx: usize, mut on_window: impl FnMut(usize, usize, f64)) -> Result<Perplexity> {
+pub fn perplexity(
+    session: &mut Session,
+    tokens: &[u32],
+    ctx: usize,
+    mut on_window: impl FnMut(usize, usize, f64),
+) -> Result<Perplexity> {
     check_ctx(ctx)?;
     if ctx > session.executor().max_seq() {
         bail!("--ctx {ctx} exceeds the KV cache ({} tokens)", session.executor().max_seq());
@@ -65,5 +70,12 @@ pub fn perplexity(session: &mut Session, tokens: &[u32], ctx: usize, mut on_wind
     let var = (sum_sq / count as f64 - mean * mean).max(0.0);
     let stderr_nll = (var / (count as f64 - 1.0).max(1.0)).sqrt();
     let ppl = mean.exp();
-    Ok(Perplexity { ppl, ppl_stderr: ppl * stderr_nll, windows, tokens_scored: count, tokens_evaluated: windows * ctx, tok_s: (windows * ctx) as f64 / secs })
+    Ok(Perplexity {
+        ppl,
+        ppl_stderr: ppl * stderr_nll,
+        windows,
+        tokens_scored: count,
+        tokens_evaluated: windows * ctx,
+        tok_s: (windows * ctx) as f64 / secs,
+    })
 }

@@ -21,7 +21,10 @@ fn fails_with(out: Output, needle: &str) -> String {
     assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "a panic, not an error: {err}");
     let last = err.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: ") && last.contains(needle), "expected one `error: ...{needle}...` line, got: {err}");
+    assert!(
+        last.starts_with("error: ") && last.contains(needle),
+        "expected one `error: ...{needle}...` line, got: {err}"
+    );
     err
 }
 
@@ -31,7 +34,10 @@ fn tmp() -> tempfile::TempDir {
 
 #[test]
 fn missing_model_file() {
-    fails_with(generate().args(["--model", "/nonexistent/model.gguf", "--prompt", "hi"]).output().unwrap(), "does not exist");
+    fails_with(
+        generate().args(["--model", "/nonexistent/model.gguf", "--prompt", "hi"]).output().unwrap(),
+        "does not exist",
+    );
     fails_with(qwen_aot().args(["inspect", "--model", "/nonexistent/model.gguf"]).output().unwrap(), "does not exist");
 }
 
@@ -39,10 +45,18 @@ fn missing_model_file() {
 fn a_gguf_that_is_not_qwen2() {
     let dir = tmp();
     let path = dir.path().join("llama.gguf");
-    let bytes = GgufBuilder::new().kv("general.architecture", GgufValue::String("llama".into())).tensor_f32("token_embd.weight", &[4, 2], &[0.5; 8]).build().unwrap();
+    let bytes = GgufBuilder::new()
+        .kv("general.architecture", GgufValue::String("llama".into()))
+        .tensor_f32("token_embd.weight", &[4, 2], &[0.5; 8])
+        .build()
+        .unwrap();
     std::fs::write(&path, bytes).unwrap();
     let cache = dir.path().join("cache");
-    let out = generate().env("QWEN_AOT_CACHE", &cache).args(["--model", path.to_str().unwrap(), "--prompt", "hi"]).output().unwrap();
+    let out = generate()
+        .env("QWEN_AOT_CACHE", &cache)
+        .args(["--model", path.to_str().unwrap(), "--prompt", "hi"])
+        .output()
+        .unwrap();
     fails_with(out, "unsupported architecture");
 }
 
@@ -65,11 +79,17 @@ fn a_qwen2_gguf_with_a_tensor_type_we_cannot_dequantise() {
     let dir = tmp();
     let path = dir.path().join("iq2.gguf");
     std::fs::write(&path, b.build().expect("builds")).unwrap();
-    let out = generate().env("QWEN_AOT_CACHE", dir.path().join("cache")).args(["--model", path.to_str().unwrap(), "--backend", "cpu", "--prompt", "hi"]).output().unwrap();
+    let out = generate()
+        .env("QWEN_AOT_CACHE", dir.path().join("cache"))
+        .args(["--model", path.to_str().unwrap(), "--backend", "cpu", "--prompt", "hi"])
+        .output()
+        .unwrap();
     let err = fails_with(out, "IQ2_XXS");
     assert!(err.contains("blk.0.ffn_down.weight"), "the message names the tensor: {err}");
     // Nothing half-written is left in the cache (the weights written so far are removed).
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("cache/compiled")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("cache/compiled"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "left in the cache after a failed compile: {left:?}");
 }
 
@@ -94,23 +114,60 @@ fn compile_refuses_an_output_it_would_destroy() {
     let a_file = dir.path().join("afile");
     std::fs::write(&a_file, "also precious").unwrap();
     for (out, why) in [(&user_dir, "with other files in it"), (&a_file, "is not a directory")] {
-        fails_with(qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"]).output().unwrap(), why);
+        fails_with(
+            qwen_aot()
+                .args(["compile", "--model", m.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"])
+                .output()
+                .unwrap(),
+            why,
+        );
     }
     assert_eq!(std::fs::read_to_string(user_dir.join("todo.txt")).unwrap(), "precious");
     assert_eq!(std::fs::read_to_string(&a_file).unwrap(), "also precious");
     let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     left.sort();
     assert_eq!(left, ["afile", "notes"], "no partial output left behind");
-    fails_with(qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", dir.path().join("new").to_str().unwrap(), "--dot", "/nonexistent/x.dot"]).output().unwrap(), "is not a directory");
+    fails_with(
+        qwen_aot()
+            .args([
+                "compile",
+                "--model",
+                m.to_str().unwrap(),
+                "-o",
+                dir.path().join("new").to_str().unwrap(),
+                "--dot",
+                "/nonexistent/x.dot",
+            ])
+            .output()
+            .unwrap(),
+        "is not a directory",
+    );
 
     // `-o .` (the directory holding the user's file) and `-o ..` are refused; so is an `OUT.tmp`
     // that is not a leftover of ours.
-    fails_with(qwen_aot().current_dir(&user_dir).args(["compile", "--model", m.to_str().unwrap(), "-o", ".", "--quiet"]).output().unwrap(), "with other files in it");
-    fails_with(qwen_aot().current_dir(&user_dir).args(["compile", "--model", m.to_str().unwrap(), "-o", "..", "--quiet"]).output().unwrap(), "without `..`");
+    fails_with(
+        qwen_aot()
+            .current_dir(&user_dir)
+            .args(["compile", "--model", m.to_str().unwrap(), "-o", ".", "--quiet"])
+            .output()
+            .unwrap(),
+        "with other files in it",
+    );
+    fails_with(
+        qwen_aot()
+            .current_dir(&user_dir)
+            .args(["compile", "--model", m.to_str().unwrap(), "-o", "..", "--quiet"])
+            .output()
+            .unwrap(),
+        "without `..`",
+    );
     let user_tmp = dir.path().join("out.tmp");
     std::fs::create_dir(&user_tmp).unwrap();
     std::fs::write(user_tmp.join("draft.txt"), "mine").unwrap();
-    let out = qwen_aot().args(["compile", "--model", m.to_str().unwrap(), "-o", dir.path().join("out").to_str().unwrap(), "--quiet"]).output().unwrap();
+    let out = qwen_aot()
+        .args(["compile", "--model", m.to_str().unwrap(), "-o", dir.path().join("out").to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
     fails_with(out, "out.tmp");
     assert_eq!(std::fs::read_to_string(user_tmp.join("draft.txt")).unwrap(), "mine");
     assert_eq!(std::fs::read_to_string(user_dir.join("todo.txt")).unwrap(), "precious");
@@ -118,7 +175,10 @@ fn compile_refuses_an_output_it_would_destroy() {
 
 #[test]
 fn zero_max_tokens() {
-    fails_with(generate().args(["--max-tokens", "0", "--prompt", "hi"]).output().unwrap(), "--max-tokens must be at least 1");
+    fails_with(
+        generate().args(["--max-tokens", "0", "--prompt", "hi"]).output().unwrap(),
+        "--max-tokens must be at least 1",
+    );
 }
 
 #[test]
@@ -132,7 +192,11 @@ fn prompt_and_perplexity_files_that_are_not_utf8() {
 
 #[test]
 fn no_prompt_without_a_terminal() {
-    let out = generate().stdin(std::process::Stdio::null()).args(["--model", model().to_str().unwrap(), "--backend", "cpu"]).output().unwrap();
+    let out = generate()
+        .stdin(std::process::Stdio::null())
+        .args(["--model", model().to_str().unwrap(), "--backend", "cpu"])
+        .output()
+        .unwrap();
     fails_with(out, "needs a terminal");
 }
 
@@ -142,8 +206,14 @@ fn cuda_requested_without_a_gpu_is_an_error_and_auto_falls_back() {
         return; // On a GPU machine the CUDA path is exercised by `qwen-aot check` instead.
     }
     let m = model();
-    fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cuda", "--prompt", "hi"]).output().unwrap(), "CUDA");
-    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "auto", "--prompt", "1, 2, 3,", "--max-tokens", "2"]).output().unwrap();
+    fails_with(
+        generate().args(["--model", m.to_str().unwrap(), "--backend", "cuda", "--prompt", "hi"]).output().unwrap(),
+        "CUDA",
+    );
+    let out = generate()
+        .args(["--model", m.to_str().unwrap(), "--backend", "auto", "--prompt", "1, 2, 3,", "--max-tokens", "2"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("note: no usable GPU") && err.contains("running on the CPU"), "{err}");
@@ -153,25 +223,50 @@ fn cuda_requested_without_a_gpu_is_an_error_and_auto_falls_back() {
 fn prompt_longer_than_the_context_and_a_full_context() {
     let m = model();
     let chat = "Write a haiku about GPU computing."; // 37 tokens with the template
-    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "30", "--chat", chat]).output().unwrap();
+    let out = generate()
+        .args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "30", "--chat", chat])
+        .output()
+        .unwrap();
     fails_with(out, "context holds 30");
     // A prompt that fills the cache exactly still gets the one token its prefill gives.
-    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "37", "--chat", chat, "--json"]).output().unwrap();
+    let out = generate()
+        .args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "37", "--chat", chat, "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!((v["stop_reason"].as_str(), v["ids"].as_array().map(Vec::len)), (Some("context"), Some(1)), "{v}");
-    let out = generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "40", "--chat", chat, "--json"]).output().unwrap();
+    let out = generate()
+        .args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "40", "--chat", chat, "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["stop_reason"], "context");
-    assert_eq!(v["prompt_ids"].as_array().unwrap().len() + v["ids"].as_array().unwrap().len(), 41, "3 tokens fill the cache, the 4th is sampled from it");
+    assert_eq!(
+        v["prompt_ids"].as_array().unwrap().len() + v["ids"].as_array().unwrap().len(),
+        41,
+        "3 tokens fill the cache, the 4th is sampled from it"
+    );
 }
 
 #[test]
 fn bad_ctx_size() {
     let m = model();
-    fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "0", "--prompt", "hi"]).output().unwrap(), "--ctx-size");
-    fails_with(generate().args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "99999999", "--prompt", "hi"]).output().unwrap(), "exceeds the model's context length");
+    fails_with(
+        generate()
+            .args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "0", "--prompt", "hi"])
+            .output()
+            .unwrap(),
+        "--ctx-size",
+    );
+    fails_with(
+        generate()
+            .args(["--model", m.to_str().unwrap(), "--backend", "cpu", "--ctx-size", "99999999", "--prompt", "hi"])
+            .output()
+            .unwrap(),
+        "exceeds the model's context length",
+    );
 }
 
 #[test]
@@ -179,6 +274,9 @@ fn invalid_sampling_values() {
     fails_with(generate().args(["--top-p", "1.5", "--prompt", "hi"]).output().unwrap(), "--top-p must be in (0, 1]");
     fails_with(generate().args(["--temperature=-1", "--prompt", "hi"]).output().unwrap(), "--temperature must be >= 0");
     // A negative number is a value, not a flag, also without `=`.
-    fails_with(generate().args(["--temperature", "-1", "--prompt", "hi"]).output().unwrap(), "--temperature must be >= 0");
+    fails_with(
+        generate().args(["--temperature", "-1", "--prompt", "hi"]).output().unwrap(),
+        "--temperature must be >= 0",
+    );
     fails_with(generate().args(["--min-p", "7", "--prompt", "hi"]).output().unwrap(), "--min-p must be in [0, 1]");
 }

@@ -38,7 +38,18 @@ fn concurrent_first_use_compiles_safely() {
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_generate"))
                 .env("QWEN_AOT_CACHE", cache.path())
-                .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt", "1, 2, 3,", "--max-tokens", "1", "--json", "--quiet"])
+                .args([
+                    "--model",
+                    model.to_str().unwrap(),
+                    "--backend",
+                    "cpu",
+                    "--prompt",
+                    "1, 2, 3,",
+                    "--max-tokens",
+                    "1",
+                    "--json",
+                    "--quiet",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -54,7 +65,10 @@ fn concurrent_first_use_compiles_safely() {
         texts.push(v["ids"].clone());
     }
     assert!(texts.windows(2).all(|w| w[0] == w[1]), "same greedy ids from every process: {texts:?}");
-    let mut entries: Vec<String> = std::fs::read_dir(cache.path().join("compiled")).expect("cache dir").map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut entries: Vec<String> = std::fs::read_dir(cache.path().join("compiled"))
+        .expect("cache dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     entries.sort();
     let mut want = vec![current, newer, other_model, running];
     want.sort();
@@ -65,7 +79,17 @@ fn concurrent_first_use_compiles_safely() {
     std::fs::create_dir_all(&stale).expect("fake cache entry");
     let out = Command::new(env!("CARGO_BIN_EXE_generate"))
         .env("QWEN_AOT_CACHE", cache.path())
-        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt", "1, 2, 3,", "--max-tokens", "1", "--quiet"])
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--prompt",
+            "1, 2, 3,",
+            "--max-tokens",
+            "1",
+            "--quiet",
+        ])
         .output()
         .expect("run generate");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -15,7 +15,17 @@ fn generate(extra: &[&str]) -> String {
 fn generate_n(max_tokens: &str, extra: &[&str]) -> String {
     let model = model();
     let out = Command::new(env!("CARGO_BIN_EXE_generate"))
-        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--chat", "Say hi.", "--max-tokens", max_tokens, "--quiet"])
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--chat",
+            "Say hi.",
+            "--max-tokens",
+            max_tokens,
+            "--quiet",
+        ])
         .args(extra)
         .output()
         .expect("run generate");
@@ -57,7 +67,16 @@ fn a_closed_pipe_ends_generation_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let model = model();
     let mut child = Command::new(env!("CARGO_BIN_EXE_generate"))
-        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt", "def fib(n):", "--max-tokens", "400"])
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--prompt",
+            "def fib(n):",
+            "--max-tokens",
+            "400",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -71,5 +90,9 @@ fn a_closed_pipe_ends_generation_quietly() {
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by the closed pipe: {:?} {err}", out.status);
     // 400 tokens take over 20 s on this CPU path; ending at the first write after the close takes
     // a few tokens' time.
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "it decoded on into the closed pipe: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "it decoded on into the closed pipe: {:?}",
+        started.elapsed()
+    );
 }

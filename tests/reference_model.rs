@@ -24,9 +24,12 @@ use qwen_aot_runtime::executor::LogitsWanted;
 use serde_json::Value;
 
 fn refs() -> Value {
-    let dir = std::env::var_os("QWEN_AOT_REFS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs"));
+    let dir = std::env::var_os("QWEN_AOT_REFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs"));
     let path = dir.join("generation-qwen2.5-coder-0.5b.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
     serde_json::from_str(&text).expect("reference JSON parses")
 }
 
@@ -44,14 +47,20 @@ fn log_softmax_at(row: &[f32], id: u32) -> f64 {
 fn cpu_executor_matches_the_reference_implementation() {
     let native = qwen_aot::model::compiled_model(Some(&common::model()), true).expect("compile the default model");
     let f16_dir = std::env::temp_dir().join(format!("qwen-aot-reference-f16-{}", std::process::id()));
-    let opts = qwen_aot_compiler::compile::CompileOptions { weights: qwen_aot_compiler::pack::WeightMode::F16, ..Default::default() };
+    let opts = qwen_aot_compiler::compile::CompileOptions {
+        weights: qwen_aot_compiler::pack::WeightMode::F16,
+        ..Default::default()
+    };
     qwen_aot::model::compile_gguf(&common::model(), &f16_dir, &opts, true).expect("compile the f16 plan");
     let (native_err, native_report) = check_against_reference(&native);
     let (f16_err, f16_report) = check_against_reference(&f16_dir);
     let _ = std::fs::remove_dir_all(&f16_dir);
     eprintln!("native plan:\n{native_report}\nf16 plan:\n{f16_report}");
     eprintln!("max |Δtop5 logit| over all cases: native {native_err:.5}, f16 {f16_err:.5}");
-    assert!(native_err <= f16_err, "the native plan's top-5 logits ({native_err}) are further from the reference than the f16 plan's ({f16_err})");
+    assert!(
+        native_err <= f16_err,
+        "the native plan's top-5 logits ({native_err}) are further from the reference than the f16 plan's ({f16_err})"
+    );
 }
 
 /// Runs every reference case on the CPU executor over the plan in `dir` (asserting the checks of
@@ -61,7 +70,8 @@ fn check_against_reference(dir: &std::path::Path) -> (f64, String) {
     let mut worst = 0.0f64;
     let mut loaded = backend::load(dir, BackendChoice::Cpu, Some(1024), true).expect("load on the CPU");
     let vocab = loaded.model.plan.hparams.vocab;
-    let template = ChatTemplate::new(loaded.tokenizer.chat_template().expect("chat template")).expect("template parses");
+    let template =
+        ChatTemplate::new(loaded.tokenizer.chat_template().expect("chat template")).expect("template parses");
     let mut report = Vec::new();
     for case in refs["cases"].as_array().expect("cases") {
         let id = case["id"].as_str().expect("case id");
@@ -75,22 +85,38 @@ fn check_against_reference(dir: &std::path::Path) -> (f64, String) {
 
         // Greedy continuation.
         let want = ids(&case["output_ids"]);
-        let margins: Vec<f64> = case["margins"].as_array().expect("margins").iter().map(|m| m.as_f64().expect("margin")).collect();
+        let margins: Vec<f64> =
+            case["margins"].as_array().expect("margins").iter().map(|m| m.as_f64().expect("margin")).collect();
         let decided = margins.iter().position(|&m| m < 0.1).unwrap_or(want.len());
         loaded.session.reset();
         let opts = qwen_aot::generation::GenOptions { max_tokens: want.len(), ..Default::default() };
         let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, |_| {}).expect("generate");
-        assert!(gen.ids.len() >= decided, "case {id}: generated {} ids, reference is decided for {decided}", gen.ids.len());
-        assert_eq!(gen.ids[..decided], want[..decided], "case {id}: greedy ids differ within the decided prefix ({decided} tokens)");
+        assert!(
+            gen.ids.len() >= decided,
+            "case {id}: generated {} ids, reference is decided for {decided}",
+            gen.ids.len()
+        );
+        assert_eq!(
+            gen.ids[..decided],
+            want[..decided],
+            "case {id}: greedy ids differ within the decided prefix ({decided} tokens)"
+        );
 
         // Teacher-forced log-probs and top-5 logits of the reference continuation.
         loaded.session.reset();
         let full: Vec<u32> = prompt.iter().chain(&want).copied().collect();
         let logits = loaded.session.prefill(&full, LogitsWanted::All).expect("teacher-forced prefill").logits;
-        let ref_lp: Vec<f64> = case["teacher_forced"]["token_logprobs"].as_array().expect("logprobs").iter().map(|x| x.as_f64().expect("lp")).collect();
+        let ref_lp: Vec<f64> = case["teacher_forced"]["token_logprobs"]
+            .as_array()
+            .expect("logprobs")
+            .iter()
+            .map(|x| x.as_f64().expect("lp"))
+            .collect();
         assert_eq!(ref_lp.len(), want.len());
         let row = |j: usize| &logits[(prompt.len() - 1 + j) * vocab..(prompt.len() + j) * vocab];
-        let mean_abs: f64 = want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>() / want.len() as f64;
+        let mean_abs: f64 =
+            want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>()
+                / want.len() as f64;
         let mut top5_err = 0.0f64;
         for (j, pairs) in case["top5_first16"].as_array().expect("top5").iter().enumerate() {
             for pair in pairs.as_array().expect("pairs") {
@@ -98,7 +124,10 @@ fn check_against_reference(dir: &std::path::Path) -> (f64, String) {
                 top5_err = top5_err.max((row(j)[tid] as f64 - val).abs());
             }
         }
-        report.push(format!("case {id}: decided {decided}/{} ids equal; mean |Δlogprob| {mean_abs:.4}; max |Δtop5 logit| {top5_err:.4}", want.len()));
+        report.push(format!(
+            "case {id}: decided {decided}/{} ids equal; mean |Δlogprob| {mean_abs:.4}; max |Δtop5 logit| {top5_err:.4}",
+            want.len()
+        ));
         assert!(mean_abs <= 0.02, "case {id}: teacher-forced mean |Δlogprob| = {mean_abs}");
         assert!(top5_err <= 0.05, "case {id}: top-5 logits differ by {top5_err}");
         worst = worst.max(top5_err);

@@ -54,14 +54,8 @@ impl Server {
                 eprintln!("[server] {line}");
             }
         });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server prints its address");
-        let server = Server {
-            child,
-            base,
-            http: reqwest::Client::new(),
-        };
+        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address");
+        let server = Server { child, base, http: reqwest::Client::new() };
         server.wait_healthy().await;
         server
     }
@@ -76,33 +70,20 @@ impl Server {
                 }
                 assert_eq!(r.status(), 503, "health answers 503 while loading");
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not become healthy"
-            );
+            assert!(Instant::now() < deadline, "the server did not become healthy");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+        self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json")
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .post(path)
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("request");
+        let r = self.post(path).body(body.to_string()).send().await.expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}")),
-        )
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}")))
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -157,11 +138,7 @@ fn generate(mode: &str, text: &str, max_tokens: u64) -> Value {
         ])
         .output()
         .expect("run generate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("generate --json")
 }
 
@@ -172,10 +149,7 @@ fn chat_body(message: &str, stream: bool) -> Value {
 /// The `data:` payloads of an SSE body, in order.
 fn sse_events(body: &str) -> Vec<String> {
     body.split("\n\n")
-        .filter_map(|e| {
-            e.lines()
-                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-        })
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))))
         .map(|d| d.trim().to_string())
         .collect()
 }
@@ -191,12 +165,7 @@ fn streamed_text(body: &str) -> (String, String, Value) {
             usage = u.clone();
         }
         if let Some(c) = v["choices"].get(0) {
-            text.push_str(
-                c["delta"]["content"]
-                    .as_str()
-                    .or(c["text"].as_str())
-                    .unwrap_or(""),
-            );
+            text.push_str(c["delta"]["content"].as_str().or(c["text"].as_str()).unwrap_or(""));
             if let Some(f) = c["finish_reason"].as_str() {
                 finish = f.to_string();
             }
@@ -206,17 +175,9 @@ fn streamed_text(body: &str) -> (String, String, Value) {
 }
 
 async fn chat_stream(s: &Server, message: &str) -> (String, String, Value) {
-    let r = s
-        .post("/v1/chat/completions")
-        .body(chat_body(message, true).to_string())
-        .send()
-        .await
-        .expect("request");
+    let r = s.post("/v1/chat/completions").body(chat_body(message, true).to_string()).send().await.expect("request");
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     streamed_text(&r.text().await.expect("stream"))
 }
 
@@ -228,9 +189,7 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     let want = reference["text"].as_str().unwrap();
     let prompt_len = reference["prompt_ids"].as_array().unwrap().len() as u64;
 
-    let (status, v) = s
-        .post_json("/v1/chat/completions", &chat_body(message, false))
-        .await;
+    let (status, v) = s.post_json("/v1/chat/completions", &chat_body(message, false)).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["content"], want, "{v}");
@@ -250,21 +209,14 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     let turn2 = json!({"messages": [{"role": "user", "content": message}, {"role": "assistant", "content": want}, {"role": "user", "content": "And bye."}], "max_tokens": 2, "temperature": 0});
     let (status, v) = s.post_json("/v1/chat/completions", &turn2).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(
-        v["usage"]["prompt_tokens_details"]["cached_tokens"],
-        prompt_len + MAX_TOKENS - 1,
-        "{v}"
-    );
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], prompt_len + MAX_TOKENS - 1, "{v}");
 
     // An answer that ends by itself finishes with "stop"; so does a stop string, which is cut.
     let (status, v) = s.post_json("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": message}], "temperature": 0, "stop": [" How"], "max_tokens": 30})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
     let text = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(
-        want.starts_with(text) && !text.contains(" How"),
-        "{text:?} vs {want:?}"
-    );
+    assert!(want.starts_with(text) && !text.contains(" How"), "{text:?} vs {want:?}");
 
     let prompt = "def fib(n):";
     let reference = generate("--prompt", prompt, MAX_TOKENS);
@@ -275,26 +227,11 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     assert_eq!(v["choices"][0]["text"], reference["text"], "{v}");
     let mut body = body;
     body["stream"] = json!(true);
-    let r = s
-        .post("/v1/completions")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
+    let r = s.post("/v1/completions").body(body.to_string()).send().await.expect("request");
     let (text, finish, _) = streamed_text(&r.text().await.unwrap());
-    assert_eq!(
-        (text.as_str(), finish.as_str()),
-        (reference["text"].as_str().unwrap(), "length")
-    );
+    assert_eq!((text.as_str(), finish.as_str()), (reference["text"].as_str().unwrap(), "length"));
 
-    let models: Value = s
-        .http
-        .get(format!("{}/v1/models", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json_text()
-        .await;
+    let models: Value = s.http.get(format!("{}/v1/models", s.base)).send().await.unwrap().json_text().await;
     assert_eq!(models["data"][0]["object"], "model", "{models}");
     assert!(s.metric("qwen_aot_generated_tokens_total").await >= 4.0 * MAX_TOKENS as f64);
     assert!(s.metric("qwen_aot_cached_prompt_tokens_total").await >= prompt_len as f64);
@@ -304,15 +241,8 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
 async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
     let s = Server::start(&[]).await;
     let messages = ["Say hi.", "Name a color."];
-    let wants: Vec<String> = messages
-        .iter()
-        .map(|m| {
-            generate("--chat", m, MAX_TOKENS)["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let wants: Vec<String> =
+        messages.iter().map(|m| generate("--chat", m, MAX_TOKENS)["text"].as_str().unwrap().to_string()).collect();
 
     let s = std::sync::Arc::new(s);
     let mut tasks = Vec::new();
@@ -323,14 +253,9 @@ async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine(
             if i % 4 < 2 {
                 chat_stream(&s, message).await.0
             } else {
-                let (status, v) = s
-                    .post_json("/v1/chat/completions", &chat_body(message, false))
-                    .await;
+                let (status, v) = s.post_json("/v1/chat/completions", &chat_body(message, false)).await;
                 assert_eq!(status, 200, "{v}");
-                v["choices"][0]["message"]["content"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
+                v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
             }
         }));
     }
@@ -356,9 +281,7 @@ async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine(
         }
     } // response and client dropped: the connection closes
     let started = Instant::now();
-    let (status, v) = s
-        .post_json("/v1/chat/completions", &chat_body(messages[0], false))
-        .await;
+    let (status, v) = s.post_json("/v1/chat/completions", &chat_body(messages[0], false)).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["message"]["content"], wants[0]);
     // Uncancelled, the story would take minutes on the CPU and thousands of tokens.
@@ -373,62 +296,32 @@ async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
     const KEY: &str = "sesame";
-    let s = Server::start(&[
-        "--api-key",
-        KEY,
-        "--ctx-size",
-        "128",
-        "--max-queue",
-        "1",
-        "--max-body-bytes",
-        "65536",
-    ])
-    .await;
+    let s =
+        Server::start(&["--api-key", KEY, "--ctx-size", "128", "--max-queue", "1", "--max-body-bytes", "65536"]).await;
     let user = |content: &str| json!([{"role": "user", "content": content}]);
     let long = "word ".repeat(400);
     let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
         ("malformed JSON", b"{\"messages\": [".to_vec(), 400, None),
         ("not an object", b"[1, 2]".to_vec(), 400, None),
         ("empty body", Vec::new(), 400, None),
-        (
-            "messages of the wrong type",
-            json!({"messages": "hi"}).to_string().into_bytes(),
-            400,
-            Some("messages"),
-        ),
+        ("messages of the wrong type", json!({"messages": "hi"}).to_string().into_bytes(), 400, Some("messages")),
         (
             "content of the wrong type",
-            json!({"messages": [{"role": "user", "content": 5}]})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": [{"role": "user", "content": 5}]}).to_string().into_bytes(),
             400,
             Some("messages[0].content"),
         ),
         (
             "temperature of the wrong type",
-            json!({"messages": user("hi"), "temperature": "hot"})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": user("hi"), "temperature": "hot"}).to_string().into_bytes(),
             400,
             Some("temperature"),
         ),
-        (
-            "missing messages",
-            json!({"max_tokens": 4}).to_string().into_bytes(),
-            400,
-            Some("messages"),
-        ),
-        (
-            "empty messages",
-            json!({"messages": []}).to_string().into_bytes(),
-            400,
-            Some("messages"),
-        ),
+        ("missing messages", json!({"max_tokens": 4}).to_string().into_bytes(), 400, Some("messages")),
+        ("empty messages", json!({"messages": []}).to_string().into_bytes(), 400, Some("messages")),
         (
             "unknown role",
-            json!({"messages": [{"role": "wizard", "content": "hi"}]})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": [{"role": "wizard", "content": "hi"}]}).to_string().into_bytes(),
             400,
             Some("messages[0].role"),
         ),
@@ -440,97 +333,52 @@ async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
         ),
         (
             "max_tokens 0",
-            json!({"messages": user("hi"), "max_tokens": 0})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": user("hi"), "max_tokens": 0}).to_string().into_bytes(),
             400,
             Some("max_tokens"),
         ),
         (
             "max_tokens negative",
-            json!({"messages": user("hi"), "max_tokens": -5})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": user("hi"), "max_tokens": -5}).to_string().into_bytes(),
             400,
             Some("max_tokens"),
         ),
         (
             "max_tokens beyond the context",
-            json!({"messages": user("hi"), "max_completion_tokens": 100000})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": user("hi"), "max_completion_tokens": 100000}).to_string().into_bytes(),
             400,
             Some("max_completion_tokens"),
         ),
-        (
-            "n = 2",
-            json!({"messages": user("hi"), "n": 2})
-                .to_string()
-                .into_bytes(),
-            400,
-            Some("n"),
-        ),
+        ("n = 2", json!({"messages": user("hi"), "n": 2}).to_string().into_bytes(), 400, Some("n")),
         (
             "top_p out of range",
-            json!({"messages": user("hi"), "top_p": 1.5})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": user("hi"), "top_p": 1.5}).to_string().into_bytes(),
             400,
             Some("top_p"),
         ),
         (
             "frequency_penalty",
-            json!({"messages": user("hi"), "frequency_penalty": 0.5})
-                .to_string()
-                .into_bytes(),
+            json!({"messages": user("hi"), "frequency_penalty": 0.5}).to_string().into_bytes(),
             400,
             Some("frequency_penalty"),
         ),
-        (
-            "logprobs",
-            json!({"messages": user("hi"), "logprobs": true})
-                .to_string()
-                .into_bytes(),
-            400,
-            Some("logprobs"),
-        ),
-        (
-            "invalid UTF-8",
-            b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec(),
-            400,
-            None,
-        ),
+        ("logprobs", json!({"messages": user("hi"), "logprobs": true}).to_string().into_bytes(), 400, Some("logprobs")),
+        ("invalid UTF-8", b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec(), 400, None),
         (
             "body over the limit",
-            format!(
-                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
-                "x".repeat(70_000)
-            )
-            .into_bytes(),
+            format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}", "x".repeat(70_000)).into_bytes(),
             413,
             None,
         ),
     ];
     for (what, body, status, param) in cases {
-        let r = s
-            .post("/v1/chat/completions")
-            .bearer_auth(KEY)
-            .body(body)
-            .send()
-            .await
-            .expect(what);
+        let r = s.post("/v1/chat/completions").bearer_auth(KEY).body(body).send().await.expect(what);
         assert_eq!(r.status().as_u16(), status, "{what}");
-        let v: Value = serde_json::from_str(&r.text().await.unwrap())
-            .unwrap_or_else(|e| panic!("{what}: JSON error body ({e})"));
+        let v: Value =
+            serde_json::from_str(&r.text().await.unwrap()).unwrap_or_else(|e| panic!("{what}: JSON error body ({e})"));
         let e = &v["error"];
-        assert!(
-            e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"].is_string(),
-            "{what}: {v}"
-        );
-        assert!(
-            e.get("param").is_some() && e.get("code").is_some(),
-            "{what}: {v}"
-        );
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"].is_string(), "{what}: {v}");
+        assert!(e.get("param").is_some() && e.get("code").is_some(), "{what}: {v}");
         if let Some(p) = param {
             assert_eq!(e["param"], p, "{what}: {v}");
         }
@@ -548,55 +396,28 @@ async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
             "invalid_api_key"
         );
     }
-    let r = s
-        .http
-        .get(format!("{}/v1/nothing", s.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = s.http.get(format!("{}/v1/nothing", s.base)).bearer_auth(KEY).send().await.unwrap();
     assert_eq!(r.status(), 404);
 
     // A full queue (one running, one waiting) answers 503 with Retry-After at once.
-    let long_answer = json!({"messages": user("Count from 1 to 100."), "max_tokens": 80, "temperature": 0, "stream": true}).to_string();
-    let sends = (0..4).map(|_| {
-        s.post("/v1/chat/completions")
-            .bearer_auth(KEY)
-            .body(long_answer.clone())
-            .send()
-    });
-    let responses: Vec<reqwest::Response> = futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .map(|r| r.expect("request"))
-        .collect();
+    let long_answer =
+        json!({"messages": user("Count from 1 to 100."), "max_tokens": 80, "temperature": 0, "stream": true})
+            .to_string();
+    let sends = (0..4).map(|_| s.post("/v1/chat/completions").bearer_auth(KEY).body(long_answer.clone()).send());
+    let responses: Vec<reqwest::Response> =
+        futures_util::future::join_all(sends).await.into_iter().map(|r| r.expect("request")).collect();
     let busy: Vec<&reqwest::Response> = responses.iter().filter(|r| r.status() == 503).collect();
-    assert!(
-        busy.len() >= 2,
-        "statuses {:?}",
-        responses.iter().map(|r| r.status()).collect::<Vec<_>>()
-    );
+    assert!(busy.len() >= 2, "statuses {:?}", responses.iter().map(|r| r.status()).collect::<Vec<_>>());
     assert!(busy.iter().all(|r| r.headers().contains_key("retry-after")));
     drop(responses);
 
-    let r = s
-        .http
-        .get(format!("{}/health", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.http.get(format!("{}/health", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 200, "health after all the bad input");
     // The abandoned streams end at their next token; until the engine has reached the
     // queued one, the queue is still full and the server says so (503): retry, as a client would.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let r = s
-            .post("/v1/chat/completions")
-            .bearer_auth(KEY)
-            .body(ok.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = s.post("/v1/chat/completions").bearer_auth(KEY).body(ok.clone()).send().await.unwrap();
         let (status, v) = (r.status(), r.text().await.unwrap());
         if status == 503 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -614,19 +435,10 @@ async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
 async fn sigterm_finishes_the_stream_in_flight_and_exits_0() {
     let mut s = Server::start(&[]).await;
     let body = json!({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 12, "temperature": 0, "stream": true});
-    let mut r = s
-        .post("/v1/chat/completions")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
-    let mut seen = String::from_utf8_lossy(&r.chunk().await.expect("chunk").expect("first chunk"))
-        .into_owned();
+    let mut r = s.post("/v1/chat/completions").body(body.to_string()).send().await.expect("request");
+    let mut seen = String::from_utf8_lossy(&r.chunk().await.expect("chunk").expect("first chunk")).into_owned();
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    assert_eq!(unsafe { libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
     while let Some(chunk) = r.chunk().await.expect("the stream continues") {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
@@ -637,10 +449,7 @@ async fn sigterm_finishes_the_stream_in_flight_and_exits_0() {
         if let Some(st) = s.child.try_wait().expect("wait") {
             break st;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not exit after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");

@@ -10,8 +10,8 @@ use crate::description::{Description, QWEN2};
 use crate::emit::emit_program;
 use crate::error::CompileError;
 use crate::graph::{lower::lower, OpGraph};
-use crate::pack::{hex, weight_table, write_weights, WeightTable};
 pub use crate::pack::WeightMode;
+use crate::pack::{hex, weight_table, write_weights, WeightTable};
 use crate::passes;
 use crate::schedule::schedule;
 use crate::source::TensorSource;
@@ -46,9 +46,17 @@ pub struct Compiled {
 }
 
 /// Compiles the shipped Qwen2 description for `hp` with tensors from `src`.
-pub fn build(hp: &HyperParams, src: &dyn TensorSource, model_sha256: &str, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+pub fn build(
+    hp: &HyperParams,
+    src: &dyn TensorSource,
+    model_sha256: &str,
+    opts: &CompileOptions,
+) -> Result<Compiled, CompileError> {
     if opts.prefill_tokens == 0 || opts.prefill_tokens > 8192 {
-        return Err(CompileError::Graph(format!("prefill chunk of {} tokens is out of range 1..=8192", opts.prefill_tokens)));
+        return Err(CompileError::Graph(format!(
+            "prefill chunk of {} tokens is out of range 1..=8192",
+            opts.prefill_tokens
+        )));
     }
     let desc = Description::parse(QWEN2)?;
     let unfused = lower(&desc, hp, &|n| src.dims(n).is_some())?;
@@ -129,14 +137,22 @@ pub fn check_output_dir(dir: &Path) -> Result<(), CompileError> {
     for entry in entries {
         let name = entry.map_err(|e| CompileError::io(dir, e))?.file_name();
         if ![PLAN_FILE, WEIGHTS_FILE, TOKENIZER_FILE].iter().any(|f| name == *f) {
-            return refuse("it is a directory with other files in it (only an empty directory or a compiled model is replaced)");
+            return refuse(
+                "it is a directory with other files in it (only an empty directory or a compiled model is replaced)",
+            );
         }
     }
     Ok(())
 }
 
 /// The files of a compiled directory, written into `tmp`.
-fn write_into(c: &mut Compiled, src: &dyn TensorSource, tokenizer_json: Option<&str>, tmp: &Path, progress: impl FnMut(u64)) -> Result<(), CompileError> {
+fn write_into(
+    c: &mut Compiled,
+    src: &dyn TensorSource,
+    tokenizer_json: Option<&str>,
+    tmp: &Path,
+    progress: impl FnMut(u64),
+) -> Result<(), CompileError> {
     std::fs::create_dir_all(tmp).map_err(|e| CompileError::io(tmp, e))?;
     let wpath = tmp.join(WEIGHTS_FILE);
     let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
@@ -158,7 +174,10 @@ fn output_path(dir: &Path) -> Result<std::path::PathBuf, CompileError> {
     let abs = std::path::absolute(dir).map_err(|e| CompileError::io(dir, e))?;
     let clean: std::path::PathBuf = abs.components().filter(|c| *c != std::path::Component::CurDir).collect();
     if clean.file_name().is_none() || clean.components().any(|c| c == std::path::Component::ParentDir) {
-        return Err(CompileError::OutputDir { path: dir.display().to_string(), why: "give a path without `..` that names the output directory itself" });
+        return Err(CompileError::OutputDir {
+            path: dir.display().to_string(),
+            why: "give a path without `..` that names the output directory itself",
+        });
     }
     Ok(clean)
 }

@@ -77,10 +77,9 @@ impl Description {
 
 impl NodeDesc {
     pub fn attr(&self, key: &str) -> Result<&str, CompileError> {
-        self.attrs
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| CompileError::Description(format!("op `{}` (out `{}`) needs attribute `{key}`", self.op, self.out)))
+        self.attrs.get(key).map(String::as_str).ok_or_else(|| {
+            CompileError::Description(format!("op `{}` (out `{}`) needs attribute `{key}`", self.op, self.out))
+        })
     }
 }
 

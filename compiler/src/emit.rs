@@ -11,7 +11,12 @@ use crate::graph::{GemvEpi, Op, OpGraph, Value, WeightRef};
 use crate::memory::{self, Interval};
 use crate::pack::WeightTable;
 
-pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights: &WeightTable) -> Result<Program, CompileError> {
+pub fn emit_program(
+    g: &OpGraph,
+    order: &[NodeIndex],
+    max_tokens: usize,
+    weights: &WeightTable,
+) -> Result<Program, CompileError> {
     let position: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     // Every value with columns gets a buffer; its lifetime runs from its producer to its last reader.
     let mut values: Vec<Value> = Vec::new();
@@ -46,7 +51,11 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
     }
     let naive_arena_bytes = intervals.iter().map(|iv| memory::align(iv.bytes)).sum();
     let ids: HashMap<Value, BufId> = values.iter().enumerate().map(|(i, v)| (*v, BufId(i as u32))).collect();
-    let buf = |v: Value| ids.get(&v).copied().ok_or_else(|| CompileError::Graph(format!("value of {} has no buffer", g.node(v.node).label)));
+    let buf = |v: Value| {
+        ids.get(&v)
+            .copied()
+            .ok_or_else(|| CompileError::Graph(format!("value of {} has no buffer", g.node(v.node).label)))
+    };
     let out = |n: NodeIndex, port: u8| buf(Value::new(n, port));
 
     let mut steps = Vec::new();
@@ -66,7 +75,9 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
                 continue;
             }
             Op::Embedding { table } => Step::Embed { tokens: buf(ins[0])?, table: weights.id(table)?, out: out(n, 0)? },
-            Op::RmsNorm { weight, eps } => Step::RmsNorm { x: buf(ins[0])?, weight: weights.id(weight)?, out: out(n, 0)?, eps: *eps },
+            Op::RmsNorm { weight, eps } => {
+                Step::RmsNorm { x: buf(ins[0])?, weight: weights.id(weight)?, out: out(n, 0)?, eps: *eps }
+            }
             Op::AddRmsNorm { weight, eps } => Step::AddRmsNorm {
                 a: buf(ins[0])?,
                 b: buf(ins[1])?,
@@ -75,36 +86,59 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
                 sum_out: out(n, 0)?,
                 norm_out: out(n, 1)?,
             },
-            Op::MatMul { weight, n: nn, k, logits } => {
-                Step::MatMul { x: buf(ins[0])?, weight: weights.id(weight)?, n: *nn, k: *k, out: out(n, 0)?, residual: None, logit_rows: *logits }
-            }
+            Op::MatMul { weight, n: nn, k, logits } => Step::MatMul {
+                x: buf(ins[0])?,
+                weight: weights.id(weight)?,
+                n: *nn,
+                k: *k,
+                out: out(n, 0)?,
+                residual: None,
+                logit_rows: *logits,
+            },
             Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => Step::BiasRopeKvWrite {
                 qkv: packed("bias_rope_kv_write")?,
                 rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
                 q_out: out(n, 0)?,
             },
-            Op::Attention { layer, heads, kv_heads, head_dim, scale } => {
-                Step::Attention { q: buf(ins[0])?, layer: *layer, n_heads: *heads, n_kv_heads: *kv_heads, head_dim: *head_dim, scale: *scale, out: out(n, 0)? }
-            }
+            Op::Attention { layer, heads, kv_heads, head_dim, scale } => Step::Attention {
+                q: buf(ins[0])?,
+                layer: *layer,
+                n_heads: *heads,
+                n_kv_heads: *kv_heads,
+                head_dim: *head_dim,
+                scale: *scale,
+                out: out(n, 0)?,
+            },
             Op::SwiGlu { ffn } => Step::SwiGlu { gate_up: packed("swiglu")?, ffn: *ffn, out: out(n, 0)? },
             Op::Argmax { vocab } => Step::Argmax { logits: buf(ins[0])?, vocab: *vocab, out: out(n, 0)? },
             Op::Gemv { weight, n: nn, k, norm, epilogue } => Step::Gemv {
                 x: buf(ins[0])?,
-                norm: norm.as_ref().map(|(w, eps)| Ok::<_, CompileError>(NormPrologue { weight: weights.id(w)?, eps: *eps })).transpose()?,
+                norm: norm
+                    .as_ref()
+                    .map(|(w, eps)| Ok::<_, CompileError>(NormPrologue { weight: weights.id(w)?, eps: *eps }))
+                    .transpose()?,
                 weight: weights.id(weight)?,
                 n: *nn,
                 k: *k,
                 epilogue: match epilogue {
                     GemvEpi::Store { residual, logits } => GemvEpilogue::Store {
                         out: out(n, 0)?,
-                        residual: if *residual { Some(buf(*ins.get(1).ok_or_else(|| CompileError::Graph(format!("{} has no residual input", node.label)))?)?) } else { None },
+                        residual: if *residual {
+                            Some(buf(*ins.get(1).ok_or_else(|| {
+                                CompileError::Graph(format!("{} has no residual input", node.label))
+                            })?)?)
+                        } else {
+                            None
+                        },
                         logit_rows: *logits,
                     },
                     GemvEpi::SwiGlu { ffn } => GemvEpilogue::SwiGlu { ffn: *ffn, out: out(n, 0)? },
-                    GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => GemvEpilogue::BiasRopeKvWrite {
-                        rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
-                        q_out: out(n, 0)?,
-                    },
+                    GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => {
+                        GemvEpilogue::BiasRopeKvWrite {
+                            rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
+                            q_out: out(n, 0)?,
+                        }
+                    }
                 },
             },
             other => return Err(CompileError::Unlowerable(format!("{} ({})", other.name(), node.label))),
@@ -112,7 +146,11 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
         steps.push(step);
     }
     let output = |name: &str| {
-        g.outputs.iter().find(|(n, _)| n == name).map(|(_, v)| *v).ok_or_else(|| CompileError::Graph(format!("no `{name}` output")))
+        g.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| CompileError::Graph(format!("no `{name}` output")))
     };
     Ok(Program {
         max_tokens,
@@ -127,6 +165,21 @@ pub fn emit_program(g: &OpGraph, order: &[NodeIndex], max_tokens: usize, weights
 }
 
 /// The plan's bias + RoPE + KV write attributes (a step, or a GEMV epilogue) from the graph's.
-fn rope_kv_write(weights: &WeightTable, bias: &WeightRef, layer: usize, heads: usize, kv_heads: usize, head_dim: usize, theta: f32) -> Result<RopeKvWrite, CompileError> {
-    Ok(RopeKvWrite { bias: weights.id(bias)?, layer, n_heads: heads, n_kv_heads: kv_heads, head_dim, rope_theta: theta })
+fn rope_kv_write(
+    weights: &WeightTable,
+    bias: &WeightRef,
+    layer: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    theta: f32,
+) -> Result<RopeKvWrite, CompileError> {
+    Ok(RopeKvWrite {
+        bias: weights.id(bias)?,
+        layer,
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+        head_dim,
+        rope_theta: theta,
+    })
 }

@@ -17,9 +17,17 @@ pub enum CompileError {
     #[error("model is missing tensor `{0}` required by the architecture description")]
     MissingTensor(String),
     #[error("tensor `{name}`")]
-    Tensor { name: String, #[source] source: GgufError },
+    Tensor {
+        name: String,
+        #[source]
+        source: GgufError,
+    },
     #[error("tensor `{name}`")]
-    Repack { name: String, #[source] source: crate::repack::RepackError },
+    Repack {
+        name: String,
+        #[source]
+        source: crate::repack::RepackError,
+    },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
     #[error("op graph: {0}")]
@@ -27,7 +35,11 @@ pub enum CompileError {
     #[error("cannot emit a plan step for `{0}`: it must be removed or fused by a pass first")]
     Unlowerable(String),
     #[error("{path}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("refusing to write the compiled model to {path}: {why}")]

@@ -35,11 +35,7 @@ pub enum HParamsError {
     #[error("unsupported architecture {0} (qwen-aot supports qwen2)")]
     UnsupportedArchitecture(String),
     #[error("{key} = {value} is out of range: must be in 1..{max}")]
-    OutOfRange {
-        key: &'static str,
-        value: u64,
-        max: u64,
-    },
+    OutOfRange { key: &'static str, value: u64, max: u64 },
     #[error("{key} = {value} is invalid: must be finite and > 0")]
     BadFloat { key: &'static str, value: f32 },
     #[error("{what}")]
@@ -47,11 +43,7 @@ pub enum HParamsError {
     #[error("model has no tensor {0:?}")]
     MissingTensor(&'static str),
     #[error("tensor {name:?} has dims {dims:?}; expected {expected}")]
-    TensorShape {
-        name: &'static str,
-        dims: Vec<u64>,
-        expected: String,
-    },
+    TensorShape { name: &'static str, dims: Vec<u64>, expected: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,43 +97,27 @@ impl ModelConfig {
 
         if !hidden.is_multiple_of(n_heads) {
             return Err(HParamsError::Inconsistent {
-                what: format!(
-                    "{KEY_EMBEDDING_LENGTH} = {hidden} is not divisible by {KEY_HEAD_COUNT} = {n_heads}"
-                ),
+                what: format!("{KEY_EMBEDDING_LENGTH} = {hidden} is not divisible by {KEY_HEAD_COUNT} = {n_heads}"),
             });
         }
         let head_dim = hidden / n_heads;
         if !head_dim.is_multiple_of(2) {
             return Err(HParamsError::Inconsistent {
-                what: format!(
-                    "head_dim = {hidden} / {n_heads} = {head_dim} is odd; RoPE rotates pairs"
-                ),
+                what: format!("head_dim = {hidden} / {n_heads} = {head_dim} is odd; RoPE rotates pairs"),
             });
         }
         if n_kv_heads > n_heads || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(HParamsError::Inconsistent {
-                what: format!(
-                    "{KEY_HEAD_COUNT} = {n_heads} is not a multiple of {KEY_HEAD_COUNT_KV} = {n_kv_heads}"
-                ),
+                what: format!("{KEY_HEAD_COUNT} = {n_heads} is not a multiple of {KEY_HEAD_COUNT_KV} = {n_kv_heads}"),
             });
         }
 
-        let embd = g
-            .tensor(TOKEN_EMBD)
-            .ok_or(HParamsError::MissingTensor(TOKEN_EMBD))?;
+        let embd = g.tensor(TOKEN_EMBD).ok_or(HParamsError::MissingTensor(TOKEN_EMBD))?;
         let expected = || format!("[{hidden}, vocab] (embedding_length {hidden}, then vocabulary)");
         if embd.dims.len() != 2 || embd.dims[0] != hidden as u64 {
-            return Err(HParamsError::TensorShape {
-                name: TOKEN_EMBD,
-                dims: embd.dims.clone(),
-                expected: expected(),
-            });
+            return Err(HParamsError::TensorShape { name: TOKEN_EMBD, dims: embd.dims.clone(), expected: expected() });
         }
-        let vocab = check_dim(
-            "vocabulary size (token_embd.weight dims[1])",
-            embd.dims[1],
-            MAX_DIM,
-        )?;
+        let vocab = check_dim("vocabulary size (token_embd.weight dims[1])", embd.dims[1], MAX_DIM)?;
         let tied_embeddings = match g.tensor(OUTPUT) {
             None => true,
             Some(out) if out.dims == embd.dims => false,

@@ -59,7 +59,10 @@ pub struct WeightTable {
 
 impl WeightTable {
     pub fn id(&self, w: &WeightRef) -> Result<WeightId, CompileError> {
-        self.ids.get(w).copied().ok_or_else(|| CompileError::Graph(format!("weight {} not in the table", w.plan_name())))
+        self.ids
+            .get(w)
+            .copied()
+            .ok_or_else(|| CompileError::Graph(format!("weight {} not in the table", w.plan_name())))
     }
 }
 
@@ -82,8 +85,12 @@ fn expectation<'a>(op: &'a Op, out_cols: &[usize]) -> Option<(&'a WeightRef, Exp
     match op {
         Op::MatMul { weight, n, k, .. } => Some((weight, Expect::Matrix { n: *n, k: *k })),
         Op::Embedding { table } => Some((table, Expect::Matrix { n: 0, k: out_cols[0] })),
-        Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => Some((weight, Expect::Vector { len: out_cols[0] })),
-        Op::BiasRopeKvWrite { bias, heads, kv_heads, head_dim, .. } => Some((bias, Expect::Vector { len: (heads + 2 * kv_heads) * head_dim })),
+        Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => {
+            Some((weight, Expect::Vector { len: out_cols[0] }))
+        }
+        Op::BiasRopeKvWrite { bias, heads, kv_heads, head_dim, .. } => {
+            Some((bias, Expect::Vector { len: (heads + 2 * kv_heads) * head_dim }))
+        }
         Op::BiasAdd { bias } => Some((bias, Expect::Vector { len: out_cols[0] })),
         _ => None,
     }
@@ -91,23 +98,36 @@ fn expectation<'a>(op: &'a Op, out_cols: &[usize]) -> Option<(&'a WeightRef, Exp
 
 /// The stored format of one matrix tensor of ggml type `dtype` with rows of `k`, and how it is
 /// filled.
-fn matrix_format(name: &str, dtype: GgmlType, k: usize, mode: WeightMode) -> Result<(WeightFormat, Fill), CompileError> {
+fn matrix_format(
+    name: &str,
+    dtype: GgmlType,
+    k: usize,
+    mode: WeightMode,
+) -> Result<(WeightFormat, Fill), CompileError> {
     // Checked here, before the minutes of packing, with the message the dequantiser would give.
     if !dtype.can_dequantize() {
         return Err(CompileError::Tensor { name: name.to_string(), source: GgufError::UnsupportedDequant { dtype } });
     }
-    let native = format_of(dtype).ok_or_else(|| CompileError::Repack { name: name.to_string(), source: RepackError::Unsupported { dtype } })?;
+    let native = format_of(dtype)
+        .ok_or_else(|| CompileError::Repack { name: name.to_string(), source: RepackError::Unsupported { dtype } })?;
     Ok(match (mode, native) {
         (WeightMode::F16, _) => (WeightFormat::F16, Fill::ToF16),
         // The F32 and BF16 GEMVs read whole 32-element groups with vector loads; only the F16
         // kernels handle any row length (as before plan 5), so other widths are stored as F16.
-        (WeightMode::Native, WeightFormat::F32 | WeightFormat::BF16) if !k.is_multiple_of(32) => (WeightFormat::F16, Fill::ToF16),
+        (WeightMode::Native, WeightFormat::F32 | WeightFormat::BF16) if !k.is_multiple_of(32) => {
+            (WeightFormat::F16, Fill::ToF16)
+        }
         (WeightMode::Native, f) => (f, Fill::Repack),
     })
 }
 
 /// Builds the weight table for `g` (weights in first-use order of `order`).
-pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], src: &dyn TensorSource, mode: WeightMode) -> Result<WeightTable, CompileError> {
+pub fn weight_table(
+    g: &OpGraph,
+    order: &[petgraph::stable_graph::NodeIndex],
+    src: &dyn TensorSource,
+    mode: WeightMode,
+) -> Result<WeightTable, CompileError> {
     let mut t = WeightTable::default();
     let mut offset = 0u64;
     for &n in order {
@@ -142,7 +162,11 @@ pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], sr
         let (shape, k, plan) = match expect {
             Expect::Matrix { n, k } => {
                 if n != 0 && rows != n as u64 {
-                    return Err(CompileError::TensorShape { name: w.plan_name(), found: vec![k as u64, rows], expected: vec![k as u64, n as u64] });
+                    return Err(CompileError::TensorShape {
+                        name: w.plan_name(),
+                        found: vec![k as u64, rows],
+                        expected: vec![k as u64, n as u64],
+                    });
                 }
                 let k = cols.unwrap_or(0) as usize;
                 let mut plan: Vec<(usize, WeightFormat, PartSource)> = Vec::new();
@@ -162,7 +186,11 @@ pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], sr
             }
             Expect::Vector { len } => {
                 if rows != len as u64 {
-                    return Err(CompileError::TensorShape { name: w.plan_name(), found: vec![rows], expected: vec![len as u64] });
+                    return Err(CompileError::TensorShape {
+                        name: w.plan_name(),
+                        found: vec![rows],
+                        expected: vec![len as u64],
+                    });
                 }
                 let tensors = w.parts().iter().map(|p| (p.to_string(), 1)).collect();
                 (vec![len], len, vec![(1, WeightFormat::F32, PartSource { tensors, fill: Fill::ToF32 })])
@@ -191,7 +219,12 @@ pub fn weight_table(g: &OpGraph, order: &[petgraph::stable_graph::NodeIndex], sr
 }
 
 /// The bytes of one part: `part.bytes` long, padding zero.
-fn part_bytes(part: &WeightPart, source: &PartSource, k: usize, src: &dyn TensorSource) -> Result<Vec<u8>, CompileError> {
+fn part_bytes(
+    part: &WeightPart,
+    source: &PartSource,
+    k: usize,
+    src: &dyn TensorSource,
+) -> Result<Vec<u8>, CompileError> {
     // Sizes come from `part_layout` of shapes the source has, so they are bounded by its data.
     let mut out = match source.fill {
         Fill::Repack => vec![0u8; part.bytes as usize],
@@ -202,7 +235,8 @@ fn part_bytes(part: &WeightPart, source: &PartSource, k: usize, src: &dyn Tensor
         match source.fill {
             Fill::Repack => {
                 let raw = src.load_raw(name)?;
-                repack_into(raw.dtype, &raw.bytes, *rows, k, &mut out, part.rows, first).map_err(|e| CompileError::Repack { name: name.clone(), source: e })?;
+                repack_into(raw.dtype, &raw.bytes, *rows, k, &mut out, part.rows, first)
+                    .map_err(|e| CompileError::Repack { name: name.clone(), source: e })?;
             }
             Fill::ToF16 => out.extend(src.load_f32(name)?.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
             Fill::ToF32 => out.extend(src.load_f32(name)?.iter().flat_map(|v| v.to_le_bytes())),
@@ -210,7 +244,12 @@ fn part_bytes(part: &WeightPart, source: &PartSource, k: usize, src: &dyn Tensor
         first += rows;
     }
     if out.len() as u64 > part.bytes {
-        return Err(CompileError::Graph(format!("weight part of {} has {} bytes, planned {}", source.tensors[0].0, out.len(), part.bytes)));
+        return Err(CompileError::Graph(format!(
+            "weight part of {} has {} bytes, planned {}",
+            source.tensors[0].0,
+            out.len(),
+            part.bytes
+        )));
     }
     out.resize(part.bytes as usize, 0);
     Ok(out)
@@ -218,7 +257,12 @@ fn part_bytes(part: &WeightPart, source: &PartSource, k: usize, src: &dyn Tensor
 
 /// Writes every weight of the table to `out` in order, one part at a time (a part is the most
 /// held in memory); returns the sha256 of the bytes written. `progress` gets the bytes written.
-pub fn write_weights(t: &WeightTable, src: &dyn TensorSource, out: &mut dyn Write, mut progress: impl FnMut(u64)) -> Result<String, CompileError> {
+pub fn write_weights(
+    t: &WeightTable,
+    src: &dyn TensorSource,
+    out: &mut dyn Write,
+    mut progress: impl FnMut(u64),
+) -> Result<String, CompileError> {
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     let io = |e| CompileError::io("weights.bin", e);

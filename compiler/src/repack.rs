@@ -18,26 +18,11 @@ pub enum RepackError {
     #[error("{dtype} has no weight format in the plan")]
     Unsupported { dtype: GgmlType },
     #[error("rows of {k} elements do not fit {format} (it needs a multiple of {multiple})")]
-    RowLength {
-        format: &'static str,
-        k: usize,
-        multiple: usize,
-    },
+    RowLength { format: &'static str, k: usize, multiple: usize },
     #[error("{rows} rows of {k} {dtype} elements are {expected} bytes, got {got}")]
-    SourceSize {
-        dtype: GgmlType,
-        rows: usize,
-        k: usize,
-        expected: u64,
-        got: usize,
-    },
+    SourceSize { dtype: GgmlType, rows: usize, k: usize, expected: u64, got: usize },
     #[error("rows {first}..{end} do not fit a part of {part_rows} rows in {part_bytes} bytes")]
-    Destination {
-        first: usize,
-        end: usize,
-        part_rows: usize,
-        part_bytes: usize,
-    },
+    Destination { first: usize, end: usize, part_rows: usize, part_bytes: usize },
 }
 
 /// The plan format that keeps `dtype`'s bits, if any.
@@ -81,12 +66,7 @@ pub fn ggml_type_of(format: WeightFormat) -> GgmlType {
 
 /// `rows` rows of `k` elements of `dtype` (`src`: exactly their ggml bytes) as one part:
 /// `part_layout(format, rows, k).bytes` bytes, padding zero.
-pub fn repack(
-    dtype: GgmlType,
-    src: &[u8],
-    rows: usize,
-    k: usize,
-) -> Result<(WeightFormat, Vec<u8>), RepackError> {
+pub fn repack(dtype: GgmlType, src: &[u8], rows: usize, k: usize) -> Result<(WeightFormat, Vec<u8>), RepackError> {
     let format = format_of(dtype).ok_or(RepackError::Unsupported { dtype })?;
     let layout = part_layout(format, rows, k).ok_or(RepackError::RowLength {
         format: format.name(),
@@ -112,27 +92,13 @@ pub fn repack_into(
     first: usize,
 ) -> Result<(), RepackError> {
     let format = format_of(dtype).ok_or(RepackError::Unsupported { dtype })?;
-    let row_err = RepackError::RowLength {
-        format: format.name(),
-        k,
-        multiple: format.row_multiple(),
-    };
+    let row_err = RepackError::RowLength { format: format.name(), k, multiple: format.row_multiple() };
     let layout = part_layout(format, part_rows, k).ok_or(row_err)?;
-    let expected = (rows as u64)
-        .checked_mul(k as u64)
-        .and_then(|n| dtype.bytes_for(n));
+    let expected = (rows as u64).checked_mul(k as u64).and_then(|n| dtype.bytes_for(n));
     if expected != Some(src.len() as u64) {
-        return Err(RepackError::SourceSize {
-            dtype,
-            rows,
-            k,
-            expected: expected.unwrap_or(u64::MAX),
-            got: src.len(),
-        });
+        return Err(RepackError::SourceSize { dtype, rows, k, expected: expected.unwrap_or(u64::MAX), got: src.len() });
     }
-    if first.checked_add(rows).is_none_or(|end| end > part_rows)
-        || part.len() as u64 != layout.bytes
-    {
+    if first.checked_add(rows).is_none_or(|end| end > part_rows) || part.len() as u64 != layout.bytes {
         return Err(RepackError::Destination {
             first,
             end: first.saturating_add(rows),
@@ -154,12 +120,8 @@ pub fn repack_into(
     let (sc, sup) = rest.split_at_mut((layout.sup - layout.sc) as usize);
     let per_row = [gpr * p.qs, gpr * p.qh, gpr * p.sc, spr * p.sup];
     let rows_of = |i: usize| first * per_row[i]..(first + rows) * per_row[i];
-    let dst = Planes {
-        qs: &mut qs[rows_of(0)],
-        qh: &mut qh[rows_of(1)],
-        sc: &mut sc[rows_of(2)],
-        sup: &mut sup[rows_of(3)],
-    };
+    let dst =
+        Planes { qs: &mut qs[rows_of(0)], qh: &mut qh[rows_of(1)], sc: &mut sc[rows_of(2)], sup: &mut sup[rows_of(3)] };
     let src_row = src.len() / rows.max(1);
     run_rows(row_kernel(format), src, src_row, dst, per_row, rows);
     Ok(())
@@ -189,14 +151,7 @@ fn chunks(plane: &mut [u8], per: usize, n: usize) -> Vec<&mut [u8]> {
     }
 }
 
-fn run_rows(
-    kernel: RowKernel,
-    src: &[u8],
-    src_row: usize,
-    dst: Planes,
-    per_row: [usize; 4],
-    rows: usize,
-) {
+fn run_rows(kernel: RowKernel, src: &[u8], src_row: usize, dst: Planes, per_row: [usize; 4], rows: usize) {
     if rows == 0 {
         return;
     }
@@ -276,11 +231,7 @@ fn qh_bits(b: &[u8]) -> u32 {
 }
 
 fn q4_0(src: &[u8], qs: &mut [u8], _: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
-    for ((b, qs), sc) in src
-        .chunks_exact(18)
-        .zip(qs.chunks_exact_mut(16))
-        .zip(sc.chunks_exact_mut(2))
-    {
+    for ((b, qs), sc) in src.chunks_exact(18).zip(qs.chunks_exact_mut(16)).zip(sc.chunks_exact_mut(2)) {
         sc.copy_from_slice(&b[0..2]);
         // ggml's nibble order (element j low, j + 16 high) is already the canonical one.
         qs.copy_from_slice(&b[2..18]);
@@ -288,22 +239,15 @@ fn q4_0(src: &[u8], qs: &mut [u8], _: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
 }
 
 fn q4_1(src: &[u8], qs: &mut [u8], _: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
-    for ((b, qs), sc) in src
-        .chunks_exact(20)
-        .zip(qs.chunks_exact_mut(16))
-        .zip(sc.chunks_exact_mut(4))
-    {
+    for ((b, qs), sc) in src.chunks_exact(20).zip(qs.chunks_exact_mut(16)).zip(sc.chunks_exact_mut(4)) {
         sc.copy_from_slice(&b[0..4]);
         qs.copy_from_slice(&b[4..20]);
     }
 }
 
 fn q5_0(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
-    let blocks = src
-        .chunks_exact(22)
-        .zip(qs.chunks_exact_mut(16))
-        .zip(qh.chunks_exact_mut(4))
-        .zip(sc.chunks_exact_mut(2));
+    let blocks =
+        src.chunks_exact(22).zip(qs.chunks_exact_mut(16)).zip(qh.chunks_exact_mut(4)).zip(sc.chunks_exact_mut(2));
     for (((b, qs), qh), sc) in blocks {
         sc.copy_from_slice(&b[0..2]);
         let h = qh_bits(&b[2..6]);
@@ -313,11 +257,8 @@ fn q5_0(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
 }
 
 fn q5_1(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
-    let blocks = src
-        .chunks_exact(24)
-        .zip(qs.chunks_exact_mut(16))
-        .zip(qh.chunks_exact_mut(4))
-        .zip(sc.chunks_exact_mut(4));
+    let blocks =
+        src.chunks_exact(24).zip(qs.chunks_exact_mut(16)).zip(qh.chunks_exact_mut(4)).zip(sc.chunks_exact_mut(4));
     for (((b, qs), qh), sc) in blocks {
         sc.copy_from_slice(&b[0..4]);
         let h = qh_bits(&b[4..8]);
@@ -327,11 +268,7 @@ fn q5_1(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
 }
 
 fn q8_0(src: &[u8], qs: &mut [u8], _: &mut [u8], sc: &mut [u8], _: &mut [u8]) {
-    for ((b, qs), sc) in src
-        .chunks_exact(34)
-        .zip(qs.chunks_exact_mut(32))
-        .zip(sc.chunks_exact_mut(2))
-    {
+    for ((b, qs), sc) in src.chunks_exact(34).zip(qs.chunks_exact_mut(32)).zip(sc.chunks_exact_mut(2)) {
         sc.copy_from_slice(&b[0..2]);
         qs.copy_from_slice(&b[2..34]);
     }
@@ -348,15 +285,8 @@ fn super_planes<'a>(
     sc: &'a mut [u8],
     sup: &'a mut [u8],
 ) -> [&'a mut [u8]; 4] {
-    let at = |s: &'a mut [u8], per_group: usize, n: usize| {
-        &mut s[i * n * per_group..(i + 1) * n * per_group]
-    };
-    [
-        at(qs, p[0], 8),
-        at(qh, p[1], 8),
-        at(sc, p[2], 8),
-        at(sup, p[3], 1),
-    ]
+    let at = |s: &'a mut [u8], per_group: usize, n: usize| &mut s[i * n * per_group..(i + 1) * n * per_group];
+    [at(qs, p[0], 8), at(qh, p[1], 8), at(sc, p[2], 8), at(sup, p[3], 1)]
 }
 
 /// Q2_K (84 bytes: scales[16], qs[64], d, dmin). Group `g = 4n + j` (n: 128-element half, j: 2-bit
@@ -414,10 +344,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -431,8 +358,7 @@ fn q45_k(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], sup: &mut [u8]
         let [qs, qh, sc, sup] = super_planes(i, p, qs, qh, sc, sup);
         let low = &b[low_at..low_at + 128];
         for g in 0..8 {
-            let c: [u8; 32] =
-                std::array::from_fn(|e| (low[32 * (g / 2) + e] >> (4 * (g % 2))) & 0x0f);
+            let c: [u8; 32] = std::array::from_fn(|e| (low[32 * (g / 2) + e] >> (4 * (g % 2))) & 0x0f);
             pack_qs4(&c, &mut qs[16 * g..16 * g + 16]);
             if five {
                 pack_qh1(|e| (b[16 + e] >> g) & 1, &mut qh[4 * g..4 * g + 4]);
@@ -461,8 +387,7 @@ fn q6_k(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], sup: &mut [u8])
         let [qs, qh, sc, sup] = super_planes(i, [16, 8, 2, 2], qs, qh, sc, sup);
         for g in 0..8 {
             let (n, i) = (g / 4, g % 4);
-            let c: [u8; 32] =
-                std::array::from_fn(|e| (b[64 * n + 32 * (i % 2) + e] >> (4 * (i / 2))) & 0x0f);
+            let c: [u8; 32] = std::array::from_fn(|e| (b[64 * n + 32 * (i % 2) + e] >> (4 * (i / 2))) & 0x0f);
             let h: [u8; 32] = std::array::from_fn(|e| (b[128 + 32 * n + e] >> (2 * i)) & 3);
             pack_qs4(&c, &mut qs[16 * g..16 * g + 16]);
             pack_qh2(&h, &mut qh[8 * g..8 * g + 8]);

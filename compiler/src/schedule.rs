@@ -11,8 +11,10 @@ use crate::error::CompileError;
 use crate::graph::OpGraph;
 
 pub fn schedule(g: &OpGraph) -> Result<Vec<NodeIndex>, CompileError> {
-    let mut indegree: HashMap<NodeIndex, usize> = g.g.node_indices().map(|n| (n, g.g.edges_directed(n, Direction::Incoming).count())).collect();
-    let mut ready: BinaryHeap<Reverse<NodeIndex>> = indegree.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| Reverse(n)).collect();
+    let mut indegree: HashMap<NodeIndex, usize> =
+        g.g.node_indices().map(|n| (n, g.g.edges_directed(n, Direction::Incoming).count())).collect();
+    let mut ready: BinaryHeap<Reverse<NodeIndex>> =
+        indegree.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| Reverse(n)).collect();
     let mut order = Vec::with_capacity(indegree.len());
     while let Some(Reverse(n)) = ready.pop() {
         order.push(n);

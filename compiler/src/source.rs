@@ -94,7 +94,12 @@ impl TensorSource for MemorySource {
                 let n = t.dims.iter().product::<u64>();
                 let n = usize::try_from(n).map_err(|_| CompileError::Tensor {
                     name: name.to_string(),
-                    source: GgufError::DequantSize { dtype: *dtype, n_elements: usize::MAX, expected: bytes.len() as u128, got: bytes.len() },
+                    source: GgufError::DequantSize {
+                        dtype: *dtype,
+                        n_elements: usize::MAX,
+                        expected: bytes.len() as u128,
+                        got: bytes.len(),
+                    },
                 })?;
                 dequantize(*dtype, bytes, n).map_err(|source| CompileError::Tensor { name: name.to_string(), source })
             }
@@ -103,7 +108,9 @@ impl TensorSource for MemorySource {
     fn load_raw(&self, name: &str) -> Result<RawTensor<'_>, CompileError> {
         let t = self.get(name)?;
         Ok(match &t.data {
-            MemData::F32(v) => RawTensor { dtype: GgmlType::F32, bytes: Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()) },
+            MemData::F32(v) => {
+                RawTensor { dtype: GgmlType::F32, bytes: Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()) }
+            }
             MemData::Blocks { dtype, bytes } => RawTensor { dtype: *dtype, bytes: Cow::Borrowed(bytes) },
         })
     }

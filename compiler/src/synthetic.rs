@@ -95,14 +95,25 @@ pub fn random_model_mix(hp: &HyperParams, tied: bool, seed: u64, mix: &FormatMix
             let v: Vec<f32> = (0..k * n).map(|_| rng.uniform() * scale).collect();
             match t {
                 GgmlType::F32 => src.insert_f32(name, dims, v),
-                GgmlType::F16 => src.insert_blocks(name, dims, t, v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()),
-                _ => src.insert_blocks(name, dims, t, v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect()),
+                GgmlType::F16 => src.insert_blocks(
+                    name,
+                    dims,
+                    t,
+                    v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                ),
+                _ => src.insert_blocks(
+                    name,
+                    dims,
+                    t,
+                    v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                ),
             }
         } else {
             // Blocks are drawn in parallel from per-tensor seeds, so they do not depend on the
             // thread count (the 1.5B model has 1.5 billion weights).
             index += 1;
-            let bytes = random_blocks(t, n, k, (1.0 / k as f32).sqrt(), seed.wrapping_mul(0x1000_0001).wrapping_add(index));
+            let bytes =
+                random_blocks(t, n, k, (1.0 / k as f32).sqrt(), seed.wrapping_mul(0x1000_0001).wrapping_add(index));
             src.insert_blocks(name, dims, t, bytes);
         }
     };
@@ -222,17 +233,46 @@ pub fn random_blocks(t: GgmlType, rows: usize, k: usize, rms: f32, seed: u64) ->
 
 /// The Qwen2.5-0.5B sizes with `n_layers` layers (24 for the real shapes).
 pub fn qwen05b_hparams(n_layers: usize) -> HyperParams {
-    HyperParams { n_layers, hidden: 896, n_heads: 14, n_kv_heads: 2, head_dim: 64, ffn: 4864, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 }
+    HyperParams {
+        n_layers,
+        hidden: 896,
+        n_heads: 14,
+        n_kv_heads: 2,
+        head_dim: 64,
+        ffn: 4864,
+        vocab: 151936,
+        rms_eps: 1e-6,
+        rope_theta: 1e6,
+        context_length: 32768,
+    }
 }
 
 /// The Qwen2.5-1.5B sizes (28 layers, hidden 1536, 12/2 heads of 128, ffn 8960).
 pub fn qwen15b_hparams() -> HyperParams {
-    HyperParams { n_layers: 28, hidden: 1536, n_heads: 12, n_kv_heads: 2, head_dim: 128, ffn: 8960, vocab: 151936, rms_eps: 1e-6, rope_theta: 1e6, context_length: 32768 }
+    HyperParams {
+        n_layers: 28,
+        hidden: 1536,
+        n_heads: 12,
+        n_kv_heads: 2,
+        head_dim: 128,
+        ffn: 8960,
+        vocab: 151936,
+        rms_eps: 1e-6,
+        rope_theta: 1e6,
+        context_length: 32768,
+    }
 }
 
 /// Compiles a seeded random model with matrices of the types in `mix` into `dir` (no
 /// tokenizer), ready for the runtime. [`FormatMix::f16`] gives the F16 plan of before plan 5.
-pub fn compile_random(hp: &HyperParams, tied: bool, seed: u64, mix: &FormatMix, opts: &crate::compile::CompileOptions, dir: &std::path::Path) -> Result<(), crate::error::CompileError> {
+pub fn compile_random(
+    hp: &HyperParams,
+    tied: bool,
+    seed: u64,
+    mix: &FormatMix,
+    opts: &crate::compile::CompileOptions,
+    dir: &std::path::Path,
+) -> Result<(), crate::error::CompileError> {
     let src = random_model_mix(hp, tied, seed, mix);
     let mut c = crate::compile::build(hp, &src, &format!("random-seed-{seed}"), opts)?;
     crate::compile::write_dir(&mut c, &src, None, dir, |_| {})

@@ -11,10 +11,22 @@ use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, WEIGHTS_FILE};
 use qwen_aot_runtime::session::Session;
 
 fn compiled() -> (tempfile::TempDir, std::path::PathBuf, HyperParams) {
-    let hp = HyperParams { n_layers: 1, hidden: 64, n_heads: 4, n_kv_heads: 2, head_dim: 16, ffn: 32, vocab: 40, rms_eps: 1e-6, rope_theta: 1e4, context_length: 32 };
+    let hp = HyperParams {
+        n_layers: 1,
+        hidden: 64,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ffn: 32,
+        vocab: 40,
+        rms_eps: 1e-6,
+        rope_theta: 1e4,
+        context_length: 32,
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    compile_random(&hp, false, 7, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir).unwrap();
+    compile_random(&hp, false, 7, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)
+        .unwrap();
     (tmp, dir, hp)
 }
 
@@ -80,7 +92,10 @@ fn prompts_that_do_not_fit_and_bad_ids_are_errors() {
     let long: Vec<u32> = (0..17).map(|i| i % 40).collect();
     assert!(matches!(s.prefill(&long, LogitsWanted::None), Err(RuntimeError::ContextFull { needed: 17, max_seq: 16 })));
     assert_eq!(s.pos(), 0, "a failed prefill leaves the session untouched");
-    assert!(matches!(s.prefill(&[1, 2, hp.vocab as u32], LogitsWanted::None), Err(RuntimeError::TokenOutOfRange { .. })));
+    assert!(matches!(
+        s.prefill(&[1, 2, hp.vocab as u32], LogitsWanted::None),
+        Err(RuntimeError::TokenOutOfRange { .. })
+    ));
     assert!(matches!(s.prefill(&[], LogitsWanted::None), Err(RuntimeError::InvalidCall(_))));
     s.prefill(&long[..16], LogitsWanted::None).unwrap();
     assert!(matches!(s.decode(1, false), Err(RuntimeError::ContextFull { .. })), "the cache is full");

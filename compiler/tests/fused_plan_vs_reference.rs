@@ -19,7 +19,18 @@ use qwen_aot_runtime::plan::HyperParams;
 use qwen_aot_runtime::session::Session;
 
 fn hp(n_layers: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, ffn: usize, vocab: usize) -> HyperParams {
-    HyperParams { n_layers, hidden: n_heads * head_dim, n_heads, n_kv_heads, head_dim, ffn, vocab, rms_eps: 1e-6, rope_theta: 10000.0, context_length: 256 }
+    HyperParams {
+        n_layers,
+        hidden: n_heads * head_dim,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn,
+        vocab,
+        rms_eps: 1e-6,
+        rope_theta: 10000.0,
+        context_length: 256,
+    }
 }
 
 /// Weight `name` as the packer stores it: the source's values (F16 or quantized blocks are
@@ -76,7 +87,8 @@ fn reference_forward(src: &MemorySource, hp: &HyperParams, tokens: &[u32]) -> Ve
     let (hdim, d, nh, nkv) = (hp.hidden, hp.head_dim, hp.n_heads, hp.n_kv_heads);
     let t = tokens.len();
     let emb = tensor(src, "token_embd.weight");
-    let mut h: Vec<f32> = tokens.iter().flat_map(|&id| emb[id as usize * hdim..(id as usize + 1) * hdim].to_vec()).collect();
+    let mut h: Vec<f32> =
+        tokens.iter().flat_map(|&id| emb[id as usize * hdim..(id as usize + 1) * hdim].to_vec()).collect();
     for l in 0..hp.n_layers {
         let p = |s: &str| format!("blk.{l}.{s}");
         let x = rms_norm(&h, &tensor(src, &p("attn_norm.weight")), hp.rms_eps);
@@ -93,7 +105,9 @@ fn reference_forward(src: &MemorySource, hp: &HyperParams, tokens: &[u32]) -> Ve
             for head in 0..nh {
                 let kvh = head / (nh / nkv);
                 let qv = &q[i * nh * d + head * d..][..d];
-                let scores: Vec<f32> = (0..=i).map(|j| (0..d).map(|c| qv[c] * k[j * nkv * d + kvh * d + c]).sum::<f32>() / (d as f32).sqrt()).collect();
+                let scores: Vec<f32> = (0..=i)
+                    .map(|j| (0..d).map(|c| qv[c] * k[j * nkv * d + kvh * d + c]).sum::<f32>() / (d as f32).sqrt())
+                    .collect();
                 let m = scores.iter().cloned().fold(f32::MIN, f32::max);
                 let z: f32 = scores.iter().map(|s| (s - m).exp()).sum();
                 for (j, s) in scores.iter().enumerate() {
@@ -121,9 +135,18 @@ fn check_model(hp: HyperParams, tied: bool, prefill_chunk: usize, n_prompt: usiz
     check_model_mix(hp, tied, prefill_chunk, n_prompt, n_decode, seed, &FormatMix::f16());
 }
 
-fn check_model_mix(hp: HyperParams, tied: bool, prefill_chunk: usize, n_prompt: usize, n_decode: usize, seed: u64, mix: &FormatMix) {
+fn check_model_mix(
+    hp: HyperParams,
+    tied: bool,
+    prefill_chunk: usize,
+    n_prompt: usize,
+    n_decode: usize,
+    seed: u64,
+    mix: &FormatMix,
+) {
     let src = random_model_mix(&hp, tied, seed, mix);
-    let mut compiled = build(&hp, &src, "synthetic", &CompileOptions { prefill_tokens: prefill_chunk, ..Default::default() }).unwrap();
+    let mut compiled =
+        build(&hp, &src, "synthetic", &CompileOptions { prefill_tokens: prefill_chunk, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model");
     write_dir(&mut compiled, &src, None, &out, |_| {}).unwrap();
@@ -181,8 +204,24 @@ fn q4_k_m_formats_tied() {
 #[test]
 fn every_other_format() {
     // Each remaining format in some role (k = 256 or 512 everywhere).
-    let mix = FormatMix { embed: GgmlType::Q4_0, qk: GgmlType::Q4_1, v: GgmlType::Q5_1, o: GgmlType::Q2_K, gate_up: GgmlType::Q3_K, down: GgmlType::Q5_K, output: GgmlType::BF16 };
+    let mix = FormatMix {
+        embed: GgmlType::Q4_0,
+        qk: GgmlType::Q4_1,
+        v: GgmlType::Q5_1,
+        o: GgmlType::Q2_K,
+        gate_up: GgmlType::Q3_K,
+        down: GgmlType::Q5_K,
+        output: GgmlType::BF16,
+    };
     check_model_mix(hp(1, 4, 2, 64, 512, 61), false, 8, 5, 2, 7, &mix);
-    let mix = FormatMix { embed: GgmlType::F32, qk: GgmlType::Q8_0, v: GgmlType::Q6_K, o: GgmlType::F16, gate_up: GgmlType::Q5_K, down: GgmlType::Q4_K, output: GgmlType::Q2_K };
+    let mix = FormatMix {
+        embed: GgmlType::F32,
+        qk: GgmlType::Q8_0,
+        v: GgmlType::Q6_K,
+        o: GgmlType::F16,
+        gate_up: GgmlType::Q5_K,
+        down: GgmlType::Q4_K,
+        output: GgmlType::Q2_K,
+    };
     check_model_mix(hp(1, 4, 2, 64, 512, 61), false, 8, 5, 2, 8, &mix);
 }

@@ -19,10 +19,7 @@ fn fixture(t: GgmlType) -> (Vec<u8>, Vec<f32>) {
         let path = format!("{dir}/{}.{ext}", t.name());
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
-    let expected = read("f32")
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let expected = read("f32").chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     (read("raw"), expected)
 }
 
@@ -44,19 +41,12 @@ fn assert_same(t: GgmlType, got: &[f32], want: &[f32]) {
 fn every_type_matches_python_gguf_bit_exactly() {
     for t in TYPES {
         let (raw, want) = fixture(t);
-        assert!(
-            (raw.len() as u64).is_multiple_of(t.type_size()),
-            "{t}: fixture is whole blocks"
-        );
+        assert!((raw.len() as u64).is_multiple_of(t.type_size()), "{t}: fixture is whole blocks");
         let got = dequantize(t, &raw, want.len()).unwrap_or_else(|e| panic!("{t}: {e}"));
         assert_same(t, &got, &want);
         // The fixtures exercise what they should: varied, non-trivial values.
         let distinct: std::collections::BTreeSet<u32> = want.iter().map(|x| x.to_bits()).collect();
-        assert!(
-            distinct.len() > want.len() / 8,
-            "{t}: only {} distinct values",
-            distinct.len()
-        );
+        assert!(distinct.len() > want.len() / 8, "{t}: only {} distinct values", distinct.len());
     }
 }
 
@@ -87,12 +77,7 @@ fn parallel_path_matches() {
         let (raw, want) = fixture(t);
         let reps = (3 << 16) / want.len() + 1; // > 3 parallel chunks
         let raw: Vec<u8> = raw.iter().copied().cycle().take(raw.len() * reps).collect();
-        let want: Vec<f32> = want
-            .iter()
-            .copied()
-            .cycle()
-            .take(want.len() * reps)
-            .collect();
+        let want: Vec<f32> = want.iter().copied().cycle().take(want.len() * reps).collect();
         let got = dequantize(t, &raw, want.len()).unwrap();
         assert_same(t, &got, &want);
     }
@@ -126,10 +111,7 @@ fn hand_made_blocks() {
     let mut b = half::f16::from_f32(0.5).to_le_bytes().to_vec();
     b.extend((0..32).map(|i| (i as i8 - 16) as u8));
     let v = dequantize(GgmlType::Q8_0, &b, 32).unwrap();
-    assert_eq!(
-        v,
-        (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect::<Vec<_>>()
-    );
+    assert_eq!(v, (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect::<Vec<_>>());
 
     // Q4_0: d = 2, nibbles: low = j % 16, high = 15 - j % 16 -> x = d * (q - 8).
     let mut b = half::f16::from_f32(2.0).to_le_bytes().to_vec();
@@ -161,8 +143,5 @@ fn hand_made_blocks() {
     let mut b = vec![0u8; 210];
     b[192..208].fill(1);
     b[208..210].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
-    assert!(dequantize(GgmlType::Q6_K, &b, 256)
-        .unwrap()
-        .iter()
-        .all(|&x| x == -32.0));
+    assert!(dequantize(GgmlType::Q6_K, &b, 256).unwrap().iter().all(|&x| x == -32.0));
 }

@@ -68,10 +68,7 @@ fn real_model_metadata_and_tensor_table() {
     assert_eq!(g.get_u64("general.file_type").unwrap(), 15);
     assert_eq!(g.get_f32("qwen2.rope.freq_base").unwrap(), 1_000_000.0);
     assert_eq!(g.get_str("tokenizer.ggml.model").unwrap(), "gpt2");
-    assert_eq!(
-        g.get("tokenizer.ggml.add_bos_token"),
-        Some(&GgufValue::Bool(false))
-    );
+    assert_eq!(g.get("tokenizer.ggml.add_bos_token"), Some(&GgufValue::Bool(false)));
     assert_eq!(g.get_u64("tokenizer.ggml.eos_token_id").unwrap(), 151645);
     let tokens = g.get_array("tokenizer.ggml.tokens").unwrap();
     assert_eq!(tokens.len(), 151936);
@@ -81,10 +78,7 @@ fn real_model_metadata_and_tensor_table() {
     let types = g.get_array("tokenizer.ggml.token_type").unwrap();
     assert_eq!(types.len(), 151936);
     assert!(matches!(types[0], GgufValue::I32(_)));
-    assert!(g
-        .get_str("tokenizer.chat_template")
-        .unwrap()
-        .starts_with("{%- if tools %}"));
+    assert!(g.get_str("tokenizer.chat_template").unwrap().starts_with("{%- if tools %}"));
 
     assert_eq!(g.tensors().len(), 291);
     assert_eq!(g.alignment(), 32);
@@ -101,21 +95,10 @@ fn real_model_metadata_and_tensor_table() {
         [133, 121, 13, 12, 12]
     );
     let out = g.tensor("output.weight").unwrap();
-    assert_eq!(
-        (out.dtype, out.dims.clone(), out.offset),
-        (GgmlType::Q8_0, vec![896, 151936], 0)
-    );
+    assert_eq!((out.dtype, out.dims.clone(), out.offset), (GgmlType::Q8_0, vec![896, 151936], 0));
     let embd = g.tensor("token_embd.weight").unwrap();
-    assert_eq!(
-        (embd.dtype, embd.dims.clone(), embd.offset),
-        (GgmlType::Q5_0, vec![896, 151936], 144_643_072)
-    );
-    let last = g
-        .tensors()
-        .iter()
-        .map(|t| g.data_offset() + t.offset + t.n_bytes)
-        .max()
-        .unwrap();
+    assert_eq!((embd.dtype, embd.dims.clone(), embd.offset), (GgmlType::Q5_0, vec![896, 151936], 144_643_072));
+    let last = g.tensors().iter().map(|t| g.data_offset() + t.offset + t.n_bytes).max().unwrap();
     assert!(last <= g.as_bytes().len() as u64);
 }
 
@@ -123,26 +106,12 @@ fn real_model_metadata_and_tensor_table() {
 fn real_model_tensors_match_python_gguf() {
     let g = model();
     for r in REFS {
-        let t = g
-            .tensor(r.name)
-            .unwrap_or_else(|| panic!("no tensor {}", r.name));
-        assert_eq!(
-            (t.dtype, t.dims.as_slice(), t.n_elements),
-            (r.dtype, r.dims, r.n_elements),
-            "{}",
-            r.name
-        );
+        let t = g.tensor(r.name).unwrap_or_else(|| panic!("no tensor {}", r.name));
+        assert_eq!((t.dtype, t.dims.as_slice(), t.n_elements), (r.dtype, r.dims, r.n_elements), "{}", r.name);
         let x = g.dequantize(t).unwrap();
         assert_eq!(x.len() as u64, r.n_elements);
         for &(i, bits) in r.samples {
-            assert_eq!(
-                x[i].to_bits(),
-                bits,
-                "{} [{i}]: got {}, want {}",
-                r.name,
-                x[i],
-                f32::from_bits(bits)
-            );
+            assert_eq!(x[i].to_bits(), bits, "{} [{i}]: got {}, want {}", r.name, x[i], f32::from_bits(bits));
         }
         let (mut sum, mut abs_sum, mut weighted) = (0f64, 0f64, 0f64);
         for (i, &v) in x.iter().enumerate() {
@@ -152,18 +121,8 @@ fn real_model_tensors_match_python_gguf() {
             weighted += v * (i % 251) as f64;
         }
         let tol = 1e-9 * r.abs_sum;
-        assert!(
-            (sum - r.sum).abs() <= tol,
-            "{}: sum {sum} vs {}",
-            r.name,
-            r.sum
-        );
-        assert!(
-            (abs_sum - r.abs_sum).abs() <= tol,
-            "{}: abs sum {abs_sum} vs {}",
-            r.name,
-            r.abs_sum
-        );
+        assert!((sum - r.sum).abs() <= tol, "{}: sum {sum} vs {}", r.name, r.sum);
+        assert!((abs_sum - r.abs_sum).abs() <= tol, "{}: abs sum {abs_sum} vs {}", r.name, r.abs_sum);
         assert!(
             (weighted - r.weighted_sum).abs() <= tol * 251.0,
             "{}: weighted {weighted} vs {}",
@@ -181,15 +140,9 @@ fn real_model_dequantizes_completely() {
     let start = Instant::now();
     let mut total = 0u64;
     for t in g.tensors() {
-        let x = g
-            .dequantize(t)
-            .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        let x = g.dequantize(t).unwrap_or_else(|e| panic!("{}: {e}", t.name));
         assert_eq!(x.len() as u64, t.n_elements);
-        assert!(
-            x.iter().all(|v| v.is_finite()),
-            "{}: non-finite value",
-            t.name
-        );
+        assert!(x.iter().all(|v| v.is_finite()), "{}: non-finite value", t.name);
         total += t.n_elements;
     }
     // 494M parameters plus the untied 896 x 151936 output matrix.

@@ -1,9 +1,7 @@
 //! GGUF reader: valid files round-trip through [`GgufBuilder`] and the Python `gguf` writer's
 //! fixture, and every kind of malformed input yields the matching clear error (never a panic,
 //! never a huge allocation). Malformed files are made with the tiny byte writer [`Raw`] below.
-use qwen_aot_compiler::gguf::{
-    dequantize, GgmlType, GgufBuilder, GgufError, GgufFile, GgufValue, MAX_ARRAY_DEPTH,
-};
+use qwen_aot_compiler::gguf::{dequantize, GgmlType, GgufBuilder, GgufError, GgufFile, GgufValue, MAX_ARRAY_DEPTH};
 
 /// Little-endian byte writer for hand-made (often broken) GGUF files.
 #[derive(Default, Clone)]
@@ -11,11 +9,7 @@ struct Raw(Vec<u8>);
 
 impl Raw {
     fn header(version: u32, n_tensors: u64, n_kv: u64) -> Raw {
-        Raw::default()
-            .bytes(b"GGUF")
-            .u32(version)
-            .u64(n_tensors)
-            .u64(n_kv)
+        Raw::default().bytes(b"GGUF").u32(version).u64(n_tensors).u64(n_kv)
     }
     fn bytes(mut self, b: &[u8]) -> Raw {
         self.0.extend_from_slice(b);
@@ -79,17 +73,11 @@ fn all_types_builder(version: u32) -> GgufBuilder {
         .kv("t.bool", GgufValue::Bool(true))
         .kv("t.str", GgufValue::String("héllo ✓".into()))
         .kv("t.empty_str", GgufValue::String(String::new()))
-        .kv(
-            "t.arr",
-            GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(-2)]),
-        )
+        .kv("t.arr", GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(-2)]))
         .kv(
             "t.nested",
             GgufValue::Array(vec![
-                GgufValue::Array(vec![
-                    GgufValue::String("a".into()),
-                    GgufValue::String("bc".into()),
-                ]),
+                GgufValue::Array(vec![GgufValue::String("a".into()), GgufValue::String("bc".into())]),
                 GgufValue::Array(vec![]),
             ]),
         )
@@ -113,11 +101,7 @@ fn roundtrip_every_value_type_v2_and_v3() {
         let keys: Vec<&str> = g.metadata().iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys[0], "general.architecture");
         assert_eq!(keys[1], "t.u8");
-        assert_eq!(
-            *keys.last().unwrap(),
-            "t.empty_arr",
-            "metadata keeps file order"
-        );
+        assert_eq!(*keys.last().unwrap(), "t.empty_arr", "metadata keeps file order");
         assert_eq!(g.get("t.u8"), Some(&GgufValue::U8(200)));
         assert_eq!(g.get("t.i8"), Some(&GgufValue::I8(-100)));
         assert_eq!(g.get("t.u16"), Some(&GgufValue::U16(60000)));
@@ -131,10 +115,7 @@ fn roundtrip_every_value_type_v2_and_v3() {
         assert!(g.get_bool("t.bool").unwrap());
         assert_eq!(g.get_str("t.str").unwrap(), "héllo ✓");
         assert_eq!(g.get_str("t.empty_str").unwrap(), "");
-        assert_eq!(
-            g.get_array("t.arr").unwrap(),
-            &[GgufValue::I32(1), GgufValue::I32(-2)]
-        );
+        assert_eq!(g.get_array("t.arr").unwrap(), &[GgufValue::I32(1), GgufValue::I32(-2)]);
         let nested = g.get_array("t.nested").unwrap();
         assert_eq!(nested[0].as_array().unwrap()[1].as_str(), Some("bc"));
         assert_eq!(nested[1].as_array().unwrap().len(), 0);
@@ -142,22 +123,13 @@ fn roundtrip_every_value_type_v2_and_v3() {
 
         assert_eq!(g.tensors().len(), 4);
         let w = g.tensor("w").unwrap();
-        assert_eq!(
-            (w.dtype, w.dims.clone(), w.n_elements, w.n_bytes),
-            (GgmlType::F32, vec![4, 3], 12, 48)
-        );
+        assert_eq!((w.dtype, w.dims.clone(), w.n_elements, w.n_bytes), (GgmlType::F32, vec![4, 3], 12, 48));
         assert_eq!(w.shape(), vec![3, 4]);
-        assert_eq!(
-            g.dequantize(w).unwrap(),
-            (0..12).map(|i| i as f32).collect::<Vec<_>>()
-        );
+        assert_eq!(g.dequantize(w).unwrap(), (0..12).map(|i| i as f32).collect::<Vec<_>>());
         let b = g.tensor("b").unwrap();
         assert_eq!(b.offset % 32, 0);
         assert_eq!(g.dequantize(b).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(
-            g.dequantize(g.tensor("scalar").unwrap()).unwrap(),
-            vec![7.5]
-        );
+        assert_eq!(g.dequantize(g.tensor("scalar").unwrap()).unwrap(), vec![7.5]);
         let e = g.tensor("empty").unwrap();
         assert_eq!((e.n_elements, e.n_bytes), (0, 0));
         assert!(g.dequantize(e).unwrap().is_empty());
@@ -173,38 +145,13 @@ fn typed_getters_report_missing_and_wrong_types() {
     assert!(matches!(e, GgufError::MissingKey { ref key } if key == "nope"));
     assert_eq!(e.to_string(), "metadata key \"nope\" is missing");
     let e = g.get_str("t.u8").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GgufError::WrongType {
-                expected: "string",
-                found: "u8",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::WrongType { expected: "string", found: "u8", .. }), "{e}");
     assert!(e.to_string().contains("t.u8"));
-    assert!(matches!(
-        g.get_u64("t.i8"),
-        Err(GgufError::OutOfRange { .. })
-    ));
-    assert!(matches!(
-        g.get_u64("t.f32"),
-        Err(GgufError::WrongType { .. })
-    ));
+    assert!(matches!(g.get_u64("t.i8"), Err(GgufError::OutOfRange { .. })));
+    assert!(matches!(g.get_u64("t.f32"), Err(GgufError::WrongType { .. })));
     assert_eq!(g.get_u64("t.u16").unwrap(), 60000);
-    assert!(matches!(
-        g.get_f32("t.u32"),
-        Err(GgufError::WrongType { .. })
-    ));
-    assert!(matches!(
-        g.get_array("t.str"),
-        Err(GgufError::WrongType {
-            found: "string",
-            ..
-        })
-    ));
+    assert!(matches!(g.get_f32("t.u32"), Err(GgufError::WrongType { .. })));
+    assert!(matches!(g.get_array("t.str"), Err(GgufError::WrongType { found: "string", .. })));
     assert_eq!(GgufValue::I32(-1).as_u64(), None);
     assert_eq!(GgufValue::I32(5).as_u64(), Some(5));
     assert_eq!(GgufValue::U64(u64::MAX).as_i64(), None);
@@ -227,10 +174,7 @@ fn custom_alignment_places_data_on_that_boundary() {
         for t in g.tensors() {
             assert_eq!(t.offset % align as u64, 0);
         }
-        assert_eq!(
-            g.dequantize(g.tensor("b").unwrap()).unwrap(),
-            vec![4.0, 5.0]
-        );
+        assert_eq!(g.dequantize(g.tensor("b").unwrap()).unwrap(), vec![4.0, 5.0]);
     }
 }
 
@@ -239,10 +183,7 @@ fn empty_file_list_and_no_data_section() {
     let g = GgufFile::parse_bytes(Raw::header(3, 0, 0).0).unwrap();
     assert!(g.metadata().is_empty() && g.tensors().is_empty());
     // A zero-byte tensor needs no data section even if the file ends before the padding.
-    let g = Raw::header(3, 1, 0)
-        .tensor_info(b"z", &[0], 0, 0)
-        .parse()
-        .unwrap();
+    let g = Raw::header(3, 1, 0).tensor_info(b"z", &[0], 0, 0).parse().unwrap();
     assert!(g.tensor_bytes(&g.tensors()[0]).is_empty());
 }
 
@@ -251,10 +192,7 @@ fn empty_file_list_and_no_data_section() {
 /// F16 and Q8_0 tensors.
 #[test]
 fn reads_file_written_by_python_gguf() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/gguf/pywriter.gguf.bin"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/pywriter.gguf.bin");
     let g = GgufFile::open(std::path::Path::new(path)).unwrap();
     assert_eq!(g.version(), 3);
     assert_eq!(g.get_str("general.architecture").unwrap(), "qwen2");
@@ -265,55 +203,29 @@ fn reads_file_written_by_python_gguf() {
     assert_eq!(g.get("t.i16"), Some(&GgufValue::I16(-30000)));
     assert_eq!(g.get("t.u32"), Some(&GgufValue::U32(4_000_000_000)));
     assert_eq!(g.get("t.i32"), Some(&GgufValue::I32(-2_000_000_000)));
-    assert_eq!(
-        g.get("t.u64"),
-        Some(&GgufValue::U64(18_000_000_000_000_000_000))
-    );
-    assert_eq!(
-        g.get("t.i64"),
-        Some(&GgufValue::I64(-9_000_000_000_000_000_000))
-    );
+    assert_eq!(g.get("t.u64"), Some(&GgufValue::U64(18_000_000_000_000_000_000)));
+    assert_eq!(g.get("t.i64"), Some(&GgufValue::I64(-9_000_000_000_000_000_000)));
     assert_eq!(g.get("t.f32"), Some(&GgufValue::F32(1.5)));
     assert_eq!(g.get("t.f64"), Some(&GgufValue::F64(-2.25)));
     assert_eq!(g.get("t.bool"), Some(&GgufValue::Bool(true)));
     assert_eq!(g.get_str("t.str").unwrap(), "héllo ✓");
-    assert_eq!(
-        g.get_array("t.arr_i32").unwrap(),
-        &[GgufValue::I32(1), GgufValue::I32(-2), GgufValue::I32(3)]
-    );
-    let strs: Vec<_> = g
-        .get_array("t.arr_str")
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    assert_eq!(g.get_array("t.arr_i32").unwrap(), &[GgufValue::I32(1), GgufValue::I32(-2), GgufValue::I32(3)]);
+    let strs: Vec<_> = g.get_array("t.arr_str").unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(strs, ["a", "", "ccc"]);
     let nested = g.get_array("t.arr_nested").unwrap();
     assert_eq!(
         nested,
-        &[
-            GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(2)]),
-            GgufValue::Array(vec![GgufValue::I32(3)])
-        ]
+        &[GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(2)]), GgufValue::Array(vec![GgufValue::I32(3)])]
     );
 
     let a = g.tensor("a.f32").unwrap();
     assert_eq!(a.dims, vec![4, 3]);
-    assert_eq!(
-        g.dequantize(a).unwrap(),
-        (0..12).map(|i| i as f32).collect::<Vec<_>>()
-    );
+    assert_eq!(g.dequantize(a).unwrap(), (0..12).map(|i| i as f32).collect::<Vec<_>>());
     let b = g.tensor("b.f16").unwrap();
     assert_eq!((b.dtype, b.dims.clone()), (GgmlType::F16, vec![32, 2]));
-    assert_eq!(
-        g.dequantize(b).unwrap(),
-        (0..64).map(|i| i as f32 / 8.0).collect::<Vec<_>>()
-    );
+    assert_eq!(g.dequantize(b).unwrap(), (0..64).map(|i| i as f32 / 8.0).collect::<Vec<_>>());
     let c = g.tensor("c.q8_0").unwrap();
-    assert_eq!(
-        (c.dtype, c.dims.clone(), c.n_bytes),
-        (GgmlType::Q8_0, vec![32, 2], 68)
-    );
+    assert_eq!((c.dtype, c.dims.clone(), c.n_bytes), (GgmlType::Q8_0, vec![32, 2], 68));
     let v = g.dequantize(c).unwrap();
     // Q8_0 of linspace(-1, 1, 64): error at most half a quantisation step (d/2 ≈ 1/254) plus the
     // f16 rounding of d.
@@ -325,10 +237,7 @@ fn reads_file_written_by_python_gguf() {
 
 #[test]
 fn builder_rejects_mixed_arrays() {
-    let b = GgufBuilder::new().kv(
-        "x",
-        GgufValue::Array(vec![GgufValue::U8(1), GgufValue::I8(1)]),
-    );
+    let b = GgufBuilder::new().kv("x", GgufValue::Array(vec![GgufValue::U8(1), GgufValue::I8(1)]));
     assert!(matches!(b.build(), Err(GgufError::Unencodable { .. })));
 }
 
@@ -341,19 +250,12 @@ fn every_truncation_of_a_valid_file_is_an_error() {
     let bytes = all_types_builder(3).build().unwrap();
     // The builder pads the data section: the file's meaningful bytes end with the last tensor data.
     let g = GgufFile::parse_bytes(bytes.clone()).unwrap();
-    let end = g
-        .tensors()
-        .iter()
-        .filter(|t| t.n_bytes > 0)
-        .map(|t| g.data_offset() + t.offset + t.n_bytes)
-        .max()
-        .unwrap();
+    let end =
+        g.tensors().iter().filter(|t| t.n_bytes > 0).map(|t| g.data_offset() + t.offset + t.n_bytes).max().unwrap();
     for len in 0..end as usize {
         match GgufFile::parse_bytes(bytes[..len].to_vec()) {
             Err(
-                GgufError::Truncated { .. }
-                | GgufError::CountTooLarge { .. }
-                | GgufError::TensorOutOfBounds { .. },
+                GgufError::Truncated { .. } | GgufError::CountTooLarge { .. } | GgufError::TensorOutOfBounds { .. },
             ) => {}
             other => panic!("prefix of {len} bytes: {other:?}"),
         }
@@ -364,24 +266,10 @@ fn every_truncation_of_a_valid_file_is_an_error() {
 #[test]
 fn truncated_header() {
     let e = err(Raw::default().bytes(b"GGUF\x03\0"));
-    assert!(
-        matches!(
-            e,
-            GgufError::Truncated {
-                offset: 4,
-                needed: 4,
-                available: 2,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::Truncated { offset: 4, needed: 4, available: 2, .. }), "{e}");
     assert!(e.to_string().contains("version"), "{e}");
     assert!(matches!(err(Raw::default()), GgufError::Truncated { .. }));
-    assert!(matches!(
-        err(Raw::default().bytes(b"GG")),
-        GgufError::Truncated { .. }
-    ));
+    assert!(matches!(err(Raw::default().bytes(b"GG")), GgufError::Truncated { .. }));
 }
 
 #[test]
@@ -389,24 +277,15 @@ fn wrong_magic() {
     let e = err(Raw::default().bytes(b"GGML\x03\0\0\0"));
     assert!(matches!(e, GgufError::BadMagic { .. }), "{e}");
     assert!(e.to_string().contains("not a GGUF file"), "{e}");
-    assert!(matches!(
-        err(Raw::default().bytes(b"\x7fELF")),
-        GgufError::BadMagic { .. }
-    ));
-    assert!(matches!(
-        err(Raw::default().bytes(b"X")),
-        GgufError::BadMagic { .. }
-    ));
+    assert!(matches!(err(Raw::default().bytes(b"\x7fELF")), GgufError::BadMagic { .. }));
+    assert!(matches!(err(Raw::default().bytes(b"X")), GgufError::BadMagic { .. }));
 }
 
 #[test]
 fn unsupported_versions() {
     for v in [0, 1, 4, 1000] {
         let e = err(Raw::header(v, 0, 0));
-        assert!(
-            matches!(e, GgufError::UnsupportedVersion { version } if version == v),
-            "{e}"
-        );
+        assert!(matches!(e, GgufError::UnsupportedVersion { version } if version == v), "{e}");
         assert!(e.to_string().contains(&format!("version {v}")), "{e}");
     }
     let e = err(Raw::header(3u32.swap_bytes(), 0, 0));
@@ -416,10 +295,7 @@ fn unsupported_versions() {
 #[test]
 fn absurd_tensor_and_kv_counts() {
     let e = err(Raw::header(3, 1 << 60, 0));
-    assert!(
-        matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60), "{e}");
     assert!(e.to_string().contains("tensor count"), "{e}");
     let e = err(Raw::header(3, 0, u64::MAX));
     assert!(matches!(e, GgufError::CountTooLarge { .. }), "{e}");
@@ -429,10 +305,7 @@ fn absurd_tensor_and_kv_counts() {
 #[test]
 fn absurd_string_length_is_checked_before_allocating() {
     let e = err(Raw::header(3, 0, 1).u64(1 << 40).bytes(b"abcdefghijklmnop"));
-    assert!(
-        matches!(e, GgufError::Truncated { needed, offset: 32, .. } if needed == 1 << 40),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::Truncated { needed, offset: 32, .. } if needed == 1 << 40), "{e}");
     assert!(e.to_string().contains("metadata key"), "{e}");
     let e = err(Raw::header(3, 0, 1).key("k", 8).u64(u64::MAX));
     assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
@@ -441,33 +314,21 @@ fn absurd_string_length_is_checked_before_allocating() {
 #[test]
 fn absurd_array_length() {
     let e = err(Raw::header(3, 0, 1).key("k", 9).u32(10).u64(1 << 60).u64(0));
-    assert!(
-        matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60), "{e}");
     assert!(e.to_string().contains("array length"), "{e}");
     // Arrays of arrays: each element needs at least 12 bytes.
-    let e = err(Raw::header(3, 0, 1)
-        .key("k", 9)
-        .u32(9)
-        .u64(3)
-        .bytes(&[0; 30]));
+    let e = err(Raw::header(3, 0, 1).key("k", 9).u32(9).u64(3).bytes(&[0; 30]));
     assert!(matches!(e, GgufError::CountTooLarge { .. }), "{e}");
 }
 
 #[test]
 fn non_utf8_key_string_and_tensor_name() {
     let e = err(Raw::header(3, 0, 1).str(b"k\xff").u32(4).u32(1));
-    assert!(
-        matches!(e, GgufError::InvalidUtf8 { offset: 24, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::InvalidUtf8 { offset: 24, .. }), "{e}");
     assert!(e.to_string().contains("metadata key"), "{e}");
     let e = err(Raw::header(3, 0, 1).key("k", 8).str(b"\xc3\x28"));
     assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e}");
-    let e = err(Raw::header(3, 1, 0)
-        .tensor_info(b"\x80", &[1], 0, 0)
-        .data(32, 4));
+    let e = err(Raw::header(3, 1, 0).tensor_info(b"\x80", &[1], 0, 0).data(32, 4));
     assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e}");
     assert!(e.to_string().contains("tensor name"), "{e}");
 }
@@ -475,22 +336,9 @@ fn non_utf8_key_string_and_tensor_name() {
 #[test]
 fn unknown_value_type() {
     let e = err(Raw::header(3, 0, 1).key("k", 13).u32(0));
-    assert!(
-        matches!(
-            e,
-            GgufError::UnknownValueType {
-                type_id: 13,
-                offset: 33,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::UnknownValueType { type_id: 13, offset: 33, .. }), "{e}");
     let e = err(Raw::header(3, 0, 1).key("k", 9).u32(77).u64(0));
-    assert!(
-        matches!(e, GgufError::UnknownValueType { type_id: 77, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::UnknownValueType { type_id: 77, .. }), "{e}");
 }
 
 #[test]
@@ -525,30 +373,17 @@ fn array_nesting_depth_is_limited() {
 #[test]
 fn duplicate_keys_and_tensor_names() {
     let e = err(Raw::header(3, 0, 2).key("k", 0).u8(1).key("k", 0).u8(2));
-    assert!(
-        matches!(e, GgufError::DuplicateKey { ref key, .. } if key == "k"),
-        "{e}"
-    );
-    let e = err(Raw::header(3, 2, 0)
-        .tensor_info(b"t", &[1], 0, 0)
-        .tensor_info(b"t", &[1], 0, 32)
-        .data(32, 64));
-    assert!(
-        matches!(e, GgufError::DuplicateTensor { ref name, .. } if name == "t"),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::DuplicateKey { ref key, .. } if key == "k"), "{e}");
+    let e = err(Raw::header(3, 2, 0).tensor_info(b"t", &[1], 0, 0).tensor_info(b"t", &[1], 0, 32).data(32, 64));
+    assert!(matches!(e, GgufError::DuplicateTensor { ref name, .. } if name == "t"), "{e}");
 }
 
 #[test]
 fn bad_alignment_values() {
-    for (type_id, payload) in [
-        (4u32, 0u32.to_le_bytes().to_vec()),
-        (4, 3u32.to_le_bytes().to_vec()),
-        (4, 48u32.to_le_bytes().to_vec()),
-    ] {
-        let e = err(Raw::header(3, 0, 1)
-            .key("general.alignment", type_id)
-            .bytes(&payload));
+    for (type_id, payload) in
+        [(4u32, 0u32.to_le_bytes().to_vec()), (4, 3u32.to_le_bytes().to_vec()), (4, 48u32.to_le_bytes().to_vec())]
+    {
+        let e = err(Raw::header(3, 0, 1).key("general.alignment", type_id).bytes(&payload));
         assert!(matches!(e, GgufError::BadAlignment { .. }), "{e}");
     }
     let e = err(Raw::header(3, 0, 1).key("general.alignment", 8).str(b"32"));
@@ -556,24 +391,16 @@ fn bad_alignment_values() {
     assert!(e.to_string().contains("of type string"), "{e}");
     let e = err(Raw::header(3, 0, 1).key("general.alignment", 4).u32(48));
     assert!(e.to_string().contains("alignment 48"), "{e}");
-    let e = err(Raw::header(3, 0, 1)
-        .key("general.alignment", 10)
-        .u64(1 << 40));
+    let e = err(Raw::header(3, 0, 1).key("general.alignment", 10).u64(1 << 40));
     assert!(matches!(e, GgufError::BadAlignment { .. }), "{e}");
     // Any unsigned type with a power of two is accepted.
-    let g = Raw::header(3, 0, 1)
-        .key("general.alignment", 10)
-        .u64(16)
-        .parse()
-        .unwrap();
+    let g = Raw::header(3, 0, 1).key("general.alignment", 10).u64(16).parse().unwrap();
     assert_eq!(g.alignment(), 16);
 }
 
 #[test]
 fn too_many_dims() {
-    let e = err(Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[1, 1, 1, 1, 1], 0, 0)
-        .data(32, 4));
+    let e = err(Raw::header(3, 1, 0).tensor_info(b"t", &[1, 1, 1, 1, 1], 0, 0).data(32, 4));
     assert!(matches!(e, GgufError::TooManyDims { n_dims: 5, .. }), "{e}");
     let e = err(Raw::header(3, 1, 0).str(b"t").u32(u32::MAX).bytes(&[0; 32]));
     assert!(matches!(e, GgufError::TooManyDims { .. }), "{e}");
@@ -593,122 +420,54 @@ fn element_count_overflow() {
 #[test]
 fn unknown_dtype_ids() {
     for id in [4u32, 5, 31, 41, 1000, u32::MAX] {
-        let e = err(Raw::header(3, 1, 0)
-            .tensor_info(b"t", &[32], id, 0)
-            .data(32, 64));
-        assert!(
-            matches!(e, GgufError::UnknownDtype { type_id, .. } if type_id == id),
-            "{e}"
-        );
+        let e = err(Raw::header(3, 1, 0).tensor_info(b"t", &[32], id, 0).data(32, 64));
+        assert!(matches!(e, GgufError::UnknownDtype { type_id, .. } if type_id == id), "{e}");
         assert!(e.to_string().contains("\"t\""), "{e}");
     }
 }
 
 #[test]
 fn row_not_multiple_of_block() {
-    let e = err(Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[16, 2], GgmlType::Q4_0.id(), 0)
-        .data(32, 64));
-    assert!(
-        matches!(
-            e,
-            GgufError::RowNotBlockMultiple {
-                row: 16,
-                block: 32,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = err(Raw::header(3, 1, 0).tensor_info(b"t", &[16, 2], GgmlType::Q4_0.id(), 0).data(32, 64));
+    assert!(matches!(e, GgufError::RowNotBlockMultiple { row: 16, block: 32, .. }), "{e}");
 }
 
 #[test]
 fn tensor_data_out_of_bounds() {
     // 8 f32 = 32 bytes, but only 31 bytes of data.
-    let e = err(Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[8], 0, 0)
-        .data(32, 31));
-    assert!(
-        matches!(e, GgufError::TensorOutOfBounds { ref name, .. } if name == "t"),
-        "{e}"
-    );
+    let e = err(Raw::header(3, 1, 0).tensor_info(b"t", &[8], 0, 0).data(32, 31));
+    assert!(matches!(e, GgufError::TensorOutOfBounds { ref name, .. } if name == "t"), "{e}");
     // Offset far past the end (and offset + size overflowing u64).
-    let e = err(Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[8], 0, u64::MAX - 31)
-        .data(32, 32));
+    let e = err(Raw::header(3, 1, 0).tensor_info(b"t", &[8], 0, u64::MAX - 31).data(32, 32));
     assert!(matches!(e, GgufError::TensorOutOfBounds { .. }), "{e}");
     // Exactly fitting is fine.
-    let g = Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[8], 0, 0)
-        .data(32, 32)
-        .parse()
-        .unwrap();
+    let g = Raw::header(3, 1, 0).tensor_info(b"t", &[8], 0, 0).data(32, 32).parse().unwrap();
     assert_eq!(g.tensor_bytes(&g.tensors()[0]).len(), 32);
 }
 
 #[test]
 fn misaligned_tensor_offset() {
-    let e = err(Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[1], 0, 4)
-        .data(32, 64));
-    assert!(
-        matches!(
-            e,
-            GgufError::MisalignedTensor {
-                data_offset: 4,
-                alignment: 32,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = err(Raw::header(3, 1, 0).tensor_info(b"t", &[1], 0, 4).data(32, 64));
+    assert!(matches!(e, GgufError::MisalignedTensor { data_offset: 4, alignment: 32, .. }), "{e}");
 }
 
 #[test]
 fn overlapping_tensors_are_allowed() {
-    let g = Raw::header(3, 2, 0)
-        .tensor_info(b"a", &[8], 0, 0)
-        .tensor_info(b"b", &[4], 0, 0)
-        .data(32, 32)
-        .parse()
-        .unwrap();
-    assert_eq!(
-        g.tensor_bytes(g.tensor("b").unwrap()),
-        &g.tensor_bytes(g.tensor("a").unwrap())[..16]
-    );
+    let g =
+        Raw::header(3, 2, 0).tensor_info(b"a", &[8], 0, 0).tensor_info(b"b", &[4], 0, 0).data(32, 32).parse().unwrap();
+    assert_eq!(g.tensor_bytes(g.tensor("b").unwrap()), &g.tensor_bytes(g.tensor("a").unwrap())[..16]);
 }
 
 #[test]
 fn unsupported_dequant_type_and_size_mismatch() {
-    let g = Raw::header(3, 1, 0)
-        .tensor_info(b"t", &[256], GgmlType::IQ2_XXS.id(), 0)
-        .data(32, 66)
-        .parse()
-        .unwrap();
+    let g = Raw::header(3, 1, 0).tensor_info(b"t", &[256], GgmlType::IQ2_XXS.id(), 0).data(32, 66).parse().unwrap();
     let t = &g.tensors()[0];
     assert_eq!(t.n_bytes, 66);
     let e = g.dequantize(t).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GgufError::UnsupportedDequant {
-                dtype: GgmlType::IQ2_XXS
-            }
-        ),
-        "{e}"
-    );
-    assert!(matches!(
-        dequantize(GgmlType::Q4_K, &[0; 143], 256),
-        Err(GgufError::DequantSize { .. })
-    ));
-    assert!(matches!(
-        dequantize(GgmlType::Q4_0, &[0; 18], 31),
-        Err(GgufError::DequantNotBlockMultiple { .. })
-    ));
-    assert!(matches!(
-        dequantize(GgmlType::F32, &[0; 8], usize::MAX),
-        Err(GgufError::DequantSize { .. })
-    ));
+    assert!(matches!(e, GgufError::UnsupportedDequant { dtype: GgmlType::IQ2_XXS }), "{e}");
+    assert!(matches!(dequantize(GgmlType::Q4_K, &[0; 143], 256), Err(GgufError::DequantSize { .. })));
+    assert!(matches!(dequantize(GgmlType::Q4_0, &[0; 18], 31), Err(GgufError::DequantNotBlockMultiple { .. })));
+    assert!(matches!(dequantize(GgmlType::F32, &[0; 8], usize::MAX), Err(GgufError::DequantSize { .. })));
 }
 
 #[test]

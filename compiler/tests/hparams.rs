@@ -38,10 +38,7 @@ fn synth(tied: bool, edit: &[(&str, Option<GgufValue>)]) -> GgufFile {
         ("qwen2.attention.head_count", GgufValue::U32(4)),
         ("qwen2.attention.head_count_kv", GgufValue::U32(2)),
         ("qwen2.rope.freq_base", GgufValue::F32(500_000.0)),
-        (
-            "qwen2.attention.layer_norm_rms_epsilon",
-            GgufValue::F32(1e-5),
-        ),
+        ("qwen2.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-5)),
     ];
     for (key, value) in edit {
         kv.retain(|(k, _)| k != key);
@@ -69,28 +66,18 @@ fn config_err(tied: bool, edit: &[(&str, Option<GgufValue>)]) -> HParamsError {
 fn synthetic_untied_and_tied() {
     let c = ModelConfig::from_gguf(&synth(false, &[])).unwrap();
     let h = &c.hparams;
-    assert_eq!(
-        (h.n_layers, h.hidden, h.ffn, h.vocab, h.context_length),
-        (2, 16, 40, 10, 128)
-    );
+    assert_eq!((h.n_layers, h.hidden, h.ffn, h.vocab, h.context_length), (2, 16, 40, 10, 128));
     assert_eq!((h.n_heads, h.n_kv_heads, h.head_dim), (4, 2, 4));
     assert_eq!((h.rms_eps, h.rope_theta), (1e-5, 500_000.0));
     assert!(!c.tied_embeddings);
-    assert!(
-        ModelConfig::from_gguf(&synth(true, &[]))
-            .unwrap()
-            .tied_embeddings
-    );
+    assert!(ModelConfig::from_gguf(&synth(true, &[])).unwrap().tied_embeddings);
 }
 
 #[test]
 fn defaults_for_kv_heads_and_rope_theta() {
     let c = ModelConfig::from_gguf(&synth(
         true,
-        &[
-            ("qwen2.attention.head_count_kv", None),
-            ("qwen2.rope.freq_base", None),
-        ],
+        &[("qwen2.attention.head_count_kv", None), ("qwen2.rope.freq_base", None)],
     ))
     .unwrap();
     assert_eq!(c.hparams.n_kv_heads, 4);
@@ -104,36 +91,17 @@ fn other_integer_and_float_types_are_accepted() {
         &[
             ("qwen2.block_count", Some(GgufValue::U64(3))),
             ("qwen2.context_length", Some(GgufValue::I32(64))),
-            (
-                "qwen2.attention.layer_norm_rms_epsilon",
-                Some(GgufValue::F64(1e-6)),
-            ),
+            ("qwen2.attention.layer_norm_rms_epsilon", Some(GgufValue::F64(1e-6))),
         ],
     ))
     .unwrap();
-    assert_eq!(
-        (
-            c.hparams.n_layers,
-            c.hparams.context_length,
-            c.hparams.rms_eps
-        ),
-        (3, 64, 1e-6)
-    );
+    assert_eq!((c.hparams.n_layers, c.hparams.context_length, c.hparams.rms_eps), (3, 64, 1e-6));
 }
 
 #[test]
 fn other_architecture_is_rejected() {
-    let e = config_err(
-        true,
-        &[(
-            "general.architecture",
-            Some(GgufValue::String("llama".into())),
-        )],
-    );
-    assert_eq!(
-        e.to_string(),
-        "unsupported architecture llama (qwen-aot supports qwen2)"
-    );
+    let e = config_err(true, &[("general.architecture", Some(GgufValue::String("llama".into())))]);
+    assert_eq!(e.to_string(), "unsupported architecture llama (qwen-aot supports qwen2)");
 }
 
 #[test]
@@ -155,18 +123,9 @@ fn missing_keys_are_named() {
 
 #[test]
 fn wrong_types_are_named() {
-    let e = config_err(
-        true,
-        &[("qwen2.block_count", Some(GgufValue::String("24".into())))],
-    );
-    assert!(
-        e.to_string().contains("qwen2.block_count") && e.to_string().contains("string"),
-        "{e}"
-    );
-    let e = config_err(
-        true,
-        &[("qwen2.rope.freq_base", Some(GgufValue::U32(10000)))],
-    );
+    let e = config_err(true, &[("qwen2.block_count", Some(GgufValue::String("24".into())))]);
+    assert!(e.to_string().contains("qwen2.block_count") && e.to_string().contains("string"), "{e}");
+    let e = config_err(true, &[("qwen2.rope.freq_base", Some(GgufValue::U32(10000)))]);
     assert!(e.to_string().contains("qwen2.rope.freq_base"), "{e}");
     let e = config_err(true, &[("qwen2.block_count", Some(GgufValue::I32(-1)))]);
     assert!(e.to_string().contains("-1"), "{e}");
@@ -184,10 +143,7 @@ fn insane_sizes_are_rejected() {
     ] {
         let e = config_err(true, &[(key, Some(GgufValue::U64(v)))]);
         assert!(matches!(e, HParamsError::OutOfRange { .. }), "{key}: {e}");
-        assert!(
-            e.to_string().contains(key) && e.to_string().contains(&v.to_string()),
-            "{e}"
-        );
+        assert!(e.to_string().contains(key) && e.to_string().contains(&v.to_string()), "{e}");
     }
     for (key, v) in [
         ("qwen2.attention.layer_norm_rms_epsilon", 0.0),
@@ -205,24 +161,15 @@ fn inconsistent_head_counts() {
     // 16 / 3 heads: not divisible.
     let e = config_err(
         true,
-        &[
-            ("qwen2.attention.head_count", Some(GgufValue::U32(3))),
-            ("qwen2.attention.head_count_kv", None),
-        ],
+        &[("qwen2.attention.head_count", Some(GgufValue::U32(3))), ("qwen2.attention.head_count_kv", None)],
     );
     assert!(matches!(e, HParamsError::Inconsistent { .. }), "{e}");
     assert!(e.to_string().contains("not divisible"), "{e}");
     // 4 heads, 3 KV heads.
-    let e = config_err(
-        true,
-        &[("qwen2.attention.head_count_kv", Some(GgufValue::U32(3)))],
-    );
+    let e = config_err(true, &[("qwen2.attention.head_count_kv", Some(GgufValue::U32(3)))]);
     assert!(e.to_string().contains("not a multiple"), "{e}");
     // More KV heads than heads.
-    let e = config_err(
-        true,
-        &[("qwen2.attention.head_count_kv", Some(GgufValue::U32(8)))],
-    );
+    let e = config_err(true, &[("qwen2.attention.head_count_kv", Some(GgufValue::U32(8)))]);
     assert!(matches!(e, HParamsError::Inconsistent { .. }), "{e}");
     // head_dim = 16 / 16 = 1 is odd.
     let e = config_err(
@@ -237,20 +184,8 @@ fn inconsistent_head_counts() {
 
 #[test]
 fn embedding_shape_is_checked() {
-    let e = config_err(
-        true,
-        &[("qwen2.embedding_length", Some(GgufValue::U32(32)))],
-    );
-    assert!(
-        matches!(
-            e,
-            HParamsError::TensorShape {
-                name: "token_embd.weight",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = config_err(true, &[("qwen2.embedding_length", Some(GgufValue::U32(32)))]);
+    assert!(matches!(e, HParamsError::TensorShape { name: "token_embd.weight", .. }), "{e}");
     let g = GgufFile::parse_bytes(
         GgufBuilder::new()
             .kv("general.architecture", GgufValue::String("qwen2".into()))
@@ -259,17 +194,11 @@ fn embedding_shape_is_checked() {
             .kv("qwen2.embedding_length", GgufValue::U32(4))
             .kv("qwen2.feed_forward_length", GgufValue::U32(8))
             .kv("qwen2.attention.head_count", GgufValue::U32(2))
-            .kv(
-                "qwen2.attention.layer_norm_rms_epsilon",
-                GgufValue::F32(1e-6),
-            )
+            .kv("qwen2.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-6))
             .build()
             .unwrap(),
     )
     .unwrap();
     let e = ModelConfig::from_gguf(&g).unwrap_err();
-    assert!(
-        matches!(e, HParamsError::MissingTensor("token_embd.weight")),
-        "{e}"
-    );
+    assert!(matches!(e, HParamsError::MissingTensor("token_embd.weight")), "{e}");
 }

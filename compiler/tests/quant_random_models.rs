@@ -15,28 +15,11 @@ use qwen_aot_runtime::session::Session;
 fn logit_spread(hp: &HyperParams, tied: bool, mix: &FormatMix) -> (f32, f32) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    let hp = HyperParams {
-        context_length: 64,
-        ..hp.clone()
-    };
-    compile_random(
-        &hp,
-        tied,
-        3,
-        mix,
-        &CompileOptions {
-            prefill_tokens: 8,
-            ..Default::default()
-        },
-        &dir,
-    )
-    .unwrap();
+    let hp = HyperParams { context_length: 64, ..hp.clone() };
+    compile_random(&hp, tied, 3, mix, &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir).unwrap();
     let model = CompiledModel::open(&dir, true).unwrap();
     let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
-    let logits = s
-        .prefill(&[11, 2200, 7, 90000, 5], LogitsWanted::Last)
-        .unwrap()
-        .logits;
+    let logits = s.prefill(&[11, 2200, 7, 90000, 5], LogitsWanted::Last).unwrap().logits;
     assert!(logits.iter().all(|v| v.is_finite()));
     let n = logits.len() as f32;
     let mean = logits.iter().sum::<f32>() / n;
@@ -49,10 +32,7 @@ fn logit_spread(hp: &HyperParams, tied: bool, mix: &FormatMix) -> (f32, f32) {
 fn the_default_models_mix_at_05b_shapes_is_sane() {
     let (mean, std) = logit_spread(&qwen05b_hparams(24), false, &default_model_mix());
     eprintln!("0.5B default mix: logits mean {mean}, std {std}");
-    assert!(
-        std > 0.1 && std < 100.0 && mean.abs() < 10.0 * std,
-        "mean {mean} std {std}"
-    );
+    assert!(std > 0.1 && std < 100.0 && mean.abs() < 10.0 * std, "mean {mean} std {std}");
 }
 
 #[test]
@@ -60,8 +40,5 @@ fn the_default_models_mix_at_05b_shapes_is_sane() {
 fn the_q4_k_m_mix_at_15b_shapes_is_sane() {
     let (mean, std) = logit_spread(&qwen15b_hparams(), true, &q4_k_m_1_5b_mix());
     eprintln!("1.5B Q4_K_M mix: logits mean {mean}, std {std}");
-    assert!(
-        std > 0.1 && std < 100.0 && mean.abs() < 10.0 * std,
-        "mean {mean} std {std}"
-    );
+    assert!(std > 0.1 && std < 100.0 && mean.abs() < 10.0 * std, "mean {mean} std {std}");
 }

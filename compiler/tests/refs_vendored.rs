@@ -11,13 +11,15 @@ fn vendored_refs_equal_the_shared_ones() {
     let vendored = repo.join("tests/refs");
     let shared = repo.join("../shared/refs");
     for file in FILES {
-        let ours = std::fs::read(vendored.join(file)).unwrap_or_else(|e| panic!("vendored reference {file} missing: {e}"));
+        let ours =
+            std::fs::read(vendored.join(file)).unwrap_or_else(|e| panic!("vendored reference {file} missing: {e}"));
         assert!(ours.len() > 1000, "vendored reference {file} is implausibly small");
         if !shared.is_dir() {
             eprintln!("note: {} absent; only the vendored copy of {file} was checked", shared.display());
             continue;
         }
-        let theirs = std::fs::read(shared.join(file)).unwrap_or_else(|e| panic!("{file} missing from {}: {e}", shared.display()));
+        let theirs = std::fs::read(shared.join(file))
+            .unwrap_or_else(|e| panic!("{file} missing from {}: {e}", shared.display()));
         assert!(ours == theirs, "tests/refs/{file} differs from ../shared/refs/{file}: copy it again");
     }
 }

@@ -23,10 +23,22 @@ fn run(model: &CompiledModel, p: &SamplingParams, n: usize) -> Vec<u32> {
 
 #[test]
 fn seeded_sampling_is_reproducible_and_seed_dependent() {
-    let hp = HyperParams { n_layers: 1, hidden: 64, n_heads: 4, n_kv_heads: 2, head_dim: 16, ffn: 32, vocab: 300, rms_eps: 1e-6, rope_theta: 1e4, context_length: 64 };
+    let hp = HyperParams {
+        n_layers: 1,
+        hidden: 64,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ffn: 32,
+        vocab: 300,
+        rms_eps: 1e-6,
+        rope_theta: 1e4,
+        context_length: 64,
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    compile_random(&hp, true, 11, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir).unwrap();
+    compile_random(&hp, true, 11, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)
+        .unwrap();
     let model = CompiledModel::open(&dir, true).unwrap();
     let hot = |seed| SamplingParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() };
     let a = run(&model, &hot(5), 24);
@@ -36,6 +48,10 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
     let cold = run(&model, &SamplingParams { temperature: 0.0, seed: 9, ..Default::default() }, 24);
     assert_eq!(greedy, cold);
     // Heavy penalties stop a greedy loop from repeating the same id back to back.
-    let penalised = run(&model, &SamplingParams { repeat_penalty: 50.0, presence_penalty: 100.0, penalty_window: 4, ..Default::default() }, 24);
+    let penalised = run(
+        &model,
+        &SamplingParams { repeat_penalty: 50.0, presence_penalty: 100.0, penalty_window: 4, ..Default::default() },
+        24,
+    );
     assert!(penalised.windows(2).all(|w| w[0] != w[1]), "{penalised:?}");
 }

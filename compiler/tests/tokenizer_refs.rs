@@ -16,8 +16,8 @@ use qwen_aot_runtime::tokenizer::{Tokenizer, TokenizerData};
 use serde_json::Value;
 
 mod common;
-use std::path::PathBuf;
 use common::{model_path, refs};
+use std::path::PathBuf;
 
 fn tokenizer() -> Tokenizer {
     let g = GgufFile::open(&model_path()).expect("GGUF opens");

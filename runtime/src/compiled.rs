@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::RuntimeError;
 use crate::plan::{
-    BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId,
-    WeightInfo, ALIGNMENT, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE,
+    BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId, WeightInfo, ALIGNMENT,
+    PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE,
 };
 use crate::quant::part_layout;
 
@@ -24,10 +24,7 @@ pub struct CompiledModel {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| RuntimeError::Io { path: path.display().to_string(), source }
 }
 
 impl CompiledModel {
@@ -42,15 +39,12 @@ impl CompiledModel {
             .map(|v| v as u32);
         match version {
             Some(v) if v != PLAN_FORMAT_VERSION => {
-                return Err(RuntimeError::PlanVersion {
-                    found: v,
-                    expected: PLAN_FORMAT_VERSION,
-                })
+                return Err(RuntimeError::PlanVersion { found: v, expected: PLAN_FORMAT_VERSION })
             }
             _ => {}
         }
-        let plan: Plan = serde_json::from_str(&text)
-            .map_err(|e| RuntimeError::BadPlan(format!("{}: {e}", plan_path.display())))?;
+        let plan: Plan =
+            serde_json::from_str(&text).map_err(|e| RuntimeError::BadPlan(format!("{}: {e}", plan_path.display())))?;
         validate(&plan)?;
         let wpath = dir.join(WEIGHTS_FILE);
         let file = std::fs::File::open(&wpath).map_err(io(&wpath))?;
@@ -67,10 +61,7 @@ impl CompiledModel {
             )));
         }
         if verify_checksum {
-            let digest: String = Sha256::digest(&weights[..])
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest: String = Sha256::digest(&weights[..]).iter().map(|b| format!("{b:02x}")).collect();
             if digest != plan.weights_sha256 {
                 return Err(RuntimeError::BadPlan(format!(
                     "{} is corrupt: sha256 {digest} != {}",
@@ -79,11 +70,7 @@ impl CompiledModel {
                 )));
             }
         }
-        Ok(CompiledModel {
-            dir: dir.to_path_buf(),
-            plan,
-            weights: Arc::new(weights),
-        })
+        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights: Arc::new(weights) })
     }
 
     /// The packed bytes of `weights.bin`.
@@ -145,9 +132,7 @@ pub fn validate(plan: &Plan) -> Result<(), RuntimeError> {
     validate_program(plan, &plan.prefill, "prefill")?;
     validate_program(plan, &plan.decode, "decode")?;
     if plan.decode.max_tokens != 1 {
-        return Err(bad(
-            "the decode program must process exactly one token".into()
-        ));
+        return Err(bad("the decode program must process exactly one token".into()));
     }
     Ok(())
 }
@@ -155,17 +140,8 @@ pub fn validate(plan: &Plan) -> Result<(), RuntimeError> {
 /// A weight's parts: consecutive, aligned, inside the weight and the file, each of the size its
 /// format's layout gives for its rows, and their rows adding up to the shape's.
 fn validate_weight(w: &WeightInfo, file_bytes: u64) -> Result<(), RuntimeError> {
-    let inconsistent = |why: &str| {
-        bad(format!(
-            "weight {} has an inconsistent layout: {why}",
-            w.name
-        ))
-    };
-    if !w.offset.is_multiple_of(ALIGNMENT)
-        || w.offset
-            .checked_add(w.bytes)
-            .is_none_or(|end| end > file_bytes)
-    {
+    let inconsistent = |why: &str| bad(format!("weight {} has an inconsistent layout: {why}", w.name));
+    if !w.offset.is_multiple_of(ALIGNMENT) || w.offset.checked_add(w.bytes).is_none_or(|end| end > file_bytes) {
         return Err(inconsistent("offset/size outside weights.bin"));
     }
     let (rows, k) = match w.shape.as_slice() {
@@ -179,17 +155,10 @@ fn validate_weight(w: &WeightInfo, file_bytes: u64) -> Result<(), RuntimeError> 
     let mut at = w.offset;
     let mut seen_rows = 0usize;
     for part in &w.parts {
-        let layout = part_layout(part.format, part.rows, k).ok_or_else(|| {
-            inconsistent(&format!(
-                "{} rows of {k} do not fit {}",
-                part.rows,
-                part.format.name()
-            ))
-        })?;
+        let layout = part_layout(part.format, part.rows, k)
+            .ok_or_else(|| inconsistent(&format!("{} rows of {k} do not fit {}", part.rows, part.format.name())))?;
         if part.offset != at || part.bytes != layout.bytes || part.rows == 0 {
-            return Err(inconsistent(
-                "parts are not consecutive or have the wrong size",
-            ));
+            return Err(inconsistent("parts are not consecutive or have the wrong size"));
         }
         at += part.bytes;
         seen_rows += part.rows;
@@ -215,31 +184,20 @@ pub const MAX_WEIGHT_PARTS: usize = 3;
 
 fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeError> {
     if p.max_tokens == 0 || p.max_tokens > 1 << 16 {
-        return Err(bad(format!(
-            "{name}: max_tokens {} out of range",
-            p.max_tokens
-        )));
+        return Err(bad(format!("{name}: max_tokens {} out of range", p.max_tokens)));
     }
     for b in &p.buffers {
         let need = (p.max_tokens * b.row_elems) as u64 * b.dtype.size();
         if b.offset % ALIGNMENT != 0
             || b.bytes < need
-            || b.offset
-                .checked_add(b.bytes)
-                .is_none_or(|e| e > p.arena_bytes)
+            || b.offset.checked_add(b.bytes).is_none_or(|e| e > p.arena_bytes)
         {
-            return Err(bad(format!(
-                "{name}: buffer {} does not fit the arena",
-                b.name
-            )));
+            return Err(bad(format!("{name}: buffer {} does not fit the arena", b.name)));
         }
     }
     let hp = &plan.hparams;
     let buf = |id: BufId, dtype: DType, elems: usize| -> Result<(), RuntimeError> {
-        let b = p
-            .buffers
-            .get(id.0 as usize)
-            .ok_or_else(|| bad(format!("{name}: buffer {} does not exist", id.0)))?;
+        let b = p.buffers.get(id.0 as usize).ok_or_else(|| bad(format!("{name}: buffer {} does not exist", id.0)))?;
         if b.dtype != dtype || b.row_elems != elems {
             return Err(bad(format!(
                 "{name}: buffer {} is {:?}x{} where {:?}x{} is needed",
@@ -250,24 +208,17 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
     };
     // Vectors are one F32 part; matrices any formats (their parts were checked above).
     let weight = |id: WeightId, kind: Kind, shape: &[usize]| -> Result<(), RuntimeError> {
-        let w = plan
-            .weights
-            .get(id.0 as usize)
-            .ok_or_else(|| bad(format!("{name}: weight {} does not exist", id.0)))?;
+        let w =
+            plan.weights.get(id.0 as usize).ok_or_else(|| bad(format!("{name}: weight {} does not exist", id.0)))?;
         let vector_ok = kind == Kind::Matrix || w.all_parts(WeightFormat::F32);
         if w.shape != shape || !vector_ok {
-            return Err(bad(format!(
-                "{name}: weight {} is {:?} where {kind:?}{shape:?} is needed",
-                w.name, w.shape
-            )));
+            return Err(bad(format!("{name}: weight {} is {:?} where {kind:?}{shape:?} is needed", w.name, w.shape)));
         }
         Ok(())
     };
     let attn = |nh: usize, nkv: usize, hd: usize| -> Result<(), RuntimeError> {
         if (nh, nkv, hd) != (hp.n_heads, hp.n_kv_heads, hp.head_dim) {
-            return Err(bad(format!(
-                "{name}: attention shape {nh}/{nkv}/{hd} differs from the hyperparameters"
-            )));
+            return Err(bad(format!("{name}: attention shape {nh}/{nkv}/{hd} differs from the hyperparameters")));
         }
         Ok(())
     };
@@ -296,35 +247,18 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                 weight(*table, Kind::Matrix, &[hp.vocab, hp.hidden])?;
                 buf(*out, DType::F32, hp.hidden)?;
             }
-            Step::RmsNorm {
-                x, weight: w, out, ..
-            } => {
+            Step::RmsNorm { x, weight: w, out, .. } => {
                 buf(*x, DType::F32, hp.hidden)?;
                 weight(*w, Kind::Vector, &[hp.hidden])?;
                 buf(*out, DType::F32, hp.hidden)?;
             }
-            Step::AddRmsNorm {
-                a,
-                b,
-                weight: w,
-                sum_out,
-                norm_out,
-                ..
-            } => {
+            Step::AddRmsNorm { a, b, weight: w, sum_out, norm_out, .. } => {
                 for id in [a, b, sum_out, norm_out] {
                     buf(*id, DType::F32, hp.hidden)?;
                 }
                 weight(*w, Kind::Vector, &[hp.hidden])?;
             }
-            Step::MatMul {
-                x,
-                weight: w,
-                n,
-                k,
-                out,
-                residual,
-                ..
-            } => {
+            Step::MatMul { x, weight: w, n, k, out, residual, .. } => {
                 buf(*x, DType::F32, *k)?;
                 weight(*w, Kind::Matrix, &[*n, *k])?;
                 buf(*out, DType::F32, *n)?;
@@ -332,18 +266,8 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                     buf(*r, DType::F32, *n)?;
                 }
             }
-            Step::BiasRopeKvWrite { qkv, rope, q_out } => {
-                buf(*qkv, DType::F32, rope_ok(rope, *q_out)?)?
-            }
-            Step::Attention {
-                q,
-                layer,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                out,
-                ..
-            } => {
+            Step::BiasRopeKvWrite { qkv, rope, q_out } => buf(*qkv, DType::F32, rope_ok(rope, *q_out)?)?,
+            Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, out, .. } => {
                 attn(*n_heads, *n_kv_heads, *head_dim)?;
                 layer_ok(*layer)?;
                 buf(*q, DType::F32, n_heads * head_dim)?;
@@ -357,14 +281,7 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                 buf(*logits, DType::F32, *vocab)?;
                 buf(*out, DType::I32, 1)?;
             }
-            Step::Gemv {
-                x,
-                norm,
-                weight: w,
-                n,
-                k,
-                epilogue,
-            } => {
+            Step::Gemv { x, norm, weight: w, n, k, epilogue } => {
                 buf(*x, DType::F32, *k)?;
                 weight(*w, Kind::Matrix, &[*n, *k])?;
                 if let Some(nm) = norm {
@@ -379,16 +296,16 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), RuntimeE
                     }
                     GemvEpilogue::SwiGlu { ffn, out } => {
                         if 2 * ffn != *n {
-                            return Err(bad(format!(
-                                "{name}: gemv_swiglu of {n} rows is not 2 x ffn {ffn}"
-                            )));
+                            return Err(bad(format!("{name}: gemv_swiglu of {n} rows is not 2 x ffn {ffn}")));
                         }
                         buf(*out, DType::F32, *ffn)?;
                     }
                     GemvEpilogue::BiasRopeKvWrite { rope, q_out } => {
                         let packed = rope_ok(rope, *q_out)?;
                         if packed != *n {
-                            return Err(bad(format!("{name}: gemv_rope_kv_write of {n} rows for a packed qkv of {packed}")));
+                            return Err(bad(format!(
+                                "{name}: gemv_rope_kv_write of {n} rows for a packed qkv of {packed}"
+                            )));
                         }
                     }
                 }
@@ -418,24 +335,14 @@ pub fn step_buffers(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
     match s {
         Step::Embed { tokens, out, .. } => (vec![*tokens], vec![*out]),
         Step::RmsNorm { x, out, .. } => (vec![*x], vec![*out]),
-        Step::AddRmsNorm {
-            a,
-            b,
-            sum_out,
-            norm_out,
-            ..
-        } => (vec![*a, *b], vec![*sum_out, *norm_out]),
-        Step::MatMul {
-            x, out, residual, ..
-        } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
+        Step::AddRmsNorm { a, b, sum_out, norm_out, .. } => (vec![*a, *b], vec![*sum_out, *norm_out]),
+        Step::MatMul { x, out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
         Step::BiasRopeKvWrite { qkv, q_out, .. } => (vec![*qkv], vec![*q_out]),
         Step::Attention { q, out, .. } => (vec![*q], vec![*out]),
         Step::SwiGlu { gate_up, out, .. } => (vec![*gate_up], vec![*out]),
         Step::Argmax { logits, out, .. } => (vec![*logits], vec![*out]),
         Step::Gemv { x, epilogue, .. } => match epilogue {
-            GemvEpilogue::Store { out, residual, .. } => {
-                (std::iter::once(*x).chain(*residual).collect(), vec![*out])
-            }
+            GemvEpilogue::Store { out, residual, .. } => (std::iter::once(*x).chain(*residual).collect(), vec![*out]),
             GemvEpilogue::SwiGlu { out, .. } => (vec![*x], vec![*out]),
             GemvEpilogue::BiasRopeKvWrite { q_out, .. } => (vec![*x], vec![*q_out]),
         },

@@ -5,7 +5,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("cannot read compiled model file {path}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0} (recompile with `qwen-aot compile`)")]
     BadPlan(String),
     #[error("plan format version {found} does not match this runtime's {expected}: recompile the model with `qwen-aot compile`")]

@@ -166,46 +166,22 @@ pub struct Program {
 pub enum Step {
     /// `out[t, :] = table[tokens[t], :]` (table `[vocab, hidden]` f16, out f32).
     /// Token ids outside `0..vocab` are rejected by the runtime before the program runs.
-    Embed {
-        tokens: BufId,
-        table: WeightId,
-        out: BufId,
-    },
+    Embed { tokens: BufId, table: WeightId, out: BufId },
 
     /// `out[t, i] = x[t, i] / sqrt(mean_j(x[t, j]^2) + eps) * weight[i]` over `row_elems` of x;
     /// mean and scaling in f32. `weight` is f32 `[hidden]`.
-    RmsNorm {
-        x: BufId,
-        weight: WeightId,
-        out: BufId,
-        eps: f32,
-    },
+    RmsNorm { x: BufId, weight: WeightId, out: BufId, eps: f32 },
 
     /// Fused residual add + RMSNorm: `sum[t, :] = a[t, :] + b[t, :]`, then
     /// `norm_out[t, :] = rms_norm(sum[t, :]) * weight` (as [`Step::RmsNorm`]).
-    AddRmsNorm {
-        a: BufId,
-        b: BufId,
-        weight: WeightId,
-        eps: f32,
-        sum_out: BufId,
-        norm_out: BufId,
-    },
+    AddRmsNorm { a: BufId, b: BufId, weight: WeightId, eps: f32, sum_out: BufId, norm_out: BufId },
 
     /// `out[t, j] = sum_i x[t, i] * weight[j, i]` for `j in 0..n`, `i in 0..k`; weight `[n, k]` f16,
     /// accumulation in f32. If `residual` is set, `out[t, j] += residual[t, j]` (residual may not
     /// alias out). If `logit_rows` is true this is the LM head: the runtime may compute only row
     /// `n_tokens - 1` unless the caller asked for the logits of every row; rows it skips are
     /// left unspecified.
-    MatMul {
-        x: BufId,
-        weight: WeightId,
-        n: usize,
-        k: usize,
-        out: BufId,
-        residual: Option<BufId>,
-        logit_rows: bool,
-    },
+    MatMul { x: BufId, weight: WeightId, n: usize, k: usize, out: BufId, residual: Option<BufId>, logit_rows: bool },
 
     /// Fused bias + RoPE + KV-cache write on a packed QKV row (sizes, bias, layer and theta in
     /// `rope`) `qkv[t] = [q (n_heads*head_dim) | k (n_kv_heads*head_dim) | v (n_kv_heads*head_dim)]`:
@@ -215,53 +191,26 @@ pub enum Step {
     /// `(x[i], x[i+d/2]) <- (x[i]*cos - x[i+d/2]*sin, x[i+d/2]*cos + x[i]*sin)`.
     /// Rotated q goes to `q_out[t]` (`n_heads*head_dim`); rotated k and biased v are written to the
     /// cache of `layer` at position `p`.
-    BiasRopeKvWrite {
-        qkv: BufId,
-        rope: RopeKvWrite,
-        q_out: BufId,
-    },
+    BiasRopeKvWrite { qkv: BufId, rope: RopeKvWrite, q_out: BufId },
 
     /// Causal grouped-query attention over the cache of `layer`: for query row t (position
     /// `p = pos + t`) and head h (KV head `h / (n_heads / n_kv_heads)`), scores
     /// `s_j = scale * q[t,h,:] . K[j,kvh,:]` for `j in 0..=p`, softmax in f32, and
     /// `out[t,h,:] = sum_j softmax(s)_j * V[j,kvh,:]`. Out is `[n_heads*head_dim]` per row.
-    Attention {
-        q: BufId,
-        layer: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
-        scale: f32,
-        out: BufId,
-    },
+    Attention { q: BufId, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, scale: f32, out: BufId },
 
     /// SwiGLU on a packed `[gate (ffn) | up (ffn)]` row: `out[t, i] = silu(gate[t, i]) * up[t, i]`,
     /// `silu(x) = x / (1 + exp(-x))`.
-    SwiGlu {
-        gate_up: BufId,
-        ffn: usize,
-        out: BufId,
-    },
+    SwiGlu { gate_up: BufId, ffn: usize, out: BufId },
 
     /// `out[0] = argmax_j logits[n_tokens - 1, j]` over `vocab` columns (lowest index on ties).
-    Argmax {
-        logits: BufId,
-        vocab: usize,
-        out: BufId,
-    },
+    Argmax { logits: BufId, vocab: usize, out: BufId },
 
     /// A matrix-vector product with its neighbours folded in (the decode program's matmuls):
     /// `x' = x`, or `rms_norm(x) * norm.weight` (as [`Step::RmsNorm`], over `k` columns) when
     /// `norm` is set; `y[t, j] = sum_i x'[t, i] * weight[j, i]` (weight `[n, k]` f16, f32
     /// accumulation); then `epilogue` consumes y, which is never stored itself.
-    Gemv {
-        x: BufId,
-        norm: Option<NormPrologue>,
-        weight: WeightId,
-        n: usize,
-        k: usize,
-        epilogue: GemvEpilogue,
-    },
+    Gemv { x: BufId, norm: Option<NormPrologue>, weight: WeightId, n: usize, k: usize, epilogue: GemvEpilogue },
 }
 
 /// RMSNorm of a [`Step::Gemv`]'s input row, applied as the row is read.
@@ -277,11 +226,7 @@ pub struct NormPrologue {
 pub enum GemvEpilogue {
     /// `out[t, j] = y[t, j] (+ residual[t, j])` (residual may not alias out). `logit_rows` as for
     /// [`Step::MatMul`] (the LM head).
-    Store {
-        out: BufId,
-        residual: Option<BufId>,
-        logit_rows: bool,
-    },
+    Store { out: BufId, residual: Option<BufId>, logit_rows: bool },
     /// y is a packed `[gate (ffn) | up (ffn)]` row (`n = 2 * ffn`): [`Step::SwiGlu`] on it.
     SwiGlu { ffn: usize, out: BufId },
     /// y is a packed qkv row (`n = (n_heads + 2 * n_kv_heads) * head_dim`):
@@ -320,18 +265,9 @@ impl Step {
             Step::Attention { .. } => "attention",
             Step::SwiGlu { .. } => "swiglu",
             Step::Argmax { .. } => "argmax",
-            Step::Gemv {
-                epilogue: GemvEpilogue::Store { .. },
-                ..
-            } => "gemv",
-            Step::Gemv {
-                epilogue: GemvEpilogue::SwiGlu { .. },
-                ..
-            } => "gemv_swiglu",
-            Step::Gemv {
-                epilogue: GemvEpilogue::BiasRopeKvWrite { .. },
-                ..
-            } => "gemv_rope_kv_write",
+            Step::Gemv { epilogue: GemvEpilogue::Store { .. }, .. } => "gemv",
+            Step::Gemv { epilogue: GemvEpilogue::SwiGlu { .. }, .. } => "gemv_swiglu",
+            Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { .. }, .. } => "gemv_rope_kv_write",
         }
     }
 }

@@ -35,7 +35,16 @@ pub struct SamplingParams {
 impl Default for SamplingParams {
     /// Greedy, no penalties.
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, presence_penalty: 0.0, penalty_window: 64, seed: 0 }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            penalty_window: 64,
+            seed: 0,
+        }
     }
 }
 

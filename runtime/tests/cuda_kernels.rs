@@ -28,7 +28,14 @@ fn device() -> Option<CudaDevice> {
 #[test]
 fn kernels_match_cpu_twins() {
     let Some(dev) = device() else { return };
-    println!("device: {} (sm_{}{}, {} SMs, cuBLAS {})", dev.name(), dev.compute_capability().0, dev.compute_capability().1, dev.sm_count(), dev.has_cublas());
+    println!(
+        "device: {} (sm_{}{}, {} SMs, cuBLAS {})",
+        dev.name(),
+        dev.compute_capability().0,
+        dev.compute_capability().1,
+        dev.sm_count(),
+        dev.has_cublas()
+    );
     // QWEN_AOT_CHECK_SHAPES=odd keeps the small odd shapes plus one 0.5B decode (for the slow
     // compute-sanitizer runs).
     let mut shapes = CheckShape::default_set();

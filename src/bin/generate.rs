@@ -83,11 +83,21 @@ fn run(args: Args) -> Result<()> {
     let file_prompt = match &args.prompt_file {
         Some(f) => {
             let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            Some(String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{} is not UTF-8 text (invalid byte at offset {})", f.display(), e.utf8_error().valid_up_to()))?)
+            Some(String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not UTF-8 text (invalid byte at offset {})",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?)
         }
         None => None,
     };
-    if args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none() && (args.json || !std::io::stdin().is_terminal()) {
+    if args.prompt.is_none()
+        && args.chat.is_none()
+        && args.prompt_file.is_none()
+        && (args.json || !std::io::stdin().is_terminal())
+    {
         anyhow::bail!("give --prompt, --prompt-file or --chat (the interactive chat needs a terminal)");
     }
     let sampling = SamplingParams {

@@ -178,12 +178,30 @@ fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
-        Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet),
-        Cmd::Check { model, backend, seed, model_only, quiet } => cli::check::run(model.as_deref(), backend, seed, model_only, quiet),
-        Cmd::Perplexity { model, file, ctx, backend, json, quiet } => cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet),
-        Cmd::Soak { model, backend, n, max_tokens, quiet } => cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet),
+        Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => {
+            cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet)
+        }
+        Cmd::Check { model, backend, seed, model_only, quiet } => {
+            cli::check::run(model.as_deref(), backend, seed, model_only, quiet)
+        }
+        Cmd::Perplexity { model, file, ctx, backend, json, quiet } => {
+            cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet)
+        }
+        Cmd::Soak { model, backend, n, max_tokens, quiet } => {
+            cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet)
+        }
         Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet } => {
-            qwen_aot::server::run(qwen_aot::server::ServeOptions { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet })
+            qwen_aot::server::run(qwen_aot::server::ServeOptions {
+                model,
+                host,
+                port,
+                backend,
+                ctx_size,
+                api_key,
+                max_queue,
+                max_body_bytes,
+                quiet,
+            })
         }
         Cmd::Bench { model, random, random_shape, random_weights, json, reps, quiet } => {
             let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));

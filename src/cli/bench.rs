@@ -13,7 +13,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix, Rng};
+use qwen_aot_compiler::synthetic::{
+    compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix, Rng,
+};
 use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
 use qwen_aot_runtime::cuda::CudaExecutor;
@@ -122,7 +124,13 @@ fn random_compiled(dir: &Path, shape: RandomShape, weights: RandomWeights) -> Re
 }
 
 /// `random`: the random model's shape and weights instead of a model file.
-pub fn run(model_arg: Option<&Path>, random: Option<(RandomShape, RandomWeights)>, json: bool, reps: usize, quiet: bool) -> Result<()> {
+pub fn run(
+    model_arg: Option<&Path>,
+    random: Option<(RandomShape, RandomWeights)>,
+    json: bool,
+    reps: usize,
+    quiet: bool,
+) -> Result<()> {
     if !KERNELS_AVAILABLE {
         bail!("this binary was built without nvcc: no CUDA kernels to benchmark");
     }
@@ -138,16 +146,29 @@ pub fn run(model_arg: Option<&Path>, random: Option<(RandomShape, RandomWeights)
     let depth = 2048;
     let n_decode = 128;
     let max_seq = depth + n_decode + 1;
-    let mut exec = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, max_seq).context("loading the model on the GPU")?;
+    let mut exec = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, max_seq)
+        .context("loading the model on the GPU")?;
     let vocab = compiled.plan.hparams.vocab as u64;
     let mut rng = Rng::new(3);
     let prompt: Vec<u32> = (0..depth).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();
 
     // Warm-up: graph capture, module load, cuBLAS handles.
     decode_secs(&mut exec, &prompt[..4], 8)?;
-    let d0 = median((0..reps).map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
-    let d2k = median((0..reps).map(|_| decode_secs(&mut exec, &prompt, n_decode).map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
-    let replay = median((0..reps).map(|_| exec.decode_replay_secs(prompt[0], 64, n_decode).map(|s| s * 1e6 / n_decode as f64)).collect::<Result<_, _>>()?);
+    let d0 = median(
+        (0..reps)
+            .map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s))
+            .collect::<Result<_>>()?,
+    );
+    let d2k = median(
+        (0..reps)
+            .map(|_| decode_secs(&mut exec, &prompt, n_decode).map(|s| n_decode as f64 / s))
+            .collect::<Result<_>>()?,
+    );
+    let replay = median(
+        (0..reps)
+            .map(|_| exec.decode_replay_secs(prompt[0], 64, n_decode).map(|s| s * 1e6 / n_decode as f64))
+            .collect::<Result<_, _>>()?,
+    );
     let pf = median(
         (0..reps)
             .map(|_| {
@@ -180,11 +201,22 @@ pub fn run(model_arg: Option<&Path>, random: Option<(RandomShape, RandomWeights)
     }
     println!("device                      {}", r.device);
     println!("model                       {}", r.model);
-    println!("decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)", r.decode_tok_s_depth0);
+    println!(
+        "decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)",
+        r.decode_tok_s_depth0
+    );
     println!("decode, depth {depth}          {:>9.1} tokens/s", r.decode_tok_s_depth2048);
-    println!("decode step, back to back   {:>9.1} us  (no host turnaround; user-visible: {:.1} us)", r.decode_step_us_back_to_back, 1e6 / r.decode_tok_s_depth0);
+    println!(
+        "decode step, back to back   {:>9.1} us  (no host turnaround; user-visible: {:.1} us)",
+        r.decode_step_us_back_to_back,
+        1e6 / r.decode_tok_s_depth0
+    );
     println!("prefill, 512-token prompt   {:>9.1} tokens/s", r.prefill_tok_s_512);
-    println!("launches per decode step    {:>9}  ({})", r.launches_per_decode_step, if r.cuda_graph { "one CUDA graph" } else { "no graph" });
+    println!(
+        "launches per decode step    {:>9}  ({})",
+        r.launches_per_decode_step,
+        if r.cuda_graph { "one CUDA graph" } else { "no graph" }
+    );
     println!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
     println!("device copy bandwidth       {:>9.1} GB/s (read + write)", bw);
     println!("weight-streaming floor      {:>9.1} tokens/s", floor);

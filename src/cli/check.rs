@@ -16,8 +16,8 @@ use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
-use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use qwen_aot::backend::BackendChoice;
@@ -52,7 +52,15 @@ fn top2(row: &[f32]) -> (usize, f32) {
 
 fn compare(prompt: &str, cpu: &[f32], gpu: &[f32], vocab: usize, margin: f32) -> ModelRow {
     let rows = cpu.len() / vocab;
-    let mut r = ModelRow { prompt: prompt.to_string(), rows, max_abs: 0.0, mean_abs: 0.0, top1_agree: 0, top1_decided: 0, top1_decided_agree: 0 };
+    let mut r = ModelRow {
+        prompt: prompt.to_string(),
+        rows,
+        max_abs: 0.0,
+        mean_abs: 0.0,
+        top1_agree: 0,
+        top1_decided: 0,
+        top1_decided_agree: 0,
+    };
     let mut sum = 0.0f64;
     for (c, g) in cpu.chunks(vocab).zip(gpu.chunks(vocab)) {
         for (a, b) in c.iter().zip(g) {
@@ -102,7 +110,13 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
 
     // 1. Kernels against their CPU twins.
     let dev = CudaDevice::new(IMAGE).context("opening the GPU")?;
-    println!("device: {} (sm_{}{}, {} SMs)\n", dev.name(), dev.compute_capability().0, dev.compute_capability().1, dev.sm_count());
+    println!(
+        "device: {} (sm_{}{}, {} SMs)\n",
+        dev.name(),
+        dev.compute_capability().0,
+        dev.compute_capability().1,
+        dev.sm_count()
+    );
     if !model_only {
         let rows = check_kernels(&dev, seed, &CheckShape::default_set())?;
         println!("kernels vs CPU twins (seed {seed})\n{}", format_rows(&rows));
@@ -136,13 +150,22 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     let compiled = CompiledModel::open(dir, true)?;
     let hp = compiled.plan.hparams.clone();
     let prompts: Vec<(String, Vec<u32>)> = match Tokenizer::load(&compiled.tokenizer_path()) {
-        Ok(tok) => ["Write a haiku about GPU computing.", "fn main() {\n    let v: Vec<u32> = (0..10).collect();", "The capital of France is"]
-            .iter()
-            .map(|s| (format!("{s:?}"), tok.encode(s)))
-            .collect(),
+        Ok(tok) => [
+            "Write a haiku about GPU computing.",
+            "fn main() {\n    let v: Vec<u32> = (0..10).collect();",
+            "The capital of France is",
+        ]
+        .iter()
+        .map(|s| (format!("{s:?}"), tok.encode(s)))
+        .collect(),
         Err(_) => {
             let mut rng = Rng::new(seed);
-            [7usize, 40, 300].iter().map(|&n| (format!("{n} random ids"), (0..n).map(|_| (rng.next_u64() % hp.vocab as u64) as u32).collect())).collect()
+            [7usize, 40, 300]
+                .iter()
+                .map(|&n| {
+                    (format!("{n} random ids"), (0..n).map(|_| (rng.next_u64() % hp.vocab as u64) as u32).collect())
+                })
+                .collect()
         }
     };
     let decode_steps = 8;
@@ -154,7 +177,11 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     // ~10-30) by a few 1e-2. 0.25 absolute / 0.02 mean still catches any real indexing or fusion
     // bug, which moves logits by whole units.
     let (tol_max, tol_mean, margin) = (0.25f32, 0.02f32, 0.5f32);
-    println!("\nwhole model: GPU vs CPU executor logits ({}, prefill + {decode_steps} decode steps, decode via {})", dir.display(), if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
+    println!(
+        "\nwhole model: GPU vs CPU executor logits ({}, prefill + {decode_steps} decode steps, decode via {})",
+        dir.display(),
+        if gpu.uses_graph() { "CUDA graph" } else { "direct launches" }
+    );
     println!("  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}", "prompt", "rows", "max_abs", "mean_abs", "top1", "result");
     for (label, ids) in &prompts {
         let c = run_logits(&mut cpu, ids, decode_steps)?;
@@ -174,7 +201,9 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
             if pass { "PASS" } else { "FAIL" }
         );
     }
-    println!("  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})");
+    println!(
+        "  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})"
+    );
 
     // 3. Sampling on the device.
     if sampling {
@@ -191,13 +220,39 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
 /// number of failed rows.
 fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Result<usize> {
     let cases = [
-        ("T=0.8 top-k 40 top-p 0.95 rp 1.1", SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, repeat_penalty: 1.1, seed: 7, ..Default::default() }),
-        ("T=1.2 k=0 min-p 0.02 presence 0.4", SamplingParams { temperature: 1.2, min_p: 0.02, presence_penalty: 0.4, seed: 8, ..Default::default() }),
-        ("T=0 rp 1.5 presence 1 (penalised argmax)", SamplingParams { repeat_penalty: 1.5, presence_penalty: 1.0, penalty_window: 16, seed: 9, ..Default::default() }),
+        (
+            "T=0.8 top-k 40 top-p 0.95 rp 1.1",
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.95,
+                repeat_penalty: 1.1,
+                seed: 7,
+                ..Default::default()
+            },
+        ),
+        (
+            "T=1.2 k=0 min-p 0.02 presence 0.4",
+            SamplingParams { temperature: 1.2, min_p: 0.02, presence_penalty: 0.4, seed: 8, ..Default::default() },
+        ),
+        (
+            "T=0 rp 1.5 presence 1 (penalised argmax)",
+            SamplingParams {
+                repeat_penalty: 1.5,
+                presence_penalty: 1.0,
+                penalty_window: 16,
+                seed: 9,
+                ..Default::default()
+            },
+        ),
     ];
     let n = prompt.len();
     // Prefill then `steps` decodes; with `check`, every id against the CPU sampler on the GPU logits.
-    let run = |gpu: &mut CudaExecutor, p: &SamplingParams, sampled_prefill: bool, check: bool| -> Result<(Vec<u32>, usize, usize)> {
+    let run = |gpu: &mut CudaExecutor,
+               p: &SamplingParams,
+               sampled_prefill: bool,
+               check: bool|
+     -> Result<(Vec<u32>, usize, usize)> {
         let greedy = SamplingParams::default();
         gpu.set_sampling(if sampled_prefill { p } else { &greedy })?;
         let out = gpu.prefill(prompt, 0, if check { LogitsWanted::Last } else { LogitsWanted::None })?;
@@ -221,7 +276,10 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
         Ok((ids, draws, misses))
     };
     println!("\nsampling on the device vs sampler::sample on the GPU logits ({n}-token prompt, {steps} decode steps, decode via {})", if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
-    println!("  {:<44} {:>6} {:>10} {:>9} {:>10}  result", "parameters", "draws", "mismatches", "distinct", "repeatable");
+    println!(
+        "  {:<44} {:>6} {:>10} {:>9} {:>10}  result",
+        "parameters", "draws", "mismatches", "distinct", "repeatable"
+    );
     let mut failed = 0;
     for (label, p) in &cases {
         let (_, da, ma) = run(gpu, p, false, true)?;
@@ -232,7 +290,15 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
         distinct.dedup();
         let pass = ma + mb == 0 && ids_b == ids_c;
         failed += (!pass) as usize;
-        println!("  {:<44} {:>6} {:>10} {:>9} {:>10}  {}", label, da + db, ma + mb, distinct.len(), if ids_b == ids_c { "yes" } else { "NO" }, if pass { "PASS" } else { "FAIL" });
+        println!(
+            "  {:<44} {:>6} {:>10} {:>9} {:>10}  {}",
+            label,
+            da + db,
+            ma + mb,
+            distinct.len(),
+            if ids_b == ids_c { "yes" } else { "NO" },
+            if pass { "PASS" } else { "FAIL" }
+        );
     }
     // Decode step time: greedy graph vs sampled graph (host wall time per step, median).
     let mut step_us = |p: &SamplingParams| -> Result<f64> {
@@ -250,7 +316,10 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
     let greedy = step_us(&SamplingParams::default())?;
     let sampled = step_us(&cases[0].1)?;
     gpu.set_sampling(&SamplingParams::default())?;
-    println!("  decode step, median of 64: greedy {greedy:.1} us, sampled {sampled:.1} us ({:+.1} us)", sampled - greedy);
+    println!(
+        "  decode step, median of 64: greedy {greedy:.1} us, sampled {sampled:.1} us ({:+.1} us)",
+        sampled - greedy
+    );
     if let Some(used) = gpu.device_memory_used() {
         println!("  device memory in use: {:.1} MiB", used as f64 / (1u64 << 20) as f64);
     }

@@ -3,9 +3,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use qwen_aot_compiler::compile::{build, CompileOptions, Compiled, WeightMode, COMPILER_VERSION};
-use qwen_aot_compiler::pack::bytes_by_format;
-use qwen_aot_compiler::hparams::ModelConfig;
 use qwen_aot_compiler::graph::dot::side_by_side;
+use qwen_aot_compiler::hparams::ModelConfig;
+use qwen_aot_compiler::pack::bytes_by_format;
 use qwen_aot_runtime::plan::{Plan, Program, PLAN_FILE, PLAN_FORMAT_VERSION, WEIGHTS_FILE};
 
 use qwen_aot::model;
@@ -36,16 +36,29 @@ pub fn report(c: &Compiled) {
     let hist_before = c.unfused.op_histogram();
     let hist_after = c.fused.op_histogram();
     let hist_decode = c.decode_graph.op_histogram();
-    let mut names: Vec<&str> = hist_before.iter().chain(&hist_after).chain(&hist_decode).map(|(n, _)| *n).filter(|n| *n != "tokens").collect();
+    let mut names: Vec<&str> =
+        hist_before.iter().chain(&hist_after).chain(&hist_decode).map(|(n, _)| *n).filter(|n| *n != "tokens").collect();
     names.sort();
     names.dedup();
     let count = |h: &[(&str, usize)], n: &str| h.iter().find(|(k, _)| *k == n).map_or(0, |(_, c)| *c);
     println!("ops before and after fusion (prefill: fused; decode: fused + decode passes)");
     println!("  {:<24} {:>7} {:>7} {:>7}", "op", "before", "prefill", "decode");
     for n in names {
-        println!("  {:<24} {:>7} {:>7} {:>7}", n, count(&hist_before, n), count(&hist_after, n), count(&hist_decode, n));
+        println!(
+            "  {:<24} {:>7} {:>7} {:>7}",
+            n,
+            count(&hist_before, n),
+            count(&hist_after, n),
+            count(&hist_decode, n)
+        );
     }
-    println!("  {:<24} {:>7} {:>7} {:>7}", "total", c.unfused.op_count(), c.fused.op_count(), c.decode_graph.op_count());
+    println!(
+        "  {:<24} {:>7} {:>7} {:>7}",
+        "total",
+        c.unfused.op_count(),
+        c.fused.op_count(),
+        c.decode_graph.op_count()
+    );
     println!("\npasses (in order)");
     for (name, n) in &c.pass_report {
         println!("  {name:<26} {n:>5} rewrites");
@@ -67,8 +80,14 @@ pub fn report(c: &Compiled) {
     println!("\nprograms");
     prog("decode", &c.plan.decode);
     prog("prefill", &c.plan.prefill);
-    let by_format: Vec<String> = bytes_by_format(&c.plan.weights).iter().map(|(f, b)| format!("{} {}", f.name(), mib(*b))).collect();
-    println!("\nweights: {} tensors, {} packed ({})", c.plan.weights.len(), mib(c.plan.weights_bytes), by_format.join(", "));
+    let by_format: Vec<String> =
+        bytes_by_format(&c.plan.weights).iter().map(|(f, b)| format!("{} {}", f.name(), mib(*b))).collect();
+    println!(
+        "\nweights: {} tensors, {} packed ({})",
+        c.plan.weights.len(),
+        mib(c.plan.weights_bytes),
+        by_format.join(", ")
+    );
 }
 
 /// The plan in `out` if it was compiled from this model by this compiler with `opts`' prefill
@@ -93,7 +112,9 @@ fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
         .arg(out)
         .stdin(std::process::Stdio::piped())
         .spawn()
-        .context("--svg needs Graphviz's `dot` on PATH (e.g. apt-get install graphviz); --dot writes the DOT text instead")?;
+        .context(
+            "--svg needs Graphviz's `dot` on PATH (e.g. apt-get install graphviz); --dot writes the DOT text instead",
+        )?;
     child.stdin.take().context("dot stdin")?.write_all(dot_text.as_bytes())?;
     let status = child.wait()?;
     anyhow::ensure!(status.success(), "Graphviz `dot` failed ({status})");
@@ -101,7 +122,15 @@ fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option<&Path>, prefill_tokens: usize, weights: WeightsChoice, quiet: bool) -> Result<()> {
+pub fn run(
+    model_arg: Option<&Path>,
+    out: &Path,
+    dot: Option<&Path>,
+    svg: Option<&Path>,
+    prefill_tokens: usize,
+    weights: WeightsChoice,
+    quiet: bool,
+) -> Result<()> {
     let gguf = model::gguf_path(model_arg)?;
     let sha = model::model_sha256(&gguf)?;
     let opts = CompileOptions { prefill_tokens, weights: weights.into() };
@@ -125,7 +154,12 @@ pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option
         let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         // The output directory itself is created by the compile.
         let will_exist = std::path::absolute(parent).ok() == std::path::absolute(out).ok();
-        anyhow::ensure!(parent.is_dir() || will_exist, "cannot write {}: {} is not a directory", p.display(), parent.display());
+        anyhow::ensure!(
+            parent.is_dir() || will_exist,
+            "cannot write {}: {} is not a directory",
+            p.display(),
+            parent.display()
+        );
     }
     if svg.is_some() {
         std::process::Command::new("dot")
@@ -142,7 +176,13 @@ pub fn run(model_arg: Option<&Path>, out: &Path, dot: Option<&Path>, svg: Option
     };
     report(&compiled);
     if dot.is_some() || svg.is_some() {
-        let text = side_by_side(&compiled.unfused, "layer 0, unfused (description)", &compiled.fused, "layer 0, fused (plan)", Some(0));
+        let text = side_by_side(
+            &compiled.unfused,
+            "layer 0, unfused (description)",
+            &compiled.fused,
+            "layer 0, fused (plan)",
+            Some(0),
+        );
         if let Some(dot_path) = dot {
             std::fs::write(dot_path, &text).with_context(|| format!("writing {}", dot_path.display()))?;
             println!("layer 0 before and after fusion written to {} (Graphviz DOT)", dot_path.display());

@@ -12,15 +12,24 @@ fn show(v: &GgufValue) -> String {
     match v {
         GgufValue::Array(items) if items.len() > 8 => {
             let head: Vec<String> = items.iter().take(4).map(show).collect();
-            format!("[{}, ... ({} {} items)]", head.join(", "), items.len(), items.first().map_or("", |x| x.type_name()))
+            format!(
+                "[{}, ... ({} {} items)]",
+                head.join(", "),
+                items.len(),
+                items.first().map_or("", |x| x.type_name())
+            )
         }
         GgufValue::Array(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
-        GgufValue::String(s) if s.chars().count() > 80 => format!("{:?}... ({} chars)", s.chars().take(60).collect::<String>(), s.chars().count()),
+        GgufValue::String(s) if s.chars().count() > 80 => {
+            format!("{:?}... ({} chars)", s.chars().take(60).collect::<String>(), s.chars().count())
+        }
         GgufValue::String(s) => format!("{s:?}"),
         GgufValue::F32(x) => format!("{x}"),
         GgufValue::F64(x) => format!("{x}"),
         GgufValue::Bool(b) => format!("{b}"),
-        other => other.as_i64().map(|i| i.to_string()).or_else(|| other.as_u64().map(|u| u.to_string())).unwrap_or_default(),
+        other => {
+            other.as_i64().map(|i| i.to_string()).or_else(|| other.as_u64().map(|u| u.to_string())).unwrap_or_default()
+        }
     }
 }
 
@@ -40,7 +49,10 @@ pub fn run(model_arg: Option<&Path>) -> Result<()> {
             println!("  context length   {}", h.context_length);
             println!("  rms eps          {:e}", h.rms_eps);
             println!("  rope theta       {}", h.rope_theta);
-            println!("  output           {}", if cfg.tied_embeddings { "tied to token_embd.weight" } else { "separate output.weight" });
+            println!(
+                "  output           {}",
+                if cfg.tied_embeddings { "tied to token_embd.weight" } else { "separate output.weight" }
+            );
         }
         Err(e) => println!("\nhyperparameters: {:#}", anyhow::Error::from(e)),
     }

@@ -7,9 +7,22 @@ use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::model;
 use qwen_aot::perplexity::perplexity;
 
-pub fn run(model_arg: Option<&Path>, file: &Path, ctx: usize, backend: BackendChoice, json: bool, quiet: bool) -> Result<()> {
+pub fn run(
+    model_arg: Option<&Path>,
+    file: &Path,
+    ctx: usize,
+    backend: BackendChoice,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{} is not UTF-8 text (invalid byte at offset {})", file.display(), e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     qwen_aot::perplexity::check_ctx(ctx)?; // before loading the model
     let dir = model::compiled_model(model_arg, quiet)?;
     let mut loaded = backend::load(&dir, backend, Some(ctx), quiet)?;

@@ -11,7 +11,10 @@ use qwen_aot_runtime::sampler::SamplingParams;
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`).
 fn rss_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok())).unwrap_or(0);
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -24,13 +27,28 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_token
     let mut loaded = backend::load(&dir, backend, Some(1024), quiet)?;
     // Alternate greedy and seeded sampling where the backend samples; else greedy only.
     let samples = loaded.session.set_sampling(&SamplingParams { temperature: 0.8, ..Default::default() }).is_ok();
-    let prompts = ["Write a haiku about GPU computing.", "fn fibonacci(n: u64) -> u64 {", "The quick brown fox", "List three prime numbers:"];
+    let prompts = [
+        "Write a haiku about GPU computing.",
+        "fn fibonacci(n: u64) -> u64 {",
+        "The quick brown fox",
+        "List three prime numbers:",
+    ];
     let one = |i: usize, loaded: &mut backend::Loaded| -> Result<usize> {
         loaded.session.reset();
-        let sampling = if i.is_multiple_of(2) || !samples { SamplingParams::default() } else { SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: i as u64, ..Default::default() } };
+        let sampling = if i.is_multiple_of(2) || !samples {
+            SamplingParams::default()
+        } else {
+            SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: i as u64, ..Default::default() }
+        };
         loaded.session.set_sampling(&sampling)?;
         let ids = loaded.tokenizer.encode(prompts[i % prompts.len()]);
-        let g = generate(&mut loaded.session, &loaded.tokenizer, &ids, &GenOptions { max_tokens, ..Default::default() }, |_| {})?;
+        let g = generate(
+            &mut loaded.session,
+            &loaded.tokenizer,
+            &ids,
+            &GenOptions { max_tokens, ..Default::default() },
+            |_| {},
+        )?;
         Ok(g.ids.len())
     };
     // Warm-up: first-use allocations (graph capture, caches) are not leaks.
@@ -46,9 +64,19 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_token
     let (rss1, dev1) = (rss_bytes(), loaded.session.executor().device_memory_used());
     let backend_name = loaded.session.executor().backend().name();
     println!("soak: {n} generations, {tokens} tokens in {:.1} s on {backend_name}", start.elapsed().as_secs_f64());
-    println!("  host RSS       before {:>9.1} MiB   after {:>9.1} MiB   growth {:>+8.2} MiB", mib(rss0), mib(rss1), mib(rss1) - mib(rss0));
+    println!(
+        "  host RSS       before {:>9.1} MiB   after {:>9.1} MiB   growth {:>+8.2} MiB",
+        mib(rss0),
+        mib(rss1),
+        mib(rss1) - mib(rss0)
+    );
     match (dev0, dev1) {
-        (Some(a), Some(b)) => println!("  device memory  before {:>9.1} MiB   after {:>9.1} MiB   growth {:>+8.2} MiB", mib(a), mib(b), mib(b) - mib(a)),
+        (Some(a), Some(b)) => println!(
+            "  device memory  before {:>9.1} MiB   after {:>9.1} MiB   growth {:>+8.2} MiB",
+            mib(a),
+            mib(b),
+            mib(b) - mib(a)
+        ),
         _ => println!("  device memory  (not applicable to this backend)"),
     }
     // Allocator noise is a few pages; a per-generation leak over 200 runs would be far larger.

@@ -11,7 +11,8 @@ use qwen_aot::model;
 /// The tokenizer of a compiled directory or of a GGUF (default model when none is given).
 pub fn load_tokenizer(model_arg: Option<&Path>) -> Result<Tokenizer> {
     if let Some(dir) = model_arg.filter(|p| p.is_dir()) {
-        return Tokenizer::load(&dir.join(TOKENIZER_FILE)).with_context(|| format!("loading the tokenizer of {}", dir.display()));
+        return Tokenizer::load(&dir.join(TOKENIZER_FILE))
+            .with_context(|| format!("loading the tokenizer of {}", dir.display()));
     }
     let path = model::gguf_path(model_arg)?;
     let g = model::open_gguf(&path)?;

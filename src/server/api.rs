@@ -86,18 +86,12 @@ pub enum Stop {
 pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ApiError::invalid(
-            format!(
-                "the request body is not valid UTF-8 (invalid byte at offset {})",
-                e.valid_up_to()
-            ),
+            format!("the request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
             None,
         ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "the request body is empty; send a JSON object",
-            None,
-        ));
+        return Err(ApiError::invalid("the request body is empty; send a JSON object", None));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -105,10 +99,7 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
         let inner = e.into_inner();
         // A syntax error has no field to blame (serde_path_to_error says `?` or `.`).
         if inner.is_syntax() || inner.is_eof() || path.is_empty() || path == "." || path == "?" {
-            ApiError::invalid(
-                format!("the request body is not a valid JSON object: {inner}"),
-                None,
-            )
+            ApiError::invalid(format!("the request body is not a valid JSON object: {inner}"), None)
         } else {
             ApiError::invalid(format!("invalid value for `{path}`: {inner}"), Some(&path))
         }
@@ -180,20 +171,23 @@ impl ResponseHead {
     pub fn chunk(&self, text: &str, finish_reason: Option<&str>) -> Value {
         match self.endpoint {
             Endpoint::Chat => {
-                let delta = if finish_reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
-                self.wrap("chat.completion.chunk", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]))
+                let delta =
+                    if finish_reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
+                self.wrap(
+                    "chat.completion.chunk",
+                    json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]),
+                )
             }
-            Endpoint::Completion => self.wrap("text_completion", json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}])),
+            Endpoint::Completion => self.wrap(
+                "text_completion",
+                json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}]),
+            ),
         }
     }
 
     /// `stream_options.include_usage`: one last chunk with no choices and the usage.
     pub fn usage_chunk(&self, usage: Usage) -> Value {
-        let object = if self.endpoint == Endpoint::Chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
+        let object = if self.endpoint == Endpoint::Chat { "chat.completion.chunk" } else { "text_completion" };
         let mut v = self.wrap(object, json!([]));
         v["usage"] = json!(usage);
         v

@@ -39,10 +39,7 @@ pub struct Job {
 #[derive(Debug)]
 pub enum Event {
     Text(String),
-    Done {
-        usage: Usage,
-        finish_reason: &'static str,
-    },
+    Done { usage: Usage, finish_reason: &'static str },
     Failed(String),
 }
 
@@ -64,14 +61,9 @@ impl EngineHandle {
                 Err(match e {
                     TrySendError::Full(_) => {
                         self.metrics.rejected_queue_full.inc();
-                        ApiError::unavailable(
-                            "the server is busy (request queue full); retry shortly",
-                            1,
-                        )
+                        ApiError::unavailable("the server is busy (request queue full); retry shortly", 1)
                     }
-                    TrySendError::Disconnected(_) => {
-                        ApiError::unavailable("the engine has stopped", 5)
-                    }
+                    TrySendError::Disconnected(_) => ApiError::unavailable("the engine has stopped", 5),
                 })
             }
         }
@@ -97,27 +89,21 @@ pub fn start(
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let (tx, rx) = sync_channel::<Job>(queue);
     let m = metrics.clone();
-    let thread = std::thread::Builder::new()
-        .name("engine".into())
-        .spawn(move || {
-            let Loaded {
-                session,
-                model,
-                info,
-            } = match load() {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = failed.send(e);
-                    return;
-                }
-            };
-            let tokenizer = info.tokenizer.clone();
-            m.kv_cache_capacity.set(info.ctx_size as i64);
-            // The HTTP side only starts serving generations once this is set.
-            let _ = ready.set(Arc::new(info));
-            run(session, &tokenizer, rx, &m);
-            drop(model);
-        })?;
+    let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
+        let Loaded { session, model, info } = match load() {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = failed.send(e);
+                return;
+            }
+        };
+        let tokenizer = info.tokenizer.clone();
+        m.kv_cache_capacity.set(info.ctx_size as i64);
+        // The HTTP side only starts serving generations once this is set.
+        let _ = ready.set(Arc::new(info));
+        run(session, &tokenizer, rx, &m);
+        drop(model);
+    })?;
     Ok((EngineHandle { tx, metrics }, thread))
 }
 
@@ -131,9 +117,7 @@ fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metri
             continue;
         }
         // A panic in one generation must not take the server down: answer 500, forget the cache.
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            run_job(&mut session, tok, &mut cached, &job, metrics)
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics)));
         let event = match outcome {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => Event::Failed(format!("{e:#}")),
@@ -163,11 +147,7 @@ fn run_job(
     let keep = common_prefix(cached, ids).min(ids.len() - 1);
     session.rewind(keep);
     cached.truncate(keep);
-    let opts = GenOptions {
-        max_tokens: job.max_tokens,
-        stop_strings: job.stop.clone(),
-        cancel: Some(&job.cancel),
-    };
+    let opts = GenOptions { max_tokens: job.max_tokens, stop_strings: job.stop.clone(), cancel: Some(&job.cancel) };
     let result = generate(session, tok, &ids[keep..], &opts, |piece| {
         // The receiver is gone only when the client is: stop at the next token.
         if job.events.send(Event::Text(piece.to_string())).is_err() {
@@ -198,8 +178,5 @@ fn run_job(
         // Interrupted: the client is gone and nobody reads this.
         StopReason::Length | StopReason::Context | StopReason::Interrupted => "length",
     };
-    Ok(Event::Done {
-        usage: Usage::new(ids.len(), keep, n),
-        finish_reason,
-    })
+    Ok(Event::Done { usage: Usage::new(ids.len(), keep, n), finish_reason })
 }

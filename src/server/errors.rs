@@ -21,14 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            kind,
-            param: None,
-            code: None,
-            retry_after: None,
-        }
+        ApiError { status, message: message.into(), kind, param: None, code: None, retry_after: None }
     }
 
     /// 400 for a request that cannot be served as written.
@@ -54,20 +47,12 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            format!("no such endpoint: {what}"),
-        )
-        .with_code("not_found")
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no such endpoint: {what}"))
+            .with_code("not_found")
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "method not allowed for this endpoint",
-        )
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed for this endpoint")
     }
 
     pub fn too_large(limit: usize) -> ApiError {
@@ -102,8 +87,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

@@ -42,11 +42,7 @@ impl Metrics {
             kv_cache_capacity: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "http_requests",
-            "HTTP requests by endpoint and status",
-            m.requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests by endpoint and status", m.requests.clone());
         registry.register(
             "prompt_tokens",
             "Prompt tokens of finished generations (cached ones included)",
@@ -57,11 +53,7 @@ impl Metrics {
             "Prompt tokens reused from the KV cache instead of prefilled",
             m.cached_prompt_tokens.clone(),
         );
-        registry.register(
-            "generated_tokens",
-            "Generated tokens",
-            m.generated_tokens.clone(),
-        );
+        registry.register("generated_tokens", "Generated tokens", m.generated_tokens.clone());
         registry.register(
             "rejected_queue_full",
             "Requests refused with 503 because the queue was full",
@@ -77,21 +69,9 @@ impl Metrics {
             "Mean decode time per token of a request",
             m.time_per_output_token.clone(),
         );
-        registry.register(
-            "queue_depth",
-            "Requests waiting for the engine",
-            m.queue_depth.clone(),
-        );
-        registry.register(
-            "kv_cache_used_tokens",
-            "Tokens held in the KV cache",
-            m.kv_cache_used.clone(),
-        );
-        registry.register(
-            "kv_cache_capacity_tokens",
-            "Size of the KV cache in tokens",
-            m.kv_cache_capacity.clone(),
-        );
+        registry.register("queue_depth", "Requests waiting for the engine", m.queue_depth.clone());
+        registry.register("kv_cache_used_tokens", "Tokens held in the KV cache", m.kv_cache_used.clone());
+        registry.register("kv_cache_capacity_tokens", "Size of the KV cache in tokens", m.kv_cache_capacity.clone());
         Metrics { registry, ..m }
     }
 

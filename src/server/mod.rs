@@ -84,9 +84,7 @@ fn model_id(model: Option<&std::path::Path>) -> String {
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| model::DEFAULT_MODEL_FILE.to_string());
-    name.strip_suffix(".gguf")
-        .map(str::to_string)
-        .unwrap_or(name)
+    name.strip_suffix(".gguf").map(str::to_string).unwrap_or(name)
 }
 
 pub fn run(opts: ServeOptions) -> Result<()> {
@@ -113,25 +111,12 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let ready = Arc::new(OnceLock::new());
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
-    let (model_path, choice, ctx, quiet, info_id) = (
-        opts.model.clone(),
-        opts.backend,
-        opts.ctx_size,
-        opts.quiet,
-        id.clone(),
-    );
+    let (model_path, choice, ctx, quiet, info_id) =
+        (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
     let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id);
-    let (engine, _thread) = engine::start(
-        load,
-        opts.max_queue,
-        metrics.clone(),
-        ready.clone(),
-        fail_tx,
-    )
-    .context("starting the engine thread")?;
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
+        .context("starting the engine thread")?;
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let state = Arc::new(AppState {
         model_id: id,
         ready,
@@ -161,10 +146,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
             }
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("serving HTTP")?;
+    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving HTTP")?;
     // The engine thread ends once the last request's handle is gone; it holds nothing to save.
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
@@ -182,11 +164,7 @@ fn load_model(
     id: String,
 ) -> Result<engine::Loaded> {
     let dir = model::compiled_model(model_path, quiet)?;
-    let backend::Loaded {
-        session,
-        tokenizer,
-        model,
-    } = backend::load(&dir, choice, ctx, quiet)?;
+    let backend::Loaded { session, tokenizer, model } = backend::load(&dir, choice, ctx, quiet)?;
     let tokenizer = Arc::new(tokenizer);
     let template = match tokenizer.chat_template().map(ChatTemplate::new) {
         Some(Ok(t)) => Some(t),
@@ -204,16 +182,9 @@ fn load_model(
         backend: session.executor().backend().name().to_string(),
     };
     if !quiet {
-        eprintln!(
-            "qwen-aot serve: model loaded ({} backend, context {} tokens)",
-            info.backend, info.ctx_size
-        );
+        eprintln!("qwen-aot serve: model loaded ({} backend, context {} tokens)", info.backend, info.ctx_size);
     }
-    Ok(engine::Loaded {
-        session,
-        model,
-        info,
-    })
+    Ok(engine::Loaded { session, model, info })
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -25,11 +25,7 @@ pub struct Prepared {
     pub include_usage: bool,
 }
 
-pub fn prepare(
-    req: CompletionRequest,
-    endpoint: Endpoint,
-    model: &ModelInfo,
-) -> Result<Prepared, ApiError> {
+pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
     refuse_unsupported(&req)?;
     let text = match endpoint {
         Endpoint::Chat => render_chat(&req, model)?,
@@ -40,17 +36,10 @@ pub fn prepare(
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
     }
     let ctx = model.ctx_size;
-    let param = if endpoint == Endpoint::Chat {
-        "messages"
-    } else {
-        "prompt"
-    };
+    let param = if endpoint == Endpoint::Chat { "messages" } else { "prompt" };
     if prompt_ids.len() > ctx {
         return Err(ApiError::invalid(
-            format!(
-                "the prompt has {} tokens but the context holds {ctx} (server --ctx-size)",
-                prompt_ids.len()
-            ),
+            format!("the prompt has {} tokens but the context holds {ctx} (server --ctx-size)", prompt_ids.len()),
             Some(param),
         )
         .with_code("context_length_exceeded"));
@@ -63,27 +52,18 @@ pub fn prepare(
         stop: stop_strings(req.stop)?,
         sampling,
         stream: req.stream.unwrap_or(false),
-        include_usage: req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
+        include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
 }
 
 /// Features this server does not have: a clear 400 rather than a silently different answer.
 fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
     let no = |what: &str, param: &str| {
-        Err(ApiError::invalid(
-            format!("{what} is not supported by this server"),
-            Some(param),
-        ))
+        Err(ApiError::invalid(format!("{what} is not supported by this server"), Some(param)))
     };
     if let Some(n) = req.n {
         if n != 1 {
-            return Err(ApiError::invalid(
-                format!("`n` must be 1 (one choice per request), got {n}"),
-                Some("n"),
-            ));
+            return Err(ApiError::invalid(format!("`n` must be 1 (one choice per request), got {n}"), Some("n")));
         }
     }
     let logprobs_on = match &req.logprobs {
@@ -122,22 +102,13 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
 
 fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, ApiError> {
     if req.prompt.is_some() {
-        return Err(ApiError::invalid(
-            "`prompt` belongs to /v1/completions; chat takes `messages`",
-            Some("prompt"),
-        ));
+        return Err(ApiError::invalid("`prompt` belongs to /v1/completions; chat takes `messages`", Some("prompt")));
     }
     let Some(messages) = &req.messages else {
-        return Err(ApiError::invalid(
-            "`messages` is required",
-            Some("messages"),
-        ));
+        return Err(ApiError::invalid("`messages` is required", Some("messages")));
     };
     if messages.is_empty() {
-        return Err(ApiError::invalid(
-            "`messages` must hold at least one message",
-            Some("messages"),
-        ));
+        return Err(ApiError::invalid("`messages` must hold at least one message", Some("messages")));
     }
     let mut turns = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
@@ -162,10 +133,7 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, Api
                         ("text", Some(t)) => text.push_str(t),
                         _ => {
                             return Err(ApiError::invalid(
-                                format!(
-                                    "content part of type {:?} is not supported (text only)",
-                                    p.kind
-                                ),
+                                format!("content part of type {:?} is not supported (text only)", p.kind),
                                 Some(&format!("messages[{i}].content[{j}]")),
                             ))
                         }
@@ -177,17 +145,11 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, Api
         turns.push(ChatMessage::new(role, content));
     }
     let Some(template) = &model.template else {
-        return Err(ApiError::invalid(
-            "this model has no chat template; use /v1/completions",
-            Some("messages"),
-        ));
+        return Err(ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages")));
     };
-    template.render(&turns, true).map_err(|e| {
-        ApiError::invalid(
-            format!("the conversation cannot be rendered: {e}"),
-            Some("messages"),
-        )
-    })
+    template
+        .render(&turns, true)
+        .map_err(|e| ApiError::invalid(format!("the conversation cannot be rendered: {e}"), Some("messages")))
 }
 
 fn prompt_text(req: &CompletionRequest) -> Result<String, ApiError> {
@@ -202,10 +164,7 @@ fn prompt_text(req: &CompletionRequest) -> Result<String, ApiError> {
         Some(Prompt::Text(t)) => Ok(t.clone()),
         Some(Prompt::List(l)) if l.len() == 1 => Ok(l[0].clone()),
         Some(Prompt::List(l)) => Err(ApiError::invalid(
-            format!(
-                "`prompt` must be one string (batches are not served), got a list of {}",
-                l.len()
-            ),
+            format!("`prompt` must be one string (batches are not served), got a list of {}", l.len()),
             Some("prompt"),
         )),
     }
@@ -220,18 +179,12 @@ fn max_tokens(req: &CompletionRequest, prompt_len: usize, ctx: usize) -> Result<
         (None, None) => return Ok((ctx - prompt_len).max(1)),
     };
     if value < 1 {
-        return Err(ApiError::invalid(
-            format!("`{param}` must be at least 1, got {value}"),
-            Some(param),
-        ));
+        return Err(ApiError::invalid(format!("`{param}` must be at least 1, got {value}"), Some(param)));
     }
     let value = usize::try_from(value).unwrap_or(usize::MAX);
     if value > ctx {
-        return Err(ApiError::invalid(
-            format!("`{param}` is {value} but the context holds {ctx} tokens"),
-            Some(param),
-        )
-        .with_code("context_length_exceeded"));
+        return Err(ApiError::invalid(format!("`{param}` is {value} but the context holds {ctx} tokens"), Some(param))
+            .with_code("context_length_exceeded"));
     }
     if prompt_len + value > ctx {
         return Err(ApiError::invalid(
@@ -250,10 +203,7 @@ fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
         Some(Stop::Many(l)) => l,
     };
     if list.len() > MAX_STOPS {
-        return Err(ApiError::invalid(
-            format!("at most {MAX_STOPS} stop strings, got {}", list.len()),
-            Some("stop"),
-        ));
+        return Err(ApiError::invalid(format!("at most {MAX_STOPS} stop strings, got {}", list.len()), Some("stop")));
     }
     Ok(list.into_iter().filter(|s| !s.is_empty()).collect())
 }
@@ -263,21 +213,14 @@ fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
 /// presence penalty is subtracted once from every token already present, which is what the
 /// sampler's does (over its window of recent tokens, prompt included).
 fn sampling(req: &CompletionRequest) -> Result<SamplingParams, ApiError> {
-    let range = |v: Option<f64>,
-                 name: &str,
-                 default: f64,
-                 ok: &dyn Fn(f64) -> bool,
-                 want: &str|
-     -> Result<f32, ApiError> {
-        match v {
-            None => Ok(default as f32),
-            Some(x) if x.is_finite() && ok(x) => Ok(x as f32),
-            Some(x) => Err(ApiError::invalid(
-                format!("`{name}` must be {want}, got {x}"),
-                Some(name),
-            )),
-        }
-    };
+    let range =
+        |v: Option<f64>, name: &str, default: f64, ok: &dyn Fn(f64) -> bool, want: &str| -> Result<f32, ApiError> {
+            match v {
+                None => Ok(default as f32),
+                Some(x) if x.is_finite() && ok(x) => Ok(x as f32),
+                Some(x) => Err(ApiError::invalid(format!("`{name}` must be {want}, got {x}"), Some(name))),
+            }
+        };
     let top_k = match req.top_k {
         None | Some(-1) | Some(0) => 0,
         Some(k) if k > 0 => usize::try_from(k).unwrap_or(usize::MAX),
@@ -291,40 +234,14 @@ fn sampling(req: &CompletionRequest) -> Result<SamplingParams, ApiError> {
     let seed = match req.seed {
         // The same seed gives the same text; without one, each request draws differently.
         Some(s) => s as u64,
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
+        None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
     };
     Ok(SamplingParams {
-        temperature: range(
-            req.temperature,
-            "temperature",
-            1.0,
-            &|x| (0.0..=2.0).contains(&x),
-            "in [0, 2]",
-        )?,
+        temperature: range(req.temperature, "temperature", 1.0, &|x| (0.0..=2.0).contains(&x), "in [0, 2]")?,
         top_k,
-        top_p: range(
-            req.top_p,
-            "top_p",
-            1.0,
-            &|x| x > 0.0 && x <= 1.0,
-            "in (0, 1]",
-        )?,
-        min_p: range(
-            req.min_p,
-            "min_p",
-            0.0,
-            &|x| (0.0..=1.0).contains(&x),
-            "in [0, 1]",
-        )?,
-        repeat_penalty: range(
-            req.repetition_penalty,
-            "repetition_penalty",
-            1.0,
-            &|x| x > 0.0,
-            "> 0",
-        )?,
+        top_p: range(req.top_p, "top_p", 1.0, &|x| x > 0.0 && x <= 1.0, "in (0, 1]")?,
+        min_p: range(req.min_p, "min_p", 0.0, &|x| (0.0..=1.0).contains(&x), "in [0, 1]")?,
+        repeat_penalty: range(req.repetition_penalty, "repetition_penalty", 1.0, &|x| x > 0.0, "> 0")?,
         presence_penalty: range(
             req.presence_penalty,
             "presence_penalty",
@@ -355,84 +272,35 @@ mod tests {
         let s = sampling(&req(r#"{"temperature": 0, "seed": 7}"#)).unwrap();
         assert!(s.is_greedy() && s.seed == 7);
         let s = sampling(&req("{}")).unwrap();
-        assert_eq!(
-            (s.temperature, s.top_p, s.top_k, s.min_p),
-            (1.0, 1.0, 0, 0.0)
-        );
-        let s = sampling(&req(
-            r#"{"top_k": -1, "presence_penalty": 0.5, "repetition_penalty": 1.1}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            (s.top_k, s.presence_penalty, s.repeat_penalty),
-            (0, 0.5, 1.1)
-        );
+        assert_eq!((s.temperature, s.top_p, s.top_k, s.min_p), (1.0, 1.0, 0, 0.0));
+        let s = sampling(&req(r#"{"top_k": -1, "presence_penalty": 0.5, "repetition_penalty": 1.1}"#)).unwrap();
+        assert_eq!((s.top_k, s.presence_penalty, s.repeat_penalty), (0, 0.5, 1.1));
     }
 
     #[test]
     fn out_of_range_sampling_values_name_their_parameter() {
-        assert_eq!(
-            refused_param(sampling(&req(r#"{"temperature": 3}"#))),
-            "temperature"
-        );
+        assert_eq!(refused_param(sampling(&req(r#"{"temperature": 3}"#))), "temperature");
         assert_eq!(refused_param(sampling(&req(r#"{"top_p": 0}"#))), "top_p");
         assert_eq!(refused_param(sampling(&req(r#"{"top_k": -2}"#))), "top_k");
         assert_eq!(refused_param(sampling(&req(r#"{"min_p": 1.5}"#))), "min_p");
-        assert_eq!(
-            refused_param(refuse_unsupported(&req(r#"{"frequency_penalty": 1}"#))),
-            "frequency_penalty"
-        );
-        assert_eq!(
-            refused_param(refuse_unsupported(&req(r#"{"logprobs": 2}"#))),
-            "logprobs"
-        );
-        assert!(refuse_unsupported(&req(
-            r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#
-        ))
-        .is_ok());
+        assert_eq!(refused_param(refuse_unsupported(&req(r#"{"frequency_penalty": 1}"#))), "frequency_penalty");
+        assert_eq!(refused_param(refuse_unsupported(&req(r#"{"logprobs": 2}"#))), "logprobs");
+        assert!(refuse_unsupported(&req(r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#)).is_ok());
     }
 
     #[test]
     fn the_token_budget_fits_the_context() {
         assert_eq!(max_tokens(&req("{}"), 10, 100).unwrap(), 90);
-        assert_eq!(
-            max_tokens(
-                &req(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#),
-                10,
-                100
-            )
-            .unwrap(),
-            7
-        );
-        assert_eq!(
-            refused_param(max_tokens(&req(r#"{"max_tokens": 0}"#), 10, 100)),
-            "max_tokens"
-        );
-        assert_eq!(
-            refused_param(max_tokens(&req(r#"{"max_tokens": 91}"#), 10, 100)),
-            "max_tokens"
-        );
-        assert_eq!(
-            max_tokens(&req(r#"{"max_tokens": 90}"#), 10, 100).unwrap(),
-            90
-        );
+        assert_eq!(max_tokens(&req(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#), 10, 100).unwrap(), 7);
+        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": 0}"#), 10, 100)), "max_tokens");
+        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": 91}"#), 10, 100)), "max_tokens");
+        assert_eq!(max_tokens(&req(r#"{"max_tokens": 90}"#), 10, 100).unwrap(), 90);
     }
 
     #[test]
     fn stop_is_a_string_or_a_list_and_empty_strings_are_dropped() {
-        assert_eq!(
-            stop_strings(req(r#"{"stop": "END"}"#).stop).unwrap(),
-            ["END"]
-        );
-        assert_eq!(
-            stop_strings(req(r#"{"stop": ["a", "", "b"]}"#).stop).unwrap(),
-            ["a", "b"]
-        );
-        assert_eq!(
-            refused_param(stop_strings(
-                req(&format!(r#"{{"stop": {:?}}}"#, vec!["x"; 17])).stop
-            )),
-            "stop"
-        );
+        assert_eq!(stop_strings(req(r#"{"stop": "END"}"#).stop).unwrap(), ["END"]);
+        assert_eq!(stop_strings(req(r#"{"stop": ["a", "", "b"]}"#).stop).unwrap(), ["a", "b"]);
+        assert_eq!(refused_param(stop_strings(req(&format!(r#"{{"stop": {:?}}}"#, vec!["x"; 17])).stop)), "stop");
     }
 }

@@ -28,64 +28,36 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(v1)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(state.max_body))
         // A bug must cost one request a 500, never the server.
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("internal error").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("internal error").into_response()))
         .with_state(state)
 }
 
-async fn chat_completions(
-    State(s): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    generation(s, body, Endpoint::Chat)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+async fn chat_completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    generation(s, body, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    generation(s, body, Endpoint::Completion)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    generation(s, body, Endpoint::Completion).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn response_id(endpoint: Endpoint) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = if endpoint == Endpoint::Chat {
-        "chatcmpl"
-    } else {
-        "cmpl"
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}-{nanos:08x}{:06x}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{nanos:08x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn generation(
-    s: Shared,
-    body: Result<Bytes, BytesRejection>,
-    endpoint: Endpoint,
-) -> Result<Response, ApiError> {
+async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: Endpoint) -> Result<Response, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(s.max_body)
@@ -93,9 +65,7 @@ async fn generation(
             ApiError::invalid(r.body_text(), None)
         }
     })?;
-    let model = s
-        .model()
-        .ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
+    let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let req = parse_request(&body)?;
     let p = prepare(req, endpoint, &model)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -110,15 +80,8 @@ async fn generation(
         events: tx,
         enqueued: Instant::now(),
     })?;
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let head = ResponseHead {
-        endpoint,
-        id: response_id(endpoint),
-        created,
-        model: model.id.clone(),
-    };
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
     if p.stream {
         return Ok(sse::response(head, rx, guard, p.include_usage));
     }
@@ -136,10 +99,9 @@ async fn collect(
     loop {
         match rx.recv().await {
             Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done {
-                usage,
-                finish_reason,
-            }) => return Ok(Json(head.full(&text, finish_reason, usage)).into_response()),
+            Some(Event::Done { usage, finish_reason }) => {
+                return Ok(Json(head.full(&text, finish_reason, usage)).into_response())
+            }
             Some(Event::Failed(m)) => return Err(ApiError::internal(m)),
             None => return Err(ApiError::internal("the engine stopped")),
         }
@@ -155,25 +117,13 @@ async fn models(State(s): State<Shared>) -> Json<serde_json::Value> {
 /// 503 while the model loads, then 200: what a load balancer's health check wants.
 async fn health(State(s): State<Shared>) -> Response {
     match s.model() {
-        Some(m) => {
-            Json(json!({"status": "ok", "model": s.model_id, "backend": m.backend})).into_response()
-        }
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response(),
+        Some(m) => Json(json!({"status": "ok", "model": s.model_id, "backend": m.backend})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response(),
     }
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
         .into_response()
 }
 
@@ -199,17 +149,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("other", |p| match p.as_str() {
-            "/v1/chat/completions" => "chat_completions",
-            "/v1/completions" => "completions",
-            "/v1/models" => "models",
-            "/health" => "health",
-            "/metrics" => "metrics",
-            _ => "other",
-        });
+    let path = req.extensions().get::<MatchedPath>().map_or("other", |p| match p.as_str() {
+        "/v1/chat/completions" => "chat_completions",
+        "/v1/completions" => "completions",
+        "/v1/models" => "models",
+        "/health" => "health",
+        "/metrics" => "metrics",
+        _ => "other",
+    });
     let resp = next.run(req).await;
     s.metrics.count_request(path, resp.status().as_u16());
     resp

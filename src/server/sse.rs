@@ -35,12 +35,8 @@ impl State {
         }
         match self.rx.recv().await {
             Some(Event::Text(t)) => self.pending.push_back(data(&self.head.chunk(&t, None))),
-            Some(Event::Done {
-                usage,
-                finish_reason,
-            }) => {
-                self.pending
-                    .push_back(data(&self.head.chunk("", Some(finish_reason))));
+            Some(Event::Done { usage, finish_reason }) => {
+                self.pending.push_back(data(&self.head.chunk("", Some(finish_reason))));
                 if self.include_usage {
                     self.pending.push_back(data(&self.head.usage_chunk(usage)));
                 }
@@ -51,8 +47,7 @@ impl State {
                 self.close();
             }
             None => {
-                self.pending
-                    .push_back(data(&ApiError::internal("the engine stopped").body()));
+                self.pending.push_back(data(&ApiError::internal("the engine stopped").body()));
                 self.close();
             }
         }
@@ -72,14 +67,7 @@ pub fn response(
     include_usage: bool,
 ) -> Response {
     let pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
-    let state = State {
-        rx,
-        head,
-        include_usage,
-        pending,
-        finished: false,
-        _guard: guard,
-    };
+    let state = State { rx, head, include_usage, pending, finished: false, _guard: guard };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(e) = st.pending.pop_front() {

@@ -75,10 +75,7 @@ struct Parsed {
 impl GgufFile {
     /// Memory-maps and parses the GGUF file at `path`.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let io = |source| GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {
@@ -127,9 +124,7 @@ impl GgufFile {
     }
 
     fn require(&self, key: &str) -> Result<&GgufValue, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey {
-            key: key.to_string(),
-        })
+        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_string() })
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
@@ -154,9 +149,7 @@ impl GgufFile {
     /// f32 or f64 (an f64 is rounded to the nearest f32).
     pub fn get_f32(&self, key: &str) -> Result<f32, GgufError> {
         let v = self.require(key)?;
-        v.as_f64()
-            .map(|f| f as f32)
-            .ok_or_else(|| wrong_type(key, "a float", v))
+        v.as_f64().map(|f| f as f32).ok_or_else(|| wrong_type(key, "a float", v))
     }
 
     pub fn get_bool(&self, key: &str) -> Result<bool, GgufError> {
@@ -186,9 +179,7 @@ impl GgufFile {
             let end = start.checked_add(usize::try_from(t.n_bytes).ok()?)?;
             Some(start..end)
         })();
-        range
-            .and_then(|r| self.storage.bytes().get(r))
-            .unwrap_or(&[])
+        range.and_then(|r| self.storage.bytes().get(r)).unwrap_or(&[])
     }
 
     /// Tensor `t` converted to f32, in GGUF element order (row-major with `dims[0]` fastest).
@@ -219,19 +210,13 @@ impl GgufFile {
 }
 
 fn wrong_type(key: &str, expected: &'static str, v: &GgufValue) -> GgufError {
-    GgufError::WrongType {
-        key: key.to_string(),
-        expected,
-        found: v.type_name(),
-    }
+    GgufError::WrongType { key: key.to_string(), expected, found: v.type_name() }
 }
 
 fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
     let prefix = &bytes[..bytes.len().min(4)];
     if prefix != &GGUF_MAGIC[..prefix.len()] {
-        return Err(GgufError::BadMagic {
-            found: prefix.to_vec(),
-        });
+        return Err(GgufError::BadMagic { found: prefix.to_vec() });
     }
     let mut c = Cursor::new(bytes);
     c.take(4, "magic")?;
@@ -246,12 +231,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
     let kv_count_offset = c.pos();
     let kv_count = c.u64("metadata count")?;
     let kv_cap = c.check_count(kv_count, MIN_KV_SIZE, "metadata count", kv_count_offset)?;
-    let tensor_cap = c.check_count(
-        tensor_count,
-        MIN_TENSOR_INFO_SIZE,
-        "tensor count",
-        tensor_count_offset,
-    )?;
+    let tensor_cap = c.check_count(tensor_count, MIN_TENSOR_INFO_SIZE, "tensor count", tensor_count_offset)?;
 
     let mut metadata = Vec::with_capacity(kv_cap);
     let mut key_index = HashMap::with_capacity(kv_cap);
@@ -262,10 +242,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
         let type_id = c.u32("metadata value type")?;
         let value = read_value(&mut c, type_id, type_offset, &key, 0)?;
         if key_index.contains_key(&key) {
-            return Err(GgufError::DuplicateKey {
-                key,
-                offset: key_offset as u64,
-            });
+            return Err(GgufError::DuplicateKey { key, offset: key_offset as u64 });
         }
         key_index.insert(key.clone(), metadata.len());
         metadata.push((key, value));
@@ -278,9 +255,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
             _ => {
                 let value = match v.as_i64() {
                     Some(i) => i.to_string(),
-                    None => v
-                        .as_u64()
-                        .map_or_else(|| format!("of type {}", v.type_name()), |u| u.to_string()),
+                    None => v.as_u64().map_or_else(|| format!("of type {}", v.type_name()), |u| u.to_string()),
                 };
                 return Err(GgufError::BadAlignment { value });
             }
@@ -293,10 +268,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
         let info_offset = c.pos();
         let t = read_tensor_info(&mut c)?;
         if tensor_index.contains_key(&t.name) {
-            return Err(GgufError::DuplicateTensor {
-                name: t.name,
-                offset: info_offset as u64,
-            });
+            return Err(GgufError::DuplicateTensor { name: t.name, offset: info_offset as u64 });
         }
         tensor_index.insert(t.name.clone(), tensors.len());
         tensors.push(t);
@@ -308,31 +280,14 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
     let file_len = bytes.len() as u64;
     for t in &tensors {
         if !t.offset.is_multiple_of(alignment) {
-            return Err(GgufError::MisalignedTensor {
-                name: t.name.clone(),
-                data_offset: t.offset,
-                alignment,
-            });
+            return Err(GgufError::MisalignedTensor { name: t.name.clone(), data_offset: t.offset, alignment });
         }
         let start = data_offset as u128 + t.offset as u128;
         let end = start + t.n_bytes as u128;
         if t.n_bytes > 0 && end > file_len as u128 {
-            return Err(GgufError::TensorOutOfBounds {
-                name: t.name.clone(),
-                start,
-                end,
-                file_len,
-            });
+            return Err(GgufError::TensorOutOfBounds { name: t.name.clone(), start, end, file_len });
         }
     }
 
-    Ok(Parsed {
-        version,
-        metadata,
-        key_index,
-        tensors,
-        tensor_index,
-        alignment,
-        data_offset,
-    })
+    Ok(Parsed { version, metadata, key_index, tensors, tensor_index, alignment, data_offset })
 }

@@ -64,13 +64,7 @@ impl<'a> Cursor<'a> {
 
     /// Checks that `count` items of at least `min_size` bytes each can still fit in the file, and
     /// returns a safe capacity to pre-allocate for them (never more than the remaining bytes allow).
-    pub(crate) fn check_count(
-        &self,
-        count: u64,
-        min_size: u64,
-        what: &str,
-        offset: usize,
-    ) -> Result<usize, GgufError> {
+    pub(crate) fn check_count(&self, count: u64, min_size: u64, what: &str, offset: usize) -> Result<usize, GgufError> {
         let min_bytes = count as u128 * min_size as u128;
         let available = self.remaining() as u64;
         if min_bytes > available as u128 {
@@ -93,11 +87,7 @@ impl<'a> Cursor<'a> {
         let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
-            Err(source) => Err(GgufError::InvalidUtf8 {
-                what: what.to_string(),
-                offset: start as u64,
-                source,
-            }),
+            Err(source) => Err(GgufError::InvalidUtf8 { what: what.to_string(), offset: start as u64, source }),
         }
     }
 }
@@ -114,19 +104,8 @@ mod tests {
         assert_eq!(c.u16("b").ok(), Some(2));
         assert_eq!(c.u32("c").ok(), Some(3));
         assert_eq!(c.remaining(), 1);
-        assert!(matches!(
-            c.u16("d"),
-            Err(GgufError::Truncated {
-                offset: 7,
-                needed: 2,
-                available: 1,
-                ..
-            })
-        ));
-        assert!(matches!(
-            c.take(u64::MAX, "e"),
-            Err(GgufError::Truncated { .. })
-        ));
+        assert!(matches!(c.u16("d"), Err(GgufError::Truncated { offset: 7, needed: 2, available: 1, .. })));
+        assert!(matches!(c.take(u64::MAX, "e"), Err(GgufError::Truncated { .. })));
         assert!(c.check_count(u64::MAX, 8, "f", 0).is_err());
         assert_eq!(c.check_count(1, 1, "g", 0).ok(), Some(1));
         assert_eq!(c.check_count(0, 0, "h", 0).ok(), Some(0));

@@ -47,11 +47,7 @@ pub(crate) fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufErr
     let name = c.string("tensor name")?;
     let n_dims = c.u32("tensor n_dims")?;
     if n_dims > MAX_DIMS {
-        return Err(GgufError::TooManyDims {
-            name,
-            n_dims,
-            offset,
-        });
+        return Err(GgufError::TooManyDims { name, n_dims, offset });
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for _ in 0..n_dims {
@@ -59,20 +55,13 @@ pub(crate) fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufErr
     }
     let type_id = c.u32("tensor type")?;
     let Some(dtype) = GgmlType::from_id(type_id) else {
-        return Err(GgufError::UnknownDtype {
-            name,
-            type_id,
-            offset,
-        });
+        return Err(GgufError::UnknownDtype { name, type_id, offset });
     };
     let data_offset = c.u64("tensor data offset")?;
 
     // ggml stores sizes as int64: keep the element count within i64 like llama.cpp does. Zero
     // dims count as 1 in the check, so that no partial product (rows, shape) overflows either.
-    let fits = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)))
-        .is_some_and(|n| n <= i64::MAX as u64);
+    let fits = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1))).is_some_and(|n| n <= i64::MAX as u64);
     if !fits {
         return Err(GgufError::ElementCountOverflow { name, dims, offset });
     }
@@ -80,25 +69,12 @@ pub(crate) fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufErr
     let row = dims.first().copied().unwrap_or(1);
     let block = dtype.block_size();
     if !row.is_multiple_of(block) {
-        return Err(GgufError::RowNotBlockMultiple {
-            name,
-            dtype,
-            row,
-            block,
-            offset,
-        });
+        return Err(GgufError::RowNotBlockMultiple { name, dtype, row, block, offset });
     }
     // n_elements is a multiple of row, hence of block; the byte size is at most ~2.3x the element
     // count for any known type, but check anyway.
     let Some(n_bytes) = dtype.bytes_for(n_elements) else {
         return Err(GgufError::ElementCountOverflow { name, dims, offset });
     };
-    Ok(TensorInfo {
-        name,
-        dtype,
-        dims,
-        offset: data_offset,
-        n_elements,
-        n_bytes,
-    })
+    Ok(TensorInfo { name, dtype, dims, offset: data_offset, n_elements, n_bytes })
 }

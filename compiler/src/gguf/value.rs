@@ -176,13 +176,7 @@ pub(crate) fn read_value(
             match c.u8("bool value")? {
                 0 => GgufValue::Bool(false),
                 1 => GgufValue::Bool(true),
-                value => {
-                    return Err(GgufError::InvalidBool {
-                        value,
-                        offset: offset as u64,
-                        key: key.to_string(),
-                    })
-                }
+                value => return Err(GgufError::InvalidBool { value, offset: offset as u64, key: key.to_string() }),
             }
         }
         TYPE_STRING => GgufValue::String(c.string("string value")?),
@@ -212,12 +206,6 @@ pub(crate) fn read_value(
             }
             GgufValue::Array(items)
         }
-        _ => {
-            return Err(GgufError::UnknownValueType {
-                type_id,
-                offset: type_offset as u64,
-                key: key.to_string(),
-            })
-        }
+        _ => return Err(GgufError::UnknownValueType { type_id, offset: type_offset as u64, key: key.to_string() }),
     })
 }

@@ -25,11 +25,7 @@ impl Default for GgufBuilder {
 impl GgufBuilder {
     /// An empty GGUF v3 file.
     pub fn new() -> Self {
-        GgufBuilder {
-            version: 3,
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-        }
+        GgufBuilder { version: 3, metadata: Vec::new(), tensors: Vec::new() }
     }
 
     /// Sets the version field (2 and 3 share one layout; others make files the reader rejects).
@@ -46,8 +42,7 @@ impl GgufBuilder {
 
     /// Appends a tensor: `dims` in GGUF order (row length first), `data` its raw bytes.
     pub fn tensor(mut self, name: &str, dtype: GgmlType, dims: &[u64], data: Vec<u8>) -> Self {
-        self.tensors
-            .push((name.to_string(), dtype, dims.to_vec(), data));
+        self.tensors.push((name.to_string(), dtype, dims.to_vec(), data));
         self
     }
 

@@ -22,16 +22,28 @@ fn cluster(g: &OpGraph, id: &str, title: &str, layer: Option<usize>) -> String {
     for &n in &shown {
         let node = g.node(n);
         let style = if in_scope(n) { "" } else { ", style=dashed, color=gray, fontcolor=gray" };
-        let fused = matches!(node.op, Op::AddRmsNorm { .. } | Op::BiasRopeKvWrite { .. } | Op::Attention { .. } | Op::SwiGlu { .. } | Op::Gemv { .. })
-            || matches!(&node.op, Op::MatMul { weight: super::WeightRef::Concat(_), .. });
+        let fused = matches!(
+            node.op,
+            Op::AddRmsNorm { .. }
+                | Op::BiasRopeKvWrite { .. }
+                | Op::Attention { .. }
+                | Op::SwiGlu { .. }
+                | Op::Gemv { .. }
+        ) || matches!(&node.op, Op::MatMul { weight: super::WeightRef::Concat(_), .. });
         let fill = if fused && in_scope(n) { ", style=filled, fillcolor=\"#cde8ff\"" } else { "" };
         let label = format!("{}\\n{}", node.op, node.label).replace('"', "'");
         let _ = writeln!(s, "    {id}_{} [label=\"{label}\"{style}{fill}];", n.index());
     }
     for e in g.g.edge_references() {
-        if shown.contains(&e.source()) && shown.contains(&e.target()) && (in_scope(e.source()) || in_scope(e.target())) {
+        if shown.contains(&e.source()) && shown.contains(&e.target()) && (in_scope(e.source()) || in_scope(e.target()))
+        {
             let cols = g.node(e.source()).out_cols.get(e.weight().src_port as usize).copied().unwrap_or(0);
-            let _ = writeln!(s, "    {id}_{} -> {id}_{} [label=\"{cols}\", fontsize=8];", e.source().index(), e.target().index());
+            let _ = writeln!(
+                s,
+                "    {id}_{} -> {id}_{} [label=\"{cols}\", fontsize=8];",
+                e.source().index(),
+                e.target().index()
+            );
         }
     }
     s.push_str("  }\n");

@@ -47,7 +47,10 @@ pub fn lower(desc: &Description, hp: &HyperParams, has_tensor: &dyn Fn(&str) -> 
         l.node(nd, None)?;
     }
     for name in ["logits", "next_token"] {
-        let v = *l.scope.get(name).ok_or_else(|| CompileError::Description(format!("the description never binds `{name}`")))?;
+        let v = *l
+            .scope
+            .get(name)
+            .ok_or_else(|| CompileError::Description(format!("the description never binds `{name}`")))?;
         l.g.outputs.push((name.to_string(), v));
     }
     Ok(l.g)
@@ -90,7 +93,8 @@ impl Lowerer<'_> {
     }
 
     fn weight(&self, nd: &NodeDesc, layer: Option<usize>) -> Result<WeightRef, CompileError> {
-        let p = nd.weight.as_deref().ok_or_else(|| CompileError::Description(format!("op `{}` needs `weight`", nd.op)))?;
+        let p =
+            nd.weight.as_deref().ok_or_else(|| CompileError::Description(format!("op `{}` needs `weight`", nd.op)))?;
         self.tensor(p, layer)
     }
 
@@ -98,7 +102,12 @@ impl Lowerer<'_> {
         let inputs: Vec<Value> = nd
             .inputs
             .iter()
-            .map(|n| self.scope.get(n).copied().ok_or_else(|| CompileError::Description(format!("op `{}` reads unbound value `{n}`", nd.op))))
+            .map(|n| {
+                self.scope
+                    .get(n)
+                    .copied()
+                    .ok_or_else(|| CompileError::Description(format!("op `{}` reads unbound value `{n}`", nd.op)))
+            })
             .collect::<Result<_, _>>()?;
         let want = |k: usize| -> Result<(), CompileError> {
             if inputs.len() == k {
@@ -112,7 +121,9 @@ impl Lowerer<'_> {
             Some(l) => format!("blk.{l}.{}", nd.out),
             None => nd.out.clone(),
         };
-        let layer_idx = || layer.ok_or_else(|| CompileError::Description(format!("op `{}` only makes sense inside [[layer]]", nd.op)));
+        let layer_idx = || {
+            layer.ok_or_else(|| CompileError::Description(format!("op `{}` only makes sense inside [[layer]]", nd.op)))
+        };
         let op = match nd.op.as_str() {
             "embedding" => {
                 want(1)?;
@@ -139,18 +150,32 @@ impl Lowerer<'_> {
             }
             "rope" => {
                 want(1)?;
-                Op::Rope { heads: self.usize_attr(nd, "heads")?, head_dim: self.usize_attr(nd, "head_dim")?, theta: self.scalar(nd, "theta")? }
+                Op::Rope {
+                    heads: self.usize_attr(nd, "heads")?,
+                    head_dim: self.usize_attr(nd, "head_dim")?,
+                    theta: self.scalar(nd, "theta")?,
+                }
             }
             "kv_write" => {
                 want(2)?;
-                Op::KvWrite { layer: layer_idx()?, kv_heads: self.usize_attr(nd, "kv_heads")?, head_dim: self.usize_attr(nd, "head_dim")? }
+                Op::KvWrite {
+                    layer: layer_idx()?,
+                    kv_heads: self.usize_attr(nd, "kv_heads")?,
+                    head_dim: self.usize_attr(nd, "head_dim")?,
+                }
             }
             "attn_scores" | "attn_context" => {
                 want(2)?;
-                let (layer, heads, kv_heads, head_dim) =
-                    (layer_idx()?, self.usize_attr(nd, "heads")?, self.usize_attr(nd, "kv_heads")?, self.usize_attr(nd, "head_dim")?);
+                let (layer, heads, kv_heads, head_dim) = (
+                    layer_idx()?,
+                    self.usize_attr(nd, "heads")?,
+                    self.usize_attr(nd, "kv_heads")?,
+                    self.usize_attr(nd, "head_dim")?,
+                );
                 if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
-                    return Err(CompileError::Description(format!("{heads} query heads cannot share {kv_heads} KV heads")));
+                    return Err(CompileError::Description(format!(
+                        "{heads} query heads cannot share {kv_heads} KV heads"
+                    )));
                 }
                 if nd.op == "attn_scores" {
                     Op::AttnScores { layer, heads, kv_heads, head_dim }
@@ -173,7 +198,10 @@ impl Lowerer<'_> {
             "add" | "mul" => {
                 want(2)?;
                 if self.g.cols(inputs[0]) != self.g.cols(inputs[1]) {
-                    return Err(CompileError::Description(format!("op `{}` ({label}) adds rows of different widths", nd.op)));
+                    return Err(CompileError::Description(format!(
+                        "op `{}` ({label}) adds rows of different widths",
+                        nd.op
+                    )));
                 }
                 if nd.op == "add" {
                     Op::Add

@@ -32,42 +32,103 @@ impl WeightRef {
 pub enum Op {
     /// Program input: token ids (one i32 per row).
     Tokens,
-    Embedding { table: WeightRef },
-    RmsNorm { weight: WeightRef, eps: f32 },
+    Embedding {
+        table: WeightRef,
+    },
+    RmsNorm {
+        weight: WeightRef,
+        eps: f32,
+    },
     /// `y = x W^T` with W `[n, k]`; `logits` marks the LM head.
-    MatMul { weight: WeightRef, n: usize, k: usize, logits: bool },
-    BiasAdd { bias: WeightRef },
-    Rope { heads: usize, head_dim: usize, theta: f32 },
+    MatMul {
+        weight: WeightRef,
+        n: usize,
+        k: usize,
+        logits: bool,
+    },
+    BiasAdd {
+        bias: WeightRef,
+    },
+    Rope {
+        heads: usize,
+        head_dim: usize,
+        theta: f32,
+    },
     /// Inputs k, v; output: an ordering token (0 columns) read by attention.
-    KvWrite { layer: usize, kv_heads: usize, head_dim: usize },
+    KvWrite {
+        layer: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    },
     /// Inputs q, kv-token; output: scores (symbolic width).
-    AttnScores { layer: usize, heads: usize, kv_heads: usize, head_dim: usize },
-    Scale { factor: f32 },
+    AttnScores {
+        layer: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    },
+    Scale {
+        factor: f32,
+    },
     CausalMask,
     Softmax,
     /// Inputs probabilities, kv-token.
-    AttnContext { layer: usize, heads: usize, kv_heads: usize, head_dim: usize },
+    AttnContext {
+        layer: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    },
     Add,
     Silu,
     Mul,
     /// Columns `start..start+len` of the input.
-    Slice { start: usize, len: usize },
-    Argmax { vocab: usize },
+    Slice {
+        start: usize,
+        len: usize,
+    },
+    Argmax {
+        vocab: usize,
+    },
     // ---- created by passes ----
     /// Inputs a, b; outputs [a + b, rms_norm(a + b)].
-    AddRmsNorm { weight: WeightRef, eps: f32 },
+    AddRmsNorm {
+        weight: WeightRef,
+        eps: f32,
+    },
     /// Inputs q, k, v (raw projections) or one packed qkv; outputs [rotated q, kv-token].
-    BiasRopeKvWrite { bias: WeightRef, layer: usize, heads: usize, kv_heads: usize, head_dim: usize, theta: f32 },
+    BiasRopeKvWrite {
+        bias: WeightRef,
+        layer: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        theta: f32,
+    },
     /// Inputs q, kv-token.
-    Attention { layer: usize, heads: usize, kv_heads: usize, head_dim: usize, scale: f32 },
+    Attention {
+        layer: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+    },
     /// Inputs gate, up or one packed gate|up.
-    SwiGlu { ffn: usize },
+    SwiGlu {
+        ffn: usize,
+    },
     // ---- created by the decode passes ----
     /// A matmul with its neighbours folded in (plan step Gemv): input x (and the residual, for
     /// `Store { residual: true }`), the RMS norm `norm` applied to x as it is read, and
     /// `epilogue` consuming the product. Outputs: Store [n]; SwiGlu [ffn]; BiasRopeKvWrite
     /// [rotated q, kv-token] (like [`Op::BiasRopeKvWrite`]).
-    Gemv { weight: WeightRef, n: usize, k: usize, norm: Option<(WeightRef, f32)>, epilogue: GemvEpi },
+    Gemv {
+        weight: WeightRef,
+        n: usize,
+        k: usize,
+        norm: Option<(WeightRef, f32)>,
+        epilogue: GemvEpi,
+    },
 }
 
 /// What a [`Op::Gemv`] does with its product row.
@@ -122,10 +183,16 @@ impl Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::MatMul { weight, n, k, .. } | Op::Gemv { weight, n, k, .. } => write!(f, "{} {} [{n}x{k}]", self.name(), weight.plan_name()),
+            Op::MatMul { weight, n, k, .. } | Op::Gemv { weight, n, k, .. } => {
+                write!(f, "{} {} [{n}x{k}]", self.name(), weight.plan_name())
+            }
             Op::Embedding { table } => write!(f, "embedding {}", table.plan_name()),
-            Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => write!(f, "{} {}", self.name(), weight.plan_name()),
-            Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias, .. } => write!(f, "{} {}", self.name(), bias.plan_name()),
+            Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => {
+                write!(f, "{} {}", self.name(), weight.plan_name())
+            }
+            Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias, .. } => {
+                write!(f, "{} {}", self.name(), bias.plan_name())
+            }
             Op::Slice { start, len } => write!(f, "slice [{start}..{}]", start + len),
             _ => f.write_str(self.name()),
         }

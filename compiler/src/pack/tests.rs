@@ -6,9 +6,7 @@ use qwen_aot_runtime::quant::PartView;
 use super::*;
 use crate::compile::{build, CompileOptions};
 use crate::source::MemorySource;
-use crate::synthetic::{
-    default_model_mix, q4_k_m_1_5b_mix, random_model, random_model_mix, FormatMix,
-};
+use crate::synthetic::{default_model_mix, q4_k_m_1_5b_mix, random_model, random_model_mix, FormatMix};
 
 /// One layer, every row length a multiple of 256 (k-quants fit).
 fn hp() -> HyperParams {
@@ -27,26 +25,14 @@ fn hp() -> HyperParams {
 }
 
 fn table(src: &MemorySource, hp: &HyperParams, weights: WeightMode) -> WeightTable {
-    build(
-        hp,
-        src,
-        "test",
-        &CompileOptions {
-            prefill_tokens: 4,
-            weights,
-        },
-    )
-    .unwrap()
-    .weights
+    build(hp, src, "test", &CompileOptions { prefill_tokens: 4, weights }).unwrap().weights
 }
 
 fn info<'a>(t: &'a WeightTable, name: &str) -> &'a WeightInfo {
-    t.infos.iter().find(|w| w.name == name).unwrap_or_else(|| {
-        panic!(
-            "no weight {name}: {:?}",
-            t.infos.iter().map(|w| &w.name).collect::<Vec<_>>()
-        )
-    })
+    t.infos
+        .iter()
+        .find(|w| w.name == name)
+        .unwrap_or_else(|| panic!("no weight {name}: {:?}", t.infos.iter().map(|w| &w.name).collect::<Vec<_>>()))
 }
 
 fn formats(w: &WeightInfo) -> Vec<(usize, WeightFormat)> {
@@ -65,12 +51,7 @@ fn check_layout(t: &WeightTable) {
         for p in &w.parts {
             assert_eq!(p.offset, at);
             assert_eq!(p.offset % ALIGNMENT, 0);
-            assert_eq!(
-                p.bytes,
-                part_layout(p.format, p.rows, k).unwrap().bytes,
-                "{}",
-                w.name
-            );
+            assert_eq!(p.bytes, part_layout(p.format, p.rows, k).unwrap().bytes, "{}", w.name);
             at += p.bytes;
         }
         assert_eq!(w.bytes, at - w.offset);
@@ -82,46 +63,20 @@ fn check_layout(t: &WeightTable) {
 
 #[test]
 fn native_parts_keep_the_gguf_types_and_merge_neighbours() {
-    let t = table(
-        &random_model_mix(&hp(), false, 1, &default_model_mix()),
-        &hp(),
-        WeightMode::Native,
-    );
+    let t = table(&random_model_mix(&hp(), false, 1, &default_model_mix()), &hp(), WeightMode::Native);
     check_layout(&t);
     // q (256 rows) and k (128) are Q5_0 and share a part; v (128) is Q8_0.
-    assert_eq!(
-        formats(info(&t, QKV)),
-        [(384, WeightFormat::Q5_0), (128, WeightFormat::Q8_0)]
-    );
+    assert_eq!(formats(info(&t, QKV)), [(384, WeightFormat::Q5_0), (128, WeightFormat::Q8_0)]);
     assert_eq!(formats(info(&t, GATE_UP)), [(1024, WeightFormat::Q5_0)]);
-    assert_eq!(
-        formats(info(&t, "blk.0.ffn_down.weight")),
-        [(256, WeightFormat::Q6_K)]
-    );
-    assert_eq!(
-        formats(info(&t, "blk.0.attn_output.weight")),
-        [(256, WeightFormat::Q5_0)]
-    );
-    assert_eq!(
-        formats(info(&t, "token_embd.weight")),
-        [(50, WeightFormat::Q5_0)]
-    );
-    assert_eq!(
-        formats(info(&t, "output.weight")),
-        [(50, WeightFormat::Q8_0)]
-    );
-    assert_eq!(
-        formats(info(&t, "blk.0.attn_norm.weight")),
-        [(1, WeightFormat::F32)]
-    );
+    assert_eq!(formats(info(&t, "blk.0.ffn_down.weight")), [(256, WeightFormat::Q6_K)]);
+    assert_eq!(formats(info(&t, "blk.0.attn_output.weight")), [(256, WeightFormat::Q5_0)]);
+    assert_eq!(formats(info(&t, "token_embd.weight")), [(50, WeightFormat::Q5_0)]);
+    assert_eq!(formats(info(&t, "output.weight")), [(50, WeightFormat::Q8_0)]);
+    assert_eq!(formats(info(&t, "blk.0.attn_norm.weight")), [(1, WeightFormat::F32)]);
     assert_eq!(info(&t, "blk.0.attn_norm.weight").shape, [256]);
     assert_eq!(info(&t, QKV).shape, [512, 256]);
     // Three formats in one concatenation: three parts.
-    let mix = FormatMix {
-        qk: GgmlType::Q4_K,
-        v: GgmlType::Q6_K,
-        ..q4_k_m_1_5b_mix()
-    };
+    let mix = FormatMix { qk: GgmlType::Q4_K, v: GgmlType::Q6_K, ..q4_k_m_1_5b_mix() };
     let src = random_model_mix(&hp(), false, 2, &mix);
     let mut src3 = src.clone();
     let k = src.tensors["blk.0.attn_k.weight"].clone();
@@ -130,37 +85,22 @@ fn native_parts_keep_the_gguf_types_and_merge_neighbours() {
     let t = table(&src3, &hp(), WeightMode::Native);
     assert_eq!(
         formats(info(&t, QKV)),
-        [
-            (256, WeightFormat::Q4_K),
-            (128, WeightFormat::Q8_0),
-            (128, WeightFormat::Q6_K)
-        ]
+        [(256, WeightFormat::Q4_K), (128, WeightFormat::Q8_0), (128, WeightFormat::Q6_K)]
     );
     check_layout(&t);
 }
 
 #[test]
 fn f16_mode_stores_every_matrix_as_one_f16_part() {
-    let t = table(
-        &random_model_mix(&hp(), false, 1, &default_model_mix()),
-        &hp(),
-        WeightMode::F16,
-    );
+    let t = table(&random_model_mix(&hp(), false, 1, &default_model_mix()), &hp(), WeightMode::F16);
     check_layout(&t);
     for w in &t.infos {
-        let want = if w.shape.len() == 2 {
-            WeightFormat::F16
-        } else {
-            WeightFormat::F32
-        };
+        let want = if w.shape.len() == 2 { WeightFormat::F16 } else { WeightFormat::F32 };
         assert_eq!(w.parts.len(), 1, "{}", w.name);
         assert!(w.all_parts(want), "{}: {:?}", w.name, w.parts);
         // The pre-plan-5 sizes, padded to the alignment.
         let elems = w.shape.iter().product::<usize>() as u64;
-        assert_eq!(
-            w.bytes,
-            (elems * if w.shape.len() == 2 { 2 } else { 4 }).div_ceil(ALIGNMENT) * ALIGNMENT
-        );
+        assert_eq!(w.bytes, (elems * if w.shape.len() == 2 { 2 } else { 4 }).div_ceil(ALIGNMENT) * ALIGNMENT);
     }
 }
 
@@ -168,35 +108,15 @@ fn f16_mode_stores_every_matrix_as_one_f16_part() {
 fn f32_matrices_stay_f32_unless_rows_are_not_whole_groups() {
     // ffn 40: ffn_down's rows (k = 40) are not whole 32-element groups, so it becomes F16; the
     // gate|up rows (k = 64) stay F32.
-    let hp = HyperParams {
-        hidden: 64,
-        n_heads: 4,
-        head_dim: 16,
-        ffn: 40,
-        ..hp()
-    };
+    let hp = HyperParams { hidden: 64, n_heads: 4, head_dim: 16, ffn: 40, ..hp() };
     let t = table(&random_model(&hp, true, 3), &hp, WeightMode::Native);
     check_layout(&t);
     assert_eq!(formats(info(&t, GATE_UP)), [(80, WeightFormat::F32)]);
-    assert_eq!(
-        formats(info(&t, "blk.0.ffn_down.weight")),
-        [(64, WeightFormat::F16)]
-    );
-    assert_eq!(
-        formats(info(&t, "token_embd.weight")),
-        [(50, WeightFormat::F32)]
-    );
+    assert_eq!(formats(info(&t, "blk.0.ffn_down.weight")), [(64, WeightFormat::F16)]);
+    assert_eq!(formats(info(&t, "token_embd.weight")), [(50, WeightFormat::F32)]);
     // The F16 mix keeps F16 (the plan random-model callers had before).
-    let t = table(
-        &random_model_mix(&hp, true, 3, &FormatMix::f16()),
-        &hp,
-        WeightMode::Native,
-    );
-    assert!(t
-        .infos
-        .iter()
-        .filter(|w| w.shape.len() == 2)
-        .all(|w| w.single_format() == Some(WeightFormat::F16)));
+    let t = table(&random_model_mix(&hp, true, 3, &FormatMix::f16()), &hp, WeightMode::Native);
+    assert!(t.infos.iter().filter(|w| w.shape.len() == 2).all(|w| w.single_format() == Some(WeightFormat::F16)));
 }
 
 /// Writes the weights, then reads every row back through the plan's layout and compares it with
@@ -208,26 +128,14 @@ fn check_written(src: &MemorySource, hp: &HyperParams, mode: WeightMode) {
     let sha = write_weights(&t, src, &mut bytes, |n| seen.push(n)).unwrap();
     assert_eq!(bytes.len() as u64, t.total_bytes);
     assert_eq!(sha, hex(&Sha256::digest(&bytes)));
-    assert!(
-        seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&t.total_bytes),
-        "progress {seen:?}"
-    );
+    assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&t.total_bytes), "progress {seen:?}");
     for (w, r) in t.infos.iter().zip(&t.refs) {
-        let want: Vec<f32> = r
-            .parts()
-            .iter()
-            .flat_map(|n| src.load_f32(n).unwrap())
-            .collect();
+        let want: Vec<f32> = r.parts().iter().flat_map(|n| src.load_f32(n).unwrap()).collect();
         let k = *w.shape.last().unwrap();
         let mut got = Vec::new();
         for p in &w.parts {
-            let view = PartView::new(
-                p.format,
-                p.rows,
-                k,
-                &bytes[p.offset as usize..(p.offset + p.bytes) as usize],
-            )
-            .unwrap();
+            let view =
+                PartView::new(p.format, p.rows, k, &bytes[p.offset as usize..(p.offset + p.bytes) as usize]).unwrap();
             let mut row = vec![0f32; k];
             for i in 0..p.rows {
                 view.dequant_row(i, &mut row);
@@ -240,14 +148,7 @@ fn check_written(src: &MemorySource, hp: &HyperParams, mode: WeightMode) {
             want
         };
         assert_eq!(got.len(), want.len(), "{}", w.name);
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{} ({:?})",
-            w.name,
-            w.parts
-        );
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} ({:?})", w.name, w.parts);
     }
 }
 
@@ -265,32 +166,17 @@ fn written_weights_read_back_exactly() {
         check_written(&src, &hp, WeightMode::Native);
         check_written(&src, &hp, WeightMode::F16);
     }
-    let hp = HyperParams {
-        hidden: 64,
-        n_heads: 4,
-        head_dim: 16,
-        ffn: 40,
-        ..hp
-    };
+    let hp = HyperParams { hidden: 64, n_heads: 4, head_dim: 16, ffn: 40, ..hp };
     check_written(&random_model(&hp, true, 3), &hp, WeightMode::Native);
 }
 
 #[test]
 fn bytes_by_format_sums_the_parts() {
-    let t = table(
-        &random_model_mix(&hp(), false, 1, &default_model_mix()),
-        &hp(),
-        WeightMode::Native,
-    );
+    let t = table(&random_model_mix(&hp(), false, 1, &default_model_mix()), &hp(), WeightMode::Native);
     let by = bytes_by_format(&t.infos);
     assert_eq!(
         by.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-        [
-            WeightFormat::F32,
-            WeightFormat::Q5_0,
-            WeightFormat::Q8_0,
-            WeightFormat::Q6_K
-        ]
+        [WeightFormat::F32, WeightFormat::Q5_0, WeightFormat::Q8_0, WeightFormat::Q6_K]
     );
     assert_eq!(by.iter().map(|(_, b)| b).sum::<u64>(), t.total_bytes);
 }
@@ -298,34 +184,12 @@ fn bytes_by_format_sums_the_parts() {
 #[test]
 fn an_unsupported_tensor_type_is_named_before_packing() {
     let mut src = random_model_mix(&hp(), false, 1, &default_model_mix());
-    src.insert_blocks(
-        "blk.0.ffn_down.weight",
-        vec![512, 256],
-        GgmlType::IQ2_XXS,
-        vec![0u8; 512 * 256 / 256 * 66],
-    );
+    src.insert_blocks("blk.0.ffn_down.weight", vec![512, 256], GgmlType::IQ2_XXS, vec![0u8; 512 * 256 / 256 * 66]);
     for weights in [WeightMode::Native, WeightMode::F16] {
-        let e = build(
-            &hp(),
-            &src,
-            "t",
-            &CompileOptions {
-                prefill_tokens: 4,
-                weights,
-            },
-        )
-        .err()
-        .expect("IQ2_XXS is refused");
-        let chain = format!(
-            "{e}: {}",
-            std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        );
-        assert_eq!(
-            chain,
-            "tensor `blk.0.ffn_down.weight`: dequantisation of IQ2_XXS is not supported"
-        );
+        let e =
+            build(&hp(), &src, "t", &CompileOptions { prefill_tokens: 4, weights }).err().expect("IQ2_XXS is refused");
+        let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+        assert_eq!(chain, "tensor `blk.0.ffn_down.weight`: dequantisation of IQ2_XXS is not supported");
     }
 }
 
@@ -334,11 +198,6 @@ fn shape_errors_are_unchanged() {
     let mut src = random_model_mix(&hp(), false, 1, &default_model_mix());
     let bytes = crate::synthetic::random_blocks(GgmlType::Q5_0, 128, 512, 0.05, 1);
     src.insert_blocks("blk.0.attn_k.weight", vec![512, 128], GgmlType::Q5_0, bytes);
-    let e = build(&hp(), &src, "t", &CompileOptions::default())
-        .err()
-        .expect("wrong k");
-    assert_eq!(
-        e.to_string(),
-        "tensor `blk.0.attn_k.weight` has shape [512, 128], expected [256, 0]"
-    );
+    let e = build(&hp(), &src, "t", &CompileOptions::default()).err().expect("wrong k");
+    assert_eq!(e.to_string(), "tensor `blk.0.attn_k.weight` has shape [512, 128], expected [256, 0]");
 }

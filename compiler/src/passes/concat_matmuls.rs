@@ -30,7 +30,12 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         let total: usize = widths.iter().sum();
         let label = format!("{}+", g.node(members[0]).label);
         let k = k0.unwrap_or(0);
-        let cat = g.add(Op::MatMul { weight: WeightRef::Concat(names), n: total, k, logits: false }, vec![total], label, &[input]);
+        let cat = g.add(
+            Op::MatMul { weight: WeightRef::Concat(names), n: total, k, logits: false },
+            vec![total],
+            label,
+            &[input],
+        );
         let mut start = 0;
         for (&m, &n) in members.iter().zip(&widths) {
             let label = g.node(m).label.clone();
@@ -56,13 +61,20 @@ mod tests {
         assert_eq!(run(&mut g).unwrap(), 2);
         let mms = g.find(|op| matches!(op, Op::MatMul { .. }));
         assert_eq!(mms.len(), 5, "qkv, o, gate|up, down, LM head");
-        let qkv = mms.iter().copied().find(|&m| matches!(g.op(m), Op::MatMul { weight: WeightRef::Concat(p), .. } if p.len() == 3)).unwrap();
+        let qkv = mms
+            .iter()
+            .copied()
+            .find(|&m| matches!(g.op(m), Op::MatMul { weight: WeightRef::Concat(p), .. } if p.len() == 3))
+            .unwrap();
         let Op::MatMul { weight, n, k, .. } = g.op(qkv) else { unreachable!() };
         assert_eq!(weight.parts(), vec!["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"]);
         assert_eq!((*n, *k), (64 + 32 + 32, 64));
         let mut slices: Vec<_> = g.consumers(Value::new(qkv, 0)).iter().map(|(s, _)| g.op(*s).clone()).collect();
         slices.sort_by_key(|op| if let Op::Slice { start, .. } = op { *start } else { usize::MAX });
-        assert_eq!(slices, vec![Op::Slice { start: 0, len: 64 }, Op::Slice { start: 64, len: 32 }, Op::Slice { start: 96, len: 32 }]);
+        assert_eq!(
+            slices,
+            vec![Op::Slice { start: 0, len: 64 }, Op::Slice { start: 64, len: 32 }, Op::Slice { start: 96, len: 32 }]
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         let Op::AttnScores { layer, heads, kv_heads, head_dim } = g.op(s).clone() else { continue };
         let Some(scale_n) = g.sole_consumer(Value::new(s, 0)) else { continue };
         let Op::Scale { factor } = *g.op(scale_n) else { continue };
-        let Some(mask) = g.sole_consumer(Value::new(scale_n, 0)).filter(|&n| *g.op(n) == Op::CausalMask) else { continue };
+        let Some(mask) = g.sole_consumer(Value::new(scale_n, 0)).filter(|&n| *g.op(n) == Op::CausalMask) else {
+            continue;
+        };
         let Some(soft) = g.sole_consumer(Value::new(mask, 0)).filter(|&n| *g.op(n) == Op::Softmax) else { continue };
         let Some(ctx) = g.sole_consumer(Value::new(soft, 0)) else { continue };
         if !matches!(g.op(ctx), Op::AttnContext { .. }) {

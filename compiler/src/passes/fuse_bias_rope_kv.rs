@@ -10,7 +10,9 @@ use crate::graph::{Op, OpGraph, Value, WeightRef};
 /// `bias_add(x)` with a single consumer: returns (node, raw input, bias tensor name).
 fn bias_of(g: &OpGraph, v: Value) -> Option<(NodeIndex, Value, String)> {
     match g.op(v.node) {
-        Op::BiasAdd { bias: WeightRef::Tensor(b) } if g.sole_consumer(v).is_some() => Some((v.node, g.inputs(v.node)[0], b.clone())),
+        Op::BiasAdd { bias: WeightRef::Tensor(b) } if g.sole_consumer(v).is_some() => {
+            Some((v.node, g.inputs(v.node)[0], b.clone()))
+        }
         _ => None,
     }
 }
@@ -35,15 +37,28 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         let Some((v_bias, v_raw, vb)) = bias_of(g, ins[1]) else { continue };
         // The query: input 0 of the attention reading this cache.
         let readers = g.consumers(Value::new(kw, 0));
-        let Some(&(att, _)) = readers.iter().find(|(n, _)| matches!(g.op(*n), Op::Attention { .. } | Op::AttnScores { .. })) else { continue };
+        let Some(&(att, _)) =
+            readers.iter().find(|(n, _)| matches!(g.op(*n), Op::Attention { .. } | Op::AttnScores { .. }))
+        else {
+            continue;
+        };
         let Some((q_rope, q_bias, q_raw, qb, (heads, qd, q_theta))) = rope_of(g, g.inputs(att)[0]) else { continue };
         if kh != kv_heads || kd != head_dim || qd != head_dim || q_theta != k_theta {
-            return Err(CompileError::Graph(format!("layer {layer}: q/k rope and kv_write disagree on heads or head_dim")));
+            return Err(CompileError::Graph(format!(
+                "layer {layer}: q/k rope and kv_write disagree on heads or head_dim"
+            )));
         }
         let cols = vec![g.cols(Value::new(q_rope, 0)), 0];
         let label = g.node(kw).label.replace(".kv", ".qkv");
         let fused = g.add(
-            Op::BiasRopeKvWrite { bias: WeightRef::Concat(vec![qb, kb, vb]), layer, heads, kv_heads, head_dim, theta: q_theta },
+            Op::BiasRopeKvWrite {
+                bias: WeightRef::Concat(vec![qb, kb, vb]),
+                layer,
+                heads,
+                kv_heads,
+                head_dim,
+                theta: q_theta,
+            },
             cols,
             label,
             &[q_raw, k_raw, v_raw],
@@ -74,7 +89,14 @@ mod tests {
         }
         let f = g.find(|op| matches!(op, Op::BiasRopeKvWrite { .. }))[0];
         let Op::BiasRopeKvWrite { bias, heads, kv_heads, .. } = g.op(f) else { unreachable!() };
-        assert_eq!(bias, &WeightRef::Concat(vec!["blk.0.attn_q.bias".into(), "blk.0.attn_k.bias".into(), "blk.0.attn_v.bias".into()]));
+        assert_eq!(
+            bias,
+            &WeightRef::Concat(vec![
+                "blk.0.attn_q.bias".into(),
+                "blk.0.attn_k.bias".into(),
+                "blk.0.attn_v.bias".into()
+            ])
+        );
         assert_eq!((*heads, *kv_heads), (4, 2));
         // Inputs are the three raw projections; the attention reads both outputs.
         assert!(g.inputs(f).iter().all(|v| matches!(g.op(v.node), Op::MatMul { .. })));

@@ -7,7 +7,10 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
     let mut count = 0;
     for m in g.find(|op| *op == Op::Mul) {
         let ins = g.inputs(m);
-        let Some(silu_slot) = ins.iter().position(|v| *g.op(v.node) == Op::Silu && g.sole_consumer(*v) == Some(m)) else { continue };
+        let Some(silu_slot) = ins.iter().position(|v| *g.op(v.node) == Op::Silu && g.sole_consumer(*v) == Some(m))
+        else {
+            continue;
+        };
         let silu = ins[silu_slot].node;
         let gate = g.inputs(silu)[0];
         let up = ins[1 - silu_slot];

@@ -6,7 +6,18 @@ use crate::description::{Description, QWEN2};
 use crate::graph::{lower::lower, OpGraph};
 
 pub fn tiny_hparams() -> HyperParams {
-    HyperParams { n_layers: 1, hidden: 64, n_heads: 4, n_kv_heads: 2, head_dim: 16, ffn: 24, vocab: 50, rms_eps: 1e-6, rope_theta: 10000.0, context_length: 128 }
+    HyperParams {
+        n_layers: 1,
+        hidden: 64,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ffn: 24,
+        vocab: 50,
+        rms_eps: 1e-6,
+        rope_theta: 10000.0,
+        context_length: 128,
+    }
 }
 
 pub fn tiny_layer() -> OpGraph {

@@ -70,10 +70,7 @@ fn check_round_trip(dtype: GgmlType, src: &[u8], rows: usize, k: usize) {
     ];
     for (from, to) in ends {
         let from = from.max(l.qs + l.qs_bytes).min(to);
-        assert!(
-            part[from as usize..to as usize].iter().all(|&b| b == 0),
-            "{dtype} padding {from}..{to}"
-        );
+        assert!(part[from as usize..to as usize].iter().all(|&b| b == 0), "{dtype} padding {from}..{to}");
     }
     let want = dequantize(dtype, src, rows * k).unwrap();
     let view = PartView::new(format, rows, k, &part).unwrap();
@@ -83,28 +80,13 @@ fn check_round_trip(dtype: GgmlType, src: &[u8], rows: usize, k: usize) {
         for (i, (a, b)) in row.iter().zip(&want[r * k..(r + 1) * k]).enumerate() {
             // NaN payloads (F16/BF16 NaN inputs) are no contract: NaN on both sides is enough.
             let same = a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
-            assert!(
-                same,
-                "{dtype} rows {rows} k {k}: row {r} element {i}: {a} vs {b}"
-            );
+            assert!(same, "{dtype} rows {rows} k {k}: row {r} element {i}: {a} vs {b}");
         }
     }
 }
 
-const LEGACY: [GgmlType; 5] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-];
-const KQUANTS: [GgmlType; 5] = [
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+const LEGACY: [GgmlType; 5] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0];
+const KQUANTS: [GgmlType; 5] = [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
 
 #[test]
 fn every_legacy_format_round_trips_bit_exactly() {
@@ -139,11 +121,7 @@ fn float_formats_are_row_major_copies() {
                 let src = random_blocks(dtype, rows, k, &mut rng);
                 check_round_trip(dtype, &src, rows, k);
                 let (_, part) = repack(dtype, &src, rows, k).unwrap();
-                assert_eq!(
-                    &part[..src.len()],
-                    &src[..],
-                    "{dtype}: the bytes themselves"
-                );
+                assert_eq!(&part[..src.len()], &src[..], "{dtype}: the bytes themselves");
             }
         }
     }
@@ -153,11 +131,7 @@ fn float_formats_are_row_major_copies() {
 fn big_tensors_take_the_parallel_path_and_stay_exact() {
     // More than TASK_BYTES of source: several row batches on the thread pool.
     let mut rng = Rng::new(4);
-    for (dtype, rows, k) in [
-        (GgmlType::Q8_0, 97, 4096),
-        (GgmlType::Q4_K, 200, 4096),
-        (GgmlType::Q6_K, 61, 8960),
-    ] {
+    for (dtype, rows, k) in [(GgmlType::Q8_0, 97, 4096), (GgmlType::Q4_K, 200, 4096), (GgmlType::Q6_K, 61, 8960)] {
         let src = random_blocks(dtype, rows, k, &mut rng);
         assert!(src.len() > TASK_BYTES);
         check_round_trip(dtype, &src, rows, k);
@@ -169,17 +143,9 @@ fn adjacent_tensors_fill_one_part() {
     // q (3 rows) then k (5 rows) written into one 8-row part equal the part of their
     // concatenation (ggml rows are whole blocks, so concatenated bytes are concatenated rows).
     let mut rng = Rng::new(5);
-    for dtype in [
-        GgmlType::Q5_0,
-        GgmlType::Q6_K,
-        GgmlType::Q3_K,
-        GgmlType::F16,
-    ] {
+    for dtype in [GgmlType::Q5_0, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::F16] {
         let k = 512;
-        let (a, b) = (
-            random_blocks(dtype, 3, k, &mut rng),
-            random_blocks(dtype, 5, k, &mut rng),
-        );
+        let (a, b) = (random_blocks(dtype, 3, k, &mut rng), random_blocks(dtype, 5, k, &mut rng));
         let format = format_of(dtype).unwrap();
         let mut part = vec![0u8; part_layout(format, 8, k).unwrap().bytes as usize];
         repack_into(dtype, &a, 3, k, &mut part, 8, 0).unwrap();
@@ -194,31 +160,14 @@ fn bad_inputs_are_errors_not_panics() {
     let q = vec![0u8; 22 * 8];
     assert_eq!(
         repack(GgmlType::IQ2_XXS, &q, 1, 256).unwrap_err(),
-        RepackError::Unsupported {
-            dtype: GgmlType::IQ2_XXS
-        }
+        RepackError::Unsupported { dtype: GgmlType::IQ2_XXS }
     );
-    assert!(matches!(
-        repack(GgmlType::Q5_0, &q, 1, 255),
-        Err(RepackError::RowLength { .. })
-    ));
-    assert!(matches!(
-        repack(GgmlType::Q4_K, &q, 1, 288),
-        Err(RepackError::RowLength { .. })
-    ));
-    assert!(matches!(
-        repack(GgmlType::Q5_0, &q[1..], 1, 256),
-        Err(RepackError::SourceSize { .. })
-    ));
-    assert!(matches!(
-        repack(GgmlType::Q5_0, &q, 2, 256),
-        Err(RepackError::SourceSize { .. })
-    ));
+    assert!(matches!(repack(GgmlType::Q5_0, &q, 1, 255), Err(RepackError::RowLength { .. })));
+    assert!(matches!(repack(GgmlType::Q4_K, &q, 1, 288), Err(RepackError::RowLength { .. })));
+    assert!(matches!(repack(GgmlType::Q5_0, &q[1..], 1, 256), Err(RepackError::SourceSize { .. })));
+    assert!(matches!(repack(GgmlType::Q5_0, &q, 2, 256), Err(RepackError::SourceSize { .. })));
     let mut part = vec![0u8; part_layout(WeightFormat::Q5_0, 2, 256).unwrap().bytes as usize];
-    assert!(matches!(
-        repack_into(GgmlType::Q5_0, &q, 1, 256, &mut part, 2, 2),
-        Err(RepackError::Destination { .. })
-    ));
+    assert!(matches!(repack_into(GgmlType::Q5_0, &q, 1, 256, &mut part, 2, 2), Err(RepackError::Destination { .. })));
     assert!(matches!(
         repack_into(GgmlType::Q5_0, &q, 1, 256, &mut part[1..], 2, 0),
         Err(RepackError::Destination { .. })
@@ -231,9 +180,7 @@ fn h(x: f32) -> [u8; 2] {
 
 fn row0(format: WeightFormat, k: usize, part: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; k];
-    PartView::new(format, 1, k, part)
-        .unwrap()
-        .dequant_row(0, &mut out);
+    PartView::new(format, 1, k, part).unwrap().dequant_row(0, &mut out);
     out
 }
 
@@ -260,10 +207,7 @@ fn hand_made_q5_0_block() {
     b[21] = 0xa0;
     let (format, part) = repack(GgmlType::Q5_0, &b, 1, 32).unwrap();
     let y = row0(format, 32, &part);
-    assert_eq!(
-        [y[0], y[16], y[15], y[31], y[1], y[17]],
-        [7.5, -6.5, -8.0, 5.0, -4.0, -4.0]
-    );
+    assert_eq!([y[0], y[16], y[15], y[31], y[1], y[17]], [7.5, -6.5, -8.0, 5.0, -4.0, -4.0]);
     // Canonical planes: qh byte e % 4 bit e / 4 -> e0: byte 0 bit 0, e31: byte 3 bit 7.
     let l = part_layout(format, 1, 32).unwrap();
     assert_eq!(&part[l.qh as usize..l.qh as usize + 4], &[0x01, 0, 0, 0x80]);
@@ -286,11 +230,7 @@ fn hand_made_q2_k_block() {
     assert_eq!(y[49], 13.0);
     assert_eq!(y[48], -2.0, "code 0 in the same half: 5 * 0 - 2");
     let l = part_layout(format, 1, 256).unwrap();
-    assert_eq!(
-        &part[l.sc as usize + 2..l.sc as usize + 4],
-        &[0, 0x25],
-        "group 1's half scales"
-    );
+    assert_eq!(&part[l.sc as usize + 2..l.sc as usize + 4], &[0, 0x25], "group 1's half scales");
 }
 
 #[test]
@@ -317,11 +257,7 @@ fn hand_made_q3_k_block() {
     assert_eq!([y[0], y[1], y[212]], [30.0, -40.0, 104.0]);
     let l = part_layout(format, 1, 256).unwrap();
     let sc = &part[l.sc as usize..];
-    assert_eq!(
-        [sc[0], sc[1], sc[12], sc[13]],
-        [37, 0, 0, 58],
-        "unsigned 6-bit scales"
-    );
+    assert_eq!([sc[0], sc[1], sc[12], sc[13]], [37, 0, 0, 58], "unsigned 6-bit scales");
 }
 
 #[test]
@@ -349,16 +285,8 @@ fn hand_made_q4_k_block() {
     assert_eq!([y[0], y[1], y[167], y[32]], [44.0, -1.0, 689.5, 0.0]);
     let l = part_layout(format, 1, 256).unwrap();
     let sc = &part[l.sc as usize..];
-    assert_eq!(
-        [sc[0], sc[1], sc[2], sc[3], sc[10], sc[11]],
-        [3, 2, 1, 0, 50, 21],
-        "[sc, m] per group"
-    );
-    assert_eq!(
-        &part[l.sup as usize..l.sup as usize + 4],
-        &b[0..4],
-        "sup = d, dmin"
-    );
+    assert_eq!([sc[0], sc[1], sc[2], sc[3], sc[10], sc[11]], [3, 2, 1, 0, 50, 21], "[sc, m] per group");
+    assert_eq!(&part[l.sup as usize..l.sup as usize + 4], &b[0..4], "sup = d, dmin");
 }
 
 #[test]
@@ -376,11 +304,7 @@ fn hand_made_q6_k_block() {
     let (format, part) = repack(GgmlType::Q6_K, &b, 1, 256).unwrap();
     let y = row0(format, 256, &part);
     assert_eq!(y[163], -5.25);
-    assert_eq!(
-        y[176],
-        0.25 * 9.0 * -32.0,
-        "element 16 of group 5 uses the second half's scale"
-    );
+    assert_eq!(y[176], 0.25 * 9.0 * -32.0, "element 16 of group 5 uses the second half's scale");
     let l = part_layout(format, 1, 256).unwrap();
     assert_eq!(part[l.qs as usize + 16 * 5 + 3], 0x07);
     assert_eq!(part[l.qh as usize + 8 * 5 + 3], 2);

@@ -27,15 +27,9 @@ fn random_blocks_have_the_variance_of_the_f32_model() {
             let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
             let std = (x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
             let want = 1.0 / (k as f64).sqrt();
-            assert!(
-                (std / want - 1.0).abs() < 0.1,
-                "{t} k {k}: std {std:e}, want {want:e}"
-            );
+            assert!((std / want - 1.0).abs() < 0.1, "{t} k {k}: std {std:e}, want {want:e}");
             // Q4_0's codes q - 8 run from -8 to 7 (mean -0.5, 0.11 std), as in ggml.
-            assert!(
-                mean.abs() < 0.12 * want,
-                "{t} k {k}: mean {mean:e} (std {want:e})"
-            );
+            assert!(mean.abs() < 0.12 * want, "{t} k {k}: mean {mean:e} (std {want:e})");
             assert!(x.iter().all(|v| v.is_finite()));
         }
     }
@@ -104,15 +98,7 @@ fn mixes_give_each_role_its_type() {
     assert_eq!(ty_of(&src, "blk.0.ffn_down.weight"), GgmlType::Q6_K);
     let hp15 = qwen15b_hparams();
     assert_eq!(
-        (
-            hp15.n_layers,
-            hp15.hidden,
-            hp15.n_heads,
-            hp15.n_kv_heads,
-            hp15.head_dim,
-            hp15.ffn,
-            hp15.vocab
-        ),
+        (hp15.n_layers, hp15.hidden, hp15.n_heads, hp15.n_kv_heads, hp15.head_dim, hp15.ffn, hp15.vocab),
         (28, 1536, 12, 2, 128, 8960, 151936)
     );
 }

@@ -14,7 +14,11 @@ pub fn model_path() -> PathBuf {
             .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/qwen-aot"));
         cache.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
     });
-    assert!(path.is_file(), "model GGUF not found at {} (run scripts/fetch-model.sh or set QWEN_AOT_MODEL)", path.display());
+    assert!(
+        path.is_file(),
+        "model GGUF not found at {} (run scripts/fetch-model.sh or set QWEN_AOT_MODEL)",
+        path.display()
+    );
     path
 }
 
@@ -23,6 +27,7 @@ pub fn refs(file: &str) -> Value {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/refs"));
     let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference file {} not readable ({e}); set QWEN_AOT_REFS", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reference file {} not readable ({e}); set QWEN_AOT_REFS", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -43,7 +43,10 @@ impl CpuExecutor {
         let plan = model.plan.clone();
         let hp = &plan.hparams;
         if max_seq == 0 || max_seq > hp.context_length {
-            return Err(RuntimeError::InvalidCall(format!("KV cache of {max_seq} tokens; the model allows 1..={}", hp.context_length)));
+            return Err(RuntimeError::InvalidCall(format!(
+                "KV cache of {max_seq} tokens; the model allows 1..={}",
+                hp.context_length
+            )));
         }
         let (parts, weights): (Vec<Vec<PartRef>>, Vec<Vec<f32>>) = plan
             .weights
@@ -79,7 +82,10 @@ impl CpuExecutor {
 
     fn check(&self, tokens: &[u32], pos: usize, max_tokens: usize) -> Result<(), RuntimeError> {
         if tokens.is_empty() || tokens.len() > max_tokens {
-            return Err(RuntimeError::InvalidCall(format!("{} tokens for a program of 1..={max_tokens}", tokens.len())));
+            return Err(RuntimeError::InvalidCall(format!(
+                "{} tokens for a program of 1..={max_tokens}",
+                tokens.len()
+            )));
         }
         if pos + tokens.len() > self.max_seq {
             return Err(RuntimeError::ContextFull { needed: pos + tokens.len(), max_seq: self.max_seq });
@@ -91,7 +97,13 @@ impl CpuExecutor {
         Ok(())
     }
 
-    fn run(&mut self, decode: bool, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+    fn run(
+        &mut self,
+        decode: bool,
+        tokens: &[u32],
+        pos: usize,
+        logits: LogitsWanted,
+    ) -> Result<StepOutput, RuntimeError> {
         let prog: &Program = if decode { &self.plan.decode } else { &self.plan.prefill };
         self.check(tokens, pos, prog.max_tokens)?;
         let n = tokens.len();
@@ -126,16 +138,32 @@ impl CpuExecutor {
                     let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();
                     qmatmul::embed_q(&ids, &wq(table, hp.hidden), hp.hidden, view_mut(out, n));
                 }
-                Step::RmsNorm { x, weight, out, eps } => kernels::rms_norm(view(x, n), w(weight), eps, hp.hidden, view_mut(out, n)),
-                Step::AddRmsNorm { a, b, weight, eps, sum_out, norm_out } => {
-                    kernels::add_rms_norm(view(a, n), view(b, n), w(weight), eps, hp.hidden, view_mut(sum_out, n), view_mut(norm_out, n))
+                Step::RmsNorm { x, weight, out, eps } => {
+                    kernels::rms_norm(view(x, n), w(weight), eps, hp.hidden, view_mut(out, n))
                 }
+                Step::AddRmsNorm { a, b, weight, eps, sum_out, norm_out } => kernels::add_rms_norm(
+                    view(a, n),
+                    view(b, n),
+                    w(weight),
+                    eps,
+                    hp.hidden,
+                    view_mut(sum_out, n),
+                    view_mut(norm_out, n),
+                ),
                 Step::MatMul { x, weight, n: cols, k, out, residual, logit_rows } => {
                     // The LM head computes only the last row unless every row's logits are wanted.
                     let first = if logit_rows && logits != LogitsWanted::All { n - 1 } else { 0 };
                     let rows = n - first;
                     let res = residual.map(|r| &view(r, n)[first * cols..]);
-                    qmatmul::matmul_q(&view(x, n)[first * k..], &wq(weight, k), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                    qmatmul::matmul_q(
+                        &view(x, n)[first * k..],
+                        &wq(weight, k),
+                        rows,
+                        cols,
+                        k,
+                        res,
+                        &mut view_mut(out, n)[first * cols..],
+                    );
                 }
                 Step::BiasRopeKvWrite { qkv, rope, q_out } => kernels::bias_rope_kv_write(
                     view(qkv, n),
@@ -148,9 +176,16 @@ impl CpuExecutor {
                     &mut self.v_cache[rope.layer],
                     view_mut(q_out, n),
                 ),
-                Step::Attention { q, layer, scale, out, .. } => {
-                    kernels::attention(view(q, n), &self.k_cache[layer], &self.v_cache[layer], shape, scale, pos, n, view_mut(out, n))
-                }
+                Step::Attention { q, layer, scale, out, .. } => kernels::attention(
+                    view(q, n),
+                    &self.k_cache[layer],
+                    &self.v_cache[layer],
+                    shape,
+                    scale,
+                    pos,
+                    n,
+                    view_mut(out, n),
+                ),
                 Step::SwiGlu { gate_up, ffn, out } => kernels::swiglu(view(gate_up, n), ffn, n, view_mut(out, n)),
                 Step::Gemv { x, norm, weight, n: cols, k, ref epilogue } => {
                     // The twins in sequence: norm, matmul, then the epilogue on the product rows.
@@ -171,7 +206,15 @@ impl CpuExecutor {
                     match *epilogue {
                         GemvEpilogue::Store { out, residual, .. } => {
                             let res = residual.map(|r| &view(r, n)[first * cols..]);
-                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, res, &mut view_mut(out, n)[first * cols..]);
+                            qmatmul::matmul_q(
+                                xr,
+                                &wq(weight, k),
+                                rows,
+                                cols,
+                                k,
+                                res,
+                                &mut view_mut(out, n)[first * cols..],
+                            );
                         }
                         GemvEpilogue::SwiGlu { ffn, out } => {
                             y.resize(rows * cols, 0.0);
@@ -182,7 +225,17 @@ impl CpuExecutor {
                             y.resize(rows * cols, 0.0);
                             qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y);
                             let (kc, vc) = (&mut self.k_cache[rope.layer], &mut self.v_cache[rope.layer]);
-                            kernels::bias_rope_kv_write(y, w(rope.bias), shape, rope.rope_theta, pos, n, kc, vc, view_mut(q_out, n));
+                            kernels::bias_rope_kv_write(
+                                y,
+                                w(rope.bias),
+                                shape,
+                                rope.rope_theta,
+                                pos,
+                                n,
+                                kc,
+                                vc,
+                                view_mut(q_out, n),
+                            );
                         }
                     }
                 }

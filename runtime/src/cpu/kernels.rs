@@ -41,7 +41,15 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, row: usize, out: &mut [f32]
 }
 
 /// `sum = a + b; norm_out = rms_norm(sum) * weight`, row by row.
-pub fn add_rms_norm(a: &[f32], b: &[f32], weight: &[f32], eps: f32, row: usize, sum_out: &mut [f32], norm_out: &mut [f32]) {
+pub fn add_rms_norm(
+    a: &[f32],
+    b: &[f32],
+    weight: &[f32],
+    eps: f32,
+    row: usize,
+    sum_out: &mut [f32],
+    norm_out: &mut [f32],
+) {
     for (s, (x, y)) in sum_out.iter_mut().zip(a.iter().zip(b)) {
         *s = x + y;
     }
@@ -60,11 +68,20 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize, residual: O
         // B[i, j] = w[j*k + i]), and out does not alias x or w (distinct borrows).
         unsafe {
             matrixmultiply::sgemm(
-                rows, k, n, 1.0,
-                x.as_ptr(), k as isize, 1,
-                w.as_ptr(), 1, k as isize,
+                rows,
+                k,
+                n,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                1,
+                k as isize,
                 0.0,
-                out.as_mut_ptr(), n as isize, 1,
+                out.as_mut_ptr(),
+                n as isize,
+                1,
             );
         }
     }
@@ -92,7 +109,15 @@ fn add_residual(out: &mut [f32], residual: Option<&[f32]>) {
 /// [`matmul`] reading the weight as f16 (as it is packed), converted block by block: half the
 /// memory traffic of f32 weights, which is what bounds decode on a CPU. Same function as
 /// [`matmul`] on the f32 values of `w`.
-pub fn matmul_f16(x: &[f32], w: &[half::f16], rows: usize, n: usize, k: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+pub fn matmul_f16(
+    x: &[f32],
+    w: &[half::f16],
+    rows: usize,
+    n: usize,
+    k: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
     use half::slice::HalfFloatSliceExt;
     assert!(x.len() >= rows * k && w.len() >= n * k && out.len() >= rows * n, "matmul_f16: slice too short");
     if rows == 1 {
@@ -104,17 +129,29 @@ pub fn matmul_f16(x: &[f32], w: &[half::f16], rows: usize, n: usize, k: usize, r
         let mut wf = vec![0.0f32; BLOCK.min(n) * k];
         for j0 in (0..n).step_by(BLOCK) {
             let nb = BLOCK.min(n - j0);
-            wf[..nb * k].par_chunks_mut(k).zip(w[j0 * k..(j0 + nb) * k].par_chunks(k)).for_each(|(d, s)| s.convert_to_f32_slice(d));
+            wf[..nb * k]
+                .par_chunks_mut(k)
+                .zip(w[j0 * k..(j0 + nb) * k].par_chunks(k))
+                .for_each(|(d, s)| s.convert_to_f32_slice(d));
             // SAFETY: x holds rows*k floats, wf holds nb*k, and out[j0..] addressed with row
             // stride n for `rows` rows and nb columns stays within rows*n (checked above:
             // (rows-1)*n + j0 + nb <= rows*n); out does not alias x or wf.
             unsafe {
                 matrixmultiply::sgemm(
-                    rows, k, nb, 1.0,
-                    x.as_ptr(), k as isize, 1,
-                    wf.as_ptr(), 1, k as isize,
+                    rows,
+                    k,
+                    nb,
+                    1.0,
+                    x.as_ptr(),
+                    k as isize,
+                    1,
+                    wf.as_ptr(),
+                    1,
+                    k as isize,
                     0.0,
-                    out.as_mut_ptr().add(j0), n as isize, 1,
+                    out.as_mut_ptr().add(j0),
+                    n as isize,
+                    1,
                 );
             }
         }
@@ -127,7 +164,10 @@ pub fn matmul_f16(x: &[f32], w: &[half::f16], rows: usize, n: usize, k: usize, r
 pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("f16c") {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
             // SAFETY: the features the function is compiled for were just detected on this CPU.
             return unsafe { dot_f16_avx2(a, b) };
         }
@@ -220,8 +260,15 @@ pub fn rope_head(x: &mut [f32], p: usize, theta: f32) {
 /// `k_cache`/`v_cache` are this layer's `[max_seq, n_kv_heads, head_dim]` caches.
 #[allow(clippy::too_many_arguments)]
 pub fn bias_rope_kv_write(
-    qkv: &[f32], bias: &[f32], s: AttnShape, theta: f32, pos: usize, n_tokens: usize,
-    k_cache: &mut [f32], v_cache: &mut [f32], q_out: &mut [f32],
+    qkv: &[f32],
+    bias: &[f32],
+    s: AttnShape,
+    theta: f32,
+    pos: usize,
+    n_tokens: usize,
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    q_out: &mut [f32],
 ) {
     let (ql, kl) = (s.q_len(), s.kv_len());
     let row = ql + 2 * kl;
@@ -244,7 +291,13 @@ pub fn bias_rope_kv_write(
 /// the cache, softmax in f32 with the running maximum subtracted.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
-    q: &[f32], k_cache: &[f32], v_cache: &[f32], s: AttnShape, scale: f32, pos: usize, n_tokens: usize,
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    s: AttnShape,
+    scale: f32,
+    pos: usize,
+    n_tokens: usize,
     out: &mut [f32],
 ) {
     let (ql, kl, d) = (s.q_len(), s.kv_len(), s.head_dim);
@@ -254,7 +307,8 @@ pub fn attention(
         let kvh = h / group;
         let qh = &q[t * ql + h * d..t * ql + (h + 1) * d];
         let len = pos + t + 1;
-        let scores: Vec<f32> = (0..len).map(|j| scale * dot(qh, &k_cache[j * kl + kvh * d..j * kl + (kvh + 1) * d])).collect();
+        let scores: Vec<f32> =
+            (0..len).map(|j| scale * dot(qh, &k_cache[j * kl + kvh * d..j * kl + (kvh + 1) * d])).collect();
         let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let exps: Vec<f32> = scores.iter().map(|v| (v - max).exp()).collect();
         let sum: f32 = exps.iter().sum();

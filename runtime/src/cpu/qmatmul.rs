@@ -25,13 +25,7 @@ pub fn part_refs(w: &WeightInfo) -> Vec<PartRef> {
     w.parts
         .iter()
         .map(|p| {
-            let r = PartRef {
-                row0,
-                rows: p.rows,
-                format: p.format,
-                start: p.offset as usize,
-                len: p.bytes as usize,
-            };
+            let r = PartRef { row0, rows: p.rows, format: p.format, start: p.offset as usize, len: p.bytes as usize };
             row0 += p.rows;
             r
         })
@@ -50,13 +44,8 @@ impl<'a> QMatrix<'a> {
     /// The part's view. Panics if the part does not fit its format's layout (the plan validator
     /// checked that at open).
     pub fn view(&self, p: &PartRef) -> PartView<'a> {
-        PartView::new(
-            p.format,
-            p.rows,
-            self.k,
-            &self.bytes[p.start..p.start + p.len],
-        )
-        .expect("part layout validated at open")
+        PartView::new(p.format, p.rows, self.k, &self.bytes[p.start..p.start + p.len])
+            .expect("part layout validated at open")
     }
 
     /// Rows of the whole matrix.
@@ -66,30 +55,15 @@ impl<'a> QMatrix<'a> {
 
     /// Row `j` of the matrix (any part) dequantised into `out[..k]`.
     pub fn dequant_row(&self, j: usize, out: &mut [f32]) {
-        let p = self
-            .parts
-            .iter()
-            .find(|p| (p.row0..p.row0 + p.rows).contains(&j))
-            .expect("row in range");
+        let p = self.parts.iter().find(|p| (p.row0..p.row0 + p.rows).contains(&j)).expect("row in range");
         qdot::dequant_row(&self.view(p), j - p.row0, out);
     }
 }
 
 /// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
 /// same function as [`super::kernels::matmul`] on the dequantised weight.
-pub fn matmul_q(
-    x: &[f32],
-    w: &QMatrix,
-    rows: usize,
-    n: usize,
-    k: usize,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    assert!(
-        w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n,
-        "matmul_q: shapes"
-    );
+pub fn matmul_q(x: &[f32], w: &QMatrix, rows: usize, n: usize, k: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+    assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
     if rows == 1 {
         let x = &x[..k];
         let sx16 = qdot::sums16(x);
@@ -112,10 +86,7 @@ pub fn matmul_q(
             let v = w.view(p);
             for r0 in (0..p.rows).step_by(BLOCK) {
                 let nb = BLOCK.min(p.rows - r0);
-                wf[..nb * k]
-                    .par_chunks_mut(k)
-                    .enumerate()
-                    .for_each(|(i, d)| qdot::dequant_row(&v, r0 + i, d));
+                wf[..nb * k].par_chunks_mut(k).enumerate().for_each(|(i, d)| qdot::dequant_row(&v, r0 + i, d));
                 let j0 = p.row0 + r0;
                 // SAFETY: x holds rows*k floats, wf holds nb*k, and out[j0..] addressed with row
                 // stride n for `rows` rows and nb columns stays within rows*n (checked above:
@@ -166,13 +137,7 @@ mod tests {
         let (mut bytes, mut parts, mut row0) = (Vec::new(), Vec::new(), 0);
         for &(format, rows) in spec {
             let b = random_part(format, rows, k, rng);
-            parts.push(PartRef {
-                row0,
-                rows,
-                format,
-                start: bytes.len(),
-                len: b.len(),
-            });
+            parts.push(PartRef { row0, rows, format, start: bytes.len(), len: b.len() });
             bytes.extend_from_slice(&b);
             row0 += rows;
         }
@@ -187,18 +152,10 @@ mod tests {
         let k = 896;
         for spec in [
             vec![(WeightFormat::Q5_0, 96), (WeightFormat::Q8_0, 16)],
-            vec![
-                (WeightFormat::Q4_0, 300),
-                (WeightFormat::F16, 7),
-                (WeightFormat::Q5_1, 33),
-            ],
+            vec![(WeightFormat::Q4_0, 300), (WeightFormat::F16, 7), (WeightFormat::Q5_1, 33)],
         ] {
             let (bytes, parts) = matrix(&spec, k, &mut rng);
-            let w = QMatrix {
-                bytes: &bytes,
-                parts: &parts,
-                k,
-            };
+            let w = QMatrix { bytes: &bytes, parts: &parts, k };
             let n = w.n();
             for rows in [1, 5] {
                 let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
@@ -208,11 +165,7 @@ mod tests {
                 for p in &parts {
                     // The same part alone, as its own one-part matrix (row0 = 0): same bits.
                     let alone = [PartRef { row0: 0, ..*p }];
-                    let wp = QMatrix {
-                        bytes: &bytes,
-                        parts: &alone,
-                        k,
-                    };
+                    let wp = QMatrix { bytes: &bytes, parts: &alone, k };
                     let mut po = vec![f32::NAN; rows * p.rows];
                     matmul_q(&x, &wp, rows, p.rows, k, None, &mut po);
                     let v = w.view(p);
@@ -221,23 +174,12 @@ mod tests {
                         reference::dequant_row(&v, j, &mut wr);
                         for t in 0..rows {
                             let got = out[t * n + p.row0 + j];
-                            assert_eq!(
-                                got.to_bits(),
-                                (po[t * p.rows + j] + res[t * n + p.row0 + j]).to_bits()
-                            );
+                            assert_eq!(got.to_bits(), (po[t * p.rows + j] + res[t * n + p.row0 + j]).to_bits());
                             let xt = &x[t * k..(t + 1) * k];
-                            let exact: f64 = wr
-                                .iter()
-                                .zip(xt)
-                                .map(|(&a, &b)| a as f64 * b as f64)
-                                .sum::<f64>()
+                            let exact: f64 = wr.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
                                 + res[t * n + p.row0 + j] as f64;
-                            let mag: f64 = wr
-                                .iter()
-                                .zip(xt)
-                                .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                                .sum::<f64>()
-                                + 1.0;
+                            let mag: f64 =
+                                wr.iter().zip(xt).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum::<f64>() + 1.0;
                             // Random scales up to 65504 with minimums: relative to the magnitude
                             // of the terms, k-long f32 sums (see qdot's tests for the bound).
                             assert!(
@@ -250,28 +192,15 @@ mod tests {
                 }
             }
             // Embedding rows from every part: bit-exact with the reference.
-            let ids: Vec<i32> = parts
-                .iter()
-                .flat_map(|p| [p.row0 as i32, (p.row0 + p.rows - 1) as i32])
-                .collect();
+            let ids: Vec<i32> = parts.iter().flat_map(|p| [p.row0 as i32, (p.row0 + p.rows - 1) as i32]).collect();
             let mut got = vec![f32::NAN; ids.len() * k];
             embed_q(&ids, &w, k, &mut got);
             for (t, &id) in ids.iter().enumerate() {
-                let p = parts
-                    .iter()
-                    .find(|p| (p.row0..p.row0 + p.rows).contains(&(id as usize)))
-                    .unwrap();
+                let p = parts.iter().find(|p| (p.row0..p.row0 + p.rows).contains(&(id as usize))).unwrap();
                 let mut want = vec![0.0f32; k];
                 reference::dequant_row(&w.view(p), id as usize - p.row0, &mut want);
-                let g: Vec<u32> = got[t * k..(t + 1) * k]
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect();
-                assert_eq!(
-                    g,
-                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "embed row {id}"
-                );
+                let g: Vec<u32> = got[t * k..(t + 1) * k].iter().map(|v| v.to_bits()).collect();
+                assert_eq!(g, want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "embed row {id}");
             }
         }
     }

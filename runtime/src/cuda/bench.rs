@@ -9,7 +9,10 @@ use half::f16;
 
 use super::device::{CudaDevice, DevBuf};
 use super::executor::inv_freq_table;
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS};
+use super::launch::{
+    self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, RopeArgs,
+    ARGMAX_MAX_BLOCKS,
+};
 use super::CudaCtx;
 use crate::error::RuntimeError;
 
@@ -92,7 +95,11 @@ impl<'a> KernelBench<'a> {
         bufs.push(part_ml);
         bufs.push(counters);
         let am = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "bench")?;
-        let ams = ArgmaxScratch { part_v: am.ptr(), part_i: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 4, counter: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 8 };
+        let ams = ArgmaxScratch {
+            part_v: am.ptr(),
+            part_i: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 4,
+            counter: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 8,
+        };
         bufs.push(am);
         let gs = GemmScratch { x16: 0, scale: 0 };
         let heads = Heads { n_heads: nh, n_kv_heads: nkv, head_dim: d };
@@ -105,19 +112,73 @@ impl<'a> KernelBench<'a> {
         let cases: Vec<(String, u64, Vec<Op>)> = vec![
             ("embed".into(), h * 6, vec![launch::embed(st, tok, table, y, hidden, vocab, 1)]),
             ("rms_norm".into(), h * 12, vec![launch::rms_norm(st, x, norm_w, y, hidden, 1e-6, 1)]),
-            ("add_rms_norm".into(), h * 20, vec![launch::add_rms_norm(st, x, r, norm_w, y, y + h * 4, hidden, 1e-6, 1)]),
-            (format!("gemv qkv {qkv_n}x{hidden}"), mm(qkv_n, hidden, false), launch::matmul(dev, st, x, w_qkv, y, None, qkv_n, hidden, 1, MatMulMode::Gemv, gs)),
-            (format!("gemv o_proj+res {hidden}x{}", nh * d), mm(hidden, nh * d, true), launch::matmul(dev, st, x, w_o, y, Some(r), hidden, nh * d, 1, MatMulMode::Gemv, gs)),
-            (format!("gemv gate_up {}x{hidden}", 2 * ffn), mm(2 * ffn, hidden, false), launch::matmul(dev, st, x, w_gu, y, None, 2 * ffn, hidden, 1, MatMulMode::Gemv, gs)),
-            (format!("gemv down+res {hidden}x{ffn}"), mm(hidden, ffn, true), launch::matmul(dev, st, x, w_down, y, Some(r), hidden, ffn, 1, MatMulMode::Gemv, gs)),
-            (format!("gemv lm_head {vocab}x{hidden}"), mm(vocab, hidden, false), launch::matmul(dev, st, x, table, y, None, vocab, hidden, 1, MatMulMode::LastRow, gs)),
-            ("bias_rope_kv_write".into(), (qkv_n * 8 + nh * d * 4 + 2 * nkv * d * 2) as u64, vec![launch::bias_rope_kv_write(st, x, rope, 1)]),
-            (format!("attention ctx={ctx_len} splits={splits}"), kvb + (2 * nh * d * 4) as u64, launch::attention(st, x, kc, vc, y, heads, 0.125, 1, splits, attn)),
+            (
+                "add_rms_norm".into(),
+                h * 20,
+                vec![launch::add_rms_norm(st, x, r, norm_w, y, y + h * 4, hidden, 1e-6, 1)],
+            ),
+            (
+                format!("gemv qkv {qkv_n}x{hidden}"),
+                mm(qkv_n, hidden, false),
+                launch::matmul(dev, st, x, w_qkv, y, None, qkv_n, hidden, 1, MatMulMode::Gemv, gs),
+            ),
+            (
+                format!("gemv o_proj+res {hidden}x{}", nh * d),
+                mm(hidden, nh * d, true),
+                launch::matmul(dev, st, x, w_o, y, Some(r), hidden, nh * d, 1, MatMulMode::Gemv, gs),
+            ),
+            (
+                format!("gemv gate_up {}x{hidden}", 2 * ffn),
+                mm(2 * ffn, hidden, false),
+                launch::matmul(dev, st, x, w_gu, y, None, 2 * ffn, hidden, 1, MatMulMode::Gemv, gs),
+            ),
+            (
+                format!("gemv down+res {hidden}x{ffn}"),
+                mm(hidden, ffn, true),
+                launch::matmul(dev, st, x, w_down, y, Some(r), hidden, ffn, 1, MatMulMode::Gemv, gs),
+            ),
+            (
+                format!("gemv lm_head {vocab}x{hidden}"),
+                mm(vocab, hidden, false),
+                launch::matmul(dev, st, x, table, y, None, vocab, hidden, 1, MatMulMode::LastRow, gs),
+            ),
+            (
+                "bias_rope_kv_write".into(),
+                (qkv_n * 8 + nh * d * 4 + 2 * nkv * d * 2) as u64,
+                vec![launch::bias_rope_kv_write(st, x, rope, 1)],
+            ),
+            (
+                format!("attention ctx={ctx_len} splits={splits}"),
+                kvb + (2 * nh * d * 4) as u64,
+                launch::attention(st, x, kc, vc, y, heads, 0.125, 1, splits, attn),
+            ),
             ("swiglu".into(), (3 * ffn * 4) as u64, vec![launch::swiglu(st, y, x, ffn, 1)]),
             // The decode program's fused GEMVs (norm prologue; rope / swiglu epilogues).
-            (format!("norm_gemv_rope_kv_write {qkv_n}x{hidden}"), mm(qkv_n, hidden, false) + h * 4, vec![launch::gemv(dev, st, x, Some(norm), w_qkv, qkv_n, hidden, 1, GemvOut::Rope(rope))]),
-            (format!("norm_gemv_swiglu {}x{hidden}", 2 * ffn), mm(2 * ffn, hidden, false) + h * 4 - (ffn * 4) as u64, vec![launch::gemv(dev, st, x, Some(norm), w_gu, 2 * ffn, hidden, 1, GemvOut::SwiGlu { out: y })]),
-            (format!("norm_gemv lm_head {vocab}x{hidden}"), mm(vocab, hidden, false) + h * 4, vec![launch::gemv(dev, st, x, Some(norm), table, vocab, hidden, 1, GemvOut::Store { out: y, residual: None, last_row: true })]),
+            (
+                format!("norm_gemv_rope_kv_write {qkv_n}x{hidden}"),
+                mm(qkv_n, hidden, false) + h * 4,
+                vec![launch::gemv(dev, st, x, Some(norm), w_qkv, qkv_n, hidden, 1, GemvOut::Rope(rope))],
+            ),
+            (
+                format!("norm_gemv_swiglu {}x{hidden}", 2 * ffn),
+                mm(2 * ffn, hidden, false) + h * 4 - (ffn * 4) as u64,
+                vec![launch::gemv(dev, st, x, Some(norm), w_gu, 2 * ffn, hidden, 1, GemvOut::SwiGlu { out: y })],
+            ),
+            (
+                format!("norm_gemv lm_head {vocab}x{hidden}"),
+                mm(vocab, hidden, false) + h * 4,
+                vec![launch::gemv(
+                    dev,
+                    st,
+                    x,
+                    Some(norm),
+                    table,
+                    vocab,
+                    hidden,
+                    1,
+                    GemvOut::Store { out: y, residual: None, last_row: true },
+                )],
+            ),
             ("argmax".into(), (vocab * 4) as u64, vec![launch::argmax(st, y, r, vocab, dev.sm_count(), ams)]),
         ];
         let mut out = Vec::new();
@@ -174,7 +235,9 @@ pub fn copy_bandwidth_gbps(dev: &CudaDevice) -> Result<f64, RuntimeError> {
     let reps = 20;
     let copy = || {
         // SAFETY: both buffers hold `bytes` bytes and outlive the synchronisation in elapsed_ms.
-        unsafe { sys::cuMemcpyDtoDAsync_v2(b.ptr(), a.ptr(), bytes, dev.cu_stream()) }.result().cuda_ctx(|| "copy".into())
+        unsafe { sys::cuMemcpyDtoDAsync_v2(b.ptr(), a.ptr(), bytes, dev.cu_stream()) }
+            .result()
+            .cuda_ctx(|| "copy".into())
     };
     copy()?;
     start.record(&dev.stream).cuda_ctx(|| "event record".into())?;

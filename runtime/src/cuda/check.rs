@@ -11,12 +11,14 @@ use half::f16;
 
 mod gemv;
 mod qprefill;
-mod weights;
 mod sampler;
+mod weights;
 
 use super::device::{CudaDevice, DevBuf};
 use super::executor::inv_freq_table;
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS};
+use super::launch::{
+    self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS,
+};
 use crate::cpu::kernels as cpu;
 use crate::error::RuntimeError;
 
@@ -171,7 +173,15 @@ fn compare(gpu: &[f32], cpu: &[f32]) -> (f32, f32) {
     let mut m = 0.0f32;
     for (&g, &c) in gpu.iter().zip(cpu) {
         let d = if g.is_finite() || !c.is_finite() { (g - c).abs() } else { f32::INFINITY };
-        let d = if d.is_nan() { if g.is_nan() && c.is_nan() { 0.0 } else { f32::INFINITY } } else { d };
+        let d = if d.is_nan() {
+            if g.is_nan() && c.is_nan() {
+                0.0
+            } else {
+                f32::INFINITY
+            }
+        } else {
+            d
+        };
         m = m.max(d);
     }
     let scale = max_abs(cpu);
@@ -217,7 +227,14 @@ impl<'a> Harness<'a> {
     }
     fn record(&mut self, name: impl Into<String>, gpu: &[f32], cpu: &[f32], tol: f32) {
         let (max_abs, max_rel) = compare(gpu, cpu);
-        self.rows.push(CheckRow { name: name.into(), shape: self.shape.clone(), max_abs, max_rel, tol, pass: max_abs <= tol });
+        self.rows.push(CheckRow {
+            name: name.into(),
+            shape: self.shape.clone(),
+            max_abs,
+            max_rel,
+            tol,
+            pass: max_abs <= tol,
+        });
     }
     /// Element-wise bounds: passes when |g - c| <= bound[i] everywhere. Reports the element
     /// with the largest |g - c| / bound[i]: its |g - c| as `max_abs` and its bound as `tol` (so
@@ -227,17 +244,39 @@ impl<'a> Harness<'a> {
         let mut worst = (f32::NEG_INFINITY, 0.0f32, 0.0f32); // (ratio, |g - c|, bound)
         for ((&g, &c), &b) in gpu.iter().zip(cpu).zip(bound) {
             let d = (g - c).abs();
-            let (d, ratio) = if d.is_nan() { (f32::INFINITY, f32::INFINITY) } else if b > 0.0 { (d, d / b) } else if d == 0.0 { (d, 0.0) } else { (d, f32::INFINITY) };
+            let (d, ratio) = if d.is_nan() {
+                (f32::INFINITY, f32::INFINITY)
+            } else if b > 0.0 {
+                (d, d / b)
+            } else if d == 0.0 {
+                (d, 0.0)
+            } else {
+                (d, f32::INFINITY)
+            };
             if ratio > worst.0 {
                 worst = (ratio, d, b);
             }
         }
-        self.rows.push(CheckRow { name: name.into(), shape: self.shape.clone(), max_abs: worst.1, max_rel, tol: worst.2, pass: worst.0 <= 1.0 });
+        self.rows.push(CheckRow {
+            name: name.into(),
+            shape: self.shape.clone(),
+            max_abs: worst.1,
+            max_rel,
+            tol: worst.2,
+            pass: worst.0 <= 1.0,
+        });
     }
     /// A yes/no property (e.g. "rows it must not write keep their poison"): max_abs 0 when it
     /// holds, infinite when not.
     fn record_flag(&mut self, name: impl Into<String>, ok: bool) {
-        self.rows.push(CheckRow { name: name.into(), shape: self.shape.clone(), max_abs: if ok { 0.0 } else { f32::INFINITY }, max_rel: 0.0, tol: 0.0, pass: ok });
+        self.rows.push(CheckRow {
+            name: name.into(),
+            shape: self.shape.clone(),
+            max_abs: if ok { 0.0 } else { f32::INFINITY },
+            max_rel: 0.0,
+            tol: 0.0,
+            pass: ok,
+        });
     }
     fn argmax_scratch(&self) -> ArgmaxScratch {
         let a = self.argmax.ptr();
@@ -315,7 +354,10 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
 
         let sum = h.output(t * n * 4)?;
         let out = h.output(t * n * 4)?;
-        h.run(&[launch::add_rms_norm(st, dx.ptr(), db.ptr(), dw.ptr(), sum.ptr(), out.ptr(), n, eps, t)], "add_rms_norm")?;
+        h.run(
+            &[launch::add_rms_norm(st, dx.ptr(), db.ptr(), dw.ptr(), sum.ptr(), out.ptr(), n, eps, t)],
+            "add_rms_norm",
+        )?;
         let (gs, g) = (h.read_f32(&sum, t * n)?, h.read_f32(&out, t * n)?);
         let (mut cs, mut c) = (vec![0f32; t * n], vec![0f32; t * n]);
         cpu::add_rms_norm(&x, &b, &w, eps, n, &mut cs, &mut c);
@@ -326,7 +368,10 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         // In place (sum_out == a), as the planner may schedule the residual stream.
         let a_inplace = h.input(&x)?;
         let out = h.output(t * n * 4)?;
-        h.run(&[launch::add_rms_norm(st, a_inplace.ptr(), db.ptr(), dw.ptr(), a_inplace.ptr(), out.ptr(), n, eps, t)], "add_rms_norm in place")?;
+        h.run(
+            &[launch::add_rms_norm(st, a_inplace.ptr(), db.ptr(), dw.ptr(), a_inplace.ptr(), out.ptr(), n, eps, t)],
+            "add_rms_norm in place",
+        )?;
         let (gs, g) = (h.read_f32(&a_inplace, t * n)?, h.read_f32(&out, t * n)?);
         h.record("add_rms_norm/in-place sum", &gs, &cs, 0.0);
         h.record("add_rms_norm/in-place norm", &g, &c, tol_of(&c));
@@ -376,7 +421,19 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
                     continue;
                 }
                 let out = h.output(t * n * 4)?;
-                let ops = launch::matmul(h.dev, st, dx.ptr(), dw.ptr(), out.ptr(), res.then_some(dr.ptr()), n, k, t, mode, gs);
+                let ops = launch::matmul(
+                    h.dev,
+                    st,
+                    dx.ptr(),
+                    dw.ptr(),
+                    out.ptr(),
+                    res.then_some(dr.ptr()),
+                    n,
+                    k,
+                    t,
+                    mode,
+                    gs,
+                );
                 h.run(&ops, name)?;
                 let g = h.read_f32(&out, t * n)?;
                 let factor = match mode {
@@ -436,7 +493,14 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let q_out = h.output(t * ql * 4)?;
         let kc = h.output(max_seq * kl * 2)?;
         let vc = h.output(max_seq * kl * 2)?;
-        let args = RopeArgs { bias: db.ptr(), inv_freq: inv.ptr(), q_out: q_out.ptr(), k_cache: kc.ptr(), v_cache: vc.ptr(), heads };
+        let args = RopeArgs {
+            bias: db.ptr(),
+            inv_freq: inv.ptr(),
+            q_out: q_out.ptr(),
+            k_cache: kc.ptr(),
+            v_cache: vc.ptr(),
+            heads,
+        };
         h.run(&[launch::bias_rope_kv_write(st, dq.ptr(), args, t)], "bias_rope_kv_write")?;
         let gq = h.read_f32(&q_out, t * ql)?;
         let gk = h.read_f16(&kc, max_seq * kl)?;
@@ -470,7 +534,8 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let mut c = vec![0f32; t * ql];
         cpu::attention(&q, &kf, &vf, sh, scale, s.pos, t, &mut c);
         let d = s.head_dim as f32;
-        let tol = (2.0 * d * U32 * scale * d * max_abs(&q) * max_abs(&kf) + 8.0 * U32 + 2.0 * len as f32 * U32) * max_abs(&vf);
+        let tol = (2.0 * d * U32 * scale * d * max_abs(&q) * max_abs(&kf) + 8.0 * U32 + 2.0 * len as f32 * U32)
+            * max_abs(&vf);
         let (dq, dk, dv) = (h.input(&q)?, h.input(&to_f16(&kf))?, h.input(&to_f16(&vf))?);
         // Direct (prefill) mode, and split mode with the executor's split count for a 4k cache.
         let mut split_counts = vec![1usize];
@@ -483,14 +548,36 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
             let part_ml = h.dev.alloc(t * s.n_heads * splits * 2 * 4, "attention partials")?;
             let counters = h.dev.alloc(t * s.n_heads * 4, "attention counters")?;
             let out = h.output(t * ql * 4)?;
-            let ops = launch::attention(st, dq.ptr(), dk.ptr(), dv.ptr(), out.ptr(), heads, scale, t, splits, AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() });
+            let ops = launch::attention(
+                st,
+                dq.ptr(),
+                dk.ptr(),
+                dv.ptr(),
+                out.ptr(),
+                heads,
+                scale,
+                t,
+                splits,
+                AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() },
+            );
             h.run(&ops, "attention")?;
             let g = h.read_f32(&out, t * ql)?;
             h.record(format!("attention splits={splits}"), &g, &c, tol);
             if splits > 1 {
                 // Again on the same scratch: the merging block must have reset its counters.
                 let out2 = h.output(t * ql * 4)?;
-                let ops = launch::attention(st, dq.ptr(), dk.ptr(), dv.ptr(), out2.ptr(), heads, scale, t, splits, AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() });
+                let ops = launch::attention(
+                    st,
+                    dq.ptr(),
+                    dk.ptr(),
+                    dv.ptr(),
+                    out2.ptr(),
+                    heads,
+                    scale,
+                    t,
+                    splits,
+                    AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() },
+                );
                 h.run(&ops, "attention relaunch")?;
                 let g2 = h.read_f32(&out2, t * ql)?;
                 h.record(format!("attention splits={splits} (relaunch)"), &g2, &c, tol);
@@ -519,7 +606,13 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
 
 /// Argmax of row n_tokens - 1: on the given logits, with a planted tie (lowest index must win),
 /// with NaNs (never win), and all-NaN (last index, like the CPU scan). Exact match required.
-fn argmax_checks(h: &mut Harness, rng: &mut Rng, s: &CheckShape, logits: &[f32], vocab: usize) -> Result<(), RuntimeError> {
+fn argmax_checks(
+    h: &mut Harness,
+    rng: &mut Rng,
+    s: &CheckShape,
+    logits: &[f32],
+    vocab: usize,
+) -> Result<(), RuntimeError> {
     let t = s.n_tokens;
     let st = h.state.ptr();
     let last = (t - 1) * vocab;
@@ -569,11 +662,17 @@ fn argmax_checks(h: &mut Harness, rng: &mut Rng, s: &CheckShape, logits: &[f32],
 
 /// Prints rows as an aligned table (for the CLI and the device test script).
 pub fn format_rows(rows: &[CheckRow]) -> String {
-    let mut s = format!("{:<44} {:<40} {:>11} {:>11} {:>11}  {}\n", "kernel", "shape", "max_abs", "max_rel", "tol", "ok");
+    let mut s =
+        format!("{:<44} {:<40} {:>11} {:>11} {:>11}  {}\n", "kernel", "shape", "max_abs", "max_rel", "tol", "ok");
     for r in rows {
         s += &format!(
             "{:<44} {:<40} {:>11.3e} {:>11.3e} {:>11.3e}  {}\n",
-            r.name, r.shape, r.max_abs, r.max_rel, r.tol, if r.pass { "PASS" } else { "FAIL" }
+            r.name,
+            r.shape,
+            r.max_abs,
+            r.max_rel,
+            r.tol,
+            if r.pass { "PASS" } else { "FAIL" }
         );
     }
     let failed = rows.iter().filter(|r| !r.pass).count();

@@ -202,7 +202,10 @@ fn carveout_for(spec: &str, kernel: &str) -> Option<i32> {
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 impl CudaDevice {
@@ -213,7 +216,9 @@ impl CudaDevice {
     /// failure (e.g. the image has no code for this GPU).
     pub fn new(image: &[u8]) -> Result<CudaDevice, RuntimeError> {
         if image.is_empty() {
-            return Err(unavailable("this binary was built without nvcc (no CUDA kernels embedded); run scripts/setup-cuda.sh and rebuild"));
+            return Err(unavailable(
+                "this binary was built without nvcc (no CUDA kernels embedded); run scripts/setup-cuda.sh and rebuild",
+            ));
         }
         // cudarc's dynamic loading panics when libcuda is missing: check first, and catch any panic.
         // SAFETY: is_culib_present only tries to dlopen the driver library candidates.
@@ -242,7 +247,10 @@ impl CudaDevice {
         let r = unsafe { sys::cuModuleLoadData(&mut raw, aligned.as_ptr() as *const c_void) };
         let (major, minor) = ctx.compute_capability().cuda_ctx(|| "querying compute capability".into())?;
         r.result().cuda_ctx(|| {
-            format!("loading the kernel image ({} bytes, sm_90 SASS + compute_90 PTX) on a sm_{major}{minor} GPU", image.len())
+            format!(
+                "loading the kernel image ({} bytes, sm_90 SASS + compute_90 PTX) on a sm_{major}{minor} GPU",
+                image.len()
+            )
         })?;
         let module = Module { raw, ctx: ctx.clone() };
         let mut funcs = Vec::with_capacity(Kernel::ALL.len());
@@ -259,17 +267,31 @@ impl CudaDevice {
             let Some(pct) = carveout_override(k.name()) else { continue };
             // SAFETY: `f` is a function of the module loaded above; the attribute takes a
             // percentage (or -1) and only changes the driver's L1/shared split preference.
-            unsafe { sys::cuFuncSetAttribute(f, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, pct) }
-                .result()
-                .cuda_ctx(|| format!("setting the shared-memory carveout of {} to {pct} %", k.name()))?;
+            unsafe {
+                sys::cuFuncSetAttribute(
+                    f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                    pct,
+                )
+            }
+            .result()
+            .cuda_ctx(|| format!("setting the shared-memory carveout of {} to {pct} %", k.name()))?;
         }
-        let quantized_gemvs = [Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope].into_iter().chain(super::launch::QGEMV_KERNELS.iter().flat_map(|(_, _, k)| *k));
+        let quantized_gemvs = [Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope]
+            .into_iter()
+            .chain(super::launch::QGEMV_KERNELS.iter().flat_map(|(_, _, k)| *k));
         for k in quantized_gemvs {
             // SAFETY: as above; the attribute only raises the dynamic shared memory a launch may
             // ask for (the x row: 4 * k bytes), which sm_90 allows up to 227 KB per block.
-            unsafe { sys::cuFuncSetAttribute(funcs[k as usize], sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, QGEMV_MAX_SMEM as i32) }
-                .result()
-                .cuda_ctx(|| format!("allowing {QGEMV_MAX_SMEM} bytes of shared memory to {}", k.name()))?;
+            unsafe {
+                sys::cuFuncSetAttribute(
+                    funcs[k as usize],
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    QGEMV_MAX_SMEM as i32,
+                )
+            }
+            .result()
+            .cuda_ctx(|| format!("allowing {QGEMV_MAX_SMEM} bytes of shared memory to {}", k.name()))?;
         }
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let sm_count = ctx
@@ -313,8 +335,19 @@ impl CudaDevice {
         let mut n: std::ffi::c_int = 0;
         // SAFETY: the function handle comes from this device's loaded module; `n` is a valid
         // out-pointer; no dynamic shared memory.
-        let r = unsafe { sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, self.func(kernel), block_threads as std::ffi::c_int, 0) };
-        if r.result().is_ok() { (n as u32).max(1) } else { 1 }
+        let r = unsafe {
+            sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                &mut n,
+                self.func(kernel),
+                block_threads as std::ffi::c_int,
+                0,
+            )
+        };
+        if r.result().is_ok() {
+            (n as u32).max(1)
+        } else {
+            1
+        }
     }
     /// Whether prefill GEMMs run on cuBLAS (else the GEMV kernel, one launch row per token).
     pub fn has_cublas(&self) -> bool {
@@ -345,7 +378,12 @@ impl CudaDevice {
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let (free, total) = self.memory_info().unwrap_or((0, 0));
                 let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-                return Err(RuntimeError::OutOfDeviceMemory { what: what.to_string(), needed_mib: mib(bytes as u64), free_mib: mib(free), total_mib: mib(total) });
+                return Err(RuntimeError::OutOfDeviceMemory {
+                    what: what.to_string(),
+                    needed_mib: mib(bytes as u64),
+                    free_mib: mib(free),
+                    total_mib: mib(total),
+                });
             }
             Err(e) => return Err(e).cuda_ctx(|| format!("allocating {bytes} bytes for {what}")),
         };
@@ -374,7 +412,12 @@ impl CudaDevice {
         // buffers they sized for it); the source slice is valid for the duration of the call and the
         // driver stages pageable memory before returning.
         unsafe {
-            sys::cuMemcpyHtoDAsync_v2(dst, data.as_ptr() as *const c_void, std::mem::size_of_val(data), self.cu_stream())
+            sys::cuMemcpyHtoDAsync_v2(
+                dst,
+                data.as_ptr() as *const c_void,
+                std::mem::size_of_val(data),
+                self.cu_stream(),
+            )
         }
         .result()
         .cuda_ctx(|| format!("copying {} bytes to the device ({what})", std::mem::size_of_val(data)))
@@ -387,7 +430,12 @@ impl CudaDevice {
             // SAFETY: `src` holds at least size_of_val(out) bytes; `out` stays borrowed until the
             // stream synchronisation below has completed the copy.
             unsafe {
-                sys::cuMemcpyDtoHAsync_v2(out.as_mut_ptr() as *mut c_void, src, std::mem::size_of_val(out), self.cu_stream())
+                sys::cuMemcpyDtoHAsync_v2(
+                    out.as_mut_ptr() as *mut c_void,
+                    src,
+                    std::mem::size_of_val(out),
+                    self.cu_stream(),
+                )
             }
             .result()
             .cuda_ctx(|| format!("copying {} bytes to the host ({what})", std::mem::size_of_val(out)))?;

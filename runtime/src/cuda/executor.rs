@@ -13,7 +13,10 @@
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, DevBuf};
-use super::launch::{self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, QParts, RopeArgs, ARGMAX_MAX_BLOCKS};
+use super::launch::{
+    self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, QParts, RopeArgs,
+    ARGMAX_MAX_BLOCKS,
+};
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
@@ -109,7 +112,9 @@ impl CudaExecutor {
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::MatMul { weight, n, k, .. } if !plan.weights[weight.0 as usize].all_parts(WeightFormat::F16) => Some(n * k * 2),
+                Step::MatMul { weight, n, k, .. } if !plan.weights[weight.0 as usize].all_parts(WeightFormat::F16) => {
+                    Some(n * k * 2)
+                }
                 _ => None,
             })
             .max()
@@ -120,7 +125,9 @@ impl CudaExecutor {
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
         for s in plan.prefill.steps.iter().chain(&plan.decode.steps) {
-            if let Step::BiasRopeKvWrite { rope, .. } | Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { rope, .. }, .. } = s {
+            if let Step::BiasRopeKvWrite { rope, .. }
+            | Step::Gemv { epilogue: GemvEpilogue::BiasRopeKvWrite { rope, .. }, .. } = s
+            {
                 let key = (rope.rope_theta.to_bits(), rope.head_dim);
                 if !rope_tables.iter().any(|(k, _)| *k == key) {
                     rope_tables.push((key, dev.upload(&inv_freq_table(rope.rope_theta, rope.head_dim), "RoPE table")?));
@@ -147,7 +154,11 @@ impl CudaExecutor {
             prefill: plan.prefill.clone(),
             decode: plan.decode.clone(),
             weight_offsets: plan.weights.iter().map(|w| w.offset).collect(),
-            weight_parts: plan.weights.iter().map(|w| (!w.all_parts(WeightFormat::F16)).then(|| QParts::of(w, weights_ptr))).collect(),
+            weight_parts: plan
+                .weights
+                .iter()
+                .map(|w| (!w.all_parts(WeightFormat::F16)).then(|| QParts::of(w, weights_ptr)))
+                .collect(),
             max_seq,
             decode_splits,
             decode_ops: Vec::new(),
@@ -238,13 +249,27 @@ impl CudaExecutor {
 
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
     /// n_tokens from the device state).
-    fn build_ops(&self, prog: &Program, rows: usize, logits: LogitsWanted, splits: usize) -> Result<Vec<Op>, RuntimeError> {
+    fn build_ops(
+        &self,
+        prog: &Program,
+        rows: usize,
+        logits: LogitsWanted,
+        splits: usize,
+    ) -> Result<Vec<Op>, RuntimeError> {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
         let gemm = GemmScratch { x16: self.gemm_scratch.0.ptr(), scale: self.gemm_scratch.1.ptr() };
-        let attn = AttnScratch { part_o: self.attn_scratch.0.ptr(), part_ml: self.attn_scratch.1.ptr(), counters: self.attn_scratch.2.ptr() };
+        let attn = AttnScratch {
+            part_o: self.attn_scratch.0.ptr(),
+            part_ml: self.attn_scratch.1.ptr(),
+            counters: self.attn_scratch.2.ptr(),
+        };
         let am = self.argmax_scratch.ptr();
-        let argmax_scratch = ArgmaxScratch { part_v: am, part_i: am + ARGMAX_MAX_BLOCKS as u64 * 4, counter: am + ARGMAX_MAX_BLOCKS as u64 * 8 };
+        let argmax_scratch = ArgmaxScratch {
+            part_v: am,
+            part_i: am + ARGMAX_MAX_BLOCKS as u64 * 4,
+            counter: am + ARGMAX_MAX_BLOCKS as u64 * 8,
+        };
         let sm = self.dev.sm_count();
         let mut ops = Vec::new();
         for step in &prog.steps {
@@ -264,7 +289,17 @@ impl CudaExecutor {
                 }
                 Step::AddRmsNorm { a, b: bb, weight, eps, sum_out, norm_out } => {
                     let n = prog.buffers[a.0 as usize].row_elems;
-                    ops.push(launch::add_rms_norm(st, b(a), b(bb), self.weight_ptr(weight), b(sum_out), b(norm_out), n, eps, rows));
+                    ops.push(launch::add_rms_norm(
+                        st,
+                        b(a),
+                        b(bb),
+                        self.weight_ptr(weight),
+                        b(sum_out),
+                        b(norm_out),
+                        n,
+                        eps,
+                        rows,
+                    ));
                 }
                 Step::MatMul { x, weight, n, k, out, residual, logit_rows } => {
                     let mode = if logit_rows && logits != LogitsWanted::All {
@@ -277,9 +312,35 @@ impl CudaExecutor {
                     ops.extend(match self.parts(weight) {
                         Some(parts) => {
                             let ws = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
-                            launch::matmul_q(&self.dev, st, b(x), parts, b(out), residual.map(b), n, k, rows, mode, gemm, ws.0, ws.1)
+                            launch::matmul_q(
+                                &self.dev,
+                                st,
+                                b(x),
+                                parts,
+                                b(out),
+                                residual.map(b),
+                                n,
+                                k,
+                                rows,
+                                mode,
+                                gemm,
+                                ws.0,
+                                ws.1,
+                            )
                         }
-                        None => launch::matmul(&self.dev, st, b(x), self.weight_ptr(weight), b(out), residual.map(b), n, k, rows, mode, gemm),
+                        None => launch::matmul(
+                            &self.dev,
+                            st,
+                            b(x),
+                            self.weight_ptr(weight),
+                            b(out),
+                            residual.map(b),
+                            n,
+                            k,
+                            rows,
+                            mode,
+                            gemm,
+                        ),
                     });
                 }
                 Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
@@ -291,15 +352,21 @@ impl CudaExecutor {
                     ops.extend(launch::attention(st, b(q), kc, vc, b(out), h, scale, rows, splits, attn));
                 }
                 Step::SwiGlu { gate_up, ffn, out } => ops.push(launch::swiglu(st, b(gate_up), b(out), ffn, rows)),
-                Step::Argmax { logits: l, vocab, out } => ops.push(launch::argmax(st, b(l), b(out), vocab, sm, argmax_scratch)),
+                Step::Argmax { logits: l, vocab, out } => {
+                    ops.push(launch::argmax(st, b(l), b(out), vocab, sm, argmax_scratch))
+                }
                 Step::Gemv { x, norm, weight, n, k, ref epilogue } => {
                     let norm = norm.map(|nm| GemvNorm { weight: self.weight_ptr(nm.weight), eps: nm.eps });
                     let epilogue = match *epilogue {
-                        GemvEpilogue::Store { out, residual, logit_rows } => {
-                            GemvOut::Store { out: b(out), residual: residual.map(b), last_row: logit_rows && logits != LogitsWanted::All }
-                        }
+                        GemvEpilogue::Store { out, residual, logit_rows } => GemvOut::Store {
+                            out: b(out),
+                            residual: residual.map(b),
+                            last_row: logit_rows && logits != LogitsWanted::All,
+                        },
                         GemvEpilogue::SwiGlu { out, .. } => GemvOut::SwiGlu { out: b(out) },
-                        GemvEpilogue::BiasRopeKvWrite { ref rope, q_out } => GemvOut::Rope(self.rope_args(rope, b(q_out))),
+                        GemvEpilogue::BiasRopeKvWrite { ref rope, q_out } => {
+                            GemvOut::Rope(self.rope_args(rope, b(q_out)))
+                        }
                     };
                     ops.push(match self.parts(weight) {
                         Some(parts) => launch::qgemv(&self.dev, st, b(x), norm, parts, n, k, rows, epilogue),
@@ -349,10 +416,17 @@ impl CudaExecutor {
 
     /// `ops` (built from `prog`) with the sampling launches in place of the argmax launch.
     fn with_sampler(&self, prog: &Program, ops: Vec<Op>) -> Result<Vec<Op>, RuntimeError> {
-        let Some(&Step::Argmax { logits, vocab, out }) = prog.steps.iter().find(|s| matches!(s, Step::Argmax { .. })) else {
+        let Some(&Step::Argmax { logits, vocab, out }) = prog.steps.iter().find(|s| matches!(s, Step::Argmax { .. }))
+        else {
             return Err(RuntimeError::Cuda("the program has no argmax step for the sampler to replace".into()));
         };
-        let with = self.sampler.ops(self.state.ptr(), self.buf_ptr(prog, logits), self.buf_ptr(prog, out), vocab, self.dev.sm_count());
+        let with = self.sampler.ops(
+            self.state.ptr(),
+            self.buf_ptr(prog, logits),
+            self.buf_ptr(prog, out),
+            vocab,
+            self.dev.sm_count(),
+        );
         sample::replace_argmax(ops, with)
     }
 
@@ -386,7 +460,10 @@ impl CudaExecutor {
         let mut tok = [0i32; 1];
         self.dev.dtoh(self.buf_ptr(prog, prog.next_token), &mut tok, "reading the next token")?;
         if tok[0] < 0 || tok[0] as usize >= vocab {
-            return Err(RuntimeError::Cuda(format!("device argmax returned {} (vocab {vocab}): non-finite logits?", tok[0])));
+            return Err(RuntimeError::Cuda(format!(
+                "device argmax returned {} (vocab {vocab}): non-finite logits?",
+                tok[0]
+            )));
         }
         Ok(StepOutput { next_token: tok[0] as u32, logits })
     }
@@ -400,7 +477,13 @@ impl CudaExecutor {
 /// As [`CudaDevice::run_ops`]: every pointer in `ops` addresses device memory of the sizes its
 /// builder documents, valid until every launch of the graph in `slot` (and every direct launch)
 /// has completed.
-unsafe fn launch_decode(dev: &CudaDevice, use_graph: bool, slot: &mut Option<CudaGraph>, ops: &[Op], what: &str) -> Result<(), RuntimeError> {
+unsafe fn launch_decode(
+    dev: &CudaDevice,
+    use_graph: bool,
+    slot: &mut Option<CudaGraph>,
+    ops: &[Op],
+    what: &str,
+) -> Result<(), RuntimeError> {
     if !use_graph {
         // SAFETY: this function's contract.
         return unsafe { dev.run_ops(ops) };
@@ -438,7 +521,10 @@ impl Executor for CudaExecutor {
     fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
         let t = tokens.len();
         if t == 0 || t > self.prefill.max_tokens {
-            return Err(RuntimeError::InvalidCall(format!("prefill of {t} tokens (1..={} allowed)", self.prefill.max_tokens)));
+            return Err(RuntimeError::InvalidCall(format!(
+                "prefill of {t} tokens (1..={} allowed)",
+                self.prefill.max_tokens
+            )));
         }
         self.check_tokens(tokens, pos)?;
         let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
@@ -466,7 +552,15 @@ impl Executor for CudaExecutor {
         self.sampler.before_run(&self.dev, pos, sampled)?;
         if sampled {
             // SAFETY: as in launch_greedy_decode; the sampler's buffers live in self.sampler.
-            unsafe { launch_decode(&self.dev, self.use_graph, &mut self.sampler.graph, &self.sampler.decode_ops, "sampled decode")? };
+            unsafe {
+                launch_decode(
+                    &self.dev,
+                    self.use_graph,
+                    &mut self.sampler.graph,
+                    &self.sampler.decode_ops,
+                    "sampled decode",
+                )?
+            };
         } else {
             self.launch_greedy_decode()?;
         }

@@ -10,9 +10,9 @@ use cudarc::cublas::sys as blas_sys;
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, Kernel};
-use crate::quant::WeightFormat;
 use super::CudaCtx;
 use crate::error::RuntimeError;
+use crate::quant::WeightFormat;
 
 /// One kernel argument, stored in an 8-byte slot (the driver reads the parameter's own size from
 /// the slot's address: the low bytes on little-endian targets).
@@ -158,8 +158,12 @@ fn i(v: usize) -> Arg {
 
 /// tokens i32 [rows]; table f16 [vocab, hidden]; out f32 [rows, hidden].
 pub(crate) fn embed(st: u64, tokens: u64, table: u64, out: u64, hidden: usize, vocab: usize, rows: usize) -> Op {
-    kernel(Kernel::Embed, (div_ceil(hidden, 256 * 8), rows, 1), 256,
-        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Ptr(table), Arg::Ptr(out), i(hidden), i(vocab)])
+    kernel(
+        Kernel::Embed,
+        (div_ceil(hidden, 256 * 8), rows, 1),
+        256,
+        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Ptr(table), Arg::Ptr(out), i(hidden), i(vocab)],
+    )
 }
 
 fn norm_block(n: usize) -> u32 {
@@ -168,15 +172,42 @@ fn norm_block(n: usize) -> u32 {
 
 /// x, out f32 [rows, n]; w f32 [n].
 pub(crate) fn rms_norm(st: u64, x: u64, w: u64, out: u64, n: usize, eps: f32, rows: usize) -> Op {
-    kernel(Kernel::RmsNorm, (rows, 1, 1), norm_block(n),
-        vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), i(n), Arg::F32(eps)])
+    kernel(
+        Kernel::RmsNorm,
+        (rows, 1, 1),
+        norm_block(n),
+        vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), i(n), Arg::F32(eps)],
+    )
 }
 
 /// a, b, sum_out, out f32 [rows, n]; w f32 [n].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn add_rms_norm(st: u64, a: u64, b: u64, w: u64, sum_out: u64, out: u64, n: usize, eps: f32, rows: usize) -> Op {
-    kernel(Kernel::AddRmsNorm, (rows, 1, 1), norm_block(n),
-        vec![Arg::Ptr(st), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(w), Arg::Ptr(sum_out), Arg::Ptr(out), i(n), Arg::F32(eps)])
+pub(crate) fn add_rms_norm(
+    st: u64,
+    a: u64,
+    b: u64,
+    w: u64,
+    sum_out: u64,
+    out: u64,
+    n: usize,
+    eps: f32,
+    rows: usize,
+) -> Op {
+    kernel(
+        Kernel::AddRmsNorm,
+        (rows, 1, 1),
+        norm_block(n),
+        vec![
+            Arg::Ptr(st),
+            Arg::Ptr(a),
+            Arg::Ptr(b),
+            Arg::Ptr(w),
+            Arg::Ptr(sum_out),
+            Arg::Ptr(out),
+            i(n),
+            Arg::F32(eps),
+        ],
+    )
 }
 
 /// Warps sharing one output row (unit): enough blocks (>= 2 per SM) to keep every SM streaming,
@@ -246,8 +277,17 @@ pub(crate) struct GemmScratch {
 /// x f32 [rows, k]; w f16 [n, k]; out (and residual) f32 [rows, n].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
-    dev: &CudaDevice, st: u64, x: u64, w: u64, out: u64, residual: Option<u64>, n: usize, k: usize, rows: usize,
-    mode: MatMulMode, scratch: GemmScratch,
+    dev: &CudaDevice,
+    st: u64,
+    x: u64,
+    w: u64,
+    out: u64,
+    residual: Option<u64>,
+    n: usize,
+    k: usize,
+    rows: usize,
+    mode: MatMulMode,
+    scratch: GemmScratch,
 ) -> Vec<Op> {
     match mode {
         MatMulMode::Gemv | MatMulMode::LastRow => {
@@ -255,15 +295,27 @@ pub(crate) fn matmul(
             vec![gemv(dev, st, x, None, w, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
-            let convert = kernel(Kernel::ConvertRowsF16, (rows, 1, 1), 256,
-                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)]);
+            let convert = kernel(
+                Kernel::ConvertRowsF16,
+                (rows, 1, 1),
+                256,
+                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)],
+            );
             let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows, ldc: n });
             let grid = (div_ceil(n, 1024), rows, 1);
             let epilogue = match residual {
-                Some(r) => kernel(Kernel::GemmEpilogueResidual, grid, 256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)]),
-                None => kernel(Kernel::GemmEpilogue, grid, 256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)]),
+                Some(r) => kernel(
+                    Kernel::GemmEpilogueResidual,
+                    grid,
+                    256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)],
+                ),
+                None => kernel(
+                    Kernel::GemmEpilogue,
+                    grid,
+                    256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)],
+                ),
             };
             vec![convert, gemm, epilogue]
         }
@@ -303,7 +355,17 @@ pub(crate) struct RopeArgs {
 
 /// x f32 [rows, k]; w f16 [n, k]; norm and epilogue buffers as documented on their types.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, w: u64, n: usize, k: usize, rows: usize, epilogue: GemvOut) -> Op {
+pub(crate) fn gemv(
+    dev: &CudaDevice,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    w: u64,
+    n: usize,
+    k: usize,
+    rows: usize,
+    epilogue: GemvOut,
+) -> Op {
     let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
     let head = [Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), Arg::Ptr(w)];
     // Units: one row of W, or a pair of rows for the SwiGLU and RoPE epilogues.
@@ -402,13 +464,27 @@ pub(crate) const QGEMV_KERNELS: &[(WeightFormat, WeightFormat, [Kernel; 3])] = &
 pub(crate) fn qgemv_kernel(epi: usize, parts: &QParts) -> Kernel {
     let formats: Vec<i32> = parts.fmt.to_vec();
     let covered = |a: WeightFormat, b: WeightFormat| formats.iter().all(|&f| f == a.code() || f == b.code());
-    QGEMV_KERNELS.iter().find(|(a, b, _)| covered(*a, *b)).map(|(_, _, k)| k[epi]).unwrap_or([Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope][epi])
+    QGEMV_KERNELS
+        .iter()
+        .find(|(a, b, _)| covered(*a, *b))
+        .map(|(_, _, k)| k[epi])
+        .unwrap_or([Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope][epi])
 }
 
 /// x f32 [rows, k]; W: `parts` ([n, k], any formats, k % 32 == 0); norm and epilogue buffers as
 /// for [`gemv`]. Dynamic shared memory: 4 * k bytes (at most QGEMV_MAX_SMEM).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn qgemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, parts: QParts, n: usize, k: usize, rows: usize, epilogue: GemvOut) -> Op {
+pub(crate) fn qgemv(
+    dev: &CudaDevice,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    rows: usize,
+    epilogue: GemvOut,
+) -> Op {
     let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
     let head = [Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), Arg::Parts(parts)];
     let units = match epilogue {
@@ -432,19 +508,33 @@ pub(crate) fn qgemv(dev: &CudaDevice, st: u64, x: u64, norm: Option<GemvNorm>, p
         args.push(i(usize::from(last_row)));
     }
     let blocks = units.div_ceil(GEMV_TEAM_WARPS / wpr * upw);
-    Op::Kernel(Launch { kernel: kern, grid: (blocks.max(1) as u32, grid_y.max(1) as u32, 1), block: (256, 1, 1), smem: 4 * k as u32, args })
+    Op::Kernel(Launch {
+        kernel: kern,
+        grid: (blocks.max(1) as u32, grid_y.max(1) as u32, 1),
+        block: (256, 1, 1),
+        smem: 4 * k as u32,
+        args,
+    })
 }
 
 /// tokens i32 [rows]; table: `parts` [vocab, hidden]; out f32 [rows, hidden].
 pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usize, vocab: usize, rows: usize) -> Op {
-    kernel(Kernel::EmbedQ, (div_ceil(hidden / 32, 256), rows, 1), 256,
-        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Parts(parts), Arg::Ptr(out), i(hidden), i(vocab)])
+    kernel(
+        Kernel::EmbedQ,
+        (div_ceil(hidden / 32, 256), rows, 1),
+        256,
+        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Parts(parts), Arg::Ptr(out), i(hidden), i(vocab)],
+    )
 }
 
 /// Rows `row_begin..row_begin + rows` of `parts` ([n, k]) to f16 `out` [rows, k].
 pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usize, out: u64) -> Op {
-    kernel(Kernel::DequantQF16, (div_ceil(rows * (k / 32), 256), 1, 1), 256,
-        vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)])
+    kernel(
+        Kernel::DequantQF16,
+        (div_ceil(rows * (k / 32), 256), 1, 1),
+        256,
+        vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)],
+    )
 }
 
 /// A prefill matmul on quantized weights: the GEMV kernel, or on cuBLAS: x converted once, then
@@ -453,8 +543,19 @@ pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usi
 /// Buffers as for [`matmul`]; wscratch holds `wscratch_bytes` bytes (>= 2k).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_q(
-    dev: &CudaDevice, st: u64, x: u64, parts: QParts, out: u64, residual: Option<u64>, n: usize, k: usize, rows: usize,
-    mode: MatMulMode, scratch: GemmScratch, wscratch: u64, wscratch_bytes: usize,
+    dev: &CudaDevice,
+    st: u64,
+    x: u64,
+    parts: QParts,
+    out: u64,
+    residual: Option<u64>,
+    n: usize,
+    k: usize,
+    rows: usize,
+    mode: MatMulMode,
+    scratch: GemmScratch,
+    wscratch: u64,
+    wscratch_bytes: usize,
 ) -> Vec<Op> {
     match mode {
         MatMulMode::Gemv | MatMulMode::LastRow => {
@@ -462,19 +563,40 @@ pub(crate) fn matmul_q(
             vec![qgemv(dev, st, x, None, parts, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
-            let mut ops = vec![kernel(Kernel::ConvertRowsF16, (rows, 1, 1), 256,
-                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)])];
+            let mut ops = vec![kernel(
+                Kernel::ConvertRowsF16,
+                (rows, 1, 1),
+                256,
+                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)],
+            )];
             let slice = (wscratch_bytes / (2 * k)).clamp(1, n);
             for r0 in (0..n).step_by(slice) {
                 let nr = slice.min(n - r0);
                 ops.push(dequant_q_f16(parts, r0, nr, k, wscratch));
-                ops.push(Op::Gemm(Gemm { w: wscratch, x16: scratch.x16, out: out + 4 * r0 as u64, n: nr, k, rows, ldc: n }));
+                ops.push(Op::Gemm(Gemm {
+                    w: wscratch,
+                    x16: scratch.x16,
+                    out: out + 4 * r0 as u64,
+                    n: nr,
+                    k,
+                    rows,
+                    ldc: n,
+                }));
             }
             let grid = (div_ceil(n, 1024), rows, 1);
             ops.push(match residual {
-                Some(r) => kernel(Kernel::GemmEpilogueResidual, grid, 256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)]),
-                None => kernel(Kernel::GemmEpilogue, grid, 256, vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)]),
+                Some(r) => kernel(
+                    Kernel::GemmEpilogueResidual,
+                    grid,
+                    256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)],
+                ),
+                None => kernel(
+                    Kernel::GemmEpilogue,
+                    grid,
+                    256,
+                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)],
+                ),
             });
             ops
         }
@@ -492,8 +614,16 @@ pub(crate) struct Heads {
 /// The kernel arguments of a [`RopeArgs`], in the order both RoPE kernels take them.
 fn rope_args(r: RopeArgs) -> Vec<Arg> {
     let h = r.heads;
-    vec![Arg::Ptr(r.bias), Arg::Ptr(r.inv_freq), Arg::Ptr(r.q_out), Arg::Ptr(r.k_cache), Arg::Ptr(r.v_cache),
-         i(h.n_heads), i(h.n_kv_heads), i(h.head_dim)]
+    vec![
+        Arg::Ptr(r.bias),
+        Arg::Ptr(r.inv_freq),
+        Arg::Ptr(r.q_out),
+        Arg::Ptr(r.k_cache),
+        Arg::Ptr(r.v_cache),
+        i(h.n_heads),
+        i(h.n_kv_heads),
+        i(h.head_dim),
+    ]
 }
 
 /// qkv f32 [rows, (H+2Hkv)*d]; the rest as documented on [`RopeArgs`].
@@ -541,7 +671,10 @@ pub(crate) const ATTN_HEAD_GROUPS: usize = 2;
 
 /// Head groups for `g` query heads per KV head: 1..=g, with no group left empty.
 fn attention_head_groups(g: usize) -> usize {
-    let want = std::env::var("QWEN_AOT_ATTN_HEAD_GROUPS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(ATTN_HEAD_GROUPS);
+    let want = std::env::var("QWEN_AOT_ATTN_HEAD_GROUPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(ATTN_HEAD_GROUPS);
     let g = g.max(1);
     let per = g.div_ceil(want.clamp(1, g));
     g.div_ceil(per)
@@ -576,7 +709,11 @@ fn split_count(n_kv_heads: usize, sm_count: u32, max_seq: usize, min_chunk: usiz
 
 /// The fewest keys a split takes at context length `len` (attn_chunk in common.cuh).
 fn least_chunk(len: usize, min_chunk: usize) -> usize {
-    if len <= ATTN_LONG_FACTOR * min_chunk { min_chunk.max(1) } else { ATTN_CHUNK_ALIGN }
+    if len <= ATTN_LONG_FACTOR * min_chunk {
+        min_chunk.max(1)
+    } else {
+        ATTN_CHUNK_ALIGN
+    }
 }
 
 /// attn_chunk (kernels/common.cuh), for the tests of the split count.
@@ -589,18 +726,52 @@ fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
 /// otherwise split partials in `scratch` (sized for `rows * H * splits`), merged by the last block
 /// of each (row, kv head, head group) -- one launch either way. Block 256 (one warp per query head).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention(st: u64, q: u64, k_cache: u64, v_cache: u64, out: u64, h: Heads, scale: f32, rows: usize, splits: usize, scratch: AttnScratch) -> Vec<Op> {
+pub(crate) fn attention(
+    st: u64,
+    q: u64,
+    k_cache: u64,
+    v_cache: u64,
+    out: u64,
+    h: Heads,
+    scale: f32,
+    rows: usize,
+    splits: usize,
+    scratch: AttnScratch,
+) -> Vec<Op> {
     let kern = attention_kernel(h.head_dim).expect("head_dim validated");
     assert!((1..=ATTN_MAX_SPLITS).contains(&splits), "attention splits {splits} out of range");
     let groups = attention_head_groups(h.n_heads / h.n_kv_heads.max(1));
-    vec![kernel(kern, (h.n_kv_heads * groups, splits, rows), 256,
-        vec![Arg::Ptr(st), Arg::Ptr(q), Arg::Ptr(k_cache), Arg::Ptr(v_cache), Arg::Ptr(out), Arg::Ptr(scratch.part_o), Arg::Ptr(scratch.part_ml),
-             Arg::Ptr(scratch.counters), i(h.n_heads), i(h.n_kv_heads), Arg::F32(scale), i(splits), i(attention_min_chunk()), i(groups)])]
+    vec![kernel(
+        kern,
+        (h.n_kv_heads * groups, splits, rows),
+        256,
+        vec![
+            Arg::Ptr(st),
+            Arg::Ptr(q),
+            Arg::Ptr(k_cache),
+            Arg::Ptr(v_cache),
+            Arg::Ptr(out),
+            Arg::Ptr(scratch.part_o),
+            Arg::Ptr(scratch.part_ml),
+            Arg::Ptr(scratch.counters),
+            i(h.n_heads),
+            i(h.n_kv_heads),
+            Arg::F32(scale),
+            i(splits),
+            i(attention_min_chunk()),
+            i(groups),
+        ],
+    )]
 }
 
 /// gate_up f32 [rows, 2*ffn]; out f32 [rows, ffn].
 pub(crate) fn swiglu(st: u64, gate_up: u64, out: u64, ffn: usize, rows: usize) -> Op {
-    kernel(Kernel::SwiGlu, (div_ceil(ffn, 1024), rows, 1), 256, vec![Arg::Ptr(st), Arg::Ptr(gate_up), Arg::Ptr(out), i(ffn)])
+    kernel(
+        Kernel::SwiGlu,
+        (div_ceil(ffn, 1024), rows, 1),
+        256,
+        vec![Arg::Ptr(st), Arg::Ptr(gate_up), Arg::Ptr(out), i(ffn)],
+    )
 }
 
 /// Argmax scratch: part_v f32 / part_i i32 [ARGMAX_MAX_BLOCKS], counter u32 (zero).
@@ -616,8 +787,20 @@ pub(crate) const ARGMAX_MAX_BLOCKS: usize = 1024;
 /// logits f32 [rows, vocab] (row n_tokens - 1 is read); out i32 [1].
 pub(crate) fn argmax(st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32, scratch: ArgmaxScratch) -> Op {
     let blocks = (2 * sm_count as usize).min(div_ceil(vocab, 256)).clamp(1, ARGMAX_MAX_BLOCKS);
-    kernel(Kernel::Argmax, (blocks, 1, 1), 256,
-        vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(out), Arg::Ptr(scratch.part_v), Arg::Ptr(scratch.part_i), Arg::Ptr(scratch.counter), i(vocab)])
+    kernel(
+        Kernel::Argmax,
+        (blocks, 1, 1),
+        256,
+        vec![
+            Arg::Ptr(st),
+            Arg::Ptr(logits),
+            Arg::Ptr(out),
+            Arg::Ptr(scratch.part_v),
+            Arg::Ptr(scratch.part_i),
+            Arg::Ptr(scratch.counter),
+            i(vocab),
+        ],
+    )
 }
 
 // ---- execution ----------------------------------------------------------------------------------
@@ -693,11 +876,12 @@ impl CudaDevice {
         // (see this function's contract).
         unsafe { sys::cuLaunchKernelEx(&config, self.func(l.kernel), params.as_mut_ptr(), std::ptr::null_mut()) }
             .result()
-        .cuda_ctx(|| format!("launching {} grid {:?} block {:?}", l.kernel.name(), l.grid, l.block))
+            .cuda_ctx(|| format!("launching {} grid {:?} block {:?}", l.kernel.name(), l.grid, l.block))
     }
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<(), RuntimeError> {
-        let blas = self.blas().ok_or_else(|| RuntimeError::Cuda("cuBLAS GEMM requested without a cuBLAS handle".into()))?;
+        let blas =
+            self.blas().ok_or_else(|| RuntimeError::Cuda("cuBLAS GEMM requested without a cuBLAS handle".into()))?;
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Column-major view: C (n x rows, ld n) = op(A) op(B) with A = W viewed as k x n (ld k),
         // transposed, and B = X16 viewed as k x rows (ld k).
@@ -709,12 +893,20 @@ impl CudaDevice {
                 *blas.handle(),
                 blas_sys::cublasOperation_t::CUBLAS_OP_T,
                 blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                g.n as i32, g.rows as i32, g.k as i32,
+                g.n as i32,
+                g.rows as i32,
+                g.k as i32,
                 &alpha as *const f32 as *const c_void,
-                g.w as *const c_void, blas_sys::cudaDataType::CUDA_R_16F, g.k as i32,
-                g.x16 as *const c_void, blas_sys::cudaDataType::CUDA_R_16F, g.k as i32,
+                g.w as *const c_void,
+                blas_sys::cudaDataType::CUDA_R_16F,
+                g.k as i32,
+                g.x16 as *const c_void,
+                blas_sys::cudaDataType::CUDA_R_16F,
+                g.k as i32,
                 &beta as *const f32 as *const c_void,
-                g.out as *mut c_void, blas_sys::cudaDataType::CUDA_R_32F, g.ldc as i32,
+                g.out as *mut c_void,
+                blas_sys::cudaDataType::CUDA_R_32F,
+                g.ldc as i32,
                 blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

@@ -87,10 +87,14 @@ pub(crate) struct SampleScratch {
 /// Allocates (zeroed) scratch for a vocabulary of `vocab` ids.
 pub(crate) fn alloc_scratch(dev: &CudaDevice, vocab: usize) -> Result<(DevBuf, SampleScratch), RuntimeError> {
     if vocab == 0 || vocab > MAX_BLOCKS * MAX_CHUNK || vocab > i32::MAX as usize {
-        return Err(RuntimeError::InvalidCall(format!("the device sampler supports vocabularies of 1..={} ids, not {vocab}", MAX_BLOCKS * MAX_CHUNK)));
+        return Err(RuntimeError::InvalidCall(format!(
+            "the device sampler supports vocabularies of 1..={} ids, not {vocab}",
+            MAX_BLOCKS * MAX_CHUNK
+        )));
     }
     let a = |bytes: usize| bytes.div_ceil(256) * 256;
-    let sizes = [vocab * 4, vocab * 4, HIST_BINS * 4, CTRL_WORDS * 4, MAX_BLOCKS * 4, MAX_BLOCKS * 4, MAX_CANDIDATES * 4];
+    let sizes =
+        [vocab * 4, vocab * 4, HIST_BINS * 4, CTRL_WORDS * 4, MAX_BLOCKS * 4, MAX_BLOCKS * 4, MAX_CANDIDATES * 4];
     let total: usize = sizes.iter().map(|&s| a(s)).sum();
     let buf = dev.alloc(total, "sampler scratch")?;
     let mut at = buf.ptr();
@@ -120,23 +124,64 @@ fn launch(kernel: Kernel, blocks: usize, args: Vec<Arg>) -> Op {
 /// [pos, pos + n_tokens) are written); params [`PARAM_WORDS`] u32; out i32 [1]; scratch from
 /// [`alloc_scratch`] for this `vocab`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sample(st: u64, logits: u64, fed: u64, history: u64, params: u64, out: u64, vocab: usize, sm_count: u32, s: SampleScratch) -> Vec<Op> {
+pub(crate) fn sample(
+    st: u64,
+    logits: u64,
+    fed: u64,
+    history: u64,
+    params: u64,
+    out: u64,
+    vocab: usize,
+    sm_count: u32,
+    s: SampleScratch,
+) -> Vec<Op> {
     let (blocks, chunk) = grid(vocab, sm_count);
     let (v, c) = (Arg::I32(vocab as i32), Arg::I32(chunk as i32));
     vec![
-        launch(Kernel::SamplePrep, blocks, vec![
-            Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(fed), Arg::Ptr(history), Arg::Ptr(params), Arg::Ptr(s.pl), Arg::Ptr(s.hist),
-            Arg::Ptr(s.part_v), Arg::Ptr(s.part_i), Arg::Ptr(s.ctrl), Arg::Ptr(out), v, c,
-        ]),
-        launch(Kernel::SamplePick, blocks, vec![
-            Arg::Ptr(st), Arg::Ptr(params), Arg::Ptr(s.pl), Arg::Ptr(s.list_a), Arg::Ptr(s.list_b), Arg::Ptr(s.ctrl), Arg::Ptr(out), v, c,
-        ]),
+        launch(
+            Kernel::SamplePrep,
+            blocks,
+            vec![
+                Arg::Ptr(st),
+                Arg::Ptr(logits),
+                Arg::Ptr(fed),
+                Arg::Ptr(history),
+                Arg::Ptr(params),
+                Arg::Ptr(s.pl),
+                Arg::Ptr(s.hist),
+                Arg::Ptr(s.part_v),
+                Arg::Ptr(s.part_i),
+                Arg::Ptr(s.ctrl),
+                Arg::Ptr(out),
+                v,
+                c,
+            ],
+        ),
+        launch(
+            Kernel::SamplePick,
+            blocks,
+            vec![
+                Arg::Ptr(st),
+                Arg::Ptr(params),
+                Arg::Ptr(s.pl),
+                Arg::Ptr(s.list_a),
+                Arg::Ptr(s.list_b),
+                Arg::Ptr(s.ctrl),
+                Arg::Ptr(out),
+                v,
+                c,
+            ],
+        ),
     ]
 }
 
 /// Test hook: out[i] = the kernel's expf(input[i]); both f32 [n].
 pub(crate) fn expf_test(input: u64, out: u64, n: usize) -> Op {
-    launch(Kernel::SampleExpfTest, n.div_ceil(THREADS as usize).min(4096), vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)])
+    launch(
+        Kernel::SampleExpfTest,
+        n.div_ceil(THREADS as usize).min(4096),
+        vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)],
+    )
 }
 
 /// Replaces the plan's argmax launch in `ops` by `with`.
@@ -171,7 +216,12 @@ pub(crate) struct DeviceSampler {
 
 impl DeviceSampler {
     /// Buffers for `vocab` ids, `max_seq` positions and invocations of up to `max_tokens` tokens.
-    pub fn new(dev: &CudaDevice, vocab: usize, max_seq: usize, max_tokens: usize) -> Result<DeviceSampler, RuntimeError> {
+    pub fn new(
+        dev: &CudaDevice,
+        vocab: usize,
+        max_seq: usize,
+        max_tokens: usize,
+    ) -> Result<DeviceSampler, RuntimeError> {
         let (scratch_buf, scratch) = alloc_scratch(dev, vocab)?;
         let params = SamplingParams::default();
         let params_buf = dev.upload(&device_params(&params), "sampling parameters")?;
@@ -209,7 +259,17 @@ impl DeviceSampler {
 
     /// The sampling launches for a program whose argmax step reads `logits` and writes `out`.
     pub fn ops(&self, st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32) -> Vec<Op> {
-        sample(st, logits, self.fed.ptr(), self.history.ptr(), self.params_buf.ptr(), out, vocab, sm_count, self.scratch)
+        sample(
+            st,
+            logits,
+            self.fed.ptr(),
+            self.history.ptr(),
+            self.params_buf.ptr(),
+            out,
+            vocab,
+            sm_count,
+            self.scratch,
+        )
     }
 
     /// Before an invocation at `pos`: positions from `pos` on are about to change; a sampled
@@ -244,13 +304,25 @@ mod tests {
 
     #[test]
     fn params_layout_and_k_resolution() {
-        let p = SamplingParams { temperature: 0.7, top_k: 0, top_p: 0.9, min_p: 0.05, repeat_penalty: 1.1, presence_penalty: 0.5, penalty_window: 64, seed: 0x1234_5678_9ABC_DEF0 };
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: 0,
+            top_p: 0.9,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            presence_penalty: 0.5,
+            penalty_window: 64,
+            seed: 0x1234_5678_9ABC_DEF0,
+        };
         let w = device_params(&p);
         assert_eq!(f32::from_bits(w[0]), 0.7);
         assert_eq!(w[1], MAX_CANDIDATES as u32, "top_k 0 = the cap");
         assert_eq!(device_params(&SamplingParams { top_k: 40, ..p.clone() })[1], 40);
         assert_eq!(device_params(&SamplingParams { top_k: 100_000, ..p.clone() })[1], MAX_CANDIDATES as u32);
-        assert_eq!((f32::from_bits(w[2]), f32::from_bits(w[3]), f32::from_bits(w[4]), f32::from_bits(w[5])), (0.9, 0.05, 1.1, 0.5));
+        assert_eq!(
+            (f32::from_bits(w[2]), f32::from_bits(w[3]), f32::from_bits(w[4]), f32::from_bits(w[5])),
+            (0.9, 0.05, 1.1, 0.5)
+        );
         assert_eq!((w[6], w[7]), (64, 1));
         assert_eq!((w[8], w[9]), (0x9ABC_DEF0, 0x1234_5678));
         assert_eq!(device_params(&SamplingParams::default())[7], 0, "no penalties by default");
@@ -270,8 +342,14 @@ mod tests {
         for vocab in [1, 2, 97, 255, 256, 1003, 5000, 151_936, 152_064, 4_000_000] {
             for sm in [1, 8, 132] {
                 let (blocks, chunk) = grid(vocab, sm);
-                assert!(chunk <= MAX_CHUNK && (1..=MAX_BLOCKS).contains(&blocks), "vocab {vocab} sm {sm}: {blocks} x {chunk}");
-                assert!(blocks * chunk >= vocab && (blocks - 1) * chunk < vocab, "vocab {vocab} sm {sm}: {blocks} x {chunk}");
+                assert!(
+                    chunk <= MAX_CHUNK && (1..=MAX_BLOCKS).contains(&blocks),
+                    "vocab {vocab} sm {sm}: {blocks} x {chunk}"
+                );
+                assert!(
+                    blocks * chunk >= vocab && (blocks - 1) * chunk < vocab,
+                    "vocab {vocab} sm {sm}: {blocks} x {chunk}"
+                );
             }
         }
         assert_eq!(grid(151_936, 132), (264, 576));
@@ -282,9 +360,26 @@ mod tests {
     fn order_key_is_total_cmp() {
         let key = |v: f32| {
             let b = v.to_bits();
-            if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+            if b & 0x8000_0000 != 0 {
+                !b
+            } else {
+                b | 0x8000_0000
+            }
         };
-        let vals = [f32::NEG_INFINITY, -1e30, -1.0, -f32::MIN_POSITIVE, -0.0, 0.0, 1e-45, 1.0, 3.5, f32::INFINITY, f32::NAN, -f32::NAN];
+        let vals = [
+            f32::NEG_INFINITY,
+            -1e30,
+            -1.0,
+            -f32::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            1e-45,
+            1.0,
+            3.5,
+            f32::INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
         for &a in &vals {
             for &b in &vals {
                 assert_eq!(key(a).cmp(&key(b)), a.total_cmp(&b), "{a} vs {b}");
@@ -298,12 +393,38 @@ mod tests {
     fn expf_port_matches_f32_exp() {
         fn port(x: f32) -> f32 {
             const TAB: [u64; 32] = [
-                0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b, 0x3fef54873168b9aa,
-                0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
-                0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74,
-                0x3feea11473eb0187, 0x3feea589994cce13, 0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
-                0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
-                0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
+                0x3ff0000000000000,
+                0x3fefd9b0d3158574,
+                0x3fefb5586cf9890f,
+                0x3fef9301d0125b51,
+                0x3fef72b83c7d517b,
+                0x3fef54873168b9aa,
+                0x3fef387a6e756238,
+                0x3fef1e9df51fdee1,
+                0x3fef06fe0a31b715,
+                0x3feef1a7373aa9cb,
+                0x3feedea64c123422,
+                0x3feece086061892d,
+                0x3feebfdad5362a27,
+                0x3feeb42b569d4f82,
+                0x3feeab07dd485429,
+                0x3feea47eb03a5585,
+                0x3feea09e667f3bcd,
+                0x3fee9f75e8ec5f74,
+                0x3feea11473eb0187,
+                0x3feea589994cce13,
+                0x3feeace5422aa0db,
+                0x3feeb737b0cdc5e5,
+                0x3feec49182a3f090,
+                0x3feed503b23e255d,
+                0x3feee89f995ad3ad,
+                0x3feeff76f2fb5e47,
+                0x3fef199bdd85529c,
+                0x3fef3720dcef9069,
+                0x3fef5818dcfba487,
+                0x3fef7c97337b9b5f,
+                0x3fefa4afa2a490da,
+                0x3fefd0765b6e4540,
             ];
             let ux = x.to_bits();
             let abstop = (ux >> 20) & 0x7ff;
@@ -322,7 +443,11 @@ mod tests {
                 }
             }
             let (inv_ln2_n, shift) = (f64::from_bits(0x4047_1547_652b_82fe), f64::from_bits(0x4338_0000_0000_0000));
-            let (c0, c1, c2) = (f64::from_bits(0x3ebc_6af8_4b91_2394), f64::from_bits(0x3f2e_bfce_50fa_c4f3), f64::from_bits(0x3f96_2e42_ff0c_52d6));
+            let (c0, c1, c2) = (
+                f64::from_bits(0x3ebc_6af8_4b91_2394),
+                f64::from_bits(0x3f2e_bfce_50fa_c4f3),
+                f64::from_bits(0x3f96_2e42_ff0c_52d6),
+            );
             let xd = x as f64;
             let kd_shifted = inv_ln2_n.mul_add(xd, shift);
             let ki = kd_shifted.to_bits();
@@ -341,7 +466,21 @@ mod tests {
         let neg = (0x8000_0000u32..0xc2d1_0000).step_by(61);
         let pos = (0u32..0x42b2_0000).step_by(61);
         // 0xc27c65d9 and 0x4202422f: the two inputs where glibc's build without FMA rounds differently.
-        let special = [f32::from_bits(0xc27c_65d9), f32::from_bits(0x4202_422f), f32::NEG_INFINITY, f32::INFINITY, -0.0, 0.0, -103.5, -103.9, -104.0, -88.5, 88.7, 88.8, -1e-30];
+        let special = [
+            f32::from_bits(0xc27c_65d9),
+            f32::from_bits(0x4202_422f),
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            -0.0,
+            0.0,
+            -103.5,
+            -103.9,
+            -104.0,
+            -88.5,
+            88.7,
+            88.8,
+            -1e-30,
+        ];
         for x in neg.chain(pos).map(f32::from_bits).chain(special) {
             let (a, b) = (port(x), x.exp());
             if a.to_bits() != b.to_bits() {

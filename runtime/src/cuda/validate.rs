@@ -1,7 +1,9 @@
 //! Validates a plan once at load against what the CUDA kernels need, so that every launch's
 //! buffer sizes hold (the `// SAFETY:` comments in the executor rely on this).
 use crate::error::RuntimeError;
-use crate::plan::{BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId, PLAN_FORMAT_VERSION};
+use crate::plan::{
+    BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId, PLAN_FORMAT_VERSION,
+};
 
 use super::device::QGEMV_MAX_SMEM;
 use super::launch::{attention_kernel, ATTN_MAX_GROUP};
@@ -43,9 +45,16 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn buf(&self, id: BufId, dtype: DType, row_elems: usize, what: &str) -> Result<(u64, u64), RuntimeError> {
-        let b = self.prog.buffers.get(id.0 as usize).ok_or_else(|| bad(format!("{what}: buffer #{} does not exist", id.0)))?;
+        let b = self
+            .prog
+            .buffers
+            .get(id.0 as usize)
+            .ok_or_else(|| bad(format!("{what}: buffer #{} does not exist", id.0)))?;
         if b.dtype != dtype || b.row_elems != row_elems {
-            return Err(bad(format!("{what}: buffer {} is {:?} x {} per row, expected {:?} x {row_elems}", b.name, b.dtype, b.row_elems, dtype)));
+            return Err(bad(format!(
+                "{what}: buffer {} is {:?} x {} per row, expected {:?} x {row_elems}",
+                b.name, b.dtype, b.row_elems, dtype
+            )));
         }
         Ok((b.offset, b.bytes))
     }
@@ -53,7 +62,11 @@ impl Ctx<'_> {
     /// `dtype` F32: a vector (one F32 part); F16: a matrix, all F16 (the f16 kernels, any k) or
     /// in formats the quantized kernels read (k a multiple of 32, the x row fitting shared memory).
     fn weight(&self, id: WeightId, dtype: DType, shape: &[usize], what: &str) -> Result<(), RuntimeError> {
-        let w = self.plan.weights.get(id.0 as usize).ok_or_else(|| bad(format!("{what}: weight #{} does not exist", id.0)))?;
+        let w = self
+            .plan
+            .weights
+            .get(id.0 as usize)
+            .ok_or_else(|| bad(format!("{what}: weight #{} does not exist", id.0)))?;
         if w.shape != shape {
             return Err(bad(format!("{what}: weight {} is {:?}, expected {shape:?}", w.name, w.shape)));
         }
@@ -63,7 +76,11 @@ impl Ctx<'_> {
         let k = *shape.last().unwrap_or(&0);
         let quantized = !w.all_parts(WeightFormat::F16);
         if dtype == DType::F16 && quantized && (!k.is_multiple_of(32) || 4 * k > QGEMV_MAX_SMEM as usize) {
-            return Err(bad(format!("{what}: weight {} has rows of {k}: the quantized kernels need a multiple of 32, at most {}", w.name, QGEMV_MAX_SMEM / 4)));
+            return Err(bad(format!(
+                "{what}: weight {} has rows of {k}: the quantized kernels need a multiple of 32, at most {}",
+                w.name,
+                QGEMV_MAX_SMEM / 4
+            )));
         }
         Ok(())
     }
@@ -87,7 +104,10 @@ fn disjoint(step: &str, ins: &[(u64, u64)], outs: &[(u64, u64)], in_place: bool)
     for (i, o) in outs.iter().enumerate() {
         for x in ins {
             if overlap(*x, *o) && !(in_place && x == o) {
-                return Err(bad(format!("{step}: an output overlaps an input in the arena (offsets {} and {})", o.0, x.0)));
+                return Err(bad(format!(
+                    "{step}: an output overlaps an input in the arena (offsets {} and {})",
+                    o.0, x.0
+                )));
             }
         }
         for p in &outs[..i] {
@@ -106,8 +126,14 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
     }
     for b in &prog.buffers {
         let need = prog.max_tokens as u64 * b.row_elems as u64 * b.dtype.size();
-        if b.bytes < need || b.offset.checked_add(b.bytes).is_none_or(|e| e > prog.arena_bytes) || !b.offset.is_multiple_of(16) {
-            return Err(bad(format!("buffer {}: offset {} + {} bytes (needs {need}) outside the arena ({}) or misaligned", b.name, b.offset, b.bytes, prog.arena_bytes)));
+        if b.bytes < need
+            || b.offset.checked_add(b.bytes).is_none_or(|e| e > prog.arena_bytes)
+            || !b.offset.is_multiple_of(16)
+        {
+            return Err(bad(format!(
+                "buffer {}: offset {} + {} bytes (needs {need}) outside the arena ({}) or misaligned",
+                b.name, b.offset, b.bytes, prog.arena_bytes
+            )));
         }
     }
     let c = Ctx { plan, prog };
@@ -161,7 +187,10 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
                     return Err(bad(format!("{w}: head_dim {head_dim} has no CUDA attention kernel (64 and 128 do)")));
                 }
                 if n_heads / n_kv_heads > ATTN_MAX_GROUP {
-                    return Err(bad(format!("{w}: {} query heads per KV head; the CUDA attention kernel supports at most {ATTN_MAX_GROUP}", n_heads / n_kv_heads)));
+                    return Err(bad(format!(
+                        "{w}: {} query heads per KV head; the CUDA attention kernel supports at most {ATTN_MAX_GROUP}",
+                        n_heads / n_kv_heads
+                    )));
                 }
                 let qi = c.buf(q, DType::F32, n_heads * head_dim, w)?;
                 let o = c.buf(out, DType::F32, n_heads * head_dim, w)?;
@@ -213,7 +242,14 @@ fn validate_program(plan: &Plan, _name: &str, prog: &Program) -> Result<(), Runt
     Ok(())
 }
 
-fn check_heads(hp: &crate::plan::HyperParams, layer: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize, w: &str) -> Result<(), RuntimeError> {
+fn check_heads(
+    hp: &crate::plan::HyperParams,
+    layer: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    w: &str,
+) -> Result<(), RuntimeError> {
     if layer >= hp.n_layers {
         return Err(bad(format!("{w}: layer {layer} >= n_layers {}", hp.n_layers)));
     }
@@ -221,7 +257,9 @@ fn check_heads(hp: &crate::plan::HyperParams, layer: usize, n_heads: usize, n_kv
         return Err(bad(format!("{w}: KV shape {n_kv_heads} x {head_dim} differs from the model's {} x {} (the KV cache is sized from hparams)", hp.n_kv_heads, hp.head_dim)));
     }
     if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || !head_dim.is_multiple_of(2) {
-        return Err(bad(format!("{w}: {n_heads} heads / {n_kv_heads} KV heads / head_dim {head_dim} is not a valid GQA shape")));
+        return Err(bad(format!(
+            "{w}: {n_heads} heads / {n_kv_heads} KV heads / head_dim {head_dim} is not a valid GQA shape"
+        )));
     }
     Ok(())
 }

@@ -109,10 +109,7 @@ impl WeightFormat {
 
     /// Plain row-major floats (no groups needed).
     pub fn is_float(self) -> bool {
-        matches!(
-            self,
-            WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16
-        )
+        matches!(self, WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16)
     }
 
     /// Bytes per element of a float format.
@@ -129,11 +126,9 @@ impl WeightFormat {
     pub fn row_multiple(self) -> usize {
         match self {
             WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => 1,
-            WeightFormat::Q4_0
-            | WeightFormat::Q4_1
-            | WeightFormat::Q5_0
-            | WeightFormat::Q5_1
-            | WeightFormat::Q8_0 => GROUP,
+            WeightFormat::Q4_0 | WeightFormat::Q4_1 | WeightFormat::Q5_0 | WeightFormat::Q5_1 | WeightFormat::Q8_0 => {
+                GROUP
+            }
             _ => SUPER,
         }
     }
@@ -217,17 +212,7 @@ pub fn part_layout(format: WeightFormat, rows: usize, k: usize) -> Option<PartLa
     let sc = align(qh + qh_bytes);
     let sup = align(sc + sc_bytes);
     let bytes = align(sup + sup_bytes);
-    Some(PartLayout {
-        qs,
-        qh,
-        sc,
-        sup,
-        qs_bytes,
-        qh_bytes,
-        sc_bytes,
-        sup_bytes,
-        bytes,
-    })
+    Some(PartLayout { qs, qh, sc, sup, qs_bytes, qh_bytes, sc_bytes, sup_bytes, bytes })
 }
 
 /// One part's bytes viewed through its layout: what the CPU twins read.
@@ -245,12 +230,7 @@ pub struct PartView<'a> {
 impl<'a> PartView<'a> {
     /// Views `bytes` (exactly the part, as laid out by [`part_layout`]); `None` if the size or the
     /// row length does not fit the format.
-    pub fn new(
-        format: WeightFormat,
-        rows: usize,
-        k: usize,
-        bytes: &'a [u8],
-    ) -> Option<PartView<'a>> {
+    pub fn new(format: WeightFormat, rows: usize, k: usize, bytes: &'a [u8]) -> Option<PartView<'a>> {
         let l = part_layout(format, rows, k)?;
         if bytes.len() as u64 != l.bytes {
             return None;

@@ -44,11 +44,7 @@ pub fn dequant_group(v: &PartView, r: usize, g: usize, out: &mut [f32]) {
     let qh = &v.qh[gi * p.qh..(gi + 1) * p.qh];
     let sc = &v.sc[gi * p.sc..(gi + 1) * p.sc];
     let si = r * (v.k / SUPER) + g / 8;
-    let sup = if p.sup > 0 {
-        &v.sup[si * p.sup..(si + 1) * p.sup]
-    } else {
-        &[][..]
-    };
+    let sup = if p.sup > 0 { &v.sup[si * p.sup..(si + 1) * p.sup] } else { &[][..] };
     let out = &mut out[..GROUP];
     match v.format {
         WeightFormat::F32 => {

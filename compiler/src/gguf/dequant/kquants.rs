@@ -47,8 +47,7 @@ pub(super) fn q3_k_blocks(bytes: &[u8], out: &mut [f32]) {
         let d_all = f16_at(b, 108);
 
         // Unpack the 16 6-bit scales exactly as ggml does (four u32 words, little-endian).
-        let w =
-            |i: usize| u32::from_le_bytes([sb[4 * i], sb[4 * i + 1], sb[4 * i + 2], sb[4 * i + 3]]);
+        let w = |i: usize| u32::from_le_bytes([sb[4 * i], sb[4 * i + 1], sb[4 * i + 2], sb[4 * i + 3]]);
         let (a0, a1, tmp) = (w(0), w(1), w(2));
         let aux = [
             (a0 & KMASK2) | ((tmp & KMASK1) << 4),
@@ -89,10 +88,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

@@ -43,21 +43,12 @@ pub fn dequantize(dtype: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Ve
     let block = dtype.block_size() as usize;
     let type_size = dtype.type_size() as usize;
     if !n_elements.is_multiple_of(block) {
-        return Err(GgufError::DequantNotBlockMultiple {
-            dtype,
-            n_elements,
-            block,
-        });
+        return Err(GgufError::DequantNotBlockMultiple { dtype, n_elements, block });
     }
     let n_blocks = n_elements / block;
     let expected = n_blocks as u128 * type_size as u128;
     if bytes.len() as u128 != expected {
-        return Err(GgufError::DequantSize {
-            dtype,
-            n_elements,
-            expected,
-            got: bytes.len(),
-        });
+        return Err(GgufError::DequantSize { dtype, n_elements, expected, got: bytes.len() });
     }
     // The output size is now bounded by the input size (at most 64 elements per byte for any type
     // here), so this allocation is not controlled by an unchecked number.

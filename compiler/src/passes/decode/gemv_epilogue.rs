@@ -16,7 +16,9 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         }
         let epilogue = match g.op(reader).clone() {
             Op::SwiGlu { ffn } if 2 * ffn == n => GemvEpi::SwiGlu { ffn },
-            Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } if (heads + 2 * kv_heads) * head_dim == n => {
+            Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta }
+                if (heads + 2 * kv_heads) * head_dim == n =>
+            {
                 GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta }
             }
             _ => continue,

@@ -25,7 +25,9 @@ mod tests {
         assert_eq!(matmuls, 5, "qkv, o, gate|up, down, LM head: {:?}", g.op_histogram());
         assert_eq!(run(&mut g).unwrap(), matmuls);
         assert!(g.find(|op| matches!(op, Op::MatMul { .. })).is_empty());
-        let heads = g.find(|op| matches!(op, Op::Gemv { epilogue: GemvEpi::Store { logits: true, residual: false }, norm: None, .. }));
+        let heads = g.find(|op| {
+            matches!(op, Op::Gemv { epilogue: GemvEpi::Store { logits: true, residual: false }, norm: None, .. })
+        });
         assert_eq!(heads.len(), 1, "the LM head keeps its logits flag");
     }
 }

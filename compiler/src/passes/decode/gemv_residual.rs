@@ -18,7 +18,12 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         let x = g.inputs(old)[0];
         let gemv_label = g.node(old).label.clone();
         let norm_label = g.node(add_norm).label.clone();
-        let gemv = g.add(Op::Gemv { weight: w, n, k, norm, epilogue: GemvEpi::Store { residual: true, logits: false } }, vec![n], gemv_label, &[x, ins[1 - slot]]);
+        let gemv = g.add(
+            Op::Gemv { weight: w, n, k, norm, epilogue: GemvEpi::Store { residual: true, logits: false } },
+            vec![n],
+            gemv_label,
+            &[x, ins[1 - slot]],
+        );
         let rms = g.add(Op::RmsNorm { weight, eps }, vec![n], norm_label, &[Value::new(gemv, 0)]);
         g.redirect(Value::new(add_norm, 0), Value::new(gemv, 0));
         g.redirect(Value::new(add_norm, 1), Value::new(rms, 0));

@@ -20,7 +20,11 @@ use petgraph::stable_graph::NodeIndex;
 /// add yet, not the LM head) -- the GEMVs the residual and epilogue passes may still extend.
 fn plain_gemv_sole_reader(g: &OpGraph, v: Value) -> Option<NodeIndex> {
     let plain = matches!(g.op(v.node), Op::Gemv { epilogue: GemvEpi::Store { residual: false, logits: false }, .. });
-    if plain { g.sole_consumer(v) } else { None }
+    if plain {
+        g.sole_consumer(v)
+    } else {
+        None
+    }
 }
 
 /// The decode pipeline, in order (run after [`super::PASSES`]): the residual pass splits each

@@ -56,8 +56,8 @@ unsafe fn onebit(qh: *const u8, bit_value: i8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 4 `qh` bytes.
     let w = unsafe { (qh as *const i32).read_unaligned() };
     let m = _mm256_setr_epi8(
-        1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64, 64,
-        64, -128, -128, -128, -128,
+        1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64, 64, 64, -128, -128,
+        -128, -128,
     );
     let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_set1_epi32(w), m), m);
     _mm256_and_si256(set, _mm256_set1_epi8(bit_value))
@@ -70,12 +70,7 @@ unsafe fn onebit(qh: *const u8, bit_value: i8) -> __m256i {
 #[inline]
 unsafe fn twobit_high(qh: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 8 `qh` bytes.
-    let (w0, w1) = unsafe {
-        (
-            (qh as *const i32).read_unaligned(),
-            (qh.add(4) as *const i32).read_unaligned(),
-        )
-    };
+    let (w0, w1) = unsafe { ((qh as *const i32).read_unaligned(), (qh.add(4) as *const i32).read_unaligned()) };
     let v = _mm256_setr_epi32(w0, w0, w0, w0, w1, w1, w1, w1);
     let s = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
     // Values are <= 3, so a 16-bit shift by 4 cannot carry into the next byte.
@@ -96,21 +91,12 @@ unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
         match F {
             Q4_0 => _mm256_sub_epi8(nibbles(qs), _mm256_set1_epi8(8)),
             Q4_1 | Q4_K => nibbles(qs),
-            Q5_0 => _mm256_sub_epi8(
-                _mm256_or_si256(nibbles(qs), onebit(qh, 0x10)),
-                _mm256_set1_epi8(16),
-            ),
+            Q5_0 => _mm256_sub_epi8(_mm256_or_si256(nibbles(qs), onebit(qh, 0x10)), _mm256_set1_epi8(16)),
             Q5_1 | Q5_K => _mm256_or_si256(nibbles(qs), onebit(qh, 0x10)),
             Q8_0 => _mm256_loadu_si256(qs as *const __m256i),
             Q2_K => twobit(qs),
-            Q3_K => _mm256_sub_epi8(
-                _mm256_or_si256(twobit(qs), onebit(qh, 0x04)),
-                _mm256_set1_epi8(4),
-            ),
-            Q6_K => _mm256_sub_epi8(
-                _mm256_or_si256(nibbles(qs), twobit_high(qh)),
-                _mm256_set1_epi8(32),
-            ),
+            Q3_K => _mm256_sub_epi8(_mm256_or_si256(twobit(qs), onebit(qh, 0x04)), _mm256_set1_epi8(4)),
+            Q6_K => _mm256_sub_epi8(_mm256_or_si256(nibbles(qs), twobit_high(qh)), _mm256_set1_epi8(32)),
             _ => unreachable!("float formats have no codes"),
         }
     }
@@ -144,13 +130,7 @@ fn hsum(v: __m256) -> f32 {
 /// multiple of 8 (one super-block).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn affine8<const F: u8>(
-    v: &PartView,
-    r: usize,
-    g0: usize,
-    a: &mut [f32; 16],
-    b: &mut [f32; 16],
-) {
+unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, a: &mut [f32; 16], b: &mut [f32; 16]) {
     let p = v.format.planes();
     let gi0 = r * (v.k / GROUP) + g0;
     // SAFETY: groups gi0..gi0 + 8 are in the part, so the sc plane holds their 8 * p.sc bytes
@@ -178,25 +158,13 @@ unsafe fn affine8<const F: u8>(
             Q4_0 | Q5_0 | Q8_0 => {
                 let d = _mm256_cvtph_ps(bytes16());
                 let (lo, hi) = (_mm256_unpacklo_ps(d, d), _mm256_unpackhi_ps(d, d));
-                store(
-                    a,
-                    _mm256_permute2f128_ps(lo, hi, 0x20),
-                    _mm256_permute2f128_ps(lo, hi, 0x31),
-                );
+                store(a, _mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
             }
             Q4_1 | Q5_1 => {
                 let x0 = _mm256_cvtph_ps(_mm_loadu_si128(sc as *const __m128i));
                 let x1 = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16) as *const __m128i));
-                store(
-                    a,
-                    _mm256_shuffle_ps(x0, x0, 0b10_10_00_00),
-                    _mm256_shuffle_ps(x1, x1, 0b10_10_00_00),
-                );
-                store(
-                    b,
-                    _mm256_shuffle_ps(x0, x0, 0b11_11_01_01),
-                    _mm256_shuffle_ps(x1, x1, 0b11_11_01_01),
-                );
+                store(a, _mm256_shuffle_ps(x0, x0, 0b10_10_00_00), _mm256_shuffle_ps(x1, x1, 0b10_10_00_00));
+                store(b, _mm256_shuffle_ps(x0, x0, 0b11_11_01_01), _mm256_shuffle_ps(x1, x1, 0b11_11_01_01));
             }
             Q2_K => {
                 let (d, dmin) = sup();
@@ -218,14 +186,9 @@ unsafe fn affine8<const F: u8>(
                 let (d, _) = sup();
                 let s = bytes16();
                 let off = _mm256_set1_epi32(32);
-                let f =
-                    |x: __m128i| _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(x), off));
+                let f = |x: __m128i| _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(x), off));
                 let vd = _mm256_set1_ps(d);
-                store(
-                    a,
-                    _mm256_mul_ps(vd, f(s)),
-                    _mm256_mul_ps(vd, f(_mm_srli_si128(s, 8))),
-                );
+                store(a, _mm256_mul_ps(vd, f(s)), _mm256_mul_ps(vd, f(_mm_srli_si128(s, 8))));
             }
             Q4_K | Q5_K => {
                 let (d, dmin) = sup();
@@ -234,12 +197,7 @@ unsafe fn affine8<const F: u8>(
                 let (x0, x1) = (f(s), f(_mm_srli_si128(s, 8)));
                 let (vd, vm) = (_mm256_set1_ps(d), _mm256_set1_ps(dmin));
                 let sc_of = |x: __m256| _mm256_mul_ps(vd, _mm256_shuffle_ps(x, x, 0b10_10_00_00));
-                let mn_of = |x: __m256| {
-                    _mm256_xor_ps(
-                        neg,
-                        _mm256_mul_ps(vm, _mm256_shuffle_ps(x, x, 0b11_11_01_01)),
-                    )
-                };
+                let mn_of = |x: __m256| _mm256_xor_ps(neg, _mm256_mul_ps(vm, _mm256_shuffle_ps(x, x, 0b11_11_01_01)));
                 store(a, sc_of(x0), sc_of(x1));
                 store(b, mn_of(x0), mn_of(x1));
             }
@@ -248,11 +206,7 @@ unsafe fn affine8<const F: u8>(
                 let s = bytes16();
                 let f = |x: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x));
                 let vd = _mm256_set1_ps(d);
-                store(
-                    a,
-                    _mm256_mul_ps(vd, f(s)),
-                    _mm256_mul_ps(vd, f(_mm_srli_si128(s, 8))),
-                );
+                store(a, _mm256_mul_ps(vd, f(s)), _mm256_mul_ps(vd, f(_mm_srli_si128(s, 8))));
             }
             _ => unreachable!("float formats have no scales"),
         }
@@ -264,14 +218,7 @@ unsafe fn affine8<const F: u8>(
 /// of 8). Unused entries are zero.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn affine<const F: u8>(
-    v: &PartView,
-    r: usize,
-    g0: usize,
-    n: usize,
-    a: &mut [f32; 16],
-    b: &mut [f32; 16],
-) {
+unsafe fn affine<const F: u8>(v: &PartView, r: usize, g0: usize, n: usize, a: &mut [f32; 16], b: &mut [f32; 16]) {
     if n == 8 {
         // SAFETY: the caller guarantees g0 + 8 <= k / 32.
         unsafe { affine8::<F>(v, r, g0, a, b) };
@@ -304,16 +251,7 @@ unsafe fn dot_q<const F: u8>(v: &PartView, r: usize, x: &[f32], sx16: &[f32]) ->
         for (i, g0) in (c0..c0 + nc).step_by(8).enumerate() {
             let (ab, bb) = (&mut a[16 * i..16 * i + 16], &mut b[16 * i..16 * i + 16]);
             // SAFETY: g0 + min(8, ..) <= groups; the sub-slices are 16 long.
-            unsafe {
-                affine::<F>(
-                    v,
-                    r,
-                    g0,
-                    8.min(c0 + nc - g0),
-                    ab.try_into().unwrap(),
-                    bb.try_into().unwrap(),
-                )
-            };
+            unsafe { affine::<F>(v, r, g0, 8.min(c0 + nc - g0), ab.try_into().unwrap(), bb.try_into().unwrap()) };
         }
         for j in 0..nc {
             let g = c0 + j;
@@ -381,19 +319,10 @@ unsafe fn dot_f32(a: &[f32], w: &[u8]) -> f32 {
         for (l, acc) in acc.iter_mut().enumerate() {
             let i = c * 32 + 8 * l;
             // SAFETY: i + 8 <= n and `w` holds 4 * n bytes (unaligned loads).
-            *acc = unsafe {
-                _mm256_fmadd_ps(
-                    _mm256_loadu_ps(a.as_ptr().add(i)),
-                    _mm256_loadu_ps(wp.add(i)),
-                    *acc,
-                )
-            };
+            *acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(wp.add(i)), *acc) };
         }
     }
-    let mut s = hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ));
+    let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     for (i, &ai) in a.iter().enumerate().skip(chunks * 32) {
         // SAFETY: i < n.
         s += ai * unsafe { wp.add(i).read_unaligned() };
@@ -426,28 +355,15 @@ unsafe fn dot_half<const BF: bool>(a: &[f32], w: &[u8]) -> f32 {
         let i = c * 16;
         // SAFETY: i + 16 <= n; `a` holds n floats and `w` n 16-bit values.
         unsafe {
-            acc0 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(a.as_ptr().add(i)),
-                load_half::<BF>(wp.add(i)),
-                acc0,
-            );
-            acc1 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(a.as_ptr().add(i + 8)),
-                load_half::<BF>(wp.add(i + 8)),
-                acc1,
-            );
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), load_half::<BF>(wp.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), load_half::<BF>(wp.add(i + 8)), acc1);
         }
     }
     let mut s = hsum(_mm256_add_ps(acc0, acc1));
     for (i, &ai) in a.iter().enumerate().skip(chunks * 16) {
         // SAFETY: i < n.
         let bits = unsafe { wp.add(i).read_unaligned() };
-        s += ai
-            * if BF {
-                f32::from_bits((bits as u32) << 16)
-            } else {
-                f16c(bits)
-            };
+        s += ai * if BF { f32::from_bits((bits as u32) << 16) } else { f16c(bits) };
     }
     s
 }
@@ -518,10 +434,7 @@ pub unsafe fn dequant_row(v: &PartView, r: usize, out: &mut [f32]) {
     unsafe {
         match v.format {
             WeightFormat::F32 => {
-                for (o, b) in out
-                    .iter_mut()
-                    .zip(v.qs[r * k * 4..(r + 1) * k * 4].chunks_exact(4))
-                {
+                for (o, b) in out.iter_mut().zip(v.qs[r * k * 4..(r + 1) * k * 4].chunks_exact(4)) {
                     *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
             }
@@ -540,11 +453,7 @@ pub unsafe fn dequant_row(v: &PartView, r: usize, out: &mut [f32]) {
                 }
                 for (i, o) in out.iter_mut().enumerate().skip(chunks * 8) {
                     let bits = u16::from_le_bytes([src[2 * i], src[2 * i + 1]]);
-                    *o = if bf {
-                        f32::from_bits((bits as u32) << 16)
-                    } else {
-                        f16c(bits)
-                    };
+                    *o = if bf { f32::from_bits((bits as u32) << 16) } else { f16c(bits) };
                 }
             }
             WeightFormat::Q4_0 => dequant_q::<Q4_0>(v, r, out),

@@ -36,23 +36,13 @@ pub fn has_avx2() -> bool {
 /// Formats whose element has an additive term (`b` in [`affine_at`]).
 #[inline(always)]
 pub(crate) fn has_min(f: WeightFormat) -> bool {
-    matches!(
-        f,
-        WeightFormat::Q4_1
-            | WeightFormat::Q5_1
-            | WeightFormat::Q2_K
-            | WeightFormat::Q4_K
-            | WeightFormat::Q5_K
-    )
+    matches!(f, WeightFormat::Q4_1 | WeightFormat::Q5_1 | WeightFormat::Q2_K | WeightFormat::Q4_K | WeightFormat::Q5_K)
 }
 
 /// Formats whose two 16-element halves of a group have different scales.
 #[inline(always)]
 pub(crate) fn sub16(f: WeightFormat) -> bool {
-    matches!(
-        f,
-        WeightFormat::Q2_K | WeightFormat::Q3_K | WeightFormat::Q6_K
-    )
+    matches!(f, WeightFormat::Q2_K | WeightFormat::Q3_K | WeightFormat::Q6_K)
 }
 
 #[inline(always)]
@@ -65,12 +55,7 @@ fn bits16(b: &[u8], i: usize) -> u16 {
 /// operations in the reference's order, so `a * code + b` rounds exactly as the reference does.
 /// `f16` converts an f16 bit pattern (F16C on the fast path). Quantized formats only.
 #[inline(always)]
-pub(crate) fn affine_at(
-    v: &PartView,
-    r: usize,
-    g: usize,
-    f16: impl Fn(u16) -> f32,
-) -> ([f32; 2], [f32; 2]) {
+pub(crate) fn affine_at(v: &PartView, r: usize, g: usize, f16: impl Fn(u16) -> f32) -> ([f32; 2], [f32; 2]) {
     let p = v.format.planes();
     let gi = r * (v.k / GROUP) + g;
     let sc = &v.sc[gi * p.sc..(gi + 1) * p.sc];
@@ -96,13 +81,7 @@ pub(crate) fn affine_at(
         }
         WeightFormat::Q3_K => {
             let d = f16(bits16(sup(), 0));
-            (
-                [
-                    d * (sc[0] as i32 - 32) as f32,
-                    d * (sc[1] as i32 - 32) as f32,
-                ],
-                [0.0; 2],
-            )
+            ([d * (sc[0] as i32 - 32) as f32, d * (sc[1] as i32 - 32) as f32], [0.0; 2])
         }
         WeightFormat::Q4_K | WeightFormat::Q5_K => {
             let s = sup();
@@ -112,10 +91,7 @@ pub(crate) fn affine_at(
         }
         WeightFormat::Q6_K => {
             let d = f16(bits16(sup(), 0));
-            (
-                [d * (sc[0] as i8) as f32, d * (sc[1] as i8) as f32],
-                [0.0; 2],
-            )
+            ([d * (sc[0] as i8) as f32, d * (sc[1] as i8) as f32], [0.0; 2])
         }
         WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
             unreachable!("float formats have no groups")
@@ -134,17 +110,8 @@ pub fn sums16(x: &[f32]) -> Vec<f32> {
 
 /// `sum_e w[r, e] * x[e]` for row `r` of part `v`; `sx16` is [`sums16`] of `x`.
 pub fn dot_row(v: &PartView, r: usize, x: &[f32], sx16: &[f32]) -> f32 {
-    assert!(
-        r < v.rows && x.len() >= v.k,
-        "dot_row: row {r} of {} or x of {} < {}",
-        v.rows,
-        x.len(),
-        v.k
-    );
-    assert!(
-        v.format.is_float() || sx16.len() >= v.k / 16,
-        "dot_row: sums of x missing"
-    );
+    assert!(r < v.rows && x.len() >= v.k, "dot_row: row {r} of {} or x of {} < {}", v.rows, x.len(), v.k);
+    assert!(v.format.is_float() || sx16.len() >= v.k / 16, "dot_row: sums of x missing");
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU features were detected; the asserts above are the callee's contract.
@@ -155,13 +122,7 @@ pub fn dot_row(v: &PartView, r: usize, x: &[f32], sx16: &[f32]) -> f32 {
 
 /// Row `r` of `v` into `out[..k]`, bit-exact with the reference.
 pub fn dequant_row(v: &PartView, r: usize, out: &mut [f32]) {
-    assert!(
-        r < v.rows && out.len() >= v.k,
-        "dequant_row: row {r} of {} or out of {} < {}",
-        v.rows,
-        out.len(),
-        v.k
-    );
+    assert!(r < v.rows && out.len() >= v.k, "dequant_row: row {r} of {} or out of {} < {}", v.rows, out.len(), v.k);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU features were detected; the assert above is the callee's contract.

@@ -43,9 +43,7 @@ impl Rng {
 pub(crate) fn random_part(f: WeightFormat, rows: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
     let l = part_layout(f, rows, k).unwrap();
     let mut b: Vec<u8> = (0..l.bytes).map(|_| rng.next() as u8).collect();
-    let put16 = |b: &mut [u8], at: usize, rng: &mut Rng| {
-        b[at..at + 2].copy_from_slice(&rng.f16_scale().to_le_bytes())
-    };
+    let put16 = |b: &mut [u8], at: usize, rng: &mut Rng| b[at..at + 2].copy_from_slice(&rng.f16_scale().to_le_bytes());
     match f {
         WeightFormat::F32 => {
             for i in 0..rows * k {
@@ -116,9 +114,7 @@ fn reference_row(v: &PartView, r: usize) -> (Vec<f32>, Vec<f32>) {
 fn check_dot(got: f32, v: &PartView, r: usize, x: &[f32], what: &str) {
     let (w, b) = reference_row(v, r);
     let exact: f64 = w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum();
-    let mag: f64 = (0..v.k)
-        .map(|e| x[e].abs() as f64 * (w[e].abs() as f64 + 2.0 * b[e] as f64))
-        .sum();
+    let mag: f64 = (0..v.k).map(|e| x[e].abs() as f64 * (w[e].abs() as f64 + 2.0 * b[e] as f64)).sum();
     let tol = (v.k / 8 + 8) as f64 * f32::EPSILON as f64 / 2.0 * mag + f32::MIN_POSITIVE as f64;
     let err = (got as f64 - exact).abs();
     assert!(
@@ -211,15 +207,8 @@ fn hand_made_q4_0() {
     let sc = part_layout(WeightFormat::Q4_0, 1, 32).unwrap().sc as usize;
     b[sc..sc + 2].copy_from_slice(&f16::from_f32(2.0).to_bits().to_le_bytes());
     let v = PartView::new(WeightFormat::Q4_0, 1, 32, &b).unwrap();
-    let want: Vec<f32> = (0..32)
-        .map(|e| {
-            if e < 16 {
-                (e as f32 - 8.0) * 2.0
-            } else {
-                (23.0 - e as f32) * 2.0
-            }
-        })
-        .collect();
+    let want: Vec<f32> =
+        (0..32).map(|e| if e < 16 { (e as f32 - 8.0) * 2.0 } else { (23.0 - e as f32) * 2.0 }).collect();
     assert_eq!(fast_row(&v), want);
     // (-16 + ... + 14) + (14 + ... + -16) = -16 + -16.
     assert_eq!(dot_row(&v, 0, &ones(32), &sums16(&ones(32))), -32.0);
@@ -230,10 +219,7 @@ fn hand_made_q5_1() {
     // Every code 31 (nibble 15, extra bit set), d = 0.5, m = -1: every element 14.5.
     let l = part_layout(WeightFormat::Q5_1, 1, 32).unwrap();
     let mut b = vec![0xffu8; l.bytes as usize];
-    let (d, m) = (
-        f16::from_f32(0.5).to_bits().to_le_bytes(),
-        f16::from_f32(-1.0).to_bits().to_le_bytes(),
-    );
+    let (d, m) = (f16::from_f32(0.5).to_bits().to_le_bytes(), f16::from_f32(-1.0).to_bits().to_le_bytes());
     b[l.sc as usize..l.sc as usize + 4].copy_from_slice(&[d[0], d[1], m[0], m[1]]);
     let v = PartView::new(WeightFormat::Q5_1, 1, 32, &b).unwrap();
     assert_eq!(fast_row(&v), vec![14.5; 32]);
@@ -309,14 +295,10 @@ fn qdot_bench() {
                     reps += 1;
                     if par {
                         out.par_chunks_mut(16).enumerate().for_each(|(c, o)| {
-                            o.iter_mut()
-                                .enumerate()
-                                .for_each(|(i, o)| *o = dot_row(&v, c * 16 + i, &x, &sx))
+                            o.iter_mut().enumerate().for_each(|(i, o)| *o = dot_row(&v, c * 16 + i, &x, &sx))
                         });
                     } else {
-                        out.iter_mut()
-                            .enumerate()
-                            .for_each(|(r, o)| *o = dot_row(&v, r, &x, &sx));
+                        out.iter_mut().enumerate().for_each(|(r, o)| *o = dot_row(&v, r, &x, &sx));
                     }
                 }
                 let s = t.elapsed().as_secs_f64() / reps as f64;
@@ -324,10 +306,7 @@ fn qdot_bench() {
             };
             let (b1, e1) = time(false);
             let (bn, en) = time(true);
-            println!(
-                "{:5} {k:5} {b1:14.2} {e1:8.2} | {bn:16.2} {en:8.2}",
-                f.name()
-            );
+            println!("{:5} {k:5} {b1:14.2} {e1:8.2} | {bn:16.2} {en:8.2}", f.name());
             std::hint::black_box(&out);
         }
     }

@@ -68,8 +68,11 @@ impl Recipe {
         match self {
             Recipe::F16 => TestWeight::f16(rng, rows.iter().sum(), k),
             Recipe::Quant(f) => {
-                let parts: Vec<(WeightFormat, usize)> =
-                    rows.iter().enumerate().map(|(i, &r)| (if mixed && i % 2 == 1 { partner(f) } else { f }, r)).collect();
+                let parts: Vec<(WeightFormat, usize)> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &r)| (if mixed && i % 2 == 1 { partner(f) } else { f }, r))
+                    .collect();
                 TestWeight::quant(rng, &parts, k, extreme)
             }
         }
@@ -78,7 +81,16 @@ impl Recipe {
 
 /// The GEMV launch for `w` (f16 or quantized kernels).
 #[allow(clippy::too_many_arguments)]
-fn gemv_op(h: &Harness, w: &DevWeight, x: u64, norm: Option<GemvNorm>, n: usize, k: usize, t: usize, epi: GemvOut) -> Op {
+fn gemv_op(
+    h: &Harness,
+    w: &DevWeight,
+    x: u64,
+    norm: Option<GemvNorm>,
+    n: usize,
+    k: usize,
+    t: usize,
+    epi: GemvOut,
+) -> Op {
     let st = h.state.ptr();
     match (w.f16_ptr(), w.parts()) {
         (Some(p), _) => launch::gemv(h.dev, st, x, norm, p, n, k, t, epi),
@@ -129,13 +141,35 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
 /// The plain store with a residual on every row of `p` (`n` x `k`): out = y + r, one more rounding
 /// of |out| than y's bound.
 #[allow(clippy::too_many_arguments)]
-fn check_store_residual(h: &mut Harness, rng: &mut Rng, t: usize, p: &Problem, n: usize, k: usize, norm: bool, tag: &str, name: String) -> Result<(), RuntimeError> {
+fn check_store_residual(
+    h: &mut Harness,
+    rng: &mut Rng,
+    t: usize,
+    p: &Problem,
+    n: usize,
+    k: usize,
+    norm: bool,
+    tag: &str,
+    name: String,
+) -> Result<(), RuntimeError> {
     let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
     let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
     let r = rng.vec(t * n, 1.0);
     let dr = h.input(&r)?;
     let out = h.output(t * n * 4)?;
-    h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: Some(dr.ptr()), last_row: false })], tag)?;
+    h.run(
+        &[gemv_op(
+            h,
+            &p.w,
+            dx.ptr(),
+            gn,
+            n,
+            k,
+            t,
+            GemvOut::Store { out: out.ptr(), residual: Some(dr.ptr()), last_row: false },
+        )],
+        tag,
+    )?;
     let g = h.read_f32(&out, t * n)?;
     let c: Vec<f32> = p.y.iter().zip(&r).map(|(y, r)| y + r).collect();
     let bound: Vec<f32> = p.bound.iter().zip(&c).map(|(e, o)| e + 2.0 * U32 * o.abs()).collect();
@@ -145,7 +179,14 @@ fn check_store_residual(h: &mut Harness, rng: &mut Rng, t: usize, p: &Problem, n
 
 /// The store (+ residual, every row; last row; a tall LM head; a long down_proj-like row),
 /// SwiGLU and RoPE epilogues with weights of `recipe` and rows of `k`.
-fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, k: usize, norm: bool) -> Result<(), RuntimeError> {
+fn check_recipe(
+    h: &mut Harness,
+    rng: &mut Rng,
+    s: &CheckShape,
+    recipe: Recipe,
+    k: usize,
+    norm: bool,
+) -> Result<(), RuntimeError> {
     let t = s.n_tokens;
     {
         let tag = match recipe {
@@ -168,7 +209,19 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
         let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
         let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
         let out = h.output(t * n * 4)?;
-        h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: None, last_row: true })], tag)?;
+        h.run(
+            &[gemv_op(
+                h,
+                &p.w,
+                dx.ptr(),
+                gn,
+                n,
+                k,
+                t,
+                GemvOut::Store { out: out.ptr(), residual: None, last_row: true },
+            )],
+            tag,
+        )?;
         let g = h.read_f32(&out, t * n)?;
         let last = (t - 1) * n;
         h.record_bounded(format!("{tag} [{n}x{k}] last row"), &g[last..], &p.y[last..], &p.bound[last..]);
@@ -187,7 +240,8 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
         let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
         let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
         let out = h.output(t * n * 4)?;
-        let op = gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: None, last_row: true });
+        let op =
+            gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: None, last_row: true });
         let grid = match &op {
             Op::Kernel(l) => l.grid.0,
             Op::Gemm(_) => 0,
@@ -195,14 +249,29 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
         h.run(&[op], tag)?;
         let g = h.read_f32(&out, t * n)?;
         let last = (t - 1) * n;
-        h.record_bounded(format!("{tag} lm_head [{n}x{k}] last row, {grid} blocks"), &g[last..], &p.y[last..], &p.bound[last..]);
+        h.record_bounded(
+            format!("{tag} lm_head [{n}x{k}] last row, {grid} blocks"),
+            &g[last..],
+            &p.y[last..],
+            &p.bound[last..],
+        );
 
         // ---- a long row (down_proj: k = ffn), several warps per row, + residual ----
         if let Recipe::Quant(f) = recipe {
             let (n, k) = (s.hidden + 1, k_for(f, s.ffn));
             let tw = recipe.weight(rng, &[n], k, false);
             let p = problem(h, rng, t, &tw, norm)?;
-            check_store_residual(h, rng, t, &p, n, k, norm, tag, format!("{tag} down [{n}x{k}] {} +residual", tw.label()))?;
+            check_store_residual(
+                h,
+                rng,
+                t,
+                &p,
+                n,
+                k,
+                norm,
+                tag,
+                format!("{tag} down [{n}x{k}] {} +residual", tw.label()),
+            )?;
         }
 
         // ---- SwiGLU epilogue on a packed gate|up product ----
@@ -212,25 +281,28 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
             Recipe::Quant(_) => &[false, true],
         };
         for &mixed in mixes {
-        let ffn = s.ffn;
-        let tw = recipe.weight(rng, &[ffn, ffn], k, mixed);
-        let p = problem(h, rng, t, &tw, norm)?;
-        let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
-        let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
-        let out = h.output(t * ffn * 4)?;
-        h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, 2 * ffn, k, t, GemvOut::SwiGlu { out: out.ptr() })], tag)?;
-        let g = h.read_f32(&out, t * ffn)?;
-        let mut c = vec![0f32; t * ffn];
-        cpu::swiglu(&p.y, ffn, t, &mut c);
-        let mut bound = vec![0f32; t * ffn];
-        for row in 0..t {
-            for i in 0..ffn {
-                let (gi, ui) = (row * 2 * ffn + i, row * 2 * ffn + ffn + i);
-                let (eg, eu) = (p.bound[gi], p.bound[ui]);
-                bound[row * ffn + i] = 1.1 * eg * p.y[ui].abs() + cpu::silu(p.y[gi]).abs() * eu + eg * eu + 8.0 * U32 * c[row * ffn + i].abs();
+            let ffn = s.ffn;
+            let tw = recipe.weight(rng, &[ffn, ffn], k, mixed);
+            let p = problem(h, rng, t, &tw, norm)?;
+            let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
+            let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
+            let out = h.output(t * ffn * 4)?;
+            h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, 2 * ffn, k, t, GemvOut::SwiGlu { out: out.ptr() })], tag)?;
+            let g = h.read_f32(&out, t * ffn)?;
+            let mut c = vec![0f32; t * ffn];
+            cpu::swiglu(&p.y, ffn, t, &mut c);
+            let mut bound = vec![0f32; t * ffn];
+            for row in 0..t {
+                for i in 0..ffn {
+                    let (gi, ui) = (row * 2 * ffn + i, row * 2 * ffn + ffn + i);
+                    let (eg, eu) = (p.bound[gi], p.bound[ui]);
+                    bound[row * ffn + i] = 1.1 * eg * p.y[ui].abs()
+                        + cpu::silu(p.y[gi]).abs() * eu
+                        + eg * eu
+                        + 8.0 * U32 * c[row * ffn + i].abs();
+                }
             }
-        }
-        h.record_bounded(format!("{tag}_swiglu [{}x{k}] {}", 2 * ffn, tw.label()), &g, &c, &bound);
+            h.record_bounded(format!("{tag}_swiglu [{}x{k}] {}", 2 * ffn, tw.label()), &g, &c, &bound);
         }
 
         // ---- bias + RoPE + KV write epilogue on a packed qkv product ----
@@ -250,7 +322,14 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
         let kc = h.output(max_seq * kl * 2)?;
         let vc = h.output(max_seq * kl * 2)?;
         let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: d };
-        let epi = GemvOut::Rope(RopeArgs { bias: db.ptr(), inv_freq: inv.ptr(), q_out: q_out.ptr(), k_cache: kc.ptr(), v_cache: vc.ptr(), heads });
+        let epi = GemvOut::Rope(RopeArgs {
+            bias: db.ptr(),
+            inv_freq: inv.ptr(),
+            q_out: q_out.ptr(),
+            k_cache: kc.ptr(),
+            v_cache: vc.ptr(),
+            heads,
+        });
         h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, row, k, t, epi)], tag)?;
         let gq = h.read_f32(&q_out, t * ql)?;
         let gk = h.read_f16(&kc, max_seq * kl)?;
@@ -280,8 +359,18 @@ fn check_recipe(h: &mut Harness, rng: &mut Rng, s: &CheckShape, recipe: Recipe, 
         }
         h.record_bounded(format!("{tag}_rope_kv_write/q {}", tw.label()), &gq, &cq, &bq);
         let written = s.pos * kl..(s.pos + t) * kl;
-        h.record_bounded(format!("{tag}_rope_kv_write/k_cache"), &gk[written.clone()], &ck[written.clone()], &bk[written.clone()]);
-        h.record_bounded(format!("{tag}_rope_kv_write/v_cache"), &gv[written.clone()], &cv[written.clone()], &bv[written.clone()]);
+        h.record_bounded(
+            format!("{tag}_rope_kv_write/k_cache"),
+            &gk[written.clone()],
+            &ck[written.clone()],
+            &bk[written.clone()],
+        );
+        h.record_bounded(
+            format!("{tag}_rope_kv_write/v_cache"),
+            &gv[written.clone()],
+            &cv[written.clone()],
+            &bv[written.clone()],
+        );
         // Other cache positions keep their poison (NaN on both sides counts as equal).
         let untouched = |v: &[f32]| v[..written.start].iter().chain(&v[written.end..]).all(|x| x.is_nan());
         h.record_flag(format!("{tag}_rope_kv_write: other positions untouched"), untouched(&gk) && untouched(&gv));

@@ -43,7 +43,8 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
         let out = h.output(t * k * 4)?;
         h.run(&[launch::embed_q(st, dids.ptr(), parts, out.ptr(), k, n, t)], "embed_q")?;
         let g = h.read_f32(&out, t * k)?;
-        let c: Vec<f32> = ids.iter().flat_map(|&id| tw.values[id as usize * k..(id as usize + 1) * k].iter().copied()).collect();
+        let c: Vec<f32> =
+            ids.iter().flat_map(|&id| tw.values[id as usize * k..(id as usize + 1) * k].iter().copied()).collect();
         let same = g.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits());
         h.record_flag(format!("embed_q {} [{t} rows of {n}x{k}]: bit-exact", f.name()), same);
 
@@ -63,7 +64,21 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
             let wscratch = h.output(64 * k * 2)?;
             let gs = GemmScratch { x16: x16.ptr(), scale: scale.ptr() };
             let out = h.output(t * n * 4)?;
-            let ops = launch::matmul_q(h.dev, st, dx.ptr(), parts16, out.ptr(), Some(dr.ptr()), n, k, t, MatMulMode::Gemm, gs, wscratch.ptr(), 64 * k * 2);
+            let ops = launch::matmul_q(
+                h.dev,
+                st,
+                dx.ptr(),
+                parts16,
+                out.ptr(),
+                Some(dr.ptr()),
+                n,
+                k,
+                t,
+                MatMulMode::Gemm,
+                gs,
+                wscratch.ptr(),
+                64 * k * 2,
+            );
             h.run(&ops, "matmul_q cublas")?;
             let g = h.read_f32(&out, t * n)?;
             let factor = 2.0 * U16 + 2.0 * k as f32 * U32;

@@ -31,14 +31,20 @@ pub(super) enum Kind {
     F16(Vec<f16>),
     /// Canonical bytes of the parts, back to back, and the plan's description of them (offsets
     /// from 0).
-    Quant { bytes: Vec<u8>, info: WeightInfo },
+    Quant {
+        bytes: Vec<u8>,
+        info: WeightInfo,
+    },
 }
 
 /// The weight on the device: an f16 matrix or quantized parts.
 pub(super) enum DevWeight {
     F16(DevBuf),
     /// The buffer the parts point into (kept alive) and the parts.
-    Quant { _bytes: DevBuf, parts: QParts },
+    Quant {
+        _bytes: DevBuf,
+        parts: QParts,
+    },
 }
 
 impl DevWeight {
@@ -84,7 +90,8 @@ impl TestWeight {
             bytes.extend(b);
         }
         let n = parts.iter().map(|p| p.1).sum();
-        let info = WeightInfo { name: "check".into(), shape: vec![n, k], offset: 0, bytes: bytes.len() as u64, parts: infos };
+        let info =
+            WeightInfo { name: "check".into(), shape: vec![n, k], offset: 0, bytes: bytes.len() as u64, parts: infos };
         TestWeight { n, k, values, mags, kind: Kind::Quant { bytes, info } }
     }
 
@@ -189,7 +196,13 @@ fn random_part(rng: &mut Rng, f: WeightFormat, rows: usize, k: usize, extreme: b
         WeightFormat::Q4_1 | WeightFormat::Q5_1 => {
             for g in 0..groups {
                 b[sc + 4 * g..sc + 4 * g + 2].copy_from_slice(&scale(rng, g, typical, true, extreme));
-                b[sc + 4 * g + 2..sc + 4 * g + 4].copy_from_slice(&scale(rng, g + 3, 0.5 * code * typical, true, extreme));
+                b[sc + 4 * g + 2..sc + 4 * g + 4].copy_from_slice(&scale(
+                    rng,
+                    g + 3,
+                    0.5 * code * typical,
+                    true,
+                    extreme,
+                ));
             }
         }
         _ => {

@@ -983,6 +983,50 @@ mod tests {
         }
     }
 
+    /// The format codes and the parts limit the kernels use (kernels/quant.cuh: enum QFmt,
+    /// QA_MAX_PARTS) are WeightFormat's discriminants and MAX_PARTS; the QParts image is the
+    /// 120-byte struct the kernels take.
+    #[test]
+    fn quant_constants_match_the_kernels() {
+        let src = include_str!("../../../kernels/quant.cuh");
+        for f in crate::quant::ALL_FORMATS {
+            let line = format!("QF_{} = {},", f.name(), f.code());
+            assert!(src.contains(&line), "kernels/quant.cuh lacks `{line}`");
+        }
+        assert!(src.contains(&format!("#define QA_MAX_PARTS {MAX_PARTS}")), "QA_MAX_PARTS");
+        assert_eq!(std::mem::size_of::<QParts>(), 120);
+        let q = QParts { qs: [1, 2, 3], row_end: [7, 8, 9], fmt: [4, 5, 6], ..QParts::default() };
+        let w = q.words();
+        assert_eq!(&w[..3], &[1, 2, 3]);
+        assert_eq!(w[12], 7 | 8 << 32, "row_end[0], row_end[1]");
+        assert_eq!(w[13], 9 | 4 << 32, "row_end[2], fmt[0]");
+        assert_eq!(w[14], 5 | 6 << 32, "fmt[1], fmt[2]");
+    }
+
+    /// QParts::of: plane addresses from the parts' layouts, cumulative row ends, and the last
+    /// part repeated in unused entries (every row maps to a part).
+    #[test]
+    fn qparts_of_a_mixed_weight() {
+        use crate::plan::{WeightInfo, WeightPart};
+        use crate::quant::{part_layout, WeightFormat as W};
+        let k = 64;
+        let (a, b) = (part_layout(W::Q5_0, 10, k).unwrap(), part_layout(W::Q8_0, 3, k).unwrap());
+        let parts = vec![
+            WeightPart { rows: 10, format: W::Q5_0, offset: 512, bytes: a.bytes },
+            WeightPart { rows: 3, format: W::Q8_0, offset: 512 + a.bytes, bytes: b.bytes },
+        ];
+        let w = WeightInfo { name: "qkv".into(), shape: vec![13, k], offset: 512, bytes: a.bytes + b.bytes, parts };
+        let q = QParts::of(&w, 1 << 20);
+        assert_eq!(q.row_end, [10, 13, 13]);
+        assert_eq!(q.fmt, [W::Q5_0.code(), W::Q8_0.code(), W::Q8_0.code()]);
+        assert_eq!(q.qs[0], (1 << 20) + 512);
+        assert_eq!(q.qh[0], (1 << 20) + 512 + a.qh);
+        assert_eq!(q.sc[0], (1 << 20) + 512 + a.sc);
+        assert_eq!(q.qs[1], (1 << 20) + 512 + a.bytes);
+        assert_eq!(q.sc[1], (1 << 20) + 512 + a.bytes + b.sc);
+        assert_eq!((q.qs[2], q.sc[2]), (q.qs[1], q.sc[1]));
+    }
+
     /// Single formats and listed mixes get their specialised kernel; other mixes the general one.
     #[test]
     fn qgemv_kernel_choice() {

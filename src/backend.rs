@@ -14,6 +14,8 @@ pub enum BackendChoice {
     /// The GPU when one is usable, else the CPU (with a note).
     Auto,
     Cpu,
+    /// The GPU (`gpu` is accepted too: clap would otherwise suggest `cpu` for it).
+    #[value(alias = "gpu")]
     Cuda,
 }
 
@@ -24,6 +26,37 @@ pub struct Loaded {
     pub session: Session,
     pub tokenizer: Tokenizer,
     pub model: CompiledModel,
+}
+
+/// Resolves `--model` to a compiled directory ([`crate::model::compiled_model`]) and loads it. A
+/// cache entry that fails validation (a damaged `weights.bin`, a broken plan or tokenizer) is
+/// removed and compiled again, once, with a note: "recompile with `qwen-aot compile`" would not
+/// repair the cache, and every later run would fail the same way. A directory the user named is
+/// never touched.
+pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
+    let dir = crate::model::compiled_model(model, quiet)?;
+    match load(&dir, backend, ctx, quiet) {
+        Err(e) if crate::model::is_cache_entry(&dir) && is_damaged(&e) => {
+            if !quiet {
+                eprintln!("note: the cached compile {} is damaged ({e:#}); compiling it again", dir.display());
+            }
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing the damaged {}", dir.display()))?;
+            let dir = crate::model::compiled_model(model, quiet)?;
+            load(&dir, backend, ctx, quiet)
+        }
+        other => other,
+    }
+}
+
+/// Whether `e` says the compiled directory's files are bad (not the GPU, not the arguments).
+fn is_damaged(e: &anyhow::Error) -> bool {
+    use qwen_aot_runtime::error::RuntimeError;
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<RuntimeError>(),
+            Some(RuntimeError::BadPlan(_) | RuntimeError::PlanVersion { .. } | RuntimeError::Io { .. })
+        ) || c.downcast_ref::<qwen_aot_runtime::tokenizer::TokenizerError>().is_some()
+    })
 }
 
 /// Loads `dir` and builds an executor on the chosen backend. `ctx` caps the KV cache (the model's

@@ -2,6 +2,7 @@
 //! compile cache, backend selection, progress bars and the embedded CUDA kernels.
 pub mod backend;
 pub mod chat;
+pub mod cli_args;
 pub mod generation;
 pub mod gpu;
 pub mod kernels;

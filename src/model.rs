@@ -15,11 +15,17 @@ const FETCH_SCRIPT: &str = include_str!("../scripts/fetch-model.sh");
 
 /// `$QWEN_AOT_CACHE`, else `~/.cache/qwen-aot`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("QWEN_AOT_CACHE") {
-        return PathBuf::from(d);
+    cache_dir_from(std::env::var_os("QWEN_AOT_CACHE"), std::env::var_os("HOME"))
+}
+
+/// [`cache_dir`] from the variables' values. Set but empty means unset, as in the fetch script:
+/// `QWEN_AOT_CACHE=` would otherwise put a gigabyte of compiled model in the current directory.
+fn cache_dir_from(cache: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> PathBuf {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = set(cache) {
+        return d;
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("qwen-aot")
+    set(home).unwrap_or_else(|| PathBuf::from(".")).join(".cache").join("qwen-aot")
 }
 
 /// The default model's path, fetching it first if it is not in the cache.
@@ -48,6 +54,8 @@ pub fn gguf_path(model: Option<&Path>) -> Result<PathBuf> {
     match model {
         Some(p) if p.is_file() => Ok(p.to_path_buf()),
         Some(p) if p.is_dir() => bail!("{} is a directory; this command needs a GGUF file", p.display()),
+        // /dev/null, a FIFO: there, but nothing a model can be read from.
+        Some(p) if p.exists() => bail!("{} is not a regular file; --model needs a GGUF file", p.display()),
         Some(p) => bail!("model file {} does not exist", p.display()),
         None => default_model(),
     }
@@ -83,6 +91,12 @@ pub fn model_sha256(path: &Path) -> Result<String> {
         let _ = writeln!(f, "{key}\t{sha}");
     }
     Ok(sha)
+}
+
+/// Whether `dir` is an entry of the compile cache (ours to delete and rebuild), not a directory
+/// the user compiled and named.
+pub fn is_cache_entry(dir: &Path) -> bool {
+    dir.parent().is_some_and(|p| p == cache_dir().join("compiled"))
 }
 
 /// Compile-cache directory for a model.
@@ -229,4 +243,19 @@ pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod cache_dir_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_variable_is_unset() {
+        let p = |c: Option<&str>, h: Option<&str>| cache_dir_from(c.map(Into::into), h.map(Into::into));
+        assert_eq!(p(Some("/c"), Some("/h")), PathBuf::from("/c"));
+        assert_eq!(p(Some(""), Some("/h")), PathBuf::from("/h/.cache/qwen-aot"));
+        assert_eq!(p(None, Some("/h")), PathBuf::from("/h/.cache/qwen-aot"));
+        assert_eq!(p(Some(""), Some("")), PathBuf::from("./.cache/qwen-aot"));
+        assert_eq!(p(None, None), PathBuf::from("./.cache/qwen-aot"));
+    }
 }

@@ -206,10 +206,12 @@ fn cuda_requested_without_a_gpu_is_an_error_and_auto_falls_back() {
         return; // On a GPU machine the CUDA path is exercised by `qwen-aot check` instead.
     }
     let m = model();
-    fails_with(
-        generate().args(["--model", m.to_str().unwrap(), "--backend", "cuda", "--prompt", "hi"]).output().unwrap(),
-        "CUDA",
-    );
+    for name in ["cuda", "gpu"] {
+        fails_with(
+            generate().args(["--model", m.to_str().unwrap(), "--backend", name, "--prompt", "hi"]).output().unwrap(),
+            "CUDA",
+        );
+    }
     let out = generate()
         .args(["--model", m.to_str().unwrap(), "--backend", "auto", "--prompt", "1, 2, 3,", "--max-tokens", "2"])
         .output()
@@ -279,4 +281,40 @@ fn invalid_sampling_values() {
         "--temperature must be >= 0",
     );
     fails_with(generate().args(["--min-p", "7", "--prompt", "hi"]).output().unwrap(), "--min-p must be in [0, 1]");
+}
+
+#[test]
+fn a_model_path_that_is_not_a_regular_file() {
+    fails_with(
+        generate().args(["--model", "/dev/null", "--prompt", "hi"]).output().unwrap(),
+        "/dev/null is not a regular file; --model needs a GGUF file",
+    );
+}
+
+/// `QWEN_AOT_CACHE=` (set but empty) is the default cache under $HOME, as in the fetch script,
+/// not the current directory. The cache's sha256 index is written before the compile refuses this
+/// non-Qwen2 file, so where it lands shows which directory was used.
+#[test]
+fn an_empty_cache_variable_means_the_default_cache() {
+    let dir = tmp();
+    let (home, cwd) = (dir.path().join("home"), dir.path().join("cwd"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&cwd).unwrap();
+    let path = dir.path().join("llama.gguf");
+    let bytes = GgufBuilder::new()
+        .kv("general.architecture", GgufValue::String("llama".into()))
+        .tensor_f32("token_embd.weight", &[4, 2], &[0.5; 8])
+        .build()
+        .unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let out = generate()
+        .env("QWEN_AOT_CACHE", "")
+        .env("HOME", &home)
+        .current_dir(&cwd)
+        .args(["--model", path.to_str().unwrap(), "--prompt", "hi"])
+        .output()
+        .unwrap();
+    fails_with(out, "unsupported architecture");
+    assert!(home.join(".cache/qwen-aot/sha256-index.tsv").is_file(), "the cache under $HOME was used");
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing written to the current directory");
 }

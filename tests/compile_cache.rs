@@ -70,6 +70,7 @@ fn concurrent_first_use_compiles_safely() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     entries.sort();
+    let want_current = current.clone();
     let mut want = vec![current, newer, other_model, running];
     want.sort();
     assert_eq!(entries, want, "the new entry, the newer format, the other model's entry and the running compile's staging; no {outdated}, no {abandoned}");
@@ -94,4 +95,38 @@ fn concurrent_first_use_compiles_safely() {
         .expect("run generate");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stale.exists(), "{outdated} survived a use of the cached model");
+
+    // A damaged weights.bin in the cache is removed and compiled again (with a note), not an
+    // error on every later run. --json is quiet: the note shows in the second, plain run.
+    let weights = cache.path().join("compiled").join(&want_current).join("weights.bin");
+    let damage = || {
+        let mut bytes = std::fs::read(&weights).expect("cached weights");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&weights, bytes).expect("damaging the weights");
+    };
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_generate"))
+            .env("QWEN_AOT_CACHE", cache.path())
+            .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt", "1, 2, 3,", "-n", "1"])
+            .args(extra)
+            .output()
+            .expect("run generate")
+    };
+    damage();
+    let out = run(&["--json"]);
+    assert!(out.status.success(), "a damaged cache entry is repaired: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["ids"], texts[0], "the recompiled model gives the same greedy ids");
+    damage();
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("is damaged") && err.contains("is corrupt: sha256") && err.contains("compiling it again"),
+        "{err}"
+    );
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("damaged"), "repaired for good: {err}");
 }

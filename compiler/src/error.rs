@@ -28,6 +28,12 @@ pub enum CompileError {
         #[source]
         source: crate::repack::RepackError,
     },
+    #[error("tensor `{name}`")]
+    NonFinite {
+        name: String,
+        #[source]
+        source: crate::finite::NonFinite,
+    },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
     #[error("op graph: {0}")]

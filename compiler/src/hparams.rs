@@ -74,6 +74,31 @@ fn positive(key: &'static str, value: f32) -> Result<f32, HParamsError> {
     }
 }
 
+/// Refuses tensors of blocks the metadata does not declare: with `block_count` too small the
+/// graph would silently skip the last blocks and the output would change without a word.
+fn check_block_tensors(g: &GgufFile, n_layers: usize) -> Result<(), HParamsError> {
+    let block_of = |name: &str| name.strip_prefix("blk.")?.split('.').next()?.parse::<u64>().ok();
+    // The highest block index, and its alphabetically first tensor as the example named.
+    let Some((last, example)) = g
+        .tensors()
+        .iter()
+        .filter_map(|t| block_of(&t.name).map(|b| (b, t.name.as_str())))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)))
+    else {
+        return Ok(());
+    };
+    if last >= n_layers as u64 {
+        return Err(HParamsError::Inconsistent {
+            what: format!(
+                "{KEY_BLOCK_COUNT} = {n_layers}, but the file holds tensors of {} blocks (`{example}`, ...): \
+                 the metadata does not describe this model",
+                last + 1
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl ModelConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<ModelConfig, HParamsError> {
         let arch = g.get_str(KEY_ARCHITECTURE)?;
@@ -111,6 +136,8 @@ impl ModelConfig {
                 what: format!("{KEY_HEAD_COUNT} = {n_heads} is not a multiple of {KEY_HEAD_COUNT_KV} = {n_kv_heads}"),
             });
         }
+
+        check_block_tensors(g, n_layers)?;
 
         let embd = g.tensor(TOKEN_EMBD).ok_or(HParamsError::MissingTensor(TOKEN_EMBD))?;
         let expected = || format!("[{hidden}, vocab] (embedding_length {hidden}, then vocabulary)");

@@ -7,6 +7,7 @@ pub mod description;
 pub mod emit;
 pub mod error;
 pub mod expr;
+pub mod finite;
 pub mod gguf;
 pub mod graph;
 pub mod hparams;

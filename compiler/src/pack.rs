@@ -232,9 +232,13 @@ fn part_bytes(
     };
     let mut first = 0;
     for (name, rows) in &source.tensors {
+        // Every tensor passes here exactly once, as its own ggml bytes: the one place to refuse
+        // NaN/Inf weights (a dequantised copy would hide which block's scale is bad).
+        let raw = src.load_raw(name)?;
+        crate::finite::check(raw.dtype, &raw.bytes)
+            .map_err(|source| CompileError::NonFinite { name: name.clone(), source })?;
         match source.fill {
             Fill::Repack => {
-                let raw = src.load_raw(name)?;
                 repack_into(raw.dtype, &raw.bytes, *rows, k, &mut out, part.rows, first)
                     .map_err(|e| CompileError::Repack { name: name.clone(), source: e })?;
             }

@@ -23,6 +23,9 @@ pub enum RuntimeError {
     /// A user-supplied setting out of range (the message names the flag).
     #[error("{0}")]
     InvalidArgument(String),
+    /// NaN/Inf weights or an overflow: the tokens would be garbage, so generation stops.
+    #[error("the model produced a non-finite logit ({value} for token {token} at position {pos}); its weights or the computation are broken, so no token is chosen from it")]
+    NonFiniteLogit { value: f32, token: usize, pos: usize },
     #[error("CUDA: {0}")]
     Cuda(String),
     #[error("out of GPU memory: allocating {what} needs {needed_mib:.1} MiB, but only {free_mib:.1} MiB of the GPU's {total_mib:.0} MiB are free (try a smaller --ctx-size, or free the GPU)")]

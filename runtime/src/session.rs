@@ -65,6 +65,9 @@ impl Session {
                 _ => LogitsWanted::None,
             };
             let step = self.exec.prefill(part, self.pos, want)?;
+            // The rows returned are the last ones of the chunk (all of them, or only the last).
+            let vocab = self.exec.hparams().vocab.max(1);
+            check_logits(&step.logits, vocab, self.pos + part.len() - step.logits.len() / vocab)?;
             self.pos += part.len();
             out.next_token = step.next_token;
             out.logits.extend(step.logits);
@@ -78,7 +81,38 @@ impl Session {
             return Err(RuntimeError::ContextFull { needed: self.pos + 1, max_seq: self.exec.max_seq() });
         }
         let out = self.exec.decode(token, self.pos, logits)?;
+        check_logits(&out.logits, self.exec.hparams().vocab, self.pos)?;
         self.pos += 1;
         Ok(out)
+    }
+}
+
+/// Refuses logits that are not finite wherever they are read (the GPU's device argmax returns
+/// only an index, so this is where its logits can be checked at no extra transfer). `first_pos`
+/// is the position of the first row.
+pub fn check_logits(logits: &[f32], vocab: usize, first_pos: usize) -> Result<(), RuntimeError> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(RuntimeError::NonFiniteLogit {
+            value: logits[i],
+            token: i % vocab.max(1),
+            pos: first_pos + i / vocab.max(1),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_logit_is_reported_by_token_and_position() {
+        assert!(check_logits(&[0.0, 1.0, -3.0, 2.0], 2, 5).is_ok());
+        assert!(check_logits(&[], 2, 0).is_ok());
+        // Row 1 (position 6), token 0.
+        let e = check_logits(&[0.0, 1.0, f32::NAN, 2.0], 2, 5).unwrap_err();
+        assert!(matches!(e, RuntimeError::NonFiniteLogit { token: 0, pos: 6, value } if value.is_nan()), "{e}");
+        let e = check_logits(&[f32::NEG_INFINITY, 1.0], 2, 0).unwrap_err();
+        assert!(matches!(e, RuntimeError::NonFiniteLogit { token: 0, pos: 0, .. }), "{e}");
     }
 }

@@ -8,46 +8,58 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use qwen_aot::backend::{self, BackendChoice};
+use qwen_aot::cli_args::{parse_max_tokens, parse_seed, SeedArg};
 use qwen_aot::generation::{generate, GenOptions};
-use qwen_aot::model;
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use qwen_aot_runtime::sampler::SamplingParams;
 
+/// Flags follow llama.cpp's `llama-cli` where it has one (`-m`, `-p`, `-n`, `-c`, `-s`, `-f`, `-t`,
+/// `-i`, `--temp`, `--n-predict`) so a familiar command line works unchanged.
 #[derive(Parser, Debug)]
 #[command(name = "generate", version, about = "Generate text with a Qwen2-family model (GGUF or compiled directory)")]
 struct Args {
+    /// Raw prompt text, as --prompt (the positional form llama.cpp users type).
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "prompt_file", "chat", "interactive"])]
+    positional_prompt: Option<String>,
     /// GGUF file or compiled directory (default: the default model, fetched and compiled on first use).
-    #[arg(long)]
+    #[arg(short = 'm', long)]
     model: Option<PathBuf>,
-    /// Raw prompt text (no chat template). Without --prompt/--chat/--prompt-file on a terminal:
+    /// Raw prompt text (no chat template). Without a prompt, --chat or --prompt-file on a terminal:
     /// an interactive chat.
-    #[arg(long, conflicts_with_all = ["chat", "prompt_file"])]
+    #[arg(short = 'p', long, conflicts_with_all = ["chat", "prompt_file", "interactive"])]
     prompt: Option<String>,
     /// Read the raw prompt from a UTF-8 file.
-    #[arg(long, conflicts_with = "chat")]
+    #[arg(short = 'f', long, visible_alias = "file", conflicts_with_all = ["chat", "interactive"])]
     prompt_file: Option<PathBuf>,
     /// A user message, wrapped in the model's chat template.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "interactive")]
     chat: Option<String>,
+    /// The interactive chat, also when stdin is not a terminal (one message per line).
+    #[arg(short = 'i', long, conflicts_with = "json")]
+    interactive: bool,
     /// System message for --chat and the interactive chat (default: the template's own).
-    #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_file", "positional_prompt"])]
     system: Option<String>,
     /// Stop when the generated text contains this string (repeatable); the text ends before it.
     #[arg(long = "stop")]
     stop: Vec<String>,
-    /// Stop after this many generated tokens.
-    #[arg(long, default_value_t = 256)]
+    /// Stop after this many generated tokens; -1: until end of text or the context is full.
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value = "256", value_parser = parse_max_tokens,
+          allow_negative_numbers = true)]
     max_tokens: usize,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// KV-cache size in tokens (default: min(4096, model context)).
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    /// Threads of the CPU executor (default: one per core).
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Sampling temperature; 0 (the default) is greedy.
+    #[arg(long, visible_alias = "temp", default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
-    /// Keep the k most likely tokens; 0, or any k above 256, keeps the 256 most likely (the
-    /// sampler's cap).
+    /// Keep the k most likely tokens; 0 turns top-k off. The sampler never looks past the 256
+    /// most likely tokens (its cap, on CPU and GPU alike), so 0 and any k above 256 keep 256.
     #[arg(long, default_value_t = 40)]
     top_k: usize,
     /// Keep the most likely tokens whose probabilities add up to at least p, in (0, 1].
@@ -65,9 +77,10 @@ struct Args {
     /// Recent tokens the penalties look at.
     #[arg(long, default_value_t = 64)]
     penalty_window: usize,
-    /// Random seed: the same seed and prompt give the same text on the same backend.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Random seed: the same seed and prompt give the same text on the same backend; -1 picks a
+    /// random seed and prints it on stderr (unless --quiet) so the run can be repeated.
+    #[arg(short = 's', long, default_value = "0", value_parser = parse_seed, allow_negative_numbers = true)]
+    seed: SeedArg,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -76,9 +89,13 @@ struct Args {
     quiet: bool,
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(mut args: Args) -> Result<()> {
+    // The positional prompt is --prompt by another name; from here on only --prompt exists.
+    if let Some(p) = args.positional_prompt.take() {
+        args.prompt = Some(p);
+    }
     if args.max_tokens == 0 {
-        anyhow::bail!("--max-tokens must be at least 1");
+        anyhow::bail!("--max-tokens must be at least 1 (or -1: until end of text or the context is full)");
     }
     let file_prompt = match &args.prompt_file {
         Some(f) => {
@@ -93,12 +110,23 @@ fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    if args.prompt.is_none()
-        && args.chat.is_none()
-        && args.prompt_file.is_none()
-        && (args.json || !std::io::stdin().is_terminal())
-    {
-        anyhow::bail!("give --prompt, --prompt-file or --chat (the interactive chat needs a terminal)");
+    let interactive = args.interactive || (args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none());
+    if interactive && !args.interactive && (args.json || !std::io::stdin().is_terminal()) {
+        anyhow::bail!(
+            "give --prompt, --prompt-file or --chat (the interactive chat needs a terminal, or -i to read stdin)"
+        );
+    }
+    if let Some(n) = args.threads {
+        // Before loading: the CPU executor's kernels run on rayon's global pool, which is fixed
+        // the first time anything uses it.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(n))
+            .build_global()
+            .context("setting up the --threads pool")?;
+    }
+    let seed = args.seed.resolve();
+    if args.seed == SeedArg::Random && !args.quiet {
+        eprintln!("seed: {seed} (repeat this run with --seed {seed})");
     }
     let sampling = SamplingParams {
         temperature: args.temperature,
@@ -108,14 +136,12 @@ fn run(args: Args) -> Result<()> {
         repeat_penalty: args.repeat_penalty,
         presence_penalty: args.presence_penalty,
         penalty_window: args.penalty_window,
-        seed: args.seed,
+        seed,
     };
     sampling.validate()?;
     let quiet = args.quiet || args.json;
-    let dir = model::compiled_model(args.model.as_deref(), quiet)?;
-    let mut loaded = backend::load(&dir, args.backend, args.ctx_size, quiet)?;
+    let mut loaded = backend::load_model(args.model.as_deref(), args.backend, args.ctx_size, quiet)?;
     loaded.session.set_sampling(&sampling)?;
-    let interactive = args.prompt.is_none() && args.chat.is_none() && args.prompt_file.is_none();
     if interactive {
         return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);
     }

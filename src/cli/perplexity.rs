@@ -4,7 +4,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use qwen_aot::backend::{self, BackendChoice};
-use qwen_aot::model;
 use qwen_aot::perplexity::perplexity;
 
 pub fn run(
@@ -24,8 +23,7 @@ pub fn run(
         )
     })?;
     qwen_aot::perplexity::check_ctx(ctx)?; // before loading the model
-    let dir = model::compiled_model(model_arg, quiet)?;
-    let mut loaded = backend::load(&dir, backend, Some(ctx), quiet)?;
+    let mut loaded = backend::load_model(model_arg, backend, Some(ctx), quiet)?;
     let tokens = loaded.tokenizer.encode(&text);
     let backend_name = loaded.session.executor().backend().name();
     let r = perplexity(&mut loaded.session, &tokens, ctx, |done, total, ppl| {

@@ -6,7 +6,6 @@ use anyhow::{bail, Result};
 
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::generation::{generate, GenOptions};
-use qwen_aot::model;
 use qwen_aot_runtime::sampler::SamplingParams;
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`).
@@ -23,8 +22,7 @@ fn mib(b: u64) -> f64 {
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_tokens: usize, quiet: bool) -> Result<()> {
-    let dir = model::compiled_model(model_arg, quiet)?;
-    let mut loaded = backend::load(&dir, backend, Some(1024), quiet)?;
+    let mut loaded = backend::load_model(model_arg, backend, Some(1024), quiet)?;
     // Alternate greedy and seeded sampling where the backend samples; else greedy only.
     let samples = loaded.session.set_sampling(&SamplingParams { temperature: 0.8, ..Default::default() }).is_ok();
     let prompts = [

@@ -246,6 +246,9 @@ impl CpuExecutor {
             }
         }
         let vocab = hp.vocab;
+        // The LM head's last row is here on the CPU anyway: refuse NaN/Inf before a token is
+        // chosen from it (the argmax of NaNs is an arbitrary id, printed as garbage).
+        crate::session::check_logits(&view(prog.logits, n)[(n - 1) * vocab..], vocab, pos + n - 1)?;
         self.history.truncate(pos);
         self.history.extend_from_slice(tokens);
         let sampled = self.sampling != SamplingParams::default();

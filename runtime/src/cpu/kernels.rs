@@ -133,30 +133,42 @@ pub fn matmul_f16(
                 .par_chunks_mut(k)
                 .zip(w[j0 * k..(j0 + nb) * k].par_chunks(k))
                 .for_each(|(d, s)| s.convert_to_f32_slice(d));
-            // SAFETY: x holds rows*k floats, wf holds nb*k, and out[j0..] addressed with row
-            // stride n for `rows` rows and nb columns stays within rows*n (checked above:
-            // (rows-1)*n + j0 + nb <= rows*n); out does not alias x or wf.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    k,
-                    nb,
-                    1.0,
-                    x.as_ptr(),
-                    k as isize,
-                    1,
-                    wf.as_ptr(),
-                    1,
-                    k as isize,
-                    0.0,
-                    out.as_mut_ptr().add(j0),
-                    n as isize,
-                    1,
-                );
-            }
+            sgemm_columns(x, &wf, rows, k, nb, out, j0, n);
         }
     }
     add_residual(&mut out[..rows * n], residual);
+}
+
+/// `out[t, j0 + j] = sum_i x[t, i] * wf[j, i]` for `t < rows`, `j < nb`: one SGEMM into columns
+/// `j0..j0 + nb` of `out` (row stride `n`); `wf` holds the block's weight rows in f32, `[nb, k]`.
+/// The multi-row matmuls (prefill) run their weights through this block by block.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_columns(x: &[f32], wf: &[f32], rows: usize, k: usize, nb: usize, out: &mut [f32], j0: usize, n: usize) {
+    assert!(
+        x.len() >= rows * k && wf.len() >= nb * k && j0 + nb <= n && out.len() >= rows * n,
+        "sgemm_columns: slice too short"
+    );
+    // SAFETY: the assert above: x holds rows*k floats, wf holds nb*k, and out[j0..] addressed with
+    // row stride n for `rows` rows and nb columns stays within rows*n ((rows-1)*n + j0 + nb <=
+    // rows*n); out does not alias x or wf (distinct borrows).
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            nb,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            wf.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            out.as_mut_ptr().add(j0),
+            n as isize,
+            1,
+        );
+    }
 }
 
 /// `sum_i a[i] * b[i]` with `b` in f16: AVX2+FMA+F16C (8 lanes, conversion fused into the loop)

@@ -4,7 +4,7 @@
 //! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
 use rayon::prelude::*;
 
-use super::qdot;
+use super::{kernels, qdot};
 use crate::plan::WeightInfo;
 use crate::quant::{PartView, WeightFormat};
 
@@ -88,27 +88,7 @@ pub fn matmul_q(x: &[f32], w: &QMatrix, rows: usize, n: usize, k: usize, residua
                 let nb = BLOCK.min(p.rows - r0);
                 wf[..nb * k].par_chunks_mut(k).enumerate().for_each(|(i, d)| qdot::dequant_row(&v, r0 + i, d));
                 let j0 = p.row0 + r0;
-                // SAFETY: x holds rows*k floats, wf holds nb*k, and out[j0..] addressed with row
-                // stride n for `rows` rows and nb columns stays within rows*n (checked above:
-                // (rows-1)*n + j0 + nb <= rows*n since j0 + nb <= n); out aliases neither.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        rows,
-                        k,
-                        nb,
-                        1.0,
-                        x.as_ptr(),
-                        k as isize,
-                        1,
-                        wf.as_ptr(),
-                        1,
-                        k as isize,
-                        0.0,
-                        out.as_mut_ptr().add(j0),
-                        n as isize,
-                        1,
-                    );
-                }
+                kernels::sgemm_columns(x, &wf, rows, k, nb, out, j0, n);
             }
         }
     }

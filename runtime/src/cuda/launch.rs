@@ -295,29 +295,34 @@ pub(crate) fn matmul(
             vec![gemv(dev, st, x, None, w, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
-            let convert = kernel(
-                Kernel::ConvertRowsF16,
-                (rows, 1, 1),
-                256,
-                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)],
-            );
             let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows, ldc: n });
-            let grid = (div_ceil(n, 1024), rows, 1);
-            let epilogue = match residual {
-                Some(r) => kernel(
-                    Kernel::GemmEpilogueResidual,
-                    grid,
-                    256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)],
-                ),
-                None => kernel(
-                    Kernel::GemmEpilogue,
-                    grid,
-                    256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)],
-                ),
-            };
-            vec![convert, gemm, epilogue]
+            vec![gemm_convert(st, x, k, rows, scratch), gemm, gemm_epilogue(st, out, residual, n, rows, scratch)]
+        }
+    }
+}
+
+/// Before a cuBLAS GEMM: x f32 [rows, k] to f16 with a power-of-two scale per row (convert_rows_f16).
+fn gemm_convert(st: u64, x: u64, k: usize, rows: usize, scratch: GemmScratch) -> Op {
+    kernel(
+        Kernel::ConvertRowsF16,
+        (rows, 1, 1),
+        256,
+        vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)],
+    )
+}
+
+/// After a cuBLAS GEMM: out f32 [rows, n] times the row's scale, plus the residual if any.
+fn gemm_epilogue(st: u64, out: u64, residual: Option<u64>, n: usize, rows: usize, scratch: GemmScratch) -> Op {
+    let grid = (div_ceil(n, 1024), rows, 1);
+    match residual {
+        Some(r) => kernel(
+            Kernel::GemmEpilogueResidual,
+            grid,
+            256,
+            vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)],
+        ),
+        None => {
+            kernel(Kernel::GemmEpilogue, grid, 256, vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)])
         }
     }
 }
@@ -563,12 +568,7 @@ pub(crate) fn matmul_q(
             vec![qgemv(dev, st, x, None, parts, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
-            let mut ops = vec![kernel(
-                Kernel::ConvertRowsF16,
-                (rows, 1, 1),
-                256,
-                vec![Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(scratch.x16), Arg::Ptr(scratch.scale), i(k)],
-            )];
+            let mut ops = vec![gemm_convert(st, x, k, rows, scratch)];
             let slice = (wscratch_bytes / (2 * k)).clamp(1, n);
             for r0 in (0..n).step_by(slice) {
                 let nr = slice.min(n - r0);
@@ -583,21 +583,7 @@ pub(crate) fn matmul_q(
                     ldc: n,
                 }));
             }
-            let grid = (div_ceil(n, 1024), rows, 1);
-            ops.push(match residual {
-                Some(r) => kernel(
-                    Kernel::GemmEpilogueResidual,
-                    grid,
-                    256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), Arg::Ptr(r), i(n)],
-                ),
-                None => kernel(
-                    Kernel::GemmEpilogue,
-                    grid,
-                    256,
-                    vec![Arg::Ptr(st), Arg::Ptr(out), Arg::Ptr(scratch.scale), i(n)],
-                ),
-            });
+            ops.push(gemm_epilogue(st, out, residual, n, rows, scratch));
             ops
         }
     }

@@ -11,7 +11,7 @@ use qwen_aot_runtime::quant::{part_layout, WeightFormat, GROUP, SUPER};
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::gguf::GgmlType;
+use crate::gguf::{q3_k_scales, GgmlType};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum RepackError {
@@ -303,22 +303,6 @@ fn q2_k(src: &[u8], qs: &mut [u8], qh: &mut [u8], sc: &mut [u8], sup: &mut [u8])
         sc.copy_from_slice(&b[0..16]);
         sup.copy_from_slice(&b[80..84]);
     }
-}
-
-/// Q3_K's 16 scales as unsigned 6-bit values (0..63), unpacked exactly as ggml does (four u32
-/// words, little-endian); the kernel subtracts 32.
-fn q3_k_scales(sb: &[u8]) -> [u8; 16] {
-    const KMASK1: u32 = 0x0303_0303;
-    const KMASK2: u32 = 0x0f0f_0f0f;
-    let w = |i: usize| u32::from_le_bytes([sb[4 * i], sb[4 * i + 1], sb[4 * i + 2], sb[4 * i + 3]]);
-    let (a0, a1, tmp) = (w(0), w(1), w(2));
-    let aux = [
-        (a0 & KMASK2) | ((tmp & KMASK1) << 4),
-        (a1 & KMASK2) | (((tmp >> 2) & KMASK1) << 4),
-        ((a0 >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4),
-        ((a1 >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4),
-    ];
-    std::array::from_fn(|i| aux[i / 4].to_le_bytes()[i % 4])
 }
 
 /// Q3_K (110 bytes: hmask[32], qs[64], scales[12], d). Low bits as Q2_K; element `e` of group `g`

@@ -22,6 +22,7 @@ pub mod value;
 mod writer;
 
 pub use dequant::dequantize;
+pub(crate) use dequant::q3_k_scales;
 pub use dtype::{GgmlType, QK_K};
 pub use error::GgufError;
 pub use file::{GgufFile, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC};

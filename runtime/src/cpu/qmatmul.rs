@@ -176,7 +176,10 @@ mod tests {
             let mut got = vec![f32::NAN; ids.len() * k];
             embed_q(&ids, &w, k, &mut got);
             for (t, &id) in ids.iter().enumerate() {
-                let p = parts.iter().find(|p| (p.row0..p.row0 + p.rows).contains(&(id as usize))).unwrap();
+                let p = parts
+                    .iter()
+                    .find(|p| (p.row0..p.row0 + p.rows).contains(&(id as usize)))
+                    .expect("parts cover every row (validated at open; ids range-checked by the caller)");
                 let mut want = vec![0.0f32; k];
                 reference::dequant_row(&w.view(p), id as usize - p.row0, &mut want);
                 let g: Vec<u32> = got[t * k..(t + 1) * k].iter().map(|v| v.to_bits()).collect();

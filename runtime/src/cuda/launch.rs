@@ -358,6 +358,18 @@ pub(crate) struct RopeArgs {
     pub heads: Heads,
 }
 
+/// The arguments every GEMV entry point starts with (run state, x, norm weight and epsilon, the
+/// weight: an f16 pointer or quantized parts), and its units: one row of W, or a pair of rows for
+/// the SwiGLU and RoPE epilogues.
+fn gemv_head(st: u64, x: u64, norm: Option<GemvNorm>, weight: Arg, n: usize, epilogue: &GemvOut) -> ([Arg; 5], usize) {
+    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
+    let units = match epilogue {
+        GemvOut::Store { .. } => n,
+        _ => n / 2,
+    };
+    ([Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), weight], units)
+}
+
 /// x f32 [rows, k]; w f16 [n, k]; norm and epilogue buffers as documented on their types.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemv(
@@ -371,13 +383,7 @@ pub(crate) fn gemv(
     rows: usize,
     epilogue: GemvOut,
 ) -> Op {
-    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
-    let head = [Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), Arg::Ptr(w)];
-    // Units: one row of W, or a pair of rows for the SwiGLU and RoPE epilogues.
-    let units = match epilogue {
-        GemvOut::Store { .. } => n,
-        _ => n / 2,
-    };
+    let (head, units) = gemv_head(st, x, norm, Arg::Ptr(w), n, &epilogue);
     let wpr = gemv_warps_per_row(units, k, dev.sm_count());
     let rpw = match epilogue {
         GemvOut::Store { .. } => gemv_rows_per_warp(units, k, wpr, dev.sm_count()),
@@ -490,12 +496,7 @@ pub(crate) fn qgemv(
     rows: usize,
     epilogue: GemvOut,
 ) -> Op {
-    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
-    let head = [Arg::Ptr(st), Arg::Ptr(x), Arg::Ptr(norm_w), Arg::F32(eps), Arg::Parts(parts)];
-    let units = match epilogue {
-        GemvOut::Store { .. } => n,
-        _ => n / 2,
-    };
+    let (head, units) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let wpr = qgemv_warps_per_row(k);
     let (kern, grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {

@@ -37,28 +37,31 @@ pub(super) fn q2_k_blocks(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(super) fn q3_k_blocks(bytes: &[u8], out: &mut [f32]) {
+/// Q3_K's 16 scales (bytes 96..108 of a block) as unsigned 6-bit values 0..63, unpacked exactly as
+/// ggml does (four u32 words, little-endian); a scale's value is `s - 32`. Shared with the
+/// repacker (compiler/src/repack.rs), which stores them unpacked.
+pub(crate) fn q3_k_scales(sb: &[u8]) -> [u8; 16] {
     const KMASK1: u32 = 0x0303_0303;
     const KMASK2: u32 = 0x0f0f_0f0f;
+    let w = |i: usize| u32::from_le_bytes([sb[4 * i], sb[4 * i + 1], sb[4 * i + 2], sb[4 * i + 3]]);
+    let (a0, a1, tmp) = (w(0), w(1), w(2));
+    let aux = [
+        (a0 & KMASK2) | ((tmp & KMASK1) << 4),
+        (a1 & KMASK2) | (((tmp >> 2) & KMASK1) << 4),
+        ((a0 >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4),
+        ((a1 >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4),
+    ];
+    std::array::from_fn(|i| aux[i / 4].to_le_bytes()[i % 4])
+}
+
+pub(super) fn q3_k_blocks(bytes: &[u8], out: &mut [f32]) {
     for (b, y) in bytes.chunks_exact(110).zip(out.chunks_exact_mut(QK_K)) {
         let hmask = &b[0..32];
         let qs = &b[32..96];
         let sb = &b[96..108];
         let d_all = f16_at(b, 108);
 
-        // Unpack the 16 6-bit scales exactly as ggml does (four u32 words, little-endian).
-        let w = |i: usize| u32::from_le_bytes([sb[4 * i], sb[4 * i + 1], sb[4 * i + 2], sb[4 * i + 3]]);
-        let (a0, a1, tmp) = (w(0), w(1), w(2));
-        let aux = [
-            (a0 & KMASK2) | ((tmp & KMASK1) << 4),
-            (a1 & KMASK2) | (((tmp >> 2) & KMASK1) << 4),
-            ((a0 >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4),
-            ((a1 >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4),
-        ];
-        let mut scales = [0i8; 16];
-        for (i, s) in scales.iter_mut().enumerate() {
-            *s = aux[i / 4].to_le_bytes()[i % 4] as i8;
-        }
+        let scales = q3_k_scales(sb);
 
         let mut yi = 0;
         let mut is = 0;

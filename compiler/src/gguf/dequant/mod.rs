@@ -8,6 +8,8 @@
 //! with ggml and with the `gguf` Python package.
 mod float;
 mod kquants;
+
+pub(crate) use kquants::q3_k_scales;
 mod legacy;
 
 use rayon::prelude::*;

@@ -271,7 +271,7 @@ fn hand_made_q2_k_and_q6_k() {
 /// thread and all threads, over a part larger than the caches.
 /// `cargo test --release -p qwen-aot-runtime --no-default-features --lib qdot_bench -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a benchmark (prints throughput, asserts nothing timing-dependent); run with --ignored --nocapture"]
 fn qdot_bench() {
     use rayon::prelude::*;
     let mut rng = Rng(1);

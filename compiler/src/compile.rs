@@ -14,6 +14,7 @@ pub use crate::pack::WeightMode;
 use crate::pack::{hex, weight_table, write_weights, WeightTable};
 use crate::passes;
 use crate::schedule::schedule;
+use crate::shapes::check_tensor_shapes;
 use crate::source::TensorSource;
 
 /// Compiler version baked into every plan; a runtime only loads plans of its own format.
@@ -60,6 +61,7 @@ pub fn build(
     }
     let desc = Description::parse(QWEN2)?;
     let unfused = lower(&desc, hp, &|n| src.dims(n).is_some())?;
+    check_tensor_shapes(&unfused, hp, src)?;
     let mut fused = unfused.clone();
     let pass_report = passes::run_all(&mut fused)?;
     let order = schedule(&fused)?;

@@ -278,5 +278,7 @@ pub fn compile_random(
     crate::compile::write_dir(&mut c, &src, None, dir, |_| {})
 }
 
+pub mod gguf_file;
+
 #[cfg(test)]
 mod tests;

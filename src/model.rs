@@ -65,22 +65,35 @@ pub fn open_gguf(path: &Path) -> Result<GgufFile> {
     GgufFile::open(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// sha256 of a model file, remembered in the cache by (path, size, mtime) so a second run does
-/// not hash 500 MB again.
-pub fn model_sha256(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+/// The file of the sha256 index in the cache: lines `{path}\t{size}\t{mtime}\t{sha256}`.
+pub const SHA_INDEX: &str = "sha256-index.tsv";
+
+/// The sha256 index's key of a model file, `{canonical path}\t{size}\t{mtime in ns}`: a file
+/// whose key is unchanged is taken to hold the same bytes.
+pub fn index_key(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
     let mtime =
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let key = format!("{}\t{}\t{mtime}", canon.display(), meta.len());
-    let index = cache_dir().join("sha256-index.tsv");
+    Ok(format!("{}\t{}\t{mtime}", canon.display(), meta.len()))
+}
+
+/// One line of the sha256 index: `(key, path, sha256)`.
+pub fn parse_index_line(line: &str) -> Option<(&str, &str, &str)> {
+    let (key, sha) = line.rsplit_once('\t')?;
+    let (rest, _mtime) = key.rsplit_once('\t')?;
+    let (path, _size) = rest.rsplit_once('\t')?;
+    (sha.len() == 64).then_some((key, path, sha))
+}
+
+/// sha256 of a model file, remembered in the cache by (path, size, mtime) so a second run does
+/// not hash 500 MB again.
+pub fn model_sha256(path: &Path) -> Result<String> {
+    let key = index_key(path).with_context(|| format!("reading {}", path.display()))?;
+    let index = cache_dir().join(SHA_INDEX);
     if let Ok(text) = std::fs::read_to_string(&index) {
-        for line in text.lines() {
-            if let Some((k, sha)) = line.rsplit_once('\t') {
-                if k == key && sha.len() == 64 {
-                    return Ok(sha.to_string());
-                }
-            }
+        if let Some((_, _, sha)) = text.lines().filter_map(parse_index_line).find(|(k, _, _)| *k == key) {
+            return Ok(sha.to_string());
         }
     }
     let sha = compile::sha256_file(path)?;
@@ -96,12 +109,17 @@ pub fn model_sha256(path: &Path) -> Result<String> {
 /// Whether `dir` is an entry of the compile cache (ours to delete and rebuild), not a directory
 /// the user compiled and named.
 pub fn is_cache_entry(dir: &Path) -> bool {
-    dir.parent().is_some_and(|p| p == cache_dir().join("compiled"))
+    dir.parent().is_some_and(|p| p == compiled_root())
+}
+
+/// Where the compiled models of the cache are, one directory each.
+pub fn compiled_root() -> PathBuf {
+    cache_dir().join("compiled")
 }
 
 /// Compile-cache directory for a model.
 pub fn compiled_cache_dir(sha: &str) -> PathBuf {
-    cache_dir().join("compiled").join(format!("{}-v{COMPILER_VERSION}-p{PLAN_FORMAT_VERSION}", &sha[..16]))
+    compiled_root().join(format!("{}-v{COMPILER_VERSION}-p{PLAN_FORMAT_VERSION}", &sha[..16]))
 }
 
 /// Compiles `gguf` into `out`, with a progress bar on the weight packing.
@@ -173,7 +191,7 @@ fn report_pruned(removed: Vec<(PathBuf, u64)>, quiet: bool) {
 }
 
 /// `(model sha prefix, plan format)` of a compile-cache entry name `{sha16}-v{version}-p{format}`.
-fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
+pub fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
     let (head, format) = name.rsplit_once("-p")?;
     let (sha, _version) = head.split_once("-v")?;
     Some((sha, format.parse().ok()?))
@@ -189,14 +207,14 @@ const STAGING: &str = "staging-";
 
 /// The process id in a staging directory's name, `{entry}.staging-{pid}` or `{entry}.staging-{pid}.tmp`,
 /// with the entry's name.
-fn staging_owner(name: &str) -> Option<(&str, u32)> {
+pub fn staging_owner(name: &str) -> Option<(&str, u32)> {
     let (entry, rest) = name.split_once(&format!(".{STAGING}"))?;
     let pid = rest.strip_suffix(".tmp").unwrap_or(rest);
     Some((entry, pid.parse().ok()?))
 }
 
 /// Whether process `pid` is gone (a staging directory it left can never be finished).
-fn process_gone(pid: u32) -> bool {
+pub fn process_gone(pid: u32) -> bool {
     #[cfg(unix)]
     {
         let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
@@ -235,14 +253,17 @@ pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
         if !outdated || !path.is_dir() {
             continue;
         }
-        let bytes: u64 = std::fs::read_dir(&path)
-            .map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum())
-            .unwrap_or(0);
+        let bytes = dir_bytes(&path);
         if std::fs::remove_dir_all(&path).is_ok() {
             removed.push((path, bytes));
         }
     }
     removed
+}
+
+/// Bytes of the files directly in `dir` (a compiled model has no subdirectories); 0 if unreadable.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
 #[cfg(test)]

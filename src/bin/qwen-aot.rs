@@ -144,6 +144,15 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// The compiled models in the cache ($QWEN_AOT_CACHE or ~/.cache/qwen-aot): sizes, the model
+    /// file each came from, which are stale; `cache clean` removes the stale ones.
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheAction>,
+        /// Print one JSON object (the cache directory and its entries) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
     Bench {
         /// GGUF file or compiled directory (default: the default model).
@@ -171,6 +180,17 @@ enum Cmd {
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheAction {
+    /// Remove the stale compiled models: compiled for an older plan format, from a model file that
+    /// changed or is gone, or abandoned mid-compile. The downloaded default model is kept.
+    Clean {
+        /// Remove every compiled model (they are compiled again on next use).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -203,6 +223,8 @@ fn run(args: Args) -> Result<()> {
                 quiet,
             })
         }
+        Cmd::Cache { action: None, json } => cli::cache::list(json),
+        Cmd::Cache { action: Some(CacheAction::Clean { all }), .. } => cli::cache::clean(all),
         Cmd::Bench { model, random, random_shape, random_weights, json, reps, quiet } => {
             let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));
             cli::bench::run(model.as_deref(), random, json, reps, quiet)

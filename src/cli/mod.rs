@@ -1,5 +1,6 @@
 //! Subcommands of the `qwen-aot` binary, one file each.
 pub mod bench;
+pub mod cache;
 pub mod check;
 pub mod compile;
 pub mod inspect;

@@ -28,23 +28,37 @@ fn cache_dir_from(cache: Option<std::ffi::OsString>, home: Option<std::ffi::OsSt
     set(home).unwrap_or_else(|| PathBuf::from(".")).join(".cache").join("qwen-aot")
 }
 
-/// The default model's path, fetching it first if it is not in the cache.
+/// The default model's path, fetching it first if it is not in the cache. The fetch script's
+/// progress lines are passed on; its failure is one line starting with `error: ` (offline: what
+/// the default model is, where it comes from, how to pass `--model`), which becomes the error.
 pub fn default_model() -> Result<PathBuf> {
+    use std::io::BufRead;
     let path = cache_dir().join(DEFAULT_MODEL_FILE);
     if path.is_file() {
         return Ok(path);
     }
     eprintln!("default model not found at {}; fetching it (once)", path.display());
-    let status = std::process::Command::new("bash")
+    let mut child = std::process::Command::new("bash")
         .arg("-c")
         .arg(FETCH_SCRIPT)
         .arg("fetch-model")
         .arg(&path)
         .stdout(std::process::Stdio::null())
-        .status()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("running bash to fetch the default model")?;
+    let mut failure = None;
+    if let Some(stderr) = child.stderr.take() {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            match line.strip_prefix("error: ") {
+                Some(why) => failure = Some(why.to_string()),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+    let status = child.wait().context("waiting for the fetch of the default model")?;
     if !status.success() || !path.is_file() {
-        bail!("could not fetch the default model (see the messages above); or pass --model FILE.gguf");
+        bail!(failure.unwrap_or_else(|| "could not fetch the default model; pass --model FILE.gguf".to_string()));
     }
     Ok(path)
 }

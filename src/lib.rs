@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod cache;
 pub mod chat;
+pub mod chat_input;
 pub mod cli_args;
 pub mod generation;
 pub mod gpu;

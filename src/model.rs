@@ -146,6 +146,7 @@ pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool)
         tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
     let tok_json = tok.to_json().context("serialising the tokenizer")?;
     let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
+    compiled.plan.model_name = file.get_str("general.name").ok().map(str::to_string);
     let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);
     compile::write_dir(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done))
         .with_context(|| format!("writing the compiled model to {}", out.display()))?;

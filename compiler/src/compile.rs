@@ -77,6 +77,7 @@ pub fn build(
         format_version: PLAN_FORMAT_VERSION,
         compiler_version: COMPILER_VERSION.to_string(),
         model_sha256: model_sha256.to_string(),
+        model_name: None,
         hparams: hp.clone(),
         weights_bytes: weights.total_bytes,
         weights_sha256: String::new(),

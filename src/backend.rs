@@ -48,12 +48,15 @@ pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usiz
         }
         other => other,
     };
-    // A plan compiled before it recorded `general.name` is called by the file the user gave (a
-    // cache entry's own name is a hash).
+    // A plan compiled before it recorded `general.name` is named from its source GGUF (a cache
+    // entry's own name is a hash).
     loaded.map(|mut l| {
-        if let (None, Some(file)) = (&l.model.plan.model_name, model.filter(|m| m.is_file()).and_then(Path::file_name))
-        {
-            l.name = file.to_string_lossy().into_owned();
+        let source = match model {
+            None => Some(crate::model::cache_dir().join(crate::model::DEFAULT_MODEL_FILE)),
+            Some(m) => m.is_file().then(|| m.to_path_buf()),
+        };
+        if let (None, Some(gguf)) = (&l.model.plan.model_name, source) {
+            l.name = crate::model::gguf_display_name(&gguf);
         }
         l
     })

@@ -42,7 +42,7 @@ impl Input {
     }
 
     /// The next message: lines up to one that completes it (see [`assemble`]). `continuation` is
-    /// called before each further line is read when the message goes on (to show a prompt).
+    /// called before a further line the user has to type (after a `\`), to show a prompt.
     pub fn message(&mut self, mut continuation: impl FnMut()) -> std::io::Result<Got> {
         let mut msg = String::new();
         let mut started = false;
@@ -53,10 +53,14 @@ impl Input {
             }
             started = true;
             let line = line.trim_end_matches(['\n', '\r']);
-            if assemble(&mut msg, line, self.paste && self.more_ready()) {
+            let pasting = self.paste && self.more_ready();
+            if assemble(&mut msg, line, pasting) {
                 return Ok(Got::Message(msg));
             }
-            continuation();
+            // A prompt for the next line the user types (a paste's next line is already there).
+            if !pasting {
+                continuation();
+            }
         }
     }
 

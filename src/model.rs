@@ -75,6 +75,19 @@ pub fn gguf_path(model: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// A GGUF's `general.name`, when it has one.
+pub fn general_name(file: &GgufFile) -> Option<String> {
+    file.get_str("general.name").ok().map(str::to_string)
+}
+
+/// What to call the model in `gguf`: its `general.name`, else its file name.
+pub fn gguf_display_name(gguf: &Path) -> String {
+    GgufFile::open(gguf)
+        .ok()
+        .and_then(|f| general_name(&f))
+        .unwrap_or_else(|| gguf.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()))
+}
+
 pub fn open_gguf(path: &Path) -> Result<GgufFile> {
     GgufFile::open(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -146,7 +159,7 @@ pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool)
         tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
     let tok_json = tok.to_json().context("serialising the tokenizer")?;
     let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
-    compiled.plan.model_name = file.get_str("general.name").ok().map(str::to_string);
+    compiled.plan.model_name = general_name(&file);
     let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);
     compile::write_dir(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done))
         .with_context(|| format!("writing the compiled model to {}", out.display()))?;

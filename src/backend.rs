@@ -36,14 +36,16 @@ pub struct Loaded {
 /// repair the cache, and every later run would fail the same way. A directory the user named is
 /// never touched.
 pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
-    let dir = crate::model::compiled_model(model, quiet)?;
+    // `--backend cuda` without a GPU fails now, not after compiling a new model.
+    let gpu_first = || if backend == BackendChoice::Cuda { crate::gpu::probe() } else { Ok(()) };
+    let dir = crate::model::compiled_model_checked(model, quiet, gpu_first)?;
     let loaded = match load(&dir, backend, ctx, quiet) {
         Err(e) if crate::model::is_cache_entry(&dir) && is_damaged(&e) => {
             if !quiet {
                 eprintln!("note: the cached compile {} is damaged ({e:#}); compiling it again", dir.display());
             }
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing the damaged {}", dir.display()))?;
-            let dir = crate::model::compiled_model(model, quiet)?;
+            let dir = crate::model::compiled_model_checked(model, quiet, gpu_first)?;
             load(&dir, backend, ctx, quiet)
         }
         other => other,
@@ -76,7 +78,12 @@ fn is_damaged(e: &anyhow::Error) -> bool {
 /// Loads `dir` and builds an executor on the chosen backend. `ctx` caps the KV cache (the model's
 /// context length caps it too).
 pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
-    let model = CompiledModel::open(dir, true).with_context(|| format!("loading compiled model {}", dir.display()))?;
+    // Checking weights.bin's sha256 reads all of it: half a second for the default model with the
+    // file in the page cache, seconds without.
+    let spin = crate::progress::spinner("loading the model: checking its weights", quiet);
+    let model = CompiledModel::open(dir, true).with_context(|| format!("loading compiled model {}", dir.display()));
+    spin.finish_and_clear();
+    let model = model?;
     let tokenizer = Tokenizer::load(&model.tokenizer_path())
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let max_ctx = model.plan.hparams.context_length;

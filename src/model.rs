@@ -170,6 +170,16 @@ pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool)
 /// Resolves `--model` (a GGUF, a compiled directory, or nothing for the default model) to a
 /// compiled directory, compiling into the cache when needed.
 pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
+    compiled_model_checked(model, quiet, || Ok(()))
+}
+
+/// [`compiled_model`], running `before_compile` first when it has to compile (and failing with
+/// its error): e.g. that the GPU `--backend cuda` asks for exists, before a compile of minutes.
+pub fn compiled_model_checked(
+    model: Option<&Path>,
+    quiet: bool,
+    before_compile: impl FnOnce() -> Result<()>,
+) -> Result<PathBuf> {
     if let Some(p) = model {
         if p.is_dir() {
             if !p.join(PLAN_FILE).is_file() {
@@ -182,11 +192,17 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
         }
     }
     let gguf = gguf_path(model)?;
-    let dir = compiled_cache_dir(&model_sha256(&gguf)?);
+    // Instant when the sha256 index knows the file; a new model's 500 MB take a second or more.
+    let name = gguf.file_name().map_or_else(|| gguf.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let spin = crate::progress::spinner(&format!("identifying {name} (sha256)"), quiet);
+    let sha = model_sha256(&gguf);
+    spin.finish_and_clear();
+    let dir = compiled_cache_dir(&sha?);
     if dir.join(PLAN_FILE).is_file() {
         report_pruned(prune_outdated_entries(&dir), quiet);
         return Ok(dir);
     }
+    before_compile()?;
     if !quiet {
         eprintln!("compiling {} (once; cached in {})", gguf.display(), dir.display());
     }

@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qwen_aot::kernels::IMAGE;
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
 use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, KernelBench};
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
@@ -85,7 +85,7 @@ fn decode_step(c: &mut Criterion) {
         eprintln!("decode bench skipped: could not compile the random model");
         return;
     };
-    let model = CompiledModel::open(&dir, false).expect("open the random model");
+    let model = CompiledModel::open(&dir, Integrity::Sampled).expect("open the random model");
     // Tied embedding: the LM head streams the whole table, so every weight is read once per token.
     let weight_bytes: u64 = model.plan.weights.iter().map(|w| w.bytes).sum();
     let mut summary = Vec::new();

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::Executor;
 use qwen_aot_runtime::session::Session;
@@ -54,7 +54,12 @@ fn is_damaged(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<RuntimeError>(),
-            Some(RuntimeError::BadPlan(_) | RuntimeError::PlanVersion { .. } | RuntimeError::Io { .. })
+            Some(
+                RuntimeError::BadPlan(_)
+                    | RuntimeError::CorruptWeights { .. }
+                    | RuntimeError::PlanVersion { .. }
+                    | RuntimeError::Io { .. }
+            )
         ) || c.downcast_ref::<qwen_aot_runtime::tokenizer::TokenizerError>().is_some()
     })
 }
@@ -62,7 +67,8 @@ fn is_damaged(e: &anyhow::Error) -> bool {
 /// Loads `dir` and builds an executor on the chosen backend. `ctx` caps the KV cache (the model's
 /// context length caps it too).
 pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
-    let model = CompiledModel::open(dir, true).with_context(|| format!("loading compiled model {}", dir.display()))?;
+    let model = CompiledModel::open(dir, Integrity::Sampled)
+        .with_context(|| format!("loading compiled model {}", dir.display()))?;
     let tokenizer = Tokenizer::load(&model.tokenizer_path())
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let max_ctx = model.plan.hparams.context_length;

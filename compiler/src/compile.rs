@@ -1,8 +1,9 @@
 //! The compiler driver: description → unfused graph → passes → schedule → weight table →
 //! prefill and decode programs → compiled directory (plan.json, weights.bin, tokenizer.json).
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::Path;
 
+use qwen_aot_runtime::integrity::seal_plan;
 use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
 use sha2::{Digest, Sha256};
 
@@ -78,9 +79,11 @@ pub fn build(
         hparams: hp.clone(),
         weights_bytes: weights.total_bytes,
         weights_sha256: String::new(),
+        weights_windows: String::new(),
         weights: weights.infos.clone(),
         prefill,
         decode,
+        plan_sha256: String::new(),
     };
     Ok(Compiled { plan, weights, unfused, fused, pass_report, decode_graph, decode_pass_report })
 }
@@ -93,7 +96,7 @@ pub fn write_dir(
     src: &dyn TensorSource,
     tokenizer_json: Option<&str>,
     dir: &Path,
-    progress: impl FnMut(u64),
+    progress: impl Fn(u64) + Sync,
 ) -> Result<(), CompileError> {
     let dir = &output_path(dir)?;
     check_output_dir(dir)?;
@@ -151,15 +154,14 @@ fn write_into(
     src: &dyn TensorSource,
     tokenizer_json: Option<&str>,
     tmp: &Path,
-    progress: impl FnMut(u64),
+    progress: impl Fn(u64) + Sync,
 ) -> Result<(), CompileError> {
     std::fs::create_dir_all(tmp).map_err(|e| CompileError::io(tmp, e))?;
     let wpath = tmp.join(WEIGHTS_FILE);
     let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
-    let mut w = BufWriter::with_capacity(1 << 22, file);
-    c.plan.weights_sha256 = write_weights(&c.weights, src, &mut w, progress)?;
-    std::io::Write::flush(&mut w).map_err(|e| CompileError::io(&wpath, e))?;
-    let json = serde_json::to_string_pretty(&c.plan).map_err(|e| CompileError::Graph(e.to_string()))?;
+    let digest = write_weights(&c.weights, src, &file, progress)?;
+    (c.plan.weights_sha256, c.plan.weights_windows) = (digest.sha256, digest.windows);
+    let json = seal_plan(&mut c.plan).map_err(|e| CompileError::Graph(e.to_string()))?;
     std::fs::write(tmp.join(PLAN_FILE), json).map_err(|e| CompileError::io(tmp.join(PLAN_FILE), e))?;
     if let Some(t) = tokenizer_json {
         std::fs::write(tmp.join(TOKENIZER_FILE), t).map_err(|e| CompileError::io(tmp.join(TOKENIZER_FILE), e))?;

@@ -231,6 +231,23 @@ pub fn random_blocks(t: GgmlType, rows: usize, k: usize, rms: f32, seed: u64) ->
     out
 }
 
+/// Two small layers and a 2,048-token vocabulary: with [`FormatMix::f16`], a `weights.bin` of
+/// about 6 MiB, many more 64 KiB windows than a load hashes (the integrity tests' model).
+pub fn multi_window_hparams() -> HyperParams {
+    HyperParams {
+        n_layers: 2,
+        hidden: 256,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+        ffn: 1024,
+        vocab: 2048,
+        rms_eps: 1e-6,
+        rope_theta: 1e4,
+        context_length: 64,
+    }
+}
+
 /// The Qwen2.5-0.5B sizes with `n_layers` layers (24 for the real shapes).
 pub fn qwen05b_hparams(n_layers: usize) -> HyperParams {
     HyperParams {

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod error;
 pub mod executor;
+pub mod integrity;
 pub mod plan;
 pub mod quant;
 pub mod sampler;

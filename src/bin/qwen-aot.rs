@@ -62,6 +62,20 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Check a compiled model in full: every byte of weights.bin against the hashes the compiler
+    /// recorded (a load checks only a sample), the plan's seal and structure, the tokenizer.
+    /// Exits non-zero naming each damaged byte range.
+    Verify {
+        /// GGUF file (its compile-cache entry) or compiled directory (default: the default model).
+        #[arg(value_name = "MODEL_OR_DIR", conflicts_with = "model")]
+        target: Option<PathBuf>,
+        /// The same, as a flag.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// No progress bars or notes on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits.
     Check {
         /// A GGUF or compiled directory (default: a random-weight model with the 0.5B shapes).
@@ -181,6 +195,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => {
             cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet)
         }
+        Cmd::Verify { target, model, quiet } => cli::verify::run(target.or(model).as_deref(), quiet),
         Cmd::Check { model, backend, seed, model_only, quiet } => {
             cli::check::run(model.as_deref(), backend, seed, model_only, quiet)
         }

@@ -16,7 +16,7 @@ use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{
     compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix, Rng,
 };
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
 use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
@@ -142,7 +142,7 @@ pub fn run(
     } else {
         model::compiled_model(model_arg, quiet)?
     };
-    let compiled = CompiledModel::open(&dir, false)?;
+    let compiled = CompiledModel::open(&dir, Integrity::Sampled)?;
     let depth = 2048;
     let n_decode = 128;
     let max_seq = depth + n_decode + 1;

@@ -6,6 +6,7 @@ use clap::ValueEnum;
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::Executor;
+use qwen_aot_runtime::phases;
 use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
@@ -34,7 +35,9 @@ pub struct Loaded {
 /// repair the cache, and every later run would fail the same way. A directory the user named is
 /// never touched.
 pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
-    let dir = crate::model::compiled_model(model, quiet)?;
+    let dir = phases::time("resolve the model (cache lookup; compile on first use)", || {
+        crate::model::compiled_model(model, quiet)
+    })?;
     match load(&dir, backend, ctx, quiet) {
         Err(e) if crate::model::is_cache_entry(&dir) && is_damaged(&e) => {
             if !quiet {
@@ -67,9 +70,9 @@ fn is_damaged(e: &anyhow::Error) -> bool {
 /// Loads `dir` and builds an executor on the chosen backend. `ctx` caps the KV cache (the model's
 /// context length caps it too).
 pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
-    let model = CompiledModel::open(dir, Integrity::Sampled)
+    let model = phases::time("open the compiled model", || CompiledModel::open(dir, Integrity::Sampled))
         .with_context(|| format!("loading compiled model {}", dir.display()))?;
-    let tokenizer = Tokenizer::load(&model.tokenizer_path())
+    let tokenizer = phases::time("tokenizer", || Tokenizer::load(&model.tokenizer_path()))
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let max_ctx = model.plan.hparams.context_length;
     let max_seq = match ctx {
@@ -78,6 +81,7 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
         Some(c) => c,
         None => DEFAULT_CTX.min(max_ctx),
     };
+    let _span = phases::span("executor: devices, weights, buffers");
     let exec: Box<dyn Executor> = match backend {
         BackendChoice::Cpu => Box::new(CpuExecutor::new(&model, max_seq)?),
         BackendChoice::Cuda => crate::gpu::cuda_executor(&model, max_seq, quiet)?,

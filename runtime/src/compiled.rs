@@ -10,6 +10,7 @@ use memmap2::Mmap;
 
 use crate::error::RuntimeError;
 use crate::integrity::{self, Damage};
+use crate::phases;
 use crate::plan::{
     BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId, WeightInfo, ALIGNMENT,
     PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE,
@@ -42,6 +43,10 @@ impl CompiledModel {
     /// Opens and validates `dir`, hashing `weights.bin` as `check` says.
     pub fn open(dir: &Path, check: Integrity) -> Result<CompiledModel, RuntimeError> {
         let (plan, weights) = Self::open_unchecked(dir)?;
+        let _span = phases::span(match check {
+            Integrity::Sampled => "weights.bin: hash 16 sampled windows",
+            Integrity::Full => "weights.bin: hash every byte",
+        });
         let wpath = dir.join(WEIGHTS_FILE);
         let windows = integrity::windows(&plan);
         let damaged = match check {
@@ -64,11 +69,14 @@ impl CompiledModel {
     /// damaged window itself.
     pub fn open_unchecked(dir: &Path) -> Result<(Plan, Mmap), RuntimeError> {
         let plan_path = dir.join(PLAN_FILE);
+        let span = phases::span("plan.json: read, parse, check seal, validate");
         let text = std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?;
         let plan = parse_plan(&text).map_err(|e| match e {
             RuntimeError::BadPlan(why) => RuntimeError::BadPlan(format!("{}: {why}", plan_path.display())),
             other => other,
         })?;
+        drop(span);
+        let _span = phases::span("weights.bin: map, check size");
         let wpath = dir.join(WEIGHTS_FILE);
         let file = std::fs::File::open(&wpath).map_err(io(&wpath))?;
         // SAFETY: the file is opened read-only and the project never writes a compiled directory

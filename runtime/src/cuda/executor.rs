@@ -22,6 +22,7 @@ use super::validate::validate;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
+use crate::phases;
 use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId};
 use crate::sampler::SamplingParams;
 
@@ -74,8 +75,9 @@ impl CudaExecutor {
         }
         let dev = CudaDevice::new(image)?;
 
-        let weights_buf = dev.upload(weights, "weights")?;
+        let weights_buf = phases::time("CUDA: weights upload", || dev.upload(weights, "weights"))?;
         let weights_ptr = weights_buf.ptr();
+        let buffers = phases::span("CUDA: arena, KV cache, scratch, tables");
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes) as usize;
         let arena = dev.alloc(arena_bytes, "activation arena")?;
         let layer_kv = max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES;
@@ -136,7 +138,9 @@ impl CudaExecutor {
         }
 
         let sampler = DeviceSampler::new(&dev, hp.vocab, max_seq, plan.prefill.max_tokens.max(plan.decode.max_tokens))?;
+        drop(buffers);
 
+        let _span = phases::span("CUDA: launch lists, wait for the copies");
         let mut ex = CudaExecutor {
             graph: None,
             sampler,
@@ -491,7 +495,7 @@ unsafe fn launch_decode(
     let graph = match slot {
         Some(graph) => graph,
         // SAFETY: this function's contract.
-        None => slot.insert(unsafe { dev.capture_graph(ops, what) }?),
+        None => slot.insert(phases::time("CUDA: decode graph capture", || unsafe { dev.capture_graph(ops, what) })?),
     };
     graph.launch().cuda_ctx(|| format!("launching the {what} graph"))
 }

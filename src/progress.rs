@@ -1,6 +1,6 @@
 //! Progress bars (indicatif) for fetch, compile and weight upload: hidden with `--quiet` or when
 //! stderr is not a terminal.
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub fn bytes_bar(total: u64, what: &str, quiet: bool) -> ProgressBar {
     let bar = ProgressBar::new(total);
@@ -14,4 +14,46 @@ pub fn bytes_bar(total: u64, what: &str, quiet: bool) -> ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
+}
+
+/// The stages of a compile on stderr, one line each while it runs (a spinner, or a bar for what
+/// counts bytes), stacked while stages overlap (the model's sha256 runs beside the others).
+pub struct Stages {
+    multi: MultiProgress,
+}
+
+/// A running stage's line; cleared when dropped.
+pub struct Step(ProgressBar);
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Stages {
+    pub fn new(quiet: bool) -> Stages {
+        let multi = MultiProgress::new();
+        if quiet {
+            multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Stages { multi }
+    }
+
+    /// A stage measured in bytes (`total`): the caller sets the position and clears it.
+    pub fn bytes(&self, total: u64, what: &str) -> ProgressBar {
+        self.multi.add(bytes_bar(total, what, false))
+    }
+
+    /// A stage without a measure: a spinner until the returned line is dropped.
+    pub fn step(&self, what: &str) -> Step {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>16} {spinner} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Step(bar)
+    }
 }

@@ -92,7 +92,7 @@ fn decode_step(c: &mut Criterion) {
     for graph in [true, false] {
         // SAFETY (set_var): single-threaded at this point; read once by CudaExecutor::new.
         std::env::set_var("QWEN_AOT_NO_GRAPH", if graph { "0" } else { "1" });
-        let mut ex = CudaExecutor::new(&model.plan, model.weight_bytes(), IMAGE, 4096).expect("CUDA executor");
+        let mut ex = CudaExecutor::new(&model, IMAGE, 4096).expect("CUDA executor");
         let prompt: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 151936).collect();
         let mut next = ex.prefill(&prompt, 0, LogitsWanted::None).expect("prefill").next_token;
         let mut pos = prompt.len();

@@ -12,5 +12,5 @@ pub fn cuda_executor(model: &CompiledModel, max_seq: usize, _quiet: bool) -> Res
     if !KERNELS_AVAILABLE {
         bail!("this binary was built without nvcc, so it has no CUDA kernels (run scripts/setup-cuda.sh and rebuild)");
     }
-    Ok(Box::new(CudaExecutor::new(&model.plan, model.weight_bytes(), IMAGE, max_seq)?))
+    Ok(Box::new(CudaExecutor::new(model, IMAGE, max_seq)?))
 }

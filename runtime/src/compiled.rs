@@ -99,6 +99,33 @@ impl CompiledModel {
         &self.weights
     }
 
+    /// `weights.bin` handed to `f` in order, `chunk` bytes at a time (offset, bytes); once `f`
+    /// returns, the chunk's pages leave this process's resident set (MADV_DONTNEED on the
+    /// read-only file mapping: they stay in the page cache and fault back in, unchanged, if read
+    /// again). An upload this way keeps about one chunk of the file resident on the host instead
+    /// of all of it. `f` must be done reading the chunk when it returns.
+    pub fn stream_weights(
+        &self,
+        chunk: usize,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let chunk = chunk.max(1);
+        for (i, bytes) in self.weights.chunks(chunk).enumerate() {
+            let offset = i * chunk;
+            f(offset as u64, bytes)?;
+            #[cfg(unix)]
+            // SAFETY: the map is a read-only mapping of a file this process never writes, so
+            // dropping its pages loses nothing: a later read faults the same bytes back in from
+            // the file (DONTNEED only discards data in private pages that were written). The
+            // range is inside the map (memmap2 aligns its start down to a page).
+            unsafe {
+                // Best effort: a refused advice only keeps the pages resident.
+                let _ = self.weights.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len());
+            }
+        }
+        Ok(())
+    }
+
     /// The memory map of `weights.bin`, shared (for executors that read weights in place).
     pub fn weights_map(&self) -> Arc<Mmap> {
         Arc::clone(&self.weights)

@@ -146,8 +146,7 @@ pub fn run(
     let depth = 2048;
     let n_decode = 128;
     let max_seq = depth + n_decode + 1;
-    let mut exec = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, max_seq)
-        .context("loading the model on the GPU")?;
+    let mut exec = CudaExecutor::new(&compiled, IMAGE, max_seq).context("loading the model on the GPU")?;
     let vocab = compiled.plan.hparams.vocab as u64;
     let mut rng = Rng::new(3);
     let prompt: Vec<u32> = (0..depth).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();

@@ -170,7 +170,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     };
     let decode_steps = 8;
     let mut cpu = CpuExecutor::new(&compiled, 1024)?;
-    let mut gpu = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, 1024)?;
+    let mut gpu = CudaExecutor::new(&compiled, IMAGE, 1024)?;
     // Tolerances: both sides read the same weights (quantized ones dequantised to the same f32
     // values on both) and accumulate in f32; they differ in summation order and in the GPU's f16
     // intermediates (prefill GEMM inputs, KV cache), which over 24 layers moves logits (magnitude

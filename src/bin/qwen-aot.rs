@@ -226,6 +226,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
+    qwen_aot_runtime::phases::start(); // `bench` prints where loading went
     qwen_aot::sigpipe::restore_default();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e:#}");

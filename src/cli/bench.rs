@@ -153,6 +153,10 @@ pub fn run(
 
     // Warm-up: graph capture, module load, cuBLAS handles.
     decode_secs(&mut exec, &prompt[..4], 8)?;
+    if !quiet && !json {
+        // What loading took (context, module, upload, capture): the start-up phases.
+        eprint!("{}", qwen_aot_runtime::phases::report(&qwen_aot_runtime::phases::recorded()));
+    }
     let d0 = median(
         (0..reps)
             .map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s))

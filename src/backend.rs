@@ -24,6 +24,8 @@ pub enum BackendChoice {
 pub const DEFAULT_CTX: usize = 4096;
 
 pub struct Loaded {
+    /// What to call the model: its GGUF's `general.name`, else its file or directory name.
+    pub name: String,
     pub session: Session,
     pub tokenizer: Tokenizer,
     pub model: CompiledModel,
@@ -35,20 +37,34 @@ pub struct Loaded {
 /// repair the cache, and every later run would fail the same way. A directory the user named is
 /// never touched.
 pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
+    // `--backend cuda` without a GPU fails now, not after compiling a new model.
+    let gpu_first = || if backend == BackendChoice::Cuda { crate::gpu::probe() } else { Ok(()) };
     let dir = phases::time("resolve the model (cache lookup; compile on first use)", || {
-        crate::model::compiled_model(model, quiet)
+        crate::model::compiled_model_checked(model, quiet, gpu_first)
     })?;
-    match load(&dir, backend, ctx, quiet) {
+    let loaded = match load(&dir, backend, ctx, quiet) {
         Err(e) if crate::model::is_cache_entry(&dir) && is_damaged(&e) => {
             if !quiet {
                 eprintln!("note: the cached compile {} is damaged ({e:#}); compiling it again", dir.display());
             }
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing the damaged {}", dir.display()))?;
-            let dir = crate::model::compiled_model(model, quiet)?;
+            let dir = crate::model::compiled_model_checked(model, quiet, gpu_first)?;
             load(&dir, backend, ctx, quiet)
         }
         other => other,
-    }
+    };
+    // A plan compiled before it recorded `general.name` is named from its source GGUF (a cache
+    // entry's own name is a hash).
+    loaded.map(|mut l| {
+        let source = match model {
+            None => Some(crate::model::cache_dir().join(crate::model::DEFAULT_MODEL_FILE)),
+            Some(m) => m.is_file().then(|| m.to_path_buf()),
+        };
+        if let (None, Some(gguf)) = (&l.model.plan.model_name, source) {
+            l.name = crate::model::gguf_display_name(&gguf);
+        }
+        l
+    })
 }
 
 /// Whether `e` says the compiled directory's files are bad (not the GPU, not the arguments).
@@ -70,6 +86,9 @@ fn is_damaged(e: &anyhow::Error) -> bool {
 /// Loads `dir` and builds an executor on the chosen backend. `ctx` caps the KV cache (the model's
 /// context length caps it too).
 pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
+    // What takes time here is building the executor (on the GPU: context, kernels, the weights'
+    // upload); the weights' check is a sample of 16 windows, about a millisecond.
+    let spin = crate::progress::spinner("loading the model", quiet);
     let model = phases::time("open the compiled model", || CompiledModel::open(dir, Integrity::Sampled))
         .with_context(|| format!("loading compiled model {}", dir.display()))?;
     let tokenizer = phases::time("tokenizer", || Tokenizer::load(&model.tokenizer_path()))
@@ -88,6 +107,7 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
         BackendChoice::Auto => match crate::gpu::cuda_executor(&model, max_seq, quiet) {
             Ok(e) => e,
             Err(e) => {
+                drop(spin); // cleared before the note
                 if !quiet {
                     eprintln!("note: no usable GPU ({e:#}); running on the CPU");
                 }
@@ -95,5 +115,8 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
             }
         },
     };
-    Ok(Loaded { session: Session::new(exec), tokenizer, model })
+    let name = model.plan.model_name.clone().unwrap_or_else(|| {
+        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+    });
+    Ok(Loaded { name, session: Session::new(exec), tokenizer, model })
 }

@@ -116,12 +116,15 @@ pub fn generate(
         bail!("the prompt is empty");
     }
     // A prompt may fill the cache exactly: its first answer token comes from the prefill.
-    if session.pos() + prompt_ids.len() > session.executor().max_seq() {
-        bail!(
-            "the prompt needs {} tokens but the context holds {} (raise --ctx-size up to the model's context length)",
-            session.pos() + prompt_ids.len(),
-            session.executor().max_seq()
-        );
+    let (max_seq, model_ctx) = (session.executor().max_seq(), session.executor().hparams().context_length);
+    if session.pos() + prompt_ids.len() > max_seq {
+        // At the model's whole context there is nothing left to raise.
+        let help = if max_seq < model_ctx {
+            format!("raise --ctx-size, up to the model's {model_ctx}")
+        } else {
+            "the model's whole context: shorten the prompt".to_string()
+        };
+        bail!("the prompt needs {} tokens but the context holds {max_seq} ({help})", session.pos() + prompt_ids.len());
     }
     let stop_ids = tok.eos_ids();
     let start = Instant::now();

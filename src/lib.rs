@@ -1,7 +1,9 @@
 //! The `qwen-aot` and `generate` binaries share this small library: model location and the
 //! compile cache, backend selection, progress bars and the embedded CUDA kernels.
 pub mod backend;
+pub mod cache;
 pub mod chat;
+pub mod chat_input;
 pub mod cli_args;
 pub mod generation;
 pub mod gpu;

@@ -30,23 +30,37 @@ fn cache_dir_from(cache: Option<std::ffi::OsString>, home: Option<std::ffi::OsSt
     set(home).unwrap_or_else(|| PathBuf::from(".")).join(".cache").join("qwen-aot")
 }
 
-/// The default model's path, fetching it first if it is not in the cache.
+/// The default model's path, fetching it first if it is not in the cache. The fetch script's
+/// progress lines are passed on; its failure is one line starting with `error: ` (offline: what
+/// the default model is, where it comes from, how to pass `--model`), which becomes the error.
 pub fn default_model() -> Result<PathBuf> {
+    use std::io::BufRead;
     let path = cache_dir().join(DEFAULT_MODEL_FILE);
     if path.is_file() {
         return Ok(path);
     }
     eprintln!("default model not found at {}; fetching it (once)", path.display());
-    let status = std::process::Command::new("bash")
+    let mut child = std::process::Command::new("bash")
         .arg("-c")
         .arg(FETCH_SCRIPT)
         .arg("fetch-model")
         .arg(&path)
         .stdout(std::process::Stdio::null())
-        .status()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("running bash to fetch the default model")?;
+    let mut failure = None;
+    if let Some(stderr) = child.stderr.take() {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            match line.strip_prefix("error: ") {
+                Some(why) => failure = Some(why.to_string()),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+    let status = child.wait().context("waiting for the fetch of the default model")?;
     if !status.success() || !path.is_file() {
-        bail!("could not fetch the default model (see the messages above); or pass --model FILE.gguf");
+        bail!(failure.unwrap_or_else(|| "could not fetch the default model; pass --model FILE.gguf".to_string()));
     }
     Ok(path)
 }
@@ -63,8 +77,42 @@ pub fn gguf_path(model: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// A GGUF's `general.name`, when it has one.
+pub fn general_name(file: &GgufFile) -> Option<String> {
+    file.get_str("general.name").ok().map(str::to_string)
+}
+
+/// What to call the model in `gguf`: its `general.name`, else its file name.
+pub fn gguf_display_name(gguf: &Path) -> String {
+    GgufFile::open(gguf)
+        .ok()
+        .and_then(|f| general_name(&f))
+        .unwrap_or_else(|| gguf.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()))
+}
+
 pub fn open_gguf(path: &Path) -> Result<GgufFile> {
     GgufFile::open(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The file of the sha256 index in the cache: lines `{path}\t{size}\t{mtime}\t{sha256}`.
+pub const SHA_INDEX: &str = "sha256-index.tsv";
+
+/// The sha256 index's key of a model file, `{canonical path}\t{size}\t{mtime in ns}`: a file
+/// whose key is unchanged is taken to hold the same bytes.
+pub fn index_key(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(format!("{}\t{}\t{mtime}", canon.display(), meta.len()))
+}
+
+/// One line of the sha256 index: `(key, path, sha256)`.
+pub fn parse_index_line(line: &str) -> Option<(&str, &str, &str)> {
+    let (key, sha) = line.rsplit_once('\t')?;
+    let (rest, _mtime) = key.rsplit_once('\t')?;
+    let (path, _size) = rest.rsplit_once('\t')?;
+    (sha.len() == 64).then_some((key, path, sha))
 }
 
 /// sha256 of a model file, remembered in the cache by (path, size, mtime) so a second run does
@@ -78,34 +126,21 @@ pub fn model_sha256(path: &Path) -> Result<String> {
     Ok(sha)
 }
 
-/// The line key of `path` in the sha256 index: (canonical path, size, mtime).
-fn index_key(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let mtime =
-        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(format!("{}\t{}\t{mtime}", canon.display(), meta.len()))
-}
-
 fn sha256_index() -> PathBuf {
-    cache_dir().join("sha256-index.tsv")
+    cache_dir().join(SHA_INDEX)
 }
 
 /// The sha256 of `path` if this file (path, size, mtime) was hashed before.
 fn remembered_sha256(path: &Path) -> Result<Option<String>> {
-    let key = index_key(path)?;
+    let key = index_key(path).with_context(|| format!("reading {}", path.display()))?;
     let Ok(text) = std::fs::read_to_string(sha256_index()) else { return Ok(None) };
-    Ok(text
-        .lines()
-        .filter_map(|line| line.rsplit_once('\t'))
-        .find(|(k, sha)| *k == key && sha.len() == 64)
-        .map(|(_, sha)| sha.to_string()))
+    Ok(text.lines().filter_map(parse_index_line).find(|(k, _, _)| *k == key).map(|(_, _, sha)| sha.to_string()))
 }
 
 /// Adds `sha` for `path` to the index. Best effort: a read-only cache only costs the next run a
 /// re-hash.
 fn remember_sha256(path: &Path, sha: &str) -> Result<()> {
-    let key = index_key(path)?;
+    let key = index_key(path).with_context(|| format!("reading {}", path.display()))?;
     let _ = std::fs::create_dir_all(cache_dir());
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(sha256_index()) {
         use std::io::Write;
@@ -117,12 +152,17 @@ fn remember_sha256(path: &Path, sha: &str) -> Result<()> {
 /// Whether `dir` is an entry of the compile cache (ours to delete and rebuild), not a directory
 /// the user compiled and named.
 pub fn is_cache_entry(dir: &Path) -> bool {
-    dir.parent().is_some_and(|p| p == cache_dir().join("compiled"))
+    dir.parent().is_some_and(|p| p == compiled_root())
+}
+
+/// Where the compiled models of the cache are, one directory each.
+pub fn compiled_root() -> PathBuf {
+    cache_dir().join("compiled")
 }
 
 /// Compile-cache directory for a model.
 pub fn compiled_cache_dir(sha: &str) -> PathBuf {
-    cache_dir().join("compiled").join(format!("{}-v{COMPILER_VERSION}-p{PLAN_FORMAT_VERSION}", &sha[..16]))
+    compiled_root().join(format!("{}-v{COMPILER_VERSION}-p{PLAN_FORMAT_VERSION}", &sha[..16]))
 }
 
 /// Compiles `gguf` into `out`, one progress bar per stage (on a terminal, unless `quiet`). `sha`
@@ -160,6 +200,7 @@ pub fn compile_gguf(
         let stage = stages.step("fusing the graph, planning memory");
         let mut compiled =
             phases::time("graph, passes, programs", || compile::build(&cfg.hparams, &file, sha.unwrap_or(""), opts))?;
+        compiled.plan.model_name = general_name(&file);
         drop(stage);
         let bar = stages.bytes(compiled.weights.total_bytes, "packing weights");
         let span = phases::span("pack, hash and write the weights");
@@ -184,6 +225,16 @@ pub fn compile_gguf(
 /// Resolves `--model` (a GGUF, a compiled directory, or nothing for the default model) to a
 /// compiled directory, compiling into the cache when needed.
 pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
+    compiled_model_checked(model, quiet, || Ok(()))
+}
+
+/// [`compiled_model`], running `before_compile` first when it has to compile (and failing with
+/// its error): e.g. that the GPU `--backend cuda` asks for exists, before a compile of minutes.
+pub fn compiled_model_checked(
+    model: Option<&Path>,
+    quiet: bool,
+    before_compile: impl FnOnce() -> Result<()>,
+) -> Result<PathBuf> {
     if let Some(p) = model {
         if p.is_dir() {
             if !p.join(PLAN_FILE).is_file() {
@@ -207,7 +258,8 @@ pub fn compiled_model(model: Option<&Path>, quiet: bool) -> Result<PathBuf> {
     // A file never seen (path, size, mtime) is compiled while it is hashed, not hashed first: a
     // first use reads it once. (A file that was only touched or moved is compiled again: the
     // rename below then finds its entry and keeps that.)
-    let cache = cache_dir().join("compiled");
+    before_compile()?;
+    let cache = compiled_root();
     if !quiet {
         eprintln!("compiling {} (once; cached in {})", gguf.display(), cache.display());
     }
@@ -245,7 +297,7 @@ fn report_pruned(removed: Vec<(PathBuf, u64)>, quiet: bool) {
 }
 
 /// `(model sha prefix, plan format)` of a compile-cache entry name `{sha16}-v{version}-p{format}`.
-fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
+pub fn cache_entry_key(name: &str) -> Option<(&str, u32)> {
     let (head, format) = name.rsplit_once("-p")?;
     let (sha, _version) = head.split_once("-v")?;
     Some((sha, format.parse().ok()?))
@@ -264,14 +316,14 @@ const UNHASHED: &str = "unhashed";
 
 /// The process id in a staging directory's name, `{entry}.staging-{pid}` or `{entry}.staging-{pid}.tmp`,
 /// with the entry's name.
-fn staging_owner(name: &str) -> Option<(&str, u32)> {
+pub fn staging_owner(name: &str) -> Option<(&str, u32)> {
     let (entry, rest) = name.split_once(&format!(".{STAGING}"))?;
     let pid = rest.strip_suffix(".tmp").unwrap_or(rest);
     Some((entry, pid.parse().ok()?))
 }
 
 /// Whether process `pid` is gone (a staging directory it left can never be finished).
-fn process_gone(pid: u32) -> bool {
+pub fn process_gone(pid: u32) -> bool {
     #[cfg(unix)]
     {
         let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
@@ -312,14 +364,17 @@ pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
         if !outdated || !path.is_dir() {
             continue;
         }
-        let bytes: u64 = std::fs::read_dir(&path)
-            .map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum())
-            .unwrap_or(0);
+        let bytes = dir_bytes(&path);
         if std::fs::remove_dir_all(&path).is_ok() {
             removed.push((path, bytes));
         }
     }
     removed
+}
+
+/// Bytes of the files directly in `dir` (a compiled model has no subdirectories); 0 if unreadable.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|d| d.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
 #[cfg(test)]

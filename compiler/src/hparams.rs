@@ -1,7 +1,8 @@
 //! Model hyperparameters from GGUF metadata: [`ModelConfig::from_gguf`] reads the `qwen2.*` keys
-//! (llama.cpp's names), derives head_dim, takes the vocabulary size from the token embedding's
-//! shape and whether the LM head is tied from the absence of `output.weight`, and validates every
-//! size so that later stages (graph building, memory planning) can trust them.
+//! (llama.cpp's names), derives head_dim, takes the vocabulary size from the tokenizer (the token
+//! embedding's shape when the file has none) and checks `token_embd` and `output` against it,
+//! tells a tied LM head by the absence of `output.weight`, and validates every size so that later
+//! stages (graph building, memory planning) can trust them.
 use qwen_aot_runtime::plan::HyperParams;
 
 use crate::gguf::{GgufError, GgufFile};
@@ -19,6 +20,8 @@ pub const KEY_RMS_EPS: &str = "qwen2.attention.layer_norm_rms_epsilon";
 pub const KEY_CONTEXT_LENGTH: &str = "qwen2.context_length";
 pub const TOKEN_EMBD: &str = "token_embd.weight";
 pub const OUTPUT: &str = "output.weight";
+/// The tokenizer's vocabulary, one string per token id.
+pub const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
 
 /// RoPE base used when the file does not say (llama.cpp's default).
 pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
@@ -42,7 +45,7 @@ pub enum HParamsError {
     Inconsistent { what: String },
     #[error("model has no tensor {0:?}")]
     MissingTensor(&'static str),
-    #[error("tensor {name:?} has dims {dims:?}; expected {expected}")]
+    #[error("tensor `{name}` has shape {dims:?}, expected {expected}")]
     TensorShape { name: &'static str, dims: Vec<u64>, expected: String },
 }
 
@@ -140,20 +143,34 @@ impl ModelConfig {
         check_block_tensors(g, n_layers)?;
 
         let embd = g.tensor(TOKEN_EMBD).ok_or(HParamsError::MissingTensor(TOKEN_EMBD))?;
-        let expected = || format!("[{hidden}, vocab] (embedding_length {hidden}, then vocabulary)");
-        if embd.dims.len() != 2 || embd.dims[0] != hidden as u64 {
-            return Err(HParamsError::TensorShape { name: TOKEN_EMBD, dims: embd.dims.clone(), expected: expected() });
+        // The vocabulary: the tokenizer's when the file has one (as llama.cpp, which sizes
+        // token_embd and output by it), else token_embd's rows. Every tensor that disagrees is
+        // named itself, so a shrunk token_embd is not blamed on output.weight.
+        let tokens = match g.get(KEY_TOKENS) {
+            Some(_) => Some(g.get_array(KEY_TOKENS)?.len() as u64),
+            None => None,
+        };
+        let (rows, expected) = match tokens {
+            Some(n) => (n, format!("[{hidden}, {n}] ({KEY_EMBEDDING_LENGTH}, then the {n} entries of {KEY_TOKENS})")),
+            None => (
+                embd.dims.get(1).copied().unwrap_or(0),
+                format!("[{hidden}, vocabulary] ({KEY_EMBEDDING_LENGTH}, then the vocabulary size)"),
+            ),
+        };
+        if embd.dims != [hidden as u64, rows] {
+            return Err(HParamsError::TensorShape { name: TOKEN_EMBD, dims: embd.dims.clone(), expected });
         }
-        let vocab = check_dim("vocabulary size (token_embd.weight dims[1])", embd.dims[1], MAX_DIM)?;
+        let vocab = check_dim("vocabulary size (token_embd.weight dims[1])", rows, MAX_DIM)?;
         let tied_embeddings = match g.tensor(OUTPUT) {
             None => true,
             Some(out) if out.dims == embd.dims => false,
             Some(out) => {
+                let source = if tokens.is_some() { KEY_TOKENS } else { TOKEN_EMBD };
                 return Err(HParamsError::TensorShape {
                     name: OUTPUT,
                     dims: out.dims.clone(),
-                    expected: format!("{:?} (same as {TOKEN_EMBD})", embd.dims),
-                })
+                    expected: format!("{:?} ({KEY_EMBEDDING_LENGTH}, then the vocabulary of {source})", embd.dims),
+                });
             }
         };
 

@@ -16,6 +16,7 @@ pub mod pack;
 pub mod passes;
 pub mod repack;
 pub mod schedule;
+pub mod shapes;
 pub mod source;
 pub mod synthetic;
 pub mod tokenizer_from_gguf;

@@ -16,12 +16,12 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
+    /// The runtime's SplitMix64 step (the CPU kernels' checks draw from the same generator).
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut step = qwen_aot_runtime::cpu::qdot::check::Rng(self.0);
+        let bits = step.next_u64();
+        self.0 = step.0;
+        bits
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f32 {
@@ -294,6 +294,8 @@ pub fn compile_random(
     let mut c = crate::compile::build(hp, &src, &format!("random-seed-{seed}"), opts)?;
     crate::compile::write_dir(&mut c, &src, None, dir, |_| {})
 }
+
+pub mod gguf_file;
 
 #[cfg(test)]
 mod tests;

@@ -11,10 +11,10 @@ use qwen_aot_runtime::tokenizer::{Tokenizer, TokenizerData, TokenizerError};
 use thiserror::Error;
 
 use crate::gguf::{GgufError, GgufFile, GgufValue};
+use crate::hparams::KEY_TOKENS;
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
 const KEY_PRE: &str = "tokenizer.ggml.pre";
-const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
 const KEY_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
 const KEY_MERGES: &str = "tokenizer.ggml.merges";
 const KEY_BOS: &str = "tokenizer.ggml.bos_token_id";
@@ -134,22 +134,7 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<String, TokenizerFromGgu
 mod tests {
     use super::*;
     use crate::gguf::GgufBuilder;
-
-    /// The 256 GPT-2 byte-level tokens, in byte order (printable bytes are themselves).
-    fn byte_tokens() -> Vec<String> {
-        let mut n = 0u32;
-        (0..=255u8)
-            .map(|b| {
-                let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-                if printable {
-                    char::from(b).to_string()
-                } else {
-                    n += 1;
-                    char::from_u32(255 + n).map(String::from).unwrap_or_default()
-                }
-            })
-            .collect()
-    }
+    use crate::synthetic::gguf_file::byte_tokens;
 
     fn strs(v: &[&str]) -> GgufValue {
         GgufValue::Array(v.iter().map(|s| GgufValue::String(s.to_string())).collect())

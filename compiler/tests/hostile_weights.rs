@@ -1,6 +1,8 @@
 //! GGUF files whose metadata or weights are wrong in ways that used to compile and then print
-//! garbage: NaN/Inf weights, and a `block_count` below the blocks the file holds. Each must be
-//! refused at compile time with one message naming the tensor (and block) at fault. The files are
+//! garbage or were reported misleadingly: NaN/Inf weights, a `block_count` below the blocks the
+//! file holds, a tensor with transposed or shrunk dims, a vocabulary that disagrees between
+//! `token_embd`, `output` and the tokenizer. Each must be refused at compile time with one message
+//! naming the GGUF tensor (and block) at fault, with its shape and the one the metadata implies. The files are
 //! small random Qwen2 models written by `GgufBuilder`, so these run in milliseconds.
 use std::error::Error;
 
@@ -9,42 +11,26 @@ use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
 use qwen_aot_compiler::gguf::{GgmlType, GgufBuilder, GgufFile, GgufValue};
 use qwen_aot_compiler::hparams::ModelConfig;
 use qwen_aot_compiler::source::{MemData, MemorySource};
-use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
+use qwen_aot_compiler::synthetic::gguf_file::{gguf_builder, tiny_hparams};
+use qwen_aot_compiler::synthetic::{random_blocks, random_model_mix, FormatMix};
 use qwen_aot_runtime::plan::HyperParams;
 
 fn tiny() -> HyperParams {
-    HyperParams {
-        n_layers: 2,
-        hidden: 64,
-        n_heads: 2,
-        n_kv_heads: 1,
-        head_dim: 32,
-        ffn: 128,
-        vocab: 96,
-        rms_eps: 1e-6,
-        rope_theta: 1e6,
-        context_length: 256,
-    }
+    tiny_hparams()
 }
 
-/// The tiny model as GGUF bytes with Q5_0 matrices and F32 vectors, `block_count` as given.
+/// The tiny model as a GGUF file with Q5_0 matrices and F32 vectors, `block_count` as given.
 fn gguf(src: &MemorySource, hp: &HyperParams, block_count: u32) -> GgufFile {
-    let mut b = GgufBuilder::new()
-        .kv("general.architecture", GgufValue::String("qwen2".into()))
-        .kv("qwen2.block_count", GgufValue::U32(block_count))
-        .kv("qwen2.embedding_length", GgufValue::U32(hp.hidden as u32))
-        .kv("qwen2.feed_forward_length", GgufValue::U32(hp.ffn as u32))
-        .kv("qwen2.attention.head_count", GgufValue::U32(hp.n_heads as u32))
-        .kv("qwen2.attention.head_count_kv", GgufValue::U32(hp.n_kv_heads as u32))
-        .kv("qwen2.rope.freq_base", GgufValue::F32(hp.rope_theta))
-        .kv("qwen2.attention.layer_norm_rms_epsilon", GgufValue::F32(hp.rms_eps))
-        .kv("qwen2.context_length", GgufValue::U32(hp.context_length as u32));
-    for (name, t) in &src.tensors {
-        b = match &t.data {
-            MemData::F32(v) => b.tensor_f32(name, &t.dims, v),
-            MemData::Blocks { dtype, bytes } => b.tensor(name, *dtype, &t.dims, bytes.clone()),
-        };
-    }
+    parse(gguf_builder(src, hp, "tiny").set("qwen2.block_count", GgufValue::U32(block_count)))
+}
+
+/// [`gguf`] (all blocks declared) with `tokens` entries in `tokenizer.ggml.tokens`.
+fn gguf_with_tokens(src: &MemorySource, hp: &HyperParams, tokens: usize) -> GgufFile {
+    let vocab = (0..tokens).map(|i| GgufValue::String(format!("t{i}"))).collect();
+    parse(gguf_builder(src, hp, "tiny").set("tokenizer.ggml.tokens", GgufValue::Array(vocab)))
+}
+
+fn parse(b: GgufBuilder) -> GgufFile {
     GgufFile::parse_bytes(b.build().expect("GGUF builds")).expect("GGUF parses")
 }
 
@@ -71,7 +57,9 @@ fn compile(file: &GgufFile) -> Result<(), String> {
 
 #[test]
 fn the_unmodified_model_compiles() {
-    compile(&gguf(&model(), &tiny(), 2)).expect("a finite model compiles");
+    let file = gguf(&model(), &tiny(), 2);
+    compile(&file).expect("a finite model compiles");
+    qwen_aot_compiler::tokenizer_from_gguf::tokenizer_json_from_gguf(&file).expect("its tokenizer is valid");
 }
 
 #[test]
@@ -109,6 +97,52 @@ fn a_block_count_below_the_blocks_in_the_file_is_refused() {
         err,
         "qwen2.block_count = 1, but the file holds tensors of 2 blocks (`blk.1.attn_k.bias`, ...): \
          the metadata does not describe this model"
+    );
+}
+
+/// `src` with `name` replaced by Q5_0 blocks of GGUF dims `dims` (random values).
+fn with_matrix(mut src: MemorySource, name: &str, dims: [u64; 2]) -> MemorySource {
+    let bytes = random_blocks(GgmlType::Q5_0, dims[1] as usize, dims[0] as usize, 0.05, 3);
+    src.insert_blocks(name, dims.to_vec(), GgmlType::Q5_0, bytes);
+    src
+}
+
+/// `ffn_gate` is one half of the fused gate|up weight; a fault in it is reported under its own
+/// name with the shape the metadata gives it: [embedding_length 64, feed_forward_length 128].
+#[test]
+fn a_transposed_or_shrunk_matrix_is_named_with_its_expected_shape() {
+    let name = "blk.0.ffn_gate.weight";
+    let err = compile(&gguf(&with_matrix(model(), name, [128, 64]), &tiny(), 2)).unwrap_err();
+    assert_eq!(err, "tensor `blk.0.ffn_gate.weight` has shape [128, 64], expected [64, 128] from the model's metadata");
+    let err = compile(&gguf(&with_matrix(model(), name, [64, 96]), &tiny(), 2)).unwrap_err();
+    assert_eq!(err, "tensor `blk.0.ffn_gate.weight` has shape [64, 96], expected [64, 128] from the model's metadata");
+    // A q projection of k's size: attn_q is [64, n_heads 2 * head_dim 32].
+    let err = compile(&gguf(&with_matrix(model(), "blk.1.attn_q.weight", [64, 32]), &tiny(), 2)).unwrap_err();
+    assert_eq!(err, "tensor `blk.1.attn_q.weight` has shape [64, 32], expected [64, 64] from the model's metadata");
+}
+
+/// The tokenizer's 288 entries are the vocabulary (llama.cpp sizes both tables by it): whichever
+/// of `token_embd` and `output` disagrees is the one named.
+#[test]
+fn a_vocabulary_that_disagrees_names_the_tensor_that_differs() {
+    let err = compile(&gguf(&with_matrix(model(), "token_embd.weight", [64, 287]), &tiny(), 2)).unwrap_err();
+    assert_eq!(
+        err,
+        "tensor `token_embd.weight` has shape [64, 287], expected [64, 288] \
+         (qwen2.embedding_length, then the 288 entries of tokenizer.ggml.tokens)"
+    );
+    let err = compile(&gguf(&with_matrix(model(), "output.weight", [64, 287]), &tiny(), 2)).unwrap_err();
+    assert_eq!(
+        err,
+        "tensor `output.weight` has shape [64, 287], expected [64, 288] \
+         (qwen2.embedding_length, then the vocabulary of tokenizer.ggml.tokens)"
+    );
+    // Both tables agree, the tokenizer does not.
+    let err = compile(&gguf_with_tokens(&model(), &tiny(), 289)).unwrap_err();
+    assert_eq!(
+        err,
+        "tensor `token_embd.weight` has shape [64, 288], expected [64, 289] \
+         (qwen2.embedding_length, then the 289 entries of tokenizer.ggml.tokens)"
     );
 }
 

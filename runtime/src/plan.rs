@@ -44,6 +44,10 @@ pub struct Plan {
     pub compiler_version: String,
     /// sha256 of the source GGUF (hex).
     pub model_sha256: String,
+    /// The source GGUF's `general.name`, for display. Optional, so plans written before it existed
+    /// still load (and binaries that do not know it ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
     pub hparams: HyperParams,
     /// Total size of `weights.bin`, and the SHA-256 (hex) of its windows' SHA-256s in file order:
     /// a hash of every byte, computed window by window in parallel ([`crate::integrity`]).

@@ -76,11 +76,14 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits.
+    /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits. On the
+    /// CPU (`--backend cpu`, or `auto` without a usable GPU): the CPU executor's quantized kernels
+    /// against the reference dequantisation.
     Check {
         /// A GGUF or compiled directory (default: a random-weight model with the 0.5B shapes).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// `cuda` fails without a GPU; `auto` falls back to the CPU checks.
         #[arg(long, value_enum, default_value_t = BackendChoice::Cuda)]
         backend: BackendChoice,
         #[arg(long, default_value_t = 1)]
@@ -158,7 +161,17 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor.
+    /// The compiled models in the cache ($QWEN_AOT_CACHE or ~/.cache/qwen-aot): sizes, the model
+    /// file each came from, which are stale; `cache clean` removes the stale ones.
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheAction>,
+        /// Print one JSON object (the cache directory and its entries) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode and prefill speed on the GPU, launches per step, % of the weight-streaming floor (or
+    /// on the CPU with --backend cpu).
     Bench {
         /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
@@ -179,12 +192,27 @@ enum Cmd {
         /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
+        /// `cpu` measures the CPU executor (decode and prefill tokens/s); `auto` the GPU when
+        /// one is usable, else the CPU.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cuda)]
+        backend: BackendChoice,
         /// Repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheAction {
+    /// Remove the stale compiled models: compiled for an older plan format, from a model file that
+    /// changed or is gone, or abandoned mid-compile. The downloaded default model is kept.
+    Clean {
+        /// Remove every compiled model (they are compiled again on next use).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -218,9 +246,11 @@ fn run(args: Args) -> Result<()> {
                 quiet,
             })
         }
-        Cmd::Bench { model, random, random_shape, random_weights, json, reps, quiet } => {
+        Cmd::Cache { action: None, json } => cli::cache::list(json),
+        Cmd::Cache { action: Some(CacheAction::Clean { all }), .. } => cli::cache::clean(all),
+        Cmd::Bench { model, random, random_shape, random_weights, json, backend, reps, quiet } => {
             let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));
-            cli::bench::run(model.as_deref(), random, json, reps, quiet)
+            cli::bench::run(model.as_deref(), random, json, backend, reps, quiet)
         }
     }
 }

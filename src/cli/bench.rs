@@ -1,4 +1,5 @@
-//! `qwen-aot bench`: end-to-end speed of the CUDA backend on a model: decode tokens/s for 128
+//! `qwen-aot bench`: end-to-end speed of the CUDA backend on a model (`--backend cpu`: the CPU
+//! executor's, `bench_cpu.rs`): decode tokens/s for 128
 //! tokens at depth 0 and at depth 2048, prefill tokens/s for a 512-token prompt, launches per
 //! decode step, and decode as a percentage of the weight-streaming floor (bytes of weights read
 //! per token / measured device copy bandwidth).
@@ -23,6 +24,7 @@ use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use qwen_aot_runtime::plan::{GemvEpilogue, Plan, Step};
 use serde::Serialize;
 
+use qwen_aot::backend::BackendChoice;
 use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
 use qwen_aot::model;
 
@@ -95,7 +97,7 @@ pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
     rows + full.iter().map(|w| plan.weights[w.0 as usize].bytes).sum::<u64>()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -128,11 +130,25 @@ pub fn run(
     model_arg: Option<&Path>,
     random: Option<(RandomShape, RandomWeights)>,
     json: bool,
+    backend: BackendChoice,
     reps: usize,
     quiet: bool,
 ) -> Result<()> {
-    if !KERNELS_AVAILABLE {
-        bail!("this binary was built without nvcc: no CUDA kernels to benchmark");
+    let on_gpu = match backend {
+        BackendChoice::Cpu => false,
+        BackendChoice::Cuda => true,
+        BackendChoice::Auto => {
+            let usable = qwen_aot::gpu::probe();
+            if let Err(e) = &usable {
+                if !quiet {
+                    eprintln!("note: no usable GPU ({e:#}); benchmarking the CPU executor");
+                }
+            }
+            usable.is_ok()
+        }
+    };
+    if on_gpu && !KERNELS_AVAILABLE {
+        bail!("this binary was built without nvcc: no CUDA kernels to benchmark (--backend cpu measures the CPU)");
     }
     let reps = reps.max(1);
     let dir = if let Some((shape, weights)) = random {
@@ -140,8 +156,12 @@ pub fn run(
         random_compiled(&d, shape, weights)?;
         d
     } else {
-        model::compiled_model(model_arg, quiet)?
+        // On the GPU: one that is missing fails now, not after compiling a new model.
+        model::compiled_model_checked(model_arg, quiet, || if on_gpu { qwen_aot::gpu::probe() } else { Ok(()) })?
     };
+    if !on_gpu {
+        return super::bench_cpu::run(&dir, json, reps);
+    }
     let compiled = CompiledModel::open(&dir, Integrity::Sampled)?;
     let depth = 2048;
     let n_decode = 128;

@@ -5,7 +5,8 @@
 //! Last, sampling through the executor: every device-sampled id against `sampler::sample` on the
 //! GPU's own logits row (prefill and graph-replayed decode, after greedy steps too), and the same
 //! seeded generation twice.
-//! Prints a PASS/FAIL table; exits non-zero on any failure.
+//! Prints a PASS/FAIL table; exits non-zero on any failure. `--backend cpu`, and `--backend auto`
+//! without a usable GPU, check the CPU executor instead (`check_cpu.rs`).
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -14,14 +15,14 @@ use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, qwen05b_hp
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
-use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
+use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use qwen_aot_runtime::plan::HyperParams;
 use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use qwen_aot::backend::BackendChoice;
-use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
+use qwen_aot::kernels::IMAGE;
 use qwen_aot::model;
 
 /// One prompt's comparison over all its rows (prefill rows, then decode steps).
@@ -100,16 +101,22 @@ fn random_compiled(dir: &Path, mix: &FormatMix) -> Result<()> {
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_only: bool, quiet: bool) -> Result<()> {
-    if backend == BackendChoice::Cpu {
-        bail!("the CPU executor is the oracle that `check` compares the GPU against; use --backend cuda");
-    }
-    if !KERNELS_AVAILABLE {
-        bail!("this binary was built without nvcc: no CUDA kernels to check");
-    }
+    let dev = match backend {
+        BackendChoice::Cpu => return super::check_cpu::run(seed),
+        BackendChoice::Cuda => qwen_aot::gpu::open_device()?,
+        BackendChoice::Auto => match qwen_aot::gpu::open_device() {
+            Ok(dev) => dev,
+            Err(e) => {
+                if !quiet {
+                    eprintln!("note: no usable GPU ({e:#}); checking the CPU executor instead");
+                }
+                return super::check_cpu::run(seed);
+            }
+        },
+    };
     let mut failed = 0;
 
     // 1. Kernels against their CPU twins.
-    let dev = CudaDevice::new(IMAGE).context("opening the GPU")?;
     println!(
         "device: {} (sm_{}{}, {} SMs)\n",
         dev.name(),

@@ -163,7 +163,7 @@ fn load_model(
     quiet: bool,
     id: String,
 ) -> Result<engine::Loaded> {
-    let backend::Loaded { session, tokenizer, model } = backend::load_model(model_path, choice, ctx, quiet)?;
+    let backend::Loaded { session, tokenizer, model, .. } = backend::load_model(model_path, choice, ctx, quiet)?;
     let tokenizer = Arc::new(tokenizer);
     let template = match tokenizer.chat_template().map(ChatTemplate::new) {
         Some(Ok(t)) => Some(t),

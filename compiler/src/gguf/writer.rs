@@ -40,6 +40,16 @@ impl GgufBuilder {
         self
     }
 
+    /// Replaces the value of `key` (appends the pair when there is none): a reader refuses a file
+    /// with a key twice, so changing one field of a prepared file goes through here.
+    pub fn set(mut self, key: &str, value: GgufValue) -> Self {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+        self
+    }
+
     /// Appends a tensor: `dims` in GGUF order (row length first), `data` its raw bytes.
     pub fn tensor(mut self, name: &str, dtype: GgmlType, dims: &[u64], data: Vec<u8>) -> Self {
         self.tensors.push((name.to_string(), dtype, dims.to_vec(), data));

@@ -209,10 +209,14 @@ fn an_unsupported_tensor_type_is_named_before_packing() {
 }
 
 #[test]
-fn shape_errors_are_unchanged() {
+fn a_wrong_row_length_is_named_with_the_expected_shape() {
     let mut src = random_model_mix(&hp(), false, 1, &default_model_mix());
     let bytes = crate::synthetic::random_blocks(GgmlType::Q5_0, 128, 512, 0.05, 1);
     src.insert_blocks("blk.0.attn_k.weight", vec![512, 128], GgmlType::Q5_0, bytes);
     let e = build(&hp(), &src, "t", &CompileOptions::default()).err().expect("wrong k");
-    assert_eq!(e.to_string(), "tensor `blk.0.attn_k.weight` has shape [512, 128], expected [256, 0]");
+    // attn_k is [hidden 256, n_kv_heads 2 * head_dim 64].
+    assert_eq!(
+        e.to_string(),
+        "tensor `blk.0.attn_k.weight` has shape [512, 128], expected [256, 128] from the model's metadata"
+    );
 }

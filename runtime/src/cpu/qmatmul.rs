@@ -109,7 +109,7 @@ pub fn embed_q(tokens: &[i32], table: &QMatrix, hidden: usize, out: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::qdot::tests::{random_part, Rng};
+    use crate::cpu::qdot::check::{random_part, Rng};
     use crate::quant::reference;
 
     /// A matrix of parts `(format, rows)` with random canonical bytes, back to back.

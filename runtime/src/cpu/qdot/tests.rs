@@ -2,127 +2,14 @@
 //! and on hand-made groups with values worked out by hand.
 use half::f16;
 
+use super::check::{dot_error, ks, random_part, Rng};
 use super::*;
 use crate::quant::{part_layout, ALL_FORMATS};
 
-/// splitmix64: deterministic random bits without a dependency.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    /// A finite f16 scale: mostly random finite bits, sometimes +-65504, a subnormal or zero.
-    pub fn f16_scale(&mut self) -> u16 {
-        let sign = (self.next() as u16 & 1) << 15;
-        match self.next() % 16 {
-            0 => sign | 0x7bff,                           // +-65504, the largest finite
-            1 => sign | (1 + self.next() % 0x3ff) as u16, // subnormal
-            2 => sign,                                    // +-0
-            _ => loop {
-                let b = self.next() as u16;
-                if (b >> 10) & 0x1f != 0x1f {
-                    break b;
-                }
-            },
-        }
-    }
-}
-
-/// Random canonical bytes of `rows x k` in `f`: random bits everywhere, then every f16 field
-/// (legacy d/m in `sc`, k-quant d/dmin in `sup`, F16 elements) replaced by a finite value, and
-/// float elements kept finite.
-pub(crate) fn random_part(f: WeightFormat, rows: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
-    let l = part_layout(f, rows, k).unwrap();
-    let mut b: Vec<u8> = (0..l.bytes).map(|_| rng.next() as u8).collect();
-    let put16 = |b: &mut [u8], at: usize, rng: &mut Rng| b[at..at + 2].copy_from_slice(&rng.f16_scale().to_le_bytes());
-    match f {
-        WeightFormat::F32 => {
-            for i in 0..rows * k {
-                b[4 * i..4 * i + 4].copy_from_slice(&(rng.unit() * 100.0).to_le_bytes());
-            }
-        }
-        WeightFormat::F16 => (0..rows * k).for_each(|i| put16(&mut b, 2 * i, rng)),
-        WeightFormat::BF16 => {
-            for i in 0..rows * k {
-                let v = half::bf16::from_f32(rng.unit() * 1e3);
-                b[2 * i..2 * i + 2].copy_from_slice(&v.to_bits().to_le_bytes());
-            }
-        }
-        WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
-            (0..rows * k / GROUP).for_each(|g| put16(&mut b, l.sc as usize + 2 * g, rng));
-        }
-        WeightFormat::Q4_1 | WeightFormat::Q5_1 => {
-            (0..2 * rows * k / GROUP).for_each(|h| put16(&mut b, l.sc as usize + 2 * h, rng));
-        }
-        _ => {
-            let n16 = f.planes().sup / 2;
-            (0..n16 * rows * k / SUPER).for_each(|h| put16(&mut b, l.sup as usize + 2 * h, rng));
-        }
-    }
-    b
-}
-
-fn soft_f16(b: u16) -> f32 {
-    f16::from_bits(b).to_f32()
-}
-
-/// Row lengths to test per format: the k-quants need multiples of 256.
-fn ks(f: WeightFormat) -> &'static [usize] {
-    match f.row_multiple() {
-        1 => &[32, 896, 37],
-        32 => &[32, 896],
-        _ => &[256, 512, 4864],
-    }
-}
-
-/// The reference row as f32 and `|b|` per element (0 for formats without a minimum).
-fn reference_row(v: &PartView, r: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut w = vec![0.0; v.k];
-    reference::dequant_row(v, r, &mut w);
-    let mut b = vec![0.0f32; v.k];
-    if !v.format.is_float() {
-        for g in 0..v.k / GROUP {
-            let (_, bb) = affine_at(v, r, g, soft_f16);
-            for (e, o) in b[g * GROUP..(g + 1) * GROUP].iter_mut().enumerate() {
-                *o = bb[e / 16].abs();
-            }
-        }
-    }
-    (w, b)
-}
-
-/// Checks `got` against the f64 dot of the reference row.
-///
-/// Tolerance: the fast path computes `sum_h a_h * (sum_e c_e x_e) + b_h * (sum_e x_e)` in f32 and
-/// the reference rounds each `w_e = a c_e + b` once; every f32 operation has relative error <=
-/// eps (2^-24), and the longest chain of dependent roundings any element's term goes through is
-/// at most `k / 8 + 8` (the portable path's 8 accumulators of k/8 terms each, then their sum;
-/// the AVX2 path's chains are shorter: k/64 groups per accumulator plus 4 products, 3 horizontal
-/// adds, and the k/16-long scalar chain of minimum terms). So the standard bound gives
-/// `|err| <= (k/8 + 8) * eps * sum_e |x_e| (|a c_e| + |b|)`, and `|a c_e| <= |w_e| + |b|` (to
-/// first order). No cancellation-free shortcut: random scales of 65504 with minimums make
-/// `w_e` small while `a c_e` and `b` are huge, which is exactly what this bound allows for.
+/// Asserts `got` is within [`dot_error`]'s bound of the exact dot.
 fn check_dot(got: f32, v: &PartView, r: usize, x: &[f32], what: &str) {
-    let (w, b) = reference_row(v, r);
-    let exact: f64 = w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum();
-    let mag: f64 = (0..v.k).map(|e| x[e].abs() as f64 * (w[e].abs() as f64 + 2.0 * b[e] as f64)).sum();
-    let tol = (v.k / 8 + 8) as f64 * f32::EPSILON as f64 / 2.0 * mag + f32::MIN_POSITIVE as f64;
-    let err = (got as f64 - exact).abs();
-    assert!(
-        err <= tol,
-        "{what}: {} k={} row {r}: got {got}, exact {exact}, err {err} > tol {tol}",
-        v.format.name(),
-        v.k
-    );
+    let (err, tol) = dot_error(got, v, r, x);
+    assert!(err <= tol, "{what}: {} k={} row {r}: got {got}, err {err} > tol {tol}", v.format.name(), v.k);
 }
 
 #[test]

@@ -1,0 +1,68 @@
+//! `qwen-aot check` and `qwen-aot bench` without a GPU: `check --backend cpu` (and `auto` when
+//! there is no GPU, as its help says) checks the CPU executor's kernels; `bench --backend cpu`
+//! measures the CPU executor on a tiny model file.
+mod common;
+
+use std::process::Command;
+
+fn qwen_aot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
+}
+
+fn no_gpu() -> bool {
+    !std::path::Path::new("/dev/nvidia0").exists()
+}
+
+#[test]
+fn check_on_the_cpu_passes_every_format_and_auto_falls_back_to_it() {
+    let mut backends = vec!["cpu"];
+    if no_gpu() {
+        backends.push("auto");
+    }
+    for backend in backends {
+        let out = qwen_aot().args(["check", "--backend", backend]).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{backend}: {stdout}{stderr}");
+        for format in
+            ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+        {
+            let row = stdout.lines().find(|l| l.split_whitespace().next() == Some(format));
+            assert!(row.is_some_and(|r| r.ends_with("PASS")), "{backend}: no PASS row for {format}: {stdout}");
+        }
+        assert!(stdout.trim_end().ends_with("all checks PASS"), "{stdout}");
+        if backend == "auto" {
+            assert!(stderr.contains("note: no usable GPU") && stderr.contains("checking the CPU executor"), "{stderr}");
+        }
+    }
+    if no_gpu() {
+        let out = qwen_aot().args(["check", "--backend", "cuda"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "--backend cuda without a GPU is an error");
+    }
+}
+
+#[test]
+fn bench_on_the_cpu_reports_decode_and_prefill_speed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    common::write_tiny_model(&model, 5, "tiny");
+    let out = qwen_aot()
+        .env("QWEN_AOT_CACHE", tmp.path().join("cache"))
+        .args(["bench", "--backend", "cpu", "--model", model.to_str().unwrap(), "--reps", "1", "--json", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["backend"], "cpu");
+    // The tiny model's context is 256: 32 decoded tokens, one 128-token prefill chunk.
+    assert_eq!((v["decode_tokens"].as_u64(), v["prefill_tokens"].as_u64()), (Some(32), Some(128)), "{v}");
+    for key in ["decode_tok_s", "prefill_tok_s", "decode_weight_gb_s"] {
+        let x = v[key].as_f64().unwrap_or(f64::NAN);
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}: {v}");
+    }
+    // Every weight but the embedding table is read once per token, so the bytes per token are
+    // between the weights without the table and the whole weights.bin.
+    let entry = std::fs::read_dir(tmp.path().join("cache/compiled")).unwrap().next().unwrap().unwrap().path();
+    let total = std::fs::metadata(entry.join("weights.bin")).unwrap().len();
+    let per_token = v["weight_bytes_per_token"].as_u64().unwrap();
+    assert!(per_token > total / 3 && per_token < total, "{per_token} of {total}: {v}");
+}

@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qwen_aot::kernels::IMAGE;
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
 use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, KernelBench};
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
@@ -85,14 +85,14 @@ fn decode_step(c: &mut Criterion) {
         eprintln!("decode bench skipped: could not compile the random model");
         return;
     };
-    let model = CompiledModel::open(&dir, false).expect("open the random model");
+    let model = CompiledModel::open(&dir, Integrity::Sampled).expect("open the random model");
     // Tied embedding: the LM head streams the whole table, so every weight is read once per token.
     let weight_bytes: u64 = model.plan.weights.iter().map(|w| w.bytes).sum();
     let mut summary = Vec::new();
     for graph in [true, false] {
         // SAFETY (set_var): single-threaded at this point; read once by CudaExecutor::new.
         std::env::set_var("QWEN_AOT_NO_GRAPH", if graph { "0" } else { "1" });
-        let mut ex = CudaExecutor::new(&model.plan, model.weight_bytes(), IMAGE, 4096).expect("CUDA executor");
+        let mut ex = CudaExecutor::new(&model, IMAGE, 4096).expect("CUDA executor");
         let prompt: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 151936).collect();
         let mut next = ex.prefill(&prompt, 0, LogitsWanted::None).expect("prefill").next_token;
         let mut pos = prompt.len();

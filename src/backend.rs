@@ -3,9 +3,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::Executor;
+use qwen_aot_runtime::phases;
 use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
@@ -38,7 +39,9 @@ pub struct Loaded {
 pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
     // `--backend cuda` without a GPU fails now, not after compiling a new model.
     let gpu_first = || if backend == BackendChoice::Cuda { crate::gpu::probe() } else { Ok(()) };
-    let dir = crate::model::compiled_model_checked(model, quiet, gpu_first)?;
+    let dir = phases::time("resolve the model (cache lookup; compile on first use)", || {
+        crate::model::compiled_model_checked(model, quiet, gpu_first)
+    })?;
     let loaded = match load(&dir, backend, ctx, quiet) {
         Err(e) if crate::model::is_cache_entry(&dir) && is_damaged(&e) => {
             if !quiet {
@@ -70,7 +73,12 @@ fn is_damaged(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<RuntimeError>(),
-            Some(RuntimeError::BadPlan(_) | RuntimeError::PlanVersion { .. } | RuntimeError::Io { .. })
+            Some(
+                RuntimeError::BadPlan(_)
+                    | RuntimeError::CorruptWeights { .. }
+                    | RuntimeError::PlanVersion { .. }
+                    | RuntimeError::Io { .. }
+            )
         ) || c.downcast_ref::<qwen_aot_runtime::tokenizer::TokenizerError>().is_some()
     })
 }
@@ -78,13 +86,12 @@ fn is_damaged(e: &anyhow::Error) -> bool {
 /// Loads `dir` and builds an executor on the chosen backend. `ctx` caps the KV cache (the model's
 /// context length caps it too).
 pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool) -> Result<Loaded> {
-    // Checking weights.bin's sha256 reads all of it: half a second for the default model with the
-    // file in the page cache, seconds without.
-    let spin = crate::progress::spinner("loading the model: checking its weights", quiet);
-    let model = CompiledModel::open(dir, true).with_context(|| format!("loading compiled model {}", dir.display()));
-    spin.finish_and_clear();
-    let model = model?;
-    let tokenizer = Tokenizer::load(&model.tokenizer_path())
+    // What takes time here is building the executor (on the GPU: context, kernels, the weights'
+    // upload); the weights' check is a sample of 16 windows, about a millisecond.
+    let spin = crate::progress::spinner("loading the model", quiet);
+    let model = phases::time("open the compiled model", || CompiledModel::open(dir, Integrity::Sampled))
+        .with_context(|| format!("loading compiled model {}", dir.display()))?;
+    let tokenizer = phases::time("tokenizer", || Tokenizer::load(&model.tokenizer_path()))
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let max_ctx = model.plan.hparams.context_length;
     let max_seq = match ctx {
@@ -93,12 +100,14 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
         Some(c) => c,
         None => DEFAULT_CTX.min(max_ctx),
     };
+    let _span = phases::span("executor: devices, weights, buffers");
     let exec: Box<dyn Executor> = match backend {
         BackendChoice::Cpu => Box::new(CpuExecutor::new(&model, max_seq)?),
         BackendChoice::Cuda => crate::gpu::cuda_executor(&model, max_seq, quiet)?,
         BackendChoice::Auto => match crate::gpu::cuda_executor(&model, max_seq, quiet) {
             Ok(e) => e,
             Err(e) => {
+                drop(spin); // cleared before the note
                 if !quiet {
                     eprintln!("note: no usable GPU ({e:#}); running on the CPU");
                 }

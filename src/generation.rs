@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use qwen_aot_runtime::executor::LogitsWanted;
+use qwen_aot_runtime::phases;
 use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
@@ -98,6 +99,9 @@ impl StopFilter<'_> {
     }
 }
 
+/// The start-up phase that ends with the first token (`generate --verbose`).
+pub const FIRST_TOKEN_PHASE: &str = "prefill to the first token";
+
 pub fn generate(
     session: &mut Session,
     tok: &Tokenizer,
@@ -124,7 +128,7 @@ pub fn generate(
     }
     let stop_ids = tok.eos_ids();
     let start = Instant::now();
-    let mut next = session.prefill(prompt_ids, LogitsWanted::None)?.next_token;
+    let mut next = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, LogitsWanted::None))?.next_token;
     let ttft = start.elapsed();
     let decode_start = Instant::now();
     let mut ids = Vec::new();
@@ -159,6 +163,8 @@ pub fn generate(
         if session.remaining() == 0 {
             break StopReason::Context;
         }
+        // The first step captures the decode graph on the GPU: a start-up phase of its own.
+        let _first = (ids.len() == 1).then(|| phases::span("first decode step"));
         next = session.decode(next, false)?.next_token;
     };
     if stop_reason != StopReason::Stop {

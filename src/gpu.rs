@@ -29,5 +29,5 @@ pub fn probe() -> Result<()> {
 
 pub fn cuda_executor(model: &CompiledModel, max_seq: usize, _quiet: bool) -> Result<Box<dyn Executor>> {
     require_kernels()?;
-    Ok(Box::new(CudaExecutor::new(&model.plan, model.weight_bytes(), IMAGE, max_seq)?))
+    Ok(Box::new(CudaExecutor::new(model, IMAGE, max_seq)?))
 }

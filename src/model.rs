@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::{self, CompileOptions, Compiled, COMPILER_VERSION};
+use qwen_aot_compiler::error::CompileError;
 use qwen_aot_compiler::gguf::GgufFile;
 use qwen_aot_compiler::hparams::ModelConfig;
 use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
+use qwen_aot_runtime::phases;
 use qwen_aot_runtime::plan::{PLAN_FILE, PLAN_FORMAT_VERSION};
 
 pub const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -116,21 +118,35 @@ pub fn parse_index_line(line: &str) -> Option<(&str, &str, &str)> {
 /// sha256 of a model file, remembered in the cache by (path, size, mtime) so a second run does
 /// not hash 500 MB again.
 pub fn model_sha256(path: &Path) -> Result<String> {
-    let key = index_key(path).with_context(|| format!("reading {}", path.display()))?;
-    let index = cache_dir().join(SHA_INDEX);
-    if let Ok(text) = std::fs::read_to_string(&index) {
-        if let Some((_, _, sha)) = text.lines().filter_map(parse_index_line).find(|(k, _, _)| *k == key) {
-            return Ok(sha.to_string());
-        }
+    if let Some(sha) = remembered_sha256(path)? {
+        return Ok(sha);
     }
     let sha = compile::sha256_file(path)?;
-    // Best effort: a read-only cache only costs the next run a re-hash.
+    remember_sha256(path, &sha)?;
+    Ok(sha)
+}
+
+fn sha256_index() -> PathBuf {
+    cache_dir().join(SHA_INDEX)
+}
+
+/// The sha256 of `path` if this file (path, size, mtime) was hashed before.
+fn remembered_sha256(path: &Path) -> Result<Option<String>> {
+    let key = index_key(path).with_context(|| format!("reading {}", path.display()))?;
+    let Ok(text) = std::fs::read_to_string(sha256_index()) else { return Ok(None) };
+    Ok(text.lines().filter_map(parse_index_line).find(|(k, _, _)| *k == key).map(|(_, _, sha)| sha.to_string()))
+}
+
+/// Adds `sha` for `path` to the index. Best effort: a read-only cache only costs the next run a
+/// re-hash.
+fn remember_sha256(path: &Path, sha: &str) -> Result<()> {
+    let key = index_key(path).with_context(|| format!("reading {}", path.display()))?;
     let _ = std::fs::create_dir_all(cache_dir());
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&index) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(sha256_index()) {
         use std::io::Write;
         let _ = writeln!(f, "{key}\t{sha}");
     }
-    Ok(sha)
+    Ok(())
 }
 
 /// Whether `dir` is an entry of the compile cache (ours to delete and rebuild), not a directory
@@ -149,22 +165,61 @@ pub fn compiled_cache_dir(sha: &str) -> PathBuf {
     compiled_root().join(format!("{}-v{COMPILER_VERSION}-p{PLAN_FORMAT_VERSION}", &sha[..16]))
 }
 
-/// Compiles `gguf` into `out`, with a progress bar on the weight packing.
-pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool) -> Result<Compiled> {
-    let sha = model_sha256(gguf)?;
-    let file = open_gguf(gguf)?;
-    let cfg =
-        ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
-    let tok =
-        tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
-    let tok_json = tok.to_json().context("serialising the tokenizer")?;
-    let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
-    compiled.plan.model_name = general_name(&file);
-    let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);
-    compile::write_dir(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done))
-        .with_context(|| format!("writing the compiled model to {}", out.display()))?;
-    bar.finish_and_clear();
-    Ok(compiled)
+/// Compiles `gguf` into `out`, one progress bar per stage (on a terminal, unless `quiet`). `sha`
+/// is the GGUF's sha256, or None on its first use: then one thread hashes the file while the
+/// others pack it (the pages it reads serve both), and the sha256 lands in the plan and the index.
+pub fn compile_gguf(
+    gguf: &Path,
+    out: &Path,
+    opts: &CompileOptions,
+    sha: Option<&str>,
+    quiet: bool,
+) -> Result<Compiled> {
+    let stages = crate::progress::Stages::new(quiet);
+    std::thread::scope(|s| {
+        let hashing = sha.is_none().then(|| {
+            let len = std::fs::metadata(gguf).map_or(0, |m| m.len());
+            let bar = stages.bytes(len, "sha256 of model");
+            s.spawn(move || {
+                let sha = phases::time("sha256 of the GGUF (alongside)", || {
+                    compile::sha256_file_with(gguf, |n| bar.set_position(n))
+                });
+                bar.finish_and_clear();
+                sha
+            })
+        });
+        let stage = stages.step("reading the model and its tokenizer");
+        let span = phases::span("read the GGUF: metadata, tokenizer");
+        let file = open_gguf(gguf)?;
+        let cfg =
+            ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
+        let tok =
+            tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
+        let tok_json = tok.to_json().context("serialising the tokenizer")?;
+        drop((span, stage));
+        let stage = stages.step("fusing the graph, planning memory");
+        let mut compiled =
+            phases::time("graph, passes, programs", || compile::build(&cfg.hparams, &file, sha.unwrap_or(""), opts))?;
+        compiled.plan.model_name = general_name(&file);
+        drop(stage);
+        let bar = stages.bytes(compiled.weights.total_bytes, "packing weights");
+        let span = phases::span("pack, hash and write the weights");
+        let finish = |plan: &mut qwen_aot_runtime::plan::Plan| {
+            if let Some(h) = hashing {
+                let sha = h.join().map_err(|_| CompileError::Graph("the hashing thread panicked".into()))??;
+                plan.model_sha256 = sha;
+            }
+            Ok(())
+        };
+        compile::write_dir_with(&mut compiled, &file, Some(&tok_json), out, |done| bar.set_position(done), finish)
+            .with_context(|| format!("writing the compiled model to {}", out.display()))?;
+        drop(span);
+        bar.finish_and_clear();
+        if sha.is_none() {
+            remember_sha256(gguf, &compiled.plan.model_sha256)?;
+        }
+        Ok(compiled)
+    })
 }
 
 /// Resolves `--model` (a GGUF, a compiled directory, or nothing for the default model) to a
@@ -192,26 +247,33 @@ pub fn compiled_model_checked(
         }
     }
     let gguf = gguf_path(model)?;
-    // Instant when the sha256 index knows the file; a new model's 500 MB take a second or more.
-    let name = gguf.file_name().map_or_else(|| gguf.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let spin = crate::progress::spinner(&format!("identifying {name} (sha256)"), quiet);
-    let sha = model_sha256(&gguf);
-    spin.finish_and_clear();
-    let dir = compiled_cache_dir(&sha?);
-    if dir.join(PLAN_FILE).is_file() {
-        report_pruned(prune_outdated_entries(&dir), quiet);
-        return Ok(dir);
+    let known = remembered_sha256(&gguf)?;
+    if let Some(sha) = &known {
+        let dir = compiled_cache_dir(sha);
+        if dir.join(PLAN_FILE).is_file() {
+            report_pruned(prune_outdated_entries(&dir), quiet);
+            return Ok(dir);
+        }
     }
+    // A file never seen (path, size, mtime) is compiled while it is hashed, not hashed first: a
+    // first use reads it once. (A file that was only touched or moved is compiled again: the
+    // rename below then finds its entry and keeps that.)
     before_compile()?;
+    let cache = compiled_root();
     if !quiet {
-        eprintln!("compiling {} (once; cached in {})", gguf.display(), dir.display());
+        eprintln!("compiling {} (once; cached in {})", gguf.display(), cache.display());
     }
+    let start = std::time::Instant::now();
     // Several processes may compile the same model at once (parallel tests, two terminals): each
     // writes its own staging directory and renames it into place; a rename onto a directory that
     // another process already completed fails, and that one is used. The cache entry never
     // disappears once it exists, so a process reading it is never pulled from under.
-    let staging = staging_dir(&dir);
-    compile_gguf(&gguf, &staging, &CompileOptions::default(), quiet)?;
+    let staging = staging_dir(&known.as_deref().map_or_else(|| cache.join(UNHASHED), compiled_cache_dir));
+    let compiled = compile_gguf(&gguf, &staging, &CompileOptions::default(), known.as_deref(), quiet)?;
+    let dir = compiled_cache_dir(&compiled.plan.model_sha256);
+    if !quiet {
+        eprintln!("compiled in {:.2} s", start.elapsed().as_secs_f64());
+    }
     if let Err(e) = std::fs::rename(&staging, &dir) {
         let _ = std::fs::remove_dir_all(&staging);
         if !dir.join(PLAN_FILE).is_file() {
@@ -248,6 +310,9 @@ fn staging_dir(entry: &Path) -> PathBuf {
 }
 
 const STAGING: &str = "staging-";
+
+/// The entry name of a staging directory whose model is still being hashed.
+const UNHASHED: &str = "unhashed";
 
 /// The process id in a staging directory's name, `{entry}.staging-{pid}` or `{entry}.staging-{pid}.tmp`,
 /// with the entry's name.
@@ -291,7 +356,9 @@ pub fn prune_outdated_entries(current: &Path) -> Vec<(PathBuf, u64)> {
         let path = entry.path();
         let Some(other) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let outdated = match staging_owner(other) {
-            Some((entry, pid)) => cache_entry_key(entry).is_some_and(|(s, _)| s == sha) && process_gone(pid),
+            Some((entry, pid)) => {
+                (entry == UNHASHED || cache_entry_key(entry).is_some_and(|(s, _)| s == sha)) && process_gone(pid)
+            }
             None => matches!(cache_entry_key(other), Some((s, format)) if s == sha && format < PLAN_FORMAT_VERSION),
         };
         if !outdated || !path.is_dir() {

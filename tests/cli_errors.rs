@@ -371,8 +371,8 @@ fn a_model_path_that_is_not_a_regular_file() {
 }
 
 /// `QWEN_AOT_CACHE=` (set but empty) is the default cache under $HOME, as in the fetch script,
-/// not the current directory. The cache's sha256 index is written before the compile refuses this
-/// non-Qwen2 file, so where it lands shows which directory was used.
+/// not the current directory. The compile of this non-Qwen2 file is refused before anything is
+/// written, so the note naming the cache it compiles into shows which directory was used.
 #[test]
 fn an_empty_cache_variable_means_the_default_cache() {
     let dir = tmp();
@@ -393,7 +393,8 @@ fn an_empty_cache_variable_means_the_default_cache() {
         .args(["--model", path.to_str().unwrap(), "--prompt", "hi"])
         .output()
         .unwrap();
-    fails_with(out, "unsupported architecture");
-    assert!(home.join(".cache/qwen-aot/sha256-index.tsv").is_file(), "the cache under $HOME was used");
+    let err = fails_with(out, "unsupported architecture");
+    let cache = home.join(".cache/qwen-aot/compiled");
+    assert!(err.contains(&format!("cached in {})", cache.display())), "the cache under $HOME was used: {err}");
     assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing written to the current directory");
 }

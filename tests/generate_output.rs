@@ -96,3 +96,37 @@ fn a_closed_pipe_ends_generation_quietly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn verbose_prints_the_start_up_phases_in_order() {
+    let model = model();
+    let out = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args(["--model", model.to_str().unwrap(), "--backend", "cpu", "-p", "def fib(n):", "-n", "2", "--verbose"])
+        .output()
+        .expect("run generate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Every phase of a CPU start, in the order they run, each after the table's header.
+    let phases = [
+        "start-up phases",
+        "resolve the model",
+        "open the compiled model",
+        "plan.json: read, parse, check seal, validate",
+        "weights.bin: hash 16 sampled windows",
+        "tokenizer",
+        "executor: devices, weights, buffers",
+        "tokenize the prompt",
+        "prefill to the first token",
+        "first decode step",
+        "first token",
+    ];
+    let mut at = 0;
+    for p in phases {
+        let found = err[at..].find(p).unwrap_or_else(|| panic!("`{p}` missing or out of order in:\n{err}"));
+        at += found + p.len();
+    }
+    // Each row: when the phase began and how long it took, in ms.
+    let row = err.lines().find(|l| l.ends_with("prefill to the first token")).unwrap();
+    let nums: Vec<f64> = row.split_whitespace().take(2).map(|n| n.parse().unwrap()).collect();
+    assert!(nums[0] > 0.0 && nums[1] > 0.0, "{row}");
+}

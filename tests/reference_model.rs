@@ -51,7 +51,8 @@ fn cpu_executor_matches_the_reference_implementation() {
         weights: qwen_aot_compiler::pack::WeightMode::F16,
         ..Default::default()
     };
-    qwen_aot::model::compile_gguf(&common::model(), &f16_dir, &opts, true).expect("compile the f16 plan");
+    let sha = qwen_aot::model::model_sha256(&common::model()).expect("the model's sha256");
+    qwen_aot::model::compile_gguf(&common::model(), &f16_dir, &opts, Some(&sha), true).expect("compile the f16 plan");
     let (native_err, native_report) = check_against_reference(&native);
     let (f16_err, f16_report) = check_against_reference(&f16_dir);
     let _ = std::fs::remove_dir_all(&f16_dir);

@@ -1,8 +1,9 @@
 //! The compiler driver: description → unfused graph → passes → schedule → weight table →
 //! prefill and decode programs → compiled directory (plan.json, weights.bin, tokenizer.json).
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::Path;
 
+use qwen_aot_runtime::integrity::seal_plan;
 use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
 use sha2::{Digest, Sha256};
 
@@ -81,9 +82,11 @@ pub fn build(
         hparams: hp.clone(),
         weights_bytes: weights.total_bytes,
         weights_sha256: String::new(),
+        weights_windows: String::new(),
         weights: weights.infos.clone(),
         prefill,
         decode,
+        plan_sha256: String::new(),
     };
     Ok(Compiled { plan, weights, unfused, fused, pass_report, decode_graph, decode_pass_report })
 }
@@ -96,7 +99,21 @@ pub fn write_dir(
     src: &dyn TensorSource,
     tokenizer_json: Option<&str>,
     dir: &Path,
-    progress: impl FnMut(u64),
+    progress: impl Fn(u64) + Sync,
+) -> Result<(), CompileError> {
+    write_dir_with(c, src, tokenizer_json, dir, progress, |_| Ok(()))
+}
+
+/// [`write_dir`], with `finish_plan` called on the plan after the weights are written, just
+/// before it is sealed and saved: for what is only known by then (the model's SHA-256, when the
+/// caller hashes the GGUF while the weights are packed).
+pub fn write_dir_with(
+    c: &mut Compiled,
+    src: &dyn TensorSource,
+    tokenizer_json: Option<&str>,
+    dir: &Path,
+    progress: impl Fn(u64) + Sync,
+    finish_plan: impl FnOnce(&mut Plan) -> Result<(), CompileError>,
 ) -> Result<(), CompileError> {
     let dir = &output_path(dir)?;
     check_output_dir(dir)?;
@@ -105,7 +122,7 @@ pub fn write_dir(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| CompileError::io(&tmp, e))?;
     }
-    let written = write_into(c, src, tokenizer_json, &tmp, progress).and_then(|()| {
+    let written = write_into(c, src, tokenizer_json, &tmp, progress, finish_plan).and_then(|()| {
         // Again: packing the weights took a while, and the directory may have changed meanwhile.
         check_output_dir(dir)?;
         if dir.exists() {
@@ -154,15 +171,16 @@ fn write_into(
     src: &dyn TensorSource,
     tokenizer_json: Option<&str>,
     tmp: &Path,
-    progress: impl FnMut(u64),
+    progress: impl Fn(u64) + Sync,
+    finish_plan: impl FnOnce(&mut Plan) -> Result<(), CompileError>,
 ) -> Result<(), CompileError> {
     std::fs::create_dir_all(tmp).map_err(|e| CompileError::io(tmp, e))?;
     let wpath = tmp.join(WEIGHTS_FILE);
     let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
-    let mut w = BufWriter::with_capacity(1 << 22, file);
-    c.plan.weights_sha256 = write_weights(&c.weights, src, &mut w, progress)?;
-    std::io::Write::flush(&mut w).map_err(|e| CompileError::io(&wpath, e))?;
-    let json = serde_json::to_string_pretty(&c.plan).map_err(|e| CompileError::Graph(e.to_string()))?;
+    let digest = write_weights(&c.weights, src, &file, progress)?;
+    (c.plan.weights_sha256, c.plan.weights_windows) = (digest.sha256, digest.windows);
+    finish_plan(&mut c.plan)?;
+    let json = seal_plan(&mut c.plan).map_err(|e| CompileError::Graph(e.to_string()))?;
     std::fs::write(tmp.join(PLAN_FILE), json).map_err(|e| CompileError::io(tmp.join(PLAN_FILE), e))?;
     if let Some(t) = tokenizer_json {
         std::fs::write(tmp.join(TOKENIZER_FILE), t).map_err(|e| CompileError::io(tmp.join(TOKENIZER_FILE), e))?;
@@ -195,15 +213,23 @@ pub fn sibling(dir: &Path, suffix: &str) -> std::path::PathBuf {
 
 /// sha256 of a file (hex), streamed.
 pub fn sha256_file(path: &Path) -> Result<String, CompileError> {
+    sha256_file_with(path, |_| {})
+}
+
+/// [`sha256_file`], telling `progress` the bytes hashed so far.
+pub fn sha256_file_with(path: &Path, mut progress: impl FnMut(u64)) -> Result<String, CompileError> {
     let mut f = std::fs::File::open(path).map_err(|e| CompileError::io(path, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(|e| CompileError::io(path, e))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        done += n as u64;
+        progress(done);
     }
     Ok(hex(&h.finalize()))
 }

@@ -5,12 +5,13 @@
 //! `--weights f16`: one F16 part); a vector (norm, bias) is one F32 part. Parts lie back to back
 //! from the weight's [`ALIGNMENT`]-aligned offset (every part's size is a multiple of it).
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use half::f16;
+use qwen_aot_runtime::integrity;
 use qwen_aot_runtime::plan::{WeightFormat, WeightId, WeightInfo, WeightPart, ALIGNMENT};
 use qwen_aot_runtime::quant::part_layout;
-use sha2::{Digest, Sha256};
+use rayon::prelude::*;
 
 use crate::error::CompileError;
 use crate::gguf::{GgmlType, GgufError};
@@ -259,39 +260,71 @@ fn part_bytes(
     Ok(out)
 }
 
-/// Writes every weight of the table to `out` in order, one part at a time (a part is the most
-/// held in memory); returns the sha256 of the bytes written. `progress` gets the bytes written.
+/// What [`write_weights`] computed over the bytes it wrote ([`qwen_aot_runtime::integrity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightsDigest {
+    /// The two-level SHA-256 of every byte (the plan's `weights_sha256`).
+    pub sha256: String,
+    /// Each window's short hash (the plan's `weights_windows`).
+    pub windows: String,
+}
+
+/// Writes every part of the table into `out` at its offset, parts in parallel (each part is
+/// filled, hashed window by window and written by one task; `out` is sized first, and the parts
+/// tile it, so no byte is left unwritten), in one pass over the source. At most one part per
+/// thread is held in memory. `progress` gets the bytes written so far.
 pub fn write_weights(
     t: &WeightTable,
     src: &dyn TensorSource,
-    out: &mut dyn Write,
-    mut progress: impl FnMut(u64),
-) -> Result<String, CompileError> {
-    let mut hasher = Sha256::new();
-    let mut written = 0u64;
+    out: &std::fs::File,
+    progress: impl Fn(u64) + Sync,
+) -> Result<WeightsDigest, CompileError> {
     let io = |e| CompileError::io("weights.bin", e);
-    let mut emit = |bytes: &[u8], hasher: &mut Sha256| -> Result<(), CompileError> {
-        out.write_all(bytes).map_err(io)?;
-        hasher.update(bytes);
-        Ok(())
-    };
-    for (info, sources) in t.infos.iter().zip(&t.sources) {
-        let k = *info.shape.last().unwrap_or(&0);
-        for (part, source) in info.parts.iter().zip(sources) {
-            emit(&vec![0u8; (part.offset - written) as usize], &mut hasher)?;
+    out.set_len(t.total_bytes).map_err(io)?;
+    let done = AtomicU64::new(0);
+    let tasks: Vec<(&WeightPart, &PartSource, usize)> = t
+        .infos
+        .iter()
+        .zip(&t.sources)
+        .flat_map(|(info, sources)| {
+            let k = *info.shape.last().unwrap_or(&0);
+            info.parts.iter().zip(sources).map(move |(part, source)| (part, source, k))
+        })
+        .collect();
+    let per_part: Vec<Vec<[u8; 32]>> = tasks
+        .into_par_iter()
+        .map(|(part, source, k)| {
             let bytes = part_bytes(part, source, k, src)?;
-            emit(&bytes, &mut hasher)?;
-            written = part.offset + part.bytes;
-            progress(written);
-        }
-    }
-    emit(&vec![0u8; (t.total_bytes - written) as usize], &mut hasher)?;
-    Ok(hex(&hasher.finalize()))
+            write_at(out, &bytes, part.offset).map_err(io)?;
+            progress(done.fetch_add(part.bytes, Ordering::Relaxed) + part.bytes);
+            Ok(integrity::part_digests(&bytes))
+        })
+        .collect::<Result<_, CompileError>>()?;
+    let (sha256, windows) = integrity::summarize(&per_part.concat());
+    Ok(WeightsDigest { sha256, windows })
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `bytes` written at `offset` of `file` (positioned writes, so that tasks need no shared cursor).
+fn write_at(file: &std::fs::File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut bytes, mut offset) = (bytes, offset);
+        while !bytes.is_empty() {
+            let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            (bytes, offset) = (&bytes[n..], offset + n as u64);
+        }
+        Ok(())
+    }
 }
+
+pub use integrity::hex;
 
 #[cfg(test)]
 mod tests;

@@ -16,12 +16,12 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
+    /// The runtime's SplitMix64 step (the CPU kernels' checks draw from the same generator).
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut step = qwen_aot_runtime::cpu::qdot::check::Rng(self.0);
+        let bits = step.next_u64();
+        self.0 = step.0;
+        bits
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f32 {
@@ -229,6 +229,23 @@ pub fn random_blocks(t: GgmlType, rows: usize, k: usize, rms: f32, seed: u64) ->
         }
     });
     out
+}
+
+/// Two small layers and a 2,048-token vocabulary: with [`FormatMix::f16`], a `weights.bin` of
+/// about 6 MiB, many more 64 KiB windows than a load hashes (the integrity tests' model).
+pub fn multi_window_hparams() -> HyperParams {
+    HyperParams {
+        n_layers: 2,
+        hidden: 256,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+        ffn: 1024,
+        vocab: 2048,
+        rms_eps: 1e-6,
+        rope_theta: 1e4,
+        context_length: 64,
+    }
 }
 
 /// The Qwen2.5-0.5B sizes with `n_layers` layers (24 for the real shapes).

@@ -2,12 +2,13 @@
 //! another plan format version, garbage JSON, truncated or corrupted weights, a plan whose
 //! references point outside its arena, prompts that do not fit the context.
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, FormatMix};
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_compiler::synthetic::{compile_random, multi_window_hparams, FormatMix};
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::error::RuntimeError;
 use qwen_aot_runtime::executor::LogitsWanted;
-use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, WEIGHTS_FILE};
+use qwen_aot_runtime::integrity::{self, seal_plan, SAMPLED_WINDOWS, WINDOW_BYTES};
+use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, WEIGHTS_FILE};
 use qwen_aot_runtime::session::Session;
 
 fn compiled() -> (tempfile::TempDir, std::path::PathBuf, HyperParams) {
@@ -31,17 +32,35 @@ fn compiled() -> (tempfile::TempDir, std::path::PathBuf, HyperParams) {
 }
 
 fn open_err(dir: &std::path::Path) -> String {
-    match CompiledModel::open(dir, true) {
+    match CompiledModel::open(dir, Integrity::Sampled) {
         Ok(_) => panic!("opening {} should fail", dir.display()),
         Err(e) => e.to_string(),
     }
 }
 
+/// Edits the plan and seals it again (as if a compiler had written it), so that the load checks
+/// the edit itself, not the seal.
 fn edit_plan(dir: &std::path::Path, f: impl FnOnce(&mut Plan)) {
     let p = dir.join(PLAN_FILE);
     let mut plan: Plan = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut plan);
-    std::fs::write(p, serde_json::to_string(&plan).unwrap()).unwrap();
+    std::fs::write(p, seal_plan(&mut plan).unwrap()).unwrap();
+}
+
+/// A random F16 model whose weights.bin has more windows than a load samples (about 4 MiB).
+fn compiled_large() -> (tempfile::TempDir, std::path::PathBuf) {
+    let hp = multi_window_hparams();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    compile_random(&hp, false, 3, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)
+        .unwrap();
+    (tmp, dir)
+}
+
+fn flip(path: &std::path::Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
 }
 
 #[test]
@@ -50,6 +69,79 @@ fn a_plan_from_another_format_version_asks_to_recompile() {
     edit_plan(&dir, |p| p.format_version = 999);
     let e = open_err(&dir);
     assert!(e.contains("version 999") && e.contains("recompile"), "{e}");
+}
+
+#[test]
+fn a_plan_of_the_previous_format_asks_to_recompile() {
+    // Format 5 had no window table and no seal: the typed parse fails, the version speaks.
+    let (_t, dir, _) = compiled();
+    let p = dir.join(PLAN_FILE);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.insert("format_version".into(), (PLAN_FORMAT_VERSION - 1).into());
+    o.remove("weights_windows");
+    o.remove("plan_sha256");
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains(&format!("version {}", PLAN_FORMAT_VERSION - 1)) && e.contains("recompile"), "{e}");
+}
+
+#[test]
+fn an_edited_plan_that_still_parses_breaks_its_seal() {
+    let (_t, dir, _) = compiled();
+    let p = dir.join(PLAN_FILE);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    // A value no structural check can fault, the RMS epsilon; the seal is kept as it was.
+    v["hparams"]["rms_eps"] = 1e-5.into();
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("own checksum") && e.contains("recompile"), "{e}");
+}
+
+#[test]
+fn a_flip_in_a_sampled_window_is_refused_at_load() {
+    let (_t, dir) = compiled_large();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
+    let n = integrity::windows(&model.plan).len();
+    assert!(n > SAMPLED_WINDOWS, "{n} windows: the load samples");
+    let last = model.plan.weights_bytes - 1;
+    drop(model);
+    // The first and the last windows are in every sample.
+    let w = dir.join(WEIGHTS_FILE);
+    flip(&w, 1000);
+    let e = open_err(&dir);
+    assert!(e.contains("corrupt") && e.contains("bytes 0..65536 (window 0, in weight token_embd.weight)"), "{e}");
+    assert!(e.contains("qwen-aot verify"), "{e}");
+    flip(&w, 1000);
+    flip(&w, last);
+    let e = open_err(&dir);
+    assert!(e.contains("corrupt") && e.contains(&format!("(window {}, in weight output.weight)", n - 1)), "{e}");
+}
+
+#[test]
+fn a_flip_outside_the_sample_loads_and_the_full_check_finds_it() {
+    // The documented trade-off: a load hashes 16 windows, not every byte.
+    let (_t, dir) = compiled_large();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
+    let windows = integrity::windows(&model.plan);
+    let seed = 7;
+    let sampled = integrity::sample(windows.len(), seed);
+    let (index, outside) = windows.iter().enumerate().find(|(i, _)| !sampled.contains(i)).unwrap();
+    let (plan, at) = (model.plan.clone(), outside.range.start + 5);
+    drop(model);
+    flip(&dir.join(WEIGHTS_FILE), at);
+    let (_, weights) = CompiledModel::open_unchecked(&dir).unwrap();
+    assert!(integrity::check_sampled(&plan, &weights, &windows, seed).is_ok());
+    let report = integrity::check_full(&plan, &weights, &windows);
+    assert!(!report.sha256_ok);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!((report.damaged[0].index, report.damaged[0].window.range.clone()), (index, outside.range.clone()));
+    assert!(outside.range.end - outside.range.start <= WINDOW_BYTES);
+    let e = match CompiledModel::open(&dir, Integrity::Full) {
+        Ok(_) => panic!("the full check passes a damaged file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(&format!("window {index}, in weight {}", plan.weights[outside.weight].name)), "{e}");
 }
 
 #[test]
@@ -87,7 +179,7 @@ fn out_of_bounds_references_are_rejected_at_load() {
 #[test]
 fn prompts_that_do_not_fit_and_bad_ids_are_errors() {
     let (_t, dir, hp) = compiled();
-    let model = CompiledModel::open(&dir, true).unwrap();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
     let mut s = Session::new(Box::new(CpuExecutor::new(&model, 16).unwrap()));
     let long: Vec<u32> = (0..17).map(|i| i % 40).collect();
     assert!(matches!(s.prefill(&long, LogitsWanted::None), Err(RuntimeError::ContextFull { needed: 17, max_seq: 16 })));

@@ -12,7 +12,7 @@ use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
 use qwen_aot_compiler::gguf::GgmlType;
 use qwen_aot_compiler::source::{MemorySource, TensorSource};
 use qwen_aot_compiler::synthetic::{default_model_mix, q4_k_m_1_5b_mix, random_model_mix, FormatMix};
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
 use qwen_aot_runtime::plan::HyperParams;
@@ -150,7 +150,7 @@ fn check_model_mix(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model");
     write_dir(&mut compiled, &src, None, &out, |_| {}).unwrap();
-    let model = CompiledModel::open(&out, true).unwrap();
+    let model = CompiledModel::open(&out, Integrity::Sampled).unwrap();
     let mut session = Session::new(Box::new(CpuExecutor::new(&model, hp.context_length).unwrap()));
 
     let mut rng = qwen_aot_compiler::synthetic::Rng::new(seed + 1);

@@ -151,7 +151,7 @@ fn a_vocabulary_that_disagrees_names_the_tensor_that_differs() {
 /// choosing a token from them, greedy and sampled alike.
 #[test]
 fn logits_that_overflow_stop_generation_with_an_error() {
-    use qwen_aot_runtime::compiled::CompiledModel;
+    use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
     use qwen_aot_runtime::cpu::CpuExecutor;
     use qwen_aot_runtime::error::RuntimeError;
     use qwen_aot_runtime::executor::LogitsWanted;
@@ -165,7 +165,7 @@ fn logits_that_overflow_stop_generation_with_an_error() {
     let dir = tmp.path().join("m");
     let mut c = build(&hp, &src, "overflow", &CompileOptions::default()).expect("finite weights compile");
     write_dir(&mut c, &src, None, &dir, |_| {}).expect("written");
-    let model = CompiledModel::open(&dir, true).unwrap();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
     for sampling in [SamplingParams::default(), SamplingParams { temperature: 0.7, ..Default::default() }] {
         let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
         s.set_sampling(&sampling).unwrap();

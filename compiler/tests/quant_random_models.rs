@@ -6,7 +6,7 @@ use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{
     compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix,
 };
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
 use qwen_aot_runtime::plan::HyperParams;
@@ -17,7 +17,7 @@ fn logit_spread(hp: &HyperParams, tied: bool, mix: &FormatMix) -> (f32, f32) {
     let dir = tmp.path().join("m");
     let hp = HyperParams { context_length: 64, ..hp.clone() };
     compile_random(&hp, tied, 3, mix, &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir).unwrap();
-    let model = CompiledModel::open(&dir, true).unwrap();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
     let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
     let logits = s.prefill(&[11, 2200, 7, 90000, 5], LogitsWanted::Last).unwrap().logits;
     assert!(logits.iter().all(|v| v.is_finite()));

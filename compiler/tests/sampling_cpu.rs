@@ -2,7 +2,7 @@
 //! gives others; temperature 0 equals the plan's greedy argmax.
 use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{compile_random, FormatMix};
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
 use qwen_aot_runtime::plan::HyperParams;
@@ -39,7 +39,7 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
     let dir = tmp.path().join("m");
     compile_random(&hp, true, 11, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)
         .unwrap();
-    let model = CompiledModel::open(&dir, true).unwrap();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
     let hot = |seed| SamplingParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() };
     let a = run(&model, &hot(5), 24);
     assert_eq!(a, run(&model, &hot(5), 24), "same seed, same ids");

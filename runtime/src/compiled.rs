@@ -1,14 +1,16 @@
-//! Loading a compiled directory: `plan.json` (parsed and validated once), `weights.bin`
-//! (memory-mapped, size and sha256 checked) and `tokenizer.json` (if present).
+//! Loading a compiled directory: `plan.json` (parsed, its seal checked, validated once),
+//! `weights.bin` (memory-mapped; its size checked, and a sample of its windows or all of it
+//! hashed: [`crate::integrity`]) and `tokenizer.json` (if present).
 //! After [`CompiledModel::open`] succeeds, every buffer and weight reference in the plan is in
 //! bounds, so executors can index without further checks.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use sha2::{Digest, Sha256};
 
 use crate::error::RuntimeError;
+use crate::integrity::{self, Damage};
+use crate::phases;
 use crate::plan::{
     BufId, DType, GemvEpilogue, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId, WeightInfo, ALIGNMENT,
     PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE,
@@ -23,29 +25,58 @@ pub struct CompiledModel {
     weights: Arc<Mmap>,
 }
 
+/// How much of `weights.bin` [`CompiledModel::open`] hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Integrity {
+    /// [`integrity::SAMPLED_WINDOWS`] windows of 64 KiB, picked at random per process (every
+    /// window of a small model): the default at every load.
+    Sampled,
+    /// Every byte (about half a second per GB on two cores): `qwen-aot verify`, `check`.
+    Full,
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
     move |source| RuntimeError::Io { path: path.display().to_string(), source }
 }
 
 impl CompiledModel {
-    /// Opens and validates `dir`. `verify_checksum` hashes `weights.bin` (about a second per GB).
-    pub fn open(dir: &Path, verify_checksum: bool) -> Result<CompiledModel, RuntimeError> {
-        let plan_path = dir.join(PLAN_FILE);
-        let text = std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?;
-        // Look at the version before anything else so an old plan gets the "recompile" message.
-        let version: Option<u32> = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("format_version").and_then(|x| x.as_u64()))
-            .map(|v| v as u32);
-        match version {
-            Some(v) if v != PLAN_FORMAT_VERSION => {
-                return Err(RuntimeError::PlanVersion { found: v, expected: PLAN_FORMAT_VERSION })
+    /// Opens and validates `dir`, hashing `weights.bin` as `check` says.
+    pub fn open(dir: &Path, check: Integrity) -> Result<CompiledModel, RuntimeError> {
+        let (plan, weights) = Self::open_unchecked(dir)?;
+        let _span = phases::span(match check {
+            Integrity::Sampled => "weights.bin: hash 16 sampled windows",
+            Integrity::Full => "weights.bin: hash every byte",
+        });
+        let wpath = dir.join(WEIGHTS_FILE);
+        let windows = integrity::windows(&plan);
+        let damaged = match check {
+            Integrity::Sampled => {
+                integrity::check_sampled(&plan, &weights, &windows, integrity::random_seed()).err().map(|d| vec![d])
             }
-            _ => {}
+            Integrity::Full => {
+                let report = integrity::check_full(&plan, &weights, &windows);
+                (!report.damaged.is_empty() || !report.sha256_ok).then_some(report.damaged)
+            }
+        };
+        if let Some(damaged) = damaged {
+            return Err(corrupt(&wpath, &plan, &damaged));
         }
-        let plan: Plan =
-            serde_json::from_str(&text).map_err(|e| RuntimeError::BadPlan(format!("{}: {e}", plan_path.display())))?;
-        validate(&plan)?;
+        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights: Arc::new(weights) })
+    }
+
+    /// The plan (parsed, seal checked, validated) and the mapped `weights.bin` (size checked),
+    /// without hashing any weight: [`Self::open`], and `qwen-aot verify`, which reports every
+    /// damaged window itself.
+    pub fn open_unchecked(dir: &Path) -> Result<(Plan, Mmap), RuntimeError> {
+        let plan_path = dir.join(PLAN_FILE);
+        let span = phases::span("plan.json: read, parse, check seal, validate");
+        let text = std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?;
+        let plan = parse_plan(&text).map_err(|e| match e {
+            RuntimeError::BadPlan(why) => RuntimeError::BadPlan(format!("{}: {why}", plan_path.display())),
+            other => other,
+        })?;
+        drop(span);
+        let _span = phases::span("weights.bin: map, check size");
         let wpath = dir.join(WEIGHTS_FILE);
         let file = std::fs::File::open(&wpath).map_err(io(&wpath))?;
         // SAFETY: the file is opened read-only and the project never writes a compiled directory
@@ -60,22 +91,39 @@ impl CompiledModel {
                 plan.weights_bytes
             )));
         }
-        if verify_checksum {
-            let digest: String = Sha256::digest(&weights[..]).iter().map(|b| format!("{b:02x}")).collect();
-            if digest != plan.weights_sha256 {
-                return Err(RuntimeError::BadPlan(format!(
-                    "{} is corrupt: sha256 {digest} != {}",
-                    wpath.display(),
-                    plan.weights_sha256
-                )));
-            }
-        }
-        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights: Arc::new(weights) })
+        Ok((plan, weights))
     }
 
     /// The packed bytes of `weights.bin`.
     pub fn weight_bytes(&self) -> &[u8] {
         &self.weights
+    }
+
+    /// `weights.bin` handed to `f` in order, `chunk` bytes at a time (offset, bytes); once `f`
+    /// returns, the chunk's pages leave this process's resident set (MADV_DONTNEED on the
+    /// read-only file mapping: they stay in the page cache and fault back in, unchanged, if read
+    /// again). An upload this way keeps about one chunk of the file resident on the host instead
+    /// of all of it. `f` must be done reading the chunk when it returns.
+    pub fn stream_weights(
+        &self,
+        chunk: usize,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let chunk = chunk.max(1);
+        for (i, bytes) in self.weights.chunks(chunk).enumerate() {
+            let offset = i * chunk;
+            f(offset as u64, bytes)?;
+            #[cfg(unix)]
+            // SAFETY: the map is a read-only mapping of a file this process never writes, so
+            // dropping its pages loses nothing: a later read faults the same bytes back in from
+            // the file (DONTNEED only discards data in private pages that were written). The
+            // range is inside the map (memmap2 aligns its start down to a page).
+            unsafe {
+                // Best effort: a refused advice only keeps the pages resident.
+                let _ = self.weights.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len());
+            }
+        }
+        Ok(())
     }
 
     /// The memory map of `weights.bin`, shared (for executors that read weights in place).
@@ -91,6 +139,50 @@ impl CompiledModel {
 
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join(TOKENIZER_FILE)
+    }
+}
+
+/// `plan.json`'s text to a validated plan. One typed parse in the normal case; the version is
+/// looked at first only when that fails, so that an old plan gets the "recompile" message.
+pub fn parse_plan(text: &str) -> Result<Plan, RuntimeError> {
+    let plan: Plan = match serde_json::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            let version = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("format_version").and_then(|x| x.as_u64()));
+            return Err(match version {
+                Some(v) if v != u64::from(PLAN_FORMAT_VERSION) => {
+                    RuntimeError::PlanVersion { found: v.try_into().unwrap_or(u32::MAX), expected: PLAN_FORMAT_VERSION }
+                }
+                _ => bad(e.to_string()),
+            });
+        }
+    };
+    if plan.format_version != PLAN_FORMAT_VERSION {
+        return Err(RuntimeError::PlanVersion { found: plan.format_version, expected: PLAN_FORMAT_VERSION });
+    }
+    if !integrity::seal_matches(text) {
+        return Err(bad("the plan does not match its own checksum (plan_sha256): it was edited or damaged".into()));
+    }
+    validate(&plan)?;
+    Ok(plan)
+}
+
+/// The error for damaged windows of `weights.bin` (none listed: only the two-level hash differs,
+/// i.e. the plan's own table was altered).
+fn corrupt(path: &Path, plan: &Plan, damaged: &[Damage]) -> RuntimeError {
+    const SHOWN: usize = 3;
+    let mut what: Vec<String> = damaged.iter().take(SHOWN).map(|d| d.describe(plan)).collect();
+    if damaged.len() > SHOWN {
+        what.push(format!("and {} more windows", damaged.len() - SHOWN));
+    }
+    if what.is_empty() {
+        what.push("its SHA-256 differs from the plan's while every window matches".into());
+    }
+    RuntimeError::CorruptWeights {
+        path: path.display().to_string(),
+        what: format!("{} differ from what the compiler wrote", what.join(", ")),
     }
 }
 
@@ -126,8 +218,20 @@ pub fn validate(plan: &Plan) -> Result<(), RuntimeError> {
             hp.n_heads, hp.n_kv_heads, hp.head_dim
         )));
     }
+    let mut end = 0;
     for w in &plan.weights {
         validate_weight(w, plan.weights_bytes)?;
+        // Back to back from 0 to the end of the file, so that the hashed windows cover every byte.
+        if w.offset != end {
+            return Err(bad(format!("weight {} does not start where the previous one ends", w.name)));
+        }
+        end = w.offset + w.bytes;
+    }
+    if end != plan.weights_bytes {
+        return Err(bad(format!("the weights end at byte {end} of the {} in weights.bin", plan.weights_bytes)));
+    }
+    if !integrity::table_fits(plan, integrity::window_count(plan)) {
+        return Err(bad("the window hash table (weights_windows) does not fit the weights".into()));
     }
     validate_program(plan, &plan.prefill, "prefill")?;
     validate_program(plan, &plan.decode, "decode")?;

@@ -12,6 +12,9 @@ pub enum RuntimeError {
     },
     #[error("{0} (recompile with `qwen-aot compile`)")]
     BadPlan(String),
+    /// `weights.bin` differs from what the compiler wrote (the windows say where).
+    #[error("{path} is corrupt: {what}; `qwen-aot verify` checks every byte, and recompiling (`qwen-aot compile`) replaces it")]
+    CorruptWeights { path: String, what: String },
     #[error("plan format version {found} does not match this runtime's {expected}: recompile the model with `qwen-aot compile`")]
     PlanVersion { found: u32, expected: u32 },
     #[error("token id {id} is out of range (vocabulary has {vocab} tokens)")]

@@ -8,6 +8,8 @@ pub mod cpu;
 pub mod cuda;
 pub mod error;
 pub mod executor;
+pub mod integrity;
+pub mod phases;
 pub mod plan;
 pub mod quant;
 pub mod sampler;

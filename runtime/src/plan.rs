@@ -23,9 +23,10 @@ pub use crate::quant::WeightFormat;
 /// Bumped whenever the meaning or layout of anything in this module changes (2 was used by a
 /// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`; 4 groups the
 /// bias/RoPE/KV-write attributes in `RopeKvWrite`; 5 keeps quantized weights quantized:
-/// `WeightInfo::parts`). A plan with another
+/// `WeightInfo::parts`; 6 hashes `weights.bin` in windows and seals the plan: `weights_windows`,
+/// `plan_sha256`, and `weights_sha256` is the two-level hash of [`crate::integrity`]). A plan with another
 /// version is rejected at load with a message asking to recompile.
-pub const PLAN_FORMAT_VERSION: u32 = 5;
+pub const PLAN_FORMAT_VERSION: u32 = 6;
 
 /// File names inside a compiled directory.
 pub const PLAN_FILE: &str = "plan.json";
@@ -48,14 +49,20 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name: Option<String>,
     pub hparams: HyperParams,
-    /// Total size of `weights.bin` and the sha256 of its bytes (hex).
+    /// Total size of `weights.bin`, and the SHA-256 (hex) of its windows' SHA-256s in file order:
+    /// a hash of every byte, computed window by window in parallel ([`crate::integrity`]).
     pub weights_bytes: u64,
     pub weights_sha256: String,
+    /// Each window's SHA-256 truncated to 8 bytes, hex, in file order: what a load samples.
+    pub weights_windows: String,
     pub weights: Vec<WeightInfo>,
     /// Processes up to `max_tokens` prompt tokens at once (longer prompts run in chunks).
     pub prefill: Program,
     /// Exactly one token; fixed shapes, ready for graph capture.
     pub decode: Program,
+    /// SHA-256 of `plan.json` with this value zeroed ([`crate::integrity::seal_plan`]); last, so
+    /// that it is the last field of the file.
+    pub plan_sha256: String,
 }
 
 /// Model sizes, all read from GGUF metadata by the compiler.

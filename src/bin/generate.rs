@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::cli_args::{parse_max_tokens, parse_seed, SeedArg};
-use qwen_aot::generation::{generate, GenOptions};
+use qwen_aot::generation::{generate, GenOptions, FIRST_TOKEN_PHASE};
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use qwen_aot_runtime::phases;
 use qwen_aot_runtime::sampler::SamplingParams;
 
 /// Flags follow llama.cpp's `llama-cli` where it has one (`-m`, `-p`, `-n`, `-c`, `-s`, `-f`, `-t`,
@@ -85,8 +86,12 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// No progress bars, notes or the closing statistics line on stderr.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "verbose")]
     quiet: bool,
+    /// Print where start-up time went (model lookup, plan, weights, tokenizer, executor, first
+    /// prefill; on the GPU: context, module load, upload, graph capture) on stderr at the end.
+    #[arg(short = 'v', long)]
+    verbose: bool,
 }
 
 fn run(mut args: Args) -> Result<()> {
@@ -143,6 +148,9 @@ fn run(mut args: Args) -> Result<()> {
     let mut loaded = backend::load_model(args.model.as_deref(), args.backend, args.ctx_size, quiet)?;
     loaded.session.set_sampling(&sampling)?;
     if interactive {
+        if args.verbose {
+            print_phases(); // what loading took; the chat's prefills come later
+        }
         return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);
     }
     let text = match (args.prompt.as_ref().or(file_prompt.as_ref()), &args.chat) {
@@ -159,7 +167,7 @@ fn run(mut args: Args) -> Result<()> {
         }
         (None, None) => anyhow::bail!("give --prompt, --prompt-file or --chat"),
     };
-    let prompt_ids = loaded.tokenizer.encode(&text);
+    let prompt_ids = phases::time("tokenize the prompt", || loaded.tokenizer.encode(&text));
     let stdout = std::io::stdout();
     let opts = GenOptions { max_tokens: args.max_tokens, stop_strings: args.stop.clone(), ..Default::default() };
     let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, &opts, |piece| {
@@ -171,10 +179,10 @@ fn run(mut args: Args) -> Result<()> {
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&gen)?);
-        return Ok(());
+    } else {
+        println!();
     }
-    println!();
-    if !args.quiet {
+    if !quiet {
         let speed = gen.decode_tok_s.map(|r| format!(" at {r:.1} tokens/s")).unwrap_or_default();
         eprintln!(
             "[{}] prompt {} tokens | ttft {:.1} ms | {} token{}{speed} | stop: {}",
@@ -186,10 +194,23 @@ fn run(mut args: Args) -> Result<()> {
             gen.stop_reason.name()
         );
     }
+    if args.verbose {
+        print_phases();
+    }
     Ok(())
 }
 
+/// The start-up phases on stderr, and when the first token came.
+fn print_phases() {
+    let recorded = phases::recorded();
+    eprint!("{}", phases::report(&recorded));
+    if let Some(p) = recorded.iter().find(|p| p.name == FIRST_TOKEN_PHASE) {
+        eprintln!("first token {:.1} ms after the start of main", (p.began + p.took).as_secs_f64() * 1e3);
+    }
+}
+
 fn main() {
+    phases::start();
     qwen_aot::sigpipe::restore_default();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e:#}");

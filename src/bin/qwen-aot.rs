@@ -62,6 +62,20 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Check a compiled model in full: every byte of weights.bin against the hashes the compiler
+    /// recorded (a load checks only a sample), the plan's seal and structure, the tokenizer.
+    /// Exits non-zero naming each damaged byte range.
+    Verify {
+        /// GGUF file (its compile-cache entry) or compiled directory (default: the default model).
+        #[arg(value_name = "MODEL_OR_DIR", conflicts_with = "model")]
+        target: Option<PathBuf>,
+        /// The same, as a flag.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// No progress bars or notes on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Check the GPU against the CPU oracle: every kernel, then the whole model's logits. On the
     /// CPU (`--backend cpu`, or `auto` without a usable GPU): the CPU executor's quantized kernels
     /// against the reference dequantisation.
@@ -209,6 +223,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => {
             cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet)
         }
+        Cmd::Verify { target, model, quiet } => cli::verify::run(target.or(model).as_deref(), quiet),
         Cmd::Check { model, backend, seed, model_only, quiet } => {
             cli::check::run(model.as_deref(), backend, seed, model_only, quiet)
         }
@@ -241,6 +256,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
+    qwen_aot_runtime::phases::start(); // `bench` prints where loading went
     qwen_aot::sigpipe::restore_default();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e:#}");

@@ -17,7 +17,7 @@ use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{
     compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix, Rng,
 };
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
 use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
@@ -156,23 +156,27 @@ pub fn run(
         random_compiled(&d, shape, weights)?;
         d
     } else {
-        model::compiled_model(model_arg, quiet)?
+        // On the GPU: one that is missing fails now, not after compiling a new model.
+        model::compiled_model_checked(model_arg, quiet, || if on_gpu { qwen_aot::gpu::probe() } else { Ok(()) })?
     };
     if !on_gpu {
         return super::bench_cpu::run(&dir, json, reps);
     }
-    let compiled = CompiledModel::open(&dir, false)?;
+    let compiled = CompiledModel::open(&dir, Integrity::Sampled)?;
     let depth = 2048;
     let n_decode = 128;
     let max_seq = depth + n_decode + 1;
-    let mut exec = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, max_seq)
-        .context("loading the model on the GPU")?;
+    let mut exec = CudaExecutor::new(&compiled, IMAGE, max_seq).context("loading the model on the GPU")?;
     let vocab = compiled.plan.hparams.vocab as u64;
     let mut rng = Rng::new(3);
     let prompt: Vec<u32> = (0..depth).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();
 
     // Warm-up: graph capture, module load, cuBLAS handles.
     decode_secs(&mut exec, &prompt[..4], 8)?;
+    if !quiet && !json {
+        // What loading took (context, module, upload, capture): the start-up phases.
+        eprint!("{}", qwen_aot_runtime::phases::report(&qwen_aot_runtime::phases::recorded()));
+    }
     let d0 = median(
         (0..reps)
             .map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s))

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use qwen_aot_compiler::synthetic::Rng;
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::qdot::has_avx2;
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
@@ -32,7 +32,8 @@ struct CpuBenchReport {
 }
 
 pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
-    let compiled = CompiledModel::open(dir, true).with_context(|| format!("loading {}", dir.display()))?;
+    let compiled =
+        CompiledModel::open(dir, Integrity::Sampled).with_context(|| format!("loading {}", dir.display()))?;
     let hp = compiled.plan.hparams.clone();
     // 32 decoded tokens and one 128-token prefill chunk, fewer when the context is smaller.
     let n_decode = 32.min(hp.context_length / 2).max(1);

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, qwen05b_hparams, FormatMix, Rng};
-use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
 use qwen_aot_runtime::cuda::CudaExecutor;
@@ -154,7 +154,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
 /// returns the number of failed rows.
 fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     let mut failed = 0;
-    let compiled = CompiledModel::open(dir, true)?;
+    let compiled = CompiledModel::open(dir, Integrity::Full)?;
     let hp = compiled.plan.hparams.clone();
     let prompts: Vec<(String, Vec<u32>)> = match Tokenizer::load(&compiled.tokenizer_path()) {
         Ok(tok) => [
@@ -177,7 +177,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     };
     let decode_steps = 8;
     let mut cpu = CpuExecutor::new(&compiled, 1024)?;
-    let mut gpu = CudaExecutor::new(&compiled.plan, compiled.weight_bytes(), IMAGE, 1024)?;
+    let mut gpu = CudaExecutor::new(&compiled, IMAGE, 1024)?;
     // Tolerances: both sides read the same weights (quantized ones dequantised to the same f32
     // values on both) and accumulate in f32; they differ in summation order and in the GPU's f16
     // intermediates (prefill GEMM inputs, KV cache), which over 24 layers moves logits (magnitude

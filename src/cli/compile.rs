@@ -172,7 +172,7 @@ pub fn run(
     let start = std::time::Instant::now();
     let compiled = match up_to_date {
         Some(c) => c,
-        None => model::compile_gguf(&gguf, out, &opts, quiet)?,
+        None => model::compile_gguf(&gguf, out, &opts, Some(&sha), quiet)?,
     };
     report(&compiled);
     if dot.is_some() || svg.is_some() {

@@ -9,3 +9,4 @@ pub mod inspect;
 pub mod perplexity;
 pub mod soak;
 pub mod tokenize;
+pub mod verify;

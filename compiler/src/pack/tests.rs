@@ -123,11 +123,26 @@ fn f32_matrices_stay_f32_unless_rows_are_not_whole_groups() {
 /// the source tensors (dequantised by the GGUF dequantiser; rounded to f16 where stored as F16).
 fn check_written(src: &MemorySource, hp: &HyperParams, mode: WeightMode) {
     let t = table(src, hp, mode);
+    let mut file = tempfile::tempfile().unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let digest = write_weights(&t, src, &file, |n| seen.lock().unwrap().push(n)).unwrap();
     let mut bytes = Vec::new();
-    let mut seen = Vec::new();
-    let sha = write_weights(&t, src, &mut bytes, |n| seen.push(n)).unwrap();
+    std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
     assert_eq!(bytes.len() as u64, t.total_bytes);
-    assert_eq!(sha, hex(&Sha256::digest(&bytes)));
+    // The digest is the windows' over the bytes as written (the windows are each part's own).
+    let windows: Vec<[u8; 32]> = t
+        .infos
+        .iter()
+        .flat_map(|w| &w.parts)
+        .flat_map(|p| integrity::part_windows(p.offset, p.bytes))
+        .map(|r| integrity::window_digest(&bytes[r.start as usize..r.end as usize]))
+        .collect();
+    let (sha256, short) = integrity::summarize(&windows);
+    assert_eq!(digest, WeightsDigest { sha256, windows: short });
+    // Parts finish in any order; the count each reports only grows, up to the whole file.
+    let mut seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), t.infos.iter().map(|w| w.parts.len()).sum::<usize>());
+    seen.sort_unstable();
     assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&t.total_bytes), "progress {seen:?}");
     for (w, r) in t.infos.iter().zip(&t.refs) {
         let want: Vec<f32> = r.parts().iter().flat_map(|n| src.load_f32(n).unwrap()).collect();

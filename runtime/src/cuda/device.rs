@@ -8,6 +8,7 @@ use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
 
 use super::CudaCtx;
 use crate::error::RuntimeError;
+use crate::phases;
 
 macro_rules! kernels {
     ($($variant:ident => $name:literal,)*) => {
@@ -226,6 +227,7 @@ impl CudaDevice {
         if !present {
             return Err(unavailable("the NVIDIA driver library (libcuda.so) was not found"));
         }
+        let span = phases::span("CUDA: driver, context, stream");
         let ctx = match catch_unwind(|| CudaContext::new(0)) {
             Ok(Ok(ctx)) => ctx,
             Ok(Err(e)) => return Err(unavailable(format!("cannot open GPU 0: {e}"))),
@@ -235,6 +237,8 @@ impl CudaDevice {
         // needed; and its event records would be illegal during stream capture.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().cuda_ctx(|| "creating a stream".into())?;
+        drop(span);
+        let span = phases::span("CUDA: kernel module load");
 
         // cuModuleLoadData reads the fatbin header in place: give it an 8-byte aligned copy.
         let mut aligned = vec![0u64; image.len().div_ceil(8)];
@@ -293,11 +297,13 @@ impl CudaDevice {
             .result()
             .cuda_ctx(|| format!("allowing {QGEMV_MAX_SMEM} bytes of shared memory to {}", k.name()))?;
         }
+        drop(span);
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .cuda_ctx(|| "querying the SM count".into())? as u32;
 
+        let span = phases::span("CUDA: cuBLAS handle");
         let blas = if std::env::var("QWEN_AOT_NO_CUBLAS").is_ok_and(|v| v == "1") {
             None
         } else {
@@ -313,6 +319,7 @@ impl CudaDevice {
                 None
             }
         };
+        drop(span);
         // Programmatic dependent launch needs sm_90; QWEN_AOT_NO_PDL=1 turns it off (debugging,
         // or to measure what it gains).
         let pdl = major >= 9 && !std::env::var("QWEN_AOT_NO_PDL").is_ok_and(|v| v == "1");

@@ -20,9 +20,11 @@ use super::launch::{
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
+use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
-use crate::plan::{GemvEpilogue, HyperParams, Plan, Program, RopeKvWrite, Step, WeightFormat, WeightId};
+use crate::phases;
+use crate::plan::{GemvEpilogue, HyperParams, Program, RopeKvWrite, Step, WeightFormat, WeightId};
 use crate::sampler::SamplingParams;
 
 /// KV-cache element size: f16 (see kernels/rope.cu for why).
@@ -62,20 +64,31 @@ pub struct CudaExecutor {
     state_n_tokens: Option<i32>,
 }
 
+/// Bytes per host-to-device copy of the weights: large enough that a copy's fixed cost is noise
+/// (64 MiB moves in a few ms), small enough that the host holds little of the file at once.
+const UPLOAD_CHUNK: usize = 64 << 20;
+
 impl CudaExecutor {
-    /// Loads `plan` with its packed `weights` (the bytes of weights.bin) on GPU 0, using the kernel
-    /// `image` (`qwen_aot::kernels::IMAGE`), with a KV cache of `max_seq` tokens
+    /// Loads `model` (its plan and weights.bin) on GPU 0, using the kernel `image`
+    /// (`qwen_aot::kernels::IMAGE`), with a KV cache of `max_seq` tokens
     /// (`1 <= max_seq <= hparams.context_length`).
-    pub fn new(plan: &Plan, weights: &[u8], image: &[u8], max_seq: usize) -> Result<CudaExecutor, RuntimeError> {
-        validate(plan, weights.len())?;
+    pub fn new(model: &CompiledModel, image: &[u8], max_seq: usize) -> Result<CudaExecutor, RuntimeError> {
+        let plan = &model.plan;
+        validate(plan, model.weight_bytes().len())?;
         let hp = plan.hparams.clone();
         if max_seq == 0 || max_seq > hp.context_length {
             return Err(RuntimeError::InvalidCall(format!("max_seq {max_seq} must be in 1..={}", hp.context_length)));
         }
         let dev = CudaDevice::new(image)?;
 
-        let weights_buf = dev.upload(weights, "weights")?;
+        // Straight from the file's mapping, a chunk at a time: each chunk's pages leave the host's
+        // resident set once the driver has staged them, so the host never holds the whole file.
+        let span = phases::span("CUDA: weights upload");
+        let weights_buf = dev.alloc(model.weight_bytes().len(), "weights")?;
         let weights_ptr = weights_buf.ptr();
+        model.stream_weights(UPLOAD_CHUNK, |offset, bytes| dev.htod(weights_ptr + offset, bytes, "weights"))?;
+        drop(span);
+        let buffers = phases::span("CUDA: arena, KV cache, scratch, tables");
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes) as usize;
         let arena = dev.alloc(arena_bytes, "activation arena")?;
         let layer_kv = max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES;
@@ -136,7 +149,9 @@ impl CudaExecutor {
         }
 
         let sampler = DeviceSampler::new(&dev, hp.vocab, max_seq, plan.prefill.max_tokens.max(plan.decode.max_tokens))?;
+        drop(buffers);
 
+        let _span = phases::span("CUDA: launch lists, wait for the copies");
         let mut ex = CudaExecutor {
             graph: None,
             sampler,
@@ -491,7 +506,7 @@ unsafe fn launch_decode(
     let graph = match slot {
         Some(graph) => graph,
         // SAFETY: this function's contract.
-        None => slot.insert(unsafe { dev.capture_graph(ops, what) }?),
+        None => slot.insert(phases::time("CUDA: decode graph capture", || unsafe { dev.capture_graph(ops, what) })?),
     };
     graph.launch().cuda_ctx(|| format!("launching the {what} graph"))
 }

@@ -1,7 +1,7 @@
 //! Context, stream, kernel module and device memory.
 use std::ffi::{c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
@@ -149,7 +149,11 @@ pub struct CudaDevice {
     // Field order = drop order: the function table and module go before the stream and context.
     funcs: Vec<sys::CUfunction>,
     module: Module,
-    blas: Option<CudaBlas>,
+    /// cuBLAS, created on first use (`blas()`): its handle and first GEMM cost ~200 ms, which a
+    /// one-shot run with a short prompt never needs (short prefills run on the GEMV kernels).
+    blas: OnceLock<Option<CudaBlas>>,
+    /// Whether cuBLAS may be used at all (QWEN_AOT_NO_CUBLAS=1 turns it off).
+    blas_allowed: bool,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) ctx: Arc<CudaContext>,
     name: String,
@@ -303,27 +307,22 @@ impl CudaDevice {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .cuda_ctx(|| "querying the SM count".into())? as u32;
 
-        let span = phases::span("CUDA: cuBLAS handle");
-        let blas = if std::env::var("QWEN_AOT_NO_CUBLAS").is_ok_and(|v| v == "1") {
-            None
-        } else {
-            // SAFETY: only tries to dlopen libcublas.
-            let present = catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() }).unwrap_or(false);
-            if present {
-                let s = stream.clone();
-                match catch_unwind(AssertUnwindSafe(move || CudaBlas::new(s))) {
-                    Ok(Ok(b)) => Some(b),
-                    _ => None,
-                }
-            } else {
-                None
-            }
-        };
-        drop(span);
+        let blas_allowed = !std::env::var("QWEN_AOT_NO_CUBLAS").is_ok_and(|v| v == "1");
         // Programmatic dependent launch needs sm_90; QWEN_AOT_NO_PDL=1 turns it off (debugging,
         // or to measure what it gains).
         let pdl = major >= 9 && !std::env::var("QWEN_AOT_NO_PDL").is_ok_and(|v| v == "1");
-        Ok(CudaDevice { funcs, module, blas, stream, ctx, name, sm_count, compute_capability: (major, minor), pdl })
+        Ok(CudaDevice {
+            funcs,
+            module,
+            blas: OnceLock::new(),
+            blas_allowed,
+            stream,
+            ctx,
+            name,
+            sm_count,
+            compute_capability: (major, minor),
+            pdl,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -356,16 +355,37 @@ impl CudaDevice {
             1
         }
     }
-    /// Whether prefill GEMMs run on cuBLAS (else the GEMV kernel, one launch row per token).
+    /// Whether prefill GEMMs can run on cuBLAS (else the GEMV kernel, one launch row per token).
+    /// Creates the cuBLAS handle on first call (see [`CudaDevice::cublas_ready`]).
     pub fn has_cublas(&self) -> bool {
-        self.blas.is_some()
+        self.blas().is_some()
+    }
+    /// Whether cuBLAS has been created already (without creating it).
+    pub fn cublas_ready(&self) -> bool {
+        self.blas.get().is_some_and(|b| b.is_some())
     }
     /// Whether kernels are launched with programmatic dependent launch (sm_90+, not disabled).
     pub fn pdl(&self) -> bool {
         self.pdl
     }
+    /// cuBLAS on this device's stream, created on first call; None when disabled or when the
+    /// library is missing or fails to start (prefill then runs on the GEMV kernels).
     pub(crate) fn blas(&self) -> Option<&CudaBlas> {
-        self.blas.as_ref()
+        self.blas
+            .get_or_init(|| {
+                if !self.blas_allowed {
+                    return None;
+                }
+                let _span = phases::span("CUDA: cuBLAS handle (first long prefill)");
+                // SAFETY: only tries to dlopen libcublas.
+                let present = catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() }).unwrap_or(false);
+                if !present {
+                    return None;
+                }
+                let s = self.stream.clone();
+                catch_unwind(AssertUnwindSafe(move || CudaBlas::new(s))).ok().and_then(Result::ok)
+            })
+            .as_ref()
     }
     pub(crate) fn func(&self, k: Kernel) -> sys::CUfunction {
         self.funcs[k as usize]

@@ -33,6 +33,10 @@ const KV_ELEM_BYTES: usize = 2;
 /// Most device memory for dequantised prefill weight slices (16M halves).
 const DEQUANT_SCRATCH_MAX: usize = 32 << 20;
 
+/// Prefills of at most this many rows run on the GEMV kernels until cuBLAS is up (see
+/// `use_gemm`): a cold cuBLAS costs ~200 ms, the GEMV path ~0.2 ms per row.
+const SHORT_PREFILL_GEMV_ROWS: usize = 64;
+
 pub struct CudaExecutor {
     // Device memory first: dropped before the device (context) below.
     graph: Option<CudaGraph>,
@@ -262,6 +266,14 @@ impl CudaExecutor {
         }
     }
 
+    /// Whether a prefill of `rows` rows runs its matmuls on cuBLAS: always once cuBLAS is up;
+    /// before that only past SHORT_PREFILL_GEMV_ROWS rows (then it is created here). A short
+    /// prompt in a fresh process thus never pays cuBLAS' start-up (~140 ms handle, ~60 ms first
+    /// GEMM, measured on the H200), at ~0.2 ms per row on the GEMV kernels.
+    fn use_gemm(&self, rows: usize) -> bool {
+        self.dev.cublas_ready() || (rows > SHORT_PREFILL_GEMV_ROWS && self.dev.has_cublas())
+    }
+
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
     /// n_tokens from the device state).
     fn build_ops(
@@ -319,7 +331,7 @@ impl CudaExecutor {
                 Step::MatMul { x, weight, n, k, out, residual, logit_rows } => {
                     let mode = if logit_rows && logits != LogitsWanted::All {
                         MatMulMode::LastRow
-                    } else if rows == 1 || !self.dev.has_cublas() {
+                    } else if rows == 1 || !self.use_gemm(rows) {
                         MatMulMode::Gemv
                     } else {
                         MatMulMode::Gemm

@@ -35,7 +35,7 @@
 //   run-time length (attn_chunk in common.cuh: at least min_chunk keys, a kernel argument, up to
 //   8 x min_chunk keys, at least 64 beyond), so short contexts use one block per KV head and
 //   long ones use all splits.
-//   PERFORMANCE: see benches/NOTES.md (the previous version, one 4-warp block doing all G heads in
+//   PERFORMANCE: see experiments/LOG.md (the previous version, one 4-warp block doing all G heads in
 //   long dependent chains with 196 registers, took ~14.6 us at 1k cached tokens).
 // numerics: all f32, IEEE expf (not __expf); the only difference from the CPU twin is summation
 //   order and dividing once by l at the end instead of normalising each weight.

@@ -145,7 +145,7 @@ QA_DEVICE float4 load_ro4(const float* p) { return __ldg(reinterpret_cast<const 
 // 64); split s covers [s*chunk, min(len, (s+1)*chunk)). A chunk takes at least `min_chunk` keys
 // while len <= ATTN_LONG_FACTOR * min_chunk -- short contexts then use few splits and no merge
 // at all up to min_chunk keys -- and at least 64 beyond that, where more splits in parallel beat
-// the merge they need (benches/NOTES.md: +1.6 % decode at 2k keys, -2.2 % at depth 0 if used
+// the merge they need (experiments/LOG.md: +1.6 % decode at 2k keys, -2.2 % at depth 0 if used
 // at every length).
 constexpr int ATTN_LONG_FACTOR = 8;
 QA_DEVICE int attn_chunk(int len, int n_splits, int min_chunk) {

@@ -183,7 +183,7 @@ fn unavailable(msg: impl Into<String>) -> RuntimeError {
 /// kernel, and the last valid item that matches wins, so `43` alone sets every kernel. Invalid
 /// items are ignored, as with the other tuning variables. Why: an SM runs blocks of two kernels
 /// side by side only under one split, and the driver gives the decode kernels different ones
-/// (benches/NOTES.md, sixth session: making them equal measured no gain).
+/// (experiments/LOG.md, sixth session: making them equal measured no gain).
 fn carveout_override(kernel: &str) -> Option<i32> {
     carveout_for(&std::env::var("QWEN_AOT_SMEM_CARVEOUT").ok()?, kernel)
 }

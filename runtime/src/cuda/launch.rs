@@ -212,7 +212,7 @@ pub(crate) fn add_rms_norm(
 
 /// Warps sharing one output row (unit): enough blocks (>= 2 per SM) to keep every SM streaming,
 /// but at least one 16-byte vector per lane. (Allowing 4 warps on 896-wide rows, i.e. 448
-/// o_proj and 288 qkv blocks, measured slower: benches/NOTES.md.)
+/// o_proj and 288 qkv blocks, measured slower: experiments/LOG.md.)
 pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
     let target = 2 * sm_count as usize;
     let max_wpr = (k / 8 / 32).clamp(1, 8);

@@ -18,6 +18,11 @@
 //!   `KERNELS_AVAILABLE` is false and a `cargo:warning` says so. A kernel that fails to compile
 //!   fails the build.
 //!
+//! - The constants the kernels share with the runtime (GEMV_WARPS, the attention and sampler
+//!   limits, the weight format codes) are defined once, in `runtime/src/kernel_constants.rs`:
+//!   this script includes that file and writes `OUT_DIR/generated_constants.cuh` from it, which
+//!   `kernels/common.cuh` includes (nvcc gets `-I OUT_DIR`).
+//!
 //! Generated `OUT_DIR/kernels.rs` (included by `src/kernels.rs`): `IMAGE`, `KERNELS_AVAILABLE`,
 //! `KERNEL_NAMES`, `NVCC_VERSION`, `TARGET_ARCH`.
 use std::env;
@@ -28,6 +33,11 @@ use std::process::Command;
 
 const ARCH: &str = "90";
 
+/// The one table of constants shared by the kernels and the runtime (see the file's header).
+mod kernel_constants {
+    include!("runtime/src/kernel_constants.rs");
+}
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -36,6 +46,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=scripts/setup-cuda.sh");
+    println!("cargo:rerun-if-changed=runtime/src/kernel_constants.rs");
     for var in ["NVCC", "QWEN_AOT_NO_CUDA", "QWEN_AOT_PTXAS_VERBOSE", "NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -60,6 +71,9 @@ fn main() {
         // time, `touch build.rs` (or `cargo clean -p qwen-aot`).
         println!("cargo:rerun-if-changed={}", toolchain_stamp.display());
     }
+
+    fs::write(out_dir.join("generated_constants.cuh"), kernel_constants::cuda_header())
+        .expect("write generated_constants.cuh");
 
     let disabled = |why: String| {
         println!("cargo:warning=CUDA backend disabled: {why}. Run scripts/setup-cuda.sh (then `touch build.rs`) or set NVCC to enable it.");
@@ -97,6 +111,8 @@ fn main() {
         .arg("-Werror=all-warnings")
         .arg("-I")
         .arg(&kernel_dir)
+        .arg("-I")
+        .arg(&out_dir)
         .arg("-o")
         .arg(&fatbin)
         .arg(&unity_path);

@@ -8,6 +8,9 @@ pub mod cpu;
 pub mod cuda;
 pub mod error;
 pub mod executor;
+/// Constants the CUDA kernels share with the runtime, defined once (build.rs writes the kernels'
+/// header from this same file).
+pub mod kernel_constants;
 pub mod plan;
 pub mod quant;
 pub mod sampler;

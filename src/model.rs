@@ -153,11 +153,11 @@ pub fn compiled_cache_dir(sha: &str) -> PathBuf {
 pub fn compile_gguf(gguf: &Path, out: &Path, opts: &CompileOptions, quiet: bool) -> Result<Compiled> {
     let sha = model_sha256(gguf)?;
     let file = open_gguf(gguf)?;
-    let cfg =
-        ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
+    let cfg = ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable model", gguf.display()))?;
     let tok =
         tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
     let tok_json = tok.to_json().context("serialising the tokenizer")?;
+    let opts = &CompileOptions { architecture: cfg.architecture, ..opts.clone() };
     let mut compiled = compile::build(&cfg.hparams, &file, &sha, opts)?;
     compiled.plan.model_name = general_name(&file);
     let bar = crate::progress::bytes_bar(compiled.weights.total_bytes, "packing weights", quiet);

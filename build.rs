@@ -31,8 +31,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ARCH: &str = "90";
-
 /// The one table of constants shared by the kernels and the runtime (see the file's header).
 mod kernel_constants {
     include!("runtime/src/kernel_constants.rs");
@@ -100,13 +98,15 @@ fn main() {
     fs::write(&unity_path, unity).expect("write all_kernels.cu");
     let fatbin = out_dir.join("kernels.fatbin");
 
+    // The one architecture (kernel_constants::CUDA_ARCH): the runtime refuses older GPUs by it.
+    let arch = kernel_constants::CUDA_ARCH.to_string();
     let mut cmd = Command::new(&nvcc);
     cmd.arg("-fatbin")
         .arg("-std=c++17")
         .arg("-O3")
         .arg("-lineinfo")
-        .arg(format!("-gencode=arch=compute_{ARCH},code=sm_{ARCH}"))
-        .arg(format!("-gencode=arch=compute_{ARCH},code=compute_{ARCH}"))
+        .arg(format!("-gencode=arch=compute_{arch},code=sm_{arch}"))
+        .arg(format!("-gencode=arch=compute_{arch},code=compute_{arch}"))
         .arg("-Xptxas=-v")
         .arg("-Werror=all-warnings")
         .arg("-I")
@@ -138,7 +138,7 @@ fn main() {
             println!("cargo:warning=ptxas {current}: {}", line.trim());
         }
     }
-    write_generated(&out_dir, Some(&fatbin), &names, &version, ARCH);
+    write_generated(&out_dir, Some(&fatbin), &names, &version, &arch);
 }
 
 /// nvcc through cc: `NVCC` (cc honours target-prefixed variants), then the project toolchain,

@@ -12,6 +12,11 @@
 // defines one of these names by hand, that every kernel-side name is used, and that the format
 // codes and limits equal the runtime's own (`WeightFormat`, `MAX_WEIGHT_PARTS`).
 
+/// The GPU architecture the kernels are compiled for: build.rs embeds sm_90 SASS and compute_90
+/// PTX, so they run on compute capability 9.0 (Hopper) natively and on newer GPUs through the
+/// driver's PTX JIT; the runtime refuses older GPUs at open (`cuda::device`). Not in the header.
+pub const CUDA_ARCH: u32 = 90;
+
 /// Warps per block of every GEMV kernel (f16 and quantized): `GEMV_WARPS` in the kernels.
 pub const GEMV_WARPS: usize = 8;
 

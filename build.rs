@@ -18,6 +18,11 @@
 //!   `KERNELS_AVAILABLE` is false and a `cargo:warning` says so. A kernel that fails to compile
 //!   fails the build.
 //!
+//! - The constants the kernels share with the runtime (GEMV_WARPS, the attention and sampler
+//!   limits, the weight format codes) are defined once, in `runtime/src/kernel_constants.rs`:
+//!   this script includes that file and writes `OUT_DIR/generated_constants.cuh` from it, which
+//!   `kernels/common.cuh` includes (nvcc gets `-I OUT_DIR`).
+//!
 //! Generated `OUT_DIR/kernels.rs` (included by `src/kernels.rs`): `IMAGE`, `KERNELS_AVAILABLE`,
 //! `KERNEL_NAMES`, `NVCC_VERSION`, `TARGET_ARCH`.
 use std::env;
@@ -26,7 +31,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ARCH: &str = "90";
+/// The one table of constants shared by the kernels and the runtime (see the file's header).
+mod kernel_constants {
+    include!("runtime/src/kernel_constants.rs");
+}
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -36,6 +44,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=scripts/setup-cuda.sh");
+    println!("cargo:rerun-if-changed=runtime/src/kernel_constants.rs");
     for var in ["NVCC", "QWEN_AOT_NO_CUDA", "QWEN_AOT_PTXAS_VERBOSE", "NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -60,6 +69,9 @@ fn main() {
         // time, `touch build.rs` (or `cargo clean -p qwen-aot`).
         println!("cargo:rerun-if-changed={}", toolchain_stamp.display());
     }
+
+    fs::write(out_dir.join("generated_constants.cuh"), kernel_constants::cuda_header())
+        .expect("write generated_constants.cuh");
 
     let disabled = |why: String| {
         println!("cargo:warning=CUDA backend disabled: {why}. Run scripts/setup-cuda.sh (then `touch build.rs`) or set NVCC to enable it.");
@@ -86,17 +98,21 @@ fn main() {
     fs::write(&unity_path, unity).expect("write all_kernels.cu");
     let fatbin = out_dir.join("kernels.fatbin");
 
+    // The one architecture (kernel_constants::CUDA_ARCH): the runtime refuses older GPUs by it.
+    let arch = kernel_constants::CUDA_ARCH.to_string();
     let mut cmd = Command::new(&nvcc);
     cmd.arg("-fatbin")
         .arg("-std=c++17")
         .arg("-O3")
         .arg("-lineinfo")
-        .arg(format!("-gencode=arch=compute_{ARCH},code=sm_{ARCH}"))
-        .arg(format!("-gencode=arch=compute_{ARCH},code=compute_{ARCH}"))
+        .arg(format!("-gencode=arch=compute_{arch},code=sm_{arch}"))
+        .arg(format!("-gencode=arch=compute_{arch},code=compute_{arch}"))
         .arg("-Xptxas=-v")
         .arg("-Werror=all-warnings")
         .arg("-I")
         .arg(&kernel_dir)
+        .arg("-I")
+        .arg(&out_dir)
         .arg("-o")
         .arg(&fatbin)
         .arg(&unity_path);
@@ -122,7 +138,7 @@ fn main() {
             println!("cargo:warning=ptxas {current}: {}", line.trim());
         }
     }
-    write_generated(&out_dir, Some(&fatbin), &names, &version, ARCH);
+    write_generated(&out_dir, Some(&fatbin), &names, &version, &arch);
 }
 
 /// nvcc through cc: `NVCC` (cc honours target-prefixed variants), then the project toolchain,

@@ -12,10 +12,6 @@
 #include "argmax.cuh"
 #include "common.cuh"
 
-namespace {
-constexpr int ARGMAX_THREADS = 256;
-}  // namespace
-
 extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_f32(
     const int* __restrict__ state,
     const float* __restrict__ logits,  // [rows, vocab]

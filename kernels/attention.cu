@@ -35,20 +35,19 @@
 //   run-time length (attn_chunk in common.cuh: at least min_chunk keys, a kernel argument, up to
 //   8 x min_chunk keys, at least 64 beyond), so short contexts use one block per KV head and
 //   long ones use all splits.
-//   PERFORMANCE: see benches/NOTES.md (the previous version, one 4-warp block doing all G heads in
+//   PERFORMANCE: see experiments/LOG.md (the previous version, one 4-warp block doing all G heads in
 //   long dependent chains with 196 registers, took ~14.6 us at 1k cached tokens).
 // numerics: all f32, IEEE expf (not __expf); the only difference from the CPU twin is summation
 //   order and dividing once by l at the end instead of normalising each weight.
-// limits:  G <= MAX_G = 8, d in {64, 128}, n_splits <= ATT_MAX_SPLITS = 128 (the runtime validates
+// limits:  G <= MAX_G (8), d in {64, 128}, n_splits <= ATT_MAX_SPLITS (128) (the runtime validates
 //   the plan and caps the split count), min_chunk a positive multiple of 64, 1 <= head_groups <= G
 //   (a group left without heads exits at once).
 #include "common.cuh"
 
+// ATT_WARPS and ATT_MAX_SPLITS: generated_constants.cuh (shared with runtime/src/cuda/launch.rs).
 namespace {
-constexpr int ATT_WARPS = 8;
 constexpr int ATT_THREADS = ATT_WARPS * 32;
 constexpr int MAX_G = ATT_WARPS;  // warp w serves query head w of the group
-constexpr int ATT_MAX_SPLITS = 128;
 
 // 16-byte asynchronous copy global -> shared (L2 only); `valid == false` writes 16 zero bytes
 // and reads nothing.

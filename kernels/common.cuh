@@ -17,6 +17,10 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+// Constants shared with the runtime (GEMV_WARPS, QA_MAX_PARTS, the attention limits, the sampler
+// sizes, the weight format codes): written by build.rs from runtime/src/kernel_constants.rs.
+#include "generated_constants.cuh"
+
 #define QA_DEVICE __device__ __forceinline__
 
 // ---- run state --------------------------------------------------------------------------------
@@ -145,9 +149,8 @@ QA_DEVICE float4 load_ro4(const float* p) { return __ldg(reinterpret_cast<const 
 // 64); split s covers [s*chunk, min(len, (s+1)*chunk)). A chunk takes at least `min_chunk` keys
 // while len <= ATTN_LONG_FACTOR * min_chunk -- short contexts then use few splits and no merge
 // at all up to min_chunk keys -- and at least 64 beyond that, where more splits in parallel beat
-// the merge they need (benches/NOTES.md: +1.6 % decode at 2k keys, -2.2 % at depth 0 if used
-// at every length).
-constexpr int ATTN_LONG_FACTOR = 8;
+// the merge they need (experiments/LOG.md: +1.6 % decode at 2k keys, -2.2 % at depth 0 if used
+// at every length). ATTN_LONG_FACTOR: generated_constants.cuh.
 QA_DEVICE int attn_chunk(int len, int n_splits, int min_chunk) {
     int c = (len + n_splits - 1) / n_splits;
     c = (c + 63) & ~63;

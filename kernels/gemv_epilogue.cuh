@@ -6,7 +6,7 @@
 
 #include "common.cuh"
 
-constexpr int GEMV_WARPS = 8;
+// GEMV_WARPS (warps per block of every GEMV): generated_constants.cuh.
 
 enum GemvEpilogue { EPI_STORE = 0, EPI_SWIGLU = 1, EPI_ROPE = 2 };
 

@@ -22,24 +22,8 @@
 
 #include "common.cuh"
 
-#define QA_MAX_PARTS 3
-
-// Format codes: WeightFormat's discriminants (runtime/src/quant/mod.rs; a test keeps them equal).
-enum QFmt {
-    QF_F32 = 0,
-    QF_F16 = 1,
-    QF_BF16 = 2,
-    QF_Q4_0 = 3,
-    QF_Q4_1 = 4,
-    QF_Q5_0 = 5,
-    QF_Q5_1 = 6,
-    QF_Q8_0 = 7,
-    QF_Q2_K = 8,
-    QF_Q3_K = 9,
-    QF_Q4_K = 10,
-    QF_Q5_K = 11,
-    QF_Q6_K = 12,
-};
+// The format codes (enum QFmt, QF_*: WeightFormat's discriminants) and QA_MAX_PARTS come from
+// generated_constants.cuh (build.rs, from runtime/src/kernel_constants.rs).
 
 // A weight's parts, passed by value as one kernel parameter (mirrored by launch::QParts, 120
 // bytes). Plane pointers are absolute; row_end[p] is the first row after part p (cumulative).

@@ -46,11 +46,11 @@
 #include "common.cuh"
 
 namespace qa_sample {
-constexpr int THREADS = 256;
-constexpr int MAX_CHUNK = 4096;                 // ids per block (host: grid >= vocab / 4096)
+constexpr int THREADS = SAMPLE_THREADS;                  // 256 (generated_constants.cuh)
+constexpr int MAX_CHUNK = SAMPLE_MAX_CHUNK;              // 4096 ids per block (host: grid >= vocab / 4096)
 constexpr int PER_THREAD = MAX_CHUNK / THREADS;  // 16
-constexpr int MAX_CAND = 256;                   // sampler::MAX_CANDIDATES
-constexpr int HIST_SHIFT = 20;                  // histogram on the top 12 bits of the order key
+constexpr int MAX_CAND = SAMPLE_MAX_CANDIDATES;          // 256: sampler::MAX_CANDIDATES
+constexpr int HIST_SHIFT = SAMPLE_HIST_SHIFT;            // 20: histogram on the top 12 bits of the order key
 constexpr int HIST_BINS = 1 << (32 - HIST_SHIFT);
 constexpr int BINS_PER_THREAD = HIST_BINS / THREADS;  // 16
 constexpr unsigned FULL = 0xffffffffu;

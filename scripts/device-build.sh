@@ -4,10 +4,10 @@
 #   .device/bin/qwen-aot       the CLI (check --backend cuda, bench)
 #   .device/bin/cuda_kernels   runtime/tests/cuda_kernels.rs (kernels vs CPU twins)
 #   .device/bin/kernels        benches/kernels.rs (criterion, per-kernel GB/s)
-#   .device/bin/sync_chain     benches/sync_chain.cu (cost of one dependency link, by kind)
-#   .device/bin/stream_chain   benches/stream_chain.cu (links vs weight streaming, overlapped or not)
-#   .device/bin/ring_chain     benches/ring_chain.cu (the same chain as one persistent kernel)
-#   .device/bin/mega_chain     benches/mega_chain.cu (a persistent decode-layer chain with real GEMVs)
+#   .device/bin/sync_chain     experiments/sync_chain.cu (cost of one dependency link, by kind)
+#   .device/bin/stream_chain   experiments/stream_chain.cu (links vs weight streaming, overlapped or not)
+#   .device/bin/ring_chain     experiments/ring_chain.cu (the same chain as one persistent kernel)
+#   .device/bin/mega_chain     experiments/mega_chain.cu (a persistent decode-layer chain with real GEMVs)
 #   .device/kernels.fatbin     the embedded kernel image (for the runtime test binary)
 # Usage: scripts/device-build.sh   (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
@@ -34,14 +34,14 @@ install -m 755 "$target/release/qwen-aot" .device/bin/qwen-aot
 install -m 755 "$target/release/generate" .device/bin/generate
 [[ -n "$test_bin" ]] && install -m 755 "$test_bin" .device/bin/cuda_kernels
 [[ -n "$bench_bin" ]] && install -m 755 "$bench_bin" .device/bin/kernels
-# The dependency-link microbenchmark (benches/sync_chain.cu), a standalone CUDA program.
+# The dependency-link microbenchmark (experiments/sync_chain.cu), a standalone CUDA program.
 "$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
-  -L.toolchain/cuda/nvidia/cu13/lib -o .device/bin/sync_chain benches/sync_chain.cu
-# Whether link latency can hide behind weight streaming (benches/stream_chain.cu; as one
+  -L.toolchain/cuda/nvidia/cu13/lib -o .device/bin/sync_chain experiments/sync_chain.cu
+# Whether link latency can hide behind weight streaming (experiments/stream_chain.cu; as one
 # persistent kernel: ring_chain.cu, mega_chain.cu), standalone too.
-for bench in stream_chain ring_chain mega_chain; do
+for prog in stream_chain ring_chain mega_chain; do
   "$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
-    -L.toolchain/cuda/nvidia/cu13/lib -o ".device/bin/$bench" "benches/$bench.cu"
+    -L.toolchain/cuda/nvidia/cu13/lib -o ".device/bin/$prog" "experiments/$prog.cu"
 done
 fatbin="$(ls -t "$target"/release/build/qwen-aot-*/out/kernels.fatbin | head -n1)"
 install -m 644 "$fatbin" .device/kernels.fatbin

@@ -191,11 +191,11 @@ pub fn compile_gguf(
         let stage = stages.step("reading the model and its tokenizer");
         let span = phases::span("read the GGUF: metadata, tokenizer");
         let file = open_gguf(gguf)?;
-        let cfg =
-            ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable Qwen2 model", gguf.display()))?;
+        let cfg = ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable model", gguf.display()))?;
         let tok =
             tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
         let tok_json = tok.to_json().context("serialising the tokenizer")?;
+        let opts = &CompileOptions { architecture: cfg.architecture, ..opts.clone() };
         drop((span, stage));
         let stage = stages.step("fusing the graph, planning memory");
         let mut compiled =

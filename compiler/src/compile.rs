@@ -7,7 +7,8 @@ use qwen_aot_runtime::integrity::seal_plan;
 use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
 use sha2::{Digest, Sha256};
 
-use crate::description::{Description, QWEN2};
+use crate::architecture::{Architecture, QWEN2};
+use crate::description::Description;
 use crate::emit::emit_program;
 use crate::error::CompileError;
 use crate::graph::{lower::lower, OpGraph};
@@ -27,11 +28,14 @@ pub struct CompileOptions {
     pub prefill_tokens: usize,
     /// How matrices are stored: the GGUF's own formats (default) or all F16.
     pub weights: WeightMode,
+    /// The architecture whose description is compiled: a GGUF's is `ModelConfig::architecture`
+    /// (from `general.architecture`); random-weight models use the default, Qwen2.
+    pub architecture: &'static Architecture,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { prefill_tokens: 512, weights: WeightMode::Native }
+        CompileOptions { prefill_tokens: 512, weights: WeightMode::Native, architecture: &QWEN2 }
     }
 }
 
@@ -47,7 +51,7 @@ pub struct Compiled {
     pub decode_pass_report: Vec<(&'static str, usize)>,
 }
 
-/// Compiles the shipped Qwen2 description for `hp` with tensors from `src`.
+/// Compiles the description of `opts.architecture` for `hp` with tensors from `src`.
 pub fn build(
     hp: &HyperParams,
     src: &dyn TensorSource,
@@ -60,7 +64,7 @@ pub fn build(
             opts.prefill_tokens
         )));
     }
-    let desc = Description::parse(QWEN2)?;
+    let desc = Description::parse(opts.architecture.description)?;
     let unfused = lower(&desc, hp, &|n| src.dims(n).is_some())?;
     check_tensor_shapes(&unfused, hp, src)?;
     let mut fused = unfused.clone();

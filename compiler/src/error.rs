@@ -16,6 +16,11 @@ pub enum CompileError {
     Description(String),
     #[error("model is missing tensor `{0}` required by the architecture description")]
     MissingTensor(String),
+    #[error(
+        "model has no bias tensor `{0}`: the plan's fused bias+RoPE+KV write needs the q, k and v \
+         biases the architecture description names (models without them are not supported yet)"
+    )]
+    MissingBias(String),
     #[error("tensor `{name}`")]
     Tensor {
         name: String,

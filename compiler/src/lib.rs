@@ -2,6 +2,7 @@
 //! memory planner, weight packer and plan emitter.
 //!
 //! Invariant: no CUDA. The compiler hard-codes no layer sequence: it comes from `graphs/qwen2.toml`.
+pub mod architecture;
 pub mod compile;
 pub mod description;
 pub mod emit;

@@ -51,7 +51,8 @@ fn compile(file: &GgufFile) -> Result<(), String> {
     };
     let cfg = ModelConfig::from_gguf(file).map_err(|e| chain(&e))?;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut c = build(&cfg.hparams, file, "test", &CompileOptions::default()).map_err(|e| chain(&e))?;
+    let opts = CompileOptions { architecture: cfg.architecture, ..CompileOptions::default() };
+    let mut c = build(&cfg.hparams, file, "test", &opts).map_err(|e| chain(&e))?;
     write_dir(&mut c, file, None, &dir.path().join("out"), |_| {}).map_err(|e| chain(&e))
 }
 

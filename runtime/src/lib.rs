@@ -9,6 +9,9 @@ pub mod cuda;
 pub mod error;
 pub mod executor;
 pub mod integrity;
+/// Constants the CUDA kernels share with the runtime, defined once (build.rs writes the kernels'
+/// header from this same file).
+pub mod kernel_constants;
 pub mod phases;
 pub mod plan;
 pub mod quant;

@@ -17,7 +17,7 @@
 use crate::error::RuntimeError;
 
 /// Largest candidate set after top-k.
-pub const MAX_CANDIDATES: usize = 256;
+pub const MAX_CANDIDATES: usize = crate::kernel_constants::SAMPLE_MAX_CANDIDATES;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {

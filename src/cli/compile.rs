@@ -133,14 +133,14 @@ pub fn run(
 ) -> Result<()> {
     let gguf = model::gguf_path(model_arg)?;
     let sha = model::model_sha256(&gguf)?;
-    let opts = CompileOptions { prefill_tokens, weights: weights.into() };
+    let opts = CompileOptions { prefill_tokens, weights: weights.into(), ..Default::default() };
     // Up to date when the weight table `opts` gives (graph work only, no packing) is the one in
     // `out`: that tells `--weights f16` from native plans.
     let up_to_date = match previous_plan(out, &sha, &opts) {
         Some(plan) => {
             let g = model::open_gguf(&gguf)?;
             let cfg = ModelConfig::from_gguf(&g)?;
-            let c = build(&cfg.hparams, &g, &sha, &opts)?;
+            let c = build(&cfg.hparams, &g, &sha, &CompileOptions { architecture: cfg.architecture, ..opts.clone() })?;
             (c.plan.weights == plan.weights).then_some(c)
         }
         None => None,

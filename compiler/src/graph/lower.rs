@@ -139,7 +139,13 @@ impl Lowerer<'_> {
                 let mm = Op::MatMul { weight: self.weight(nd, layer)?, n: cols, k, logits: nd.op == "logits" };
                 match &nd.bias {
                     Some(b) => {
-                        let bias = self.tensor(b, layer)?;
+                        // A bias the description names must exist: the plan's fused bias + RoPE +
+                        // KV write step (and its GPU kernels) always add one, so a model without
+                        // it is refused here, by name, rather than failing later in a pass.
+                        let bias = self.tensor(b, layer).map_err(|e| match e {
+                            CompileError::MissingTensor(name) => CompileError::MissingBias(name),
+                            e => e,
+                        })?;
                         let m = self.g.add(mm, vec![cols], format!("{label}.matmul"), &inputs);
                         let b = self.g.add(Op::BiasAdd { bias }, vec![cols], label, &[Value::new(m, 0)]);
                         self.bind(nd, b);

@@ -25,7 +25,7 @@ fn hp() -> HyperParams {
 }
 
 fn table(src: &MemorySource, hp: &HyperParams, weights: WeightMode) -> WeightTable {
-    build(hp, src, "test", &CompileOptions { prefill_tokens: 4, weights }).unwrap().weights
+    build(hp, src, "test", &CompileOptions { prefill_tokens: 4, weights, ..Default::default() }).unwrap().weights
 }
 
 fn info<'a>(t: &'a WeightTable, name: &str) -> &'a WeightInfo {
@@ -201,8 +201,9 @@ fn an_unsupported_tensor_type_is_named_before_packing() {
     let mut src = random_model_mix(&hp(), false, 1, &default_model_mix());
     src.insert_blocks("blk.0.ffn_down.weight", vec![512, 256], GgmlType::IQ2_XXS, vec![0u8; 512 * 256 / 256 * 66]);
     for weights in [WeightMode::Native, WeightMode::F16] {
-        let e =
-            build(&hp(), &src, "t", &CompileOptions { prefill_tokens: 4, weights }).err().expect("IQ2_XXS is refused");
+        let e = build(&hp(), &src, "t", &CompileOptions { prefill_tokens: 4, weights, ..Default::default() })
+            .err()
+            .expect("IQ2_XXS is refused");
         let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
         assert_eq!(chain, "tensor `blk.0.ffn_down.weight`: dequantisation of IQ2_XXS is not supported");
     }

@@ -182,13 +182,30 @@ fn unavailable(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::CudaUnavailable(msg.into())
 }
 
+/// Why a GPU of compute capability `cc` cannot run the kernels, or None when it can. The image
+/// holds sm_90 SASS and compute_90 PTX (`kernel_constants::CUDA_ARCH`): Hopper runs the SASS,
+/// newer GPUs JIT-compile the PTX, and nothing older can load either (the kernels also use
+/// `griddepcontrol`, an sm_90 instruction). Checked before the image is loaded, so an older GPU
+/// gets this one line instead of the driver's "no kernel image is available".
+pub(crate) fn unsupported_gpu(name: &str, cc: (i32, i32)) -> Option<String> {
+    let need = (crate::kernel_constants::CUDA_ARCH / 10) as i32;
+    let need = (need, (crate::kernel_constants::CUDA_ARCH % 10) as i32);
+    (cc < need).then(|| {
+        format!(
+            "{name} (compute capability {}.{}) is older than the GPUs the kernels are built for: compute \
+             capability {}.{} (Hopper: H100, H200, GH200) and newer",
+            cc.0, cc.1, need.0, need.1
+        )
+    })
+}
+
 /// `QWEN_AOT_SMEM_CARVEOUT` (tuning): the preferred L1/shared-memory split, in percent of the
 /// maximum shared memory (-1 = the driver's choice), as a list `prefix=pct,...` applied to the
 /// kernels whose names start with a prefix; an item without a prefix (or `*`) applies to every
 /// kernel, and the last valid item that matches wins, so `43` alone sets every kernel. Invalid
 /// items are ignored, as with the other tuning variables. Why: an SM runs blocks of two kernels
 /// side by side only under one split, and the driver gives the decode kernels different ones
-/// (benches/NOTES.md, sixth session: making them equal measured no gain).
+/// (experiments/LOG.md, sixth session: making them equal measured no gain).
 fn carveout_override(kernel: &str) -> Option<i32> {
     carveout_for(&std::env::var("QWEN_AOT_SMEM_CARVEOUT").ok()?, kernel)
 }
@@ -240,6 +257,11 @@ impl CudaDevice {
         // SAFETY: everything runs on one stream, so cross-stream event synchronisation is not
         // needed; and its event records would be illegal during stream capture.
         unsafe { ctx.disable_event_tracking() };
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, minor) = ctx.compute_capability().cuda_ctx(|| "querying compute capability".into())?;
+        if let Some(why) = unsupported_gpu(&name, (major, minor)) {
+            return Err(unavailable(why));
+        }
         let stream = ctx.new_stream().cuda_ctx(|| "creating a stream".into())?;
         drop(span);
         let span = phases::span("CUDA: kernel module load");
@@ -253,7 +275,6 @@ impl CudaDevice {
         // SAFETY: `aligned` holds a complete fatbin (built by build.rs) and outlives the call; the
         // driver copies what it needs; `raw` is a valid out-pointer.
         let r = unsafe { sys::cuModuleLoadData(&mut raw, aligned.as_ptr() as *const c_void) };
-        let (major, minor) = ctx.compute_capability().cuda_ctx(|| "querying compute capability".into())?;
         r.result().cuda_ctx(|| {
             format!(
                 "loading the kernel image ({} bytes, sm_90 SASS + compute_90 PTX) on a sm_{major}{minor} GPU",
@@ -302,7 +323,6 @@ impl CudaDevice {
             .cuda_ctx(|| format!("allowing {QGEMV_MAX_SMEM} bytes of shared memory to {}", k.name()))?;
         }
         drop(span);
-        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .cuda_ctx(|| "querying the SM count".into())? as u32;
@@ -509,7 +529,23 @@ impl CudaDevice {
 
 #[cfg(test)]
 mod tests {
-    use super::carveout_for;
+    use super::{carveout_for, unsupported_gpu};
+
+    /// Hopper and newer (Blackwell 10.0, 12.0 through the PTX) run; Ampere and Ada are refused
+    /// with one line naming the GPU, its capability and what is needed.
+    #[test]
+    fn gpus_older_than_hopper_are_refused() {
+        for cc in [(9, 0), (10, 0), (12, 0)] {
+            assert_eq!(unsupported_gpu("NVIDIA H200", cc), None, "{cc:?}");
+        }
+        assert_eq!(
+            unsupported_gpu("NVIDIA A100-SXM4-80GB", (8, 0)).unwrap(),
+            "NVIDIA A100-SXM4-80GB (compute capability 8.0) is older than the GPUs the kernels are built for: \
+             compute capability 9.0 (Hopper: H100, H200, GH200) and newer"
+        );
+        assert!(unsupported_gpu("NVIDIA L4", (8, 9)).unwrap().contains("compute capability 8.9"));
+        assert!(unsupported_gpu("old", (7, 5)).is_some());
+    }
 
     #[test]
     fn carveout_spec_matches_by_prefix_and_the_last_match_wins() {

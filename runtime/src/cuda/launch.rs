@@ -212,7 +212,7 @@ pub(crate) fn add_rms_norm(
 
 /// Warps sharing one output row (unit): enough blocks (>= 2 per SM) to keep every SM streaming,
 /// but at least one 16-byte vector per lane. (Allowing 4 warps on 896-wide rows, i.e. 448
-/// o_proj and 288 qkv blocks, measured slower: benches/NOTES.md.)
+/// o_proj and 288 qkv blocks, measured slower: experiments/LOG.md.)
 pub(crate) fn gemv_warps_per_row(n: usize, k: usize, sm_count: u32) -> usize {
     let target = 2 * sm_count as usize;
     let max_wpr = (k / 8 / 32).clamp(1, 8);
@@ -437,8 +437,8 @@ pub(crate) fn qgemv_units_per_warp(units: usize, wpr: usize, sm_count: u32, resi
     blocks_at_one.div_ceil((sm_count * resident.max(1)) as usize).max(1)
 }
 
-/// Warps per block of every GEMV (GEMV_WARPS in kernels/gemv_epilogue.cuh).
-const GEMV_TEAM_WARPS: usize = 8;
+/// Warps per block of every GEMV (GEMV_WARPS in the kernels).
+const GEMV_TEAM_WARPS: usize = crate::kernel_constants::GEMV_WARPS;
 
 /// The quantized GEMV kernels of kernels/qgemv.cu (its QGEMV_ENTRIES list, in the same order): for
 /// each format pair (fa, fb) the store, SwiGLU and RoPE entry points, for weights whose parts are
@@ -628,10 +628,10 @@ pub(crate) struct AttnScratch {
     pub counters: u64,
 }
 
-/// Largest query-head group the attention kernel supports (MAX_G in attention.cu).
-pub(crate) const ATTN_MAX_GROUP: usize = 8;
+/// Largest query-head group the attention kernel supports (MAX_G = ATT_WARPS in attention.cu).
+pub(crate) const ATTN_MAX_GROUP: usize = crate::kernel_constants::ATT_WARPS;
 /// Largest split count the attention kernel's merge supports (ATT_MAX_SPLITS in attention.cu).
-pub(crate) const ATTN_MAX_SPLITS: usize = 128;
+pub(crate) const ATTN_MAX_SPLITS: usize = crate::kernel_constants::ATT_MAX_SPLITS;
 
 pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
     match head_dim {
@@ -650,7 +650,7 @@ pub(crate) const ATTN_CHUNK_ALIGN: usize = 64;
 /// positive multiple of 64, for tuning).
 pub(crate) const ATTN_MIN_CHUNK: usize = 128;
 /// ATTN_LONG_FACTOR in common.cuh.
-const ATTN_LONG_FACTOR: usize = 8;
+const ATTN_LONG_FACTOR: usize = crate::kernel_constants::ATTN_LONG_FACTOR;
 
 /// Blocks per KV head and split, each serving ceil(G / groups) of the G query heads: more SMs
 /// share a short context's work (`QWEN_AOT_ATTN_HEAD_GROUPS` overrides it, for tuning).
@@ -773,11 +773,12 @@ pub(crate) const ARGMAX_MAX_BLOCKS: usize = 1024;
 
 /// logits f32 [rows, vocab] (row n_tokens - 1 is read); out i32 [1].
 pub(crate) fn argmax(st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32, scratch: ArgmaxScratch) -> Op {
-    let blocks = (2 * sm_count as usize).min(div_ceil(vocab, 256)).clamp(1, ARGMAX_MAX_BLOCKS);
+    let threads = crate::kernel_constants::ARGMAX_THREADS;
+    let blocks = (2 * sm_count as usize).min(div_ceil(vocab, threads)).clamp(1, ARGMAX_MAX_BLOCKS);
     kernel(
         Kernel::Argmax,
         (blocks, 1, 1),
-        256,
+        threads as u32,
         vec![
             Arg::Ptr(st),
             Arg::Ptr(logits),
@@ -970,17 +971,11 @@ mod tests {
         }
     }
 
-    /// The format codes and the parts limit the kernels use (kernels/quant.cuh: enum QFmt,
-    /// QA_MAX_PARTS) are WeightFormat's discriminants and MAX_PARTS; the QParts image is the
-    /// 120-byte struct the kernels take.
+    /// The QParts image is the 120-byte struct the kernels take (QA_MAX_PARTS = MAX_PARTS parts;
+    /// the format codes and the limit are generated for the kernels: `kernel_constants`).
     #[test]
-    fn quant_constants_match_the_kernels() {
-        let src = include_str!("../../../kernels/quant.cuh");
-        for f in crate::quant::ALL_FORMATS {
-            let line = format!("QF_{} = {},", f.name(), f.code());
-            assert!(src.contains(&line), "kernels/quant.cuh lacks `{line}`");
-        }
-        assert!(src.contains(&format!("#define QA_MAX_PARTS {MAX_PARTS}")), "QA_MAX_PARTS");
+    fn qparts_image_matches_the_kernels() {
+        assert_eq!(MAX_PARTS, crate::kernel_constants::QA_MAX_PARTS);
         assert_eq!(std::mem::size_of::<QParts>(), 120);
         let q = QParts { qs: [1, 2, 3], row_end: [7, 8, 9], fmt: [4, 5, 6], ..QParts::default() };
         let w = q.words();
@@ -1024,16 +1019,5 @@ mod tests {
         assert_eq!(qgemv_kernel(1, &parts([W::Q6_K, W::Q4_K, W::Q4_K])), Kernel::GemvQSwiGluQ4KQ6K);
         assert_eq!(qgemv_kernel(0, &parts([W::Q4_0, W::Q6_K, W::Q6_K])), Kernel::GemvQAny);
         assert_eq!(qgemv_kernel(2, &parts([W::Q4_K, W::Q5_0, W::Q8_0])), Kernel::GemvQAnyRope);
-    }
-
-    /// The split geometry's constants here mirror the kernels' (common.cuh, attention.cu): the
-    /// tests above only check the Rust mirror, so a constant changed on one side alone must fail.
-    #[test]
-    fn geometry_constants_match_the_kernels() {
-        let common = include_str!("../../../kernels/common.cuh");
-        let attention = include_str!("../../../kernels/attention.cu");
-        assert!(common.contains(&format!("constexpr int ATTN_LONG_FACTOR = {ATTN_LONG_FACTOR};")), "ATTN_LONG_FACTOR");
-        assert!(attention.contains(&format!("constexpr int ATT_MAX_SPLITS = {ATTN_MAX_SPLITS};")), "ATT_MAX_SPLITS");
-        assert!(attention.contains(&format!("constexpr int ATT_WARPS = {ATTN_MAX_GROUP};")), "MAX_G = ATT_WARPS");
     }
 }

@@ -17,16 +17,17 @@
 use super::device::{CudaDevice, DevBuf, Kernel};
 use super::launch::{Arg, Launch, Op};
 use crate::error::RuntimeError;
+use crate::kernel_constants as kc;
 use crate::sampler::{SamplingParams, MAX_CANDIDATES};
 
 /// Threads per block of both sampling kernels (THREADS in sample.cu).
-const THREADS: u32 = 256;
+const THREADS: u32 = kc::SAMPLE_THREADS as u32;
 /// Largest vocabulary slice one block owns (MAX_CHUNK in sample.cu).
-pub(crate) const MAX_CHUNK: usize = 4096;
+pub(crate) const MAX_CHUNK: usize = kc::SAMPLE_MAX_CHUNK;
 /// Most blocks per sampling kernel (sizes the argmax partials).
 pub(crate) const MAX_BLOCKS: usize = 1024;
 /// Histogram bins of sample_prep (HIST_BINS in sample.cu).
-const HIST_BINS: usize = 4096;
+const HIST_BINS: usize = 1 << (32 - kc::SAMPLE_HIST_SHIFT);
 /// Control words (tickets, list counts, the threshold bin).
 const CTRL_WORDS: usize = 8;
 /// 32-bit words of the kernel's `SampleParams`.

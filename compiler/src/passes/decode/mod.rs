@@ -6,7 +6,7 @@
 //! Every matmul becomes a `gemv`, then its neighbours move into it: the residual add of the
 //! following add+norm (the norm stays behind, reading the GEMV's sum), the RMS norm that feeds it
 //! (applied as x is read), and the SwiGLU or bias+RoPE+KV write that consumes its product. Per
-//! Qwen2 layer this leaves 5 launches instead of 9 (see benches/NOTES.md).
+//! Qwen2 layer this leaves 5 launches instead of 9 (see experiments/LOG.md).
 mod gemv_epilogue;
 mod gemv_from_matmul;
 mod gemv_norm;

@@ -1,6 +1,6 @@
 // Can a persistent kernel hide the links behind the bytes, where PDL chains cannot?
 //
-// benches/stream_chain.cu showed a chain of PDL kernels costs its links (≈ 2.2 µs each) PLUS its
+// experiments/stream_chain.cu showed a chain of PDL kernels costs its links (≈ 2.2 µs each) PLUS its
 // weights' bytes, even when every op requests its weights before its wait: the next op's copies
 // queue behind (and in front of) the running op's critical path, and an op cannot fetch ahead
 // further than the one kernel that is resident beside it. This program runs the same synthetic
@@ -25,10 +25,10 @@
 // the big ops' loads issued two or three links ahead, optionally in the order the ops need them,
 // and optionally with each op's weights summed before its poll instead of after).
 // Prints microseconds per layer (median of REPS graph replays, CUDA events); compare with
-// stream_chain's `links` and `stream` lines from the same machine. Results: benches/NOTES.md,
-// "Seventh session". The synthetic ops only sum their weights; benches/mega_chain.cu does the
+// stream_chain's `links` and `stream` lines from the same machine. Results: experiments/LOG.md,
+// "Seventh session". The synthetic ops only sum their weights; experiments/mega_chain.cu does the
 // GEMVs for real.
-// Build: nvcc -O3 -arch=sm_90 -o ring_chain benches/ring_chain.cu   Run: ./ring_chain [quick]
+// Build: nvcc -O3 -arch=sm_90 -o ring_chain experiments/ring_chain.cu   Run: ./ring_chain [quick]
 // (quick: the read bandwidth, the register forms, the ring alone and one ll chain with weights)
 #include <cuda_fp16.h>
 

@@ -1,7 +1,7 @@
 // Can a chain of dependent kernels hide its link latency behind weight streaming?
 //
 // A decode step is ~120 dependent ops (5 per layer) that also stream ~1 GB of weights; measured,
-// its time is the links (~2.2 us each, benches/sync_chain.cu) PLUS the bytes at copy bandwidth,
+// its time is the links (~2.2 us each, experiments/sync_chain.cu) PLUS the bytes at copy bandwidth,
 // as if the two never overlapped. This program times a synthetic layer chain with the decode's
 // weight sizes per op (qkv 2.06 MB, attention 0, o_proj 1.6 MB, gate|up 17.4 MB, down 8.7 MB; 24
 // layers, every op its own weights so nothing is served from L2), each op a PDL kernel that reads
@@ -18,7 +18,7 @@
 //               blocks can sit beside the running op's and fetch during its tail.
 // Prints microseconds per layer (median of REPS graph replays, CUDA events) and the bytes' time
 // at the measured copy bandwidth.
-// Build: nvcc -O3 -arch=sm_90 -o stream_chain benches/stream_chain.cu   Run: ./stream_chain
+// Build: nvcc -O3 -arch=sm_90 -o stream_chain experiments/stream_chain.cu   Run: ./stream_chain
 #include <cuda_fp16.h>
 
 #include "chain_common.cuh"

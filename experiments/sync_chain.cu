@@ -15,7 +15,7 @@
 //               neighbours cost a drain?
 // then pdl and pdl_mixed again with every kernel's preferred carveout set to 100 % shared.
 // Prints microseconds per link (median of REPS graph replays, CUDA events).
-// Build: nvcc -O3 -arch=sm_90 -o sync_chain benches/sync_chain.cu   Run: ./sync_chain [blocks]
+// Build: nvcc -O3 -arch=sm_90 -o sync_chain experiments/sync_chain.cu   Run: ./sync_chain [blocks]
 #include "chain_common.cuh"
 
 constexpr int K = CHAIN_K;

@@ -21,8 +21,8 @@
 // vector (so errors do not compound), and the time printed per layer (median of REPS graph
 // replays, CUDA events; the replay includes a memset of the link buffers). -DLIGHT builds a
 // diagnostic whose GEMVs only sum their weights (what the arithmetic costs; no check).
-// Results: benches/NOTES.md, "Seventh session".
-// Build: nvcc -O3 -arch=sm_90 -o mega_chain benches/mega_chain.cu   Run: ./mega_chain
+// Results: experiments/LOG.md, "Seventh session".
+// Build: nvcc -O3 -arch=sm_90 -o mega_chain experiments/mega_chain.cu   Run: ./mega_chain
 #include <cuda_fp16.h>
 
 #include <cmath>

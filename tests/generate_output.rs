@@ -106,14 +106,15 @@ fn verbose_prints_the_start_up_phases_in_order() {
         .expect("run generate");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    // Every phase of a CPU start, in the order they run, each after the table's header.
+    // Every phase of a CPU start, in the order they run, each after the table's header. The
+    // tokenizer loads on its own thread beside the executor, so its row may come before or after
+    // the executor's: it is checked on its own below.
     let phases = [
         "start-up phases",
         "resolve the model",
         "open the compiled model",
         "plan.json: read, parse, check seal, validate",
         "weights.bin: hash 16 sampled windows",
-        "tokenizer",
         "executor: devices, weights, buffers",
         "tokenize the prompt",
         "prefill to the first token",
@@ -125,6 +126,11 @@ fn verbose_prints_the_start_up_phases_in_order() {
         let found = err[at..].find(p).unwrap_or_else(|| panic!("`{p}` missing or out of order in:\n{err}"));
         at += found + p.len();
     }
+    let tokenizer = err.find("tokenizer (beside the executor)").expect("the tokenizer's row");
+    assert!(
+        tokenizer < err.find("tokenize the prompt").unwrap(),
+        "the tokenizer loads before the prompt is tokenized:\n{err}"
+    );
     // Each row: when the phase began and how long it took, in ms.
     let row = err.lines().find(|l| l.ends_with("prefill to the first token")).unwrap();
     let nums: Vec<f64> = row.split_whitespace().take(2).map(|n| n.parse().unwrap()).collect();

@@ -18,10 +18,7 @@ impl Rng {
     }
     /// The runtime's SplitMix64 step (the CPU kernels' checks draw from the same generator).
     pub fn next_u64(&mut self) -> u64 {
-        let mut step = qwen_aot_runtime::cpu::qdot::check::Rng(self.0);
-        let bits = step.next_u64();
-        self.0 = step.0;
-        bits
+        qwen_aot_runtime::rng::splitmix64(&mut self.0)
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f32 {

@@ -15,6 +15,7 @@ pub mod kernel_constants;
 pub mod phases;
 pub mod plan;
 pub mod quant;
+pub mod rng;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

@@ -207,7 +207,9 @@ impl CudaExecutor {
 
     /// GPU seconds of `n` greedy decode steps of `token` at `pos` enqueued back to back, with no
     /// host round trip in between (every step recomputes the same position): the device's own
-    /// time per step, without the per-token turnaround `decode` pays. For benchmarks.
+    /// time per step, without the per-token turnaround `decode` pays. For benchmarks (feature
+    /// `harness`).
+    #[cfg(feature = "harness")]
     pub fn decode_replay_secs(&mut self, token: u32, pos: usize, n: usize) -> Result<f64, RuntimeError> {
         self.prepare_decode(token, pos)?;
         self.launch_greedy_decode()?; // one untimed step: captures the graph on first use

@@ -6,14 +6,16 @@
 //!   optional cuBLAS handle (prefill GEMMs).
 //! - [`CudaExecutor`]: implements [`crate::executor::Executor`] for a [`crate::plan::Plan`];
 //!   decode is captured once into a CUDA graph and replayed per token.
-//! - [`check::check_kernels`]: every kernel against its CPU twin.
-//! - [`bench`]: per-kernel timings at real shapes.
+//! - `check::check_kernels`: every kernel against its CPU twin (feature `harness`).
+//! - `bench`: per-kernel timings at real shapes (feature `harness`).
 //! - [`sample`]: sampling on the device (kernels/sample.cu) and the executor's token history.
 //!
 //! Single-stream design: cudarc's per-buffer event tracking is disabled (its event records are
 //! illegal inside stream capture and useless with one stream); kernels are launched with raw
 //! device pointers through `cuLaunchKernel`.
+#[cfg(feature = "harness")]
 pub mod bench;
+#[cfg(feature = "harness")]
 pub mod check;
 mod device;
 mod executor;

@@ -177,6 +177,7 @@ pub(crate) fn sample(
 }
 
 /// Test hook: out[i] = the kernel's expf(input[i]); both f32 [n].
+#[cfg(feature = "harness")]
 pub(crate) fn expf_test(input: u64, out: u64, n: usize) -> Op {
     launch(
         Kernel::SampleExpfTest,

@@ -9,6 +9,7 @@
 //! [`crate::quant::reference::dequant_row`], and the dot can factor the scales out of the sums.
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(feature = "harness")]
 pub mod check;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qwen_aot::kernels::IMAGE;
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
-use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
+use qwen_aot_compiler::synthetic::{qwen05b_hparams, random_model_mix, FormatMix};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, KernelBench};
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
-use qwen_aot_runtime::plan::HyperParams;
 
 fn kernels(c: &mut Criterion) {
     let dev = match CudaDevice::new(IMAGE) {
@@ -58,18 +57,7 @@ fn kernels(c: &mut Criterion) {
 
 /// Seeded random weights, Qwen2.5-0.5B shapes, compiled into a temporary directory.
 fn random_05b() -> Option<std::path::PathBuf> {
-    let hp = HyperParams {
-        n_layers: 24,
-        hidden: 896,
-        n_heads: 14,
-        n_kv_heads: 2,
-        head_dim: 64,
-        ffn: 4864,
-        vocab: 151936,
-        rms_eps: 1e-6,
-        rope_theta: 1e6,
-        context_length: 32768,
-    };
+    let hp = qwen05b_hparams(24);
     let dir = std::env::temp_dir().join(format!("qwen-aot-bench-{}", std::process::id())).join("random-0.5b");
     let src = random_model_mix(&hp, true, 7, &FormatMix::f16());
     let mut c = build(&hp, &src, "random-seed-7", &CompileOptions::default()).ok()?;

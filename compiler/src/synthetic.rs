@@ -245,6 +245,23 @@ pub fn multi_window_hparams() -> HyperParams {
     }
 }
 
+/// One small layer (hidden 64, 4 query / 2 KV heads of 16, ffn 32) with a `vocab`-token vocabulary
+/// and a context of `context_length`: the smallest model the compile and executor tests use.
+pub fn one_layer_hparams(vocab: usize, context_length: usize) -> HyperParams {
+    HyperParams {
+        n_layers: 1,
+        hidden: 64,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ffn: 32,
+        vocab,
+        rms_eps: 1e-6,
+        rope_theta: 1e4,
+        context_length,
+    }
+}
+
 /// The Qwen2.5-0.5B sizes with `n_layers` layers (24 for the real shapes).
 pub fn qwen05b_hparams(n_layers: usize) -> HyperParams {
     HyperParams {

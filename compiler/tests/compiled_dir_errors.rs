@@ -2,7 +2,7 @@
 //! another plan format version, garbage JSON, truncated or corrupted weights, a plan whose
 //! references point outside its arena, prompts that do not fit the context.
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, multi_window_hparams, FormatMix};
+use qwen_aot_compiler::synthetic::{compile_random, multi_window_hparams, one_layer_hparams, FormatMix};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::error::RuntimeError;
@@ -12,18 +12,7 @@ use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, 
 use qwen_aot_runtime::session::Session;
 
 fn compiled() -> (tempfile::TempDir, std::path::PathBuf, HyperParams) {
-    let hp = HyperParams {
-        n_layers: 1,
-        hidden: 64,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ffn: 32,
-        vocab: 40,
-        rms_eps: 1e-6,
-        rope_theta: 1e4,
-        context_length: 32,
-    };
+    let hp = one_layer_hparams(40, 32);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
     compile_random(&hp, false, 7, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)

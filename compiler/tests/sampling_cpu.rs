@@ -1,11 +1,10 @@
 //! Seeded sampling through the CPU executor: same seed and prompt give the same ids; another seed
 //! gives others; temperature 0 equals the plan's greedy argmax.
 use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, FormatMix};
+use qwen_aot_compiler::synthetic::{compile_random, one_layer_hparams, FormatMix};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
-use qwen_aot_runtime::plan::HyperParams;
 use qwen_aot_runtime::sampler::SamplingParams;
 use qwen_aot_runtime::session::Session;
 
@@ -23,18 +22,7 @@ fn run(model: &CompiledModel, p: &SamplingParams, n: usize) -> Vec<u32> {
 
 #[test]
 fn seeded_sampling_is_reproducible_and_seed_dependent() {
-    let hp = HyperParams {
-        n_layers: 1,
-        hidden: 64,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ffn: 32,
-        vocab: 300,
-        rms_eps: 1e-6,
-        rope_theta: 1e4,
-        context_length: 64,
-    };
+    let hp = one_layer_hparams(300, 64);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
     compile_random(&hp, true, 11, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)

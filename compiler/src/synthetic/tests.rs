@@ -44,18 +44,7 @@ fn random_blocks_are_deterministic() {
 
 #[test]
 fn the_f16_mix_holds_random_model_values_rounded() {
-    let hp = HyperParams {
-        n_layers: 1,
-        hidden: 64,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ffn: 32,
-        vocab: 40,
-        rms_eps: 1e-6,
-        rope_theta: 1e4,
-        context_length: 32,
-    };
+    let hp = one_layer_hparams(40, 32);
     let f32s = random_model(&hp, false, 5);
     let f16s = random_model_mix(&hp, false, 5, &FormatMix::f16());
     for name in f32s.tensors.keys() {

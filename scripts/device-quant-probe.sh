@@ -18,12 +18,15 @@ fi
 timeout 120 "$B/qwen-aot" check --backend cuda --model-only >"$out/check.log" 2>&1
 echo "== check --model-only (random native + f16 models) rc=$?"
 grep -E "PASS|FAIL|memory" "$out/check.log" | head -12
-# QUANT_PROBE_VARIANTS: extra builds to compare (e.g. "qwen-aot-b"), each a binary in .device/bin.
+# QUANT_PROBE_VARIANTS: extra builds to compare (e.g. "qwen-aot-b"), each a binary in .device/bin;
+# "v2" is this build with every quantized GEMV on kernels/qgemv.cu (QWEN_AOT_QGEMV=v2).
 for bin in qwen-aot ${QUANT_PROBE_VARIANTS:-}; do
+  env=()
+  [[ "$bin" == v2 ]] && { env=(QWEN_AOT_QGEMV=v2); bin=qwen-aot; }
   for a in "--random" "--random --random-weights f16" "--random-shape 1.5b"; do
-    [[ "$bin" != qwen-aot && "$a" == *f16* ]] && continue
-    timeout 240 "$B/$bin" bench $a --reps 3 >"$out/bench.log" 2>&1
-    echo "== $bin bench $a rc=$?"
+    [[ ( "$bin" != qwen-aot || ${#env[@]} -gt 0 ) && "$a" == *f16* ]] && continue
+    env "${env[@]}" timeout 240 "$B/$bin" bench $a --reps 3 >"$out/bench.log" 2>&1
+    echo "== ${env[*]} $bin bench $a rc=$?"
     grep -E "decode|prefill|weights read|floor" "$out/bench.log"
   done
 done

@@ -34,6 +34,17 @@ pub const ATT_MAX_SPLITS: usize = 128;
 /// `min_chunk`, and 64 beyond (`attn_chunk` in common.cuh, `launch::attn_chunk`).
 pub const ATTN_LONG_FACTOR: usize = 8;
 
+/// Rows of W per tile of the tensor-core quantized GEMVs (kernels/qmma.cu): `QMMA_TILE_ROWS`.
+pub const QMMA_TILE_ROWS: usize = 8;
+
+/// Groups of 32 elements a warp of those GEMVs takes per step (two MMAs of two groups):
+/// `QMMA_STEP_GROUPS`.
+pub const QMMA_STEP_GROUPS: usize = 4;
+
+/// Shared memory per group of 32 x elements in those GEMVs: three int8 digit planes (96 bytes)
+/// and the group's scale and sums (16 bytes): `QMMA_GROUP_SMEM`.
+pub const QMMA_GROUP_SMEM: usize = 112;
+
 /// Threads per block of the argmax kernel.
 pub const ARGMAX_THREADS: usize = 256;
 
@@ -58,6 +69,9 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("ATT_WARPS", ATT_WARPS),
     ("ATT_MAX_SPLITS", ATT_MAX_SPLITS),
     ("ATTN_LONG_FACTOR", ATTN_LONG_FACTOR),
+    ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
+    ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),
+    ("QMMA_STEP_GROUPS", QMMA_STEP_GROUPS),
     ("ARGMAX_THREADS", ARGMAX_THREADS),
     ("SAMPLE_THREADS", SAMPLE_THREADS),
     ("SAMPLE_MAX_CHUNK", SAMPLE_MAX_CHUNK),

@@ -108,6 +108,49 @@ kernels! {
     GemvQStoreQ2KQ3K => "gemv_q_store_q2_k_q3_k",
     GemvQSwiGluQ2KQ3K => "gemv_q_swiglu_q2_k_q3_k",
     GemvQRopeQ2KQ3K => "gemv_q_rope_q2_k_q3_k",
+    // kernels/qmma.cu, one per epilogue and format pair (qmma::QMMA_KERNELS).
+    GemvMStoreQ40 => "gemv_m_store_q4_0",
+    GemvMSwiGluQ40 => "gemv_m_swiglu_q4_0",
+    GemvMRopeQ40 => "gemv_m_rope_q4_0",
+    GemvMStoreQ41 => "gemv_m_store_q4_1",
+    GemvMSwiGluQ41 => "gemv_m_swiglu_q4_1",
+    GemvMRopeQ41 => "gemv_m_rope_q4_1",
+    GemvMStoreQ50 => "gemv_m_store_q5_0",
+    GemvMSwiGluQ50 => "gemv_m_swiglu_q5_0",
+    GemvMRopeQ50 => "gemv_m_rope_q5_0",
+    GemvMStoreQ51 => "gemv_m_store_q5_1",
+    GemvMSwiGluQ51 => "gemv_m_swiglu_q5_1",
+    GemvMRopeQ51 => "gemv_m_rope_q5_1",
+    GemvMStoreQ80 => "gemv_m_store_q8_0",
+    GemvMSwiGluQ80 => "gemv_m_swiglu_q8_0",
+    GemvMRopeQ80 => "gemv_m_rope_q8_0",
+    GemvMStoreQ4K => "gemv_m_store_q4_k",
+    GemvMSwiGluQ4K => "gemv_m_swiglu_q4_k",
+    GemvMRopeQ4K => "gemv_m_rope_q4_k",
+    GemvMStoreQ5K => "gemv_m_store_q5_k",
+    GemvMSwiGluQ5K => "gemv_m_swiglu_q5_k",
+    GemvMRopeQ5K => "gemv_m_rope_q5_k",
+    GemvMStoreQ6K => "gemv_m_store_q6_k",
+    GemvMSwiGluQ6K => "gemv_m_swiglu_q6_k",
+    GemvMRopeQ6K => "gemv_m_rope_q6_k",
+    GemvMStoreQ40Q80 => "gemv_m_store_q4_0_q8_0",
+    GemvMSwiGluQ40Q80 => "gemv_m_swiglu_q4_0_q8_0",
+    GemvMRopeQ40Q80 => "gemv_m_rope_q4_0_q8_0",
+    GemvMStoreQ41Q80 => "gemv_m_store_q4_1_q8_0",
+    GemvMSwiGluQ41Q80 => "gemv_m_swiglu_q4_1_q8_0",
+    GemvMRopeQ41Q80 => "gemv_m_rope_q4_1_q8_0",
+    GemvMStoreQ50Q80 => "gemv_m_store_q5_0_q8_0",
+    GemvMSwiGluQ50Q80 => "gemv_m_swiglu_q5_0_q8_0",
+    GemvMRopeQ50Q80 => "gemv_m_rope_q5_0_q8_0",
+    GemvMStoreQ51Q80 => "gemv_m_store_q5_1_q8_0",
+    GemvMSwiGluQ51Q80 => "gemv_m_swiglu_q5_1_q8_0",
+    GemvMRopeQ51Q80 => "gemv_m_rope_q5_1_q8_0",
+    GemvMStoreQ4KQ6K => "gemv_m_store_q4_k_q6_k",
+    GemvMSwiGluQ4KQ6K => "gemv_m_swiglu_q4_k_q6_k",
+    GemvMRopeQ4KQ6K => "gemv_m_rope_q4_k_q6_k",
+    GemvMStoreQ5KQ6K => "gemv_m_store_q5_k_q6_k",
+    GemvMSwiGluQ5KQ6K => "gemv_m_swiglu_q5_k_q6_k",
+    GemvMRopeQ5KQ6K => "gemv_m_rope_q5_k_q6_k",
     DequantQF16 => "dequant_q_f16",
     EmbedQ => "embed_q",
     ConvertRowsF16 => "convert_rows_f16",
@@ -308,10 +351,12 @@ impl CudaDevice {
         }
         let quantized_gemvs = [Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope]
             .into_iter()
-            .chain(super::launch::QGEMV_KERNELS.iter().flat_map(|(_, _, k)| *k));
+            .chain(super::launch::QGEMV_KERNELS.iter().flat_map(|(_, _, k)| *k))
+            .chain(super::qmma::all_kernels());
         for k in quantized_gemvs {
             // SAFETY: as above; the attribute only raises the dynamic shared memory a launch may
-            // ask for (the x row: 4 * k bytes), which sm_90 allows up to 227 KB per block.
+            // ask for (the x row: 4 * k bytes; qmma.cu: its digits, 3.5 * k), which sm_90 allows up to
+            // 227 KB per block.
             unsafe {
                 sys::cuFuncSetAttribute(
                     funcs[k as usize],

@@ -10,6 +10,7 @@ use cudarc::cublas::sys as blas_sys;
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, Kernel};
+use super::qmma;
 use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::quant::WeightFormat;
@@ -496,6 +497,9 @@ pub(crate) fn qgemv(
     rows: usize,
     epilogue: GemvOut,
 ) -> Op {
+    if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
+        return qmma_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue);
+    }
     let (head, units) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let wpr = qgemv_warps_per_row(k);
     let (kern, grid_y, tail) = match epilogue {
@@ -520,6 +524,43 @@ pub(crate) fn qgemv(
         block: (256, 1, 1),
         smem: 4 * k as u32,
         args,
+    })
+}
+
+/// [`qgemv`] on the tensor-core kernel `kern` (kernels/qmma.cu; [`qmma::qmma_kernel`] chose it):
+/// the same arguments as kernels/qgemv.cu's but warps per tile instead of warps per row and
+/// units per warp. Dynamic shared memory: the x digits ([`qmma::smem_bytes`]).
+#[allow(clippy::too_many_arguments)]
+fn qmma_gemv(
+    dev: &CudaDevice,
+    kern: Kernel,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    rows: usize,
+    epilogue: GemvOut,
+) -> Op {
+    let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
+    let tiles = qmma::tiles(n, &epilogue);
+    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count());
+    let (grid_y, tail) = match epilogue {
+        GemvOut::Store { out, residual, last_row } => {
+            let grid_y = if last_row { 1 } else { rows };
+            (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpt), i(usize::from(last_row))])
+        }
+        GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
+        GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
+    };
+    let resident = dev.resident_blocks_per_sm(kern, 256);
+    Op::Kernel(Launch {
+        kernel: kern,
+        grid: (qmma::blocks(tiles, wpt, dev.sm_count(), resident) as u32, grid_y.max(1) as u32, 1),
+        block: (256, 1, 1),
+        smem: qmma::smem_bytes(k) as u32,
+        args: head.into_iter().chain(tail).collect(),
     })
 }
 

@@ -20,6 +20,7 @@ pub mod check;
 mod device;
 mod executor;
 pub(crate) mod launch;
+pub(crate) mod qmma;
 pub mod sample;
 mod validate;
 

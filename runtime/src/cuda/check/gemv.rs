@@ -22,6 +22,7 @@ use super::weights::{k_for, DevWeight, TestWeight};
 use super::{cpu, CheckShape, Harness, Rng, U16, U32};
 use crate::cuda::executor::inv_freq_table;
 use crate::cuda::launch::{self, GemvNorm, GemvOut, Heads, Op, RopeArgs};
+use crate::cuda::qmma;
 use crate::error::RuntimeError;
 use crate::quant::{WeightFormat, ALL_FORMATS};
 
@@ -128,12 +129,19 @@ fn problem(h: &Harness, rng: &mut Rng, t: usize, tw: &TestWeight, norm: bool) ->
 
 pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), RuntimeError> {
     for norm in [true, false] {
-        check_recipe(h, rng, s, Recipe::F16, s.hidden, norm)?;
+        check_recipe(h, rng, s, Recipe::F16, s.hidden, norm, "")?;
     }
     // Every format (floats as parts too), at the next row length it supports; the norm prologue
-    // on for every other format, so that both forms run on every shape set.
-    for f in ALL_FORMATS {
-        check_recipe(h, rng, s, Recipe::Quant(f), k_for(f, s.hidden), f.code() % 2 == 0)?;
+    // on for every other format, so that both forms run on every shape set. Twice: on the kernels
+    // the launcher picks (the tensor-core ones where they take the weight), then with every
+    // quantized GEMV forced onto kernels/qgemv.cu, the fallback.
+    for (path, v2) in [("", false), ("v2:", true)] {
+        qmma::force_v2(v2);
+        let checked = ALL_FORMATS
+            .into_iter()
+            .try_for_each(|f| check_recipe(h, rng, s, Recipe::Quant(f), k_for(f, s.hidden), f.code() % 2 == 0, path));
+        qmma::force_v2(false);
+        checked?;
     }
     Ok(())
 }
@@ -178,7 +186,8 @@ fn check_store_residual(
 }
 
 /// The store (+ residual, every row; last row; a tall LM head; a long down_proj-like row),
-/// SwiGLU and RoPE epilogues with weights of `recipe` and rows of `k`.
+/// SwiGLU and RoPE epilogues with weights of `recipe` and rows of `k`; `path` prefixes the names
+/// (which quantized kernels ran).
 fn check_recipe(
     h: &mut Harness,
     rng: &mut Rng,
@@ -186,13 +195,14 @@ fn check_recipe(
     recipe: Recipe,
     k: usize,
     norm: bool,
+    path: &str,
 ) -> Result<(), RuntimeError> {
     let t = s.n_tokens;
     {
         let tag = match recipe {
             Recipe::F16 if norm => "norm_gemv".to_string(),
             Recipe::F16 => "gemv".to_string(),
-            Recipe::Quant(f) => format!("{}gemv_{}", if norm { "norm_" } else { "" }, f.name()),
+            Recipe::Quant(f) => format!("{path}{}gemv_{}", if norm { "norm_" } else { "" }, f.name()),
         };
         let tag = tag.as_str();
 

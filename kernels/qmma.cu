@@ -1,0 +1,523 @@
+// Quantized GEMVs on the tensor cores (v4): the decode's matrix products on weights in the GGUF's
+// own quantization, with integer MMAs doing the multiply-adds, so that a lane spends about one
+// instruction per four weight elements instead of qgemv.cu's three or four per element.
+//
+//    y[t, j] = sum_i x'[t, i] * W[j, i], x' = x or x * norm_w (the RMS scale applied to the finished
+//    y), then the epilogue of gemv_epilogue.cuh -- the same semantics as qgemv.cu and matmul.cu.
+//
+// x as three int8 digits. Each block turns its x row into, per group of 32 elements (amax = max|x'|,
+//    s = amax / 127, u = x' * (127 / amax)): d0 = rint(u), d1 = rint((u - d0) * 254),
+//    d2 = rint(((u - d0) * 254 - d1) * 254), so x' = s (d0 + d1 / 254 + d2 / 254^2) within
+//    amax * 6.1e-8 -- as exact as an f32 x relative to the group's largest element. (One int8 per
+//    group, llama.cpp's Q8_1, moves the reference logits by 0.18; f16 x by 0.0055; the bar is the
+//    f16 plan's 0.0046: experiments/LOG.md, ninth session.) The weight codes q (unsigned, or Q8_0's
+//    signed bytes) times the digits are summed exactly in int32 by mma.m16n8k32.s8; the group's
+//    scale, min and zero point are applied per group in f32: sum_i (dl (q_i - z) - ml) x'_i =
+//    dl s (C0 + C1 / 254 + C2 / 254^2) - (ml + dl z) sum_i x'_i.
+//
+// MMA shape. A warp's tile is 8 rows of W ("tile rows", gq = lane / 4 below); the MMA's 16 A rows
+//    are those 8 rows twice: A row gq holds group ga of tile row gq, A row gq + 8 group gb = ga + 1
+//    of the same row. The k index inside a group is free as long as A and B agree: lane (gq, tq)
+//    supplies codes of elements 4tq..4tq+3 (k slots 4tq..) and 16+4tq.. (k slots 16+4tq..) -- one
+//    aligned 4-byte word of the canonical nibble plane. B's 8 columns are group ga's digits d0, d1,
+//    d2 (columns 0-2) and group gb's (3-5); columns 6, 7 are zero. So C[gq][0..2] and C[gq+8][3..5]
+//    are the useful sums; each lane weighs the four C values it holds (digit_weights) and
+//    accumulates its share of tile row gq; a quad's four lanes then add up.
+//    Formats with a scale per 16 elements (Q6_K) run two m16n8k16 MMAs, one per half-group, and
+//    combine them with the integer sub-scales before converting.
+//
+// Launch: block 256 = GEMV_WARPS warps; `wpt` warps (1, 2, 4, 8) share each tile, warp `sub` taking
+//    steps of four groups (4 (it wpt + sub) .. +3); the block's teams take tiles blockIdx.x * teams + team,
+//    then grid-stride. grid (blocks, rows_launched); dynamic shared memory QMMA_GROUP_SMEM * k / 32
+//    (digits, and per group s and the sums of x'). A tile's rows are all in parts of one format
+//    (the host checks: launch::qmma_kernel); the two formats of a kernel are a compile-time pair.
+//    Store: tile T is rows 8T..8T+7. SwiGLU / RoPE: tile T is units 4T..4T+3, their first rows in
+//    tile rows 0-3 and second rows in 4-7 (unit_rows).
+#include "gemv_epilogue.cuh"
+#include "quant.cuh"
+
+namespace {
+
+constexpr int MMA_TILE = QMMA_TILE_ROWS;  // rows of W per tile (8)
+
+// Per group of x in shared memory: digit scale, sum of x' over the group and over its first half.
+struct XGroup {
+    float s, sum, sum0, pad;
+};
+static_assert(QMMA_GROUP_SMEM == 96 + sizeof(XGroup), "digit planes + XGroup per group");
+
+// Byte position of element e of a group in a digit plane ("digit_pos"): lane tq's k slots
+// 4tq..4tq+3 (elements 4tq..) then 16+4tq.. (elements 16+4tq..), so that a lane's two B words are
+// one 8-byte load: e < 16 at 8 (e / 4) + e % 4, e >= 16 at 8 ((e - 16) / 4) + 4 + e % 4.
+
+// rint(v) and its low byte, with one add: 1.5 * 2^23 + v rounds v to an integer (half to even,
+// as rintf) for |v| < 2^22, and that integer's two's-complement bits are the sum's low mantissa bits.
+constexpr float RINT_MAGIC = 12582912.0f;
+
+QA_DEVICE float rint_byte(float v, uint32_t& byte) {
+    const float t = __fadd_rn(v, RINT_MAGIC);
+    byte = __float_as_uint(t) & 0xFFu;
+    return __fsub_rn(t, RINT_MAGIC);
+}
+
+// The block's x row r (times norm_w when set) as digits (xd: 96 bytes per group, digit-major, in
+// digit_pos order) and per-group sums (xg). Four lanes share a group, eight elements each, so a
+// warp prepares eight groups at once with two-shuffle reductions. Every thread calls it
+// (barriers). Returns the inverse RMS (1 without a norm).
+QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
+                              uint8_t* xd, XGroup* xg, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int G = k >> 5, part = lane & 3;  // this lane's elements: 8 part .. 8 part + 7
+    const bool norm = norm_w != nullptr;
+    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
+    const float4* nw = reinterpret_cast<const float4*>(norm_w);
+    // Elements 8 part + (0..3) and + (4..7) land in these words of a digit plane (digit_pos).
+    const int word0 = (part & 1) * 4 + (part >> 1), word1 = word0 + 2;
+    float ss = 0.0f;
+    for (int base = 8 * warp; base < G; base += 8 * GEMV_WARPS) {  // warp-uniform: shuffles below
+        const int g = base + (lane >> 2);
+        const bool ok = g < G;
+        float v[8];
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
+        if (ok) {
+            a = __ldg(xr + 8 * g + 2 * part);
+            b = __ldg(xr + 8 * g + 2 * part + 1);
+        }
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        if (norm && ok) {
+            const float4 na = __ldg(nw + 8 * g + 2 * part), nb = __ldg(nw + 8 * g + 2 * part + 1);
+            const float w[8] = {na.x, na.y, na.z, na.w, nb.x, nb.y, nb.z, nb.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                ss = fmaf(v[i], v[i], ss);
+                v[i] = v[i] * w[i];
+            }
+        }
+        float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            amax = fmaxf(amax, fabsf(v[i]));
+            sum += v[i];
+        }
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float sum0 = sum + __shfl_xor_sync(0xffffffffu, sum, 1);  // lanes 0, 1: elements 0..15
+        const float total = sum0 + __shfl_xor_sync(0xffffffffu, sum0, 2);
+        if (!ok) continue;
+        float s = 0.0f, inv = 0.0f;
+        if (amax > 0.0f) {
+            s = amax / 127.0f;
+            inv = 127.0f / amax;
+        }
+        uint32_t dw[3][2] = {{0u, 0u}, {0u, 0u}, {0u, 0u}};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            uint32_t b0, b1, b2;
+            const float u = __fmul_rn(v[i], inv);
+            const float d0 = rint_byte(u, b0);
+            const float r1 = __fmul_rn(__fsub_rn(u, d0), 254.0f);
+            const float d1 = rint_byte(r1, b1);
+            rint_byte(__fmul_rn(__fsub_rn(r1, d1), 254.0f), b2);
+            const int sh = 8 * (i & 3);
+            dw[0][i >> 2] |= b0 << sh;
+            dw[1][i >> 2] |= b1 << sh;
+            dw[2][i >> 2] |= b2 << sh;
+        }
+        uint32_t* planes = reinterpret_cast<uint32_t*>(xd + 96 * g);  // QMMA_GROUP_SMEM: 96 + XGroup
+#pragma unroll
+        for (int d = 0; d < 3; ++d) {
+            planes[8 * d + word0] = dw[d][0];
+            planes[8 * d + word1] = dw[d][1];
+        }
+        if (part == 0) xg[g] = XGroup{s, total, sum0, 0.0f};
+    }
+    if (!norm) {
+        __syncthreads();
+        return 1.0f;
+    }
+    ss = block_sum(ss, scratch);  // synchronises: xd and xg are complete
+    return 1.0f / sqrtf(ss / (float)k + eps);
+}
+
+// One group of one tile row, as lane tq holds it: its code words and the group's scale planes.
+struct MRaw {
+    uint32_t w0, w1;  // qs: word tq (Q8_0: words tq and 4 + tq)
+    uint32_t h0, h1;  // qh: the group's 4 or 8 bytes
+    uint32_t s, u;    // sc plane (2 or 4 bytes), sup plane (k-quants)
+};
+
+QA_DEVICE uint32_t ld_stream_u32(const uint8_t* p) { return __ldcs(reinterpret_cast<const unsigned int*>(p)); }
+
+// A tile row's planes, resolved once per tile: the row's first group (qs: at lane tq's word).
+struct RowPlanes {
+    const uint8_t *qs, *qh, *sc, *sup;
+};
+
+template <int F>
+QA_DEVICE RowPlanes row_planes(const QParts& P, int p, int lr, int G, int S, int tq) {
+    using T = QTraits<F>;
+    const size_t row = (size_t)lr * G;
+    return RowPlanes{pick(P.qs, p) + row * T::QS + 4 * tq, pick(P.qh, p) + row * T::QH, pick(P.sc, p) + row * T::SC,
+                     pick(P.sup, p) + (size_t)lr * S * T::SUP};
+}
+
+// Loads group g of the row (valid: else zeros, no memory touched). g is the step's base plus a
+// compile-time offset, so the addresses are one base per plane and immediate offsets.
+template <int F>
+QA_DEVICE MRaw m_load(const RowPlanes& rp, int g, int tq, bool valid) {
+    using T = QTraits<F>;
+    MRaw r{0u, 0u, 0u, 0u, 0u, 0u};
+    if (!valid) return r;
+    const uint8_t* qs = rp.qs + (size_t)g * T::QS;
+    r.w0 = ld_stream_u32(qs);
+    if (T::QS == 32) r.w1 = ld_stream_u32(qs + 16);
+    if (T::QH == 4) r.h0 = ld_u32(rp.qh + (size_t)g * 4);
+    if (T::QH == 8) {
+        const uint2 h = __ldg(reinterpret_cast<const uint2*>(rp.qh + (size_t)g * 8));
+        r.h0 = h.x;
+        r.h1 = h.y;
+    }
+    r.s = T::SC == 2 ? ld_u16(rp.sc + (size_t)g * 2) : ld_u32(rp.sc + (size_t)g * 4);
+    if (T::SUP == 2) r.u = ld_u16(rp.sup + (size_t)(g >> 3) * 2);
+    if (T::SUP == 4) r.u = ld_u32(rp.sup + (size_t)(g >> 3) * 4);
+    return r;
+}
+
+// The codes of elements 4tq..4tq+3 (lo) and 16+4tq..16+4tq+3 (hi) as four int8 each.
+template <int F>
+QA_DEVICE void m_codes(const MRaw& r, int tq, uint32_t& lo, uint32_t& hi) {
+    if (F == QF_Q8_0) {
+        lo = r.w0;
+        hi = r.w1;
+        return;
+    }
+    lo = r.w0 & 0x0F0F0F0Fu;
+    hi = (r.w0 >> 4) & 0x0F0F0F0Fu;
+    if (F == QF_Q5_0 || F == QF_Q5_1 || F == QF_Q5_K) {  // qh bit of element e: byte e % 4, bit e / 4
+        lo |= ((r.h0 >> tq) & 0x01010101u) << 4;
+        hi |= ((r.h0 >> (tq + 4)) & 0x01010101u) << 4;
+    }
+    if (F == QF_Q6_K) {  // 2 bits of element e: word e / 16, byte e % 4, bits 2 ((e / 4) % 4)
+        lo |= ((r.h0 >> (2 * tq)) & 0x03030303u) << 4;
+        hi |= ((r.h1 >> (2 * tq)) & 0x03030303u) << 4;
+    }
+}
+
+QA_DEVICE void mma_k32(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&c)[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+QA_DEVICE void mma_k16(uint32_t a0, uint32_t a1, uint32_t b0, int (&c)[4]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(b0));
+}
+
+// How lane tq weighs the C values it holds: c0, c1 (tile row gq, columns 2tq, 2tq+1: group a's
+// digits for tq 0, 1) and c2, c3 (A row gq + 8: group b's digits for tq 1, 2).
+struct DigitWeights {
+    float a0, a1, b0, b1;
+};
+
+QA_DEVICE DigitWeights digit_weights(int tq) {
+    constexpr float D1 = 1.0f / 254.0f, D2 = 1.0f / (254.0f * 254.0f);
+    switch (tq) {
+        case 0: return {1.0f, D1, 0.0f, 0.0f};
+        case 1: return {D2, 0.0f, 0.0f, 1.0f};
+        case 2: return {0.0f, 0.0f, D1, D2};
+        default: return {0.0f, 0.0f, 0.0f, 0.0f};
+    }
+}
+
+// The zero point of the codes the MMA multiplies: Q8_0's are its signed bytes themselves (qgemv.cu
+// biases them by 128 instead), every other format's are unsigned.
+template <int F>
+__host__ __device__ constexpr int mma_zero() {
+    return F == QF_Q8_0 ? 0 : QTraits<F>::Z;
+}
+
+// Group scale (dl) and the term subtracted per unit of sum(x') (ml + dl z) for half h.
+template <int F>
+QA_DEVICE void m_scales(const MRaw& m, int h, float& dl, float& mz) {
+    QRaw r;
+    r.s = m.s;
+    r.u = m.u;
+    float ml;
+    q_scales<F>(r, h, dl, ml);
+    mz = ml + dl * (float)mma_zero<F>();
+}
+
+// The signed 8-bit sub-scale of half h (Q6_K: sc bytes; value = d * sc * (q - 32)).
+QA_DEVICE int q6_sub(uint32_t s, int h) { return (int)(signed char)((s >> (8 * h)) & 0xFFu); }
+
+// Adds one step (groups ga and gb of tile row gq) to acc. xa/xb: the lane's B words (its column's
+// digits of group ga or gb, zero for columns 6-7); ya/yb: the per-group x sums.
+template <int F>
+QA_DEVICE void m_step(const MRaw& ra, const MRaw& rb, uint2 bw, const XGroup& ya, const XGroup& yb, int tq,
+                      const DigitWeights& dw, float& acc) {
+    uint32_t alo, ahi, blo, bhi;
+    m_codes<F>(ra, tq, alo, ahi);
+    m_codes<F>(rb, tq, blo, bhi);
+    const float min_a = tq == 0 ? 1.0f : 0.0f, min_b = tq == 1 ? 1.0f : 0.0f;  // min terms once per group
+    if (!QTraits<F>::HALVES) {
+        int c[4] = {0, 0, 0, 0};
+        const uint32_t a[4] = {alo, blo, ahi, bhi};
+        mma_k32(a, bw.x, bw.y, c);
+        const float fa = fmaf((float)c[0], dw.a0, (float)c[1] * dw.a1);
+        const float fb = fmaf((float)c[2], dw.b0, (float)c[3] * dw.b1);
+        float dla, mza, dlb, mzb;
+        m_scales<F>(ra, 0, dla, mza);
+        m_scales<F>(rb, 0, dlb, mzb);
+        acc = fmaf(fa, dla * ya.s, acc);
+        acc = fmaf(fb, dlb * yb.s, acc);
+        acc = fmaf(-mza * ya.sum, min_a, acc);
+        acc = fmaf(-mzb * yb.sum, min_b, acc);
+    } else {  // Q6_K: per-16 sub-scales, combined in int32 before the conversion
+        int c0[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
+        mma_k16(alo, blo, bw.x, c0);
+        mma_k16(ahi, bhi, bw.y, c1);
+        const int sa0 = q6_sub(ra.s, 0), sa1 = q6_sub(ra.s, 1), sb0 = q6_sub(rb.s, 0), sb1 = q6_sub(rb.s, 1);
+        const float ia0 = (float)(sa0 * c0[0] + sa1 * c1[0]), ia1 = (float)(sa0 * c0[1] + sa1 * c1[1]);
+        const float ib0 = (float)(sb0 * c0[2] + sb1 * c1[2]), ib1 = (float)(sb0 * c0[3] + sb1 * c1[3]);
+        const float fa = fmaf(ia0, dw.a0, ia1 * dw.a1), fb = fmaf(ib0, dw.b0, ib1 * dw.b1);
+        const float da = half_lo(ra.u), db = half_lo(rb.u);
+        constexpr float z = (float)mma_zero<F>();
+        acc = fmaf(fa, da * ya.s, acc);
+        acc = fmaf(fb, db * yb.s, acc);
+        // sum_h d sc_h (q - z) x' -> minus d z sum_h sc_h sum_h(x')
+        acc = fmaf(-(da * z) * fmaf((float)sa0, ya.sum0, (float)sa1 * (ya.sum - ya.sum0)), min_a, acc);
+        acc = fmaf(-(db * z) * fmaf((float)sb0, yb.sum0, (float)sb1 * (yb.sum - yb.sum0)), min_b, acc);
+    }
+}
+
+// The absolute W row of tile row gq of tile `tile` (valid: inside the matrix).
+template <int EPI>
+QA_DEVICE int tile_row(int tile, int gq, int n, int head_dim, bool& valid) {
+    if (EPI == EPI_STORE) {
+        const int j = tile * MMA_TILE + gq;
+        valid = j < n;
+        return valid ? j : n - 1;
+    }
+    int u = tile * (MMA_TILE / 2) + (gq & 3);
+    valid = u < n / 2;
+    if (!valid) u = n / 2 - 1;
+    int j0, j1;
+    unit_rows<EPI>(u, n, head_dim, j0, j1);
+    return gq < 4 ? j0 : j1;
+}
+
+// Requests bytes [p, p + bytes) into L2 (rounded out to 16 bytes; the planes lie inside the one
+// weights allocation, whose parts are ALIGNMENT-aligned): no registers, no wait.
+QA_DEVICE void bulk_prefetch_l2(const uint8_t* p, size_t bytes) {
+    const size_t a = reinterpret_cast<size_t>(p) & ~(size_t)15;
+    const size_t e = (reinterpret_cast<size_t>(p) + bytes + 15) & ~(size_t)15;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"((unsigned)(e - a)) : "memory");
+}
+
+// Every plane of W row j (all k) into L2: a tile row the warp reads next. Weights stream once per
+// token, so a whole tile requested ahead keeps DRAM busy without holding registers.
+QA_DEVICE void prefetch_row_l2(const QParts& P, int j, int G, int S) {
+    const int p = part_of(P, j), f = pick(P.fmt, p);
+    const size_t lr = (size_t)(j - part_row0(P, p));
+    const int qs = f == QF_Q8_0 ? 32 : 16;
+    const int qh = f == QF_Q6_K ? 8 : ((f == QF_Q5_0 || f == QF_Q5_1 || f == QF_Q5_K) ? 4 : 0);
+    const int sc = (f == QF_Q4_1 || f == QF_Q5_1) ? 4 : 2;
+    const int sup = f == QF_Q6_K ? 2 : ((f == QF_Q4_K || f == QF_Q5_K) ? 4 : 0);
+    bulk_prefetch_l2(pick(P.qs, p) + lr * G * qs, (size_t)G * qs);
+    if (qh) bulk_prefetch_l2(pick(P.qh, p) + lr * G * qh, (size_t)G * qh);
+    bulk_prefetch_l2(pick(P.sc, p) + lr * G * sc, (size_t)G * sc);
+    if (sup) bulk_prefetch_l2(pick(P.sup, p) + lr * S * sup, (size_t)S * sup);
+}
+
+// The team's first warp asks L2 for a whole tile (one row per quad).
+template <int EPI>
+QA_DEVICE void prefetch_tile_l2(const QParts& P, int tile, int ntiles, int n, int head_dim, int G, int S, int sub,
+                                int gq, int tq) {
+    if (tile >= ntiles || sub != 0 || tq != 0) return;
+    bool valid;
+    const int j = tile_row<EPI>(tile, gq, n, head_dim, valid);
+    if (valid) prefetch_row_l2(P, j, G, S);
+}
+
+// Groups per step of a warp: two MMAs' worth (pairs (g, g + 1) and (g + 2, g + 3)).
+constexpr int STEP_GROUPS = QMMA_STEP_GROUPS;
+static_assert(STEP_GROUPS == 4, "tile_dot runs two pairs per step");
+
+// A step's weights: groups g0..g0+3 of the lane's tile row.
+struct MStep {
+    MRaw r[STEP_GROUPS];
+};
+
+template <int F>
+QA_DEVICE MStep m_load_step(const RowPlanes& rp, int g0, int G, int tq) {
+    MStep m;
+#pragma unroll
+    for (int i = 0; i < STEP_GROUPS; ++i) m.r[i] = m_load<F>(rp, g0 + i, tq, g0 + i < G);
+    return m;
+}
+
+// The lane's B words for the pair (ga, ga + 1) (columns 0-2: ga's digits, 3-5: ga + 1's; 6, 7
+// zero) and the MMA step on it.
+template <int F>
+QA_DEVICE void m_pair(const MRaw& ra, const MRaw& rb, int ga, int G, int gq, int tq, const uint8_t* xd,
+                      const XGroup* xg, const DigitWeights& dw, float& acc) {
+    if (ga >= G) return;  // warp-uniform
+    const int gb = min(ga + 1, G - 1);  // an odd G's last pair: b's codes and scales are zero
+    uint2 bw = make_uint2(0u, 0u);
+    if (gq < 6) bw = *reinterpret_cast<const uint2*>(xd + 96 * (gq < 3 ? ga : gb) + (gq % 3) * 32 + 8 * tq);
+    m_step<F>(ra, rb, bw, xg[ga], xg[gb], tq, dw, acc);
+}
+
+// This warp's share of tile row gq's product (the lanes of a quad hold parts; the caller adds
+// them up): steps of STEP_GROUPS groups at g0 = STEP_GROUPS (it wpt + sub), the next step's weights
+// requested before the current step's arithmetic. `pre`: the first step, already requested.
+template <int F>
+QA_DEVICE float tile_dot(const QParts& P, int p, int lr, int G, int S, int wpt, int sub, int gq, int tq,
+                         const uint8_t* xd, const XGroup* xg, const MStep* pre) {
+    const DigitWeights dw = digit_weights(tq);
+    const RowPlanes rp = row_planes<F>(P, p, lr, G, S, tq);
+    const int stride = STEP_GROUPS * wpt;
+    int g0 = STEP_GROUPS * sub;
+    MStep cur = pre != nullptr ? *pre : m_load_step<F>(rp, g0, G, tq);
+    float acc = 0.0f;
+    for (; g0 < G; g0 += stride) {
+        const MStep next = m_load_step<F>(rp, g0 + stride, G, tq);
+        m_pair<F>(cur.r[0], cur.r[1], g0, G, gq, tq, xd, xg, dw, acc);
+        m_pair<F>(cur.r[2], cur.r[3], g0 + 2, G, gq, tq, xd, xg, dw, acc);
+        cur = next;
+    }
+    return acc;
+}
+
+}  // namespace
+
+template <int EPI, int FA, int FB>
+__device__ void gemv_m_impl(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
+                            float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float red[GEMV_WARPS][MMA_TILE];
+    __shared__ float scratch[32];
+    const int G = k >> 5, S = k >> 8;
+    uint8_t* xd = smem;
+    XGroup* xg = reinterpret_cast<XGroup*>(smem + 96 * G);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int gq = lane >> 2, tq = lane & 3;
+    const int teams = GEMV_WARPS / wpt, team = warp / wpt, sub = warp % wpt;
+    const int units = EPI == EPI_STORE ? n : n / 2;
+    const int per_tile = EPI == EPI_STORE ? MMA_TILE : MMA_TILE / 2;
+    const int ntiles = (units + per_tile - 1) / per_tile;
+
+    // Weights are constants: the first tile's first step is requested before the PDL wait, so
+    // that it streams in while the previous kernel finishes.
+    MStep pre;
+    int pre_fmt = -1;
+    {
+        const int tile = blockIdx.x * teams + team;
+        prefetch_tile_l2<EPI>(P, tile, ntiles, n, o.head_dim, G, S, sub, gq, tq);
+        if (tile < ntiles) {
+            bool valid;
+            const int j = tile_row<EPI>(tile, gq, n, o.head_dim, valid);
+            const int p = part_of(P, j);
+            const int f = pick(P.fmt, part_of(P, __shfl_sync(0xffffffffu, j, 0)));
+            const int lr = j - part_row0(P, p);
+            if (f == FA) {
+                pre = m_load_step<FA>(row_planes<FA>(P, p, lr, G, S, tq), STEP_GROUPS * sub, G, tq);
+                pre_fmt = FA;
+            } else if (f == FB) {
+                pre = m_load_step<FB>(row_planes<FB>(P, p, lr, G, S, tq), STEP_GROUPS * sub, G, tq);
+                pre_fmt = FB;
+            }
+        }
+    }
+    pdl_prologue();  // activations (x, residual) are safe to read from here on
+    const int n_tokens = state_n_tokens(state);
+    const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
+    const float inv = prep_x_digits(x, norm_w, eps, r, k, xd, xg, scratch);
+
+    const int tile_stride = gridDim.x * teams;
+    for (int tile = blockIdx.x * teams + team; tile < ntiles; tile += tile_stride) {
+        prefetch_tile_l2<EPI>(P, tile + tile_stride, ntiles, n, o.head_dim, G, S, sub, gq, tq);
+        bool valid;
+        const int j = tile_row<EPI>(tile, gq, n, o.head_dim, valid);
+        const int p = part_of(P, j);
+        const int lr = j - part_row0(P, p);
+        // The tile's format: every row of it is in parts of one format (launch::qmma_kernel).
+        const int f = pick(P.fmt, part_of(P, __shfl_sync(0xffffffffu, j, 0)));
+        const MStep* first = pre_fmt == f ? &pre : nullptr;  // only the first tile has one
+        pre_fmt = -1;
+        float acc = f == FA ? tile_dot<FA>(P, p, lr, G, S, wpt, sub, gq, tq, xd, xg, first)
+                            : tile_dot<FB>(P, p, lr, G, S, wpt, sub, gq, tq, xd, xg, first);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        if (wpt > 1) {
+            if (tq == 0) red[warp][gq] = acc;
+            asm volatile("bar.sync %0, %1;" ::"r"(1 + team), "r"(wpt * 32) : "memory");
+            if (sub == 0) {
+                acc = 0.0f;
+                for (int q = 0; q < wpt; ++q) acc += red[team * wpt + q][gq];
+            }
+            asm volatile("bar.sync %0, %1;" ::"r"(1 + team), "r"(wpt * 32) : "memory");
+        }
+        // Tile row gq's product is in lane 4 gq of the team's first warp; the paired epilogues
+        // take a unit's second row (tile row gq + 4) from lane 4 gq + 16.
+        const float y1 = __shfl_sync(0xffffffffu, acc, (lane + 16) & 31);
+        if (sub != 0 || tq != 0 || !valid) continue;
+        EpiIn in{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+        if (EPI == EPI_STORE) {
+            epi_load_acts<EPI>(o, r, n, j, in);
+            gemv_epilogue<EPI>(o, state, r, n, j, j, j, acc * inv, 0.0f, in);
+        } else if (gq < 4) {
+            const int u = tile * (MMA_TILE / 2) + gq;
+            int j0, j1;
+            unit_rows<EPI>(u, n, o.head_dim, j0, j1);
+            epi_load_consts<EPI>(o, state, r, j0, j1, in);
+            gemv_epilogue<EPI>(o, state, r, n, u, j0, j1, acc * inv, y1 * inv, in);
+        }
+    }
+}
+
+// The entry points of one format pair: QMMA_ENTRIES(FA, FB, suffix).
+#define QMMA_ENTRIES(FA, FB, SFX)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_store_##SFX(                                        \
+        const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
+        const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n, int k, int wpt,          \
+        int last_row) {                                                                                              \
+        const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
+        gemv_m_impl<EPI_STORE, FA, FB>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);                            \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_swiglu_##SFX(                                       \
+        const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
+        const QParts P, float* __restrict__ out, int ffn, int k, int wpt) {                                          \
+        const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
+        gemv_m_impl<EPI_SWIGLU, FA, FB>(state, x, norm_w, eps, P, 2 * ffn, k, wpt, 0, o);                            \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_rope_##SFX(                                         \
+        const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
+        const QParts P, const float* __restrict__ bias, const float* __restrict__ inv_freq,                          \
+        float* __restrict__ q_out, __half* __restrict__ k_cache, __half* __restrict__ v_cache, int n_heads,          \
+        int n_kv_heads, int head_dim, int k, int wpt) {                                                              \
+        const GemvOut o{q_out, nullptr, bias, inv_freq, k_cache, v_cache, n_heads, n_kv_heads, head_dim};             \
+        gemv_m_impl<EPI_ROPE, FA, FB>(state, x, norm_w, eps, P, (n_heads + 2 * n_kv_heads) * head_dim, k, wpt, 0,    \
+                                      o);                                                                            \
+    }
+
+// Keep in step with launch::QMMA_KERNELS (a test compares the two lists).
+QMMA_ENTRIES(QF_Q4_0, QF_Q4_0, q4_0)
+QMMA_ENTRIES(QF_Q4_1, QF_Q4_1, q4_1)
+QMMA_ENTRIES(QF_Q5_0, QF_Q5_0, q5_0)
+QMMA_ENTRIES(QF_Q5_1, QF_Q5_1, q5_1)
+QMMA_ENTRIES(QF_Q8_0, QF_Q8_0, q8_0)
+QMMA_ENTRIES(QF_Q4_K, QF_Q4_K, q4_k)
+QMMA_ENTRIES(QF_Q5_K, QF_Q5_K, q5_k)
+QMMA_ENTRIES(QF_Q6_K, QF_Q6_K, q6_k)
+QMMA_ENTRIES(QF_Q4_0, QF_Q8_0, q4_0_q8_0)
+QMMA_ENTRIES(QF_Q4_1, QF_Q8_0, q4_1_q8_0)
+QMMA_ENTRIES(QF_Q5_0, QF_Q8_0, q5_0_q8_0)
+QMMA_ENTRIES(QF_Q5_1, QF_Q8_0, q5_1_q8_0)
+QMMA_ENTRIES(QF_Q4_K, QF_Q6_K, q4_k_q6_k)
+QMMA_ENTRIES(QF_Q5_K, QF_Q6_K, q5_k_q6_k)
+#undef QMMA_ENTRIES

@@ -1,0 +1,243 @@
+//! Launch geometry of the tensor-core quantized GEMVs (kernels/qmma.cu): which weights they take,
+//! how many warps share a tile, and the launch itself. [`super::launch::qgemv`] uses them when
+//! [`qmma_kernel`] says the weight fits, and falls back to kernels/qgemv.cu otherwise.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::device::{Kernel, QGEMV_MAX_SMEM};
+use super::launch::{GemvOut, QParts};
+use crate::kernel_constants::{GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_STEP_GROUPS, QMMA_TILE_ROWS};
+use crate::quant::WeightFormat;
+
+/// The kernels of kernels/qmma.cu (its QMMA_ENTRIES list, in order): for each format pair the
+/// store, SwiGLU and RoPE entry points. A test keeps the two lists equal.
+#[rustfmt::skip]
+pub(crate) const QMMA_KERNELS: &[(WeightFormat, WeightFormat, [Kernel; 3])] = &[
+    (WeightFormat::Q4_0, WeightFormat::Q4_0, [Kernel::GemvMStoreQ40, Kernel::GemvMSwiGluQ40, Kernel::GemvMRopeQ40]),
+    (WeightFormat::Q4_1, WeightFormat::Q4_1, [Kernel::GemvMStoreQ41, Kernel::GemvMSwiGluQ41, Kernel::GemvMRopeQ41]),
+    (WeightFormat::Q5_0, WeightFormat::Q5_0, [Kernel::GemvMStoreQ50, Kernel::GemvMSwiGluQ50, Kernel::GemvMRopeQ50]),
+    (WeightFormat::Q5_1, WeightFormat::Q5_1, [Kernel::GemvMStoreQ51, Kernel::GemvMSwiGluQ51, Kernel::GemvMRopeQ51]),
+    (WeightFormat::Q8_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ80, Kernel::GemvMSwiGluQ80, Kernel::GemvMRopeQ80]),
+    (WeightFormat::Q4_K, WeightFormat::Q4_K, [Kernel::GemvMStoreQ4K, Kernel::GemvMSwiGluQ4K, Kernel::GemvMRopeQ4K]),
+    (WeightFormat::Q5_K, WeightFormat::Q5_K, [Kernel::GemvMStoreQ5K, Kernel::GemvMSwiGluQ5K, Kernel::GemvMRopeQ5K]),
+    (WeightFormat::Q6_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ6K, Kernel::GemvMSwiGluQ6K, Kernel::GemvMRopeQ6K]),
+    (WeightFormat::Q4_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ40Q80, Kernel::GemvMSwiGluQ40Q80, Kernel::GemvMRopeQ40Q80]),
+    (WeightFormat::Q4_1, WeightFormat::Q8_0, [Kernel::GemvMStoreQ41Q80, Kernel::GemvMSwiGluQ41Q80, Kernel::GemvMRopeQ41Q80]),
+    (WeightFormat::Q5_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ50Q80, Kernel::GemvMSwiGluQ50Q80, Kernel::GemvMRopeQ50Q80]),
+    (WeightFormat::Q5_1, WeightFormat::Q8_0, [Kernel::GemvMStoreQ51Q80, Kernel::GemvMSwiGluQ51Q80, Kernel::GemvMRopeQ51Q80]),
+    (WeightFormat::Q4_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ4KQ6K, Kernel::GemvMSwiGluQ4KQ6K, Kernel::GemvMRopeQ4KQ6K]),
+    (WeightFormat::Q5_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ5KQ6K, Kernel::GemvMSwiGluQ5KQ6K, Kernel::GemvMRopeQ5KQ6K]),
+];
+
+/// Every entry point of [`QMMA_KERNELS`] (for the device's shared-memory attribute).
+pub(crate) fn all_kernels() -> impl Iterator<Item = Kernel> {
+    QMMA_KERNELS.iter().flat_map(|(_, _, k)| *k)
+}
+
+/// Set by `QWEN_AOT_QGEMV=v2` at first use, or by the kernel check: every quantized GEMV then
+/// runs on kernels/qgemv.cu (to compare the two, and to keep checking the fallback).
+static V2_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`qmma_kernel`] refuse every weight (true) or decide per weight (false).
+pub(crate) fn force_v2(on: bool) {
+    V2_ONLY.store(on, Ordering::Relaxed);
+}
+
+fn v2_only() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    V2_ONLY.load(Ordering::Relaxed) || *ENV.get_or_init(|| std::env::var("QWEN_AOT_QGEMV").is_ok_and(|v| v == "v2"))
+}
+
+/// Which epilogue a GEMV has (the kernel tables' index).
+fn epilogue_index(epi: &GemvOut) -> usize {
+    match epi {
+        GemvOut::Store { .. } => 0,
+        GemvOut::SwiGlu { .. } => 1,
+        GemvOut::Rope(_) => 2,
+    }
+}
+
+/// The row of W that tile row `r` (0..8) of tile `t` computes, or None past the matrix: the
+/// kernels' `tile_row` (store: rows 8t..8t+7; paired epilogues: units 4t..4t+3, first rows then
+/// second rows, `unit_rows` in kernels/gemv_epilogue.cuh).
+fn tile_row(epi: usize, t: usize, r: usize, n: usize, head_dim: usize) -> Option<usize> {
+    if epi == 0 {
+        let j = t * QMMA_TILE_ROWS + r;
+        return (j < n).then_some(j);
+    }
+    let u = t * (QMMA_TILE_ROWS / 2) + r % 4;
+    if u >= n / 2 {
+        return None;
+    }
+    let (j0, j1) = if epi == 1 {
+        (u, u + n / 2)
+    } else {
+        let half = head_dim / 2;
+        let (head, i) = (u / half, u % half);
+        (head * head_dim + i, head * head_dim + i + half)
+    };
+    Some(if r < 4 { j0 } else { j1 })
+}
+
+/// The format of each row's part.
+fn row_format(parts: &QParts, j: usize) -> i32 {
+    let p = parts.row_end.iter().position(|&e| (j as i32) < e).unwrap_or(parts.row_end.len() - 1);
+    parts.fmt[p]
+}
+
+/// Whether every tile's rows are in parts of one format (the kernels resolve a tile's format
+/// once, from its first row).
+fn tiles_uniform(parts: &QParts, epi: usize, n: usize, head_dim: usize) -> bool {
+    let per_tile = if epi == 0 { QMMA_TILE_ROWS } else { QMMA_TILE_ROWS / 2 };
+    let units = if epi == 0 { n } else { n / 2 };
+    (0..units.div_ceil(per_tile)).all(|t| {
+        let mut rows = (0..QMMA_TILE_ROWS).filter_map(|r| tile_row(epi, t, r, n, head_dim));
+        let first = rows.next().map(|j| row_format(parts, j));
+        rows.all(|j| Some(row_format(parts, j)) == first)
+    })
+}
+
+/// Dynamic shared memory of a launch with rows of `k`.
+pub(crate) fn smem_bytes(k: usize) -> usize {
+    k / 32 * QMMA_GROUP_SMEM
+}
+
+/// The tensor-core kernel for this GEMV, if one takes it: a format pair covers the parts, every
+/// tile is in one format, the x digits fit the shared memory, and kernels/qgemv.cu is not forced.
+pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> Option<Kernel> {
+    if v2_only() || !k.is_multiple_of(32) || smem_bytes(k) > QGEMV_MAX_SMEM as usize {
+        return None;
+    }
+    let head_dim = match epi {
+        GemvOut::Rope(r) => r.heads.head_dim,
+        _ => 0,
+    };
+    let e = epilogue_index(epi);
+    if e == 2 && (head_dim == 0 || !(head_dim / 2).is_multiple_of(QMMA_TILE_ROWS / 2)) {
+        return None;
+    }
+    let covered = |a: WeightFormat, b: WeightFormat| parts.fmt.iter().all(|&f| f == a.code() || f == b.code());
+    let kern = QMMA_KERNELS.iter().find(|(a, b, _)| covered(*a, *b)).map(|(_, _, ks)| ks[e])?;
+    tiles_uniform(parts, e, n, head_dim).then_some(kern)
+}
+
+/// Warps sharing a tile: doubled while the launch has fewer warps than four blocks of
+/// GEMV_WARPS per SM and the warps' steps do not yet cover a row in one step each.
+pub(crate) fn warps_per_tile(tiles: usize, k: usize, sm_count: u32) -> usize {
+    let target = 4 * GEMV_WARPS * sm_count as usize;
+    let groups = k / 32;
+    let mut wpt = 1;
+    while wpt < GEMV_WARPS && tiles * wpt < target && groups > QMMA_STEP_GROUPS * wpt {
+        wpt *= 2;
+    }
+    wpt
+}
+
+/// Tiles of a GEMV with `n` rows (paired epilogues: n / 2 units, four per tile).
+pub(crate) fn tiles(n: usize, epi: &GemvOut) -> usize {
+    match epi {
+        GemvOut::Store { .. } => n.div_ceil(QMMA_TILE_ROWS),
+        _ => (n / 2).div_ceil(QMMA_TILE_ROWS / 2),
+    }
+}
+
+/// Blocks of a launch: every tile's team once, at most `resident` blocks per SM (the kernels
+/// grid-stride over the rest, so a block turns its x row into digits once for many tiles).
+pub(crate) fn blocks(tiles: usize, wpt: usize, sm_count: u32, resident: u32) -> usize {
+    let teams_per_block = GEMV_WARPS / wpt;
+    tiles.div_ceil(teams_per_block).min((sm_count * resident.max(1)) as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda::launch::{Heads, RopeArgs};
+
+    fn parts(fmts: &[(WeightFormat, i32)]) -> QParts {
+        let mut q = QParts::default();
+        for (p, (f, end)) in fmts.iter().enumerate() {
+            q.fmt[p] = f.code();
+            q.row_end[p] = *end;
+        }
+        for p in fmts.len()..q.fmt.len() {
+            q.fmt[p] = q.fmt[fmts.len() - 1];
+            q.row_end[p] = q.row_end[fmts.len() - 1];
+        }
+        q
+    }
+
+    fn rope(head_dim: usize) -> GemvOut {
+        let heads = Heads { n_heads: 14, n_kv_heads: 2, head_dim };
+        GemvOut::Rope(RopeArgs { bias: 0, inv_freq: 0, q_out: 0, k_cache: 0, v_cache: 0, heads })
+    }
+
+    const STORE: GemvOut = GemvOut::Store { out: 0, residual: None, last_row: false };
+
+    /// QMMA_KERNELS lists exactly the pairs kernels/qmma.cu instantiates, in order, and the names
+    /// follow the pair's suffix.
+    #[test]
+    fn table_matches_the_kernels() {
+        let src = include_str!("../../../kernels/qmma.cu");
+        let listed: Vec<Vec<String>> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("QMMA_ENTRIES(QF_"))
+            .map(|l| l.trim_end_matches(')').split(", ").map(|s| s.trim_start_matches("QF_").to_string()).collect())
+            .collect();
+        assert_eq!(listed.len(), QMMA_KERNELS.len());
+        for (l, (fa, fb, ks)) in listed.iter().zip(QMMA_KERNELS) {
+            assert_eq!((l[0].as_str(), l[1].as_str()), (fa.name(), fb.name()));
+            for (k, epi) in ks.iter().zip(["store", "swiglu", "rope"]) {
+                assert_eq!(k.name(), format!("gemv_m_{epi}_{}", l[2]));
+            }
+        }
+    }
+
+    /// The default model's weights take the tensor-core kernels: Q5_0 q|k + Q8_0 v with RoPE,
+    /// Q5_0 gate|up, Q6_K down, the Q8_0 LM head; a mixed store weight whose part boundary cuts
+    /// a tile, formats without a kernel, and k past the shared memory do not.
+    #[test]
+    fn which_weights_take_the_tensor_cores() {
+        use WeightFormat as W;
+        let qkv = parts(&[(W::Q5_0, 1024), (W::Q8_0, 1152)]);
+        assert_eq!(qmma_kernel(&qkv, 1152, 896, &rope(64)), Some(Kernel::GemvMRopeQ50Q80));
+        assert_eq!(qmma_kernel(&parts(&[(W::Q5_0, 9728)]), 9728, 896, &STORE), Some(Kernel::GemvMStoreQ50));
+        assert_eq!(qmma_kernel(&parts(&[(W::Q6_K, 896)]), 896, 4864, &STORE), Some(Kernel::GemvMStoreQ6K));
+        let swiglu = GemvOut::SwiGlu { out: 0 };
+        assert_eq!(qmma_kernel(&parts(&[(W::Q4_K, 17920)]), 17920, 1536, &swiglu), Some(Kernel::GemvMSwiGluQ4K));
+        // gate Q5_0, up Q8_0: a tile holds both, so no uniform format.
+        assert_eq!(qmma_kernel(&parts(&[(W::Q5_0, 64), (W::Q8_0, 128)]), 128, 896, &swiglu), None);
+        // a store weight whose parts meet inside a tile (row 1149).
+        assert_eq!(qmma_kernel(&parts(&[(W::Q5_0, 1149), (W::Q8_0, 1152)]), 1152, 896, &STORE), None);
+        assert_eq!(qmma_kernel(&parts(&[(W::Q3_K, 896)]), 896, 1024, &STORE), None);
+        assert_eq!(qmma_kernel(&parts(&[(W::F16, 896)]), 896, 1024, &STORE), None);
+        let too_long = QGEMV_MAX_SMEM as usize / QMMA_GROUP_SMEM * 32 + 32;
+        assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, too_long, &STORE), None);
+    }
+
+    /// Paired epilogues: a tile's first rows are units 4t..4t+3 and its last four their partners.
+    #[test]
+    fn tile_rows_follow_the_units() {
+        assert_eq!((0..8).map(|r| tile_row(0, 2, r, 20, 0)).collect::<Vec<_>>()[..5], [
+            Some(16),
+            Some(17),
+            Some(18),
+            Some(19),
+            None
+        ]);
+        let swiglu: Vec<_> = (0..8).map(|r| tile_row(1, 1, r, 20, 0).unwrap()).collect();
+        assert_eq!(swiglu, [4, 5, 6, 7, 14, 15, 16, 17]);
+        let rope: Vec<_> = (0..8).map(|r| tile_row(2, 9, r, 1152, 64).unwrap()).collect();
+        assert_eq!(rope, [68, 69, 70, 71, 100, 101, 102, 103], "unit 36 is head 1, i 4");
+    }
+
+    /// Few tiles share a tile among more warps; the LM head and gate|up keep one warp per tile.
+    #[test]
+    fn warps_per_tile_for_the_default_shapes() {
+        assert_eq!(warps_per_tile(112, 896, 132), 8, "o_proj: 28 groups, 112 tiles");
+        assert_eq!(warps_per_tile(112, 4864, 132), 8, "down_proj");
+        assert_eq!(warps_per_tile(1216, 896, 132), 4, "gate|up");
+        assert_eq!(warps_per_tile(18_992, 896, 132), 1, "LM head");
+        assert_eq!(warps_per_tile(4, 64, 132), 1, "two groups: one warp");
+        assert_eq!(blocks(18_992, 1, 132, 2), 264);
+        assert_eq!(blocks(112, 8, 132, 2), 112);
+    }
+}

@@ -125,6 +125,15 @@ QA_DEVICE void pdl_prologue() {
 #endif
 }
 
+// ---- asynchronous copies (attention.cu, qmma.cu) -----------------------------------------------
+// Closes the thread's current group of cp.async copies; wait<N> returns once at most N of the
+// thread's groups are still in flight.
+QA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+QA_DEVICE void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // ---- f16 vector helpers ------------------------------------------------------------------------
 // 8 halves in one 16-byte word -> 8 floats.
 QA_DEVICE void unpack_half8(const uint4 v, float f[8]) {

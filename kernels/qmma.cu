@@ -146,41 +146,18 @@ struct MRaw {
     uint32_t s, u;    // sc plane (2 or 4 bytes), sup plane (k-quants)
 };
 
-QA_DEVICE uint32_t ld_stream_u32(const uint8_t* p) { return __ldcs(reinterpret_cast<const unsigned int*>(p)); }
 
-// A tile row's planes, resolved once per tile: the row's first group (qs: at lane tq's word).
+// A tile row's planes: where its first group's bytes are.
 struct RowPlanes {
     const uint8_t *qs, *qh, *sc, *sup;
 };
 
 template <int F>
-QA_DEVICE RowPlanes row_planes(const QParts& P, int p, int lr, int G, int S, int tq) {
+QA_DEVICE RowPlanes row_planes(const QParts& P, int p, int lr, int G, int S) {
     using T = QTraits<F>;
     const size_t row = (size_t)lr * G;
-    return RowPlanes{pick(P.qs, p) + row * T::QS + 4 * tq, pick(P.qh, p) + row * T::QH, pick(P.sc, p) + row * T::SC,
+    return RowPlanes{pick(P.qs, p) + row * T::QS, pick(P.qh, p) + row * T::QH, pick(P.sc, p) + row * T::SC,
                      pick(P.sup, p) + (size_t)lr * S * T::SUP};
-}
-
-// Loads group g of the row (valid: else zeros, no memory touched). g is the step's base plus a
-// compile-time offset, so the addresses are one base per plane and immediate offsets.
-template <int F>
-QA_DEVICE MRaw m_load(const RowPlanes& rp, int g, int tq, bool valid) {
-    using T = QTraits<F>;
-    MRaw r{0u, 0u, 0u, 0u, 0u, 0u};
-    if (!valid) return r;
-    const uint8_t* qs = rp.qs + (size_t)g * T::QS;
-    r.w0 = ld_stream_u32(qs);
-    if (T::QS == 32) r.w1 = ld_stream_u32(qs + 16);
-    if (T::QH == 4) r.h0 = ld_u32(rp.qh + (size_t)g * 4);
-    if (T::QH == 8) {
-        const uint2 h = __ldg(reinterpret_cast<const uint2*>(rp.qh + (size_t)g * 8));
-        r.h0 = h.x;
-        r.h1 = h.y;
-    }
-    r.s = T::SC == 2 ? ld_u16(rp.sc + (size_t)g * 2) : ld_u32(rp.sc + (size_t)g * 4);
-    if (T::SUP == 2) r.u = ld_u16(rp.sup + (size_t)(g >> 3) * 2);
-    if (T::SUP == 4) r.u = ld_u32(rp.sup + (size_t)(g >> 3) * 4);
-    return r;
 }
 
 // The codes of elements 4tq..4tq+3 (lo) and 16+4tq..16+4tq+3 (hi) as four int8 each.
@@ -247,7 +224,7 @@ QA_DEVICE void m_scales(const MRaw& m, int h, float& dl, float& mz) {
     r.u = m.u;
     float ml;
     q_scales<F>(r, h, dl, ml);
-    mz = ml + dl * (float)mma_zero<F>();
+    mz = mma_zero<F>() != 0 ? fmaf(dl, (float)mma_zero<F>(), ml) : ml;
 }
 
 // The signed 8-bit sub-scale of half h (Q6_K: sc bytes; value = d * sc * (q - 32)).
@@ -273,8 +250,10 @@ QA_DEVICE void m_step(const MRaw& ra, const MRaw& rb, uint2 bw, const XGroup& ya
         m_scales<F>(rb, 0, dlb, mzb);
         acc = fmaf(fa, dla * ya.s, acc);
         acc = fmaf(fb, dlb * yb.s, acc);
-        acc = fmaf(-mza * ya.sum, min_a, acc);
-        acc = fmaf(-mzb * yb.sum, min_b, acc);
+        if (QTraits<F>::MIN || mma_zero<F>() != 0) {  // Q8_0: neither
+            acc = fmaf(-mza * ya.sum, min_a, acc);
+            acc = fmaf(-mzb * yb.sum, min_b, acc);
+        }
     } else {  // Q6_K: per-16 sub-scales, combined in int32 before the conversion
         int c0[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
         mma_k16(alo, blo, bw.x, c0);
@@ -309,87 +288,157 @@ QA_DEVICE int tile_row(int tile, int gq, int n, int head_dim, bool& valid) {
     return gq < 4 ? j0 : j1;
 }
 
-// Requests bytes [p, p + bytes) into L2 (rounded out to 16 bytes; the planes lie inside the one
-// weights allocation, whose parts are ALIGNMENT-aligned): no registers, no wait.
-QA_DEVICE void bulk_prefetch_l2(const uint8_t* p, size_t bytes) {
-    const size_t a = reinterpret_cast<size_t>(p) & ~(size_t)15;
-    const size_t e = (reinterpret_cast<size_t>(p) + bytes + 15) & ~(size_t)15;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"((unsigned)(e - a)) : "memory");
-}
-
-// Every plane of W row j (all k) into L2: a tile row the warp reads next. Weights stream once per
-// token, so a whole tile requested ahead keeps DRAM busy without holding registers.
-QA_DEVICE void prefetch_row_l2(const QParts& P, int j, int G, int S) {
-    const int p = part_of(P, j), f = pick(P.fmt, p);
-    const size_t lr = (size_t)(j - part_row0(P, p));
-    const int qs = f == QF_Q8_0 ? 32 : 16;
-    const int qh = f == QF_Q6_K ? 8 : ((f == QF_Q5_0 || f == QF_Q5_1 || f == QF_Q5_K) ? 4 : 0);
-    const int sc = (f == QF_Q4_1 || f == QF_Q5_1) ? 4 : 2;
-    const int sup = f == QF_Q6_K ? 2 : ((f == QF_Q4_K || f == QF_Q5_K) ? 4 : 0);
-    bulk_prefetch_l2(pick(P.qs, p) + lr * G * qs, (size_t)G * qs);
-    if (qh) bulk_prefetch_l2(pick(P.qh, p) + lr * G * qh, (size_t)G * qh);
-    bulk_prefetch_l2(pick(P.sc, p) + lr * G * sc, (size_t)G * sc);
-    if (sup) bulk_prefetch_l2(pick(P.sup, p) + lr * S * sup, (size_t)S * sup);
-}
-
-// The team's first warp asks L2 for a whole tile (one row per quad).
-template <int EPI>
-QA_DEVICE void prefetch_tile_l2(const QParts& P, int tile, int ntiles, int n, int head_dim, int G, int S, int sub,
-                                int gq, int tq) {
-    if (tile >= ntiles || sub != 0 || tq != 0) return;
-    bool valid;
-    const int j = tile_row<EPI>(tile, gq, n, head_dim, valid);
-    if (valid) prefetch_row_l2(P, j, G, S);
-}
-
-// Groups per step of a warp: two MMAs' worth (pairs (g, g + 1) and (g + 2, g + 3)).
+// Groups per step of a warp: two MMAs' worth (pairs (g, g + 1) and (g + 2, g + 3)). The host
+// takes only rows with a multiple of four groups (k % 128 == 0), so a step is wholly inside a row.
 constexpr int STEP_GROUPS = QMMA_STEP_GROUPS;
-static_assert(STEP_GROUPS == 4, "tile_dot runs two pairs per step");
+static_assert(STEP_GROUPS == 4, "a step is two pairs");
 
-// A step's weights: groups g0..g0+3 of the lane's tile row.
-struct MStep {
-    MRaw r[STEP_GROUPS];
+// ---- the weight pipeline: cp.async into a per-warp ring, QMMA_STAGES steps deep ----------------
+// A step's weights are, per tile row, a few contiguous runs (qs: 64 or 128 bytes; qh, sc, sup: a
+// few words). The quad of lanes owning row gq copies that row's runs with 16-byte cp.async (the
+// qs run split over the four lanes, the small planes by lane tq = 0), so each copy instruction
+// moves whole sectors; the lanes then read their MMA fragments (4-byte words of four groups)
+// from shared memory. Rows sit at padded strides so the quad's reads hit distinct banks. The
+// copies hold no registers: a warp keeps QMMA_STAGES - 1 steps in flight while it computes one;
+// only a quad shares a row, so a __syncwarp after each lane's own wait makes a stage readable.
+constexpr int STAGES = QMMA_STAGES;
+constexpr int STAGE_BYTES = 4 * QMMA_RING_WORDS * 32;  // per warp and stage
+
+template <int N>
+QA_DEVICE void cp_async_sz(void* dst, const void* src) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    if (N == 16) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(d), "l"(src), "n"(N) : "memory");
+    }
+}
+
+// A stage's layout for format F: per tile row, its qs run (padded), qh run, sc run, sup word.
+template <int F>
+struct StageLayout {
+    using T = QTraits<F>;
+    static constexpr int QS_RUN = T::QS * STEP_GROUPS;                  // 64 or 128
+    static constexpr int QS_ROW = QS_RUN + 16;                          // 20 or 36 words: distinct banks
+    static constexpr int QH_RUN = T::QH * STEP_GROUPS;                  // 0, 16 or 32
+    static constexpr int QH_ROW = QH_RUN == 32 ? 48 : QH_RUN;           // 12 words: distinct banks
+    static constexpr int SC_RUN = T::SC * STEP_GROUPS;                  // 8 or 16
+    static constexpr int QH0 = MMA_TILE * QS_ROW, SC0 = QH0 + MMA_TILE * QH_ROW, SUP0 = SC0 + MMA_TILE * SC_RUN;
+    static_assert(SUP0 + MMA_TILE * 4 <= STAGE_BYTES, "a step fits a stage");
 };
 
+// Copies step g0 (groups g0..g0+3) of the lane's tile row (rp, local row lr) into the stage.
 template <int F>
-QA_DEVICE MStep m_load_step(const RowPlanes& rp, int g0, int G, int tq) {
-    MStep m;
+QA_DEVICE void issue_step(uint8_t* stage, const RowPlanes& rp, int g0, int lr, int S, int gq, int tq) {
+    using T = QTraits<F>;
+    using L = StageLayout<F>;
+    const uint8_t* qs = rp.qs + (size_t)g0 * T::QS;
+    uint8_t* row = stage + gq * L::QS_ROW;
+    cp_async_sz<16>(row + 16 * tq, qs + 16 * tq);
+    if (L::QS_RUN == 128) cp_async_sz<16>(row + 64 + 16 * tq, qs + 64 + 16 * tq);
+    if (tq != 0) return;
+    if (L::QH_RUN >= 16) cp_async_sz<16>(stage + L::QH0 + gq * L::QH_ROW, rp.qh + (size_t)g0 * T::QH);
+    if (L::QH_RUN == 32) cp_async_sz<16>(stage + L::QH0 + gq * L::QH_ROW + 16, rp.qh + (size_t)g0 * T::QH + 16);
+    cp_async_sz<L::SC_RUN>(stage + L::SC0 + gq * L::SC_RUN, rp.sc + (size_t)g0 * T::SC);
+    if (T::SUP) {
+        // The sup entry of super-block g0 / 8, from its aligned word (2-byte entries: either half).
+        const size_t e = (size_t)lr * S + (g0 >> 3);
+        const uint8_t* plane = rp.sup - (size_t)lr * S * T::SUP;
+        cp_async_sz<4>(stage + L::SUP0 + gq * 4, plane + ((e * T::SUP) & ~(size_t)3));
+    }
+}
+
+// Reads the lane's fragments of a completed stage: words tq (and 4 + tq for Q8_0) of each group's
+// qs, and the row's qh, sc and sup.
+template <int F>
+QA_DEVICE void read_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, MRaw (&r)[STEP_GROUPS]) {
+    using T = QTraits<F>;
+    using L = StageLayout<F>;
+    const uint32_t* qs = reinterpret_cast<const uint32_t*>(stage + gq * L::QS_ROW);
+    const uint32_t* qh = reinterpret_cast<const uint32_t*>(stage + L::QH0 + gq * L::QH_ROW);
+    const uint32_t* sc = reinterpret_cast<const uint32_t*>(stage + L::SC0 + gq * L::SC_RUN);
+    uint32_t sup = 0u;
+    if (T::SUP) {
+        sup = *reinterpret_cast<const uint32_t*>(stage + L::SUP0 + gq * 4);
+        if (T::SUP == 2 && ((((size_t)lr * S + (g0 >> 3)) & 1) != 0)) sup >>= 16;
+    }
 #pragma unroll
-    for (int i = 0; i < STEP_GROUPS; ++i) m.r[i] = m_load<F>(rp, g0 + i, tq, g0 + i < G);
-    return m;
+    for (int i = 0; i < STEP_GROUPS; ++i) {
+        r[i].w0 = qs[i * (T::QS / 4) + tq];
+        r[i].w1 = T::QS == 32 ? qs[i * 8 + 4 + tq] : 0u;
+        r[i].h0 = T::QH == 4 ? qh[i] : (T::QH == 8 ? qh[2 * i] : 0u);
+        r[i].h1 = T::QH == 8 ? qh[2 * i + 1] : 0u;
+        if (T::SC == 4) {
+            r[i].s = sc[i];
+        } else {
+            const uint32_t w = sc[i >> 1];
+            r[i].s = (i & 1) ? w >> 16 : w & 0xFFFFu;
+        }
+        r[i].u = T::SUP == 2 ? (sup & 0xFFFFu) : sup;
+    }
+}
+
+// A position in a warp's work: the team's tiles in turn (first, first + stride, ...), each `spt`
+// steps; step s of a tile is groups STEP_GROUPS (s wpt + sub) ... (past k: nothing to do). The
+// tile row's planes are resolved when the cursor enters a tile, not per step.
+struct Cursor {
+    int tile, s;
+    bool fa;       // the tile's format is FA (else FB)
+    int lr;        // the lane's local row in its part
+    RowPlanes rp;  // and its planes (format of the tile)
+};
+
+template <int EPI, int FA, int FB>
+QA_DEVICE void cursor_enter(Cursor& c, const QParts& P, int ntiles, int n, int head_dim, int G, int S, int gq) {
+    c.s = 0;
+    if (c.tile >= ntiles) return;
+    bool valid;
+    const int j = tile_row<EPI>(c.tile, gq, n, head_dim, valid);
+    const int p = part_of(P, j);
+    c.lr = j - part_row0(P, p);
+    c.fa = FA == FB || pick(P.fmt, p) == FA;  // one format per tile (qmma::qmma_kernel)
+    c.rp = c.fa ? row_planes<FA>(P, p, c.lr, G, S) : row_planes<FB>(P, p, c.lr, G, S);
+}
+
+template <int EPI, int FA, int FB>
+QA_DEVICE void cursor_next(Cursor& c, const QParts& P, int spt, int tile_stride, int ntiles, int n, int head_dim,
+                           int G, int S, int gq) {
+    if (++c.s < spt) return;
+    c.tile += tile_stride;
+    cursor_enter<EPI, FA, FB>(c, P, ntiles, n, head_dim, G, S, gq);
+}
+
+// Starts the copies of the cursor's step into stage slot q % STAGES (nothing past the work or
+// past k) and commits a group either way, so that cp.async.wait_group counts steps.
+template <int FA, int FB>
+QA_DEVICE void issue_at(const Cursor& c, uint8_t* stage, int g0, bool live, int S, int gq, int tq) {
+    if (live) {
+        if (c.fa) {
+            issue_step<FA>(stage, c.rp, g0, c.lr, S, gq, tq);
+        } else {
+            issue_step<FB>(stage, c.rp, g0, c.lr, S, gq, tq);
+        }
+    }
+    cp_async_commit();
 }
 
 // The lane's B words for the pair (ga, ga + 1) (columns 0-2: ga's digits, 3-5: ga + 1's; 6, 7
 // zero) and the MMA step on it.
 template <int F>
-QA_DEVICE void m_pair(const MRaw& ra, const MRaw& rb, int ga, int G, int gq, int tq, const uint8_t* xd,
-                      const XGroup* xg, const DigitWeights& dw, float& acc) {
-    if (ga >= G) return;  // warp-uniform
-    const int gb = min(ga + 1, G - 1);  // an odd G's last pair: b's codes and scales are zero
+QA_DEVICE void m_pair(const MRaw& ra, const MRaw& rb, int ga, int gq, int tq, const uint8_t* xd, const XGroup* xg,
+                      const DigitWeights& dw, float& acc) {
     uint2 bw = make_uint2(0u, 0u);
-    if (gq < 6) bw = *reinterpret_cast<const uint2*>(xd + 96 * (gq < 3 ? ga : gb) + (gq % 3) * 32 + 8 * tq);
-    m_step<F>(ra, rb, bw, xg[ga], xg[gb], tq, dw, acc);
+    if (gq < 6) bw = *reinterpret_cast<const uint2*>(xd + 96 * (gq < 3 ? ga : ga + 1) + (gq % 3) * 32 + 8 * tq);
+    m_step<F>(ra, rb, bw, xg[ga], xg[ga + 1], tq, dw, acc);
 }
 
-// This warp's share of tile row gq's product (the lanes of a quad hold parts; the caller adds
-// them up): steps of STEP_GROUPS groups at g0 = STEP_GROUPS (it wpt + sub), the next step's weights
-// requested before the current step's arithmetic. `pre`: the first step, already requested.
 template <int F>
-QA_DEVICE float tile_dot(const QParts& P, int p, int lr, int G, int S, int wpt, int sub, int gq, int tq,
-                         const uint8_t* xd, const XGroup* xg, const MStep* pre) {
-    const DigitWeights dw = digit_weights(tq);
-    const RowPlanes rp = row_planes<F>(P, p, lr, G, S, tq);
-    const int stride = STEP_GROUPS * wpt;
-    int g0 = STEP_GROUPS * sub;
-    MStep cur = pre != nullptr ? *pre : m_load_step<F>(rp, g0, G, tq);
-    float acc = 0.0f;
-    for (; g0 < G; g0 += stride) {
-        const MStep next = m_load_step<F>(rp, g0 + stride, G, tq);
-        m_pair<F>(cur.r[0], cur.r[1], g0, G, gq, tq, xd, xg, dw, acc);
-        m_pair<F>(cur.r[2], cur.r[3], g0 + 2, G, gq, tq, xd, xg, dw, acc);
-        cur = next;
-    }
-    return acc;
+QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, const uint8_t* xd,
+                            const XGroup* xg, const DigitWeights& dw, float& acc) {
+    MRaw r[STEP_GROUPS];
+    read_step<F>(stage, lr, g0, S, gq, tq, r);
+    m_pair<F>(r[0], r[1], g0, gq, tq, xd, xg, dw, acc);
+    m_pair<F>(r[2], r[3], g0 + 2, gq, tq, xd, xg, dw, acc);
 }
 
 }  // namespace
@@ -401,83 +450,95 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     __shared__ float red[GEMV_WARPS][MMA_TILE];
     __shared__ float scratch[32];
     const int G = k >> 5, S = k >> 8;
-    uint8_t* xd = smem;
-    XGroup* xg = reinterpret_cast<XGroup*>(smem + 96 * G);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint8_t* ring = smem + warp * STAGES * STAGE_BYTES;
+    uint8_t* xd = smem + GEMV_WARPS * STAGES * STAGE_BYTES;
+    XGroup* xg = reinterpret_cast<XGroup*>(xd + 96 * G);
     const int gq = lane >> 2, tq = lane & 3;
     const int teams = GEMV_WARPS / wpt, team = warp / wpt, sub = warp % wpt;
     const int units = EPI == EPI_STORE ? n : n / 2;
     const int per_tile = EPI == EPI_STORE ? MMA_TILE : MMA_TILE / 2;
     const int ntiles = (units + per_tile - 1) / per_tile;
+    const int spt = (G + STEP_GROUPS * wpt - 1) / (STEP_GROUPS * wpt);  // steps per tile, every warp
+    const int first_tile = blockIdx.x * teams + team, tile_stride = gridDim.x * teams;
+    const int step_groups = STEP_GROUPS * wpt, g_sub = STEP_GROUPS * sub;
 
-    // Weights are constants: the first tile's first step is requested before the PDL wait, so
-    // that it streams in while the previous kernel finishes.
-    MStep pre;
-    int pre_fmt = -1;
-    {
-        const int tile = blockIdx.x * teams + team;
-        prefetch_tile_l2<EPI>(P, tile, ntiles, n, o.head_dim, G, S, sub, gq, tq);
-        if (tile < ntiles) {
-            bool valid;
-            const int j = tile_row<EPI>(tile, gq, n, o.head_dim, valid);
-            const int p = part_of(P, j);
-            const int f = pick(P.fmt, part_of(P, __shfl_sync(0xffffffffu, j, 0)));
-            const int lr = j - part_row0(P, p);
-            if (f == FA) {
-                pre = m_load_step<FA>(row_planes<FA>(P, p, lr, G, S, tq), STEP_GROUPS * sub, G, tq);
-                pre_fmt = FA;
-            } else if (f == FB) {
-                pre = m_load_step<FB>(row_planes<FB>(P, p, lr, G, S, tq), STEP_GROUPS * sub, G, tq);
-                pre_fmt = FB;
-            }
-        }
+    // Weights are constants: the first steps stream in while the previous kernel finishes. `in`
+    // runs STAGES - 1 steps ahead of `at`.
+    Cursor in{first_tile, 0, true, 0, RowPlanes{}};
+    cursor_enter<EPI, FA, FB>(in, P, ntiles, n, o.head_dim, G, S, gq);
+    Cursor at = in;
+    int issued = 0;
+#pragma unroll
+    for (int q = 0; q < STAGES - 1; ++q, ++issued) {
+        const int g0 = in.s * step_groups + g_sub;
+        issue_at<FA, FB>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
+        cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
     }
     pdl_prologue();  // activations (x, residual) are safe to read from here on
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
-    if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
-    const float inv = prep_x_digits(x, norm_w, eps, r, k, xd, xg, scratch);
-
-    const int tile_stride = gridDim.x * teams;
-    for (int tile = blockIdx.x * teams + team; tile < ntiles; tile += tile_stride) {
-        prefetch_tile_l2<EPI>(P, tile + tile_stride, ntiles, n, o.head_dim, G, S, sub, gq, tq);
-        bool valid;
-        const int j = tile_row<EPI>(tile, gq, n, o.head_dim, valid);
-        const int p = part_of(P, j);
-        const int lr = j - part_row0(P, p);
-        // The tile's format: every row of it is in parts of one format (launch::qmma_kernel).
-        const int f = pick(P.fmt, part_of(P, __shfl_sync(0xffffffffu, j, 0)));
-        const MStep* first = pre_fmt == f ? &pre : nullptr;  // only the first tile has one
-        pre_fmt = -1;
-        float acc = f == FA ? tile_dot<FA>(P, p, lr, G, S, wpt, sub, gq, tq, xd, xg, first)
-                            : tile_dot<FB>(P, p, lr, G, S, wpt, sub, gq, tq, xd, xg, first);
-        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-        if (wpt > 1) {
-            if (tq == 0) red[warp][gq] = acc;
-            asm volatile("bar.sync %0, %1;" ::"r"(1 + team), "r"(wpt * 32) : "memory");
-            if (sub == 0) {
-                acc = 0.0f;
-                for (int q = 0; q < wpt; ++q) acc += red[team * wpt + q][gq];
-            }
-            asm volatile("bar.sync %0, %1;" ::"r"(1 + team), "r"(wpt * 32) : "memory");
-        }
-        // Tile row gq's product is in lane 4 gq of the team's first warp; the paired epilogues
-        // take a unit's second row (tile row gq + 4) from lane 4 gq + 16.
-        const float y1 = __shfl_sync(0xffffffffu, acc, (lane + 16) & 31);
-        if (sub != 0 || tq != 0 || !valid) continue;
-        EpiIn in{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
-        if (EPI == EPI_STORE) {
-            epi_load_acts<EPI>(o, r, n, j, in);
-            gemv_epilogue<EPI>(o, state, r, n, j, j, j, acc * inv, 0.0f, in);
-        } else if (gq < 4) {
-            const int u = tile * (MMA_TILE / 2) + gq;
-            int j0, j1;
-            unit_rows<EPI>(u, n, o.head_dim, j0, j1);
-            epi_load_consts<EPI>(o, state, r, j0, j1, in);
-            gemv_epilogue<EPI>(o, state, r, n, u, j0, j1, acc * inv, y1 * inv, in);
-        }
+    if (r >= n_tokens || r < 0) {  // uniform per block: before any barrier
+        cp_async_wait<0>();
+        return;
     }
+    const float inv = prep_x_digits(x, norm_w, eps, r, k, xd, xg, scratch);
+    const DigitWeights dw = digit_weights(tq);
+
+    float acc = 0.0f;
+    for (int q = 0; at.tile < ntiles; ++q, ++issued) {
+        {
+            const int g0 = in.s * step_groups + g_sub;
+            issue_at<FA, FB>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
+            cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
+        }
+        cp_async_wait<STAGES - 1>();  // this lane's copies of step q are in;
+        __syncwarp();                 // and every lane's
+        const int g0 = at.s * step_groups + g_sub;
+        if (g0 < G) {
+            const uint8_t* stage = ring + (q % STAGES) * STAGE_BYTES;
+            if (at.fa) {
+                consume_step<FA>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
+            } else {
+                consume_step<FB>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
+            }
+        }
+        if (at.s == spt - 1) {
+            // The tile is done: add up the quad's lanes, then the team's warps.
+            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+            acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+            if (wpt > 1) {
+                if (tq == 0) red[warp][gq] = acc;
+                asm volatile("bar.sync %0, %1;" ::"r"(1 + team), "r"(wpt * 32) : "memory");
+                if (sub == 0) {
+                    acc = 0.0f;
+                    for (int w = 0; w < wpt; ++w) acc += red[team * wpt + w][gq];
+                }
+                asm volatile("bar.sync %0, %1;" ::"r"(1 + team), "r"(wpt * 32) : "memory");
+            }
+            // Tile row gq's product is in lane 4 gq of the team's first warp; the paired
+            // epilogues take a unit's second row (tile row gq + 4) from lane 4 gq + 16.
+            const float y0 = acc, y1 = __shfl_sync(0xffffffffu, acc, (lane + 16) & 31);
+            acc = 0.0f;
+            bool valid;
+            const int j = tile_row<EPI>(at.tile, gq, n, o.head_dim, valid);
+            if (sub == 0 && tq == 0 && valid) {
+                EpiIn ein{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+                if (EPI == EPI_STORE) {
+                    epi_load_acts<EPI>(o, r, n, j, ein);
+                    gemv_epilogue<EPI>(o, state, r, n, j, j, j, y0 * inv, 0.0f, ein);
+                } else if (gq < 4) {
+                    const int u = at.tile * (MMA_TILE / 2) + gq;
+                    int j0, j1;
+                    unit_rows<EPI>(u, n, o.head_dim, j0, j1);
+                    epi_load_consts<EPI>(o, state, r, j0, j1, ein);
+                    gemv_epilogue<EPI>(o, state, r, n, u, j0, j1, y0 * inv, y1 * inv, ein);
+                }
+            }
+        }
+        cursor_next<EPI, FA, FB>(at, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
+    }
+    cp_async_wait<0>();
 }
 
 // The entry points of one format pair: QMMA_ENTRIES(FA, FB, suffix).

@@ -41,6 +41,13 @@ pub const QMMA_TILE_ROWS: usize = 8;
 /// `QMMA_STEP_GROUPS`.
 pub const QMMA_STEP_GROUPS: usize = 4;
 
+/// Steps of weights a warp of those GEMVs has in flight (cp.async ring stages): `QMMA_STAGES`.
+pub const QMMA_STAGES: usize = 4;
+
+/// 4-byte words per lane and ring stage (a step's codes and scales in the widest format, Q6_K:
+/// 15): `QMMA_RING_WORDS`.
+pub const QMMA_RING_WORDS: usize = 16;
+
 /// Shared memory per group of 32 x elements in those GEMVs: three int8 digit planes (96 bytes)
 /// and the group's scale and sums (16 bytes): `QMMA_GROUP_SMEM`.
 pub const QMMA_GROUP_SMEM: usize = 112;
@@ -72,6 +79,8 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
     ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),
     ("QMMA_STEP_GROUPS", QMMA_STEP_GROUPS),
+    ("QMMA_STAGES", QMMA_STAGES),
+    ("QMMA_RING_WORDS", QMMA_RING_WORDS),
     ("ARGMAX_THREADS", ARGMAX_THREADS),
     ("SAMPLE_THREADS", SAMPLE_THREADS),
     ("SAMPLE_MAX_CHUNK", SAMPLE_MAX_CHUNK),

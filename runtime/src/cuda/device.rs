@@ -352,20 +352,21 @@ impl CudaDevice {
         let quantized_gemvs = [Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope]
             .into_iter()
             .chain(super::launch::QGEMV_KERNELS.iter().flat_map(|(_, _, k)| *k))
-            .chain(super::qmma::all_kernels());
-        for k in quantized_gemvs {
+            .map(|k| (k, QGEMV_MAX_SMEM))
+            .chain(super::qmma::all_kernels().map(|k| (k, super::qmma::QMMA_MAX_SMEM as u32)));
+        for (k, smem) in quantized_gemvs {
             // SAFETY: as above; the attribute only raises the dynamic shared memory a launch may
-            // ask for (the x row: 4 * k bytes; qmma.cu: its digits, 3.5 * k), which sm_90 allows up to
-            // 227 KB per block.
+            // ask for (qgemv.cu: the x row, 4 * k bytes; qmma.cu: the weight rings and the x
+            // digits), which sm_90 allows up to 227 KB per block.
             unsafe {
                 sys::cuFuncSetAttribute(
                     funcs[k as usize],
                     sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    QGEMV_MAX_SMEM as i32,
+                    smem as i32,
                 )
             }
             .result()
-            .cuda_ctx(|| format!("allowing {QGEMV_MAX_SMEM} bytes of shared memory to {}", k.name()))?;
+            .cuda_ctx(|| format!("allowing {smem} bytes of shared memory to {}", k.name()))?;
         }
         drop(span);
         let sm_count = ctx

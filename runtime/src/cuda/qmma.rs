@@ -3,9 +3,11 @@
 //! [`qmma_kernel`] says the weight fits, and falls back to kernels/qgemv.cu otherwise.
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::device::{Kernel, QGEMV_MAX_SMEM};
+use super::device::Kernel;
 use super::launch::{GemvOut, QParts};
-use crate::kernel_constants::{GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_STEP_GROUPS, QMMA_TILE_ROWS};
+use crate::kernel_constants::{
+    GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_RING_WORDS, QMMA_STAGES, QMMA_STEP_GROUPS, QMMA_TILE_ROWS,
+};
 use crate::quant::WeightFormat;
 
 /// The kernels of kernels/qmma.cu (its QMMA_ENTRIES list, in order): for each format pair the
@@ -96,15 +98,21 @@ fn tiles_uniform(parts: &QParts, epi: usize, n: usize, head_dim: usize) -> bool 
     })
 }
 
-/// Dynamic shared memory of a launch with rows of `k`.
+/// Most dynamic shared memory a block takes: two blocks per SM still fit sm_90's 228 KB.
+pub(crate) const QMMA_MAX_SMEM: usize = 112 * 1024;
+
+/// Dynamic shared memory of a launch with rows of `k`: every warp's weight ring, then the x
+/// digits and group sums.
 pub(crate) fn smem_bytes(k: usize) -> usize {
-    k / 32 * QMMA_GROUP_SMEM
+    GEMV_WARPS * QMMA_STAGES * QMMA_RING_WORDS * 32 * 4 + k / 32 * QMMA_GROUP_SMEM
 }
 
 /// The tensor-core kernel for this GEMV, if one takes it: a format pair covers the parts, every
-/// tile is in one format, the x digits fit the shared memory, and kernels/qgemv.cu is not forced.
+/// tile is in one format, k is a multiple of 128, the ring and x digits fit the shared memory,
+/// and kernels/qgemv.cu is not forced.
 pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> Option<Kernel> {
-    if v2_only() || !k.is_multiple_of(32) || smem_bytes(k) > QGEMV_MAX_SMEM as usize {
+    // Steps of four groups never cross a row's end (k % 128); the digits and ring fit.
+    if v2_only() || !k.is_multiple_of(32 * QMMA_STEP_GROUPS) || smem_bytes(k) > QMMA_MAX_SMEM {
         return None;
     }
     let head_dim = match epi {
@@ -120,10 +128,19 @@ pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> 
     tiles_uniform(parts, e, n, head_dim).then_some(kern)
 }
 
+/// Blocks per SM whose warps [`warps_per_tile`] aims to keep busy: 4, or
+/// `QWEN_AOT_QMMA_BLOCKS` (a tuning knob, read once).
+fn target_blocks_per_sm() -> usize {
+    static TARGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TARGET.get_or_init(|| {
+        std::env::var("QWEN_AOT_QMMA_BLOCKS").ok().and_then(|v| v.parse().ok()).filter(|&b| b > 0).unwrap_or(4)
+    })
+}
+
 /// Warps sharing a tile: doubled while the launch has fewer warps than four blocks of
 /// GEMV_WARPS per SM and the warps' steps do not yet cover a row in one step each.
 pub(crate) fn warps_per_tile(tiles: usize, k: usize, sm_count: u32) -> usize {
-    let target = 4 * GEMV_WARPS * sm_count as usize;
+    let target = target_blocks_per_sm() * GEMV_WARPS * sm_count as usize;
     let groups = k / 32;
     let mut wpt = 1;
     while wpt < GEMV_WARPS && tiles * wpt < target && groups > QMMA_STEP_GROUPS * wpt {
@@ -209,8 +226,10 @@ mod tests {
         assert_eq!(qmma_kernel(&parts(&[(W::Q5_0, 1149), (W::Q8_0, 1152)]), 1152, 896, &STORE), None);
         assert_eq!(qmma_kernel(&parts(&[(W::Q3_K, 896)]), 896, 1024, &STORE), None);
         assert_eq!(qmma_kernel(&parts(&[(W::F16, 896)]), 896, 1024, &STORE), None);
-        let too_long = QGEMV_MAX_SMEM as usize / QMMA_GROUP_SMEM * 32 + 32;
+        let too_long = (QMMA_MAX_SMEM / QMMA_GROUP_SMEM * 32).next_multiple_of(128);
         assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, too_long, &STORE), None);
+        assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, 864, &STORE), None, "27 groups: k % 128 != 0");
+        assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, 8960, &STORE), Some(Kernel::GemvMStoreQ80));
     }
 
     /// Paired epilogues: a tile's first rows are units 4t..4t+3 and its last four their partners.

@@ -31,8 +31,9 @@ pub fn help(max_seq: usize) -> String {
          prompt); /help shows this.\n\
          Ctrl-C while the model answers stops the answer. End a line with \\ to continue the message on \
          the next line; a pasted block of lines is one message.\n\
-         After each answer, [N tokens, T tokens/s, C cached, reused R]: N tokens generated at T tokens/s; \
-         C tokens of the conversation are now in the KV cache (it holds {max_seq}; /reset empties it); R \
+         After each answer, [N tokens, T tokens/s, first token F ms, C cached, reused R]: N tokens \
+         generated at T tokens/s; F ms from the message to its first token (the prefill of the new \
+         prompt tokens); C tokens of the conversation are now in the KV cache (it holds {max_seq}; /reset empties it); R \
          of this turn's prompt tokens were already there and were not computed again."
     )
 }
@@ -163,7 +164,12 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
             _ => {}
         }
         let speed = gen.decode_tok_s.map(|r| format!(", {r:.1} tokens/s")).unwrap_or_default();
-        eprintln!("[{} tokens{speed}, {} cached, reused {keep}]", gen.ids.len(), loaded.session.pos());
+        eprintln!(
+            "[{} tokens{speed}, first token {:.1} ms, {} cached, reused {keep}]",
+            gen.ids.len(),
+            gen.ttft_ms,
+            loaded.session.pos()
+        );
     }
     Ok(())
 }

@@ -1,4 +1,10 @@
-//! The plan: the contract between the compiler and the runtime.
+//! qwen-aot-plan: the plan, the contract between the compiler and the runtime.
+//!
+//! This crate holds what both sides must agree on and nothing either side does with it: the plan
+//! types (below), the weight formats and their canonical layout ([`quant`], with the reference
+//! dequantisation that defines their values), and SplitMix64 ([`rng`]), the one seeded generator
+//! the compiler's random models and the runtime's window sample share.
+//! The compiler (`qwen-aot-compiler`) depends on this crate and not on the runtime.
 //!
 //! Plain data, versioned, serialised with serde as `plan.json` inside a compiled directory next to
 //! `weights.bin` (the packed weights) and `tokenizer.json`. The runtime interprets plans and knows
@@ -17,6 +23,9 @@
 //! - The KV cache holds, per layer, K and V as `[max_seq, n_kv_heads, head_dim]`; the runtime
 //!   allocates it (`max_seq` is chosen at load time, at most `hparams.context_length`).
 use serde::{Deserialize, Serialize};
+
+pub mod quant;
+pub mod rng;
 
 pub use crate::quant::WeightFormat;
 

@@ -2,8 +2,9 @@
 //!
 //! This crate holds what both sides must agree on and nothing either side does with it: the plan
 //! types (below), the weight formats and their canonical layout ([`quant`], with the reference
-//! dequantisation that defines their values), and SplitMix64 ([`rng`]), the one seeded generator
-//! the compiler's random models and the runtime's window sample share.
+//! dequantisation that defines their values), what the plan records to check `weights.bin` and
+//! itself ([`integrity`]: window hashes, the seal), and SplitMix64 ([`rng`]), the one seeded
+//! generator the compiler's random models and the runtime's window sample share.
 //! The compiler (`qwen-aot-compiler`) depends on this crate and not on the runtime.
 //!
 //! Plain data, versioned, serialised with serde as `plan.json` inside a compiled directory next to
@@ -24,6 +25,7 @@
 //!   allocates it (`max_seq` is chosen at load time, at most `hparams.context_length`).
 use serde::{Deserialize, Serialize};
 
+pub mod integrity;
 pub mod quant;
 pub mod rng;
 

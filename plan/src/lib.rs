@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 pub mod integrity;
 pub mod quant;
 pub mod rng;
+pub mod validate;
 
 pub use crate::quant::WeightFormat;
+pub use crate::validate::{validate, InvalidPlan};
 
 /// Bumped whenever the meaning or layout of anything in this module changes (2 was used by a
 /// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`; 4 groups the

@@ -1,11 +1,16 @@
-//! qwen-aot-plan: the plan, the contract between the compiler and the runtime.
+//! qwen-aot-plan: the plan, the contract between the compiler and the runtime, and what both
+//! sides must agree on about it:
+//! - the plan types (this module) and their one structural validator ([`validate()`]);
+//! - the weight formats and their canonical layout ([`quant`]), with the reference
+//!   dequantisation that defines their values;
+//! - what the plan records to check `weights.bin` and itself ([`integrity`]: window hashes, the
+//!   seal);
+//! - the tokenizer's data, written as `tokenizer.json`, with its validator ([`tokenizer`]);
+//! - SplitMix64 ([`rng`]), the seeded generator of the compiler's random models and the
+//!   runtime's window sample.
 //!
-//! This crate holds what both sides must agree on and nothing either side does with it: the plan
-//! types (below), the weight formats and their canonical layout ([`quant`], with the reference
-//! dequantisation that defines their values), what the plan records to check `weights.bin` and
-//! itself ([`integrity`]: window hashes, the seal), and SplitMix64 ([`rng`]), the one seeded
-//! generator the compiler's random models and the runtime's window sample share.
-//! The compiler (`qwen-aot-compiler`) depends on this crate and not on the runtime.
+//! The compiler (`qwen-aot-compiler`) depends on this crate and not on the runtime; the runtime
+//! re-exports it (`qwen_aot_runtime::plan`).
 //!
 //! Plain data, versioned, serialised with serde as `plan.json` inside a compiled directory next to
 //! `weights.bin` (the packed weights) and `tokenizer.json`. The runtime interprets plans and knows
@@ -28,6 +33,7 @@ use serde::{Deserialize, Serialize};
 pub mod integrity;
 pub mod quant;
 pub mod rng;
+pub mod tokenizer;
 pub mod validate;
 
 pub use crate::quant::WeightFormat;

@@ -1,6 +1,6 @@
 // Shared helpers for every kernel in kernels/*.cu.
 //
-// Conventions (see runtime/src/plan.rs for the contract):
+// Conventions (see plan/src/lib.rs for the contract):
 // - Activations are row-major f32 `[rows, row_elems]`; weights are row-major f16 `[n, k]`; norm
 //   weights and biases are f32.
 // - The KV cache is f16 `[max_seq, n_kv_heads, head_dim]` per layer and per K/V (see rope.cu).

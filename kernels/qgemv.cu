@@ -1,5 +1,5 @@
 // Quantized GEMVs, the decode's matrix products on weights in the GGUF's own quantization (the
-// canonical layout of quant.cuh / runtime/src/quant): nothing is widened in memory; groups of 32
+// canonical layout of quant.cuh / plan/src/quant): nothing is widened in memory; groups of 32
 // elements are dequantised in registers and accumulated in f32.
 //
 //    y[t, j] = sum_i x'[t, i] * W[j, i], x' = x or x * norm_w (the RMS scale inv_t applied to the

@@ -1,5 +1,5 @@
 // Quantized weight formats as the GPU reads them: the canonical group/plane layout of
-// runtime/src/quant/mod.rs (read its module doc first; this file is its device half).
+// plan/src/quant/mod.rs (read its module doc first; this file is its device half).
 //
 // A weight is up to QA_MAX_PARTS row ranges ("parts"), each in one format; every part is cut into
 // groups of 32 elements (`gi = local_row * G + g`, G = k / 32), whose bits live in up to four
@@ -130,7 +130,7 @@ QA_DEVICE float half_lo(uint32_t v) { return __half2float(__ushort_as_half((unsi
 QA_DEVICE float half_hi(uint32_t v) { return __half2float(__ushort_as_half((unsigned short)(v >> 16))); }
 
 // Scale (dl) and min (ml) of half h (0: elements 0..15, 1: 16..31): value = dl * (q - Z) - ml,
-// each product as the CPU reference computes it (runtime/src/quant/reference.rs).
+// each product as the CPU reference computes it (plan/src/quant/reference.rs).
 template <int F>
 QA_DEVICE void q_scales(const QRaw& r, int h, float& dl, float& ml) {
     ml = 0.0f;

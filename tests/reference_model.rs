@@ -15,23 +15,11 @@
 //! Needs the default model (CI fetches it); `QWEN_AOT_MODEL` overrides its path.
 mod common;
 
-use std::path::PathBuf;
-
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::generation::generate;
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use qwen_aot_runtime::executor::LogitsWanted;
 use serde_json::Value;
-
-fn refs() -> Value {
-    let dir = std::env::var_os("QWEN_AOT_REFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs"));
-    let path = dir.join("generation-qwen2.5-coder-0.5b.json");
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
-    serde_json::from_str(&text).expect("reference JSON parses")
-}
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
@@ -67,7 +55,7 @@ fn cpu_executor_matches_the_reference_implementation() {
 /// Runs every reference case on the CPU executor over the plan in `dir` (asserting the checks of
 /// the module doc); returns the largest top-5 logit error and a report.
 fn check_against_reference(dir: &std::path::Path) -> (f64, String) {
-    let refs = refs();
+    let refs = common::refs("generation-qwen2.5-coder-0.5b.json");
     let mut worst = 0.0f64;
     let mut loaded = backend::load(dir, BackendChoice::Cpu, Some(1024), true).expect("load on the CPU");
     let vocab = loaded.model.plan.hparams.vocab;

@@ -3,8 +3,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use qwen_aot_runtime::integrity::seal_plan;
-use qwen_aot_runtime::plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
+use qwen_aot_plan::integrity::seal_plan;
+use qwen_aot_plan::{HyperParams, Plan, PLAN_FILE, PLAN_FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE};
 use sha2::{Digest, Sha256};
 
 use crate::architecture::{Architecture, QWEN2};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use petgraph::stable_graph::NodeIndex;
-use qwen_aot_runtime::plan::{BufId, BufferInfo, DType, GemvEpilogue, NormPrologue, Program, RopeKvWrite, Step};
+use qwen_aot_plan::{BufId, BufferInfo, DType, GemvEpilogue, NormPrologue, Program, RopeKvWrite, Step};
 
 use crate::error::CompileError;
 use crate::graph::{GemvEpi, Op, OpGraph, Value, WeightRef};

@@ -5,7 +5,7 @@
 //! embedding's shape when the file has none) and checks `token_embd` and `output` against it,
 //! tells a tied LM head by the absence of `output.weight`, and validates every size so that later
 //! stages (graph building, memory planning) can trust them.
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::HyperParams;
 
 use crate::architecture::{self, Architecture};
 use crate::gguf::{GgufError, GgufFile};

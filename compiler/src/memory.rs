@@ -5,7 +5,7 @@
 //! Greedy by size (largest first), each value at the lowest aligned offset that does not collide
 //! with an already placed value whose lifetime intersects: simple and near-optimal for the
 //! chain-shaped graphs of transformer layers.
-use qwen_aot_runtime::plan::ALIGNMENT;
+use qwen_aot_plan::ALIGNMENT;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Interval {

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use half::f16;
-use qwen_aot_runtime::integrity;
-use qwen_aot_runtime::plan::{WeightFormat, WeightId, WeightInfo, WeightPart, ALIGNMENT};
-use qwen_aot_runtime::quant::part_layout;
+use qwen_aot_plan::integrity;
+use qwen_aot_plan::quant::part_layout;
+use qwen_aot_plan::{WeightFormat, WeightId, WeightInfo, WeightPart, ALIGNMENT};
 use rayon::prelude::*;
 
 use crate::error::CompileError;
@@ -260,7 +260,7 @@ fn part_bytes(
     Ok(out)
 }
 
-/// What [`write_weights`] computed over the bytes it wrote ([`qwen_aot_runtime::integrity`]).
+/// What [`write_weights`] computed over the bytes it wrote ([`qwen_aot_plan::integrity`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeightsDigest {
     /// The two-level SHA-256 of every byte (the plan's `weights_sha256`).

@@ -1,5 +1,5 @@
 //! Repacking: a GGUF tensor's ggml blocks (layouts in `gguf/dequant/{legacy,kquants}.rs`) become
-//! the plan's canonical group/plane layout (`qwen_aot_runtime::quant`). Lossless: only bits move,
+//! the plan's canonical group/plane layout (`qwen_aot_plan::quant`). Lossless: only bits move,
 //! so `PartView::dequant_row` of the result equals the GGUF dequantiser bit for bit (tested in
 //! `repack/tests.rs` for every format).
 //!
@@ -7,7 +7,7 @@
 //! per-group scales go to `sc` (Q3_K's and Q4_K/Q5_K's packed 6-bit scales are unpacked to one byte
 //! each, so the kernels never unpack them), and the k-quants' super-block f16 d [and dmin] go to
 //! `sup`. Rows are independent, so big tensors are repacked in row batches in parallel.
-use qwen_aot_runtime::quant::{part_layout, WeightFormat, GROUP, SUPER};
+use qwen_aot_plan::quant::{part_layout, WeightFormat, GROUP, SUPER};
 use rayon::prelude::*;
 use thiserror::Error;
 
@@ -191,7 +191,7 @@ fn row_kernel(format: WeightFormat) -> RowKernel {
     }
 }
 
-// ---- packing of one group's 32 codes into the canonical planes (module doc of runtime quant) ----
+// ---- packing of one group's 32 codes into the canonical planes (module doc of qwen_aot_plan::quant) ----
 
 /// 4-bit codes: byte `m` holds element `m` (low nibble) and `m + 16` (high nibble).
 fn pack_qs4(c: &[u8; 32], out: &mut [u8]) {

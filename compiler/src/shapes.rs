@@ -3,7 +3,7 @@
 //! sizes, so a wrong tensor is named as the file names it (`blk.0.ffn_gate.weight`, not the fused
 //! `blk.0.ffn_gate.weight+blk.0.ffn_up.weight`) with its full expected shape (`[896, 4864]`, not a
 //! row length and a placeholder): what a user needs to find the fault in the file.
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::HyperParams;
 
 use crate::error::CompileError;
 use crate::graph::{Op, OpGraph, WeightRef};

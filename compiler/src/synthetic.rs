@@ -3,7 +3,7 @@
 //! with the real shapes costs the same to run as the real one). Matrices are f32 values
 //! ([`random_model`]) or random GGUF blocks of chosen types per role ([`random_model_mix`]), so a
 //! quantized model of any shape can be made without a file.
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::HyperParams;
 use rayon::prelude::*;
 
 use crate::gguf::{dequantize, GgmlType};
@@ -16,9 +16,9 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
-    /// The runtime's SplitMix64 step (the CPU kernels' checks draw from the same generator).
+    /// The plan crate's SplitMix64 step (the runtime's kernel checks draw from the same generator).
     pub fn next_u64(&mut self) -> u64 {
-        qwen_aot_runtime::rng::splitmix64(&mut self.0)
+        qwen_aot_plan::rng::splitmix64(&mut self.0)
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f32 {

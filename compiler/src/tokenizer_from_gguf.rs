@@ -1,13 +1,13 @@
 //! Extracts the tokenizer from GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`) into
-//! the runtime's [`TokenizerData`], which the compiler writes as `tokenizer.json` next to the plan.
+//! the plan's [`TokenizerData`], which the compiler writes as `tokenizer.json` next to the plan.
 //!
 //! This is the only place that knows the GGUF tokenizer keys: the runtime never reads GGUF. The
 //! extraction copies values one to one and checks only their types; the meaning (merges name known
-//! tokens, sizes match, …) is validated by [`Tokenizer::from_data`], which
-//! [`tokenizer_json_from_gguf`] runs before writing so that a broken vocabulary fails the compile
-//! instead of the first generation.
+//! tokens, sizes match, …) is validated by [`TokenizerData::validate`] (the plan crate's, which the
+//! runtime's tokenizer builds on), which [`tokenizer_json_from_gguf`] runs before writing so that a
+//! broken vocabulary fails the compile instead of the first generation.
 
-use qwen_aot_runtime::tokenizer::{Tokenizer, TokenizerData, TokenizerError};
+use qwen_aot_plan::tokenizer::{TokenizerData, TokenizerError};
 use thiserror::Error;
 
 use crate::gguf::{GgufError, GgufFile, GgufValue};
@@ -35,7 +35,7 @@ pub enum TokenizerFromGgufError {
     /// A token id does not fit in u32.
     #[error("GGUF tokenizer metadata: {key} = {value} is not a valid token id")]
     BadId { key: &'static str, value: String },
-    /// The vocabulary is inconsistent (checked by the runtime tokenizer).
+    /// The vocabulary is inconsistent (checked by [`TokenizerData::validate`]).
     #[error(transparent)]
     Invalid(#[from] TokenizerError),
 }
@@ -121,13 +121,12 @@ pub fn tokenizer_data_from_gguf(g: &GgufFile) -> Result<TokenizerData, Tokenizer
     })
 }
 
-/// Reads, validates (by building the runtime [`Tokenizer`]) and serialises the tokenizer of `g`:
+/// Reads, validates ([`TokenizerData::validate`]) and serialises the tokenizer of `g`:
 /// the contents of `tokenizer.json` in the compiled directory.
 pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<String, TokenizerFromGgufError> {
     let data = tokenizer_data_from_gguf(g)?;
-    let json = data.to_json()?;
-    Tokenizer::from_data(data)?;
-    Ok(json)
+    data.validate()?;
+    Ok(data.to_json()?)
 }
 
 #[cfg(test)]
@@ -167,8 +166,13 @@ mod tests {
         assert!(!data.add_bos);
         assert_eq!(data.chat_template.as_deref(), Some("{{ messages }}"));
         let json = tokenizer_json_from_gguf(&g).expect("valid");
-        let tok = Tokenizer::from_data(TokenizerData::from_json(&json).expect("parses")).expect("builds");
-        assert_eq!(tok.encode(" w<|im_end|>"), vec![256, 257]);
+        let back = TokenizerData::from_json(&json).expect("parses");
+        assert_eq!(back, data, "tokenizer.json holds the data as extracted");
+        // The merge "Ġ w" joins byte tokens ' ' (id 32) and 'w' (id 119) into "Ġw" (id 256); the
+        // encoding itself is the runtime tokenizer's (tests/tokenizer_refs.rs and runtime/tests).
+        let vocab = back.validate().expect("valid");
+        assert_eq!(vocab.merges, [(32, 119, 256)]);
+        assert_eq!(vocab.byte_ids[b' ' as usize], 32);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use qwen_aot_compiler::hparams::ModelConfig;
 use qwen_aot_compiler::source::MemorySource;
 use qwen_aot_compiler::synthetic::gguf_file::{gguf_builder, tiny_hparams};
 use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::HyperParams;
 
 fn parse(b: GgufBuilder) -> GgufFile {
     GgufFile::parse_bytes(b.build().expect("GGUF builds")).expect("GGUF parses")

@@ -36,3 +36,10 @@ pub enum RuntimeError {
     #[error("CUDA backend unavailable: {0}")]
     CudaUnavailable(String),
 }
+
+/// The plan validator's refusal is a bad plan (the message asks to recompile).
+impl From<qwen_aot_plan::InvalidPlan> for RuntimeError {
+    fn from(e: qwen_aot_plan::InvalidPlan) -> RuntimeError {
+        RuntimeError::BadPlan(e.0)
+    }
+}

@@ -89,7 +89,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
 ];
 
 /// Weight format codes, in code order: `WeightFormat`'s names and discriminants (the plan's
-/// `runtime/src/quant`), written as `enum QFmt { QF_<name> = code, ... }` for the kernels.
+/// `plan/src/quant`), written as `enum QFmt { QF_<name> = code, ... }` for the kernels.
 pub const FORMAT_CODES: &[(&str, i32)] = &[
     ("F32", 0),
     ("F16", 1),

@@ -13,9 +13,10 @@ pub mod integrity;
 /// header from this same file).
 pub mod kernel_constants;
 pub mod phases;
-pub mod plan;
-pub mod quant;
-pub mod rng;
+/// The plan types, weight formats and SplitMix64 live in the `qwen-aot-plan` crate, which the
+/// compiler shares; these paths keep the runtime's own (`crate::plan::Step`, `crate::quant`).
+pub use qwen_aot_plan as plan;
+pub use qwen_aot_plan::{quant, rng};
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

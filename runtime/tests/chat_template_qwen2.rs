@@ -2,7 +2,7 @@
 //! qwen2.5-coder-0.5b-instruct-q4_k_m.gguf, in `fixtures/tokenizer/`) rendered without the model.
 //! Expected strings follow from reading the template; each was also checked against Python
 //! Jinja2 configured as transformers configures it (trim_blocks, lstrip_blocks, loopcontrols).
-//! The reference prompts of the real GGUF are tested in `compiler/tests/chat_template_refs.rs`.
+//! The reference prompts of the real GGUF are tested in `tests/chat_template_refs.rs`.
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 
 const QWEN25: &str = include_str!("fixtures/tokenizer/qwen2.5_chat_template.jinja");

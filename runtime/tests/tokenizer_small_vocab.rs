@@ -2,7 +2,7 @@
 //! byte tokens, a few merges spelling "hello" and " world", and added tokens of every GGUF type.
 //! Covers encoding with inline added tokens, lossless decoding, streaming, the JSON contract and
 //! every validation error of `Tokenizer::from_data`. Parity with the real Qwen2 vocabulary is
-//! tested in `compiler/tests/tokenizer_refs.rs`.
+//! tested in `tests/tokenizer_refs.rs`.
 use qwen_aot_runtime::tokenizer::{TokenType, Tokenizer, TokenizerData, TokenizerError};
 
 /// GPT-2 byte-level spelling of each byte.

@@ -1,4 +1,5 @@
-//! Shared by the root crate's integration tests: where the default model is.
+//! Shared by the root crate's integration tests: where the default model and the reference
+//! outputs are.
 use std::path::PathBuf;
 
 #[allow(dead_code)]
@@ -23,4 +24,17 @@ pub fn write_tiny_model(path: &std::path::Path, seed: u64, name: &str) {
     let hp = tiny_hparams();
     let src = random_model_mix(&hp, false, seed, &FormatMix::all(GgmlType::Q8_0));
     std::fs::write(path, gguf_builder(&src, &hp, name).build().expect("GGUF builds")).expect("writing the model");
+}
+
+/// A reference output file: from `QWEN_AOT_REFS`, else the vendored copy in `tests/refs`; a
+/// missing or unreadable file fails the test saying what to set.
+#[allow(dead_code)]
+pub fn refs(file: &str) -> serde_json::Value {
+    let dir = std::env::var_os("QWEN_AOT_REFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs"));
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reference file {} not readable ({e}); set QWEN_AOT_REFS", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

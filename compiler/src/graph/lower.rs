@@ -2,7 +2,7 @@
 //! unfused op graph (prologue, `n_layers` copies of the layer, epilogue).
 use std::collections::HashMap;
 
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::HyperParams;
 
 use super::{Op, OpGraph, Value, WeightRef};
 use crate::description::{Description, NodeDesc};

@@ -1,7 +1,7 @@
 //! The weight table's parts (formats, merging, offsets) and `weights.bin` read back through the
 //! plan's layout against the source tensors.
-use qwen_aot_runtime::plan::HyperParams;
-use qwen_aot_runtime::quant::PartView;
+use qwen_aot_plan::quant::PartView;
+use qwen_aot_plan::HyperParams;
 
 use super::*;
 use crate::compile::{build, CompileOptions};

@@ -1,6 +1,6 @@
 //! A one-layer model lowered from the shipped description, for the passes' before/after tests:
 //! hidden 64, 4 query heads, 2 KV heads, head_dim 16, ffn 24, vocab 50.
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::HyperParams;
 
 use crate::description::{Description, QWEN2};
 use crate::graph::{lower::lower, OpGraph};

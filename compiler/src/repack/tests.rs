@@ -2,7 +2,7 @@
 //! shapes, bit-for-bit equality of every row; plus hand-made blocks whose values are worked out
 //! by hand from ggml's definitions, so the layout itself (not only the round trip) is pinned.
 use half::f16;
-use qwen_aot_runtime::quant::{part_layout, PartView, WeightFormat};
+use qwen_aot_plan::quant::{part_layout, PartView, WeightFormat};
 
 use super::*;
 use crate::gguf::dequantize;

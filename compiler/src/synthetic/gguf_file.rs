@@ -3,7 +3,8 @@
 //! template, and the tensors. What a whole command (`generate`, `qwen-aot bench`, the chat, the
 //! cache) needs to run end to end on a model of a few hundred kilobytes, and the base that tests
 //! break one field of to check a message.
-use qwen_aot_runtime::plan::HyperParams;
+use qwen_aot_plan::tokenizer::byte_level::byte_to_char_table;
+use qwen_aot_plan::HyperParams;
 
 use crate::gguf::{GgufBuilder, GgufValue};
 use crate::source::{MemData, MemorySource};
@@ -20,20 +21,9 @@ pub const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.
 {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 /// The 256 GPT-2 byte-level tokens, in byte order (printable bytes are themselves, the others
-/// the characters from U+0100 on, as GPT-2's byte-to-unicode table).
+/// the characters from U+0100 on: the plan's byte-level alphabet).
 pub fn byte_tokens() -> Vec<String> {
-    let mut n = 0u32;
-    (0..=255u8)
-        .map(|b| {
-            let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-            if printable {
-                char::from(b).to_string()
-            } else {
-                n += 1;
-                char::from_u32(255 + n).map(String::from).unwrap_or_default()
-            }
-        })
-        .collect()
+    byte_to_char_table().iter().map(|c| c.to_string()).collect()
 }
 
 /// `src` (e.g. [`super::random_model_mix`]) with `hp`'s metadata, named `name`, as a GGUF

@@ -78,7 +78,7 @@ impl CudaExecutor {
     /// (`1 <= max_seq <= hparams.context_length`).
     pub fn new(model: &CompiledModel, image: &[u8], max_seq: usize) -> Result<CudaExecutor, RuntimeError> {
         let plan = &model.plan;
-        validate(plan, model.weight_bytes().len())?;
+        validate(plan)?;
         let hp = plan.hparams.clone();
         if max_seq == 0 || max_seq > hp.context_length {
             return Err(RuntimeError::InvalidCall(format!("max_seq {max_seq} must be in 1..={}", hp.context_length)));

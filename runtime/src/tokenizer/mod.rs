@@ -17,24 +17,21 @@
 
 mod added_tokens;
 mod bpe;
-mod byte_level;
-mod data;
-mod error;
 mod pretokenize;
 mod stream;
-mod vocab;
 
 use std::path::Path;
 
 use rustc_hash::FxHashMap;
 
-pub use data::{TokenType, TokenizerData, MAX_MERGES, MAX_TOKEN_BYTES, MAX_VOCAB};
-pub use error::TokenizerError;
+/// The tokenizer's data, errors and validator are the plan's (`qwen_aot_plan::tokenizer`), shared
+/// with the compiler.
+pub use qwen_aot_plan::tokenizer::{TokenType, TokenizerData, TokenizerError, MAX_MERGES, MAX_TOKEN_BYTES, MAX_VOCAB};
 pub use stream::StreamDecoder;
 
 use added_tokens::{AddedTokens, Segment};
 use bpe::{Merges, Scratch};
-use vocab::VocabIndex;
+use qwen_aot_plan::tokenizer::{byte_level, ValidVocab, VocabIndex};
 
 /// Most distinct pieces one `encode` call remembers (about 40 bytes each).
 const ENCODE_CACHE_ENTRIES: usize = 1 << 16;
@@ -75,45 +72,16 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Builds and validates a tokenizer: sizes match and are bounded, token types are known,
-    /// every merge names known tokens and yields a known token, all 256 byte tokens exist,
-    /// special ids are in range, and model/pre-tokenizer are supported.
+    /// Builds a tokenizer from data that [`TokenizerData::validate`] accepts (the plan crate's
+    /// one tokenizer validator: sizes, token types, merges, byte tokens, special ids, model and
+    /// pre-tokenizer), or its error.
     pub fn from_data(data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
-        if data.model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel(data.model));
-        }
-        if data.pre != "qwen2" {
-            return Err(TokenizerError::UnsupportedPreTokenizer(data.pre));
-        }
+        let ValidVocab { types, index, byte_ids, merges } = data.validate()?;
         let n = data.tokens.len();
-        if n == 0 || n > MAX_VOCAB {
-            return Err(TokenizerError::VocabSize(n));
-        }
-        if data.token_types.len() != n {
-            return Err(TokenizerError::TypeCountMismatch { tokens: n, types: data.token_types.len() });
-        }
-        if data.merges.len() > MAX_MERGES {
-            return Err(TokenizerError::TooManyMerges(data.merges.len()));
-        }
-        for (which, id) in [("bos", data.bos_id), ("eos", data.eos_id), ("padding", data.pad_id)] {
-            if let Some(id) = id {
-                if id as usize >= n {
-                    return Err(TokenizerError::SpecialIdOutOfRange { which, id, vocab: n });
-                }
-            }
-        }
-
-        let mut types = Vec::with_capacity(n);
         let mut bytes = Vec::with_capacity(n * 8);
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0u32);
-        for (i, (tok, &ty)) in data.tokens.iter().zip(&data.token_types).enumerate() {
-            let id = i as u32;
-            if tok.is_empty() || tok.len() > MAX_TOKEN_BYTES {
-                return Err(TokenizerError::TokenLength { id, len: tok.len() });
-            }
-            let ty = TokenType::from_i32(ty).ok_or(TokenizerError::TokenType { id, ty })?;
-            types.push(ty);
+        for (tok, ty) in data.tokens.iter().zip(&types) {
             if ty.is_added() {
                 // Added tokens are stored literally.
                 bytes.extend_from_slice(tok.as_bytes());
@@ -121,47 +89,10 @@ impl Tokenizer {
                 byte_level::append_token_bytes(tok, &mut bytes);
             }
             // A token's bytes are never longer than its string, so the total stays below
-            // MAX_VOCAB * MAX_TOKEN_BYTES = 2 GiB and fits in u32.
+            // MAX_VOCAB * MAX_TOKEN_BYTES = 2 GiB and fits in u32 (validated).
             offsets.push(bytes.len() as u32);
         }
-        let (index, duplicates) = VocabIndex::new(&data.tokens);
-        if let Some(&(first, second)) = duplicates.first() {
-            let text = data.tokens[first as usize].clone();
-            return Err(TokenizerError::DuplicateToken { text, first, second });
-        }
-        let tokens = &data.tokens;
-        // BPE (non-added) tokens only: byte tokens and merges may only reference these.
-        let bpe_id = |t: &str| index.get(tokens, t).filter(|&id| !types[id as usize].is_added());
-
-        let byte_chars = byte_level::byte_to_char_table();
-        let mut byte_ids = [0u32; 256];
-        for b in 0..=255u8 {
-            let mut buf = [0u8; 4];
-            let s: &str = byte_chars[b as usize].encode_utf8(&mut buf);
-            byte_ids[b as usize] = bpe_id(s).ok_or(TokenizerError::MissingByteToken(b))?;
-        }
-
-        let mut triples = Vec::with_capacity(data.merges.len());
-        let mut joined = String::new();
-        for (index, line) in data.merges.iter().enumerate() {
-            let malformed = || TokenizerError::MalformedMerge { index, line: line.clone() };
-            let (a, b) = line.split_once(' ').ok_or_else(malformed)?;
-            if a.is_empty() || b.is_empty() || b.contains(' ') {
-                return Err(malformed());
-            }
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            let lookup = |t: &str| {
-                bpe_id(t).ok_or_else(|| TokenizerError::MergeUnknownToken {
-                    index,
-                    line: line.clone(),
-                    token: t.to_string(),
-                })
-            };
-            triples.push((lookup(a)?, lookup(b)?, lookup(&joined)?));
-        }
-        let merges = Merges::new(triples);
+        let merges = Merges::new(merges);
 
         let added = AddedTokens::new(
             data.tokens

@@ -11,10 +11,10 @@ use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 
 mod common;
-use common::{model_path, refs};
+use common::{model, refs};
 
 fn template() -> ChatTemplate {
-    let g = GgufFile::open(&model_path()).expect("GGUF opens");
+    let g = GgufFile::open(&model()).expect("GGUF opens");
     let data = tokenizer_data_from_gguf(&g).expect("tokenizer metadata");
     let source = data.chat_template.expect("the GGUF has tokenizer.chat_template");
     ChatTemplate::new(&source).expect("template parses")

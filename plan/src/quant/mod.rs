@@ -1,13 +1,13 @@
 //! Weight formats of the plan and their canonical packed layout (the contract between the
 //! compiler's repacker, the CPU twins and the CUDA kernels).
 //!
-//! A matrix `[n, k]` is stored in one or more row-range *parts* ([`crate::plan::WeightPart`]),
+//! A matrix `[n, k]` is stored in one or more row-range *parts* ([`crate::WeightPart`]),
 //! each in one [`WeightFormat`]. Float formats (F32, F16, BF16) are plain row-major. Quantized
 //! formats keep the GGUF's bits exactly -- never widened to floats -- but regrouped so that the
 //! GPU reads them with aligned vector loads: a row is cut into *groups* of 32 elements, and each
 //! group's bytes are split into up to four *planes*, each plane one contiguous array over all
 //! groups of the part (group `gi = row * (k / 32) + g`), each plane starting at a multiple of
-//! [`crate::plan::ALIGNMENT`] from the part's start:
+//! [`crate::ALIGNMENT`] from the part's start:
 //!
 //! | plane | bytes per group | holds |
 //! |---|---|---|
@@ -31,7 +31,7 @@ pub mod reference;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::ALIGNMENT;
+use crate::ALIGNMENT;
 
 /// Elements per group (the unit of every quantized layout).
 pub const GROUP: usize = 32;

@@ -16,11 +16,11 @@ use qwen_aot_runtime::tokenizer::{Tokenizer, TokenizerData};
 use serde_json::Value;
 
 mod common;
-use common::{model_path, refs};
+use common::{model, refs};
 use std::path::PathBuf;
 
 fn tokenizer() -> Tokenizer {
-    let g = GgufFile::open(&model_path()).expect("GGUF opens");
+    let g = GgufFile::open(&model()).expect("GGUF opens");
     let data = tokenizer_data_from_gguf(&g).expect("tokenizer metadata");
     Tokenizer::from_data(data).expect("tokenizer builds")
 }
@@ -65,7 +65,7 @@ fn tokenizer_cases_match_reference_ids_and_round_trip() {
 #[test]
 fn random_strings_match_hf_tokenizers() {
     let tok = tokenizer();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures/tokenizer/hf_fuzz_cases.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/tokenizer/hf_fuzz_cases.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Value = serde_json::from_str(&text).expect("fixture parses");
     let cases = fixture["cases"].as_array().expect("cases");
@@ -125,7 +125,7 @@ fn special_tokens_and_vocabulary_facts() {
 
 #[test]
 fn tokenizer_json_round_trips() {
-    let g = GgufFile::open(&model_path()).expect("GGUF opens");
+    let g = GgufFile::open(&model()).expect("GGUF opens");
     let json = tokenizer_json_from_gguf(&g).expect("valid tokenizer");
     let data = TokenizerData::from_json(&json).expect("parses");
     assert_eq!(data, tokenizer_data_from_gguf(&g).expect("extracts"));

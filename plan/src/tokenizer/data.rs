@@ -1,9 +1,9 @@
 //! `TokenizerData`: the tokenizer as plain data, the contract between the compiler (which reads it
 //! from the GGUF `tokenizer.*` metadata and writes it as `tokenizer.json` into the compiled model
-//! directory) and the runtime (which builds a [`super::Tokenizer`] from it).
+//! directory) and the runtime (which builds its `Tokenizer` from it).
 //!
 //! Fields mirror the GGUF keys one to one so that the compiler does no interpretation; all
-//! validation happens in [`super::Tokenizer::from_data`].
+//! validation happens in [`TokenizerData::validate`].
 
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +93,7 @@ pub struct TokenizerData {
     /// the caller does when this is set.
     #[serde(default)]
     pub add_bos: bool,
-    /// `tokenizer.chat_template` (Jinja), rendered by [`crate::chat_template::ChatTemplate`].
+    /// `tokenizer.chat_template` (Jinja), rendered by the runtime's `ChatTemplate`.
     #[serde(default)]
     pub chat_template: Option<String>,
 }

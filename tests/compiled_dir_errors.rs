@@ -1,6 +1,7 @@
 //! Bad compiled directories and bad calls give one clear error, never a panic or wrong output:
 //! another plan format version, garbage JSON, truncated or corrupted weights, a plan whose
-//! references point outside its arena, prompts that do not fit the context.
+//! references point outside its arena or whose step writes in place, prompts that do not fit the
+//! context, weights whose logits overflow.
 use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{compile_random, multi_window_hparams, one_layer_hparams, FormatMix};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
@@ -165,6 +166,22 @@ fn out_of_bounds_references_are_rejected_at_load() {
     assert!(open_err(&dir2).contains("inconsistent"));
 }
 
+/// The one plan validator refuses a step that writes in place (the earlier CUDA validator allowed
+/// an in-place RmsNorm/AddRmsNorm; the plan's contract and the CPU executor's borrows do not).
+#[test]
+fn an_in_place_step_is_rejected_at_load() {
+    use qwen_aot_runtime::plan::Step;
+    let (_t, dir, _) = compiled();
+    edit_plan(&dir, |p| {
+        let step = p.prefill.steps.iter_mut().find(|s| matches!(s, Step::AddRmsNorm { .. })).expect("an add+norm");
+        if let Step::AddRmsNorm { a, sum_out, .. } = step {
+            *sum_out = *a;
+        }
+    });
+    let e = open_err(&dir);
+    assert!(e.contains("prefill: step add_rms_norm writes") && e.contains("which overlaps"), "{e}");
+}
+
 #[test]
 fn prompts_that_do_not_fit_and_bad_ids_are_errors() {
     let (_t, dir, hp) = compiled();
@@ -181,4 +198,34 @@ fn prompts_that_do_not_fit_and_bad_ids_are_errors() {
     s.prefill(&long[..16], LogitsWanted::None).unwrap();
     assert!(matches!(s.decode(1, false), Err(RuntimeError::ContextFull { .. })), "the cache is full");
     assert!(CpuExecutor::new(&model, hp.context_length + 1).is_err(), "cache larger than the context");
+}
+
+/// Finite weights can still overflow: an output norm of f32::MAX passes the compile-time check,
+/// and the LM head's logits come out Inf/NaN. The CPU executor stops with an error instead of
+/// choosing a token from them, greedy and sampled alike.
+#[test]
+fn logits_that_overflow_stop_generation_with_an_error() {
+    use qwen_aot_compiler::compile::{build, write_dir};
+    use qwen_aot_compiler::gguf::GgmlType;
+    use qwen_aot_compiler::synthetic::gguf_file::tiny_hparams;
+    use qwen_aot_compiler::synthetic::random_model_mix;
+    use qwen_aot_runtime::sampler::SamplingParams;
+
+    let hp = tiny_hparams();
+    let mut src = random_model_mix(&hp, false, 7, &FormatMix::all(GgmlType::Q5_0));
+    src.insert_f32("output_norm.weight", vec![hp.hidden as u64], vec![f32::MAX; hp.hidden]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let mut c = build(&hp, &src, "overflow", &CompileOptions::default()).expect("finite weights compile");
+    write_dir(&mut c, &src, None, &dir, |_| {}).expect("written");
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
+    for sampling in [SamplingParams::default(), SamplingParams { temperature: 0.7, ..Default::default() }] {
+        let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
+        s.set_sampling(&sampling).unwrap();
+        let err = s.prefill(&[1, 2, 3], LogitsWanted::None).unwrap_err();
+        let RuntimeError::NonFiniteLogit { pos, token, value } = &err else { panic!("not a logit error: {err}") };
+        assert_eq!(*pos, 2, "the last prompt position's logits");
+        assert!(*token < hp.vocab && !value.is_finite(), "token {token} value {value}");
+        assert!(err.to_string().starts_with("the model produced a non-finite logit"), "{err}");
+    }
 }

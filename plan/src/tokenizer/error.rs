@@ -1,11 +1,11 @@
-//! Errors of the tokenizer: building it from [`super::TokenizerData`] (validation of the vocabulary
+//! Errors of the tokenizer: validating [`super::TokenizerData`] (the vocabulary
 //! and merges written by the compiler) and decoding ids that are not in the vocabulary.
 //!
 //! One `thiserror` enum so that callers can tell a corrupt `tokenizer.json` from a bad id.
 
 use thiserror::Error;
 
-/// Everything that can go wrong while building or using a [`super::Tokenizer`].
+/// Everything that can go wrong while validating tokenizer data or using the runtime's tokenizer.
 #[derive(Debug, Error)]
 pub enum TokenizerError {
     /// `tokens` and `token_types` have different lengths.

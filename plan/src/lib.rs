@@ -1,4 +1,16 @@
-//! The plan: the contract between the compiler and the runtime.
+//! qwen-aot-plan: the plan, the contract between the compiler and the runtime, and what both
+//! sides must agree on about it:
+//! - the plan types (this module) and their one structural validator ([`validate()`]);
+//! - the weight formats and their canonical layout ([`quant`]), with the reference
+//!   dequantisation that defines their values;
+//! - what the plan records to check `weights.bin` and itself ([`integrity`]: window hashes, the
+//!   seal);
+//! - the tokenizer's data, written as `tokenizer.json`, with its validator ([`tokenizer`]);
+//! - SplitMix64 ([`rng`]), the seeded generator of the compiler's random models and the
+//!   runtime's window sample.
+//!
+//! The compiler (`qwen-aot-compiler`) depends on this crate and not on the runtime; the runtime
+//! re-exports it (`qwen_aot_runtime::plan`).
 //!
 //! Plain data, versioned, serialised with serde as `plan.json` inside a compiled directory next to
 //! `weights.bin` (the packed weights) and `tokenizer.json`. The runtime interprets plans and knows
@@ -18,7 +30,14 @@
 //!   allocates it (`max_seq` is chosen at load time, at most `hparams.context_length`).
 use serde::{Deserialize, Serialize};
 
+pub mod integrity;
+pub mod quant;
+pub mod rng;
+pub mod tokenizer;
+pub mod validate;
+
 pub use crate::quant::WeightFormat;
+pub use crate::validate::{validate, InvalidPlan};
 
 /// Bumped whenever the meaning or layout of anything in this module changes (2 was used by a
 /// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`; 4 groups the

@@ -1,0 +1,103 @@
+//! The tokenizer as plan data: [`TokenizerData`] (what the compiler copies out of the GGUF and
+//! writes as `tokenizer.json`; what the runtime builds its `Tokenizer` from), its errors, the GPT-2
+//! byte-level alphabet its token strings are spelled in ([`byte_level`]), and its one validator,
+//! [`TokenizerData::validate`]: the compiler runs it before writing, so a broken vocabulary fails
+//! the compile, and the runtime's `Tokenizer::from_data` builds on what it returns.
+pub mod byte_level;
+mod data;
+mod error;
+mod vocab;
+
+pub use data::{TokenType, TokenizerData, MAX_MERGES, MAX_TOKEN_BYTES, MAX_VOCAB};
+pub use error::TokenizerError;
+pub use vocab::VocabIndex;
+
+/// A vocabulary [`TokenizerData::validate`] accepted, indexed: what a tokenizer keeps.
+pub struct ValidVocab {
+    /// One per token.
+    pub types: Vec<TokenType>,
+    /// Token string → id over `TokenizerData::tokens`.
+    pub index: VocabIndex,
+    /// Id of the single-byte BPE token for each byte.
+    pub byte_ids: [u32; 256],
+    /// Every merge as (left, right, merged) ids, highest priority first.
+    pub merges: Vec<(u32, u32, u32)>,
+}
+
+impl TokenizerData {
+    /// Validates the vocabulary: sizes match and are bounded, token types are known, every merge
+    /// names known tokens and yields a known token, all 256 byte tokens exist, special ids are in
+    /// range, and model/pre-tokenizer are supported.
+    pub fn validate(&self) -> Result<ValidVocab, TokenizerError> {
+        if self.model != "gpt2" {
+            return Err(TokenizerError::UnsupportedModel(self.model.clone()));
+        }
+        if self.pre != "qwen2" {
+            return Err(TokenizerError::UnsupportedPreTokenizer(self.pre.clone()));
+        }
+        let n = self.tokens.len();
+        if n == 0 || n > MAX_VOCAB {
+            return Err(TokenizerError::VocabSize(n));
+        }
+        if self.token_types.len() != n {
+            return Err(TokenizerError::TypeCountMismatch { tokens: n, types: self.token_types.len() });
+        }
+        if self.merges.len() > MAX_MERGES {
+            return Err(TokenizerError::TooManyMerges(self.merges.len()));
+        }
+        for (which, id) in [("bos", self.bos_id), ("eos", self.eos_id), ("padding", self.pad_id)] {
+            if let Some(id) = id {
+                if id as usize >= n {
+                    return Err(TokenizerError::SpecialIdOutOfRange { which, id, vocab: n });
+                }
+            }
+        }
+
+        let mut types = Vec::with_capacity(n);
+        for (i, (tok, &ty)) in self.tokens.iter().zip(&self.token_types).enumerate() {
+            let id = i as u32;
+            if tok.is_empty() || tok.len() > MAX_TOKEN_BYTES {
+                return Err(TokenizerError::TokenLength { id, len: tok.len() });
+            }
+            types.push(TokenType::from_i32(ty).ok_or(TokenizerError::TokenType { id, ty })?);
+        }
+        let (index, duplicates) = VocabIndex::new(&self.tokens);
+        if let Some(&(first, second)) = duplicates.first() {
+            let text = self.tokens[first as usize].clone();
+            return Err(TokenizerError::DuplicateToken { text, first, second });
+        }
+        let tokens = &self.tokens;
+        // BPE (non-added) tokens only: byte tokens and merges may only reference these.
+        let bpe_id = |t: &str| index.get(tokens, t).filter(|&id| !types[id as usize].is_added());
+
+        let byte_chars = byte_level::byte_to_char_table();
+        let mut byte_ids = [0u32; 256];
+        for b in 0..=255u8 {
+            let mut buf = [0u8; 4];
+            let s: &str = byte_chars[b as usize].encode_utf8(&mut buf);
+            byte_ids[b as usize] = bpe_id(s).ok_or(TokenizerError::MissingByteToken(b))?;
+        }
+
+        let mut merges = Vec::with_capacity(self.merges.len());
+        let mut joined = String::new();
+        for (index, line) in self.merges.iter().enumerate() {
+            let malformed = || TokenizerError::MalformedMerge { index, line: line.clone() };
+            let (a, b) = line.split_once(' ').ok_or_else(malformed)?;
+            if a.is_empty() || b.is_empty() || b.contains(' ') {
+                return Err(malformed());
+            }
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            let lookup = |t: &str| {
+                bpe_id(t).ok_or_else(|| TokenizerError::MergeUnknownToken {
+                    index,
+                    line: line.clone(),
+                    token: t.to_string(),
+                })
+            };
+            merges.push((lookup(a)?, lookup(b)?, lookup(&joined)?));
+        }
+        Ok(ValidVocab { types, index, byte_ids, merges })
+    }
+}

@@ -4,7 +4,8 @@
 //! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
 use rayon::prelude::*;
 
-use super::{kernels, qdot};
+use super::qdot::{self, DotPath};
+use super::kernels;
 use crate::plan::WeightInfo;
 use crate::quant::{PartView, WeightFormat};
 
@@ -61,20 +62,33 @@ impl<'a> QMatrix<'a> {
 }
 
 /// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
-/// same function as [`super::kernels::matmul`] on the dequantised weight.
-pub fn matmul_q(x: &[f32], w: &QMatrix, rows: usize, n: usize, k: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+/// same function as [`super::kernels::matmul`] on the dequantised weight. One row takes `path`
+/// for its quantized parts; several rows always dequantise exactly and run SGEMM.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_q(
+    x: &[f32],
+    w: &QMatrix,
+    rows: usize,
+    n: usize,
+    k: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    path: DotPath,
+) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
     if rows == 1 {
         let x = &x[..k];
         let sx16 = qdot::sums16(x);
+        // The input as digits once for every quantized part's rows (see qdot::int).
+        let quantized = w.parts.iter().any(|p| !p.format.is_float());
+        let digits = (quantized && path == DotPath::Int8x3).then(|| qdot::Digits::quantize(x));
         for p in w.parts {
             let v = w.view(p);
             let o = &mut out[p.row0..p.row0 + p.rows];
             // Chunks of 16 rows: enough to balance two to a few dozen cores; small parts too.
-            o.par_chunks_mut(16).enumerate().for_each(|(c, chunk)| {
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = qdot::dot_row(&v, c * 16 + i, x, &sx16);
-                }
+            o.par_chunks_mut(16).enumerate().for_each(|(c, chunk)| match &digits {
+                Some(d) if !v.format.is_float() => qdot::dot_rows_int(&v, c * 16, d, chunk),
+                _ => chunk.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(&v, c * 16 + i, x, &sx16)),
             });
         }
     } else {
@@ -141,13 +155,13 @@ mod tests {
                 let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
                 let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
                 let mut out = vec![f32::NAN; rows * n];
-                matmul_q(&x, &w, rows, n, k, Some(&res), &mut out);
+                matmul_q(&x, &w, rows, n, k, Some(&res), &mut out, DotPath::F32);
                 for p in &parts {
                     // The same part alone, as its own one-part matrix (row0 = 0): same bits.
                     let alone = [PartRef { row0: 0, ..*p }];
                     let wp = QMatrix { bytes: &bytes, parts: &alone, k };
                     let mut po = vec![f32::NAN; rows * p.rows];
-                    matmul_q(&x, &wp, rows, p.rows, k, None, &mut po);
+                    matmul_q(&x, &wp, rows, p.rows, k, None, &mut po, DotPath::F32);
                     let v = w.view(p);
                     let mut wr = vec![0.0f32; k];
                     for j in 0..p.rows {

@@ -10,19 +10,19 @@
 //!   sums of `x` per 16 elements (`sx16`) computed once per GEMV input. One FMA per 8 elements.
 use std::arch::x86_64::*;
 
-use super::{affine_at, has_min, sub16};
+use super::{has_min, offset, sub16};
 use crate::quant::{PartView, WeightFormat, GROUP, SUPER};
 
-const Q4_0: u8 = WeightFormat::Q4_0 as u8;
-const Q4_1: u8 = WeightFormat::Q4_1 as u8;
-const Q5_0: u8 = WeightFormat::Q5_0 as u8;
-const Q5_1: u8 = WeightFormat::Q5_1 as u8;
-const Q8_0: u8 = WeightFormat::Q8_0 as u8;
-const Q2_K: u8 = WeightFormat::Q2_K as u8;
-const Q3_K: u8 = WeightFormat::Q3_K as u8;
-const Q4_K: u8 = WeightFormat::Q4_K as u8;
-const Q5_K: u8 = WeightFormat::Q5_K as u8;
-const Q6_K: u8 = WeightFormat::Q6_K as u8;
+pub(super) const Q4_0: u8 = WeightFormat::Q4_0 as u8;
+pub(super) const Q4_1: u8 = WeightFormat::Q4_1 as u8;
+pub(super) const Q5_0: u8 = WeightFormat::Q5_0 as u8;
+pub(super) const Q5_1: u8 = WeightFormat::Q5_1 as u8;
+pub(super) const Q8_0: u8 = WeightFormat::Q8_0 as u8;
+pub(super) const Q2_K: u8 = WeightFormat::Q2_K as u8;
+pub(super) const Q3_K: u8 = WeightFormat::Q3_K as u8;
+pub(super) const Q4_K: u8 = WeightFormat::Q4_K as u8;
+pub(super) const Q5_K: u8 = WeightFormat::Q5_K as u8;
+pub(super) const Q6_K: u8 = WeightFormat::Q6_K as u8;
 
 /// Low nibbles of 16 bytes are elements 0..16, high nibbles 16..32.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -77,11 +77,11 @@ unsafe fn twobit_high(qh: *const u8) -> __m256i {
     _mm256_slli_epi16(_mm256_and_si256(s, _mm256_set1_epi8(3)), 4)
 }
 
-/// The 32 signed codes of group `gi` (the format's offset subtracted: see the module doc of
-/// [`crate::quant`] and [`crate::quant::reference::dequant_group`]).
+/// The 32 canonical codes of group `gi` as bytes: unsigned, the format's offset not subtracted
+/// (see the module doc of [`crate::quant`]); Q8_0's are its signed bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
+pub(super) unsafe fn ucodes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
     let p = v.format.planes();
     // SAFETY: `gi` is a group of the part (the caller checked the row), so each plane holds
     // `(gi + 1) * bytes_per_group` bytes.
@@ -89,16 +89,27 @@ unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
     // SAFETY: the plane pointers above point at this group's bytes of each plane.
     unsafe {
         match F {
-            Q4_0 => _mm256_sub_epi8(nibbles(qs), _mm256_set1_epi8(8)),
-            Q4_1 | Q4_K => nibbles(qs),
-            Q5_0 => _mm256_sub_epi8(_mm256_or_si256(nibbles(qs), onebit(qh, 0x10)), _mm256_set1_epi8(16)),
-            Q5_1 | Q5_K => _mm256_or_si256(nibbles(qs), onebit(qh, 0x10)),
+            Q4_0 | Q4_1 | Q4_K => nibbles(qs),
+            Q5_0 | Q5_1 | Q5_K => _mm256_or_si256(nibbles(qs), onebit(qh, 0x10)),
             Q8_0 => _mm256_loadu_si256(qs as *const __m256i),
             Q2_K => twobit(qs),
-            Q3_K => _mm256_sub_epi8(_mm256_or_si256(twobit(qs), onebit(qh, 0x04)), _mm256_set1_epi8(4)),
-            Q6_K => _mm256_sub_epi8(_mm256_or_si256(nibbles(qs), twobit_high(qh)), _mm256_set1_epi8(32)),
+            Q3_K => _mm256_or_si256(twobit(qs), onebit(qh, 0x04)),
+            Q6_K => _mm256_or_si256(nibbles(qs), twobit_high(qh)),
             _ => unreachable!("float formats have no codes"),
         }
+    }
+}
+
+/// The 32 signed codes of group `gi` (the format's offset subtracted: see
+/// [`crate::quant::reference::dequant_group`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
+    // SAFETY: the caller's contract is ucodes' own.
+    let u = unsafe { ucodes::<F>(v, gi) };
+    match offset(v.format) {
+        0 => u,
+        off => _mm256_sub_epi8(u, _mm256_set1_epi8(off as i8)),
     }
 }
 
@@ -118,24 +129,20 @@ fn widen(c: __m256i) -> [__m256; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
 
-/// `a` and `b` (see [`affine_at`]) of the 16 halves of groups `g0..g0 + 8` of row `r`, computed
+/// `a` and `b` (see [`super::affine_at`]) of the 16 halves of groups `g0..g0 + 8` of row `r`, computed
 /// eight at a time from the scale planes (the same f32 operations as the reference, so the same
-/// bits). The caller guarantees the 8 groups exist (`g0 + 8 <= k / 32`); for k-quants `g0` is a
-/// multiple of 8 (one super-block).
+/// bits). `sc` points at the 8 groups' `sc` bytes (in the plane, or a copy); for k-quants `g0` is
+/// a multiple of 8 (one super-block), whose `sup` bytes the part holds.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, a: &mut [f32; 16], b: &mut [f32; 16]) {
+unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, sc: *const u8, a: &mut [f32; 16], b: &mut [f32; 16]) {
     let p = v.format.planes();
-    let gi0 = r * (v.k / GROUP) + g0;
-    // SAFETY: groups gi0..gi0 + 8 are in the part, so the sc plane holds their 8 * p.sc bytes
-    // and (k-quants) the sup plane their super-block's p.sup bytes.
-    let sc = unsafe { v.sc.as_ptr().add(gi0 * p.sc) };
     let sup = || {
         let si = r * (v.k / SUPER) + g0 / 8;
         // SAFETY: see above; reads the super-block's d and, where present, dmin.
@@ -213,23 +220,39 @@ unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, a: &mut [f32; 
     }
 }
 
-/// `a`/`b` of the groups `g0..g0 + n` (any n <= 8), vectorised for full blocks of 8, scalar
-/// ([`affine_at`]) for a row's last partial block (legacy formats whose k / 32 is not a multiple
-/// of 8). Unused entries are zero.
+/// `a`/`b` of the groups `g0..g0 + n` (any n <= 8; a partial block only at the end of a legacy
+/// format's row, whose k / 32 need not be a multiple of 8): the scale bytes of a partial block go
+/// through a zeroed copy. Unused entries are zero; formats without a minimum leave `b` as it was.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn affine<const F: u8>(v: &PartView, r: usize, g0: usize, n: usize, a: &mut [f32; 16], b: &mut [f32; 16]) {
+pub(super) unsafe fn affine<const F: u8>(
+    v: &PartView,
+    r: usize,
+    g0: usize,
+    n: usize,
+    a: &mut [f32; 16],
+    b: &mut [f32; 16],
+) {
+    let per = v.format.planes().sc;
+    let gi0 = r * (v.k / GROUP) + g0;
     if n == 8 {
-        // SAFETY: the caller guarantees g0 + 8 <= k / 32.
-        unsafe { affine8::<F>(v, r, g0, a, b) };
+        // SAFETY: the caller guarantees g0 + 8 <= k / 32, so the sc plane holds the 8 groups'
+        // bytes.
+        unsafe { affine8::<F>(v, r, g0, v.sc.as_ptr().add(gi0 * per), a, b) };
     } else {
-        *a = [0.0; 16];
-        *b = [0.0; 16];
-        for j in 0..n {
-            let (aa, bb) = affine_at(v, r, g0 + j, |x| f16c(x));
-            a[2 * j..2 * j + 2].copy_from_slice(&aa);
-            b[2 * j..2 * j + 2].copy_from_slice(&bb);
+        // Only legacy formats (k-quant rows are whole super-blocks): their zero scale bytes give
+        // a = b = 0 for the missing groups.
+        debug_assert_eq!(v.format.row_multiple(), GROUP);
+        let mut copy = [0u8; 32];
+        let sc = &v.sc[gi0 * per..(gi0 + n) * per];
+        // Byte by byte up to a fixed bound: no call to memcpy in the hot loop's function.
+        for (i, c) in copy.iter_mut().enumerate().take(8 * per) {
+            if i < sc.len() {
+                *c = sc[i];
+            }
         }
+        // SAFETY: the copy holds 8 groups' sc bytes (at most 4 each).
+        unsafe { affine8::<F>(v, r, g0, copy.as_ptr(), a, b) };
     }
 }
 

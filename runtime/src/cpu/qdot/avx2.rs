@@ -24,16 +24,14 @@ pub(super) const Q4_K: u8 = WeightFormat::Q4_K as u8;
 pub(super) const Q5_K: u8 = WeightFormat::Q5_K as u8;
 pub(super) const Q6_K: u8 = WeightFormat::Q6_K as u8;
 
-/// Low nibbles of 16 bytes are elements 0..16, high nibbles 16..32.
+/// Low nibbles of 16 bytes are elements 0..16, high nibbles 16..32: the 16 bytes in both
+/// 128-bit lanes, the upper lane's shifted right by 4.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn nibbles(qs: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 16 `qs` bytes.
-    let q = unsafe { _mm_loadu_si128(qs as *const __m128i) };
-    let m = _mm_set1_epi8(0x0f);
-    let lo = _mm_and_si128(q, m);
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
-    _mm256_set_m128i(hi, lo)
+    let q = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(qs as *const __m128i) });
+    _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f))
 }
 
 /// 2-bit codes: byte `e % 8`, bits `2 * (e / 8)`. Broadcasting the 8 bytes puts `qs[e % 8]` in
@@ -48,19 +46,17 @@ unsafe fn twobit(qs: *const u8) -> __m256i {
     _mm256_and_si256(v, _mm256_set1_epi8(3))
 }
 
-/// 1 extra bit: byte `e % 4`, bit `e / 4`, returned as `bit_value` or 0 in byte `e`.
-/// Broadcasting the 4 bytes puts `qh[e % 4]` in byte `e`; a per-byte mask `1 << (e / 4)` tests it.
+/// `lo` with the 1 extra bit added: byte `e % 4`, bit `e / 4` of `qh` set adds `bit_value` to
+/// byte `e`. Broadcasting the 4 bytes puts `qh[e % 4]` in byte `e`; shifting dword `l` (bytes
+/// `4l..4l + 4`, whose bit is `l`) left by `7 - l` moves that bit to bit 7 of the same byte (bits
+/// from the byte below land lower), which selects the blend.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn onebit(qh: *const u8, bit_value: i8) -> __m256i {
+unsafe fn with_onebit(lo: __m256i, qh: *const u8, bit_value: i8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 4 `qh` bytes.
     let w = unsafe { (qh as *const i32).read_unaligned() };
-    let m = _mm256_setr_epi8(
-        1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64, 64, 64, -128, -128,
-        -128, -128,
-    );
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_set1_epi32(w), m), m);
-    _mm256_and_si256(set, _mm256_set1_epi8(bit_value))
+    let sel = _mm256_sllv_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+    _mm256_blendv_epi8(lo, _mm256_or_si256(lo, _mm256_set1_epi8(bit_value)), sel)
 }
 
 /// 2 extra bits (Q6_K): u32 word `e / 16`, byte `e % 4`, bits `2 * ((e / 4) % 4)`, returned
@@ -70,8 +66,11 @@ unsafe fn onebit(qh: *const u8, bit_value: i8) -> __m256i {
 #[inline]
 unsafe fn twobit_high(qh: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 8 `qh` bytes.
-    let (w0, w1) = unsafe { ((qh as *const i32).read_unaligned(), (qh.add(4) as *const i32).read_unaligned()) };
-    let v = _mm256_setr_epi32(w0, w0, w0, w0, w1, w1, w1, w1);
+    let w = unsafe { (qh as *const i64).read_unaligned() };
+    let v = _mm256_permutevar8x32_epi32(
+        _mm256_castsi128_si256(_mm_cvtsi64_si128(w)),
+        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+    );
     let s = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
     // Values are <= 3, so a 16-bit shift by 4 cannot carry into the next byte.
     _mm256_slli_epi16(_mm256_and_si256(s, _mm256_set1_epi8(3)), 4)
@@ -90,10 +89,10 @@ pub(super) unsafe fn ucodes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
     unsafe {
         match F {
             Q4_0 | Q4_1 | Q4_K => nibbles(qs),
-            Q5_0 | Q5_1 | Q5_K => _mm256_or_si256(nibbles(qs), onebit(qh, 0x10)),
+            Q5_0 | Q5_1 | Q5_K => with_onebit(nibbles(qs), qh, 0x10),
             Q8_0 => _mm256_loadu_si256(qs as *const __m256i),
             Q2_K => twobit(qs),
-            Q3_K => _mm256_or_si256(twobit(qs), onebit(qh, 0x04)),
+            Q3_K => with_onebit(twobit(qs), qh, 0x04),
             Q6_K => _mm256_or_si256(nibbles(qs), twobit_high(qh)),
             _ => unreachable!("float formats have no codes"),
         }
@@ -222,7 +221,8 @@ unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, sc: *const u8,
 
 /// `a`/`b` of the groups `g0..g0 + n` (any n <= 8; a partial block only at the end of a legacy
 /// format's row, whose k / 32 need not be a multiple of 8): the scale bytes of a partial block go
-/// through a zeroed copy. Unused entries are zero; formats without a minimum leave `b` as it was.
+/// from the plane when the part holds 8 groups from `g0`, else through a zeroed copy. Unused
+/// entries are zero; formats without a minimum leave `b` as it was (but for zeroed entries).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn affine<const F: u8>(
@@ -235,17 +235,15 @@ pub(super) unsafe fn affine<const F: u8>(
 ) {
     let per = v.format.planes().sc;
     let gi0 = r * (v.k / GROUP) + g0;
-    if n == 8 {
-        // SAFETY: the caller guarantees g0 + 8 <= k / 32, so the sc plane holds the 8 groups'
-        // bytes.
+    if (gi0 + 8) * per <= v.sc.len() {
+        // SAFETY: the sc plane holds the 8 groups' bytes (those past the row's n groups belong
+        // to the next row: their entries are cleared below).
         unsafe { affine8::<F>(v, r, g0, v.sc.as_ptr().add(gi0 * per), a, b) };
     } else {
-        // Only legacy formats (k-quant rows are whole super-blocks): their zero scale bytes give
-        // a = b = 0 for the missing groups.
-        debug_assert_eq!(v.format.row_multiple(), GROUP);
+        // The part's last groups (only legacy formats: k-quant rows are whole super-blocks, so
+        // there n = 8 and the bytes are in the plane): through a zeroed copy.
         let mut copy = [0u8; 32];
         let sc = &v.sc[gi0 * per..(gi0 + n) * per];
-        // Byte by byte up to a fixed bound: no call to memcpy in the hot loop's function.
         for (i, c) in copy.iter_mut().enumerate().take(8 * per) {
             if i < sc.len() {
                 *c = sc[i];
@@ -253,6 +251,21 @@ pub(super) unsafe fn affine<const F: u8>(
         }
         // SAFETY: the copy holds 8 groups' sc bytes (at most 4 each).
         unsafe { affine8::<F>(v, r, g0, copy.as_ptr(), a, b) };
+    }
+    if n < 8 {
+        // Entries 2n.. are zero (a lane mask: the same for any bits they held).
+        let lim = _mm256_set1_epi32(2 * n as i32);
+        for first in [0usize, 8] {
+            let iota = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(first as i32));
+            let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, iota));
+            for x in [&mut *a, &mut *b] {
+                // SAFETY: 8 floats at `first` (0 or 8) of 16.
+                unsafe {
+                    let p = x.as_mut_ptr().add(first);
+                    _mm256_storeu_ps(p, _mm256_and_ps(_mm256_loadu_ps(p), keep));
+                }
+            }
+        }
     }
 }
 

@@ -72,101 +72,82 @@ unsafe fn codes16<const F: u8>(v: &PartView, gi: usize) -> [__m256i; 2] {
     }
 }
 
-/// Rows `r0..r0 + R` of a quantized part against the digits of `x`, into `out[..R]`. The caller
-/// checked the rows and `x.k() == v.k`. Per chunk of up to [`CHUNK`] groups: each row's scales
-/// (`a * s / 254^2` per half) and its zero-point or minimum term first, then the groups, each
-/// block's digits loaded once for the R rows.
+/// Row `r` of a quantized part against the digits of `x`. The caller checked the row and
+/// `x.k() == v.k`. Per chunk of up to [`CHUNK`] groups: the scales (`a * s / 254^2` per half)
+/// and the zero-point or minimum term first, then the groups. (Two rows at a time, sharing each
+/// block's digit loads, measured no faster: the kernel is bound by its vector operations, and
+/// slower at k = 4864.)
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn dot_rows<const F: u8, const R: usize>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
     let fmt = v.format;
     let groups = v.k / GROUP;
     let (halves16, zero_or_min) = (sub16(fmt), has_min(fmt) || offset(fmt) != 0);
     let off = _mm256_set1_ps(offset(fmt) as f32);
-    let (mut acc, mut accm) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
-    let mut scale = [[0.0f32; 2 * CHUNK]; R];
+    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut scale = [0.0f32; 2 * CHUNK];
     let (d8, x01, x2) = (x.d8.as_ptr(), x.x01.as_ptr(), x.x2.as_ptr());
     for c0 in (0..groups).step_by(CHUNK) {
         let nc = CHUNK.min(groups - c0);
-        for (i, scale) in scale.iter_mut().enumerate() {
-            for g0 in (c0..c0 + nc).step_by(8) {
-                let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
-                let h0 = 2 * (g0 - c0);
-                // SAFETY: g0 + min(8, ..) <= groups; row r0 + i is in the part (the caller's
-                // check). The per-16 arrays hold 2 * groups + PAD16 entries, so 2 * g0 + 16 is in
-                // bounds (g0 < groups), and h0 + 16 <= 2 * CHUNK.
-                unsafe {
-                    affine::<F>(v, r0 + i, g0, 8.min(c0 + nc - g0), &mut a, &mut b);
-                    for hh in [0, 8] {
-                        let av = _mm256_loadu_ps(a.as_ptr().add(hh));
-                        if zero_or_min {
-                            // b - offset * a (offset * a is exact: the offsets are powers of two).
-                            let m = _mm256_fnmadd_ps(off, av, _mm256_loadu_ps(b.as_ptr().add(hh)));
-                            let sx = _mm256_loadu_ps(x.sx16.as_ptr().add(2 * g0 + hh));
-                            accm[i] = _mm256_fmadd_ps(m, sx, accm[i]);
-                        }
-                        let s = _mm256_loadu_ps(x.s16.as_ptr().add(2 * g0 + hh));
-                        _mm256_storeu_ps(scale.as_mut_ptr().add(h0 + hh), _mm256_mul_ps(av, s));
+        for g0 in (c0..c0 + nc).step_by(8) {
+            let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+            let h0 = 2 * (g0 - c0);
+            // SAFETY: g0 + min(8, ..) <= groups and the row is in the part (the caller's
+            // check). The per-16 arrays hold 2 * groups + PAD16 entries, so 2 * g0 + 16 is in
+            // bounds (g0 < groups), and h0 + 16 <= 2 * CHUNK.
+            unsafe {
+                affine::<F>(v, r, g0, 8.min(c0 + nc - g0), &mut a, &mut b);
+                for hh in [0, 8] {
+                    let av = _mm256_loadu_ps(a.as_ptr().add(hh));
+                    if zero_or_min {
+                        // b - offset * a (offset * a is exact: the offsets are powers of two).
+                        let m = _mm256_fnmadd_ps(off, av, _mm256_loadu_ps(b.as_ptr().add(hh)));
+                        accm = _mm256_fmadd_ps(m, _mm256_loadu_ps(x.sx16.as_ptr().add(2 * g0 + hh)), accm);
                     }
+                    let s = _mm256_loadu_ps(x.s16.as_ptr().add(2 * g0 + hh));
+                    _mm256_storeu_ps(scale.as_mut_ptr().add(h0 + hh), _mm256_mul_ps(av, s));
                 }
             }
         }
         for j in 0..nc {
-            let g = c0 + j;
-            let mut f = [_mm256_setzero_ps(); R];
-            // SAFETY: the group is in the part for each row (the caller's check); the digit
-            // arrays hold k = 32 * groups elements, so block g's are in bounds.
-            unsafe {
+            let (g, gi) = (c0 + j, r * groups + c0 + j);
+            // SAFETY: the group is in the part (the caller's check); the digit arrays hold
+            // k = 32 * groups elements, so block g's are in bounds.
+            let f = unsafe {
                 if wide::<F>() {
                     let ld = |p: *const i16| _mm256_loadu_si256(p as *const __m256i);
                     let (a, b) = (x01.add(GROUP * g), x2.add(GROUP * g));
-                    let xs = [ld(a), ld(a.add(16)), ld(b), ld(b.add(16))];
-                    for (i, f) in f.iter_mut().enumerate() {
-                        *f = group16(codes16::<F>(v, (r0 + i) * groups + g), &xs);
-                    }
+                    group16(codes16::<F>(v, gi), &[ld(a), ld(a.add(16)), ld(b), ld(b.add(16))])
                 } else {
                     let p = d8.add(BLOCK_BYTES * g);
                     let ld = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
-                    let ds = [ld(0), ld(GROUP), ld(2 * GROUP)];
-                    for (i, f) in f.iter_mut().enumerate() {
-                        *f = group8(ucodes::<F>(v, (r0 + i) * groups + g), &ds);
-                    }
+                    group8(ucodes::<F>(v, gi), &[ld(0), ld(GROUP), ld(2 * GROUP)])
                 }
-            }
-            for i in 0..R {
-                let sc = if halves16 {
-                    _mm256_blend_ps(_mm256_set1_ps(scale[i][2 * j]), _mm256_set1_ps(scale[i][2 * j + 1]), 0xf0)
-                } else {
-                    _mm256_set1_ps(scale[i][2 * j])
-                };
-                acc[i] = _mm256_fmadd_ps(f[i], sc, acc[i]);
-            }
+            };
+            let sc = if halves16 {
+                _mm256_blend_ps(_mm256_set1_ps(scale[2 * j]), _mm256_set1_ps(scale[2 * j + 1]), 0xf0)
+            } else {
+                _mm256_set1_ps(scale[2 * j])
+            };
+            acc = _mm256_fmadd_ps(f, sc, acc);
         }
     }
-    for i in 0..R {
-        out[i] = hsum(_mm256_add_ps(acc[i], accm[i]));
-    }
+    hsum(_mm256_add_ps(acc, accm))
 }
 
-// dot_rows reads the 16 halves of a block of 8 groups from any group on.
+// dot_row reads the 16 halves of a block of 8 groups from any group on.
 const _: () = assert!(PAD16 >= 16);
 
-/// Groups per chunk of [`dot_rows`]: the scales of a chunk, per row, sit in a stack array.
+/// Groups per chunk of [`dot_row`]: the chunk's scales sit in a stack array.
 const CHUNK: usize = 32;
 
-/// Rows `r0..r0 + R` of one format, pairs at a time.
+/// Rows `r0..r0 + out.len()` of one format.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn dot_format<const F: u8>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
-    let mut r = 0;
-    // SAFETY (both calls): rows r0 + r.. are in the part (the caller's check on out.len()).
-    while !wide::<F>() && r + 2 <= out.len() {
-        unsafe { dot_rows::<F, 2>(v, r0 + r, x, &mut out[r..r + 2]) };
-        r += 2;
-    }
-    while r < out.len() {
-        unsafe { dot_rows::<F, 1>(v, r0 + r, x, &mut out[r..r + 1]) };
-        r += 1;
+    for (i, o) in out.iter_mut().enumerate() {
+        // SAFETY: rows r0.. are in the part (the caller's check on out.len()).
+        *o = unsafe { dot_row::<F>(v, r0 + i, x) };
     }
 }
 

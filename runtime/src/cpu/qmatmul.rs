@@ -82,15 +82,20 @@ pub fn matmul_q(
         // The input as digits once for every quantized part's rows (see qdot::int).
         let quantized = w.parts.iter().any(|p| !p.format.is_float());
         let digits = (quantized && path == DotPath::Int8x3).then(|| qdot::Digits::quantize(x));
-        for p in w.parts {
-            let v = w.view(p);
-            let o = &mut out[p.row0..p.row0 + p.rows];
-            // Chunks of 16 rows: enough to balance two to a few dozen cores; small parts too.
-            o.par_chunks_mut(16).enumerate().for_each(|(c, chunk)| match &digits {
-                Some(d) if !v.format.is_float() => qdot::dot_rows_int(&v, c * 16, d, chunk),
-                _ => chunk.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(&v, c * 16 + i, x, &sx16)),
-            });
+        // Chunks of 16 rows of every part in one parallel loop (a part of a concatenated weight
+        // can be as small as 128 rows): enough to balance two to a few dozen cores.
+        let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
+        let mut chunks = Vec::with_capacity(n.div_ceil(16) + w.parts.len());
+        let mut rest = &mut out[..n];
+        for (v, p) in views.iter().zip(w.parts) {
+            let (o, tail) = rest.split_at_mut(p.rows);
+            rest = tail;
+            chunks.extend(o.chunks_mut(16).enumerate().map(|(c, o)| (v, 16 * c, o)));
         }
+        chunks.into_par_iter().for_each(|(v, r0, o)| match &digits {
+            Some(d) if !v.format.is_float() => qdot::dot_rows_int(v, r0, d, o),
+            _ => o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &sx16)),
+        });
     } else {
         // Blocks of weight rows: dequantise (in parallel), then one SGEMM into the block's
         // columns of `out` (row stride n). 256 rows x k <= 4864: 5 MB, cache-friendly enough.
@@ -136,6 +141,34 @@ mod tests {
             row0 += rows;
         }
         (bytes, parts)
+    }
+
+    /// One row on the integer path: each quantized part's rows are its integer dot against the
+    /// input's digits, float parts keep the f32 dot, plus the residual (same bits).
+    #[test]
+    fn one_row_int_path_is_the_integer_dot_per_part() {
+        let mut rng = Rng(43);
+        let k = 896;
+        let (bytes, parts) =
+            matrix(&[(WeightFormat::Q5_0, 100), (WeightFormat::F16, 7), (WeightFormat::Q8_0, 21)], k, &mut rng);
+        let w = QMatrix { bytes: &bytes, parts: &parts, k };
+        let n = w.n();
+        let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
+        let res: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+        let mut out = vec![f32::NAN; n];
+        matmul_q(&x, &w, 1, n, k, Some(&res), &mut out, DotPath::Int8x3);
+        let d = qdot::Digits::quantize(&x);
+        for p in &parts {
+            let v = w.view(p);
+            for j in 0..p.rows {
+                let dot = if p.format.is_float() {
+                    qdot::dot_row(&v, j, &x, &qdot::sums16(&x))
+                } else {
+                    qdot::dot_row_int(&v, j, &d)
+                };
+                assert_eq!(out[p.row0 + j].to_bits(), (dot + res[p.row0 + j]).to_bits(), "{:?} row {j}", p.format);
+            }
+        }
     }
 
     /// The qkv shape of the default model (Q5_0 q|k, Q8_0 v) and a three-part gate|up-like one

@@ -299,7 +299,9 @@ impl Executor for CpuExecutor {
         self.run(false, tokens, pos, logits)
     }
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
-        self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None })
+        // The whole step on a pool thread: each of its ~100 parallel loops then starts from a
+        // worker (work stealing) instead of a blocked caller woken by the OS after each loop.
+        rayon::scope(|_| self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None }))
     }
     fn set_sampling(&mut self, params: &SamplingParams) -> Result<(), RuntimeError> {
         params.validate()?;

@@ -56,7 +56,15 @@ unsafe fn with_onebit(lo: __m256i, qh: *const u8, bit_value: i8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 4 `qh` bytes.
     let w = unsafe { (qh as *const i32).read_unaligned() };
     let sel = _mm256_sllv_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0));
-    _mm256_blendv_epi8(lo, _mm256_or_si256(lo, _mm256_set1_epi8(bit_value)), sel)
+    let with = _mm256_or_si256(lo, _mm256_set1_epi8(bit_value));
+    let out: __m256i;
+    // SAFETY: one byte blend (AVX2, enabled): written out because LLVM otherwise expands the
+    // blend into a shift, a mask and an or.
+    unsafe {
+        std::arch::asm!("vpblendvb {o}, {a}, {b}, {m}", o = lateout(ymm_reg) out, a = in(ymm_reg) lo,
+            b = in(ymm_reg) with, m = in(ymm_reg) sel, options(pure, nomem, nostack, preserves_flags));
+    }
+    out
 }
 
 /// 2 extra bits (Q6_K): u32 word `e / 16`, byte `e % 4`, bits `2 * ((e / 4) % 4)`, returned
@@ -67,10 +75,19 @@ unsafe fn with_onebit(lo: __m256i, qh: *const u8, bit_value: i8) -> __m256i {
 unsafe fn twobit_high(qh: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 8 `qh` bytes.
     let w = unsafe { (qh as *const i64).read_unaligned() };
-    let v = _mm256_permutevar8x32_epi32(
-        _mm256_castsi128_si256(_mm_cvtsi64_si128(w)),
-        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+    // The 8 bytes in every qword, then word 0 repeated in the low lane and word 1 in the high
+    // one (an in-lane byte shuffle: cheaper than a cross-lane permute).
+    let idx = _mm256_setr_epi8(
+        0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7,
     );
+    let b = _mm256_set1_epi64x(w);
+    let v: __m256i;
+    // SAFETY: one in-lane byte shuffle (AVX2, enabled): written out because LLVM otherwise turns
+    // broadcast + vpshufb into a costlier cross-lane permute.
+    unsafe {
+        std::arch::asm!("vpshufb {v}, {b}, {i}", v = lateout(ymm_reg) v, b = in(ymm_reg) b, i = in(ymm_reg) idx,
+            options(pure, nomem, nostack, preserves_flags));
+    }
     let s = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
     // Values are <= 3, so a 16-bit shift by 4 cannot carry into the next byte.
     _mm256_slli_epi16(_mm256_and_si256(s, _mm256_set1_epi8(3)), 4)

@@ -86,6 +86,8 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
     let off = _mm256_set1_ps(offset(fmt) as f32);
     let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut scale = [0.0f32; 2 * CHUNK];
+    // Formats with a scale per 16: each group's [a0 x4 | a1 x4] vector, expanded per chunk.
+    let mut scale8 = [_mm256_setzero_ps(); CHUNK];
     let (d8, x01, x2) = (x.d8.as_ptr(), x.x01.as_ptr(), x.x2.as_ptr());
     for c0 in (0..groups).step_by(CHUNK) {
         let nc = CHUNK.min(groups - c0);
@@ -105,7 +107,18 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
                         accm = _mm256_fmadd_ps(m, _mm256_loadu_ps(x.sx16.as_ptr().add(2 * g0 + hh)), accm);
                     }
                     let s = _mm256_loadu_ps(x.s16.as_ptr().add(2 * g0 + hh));
-                    _mm256_storeu_ps(scale.as_mut_ptr().add(h0 + hh), _mm256_mul_ps(av, s));
+                    let sc = _mm256_mul_ps(av, s);
+                    if halves16 {
+                        // Halves 2j, 2j + 1 of the 8 here are group g0 - c0 + hh / 2 + j's.
+                        for j in 0..4 {
+                            let idx = _mm256_setr_epi32(
+                                2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+                            );
+                            scale8[(h0 + hh) / 2 + j as usize] = _mm256_permutevar8x32_ps(sc, idx);
+                        }
+                    } else {
+                        _mm256_storeu_ps(scale.as_mut_ptr().add(h0 + hh), sc);
+                    }
                 }
             }
         }
@@ -124,11 +137,7 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
                     group8(ucodes::<F>(v, gi), &[ld(0), ld(GROUP), ld(2 * GROUP)])
                 }
             };
-            let sc = if halves16 {
-                _mm256_blend_ps(_mm256_set1_ps(scale[2 * j]), _mm256_set1_ps(scale[2 * j + 1]), 0xf0)
-            } else {
-                _mm256_set1_ps(scale[2 * j])
-            };
+            let sc = if halves16 { scale8[j] } else { _mm256_set1_ps(scale[2 * j]) };
             acc = _mm256_fmadd_ps(f, sc, acc);
         }
     }

@@ -4,8 +4,8 @@
 //! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
 use rayon::prelude::*;
 
-use super::qdot::{self, DotPath};
 use super::kernels;
+use super::qdot::{self, DotPath};
 use crate::plan::WeightInfo;
 use crate::quant::{PartView, WeightFormat};
 

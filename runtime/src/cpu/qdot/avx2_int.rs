@@ -111,9 +111,8 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
                     if halves16 {
                         // Halves 2j, 2j + 1 of the 8 here are group g0 - c0 + hh / 2 + j's.
                         for j in 0..4 {
-                            let idx = _mm256_setr_epi32(
-                                2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
-                            );
+                            let (e, o) = (2 * j, 2 * j + 1);
+                            let idx = _mm256_setr_epi32(e, e, e, e, o, o, o, o);
                             scale8[(h0 + hh) / 2 + j as usize] = _mm256_permutevar8x32_ps(sc, idx);
                         }
                     } else {
@@ -192,19 +191,17 @@ fn pack_i8(d: [__m256; 4]) -> __m256i {
     _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// [`super::digits::quantize_block`] for every block of `x` (`x.len()` a multiple of 32; `d8` and
-/// `s` sized for its blocks), the same f32 operations on 8 lanes: bit-identical digits and `s`.
+/// [`super::digits::quantize_block`] for every block of `x` (whole blocks of 32; `d8` and `s`
+/// sized for them), the same f32 operations on 8 lanes: bit-identical digits and `s`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row(x: &[f32], d8: &mut [i8], s: &mut [f32]) {
-    let nb = x.len() / GROUP;
-    assert!(d8.len() >= nb * BLOCK_BYTES && s.len() >= nb, "quantize_row: buffers");
     let sign = _mm256_set1_ps(-0.0);
     let inf = _mm256_set1_ps(f32::INFINITY);
     const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    for blk in 0..nb {
-        // SAFETY: block `blk` is whole in x (nb * 32 <= len), and its digits in d8 (asserted).
+    for ((xb, db), sb) in x.chunks_exact(GROUP).zip(d8.chunks_exact_mut(BLOCK_BYTES)).zip(s.iter_mut()) {
+        // SAFETY: xb holds 32 floats (4 loads of 8), db 96 bytes (3 stores of 32).
         unsafe {
-            let xp = x.as_ptr().add(GROUP * blk);
+            let xp = xb.as_ptr();
             let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xp.add(8 * i)));
             let abs = v.map(|v| _mm256_andnot_ps(sign, v));
             // Not finite: |v| >= inf, or unordered (NaN).
@@ -213,15 +210,15 @@ pub unsafe fn quantize_row(x: &[f32], d8: &mut [i8], s: &mut [f32]) {
             let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
             let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
-            let dp = d8.as_mut_ptr().add(BLOCK_BYTES * blk);
+            let dp = db.as_mut_ptr();
             let inv = 127.0f32 / amax;
             if bad != 0 || amax == 0.0 || inv.is_infinite() {
-                std::ptr::write_bytes(dp, 0, BLOCK_BYTES);
-                s[blk] = if bad != 0 { f32::NAN } else { 0.0 };
+                db.fill(0);
+                *sb = if bad != 0 { f32::NAN } else { 0.0 };
                 continue;
             }
             let inv = _mm256_set1_ps(inv);
-            s[blk] = amax / 127.0f32;
+            *sb = amax / 127.0f32;
             let base = _mm256_set1_ps(BASE);
             let u = v.map(|v| _mm256_mul_ps(v, inv));
             let d0 = u.map(|u| _mm256_round_ps::<RN>(u));

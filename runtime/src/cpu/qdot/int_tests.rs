@@ -101,8 +101,7 @@ fn fast_digits_equal_the_definition_and_reconstruct_within_the_bound() {
             let amax = v.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (i, &x) in v.iter().enumerate() {
                 assert!(d[i] != -128 && d[32 + i] != -128 && d[64 + i] != -128);
-                let back =
-                    s as f64 * (d[i] as f64 + d[32 + i] as f64 / 254.0 + d[64 + i] as f64 / (254.0 * 254.0));
+                let back = s as f64 * (d[i] as f64 + d[32 + i] as f64 / 254.0 + d[64 + i] as f64 / (254.0 * 254.0));
                 let err = (back - x as f64).abs();
                 assert!(err <= element_error_bound(amax, x), "k={k} block {b} element {i}: {x} -> {back}");
             }

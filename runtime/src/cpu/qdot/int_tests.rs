@@ -6,6 +6,7 @@ use half::f16;
 
 use super::check::{int_dot_error, ks, random_part, Rng};
 use super::digits::{element_error_bound, quantize_block, Digits, BLOCK_BYTES};
+use super::tests::extreme_scale_row;
 use super::*;
 use crate::quant::{part_layout, ALL_FORMATS};
 
@@ -134,18 +135,9 @@ fn integer_dot_matches_the_reference_for_every_quantized_format() {
 #[test]
 fn integer_dot_is_bounded_at_extreme_scales() {
     let k = 32 * 6;
-    let scales: [u16; 6] = [0x7bff, 0xfbff, 0x0001, 0x83ff, 0x0000, 0x8000];
     for f in [WeightFormat::Q8_0, WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q4_0] {
         let mut rng = Rng(9);
-        let mut bytes = random_part(f, 1, k, &mut rng);
-        let l = part_layout(f, 1, k).unwrap();
-        let per = f.planes().sc;
-        for (g, s) in scales.iter().enumerate() {
-            for h in 0..per / 2 {
-                let at = l.sc as usize + g * per + 2 * h;
-                bytes[at..at + 2].copy_from_slice(&s.to_le_bytes());
-            }
-        }
+        let bytes = extreme_scale_row(f, &mut rng);
         let v = PartView::new(f, 1, k, &bytes).unwrap();
         let x = nasty_row(k, &mut rng);
         assert!(check_int(&v, 0, &x, "extremes").is_finite());

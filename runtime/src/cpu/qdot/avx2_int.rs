@@ -82,6 +82,7 @@ unsafe fn codes16<const F: u8>(v: &PartView, gi: usize) -> [__m256i; 2] {
 unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
     let fmt = v.format;
     let groups = v.k / GROUP;
+    let qs_bytes = fmt.planes().qs;
     let (halves16, zero_or_min) = (sub16(fmt), has_min(fmt) || offset(fmt) != 0);
     let off = _mm256_set1_ps(offset(fmt) as f32);
     let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -123,6 +124,8 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
         }
         for j in 0..nc {
             let (g, gi) = (c0 + j, r * groups + c0 + j);
+            // The codes plane PREFETCH bytes ahead (a hint: any address is allowed).
+            _mm_prefetch::<_MM_HINT_T0>(v.qs.as_ptr().wrapping_add(gi * qs_bytes + PREFETCH) as *const i8);
             // SAFETY: the group is in the part (the caller's check); the digit arrays hold
             // k = 32 * groups elements, so block g's are in bounds.
             let f = unsafe {
@@ -145,6 +148,10 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
 
 // dot_row reads the 16 halves of a block of 8 groups from any group on.
 const _: () = assert!(PAD16 >= 16);
+
+/// How far ahead in the codes plane the group loop prefetches: the largest plane, streamed by
+/// two threads, ran 5-10 % faster with it (hardware prefetch alone left part of the latency).
+const PREFETCH: usize = 4096;
 
 /// Groups per chunk of [`dot_row`]: the chunk's scales sit in a stack array.
 const CHUNK: usize = 32;

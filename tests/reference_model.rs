@@ -12,6 +12,13 @@
 //!   native plan's largest top-5 logit error is no larger: keeping the file's quantization loses
 //!   nothing against widening it.
 //!
+//! The teacher-forced logits above come from one multi-row prefill (the exact f32 path: weights
+//! dequantised bit for bit, SGEMM). Decode runs other code: one row at a time, the quantized
+//! weights' integer dot against the input as three int8 digits per element (`qdot::int`). So the
+//! same continuation is also fed one token at a time through `decode` and checked the same way
+//! (top-5 logits of the first 16 positions, mean |Δlogprob|), and its top-5 error must not exceed
+//! the f16 plan's decoded the same way.
+//!
 //! Needs the default model (CI fetches it); `QWEN_AOT_MODEL` overrides its path.
 mod common;
 
@@ -45,18 +52,60 @@ fn cpu_executor_matches_the_reference_implementation() {
     let (f16_err, f16_report) = check_against_reference(&f16_dir);
     let _ = std::fs::remove_dir_all(&f16_dir);
     eprintln!("native plan:\n{native_report}\nf16 plan:\n{f16_report}");
-    eprintln!("max |Δtop5 logit| over all cases: native {native_err:.5}, f16 {f16_err:.5}");
+    eprintln!(
+        "max |Δtop5 logit| over all cases: prefill: native {:.5}, f16 {:.5}; decode: native {:.5}, f16 {:.5}",
+        native_err.prefill, f16_err.prefill, native_err.decode, f16_err.decode
+    );
     assert!(
-        native_err <= f16_err,
-        "the native plan's top-5 logits ({native_err}) are further from the reference than the f16 plan's ({f16_err})"
+        native_err.prefill <= f16_err.prefill,
+        "the native plan's top-5 logits ({}) are further from the reference than the f16 plan's ({})",
+        native_err.prefill,
+        f16_err.prefill
+    );
+    assert!(
+        native_err.decode <= f16_err.decode,
+        "the native plan's decoded top-5 logits ({}) are further from the reference than the f16 plan's ({})",
+        native_err.decode,
+        f16_err.decode
     );
 }
 
+/// The largest top-5 logit error over every case, from the teacher-forced prefill and from the
+/// same tokens decoded one at a time.
+struct Top5Errors {
+    prefill: f64,
+    decode: f64,
+}
+
+/// Largest |Δ| of the reference's top-5 logits over its first 16 positions (`row(j)`: the logits
+/// after the prompt and `j` reference tokens), and the mean |Δlogprob| of the reference tokens.
+fn compare<'a>(case: &Value, want: &[u32], row: impl Fn(usize) -> &'a [f32]) -> (f64, f64) {
+    let ref_lp: Vec<f64> = case["teacher_forced"]["token_logprobs"]
+        .as_array()
+        .expect("logprobs")
+        .iter()
+        .map(|x| x.as_f64().expect("lp"))
+        .collect();
+    assert_eq!(ref_lp.len(), want.len());
+    let mean_abs: f64 =
+        want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>()
+            / want.len() as f64;
+    let mut top5_err = 0.0f64;
+    for (j, pairs) in case["top5_first16"].as_array().expect("top5").iter().enumerate() {
+        let r = row(j);
+        for pair in pairs.as_array().expect("pairs") {
+            let (tid, val) = (pair[0].as_u64().expect("tid") as usize, pair[1].as_f64().expect("logit"));
+            top5_err = top5_err.max((r[tid] as f64 - val).abs());
+        }
+    }
+    (top5_err, mean_abs)
+}
+
 /// Runs every reference case on the CPU executor over the plan in `dir` (asserting the checks of
-/// the module doc); returns the largest top-5 logit error and a report.
-fn check_against_reference(dir: &std::path::Path) -> (f64, String) {
+/// the module doc); returns the largest top-5 logit errors and a report.
+fn check_against_reference(dir: &std::path::Path) -> (Top5Errors, String) {
     let refs = common::refs("generation-qwen2.5-coder-0.5b.json");
-    let mut worst = 0.0f64;
+    let mut worst = Top5Errors { prefill: 0.0, decode: 0.0 };
     let mut loaded = backend::load(dir, BackendChoice::Cpu, Some(1024), true).expect("load on the CPU");
     let vocab = loaded.model.plan.hparams.vocab;
     let template =
@@ -91,35 +140,36 @@ fn check_against_reference(dir: &std::path::Path) -> (f64, String) {
             "case {id}: greedy ids differ within the decided prefix ({decided} tokens)"
         );
 
-        // Teacher-forced log-probs and top-5 logits of the reference continuation.
+        // Teacher-forced log-probs and top-5 logits of the reference continuation: one prefill.
         loaded.session.reset();
         let full: Vec<u32> = prompt.iter().chain(&want).copied().collect();
         let logits = loaded.session.prefill(&full, LogitsWanted::All).expect("teacher-forced prefill").logits;
-        let ref_lp: Vec<f64> = case["teacher_forced"]["token_logprobs"]
-            .as_array()
-            .expect("logprobs")
-            .iter()
-            .map(|x| x.as_f64().expect("lp"))
-            .collect();
-        assert_eq!(ref_lp.len(), want.len());
         let row = |j: usize| &logits[(prompt.len() - 1 + j) * vocab..(prompt.len() + j) * vocab];
-        let mean_abs: f64 =
-            want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>()
-                / want.len() as f64;
-        let mut top5_err = 0.0f64;
-        for (j, pairs) in case["top5_first16"].as_array().expect("top5").iter().enumerate() {
-            for pair in pairs.as_array().expect("pairs") {
-                let (tid, val) = (pair[0].as_u64().expect("tid") as usize, pair[1].as_f64().expect("logit"));
-                top5_err = top5_err.max((row(j)[tid] as f64 - val).abs());
-            }
+        let (top5_err, mean_abs) = compare(case, &want, row);
+
+        // The same, one token at a time through decode (the prompt but its last token prefilled).
+        loaded.session.reset();
+        let (head, last) = prompt.split_at(prompt.len() - 1);
+        if !head.is_empty() {
+            loaded.session.prefill(head, LogitsWanted::None).expect("prompt prefill");
         }
+        let mut rows = Vec::with_capacity(want.len());
+        for &t in last.iter().chain(&want[..want.len() - 1]) {
+            rows.push(loaded.session.decode(t, true).expect("teacher-forced decode").logits);
+        }
+        let (dec_top5_err, dec_mean_abs) = compare(case, &want, |j| rows[j].as_slice());
+
         report.push(format!(
-            "case {id}: decided {decided}/{} ids equal; mean |Δlogprob| {mean_abs:.4}; max |Δtop5 logit| {top5_err:.4}",
+            "case {id}: decided {decided}/{} ids equal; mean |Δlogprob| {mean_abs:.4} (decoded {dec_mean_abs:.4}); \
+             max |Δtop5 logit| {top5_err:.5} (decoded {dec_top5_err:.5})",
             want.len()
         ));
-        assert!(mean_abs <= 0.02, "case {id}: teacher-forced mean |Δlogprob| = {mean_abs}");
-        assert!(top5_err <= 0.05, "case {id}: top-5 logits differ by {top5_err}");
-        worst = worst.max(top5_err);
+        for (what, mean_abs, top5_err) in [("", mean_abs, top5_err), ("decoded: ", dec_mean_abs, dec_top5_err)] {
+            assert!(mean_abs <= 0.02, "case {id}: {what}teacher-forced mean |Δlogprob| = {mean_abs}");
+            assert!(top5_err <= 0.05, "case {id}: {what}top-5 logits differ by {top5_err}");
+        }
+        worst.prefill = worst.prefill.max(top5_err);
+        worst.decode = worst.decode.max(dec_top5_err);
     }
     (worst, report.join("\n"))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::kernels::{self, AttnShape};
+use super::qdot::{self, DotPath};
 use super::qmatmul::{self, PartRef, QMatrix};
 use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
@@ -36,6 +37,8 @@ pub struct CpuExecutor {
     /// Scratch of `Step::Gemv`: the normalised input rows and the product rows.
     gemv_x: Vec<f32>,
     gemv_y: Vec<f32>,
+    /// The dot of one-row matmuls on quantized weights ([`qdot::decode_path`] unless set).
+    dot_path: DotPath,
 }
 
 impl CpuExecutor {
@@ -77,7 +80,15 @@ impl CpuExecutor {
             history: Vec::new(),
             gemv_x: Vec::new(),
             gemv_y: Vec::new(),
+            dot_path: qdot::decode_path(),
         })
+    }
+
+    /// Selects the dot of one-row matmuls on quantized weights (decode, and a prefill's last-row
+    /// LM head): [`DotPath::Int8x3`] by default, [`DotPath::F32`] for the dequantisation's exact
+    /// arithmetic. Prefill's multi-row matmuls always dequantise exactly and run SGEMM.
+    pub fn set_dot_path(&mut self, path: DotPath) {
+        self.dot_path = path;
     }
 
     fn check(&self, tokens: &[u32], pos: usize, max_tokens: usize) -> Result<(), RuntimeError> {
@@ -105,6 +116,7 @@ impl CpuExecutor {
         logits: LogitsWanted,
     ) -> Result<StepOutput, RuntimeError> {
         let prog: &Program = if decode { &self.plan.decode } else { &self.plan.prefill };
+        let path = self.dot_path;
         self.check(tokens, pos, prog.max_tokens)?;
         let n = tokens.len();
         let hp = &self.plan.hparams;
@@ -163,6 +175,7 @@ impl CpuExecutor {
                         k,
                         res,
                         &mut view_mut(out, n)[first * cols..],
+                        path,
                     );
                 }
                 Step::BiasRopeKvWrite { qkv, rope, q_out } => kernels::bias_rope_kv_write(
@@ -214,16 +227,17 @@ impl CpuExecutor {
                                 k,
                                 res,
                                 &mut view_mut(out, n)[first * cols..],
+                                path,
                             );
                         }
                         GemvEpilogue::SwiGlu { ffn, out } => {
                             y.resize(rows * cols, 0.0);
-                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y);
+                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y, path);
                             kernels::swiglu(y, ffn, rows, view_mut(out, n));
                         }
                         GemvEpilogue::BiasRopeKvWrite { rope, q_out } => {
                             y.resize(rows * cols, 0.0);
-                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y);
+                            qmatmul::matmul_q(xr, &wq(weight, k), rows, cols, k, None, y, path);
                             let (kc, vc) = (&mut self.k_cache[rope.layer], &mut self.v_cache[rope.layer]);
                             kernels::bias_rope_kv_write(
                                 y,
@@ -285,7 +299,9 @@ impl Executor for CpuExecutor {
         self.run(false, tokens, pos, logits)
     }
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
-        self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None })
+        // The whole step on a pool thread: each of its ~100 parallel loops then starts from a
+        // worker (work stealing) instead of a blocked caller woken by the OS after each loop.
+        rayon::scope(|_| self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None }))
     }
     fn set_sampling(&mut self, params: &SamplingParams) -> Result<(), RuntimeError> {
         params.validate()?;

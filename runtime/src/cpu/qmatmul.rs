@@ -4,7 +4,8 @@
 //! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
 use rayon::prelude::*;
 
-use super::{kernels, qdot};
+use super::kernels;
+use super::qdot::{self, DotPath};
 use crate::plan::WeightInfo;
 use crate::quant::{PartView, WeightFormat};
 
@@ -61,22 +62,40 @@ impl<'a> QMatrix<'a> {
 }
 
 /// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
-/// same function as [`super::kernels::matmul`] on the dequantised weight.
-pub fn matmul_q(x: &[f32], w: &QMatrix, rows: usize, n: usize, k: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+/// same function as [`super::kernels::matmul`] on the dequantised weight. One row takes `path`
+/// for its quantized parts; several rows always dequantise exactly and run SGEMM.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_q(
+    x: &[f32],
+    w: &QMatrix,
+    rows: usize,
+    n: usize,
+    k: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    path: DotPath,
+) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
     if rows == 1 {
         let x = &x[..k];
         let sx16 = qdot::sums16(x);
-        for p in w.parts {
-            let v = w.view(p);
-            let o = &mut out[p.row0..p.row0 + p.rows];
-            // Chunks of 16 rows: enough to balance two to a few dozen cores; small parts too.
-            o.par_chunks_mut(16).enumerate().for_each(|(c, chunk)| {
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = qdot::dot_row(&v, c * 16 + i, x, &sx16);
-                }
-            });
+        // The input as digits once for every quantized part's rows (see qdot::int).
+        let quantized = w.parts.iter().any(|p| !p.format.is_float());
+        let digits = (quantized && path == DotPath::Int8x3).then(|| qdot::Digits::quantize(x));
+        // Chunks of 16 rows of every part in one parallel loop (a part of a concatenated weight
+        // can be as small as 128 rows): enough to balance two to a few dozen cores.
+        let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
+        let mut chunks = Vec::with_capacity(n.div_ceil(16) + w.parts.len());
+        let mut rest = &mut out[..n];
+        for (v, p) in views.iter().zip(w.parts) {
+            let (o, tail) = rest.split_at_mut(p.rows);
+            rest = tail;
+            chunks.extend(o.chunks_mut(16).enumerate().map(|(c, o)| (v, 16 * c, o)));
         }
+        chunks.into_par_iter().for_each(|(v, r0, o)| match &digits {
+            Some(d) if !v.format.is_float() => qdot::dot_rows_int(v, r0, d, o),
+            _ => o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &sx16)),
+        });
     } else {
         // Blocks of weight rows: dequantise (in parallel), then one SGEMM into the block's
         // columns of `out` (row stride n). 256 rows x k <= 4864: 5 MB, cache-friendly enough.
@@ -124,6 +143,34 @@ mod tests {
         (bytes, parts)
     }
 
+    /// One row on the integer path: each quantized part's rows are its integer dot against the
+    /// input's digits, float parts keep the f32 dot, plus the residual (same bits).
+    #[test]
+    fn one_row_int_path_is_the_integer_dot_per_part() {
+        let mut rng = Rng(43);
+        let k = 896;
+        let (bytes, parts) =
+            matrix(&[(WeightFormat::Q5_0, 100), (WeightFormat::F16, 7), (WeightFormat::Q8_0, 21)], k, &mut rng);
+        let w = QMatrix { bytes: &bytes, parts: &parts, k };
+        let n = w.n();
+        let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
+        let res: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+        let mut out = vec![f32::NAN; n];
+        matmul_q(&x, &w, 1, n, k, Some(&res), &mut out, DotPath::Int8x3);
+        let d = qdot::Digits::quantize(&x);
+        for p in &parts {
+            let v = w.view(p);
+            for j in 0..p.rows {
+                let dot = if p.format.is_float() {
+                    qdot::dot_row(&v, j, &x, &qdot::sums16(&x))
+                } else {
+                    qdot::dot_row_int(&v, j, &d)
+                };
+                assert_eq!(out[p.row0 + j].to_bits(), (dot + res[p.row0 + j]).to_bits(), "{:?} row {j}", p.format);
+            }
+        }
+    }
+
     /// The qkv shape of the default model (Q5_0 q|k, Q8_0 v) and a three-part gate|up-like one
     /// whose first part crosses the prefill block of 256 rows.
     #[test]
@@ -141,13 +188,13 @@ mod tests {
                 let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
                 let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
                 let mut out = vec![f32::NAN; rows * n];
-                matmul_q(&x, &w, rows, n, k, Some(&res), &mut out);
+                matmul_q(&x, &w, rows, n, k, Some(&res), &mut out, DotPath::F32);
                 for p in &parts {
                     // The same part alone, as its own one-part matrix (row0 = 0): same bits.
                     let alone = [PartRef { row0: 0, ..*p }];
                     let wp = QMatrix { bytes: &bytes, parts: &alone, k };
                     let mut po = vec![f32::NAN; rows * p.rows];
-                    matmul_q(&x, &wp, rows, p.rows, k, None, &mut po);
+                    matmul_q(&x, &wp, rows, p.rows, k, None, &mut po, DotPath::F32);
                     let v = w.view(p);
                     let mut wr = vec![0.0f32; k];
                     for j in 0..p.rows {

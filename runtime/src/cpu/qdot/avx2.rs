@@ -10,30 +10,28 @@
 //!   sums of `x` per 16 elements (`sx16`) computed once per GEMV input. One FMA per 8 elements.
 use std::arch::x86_64::*;
 
-use super::{affine_at, has_min, sub16};
+use super::{has_min, offset, sub16};
 use crate::quant::{PartView, WeightFormat, GROUP, SUPER};
 
-const Q4_0: u8 = WeightFormat::Q4_0 as u8;
-const Q4_1: u8 = WeightFormat::Q4_1 as u8;
-const Q5_0: u8 = WeightFormat::Q5_0 as u8;
-const Q5_1: u8 = WeightFormat::Q5_1 as u8;
-const Q8_0: u8 = WeightFormat::Q8_0 as u8;
-const Q2_K: u8 = WeightFormat::Q2_K as u8;
-const Q3_K: u8 = WeightFormat::Q3_K as u8;
-const Q4_K: u8 = WeightFormat::Q4_K as u8;
-const Q5_K: u8 = WeightFormat::Q5_K as u8;
-const Q6_K: u8 = WeightFormat::Q6_K as u8;
+pub(super) const Q4_0: u8 = WeightFormat::Q4_0 as u8;
+pub(super) const Q4_1: u8 = WeightFormat::Q4_1 as u8;
+pub(super) const Q5_0: u8 = WeightFormat::Q5_0 as u8;
+pub(super) const Q5_1: u8 = WeightFormat::Q5_1 as u8;
+pub(super) const Q8_0: u8 = WeightFormat::Q8_0 as u8;
+pub(super) const Q2_K: u8 = WeightFormat::Q2_K as u8;
+pub(super) const Q3_K: u8 = WeightFormat::Q3_K as u8;
+pub(super) const Q4_K: u8 = WeightFormat::Q4_K as u8;
+pub(super) const Q5_K: u8 = WeightFormat::Q5_K as u8;
+pub(super) const Q6_K: u8 = WeightFormat::Q6_K as u8;
 
-/// Low nibbles of 16 bytes are elements 0..16, high nibbles 16..32.
+/// Low nibbles of 16 bytes are elements 0..16, high nibbles 16..32: the 16 bytes in both
+/// 128-bit lanes, the upper lane's shifted right by 4.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn nibbles(qs: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 16 `qs` bytes.
-    let q = unsafe { _mm_loadu_si128(qs as *const __m128i) };
-    let m = _mm_set1_epi8(0x0f);
-    let lo = _mm_and_si128(q, m);
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
-    _mm256_set_m128i(hi, lo)
+    let q = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(qs as *const __m128i) });
+    _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f))
 }
 
 /// 2-bit codes: byte `e % 8`, bits `2 * (e / 8)`. Broadcasting the 8 bytes puts `qs[e % 8]` in
@@ -48,19 +46,25 @@ unsafe fn twobit(qs: *const u8) -> __m256i {
     _mm256_and_si256(v, _mm256_set1_epi8(3))
 }
 
-/// 1 extra bit: byte `e % 4`, bit `e / 4`, returned as `bit_value` or 0 in byte `e`.
-/// Broadcasting the 4 bytes puts `qh[e % 4]` in byte `e`; a per-byte mask `1 << (e / 4)` tests it.
+/// `lo` with the 1 extra bit added: byte `e % 4`, bit `e / 4` of `qh` set adds `bit_value` to
+/// byte `e`. Broadcasting the 4 bytes puts `qh[e % 4]` in byte `e`; shifting dword `l` (bytes
+/// `4l..4l + 4`, whose bit is `l`) left by `7 - l` moves that bit to bit 7 of the same byte (bits
+/// from the byte below land lower), which selects the blend.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn onebit(qh: *const u8, bit_value: i8) -> __m256i {
+unsafe fn with_onebit(lo: __m256i, qh: *const u8, bit_value: i8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 4 `qh` bytes.
     let w = unsafe { (qh as *const i32).read_unaligned() };
-    let m = _mm256_setr_epi8(
-        1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64, 64, 64, -128, -128,
-        -128, -128,
-    );
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_set1_epi32(w), m), m);
-    _mm256_and_si256(set, _mm256_set1_epi8(bit_value))
+    let sel = _mm256_sllv_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+    let with = _mm256_or_si256(lo, _mm256_set1_epi8(bit_value));
+    let out: __m256i;
+    // SAFETY: one byte blend (AVX2, enabled): written out because LLVM otherwise expands the
+    // blend into a shift, a mask and an or.
+    unsafe {
+        std::arch::asm!("vpblendvb {o}, {a}, {b}, {m}", o = lateout(ymm_reg) out, a = in(ymm_reg) lo,
+            b = in(ymm_reg) with, m = in(ymm_reg) sel, options(pure, nomem, nostack, preserves_flags));
+    }
+    out
 }
 
 /// 2 extra bits (Q6_K): u32 word `e / 16`, byte `e % 4`, bits `2 * ((e / 4) % 4)`, returned
@@ -70,18 +74,30 @@ unsafe fn onebit(qh: *const u8, bit_value: i8) -> __m256i {
 #[inline]
 unsafe fn twobit_high(qh: *const u8) -> __m256i {
     // SAFETY: the caller passes a pointer to a group's 8 `qh` bytes.
-    let (w0, w1) = unsafe { ((qh as *const i32).read_unaligned(), (qh.add(4) as *const i32).read_unaligned()) };
-    let v = _mm256_setr_epi32(w0, w0, w0, w0, w1, w1, w1, w1);
+    let w = unsafe { (qh as *const i64).read_unaligned() };
+    // The 8 bytes in every qword, then word 0 repeated in the low lane and word 1 in the high
+    // one (an in-lane byte shuffle: cheaper than a cross-lane permute).
+    let idx = _mm256_setr_epi8(
+        0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7,
+    );
+    let b = _mm256_set1_epi64x(w);
+    let v: __m256i;
+    // SAFETY: one in-lane byte shuffle (AVX2, enabled): written out because LLVM otherwise turns
+    // broadcast + vpshufb into a costlier cross-lane permute.
+    unsafe {
+        std::arch::asm!("vpshufb {v}, {b}, {i}", v = lateout(ymm_reg) v, b = in(ymm_reg) b, i = in(ymm_reg) idx,
+            options(pure, nomem, nostack, preserves_flags));
+    }
     let s = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
     // Values are <= 3, so a 16-bit shift by 4 cannot carry into the next byte.
     _mm256_slli_epi16(_mm256_and_si256(s, _mm256_set1_epi8(3)), 4)
 }
 
-/// The 32 signed codes of group `gi` (the format's offset subtracted: see the module doc of
-/// [`crate::quant`] and [`crate::quant::reference::dequant_group`]).
+/// The 32 canonical codes of group `gi` as bytes: unsigned, the format's offset not subtracted
+/// (see the module doc of [`crate::quant`]); Q8_0's are its signed bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
+pub(super) unsafe fn ucodes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
     let p = v.format.planes();
     // SAFETY: `gi` is a group of the part (the caller checked the row), so each plane holds
     // `(gi + 1) * bytes_per_group` bytes.
@@ -89,16 +105,27 @@ unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
     // SAFETY: the plane pointers above point at this group's bytes of each plane.
     unsafe {
         match F {
-            Q4_0 => _mm256_sub_epi8(nibbles(qs), _mm256_set1_epi8(8)),
-            Q4_1 | Q4_K => nibbles(qs),
-            Q5_0 => _mm256_sub_epi8(_mm256_or_si256(nibbles(qs), onebit(qh, 0x10)), _mm256_set1_epi8(16)),
-            Q5_1 | Q5_K => _mm256_or_si256(nibbles(qs), onebit(qh, 0x10)),
+            Q4_0 | Q4_1 | Q4_K => nibbles(qs),
+            Q5_0 | Q5_1 | Q5_K => with_onebit(nibbles(qs), qh, 0x10),
             Q8_0 => _mm256_loadu_si256(qs as *const __m256i),
             Q2_K => twobit(qs),
-            Q3_K => _mm256_sub_epi8(_mm256_or_si256(twobit(qs), onebit(qh, 0x04)), _mm256_set1_epi8(4)),
-            Q6_K => _mm256_sub_epi8(_mm256_or_si256(nibbles(qs), twobit_high(qh)), _mm256_set1_epi8(32)),
+            Q3_K => with_onebit(twobit(qs), qh, 0x04),
+            Q6_K => _mm256_or_si256(nibbles(qs), twobit_high(qh)),
             _ => unreachable!("float formats have no codes"),
         }
+    }
+}
+
+/// The 32 signed codes of group `gi` (the format's offset subtracted: see
+/// [`crate::quant::reference::dequant_group`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn codes<const F: u8>(v: &PartView, gi: usize) -> __m256i {
+    // SAFETY: the caller's contract is ucodes' own.
+    let u = unsafe { ucodes::<F>(v, gi) };
+    match offset(v.format) {
+        0 => u,
+        off => _mm256_sub_epi8(u, _mm256_set1_epi8(off as i8)),
     }
 }
 
@@ -118,24 +145,20 @@ fn widen(c: __m256i) -> [__m256; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
 
-/// `a` and `b` (see [`affine_at`]) of the 16 halves of groups `g0..g0 + 8` of row `r`, computed
+/// `a` and `b` (see [`super::affine_at`]) of the 16 halves of groups `g0..g0 + 8` of row `r`, computed
 /// eight at a time from the scale planes (the same f32 operations as the reference, so the same
-/// bits). The caller guarantees the 8 groups exist (`g0 + 8 <= k / 32`); for k-quants `g0` is a
-/// multiple of 8 (one super-block).
+/// bits). `sc` points at the 8 groups' `sc` bytes (in the plane, or a copy); for k-quants `g0` is
+/// a multiple of 8 (one super-block), whose `sup` bytes the part holds.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, a: &mut [f32; 16], b: &mut [f32; 16]) {
+unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, sc: *const u8, a: &mut [f32; 16], b: &mut [f32; 16]) {
     let p = v.format.planes();
-    let gi0 = r * (v.k / GROUP) + g0;
-    // SAFETY: groups gi0..gi0 + 8 are in the part, so the sc plane holds their 8 * p.sc bytes
-    // and (k-quants) the sup plane their super-block's p.sup bytes.
-    let sc = unsafe { v.sc.as_ptr().add(gi0 * p.sc) };
     let sup = || {
         let si = r * (v.k / SUPER) + g0 / 8;
         // SAFETY: see above; reads the super-block's d and, where present, dmin.
@@ -213,22 +236,52 @@ unsafe fn affine8<const F: u8>(v: &PartView, r: usize, g0: usize, a: &mut [f32; 
     }
 }
 
-/// `a`/`b` of the groups `g0..g0 + n` (any n <= 8), vectorised for full blocks of 8, scalar
-/// ([`affine_at`]) for a row's last partial block (legacy formats whose k / 32 is not a multiple
-/// of 8). Unused entries are zero.
+/// `a`/`b` of the groups `g0..g0 + n` (any n <= 8; a partial block only at the end of a legacy
+/// format's row, whose k / 32 need not be a multiple of 8): the scale bytes of a partial block go
+/// from the plane when the part holds 8 groups from `g0`, else through a zeroed copy. Unused
+/// entries are zero; formats without a minimum leave `b` as it was (but for zeroed entries).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn affine<const F: u8>(v: &PartView, r: usize, g0: usize, n: usize, a: &mut [f32; 16], b: &mut [f32; 16]) {
-    if n == 8 {
-        // SAFETY: the caller guarantees g0 + 8 <= k / 32.
-        unsafe { affine8::<F>(v, r, g0, a, b) };
+pub(super) unsafe fn affine<const F: u8>(
+    v: &PartView,
+    r: usize,
+    g0: usize,
+    n: usize,
+    a: &mut [f32; 16],
+    b: &mut [f32; 16],
+) {
+    let per = v.format.planes().sc;
+    let gi0 = r * (v.k / GROUP) + g0;
+    if (gi0 + 8) * per <= v.sc.len() {
+        // SAFETY: the sc plane holds the 8 groups' bytes (those past the row's n groups belong
+        // to the next row: their entries are cleared below).
+        unsafe { affine8::<F>(v, r, g0, v.sc.as_ptr().add(gi0 * per), a, b) };
     } else {
-        *a = [0.0; 16];
-        *b = [0.0; 16];
-        for j in 0..n {
-            let (aa, bb) = affine_at(v, r, g0 + j, |x| f16c(x));
-            a[2 * j..2 * j + 2].copy_from_slice(&aa);
-            b[2 * j..2 * j + 2].copy_from_slice(&bb);
+        // The part's last groups (only legacy formats: k-quant rows are whole super-blocks, so
+        // there n = 8 and the bytes are in the plane): through a zeroed copy.
+        let mut copy = [0u8; 32];
+        let sc = &v.sc[gi0 * per..(gi0 + n) * per];
+        for (i, c) in copy.iter_mut().enumerate().take(8 * per) {
+            if i < sc.len() {
+                *c = sc[i];
+            }
+        }
+        // SAFETY: the copy holds 8 groups' sc bytes (at most 4 each).
+        unsafe { affine8::<F>(v, r, g0, copy.as_ptr(), a, b) };
+    }
+    if n < 8 {
+        // Entries 2n.. are zero (a lane mask: the same for any bits they held).
+        let lim = _mm256_set1_epi32(2 * n as i32);
+        for first in [0usize, 8] {
+            let iota = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(first as i32));
+            let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, iota));
+            for x in [&mut *a, &mut *b] {
+                // SAFETY: 8 floats at `first` (0 or 8) of 16.
+                unsafe {
+                    let p = x.as_mut_ptr().add(first);
+                    _mm256_storeu_ps(p, _mm256_and_ps(_mm256_loadu_ps(p), keep));
+                }
+            }
         }
     }
 }

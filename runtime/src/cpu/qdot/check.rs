@@ -4,7 +4,9 @@
 //! portable) are right on their CPU.
 use half::f16;
 
-use super::{affine_at, dequant_row, dot_portable, dot_row, sums16};
+use super::digits::{element_error_bound, Digits};
+use super::int::ucodes;
+use super::{affine_at, dequant_row, dot_int_portable, dot_portable, dot_row, dot_row_int, offset, sums16};
 use crate::quant::{part_layout, reference, PartView, WeightFormat, ALL_FORMATS, GROUP, SUPER};
 
 /// splitmix64: deterministic random bits without a dependency.
@@ -118,6 +120,35 @@ pub fn dot_error(got: f32, v: &PartView, r: usize, x: &[f32]) -> (f64, f64) {
     ((got as f64 - exact).abs(), tol)
 }
 
+/// `(|got - exact|, bound)` for the integer dot ([`super::int`]) of row `r` of quantized `v` with
+/// `x`: exact is the f64 dot of the reference row with `x` itself (not its digits).
+///
+/// Tolerance: the integer dot computes `a_h * sum_e q_e v~_e + (b_h - offset * a_h) * sum_e v_e`
+/// with unsigned codes `q` and the digits' value `v~` of each input; so it is [`dot_error`]'s
+/// rounding bound with `|a q_e| + |b - offset a|` as each element's magnitude, plus the digits'
+/// own error, `sum_e |a q_e| * e_e` with `e_e` the [`element_error_bound`] of its block.
+pub fn int_dot_error(got: f32, v: &PartView, r: usize, x: &[f32]) -> (f64, f64) {
+    let (w, _) = reference_row(v, r);
+    let exact: f64 = w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum();
+    let off = offset(v.format) as f64;
+    let (mut mag, mut digits) = (0.0f64, 0.0f64);
+    let mut q = [0i32; GROUP];
+    for g in 0..v.k / GROUP {
+        ucodes(v, r, g, &mut q);
+        let (a, b) = affine_at(v, r, g, soft_f16);
+        let block = &x[g * GROUP..(g + 1) * GROUP];
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (e, &xe) in block.iter().enumerate() {
+            let (a, b) = (a[e / 16] as f64, b[e / 16] as f64);
+            let aq = (a * q[e] as f64).abs();
+            mag += xe.abs() as f64 * (aq + (b - off * a).abs());
+            digits += aq * element_error_bound(amax, xe);
+        }
+    }
+    let tol = (v.k / 8 + 8) as f64 * f32::EPSILON as f64 / 2.0 * mag + digits + f32::MIN_POSITIVE as f64;
+    ((got as f64 - exact).abs(), tol)
+}
+
 /// One format's result: the worst `err / bound` over its rows and row lengths (at most 1 passes)
 /// and whether the fast dequantisation matched the reference bit for bit.
 pub struct FormatCheck {
@@ -135,8 +166,9 @@ impl FormatCheck {
 }
 
 /// Every format at [`ks`]'s row lengths, on random canonical bytes from `seed`: [`dot_row`] (the
-/// path this CPU takes) and [`dot_portable`] against [`dot_error`]'s bound, [`dequant_row`]
-/// against the reference bit for bit.
+/// path this CPU takes) and [`dot_portable`] against [`dot_error`]'s bound, for quantized formats
+/// also [`dot_row_int`] and [`dot_int_portable`] (the decode path) against [`int_dot_error`]'s,
+/// [`dequant_row`] against the reference bit for bit.
 pub fn check_every_format(seed: u64) -> Vec<FormatCheck> {
     let mut rng = Rng(seed);
     ALL_FORMATS
@@ -149,11 +181,19 @@ pub fn check_every_format(seed: u64) -> Vec<FormatCheck> {
                     let Some(v) = PartView::new(f, rows, k, &bytes) else { continue };
                     let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
                     let sx = sums16(&x);
+                    let digits = (!f.is_float()).then(|| Digits::quantize(&x));
                     for r in 0..rows {
                         for got in [dot_row(&v, r, &x, &sx), dot_portable(&v, r, &x)] {
                             let (err, tol) = dot_error(got, &v, r, &x);
                             c.worst = c.worst.max(err / tol);
                             c.dots += 1;
+                        }
+                        if let Some(d) = &digits {
+                            for got in [dot_row_int(&v, r, d), dot_int_portable(&v, r, d)] {
+                                let (err, tol) = int_dot_error(got, &v, r, &x);
+                                c.worst = c.worst.max(err / tol);
+                                c.dots += 1;
+                            }
                         }
                         let (mut want, mut got) = (vec![0.0; k], vec![f32::NAN; k]);
                         reference::dequant_row(&v, r, &mut want);

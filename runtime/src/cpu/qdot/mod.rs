@@ -9,10 +9,19 @@
 //! [`crate::quant::reference::dequant_row`], and the dot can factor the scales out of the sums.
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_int;
 #[cfg(feature = "harness")]
 pub mod check;
+pub mod digits;
+pub mod int;
+#[cfg(test)]
+mod int_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use digits::Digits;
+pub use int::{decode_path, dot_int_portable, dot_row_int, dot_rows_int, DotPath};
 
 use std::sync::OnceLock;
 
@@ -45,6 +54,19 @@ pub(crate) fn has_min(f: WeightFormat) -> bool {
 #[inline(always)]
 pub(crate) fn sub16(f: WeightFormat) -> bool {
     matches!(f, WeightFormat::Q2_K | WeightFormat::Q3_K | WeightFormat::Q6_K)
+}
+
+/// What the format subtracts from its canonical unsigned code (the zero point): element value
+/// `a[h] * (q - offset) + b[h]`. Q8_0's codes are signed already.
+#[inline(always)]
+pub(crate) fn offset(f: WeightFormat) -> i32 {
+    match f {
+        WeightFormat::Q4_0 => 8,
+        WeightFormat::Q5_0 => 16,
+        WeightFormat::Q3_K => 4,
+        WeightFormat::Q6_K => 32,
+        _ => 0,
+    }
 }
 
 #[inline(always)]

@@ -44,22 +44,30 @@ fn fast_dot_and_dequant_match_the_reference_for_every_format() {
     }
 }
 
+/// One row of 6 groups of legacy format `f`, random but for its f16 scales (and minimums): group
+/// `g` has the `g`-th of +-65504, the smallest subnormals and +-0.
+pub(crate) fn extreme_scale_row(f: WeightFormat, rng: &mut Rng) -> Vec<u8> {
+    let k = 32 * 6;
+    let scales: [u16; 6] = [0x7bff, 0xfbff, 0x0001, 0x83ff, 0x0000, 0x8000];
+    let mut bytes = random_part(f, 1, k, rng);
+    let l = part_layout(f, 1, k).unwrap();
+    let per = f.planes().sc;
+    for (g, s) in scales.iter().enumerate() {
+        for h in 0..per / 2 {
+            let at = l.sc as usize + g * per + 2 * h;
+            bytes[at..at + 2].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+    bytes
+}
+
 /// Every f16 scale extreme in one place: each group of a Q8_0 row gets one of them.
 #[test]
 fn extreme_scales_are_exact_in_dequant_and_bounded_in_dot() {
     let k = 32 * 6;
-    let scales: [u16; 6] = [0x7bff, 0xfbff, 0x0001, 0x83ff, 0x0000, 0x8000];
     for f in [WeightFormat::Q8_0, WeightFormat::Q4_1, WeightFormat::Q5_0] {
         let mut rng = Rng(7);
-        let mut bytes = random_part(f, 1, k, &mut rng);
-        let l = part_layout(f, 1, k).unwrap();
-        let per = f.planes().sc;
-        for (g, s) in scales.iter().enumerate() {
-            for h in 0..per / 2 {
-                let at = l.sc as usize + g * per + 2 * h;
-                bytes[at..at + 2].copy_from_slice(&s.to_le_bytes());
-            }
-        }
+        let bytes = extreme_scale_row(f, &mut rng);
         let v = PartView::new(f, 1, k, &bytes).unwrap();
         let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
         check_dot(dot_row(&v, 0, &x, &sums16(&x)), &v, 0, &x, "extremes");

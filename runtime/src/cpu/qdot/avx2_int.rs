@@ -1,0 +1,241 @@
+//! AVX2 twins of [`super::int`]'s integer dot and [`super::digits`]' quantisation. Callers must
+//! have detected the features (see [`super::has_avx2`]).
+//!
+//! A group's codes meet the block's digits in one of two routes:
+//! - 8-bit (Q5_*, Q2_K, Q3_K, Q6_K): the 32 unsigned codes as bytes ([`ucodes`]);
+//!   `_mm256_maddubs_epi16` with each digit vector (u8 x s8 pairs, at most 2 * 63 * 127 = 16,002:
+//!   no saturation), then `_mm256_madd_epi16` by 254 (d0) or 1 (d1, d2). Lane `l` of the result
+//!   holds elements `4l..4l + 4`, so lanes 0-3 are the group's first 16 elements, 4-7 the rest.
+//! - 16-bit (Q4_0, Q4_1, Q4_K, Q8_0): the codes as two vectors of 16 i16 (elements 0..16 and
+//!   16..32), `_mm256_madd_epi16` against `254 d0 + d1` and against `d2` (Q8_0's code -128 is just
+//!   an i16 here: no sign trick). Lanes mix the halves, so only formats with one scale per group.
+//!
+//! Either way `t01 = 254 C0 + C1` and `t2 = C2` per lane are exact (|t01| <= 4 * 128 * 32,385 <
+//! 2^24, so their f32 conversions are exact too), and `254 t01 + t2` is formed with one rounding.
+use std::arch::x86_64::*;
+
+use super::avx2::{affine, hsum, ucodes, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+use super::digits::{Digits, BASE, BLOCK_BYTES, PAD16};
+use super::{has_min, offset, sub16};
+use crate::quant::{PartView, WeightFormat, GROUP};
+
+/// `254 t01 + t2` in f32, one rounding.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn combine(t01: __m256i, t2: __m256i) -> __m256 {
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(t01), _mm256_set1_ps(BASE), _mm256_cvtepi32_ps(t2))
+}
+
+/// The 8-bit route: `q` the group's 32 unsigned codes, `d` its block's three digit vectors.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn group8(q: __m256i, d: &[__m256i; 3]) -> __m256 {
+    let p0 = _mm256_maddubs_epi16(q, d[0]);
+    let p1 = _mm256_maddubs_epi16(q, d[1]);
+    let p2 = _mm256_maddubs_epi16(q, d[2]);
+    let ones = _mm256_set1_epi16(1);
+    let t01 = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_set1_epi16(254)), _mm256_madd_epi16(p1, ones));
+    combine(t01, _mm256_madd_epi16(p2, ones))
+}
+
+/// The 16-bit route: `q` the codes of elements 0..16 and 16..32; `x` the block's `254 d0 + d1`
+/// and `d2`, each as elements 0..16 and 16..32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn group16(q: [__m256i; 2], x: &[__m256i; 4]) -> __m256 {
+    let t01 = _mm256_add_epi32(_mm256_madd_epi16(q[0], x[0]), _mm256_madd_epi16(q[1], x[1]));
+    let t2 = _mm256_add_epi32(_mm256_madd_epi16(q[0], x[2]), _mm256_madd_epi16(q[1], x[3]));
+    combine(t01, t2)
+}
+
+/// Whether format `F` takes the 16-bit route.
+const fn wide<const F: u8>() -> bool {
+    matches!(F, Q4_0 | Q4_1 | Q4_K | Q8_0)
+}
+
+/// The 16-bit route's codes of group `gi`: elements 0..16 and 16..32 as i16.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn codes16<const F: u8>(v: &PartView, gi: usize) -> [__m256i; 2] {
+    let qs = v.format.planes().qs;
+    // SAFETY: `gi` is a group of the part, so the qs plane holds its `qs` bytes (16 or 32).
+    unsafe {
+        let p = v.qs.as_ptr().add(gi * qs);
+        let lo = _mm_loadu_si128(p as *const __m128i);
+        if F == Q8_0 {
+            [_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i))]
+        } else {
+            // Byte e % 16 in lane e: its low nibble is element e, its high nibble element 16 + e.
+            let b = _mm256_cvtepu8_epi16(lo);
+            [_mm256_and_si256(b, _mm256_set1_epi16(0x0f)), _mm256_srli_epi16(b, 4)]
+        }
+    }
+}
+
+/// Row `r` of a quantized part against the digits of `x`. The caller checked the row and
+/// `x.k() == v.k`. Per chunk of up to [`CHUNK`] groups: the scales (`a * s / 254^2` per half)
+/// and the zero-point or minimum term first, then the groups. (Two rows at a time, sharing each
+/// block's digit loads, measured no faster: the kernel is bound by its vector operations, and
+/// slower at k = 4864.)
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
+    let fmt = v.format;
+    let groups = v.k / GROUP;
+    let qs_bytes = fmt.planes().qs;
+    let (halves16, zero_or_min) = (sub16(fmt), has_min(fmt) || offset(fmt) != 0);
+    let off = _mm256_set1_ps(offset(fmt) as f32);
+    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut scale = [0.0f32; 2 * CHUNK];
+    // Formats with a scale per 16: each group's [a0 x4 | a1 x4] vector, expanded per chunk.
+    let mut scale8 = [_mm256_setzero_ps(); CHUNK];
+    let (d8, x01, x2) = (x.d8.as_ptr(), x.x01.as_ptr(), x.x2.as_ptr());
+    for c0 in (0..groups).step_by(CHUNK) {
+        let nc = CHUNK.min(groups - c0);
+        for g0 in (c0..c0 + nc).step_by(8) {
+            let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+            let h0 = 2 * (g0 - c0);
+            // SAFETY: g0 + min(8, ..) <= groups and the row is in the part (the caller's
+            // check). The per-16 arrays hold 2 * groups + PAD16 entries, so 2 * g0 + 16 is in
+            // bounds (g0 < groups), and h0 + 16 <= 2 * CHUNK.
+            unsafe {
+                affine::<F>(v, r, g0, 8.min(c0 + nc - g0), &mut a, &mut b);
+                for hh in [0, 8] {
+                    let av = _mm256_loadu_ps(a.as_ptr().add(hh));
+                    if zero_or_min {
+                        // b - offset * a (offset * a is exact: the offsets are powers of two).
+                        let m = _mm256_fnmadd_ps(off, av, _mm256_loadu_ps(b.as_ptr().add(hh)));
+                        accm = _mm256_fmadd_ps(m, _mm256_loadu_ps(x.sx16.as_ptr().add(2 * g0 + hh)), accm);
+                    }
+                    let s = _mm256_loadu_ps(x.s16.as_ptr().add(2 * g0 + hh));
+                    let sc = _mm256_mul_ps(av, s);
+                    if halves16 {
+                        // Halves 2j, 2j + 1 of the 8 here are group g0 - c0 + hh / 2 + j's.
+                        for j in 0..4 {
+                            let (e, o) = (2 * j, 2 * j + 1);
+                            let idx = _mm256_setr_epi32(e, e, e, e, o, o, o, o);
+                            scale8[(h0 + hh) / 2 + j as usize] = _mm256_permutevar8x32_ps(sc, idx);
+                        }
+                    } else {
+                        _mm256_storeu_ps(scale.as_mut_ptr().add(h0 + hh), sc);
+                    }
+                }
+            }
+        }
+        for j in 0..nc {
+            let (g, gi) = (c0 + j, r * groups + c0 + j);
+            // The codes plane PREFETCH bytes ahead (a hint: any address is allowed).
+            _mm_prefetch::<_MM_HINT_T0>(v.qs.as_ptr().wrapping_add(gi * qs_bytes + PREFETCH) as *const i8);
+            // SAFETY: the group is in the part (the caller's check); the digit arrays hold
+            // k = 32 * groups elements, so block g's are in bounds.
+            let f = unsafe {
+                if wide::<F>() {
+                    let ld = |p: *const i16| _mm256_loadu_si256(p as *const __m256i);
+                    let (a, b) = (x01.add(GROUP * g), x2.add(GROUP * g));
+                    group16(codes16::<F>(v, gi), &[ld(a), ld(a.add(16)), ld(b), ld(b.add(16))])
+                } else {
+                    let p = d8.add(BLOCK_BYTES * g);
+                    let ld = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
+                    group8(ucodes::<F>(v, gi), &[ld(0), ld(GROUP), ld(2 * GROUP)])
+                }
+            };
+            let sc = if halves16 { scale8[j] } else { _mm256_set1_ps(scale[2 * j]) };
+            acc = _mm256_fmadd_ps(f, sc, acc);
+        }
+    }
+    hsum(_mm256_add_ps(acc, accm))
+}
+
+// dot_row reads the 16 halves of a block of 8 groups from any group on.
+const _: () = assert!(PAD16 >= 16);
+
+/// How far ahead in the codes plane the group loop prefetches: the largest plane, streamed by
+/// two threads, ran 5-10 % faster with it (hardware prefetch alone left part of the latency).
+const PREFETCH: usize = 4096;
+
+/// Groups per chunk of [`dot_row`]: the chunk's scales sit in a stack array.
+const CHUNK: usize = 32;
+
+/// Rows `r0..r0 + out.len()` of one format.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_format<const F: u8>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        // SAFETY: rows r0.. are in the part (the caller's check on out.len()).
+        *o = unsafe { dot_row::<F>(v, r0 + i, x) };
+    }
+}
+
+/// Rows `r0..r0 + out.len()` of quantized part `v` against the digits `x`. The caller checked
+/// that those rows exist, `x.k() == v.k` and that the format is quantized.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+    // SAFETY (every arm): the caller's checks are what the body assumes.
+    unsafe {
+        match v.format {
+            WeightFormat::Q4_0 => dot_format::<Q4_0>(v, r0, x, out),
+            WeightFormat::Q4_1 => dot_format::<Q4_1>(v, r0, x, out),
+            WeightFormat::Q5_0 => dot_format::<Q5_0>(v, r0, x, out),
+            WeightFormat::Q5_1 => dot_format::<Q5_1>(v, r0, x, out),
+            WeightFormat::Q8_0 => dot_format::<Q8_0>(v, r0, x, out),
+            WeightFormat::Q2_K => dot_format::<Q2_K>(v, r0, x, out),
+            WeightFormat::Q3_K => dot_format::<Q3_K>(v, r0, x, out),
+            WeightFormat::Q4_K => dot_format::<Q4_K>(v, r0, x, out),
+            WeightFormat::Q5_K => dot_format::<Q5_K>(v, r0, x, out),
+            WeightFormat::Q6_K => dot_format::<Q6_K>(v, r0, x, out),
+            WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => unreachable!("float formats have no codes"),
+        }
+    }
+}
+
+/// Four vectors of 8 integer-valued floats (elements 0..32) as 32 bytes in element order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pack_i8(d: [__m256; 4]) -> __m256i {
+    let i = d.map(|x| _mm256_cvtps_epi32(x));
+    // packs work per 128-bit lane: dwords come out as e0-3 e8-11 e16-19 e24-27 | e4-7 e12-15 ...
+    let p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// [`super::digits::quantize_block`] for every block of `x` (whole blocks of 32; `d8` and `s`
+/// sized for them), the same f32 operations on 8 lanes: bit-identical digits and `s`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row(x: &[f32], d8: &mut [i8], s: &mut [f32]) {
+    let sign = _mm256_set1_ps(-0.0);
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    for ((xb, db), sb) in x.chunks_exact(GROUP).zip(d8.chunks_exact_mut(BLOCK_BYTES)).zip(s.iter_mut()) {
+        // SAFETY: xb holds 32 floats (4 loads of 8), db 96 bytes (3 stores of 32).
+        unsafe {
+            let xp = xb.as_ptr();
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xp.add(8 * i)));
+            let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+            // Not finite: |v| >= inf, or unordered (NaN).
+            let bad = abs.iter().fold(0, |m, &a| m | _mm256_movemask_ps(_mm256_cmp_ps(a, inf, _CMP_NLT_UQ)));
+            let mx = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+            let dp = db.as_mut_ptr();
+            let inv = 127.0f32 / amax;
+            if bad != 0 || amax == 0.0 || inv.is_infinite() {
+                db.fill(0);
+                *sb = if bad != 0 { f32::NAN } else { 0.0 };
+                continue;
+            }
+            let inv = _mm256_set1_ps(inv);
+            *sb = amax / 127.0f32;
+            let base = _mm256_set1_ps(BASE);
+            let u = v.map(|v| _mm256_mul_ps(v, inv));
+            let d0 = u.map(|u| _mm256_round_ps::<RN>(u));
+            let r1: [__m256; 4] = std::array::from_fn(|i| _mm256_mul_ps(_mm256_sub_ps(u[i], d0[i]), base));
+            let d1 = r1.map(|r| _mm256_round_ps::<RN>(r));
+            let d2: [__m256; 4] =
+                std::array::from_fn(|i| _mm256_round_ps::<RN>(_mm256_mul_ps(_mm256_sub_ps(r1[i], d1[i]), base)));
+            for (j, d) in [d0, d1, d2].into_iter().enumerate() {
+                _mm256_storeu_si256(dp.add(GROUP * j) as *mut __m256i, pack_i8(d));
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The decode GEMV's dot on integer products: a quantized weight row against a [`Digits`] row.
+//!
+//! For a group of 32 with canonical unsigned codes `q` (Q8_0: its signed codes) and the block's
+//! digits, `C_j = sum_i q_i * d_j,i` is computed exactly in integers, and
+//! `sum_i q_i v_i ~= s * (C0 + C1 / 254 + C2 / 254^2)`. The format's arithmetic then applies per
+//! group (per 16 elements for Q2_K, Q3_K, Q6_K) in f32, as in [`affine_at`]: the element is
+//! `a * (q - offset) + b`, so the group's dot is `a * s * (C0 + ...) + (b - offset * a) * sum v`
+//! with `sum v` the f32 sum of the 16 inputs (the zero point and the minimum terms).
+//!
+//! The AVX2 path (`avx2_int.rs`) forms `C` with `_mm256_maddubs_epi16` (codes u8 x digits s8:
+//! pairs at most 2 * 63 * 127 = 16,002, no saturation) and `_mm256_madd_epi16`, or for Q4_0,
+//! Q4_1, Q4_K and Q8_0 with `_mm256_madd_epi16` on 16-bit codes against `254 d0 + d1` and `d2`
+//! (Q8_0's -128 code needs no sign trick there); per 8-lane part of a group it combines
+//! `254^2 C0 + 254 C1 + C2` (every partial exact below 2^24) in f32 once. [`dot_int_portable`] is
+//! its scalar twin, literally the formula above.
+use half::f16;
+
+use super::digits::Digits;
+use super::{affine_at, offset};
+use crate::quant::reference::{qh1, qh2, qs2, qs4};
+use crate::quant::{PartView, WeightFormat, GROUP};
+
+/// Which dot a one-row (decode) matmul of quantized weights uses on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotPath {
+    /// [`dot_row_int`] against the input's [`Digits`] (the default: see `benches/NOTES.md`).
+    Int8x3,
+    /// [`super::dot_row`] against the f32 input (the dequantisation's own arithmetic).
+    F32,
+}
+
+/// The decode path: `QWEN_AOT_CPU_DOT=f32` selects [`DotPath::F32`] (for comparison), anything
+/// else [`DotPath::Int8x3`]. Read once.
+pub fn decode_path() -> DotPath {
+    static PATH: std::sync::OnceLock<DotPath> = std::sync::OnceLock::new();
+    *PATH.get_or_init(|| match std::env::var("QWEN_AOT_CPU_DOT").as_deref() {
+        Ok("f32") => DotPath::F32,
+        _ => DotPath::Int8x3,
+    })
+}
+
+/// The canonical unsigned codes of group `g` of row `r` (Q8_0: signed), offset not subtracted.
+pub fn ucodes(v: &PartView, r: usize, g: usize, q: &mut [i32; GROUP]) {
+    let p = v.format.planes();
+    let gi = r * (v.k / GROUP) + g;
+    let (qs, qh) = (&v.qs[gi * p.qs..(gi + 1) * p.qs], &v.qh[gi * p.qh..(gi + 1) * p.qh]);
+    for (e, q) in q.iter_mut().enumerate() {
+        *q = match v.format {
+            WeightFormat::Q4_0 | WeightFormat::Q4_1 | WeightFormat::Q4_K => qs4(qs, e) as i32,
+            WeightFormat::Q5_0 | WeightFormat::Q5_1 | WeightFormat::Q5_K => (qs4(qs, e) | qh1(qh, e) << 4) as i32,
+            WeightFormat::Q8_0 => qs[e] as i8 as i32,
+            WeightFormat::Q2_K => qs2(qs, e) as i32,
+            WeightFormat::Q3_K => (qs2(qs, e) | qh1(qh, e) << 2) as i32,
+            WeightFormat::Q6_K => (qs4(qs, e) | qh2(qh, e) << 4) as i32,
+            WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => unreachable!("float formats have no codes"),
+        };
+    }
+}
+
+/// `sum_e w[r, e] * x[e]` for row `r` of a quantized part, `x` given as its digits.
+pub fn dot_row_int(v: &PartView, r: usize, x: &Digits) -> f32 {
+    let mut out = [0.0f32];
+    dot_rows_int(v, r, x, &mut out);
+    out[0]
+}
+
+/// [`dot_row_int`] for rows `r0..r0 + out.len()` into `out` (the AVX2 path shares each block's
+/// digits between rows).
+pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+    assert!(
+        r0 + out.len() <= v.rows && x.k() == v.k && !v.format.is_float(),
+        "dot_rows_int: rows {r0}+{} of {}, digits of {} for k {}, format {}",
+        out.len(),
+        v.rows,
+        x.k(),
+        v.k,
+        v.format.name()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU features were detected; the assert above is the callee's contract.
+        return unsafe { super::avx2_int::dot(v, r0, x, out) };
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot_int_portable(v, r0 + i, x);
+    }
+}
+
+/// The scalar twin of the integer dot: per half group, exact `C0, C1, C2`, then the module doc's
+/// f32 formula.
+pub fn dot_int_portable(v: &PartView, r: usize, x: &Digits) -> f32 {
+    assert!(r < v.rows && x.k() == v.k && !v.format.is_float(), "dot_int_portable: shapes");
+    let off = offset(v.format) as f32;
+    let mut q = [0i32; GROUP];
+    let (mut acc, mut accm) = (0.0f32, 0.0f32);
+    for g in 0..v.k / GROUP {
+        ucodes(v, r, g, &mut q);
+        let (a, b) = affine_at(v, r, g, |bits| f16::from_bits(bits).to_f32());
+        let (s, d) = x.block(g);
+        for h in 0..2 {
+            let c = |j: usize| (16 * h..16 * h + 16).map(|e| q[e] * d[GROUP * j + e] as i32).sum::<i32>();
+            let sq = s * (c(0) as f32 + c(1) as f32 / 254.0 + c(2) as f32 / (254.0 * 254.0));
+            acc += a[h] * sq;
+            accm += (b[h] - off * a[h]) * x.sum16(2 * g + h);
+        }
+    }
+    acc + accm
+}

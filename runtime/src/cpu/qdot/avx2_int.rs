@@ -123,8 +123,17 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
                 }
             }
         }
+        // 8-bit route: each group's codes unpacked one iteration ahead (software pipelining: the
+        // kernel is bound by how many groups' dependency chains the out-of-order window holds;
+        // +5-8 % measured). The 16-bit route measured no faster so.
+        // SAFETY (both ucodes calls): groups c0.. and gi + 1 < c0 + nc are in the part.
+        let mut qn = if wide::<F>() { _mm256_setzero_si256() } else { unsafe { ucodes::<F>(v, r * groups + c0) } };
         for j in 0..nc {
             let (g, gi) = (c0 + j, r * groups + c0 + j);
+            let q = qn;
+            if !wide::<F>() && j + 1 < nc {
+                qn = unsafe { ucodes::<F>(v, gi + 1) };
+            }
             // The codes plane PREFETCH bytes ahead (a hint: any address is allowed).
             _mm_prefetch::<_MM_HINT_T0>(v.qs.as_ptr().wrapping_add(gi * qs_bytes + PREFETCH) as *const i8);
             // SAFETY: the group is in the part (the caller's check); the digit arrays hold
@@ -137,7 +146,7 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
                 } else {
                     let p = d8.add(BLOCK_BYTES * g);
                     let ld = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
-                    group8(ucodes::<F>(v, gi), &[ld(0), ld(GROUP), ld(2 * GROUP)])
+                    group8(q, &[ld(0), ld(GROUP), ld(2 * GROUP)])
                 }
             };
             let sc = if halves16 { scale8[j] } else { _mm256_set1_ps(scale[2 * j]) };

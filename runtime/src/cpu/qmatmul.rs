@@ -2,6 +2,8 @@
 //! each in its own format, read in place from `weights.bin` (never widened at load).
 //! One row (decode) is a parallel GEMV of [`qdot::dot_row`] per output; several rows (prefill)
 //! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::kernels;
@@ -78,10 +80,7 @@ pub fn matmul_q(
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
     if rows == 1 {
         let x = &x[..k];
-        let sx16 = qdot::sums16(x);
-        // The input as digits once for every quantized part's rows (see qdot::int).
         let quantized = w.parts.iter().any(|p| !p.format.is_float());
-        let digits = (quantized && path == DotPath::Int8x3).then(|| qdot::Digits::quantize(x));
         // Chunks of 16 rows of every part in one parallel loop (a part of a concatenated weight
         // can be as small as 128 rows): enough to balance two to a few dozen cores.
         let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
@@ -92,10 +91,31 @@ pub fn matmul_q(
             rest = tail;
             chunks.extend(o.chunks_mut(16).enumerate().map(|(c, o)| (v, 16 * c, o)));
         }
-        chunks.into_par_iter().for_each(|(v, r0, o)| match &digits {
-            Some(d) if !v.format.is_float() => qdot::dot_rows_int(v, r0, d, o),
-            _ => o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &sx16)),
-        });
+        if quantized && path == DotPath::Int8x3 {
+            // The input as digits once for every quantized part's rows (see qdot::int), in this
+            // thread's reused buffers (a fresh set if a stolen job on this thread holds them).
+            thread_local! {
+                static DIGITS: RefCell<qdot::Digits> = RefCell::default();
+            }
+            let run = |d: &mut qdot::Digits| {
+                d.fill(x);
+                let d = &*d;
+                chunks.into_par_iter().for_each(|(v, r0, o)| match v.format.is_float() {
+                    // Float formats' dot ignores the sums of x.
+                    true => o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &[])),
+                    false => qdot::dot_rows_int(v, r0, d, o),
+                });
+            };
+            DIGITS.with(|c| match c.try_borrow_mut() {
+                Ok(mut d) => run(&mut d),
+                Err(_) => run(&mut qdot::Digits::default()),
+            });
+        } else {
+            let sx16 = qdot::sums16(x);
+            chunks.into_par_iter().for_each(|(v, r0, o)| {
+                o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &sx16))
+            });
+        }
     } else {
         // Blocks of weight rows: dequantise (in parallel), then one SGEMM into the block's
         // columns of `out` (row stride n). 256 rows x k <= 4864: 5 MB, cache-friendly enough.

@@ -209,18 +209,35 @@ fn pack_i8(d: [__m256; 4]) -> __m256i {
     _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// [`super::digits::quantize_block`] for every block of `x` (whole blocks of 32; `d8` and `s`
-/// sized for them), the same f32 operations on 8 lanes: bit-identical digits and `s`.
+/// Eight integer-valued floats in each of `a`, `b` (elements 0..8, 8..16) as 16 i16 in order.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantize_row(x: &[f32], d8: &mut [i8], s: &mut [f32]) {
+#[inline]
+fn pack_i16(a: __m256, b: __m256) -> __m256i {
+    // packs works per 128-bit lane: qwords come out as a0-3 b0-3 | a4-7 b4-7.
+    _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b)), 0b11_01_10_00)
+}
+
+/// [`Digits::fill`] in one pass over `x` (whole blocks of 32; `d`'s buffers sized for it): per
+/// block [`super::digits::quantize_block`]'s f32 operations on 8 lanes (bit-identical digits and
+/// `s`), `254 d0 + d1` and `d2` as i16, `s / 254^2` and the sums of `x` per 16 (in another order
+/// than the scalar sums).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row(x: &[f32], d: &mut Digits) {
     let sign = _mm256_set1_ps(-0.0);
     let inf = _mm256_set1_ps(f32::INFINITY);
+    let base = _mm256_set1_ps(BASE);
     const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    for ((xb, db), sb) in x.chunks_exact(GROUP).zip(d8.chunks_exact_mut(BLOCK_BYTES)).zip(s.iter_mut()) {
-        // SAFETY: xb holds 32 floats (4 loads of 8), db 96 bytes (3 stores of 32).
+    let (d8, x01, x2) =
+        (d.d8.chunks_exact_mut(BLOCK_BYTES), d.x01.chunks_exact_mut(GROUP), d.x2.chunks_exact_mut(GROUP));
+    let blocks = x.chunks_exact(GROUP).zip(d8.zip(x01.zip(x2))).zip(d.s.iter_mut().zip(d.s16.chunks_exact_mut(2)));
+    for (b, ((xb, (db, (x01b, x2b))), (sb, s16b))) in blocks.enumerate() {
+        // SAFETY: xb holds 32 floats (4 loads of 8), db 96 bytes (3 stores of 32), x01b and x2b
+        // 32 i16 each (2 stores of 16).
         unsafe {
             let xp = xb.as_ptr();
             let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xp.add(8 * i)));
+            d.sx16[2 * b] = hsum(_mm256_add_ps(v[0], v[1]));
+            d.sx16[2 * b + 1] = hsum(_mm256_add_ps(v[2], v[3]));
             let abs = v.map(|v| _mm256_andnot_ps(sign, v));
             // Not finite: |v| >= inf, or unordered (NaN).
             let bad = abs.iter().fold(0, |m, &a| m | _mm256_movemask_ps(_mm256_cmp_ps(a, inf, _CMP_NLT_UQ)));
@@ -228,24 +245,33 @@ pub unsafe fn quantize_row(x: &[f32], d8: &mut [i8], s: &mut [f32]) {
             let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
             let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
-            let dp = db.as_mut_ptr();
             let inv = 127.0f32 / amax;
             if bad != 0 || amax == 0.0 || inv.is_infinite() {
                 db.fill(0);
+                x01b.fill(0);
+                x2b.fill(0);
                 *sb = if bad != 0 { f32::NAN } else { 0.0 };
+                s16b.fill(*sb / (BASE * BASE));
                 continue;
             }
             let inv = _mm256_set1_ps(inv);
             *sb = amax / 127.0f32;
-            let base = _mm256_set1_ps(BASE);
+            s16b.fill(*sb / (BASE * BASE));
             let u = v.map(|v| _mm256_mul_ps(v, inv));
             let d0 = u.map(|u| _mm256_round_ps::<RN>(u));
             let r1: [__m256; 4] = std::array::from_fn(|i| _mm256_mul_ps(_mm256_sub_ps(u[i], d0[i]), base));
             let d1 = r1.map(|r| _mm256_round_ps::<RN>(r));
             let d2: [__m256; 4] =
                 std::array::from_fn(|i| _mm256_round_ps::<RN>(_mm256_mul_ps(_mm256_sub_ps(r1[i], d1[i]), base)));
+            let dp = db.as_mut_ptr();
             for (j, d) in [d0, d1, d2].into_iter().enumerate() {
                 _mm256_storeu_si256(dp.add(GROUP * j) as *mut __m256i, pack_i8(d));
+            }
+            // 254 d0 + d1 is exact in f32 (at most 32,385 in magnitude).
+            let w: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(_mm256_mul_ps(d0[i], base), d1[i]));
+            for (dst, src) in [(x01b.as_mut_ptr(), w), (x2b.as_mut_ptr(), d2)] {
+                _mm256_storeu_si256(dst as *mut __m256i, pack_i16(src[0], src[1]));
+                _mm256_storeu_si256(dst.add(16) as *mut __m256i, pack_i16(src[2], src[3]));
             }
         }
     }

@@ -87,8 +87,8 @@ pub struct Digits {
     /// Per 16 elements: its block's `s / 254^2` (the factor of `254^2 C0 + 254 C1 + C2`), then
     /// [`PAD16`] zeros.
     pub(super) s16: Vec<f32>,
-    /// Per 16 elements: the f32 sum of `v` (what a zero point or minimum multiplies), then
-    /// [`PAD16`] zeros.
+    /// Per 16 elements: the f32 sum of `v` (what a zero point or minimum multiplies; the AVX2
+    /// path adds in another order than the scalar one), then [`PAD16`] zeros.
     pub(super) sx16: Vec<f32>,
 }
 
@@ -102,40 +102,48 @@ impl Digits {
 
     /// Refills `self` with the digits of `x`, reusing its buffers.
     pub fn fill(&mut self, x: &[f32]) {
+        self.fill_on(x, super::has_avx2());
+    }
+
+    /// [`Digits::fill`] on the AVX2 path (`fast`, which the caller has detected) or the portable one.
+    pub(super) fn fill_on(&mut self, x: &[f32], fast: bool) {
         let k = x.len();
         assert!(k.is_multiple_of(GROUP), "Digits: a row of {k} is not whole blocks of {GROUP}");
         let nb = k / GROUP;
         self.k = k;
         self.d8.resize(nb * BLOCK_BYTES, 0);
+        self.x01.resize(k, 0);
+        self.x2.resize(k, 0);
         self.s.resize(nb, 0.0);
+        for v in [&mut self.s16, &mut self.sx16] {
+            v.clear();
+            v.resize(2 * nb + PAD16, 0.0);
+        }
         #[cfg(target_arch = "x86_64")]
-        if super::has_avx2() {
-            // SAFETY: the CPU features were detected; the buffers were sized above.
-            unsafe { super::avx2_int::quantize_row(x, &mut self.d8, &mut self.s) };
-        } else {
-            self.quantize_portable(x);
+        if fast {
+            // SAFETY: the caller detected the CPU features; the buffers were sized above.
+            return unsafe { super::avx2_int::quantize_row(x, self) };
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        let _ = fast;
         self.quantize_portable(x);
-        self.x01.clear();
-        self.x2.clear();
-        for b in self.d8.chunks_exact(BLOCK_BYTES) {
-            let (d0, d1, d2) = (&b[..GROUP], &b[GROUP..2 * GROUP], &b[2 * GROUP..]);
-            self.x01.extend(d0.iter().zip(d1).map(|(&a, &c)| 254 * a as i16 + c as i16));
-            self.x2.extend(d2.iter().map(|&c| c as i16));
-        }
-        self.s16.clear();
-        self.s16.extend(self.s.iter().flat_map(|&s| [s / (BASE * BASE); 2]));
-        self.s16.extend([0.0; PAD16]);
-        self.sx16 = sums16(x);
-        self.sx16.extend([0.0; PAD16]);
     }
 
-    /// The scalar definition over the row (what a CPU without AVX2 runs).
+    /// The scalar definition over the row (what a CPU without AVX2 runs), and what the kernels
+    /// read besides the digits.
     fn quantize_portable(&mut self, x: &[f32]) {
         for ((v, d), s) in x.chunks_exact(GROUP).zip(self.d8.chunks_exact_mut(BLOCK_BYTES)).zip(&mut self.s) {
             *s = quantize_block(v, d);
         }
+        for (b, d) in self.d8.chunks_exact(BLOCK_BYTES).enumerate() {
+            let (d0, d1, d2) = (&d[..GROUP], &d[GROUP..2 * GROUP], &d[2 * GROUP..]);
+            for e in 0..GROUP {
+                self.x01[GROUP * b + e] = 254 * d0[e] as i16 + d1[e] as i16;
+                self.x2[GROUP * b + e] = d2[e] as i16;
+            }
+            self.s16[2 * b..2 * b + 2].fill(self.s[b] / (BASE * BASE));
+        }
+        let sums = sums16(x);
+        self.sx16[..sums.len()].copy_from_slice(&sums);
     }
 
     /// Elements of the row.

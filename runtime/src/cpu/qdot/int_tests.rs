@@ -95,10 +95,30 @@ fn fast_digits_equal_the_definition_and_reconstruct_within_the_bound() {
     for k in [32, 896, 4864] {
         let x = nasty_row(k, &mut rng);
         let got = Digits::quantize(&x);
+        let mut portable = Digits::default();
+        portable.fill_on(&x, false);
         for (b, v) in x.chunks_exact(32).enumerate() {
             let (s, d) = digits_of(v);
-            let (gs, gd) = got.block(b);
-            assert_eq!((gs.to_bits(), gd), (s.to_bits(), &d[..]), "k={k} block {b}");
+            for (path, got) in [("fast", &got), ("portable", &portable)] {
+                let (gs, gd) = got.block(b);
+                assert_eq!((gs.to_bits(), gd), (s.to_bits(), &d[..]), "{path}: k={k} block {b}");
+                // The 16-bit operands and the per-16 scale, from the digits.
+                for e in 0..32 {
+                    let i = 32 * b + e;
+                    assert_eq!(got.x01[i], 254 * d[e] as i16 + d[32 + e] as i16, "{path}: k={k} element {i}");
+                    assert_eq!(got.x2[i], d[64 + e] as i16, "{path}: k={k} element {i}");
+                }
+                let s16 = s / (254.0 * 254.0);
+                assert!(got.s16[2 * b..2 * b + 2].iter().all(|v| v.to_bits() == s16.to_bits()));
+                // The sums per 16 (the AVX2 path adds in another order).
+                for h in 0..2 {
+                    let half = &v[16 * h..16 * h + 16];
+                    let exact: f64 = half.iter().map(|&v| v as f64).sum();
+                    let mag: f64 = half.iter().map(|&v| v.abs() as f64).sum();
+                    let err = (got.sum16(2 * b + h) as f64 - exact).abs();
+                    assert!(err <= 16.0 * f32::EPSILON as f64 * mag, "{path}: k={k} half {}", 2 * b + h);
+                }
+            }
             let amax = v.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (i, &x) in v.iter().enumerate() {
                 assert!(d[i] != -128 && d[32 + i] != -128 && d[64 + i] != -128);
@@ -106,9 +126,18 @@ fn fast_digits_equal_the_definition_and_reconstruct_within_the_bound() {
                 let err = (back - x as f64).abs();
                 assert!(err <= element_error_bound(amax, x), "k={k} block {b} element {i}: {x} -> {back}");
             }
-            assert_eq!(got.sum16(2 * b), v[..16].iter().sum::<f32>());
         }
     }
+}
+
+/// Refilling with a shorter row leaves the padding the kernels read past the row zero.
+#[test]
+fn refilled_digits_keep_zero_padding() {
+    let mut d = Digits::quantize(&vec![1.5f32; 4864]);
+    d.fill(&[2.0f32; 64]);
+    assert_eq!(d.k(), 64);
+    assert!(d.s16[4..].iter().chain(&d.sx16[4..]).all(|&v| v == 0.0));
+    assert_eq!(d.s16.len(), 4 + 16);
 }
 
 #[test]

@@ -10,9 +10,10 @@
 //! The AVX2 path (`avx2_int.rs`) forms `C` with `_mm256_maddubs_epi16` (codes u8 x digits s8:
 //! pairs at most 2 * 63 * 127 = 16,002, no saturation) and `_mm256_madd_epi16`, or for Q4_0,
 //! Q4_1, Q4_K and Q8_0 with `_mm256_madd_epi16` on 16-bit codes against `254 d0 + d1` and `d2`
-//! (Q8_0's -128 code needs no sign trick there); per 8-lane part of a group it combines
-//! `254^2 C0 + 254 C1 + C2` (every partial exact below 2^24) in f32 once. [`dot_int_portable`] is
-//! its scalar twin, literally the formula above.
+//! (Q8_0's -128 code needs no sign trick there); per 8-lane part of a group it has `254 C0 + C1`
+//! and `C2` exactly (below 2^24), scales both by the group's `a s / 254^2` into two f32
+//! accumulators and returns `254 acc01 + acc2`. [`dot_int_portable`] is its scalar twin,
+//! literally the formula above.
 use half::f16;
 
 use super::digits::Digits;

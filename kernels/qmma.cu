@@ -61,84 +61,91 @@ QA_DEVICE float rint_byte(float v, uint32_t& byte) {
 }
 
 // The block's x row r (times norm_w when set) as digits (xd: 96 bytes per group, digit-major, in
-// digit_pos order) and per-group sums (xg). Four lanes share a group, eight elements each, so a
-// warp prepares eight groups at once with two-shuffle reductions. Every thread calls it
-// (barriers). Returns the inverse RMS (1 without a norm).
+// digit_pos order) and per-group sums (xg). Eight lanes share a group, four elements (one word of
+// each digit plane) each, so that one round of the block covers 32 groups (k = 1024) with short
+// per-lane chains; the rows' x loads of up to PREP_CHUNK rounds are issued together (one L2 round
+// trip for them, not one per round). Every thread calls it (one barrier). Returns the inverse RMS
+// (1 without a norm).
+constexpr int PREP_LANES = 8, PREP_GROUPS = GEMV_WARPS * 32 / PREP_LANES, PREP_CHUNK = 4;
+
 QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
                               uint8_t* xd, XGroup* xg, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int G = k >> 5, part = lane & 3;  // this lane's elements: 8 part .. 8 part + 7
+    const int G = k >> 5, part = threadIdx.x & (PREP_LANES - 1), slot = threadIdx.x / PREP_LANES;
     const bool norm = norm_w != nullptr;
     const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
     const float4* nw = reinterpret_cast<const float4*>(norm_w);
-    // Elements 8 part + (0..3) and + (4..7) land in these words of a digit plane (digit_pos).
-    const int word0 = (part & 1) * 4 + (part >> 1), word1 = word0 + 2;
+    // Elements 4 part .. 4 part + 3 are word `word` of a digit plane (digit_pos).
+    const int word = part < 4 ? 2 * part : 2 * (part - 4) + 1;
     float ss = 0.0f;
-    for (int base = 8 * warp; base < G; base += 8 * GEMV_WARPS) {  // warp-uniform: shuffles below
-        const int g = base + (lane >> 2);
-        const bool ok = g < G;
-        float v[8];
-        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
-        if (ok) {
-            a = __ldg(xr + 8 * g + 2 * part);
-            b = __ldg(xr + 8 * g + 2 * part + 1);
-        }
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-        if (norm && ok) {
-            const float4 na = __ldg(nw + 8 * g + 2 * part), nb = __ldg(nw + 8 * g + 2 * part + 1);
-            const float w[8] = {na.x, na.y, na.z, na.w, nb.x, nb.y, nb.z, nb.w};
+    for (int base = 0; base < G; base += PREP_CHUNK * PREP_GROUPS) {  // block-uniform
+        float4 v[PREP_CHUNK];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                ss = fmaf(v[i], v[i], ss);
-                v[i] = v[i] * w[i];
+        for (int c = 0; c < PREP_CHUNK; ++c) {
+            const int g = base + c * PREP_GROUPS + slot;
+            v[c] = g < G ? __ldg(xr + 8 * g + part) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        if (norm) {
+#pragma unroll
+            for (int c = 0; c < PREP_CHUNK; ++c) {
+                const int g = base + c * PREP_GROUPS + slot;
+                if (g < G) {
+                    const float4 w = __ldg(nw + 8 * g + part);
+                    ss = fmaf(v[c].x, v[c].x, fmaf(v[c].y, v[c].y, fmaf(v[c].z, v[c].z, fmaf(v[c].w, v[c].w, ss))));
+                    v[c] = make_float4(v[c].x * w.x, v[c].y * w.y, v[c].z * w.z, v[c].w * w.w);
+                }
             }
         }
-        float amax = 0.0f, sum = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            amax = fmaxf(amax, fabsf(v[i]));
-            sum += v[i];
-        }
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        const float sum0 = sum + __shfl_xor_sync(0xffffffffu, sum, 1);  // lanes 0, 1: elements 0..15
-        const float total = sum0 + __shfl_xor_sync(0xffffffffu, sum0, 2);
-        if (!ok) continue;
-        float s = 0.0f, inv = 0.0f;
-        if (amax > 0.0f) {
-            s = amax / 127.0f;
-            inv = 127.0f / amax;
-        }
-        uint32_t dw[3][2] = {{0u, 0u}, {0u, 0u}, {0u, 0u}};
+        for (int c = 0; c < PREP_CHUNK; ++c) {
+            if (base + c * PREP_GROUPS >= G) break;  // block-uniform: the shuffles below
+            const int g = base + c * PREP_GROUPS + slot;
+            const float e[4] = {v[c].x, v[c].y, v[c].z, v[c].w};
+            float amax = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
+            float half = (e[0] + e[1]) + (e[2] + e[3]);
+            half += __shfl_xor_sync(0xffffffffu, half, 1);
+            half += __shfl_xor_sync(0xffffffffu, half, 2);  // parts 0-3: elements 0..15; 4-7: 16..31
+            const float total = half + __shfl_xor_sync(0xffffffffu, half, 4);
+            if (g >= G) continue;
+            float s = 0.0f, inv = 0.0f;
+            if (amax > 0.0f) {
+                s = amax / 127.0f;
+                inv = 127.0f / amax;
+            }
+            uint32_t dw[3] = {0u, 0u, 0u};
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            uint32_t b0, b1, b2;
-            const float u = __fmul_rn(v[i], inv);
-            const float d0 = rint_byte(u, b0);
-            const float r1 = __fmul_rn(__fsub_rn(u, d0), 254.0f);
-            const float d1 = rint_byte(r1, b1);
-            rint_byte(__fmul_rn(__fsub_rn(r1, d1), 254.0f), b2);
-            const int sh = 8 * (i & 3);
-            dw[0][i >> 2] |= b0 << sh;
-            dw[1][i >> 2] |= b1 << sh;
-            dw[2][i >> 2] |= b2 << sh;
-        }
-        uint32_t* planes = reinterpret_cast<uint32_t*>(xd + 96 * g);  // QMMA_GROUP_SMEM: 96 + XGroup
+            for (int i = 0; i < 4; ++i) {
+                uint32_t b0, b1, b2;
+                const float u = __fmul_rn(e[i], inv);
+                const float d0 = rint_byte(u, b0);
+                const float r1 = __fmul_rn(__fsub_rn(u, d0), 254.0f);
+                const float d1 = rint_byte(r1, b1);
+                rint_byte(__fmul_rn(__fsub_rn(r1, d1), 254.0f), b2);
+                dw[0] |= b0 << (8 * i);
+                dw[1] |= b1 << (8 * i);
+                dw[2] |= b2 << (8 * i);
+            }
+            uint32_t* planes = reinterpret_cast<uint32_t*>(xd + 96 * g);  // QMMA_GROUP_SMEM: 96 + XGroup
 #pragma unroll
-        for (int d = 0; d < 3; ++d) {
-            planes[8 * d + word0] = dw[d][0];
-            planes[8 * d + word1] = dw[d][1];
+            for (int d = 0; d < 3; ++d) planes[8 * d + word] = dw[d];
+            if (part == 0) xg[g] = XGroup{s, total, half, 0.0f};
         }
-        if (part == 0) xg[g] = XGroup{s, total, sum0, 0.0f};
     }
     if (!norm) {
         __syncthreads();
         return 1.0f;
     }
-    ss = block_sum(ss, scratch);  // synchronises: xd and xg are complete
-    return 1.0f / sqrtf(ss / (float)k + eps);
+    // The sum of squares over the block, with one barrier (scratch is not reused afterwards).
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
+    __syncthreads();  // also: xd and xg are complete
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < GEMV_WARPS; ++w) total += scratch[w];
+    return 1.0f / sqrtf(total / (float)k + eps);
 }
-
 // One group of one tile row, as lane tq holds it: its code words and the group's scale planes.
 struct MRaw {
     uint32_t w0, w1;  // qs: word tq (Q8_0: words tq and 4 + tq)
@@ -327,6 +334,7 @@ struct StageLayout {
     static_assert(SUP0 + MMA_TILE * 4 <= STAGE_BYTES, "a step fits a stage");
 };
 
+
 // Copies step g0 (groups g0..g0+3) of the lane's tile row (rp, local row lr) into the stage.
 template <int F>
 QA_DEVICE void issue_step(uint8_t* stage, const RowPlanes& rp, int g0, int lr, int S, int gq, int tq) {
@@ -464,7 +472,9 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     const int step_groups = STEP_GROUPS * wpt, g_sub = STEP_GROUPS * sub;
 
     // Weights are constants: the first steps stream in while the previous kernel finishes. `in`
-    // runs STAGES - 1 steps ahead of `at`.
+    // runs STAGES - 1 steps ahead of `at`. (Filling all STAGES slots before the PDL wait, and
+    // stages sized per format so that Q5_0 keeps 8 steps in flight, was slower: 624 against
+    // 604 us per step, experiments/LOG.md, eleventh session.)
     Cursor in{first_tile, 0, true, 0, RowPlanes{}};
     cursor_enter<EPI, FA, FB>(in, P, ntiles, n, o.head_dim, G, S, gq);
     Cursor at = in;

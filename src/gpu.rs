@@ -6,7 +6,7 @@ use qwen_aot_runtime::compiled::CompiledModel;
 use qwen_aot_runtime::cuda::{CudaDevice, CudaExecutor};
 use qwen_aot_runtime::executor::Executor;
 
-use crate::kernels::{IMAGE, KERNELS_AVAILABLE};
+use crate::kernels::{image, KERNELS_AVAILABLE};
 
 fn require_kernels() -> Result<()> {
     if !KERNELS_AVAILABLE {
@@ -18,7 +18,7 @@ fn require_kernels() -> Result<()> {
 /// The GPU with this binary's kernels loaded.
 pub fn open_device() -> Result<CudaDevice> {
     require_kernels()?;
-    CudaDevice::new(IMAGE).context("opening the GPU")
+    CudaDevice::new(image()?).context("opening the GPU")
 }
 
 /// Whether the GPU is usable: kernels in this binary, a driver and a device that opens. Cheap
@@ -29,5 +29,5 @@ pub fn probe() -> Result<()> {
 
 pub fn cuda_executor(model: &CompiledModel, max_seq: usize, _quiet: bool) -> Result<Box<dyn Executor>> {
     require_kernels()?;
-    Ok(Box::new(CudaExecutor::new(model, IMAGE, max_seq)?))
+    Ok(Box::new(CudaExecutor::new(model, image()?, max_seq)?))
 }

@@ -6,6 +6,24 @@
 //! unavailable).
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
+/// The kernel image to load: [`IMAGE`], or the fatbin named by `QWEN_AOT_FATBIN` (a developer
+/// knob: A/B experiments on kernel variants built with other nvcc flags, without relinking the
+/// binary; the variant must define every kernel of the runtime's table). Read once per process.
+pub fn image() -> anyhow::Result<&'static [u8]> {
+    static OVERRIDE: std::sync::OnceLock<Result<Option<&'static [u8]>, String>> = std::sync::OnceLock::new();
+    let loaded = OVERRIDE.get_or_init(|| match std::env::var_os("QWEN_AOT_FATBIN") {
+        None => Ok(None),
+        Some(path) => std::fs::read(&path)
+            .map(|bytes| Some(&*Box::leak(bytes.into_boxed_slice())))
+            .map_err(|e| format!("QWEN_AOT_FATBIN={}: {e}", path.to_string_lossy())),
+    });
+    match loaded {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Ok(IMAGE),
+        Err(why) => anyhow::bail!("{why}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

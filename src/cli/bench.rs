@@ -25,7 +25,7 @@ use qwen_aot_runtime::plan::{GemvEpilogue, Plan, Step};
 use serde::Serialize;
 
 use qwen_aot::backend::BackendChoice;
-use qwen_aot::kernels::{IMAGE, KERNELS_AVAILABLE};
+use qwen_aot::kernels::{image, KERNELS_AVAILABLE};
 use qwen_aot::model;
 
 #[derive(Serialize)]
@@ -166,7 +166,7 @@ pub fn run(
     let depth = 2048;
     let n_decode = 128;
     let max_seq = depth + n_decode + 1;
-    let mut exec = CudaExecutor::new(&compiled, IMAGE, max_seq).context("loading the model on the GPU")?;
+    let mut exec = CudaExecutor::new(&compiled, image()?, max_seq).context("loading the model on the GPU")?;
     let vocab = compiled.plan.hparams.vocab as u64;
     let mut rng = Rng::new(3);
     let prompt: Vec<u32> = (0..depth).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();

@@ -22,7 +22,7 @@ use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use qwen_aot::backend::BackendChoice;
-use qwen_aot::kernels::IMAGE;
+use qwen_aot::kernels::image;
 use qwen_aot::model;
 
 /// One prompt's comparison over all its rows (prefill rows, then decode steps).
@@ -177,7 +177,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     };
     let decode_steps = 8;
     let mut cpu = CpuExecutor::new(&compiled, 1024)?;
-    let mut gpu = CudaExecutor::new(&compiled, IMAGE, 1024)?;
+    let mut gpu = CudaExecutor::new(&compiled, image()?, 1024)?;
     // Tolerances: both sides read the same weights (quantized ones dequantised to the same f32
     // values on both) and accumulate in f32; they differ in summation order and in the GPU's f16
     // intermediates (prefill GEMM inputs, KV cache), which over 24 layers moves logits (magnitude

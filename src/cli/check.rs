@@ -22,7 +22,7 @@ use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use qwen_aot::backend::BackendChoice;
-use qwen_aot::kernels::IMAGE;
+use qwen_aot::kernels::{IMAGE, TEST_IMAGE};
 use qwen_aot::model;
 
 /// One prompt's comparison over all its rows (prefill rows, then decode steps).
@@ -125,7 +125,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
         dev.sm_count()
     );
     if !model_only {
-        let rows = check_kernels(&dev, seed, &CheckShape::default_set())?;
+        let rows = check_kernels(&dev, TEST_IMAGE, seed, &CheckShape::default_set())?;
         println!("kernels vs CPU twins (seed {seed})\n{}", format_rows(&rows));
         failed += rows.iter().filter(|r| !r.pass).count();
     }

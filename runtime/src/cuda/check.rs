@@ -19,6 +19,7 @@ use super::executor::inv_freq_table;
 use super::launch::{
     self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS,
 };
+use super::test_kernels::TestKernels;
 use crate::cpu::kernels as cpu;
 use crate::error::RuntimeError;
 
@@ -186,6 +187,8 @@ fn compare(gpu: &[f32], cpu: &[f32]) -> (f32, f32) {
 
 struct Harness<'a> {
     dev: &'a CudaDevice,
+    /// The test image (kernels only these checks launch), loaded on `dev`.
+    tests: TestKernels,
     state: DevBuf,
     argmax: DevBuf,
     rows: Vec<CheckRow>,
@@ -280,11 +283,18 @@ impl<'a> Harness<'a> {
     }
 }
 
-/// Runs every kernel at every shape; returns one row per comparison. Errors only for CUDA
-/// failures (a wrong result is a failing row, not an error).
-pub fn check_kernels(dev: &CudaDevice, seed: u64, shapes: &[CheckShape]) -> Result<Vec<CheckRow>, RuntimeError> {
+/// Runs every kernel at every shape; returns one row per comparison. `test_image` is the test
+/// kernels' image (`qwen_aot::kernels::TEST_IMAGE`), loaded next to the device's. Errors only for
+/// CUDA failures (a wrong result is a failing row, not an error).
+pub fn check_kernels(
+    dev: &CudaDevice,
+    test_image: &[u8],
+    seed: u64,
+    shapes: &[CheckShape],
+) -> Result<Vec<CheckRow>, RuntimeError> {
     let mut h = Harness {
         dev,
+        tests: TestKernels::load(dev, test_image)?,
         state: dev.alloc(16, "check state")?,
         argmax: dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?,
         rows: Vec::new(),

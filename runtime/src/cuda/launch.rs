@@ -349,7 +349,7 @@ pub(crate) enum GemvOut {
 }
 
 /// Buffers of a bias + RoPE + KV write (the bias_rope_kv_write kernel, or the GEMV epilogue):
-/// bias f32 [(H+2Hkv)*d]; inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]
+/// bias f32 [(H+2Hkv)*d], or 0 (null: no bias, 0.0 is added); inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]
 /// with pos + rows <= max_seq.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RopeArgs {

@@ -45,7 +45,9 @@ template <int EPI>
 QA_DEVICE void epi_load_consts(const GemvOut& o, const int* state, int r, int j0, int j1, EpiIn& in) {
     if (EPI == EPI_ROPE) {
         const int d = o.head_dim, head = j0 / d;
-        // A uniform branch on a kernel argument, taken once per unit: nothing on the product's path.
+        // No bias (null): 0.0f. A uniform branch on a kernel argument, once per unit and before the
+        // PDL wait, off the product's path (ptxas: the tensor-core RoPE GEMVs keep their registers
+        // and no spills; six qgemv.cu fallbacks at the 128-register cap spill 4 more bytes).
         in.b0 = o.bias != nullptr ? o.bias[j0] : 0.0f;
         in.b1 = o.bias != nullptr ? o.bias[j1] : 0.0f;
         in.sn = 0.0f;

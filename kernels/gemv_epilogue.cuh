@@ -14,7 +14,7 @@ enum GemvEpilogue { EPI_STORE = 0, EPI_SWIGLU = 1, EPI_ROPE = 2 };
 struct GemvOut {
     float* out;             // STORE [rows, n]; SWIGLU [rows, n/2]; ROPE: q_out [rows, H*d]
     const float* residual;  // STORE: [rows, n] or null
-    const float* bias;      // ROPE: [n]
+    const float* bias;      // ROPE: [n], or null (no bias: 0.0f is added, like an all-zero bias)
     const float* inv_freq;  // ROPE: [d/2]
     __half* k_cache;        // ROPE: [max_seq, Hkv, d]
     __half* v_cache;        // ROPE: [max_seq, Hkv, d]
@@ -45,8 +45,11 @@ template <int EPI>
 QA_DEVICE void epi_load_consts(const GemvOut& o, const int* state, int r, int j0, int j1, EpiIn& in) {
     if (EPI == EPI_ROPE) {
         const int d = o.head_dim, head = j0 / d;
-        in.b0 = o.bias[j0];
-        in.b1 = o.bias[j1];
+        // No bias (null): 0.0f. A uniform branch on a kernel argument, once per unit and before the
+        // PDL wait, off the product's path (ptxas: the tensor-core RoPE GEMVs keep their registers
+        // and no spills; six qgemv.cu fallbacks at the 128-register cap spill 4 more bytes).
+        in.b0 = o.bias != nullptr ? o.bias[j0] : 0.0f;
+        in.b1 = o.bias != nullptr ? o.bias[j1] : 0.0f;
         in.sn = 0.0f;
         in.cs = 1.0f;
         if (head < o.n_heads + o.n_kv_heads) rope_sincos(state_pos(state) + r, j0 - head * d, o.inv_freq, &in.sn, &in.cs);

@@ -18,7 +18,7 @@
 //    pairs:   the SwiGLU and RoPE epilogues need two outputs of y at once (gate i with up i; the
 //             rotation pair i, i + d/2 of a head), so one warp group computes a "unit" of two rows
 //             of W together (two independent load streams); the plain store has units of one row.
-//    dtypes:  x f32 [rows, k]; W f16 [n, k]; out, residual f32; norm_w, bias f32; f32 accumulation.
+//    dtypes:  x f32 [rows, k]; W f16 [n, k]; out, residual f32; norm_w, bias f32 (bias null: none, gemv_epilogue.cuh); f32 accumulation.
 //    launch:  block 256 = 8 warps; `warps_per_row` (1, 2, 4 or 8, host-chosen) warps share one
 //             unit, so a block computes 8 / warps_per_row units; grid (ceil(units /
 //             units_per_block), rows_launched). The host picks warps_per_row so that there are at

@@ -1,11 +1,13 @@
 // Fused bias + RoPE (NeoX) + KV-cache write on packed QKV rows.
 //
 //   row t (position p = pos + t): x = qkv[t] + bias, with qkv[t] = [q (H*d) | k (Hkv*d) | v (Hkv*d)]
+//   (bias null -- a model without q/k/v biases: 0.0f is added, as the CPU twin does, so the result
+//   is an all-zero bias's bit for bit)
 //   for every q and k head and i < d/2: angle = p * inv_freq[i];
 //     (x[i], x[i+d/2]) <- (x[i]*cos - x[i+d/2]*sin, x[i+d/2]*cos + x[i]*sin)
 //   q_out[t] = rotated q (f32); K cache[p] = rotated k (f16); V cache[p] = biased v (f16).
 //
-// dtypes:  qkv f32 [rows, (H + 2*Hkv) * d]; bias f32 [(H + 2*Hkv) * d]; inv_freq f32 [d/2];
+// dtypes:  qkv f32 [rows, (H + 2*Hkv) * d]; bias f32 [(H + 2*Hkv) * d] or null; inv_freq f32 [d/2];
 //          q_out f32 [rows, H*d]; k_cache, v_cache f16 [max_seq, Hkv, d] (this layer's slices).
 // launch:  grid (rows), block 128; threads stride over (head, i) rotation pairs, then over the
 //          Hkv*d values of v. A row is ~4.6 KB at 0.5B: latency-bound, one block per row suffices.
@@ -21,7 +23,7 @@
 
 extern "C" __global__ void bias_rope_kv_write(const int* __restrict__ state,
                                               const float* __restrict__ qkv,       // [rows, (H+2Hkv)*d]
-                                              const float* __restrict__ bias,      // [(H+2Hkv)*d]
+                                              const float* __restrict__ bias,      // [(H+2Hkv)*d] or null
                                               const float* __restrict__ inv_freq,  // [d/2]
                                               float* __restrict__ q_out,           // [rows, H*d]
                                               __half* __restrict__ k_cache,        // [max_seq, Hkv, d]
@@ -40,11 +42,12 @@ extern "C" __global__ void bias_rope_kv_write(const int* __restrict__ state,
     for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
         const int head = idx / half, i = idx - head * half;
         const int e0 = head * d + i, e1 = e0 + half;
-        rope_store_pair(x[e0] + bias[e0], x[e1] + bias[e1], head, i, p, inv_freq, q_row, k_row, n_heads, d);
+        const float b0 = bias != nullptr ? bias[e0] : 0.0f, b1 = bias != nullptr ? bias[e1] : 0.0f;
+        rope_store_pair(x[e0] + b0, x[e1] + b1, head, i, p, inv_freq, q_row, k_row, n_heads, d);
     }
     __half* v = v_cache + (size_t)p * kl;
     for (int idx = threadIdx.x; idx < kl; idx += blockDim.x) {
         const int e = ql + kl + idx;
-        v[idx] = __float2half_rn(x[e] + bias[e]);
+        v[idx] = __float2half_rn(x[e] + (bias != nullptr ? bias[e] : 0.0f));
     }
 }

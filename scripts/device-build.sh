@@ -9,6 +9,7 @@
 #   .device/bin/ring_chain     experiments/ring_chain.cu (the same chain as one persistent kernel)
 #   .device/bin/mega_chain     experiments/mega_chain.cu (a persistent decode-layer chain with real GEMVs)
 #   .device/kernels.fatbin     the embedded kernel image (for the runtime test binary)
+#   .device/test_kernels.fatbin  the test kernels' image (kernels/test/*.cu; the same test binary)
 # Usage: scripts/device-build.sh   (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,5 +46,6 @@ for prog in stream_chain ring_chain mega_chain; do
 done
 fatbin="$(ls -t "$target"/release/build/qwen-aot-*/out/kernels.fatbin | head -n1)"
 install -m 644 "$fatbin" .device/kernels.fatbin
+install -m 644 "$(dirname "$fatbin")/test_kernels.fatbin" .device/test_kernels.fatbin
 strip .device/bin/* 2>/dev/null || true
-du -sh .device/bin/* .device/kernels.fatbin
+du -sh .device/bin/* .device/kernels.fatbin .device/test_kernels.fatbin

@@ -11,7 +11,7 @@
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
 use qwen_aot_compiler::gguf::GgmlType;
 use qwen_aot_compiler::source::{MemorySource, TensorSource};
-use qwen_aot_compiler::synthetic::{default_model_mix, q4_k_m_1_5b_mix, random_model_mix, FormatMix};
+use qwen_aot_compiler::synthetic::{default_model_mix, q4_k_m_1_5b_mix, random_model_mix, remove_qkv_bias, FormatMix};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::LogitsWanted;
@@ -95,9 +95,12 @@ fn reference_forward(src: &MemorySource, hp: &HyperParams, tokens: &[u32]) -> Ve
         let mut q = linear(&x, &tensor(src, &p("attn_q.weight")), hdim);
         let mut k = linear(&x, &tensor(src, &p("attn_k.weight")), hdim);
         let mut v = linear(&x, &tensor(src, &p("attn_v.weight")), hdim);
-        add_bias(&mut q, &tensor(src, &p("attn_q.bias")));
-        add_bias(&mut k, &tensor(src, &p("attn_k.bias")));
-        add_bias(&mut v, &tensor(src, &p("attn_v.bias")));
+        // Biases where the model has them (a Llama-style model has none).
+        for (x, b) in [(&mut q, "attn_q.bias"), (&mut k, "attn_k.bias"), (&mut v, "attn_v.bias")] {
+            if src.dims(&p(b)).is_some() {
+                add_bias(x, &tensor(src, &p(b)));
+            }
+        }
         rope(&mut q, nh, d, hp.rope_theta);
         rope(&mut k, nkv, d, hp.rope_theta);
         let mut att = vec![0.0; t * nh * d];
@@ -144,7 +147,10 @@ fn check_model_mix(
     seed: u64,
     mix: &FormatMix,
 ) {
-    let src = random_model_mix(&hp, tied, seed, mix);
+    check_source(random_model_mix(&hp, tied, seed, mix), hp, prefill_chunk, n_prompt, n_decode, seed);
+}
+
+fn check_source(src: MemorySource, hp: HyperParams, prefill_chunk: usize, n_prompt: usize, n_decode: usize, seed: u64) {
     let mut compiled =
         build(&hp, &src, "synthetic", &CompileOptions { prefill_tokens: prefill_chunk, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -224,4 +230,13 @@ fn every_other_format() {
         output: GgmlType::Q2_K,
     };
     check_model_mix(hp(1, 4, 2, 64, 512, 61), false, 8, 5, 2, 8, &mix);
+}
+
+#[test]
+fn without_qkv_bias() {
+    // Llama-style attention: no q/k/v biases at all (the description's biases are optional).
+    let hp = hp(2, 4, 2, 64, 512, 97);
+    let mut src = random_model_mix(&hp, false, 9, &default_model_mix());
+    remove_qkv_bias(&mut src);
+    check_source(src, hp, 4, 7, 3, 9);
 }

@@ -97,7 +97,7 @@ pub fn emit_program(
             },
             Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => Step::BiasRopeKvWrite {
                 qkv: packed("bias_rope_kv_write")?,
-                rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
+                rope: rope_kv_write(weights, bias.as_ref(), *layer, *heads, *kv_heads, *head_dim, *theta)?,
                 q_out: out(n, 0)?,
             },
             Op::Attention { layer, heads, kv_heads, head_dim, scale } => Step::Attention {
@@ -135,7 +135,7 @@ pub fn emit_program(
                     GemvEpi::SwiGlu { ffn } => GemvEpilogue::SwiGlu { ffn: *ffn, out: out(n, 0)? },
                     GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => {
                         GemvEpilogue::BiasRopeKvWrite {
-                            rope: rope_kv_write(weights, bias, *layer, *heads, *kv_heads, *head_dim, *theta)?,
+                            rope: rope_kv_write(weights, bias.as_ref(), *layer, *heads, *kv_heads, *head_dim, *theta)?,
                             q_out: out(n, 0)?,
                         }
                     }
@@ -167,7 +167,7 @@ pub fn emit_program(
 /// The plan's bias + RoPE + KV write attributes (a step, or a GEMV epilogue) from the graph's.
 fn rope_kv_write(
     weights: &WeightTable,
-    bias: &WeightRef,
+    bias: Option<&WeightRef>,
     layer: usize,
     heads: usize,
     kv_heads: usize,
@@ -175,7 +175,7 @@ fn rope_kv_write(
     theta: f32,
 ) -> Result<RopeKvWrite, CompileError> {
     Ok(RopeKvWrite {
-        bias: weights.id(bias)?,
+        bias: bias.map(|b| weights.id(b)).transpose()?,
         layer,
         n_heads: heads,
         n_kv_heads: kv_heads,

@@ -17,10 +17,15 @@ pub enum CompileError {
     #[error("model is missing tensor `{0}` required by the architecture description")]
     MissingTensor(String),
     #[error(
-        "model has no bias tensor `{0}`: the plan's fused bias+RoPE+KV write needs the q, k and v \
-         biases the architecture description names (models without them are not supported yet)"
+        "model has no bias tensor `{0}`, which the architecture description requires (a bias the \
+         description marks optional, `name?`, may be absent)"
     )]
     MissingBias(String),
+    #[error(
+        "layer {layer}: {missing} has no bias while {present} do: the fused bias+RoPE+KV write \
+         adds one packed q|k|v bias, so a layer's q, k and v biases must all be present or all absent"
+    )]
+    PartialBias { layer: usize, missing: String, present: String },
     #[error("tensor `{name}`")]
     Tensor {
         name: String,

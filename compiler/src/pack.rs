@@ -89,7 +89,7 @@ fn expectation<'a>(op: &'a Op, out_cols: &[usize]) -> Option<(&'a WeightRef, Exp
         Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => {
             Some((weight, Expect::Vector { len: out_cols[0] }))
         }
-        Op::BiasRopeKvWrite { bias, heads, kv_heads, head_dim, .. } => {
+        Op::BiasRopeKvWrite { bias: Some(bias), heads, kv_heads, head_dim, .. } => {
             Some((bias, Expect::Vector { len: (heads + 2 * kv_heads) * head_dim }))
         }
         Op::BiasAdd { bias } => Some((bias, Expect::Vector { len: out_cols[0] })),

@@ -143,6 +143,26 @@ pub fn random_model_mix(hp: &HyperParams, tied: bool, seed: u64, mix: &FormatMix
     src
 }
 
+/// Whether `name` is a layer's q, k or v bias (`blk.N.attn_{q,k,v}.bias`).
+fn is_qkv_bias(name: &str) -> bool {
+    name.starts_with("blk.") && [".attn_q.bias", ".attn_k.bias", ".attn_v.bias"].iter().any(|s| name.ends_with(s))
+}
+
+/// Removes every layer's q, k and v biases from `src`: the model without them (Llama-style
+/// attention), which the description's optional biases compile with no bias at all.
+pub fn remove_qkv_bias(src: &mut MemorySource) {
+    src.tensors.retain(|name, _| !is_qkv_bias(name));
+}
+
+/// Sets every layer's q, k and v biases of `src` to zero: the same model as
+/// [`remove_qkv_bias`]'s, with the biases stored.
+pub fn zero_qkv_bias(src: &mut MemorySource) {
+    for (_, t) in src.tensors.iter_mut().filter(|(name, _)| is_qkv_bias(name)) {
+        let len = t.dims.iter().product::<u64>() as usize;
+        t.data = crate::source::MemData::F32(vec![0.0; len]);
+    }
+}
+
 /// Offsets of a block's f16 scale fields (d, and dmin or m), and their starting values: the
 /// block is drawn with these, then all of them are multiplied by one factor (the values are
 /// linear in them jointly) so that the block's root mean square is the target.

@@ -45,6 +45,11 @@ pub use crate::validate::{validate, InvalidPlan};
 /// `WeightInfo::parts`; 6 hashes `weights.bin` in windows and seals the plan: `weights_windows`,
 /// `plan_sha256`, and `weights_sha256` is the two-level hash of [`crate::integrity`]). A plan with another
 /// version is rejected at load with a message asking to recompile.
+///
+/// [`RopeKvWrite::bias`] became optional within 6, without a bump: a plan with a bias is written
+/// byte for byte as before and means the same, so every existing plan still loads; a plan without
+/// one (a model without q/k/v biases, which no earlier compiler accepted) fails to parse in an
+/// older binary, which names the missing field `bias`.
 pub const PLAN_FORMAT_VERSION: u32 = 6;
 
 /// File names inside a compiled directory.
@@ -215,7 +220,8 @@ pub enum Step {
 
     /// Fused bias + RoPE + KV-cache write on a packed QKV row (sizes, bias, layer and theta in
     /// `rope`) `qkv[t] = [q (n_heads*head_dim) | k (n_kv_heads*head_dim) | v (n_kv_heads*head_dim)]`:
-    /// `bias` (f32, same packed length) is added to all three; q and k are rotated NeoX style at
+    /// `bias` (f32, same packed length) is added to all three (no bias: 0.0 is added, so the result
+    /// equals an all-zero bias's bit for bit); q and k are rotated NeoX style at
     /// position `p = pos + t`: for each head and `i < head_dim/2`, with
     /// `inv_freq = rope_theta^(-2i/head_dim)`, `angle = p * inv_freq` (computed in f32),
     /// `(x[i], x[i+d/2]) <- (x[i]*cos - x[i+d/2]*sin, x[i+d/2]*cos + x[i]*sin)`.
@@ -265,10 +271,14 @@ pub enum GemvEpilogue {
 }
 
 /// What [`Step::BiasRopeKvWrite`] (and the GEMV epilogue of the same name) adds, rotates and
-/// where it writes: `bias` f32 `[(n_heads + 2 * n_kv_heads) * head_dim]`, the cache of `layer`.
+/// where it writes: `bias` f32 `[(n_heads + 2 * n_kv_heads) * head_dim]` or none (a model without
+/// q/k/v biases), the cache of `layer`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct RopeKvWrite {
-    pub bias: WeightId,
+    /// Absent from `plan.json` when None, so plans with a bias read and write as before the field
+    /// became optional (see [`PLAN_FORMAT_VERSION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<WeightId>,
     pub layer: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,

@@ -182,7 +182,9 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), InvalidP
     let rope_ok = |r: &RopeKvWrite, q_out: BufId| -> Result<usize, InvalidPlan> {
         attn(r.n_heads, r.n_kv_heads, r.head_dim)?;
         layer_ok(r.layer)?;
-        weight(r.bias, Kind::Vector, &[r.packed()])?;
+        if let Some(b) = r.bias {
+            weight(b, Kind::Vector, &[r.packed()])?;
+        }
         buf(q_out, DType::F32, r.n_heads * r.head_dim)?;
         Ok(r.packed())
     };

@@ -125,14 +125,19 @@ pub fn cuda_header() -> String {
 mod tests {
     use super::*;
 
-    /// Every `kernels/*.cu` and `*.cuh` file, with its name.
+    /// Every `kernels/*.cu` and `*.cuh` file and the test image's `kernels/test/*.cu`, with its
+    /// name (`test/` prefixed for the latter).
     fn kernel_sources() -> Vec<(String, String)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels");
-        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-            .expect("kernels/")
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "cu" || x == "cuh"))
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        let mut files: Vec<(String, String)> = [("", dir.clone()), ("test/", dir.join("test"))]
+            .iter()
+            .flat_map(|(prefix, d)| {
+                std::fs::read_dir(d).expect("kernels/").map(move |e| (prefix.to_string(), e.unwrap().path()))
+            })
+            .filter(|(_, p)| p.extension().is_some_and(|x| x == "cu" || x == "cuh"))
+            .map(|(prefix, p)| {
+                (format!("{prefix}{}", p.file_name().unwrap().to_string_lossy()), std::fs::read_to_string(&p).unwrap())
+            })
             .collect();
         files.sort();
         assert!(files.len() >= 10, "found only {} kernel files in {}", files.len(), dir.display());

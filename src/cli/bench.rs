@@ -82,13 +82,13 @@ pub fn weight_bytes_per_token(plan: &Plan) -> u64 {
                 full.insert(*weight);
             }
             Step::BiasRopeKvWrite { rope, .. } => {
-                full.insert(rope.bias);
+                full.extend(rope.bias);
             }
             Step::Gemv { norm, weight, epilogue, .. } => {
                 full.insert(*weight);
                 full.extend(norm.map(|n| n.weight));
                 if let GemvEpilogue::BiasRopeKvWrite { rope, .. } = epilogue {
-                    full.insert(rope.bias);
+                    full.extend(rope.bias);
                 }
             }
             _ => {}

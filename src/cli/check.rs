@@ -1,7 +1,8 @@
 //! `qwen-aot check`: the GPU against the CPU oracle. First every CUDA kernel against its CPU
 //! twin (seeded random inputs, model shapes and odd shapes), then the whole model: GPU logits vs
 //! CPU-executor logits for a few prompts, through prefill and graph-replayed decode steps. On the
-//! given model, or on a seeded random-weight model with the 0.5B shapes when none is given.
+//! given model, or on seeded random-weight models with the 0.5B shapes when none is given (native
+//! formats, f16, and native without q/k/v biases).
 //! Last, sampling through the executor: every device-sampled id against `sampler::sample` on the
 //! GPU's own logits row (prefill and graph-replayed decode, after greedy steps too), and the same
 //! seeded generation twice.
@@ -10,8 +11,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use qwen_aot_compiler::compile::CompileOptions;
-use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, qwen05b_hparams, FormatMix, Rng};
+use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
+use qwen_aot_compiler::synthetic::{
+    compile_random, default_model_mix, qwen05b_hparams, random_model_mix, remove_qkv_bias, FormatMix, Rng,
+};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::cuda::check::{check_kernels, format_rows, CheckShape};
@@ -22,7 +25,7 @@ use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use qwen_aot::backend::BackendChoice;
-use qwen_aot::kernels::image;
+use qwen_aot::kernels::{image, TEST_IMAGE};
 use qwen_aot::model;
 
 /// One prompt's comparison over all its rows (prefill rows, then decode steps).
@@ -94,10 +97,16 @@ fn run_logits(exec: &mut dyn Executor, prompt: &[u32], decode_steps: usize) -> R
 }
 
 /// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick), in
-/// `mix`'s formats.
-fn random_compiled(dir: &Path, mix: &FormatMix) -> Result<()> {
+/// `mix`'s formats; without q/k/v biases when `!qkv_bias` (the kernels' null-bias path).
+fn random_compiled(dir: &Path, mix: &FormatMix, qkv_bias: bool) -> Result<()> {
     let hp = HyperParams { context_length: 4096, ..qwen05b_hparams(4) };
-    Ok(compile_random(&hp, false, 42, mix, &CompileOptions::default(), dir)?)
+    if qkv_bias {
+        return Ok(compile_random(&hp, false, 42, mix, &CompileOptions::default(), dir)?);
+    }
+    let mut src = random_model_mix(&hp, false, 42, mix);
+    remove_qkv_bias(&mut src);
+    let mut c = build(&hp, &src, "random-seed-42-no-qkv-bias", &CompileOptions::default())?;
+    Ok(write_dir(&mut c, &src, None, dir, |_| {})?)
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_only: bool, quiet: bool) -> Result<()> {
@@ -125,20 +134,26 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
         dev.sm_count()
     );
     if !model_only {
-        let rows = check_kernels(&dev, seed, &CheckShape::default_set())?;
+        let rows = check_kernels(&dev, TEST_IMAGE, seed, &CheckShape::default_set())?;
         println!("kernels vs CPU twins (seed {seed})\n{}", format_rows(&rows));
         failed += rows.iter().filter(|r| !r.pass).count();
     }
     drop(dev);
 
-    // 2. The whole model (a given one; or random ones in the default model's formats and f16).
+    // 2. The whole model (a given one; or random ones: the default model's formats, f16, and the
+    //    default formats without q/k/v biases, whose RoPE steps get a null bias pointer).
     match model_arg {
         Some(_) => failed += check_model(&model::compiled_model(model_arg, quiet)?, seed, true)?,
         None => {
             let tmp = tempfile_dir()?;
-            for (i, (name, mix)) in [("native", default_model_mix()), ("f16", FormatMix::f16())].iter().enumerate() {
+            let models = [
+                ("native", default_model_mix(), true),
+                ("f16", FormatMix::f16(), true),
+                ("native-no-qkv-bias", default_model_mix(), false),
+            ];
+            for (i, (name, mix, qkv_bias)) in models.iter().enumerate() {
                 let d = tmp.join(format!("random-0.5b-shapes-{name}"));
-                random_compiled(&d, mix)?;
+                random_compiled(&d, mix, *qkv_bias)?;
                 failed += check_model(&d, seed, i == 0)?;
             }
         }

@@ -98,6 +98,23 @@ impl Lowerer<'_> {
         self.tensor(p, layer)
     }
 
+    /// The node's bias tensor, if it has one. `bias = "name"`: the model must have it (refused
+    /// here, by name, rather than later in a pass); `bias = "name?"`: optional, a model without
+    /// the tensor has no bias there (the projection lowers as one without `bias`).
+    fn bias(&self, nd: &NodeDesc, layer: Option<usize>) -> Result<Option<WeightRef>, CompileError> {
+        let Some(b) = nd.bias.as_deref() else { return Ok(None) };
+        let (pattern, optional) = match b.strip_suffix('?') {
+            Some(p) => (p, true),
+            None => (b, false),
+        };
+        match self.tensor(pattern, layer) {
+            Ok(bias) => Ok(Some(bias)),
+            Err(CompileError::MissingTensor(_)) if optional => Ok(None),
+            Err(CompileError::MissingTensor(name)) => Err(CompileError::MissingBias(name)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn node(&mut self, nd: &NodeDesc, layer: Option<usize>) -> Result<(), CompileError> {
         let inputs: Vec<Value> = nd
             .inputs
@@ -137,21 +154,14 @@ impl Lowerer<'_> {
                 want(1)?;
                 let k = self.g.cols(inputs[0]);
                 let mm = Op::MatMul { weight: self.weight(nd, layer)?, n: cols, k, logits: nd.op == "logits" };
-                match &nd.bias {
-                    Some(b) => {
-                        // A bias the description names must exist: the plan's fused bias + RoPE +
-                        // KV write step (and its GPU kernels) always add one, so a model without
-                        // it is refused here, by name, rather than failing later in a pass.
-                        let bias = self.tensor(b, layer).map_err(|e| match e {
-                            CompileError::MissingTensor(name) => CompileError::MissingBias(name),
-                            e => e,
-                        })?;
+                match self.bias(nd, layer)? {
+                    None => mm,
+                    Some(bias) => {
                         let m = self.g.add(mm, vec![cols], format!("{label}.matmul"), &inputs);
                         let b = self.g.add(Op::BiasAdd { bias }, vec![cols], label, &[Value::new(m, 0)]);
                         self.bind(nd, b);
                         return Ok(());
                     }
-                    None => mm,
                 }
             }
             "rope" => {
@@ -232,5 +242,37 @@ impl Lowerer<'_> {
 
     fn bind(&mut self, nd: &NodeDesc, n: petgraph::stable_graph::NodeIndex) {
         self.scope.insert(nd.out.clone(), Value::new(n, 0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::description::QWEN2;
+    use crate::passes::test_util::tiny_hparams;
+
+    fn biases(g: &OpGraph) -> Vec<String> {
+        let adds = g.find(|op| matches!(op, Op::BiasAdd { .. }));
+        adds.into_iter()
+            .map(|n| match g.op(n) {
+                Op::BiasAdd { bias } => bias.plan_name(),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// `bias = "name?"` (the shipped description): a missing tensor is no bias; `bias = "name"`:
+    /// a missing tensor is refused by name.
+    #[test]
+    fn optional_and_required_biases() {
+        let has = |name: &str| name != "blk.0.attn_k.bias";
+        let optional = Description::parse(QWEN2).unwrap();
+        let g = lower(&optional, &tiny_hparams(), &has).unwrap();
+        assert_eq!(biases(&g), ["blk.0.attn_q.bias", "blk.0.attn_v.bias"]);
+
+        let required = Description::parse(&QWEN2.replace(".bias?\"", ".bias\"")).unwrap();
+        assert_eq!(biases(&lower(&required, &tiny_hparams(), &|_| true).unwrap()).len(), 3);
+        let err = lower(&required, &tiny_hparams(), &has).unwrap_err();
+        assert!(matches!(&err, CompileError::MissingBias(n) if n == "blk.0.attn_k.bias"), "{err}");
     }
 }

@@ -96,9 +96,10 @@ pub enum Op {
         weight: WeightRef,
         eps: f32,
     },
-    /// Inputs q, k, v (raw projections) or one packed qkv; outputs [rotated q, kv-token].
+    /// Inputs q, k, v (raw projections) or one packed qkv; outputs [rotated q, kv-token]. `bias`:
+    /// the packed q|k|v bias, or None for a model without them (nothing is added).
     BiasRopeKvWrite {
-        bias: WeightRef,
+        bias: Option<WeightRef>,
         layer: usize,
         heads: usize,
         kv_heads: usize,
@@ -138,8 +139,15 @@ pub enum GemvEpi {
     Store { residual: bool, logits: bool },
     /// SwiGLU of the packed gate|up product.
     SwiGlu { ffn: usize },
-    /// Bias, RoPE and KV write of the packed qkv product.
-    BiasRopeKvWrite { bias: WeightRef, layer: usize, heads: usize, kv_heads: usize, head_dim: usize, theta: f32 },
+    /// Bias (if any), RoPE and KV write of the packed qkv product.
+    BiasRopeKvWrite {
+        bias: Option<WeightRef>,
+        layer: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        theta: f32,
+    },
 }
 
 impl Op {
@@ -190,9 +198,10 @@ impl fmt::Display for Op {
             Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => {
                 write!(f, "{} {}", self.name(), weight.plan_name())
             }
-            Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias, .. } => {
+            Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias: Some(bias), .. } => {
                 write!(f, "{} {}", self.name(), bias.plan_name())
             }
+            Op::BiasRopeKvWrite { bias: None, .. } => write!(f, "{} (no bias)", self.name()),
             Op::Slice { start, len } => write!(f, "slice [{start}..{}]", start + len),
             _ => f.write_str(self.name()),
         }

@@ -21,6 +21,12 @@ pub fn tiny_hparams() -> HyperParams {
 }
 
 pub fn tiny_layer() -> OpGraph {
+    tiny_layer_with(&|_| true)
+}
+
+/// [`tiny_layer`] of a model that has the tensors `has` accepts (the description's optional
+/// biases are left out where it has none).
+pub fn tiny_layer_with(has: &dyn Fn(&str) -> bool) -> OpGraph {
     let d = Description::parse(QWEN2).unwrap();
-    lower(&d, &tiny_hparams(), &|_| true).unwrap()
+    lower(&d, &tiny_hparams(), has).unwrap()
 }

@@ -180,7 +180,7 @@ impl CpuExecutor {
                 }
                 Step::BiasRopeKvWrite { qkv, rope, q_out } => kernels::bias_rope_kv_write(
                     view(qkv, n),
-                    w(rope.bias),
+                    rope.bias.map(w),
                     shape,
                     rope.rope_theta,
                     pos,
@@ -241,7 +241,7 @@ impl CpuExecutor {
                             let (kc, vc) = (&mut self.k_cache[rope.layer], &mut self.v_cache[rope.layer]);
                             kernels::bias_rope_kv_write(
                                 y,
-                                w(rope.bias),
+                                rope.bias.map(w),
                                 shape,
                                 rope.rope_theta,
                                 pos,

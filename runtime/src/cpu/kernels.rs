@@ -269,11 +269,13 @@ pub fn rope_head(x: &mut [f32], p: usize, theta: f32) {
 }
 
 /// Bias + RoPE + KV write for `n_tokens` packed QKV rows starting at position `pos`.
-/// `k_cache`/`v_cache` are this layer's `[max_seq, n_kv_heads, head_dim]` caches.
+/// `k_cache`/`v_cache` are this layer's `[max_seq, n_kv_heads, head_dim]` caches. Without a bias
+/// 0.0 is added, as the kernels do for a null bias: bit for bit an all-zero bias (`-0.0 + 0.0` is
+/// `+0.0`, which the rotation could carry into a product's sign).
 #[allow(clippy::too_many_arguments)]
 pub fn bias_rope_kv_write(
     qkv: &[f32],
-    bias: &[f32],
+    bias: Option<&[f32]>,
     s: AttnShape,
     theta: f32,
     pos: usize,
@@ -286,8 +288,10 @@ pub fn bias_rope_kv_write(
     let row = ql + 2 * kl;
     let mut buf = vec![0.0f32; row];
     for t in 0..n_tokens {
-        for (b, (x, y)) in buf.iter_mut().zip(qkv[t * row..(t + 1) * row].iter().zip(bias)) {
-            *b = x + y;
+        let x = &qkv[t * row..(t + 1) * row];
+        match bias {
+            Some(bias) => buf.iter_mut().zip(x.iter().zip(bias)).for_each(|(b, (x, y))| *b = x + y),
+            None => buf.iter_mut().zip(x).for_each(|(b, x)| *b = x + 0.0),
         }
         let p = pos + t;
         for head in buf[..ql + kl].chunks_exact_mut(s.head_dim) {
@@ -398,5 +402,32 @@ mod tests {
         assert_eq!(argmax(&[2.0, nan, 2.5]), 2);
         assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
         assert_eq!(argmax(&[]), 0);
+    }
+
+    /// One q head and one KV head of head_dim 2 at position 1 (angle 1 rad, inv_freq 1): the
+    /// rotation, the cache rows and the bias by hand; no bias is an all-zero bias, bit for bit
+    /// (the v element -0.0 is stored as +0.0 by both).
+    #[test]
+    fn bias_rope_kv_write_with_and_without_bias() {
+        let s = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 2 };
+        let qkv = [1.0, 0.0, 0.0, 2.0, -0.0, 3.0];
+        let (sn, cs) = 1.0f32.sin_cos();
+        let run = |bias: Option<&[f32]>| {
+            let (mut k, mut v, mut q) = (vec![f32::NAN; 4], vec![f32::NAN; 4], vec![f32::NAN; 2]);
+            bias_rope_kv_write(&qkv, bias, s, 10000.0, 1, 1, &mut k, &mut v, &mut q);
+            (q, k[2..].to_vec(), v[2..].to_vec())
+        };
+        let (q, k, v) = run(None);
+        assert_eq!(q, [cs, sn]);
+        assert_eq!(k, [-2.0 * sn, 2.0 * cs]);
+        assert_eq!(v, [0.0, 3.0]);
+        assert!(v[0].is_sign_positive());
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let (qz, kz, vz) = run(Some(&[0.0; 6]));
+        assert_eq!((bits(&q), bits(&k), bits(&v)), (bits(&qz), bits(&kz), bits(&vz)));
+        let (qb, kb, vb) = run(Some(&[0.5, 0.0, 0.0, 0.0, 1.0, -1.0]));
+        assert_eq!(qb, [1.5 * cs, 1.5 * sn]);
+        assert_eq!(kb, [-2.0 * sn, 2.0 * cs]);
+        assert_eq!(vb, [1.0, 2.0]);
     }
 }

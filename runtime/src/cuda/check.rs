@@ -19,6 +19,7 @@ use super::executor::inv_freq_table;
 use super::launch::{
     self, ArgmaxScratch, AttnScratch, GemmScratch, Heads, MatMulMode, Op, RopeArgs, ARGMAX_MAX_BLOCKS,
 };
+use super::test_kernels::TestKernels;
 use crate::cpu::kernels as cpu;
 use crate::error::RuntimeError;
 
@@ -186,6 +187,8 @@ fn compare(gpu: &[f32], cpu: &[f32]) -> (f32, f32) {
 
 struct Harness<'a> {
     dev: &'a CudaDevice,
+    /// The test image (kernels only these checks launch), loaded on `dev`.
+    tests: TestKernels,
     state: DevBuf,
     argmax: DevBuf,
     rows: Vec<CheckRow>,
@@ -280,11 +283,18 @@ impl<'a> Harness<'a> {
     }
 }
 
-/// Runs every kernel at every shape; returns one row per comparison. Errors only for CUDA
-/// failures (a wrong result is a failing row, not an error).
-pub fn check_kernels(dev: &CudaDevice, seed: u64, shapes: &[CheckShape]) -> Result<Vec<CheckRow>, RuntimeError> {
+/// Runs every kernel at every shape; returns one row per comparison. `test_image` is the test
+/// kernels' image (`qwen_aot::kernels::TEST_IMAGE`), loaded next to the device's. Errors only for
+/// CUDA failures (a wrong result is a failing row, not an error).
+pub fn check_kernels(
+    dev: &CudaDevice,
+    test_image: &[u8],
+    seed: u64,
+    shapes: &[CheckShape],
+) -> Result<Vec<CheckRow>, RuntimeError> {
     let mut h = Harness {
         dev,
+        tests: TestKernels::load(dev, test_image)?,
         state: dev.alloc(16, "check state")?,
         argmax: dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?,
         rows: Vec::new(),
@@ -480,17 +490,19 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
     let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: s.head_dim };
     let (ql, kl) = (sh.q_len(), sh.kv_len());
     let max_seq = s.pos + t + 3;
-    {
+    // With a bias, and without (a null pointer, which the kernel reads as an all-zero bias; the
+    // twin adds 0.0).
+    for with_bias in [true, false] {
         let row = ql + 2 * kl;
         let qkv = rng.vec(t * row, 2.0);
-        let bias = rng.vec(row, 4.0);
+        let bias = if with_bias { rng.vec(row, 4.0) } else { vec![0.0; row] };
         let (dq, db) = (h.input(&qkv)?, h.input(&bias)?);
         let inv = h.input(&inv_freq_table(s.rope_theta, s.head_dim))?;
         let q_out = h.output(t * ql * 4)?;
         let kc = h.output(max_seq * kl * 2)?;
         let vc = h.output(max_seq * kl * 2)?;
         let args = RopeArgs {
-            bias: db.ptr(),
+            bias: if with_bias { db.ptr() } else { 0 },
             inv_freq: inv.ptr(),
             q_out: q_out.ptr(),
             k_cache: kc.ptr(),
@@ -502,17 +514,19 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let gk = h.read_f16(&kc, max_seq * kl)?;
         let gv = h.read_f16(&vc, max_seq * kl)?;
         let (mut cq, mut ck, mut cv) = (vec![0f32; t * ql], vec![f32::NAN; max_seq * kl], vec![f32::NAN; max_seq * kl]);
-        cpu::bias_rope_kv_write(&qkv, &bias, sh, s.rope_theta, s.pos, t, &mut ck, &mut cv, &mut cq);
+        let cbias = with_bias.then_some(bias.as_slice());
+        cpu::bias_rope_kv_write(&qkv, cbias, sh, s.rope_theta, s.pos, t, &mut ck, &mut cv, &mut cq);
         // q: the angle p * inv_freq is bit-identical on both sides (same f32 table and product);
         // CUDA's sincosf is within 2 ulp (libm within 1) and the rotation's two products may be
         // FMA-contracted: a few 2^-24 of |a| + |b| <= 2 max|x|. Bound 2^-19 * max|x + bias|.
         let xmax = qkv.iter().enumerate().map(|(i, v)| (v + bias[i % row]).abs()).fold(0.0f32, f32::max);
         let tol_q = xmax / 524_288.0;
-        h.record("bias_rope_kv_write/q", &gq, &cq, tol_q);
+        let name = if with_bias { "bias_rope_kv_write" } else { "bias_rope_kv_write, no bias" };
+        h.record(format!("{name}/q"), &gq, &cq, tol_q);
         // K and V are stored as f16: + half an f16 ulp (2^-11 relative). Positions outside
         // [pos, pos + t) must keep their poison (NaN on both sides -> 0 difference).
-        h.record("bias_rope_kv_write/k_cache", &gk, &ck, tol_q + U16 * max_abs(&ck));
-        h.record("bias_rope_kv_write/v_cache", &gv, &cv, U16 * max_abs(&cv));
+        h.record(format!("{name}/k_cache"), &gk, &ck, tol_q + U16 * max_abs(&ck));
+        h.record(format!("{name}/v_cache"), &gv, &cv, U16 * max_abs(&cv));
     }
 
     // ---- attention ----

@@ -10,22 +10,10 @@ use super::CudaCtx;
 use crate::error::RuntimeError;
 use crate::phases;
 
-macro_rules! kernels {
-    ($($variant:ident => $name:literal,)*) => {
-        /// Every kernel entry point the runtime launches (the `extern "C"` names in kernels/*.cu).
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Kernel { $($variant,)* }
-
-        impl Kernel {
-            pub const ALL: &'static [Kernel] = &[$(Kernel::$variant,)*];
-            pub fn name(self) -> &'static str {
-                match self { $(Kernel::$variant => $name,)* }
-            }
-        }
-    };
-}
-
-kernels! {
+super::kernel_table::kernel_table! {
+    /// Every kernel entry point the runtime launches (the `extern "C"` names in kernels/*.cu): the
+    /// production image holds these and nothing else (test-only kernels: `TestKernel`).
+    pub enum Kernel;
     Embed => "embed_f16",
     RmsNorm => "rms_norm_f32",
     AddRmsNorm => "add_rms_norm_f32",
@@ -163,16 +151,53 @@ kernels! {
     Argmax => "argmax_f32",
     SamplePrep => "sample_prep",
     SamplePick => "sample_pick",
-    SampleExpfTest => "sample_expf_test",
 }
 
 /// Shared memory a quantized GEMV block may use for its x row (4 * k bytes): k up to 24,576.
 pub(crate) const QGEMV_MAX_SMEM: u32 = 96 * 1024;
 
 /// A loaded module; unloaded on drop (with its context bound).
-struct Module {
+pub(crate) struct Module {
     raw: sys::CUmodule,
     ctx: Arc<CudaContext>,
+}
+
+impl Module {
+    /// Loads `image` (a fatbin) into `ctx`; `what` says which image on which GPU, for errors.
+    pub(crate) fn load(ctx: &Arc<CudaContext>, image: &[u8], what: &str) -> Result<Module, RuntimeError> {
+        // cuModuleLoadData reads the fatbin header in place: give it an 8-byte aligned copy.
+        let mut aligned = vec![0u64; image.len().div_ceil(8)];
+        // SAFETY: `aligned` has at least image.len() bytes; u8 has no alignment requirement.
+        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), aligned.as_mut_ptr() as *mut u8, image.len()) };
+        let mut raw: sys::CUmodule = std::ptr::null_mut();
+        ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        // SAFETY: `aligned` holds a complete fatbin (built by build.rs) and outlives the call; the
+        // driver copies what it needs; `raw` is a valid out-pointer.
+        let r = unsafe { sys::cuModuleLoadData(&mut raw, aligned.as_ptr() as *const c_void) };
+        r.result().cuda_ctx(|| format!("loading {what}"))?;
+        Ok(Module { raw, ctx: ctx.clone() })
+    }
+
+    /// The entry point of each name, in order; `what` names the image in errors.
+    pub(crate) fn functions<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        what: &str,
+    ) -> Result<Vec<sys::CUfunction>, RuntimeError> {
+        names
+            .into_iter()
+            .map(|name| {
+                let c_name = CString::new(name).expect("kernel names have no NUL");
+                let mut f: sys::CUfunction = std::ptr::null_mut();
+                // SAFETY: self.raw is a loaded module, `c_name` a NUL-terminated string, `f` an
+                // out-pointer.
+                unsafe { sys::cuModuleGetFunction(&mut f, self.raw, c_name.as_ptr()) }
+                    .result()
+                    .cuda_ctx(|| format!("kernel {name} is missing from {what} (rebuild)"))?;
+                Ok(f)
+            })
+            .collect()
+    }
 }
 
 impl Drop for Module {
@@ -309,32 +334,10 @@ impl CudaDevice {
         drop(span);
         let span = phases::span("CUDA: kernel module load");
 
-        // cuModuleLoadData reads the fatbin header in place: give it an 8-byte aligned copy.
-        let mut aligned = vec![0u64; image.len().div_ceil(8)];
-        // SAFETY: `aligned` has at least image.len() bytes; u8 has no alignment requirement.
-        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), aligned.as_mut_ptr() as *mut u8, image.len()) };
-        let mut raw: sys::CUmodule = std::ptr::null_mut();
-        ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
-        // SAFETY: `aligned` holds a complete fatbin (built by build.rs) and outlives the call; the
-        // driver copies what it needs; `raw` is a valid out-pointer.
-        let r = unsafe { sys::cuModuleLoadData(&mut raw, aligned.as_ptr() as *const c_void) };
-        r.result().cuda_ctx(|| {
-            format!(
-                "loading the kernel image ({} bytes, sm_90 SASS + compute_90 PTX) on a sm_{major}{minor} GPU",
-                image.len()
-            )
-        })?;
-        let module = Module { raw, ctx: ctx.clone() };
-        let mut funcs = Vec::with_capacity(Kernel::ALL.len());
-        for k in Kernel::ALL {
-            let name = CString::new(k.name()).expect("kernel names have no NUL");
-            let mut f: sys::CUfunction = std::ptr::null_mut();
-            // SAFETY: module.raw is a loaded module, `name` a NUL-terminated string, `f` an out-pointer.
-            unsafe { sys::cuModuleGetFunction(&mut f, module.raw, name.as_ptr()) }
-                .result()
-                .cuda_ctx(|| format!("kernel {} is missing from the image (rebuild)", k.name()))?;
-            funcs.push(f);
-        }
+        let what =
+            format!("the kernel image ({} bytes, sm_90 SASS + compute_90 PTX) on a sm_{major}{minor} GPU", image.len());
+        let module = Module::load(&ctx, image, &what)?;
+        let funcs = module.functions(Kernel::ALL.iter().map(|k| k.name()), "the kernel image")?;
         for (k, &f) in Kernel::ALL.iter().zip(&funcs) {
             let Some(pct) = carveout_override(k.name()) else { continue };
             // SAFETY: `f` is a function of the module loaded above; the attribute takes a

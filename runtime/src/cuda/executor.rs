@@ -259,7 +259,8 @@ impl CudaExecutor {
     fn rope_args(&self, r: &RopeKvWrite, q_out: u64) -> RopeArgs {
         let (k_cache, v_cache) = self.kv_ptrs(r.layer);
         RopeArgs {
-            bias: self.weight_ptr(r.bias),
+            // No bias: a null pointer, which the kernels read as an all-zero bias.
+            bias: r.bias.map_or(0, |b| self.weight_ptr(b)),
             inv_freq: self.rope_table(r.rope_theta, r.head_dim),
             q_out,
             k_cache,

@@ -99,9 +99,11 @@ impl QParts {
     }
 }
 
+/// One kernel launch: the kernel of a table (`Kernel`, the production image's; `TestKernel`, the
+/// test image's), its shape and its arguments.
 #[derive(Clone, Debug)]
-pub(crate) struct Launch {
-    pub kernel: Kernel,
+pub(crate) struct Launch<K = Kernel> {
+    pub kernel: K,
     pub grid: (u32, u32, u32),
     pub block: (u32, u32, u32),
     pub smem: u32,
@@ -347,7 +349,7 @@ pub(crate) enum GemvOut {
 }
 
 /// Buffers of a bias + RoPE + KV write (the bias_rope_kv_write kernel, or the GEMV epilogue):
-/// bias f32 [(H+2Hkv)*d]; inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]
+/// bias f32 [(H+2Hkv)*d], or 0 (null: no bias, 0.0 is added); inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]
 /// with pos + rows <= max_seq.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RopeArgs {
@@ -875,6 +877,22 @@ impl CudaDevice {
     }
 
     unsafe fn launch(&self, l: &Launch) -> Result<(), RuntimeError> {
+        // SAFETY: the function is this device's (its loaded module's) for `l.kernel`; the rest is
+        // this function's contract.
+        unsafe { self.launch_function(self.func(l.kernel), l.kernel.name(), l) }
+    }
+
+    /// Launches `f`, the entry point `name` of a module loaded in this device's context, with
+    /// `l`'s shape and arguments (`l.kernel` only identifies it to the caller).
+    ///
+    /// # Safety
+    /// As [`CudaDevice::run_ops`] for the launch, and `f` must take exactly `l.args`.
+    pub(crate) unsafe fn launch_function<K>(
+        &self,
+        f: sys::CUfunction,
+        name: &str,
+        l: &Launch<K>,
+    ) -> Result<(), RuntimeError> {
         let mut slots: Vec<Slot> = l.args.iter().map(|a| a.slot()).collect();
         let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s.as_mut_ptr() as *mut c_void).collect();
         // Programmatic dependent launch: lets this kernel be scheduled while the previous one
@@ -903,9 +921,9 @@ impl CudaDevice {
         // copies them); `config` and
         // `attr` outlive the call; the buffers behind the pointers are the caller's obligation
         // (see this function's contract).
-        unsafe { sys::cuLaunchKernelEx(&config, self.func(l.kernel), params.as_mut_ptr(), std::ptr::null_mut()) }
+        unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }
             .result()
-            .cuda_ctx(|| format!("launching {} grid {:?} block {:?}", l.kernel.name(), l.grid, l.block))
+            .cuda_ctx(|| format!("launching {name} grid {:?} block {:?}", l.grid, l.block))
     }
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<(), RuntimeError> {

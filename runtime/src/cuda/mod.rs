@@ -8,6 +8,8 @@
 //!   decode is captured once into a CUDA graph and replayed per token.
 //! - `check::check_kernels`: every kernel against its CPU twin (feature `harness`).
 //! - `bench`: per-kernel timings at real shapes (feature `harness`).
+//! - `test_kernels`: the test image (`kernels/test/*.cu`, kernels only the checks launch) and its
+//!   table `TestKernel` (feature `harness`).
 //! - [`sample`]: sampling on the device (kernels/sample.cu) and the executor's token history.
 //!
 //! Single-stream design: cudarc's per-buffer event tracking is disabled (its event records are
@@ -19,9 +21,12 @@ pub mod bench;
 pub mod check;
 mod device;
 mod executor;
+mod kernel_table;
 pub(crate) mod launch;
 pub(crate) mod qmma;
 pub mod sample;
+#[cfg(feature = "harness")]
+pub mod test_kernels;
 mod validate;
 
 pub use device::{CudaDevice, DevBuf, Kernel};

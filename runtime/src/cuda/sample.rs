@@ -176,16 +176,6 @@ pub(crate) fn sample(
     ]
 }
 
-/// Test hook: out[i] = the kernel's expf(input[i]); both f32 [n].
-#[cfg(feature = "harness")]
-pub(crate) fn expf_test(input: u64, out: u64, n: usize) -> Op {
-    launch(
-        Kernel::SampleExpfTest,
-        n.div_ceil(THREADS as usize).min(4096),
-        vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)],
-    )
-}
-
 /// Replaces the plan's argmax launch in `ops` by `with`.
 pub(crate) fn replace_argmax(ops: Vec<Op>, with: Vec<Op>) -> Result<Vec<Op>, RuntimeError> {
     let is_argmax = |o: &Op| matches!(o, Op::Kernel(l) if l.kernel == Kernel::Argmax);

@@ -316,74 +316,81 @@ fn check_recipe(
         }
 
         // ---- bias + RoPE + KV write epilogue on a packed qkv product ----
-        let sh = cpu::AttnShape { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: s.head_dim };
-        let (ql, kl, d) = (sh.q_len(), sh.kv_len(), s.head_dim);
-        let row = ql + 2 * kl;
-        // Quantized: q|k in the format, v in its partner (as the default model's Q5_0 + Q8_0);
-        // no f16-maximum scales: K and V are stored as f16, where such values overflow.
-        let tw = recipe.weight_ext(rng, &[ql + kl, kl], k, true, false);
-        let p = problem(h, rng, t, &tw, norm)?;
-        let bias = rng.vec(row, 4.0);
-        let (dx, dnw, db) = (h.input(&p.x)?, h.input(&p.norm_w)?, h.input(&bias)?);
-        let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
-        let inv = h.input(&inv_freq_table(s.rope_theta, d))?;
-        let max_seq = s.pos + t + 3;
-        let q_out = h.output(t * ql * 4)?;
-        let kc = h.output(max_seq * kl * 2)?;
-        let vc = h.output(max_seq * kl * 2)?;
-        let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: d };
-        let epi = GemvOut::Rope(RopeArgs {
-            bias: db.ptr(),
-            inv_freq: inv.ptr(),
-            q_out: q_out.ptr(),
-            k_cache: kc.ptr(),
-            v_cache: vc.ptr(),
-            heads,
-        });
-        h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, row, k, t, epi)], tag)?;
-        let gq = h.read_f32(&q_out, t * ql)?;
-        let gk = h.read_f16(&kc, max_seq * kl)?;
-        let gv = h.read_f16(&vc, max_seq * kl)?;
-        let (mut cq, mut ck, mut cv) = (vec![0f32; t * ql], vec![f32::NAN; max_seq * kl], vec![f32::NAN; max_seq * kl]);
-        cpu::bias_rope_kv_write(&p.y, &bias, sh, s.rope_theta, s.pos, t, &mut ck, &mut cv, &mut cq);
-        // Bounds per packed element (rotation pairs share theirs), then scattered like the outputs.
-        let half = d / 2;
-        let (mut bq, mut bk, mut bv) = (vec![0f32; t * ql], vec![0f32; max_seq * kl], vec![0f32; max_seq * kl]);
-        for tt in 0..t {
-            let pos = s.pos + tt;
-            for e in 0..row {
-                let (head, i) = (e / d, e % d);
-                let partner = if i < half { e + half } else { e - half };
-                let ye = |j: usize| (p.y[tt * row + j] + bias[j]).abs();
-                let (be, bp) = (p.bound[tt * row + e], p.bound[tt * row + partner]);
-                if head < s.n_heads {
-                    bq[tt * ql + e] = be + bp + (ye(e) + ye(partner)) / 524_288.0;
-                } else if head < s.n_heads + s.n_kv_heads {
-                    let c = ck[pos * kl + e - ql];
-                    bk[pos * kl + e - ql] = be + bp + (ye(e) + ye(partner)) / 524_288.0 + U16 * c.abs();
-                } else {
-                    let c = cv[pos * kl + e - ql - kl];
-                    bv[pos * kl + e - ql - kl] = be + U16 * c.abs();
+        // With a bias, then without: a null pointer, which the epilogue reads as an all-zero bias
+        // (the twin adds 0.0).
+        for with_bias in [true, false] {
+            let sh = cpu::AttnShape { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: s.head_dim };
+            let (ql, kl, d) = (sh.q_len(), sh.kv_len(), s.head_dim);
+            let row = ql + 2 * kl;
+            // Quantized: q|k in the format, v in its partner (as the default model's Q5_0 + Q8_0);
+            // no f16-maximum scales: K and V are stored as f16, where such values overflow.
+            let tw = recipe.weight_ext(rng, &[ql + kl, kl], k, true, false);
+            let p = problem(h, rng, t, &tw, norm)?;
+            let bias = if with_bias { rng.vec(row, 4.0) } else { vec![0.0; row] };
+            let (dx, dnw, db) = (h.input(&p.x)?, h.input(&p.norm_w)?, h.input(&bias)?);
+            let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
+            let inv = h.input(&inv_freq_table(s.rope_theta, d))?;
+            let max_seq = s.pos + t + 3;
+            let q_out = h.output(t * ql * 4)?;
+            let kc = h.output(max_seq * kl * 2)?;
+            let vc = h.output(max_seq * kl * 2)?;
+            let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: d };
+            let epi = GemvOut::Rope(RopeArgs {
+                bias: if with_bias { db.ptr() } else { 0 },
+                inv_freq: inv.ptr(),
+                q_out: q_out.ptr(),
+                k_cache: kc.ptr(),
+                v_cache: vc.ptr(),
+                heads,
+            });
+            h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, row, k, t, epi)], tag)?;
+            let gq = h.read_f32(&q_out, t * ql)?;
+            let gk = h.read_f16(&kc, max_seq * kl)?;
+            let gv = h.read_f16(&vc, max_seq * kl)?;
+            let (mut cq, mut ck, mut cv) =
+                (vec![0f32; t * ql], vec![f32::NAN; max_seq * kl], vec![f32::NAN; max_seq * kl]);
+            let cbias = with_bias.then_some(bias.as_slice());
+            cpu::bias_rope_kv_write(&p.y, cbias, sh, s.rope_theta, s.pos, t, &mut ck, &mut cv, &mut cq);
+            // Bounds per packed element (rotation pairs share theirs), then scattered like the outputs.
+            let half = d / 2;
+            let (mut bq, mut bk, mut bv) = (vec![0f32; t * ql], vec![0f32; max_seq * kl], vec![0f32; max_seq * kl]);
+            for tt in 0..t {
+                let pos = s.pos + tt;
+                for e in 0..row {
+                    let (head, i) = (e / d, e % d);
+                    let partner = if i < half { e + half } else { e - half };
+                    let ye = |j: usize| (p.y[tt * row + j] + bias[j]).abs();
+                    let (be, bp) = (p.bound[tt * row + e], p.bound[tt * row + partner]);
+                    if head < s.n_heads {
+                        bq[tt * ql + e] = be + bp + (ye(e) + ye(partner)) / 524_288.0;
+                    } else if head < s.n_heads + s.n_kv_heads {
+                        let c = ck[pos * kl + e - ql];
+                        bk[pos * kl + e - ql] = be + bp + (ye(e) + ye(partner)) / 524_288.0 + U16 * c.abs();
+                    } else {
+                        let c = cv[pos * kl + e - ql - kl];
+                        bv[pos * kl + e - ql - kl] = be + U16 * c.abs();
+                    }
                 }
             }
+            let tag = if with_bias { format!("{tag}_rope_kv_write") } else { format!("{tag}_rope_kv_write, no bias") };
+            h.record_bounded(format!("{tag}/q {}", tw.label()), &gq, &cq, &bq);
+            let written = s.pos * kl..(s.pos + t) * kl;
+            h.record_bounded(
+                format!("{tag}/k_cache"),
+                &gk[written.clone()],
+                &ck[written.clone()],
+                &bk[written.clone()],
+            );
+            h.record_bounded(
+                format!("{tag}/v_cache"),
+                &gv[written.clone()],
+                &cv[written.clone()],
+                &bv[written.clone()],
+            );
+            // Other cache positions keep their poison (NaN on both sides counts as equal).
+            let untouched = |v: &[f32]| v[..written.start].iter().chain(&v[written.end..]).all(|x| x.is_nan());
+            h.record_flag(format!("{tag}: other positions untouched"), untouched(&gk) && untouched(&gv));
         }
-        h.record_bounded(format!("{tag}_rope_kv_write/q {}", tw.label()), &gq, &cq, &bq);
-        let written = s.pos * kl..(s.pos + t) * kl;
-        h.record_bounded(
-            format!("{tag}_rope_kv_write/k_cache"),
-            &gk[written.clone()],
-            &ck[written.clone()],
-            &bk[written.clone()],
-        );
-        h.record_bounded(
-            format!("{tag}_rope_kv_write/v_cache"),
-            &gv[written.clone()],
-            &cv[written.clone()],
-            &bv[written.clone()],
-        );
-        // Other cache positions keep their poison (NaN on both sides counts as equal).
-        let untouched = |v: &[f32]| v[..written.start].iter().chain(&v[written.end..]).all(|x| x.is_nan());
-        h.record_flag(format!("{tag}_rope_kv_write: other positions untouched"), untouched(&gk) && untouched(&gv));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! weights exp(l / T - top) with glibc's expf ported, the sequential prefix sums, the draw), so the
 //! chosen ids can only differ through expf itself, which the first row checks bit for bit.
 use super::{CheckRow, Harness, Rng};
-use crate::cuda::sample;
+use crate::cuda::{sample, test_kernels};
 use crate::error::RuntimeError;
 use crate::sampler;
 
@@ -107,7 +107,8 @@ pub(super) fn sampler_checks(h: &mut Harness, seed: u64, quick: bool) -> Result<
         ]);
         let d_in = h.input(&xs)?;
         let d_out = h.output(xs.len() * 4)?;
-        h.run(&[sample::expf_test(d_in.ptr(), d_out.ptr(), xs.len())], "sample expf")?;
+        // SAFETY: d_in and d_out hold xs.len() f32 each (allocated just above).
+        unsafe { h.tests.run(h.dev, &test_kernels::sample_expf(d_in.ptr(), d_out.ptr(), xs.len()))? };
         let g = h.read_f32(&d_out, xs.len())?;
         let bad = xs
             .iter()

@@ -1,0 +1,64 @@
+//! The test image: kernels only the verification harness launches (`kernels/test/*.cu`), built
+//! by the root crate's build.rs into a second fatbin (`qwen_aot::kernels::TEST_IMAGE`) so that
+//! the production image holds only the kernels the runtime launches. `check::check_kernels`
+//! loads it next to the production image, into the same context.
+use cudarc::driver::sys;
+
+use super::device::{CudaDevice, Module};
+use super::kernel_table::kernel_table;
+use super::launch::{Arg, Launch};
+use super::CudaCtx;
+use crate::error::RuntimeError;
+
+kernel_table! {
+    /// Every kernel entry point of the test image (the `extern "C"` names in kernels/test/*.cu).
+    pub enum TestKernel;
+    SampleExpf => "sample_expf_test",
+}
+
+/// The test image loaded on a device, with its function table indexed by [`TestKernel`].
+pub struct TestKernels {
+    // Field order = drop order: the function table before the module it points into.
+    funcs: Vec<sys::CUfunction>,
+    _module: Module,
+}
+
+impl TestKernels {
+    /// Loads `image` (`qwen_aot::kernels::TEST_IMAGE`) into `dev`'s context.
+    pub fn load(dev: &CudaDevice, image: &[u8]) -> Result<TestKernels, RuntimeError> {
+        if image.is_empty() {
+            return Err(RuntimeError::CudaUnavailable(
+                "this binary was built without nvcc (no test kernel image embedded)".into(),
+            ));
+        }
+        let what = format!("the test kernel image ({} bytes)", image.len());
+        let module = Module::load(&dev.ctx, image, &what)?;
+        let funcs = module.functions(TestKernel::ALL.iter().map(|k| k.name()), "the test kernel image")?;
+        Ok(TestKernels { funcs, _module: module })
+    }
+
+    /// Runs `l` on `dev` (the device this image was loaded on) and waits for it.
+    ///
+    /// # Safety
+    /// Every pointer argument must address device memory of the sizes documented on `l`'s builder,
+    /// valid until the call returns.
+    pub(crate) unsafe fn run(&self, dev: &CudaDevice, l: &Launch<TestKernel>) -> Result<(), RuntimeError> {
+        dev.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        // SAFETY: the function is this image's entry point for `l.kernel`, loaded in `dev`'s
+        // context (bound above); the buffers are this function's contract.
+        unsafe { dev.launch_function(self.funcs[l.kernel as usize], l.kernel.name(), l)? };
+        dev.sync(l.kernel.name())
+    }
+}
+
+/// out[i] = the sampler's expf (kernels/libm_expf.cuh) of input[i]; both f32 [n].
+pub(crate) fn sample_expf(input: u64, out: u64, n: usize) -> Launch<TestKernel> {
+    const THREADS: u32 = 256;
+    Launch {
+        kernel: TestKernel::SampleExpf,
+        grid: (n.div_ceil(THREADS as usize).clamp(1, 4096) as u32, 1, 1),
+        block: (THREADS, 1, 1),
+        smem: 0,
+        args: vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)],
+    }
+}

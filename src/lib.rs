@@ -11,5 +11,6 @@ pub mod kernels;
 pub mod model;
 pub mod perplexity;
 pub mod progress;
+pub mod refcheck;
 pub mod server;
 pub mod sigpipe;

@@ -96,6 +96,22 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// The whole model against an independent implementation's recorded outputs (a
+    /// `generation-*.json` of tests/refs): greedy ids, teacher-forced log-probs and top-5 logits,
+    /// prefilled and decoded, on any backend. Exits non-zero when a case is off.
+    Refcheck {
+        /// GGUF file or compiled directory (default: the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The reference file.
+        #[arg(long)]
+        refs: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// No progress bars or notes on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Perplexity of a text file (llama.cpp method: windows of --ctx tokens, second half scored).
     Perplexity {
         /// GGUF file or compiled directory (default: the default model).
@@ -227,6 +243,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Check { model, backend, seed, model_only, quiet } => {
             cli::check::run(model.as_deref(), backend, seed, model_only, quiet)
         }
+        Cmd::Refcheck { model, refs, backend, quiet } => cli::refcheck::run(model.as_deref(), &refs, backend, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => {
             cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet)
         }

@@ -7,6 +7,7 @@ pub mod check_cpu;
 pub mod compile;
 pub mod inspect;
 pub mod perplexity;
+pub mod refcheck;
 pub mod soak;
 pub mod tokenize;
 pub mod verify;

@@ -1,0 +1,223 @@
+//! The whole model against an independent implementation's recorded outputs
+//! (`generation-*.json`: HF transformers, float32, from the default model's GGUF dequantised to
+//! f32; `tests/refs/README.md`), on any backend. For every case:
+//! - the prompt ids equal the reference's `input_ids` (tokenizer + chat template);
+//! - greedy ids equal the reference's up to the first position whose top-1/top-2 margin is below
+//!   0.1 (past that, a correct engine may take the other branch);
+//! - the reference continuation's teacher-forced log-probs (mean |Δ|) and the top-5 logits of its
+//!   first 16 positions (max |Δ|), from one multi-row prefill and again fed one token at a time
+//!   through decode (decode runs other code: the one-row GEMVs, the graph, the integer dot).
+//!
+//! `tests/reference_model.rs` runs it on the CPU executor; `qwen-aot refcheck` on the GPU.
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use qwen_aot_runtime::executor::LogitsWanted;
+use serde_json::Value;
+
+use crate::backend::{self, BackendChoice};
+use crate::generation::{generate, GenOptions};
+
+/// Largest mean |Δlogprob| a case may show (teacher-forced, prefill or decoded).
+pub const MAX_MEAN_ABS_LOGPROB: f64 = 0.02;
+/// Largest |Δ| of a recorded top-5 logit (real errors move them by whole units).
+pub const MAX_TOP5_LOGIT: f64 = 0.05;
+/// Reference positions whose top-1/top-2 margin is below this are undecided.
+const DECIDED_MARGIN: f64 = 0.1;
+
+/// One reference case's comparison.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub id: String,
+    /// The chat template renders the case's messages to its `input_text` (chat cases only).
+    pub template_ok: bool,
+    pub prompt_ok: bool,
+    /// Greedy ids equal the reference within the decided prefix.
+    pub greedy_ok: bool,
+    pub decided: usize,
+    pub n_ref: usize,
+    pub mean_abs: f64,
+    pub top5: f64,
+    pub decoded_mean_abs: f64,
+    pub decoded_top5: f64,
+}
+
+impl CaseResult {
+    /// What is wrong with this case, if anything.
+    pub fn failures(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        let id = &self.id;
+        if !self.template_ok {
+            f.push(format!("case {id}: the chat template renders another input_text"));
+        }
+        if !self.prompt_ok {
+            f.push(format!("case {id}: prompt ids differ from the reference's"));
+        }
+        if !self.greedy_ok {
+            f.push(format!("case {id}: greedy ids differ within the decided prefix ({} tokens)", self.decided));
+        }
+        for (what, mean_abs, top5) in
+            [("", self.mean_abs, self.top5), ("decoded: ", self.decoded_mean_abs, self.decoded_top5)]
+        {
+            if mean_abs > MAX_MEAN_ABS_LOGPROB || mean_abs.is_nan() {
+                f.push(format!("case {id}: {what}teacher-forced mean |Δlogprob| = {mean_abs}"));
+            }
+            if top5 > MAX_TOP5_LOGIT || top5.is_nan() {
+                f.push(format!("case {id}: {what}top-5 logits differ by {top5}"));
+            }
+        }
+        f
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "case {}: decided {}/{} ids equal: {}; mean |Δlogprob| {:.4} (decoded {:.4}); max |Δtop5 logit| {:.5} \
+             (decoded {:.5})",
+            self.id,
+            self.decided,
+            self.n_ref,
+            self.greedy_ok,
+            self.mean_abs,
+            self.decoded_mean_abs,
+            self.top5,
+            self.decoded_top5
+        )
+    }
+}
+
+/// Every case's comparison.
+#[derive(Debug, Clone)]
+pub struct RefReport {
+    pub cases: Vec<CaseResult>,
+}
+
+impl RefReport {
+    /// The largest top-5 logit error over every case: (teacher-forced prefill, decoded).
+    pub fn worst_top5(&self) -> (f64, f64) {
+        self.cases.iter().fold((0.0, 0.0), |(p, d), c| (p.max(c.top5), d.max(c.decoded_top5)))
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        self.cases.iter().flat_map(CaseResult::failures).collect()
+    }
+
+    pub fn render(&self) -> String {
+        self.cases.iter().map(CaseResult::describe).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Reads a reference file (`generation-*.json`).
+pub fn load_refs(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a reference file", path.display()))
+}
+
+fn ids(v: &Value, what: &str) -> Result<Vec<u32>> {
+    let arr = v.as_array().with_context(|| format!("{what}: not an array"))?;
+    arr.iter()
+        .map(|x| {
+            x.as_u64().filter(|&i| i <= u32::MAX as u64).map(|i| i as u32).with_context(|| format!("{what}: not an id"))
+        })
+        .collect()
+}
+
+fn f64s(v: &Value, what: &str) -> Result<Vec<f64>> {
+    let arr = v.as_array().with_context(|| format!("{what}: not an array"))?;
+    arr.iter().map(|x| x.as_f64().with_context(|| format!("{what}: not a number"))).collect()
+}
+
+fn log_softmax_at(row: &[f32], id: u32) -> f64 {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    row[id as usize] as f64 - max - z.ln()
+}
+
+/// Mean |Δlogprob| of the reference tokens and the largest |Δ| of its recorded top-5 logits over
+/// its first 16 positions (`row(j)`: the logits after the prompt and `j` reference tokens).
+fn compare<'a>(case: &Value, want: &[u32], vocab: usize, row: impl Fn(usize) -> &'a [f32]) -> Result<(f64, f64)> {
+    let ref_lp = f64s(&case["teacher_forced"]["token_logprobs"], "teacher_forced.token_logprobs")?;
+    if ref_lp.len() != want.len() {
+        bail!("teacher_forced.token_logprobs has {} entries for {} output ids", ref_lp.len(), want.len());
+    }
+    let mean_abs = want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>()
+        / want.len().max(1) as f64;
+    let mut top5 = 0.0f64;
+    let positions = case["top5_first16"].as_array().context("top5_first16: not an array")?;
+    for (j, pairs) in positions.iter().enumerate().take(want.len()) {
+        let r = row(j);
+        for pair in pairs.as_array().context("top5_first16: not pairs")? {
+            let tid = pair[0].as_u64().filter(|&t| (t as usize) < vocab).context("top5_first16: bad token id")?;
+            let val = pair[1].as_f64().context("top5_first16: bad logit")?;
+            top5 = top5.max((r[tid as usize] as f64 - val).abs());
+        }
+    }
+    Ok((mean_abs, top5))
+}
+
+/// Runs every case of `refs` on the compiled model in `dir` with `backend`.
+pub fn check_against_reference(dir: &Path, backend: BackendChoice, refs: &Value) -> Result<RefReport> {
+    let mut loaded = backend::load(dir, backend, Some(1024), true)?;
+    let vocab = loaded.model.plan.hparams.vocab;
+    let template = ChatTemplate::new(loaded.tokenizer.chat_template().context("the model has no chat template")?)?;
+    let mut cases = Vec::new();
+    for case in refs["cases"].as_array().context("the reference file has no cases")? {
+        let id = case["id"].as_str().context("case id")?.to_string();
+        let input_text = case["input_text"].as_str().context("input_text")?;
+        let template_ok = if case["kind"] == "chat" {
+            let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).context("messages")?;
+            template.render(&messages, true)? == input_text
+        } else {
+            true
+        };
+        let prompt = loaded.tokenizer.encode(input_text);
+        let prompt_ok = prompt == ids(&case["input_ids"], "input_ids")?;
+        if prompt.is_empty() {
+            bail!("case {id}: empty prompt");
+        }
+
+        // Greedy continuation.
+        let want = ids(&case["output_ids"], "output_ids")?;
+        if want.is_empty() || prompt.len() + want.len() > 1024 {
+            bail!("case {id}: {} prompt and {} output ids do not fit this check", prompt.len(), want.len());
+        }
+        let margins = f64s(&case["margins"], "margins")?;
+        let decided = margins.iter().position(|&m| m < DECIDED_MARGIN).unwrap_or(want.len()).min(want.len());
+        loaded.session.reset();
+        let opts = GenOptions { max_tokens: want.len(), ..Default::default() };
+        let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, |_| {})?;
+        let greedy_ok = gen.ids.len() >= decided && gen.ids[..decided] == want[..decided];
+
+        // Teacher-forced log-probs and top-5 logits of the reference continuation: one prefill.
+        loaded.session.reset();
+        let full: Vec<u32> = prompt.iter().chain(&want).copied().collect();
+        let logits = loaded.session.prefill(&full, LogitsWanted::All)?.logits;
+        let row = |j: usize| &logits[(prompt.len() - 1 + j) * vocab..(prompt.len() + j) * vocab];
+        let (mean_abs, top5) = compare(case, &want, vocab, row)?;
+
+        // The same, one token at a time through decode (the prompt but its last token prefilled).
+        loaded.session.reset();
+        let (head, last) = prompt.split_at(prompt.len() - 1);
+        if !head.is_empty() {
+            loaded.session.prefill(head, LogitsWanted::None)?;
+        }
+        let mut rows = Vec::with_capacity(want.len());
+        for &t in last.iter().chain(&want[..want.len() - 1]) {
+            rows.push(loaded.session.decode(t, true)?.logits);
+        }
+        let (decoded_mean_abs, decoded_top5) = compare(case, &want, vocab, |j| rows[j].as_slice())?;
+        cases.push(CaseResult {
+            id,
+            template_ok,
+            prompt_ok,
+            greedy_ok,
+            decided,
+            n_ref: want.len(),
+            mean_abs,
+            top5,
+            decoded_mean_abs,
+            decoded_top5,
+        });
+    }
+    Ok(RefReport { cases })
+}

@@ -5,25 +5,16 @@
 //! epilogue). The plan validator accepts a step without a bias and still checks one that has it.
 use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
 use qwen_aot_compiler::source::MemorySource;
-use qwen_aot_compiler::synthetic::{default_model_mix, random_model_mix, remove_qkv_bias, zero_qkv_bias, FormatMix};
+use qwen_aot_compiler::synthetic::{
+    default_model_mix, multi_window_hparams, random_model_mix, remove_qkv_bias, zero_qkv_bias, FormatMix,
+};
 use qwen_aot_runtime::compiled::{validate, CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use qwen_aot_runtime::plan::{GemvEpilogue, HyperParams, Plan, RopeKvWrite, Step, WeightId};
 
 fn hp() -> HyperParams {
-    HyperParams {
-        n_layers: 2,
-        hidden: 256,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 64,
-        ffn: 512,
-        vocab: 97,
-        rms_eps: 1e-6,
-        rope_theta: 10000.0,
-        context_length: 64,
-    }
+    HyperParams { ffn: 512, vocab: 97, context_length: 64, ..multi_window_hparams() }
 }
 
 /// Compiles `src` (prefill chunks of 4 rows) into a fresh directory and opens it.

@@ -21,6 +21,7 @@ fn main() {
         ("q5_0 dram", WeightFormat::Q5_0, 9728 * 24, 896),
         ("q5_0 k4864", WeightFormat::Q5_0, 1792, 4864),
         ("q6_k down (L3)", WeightFormat::Q6_K, 896, 4864),
+        ("q4_k down (L3)", WeightFormat::Q4_K, 896, 4864),
         ("q8_0 l2", WeightFormat::Q8_0, 256, 896),
         ("q8_0 lm head (dram)", WeightFormat::Q8_0, 151936, 896),
     ];

@@ -21,6 +21,7 @@
 //! infinity gets `s = NaN` (digits 0), so the dot is NaN as the f32 path's would be and the
 //! executor's logit check refuses it; a block so small that `127 / amax` overflows (amax below
 //! 127 / f32::MAX, about 3.7e-37) is a zero block (`s = 0`), an error of at most `|v_i|`.
+use super::aligned::Aligned;
 use super::sums16;
 use crate::quant::GROUP;
 
@@ -77,11 +78,11 @@ pub fn quantize_block(v: &[f32], d: &mut [i8]) -> f32 {
 pub struct Digits {
     k: usize,
     /// Per block of 32, [`BLOCK_BYTES`]: `d0[32] | d1[32] | d2[32]` (the 8-bit route).
-    pub(super) d8: Vec<i8>,
+    pub(super) d8: Aligned<i8>,
     /// Per element `254 * d0 + d1` (at most 32,385 in magnitude) and `d2`, as i16 (the 16-bit
     /// route, [`_mm256_madd_epi16`](std::arch::x86_64::_mm256_madd_epi16) operands).
-    pub(super) x01: Vec<i16>,
-    pub(super) x2: Vec<i16>,
+    pub(super) x01: Aligned<i16>,
+    pub(super) x2: Aligned<i16>,
     /// Per block: `s`.
     pub(super) s: Vec<f32>,
     /// Per 16 elements: its block's `s / 254^2` (the factor of `254^2 C0 + 254 C1 + C2`), then
@@ -111,9 +112,9 @@ impl Digits {
         assert!(k.is_multiple_of(GROUP), "Digits: a row of {k} is not whole blocks of {GROUP}");
         let nb = k / GROUP;
         self.k = k;
-        self.d8.resize(nb * BLOCK_BYTES, 0);
-        self.x01.resize(k, 0);
-        self.x2.resize(k, 0);
+        self.d8.resize_zeroed(nb * BLOCK_BYTES);
+        self.x01.resize_zeroed(k);
+        self.x2.resize_zeroed(k);
         self.s.resize(nb, 0.0);
         for v in [&mut self.s16, &mut self.sx16] {
             v.clear();

@@ -8,6 +8,7 @@
 //! only where it is exact, so the fast dequantisation is bit-exact with
 //! [`crate::quant::reference::dequant_row`], and the dot can factor the scales out of the sums.
 #[cfg(target_arch = "x86_64")]
+mod aligned;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_int;

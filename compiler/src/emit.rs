@@ -7,7 +7,7 @@ use petgraph::stable_graph::NodeIndex;
 use qwen_aot_plan::{BufId, BufferInfo, DType, GemvEpilogue, NormPrologue, Program, RopeKvWrite, Step};
 
 use crate::error::CompileError;
-use crate::graph::{GemvEpi, Op, OpGraph, Value, WeightRef};
+use crate::graph::{GemvEpi, Op, OpGraph, RopeKv, Value};
 use crate::memory::{self, Interval};
 use crate::pack::WeightTable;
 
@@ -95,9 +95,9 @@ pub fn emit_program(
                 residual: None,
                 logit_rows: *logits,
             },
-            Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => Step::BiasRopeKvWrite {
+            Op::BiasRopeKvWrite(r) => Step::BiasRopeKvWrite {
                 qkv: packed("bias_rope_kv_write")?,
-                rope: rope_kv_write(weights, bias.as_ref(), *layer, *heads, *kv_heads, *head_dim, *theta)?,
+                rope: rope_kv_write(weights, r)?,
                 q_out: out(n, 0)?,
             },
             Op::Attention { layer, heads, kv_heads, head_dim, scale } => Step::Attention {
@@ -133,11 +133,8 @@ pub fn emit_program(
                         logit_rows: *logits,
                     },
                     GemvEpi::SwiGlu { ffn } => GemvEpilogue::SwiGlu { ffn: *ffn, out: out(n, 0)? },
-                    GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta } => {
-                        GemvEpilogue::BiasRopeKvWrite {
-                            rope: rope_kv_write(weights, bias.as_ref(), *layer, *heads, *kv_heads, *head_dim, *theta)?,
-                            q_out: out(n, 0)?,
-                        }
+                    GemvEpi::BiasRopeKvWrite(r) => {
+                        GemvEpilogue::BiasRopeKvWrite { rope: rope_kv_write(weights, r)?, q_out: out(n, 0)? }
                     }
                 },
             },
@@ -165,21 +162,13 @@ pub fn emit_program(
 }
 
 /// The plan's bias + RoPE + KV write attributes (a step, or a GEMV epilogue) from the graph's.
-fn rope_kv_write(
-    weights: &WeightTable,
-    bias: Option<&WeightRef>,
-    layer: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    theta: f32,
-) -> Result<RopeKvWrite, CompileError> {
+fn rope_kv_write(weights: &WeightTable, r: &RopeKv) -> Result<RopeKvWrite, CompileError> {
     Ok(RopeKvWrite {
-        bias: bias.map(|b| weights.id(b)).transpose()?,
-        layer,
-        n_heads: heads,
-        n_kv_heads: kv_heads,
-        head_dim,
-        rope_theta: theta,
+        bias: r.bias.as_ref().map(|b| weights.id(b)).transpose()?,
+        layer: r.layer,
+        n_heads: r.heads,
+        n_kv_heads: r.kv_heads,
+        head_dim: r.head_dim,
+        rope_theta: r.theta,
     })
 }

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::CompileError;
 use crate::gguf::{GgmlType, GgufError};
-use crate::graph::{Op, OpGraph, WeightRef};
+use crate::graph::{Op, OpGraph, RopeKv, WeightRef};
 use crate::repack::{format_of, repack_into, RepackError};
 use crate::source::TensorSource;
 
@@ -89,7 +89,7 @@ fn expectation<'a>(op: &'a Op, out_cols: &[usize]) -> Option<(&'a WeightRef, Exp
         Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => {
             Some((weight, Expect::Vector { len: out_cols[0] }))
         }
-        Op::BiasRopeKvWrite { bias: Some(bias), heads, kv_heads, head_dim, .. } => {
+        Op::BiasRopeKvWrite(RopeKv { bias: Some(bias), heads, kv_heads, head_dim, .. }) => {
             Some((bias, Expect::Vector { len: (heads + 2 * kv_heads) * head_dim }))
         }
         Op::BiasAdd { bias } => Some((bias, Expect::Vector { len: out_cols[0] })),

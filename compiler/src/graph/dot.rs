@@ -24,11 +24,7 @@ fn cluster(g: &OpGraph, id: &str, title: &str, layer: Option<usize>) -> String {
         let style = if in_scope(n) { "" } else { ", style=dashed, color=gray, fontcolor=gray" };
         let fused = matches!(
             node.op,
-            Op::AddRmsNorm { .. }
-                | Op::BiasRopeKvWrite { .. }
-                | Op::Attention { .. }
-                | Op::SwiGlu { .. }
-                | Op::Gemv { .. }
+            Op::AddRmsNorm { .. } | Op::BiasRopeKvWrite(_) | Op::Attention { .. } | Op::SwiGlu { .. } | Op::Gemv { .. }
         ) || matches!(&node.op, Op::MatMul { weight: super::WeightRef::Concat(_), .. });
         let fill = if fused && in_scope(n) { ", style=filled, fillcolor=\"#cde8ff\"" } else { "" };
         let label = format!("{}\\n{}", node.op, node.label).replace('"', "'");

@@ -96,16 +96,8 @@ pub enum Op {
         weight: WeightRef,
         eps: f32,
     },
-    /// Inputs q, k, v (raw projections) or one packed qkv; outputs [rotated q, kv-token]. `bias`:
-    /// the packed q|k|v bias, or None for a model without them (nothing is added).
-    BiasRopeKvWrite {
-        bias: Option<WeightRef>,
-        layer: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        theta: f32,
-    },
+    /// Inputs q, k, v (raw projections) or one packed qkv; outputs [rotated q, kv-token].
+    BiasRopeKvWrite(RopeKv),
     /// Inputs q, kv-token.
     Attention {
         layer: usize,
@@ -140,14 +132,20 @@ pub enum GemvEpi {
     /// SwiGLU of the packed gate|up product.
     SwiGlu { ffn: usize },
     /// Bias (if any), RoPE and KV write of the packed qkv product.
-    BiasRopeKvWrite {
-        bias: Option<WeightRef>,
-        layer: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        theta: f32,
-    },
+    BiasRopeKvWrite(RopeKv),
+}
+
+/// What a bias + RoPE + KV write does, standalone ([`Op::BiasRopeKvWrite`]) or as a GEMV's
+/// epilogue ([`GemvEpi::BiasRopeKvWrite`]). `bias`: the packed q|k|v bias, or None for a model
+/// without them (nothing is added).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeKv {
+    pub bias: Option<WeightRef>,
+    pub layer: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub theta: f32,
 }
 
 impl Op {
@@ -171,7 +169,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Argmax { .. } => "argmax",
             Op::AddRmsNorm { .. } => "add_rms_norm",
-            Op::BiasRopeKvWrite { .. } => "bias_rope_kv_write",
+            Op::BiasRopeKvWrite(_) => "bias_rope_kv_write",
             Op::Attention { .. } => "attention",
             Op::SwiGlu { .. } => "swiglu",
             Op::Gemv { norm, epilogue, .. } => match (norm.is_some(), epilogue) {
@@ -181,8 +179,8 @@ impl Op {
                 (true, GemvEpi::Store { residual: true, .. }) => "norm_gemv_residual",
                 (false, GemvEpi::SwiGlu { .. }) => "gemv_swiglu",
                 (true, GemvEpi::SwiGlu { .. }) => "norm_gemv_swiglu",
-                (false, GemvEpi::BiasRopeKvWrite { .. }) => "gemv_rope_kv_write",
-                (true, GemvEpi::BiasRopeKvWrite { .. }) => "norm_gemv_rope_kv_write",
+                (false, GemvEpi::BiasRopeKvWrite(_)) => "gemv_rope_kv_write",
+                (true, GemvEpi::BiasRopeKvWrite(_)) => "norm_gemv_rope_kv_write",
             },
         }
     }
@@ -198,10 +196,10 @@ impl fmt::Display for Op {
             Op::RmsNorm { weight, .. } | Op::AddRmsNorm { weight, .. } => {
                 write!(f, "{} {}", self.name(), weight.plan_name())
             }
-            Op::BiasAdd { bias } | Op::BiasRopeKvWrite { bias: Some(bias), .. } => {
+            Op::BiasAdd { bias } | Op::BiasRopeKvWrite(RopeKv { bias: Some(bias), .. }) => {
                 write!(f, "{} {}", self.name(), bias.plan_name())
             }
-            Op::BiasRopeKvWrite { bias: None, .. } => write!(f, "{} (no bias)", self.name()),
+            Op::BiasRopeKvWrite(RopeKv { bias: None, .. }) => write!(f, "{} (no bias)", self.name()),
             Op::Slice { start, len } => write!(f, "slice [{start}..{}]", start + len),
             _ => f.write_str(self.name()),
         }

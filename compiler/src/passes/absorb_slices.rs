@@ -22,7 +22,7 @@ fn packed_source(g: &OpGraph, inputs: &[Value]) -> Option<Value> {
 
 pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
     let mut count = 0;
-    for n in g.find(|op| matches!(op, Op::BiasRopeKvWrite { .. } | Op::SwiGlu { .. })) {
+    for n in g.find(|op| matches!(op, Op::BiasRopeKvWrite(_) | Op::SwiGlu { .. })) {
         let ins = g.inputs(n);
         if ins.len() < 2 {
             continue;
@@ -48,7 +48,7 @@ mod tests {
             p(&mut g).unwrap();
         }
         assert_eq!(run(&mut g).unwrap(), 2);
-        for n in g.find(|op| matches!(op, Op::BiasRopeKvWrite { .. } | Op::SwiGlu { .. })) {
+        for n in g.find(|op| matches!(op, Op::BiasRopeKvWrite(_) | Op::SwiGlu { .. })) {
             let ins = g.inputs(n);
             assert_eq!(ins.len(), 1);
             assert!(matches!(g.op(ins[0].node), Op::MatMul { .. }), "reads the concatenated matmul");

@@ -7,7 +7,7 @@
 use petgraph::stable_graph::NodeIndex;
 
 use crate::error::CompileError;
-use crate::graph::{Op, OpGraph, Value, WeightRef};
+use crate::graph::{Op, OpGraph, RopeKv, Value, WeightRef};
 
 /// A projection as the fused op reads it: the value before any bias, and the `bias_add` (node,
 /// tensor name) that the fused op replaces, if there is one.
@@ -78,7 +78,7 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         let cols = vec![g.cols(Value::new(q_rope, 0)), 0];
         let label = g.node(kw).label.replace(".kv", ".qkv");
         let fused = g.add(
-            Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta: q_theta },
+            Op::BiasRopeKvWrite(RopeKv { bias, layer, heads, kv_heads, head_dim, theta: q_theta }),
             cols,
             label,
             &[q.raw, k.raw, v.raw],
@@ -108,8 +108,8 @@ mod tests {
         for gone in ["bias_add", "rope", "kv_write"] {
             assert!(!h.iter().any(|(n, _)| *n == gone), "{gone} survived: {h:?}");
         }
-        let f = g.find(|op| matches!(op, Op::BiasRopeKvWrite { .. }))[0];
-        let Op::BiasRopeKvWrite { bias, heads, kv_heads, .. } = g.op(f) else { unreachable!() };
+        let f = g.find(|op| matches!(op, Op::BiasRopeKvWrite(_)))[0];
+        let Op::BiasRopeKvWrite(RopeKv { bias, heads, kv_heads, .. }) = g.op(f) else { unreachable!() };
         assert_eq!(
             bias,
             &Some(WeightRef::Concat(vec![
@@ -137,8 +137,8 @@ mod tests {
         for gone in ["rope", "kv_write"] {
             assert!(!h.iter().any(|(n, _)| *n == gone), "{gone} survived: {h:?}");
         }
-        let f = g.find(|op| matches!(op, Op::BiasRopeKvWrite { .. }))[0];
-        assert!(matches!(g.op(f), Op::BiasRopeKvWrite { bias: None, heads: 4, kv_heads: 2, .. }));
+        let f = g.find(|op| matches!(op, Op::BiasRopeKvWrite(_)))[0];
+        assert!(matches!(g.op(f), Op::BiasRopeKvWrite(RopeKv { bias: None, heads: 4, kv_heads: 2, .. })));
         assert!(g.inputs(f).iter().all(|v| matches!(g.op(v.node), Op::MatMul { .. })));
     }
 

@@ -16,11 +16,7 @@ pub fn run(g: &mut OpGraph) -> Result<usize, CompileError> {
         }
         let epilogue = match g.op(reader).clone() {
             Op::SwiGlu { ffn } if 2 * ffn == n => GemvEpi::SwiGlu { ffn },
-            Op::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta }
-                if (heads + 2 * kv_heads) * head_dim == n =>
-            {
-                GemvEpi::BiasRopeKvWrite { bias, layer, heads, kv_heads, head_dim, theta }
-            }
+            Op::BiasRopeKvWrite(r) if (r.heads + 2 * r.kv_heads) * r.head_dim == n => GemvEpi::BiasRopeKvWrite(r),
             _ => continue,
         };
         let cols = g.node(reader).out_cols.clone();
@@ -49,7 +45,7 @@ mod tests {
         let h = g.op_histogram();
         assert!(!h.iter().any(|(n, _)| *n == "swiglu" || *n == "bias_rope_kv_write"), "{h:?}");
         assert!(h.contains(&("norm_gemv_swiglu", 1)) && h.contains(&("norm_gemv_rope_kv_write", 1)), "{h:?}");
-        let rope = g.find(|op| matches!(op, Op::Gemv { epilogue: GemvEpi::BiasRopeKvWrite { .. }, .. }))[0];
+        let rope = g.find(|op| matches!(op, Op::Gemv { epilogue: GemvEpi::BiasRopeKvWrite(_), .. }))[0];
         assert_eq!(g.node(rope).out_cols, vec![4 * 16, 0], "rotated q, kv-token");
         let readers = g.consumers(Value::new(rope, 1));
         assert!(matches!(g.op(readers[0].0), Op::Attention { .. }), "the attention is ordered after the KV write");

@@ -12,18 +12,14 @@ include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 /// knob: A/B experiments on kernel variants built with other nvcc flags, without relinking the
 /// binary; the variant must define every kernel of the runtime's table). Read once per process.
 pub fn image() -> anyhow::Result<&'static [u8]> {
-    static OVERRIDE: std::sync::OnceLock<Result<Option<&'static [u8]>, String>> = std::sync::OnceLock::new();
-    let loaded = OVERRIDE.get_or_init(|| match std::env::var_os("QWEN_AOT_FATBIN") {
-        None => Ok(None),
+    static LOADED: std::sync::OnceLock<Result<&'static [u8], String>> = std::sync::OnceLock::new();
+    let loaded = LOADED.get_or_init(|| match std::env::var_os("QWEN_AOT_FATBIN") {
+        None => Ok(IMAGE),
         Some(path) => std::fs::read(&path)
-            .map(|bytes| Some(&*Box::leak(bytes.into_boxed_slice())))
+            .map(|bytes| &*Box::leak(bytes.into_boxed_slice()))
             .map_err(|e| format!("QWEN_AOT_FATBIN={}: {e}", path.to_string_lossy())),
     });
-    match loaded {
-        Ok(Some(bytes)) => Ok(bytes),
-        Ok(None) => Ok(IMAGE),
-        Err(why) => anyhow::bail!("{why}"),
-    }
+    loaded.clone().map_err(|why| anyhow::anyhow!(why))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::backend::{self, BackendChoice};
 use crate::generation::{generate, GenOptions};
+use crate::perplexity::nll;
 
 /// Largest mean |Δlogprob| a case may show (teacher-forced, prefill or decoded).
 pub const MAX_MEAN_ABS_LOGPROB: f64 = 0.02;
@@ -127,12 +128,6 @@ fn f64s(v: &Value, what: &str) -> Result<Vec<f64>> {
     arr.iter().map(|x| x.as_f64().with_context(|| format!("{what}: not a number"))).collect()
 }
 
-fn log_softmax_at(row: &[f32], id: u32) -> f64 {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-    row[id as usize] as f64 - max - z.ln()
-}
-
 /// Mean |Δlogprob| of the reference tokens and the largest |Δ| of its recorded top-5 logits over
 /// its first 16 positions (`row(j)`: the logits after the prompt and `j` reference tokens).
 fn compare<'a>(case: &Value, want: &[u32], vocab: usize, row: impl Fn(usize) -> &'a [f32]) -> Result<(f64, f64)> {
@@ -140,7 +135,7 @@ fn compare<'a>(case: &Value, want: &[u32], vocab: usize, row: impl Fn(usize) -> 
     if ref_lp.len() != want.len() {
         bail!("teacher_forced.token_logprobs has {} entries for {} output ids", ref_lp.len(), want.len());
     }
-    let mean_abs = want.iter().enumerate().map(|(j, &t)| (log_softmax_at(row(j), t) - ref_lp[j]).abs()).sum::<f64>()
+    let mean_abs = want.iter().enumerate().map(|(j, &t)| (-nll(row(j), t) - ref_lp[j]).abs()).sum::<f64>()
         / want.len().max(1) as f64;
     let mut top5 = 0.0f64;
     let positions = case["top5_first16"].as_array().context("top5_first16: not an array")?;

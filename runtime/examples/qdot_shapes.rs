@@ -12,7 +12,14 @@ use qwen_aot_runtime::quant::{PartView, WeightFormat};
 use rayon::prelude::*;
 
 fn main() {
-    let threads: usize = std::env::args().nth(1).map_or(1, |s| s.parse().expect("a thread count"));
+    let threads: usize = match std::env::args().nth(1).map(|s| s.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("usage: qdot_shapes [THREADS] (a positive thread count; default 1)");
+            std::process::exit(2);
+        }
+    };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
     let only = std::env::var("ONLY").unwrap_or_default();
     let cases = [

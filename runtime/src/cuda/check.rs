@@ -283,6 +283,62 @@ impl<'a> Harness<'a> {
     }
 }
 
+/// The outputs of a bias+RoPE+KV write under test (the standalone kernel or a GEMV epilogue):
+/// q [t, q_len] f32 and both caches [max_seq, kv_len] f16, all poisoned, plus the f32 inverse
+/// frequencies the kernels read.
+struct RopeOutputs {
+    inv_freq: DevBuf,
+    q_out: DevBuf,
+    k_cache: DevBuf,
+    v_cache: DevBuf,
+    heads: Heads,
+    t: usize,
+    max_seq: usize,
+}
+
+/// What a [`RopeOutputs`] read back: q, then the whole K and V caches (as f32).
+struct RopeResult {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl RopeOutputs {
+    fn new(h: &Harness, s: &CheckShape, t: usize) -> Result<Self, RuntimeError> {
+        let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: s.head_dim };
+        let (ql, kl) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+        let max_seq = s.pos + t + 3;
+        Ok(Self {
+            inv_freq: h.input(&inv_freq_table(s.rope_theta, s.head_dim))?,
+            q_out: h.output(t * ql * 4)?,
+            k_cache: h.output(max_seq * kl * 2)?,
+            v_cache: h.output(max_seq * kl * 2)?,
+            heads,
+            t,
+            max_seq,
+        })
+    }
+    /// The kernel arguments; `bias` 0 is the null pointer (read as an all-zero bias).
+    fn args(&self, bias: u64) -> RopeArgs {
+        RopeArgs {
+            bias,
+            inv_freq: self.inv_freq.ptr(),
+            q_out: self.q_out.ptr(),
+            k_cache: self.k_cache.ptr(),
+            v_cache: self.v_cache.ptr(),
+            heads: self.heads,
+        }
+    }
+    fn read(&self, h: &Harness) -> Result<RopeResult, RuntimeError> {
+        let (ql, kl) = (self.heads.n_heads * self.heads.head_dim, self.heads.n_kv_heads * self.heads.head_dim);
+        Ok(RopeResult {
+            q: h.read_f32(&self.q_out, self.t * ql)?,
+            k: h.read_f16(&self.k_cache, self.max_seq * kl)?,
+            v: h.read_f16(&self.v_cache, self.max_seq * kl)?,
+        })
+    }
+}
+
 /// Runs every kernel at every shape; returns one row per comparison. `test_image` is the test
 /// kernels' image (`qwen_aot::kernels::TEST_IMAGE`), loaded next to the device's. Errors only for
 /// CUDA failures (a wrong result is a failing row, not an error).
@@ -497,22 +553,10 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let qkv = rng.vec(t * row, 2.0);
         let bias = if with_bias { rng.vec(row, 4.0) } else { vec![0.0; row] };
         let (dq, db) = (h.input(&qkv)?, h.input(&bias)?);
-        let inv = h.input(&inv_freq_table(s.rope_theta, s.head_dim))?;
-        let q_out = h.output(t * ql * 4)?;
-        let kc = h.output(max_seq * kl * 2)?;
-        let vc = h.output(max_seq * kl * 2)?;
-        let args = RopeArgs {
-            bias: if with_bias { db.ptr() } else { 0 },
-            inv_freq: inv.ptr(),
-            q_out: q_out.ptr(),
-            k_cache: kc.ptr(),
-            v_cache: vc.ptr(),
-            heads,
-        };
+        let outs = RopeOutputs::new(h, s, t)?;
+        let args = outs.args(if with_bias { db.ptr() } else { 0 });
         h.run(&[launch::bias_rope_kv_write(st, dq.ptr(), args, t)], "bias_rope_kv_write")?;
-        let gq = h.read_f32(&q_out, t * ql)?;
-        let gk = h.read_f16(&kc, max_seq * kl)?;
-        let gv = h.read_f16(&vc, max_seq * kl)?;
+        let RopeResult { q: gq, k: gk, v: gv } = outs.read(h)?;
         let (mut cq, mut ck, mut cv) = (vec![0f32; t * ql], vec![f32::NAN; max_seq * kl], vec![f32::NAN; max_seq * kl]);
         let cbias = with_bias.then_some(bias.as_slice());
         cpu::bias_rope_kv_write(&qkv, cbias, sh, s.rope_theta, s.pos, t, &mut ck, &mut cv, &mut cq);

@@ -19,9 +19,8 @@
 //!   the sincosf difference of rope.cu's check (2^-19 (|a| + |b|)); K and V add the f16 rounding of
 //!   the store (2^-11 |value|).
 use super::weights::{k_for, DevWeight, TestWeight};
-use super::{cpu, CheckShape, Harness, Rng, U16, U32};
-use crate::cuda::executor::inv_freq_table;
-use crate::cuda::launch::{self, GemvNorm, GemvOut, Heads, Op, RopeArgs};
+use super::{cpu, CheckShape, Harness, Rng, RopeOutputs, RopeResult, U16, U32};
+use crate::cuda::launch::{self, GemvNorm, GemvOut, Op};
 use crate::cuda::qmma;
 use crate::error::RuntimeError;
 use crate::quant::{WeightFormat, ALL_FORMATS};
@@ -329,24 +328,11 @@ fn check_recipe(
             let bias = if with_bias { rng.vec(row, 4.0) } else { vec![0.0; row] };
             let (dx, dnw, db) = (h.input(&p.x)?, h.input(&p.norm_w)?, h.input(&bias)?);
             let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
-            let inv = h.input(&inv_freq_table(s.rope_theta, d))?;
             let max_seq = s.pos + t + 3;
-            let q_out = h.output(t * ql * 4)?;
-            let kc = h.output(max_seq * kl * 2)?;
-            let vc = h.output(max_seq * kl * 2)?;
-            let heads = Heads { n_heads: s.n_heads, n_kv_heads: s.n_kv_heads, head_dim: d };
-            let epi = GemvOut::Rope(RopeArgs {
-                bias: if with_bias { db.ptr() } else { 0 },
-                inv_freq: inv.ptr(),
-                q_out: q_out.ptr(),
-                k_cache: kc.ptr(),
-                v_cache: vc.ptr(),
-                heads,
-            });
+            let outs = RopeOutputs::new(h, s, t)?;
+            let epi = GemvOut::Rope(outs.args(if with_bias { db.ptr() } else { 0 }));
             h.run(&[gemv_op(h, &p.w, dx.ptr(), gn, row, k, t, epi)], tag)?;
-            let gq = h.read_f32(&q_out, t * ql)?;
-            let gk = h.read_f16(&kc, max_seq * kl)?;
-            let gv = h.read_f16(&vc, max_seq * kl)?;
+            let RopeResult { q: gq, k: gk, v: gv } = outs.read(h)?;
             let (mut cq, mut ck, mut cv) =
                 (vec![0f32; t * ql], vec![f32::NAN; max_seq * kl], vec![f32::NAN; max_seq * kl]);
             let cbias = with_bias.then_some(bias.as_slice());

@@ -193,21 +193,26 @@ QA_DEVICE float q_dot(const QRaw& r, XAt xc) {
     return q_scaled<F>(r, acc, sx);
 }
 
-// The group's 32 values, bit-exact with the CPU reference (no contraction: __fmul_rn/__fsub_rn).
+// Elements 4c..4c+3 of the group, bit-exact with the CPU reference (no contraction:
+// __fmul_rn/__fsub_rn).
+template <int F>
+QA_DEVICE void q_dequant_chunk(const QRaw& r, int c, float v[4]) {
+    using T = QTraits<F>;
+    const uint32_t q = q_codes<F>(r, c);
+    float dl, ml;
+    q_scales<F>(r, c >> 2, dl, ml);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float qf = code_to_float(q, i, (float)T::Z);
+        v[i] = T::MIN ? __fsub_rn(__fmul_rn(dl, qf), ml) : __fmul_rn(dl, qf);
+    }
+}
+
+// The group's 32 values, bit-exact with the CPU reference.
 template <int F>
 QA_DEVICE void q_dequant(const QRaw& r, float v[32]) {
-    using T = QTraits<F>;
 #pragma unroll
-    for (int c = 0; c < 8; ++c) {
-        const uint32_t q = q_codes<F>(r, c);
-        float dl, ml;
-        q_scales<F>(r, c >> 2, dl, ml);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float qf = code_to_float(q, i, (float)T::Z);
-            v[4 * c + i] = T::MIN ? __fsub_rn(__fmul_rn(dl, qf), ml) : __fmul_rn(dl, qf);
-        }
-    }
+    for (int c = 0; c < 8; ++c) q_dequant_chunk<F>(r, c, v + 4 * c);
 }
 
 // Float formats, element e of row-major data.

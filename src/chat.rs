@@ -94,6 +94,7 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
         loaded.session.executor().backend().name()
     );
     let mut input = Input::new(std::io::stdin().is_terminal());
+    let mut warmed_up = false;
     loop {
         eprint!("\n> ");
         reading.store(true, Ordering::Relaxed);
@@ -170,6 +171,15 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
             gen.ttft_ms,
             loaded.session.pos()
         );
+        // The first answer ran on the paths that need no warm-up (a fresh process answers
+        // fastest that way); while the user types the next message, pay the one-time costs of
+        // the faster prompt path (cuBLAS on the GPU). A failure only leaves that path cold.
+        if !warmed_up {
+            warmed_up = true;
+            if let Err(e) = loaded.session.warm_up() {
+                eprintln!("(warm-up failed, prompts stay on the slower path: {e})");
+            }
+        }
     }
     Ok(())
 }

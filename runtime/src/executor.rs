@@ -55,6 +55,12 @@ pub trait Executor {
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+    /// Pays now the one-time costs a later prompt would otherwise wait for (on the GPU: cuBLAS'
+    /// handle and the loading of its GEMM kernels, ~0.2 s); for idle moments, such as a chat
+    /// waiting for its next message. The conversation (KV cache, positions) is unchanged.
+    fn warm_up(&mut self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Device memory in use on the executor's device (bytes), where the backend can tell.
     fn device_memory_used(&self) -> Option<u64> {
         None

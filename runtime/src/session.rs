@@ -24,6 +24,11 @@ impl Session {
         self.exec.set_sampling(params)
     }
 
+    /// See [`Executor::warm_up`]: for idle moments (the conversation is unchanged).
+    pub fn warm_up(&mut self) -> Result<(), RuntimeError> {
+        self.exec.warm_up()
+    }
+
     /// Tokens currently in the KV cache.
     pub fn pos(&self) -> usize {
         self.pos

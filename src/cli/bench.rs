@@ -19,7 +19,7 @@ use qwen_aot_compiler::synthetic::{
 };
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
-use qwen_aot_runtime::cuda::CudaExecutor;
+use qwen_aot_runtime::cuda::{CudaExecutor, PrefillPath};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use qwen_aot_runtime::plan::{GemvEpilogue, Plan, Step};
 use serde::Serialize;
@@ -38,12 +38,35 @@ struct BenchReport {
     /// turnaround): what `decode_tok_s_depth0` would be if the host never made the GPU wait.
     decode_step_us_back_to_back: f64,
     prefill_tok_s_512: f64,
+    /// Short prompts on each prefill path (a chat turn's lengths).
+    short_prefills: Vec<ShortPrefill>,
+    /// The first cuBLAS prefill of SHORT_PROMPTS[2] tokens right after `warm_up` (ms): what a
+    /// chat's second turn waits for.
+    first_gemm_prefill_after_warm_up_ms: f64,
     launches_per_decode_step: usize,
     cuda_graph: bool,
     weight_bytes_per_token: u64,
     copy_bandwidth_gb_s: f64,
     floor_tok_s: f64,
     decode_pct_of_floor: f64,
+}
+
+/// Milliseconds (GPU clock, median) of one prefill of `tokens` tokens on each path.
+#[derive(Serialize)]
+struct ShortPrefill {
+    tokens: usize,
+    gemv_ms: f64,
+    gemm_ms: f64,
+}
+
+/// Prompt lengths of the short-prefill lines (37: the chat haiku prompt of issue 17).
+const SHORT_PROMPTS: [usize; 5] = [4, 16, 37, 64, 128];
+
+/// GPU milliseconds of one prefill of `prompt` at position 0.
+fn prefill_ms(exec: &mut CudaExecutor, prompt: &[u32]) -> Result<f64> {
+    let timer = GpuTimer::start(exec.device())?;
+    exec.prefill(prompt, 0, LogitsWanted::None)?;
+    Ok(timer.stop_secs(exec.device())? * 1e3)
 }
 
 /// Shapes (and formats) of `bench --random`.
@@ -177,6 +200,26 @@ pub fn run(
         // What loading took (context, module, upload, capture): the start-up phases.
         eprint!("{}", qwen_aot_runtime::phases::report(&qwen_aot_runtime::phases::recorded()));
     }
+    // Short prompts: the GEMV path first (it needs no cuBLAS), then cuBLAS after the warm-up a
+    // chat does between turns.
+    let short_lens: Vec<usize> = SHORT_PROMPTS.iter().copied().filter(|&n| n <= exec.max_prefill_tokens()).collect();
+    exec.set_prefill_path(PrefillPath::Gemv);
+    let mut gemv_ms = Vec::new();
+    for &n in &short_lens {
+        prefill_ms(&mut exec, &prompt[..n])?;
+        gemv_ms.push(median((0..reps).map(|_| prefill_ms(&mut exec, &prompt[..n])).collect::<Result<_>>()?));
+    }
+    exec.set_prefill_path(PrefillPath::Auto);
+    exec.warm_up()?;
+    exec.set_prefill_path(PrefillPath::Gemm);
+    let first_after_warm_up = prefill_ms(&mut exec, &prompt[..SHORT_PROMPTS[2]])?;
+    let mut short_prefills = Vec::new();
+    for (&n, &gemv_ms) in short_lens.iter().zip(&gemv_ms) {
+        prefill_ms(&mut exec, &prompt[..n])?;
+        let gemm_ms = median((0..reps).map(|_| prefill_ms(&mut exec, &prompt[..n])).collect::<Result<_>>()?);
+        short_prefills.push(ShortPrefill { tokens: n, gemv_ms, gemm_ms });
+    }
+    exec.set_prefill_path(PrefillPath::Auto);
     let d0 = median(
         (0..reps)
             .map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s))
@@ -211,6 +254,8 @@ pub fn run(
         decode_tok_s_depth2048: d2k,
         decode_step_us_back_to_back: replay,
         prefill_tok_s_512: pf,
+        short_prefills,
+        first_gemm_prefill_after_warm_up_ms: first_after_warm_up,
         launches_per_decode_step: exec.decode_launches(),
         cuda_graph: exec.uses_graph(),
         weight_bytes_per_token: bytes,
@@ -235,6 +280,16 @@ pub fn run(
         1e6 / r.decode_tok_s_depth0
     );
     println!("prefill, 512-token prompt   {:>9.1} tokens/s", r.prefill_tok_s_512);
+    for p in &r.short_prefills {
+        println!(
+            "prefill, {:>3}-token prompt   {:>9.2} ms on the GEMV kernels, {:.2} ms on cuBLAS",
+            p.tokens, p.gemv_ms, p.gemm_ms
+        );
+    }
+    println!(
+        "first cuBLAS prefill after warm-up {:.2} ms ({} tokens)",
+        r.first_gemm_prefill_after_warm_up_ms, SHORT_PROMPTS[2]
+    );
     println!(
         "launches per decode step    {:>9}  ({})",
         r.launches_per_decode_step,

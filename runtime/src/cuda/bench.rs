@@ -101,7 +101,8 @@ impl<'a> KernelBench<'a> {
             counter: am.ptr() + ARGMAX_MAX_BLOCKS as u64 * 8,
         };
         bufs.push(am);
-        let gs = GemmScratch { x16: 0, scale: 0 };
+        // Decode shapes: only the GEMV paths run (no GEMM scratch).
+        let gs = GemmScratch { x16: 0, scale: 0, rows: 1 };
         let heads = Heads { n_heads: nh, n_kv_heads: nkv, head_dim: d };
         let kvb = (2 * ctx_len * nkv * d * 2) as u64;
         let norm = GemvNorm { weight: norm_w, eps: 1e-6 };

@@ -455,7 +455,7 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let max_k = cases.iter().map(|c| c.2).max().unwrap_or(0).max(s.hidden);
         let x16 = h.dev.alloc(t * max_k * 2, "check x16")?;
         let scale = h.dev.alloc(t * 4, "check scales")?;
-        let gs = GemmScratch { x16: x16.ptr(), scale: scale.ptr() };
+        let gs = GemmScratch { x16: x16.ptr(), scale: scale.ptr(), rows: t };
         let mut modes = vec![if t == 1 { MatMulMode::Gemv } else { MatMulMode::Gemm }];
         if t > 1 {
             modes.push(MatMulMode::Gemv); // the no-cuBLAS fallback: one GEMV row per token

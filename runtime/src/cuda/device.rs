@@ -140,6 +140,7 @@ super::kernel_table::kernel_table! {
     GemvMSwiGluQ5KQ6K => "gemv_m_swiglu_q5_k_q6_k",
     GemvMRopeQ5KQ6K => "gemv_m_rope_q5_k_q6_k",
     DequantQF16 => "dequant_q_f16",
+    DequantQF16x4 => "dequant_q_f16_x4",
     EmbedQ => "embed_q",
     ConvertRowsF16 => "convert_rows_f16",
     GemmEpilogue => "gemm_epilogue",

@@ -12,10 +12,11 @@
 //! tokens from the sampler's `fed` buffer so that they can be recorded in the device history.
 use cudarc::driver::{sys, CudaGraph};
 
+use super::dequant_batch::batch_offsets;
 use super::device::{CudaDevice, DevBuf};
 use super::launch::{
-    self, ArgmaxScratch, AttnScratch, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op, QParts, RopeArgs,
-    ARGMAX_MAX_BLOCKS,
+    self, ArgmaxScratch, AttnScratch, DequantJob, Dequantised, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op,
+    QParts, RopeArgs, ARGMAX_MAX_BLOCKS,
 };
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
@@ -30,12 +31,31 @@ use crate::sampler::SamplingParams;
 /// KV-cache element size: f16 (see kernels/rope.cu for why).
 const KV_ELEM_BYTES: usize = 2;
 
-/// Most device memory for dequantised prefill weight slices (16M halves).
+/// Most device memory for dequantised prefill weights (16M halves): a layer of the default model
+/// (29.8 MB of f16) fits whole, so its four matmuls' weights are dequantised in one launch.
 const DEQUANT_SCRATCH_MAX: usize = 32 << 20;
 
 /// Prefills of at most this many rows run on the GEMV kernels until cuBLAS is up (see
 /// `use_gemm`): a cold cuBLAS costs ~200 ms, the GEMV path ~0.2 ms per row.
 const SHORT_PREFILL_GEMV_ROWS: usize = 64;
+
+/// Prefills of at most this many rows always run on the GEMV kernels: below it they beat the
+/// cuBLAS path's fixed cost (H200, default model's formats: 4 rows 1.8 ms on the GEMV kernels
+/// against 2.6 ms on cuBLAS, 16 rows 4.3 against 2.7 ms; `qwen-aot bench`).
+const ALWAYS_GEMV_ROWS: usize = 8;
+
+/// Which kernels run the prefill matmuls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrefillPath {
+    /// cuBLAS once it is up or for long prompts; the GEMV kernels for short prompts (see
+    /// `CudaExecutor::use_gemm`).
+    #[default]
+    Auto,
+    /// Always the GEMV kernels (one launch row per token).
+    Gemv,
+    /// Always cuBLAS (when it is available).
+    Gemm,
+}
 
 pub struct CudaExecutor {
     // Device memory first: dropped before the device (context) below.
@@ -51,6 +71,7 @@ pub struct CudaExecutor {
     gemm_scratch: (DevBuf, DevBuf),
     /// Prefill GEMMs on quantized weights: f16 slices of W, dequantised just before their GEMM.
     dequant_scratch: DevBuf,
+    prefill_path: PrefillPath,
     rope_tables: Vec<((u32, usize), DevBuf)>,
     dev: CudaDevice,
 
@@ -122,20 +143,20 @@ impl CudaExecutor {
             .unwrap_or(0);
         let rows = plan.prefill.max_tokens;
         let gemm_scratch = (dev.alloc(rows * max_k * 2, "GEMM f16 input")?, dev.alloc(rows * 4, "GEMM row scales")?);
-        // Quantized prefill weights are dequantised into this before each GEMM: room for the
-        // largest such matrix up to DEQUANT_SCRATCH_MAX (taller ones, the LM head, go in slices).
+        // Quantized prefill weights are dequantised into this before their GEMMs (a few whole
+        // weights at a time, see `dequant_batch`): up to DEQUANT_SCRATCH_MAX, no more than all of
+        // them take (taller ones, such as the LM head, go in slices).
         let dequant_bytes = plan
             .prefill
             .steps
             .iter()
             .filter_map(|s| match s {
                 Step::MatMul { weight, n, k, .. } if !plan.weights[weight.0 as usize].all_parts(WeightFormat::F16) => {
-                    Some(n * k * 2)
+                    Some((n * k * 2).next_multiple_of(256))
                 }
                 _ => None,
             })
-            .max()
-            .unwrap_or(0)
+            .sum::<usize>()
             .min(DEQUANT_SCRATCH_MAX);
         let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised weight slices (prefill)")?;
 
@@ -167,6 +188,7 @@ impl CudaExecutor {
             argmax_scratch,
             gemm_scratch,
             dequant_scratch,
+            prefill_path: PrefillPath::Auto,
             rope_tables,
             dev,
             hparams: hp,
@@ -269,12 +291,101 @@ impl CudaExecutor {
         }
     }
 
-    /// Whether a prefill of `rows` rows runs its matmuls on cuBLAS: always once cuBLAS is up;
-    /// before that only past SHORT_PREFILL_GEMV_ROWS rows (then it is created here). A short
-    /// prompt in a fresh process thus never pays cuBLAS' start-up (~140 ms handle, ~60 ms first
-    /// GEMM, measured on the H200), at ~0.2 ms per row on the GEMV kernels.
+    /// Whether a prefill of `rows` rows runs its matmuls on cuBLAS: past ALWAYS_GEMV_ROWS rows
+    /// once cuBLAS is up; before that only past SHORT_PREFILL_GEMV_ROWS rows (then it is created
+    /// here). A short prompt in a fresh process thus never pays cuBLAS' start-up (~140 ms handle,
+    /// ~60 ms first GEMM, measured on the H200), at ~0.2 ms per row on the GEMV kernels;
+    /// `warm_up` pays it when the caller is idle.
     fn use_gemm(&self, rows: usize) -> bool {
-        self.dev.cublas_ready() || (rows > SHORT_PREFILL_GEMV_ROWS && self.dev.has_cublas())
+        match self.prefill_path {
+            PrefillPath::Auto => {
+                rows > ALWAYS_GEMV_ROWS
+                    && (self.dev.cublas_ready() || (rows > SHORT_PREFILL_GEMV_ROWS && self.dev.has_cublas()))
+            }
+            PrefillPath::Gemv => false,
+            PrefillPath::Gemm => self.dev.has_cublas(),
+        }
+    }
+
+    /// Forces the prefill matmuls onto one path (benchmarks compare them at one prompt length).
+    #[cfg(feature = "harness")]
+    pub fn set_prefill_path(&mut self, path: PrefillPath) {
+        self.prefill_path = path;
+    }
+
+    /// The cuBLAS path's scratch (for up to the prefill's max_tokens rows).
+    fn gemm_scratch(&self) -> GemmScratch {
+        GemmScratch { x16: self.gemm_scratch.0.ptr(), scale: self.gemm_scratch.1.ptr(), rows: self.prefill.max_tokens }
+    }
+
+    /// How a matmul step runs at `rows` rows: the LM head on its last row only unless every
+    /// row's logits are wanted; one row, or a short prompt before cuBLAS is up, on the GEMV
+    /// kernels; else on cuBLAS.
+    fn matmul_mode(&self, logit_rows: bool, rows: usize, logits: LogitsWanted) -> MatMulMode {
+        if logit_rows && logits != LogitsWanted::All {
+            MatMulMode::LastRow
+        } else if rows == 1 || !self.use_gemm(rows) {
+            MatMulMode::Gemv
+        } else {
+            MatMulMode::Gemm
+        }
+    }
+
+    /// The quantized weights to dequantise together at step `from` of `prog` (a cuBLAS matmul
+    /// whose weight is not in the scratch yet): see `dequant_batch::batch_offsets`.
+    fn dequant_batch(
+        &self,
+        prog: &Program,
+        from: usize,
+        rows: usize,
+        logits: LogitsWanted,
+    ) -> Vec<(WeightId, DequantJob)> {
+        let quantized_gemms = prog.steps[from..].iter().filter_map(|step| match *step {
+            Step::MatMul { weight, n, k, logit_rows, .. }
+                if self.parts(weight).is_some() && self.matmul_mode(logit_rows, rows, logits) == MatMulMode::Gemm =>
+            {
+                self.parts(weight).map(|parts| ((weight, parts, n, k), n * k * 2))
+            }
+            _ => None,
+        });
+        let base = self.dequant_scratch.ptr();
+        batch_offsets(quantized_gemms, self.dequant_scratch.bytes())
+            .into_iter()
+            .map(|((weight, parts, n, k), offset)| (weight, DequantJob { parts, n, k, out: base + offset as u64 }))
+            .collect()
+    }
+
+    /// The prefill's matmuls at `rows` rows on the cuBLAS path, one per distinct (n, k), reading
+    /// `x` and writing `out` (f32 [rows, k] and [rows, n], sized by the caller) instead of the
+    /// program's buffers, each quantized weight dequantised whole when it fits the scratch (else
+    /// in slices): what `warm_up` runs.
+    fn prefill_gemm_shapes(&self, x: u64, out: u64, rows: usize) -> Vec<Op> {
+        let gemm = self.gemm_scratch();
+        let (ws, ws_bytes) = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
+        let mut seen: Vec<(usize, usize)> = Vec::new();
+        let mut ops = Vec::new();
+        for step in &self.prefill.steps {
+            let Step::MatMul { weight, n, k, .. } = *step else { continue };
+            if seen.contains(&(n, k)) {
+                continue;
+            }
+            seen.push((n, k));
+            let (st, mode) = (self.state.ptr(), MatMulMode::Gemm);
+            let matmul = match self.parts(weight) {
+                Some(parts) => {
+                    let w16 = if n * k * 2 <= ws_bytes {
+                        ops.extend(launch::dequant_q_f16_batch(&[DequantJob { parts, n, k, out: ws }]));
+                        Dequantised::At(ws)
+                    } else {
+                        Dequantised::Slices { scratch: ws, bytes: ws_bytes }
+                    };
+                    launch::matmul_q(&self.dev, st, x, parts, out, None, n, k, rows, mode, gemm, w16)
+                }
+                None => launch::matmul(&self.dev, st, x, self.weight_ptr(weight), out, None, n, k, rows, mode, gemm),
+            };
+            ops.extend(matmul);
+        }
+        ops
     }
 
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
@@ -288,7 +399,7 @@ impl CudaExecutor {
     ) -> Result<Vec<Op>, RuntimeError> {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
-        let gemm = GemmScratch { x16: self.gemm_scratch.0.ptr(), scale: self.gemm_scratch.1.ptr() };
+        let gemm = self.gemm_scratch();
         let attn = AttnScratch {
             part_o: self.attn_scratch.0.ptr(),
             part_ml: self.attn_scratch.1.ptr(),
@@ -302,7 +413,9 @@ impl CudaExecutor {
         };
         let sm = self.dev.sm_count();
         let mut ops = Vec::new();
-        for step in &prog.steps {
+        // The quantized weights whose f16 copies are in the dequantisation scratch now.
+        let mut dequantised: Vec<(WeightId, DequantJob)> = Vec::new();
+        for (index, step) in prog.steps.iter().enumerate() {
             match *step {
                 Step::Embed { tokens, table, out } => {
                     // The program's token input is read from the sampler's `fed` buffer.
@@ -332,16 +445,25 @@ impl CudaExecutor {
                     ));
                 }
                 Step::MatMul { x, weight, n, k, out, residual, logit_rows } => {
-                    let mode = if logit_rows && logits != LogitsWanted::All {
-                        MatMulMode::LastRow
-                    } else if rows == 1 || !self.use_gemm(rows) {
-                        MatMulMode::Gemv
-                    } else {
-                        MatMulMode::Gemm
-                    };
-                    ops.extend(match self.parts(weight) {
+                    let mode = self.matmul_mode(logit_rows, rows, logits);
+                    let matmul = match self.parts(weight) {
                         Some(parts) => {
-                            let ws = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
+                            let mut w16 = dequantised.iter().find(|(w, _)| *w == weight).map(|(_, j)| j.out);
+                            if w16.is_none() && mode == MatMulMode::Gemm {
+                                // Dequantise this weight and the next ones that fit, in one launch
+                                // per four (they replace what the scratch held: those GEMMs ran).
+                                dequantised = self.dequant_batch(prog, index, rows, logits);
+                                let jobs: Vec<DequantJob> = dequantised.iter().map(|(_, j)| *j).collect();
+                                ops.extend(launch::dequant_q_f16_batch(&jobs));
+                                w16 = jobs.first().map(|j| j.out);
+                            }
+                            let w16 = w16.map_or(
+                                Dequantised::Slices {
+                                    scratch: self.dequant_scratch.ptr(),
+                                    bytes: self.dequant_scratch.bytes(),
+                                },
+                                Dequantised::At,
+                            );
                             launch::matmul_q(
                                 &self.dev,
                                 st,
@@ -354,8 +476,7 @@ impl CudaExecutor {
                                 rows,
                                 mode,
                                 gemm,
-                                ws.0,
-                                ws.1,
+                                w16,
                             )
                         }
                         None => launch::matmul(
@@ -371,7 +492,8 @@ impl CudaExecutor {
                             mode,
                             gemm,
                         ),
-                    });
+                    };
+                    ops.extend(matmul);
                 }
                 Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
                     ops.push(launch::bias_rope_kv_write(st, b(qkv), self.rope_args(rope, b(q_out)), rows));
@@ -534,6 +656,36 @@ pub(crate) fn inv_freq_table(theta: f32, head_dim: usize) -> Vec<f32> {
 impl Executor for CudaExecutor {
     fn backend(&self) -> Backend {
         Backend::Cuda
+    }
+
+    /// Creates cuBLAS and runs each distinct prefill matmul (conversion, dequantisation, GEMM,
+    /// epilogue) at every row count a GEMM runs at (`launch::gemm_row_buckets`) once, on zeros into a temporary output, so a later
+    /// prompt finds the handle and every kernel it needs loaded. The KV cache, the sampler state
+    /// and the conversation are untouched (every prefill and decode sets the device state again).
+    fn warm_up(&mut self) -> Result<(), RuntimeError> {
+        if self.prefill_path == PrefillPath::Gemv || !self.dev.has_cublas() {
+            return Ok(());
+        }
+        let _span = phases::span("CUDA: prefill warm-up (cuBLAS kernels)");
+        let rows_max = self.prefill.max_tokens;
+        let (mut max_n, mut max_k) = (0, 0);
+        for step in &self.prefill.steps {
+            if let Step::MatMul { n, k, .. } = *step {
+                (max_n, max_k) = (max_n.max(n), max_k.max(k));
+            }
+        }
+        let x = self.dev.alloc(rows_max * max_k * 4, "prefill warm-up input")?;
+        let out = self.dev.alloc(rows_max * max_n * 4, "prefill warm-up output")?;
+        for rows in launch::gemm_row_buckets(rows_max) {
+            // The conversion and the epilogue read the row count from the device state.
+            self.set_state(0, rows)?;
+            let ops = self.prefill_gemm_shapes(x.ptr(), out.ptr(), rows);
+            // SAFETY: as in `prefill` (the builders' sizes: GEMM and dequantisation scratch sized
+            // at load for max_tokens rows and every weight), with x and out allocated above for
+            // max_tokens rows of the widest k and n; synchronised before they drop.
+            unsafe { self.dev.run_ops(&ops)? };
+        }
+        self.dev.sync("prefill warm-up")
     }
 
     fn hparams(&self) -> &HyperParams {

@@ -270,11 +270,29 @@ pub(crate) enum MatMulMode {
     Gemm,
 }
 
-/// Scratch for the cuBLAS path: f16 copy of x (`rows * k` halves) and per-row scales (`rows` f32).
+/// Scratch for the cuBLAS path: f16 copy of x (`rows * k` halves) and per-row scales (`rows` f32),
+/// for up to `rows` rows.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmScratch {
     pub x16: u64,
     pub scale: u64,
+    pub rows: usize,
+}
+
+/// The row count a cuBLAS GEMM of `rows` rows runs at: rounded up to a multiple of 16 up to 64
+/// rows, of 64 beyond, at most `cap` (the scratch's rows). cuBLAS picks and loads a kernel per
+/// shape on first use (~1 ms each, H200): with few row counts, `warm_up` covers every prompt. The
+/// extra rows read stale scratch and write rows of out past n_tokens, which nothing reads.
+pub(crate) fn gemm_rows(rows: usize, cap: usize) -> usize {
+    let bucket = if rows <= 64 { rows.next_multiple_of(16) } else { rows.next_multiple_of(64) };
+    bucket.min(cap).max(rows)
+}
+
+/// Every row count [`gemm_rows`] gives for prompts of 2..=cap rows, ascending.
+pub(crate) fn gemm_row_buckets(cap: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (2..=cap).map(|r| gemm_rows(r, cap)).collect();
+    v.dedup();
+    v
 }
 
 /// x f32 [rows, k]; w f16 [n, k]; out (and residual) f32 [rows, n].
@@ -298,7 +316,7 @@ pub(crate) fn matmul(
             vec![gemv(dev, st, x, None, w, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
-            let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows, ldc: n });
+            let gemm = Op::Gemm(Gemm { w, x16: scratch.x16, out, n, k, rows: gemm_rows(rows, scratch.rows), ldc: n });
             vec![gemm_convert(st, x, k, rows, scratch), gemm, gemm_epilogue(st, out, residual, n, rows, scratch)]
         }
     }
@@ -580,16 +598,25 @@ pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usi
 pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usize, out: u64) -> Op {
     kernel(
         Kernel::DequantQF16,
-        (div_ceil(rows * (k / 32), 256), 1, 1),
+        (div_ceil(rows * (k / 8), 256), 1, 1),
         256,
         vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)],
     )
 }
 
+/// Where a prefill GEMM on a quantized weight finds its f16 copy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Dequantised {
+    /// Already dequantised (by [`dequant_q_f16_batch`]) at this address: [n, k] halves.
+    At(u64),
+    /// Dequantise it here, in slices of at most `bytes / (2k)` rows through `scratch`.
+    Slices { scratch: u64, bytes: usize },
+}
+
 /// A prefill matmul on quantized weights: the GEMV kernel, or on cuBLAS: x converted once, then
-/// per slice of at most `wscratch_bytes / (2k)` rows of W: dequantise the slice to f16 in
-/// `wscratch`, GEMM into its columns of out; then the scale/residual epilogue over all of out.
-/// Buffers as for [`matmul`]; wscratch holds `wscratch_bytes` bytes (>= 2k).
+/// the GEMM over W's f16 copy (per `w16`: ready, or per slice: dequantise the slice to f16 in the
+/// scratch, GEMM into its columns of out); then the scale/residual epilogue over all of out.
+/// Buffers as for [`matmul`]; a slice scratch holds `bytes` bytes (>= 2k).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_q(
     dev: &CudaDevice,
@@ -603,8 +630,7 @@ pub(crate) fn matmul_q(
     rows: usize,
     mode: MatMulMode,
     scratch: GemmScratch,
-    wscratch: u64,
-    wscratch_bytes: usize,
+    w16: Dequantised,
 ) -> Vec<Op> {
     match mode {
         MatMulMode::Gemv | MatMulMode::LastRow => {
@@ -612,25 +638,51 @@ pub(crate) fn matmul_q(
             vec![qgemv(dev, st, x, None, parts, n, k, rows, epilogue)]
         }
         MatMulMode::Gemm => {
+            let gemm = |w, r0: usize, nr| {
+                let out = out + 4 * r0 as u64;
+                Op::Gemm(Gemm { w, x16: scratch.x16, out, n: nr, k, rows: gemm_rows(rows, scratch.rows), ldc: n })
+            };
             let mut ops = vec![gemm_convert(st, x, k, rows, scratch)];
-            let slice = (wscratch_bytes / (2 * k)).clamp(1, n);
-            for r0 in (0..n).step_by(slice) {
-                let nr = slice.min(n - r0);
-                ops.push(dequant_q_f16(parts, r0, nr, k, wscratch));
-                ops.push(Op::Gemm(Gemm {
-                    w: wscratch,
-                    x16: scratch.x16,
-                    out: out + 4 * r0 as u64,
-                    n: nr,
-                    k,
-                    rows,
-                    ldc: n,
-                }));
+            match w16 {
+                Dequantised::At(w) => ops.push(gemm(w, 0, n)),
+                Dequantised::Slices { scratch: ws, bytes } => {
+                    let slice = (bytes / (2 * k)).clamp(1, n);
+                    for r0 in (0..n).step_by(slice) {
+                        let nr = slice.min(n - r0);
+                        ops.push(dequant_q_f16(parts, r0, nr, k, ws));
+                        ops.push(gemm(ws, r0, nr));
+                    }
+                }
             }
             ops.push(gemm_epilogue(st, out, residual, n, rows, scratch));
             ops
         }
     }
+}
+
+/// One whole weight to dequantise: its parts, shape [n, k], and where its f16 copy goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DequantJob {
+    pub parts: QParts,
+    pub n: usize,
+    pub k: usize,
+    pub out: u64,
+}
+
+/// Whole weights to f16 (`job.out`: n * k halves each), four per launch (dequant_q_f16_x4).
+pub(crate) fn dequant_q_f16_batch(jobs: &[DequantJob]) -> Vec<Op> {
+    jobs.chunks(4)
+        .map(|four| {
+            let job = |i: usize| four.get(i).copied();
+            let threads = four.iter().map(|j| j.n * (j.k / 8)).max().unwrap_or(0);
+            // Absent weights (a batch of fewer than four): no blocks (grid.y = the count).
+            let mut args: Vec<Arg> = (0..4).map(|s| Arg::Parts(job(s).map_or(four[0].parts, |j| j.parts))).collect();
+            args.extend((0..4).map(|s| i(job(s).map_or(0, |j| j.n))));
+            args.extend((0..4).map(|s| i(job(s).map_or(32, |j| j.k))));
+            args.extend((0..4).map(|s| Arg::Ptr(job(s).map_or(0, |j| j.out))));
+            kernel(Kernel::DequantQF16x4, (div_ceil(threads, 256), four.len(), 1), 256, args)
+        })
+        .collect()
 }
 
 /// Attention-side sizes.
@@ -965,6 +1017,25 @@ impl CudaDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_rows_round_up_to_few_buckets_within_the_scratch() {
+        assert_eq!(gemm_rows(9, 512), 16);
+        assert_eq!(gemm_rows(37, 512), 48);
+        assert_eq!(gemm_rows(64, 512), 64);
+        assert_eq!(gemm_rows(65, 512), 128);
+        assert_eq!(gemm_rows(500, 512), 512);
+        assert_eq!(gemm_rows(37, 40), 40, "capped by the scratch");
+        assert_eq!(gemm_rows(37, 37), 37, "never below rows");
+        assert_eq!(gemm_row_buckets(512), vec![16, 32, 48, 64, 128, 192, 256, 320, 384, 448, 512]);
+        assert_eq!(gemm_row_buckets(100), vec![16, 32, 48, 64, 100]);
+        for cap in [2usize, 37, 100, 512] {
+            let buckets = gemm_row_buckets(cap);
+            for rows in 2..=cap {
+                assert!(buckets.contains(&gemm_rows(rows, cap)), "cap {cap}, rows {rows}");
+            }
+        }
+    }
 
     #[test]
     fn split_count_stops_where_splits_stop_being_active() {

@@ -19,6 +19,7 @@
 pub mod bench;
 #[cfg(feature = "harness")]
 pub mod check;
+mod dequant_batch;
 mod device;
 mod executor;
 mod kernel_table;
@@ -30,7 +31,7 @@ pub mod test_kernels;
 mod validate;
 
 pub use device::{CudaDevice, DevBuf, Kernel};
-pub use executor::CudaExecutor;
+pub use executor::{CudaExecutor, PrefillPath};
 
 use crate::error::RuntimeError;
 

@@ -8,7 +8,7 @@
 //!   + the residual add's rounding, S_j = sum_i |x_i| m_ji (m: magnitudes, check/weights.rs).
 use super::weights::{k_for, TestWeight};
 use super::{cpu, CheckShape, Harness, Rng, U16, U32};
-use crate::cuda::launch::{self, GemmScratch, MatMulMode};
+use crate::cuda::launch::{self, DequantJob, Dequantised, GemmScratch, MatMulMode};
 use crate::error::RuntimeError;
 use crate::quant::ALL_FORMATS;
 
@@ -37,6 +37,21 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
         // (The f16 maximum scale overflows f16 on both sides: compared by bits, not by difference.)
         h.record_flag(format!("dequant_q_f16 {} [{rows}x{k}] from row {r0}: bit-exact", f.name()), same);
 
+        // ---- dequant_q_f16_x4: whole weights, three in one launch ----
+        let outs = [h.output(n * k * 2)?, h.output(n * k * 2)?, h.output(n * k * 2)?];
+        let sources = [(&tw, parts), (&tw16, parts16), (&tw, parts)];
+        let jobs: Vec<DequantJob> =
+            sources.iter().zip(&outs).map(|(&(_, parts), o)| DequantJob { parts, n, k, out: o.ptr() }).collect();
+        h.run(&launch::dequant_q_f16_batch(&jobs), "dequant_q_f16_x4")?;
+        let mut same = true;
+        for (&(w, _), o) in sources.iter().zip(&outs) {
+            let g = h.read_f16(o, n * k)?;
+            let c = w.values.iter().map(|v| half::f16::from_f32(*v).to_f32());
+            same &= g.iter().zip(c).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+        }
+        h.record_flag(format!("dequant_q_f16_x4 {} 3 x [{n}x{k}]: bit-exact", f.name()), same);
+        let w16_ready = &outs[1]; // tw16's f16 copy, for the GEMM below
+
         // ---- embed_q: random rows (ids < n) ----
         let ids: Vec<i32> = (0..t).map(|_| rng.below(n) as i32).collect();
         let dids = h.input(&ids)?;
@@ -58,32 +73,33 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
             let mut sabs = vec![0f32; t * n];
             cpu::matmul(&xa, &tw16.mags, t, n, k, None, &mut sabs);
             let (dx, dr) = (h.input(&x)?, h.input(&r)?);
-            // Scratch buffers live until the run below has synchronised.
-            let x16 = h.output(t * k * 2)?;
-            let scale = h.output(t * 4)?;
-            let wscratch = h.output(64 * k * 2)?;
-            let gs = GemmScratch { x16: x16.ptr(), scale: scale.ptr() };
-            let out = h.output(t * n * 4)?;
-            let ops = launch::matmul_q(
-                h.dev,
-                st,
-                dx.ptr(),
-                parts16,
-                out.ptr(),
-                Some(dr.ptr()),
-                n,
-                k,
-                t,
-                MatMulMode::Gemm,
-                gs,
-                wscratch.ptr(),
-                64 * k * 2,
-            );
-            h.run(&ops, "matmul_q cublas")?;
-            let g = h.read_f32(&out, t * n)?;
             let factor = 2.0 * U16 + 2.0 * k as f32 * U32;
             let bound: Vec<f32> = sabs.iter().zip(&c).map(|(s, o)| factor * s + 2.0 * U32 * o.abs()).collect();
-            h.record_bounded(format!("matmul_q {} [{n}x{k}] cublas, 64-row slices", f.name()), &g, &c, &bound);
+            // In 64-row slices through a small scratch; then from the copy dequantised above, with
+            // scratch for more rows than t, so the GEMM runs at a padded row count (gemm_rows).
+            let wscratch = h.output(64 * k * 2)?;
+            let variants = [
+                ("64-row slices", Dequantised::Slices { scratch: wscratch.ptr(), bytes: 64 * k * 2 }, t),
+                ("dequantised whole, padded rows", Dequantised::At(w16_ready.ptr()), t.next_multiple_of(64)),
+            ];
+            for (what, w16, cap) in variants {
+                // Scratch buffers live until the run below has synchronised.
+                let x16 = h.output(cap * k * 2)?;
+                let scale = h.output(cap * 4)?;
+                let gs = GemmScratch { x16: x16.ptr(), scale: scale.ptr(), rows: cap };
+                let out = h.output(cap * n * 4)?;
+                let (x, r, mode) = (dx.ptr(), Some(dr.ptr()), MatMulMode::Gemm);
+                let ops = launch::matmul_q(h.dev, st, x, parts16, out.ptr(), r, n, k, t, mode, gs, w16);
+                h.run(&ops, "matmul_q cublas")?;
+                let g = h.read_f32(&out, t * n)?;
+                let rows = launch::gemm_rows(t, cap);
+                h.record_bounded(
+                    format!("matmul_q {} [{n}x{k}] cublas, {what} ({rows} rows)", f.name()),
+                    &g,
+                    &c,
+                    &bound,
+                );
+            }
         }
     }
     Ok(())

@@ -172,12 +172,13 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
             loaded.session.pos()
         );
         // The first answer ran on the paths that need no warm-up (a fresh process answers
-        // fastest that way); while the user types the next message, pay the one-time costs of
-        // the faster prompt path (cuBLAS on the GPU). A failure only leaves that path cold.
+        // fastest that way); before reading the next message (~0.2 s on the GPU, while the user
+        // reads this answer), pay the one-time costs of the faster prompt path (cuBLAS). A
+        // failure only leaves that path cold.
         if !warmed_up {
             warmed_up = true;
             if let Err(e) = loaded.session.warm_up() {
-                eprintln!("(warm-up failed, prompts stay on the slower path: {e})");
+                eprintln!("(warm-up failed: {e}; the next prompts may be slower)");
             }
         }
     }

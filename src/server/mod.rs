@@ -167,7 +167,7 @@ fn load_model(
     // A server answers many prompts: pay the fast prompt path's one-time costs (cuBLAS on the GPU,
     // ~0.2 s) while /health still says loading, not in the first request's time to first token.
     if let Err(e) = session.warm_up() {
-        eprintln!("warning: warm-up failed ({e}); prompts stay on the slower path");
+        eprintln!("warning: warm-up failed ({e}); the first prompts may be slower");
     }
     let tokenizer = Arc::new(tokenizer);
     let template = match tokenizer.chat_template().map(ChatTemplate::new) {

@@ -295,7 +295,9 @@ pub(crate) fn gemm_row_buckets(cap: usize) -> Vec<usize> {
     v
 }
 
-/// x f32 [rows, k]; w f16 [n, k]; out (and residual) f32 [rows, n].
+/// x f32 [rows, k]; w f16 [n, k]; out (and residual) f32 [rows, n]. On cuBLAS (`MatMulMode::Gemm`)
+/// the GEMM runs at `gemm_rows(rows, scratch.rows)` rows: `out` must hold that many rows and the
+/// scratch's x16 `scratch.rows * k` halves (rows past `rows` are written but never read).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     dev: &CudaDevice,
@@ -984,8 +986,8 @@ impl CudaDevice {
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Column-major view: C (n x rows, ld n) = op(A) op(B) with A = W viewed as k x n (ld k),
         // transposed, and B = X16 viewed as k x rows (ld k).
-        // SAFETY: w holds n*k halves, x16 rows*k halves, out (rows-1)*ldc + n floats (builder
-        // contract);
+        // SAFETY: w holds n*k halves, x16 rows*k halves, out (rows-1)*ldc + n floats, with
+        // `g.rows` the padded row count (`gemm_rows`; the builders' contract on `matmul`);
         // alpha/beta are host scalars (default pointer mode) alive across the call.
         unsafe {
             cudarc::cublas::result::gemm_ex(

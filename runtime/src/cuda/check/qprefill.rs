@@ -1,9 +1,11 @@
-//! The quantized weights' other kernels (kernels/qmatmul.cu parts 2 and 3) for every format:
-//! - `dequant_q_f16` (a slice of rows to f16, the prefill GEMM's input): equal, bit for bit, to
-//!   the CPU reference's values rounded to f16 (both round the same f32 value once);
+//! The quantized weights' other kernels (kernels/qlookup.cu) for every format:
+//! - `dequant_q_f16` (a slice of rows to f16, the prefill GEMM's input) and `dequant_q_f16_x4`
+//!   (whole weights, several per launch): equal, bit for bit, to the CPU reference's values
+//!   rounded to f16 (both round the same f32 value once);
 //! - `embed_q` (rows of a table to f32): equal, bit for bit, to the reference's rows;
 //! - the prefill matmul on cuBLAS over dequantised slices (scratch smaller than W, so W goes in
-//!   several slices written into column ranges of out): x and W are each rounded to f16 once
+//!   several slices written into column ranges of out), and over a whole dequantised copy at a
+//!   padded row count (`launch::gemm_rows`): x and W are each rounded to f16 once
 //!   (2^-11 relative each) and the GEMM sums in f32: |g - c| <= (2 * 2^-11 + 2k * 2^-24) * S_j
 //!   + the residual add's rounding, S_j = sum_i |x_i| m_ji (m: magnitudes, check/weights.rs).
 use super::weights::{k_for, TestWeight};

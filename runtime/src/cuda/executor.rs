@@ -39,10 +39,6 @@ const DEQUANT_SCRATCH_MAX: usize = 32 << 20;
 /// `use_gemm`): a cold cuBLAS costs ~200 ms, the GEMV path ~0.2 ms per row.
 const SHORT_PREFILL_GEMV_ROWS: usize = 64;
 
-/// `warm_up` covers GEMM row counts up to this many (11 buckets; a compile with a larger prefill
-/// chunk has more, each costing a kernel load on its first use).
-const WARM_UP_MAX_ROWS: usize = 512;
-
 /// Prefills of at most this many rows always run on the GEMV kernels: below it they beat the
 /// cuBLAS path's fixed cost (H200, default model's formats: 4 rows 1.8 ms on the GEMV kernels
 /// against 2.6 ms on cuBLAS, 16 rows 4.3 against 2.7 ms; `qwen-aot bench`).
@@ -163,7 +159,7 @@ impl CudaExecutor {
             })
             .sum::<usize>()
             .min(DEQUANT_SCRATCH_MAX);
-        let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised prefill weights")?;
+        let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised weight slices (prefill)")?;
 
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
@@ -360,32 +356,21 @@ impl CudaExecutor {
             .collect()
     }
 
-    /// The prefill's matmuls on the cuBLAS path that `warm_up` runs: one per distinct (n, k,
-    /// whether W goes in slices), without the LM head (a prompt's logits come from its last row,
-    /// on the GEMV kernels; only a run that asks for every row's logits multiplies it on cuBLAS).
-    fn warm_up_matmuls(&self) -> Vec<(WeightId, usize, usize)> {
-        let ws_bytes = self.dequant_scratch.bytes();
-        let mut seen: Vec<(usize, usize, bool)> = Vec::new();
-        let mut out = Vec::new();
-        for step in &self.prefill.steps {
-            let Step::MatMul { weight, n, k, logit_rows: false, .. } = *step else { continue };
-            let key = (n, k, self.parts(weight).is_some() && n * k * 2 > ws_bytes);
-            if !seen.contains(&key) {
-                seen.push(key);
-                out.push((weight, n, k));
-            }
-        }
-        out
-    }
-
-    /// `warm_up_matmuls` at `rows` rows, reading `x` and writing `out` (f32 [rows, k] and [rows,
-    /// n], sized by the caller for the padded rows) instead of the program's buffers, each
-    /// quantized weight dequantised whole when it fits the scratch (else in slices).
+    /// The prefill's matmuls at `rows` rows on the cuBLAS path, one per distinct (n, k), reading
+    /// `x` and writing `out` (f32 [rows, k] and [rows, n], sized by the caller) instead of the
+    /// program's buffers, each quantized weight dequantised whole when it fits the scratch (else
+    /// in slices): what `warm_up` runs.
     fn prefill_gemm_shapes(&self, x: u64, out: u64, rows: usize) -> Vec<Op> {
         let gemm = self.gemm_scratch();
         let (ws, ws_bytes) = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
+        let mut seen: Vec<(usize, usize)> = Vec::new();
         let mut ops = Vec::new();
-        for (weight, n, k) in self.warm_up_matmuls() {
+        for step in &self.prefill.steps {
+            let Step::MatMul { weight, n, k, .. } = *step else { continue };
+            if seen.contains(&(n, k)) {
+                continue;
+            }
+            seen.push((n, k));
             let (st, mode) = (self.state.ptr(), MatMulMode::Gemm);
             let matmul = match self.parts(weight) {
                 Some(parts) => {
@@ -684,24 +669,26 @@ impl Executor for CudaExecutor {
         }
         let _span = phases::span("CUDA: prefill warm-up (cuBLAS kernels)");
         let rows_max = self.prefill.max_tokens;
-        let shapes = self.warm_up_matmuls();
-        let max_n = shapes.iter().map(|&(_, n, _)| n).max().unwrap_or(0);
-        let max_k = shapes.iter().map(|&(_, _, k)| k).max().unwrap_or(0);
+        let (mut max_n, mut max_k) = (0, 0);
+        for step in &self.prefill.steps {
+            if let Step::MatMul { n, k, .. } = *step {
+                (max_n, max_k) = (max_n.max(n), max_k.max(k));
+            }
+        }
         let x = self.dev.alloc(rows_max * max_k * 4, "prefill warm-up input")?;
         let out = self.dev.alloc(rows_max * max_n * 4, "prefill warm-up output")?;
-        // Chat turns and requests are mostly short: buckets past WARM_UP_MAX_ROWS (a prefill
-        // chunk of more than 512 rows) load their kernels on first use, which a long prompt
-        // amortises.
-        for rows in launch::gemm_row_buckets(rows_max).into_iter().filter(|&r| r <= WARM_UP_MAX_ROWS) {
+        for rows in launch::gemm_row_buckets(rows_max) {
             // The conversion and the epilogue read the row count from the device state.
             self.set_state(0, rows)?;
             let ops = self.prefill_gemm_shapes(x.ptr(), out.ptr(), rows);
             // SAFETY: as in `prefill` (GEMM scratch sized for max_tokens x max k; a weight
             // dequantised whole only when its n * k * 2 bytes fit the dequantisation scratch, else
             // in slices of at most its size), with x and out allocated above for max_tokens rows
-            // (>= the padded GEMM rows) of the widest k and n of these matmuls. Synchronised
-            // before x and out drop; after an error, cudarc frees them in stream order (free
-            // on the same stream, or a stream synchronisation first).
+            // (>= the padded GEMM rows) of the widest k and n. Synchronised before x and out drop;
+            // after an error, cudarc frees them in stream order (free on the same stream, or a
+            // stream synchronisation first). Known cost: the LM head is warmed too (a max_tokens x
+            // vocab temporary, 311 MB at 512 rows); branch `gpu-host-mends` drops it, untested on
+            // a GPU yet.
             unsafe { self.dev.run_ops(&ops)? };
         }
         self.dev.sync("prefill warm-up")

@@ -347,7 +347,7 @@ impl CudaExecutor {
     ) -> Vec<(WeightId, DequantJob)> {
         let quantized_gemms = prog.steps[from..].iter().filter_map(|step| match *step {
             Step::MatMul { weight, n, k, logit_rows, .. }
-                if self.parts(weight).is_some() && self.matmul_mode(logit_rows, rows, logits) == MatMulMode::Gemm =>
+                if self.matmul_mode(logit_rows, rows, logits) == MatMulMode::Gemm =>
             {
                 self.parts(weight).map(|parts| ((weight, parts, n, k), n * k * 2))
             }
@@ -382,26 +382,44 @@ impl CudaExecutor {
     /// n], sized by the caller for the padded rows) instead of the program's buffers, each
     /// quantized weight dequantised whole when it fits the scratch (else in slices).
     fn prefill_gemm_shapes(&self, x: u64, out: u64, rows: usize) -> Vec<Op> {
-        let gemm = self.gemm_scratch();
         let (ws, ws_bytes) = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
         let mut ops = Vec::new();
         for (weight, n, k) in self.warm_up_matmuls() {
-            let (st, mode) = (self.state.ptr(), MatMulMode::Gemm);
-            let matmul = match self.parts(weight) {
-                Some(parts) => {
-                    let w16 = if n * k * 2 <= ws_bytes {
-                        ops.extend(launch::dequant_q_f16_batch(&[DequantJob { parts, n, k, out: ws }]));
-                        Dequantised::At(ws)
-                    } else {
-                        Dequantised::Slices { scratch: ws, bytes: ws_bytes }
-                    };
-                    launch::matmul_q(&self.dev, st, x, parts, out, None, n, k, rows, mode, gemm, w16)
-                }
-                None => launch::matmul(&self.dev, st, x, self.weight_ptr(weight), out, None, n, k, rows, mode, gemm),
-            };
-            ops.extend(matmul);
+            let w16 = self.parts(weight).filter(|_| n * k * 2 <= ws_bytes).map(|parts| {
+                ops.extend(launch::dequant_q_f16_batch(&[DequantJob { parts, n, k, out: ws }]));
+                ws
+            });
+            ops.extend(self.matmul_ops(weight, x, out, None, n, k, rows, MatMulMode::Gemm, w16));
         }
         ops
+    }
+
+    /// One matmul's launches (x, out, residual: device addresses) in `mode`: a quantized weight's
+    /// kernels, on cuBLAS from its f16 copy at `w16` (None: dequantised here in slices through
+    /// the scratch), or an f16 weight's.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_ops(
+        &self,
+        weight: WeightId,
+        x: u64,
+        out: u64,
+        residual: Option<u64>,
+        n: usize,
+        k: usize,
+        rows: usize,
+        mode: MatMulMode,
+        w16: Option<u64>,
+    ) -> Vec<Op> {
+        let (st, gemm) = (self.state.ptr(), self.gemm_scratch());
+        match self.parts(weight) {
+            Some(parts) => {
+                let slices =
+                    Dequantised::Slices { scratch: self.dequant_scratch.ptr(), bytes: self.dequant_scratch.bytes() };
+                let w16 = w16.map_or(slices, Dequantised::At);
+                launch::matmul_q(&self.dev, st, x, parts, out, residual, n, k, rows, mode, gemm, w16)
+            }
+            None => launch::matmul(&self.dev, st, x, self.weight_ptr(weight), out, residual, n, k, rows, mode, gemm),
+        }
     }
 
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
@@ -415,7 +433,6 @@ impl CudaExecutor {
     ) -> Result<Vec<Op>, RuntimeError> {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
-        let gemm = self.gemm_scratch();
         let attn = AttnScratch {
             part_o: self.attn_scratch.0.ptr(),
             part_ml: self.attn_scratch.1.ptr(),
@@ -462,54 +479,16 @@ impl CudaExecutor {
                 }
                 Step::MatMul { x, weight, n, k, out, residual, logit_rows } => {
                     let mode = self.matmul_mode(logit_rows, rows, logits);
-                    let matmul = match self.parts(weight) {
-                        Some(parts) => {
-                            let mut w16 = dequantised.iter().find(|(w, _)| *w == weight).map(|(_, j)| j.out);
-                            if w16.is_none() && mode == MatMulMode::Gemm {
-                                // Dequantise this weight and the next ones that fit, in one launch
-                                // per four (they replace what the scratch held: those GEMMs ran).
-                                dequantised = self.dequant_batch(prog, index, rows, logits);
-                                let jobs: Vec<DequantJob> = dequantised.iter().map(|(_, j)| *j).collect();
-                                ops.extend(launch::dequant_q_f16_batch(&jobs));
-                                w16 = jobs.first().map(|j| j.out);
-                            }
-                            let w16 = w16.map_or(
-                                Dequantised::Slices {
-                                    scratch: self.dequant_scratch.ptr(),
-                                    bytes: self.dequant_scratch.bytes(),
-                                },
-                                Dequantised::At,
-                            );
-                            launch::matmul_q(
-                                &self.dev,
-                                st,
-                                b(x),
-                                parts,
-                                b(out),
-                                residual.map(b),
-                                n,
-                                k,
-                                rows,
-                                mode,
-                                gemm,
-                                w16,
-                            )
-                        }
-                        None => launch::matmul(
-                            &self.dev,
-                            st,
-                            b(x),
-                            self.weight_ptr(weight),
-                            b(out),
-                            residual.map(b),
-                            n,
-                            k,
-                            rows,
-                            mode,
-                            gemm,
-                        ),
-                    };
-                    ops.extend(matmul);
+                    let mut w16 = dequantised.iter().find(|(w, _)| *w == weight).map(|(_, j)| j.out);
+                    if w16.is_none() && mode == MatMulMode::Gemm && self.parts(weight).is_some() {
+                        // Dequantise this weight and the next ones that fit, in one launch per
+                        // four (they replace what the scratch held: those GEMMs ran).
+                        dequantised = self.dequant_batch(prog, index, rows, logits);
+                        let jobs: Vec<DequantJob> = dequantised.iter().map(|(_, j)| *j).collect();
+                        ops.extend(launch::dequant_q_f16_batch(&jobs));
+                        w16 = jobs.first().map(|j| j.out);
+                    }
+                    ops.extend(self.matmul_ops(weight, b(x), b(out), residual.map(b), n, k, rows, mode, w16));
                 }
                 Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
                     ops.push(launch::bias_rope_kv_write(st, b(qkv), self.rope_args(rope, b(q_out)), rows));

@@ -69,6 +69,12 @@ fn prefill_ms(exec: &mut CudaExecutor, prompt: &[u32]) -> Result<f64> {
     Ok(timer.stop_secs(exec.device())? * 1e3)
 }
 
+/// Median of `reps` timed prefills of `prompt` after one untimed (first-use costs).
+fn median_prefill_ms(exec: &mut CudaExecutor, prompt: &[u32], reps: usize) -> Result<f64> {
+    prefill_ms(exec, prompt)?;
+    Ok(median((0..reps).map(|_| prefill_ms(exec, prompt)).collect::<Result<_>>()?))
+}
+
 /// Shapes (and formats) of `bench --random`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RandomShape {
@@ -206,8 +212,7 @@ pub fn run(
     exec.set_prefill_path(PrefillPath::Gemv);
     let mut gemv_ms = Vec::new();
     for &n in &short_lens {
-        prefill_ms(&mut exec, &prompt[..n])?;
-        gemv_ms.push(median((0..reps).map(|_| prefill_ms(&mut exec, &prompt[..n])).collect::<Result<_>>()?));
+        gemv_ms.push(median_prefill_ms(&mut exec, &prompt[..n], reps)?);
     }
     exec.set_prefill_path(PrefillPath::Auto);
     exec.warm_up()?;
@@ -215,8 +220,7 @@ pub fn run(
     let first_after_warm_up = prefill_ms(&mut exec, &prompt[..SHORT_PROMPTS[2]])?;
     let mut short_prefills = Vec::new();
     for (&n, &gemv_ms) in short_lens.iter().zip(&gemv_ms) {
-        prefill_ms(&mut exec, &prompt[..n])?;
-        let gemm_ms = median((0..reps).map(|_| prefill_ms(&mut exec, &prompt[..n])).collect::<Result<_>>()?);
+        let gemm_ms = median_prefill_ms(&mut exec, &prompt[..n], reps)?;
         short_prefills.push(ShortPrefill { tokens: n, gemv_ms, gemm_ms });
     }
     exec.set_prefill_path(PrefillPath::Auto);
@@ -235,15 +239,8 @@ pub fn run(
             .map(|_| exec.decode_replay_secs(prompt[0], 64, n_decode).map(|s| s * 1e6 / n_decode as f64))
             .collect::<Result<_, _>>()?,
     );
-    let pf = median(
-        (0..reps)
-            .map(|_| {
-                let timer = GpuTimer::start(exec.device())?;
-                exec.prefill(&prompt[..512], 0, LogitsWanted::None)?;
-                Ok(512.0 / timer.stop_secs(exec.device())?)
-            })
-            .collect::<Result<_>>()?,
-    );
+    let pf =
+        median((0..reps).map(|_| prefill_ms(&mut exec, &prompt[..512]).map(|ms| 512e3 / ms)).collect::<Result<_>>()?);
     let bw = copy_bandwidth_gbps(exec.device())?;
     let bytes = weight_bytes_per_token(&compiled.plan);
     let floor = bw * 1e9 / bytes as f64;

@@ -163,7 +163,12 @@ fn load_model(
     quiet: bool,
     id: String,
 ) -> Result<engine::Loaded> {
-    let backend::Loaded { session, tokenizer, model, .. } = backend::load_model(model_path, choice, ctx, quiet)?;
+    let backend::Loaded { mut session, tokenizer, model, .. } = backend::load_model(model_path, choice, ctx, quiet)?;
+    // A server answers many prompts: pay the fast prompt path's one-time costs (cuBLAS on the GPU,
+    // ~0.2 s) while /health still says loading, not in the first request's time to first token.
+    if let Err(e) = session.warm_up() {
+        eprintln!("warning: warm-up failed ({e}); the first prompts may be slower");
+    }
     let tokenizer = Arc::new(tokenizer);
     let template = match tokenizer.chat_template().map(ChatTemplate::new) {
         Some(Ok(t)) => Some(t),

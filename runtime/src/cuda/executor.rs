@@ -39,6 +39,10 @@ const DEQUANT_SCRATCH_MAX: usize = 32 << 20;
 /// `use_gemm`): a cold cuBLAS costs ~200 ms, the GEMV path ~0.2 ms per row.
 const SHORT_PREFILL_GEMV_ROWS: usize = 64;
 
+/// `warm_up` covers GEMM row counts up to this many (11 buckets; a compile with a larger prefill
+/// chunk has more, each costing a kernel load on its first use).
+const WARM_UP_MAX_ROWS: usize = 512;
+
 /// Prefills of at most this many rows always run on the GEMV kernels: below it they beat the
 /// cuBLAS path's fixed cost (H200, default model's formats: 4 rows 1.8 ms on the GEMV kernels
 /// against 2.6 ms on cuBLAS, 16 rows 4.3 against 2.7 ms; `qwen-aot bench`).
@@ -159,7 +163,7 @@ impl CudaExecutor {
             })
             .sum::<usize>()
             .min(DEQUANT_SCRATCH_MAX);
-        let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised weight slices (prefill)")?;
+        let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised prefill weights")?;
 
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).
         let mut rope_tables: Vec<((u32, usize), DevBuf)> = Vec::new();
@@ -343,7 +347,7 @@ impl CudaExecutor {
     ) -> Vec<(WeightId, DequantJob)> {
         let quantized_gemms = prog.steps[from..].iter().filter_map(|step| match *step {
             Step::MatMul { weight, n, k, logit_rows, .. }
-                if self.parts(weight).is_some() && self.matmul_mode(logit_rows, rows, logits) == MatMulMode::Gemm =>
+                if self.matmul_mode(logit_rows, rows, logits) == MatMulMode::Gemm =>
             {
                 self.parts(weight).map(|parts| ((weight, parts, n, k), n * k * 2))
             }
@@ -356,37 +360,66 @@ impl CudaExecutor {
             .collect()
     }
 
-    /// The prefill's matmuls at `rows` rows on the cuBLAS path, one per distinct (n, k), reading
-    /// `x` and writing `out` (f32 [rows, k] and [rows, n], sized by the caller) instead of the
-    /// program's buffers, each quantized weight dequantised whole when it fits the scratch (else
-    /// in slices): what `warm_up` runs.
-    fn prefill_gemm_shapes(&self, x: u64, out: u64, rows: usize) -> Vec<Op> {
-        let gemm = self.gemm_scratch();
-        let (ws, ws_bytes) = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
-        let mut seen: Vec<(usize, usize)> = Vec::new();
-        let mut ops = Vec::new();
+    /// The prefill's matmuls on the cuBLAS path that `warm_up` runs: one per distinct (n, k,
+    /// whether W goes in slices), without the LM head (a prompt's logits come from its last row,
+    /// on the GEMV kernels; only a run that asks for every row's logits multiplies it on cuBLAS).
+    fn warm_up_matmuls(&self) -> Vec<(WeightId, usize, usize)> {
+        let ws_bytes = self.dequant_scratch.bytes();
+        let mut seen: Vec<(usize, usize, bool)> = Vec::new();
+        let mut out = Vec::new();
         for step in &self.prefill.steps {
-            let Step::MatMul { weight, n, k, .. } = *step else { continue };
-            if seen.contains(&(n, k)) {
-                continue;
+            let Step::MatMul { weight, n, k, logit_rows: false, .. } = *step else { continue };
+            let key = (n, k, self.parts(weight).is_some() && n * k * 2 > ws_bytes);
+            if !seen.contains(&key) {
+                seen.push(key);
+                out.push((weight, n, k));
             }
-            seen.push((n, k));
-            let (st, mode) = (self.state.ptr(), MatMulMode::Gemm);
-            let matmul = match self.parts(weight) {
-                Some(parts) => {
-                    let w16 = if n * k * 2 <= ws_bytes {
-                        ops.extend(launch::dequant_q_f16_batch(&[DequantJob { parts, n, k, out: ws }]));
-                        Dequantised::At(ws)
-                    } else {
-                        Dequantised::Slices { scratch: ws, bytes: ws_bytes }
-                    };
-                    launch::matmul_q(&self.dev, st, x, parts, out, None, n, k, rows, mode, gemm, w16)
-                }
-                None => launch::matmul(&self.dev, st, x, self.weight_ptr(weight), out, None, n, k, rows, mode, gemm),
-            };
-            ops.extend(matmul);
+        }
+        out
+    }
+
+    /// `warm_up_matmuls` at `rows` rows, reading `x` and writing `out` (f32 [rows, k] and [rows,
+    /// n], sized by the caller for the padded rows) instead of the program's buffers, each
+    /// quantized weight dequantised whole when it fits the scratch (else in slices).
+    fn prefill_gemm_shapes(&self, x: u64, out: u64, rows: usize) -> Vec<Op> {
+        let (ws, ws_bytes) = (self.dequant_scratch.ptr(), self.dequant_scratch.bytes());
+        let mut ops = Vec::new();
+        for (weight, n, k) in self.warm_up_matmuls() {
+            let w16 = self.parts(weight).filter(|_| n * k * 2 <= ws_bytes).map(|parts| {
+                ops.extend(launch::dequant_q_f16_batch(&[DequantJob { parts, n, k, out: ws }]));
+                ws
+            });
+            ops.extend(self.matmul_ops(weight, x, out, None, n, k, rows, MatMulMode::Gemm, w16));
         }
         ops
+    }
+
+    /// One matmul's launches (x, out, residual: device addresses) in `mode`: a quantized weight's
+    /// kernels, on cuBLAS from its f16 copy at `w16` (None: dequantised here in slices through
+    /// the scratch), or an f16 weight's.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_ops(
+        &self,
+        weight: WeightId,
+        x: u64,
+        out: u64,
+        residual: Option<u64>,
+        n: usize,
+        k: usize,
+        rows: usize,
+        mode: MatMulMode,
+        w16: Option<u64>,
+    ) -> Vec<Op> {
+        let (st, gemm) = (self.state.ptr(), self.gemm_scratch());
+        match self.parts(weight) {
+            Some(parts) => {
+                let slices =
+                    Dequantised::Slices { scratch: self.dequant_scratch.ptr(), bytes: self.dequant_scratch.bytes() };
+                let w16 = w16.map_or(slices, Dequantised::At);
+                launch::matmul_q(&self.dev, st, x, parts, out, residual, n, k, rows, mode, gemm, w16)
+            }
+            None => launch::matmul(&self.dev, st, x, self.weight_ptr(weight), out, residual, n, k, rows, mode, gemm),
+        }
     }
 
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
@@ -400,7 +433,6 @@ impl CudaExecutor {
     ) -> Result<Vec<Op>, RuntimeError> {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
-        let gemm = self.gemm_scratch();
         let attn = AttnScratch {
             part_o: self.attn_scratch.0.ptr(),
             part_ml: self.attn_scratch.1.ptr(),
@@ -447,54 +479,16 @@ impl CudaExecutor {
                 }
                 Step::MatMul { x, weight, n, k, out, residual, logit_rows } => {
                     let mode = self.matmul_mode(logit_rows, rows, logits);
-                    let matmul = match self.parts(weight) {
-                        Some(parts) => {
-                            let mut w16 = dequantised.iter().find(|(w, _)| *w == weight).map(|(_, j)| j.out);
-                            if w16.is_none() && mode == MatMulMode::Gemm {
-                                // Dequantise this weight and the next ones that fit, in one launch
-                                // per four (they replace what the scratch held: those GEMMs ran).
-                                dequantised = self.dequant_batch(prog, index, rows, logits);
-                                let jobs: Vec<DequantJob> = dequantised.iter().map(|(_, j)| *j).collect();
-                                ops.extend(launch::dequant_q_f16_batch(&jobs));
-                                w16 = jobs.first().map(|j| j.out);
-                            }
-                            let w16 = w16.map_or(
-                                Dequantised::Slices {
-                                    scratch: self.dequant_scratch.ptr(),
-                                    bytes: self.dequant_scratch.bytes(),
-                                },
-                                Dequantised::At,
-                            );
-                            launch::matmul_q(
-                                &self.dev,
-                                st,
-                                b(x),
-                                parts,
-                                b(out),
-                                residual.map(b),
-                                n,
-                                k,
-                                rows,
-                                mode,
-                                gemm,
-                                w16,
-                            )
-                        }
-                        None => launch::matmul(
-                            &self.dev,
-                            st,
-                            b(x),
-                            self.weight_ptr(weight),
-                            b(out),
-                            residual.map(b),
-                            n,
-                            k,
-                            rows,
-                            mode,
-                            gemm,
-                        ),
-                    };
-                    ops.extend(matmul);
+                    let mut w16 = dequantised.iter().find(|(w, _)| *w == weight).map(|(_, j)| j.out);
+                    if w16.is_none() && mode == MatMulMode::Gemm && self.parts(weight).is_some() {
+                        // Dequantise this weight and the next ones that fit, in one launch per
+                        // four (they replace what the scratch held: those GEMMs ran).
+                        dequantised = self.dequant_batch(prog, index, rows, logits);
+                        let jobs: Vec<DequantJob> = dequantised.iter().map(|(_, j)| *j).collect();
+                        ops.extend(launch::dequant_q_f16_batch(&jobs));
+                        w16 = jobs.first().map(|j| j.out);
+                    }
+                    ops.extend(self.matmul_ops(weight, b(x), b(out), residual.map(b), n, k, rows, mode, w16));
                 }
                 Step::BiasRopeKvWrite { qkv, ref rope, q_out } => {
                     ops.push(launch::bias_rope_kv_write(st, b(qkv), self.rope_args(rope, b(q_out)), rows));
@@ -669,26 +663,24 @@ impl Executor for CudaExecutor {
         }
         let _span = phases::span("CUDA: prefill warm-up (cuBLAS kernels)");
         let rows_max = self.prefill.max_tokens;
-        let (mut max_n, mut max_k) = (0, 0);
-        for step in &self.prefill.steps {
-            if let Step::MatMul { n, k, .. } = *step {
-                (max_n, max_k) = (max_n.max(n), max_k.max(k));
-            }
-        }
+        let shapes = self.warm_up_matmuls();
+        let max_n = shapes.iter().map(|&(_, n, _)| n).max().unwrap_or(0);
+        let max_k = shapes.iter().map(|&(_, _, k)| k).max().unwrap_or(0);
         let x = self.dev.alloc(rows_max * max_k * 4, "prefill warm-up input")?;
         let out = self.dev.alloc(rows_max * max_n * 4, "prefill warm-up output")?;
-        for rows in launch::gemm_row_buckets(rows_max) {
+        // Chat turns and requests are mostly short: buckets past WARM_UP_MAX_ROWS (a prefill
+        // chunk of more than 512 rows) load their kernels on first use, which a long prompt
+        // amortises.
+        for rows in launch::gemm_row_buckets(rows_max).into_iter().filter(|&r| r <= WARM_UP_MAX_ROWS) {
             // The conversion and the epilogue read the row count from the device state.
             self.set_state(0, rows)?;
             let ops = self.prefill_gemm_shapes(x.ptr(), out.ptr(), rows);
             // SAFETY: as in `prefill` (GEMM scratch sized for max_tokens x max k; a weight
             // dequantised whole only when its n * k * 2 bytes fit the dequantisation scratch, else
             // in slices of at most its size), with x and out allocated above for max_tokens rows
-            // (>= the padded GEMM rows) of the widest k and n. Synchronised before x and out drop;
-            // after an error, cudarc frees them in stream order (free on the same stream, or a
-            // stream synchronisation first). Known cost: the LM head is warmed too (a max_tokens x
-            // vocab temporary, 311 MB at 512 rows); branch `gpu-host-mends` drops it, untested on
-            // a GPU yet.
+            // (>= the padded GEMM rows) of the widest k and n of these matmuls. Synchronised
+            // before x and out drop; after an error, cudarc frees them in stream order (free
+            // on the same stream, or a stream synchronisation first).
             unsafe { self.dev.run_ops(&ops)? };
         }
         self.dev.sync("prefill warm-up")

@@ -104,5 +104,41 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
             }
         }
     }
+    check_mixed_parts(h, rng, s)
+}
+
+/// A weight of three parts in different formats (as a fused qkv of Q5_0 q|k and Q8_0 v, plus a
+/// K-quant), dequantised by `dequant_q_f16` in slices that cross the part boundaries and by
+/// `dequant_q_f16_x4` beside a weight of another shape: bit-exact, like the single-format rows.
+fn check_mixed_parts(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), RuntimeError> {
+    use crate::quant::WeightFormat::{Q4_K, Q5_0, Q6_K, Q8_0};
+    let k = k_for(Q6_K, s.hidden);
+    let mixed = TestWeight::quant(rng, &[(Q5_0, 40), (Q8_0, 37), (Q6_K, 50)], k, true);
+    let other = TestWeight::quant(rng, &[(Q4_K, 19)], k, true);
+    let (dm, dother) = (mixed.upload(h)?, other.upload(h)?);
+    let (pm, pother) = (dm.parts().expect("quantized"), dother.parts().expect("quantized"));
+    let bit_exact = |g: &[f32], values: &[f32]| {
+        g.iter().zip(values).all(|(a, b)| {
+            let c = half::f16::from_f32(*b).to_f32();
+            a.to_bits() == c.to_bits() || (a.is_nan() && c.is_nan())
+        })
+    };
+    // Slices of 16 rows from row 30: 30..46 crosses the Q5_0 | Q8_0 boundary at 40, 62..78 the
+    // Q8_0 | Q6_K one at 77.
+    let mut same = true;
+    for r0 in (30..127).step_by(16) {
+        let rows = 16.min(127 - r0);
+        let out = h.output(rows * k * 2)?;
+        h.run(&[launch::dequant_q_f16(pm, r0, rows, k, out.ptr())], "dequant_q_f16 mixed")?;
+        same &= bit_exact(&h.read_f16(&out, rows * k)?, &mixed.values[r0 * k..(r0 + rows) * k]);
+    }
+    h.record_flag(format!("dequant_q_f16 Q5_0|Q8_0|Q6_K [127x{k}] in 16-row slices: bit-exact"), same);
+    let (om, oo) = (h.output(127 * k * 2)?, h.output(19 * k * 2)?);
+    let jobs =
+        [DequantJob { parts: pm, n: 127, k, out: om.ptr() }, DequantJob { parts: pother, n: 19, k, out: oo.ptr() }];
+    h.run(&launch::dequant_q_f16_batch(&jobs), "dequant_q_f16_x4 mixed")?;
+    let same =
+        bit_exact(&h.read_f16(&om, 127 * k)?, &mixed.values) && bit_exact(&h.read_f16(&oo, 19 * k)?, &other.values);
+    h.record_flag(format!("dequant_q_f16_x4 Q5_0|Q8_0|Q6_K [127x{k}] + Q4_K [19x{k}]: bit-exact"), same);
     Ok(())
 }

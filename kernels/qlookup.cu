@@ -22,59 +22,46 @@ QA_DEVICE void q_group_values(const QParts& P, int j, int g, int k, float v[32])
 #undef QA_VALUES
 }
 
-// Quarter `quarter` (elements 8q..8q+7) of group g of row lr of part p, in the compile-time
-// format F, to eight f16 at dst. The values never leave registers: dequantising into an array
-// that a run-time format switch fills and the code after it reads put the array on the stack
-// (48-byte frame, local-memory stores and loads per item). The four lanes of a group load the same
-// planes (one request per warp instruction: the addresses coincide).
-template <int F>
-QA_DEVICE void quarter_to_f16(const QParts& P, int p, int lr, int g, int k, int quarter, __half* __restrict__ dst) {
-    float v[8];
-    if constexpr (F < QF_Q4_0) {
-        const size_t e0 = (size_t)lr * k + 32 * g + 8 * quarter;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = float_at<F>(pick(P.qs, p), e0 + e);
-    } else {
-        const int G = k >> 5;
-        QRaw raw;
-        q_load<F>(P, p, (size_t)lr * G + g, (size_t)lr * (k >> 8) + (g >> 3), raw);
-        q_dequant_chunk<F>(raw, 2 * quarter, v);
-        q_dequant_chunk<F>(raw, 2 * quarter + 1, v + 4);
+// Elements 8 * quarter .. 8 * quarter + 7 of group g of row j (absolute) into v. The four lanes
+// of a group load the same planes (one request per warp instruction: the addresses coincide).
+QA_DEVICE void q_group_quarter(const QParts& P, int j, int g, int k, int quarter, float v[8]) {
+    const int p = part_of(P, j), lr = j - part_row0(P, p);
+    const int G = k >> 5;
+#define QA_QUARTER(F_)                                                                       \
+    if constexpr (F_ < QF_Q4_0) {                                                            \
+        const size_t e0 = (size_t)lr * k + 32 * g + 8 * quarter;                             \
+        _Pragma("unroll") for (int e = 0; e < 8; ++e) v[e] = float_at<F_>(pick(P.qs, p), e0 + e); \
+    } else {                                                                                 \
+        QRaw raw;                                                                            \
+        q_load<F_>(P, p, (size_t)lr * G + g, (size_t)lr * (k >> 8) + (g >> 3), raw);          \
+        q_dequant_chunk<F_>(raw, 2 * quarter, v);                                            \
+        q_dequant_chunk<F_>(raw, 2 * quarter + 1, v + 4);                                    \
     }
-    __half2 h[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
-    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<uint4*>(h);
+    QFMT_DISPATCH(pick(P.fmt, p), QA_QUARTER)
+#undef QA_QUARTER
 }
 
-// Row plr of part p (compile-time format F) to f16 at dst [k]: lane `lane` of the warp takes
-// items lane, lane + 32, ... (item i: group i / 4, elements 8 (i % 4) .. + 7, written at dst + 8i,
-// so a warp writes 512 contiguous bytes per pass).
-template <int F>
-QA_DEVICE void dequant_row_f16(const QParts& P, int p, int plr, int k, int lane, __half* __restrict__ dst) {
-    const int items = (k >> 5) * 4;
-    // Unrolled so that several items' loads are in flight before the first one's stores.
-#pragma unroll 4
-    for (int i = lane; i < items; i += 32) quarter_to_f16<F>(P, p, plr, i >> 2, k, i & 3, dst + 8 * i);
-}
-
-// out [rows, k] f16 = rows row_begin.. of W: one warp per row (grid-strided over the rows), the
-// row's part and format resolved once per row. One thread per quarter-group with its own index
-// division, part lookup and format dispatch spent ~180 instructions per 8 elements (ncu: the
-// issue slots 58 % busy, ~1.5 TB/s into L2).
+// out [rows, k] f16 = rows row_begin.. of W, grid-strided over the block's slice of the grid
+// (x dimension). Thread i writes elements 8i..8i+7 of out (group i / 4, quarter i % 4): one thread
+// per group wrote 64 bytes per lane at a 64-byte stride (four partial-sector stores per line) and
+// kept 32 values live, which held the kernel to ~1.3 TB/s.
 QA_DEVICE void dequant_rows_f16(const QParts& P, int row_begin, int rows, int k, __half* __restrict__ out) {
-    const int lane = threadIdx.x & 31;
-    const int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), warps = (int)((gridDim.x * blockDim.x) >> 5);
-    for (int lr = warp; lr < rows; lr += warps) {
-        const int j = row_begin + lr, p = part_of(P, j), plr = j - part_row0(P, p);
-        __half* dst = out + (size_t)lr * k;
-#define QA_ROW(F_) dequant_row_f16<F_>(P, p, plr, k, lane, dst);
-        QFMT_DISPATCH(pick(P.fmt, p), QA_ROW)
-#undef QA_ROW
+    const int G = k >> 5;
+    const long long n = (long long)rows * G * 4;
+    for (long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x; tid < n;
+         tid += (long long)gridDim.x * blockDim.x) {
+        const long long gi = tid >> 2;
+        const int lr = (int)(gi / G), g = (int)(gi - (long long)lr * G), quarter = (int)(tid & 3);
+        float v[8];
+        q_group_quarter(P, row_begin + lr, g, k, quarter, v);
+        __half2 h[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+        *reinterpret_cast<uint4*>(out + 32 * gi + 8 * quarter) = *reinterpret_cast<uint4*>(h);
     }
 }
 
-// A slice of one weight; grid ceil(rows / 8) (a warp per row), block 256.
+// A slice of one weight; grid ceil(rows * k / 8 / 256), block 256.
 extern "C" __global__ void __launch_bounds__(256) dequant_q_f16(const QParts P, int row_begin, int rows, int k,
                                                                 __half* __restrict__ out) {
     pdl_prologue();  // out is scratch that the previous GEMM may still read
@@ -83,7 +70,7 @@ extern "C" __global__ void __launch_bounds__(256) dequant_q_f16(const QParts P, 
 
 // Up to four whole weights in one launch (a layer's matmuls, dequantised together before the
 // first of their GEMMs: one launch and one drain instead of four); blockIdx.y picks the weight
-// (a weight with rows == 0 is absent). Grid (x, count), block 256, x = ceil(largest rows / 8).
+// (a weight with rows == 0 is absent). Grid (x, 4), block 256, x sized for the largest weight.
 extern "C" __global__ void __launch_bounds__(256)
     dequant_q_f16_x4(const QParts P0, const QParts P1, const QParts P2, const QParts P3, int rows0, int rows1,
                      int rows2, int rows3, int k0, int k1, int k2, int k3, __half* __restrict__ out0,

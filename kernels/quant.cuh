@@ -108,8 +108,7 @@ QA_DEVICE uint32_t word4(const uint4& v, int i) { return i == 0 ? v.x : (i == 1 
 // The codes of elements 4c..4c+3 as four bytes (c is a compile-time constant after unrolling).
 template <int F>
 QA_DEVICE uint32_t q_codes(const QRaw& r, int c) {
-    // (Select the word, not the uint4: a run-time c would put a selected uint4 on the stack.)
-    if (F == QF_Q8_0) return (c < 4 ? word4(r.q0, c & 3) : word4(r.q1, c & 3)) ^ 0x80808080u;  // signed -> code + 128
+    if (F == QF_Q8_0) return word4(c < 4 ? r.q0 : r.q1, c & 3) ^ 0x80808080u;  // signed -> code + 128
     if (F == QF_Q2_K || F == QF_Q3_K) {
         uint32_t q = ((c & 1 ? r.q0.y : r.q0.x) >> (2 * (c >> 1))) & 0x03030303u;
         if (F == QF_Q3_K) q |= ((r.h.x >> c) & 0x01010101u) << 2;

@@ -600,7 +600,7 @@ pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usi
 pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usize, out: u64) -> Op {
     kernel(
         Kernel::DequantQF16,
-        (div_ceil(rows, 8), 1, 1),
+        (div_ceil(rows * (k / 8), 256), 1, 1),
         256,
         vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)],
     )
@@ -676,13 +676,13 @@ pub(crate) fn dequant_q_f16_batch(jobs: &[DequantJob]) -> Vec<Op> {
     jobs.chunks(4)
         .map(|four| {
             let job = |i: usize| four.get(i).copied();
-            let rows = four.iter().map(|j| j.n).max().unwrap_or(0);
+            let threads = four.iter().map(|j| j.n * (j.k / 8)).max().unwrap_or(0);
             // Absent weights (a batch of fewer than four): no blocks (grid.y = the count).
             let mut args: Vec<Arg> = (0..4).map(|s| Arg::Parts(job(s).map_or(four[0].parts, |j| j.parts))).collect();
             args.extend((0..4).map(|s| i(job(s).map_or(0, |j| j.n))));
             args.extend((0..4).map(|s| i(job(s).map_or(32, |j| j.k))));
             args.extend((0..4).map(|s| Arg::Ptr(job(s).map_or(0, |j| j.out))));
-            kernel(Kernel::DequantQF16x4, (div_ceil(rows, 8), four.len(), 1), 256, args)
+            kernel(Kernel::DequantQF16x4, (div_ceil(threads, 256), four.len(), 1), 256, args)
         })
         .collect()
 }

@@ -83,7 +83,7 @@ pub fn matmul_q(
     path: DotPath,
 ) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
-    if rows > 1 && rows <= ONE_ROW_PREFILL_MAX && path == DotPath::Int8x3 {
+    if rows > 1 && rows <= ONE_ROW_PREFILL_MAX && path.int_digits().is_some() {
         // A short prompt: dequantising the whole weight to f32 for SGEMM costs more than running
         // each row through the one-row integer dot (on the default model ~290 ms for the weight
         // dequantisation of a 4-token prefill against ~20 ms per row).
@@ -106,7 +106,7 @@ pub fn matmul_q(
             rest = tail;
             chunks.extend(o.chunks_mut(16).enumerate().map(|(c, o)| (v, 16 * c, o)));
         }
-        if quantized && path == DotPath::Int8x3 {
+        if let (true, Some(n)) = (quantized, path.int_digits()) {
             // The input as digits once for every quantized part's rows (see qdot::int), in this
             // thread's reused buffers (a fresh set if a stolen job on this thread holds them).
             thread_local! {
@@ -118,7 +118,7 @@ pub fn matmul_q(
                 chunks.into_par_iter().for_each(|(v, r0, o)| match v.format.is_float() {
                     // Float formats' dot ignores the sums of x.
                     true => o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &[])),
-                    false => qdot::dot_rows_int(v, r0, d, o),
+                    false => qdot::dot_rows_int_with(v, r0, d, o, n),
                 });
             };
             DIGITS.with(|c| match c.try_borrow_mut() {
@@ -200,8 +200,9 @@ mod tests {
         }
     }
 
-    /// One row on the integer path: each quantized part's rows are its integer dot against the
-    /// input's digits, float parts keep the f32 dot, plus the residual (same bits).
+    /// One row on either integer path: each quantized part's rows are its integer dot against the
+    /// input's digits (two or three of them), float parts keep the f32 dot, plus the residual
+    /// (same bits).
     #[test]
     fn one_row_int_path_is_the_integer_dot_per_part() {
         let mut rng = Rng(43);
@@ -212,18 +213,21 @@ mod tests {
         let n = w.n();
         let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
         let res: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
-        let mut out = vec![f32::NAN; n];
-        matmul_q(&x, &w, 1, n, k, Some(&res), &mut out, DotPath::Int8x3);
         let d = qdot::Digits::quantize(&x);
-        for p in &parts {
-            let v = w.view(p);
-            for j in 0..p.rows {
-                let dot = if p.format.is_float() {
-                    qdot::dot_row(&v, j, &x, &qdot::sums16(&x))
-                } else {
-                    qdot::dot_row_int(&v, j, &d)
-                };
-                assert_eq!(out[p.row0 + j].to_bits(), (dot + res[p.row0 + j]).to_bits(), "{:?} row {j}", p.format);
+        for (path, digits) in [(DotPath::Int8x2, qdot::IntDigits::Two), (DotPath::Int8x3, qdot::IntDigits::Three)] {
+            let mut out = vec![f32::NAN; n];
+            matmul_q(&x, &w, 1, n, k, Some(&res), &mut out, path);
+            for p in &parts {
+                let v = w.view(p);
+                for j in 0..p.rows {
+                    let dot = if p.format.is_float() {
+                        qdot::dot_row(&v, j, &x, &qdot::sums16(&x))
+                    } else {
+                        qdot::dot_row_int_with(&v, j, &d, digits)
+                    };
+                    let want = (dot + res[p.row0 + j]).to_bits();
+                    assert_eq!(out[p.row0 + j].to_bits(), want, "{path:?} {:?} row {j}", p.format);
+                }
             }
         }
     }

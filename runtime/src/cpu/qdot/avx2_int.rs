@@ -19,30 +19,37 @@ use std::arch::x86_64::*;
 
 use super::avx2::{affine, hsum, ucodes, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use super::digits::{Digits, BASE, BLOCK_BYTES, PAD16};
+use super::int::IntDigits;
 use super::{has_min, offset, sub16};
 use crate::quant::{PartView, WeightFormat, GROUP};
 
 /// A group's integer sums per lane: `t01 = 254 C0 + C1` and `t2 = C2` (exact; see the module doc).
 type Sums = (__m256i, __m256i);
 
-/// The 8-bit route: `q` the group's 32 unsigned codes, `d` its block's three digit vectors.
+/// The 8-bit route: `q` the group's 32 unsigned codes, `d` its block's three digit vectors
+/// (`TWO`: `d[2]` unused, `t2` zero).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn group8(q: __m256i, d: &[__m256i; 3]) -> Sums {
+fn group8<const TWO: bool>(q: __m256i, d: &[__m256i; 3]) -> Sums {
     let p0 = _mm256_maddubs_epi16(q, d[0]);
     let p1 = _mm256_maddubs_epi16(q, d[1]);
-    let p2 = _mm256_maddubs_epi16(q, d[2]);
     let ones = _mm256_set1_epi16(1);
     let t01 = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_set1_epi16(254)), _mm256_madd_epi16(p1, ones));
-    (t01, _mm256_madd_epi16(p2, ones))
+    if TWO {
+        return (t01, _mm256_setzero_si256());
+    }
+    (t01, _mm256_madd_epi16(_mm256_maddubs_epi16(q, d[2]), ones))
 }
 
 /// The 16-bit route: `q` the codes of elements 0..16 and 16..32; `x` the block's `254 d0 + d1`
-/// and `d2`, each as elements 0..16 and 16..32.
+/// and `d2`, each as elements 0..16 and 16..32 (`TWO`: `x[2..]` unused, `t2` zero).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn group16(q: [__m256i; 2], x: &[__m256i; 4]) -> Sums {
+fn group16<const TWO: bool>(q: [__m256i; 2], x: &[__m256i; 4]) -> Sums {
     let t01 = _mm256_add_epi32(_mm256_madd_epi16(q[0], x[0]), _mm256_madd_epi16(q[1], x[1]));
+    if TWO {
+        return (t01, _mm256_setzero_si256());
+    }
     let t2 = _mm256_add_epi32(_mm256_madd_epi16(q[0], x[2]), _mm256_madd_epi16(q[1], x[3]));
     (t01, t2)
 }
@@ -71,14 +78,15 @@ unsafe fn codes16<const F: u8>(v: &PartView, gi: usize) -> [__m256i; 2] {
     }
 }
 
-/// Row `r` of a quantized part against the digits of `x`. The caller checked the row and
+/// Row `r` of a quantized part against the digits of `x` (`TWO`: `d0`, `d1` only; the d2 loads,
+/// products and accumulator are left out). The caller checked the row and
 /// `x.k() == v.k`. Per chunk of up to [`CHUNK`] groups: the scales (`a * s / 254^2` per half)
 /// and the zero-point or minimum term first, then the groups. (Two rows at a time, sharing each
 /// block's digit loads, measured no faster: the kernel is bound by its vector operations, and
 /// slower at k = 4864.)
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
+unsafe fn dot_row<const F: u8, const TWO: bool>(v: &PartView, r: usize, x: &Digits) -> f32 {
     let fmt = v.format;
     let groups = v.k / GROUP;
     let qs_bytes = fmt.planes().qs;
@@ -142,16 +150,21 @@ unsafe fn dot_row<const F: u8>(v: &PartView, r: usize, x: &Digits) -> f32 {
                 if wide::<F>() {
                     let ld = |p: *const i16| _mm256_loadu_si256(p as *const __m256i);
                     let (a, b) = (x01.add(GROUP * g), x2.add(GROUP * g));
-                    group16(codes16::<F>(v, gi), &[ld(a), ld(a.add(16)), ld(b), ld(b.add(16))])
+                    let zero = _mm256_setzero_si256();
+                    let d2 = if TWO { [zero, zero] } else { [ld(b), ld(b.add(16))] };
+                    group16::<TWO>(codes16::<F>(v, gi), &[ld(a), ld(a.add(16)), d2[0], d2[1]])
                 } else {
                     let p = d8.add(BLOCK_BYTES * g);
                     let ld = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
-                    group8(q, &[ld(0), ld(GROUP), ld(2 * GROUP)])
+                    let d2 = if TWO { _mm256_setzero_si256() } else { ld(2 * GROUP) };
+                    group8::<TWO>(q, &[ld(0), ld(GROUP), d2])
                 }
             };
             let sc = if halves16 { scale8[j] } else { _mm256_set1_ps(scale[2 * j]) };
             acc01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t01), sc, acc01);
-            acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t2), sc, acc2);
+            if !TWO {
+                acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t2), sc, acc2);
+            }
         }
     }
     hsum(_mm256_add_ps(_mm256_fmadd_ps(acc01, _mm256_set1_ps(BASE), acc2), accm))
@@ -170,30 +183,35 @@ const CHUNK: usize = 32;
 /// Rows `r0..r0 + out.len()` of one format.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn dot_format<const F: u8>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+unsafe fn dot_format<const F: u8>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
     for (i, o) in out.iter_mut().enumerate() {
         // SAFETY: rows r0.. are in the part (the caller's check on out.len()).
-        *o = unsafe { dot_row::<F>(v, r0 + i, x) };
+        *o = unsafe {
+            match n {
+                IntDigits::Two => dot_row::<F, true>(v, r0 + i, x),
+                IntDigits::Three => dot_row::<F, false>(v, r0 + i, x),
+            }
+        };
     }
 }
 
 /// Rows `r0..r0 + out.len()` of quantized part `v` against the digits `x`. The caller checked
 /// that those rows exist, `x.k() == v.k` and that the format is quantized.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+pub unsafe fn dot(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
     // SAFETY (every arm): the caller's checks are what the body assumes.
     unsafe {
         match v.format {
-            WeightFormat::Q4_0 => dot_format::<Q4_0>(v, r0, x, out),
-            WeightFormat::Q4_1 => dot_format::<Q4_1>(v, r0, x, out),
-            WeightFormat::Q5_0 => dot_format::<Q5_0>(v, r0, x, out),
-            WeightFormat::Q5_1 => dot_format::<Q5_1>(v, r0, x, out),
-            WeightFormat::Q8_0 => dot_format::<Q8_0>(v, r0, x, out),
-            WeightFormat::Q2_K => dot_format::<Q2_K>(v, r0, x, out),
-            WeightFormat::Q3_K => dot_format::<Q3_K>(v, r0, x, out),
-            WeightFormat::Q4_K => dot_format::<Q4_K>(v, r0, x, out),
-            WeightFormat::Q5_K => dot_format::<Q5_K>(v, r0, x, out),
-            WeightFormat::Q6_K => dot_format::<Q6_K>(v, r0, x, out),
+            WeightFormat::Q4_0 => dot_format::<Q4_0>(v, r0, x, out, n),
+            WeightFormat::Q4_1 => dot_format::<Q4_1>(v, r0, x, out, n),
+            WeightFormat::Q5_0 => dot_format::<Q5_0>(v, r0, x, out, n),
+            WeightFormat::Q5_1 => dot_format::<Q5_1>(v, r0, x, out, n),
+            WeightFormat::Q8_0 => dot_format::<Q8_0>(v, r0, x, out, n),
+            WeightFormat::Q2_K => dot_format::<Q2_K>(v, r0, x, out, n),
+            WeightFormat::Q3_K => dot_format::<Q3_K>(v, r0, x, out, n),
+            WeightFormat::Q4_K => dot_format::<Q4_K>(v, r0, x, out, n),
+            WeightFormat::Q5_K => dot_format::<Q5_K>(v, r0, x, out, n),
+            WeightFormat::Q6_K => dot_format::<Q6_K>(v, r0, x, out, n),
             WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => unreachable!("float formats have no codes"),
         }
     }

@@ -22,6 +22,7 @@
 //! executor's logit check refuses it; a block so small that `127 / amax` overflows (amax below
 //! 127 / f32::MAX, about 3.7e-37) is a zero block (`s = 0`), an error of at most `|v_i|`.
 use super::aligned::Aligned;
+use super::int::IntDigits;
 use super::sums16;
 use crate::quant::GROUP;
 
@@ -36,11 +37,23 @@ pub(super) const PAD16: usize = 16;
 /// `|v - s * (d0 + d1 / 254 + d2 / 254^2)|` is at most this for an element `v` of a block whose
 /// largest magnitude is `amax` (see the module doc), evaluated in f64.
 pub fn element_error_bound(amax: f32, v: f32) -> f64 {
+    element_error_bound_of(IntDigits::Three, amax, v)
+}
+
+/// [`element_error_bound`] when the dot uses `n` of the digits: with two, `|v - s (d0 + d1 /
+/// 254)|`, the dropped `s d2 / 254^2` at most `s * 127 / 254^2` (|d2| <= 127, since `|r1 - d1| <=
+/// 0.5`) on top of the rounding of `d1`'s residual: at most `amax * 0.5 / (127 * 254)` in all,
+/// as `d1`'s own rounding bounds it.
+pub fn element_error_bound_of(n: IntDigits, amax: f32, v: f32) -> f64 {
     if (127.0f32 / amax).is_infinite() {
         return v.abs() as f64;
     }
     let eps = f32::EPSILON as f64 / 2.0;
-    amax as f64 * (0.5 / (127.0 * 254.0 * 254.0) + 2.0 * eps / 127.0) + 3.0 * eps * v.abs() as f64
+    let last = match n {
+        IntDigits::Two => 0.5 / (127.0 * 254.0),
+        IntDigits::Three => 0.5 / (127.0 * 254.0 * 254.0),
+    };
+    amax as f64 * (last + 2.0 * eps / 127.0) + 3.0 * eps * v.abs() as f64
 }
 
 /// One block's digits into `d` (`d0[32] | d1[32] | d2[32]`, see [`BLOCK_BYTES`]); returns `s`.

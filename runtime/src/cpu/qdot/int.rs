@@ -21,22 +21,49 @@ use super::{affine_at, offset};
 use crate::quant::reference::{qh1, qh2, qs2, qs4};
 use crate::quant::{PartView, WeightFormat, GROUP};
 
+/// How many of the input's digits the integer dot multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntDigits {
+    /// `d0, d1`: the input within `amax * 1.6e-5` per element (`0.5 / (127 * 254)`), a dot a
+    /// third cheaper (one digit vector fewer per group). On the default model the decoded top-5
+    /// logits move by at most 0.0022 against the float32 reference (the `--weights f16` plan's
+    /// CPU error: 0.0046).
+    Two,
+    /// `d0, d1, d2`: the input at f32's accuracy (`amax * 6.1e-8`); top-5 logits within 0.00002.
+    Three,
+}
+
 /// Which dot a one-row (decode) matmul of quantized weights uses on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DotPath {
-    /// [`dot_row_int`] against the input's [`Digits`] (the default: see `benches/NOTES.md`).
+    /// [`dot_rows_int_with`] against the input's [`Digits`], two of them (the default: see
+    /// `benches/NOTES.md`).
+    Int8x2,
+    /// The same with all three digits (the most exact; `QWEN_AOT_CPU_DOT=int3`).
     Int8x3,
     /// [`super::dot_row`] against the f32 input (the dequantisation's own arithmetic).
     F32,
 }
 
-/// The decode path: `QWEN_AOT_CPU_DOT=f32` selects [`DotPath::F32`] (for comparison), anything
-/// else [`DotPath::Int8x3`]. Read once.
+impl DotPath {
+    /// The digits an integer path multiplies (None: the f32 path).
+    pub fn int_digits(self) -> Option<IntDigits> {
+        match self {
+            DotPath::Int8x2 => Some(IntDigits::Two),
+            DotPath::Int8x3 => Some(IntDigits::Three),
+            DotPath::F32 => None,
+        }
+    }
+}
+
+/// The decode path: `QWEN_AOT_CPU_DOT=f32` selects [`DotPath::F32`] (for comparison), `int3`
+/// [`DotPath::Int8x3`], anything else [`DotPath::Int8x2`]. Read once.
 pub fn decode_path() -> DotPath {
     static PATH: std::sync::OnceLock<DotPath> = std::sync::OnceLock::new();
     *PATH.get_or_init(|| match std::env::var("QWEN_AOT_CPU_DOT").as_deref() {
         Ok("f32") => DotPath::F32,
-        _ => DotPath::Int8x3,
+        Ok("int3") => DotPath::Int8x3,
+        _ => DotPath::Int8x2,
     })
 }
 
@@ -58,16 +85,26 @@ pub fn ucodes(v: &PartView, r: usize, g: usize, q: &mut [i32; GROUP]) {
     }
 }
 
-/// `sum_e w[r, e] * x[e]` for row `r` of a quantized part, `x` given as its digits.
+/// `sum_e w[r, e] * x[e]` for row `r` of a quantized part, `x` given as its digits (all three).
 pub fn dot_row_int(v: &PartView, r: usize, x: &Digits) -> f32 {
+    dot_row_int_with(v, r, x, IntDigits::Three)
+}
+
+/// [`dot_row_int`] on `n` of the digits.
+pub fn dot_row_int_with(v: &PartView, r: usize, x: &Digits, n: IntDigits) -> f32 {
     let mut out = [0.0f32];
-    dot_rows_int(v, r, x, &mut out);
+    dot_rows_int_with(v, r, x, &mut out, n);
     out[0]
 }
 
 /// [`dot_row_int`] for rows `r0..r0 + out.len()` into `out` (the AVX2 path shares each block's
 /// digits between rows).
 pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
+    dot_rows_int_with(v, r0, x, out, IntDigits::Three)
+}
+
+/// [`dot_rows_int`] on `n` of the digits.
+pub fn dot_rows_int_with(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
     assert!(
         r0 + out.len() <= v.rows && x.k() == v.k && !v.format.is_float(),
         "dot_rows_int: rows {r0}+{} of {}, digits of {} for k {}, format {}",
@@ -80,16 +117,21 @@ pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU features were detected; the assert above is the callee's contract.
-        return unsafe { super::avx2_int::dot(v, r0, x, out) };
+        return unsafe { super::avx2_int::dot(v, r0, x, out, n) };
     }
     for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_int_portable(v, r0 + i, x);
+        *o = dot_int_portable_with(v, r0 + i, x, n);
     }
 }
 
 /// The scalar twin of the integer dot: per half group, exact `C0, C1, C2`, then the module doc's
 /// f32 formula.
 pub fn dot_int_portable(v: &PartView, r: usize, x: &Digits) -> f32 {
+    dot_int_portable_with(v, r, x, IntDigits::Three)
+}
+
+/// [`dot_int_portable`] on `n` of the digits (two: `C2` is left out).
+pub fn dot_int_portable_with(v: &PartView, r: usize, x: &Digits, n: IntDigits) -> f32 {
     assert!(r < v.rows && x.k() == v.k && !v.format.is_float(), "dot_int_portable: shapes");
     let off = offset(v.format) as f32;
     let mut q = [0i32; GROUP];
@@ -100,7 +142,8 @@ pub fn dot_int_portable(v: &PartView, r: usize, x: &Digits) -> f32 {
         let (s, d) = x.block(g);
         for h in 0..2 {
             let c = |j: usize| (16 * h..16 * h + 16).map(|e| q[e] * d[GROUP * j + e] as i32).sum::<i32>();
-            let sq = s * (c(0) as f32 + c(1) as f32 / 254.0 + c(2) as f32 / (254.0 * 254.0));
+            let c2 = if n == IntDigits::Three { c(2) as f32 / (254.0 * 254.0) } else { 0.0 };
+            let sq = s * (c(0) as f32 + c(1) as f32 / 254.0 + c2);
             acc += a[h] * sq;
             accm += (b[h] - off * a[h]) * x.sum16(2 * g + h);
         }

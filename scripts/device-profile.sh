@@ -4,18 +4,23 @@
 # is its own kernel; ncu serialises them (clocks and caches left as they are), so each time is the kernel alone, without the PDL
 # overlap it gets inside the graph). Prints time per kernel family (count, total, mean) and the
 # total: compare it with the bench's decode step time to see what launch gaps cost.
-#   usage: scripts/device-profile.sh BIN [LAUNCHES (default: one decode step of BIN's plan)]
+#   usage: [SHAPE=1.5b] [KERNEL=regex] scripts/device-profile.sh BIN [LAUNCHES (default: one decode step of BIN's plan)]
+# SHAPE: the random model's shape (bench --random-shape; default 0.5b). KERNEL: profile instead the
+# first LAUNCHES launches whose name matches (e.g. KERNEL=dequant: the prefill's dequantisation).
 set -uo pipefail
 bin=$1 count=${2:-0}
+shape=${SHAPE:-0.5b}
+select=(--launch-skip 2500)
+[ -n "${KERNEL:-}" ] && select=(--kernel-name "regex:$KERNEL" --launch-skip 0)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 ncu=/usr/local/cuda/bin/ncu
 if [ "$count" = 0 ]; then
-  count=$(QWEN_AOT_NO_GRAPH=1 timeout 120 "$bin" bench --random --json --quiet 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["launches_per_decode_step"])')
+  count=$(QWEN_AOT_NO_GRAPH=1 timeout 120 "$bin" bench --random --random-shape "$shape" --json --quiet 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["launches_per_decode_step"])')
 fi
 # Skip the warm-up (prefill + 8 decode steps) and land inside the first timed decode run.
-QWEN_AOT_NO_GRAPH=1 timeout 300 "$ncu" --csv --clock-control none --cache-control none --metrics gpu__time_duration.sum --launch-skip 2500 --launch-count "$count" \
-  "$bin" bench --random --json --quiet >"$out/ncu.csv" 2>"$out/ncu.err" || { echo "ncu failed: $(tail -n3 "$out/ncu.err")"; exit 1; }
+QWEN_AOT_NO_GRAPH=1 timeout 300 "$ncu" --csv --clock-control none --cache-control none --metrics gpu__time_duration.sum "${select[@]}" --launch-count "$count" \
+  "$bin" bench --random --random-shape "$shape" --json --quiet >"$out/ncu.csv" 2>"$out/ncu.err" || { echo "ncu failed: $(tail -n3 "$out/ncu.err")"; exit 1; }
 python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]

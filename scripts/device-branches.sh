@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: judges candidate builds (branches) against a base build in one call.
+# For every binary, `qwen-aot check --backend cuda` (every kernel against its CPU twin, and the
+# whole random-weight model); then, for each candidate, `qwen-aot bench --random` A/B against the
+# base at the 0.5B and the 1.5B shapes, alternated base/candidate so both see the same GPU state.
+# Prints compact tables only (the device tool returns little else); logs go to $OUT or /tmp/out.
+#
+#   scripts/device-branches.sh BASE_BIN NAME=BIN [NAME=BIN ...]      (ROUNDS=2 by default)
+#
+# Built beforehand on the CPU machine by scripts/build-branches.sh, which prints the command.
+set -uo pipefail
+base=$1
+shift
+rounds=${ROUNDS:-2}
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+
+check() { # name bin
+  local t0=$SECONDS
+  timeout 300 "$2" check --backend cuda >"$out/check-$1.log" 2>&1
+  local rc=$?
+  printf '%-22s check rc=%s %4ss  PASS=%s FAIL=%s %s\n' "$1" "$rc" "$((SECONDS - t0))" \
+    "$(grep -v 'all checks' "$out/check-$1.log" | grep -c ' PASS')" "$(grep -c ' FAIL' "$out/check-$1.log")" \
+    "$(grep -o 'device memory in use: [0-9.]* MiB' "$out/check-$1.log")"
+  grep ' FAIL' "$out/check-$1.log" | head -n 5
+}
+
+bench() { # name bin shape round
+  timeout 180 "$2" bench --random --random-shape "$3" --json --quiet >"$out/bench-$1-$3-$4.json" \
+    2>"$out/bench-$1-$3-$4.err" || echo "bench $1 $3 round $4 failed: $(tail -n1 "$out/bench-$1-$3-$4.err")"
+}
+
+echo "== checks"
+check base "$base"
+for pair in "$@"; do check "${pair%%=*}" "${pair#*=}"; done
+
+for shape in 0.5b 1.5b; do
+  echo "== A/B at $shape ($rounds rounds, medians)"
+  for r in $(seq "$rounds"); do
+    for pair in "$@"; do
+      bench base "$base" "$shape" "$r"
+      bench "${pair%%=*}" "${pair#*=}" "$shape" "$r"
+    done
+  done
+  python3 - "$out" "$shape" "$rounds" "$@" <<'PY'
+import json, statistics, sys, os
+out, shape, rounds, pairs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512"]
+def runs(name):
+    paths = [f"{out}/bench-{name}-{shape}-{r}.json" for r in range(1, rounds + 1)]
+    return [json.load(open(p)) for p in paths if os.path.exists(p) and os.path.getsize(p) > 0]
+base = runs("base")
+if not base:
+    sys.exit(f"no base runs at {shape}")
+names = [p.split("=", 1)[0] for p in pairs]
+print(f"{'metric':<28} {'base':>10} " + " ".join(f"{n[:14]:>14} {'ratio':>6}" for n in names))
+for k in keys:
+    b = statistics.median(r[k] for r in base)
+    row = f"{k:<28} {b:>10.1f} "
+    for n in names:
+        c = runs(n)
+        v = statistics.median(r[k] for r in c) if c else float("nan")
+        row += f"{v:>14.1f} {v / b:>6.3f} "
+    print(row)
+print("launches per decode step:", base[0].get("launches_per_decode_step"),
+      " bytes per token (MB):", round(base[0].get("weight_bytes_per_token", 0) / 1e6, 1))
+PY
+done

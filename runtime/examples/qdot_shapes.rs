@@ -3,11 +3,12 @@
 //! fits the L2 cache, the L3 cache or neither tells compute from memory limits; one thread runs
 //! without rayon (no fork/join cost), more threads split 16-row chunks as `qmatmul` does.
 //! `cargo run --release -p qwen-aot-runtime --features harness --example qdot_shapes -- [threads]`
-//! (`ONLY=q5_0` runs the cases whose name contains it).
+//! (`ONLY=q5_0` runs the cases whose name contains it; the digits are the decode path's:
+//! `QWEN_AOT_CPU_DOT=int3` for all three).
 use std::time::Instant;
 
 use qwen_aot_runtime::cpu::qdot::check::{random_part, Rng};
-use qwen_aot_runtime::cpu::qdot::{dot_rows_int, Digits};
+use qwen_aot_runtime::cpu::qdot::{decode_path, dot_rows_int, Digits, IntDigits};
 use qwen_aot_runtime::quant::{PartView, WeightFormat};
 use rayon::prelude::*;
 
@@ -22,6 +23,7 @@ fn main() {
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
     let only = std::env::var("ONLY").unwrap_or_default();
+    let n = decode_path().int_digits().unwrap_or(IntDigits::Two);
     let cases = [
         ("q5_0 gate_up (L3)", WeightFormat::Q5_0, 9728, 896),
         ("q5_0 l2", WeightFormat::Q5_0, 256, 896),
@@ -43,9 +45,11 @@ fn main() {
         for _ in 0..(400_000_000 / (rows * k)).max(3) {
             let t = Instant::now();
             if threads == 1 {
-                out.chunks_mut(16).enumerate().for_each(|(c, o)| dot_rows_int(&v, 16 * c, &d, o));
+                out.chunks_mut(16).enumerate().for_each(|(c, o)| dot_rows_int(&v, 16 * c, &d, o, n));
             } else {
-                pool.install(|| out.par_chunks_mut(16).enumerate().for_each(|(c, o)| dot_rows_int(&v, 16 * c, &d, o)));
+                pool.install(|| {
+                    out.par_chunks_mut(16).enumerate().for_each(|(c, o)| dot_rows_int(&v, 16 * c, &d, o, n))
+                });
             }
             best = best.min(t.elapsed().as_secs_f64());
         }

@@ -85,8 +85,9 @@ impl CpuExecutor {
     }
 
     /// Selects the dot of one-row matmuls on quantized weights (decode, and a prefill's last-row
-    /// LM head): [`DotPath::Int8x2`] by default, [`DotPath::Int8x3`] for all three digits,
-    /// [`DotPath::F32`] for the dequantisation's exact arithmetic. Prefill's multi-row matmuls always dequantise exactly and run SGEMM.
+    /// LM head): the integer dot on two digits by default, on all three, or [`DotPath::F32`] for
+    /// the dequantisation's exact arithmetic. Prefill's multi-row matmuls always dequantise
+    /// exactly and run SGEMM.
     pub fn set_dot_path(&mut self, path: DotPath) {
         self.dot_path = path;
     }

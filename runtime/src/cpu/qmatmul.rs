@@ -118,7 +118,7 @@ pub fn matmul_q(
                 chunks.into_par_iter().for_each(|(v, r0, o)| match v.format.is_float() {
                     // Float formats' dot ignores the sums of x.
                     true => o.iter_mut().enumerate().for_each(|(i, o)| *o = qdot::dot_row(v, r0 + i, x, &[])),
-                    false => qdot::dot_rows_int_with(v, r0, d, o, n),
+                    false => qdot::dot_rows_int(v, r0, d, o, n),
                 });
             };
             DIGITS.with(|c| match c.try_borrow_mut() {
@@ -189,10 +189,19 @@ mod tests {
         let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
         let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
         let mut out = vec![f32::NAN; rows * n];
-        matmul_q(&x, &w, rows, n, k, Some(&res), &mut out, DotPath::Int8x3);
+        matmul_q(&x, &w, rows, n, k, Some(&res), &mut out, DotPath::Int(qdot::IntDigits::Three));
         for t in 0..rows {
             let mut one = vec![f32::NAN; n];
-            matmul_q(&x[t * k..(t + 1) * k], &w, 1, n, k, Some(&res[t * n..(t + 1) * n]), &mut one, DotPath::Int8x3);
+            matmul_q(
+                &x[t * k..(t + 1) * k],
+                &w,
+                1,
+                n,
+                k,
+                Some(&res[t * n..(t + 1) * n]),
+                &mut one,
+                DotPath::Int(qdot::IntDigits::Three),
+            );
             let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
             let got: Vec<u32> = out[t * n..(t + 1) * n].iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "row {t}");
@@ -214,7 +223,8 @@ mod tests {
         let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
         let res: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
         let d = qdot::Digits::quantize(&x);
-        for (path, digits) in [(DotPath::Int8x2, qdot::IntDigits::Two), (DotPath::Int8x3, qdot::IntDigits::Three)] {
+        for digits in [qdot::IntDigits::Two, qdot::IntDigits::Three] {
+            let path = DotPath::Int(digits);
             let mut out = vec![f32::NAN; n];
             matmul_q(&x, &w, 1, n, k, Some(&res), &mut out, path);
             for p in &parts {
@@ -223,7 +233,7 @@ mod tests {
                     let dot = if p.format.is_float() {
                         qdot::dot_row(&v, j, &x, &qdot::sums16(&x))
                     } else {
-                        qdot::dot_row_int_with(&v, j, &d, digits)
+                        qdot::dot_row_int(&v, j, &d, digits)
                     };
                     let want = (dot + res[p.row0 + j]).to_bits();
                     assert_eq!(out[p.row0 + j].to_bits(), want, "{path:?} {:?} row {j}", p.format);

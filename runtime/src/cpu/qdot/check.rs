@@ -4,10 +4,10 @@
 //! portable) are right on their CPU.
 use half::f16;
 
-use super::digits::{element_error_bound_of, Digits};
+use super::digits::{element_error_bound, Digits};
 use super::int::ucodes;
 use super::int::IntDigits;
-use super::{affine_at, dequant_row, dot_int_portable_with, dot_portable, dot_row, dot_row_int_with, offset, sums16};
+use super::{affine_at, dequant_row, dot_int_portable, dot_portable, dot_row, dot_row_int, offset, sums16};
 use crate::quant::{part_layout, reference, PartView, WeightFormat, ALL_FORMATS, GROUP, SUPER};
 
 /// splitmix64: deterministic random bits without a dependency.
@@ -127,7 +127,7 @@ pub fn dot_error(got: f32, v: &PartView, r: usize, x: &[f32]) -> (f64, f64) {
 /// Tolerance: the integer dot computes `a_h * sum_e q_e v~_e + (b_h - offset * a_h) * sum_e v_e`
 /// with unsigned codes `q` and the digits' value `v~` of each input; so it is [`dot_error`]'s
 /// rounding bound with `|a q_e| + |b - offset a|` as each element's magnitude, plus the digits'
-/// own error, `sum_e |a q_e| * e_e` with `e_e` the [`element_error_bound_of`] of its block for
+/// own error, `sum_e |a q_e| * e_e` with `e_e` the [`element_error_bound`] of its block for
 /// the `n` digits the dot used.
 pub fn int_dot_error(got: f32, v: &PartView, r: usize, x: &[f32], n: IntDigits) -> (f64, f64) {
     let (w, _) = reference_row(v, r);
@@ -144,7 +144,7 @@ pub fn int_dot_error(got: f32, v: &PartView, r: usize, x: &[f32], n: IntDigits) 
             let (a, b) = (a[e / 16] as f64, b[e / 16] as f64);
             let aq = (a * q[e] as f64).abs();
             mag += xe.abs() as f64 * (aq + (b - off * a).abs());
-            digits += aq * element_error_bound_of(n, amax, xe);
+            digits += aq * element_error_bound(n, amax, xe);
         }
     }
     let tol = (v.k / 8 + 8) as f64 * f32::EPSILON as f64 / 2.0 * mag + digits + f32::MIN_POSITIVE as f64;
@@ -169,7 +169,7 @@ impl FormatCheck {
 
 /// Every format at [`ks`]'s row lengths, on random canonical bytes from `seed`: [`dot_row`] (the
 /// path this CPU takes) and [`dot_portable`] against [`dot_error`]'s bound, for quantized formats
-/// also [`dot_row_int_with`] and [`dot_int_portable_with`] (the decode path) on two and on three
+/// also [`dot_row_int`] and [`dot_int_portable`] (the decode path) on two and on three
 /// digits against [`int_dot_error`]'s,
 /// [`dequant_row`] against the reference bit for bit.
 pub fn check_every_format(seed: u64) -> Vec<FormatCheck> {
@@ -193,7 +193,7 @@ pub fn check_every_format(seed: u64) -> Vec<FormatCheck> {
                         }
                         if let Some(d) = &digits {
                             for n in [IntDigits::Two, IntDigits::Three] {
-                                for got in [dot_row_int_with(&v, r, d, n), dot_int_portable_with(&v, r, d, n)] {
+                                for got in [dot_row_int(&v, r, d, n), dot_int_portable(&v, r, d, n)] {
                                     let (err, tol) = int_dot_error(got, &v, r, &x, n);
                                     c.worst = c.worst.max(err / tol);
                                     c.dots += 1;

@@ -35,16 +35,10 @@ pub const BLOCK_BYTES: usize = 3 * GROUP;
 pub(super) const PAD16: usize = 16;
 
 /// `|v - s * (d0 + d1 / 254 + d2 / 254^2)|` is at most this for an element `v` of a block whose
-/// largest magnitude is `amax` (see the module doc), evaluated in f64.
-pub fn element_error_bound(amax: f32, v: f32) -> f64 {
-    element_error_bound_of(IntDigits::Three, amax, v)
-}
-
-/// [`element_error_bound`] when the dot uses `n` of the digits: with two, `|v - s (d0 + d1 /
-/// 254)|`, the dropped `s d2 / 254^2` at most `s * 127 / 254^2` (|d2| <= 127, since `|r1 - d1| <=
-/// 0.5`) on top of the rounding of `d1`'s residual: at most `amax * 0.5 / (127 * 254)` in all,
-/// as `d1`'s own rounding bounds it.
-pub fn element_error_bound_of(n: IntDigits, amax: f32, v: f32) -> f64 {
+/// largest magnitude is `amax` (see the module doc), evaluated in f64, when the dot uses all
+/// three digits; with two, `|v - s (d0 + d1 / 254)|`: the dropped `s d2 / 254^2` is the rounding
+/// of `d1`'s residual, at most `amax * 0.5 / (127 * 254)` as `d1`'s own rounding bounds it.
+pub fn element_error_bound(n: IntDigits, amax: f32, v: f32) -> f64 {
     if (127.0f32 / amax).is_infinite() {
         return v.abs() as f64;
     }

@@ -36,11 +36,9 @@ pub enum IntDigits {
 /// Which dot a one-row (decode) matmul of quantized weights uses on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DotPath {
-    /// [`dot_rows_int_with`] against the input's [`Digits`], two of them (the default: see
+    /// [`dot_rows_int`] against the input's [`Digits`], that many of them (the default: two; see
     /// `benches/NOTES.md`).
-    Int8x2,
-    /// The same with all three digits (the most exact; `QWEN_AOT_CPU_DOT=int3`).
-    Int8x3,
+    Int(IntDigits),
     /// [`super::dot_row`] against the f32 input (the dequantisation's own arithmetic).
     F32,
 }
@@ -49,21 +47,20 @@ impl DotPath {
     /// The digits an integer path multiplies (None: the f32 path).
     pub fn int_digits(self) -> Option<IntDigits> {
         match self {
-            DotPath::Int8x2 => Some(IntDigits::Two),
-            DotPath::Int8x3 => Some(IntDigits::Three),
+            DotPath::Int(n) => Some(n),
             DotPath::F32 => None,
         }
     }
 }
 
-/// The decode path: `QWEN_AOT_CPU_DOT=f32` selects [`DotPath::F32`] (for comparison), `int3`
-/// [`DotPath::Int8x3`], anything else [`DotPath::Int8x2`]. Read once.
+/// The decode path: `QWEN_AOT_CPU_DOT=f32` selects [`DotPath::F32`] (for comparison), `int3` the
+/// integer dot on all three digits, anything else on two. Read once.
 pub fn decode_path() -> DotPath {
     static PATH: std::sync::OnceLock<DotPath> = std::sync::OnceLock::new();
     *PATH.get_or_init(|| match std::env::var("QWEN_AOT_CPU_DOT").as_deref() {
         Ok("f32") => DotPath::F32,
-        Ok("int3") => DotPath::Int8x3,
-        _ => DotPath::Int8x2,
+        Ok("int3") => DotPath::Int(IntDigits::Three),
+        _ => DotPath::Int(IntDigits::Two),
     })
 }
 
@@ -85,26 +82,17 @@ pub fn ucodes(v: &PartView, r: usize, g: usize, q: &mut [i32; GROUP]) {
     }
 }
 
-/// `sum_e w[r, e] * x[e]` for row `r` of a quantized part, `x` given as its digits (all three).
-pub fn dot_row_int(v: &PartView, r: usize, x: &Digits) -> f32 {
-    dot_row_int_with(v, r, x, IntDigits::Three)
-}
-
-/// [`dot_row_int`] on `n` of the digits.
-pub fn dot_row_int_with(v: &PartView, r: usize, x: &Digits, n: IntDigits) -> f32 {
+/// `sum_e w[r, e] * x[e]` for row `r` of a quantized part, `x` given as its digits (`n` of them
+/// multiplied).
+pub fn dot_row_int(v: &PartView, r: usize, x: &Digits, n: IntDigits) -> f32 {
     let mut out = [0.0f32];
-    dot_rows_int_with(v, r, x, &mut out, n);
+    dot_rows_int(v, r, x, &mut out, n);
     out[0]
 }
 
 /// [`dot_row_int`] for rows `r0..r0 + out.len()` into `out` (the AVX2 path shares each block's
 /// digits between rows).
-pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32]) {
-    dot_rows_int_with(v, r0, x, out, IntDigits::Three)
-}
-
-/// [`dot_rows_int`] on `n` of the digits.
-pub fn dot_rows_int_with(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
+pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
     assert!(
         r0 + out.len() <= v.rows && x.k() == v.k && !v.format.is_float(),
         "dot_rows_int: rows {r0}+{} of {}, digits of {} for k {}, format {}",
@@ -120,18 +108,13 @@ pub fn dot_rows_int_with(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n
         return unsafe { super::avx2_int::dot(v, r0, x, out, n) };
     }
     for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_int_portable_with(v, r0 + i, x, n);
+        *o = dot_int_portable(v, r0 + i, x, n);
     }
 }
 
-/// The scalar twin of the integer dot: per half group, exact `C0, C1, C2`, then the module doc's
-/// f32 formula.
-pub fn dot_int_portable(v: &PartView, r: usize, x: &Digits) -> f32 {
-    dot_int_portable_with(v, r, x, IntDigits::Three)
-}
-
-/// [`dot_int_portable`] on `n` of the digits (two: `C2` is left out).
-pub fn dot_int_portable_with(v: &PartView, r: usize, x: &Digits, n: IntDigits) -> f32 {
+/// The scalar twin of the integer dot: per half group, exact `C0, C1, C2` (two digits: `C2` left
+/// out), then the module doc's f32 formula.
+pub fn dot_int_portable(v: &PartView, r: usize, x: &Digits, n: IntDigits) -> f32 {
     assert!(r < v.rows && x.k() == v.k && !v.format.is_float(), "dot_int_portable: shapes");
     let off = offset(v.format) as f32;
     let mut q = [0i32; GROUP];

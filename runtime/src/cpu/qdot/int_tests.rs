@@ -31,14 +31,14 @@ fn digits_of(v: &[f32]) -> (f32, Vec<i8>) {
 fn check_int(v: &PartView, r: usize, x: &[f32], what: &str) -> f32 {
     let d = Digits::quantize(x);
     for n in [IntDigits::Two, IntDigits::Three] {
-        let fast = dot_row_int_with(v, r, &d, n);
-        for (path, got) in [("dot_row_int", fast), ("dot_int_portable", dot_int_portable_with(v, r, &d, n))] {
+        let fast = dot_row_int(v, r, &d, n);
+        for (path, got) in [("dot_row_int", fast), ("dot_int_portable", dot_int_portable(v, r, &d, n))] {
             let (err, tol) = int_dot_error(got, v, r, x, n);
             let f = v.format.name();
             assert!(err <= tol, "{what} {path} {n:?}: {f} k={} row {r}: got {got}, err {err} > tol {tol}", v.k);
         }
     }
-    dot_row_int(v, r, &d)
+    dot_row_int(v, r, &d, IntDigits::Three)
 }
 
 #[test]
@@ -128,7 +128,10 @@ fn fast_digits_equal_the_definition_and_reconstruct_within_the_bound() {
                 assert!(d[i] != -128 && d[32 + i] != -128 && d[64 + i] != -128);
                 let back = s as f64 * (d[i] as f64 + d[32 + i] as f64 / 254.0 + d[64 + i] as f64 / (254.0 * 254.0));
                 let err = (back - x as f64).abs();
-                assert!(err <= element_error_bound(amax, x), "k={k} block {b} element {i}: {x} -> {back}");
+                assert!(
+                    err <= element_error_bound(IntDigits::Three, amax, x),
+                    "k={k} block {b} element {i}: {x} -> {back}"
+                );
             }
         }
     }
@@ -158,13 +161,13 @@ fn integer_dot_matches_the_reference_for_every_quantized_format() {
                     let one: Vec<f32> = (0..rows).map(|r| check_int(&v, r, &x, "random")).collect();
                     // Several rows at once (the AVX2 path shares the digits): the same bits.
                     let mut all = vec![f32::NAN; rows];
-                    dot_rows_int(&v, 0, &Digits::quantize(&x), &mut all);
+                    dot_rows_int(&v, 0, &Digits::quantize(&x), &mut all, IntDigits::Three);
                     assert_eq!(all.map_bits(), one.map_bits(), "{} k={k}: rows at once", f.name());
                     // Two digits: the same bits whether rows go one at a time or together.
                     let d = Digits::quantize(&x);
-                    let two: Vec<f32> = (0..rows).map(|r| dot_row_int_with(&v, r, &d, IntDigits::Two)).collect();
+                    let two: Vec<f32> = (0..rows).map(|r| dot_row_int(&v, r, &d, IntDigits::Two)).collect();
                     let mut all2 = vec![f32::NAN; rows];
-                    dot_rows_int_with(&v, 0, &d, &mut all2, IntDigits::Two);
+                    dot_rows_int(&v, 0, &d, &mut all2, IntDigits::Two);
                     assert_eq!(all2.map_bits(), two.map_bits(), "{} k={k}: two digits, rows at once", f.name());
                     differs |= two.map_bits() != one.map_bits();
                 }
@@ -280,7 +283,9 @@ fn a_non_finite_input_makes_the_dot_nan() {
     let mut x = vec![0.5f32; 64];
     x[40] = f32::NAN;
     let d = Digits::quantize(&x);
-    assert!(dot_row_int(&v, 0, &d).is_nan() && dot_int_portable(&v, 0, &d).is_nan());
+    assert!(
+        dot_row_int(&v, 0, &d, IntDigits::Three).is_nan() && dot_int_portable(&v, 0, &d, IntDigits::Three).is_nan()
+    );
 }
 
 /// This thread's time on a CPU so far (Linux: /proc/thread-self/schedstat), if known.
@@ -320,7 +325,7 @@ fn int_dot_bench() {
             let mut time = |par: bool, int: bool| {
                 let dots = |r0: usize, o: &mut [f32]| {
                     if int {
-                        dot_rows_int(&v, r0, &d, o)
+                        dot_rows_int(&v, r0, &d, o, IntDigits::Three)
                     } else {
                         o.iter_mut().enumerate().for_each(|(i, o)| *o = dot_row(&v, r0 + i, &x, &sx))
                     }

@@ -22,10 +22,7 @@ mod int_tests;
 pub(crate) mod tests;
 
 pub use digits::Digits;
-pub use int::{
-    decode_path, dot_int_portable, dot_int_portable_with, dot_row_int, dot_row_int_with, dot_rows_int,
-    dot_rows_int_with, DotPath, IntDigits,
-};
+pub use int::{decode_path, dot_int_portable, dot_row_int, dot_rows_int, DotPath, IntDigits};
 
 use std::sync::OnceLock;
 

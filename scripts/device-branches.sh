@@ -5,13 +5,15 @@
 # base at the 0.5B and the 1.5B shapes, alternated base/candidate so both see the same GPU state.
 # Prints compact tables only (the device tool returns little else); logs go to $OUT or /tmp/out.
 #
-#   scripts/device-branches.sh BASE_BIN NAME=BIN [NAME=BIN ...]      (ROUNDS=2 by default)
+#   scripts/device-branches.sh BASE_BIN NAME=BIN [NAME=BIN ...]
+#   ROUNDS (default 2), SHAPES (default "0.5b 1.5b"), CHECK=0 skips the checks.
 #
 # Built beforehand on the CPU machine by scripts/build-branches.sh, which prints the command.
 set -uo pipefail
 base=$1
 shift
 rounds=${ROUNDS:-2}
+shapes=${SHAPES:-0.5b 1.5b}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
@@ -31,11 +33,13 @@ bench() { # name bin shape round
     2>"$out/bench-$1-$3-$4.err" || echo "bench $1 $3 round $4 failed: $(tail -n1 "$out/bench-$1-$3-$4.err")"
 }
 
-echo "== checks"
-check base "$base"
-for pair in "$@"; do check "${pair%%=*}" "${pair#*=}"; done
+if [ "${CHECK:-1}" != 0 ]; then
+  echo "== checks"
+  check base "$base"
+  for pair in "$@"; do check "${pair%%=*}" "${pair#*=}"; done
+fi
 
-for shape in 0.5b 1.5b; do
+for shape in $shapes; do
   echo "== A/B at $shape ($rounds rounds, medians)"
   for r in $(seq "$rounds"); do
     for pair in "$@"; do
@@ -46,7 +50,7 @@ for shape in 0.5b 1.5b; do
   python3 - "$out" "$shape" "$rounds" "$@" <<'PY'
 import json, statistics, sys, os
 out, shape, rounds, pairs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512"]
+keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512", "decode_pct_of_floor"]
 def runs(name):
     paths = [f"{out}/bench-{name}-{shape}-{r}.json" for r in range(1, rounds + 1)]
     return [json.load(open(p)) for p in paths if os.path.exists(p) and os.path.getsize(p) > 0]

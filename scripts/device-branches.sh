@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: judges candidate builds (branches) against a base build in one call.
 # For every binary, `qwen-aot check --backend cuda` (every kernel against its CPU twin, and the
-# whole random-weight model); then, for each candidate, `qwen-aot bench --random` A/B against the
-# base at the 0.5B and the 1.5B shapes, alternated base/candidate so both see the same GPU state.
+# whole random-weight model); then `qwen-aot bench --random` of the base and every candidate at the
+# 0.5B and the 1.5B shapes, one after another in each round, so all see the same GPU state.
 # Prints compact tables only (the device tool returns little else); logs go to $OUT or /tmp/out.
 #
 #   scripts/device-branches.sh BASE_BIN NAME=BIN [NAME=BIN ...]
@@ -42,15 +42,18 @@ fi
 for shape in $shapes; do
   echo "== A/B at $shape ($rounds rounds, medians)"
   for r in $(seq "$rounds"); do
-    for pair in "$@"; do
-      bench base "$base" "$shape" "$r"
-      bench "${pair%%=*}" "${pair#*=}" "$shape" "$r"
-    done
+    bench base "$base" "$shape" "$r"
+    for pair in "$@"; do bench "${pair%%=*}" "${pair#*=}" "$shape" "$r"; done
   done
   python3 - "$out" "$shape" "$rounds" "$@" <<'PY'
 import json, statistics, sys, os
 out, shape, rounds, pairs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512", "decode_pct_of_floor"]
+keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512",
+        "first_gemm_prefill_after_warm_up_ms", "gemm_ms_37", "decode_pct_of_floor"]
+def value(run, key):  # gemm_ms_N: the short cuBLAS prefill of N tokens
+    if key.startswith("gemm_ms_"):
+        return next(s["gemm_ms"] for s in run["short_prefills"] if s["tokens"] == int(key[8:]))
+    return run[key]
 def runs(name):
     paths = [f"{out}/bench-{name}-{shape}-{r}.json" for r in range(1, rounds + 1)]
     return [json.load(open(p)) for p in paths if os.path.exists(p) and os.path.getsize(p) > 0]
@@ -58,13 +61,13 @@ base = runs("base")
 if not base:
     sys.exit(f"no base runs at {shape}")
 names = [p.split("=", 1)[0] for p in pairs]
-print(f"{'metric':<28} {'base':>10} " + " ".join(f"{n[:14]:>14} {'ratio':>6}" for n in names))
+print(f"{'metric':<36} {'base':>10} " + " ".join(f"{n[:14]:>14} {'ratio':>6}" for n in names))
 for k in keys:
-    b = statistics.median(r[k] for r in base)
-    row = f"{k:<28} {b:>10.1f} "
+    b = statistics.median(value(r, k) for r in base)
+    row = f"{k:<36} {b:>10.1f} "
     for n in names:
         c = runs(n)
-        v = statistics.median(r[k] for r in c) if c else float("nan")
+        v = statistics.median(value(r, k) for r in c) if c else float("nan")
         row += f"{v:>14.1f} {v / b:>6.3f} "
     print(row)
 print("launches per decode step:", base[0].get("launches_per_decode_step"),

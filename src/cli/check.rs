@@ -83,17 +83,28 @@ fn compare(prompt: &str, cpu: &[f32], gpu: &[f32], vocab: usize, margin: f32) ->
     r
 }
 
-/// Prefill `prompt` then `decode_steps` greedy steps, returning every row's logits.
-fn run_logits(exec: &mut dyn Executor, prompt: &[u32], decode_steps: usize) -> Result<Vec<f32>> {
+/// Prefill `prompt` then `decode_steps` steps, returning every row's logits and the ids fed to the
+/// decode steps: the executor's own greedy picks, or `forced` ones. The GPU side is fed the CPU's
+/// picks so that one near-tie (a top-1 the tolerance lets differ) cannot send the two runs down
+/// different continuations and fail every later row.
+fn run_logits(
+    exec: &mut dyn Executor,
+    prompt: &[u32],
+    decode_steps: usize,
+    forced: Option<&[u32]>,
+) -> Result<(Vec<f32>, Vec<u32>)> {
     let out = exec.prefill(prompt, 0, LogitsWanted::All)?;
     let mut logits = out.logits;
+    let mut fed = Vec::with_capacity(decode_steps);
     let mut next = out.next_token;
     for i in 0..decode_steps {
-        let step = exec.decode(next, prompt.len() + i, true)?;
+        let id = forced.map_or(next, |f| f[i]);
+        fed.push(id);
+        let step = exec.decode(id, prompt.len() + i, true)?;
         logits.extend(step.logits);
         next = step.next_token;
     }
-    Ok(logits)
+    Ok((logits, fed))
 }
 
 /// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick), in
@@ -200,14 +211,14 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     // bug, which moves logits by whole units.
     let (tol_max, tol_mean, margin) = (0.25f32, 0.02f32, 0.5f32);
     println!(
-        "\nwhole model: GPU vs CPU executor logits ({}, prefill + {decode_steps} decode steps, decode via {})",
+        "\nwhole model: GPU vs CPU executor logits ({}, prefill + {decode_steps} decode steps fed the CPU's ids, decode via {})",
         dir.display(),
         if gpu.uses_graph() { "CUDA graph" } else { "direct launches" }
     );
     println!("  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}", "prompt", "rows", "max_abs", "mean_abs", "top1", "result");
     for (label, ids) in &prompts {
-        let c = run_logits(&mut cpu, ids, decode_steps)?;
-        let g = run_logits(&mut gpu, ids, decode_steps)?;
+        let (c, cpu_ids) = run_logits(&mut cpu, ids, decode_steps, None)?;
+        let (g, _) = run_logits(&mut gpu, ids, decode_steps, Some(&cpu_ids))?;
         let r = compare(label, &c, &g, hp.vocab, margin);
         let pass = r.max_abs <= tol_max && r.mean_abs <= tol_mean && r.top1_decided_agree == r.top1_decided;
         failed += (!pass) as usize;

@@ -600,10 +600,23 @@ pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usi
 pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usize, out: u64) -> Op {
     kernel(
         Kernel::DequantQF16,
-        (div_ceil(rows * (k / 8), 256), 1, 1),
-        256,
+        (dequant_blocks(rows, k), 1, 1),
+        DEQUANT_THREADS,
         vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)],
     )
+}
+
+const DEQUANT_THREADS: u32 = crate::kernel_constants::DQ_THREADS as u32;
+
+/// Blocks of a dequantisation of `rows` rows of `k` columns: one per chunk of groups, plus one
+/// per part boundary the rows may cross (qlookup.cu `dq_blocks`; surplus blocks return at once).
+fn dequant_blocks(rows: usize, k: usize) -> usize {
+    if rows == 0 {
+        return 0;
+    }
+    let groups = rows * (k / 32);
+    assert!(groups < i32::MAX as usize, "{rows} x {k}: the kernel indexes groups in 32 bits");
+    groups.div_ceil(crate::kernel_constants::DQ_CHUNK) + (crate::kernel_constants::QA_MAX_PARTS - 1)
 }
 
 /// Where a prefill GEMM on a quantized weight finds its f16 copy.
@@ -676,13 +689,14 @@ pub(crate) fn dequant_q_f16_batch(jobs: &[DequantJob]) -> Vec<Op> {
     jobs.chunks(4)
         .map(|four| {
             let job = |i: usize| four.get(i).copied();
-            let threads = four.iter().map(|j| j.n * (j.k / 8)).max().unwrap_or(0);
-            // Absent weights (a batch of fewer than four): no blocks (grid.y = the count).
+            // The weights' blocks back to back; an absent weight (a batch of fewer than four) has
+            // no rows and so no blocks.
+            let blocks: usize = four.iter().map(|j| dequant_blocks(j.n, j.k)).sum();
             let mut args: Vec<Arg> = (0..4).map(|s| Arg::Parts(job(s).map_or(four[0].parts, |j| j.parts))).collect();
             args.extend((0..4).map(|s| i(job(s).map_or(0, |j| j.n))));
             args.extend((0..4).map(|s| i(job(s).map_or(32, |j| j.k))));
             args.extend((0..4).map(|s| Arg::Ptr(job(s).map_or(0, |j| j.out))));
-            kernel(Kernel::DequantQF16x4, (div_ceil(threads, 256), four.len(), 1), 256, args)
+            kernel(Kernel::DequantQF16x4, (blocks, 1, 1), DEQUANT_THREADS, args)
         })
         .collect()
 }
@@ -1037,6 +1051,44 @@ mod tests {
                 assert!(buckets.contains(&gemm_rows(rows, cap)), "cap {cap}, rows {rows}");
             }
         }
+    }
+
+    /// The dequantisation's grid has a block for every chunk the kernel cuts the rows into: each
+    /// part's overlap with the rows in DQ_CHUNK-group chunks (kernels/qlookup.cu `dq_chunk`), for
+    /// slices that start and end anywhere across up to three parts.
+    #[test]
+    fn dequant_grid_covers_every_chunk_of_every_part() {
+        use crate::kernel_constants::DQ_CHUNK;
+        let chunks = |ends: &[usize], begin: usize, rows: usize, k: usize| -> usize {
+            let mut r0 = 0;
+            let mut total = 0;
+            for &end in ends {
+                let (lo, hi) = (begin.max(r0), (begin + rows).min(end));
+                total += (hi.saturating_sub(lo) * (k / 32)).div_ceil(DQ_CHUNK);
+                r0 = end;
+            }
+            total
+        };
+        let mut tight = false;
+        for k in [256usize, 896, 1536, 4864] {
+            for ends in [vec![7usize], vec![3, 10], vec![1, 9, 17], vec![896, 1024, 1152]] {
+                let n = *ends.last().unwrap();
+                for begin in 0..n.min(20) {
+                    for rows in 1..=(n - begin).min(40) {
+                        let need = chunks(&ends, begin, rows, k);
+                        let grid = dequant_blocks(rows, k);
+                        assert!(grid >= need, "k {k} parts {ends:?} rows {begin}+{rows}: {grid} < {need}");
+                        tight |= grid == need;
+                    }
+                }
+                let whole = chunks(&ends, 0, n, k);
+                assert!(dequant_blocks(n, k) >= whole);
+            }
+        }
+        assert!(tight, "the bound is reached (three parts each with a partial chunk)");
+        assert_eq!(dequant_blocks(0, 896), 0, "an absent weight has no blocks");
+        // Qwen2.5-0.5B gate|up: 9728 x 896 = 272,384 groups = 1,064 chunks (+2 for part boundaries).
+        assert_eq!(dequant_blocks(9728, 896), 1066);
     }
 
     #[test]

@@ -101,7 +101,7 @@ template <int F>
 QA_DEVICE void q_load_quarter(const uint8_t* qs, const uint8_t* qh, const uint8_t* sc, const uint8_t* sup, int g, int s,
                               int Q, QRaw& r) {
     using T = QTraits<F>;
-    const int half = Q >> 1;  // elements 16..31: the second half's scales
+    const int hi = Q >> 1;  // 1: elements 16..31, the second half (its nibbles, qh word, scales)
     r.q1 = make_uint4(0u, 0u, 0u, 0u);
     r.h = make_uint2(0u, 0u);
     if (T::QS == 8) {  // 2-bit: byte e % 8, bits 2 (e / 8): both words, shifted to chunk 0's bits
@@ -112,13 +112,13 @@ QA_DEVICE void q_load_quarter(const uint8_t* qs, const uint8_t* qh, const uint8_
         r.q0 = make_uint4(v.x, v.y, 0u, 0u);
     } else {  // 4-bit: bytes 8 (Q % 2) .., the high nibbles for the second half
         const uint2 v = *reinterpret_cast<const uint2*>(qs + 16 * g + 8 * (Q & 1));
-        r.q0 = make_uint4(v.x >> (4 * half), v.y >> (4 * half), 0u, 0u);
+        r.q0 = make_uint4(v.x >> (4 * hi), v.y >> (4 * hi), 0u, 0u);
     }
     if (T::QH == 4) r.h.x = *reinterpret_cast<const uint32_t*>(qh + 4 * g) >> (2 * Q);  // bit e / 4 of byte e % 4
-    if (T::QH == 8) r.h.x = *reinterpret_cast<const uint32_t*>(qh + 8 * g + 4 * half) >> (4 * (Q & 1));
+    if (T::QH == 8) r.h.x = *reinterpret_cast<const uint32_t*>(qh + 8 * g + 4 * hi) >> (4 * (Q & 1));
     uint32_t sv = T::SC == 2 ? *reinterpret_cast<const unsigned short*>(sc + 2 * g)
                              : *reinterpret_cast<const uint32_t*>(sc + 4 * g);
-    if (T::HALVES) sv >>= 8 * half;  // a sub-scale byte per half
+    if (T::HALVES) sv >>= 8 * hi;  // a sub-scale byte per half
     r.s = sv;
     r.u = 0u;
     if (T::SUP == 2) r.u = *reinterpret_cast<const unsigned short*>(sup + 2 * s);

@@ -614,8 +614,10 @@ fn dequant_blocks(rows: usize, k: usize) -> usize {
     if rows == 0 {
         return 0;
     }
+    debug_assert!(k.is_multiple_of(32), "rows of whole groups");
     let groups = rows * (k / 32);
-    assert!(groups < i32::MAX as usize, "{rows} x {k}: the kernel indexes groups in 32 bits");
+    // The kernel counts groups (a part's, plus a chunk's rounding) in 32 bits.
+    assert!(groups + crate::kernel_constants::DQ_CHUNK <= i32::MAX as usize, "{rows} x {k}: too many groups");
     groups.div_ceil(crate::kernel_constants::DQ_CHUNK) + (crate::kernel_constants::QA_MAX_PARTS - 1)
 }
 

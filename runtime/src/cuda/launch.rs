@@ -567,7 +567,7 @@ fn qmma_gemv(
 ) -> Op {
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = qmma::tiles(n, &epilogue);
-    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count());
+    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count(), qmma::kernel_step_groups(kern));
     let (grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };

@@ -568,22 +568,26 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     cp_async_wait<0>();
 }
 
-// The entry points of one format pair: QMMA_ENTRIES(FA, FB, suffix).
-#define QMMA_ENTRIES(FA, FB, SFX)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_store_##SFX(                                        \
+// The entry points of one format pair: QMMA_ENTRIES(FA, FB, suffix, MINB), MINB the blocks per SM
+// that their registers must allow (__launch_bounds__): 2 for most pairs (three fit anyway, at 76
+// registers; asking for three cost ~50 more instructions per step in rematerialisation), 3 for
+// the k-quant pairs, whose super-block steps otherwise take 86-88 registers and leave two blocks
+// (16 warps) per SM for wide launches such as a Q6_K LM head (at three: 77-80, no spills).
+#define QMMA_ENTRIES(FA, FB, SFX, MINB)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_store_##SFX(                                        \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n, int k, int wpt,          \
         int last_row) {                                                                                              \
         const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
         gemv_m_impl<EPI_STORE, FA, FB>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);                            \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_swiglu_##SFX(                                       \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_swiglu_##SFX(                                       \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, int ffn, int k, int wpt) {                                          \
         const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
         gemv_m_impl<EPI_SWIGLU, FA, FB>(state, x, norm_w, eps, P, 2 * ffn, k, wpt, 0, o);                            \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_rope_##SFX(                                         \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_rope_##SFX(                                         \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, const float* __restrict__ bias, const float* __restrict__ inv_freq,                          \
         float* __restrict__ q_out, __half* __restrict__ k_cache, __half* __restrict__ v_cache, int n_heads,          \
@@ -594,18 +598,18 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     }
 
 // Keep in step with launch::QMMA_KERNELS (a test compares the two lists).
-QMMA_ENTRIES(QF_Q4_0, QF_Q4_0, q4_0)
-QMMA_ENTRIES(QF_Q4_1, QF_Q4_1, q4_1)
-QMMA_ENTRIES(QF_Q5_0, QF_Q5_0, q5_0)
-QMMA_ENTRIES(QF_Q5_1, QF_Q5_1, q5_1)
-QMMA_ENTRIES(QF_Q8_0, QF_Q8_0, q8_0)
-QMMA_ENTRIES(QF_Q4_K, QF_Q4_K, q4_k)
-QMMA_ENTRIES(QF_Q5_K, QF_Q5_K, q5_k)
-QMMA_ENTRIES(QF_Q6_K, QF_Q6_K, q6_k)
-QMMA_ENTRIES(QF_Q4_0, QF_Q8_0, q4_0_q8_0)
-QMMA_ENTRIES(QF_Q4_1, QF_Q8_0, q4_1_q8_0)
-QMMA_ENTRIES(QF_Q5_0, QF_Q8_0, q5_0_q8_0)
-QMMA_ENTRIES(QF_Q5_1, QF_Q8_0, q5_1_q8_0)
-QMMA_ENTRIES(QF_Q4_K, QF_Q6_K, q4_k_q6_k)
-QMMA_ENTRIES(QF_Q5_K, QF_Q6_K, q5_k_q6_k)
+QMMA_ENTRIES(QF_Q4_0, QF_Q4_0, q4_0, 2)
+QMMA_ENTRIES(QF_Q4_1, QF_Q4_1, q4_1, 2)
+QMMA_ENTRIES(QF_Q5_0, QF_Q5_0, q5_0, 2)
+QMMA_ENTRIES(QF_Q5_1, QF_Q5_1, q5_1, 2)
+QMMA_ENTRIES(QF_Q8_0, QF_Q8_0, q8_0, 2)
+QMMA_ENTRIES(QF_Q4_K, QF_Q4_K, q4_k, 3)
+QMMA_ENTRIES(QF_Q5_K, QF_Q5_K, q5_k, 3)
+QMMA_ENTRIES(QF_Q6_K, QF_Q6_K, q6_k, 3)
+QMMA_ENTRIES(QF_Q4_0, QF_Q8_0, q4_0_q8_0, 2)
+QMMA_ENTRIES(QF_Q4_1, QF_Q8_0, q4_1_q8_0, 2)
+QMMA_ENTRIES(QF_Q5_0, QF_Q8_0, q5_0_q8_0, 2)
+QMMA_ENTRIES(QF_Q5_1, QF_Q8_0, q5_1_q8_0, 2)
+QMMA_ENTRIES(QF_Q4_K, QF_Q6_K, q4_k_q6_k, 3)
+QMMA_ENTRIES(QF_Q5_K, QF_Q6_K, q5_k_q6_k, 3)
 #undef QMMA_ENTRIES

@@ -223,6 +223,9 @@ mod tests {
         assert_eq!(listed.len(), QMMA_KERNELS.len());
         for (l, (fa, fb, ks)) in listed.iter().zip(QMMA_KERNELS) {
             assert_eq!((l[0].as_str(), l[1].as_str()), (fa.name(), fb.name()));
+            // Three blocks' worth of registers exactly for the super-block-step pairs.
+            let min_blocks = if step_groups(*fa, *fb) == 8 { "3" } else { "2" };
+            assert_eq!(l[3], min_blocks, "{} {}", fa.name(), fb.name());
             for (k, epi) in ks.iter().zip(["store", "swiglu", "rope"]) {
                 assert_eq!(k.name(), format!("gemv_m_{epi}_{}", l[2]));
             }

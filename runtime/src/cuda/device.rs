@@ -404,19 +404,20 @@ impl CudaDevice {
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
-    /// How many blocks of `block_threads` threads of `kernel` fit on one SM at once (its registers
-    /// and shared memory decide), as the driver computes it; 1 if the query fails. Launchers use it
-    /// to size grids that run in one wave.
-    pub(crate) fn resident_blocks_per_sm(&self, kernel: Kernel, block_threads: u32) -> u32 {
+    /// How many blocks of `block_threads` threads of `kernel`, each with `dynamic_smem` bytes of
+    /// dynamic shared memory, fit on one SM at once (its registers and shared memory decide), as
+    /// the driver computes it; 1 if the query fails. Launchers use it to size grids that run in
+    /// one wave.
+    pub(crate) fn resident_blocks_per_sm(&self, kernel: Kernel, block_threads: u32, dynamic_smem: u32) -> u32 {
         let mut n: std::ffi::c_int = 0;
         // SAFETY: the function handle comes from this device's loaded module; `n` is a valid
-        // out-pointer; no dynamic shared memory.
+        // out-pointer; the sizes are plain values.
         let r = unsafe {
             sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
                 &mut n,
                 self.func(kernel),
                 block_threads as std::ffi::c_int,
-                0,
+                dynamic_smem as usize,
             )
         };
         if r.result().is_ok() {

@@ -426,7 +426,7 @@ pub(crate) fn gemv(
             (kern, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(split), i(last)])
         }
         GemvOut::SwiGlu { out } => {
-            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256);
+            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256, 0);
             match gemv_swiglu_units_per_warp(units, k, dev.sm_count(), resident) {
                 Some(upw) => {
                     let args = head.into_iter().chain([Arg::Ptr(out), i(n / 2), i(k), i(upw)]).collect();
@@ -532,7 +532,7 @@ pub(crate) fn qgemv(
         GemvOut::SwiGlu { out } => (qgemv_kernel(1, &parts), rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
         GemvOut::Rope(r) => (qgemv_kernel(2, &parts), rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
     };
-    let resident = dev.resident_blocks_per_sm(kern, 256);
+    let resident = dev.resident_blocks_per_sm(kern, 256, 4 * k as u32);
     let upw = qgemv_units_per_warp(units, wpr, dev.sm_count(), resident);
     let mut args: Vec<Arg> = head.into_iter().chain(tail).collect();
     args.push(i(upw));
@@ -576,7 +576,9 @@ fn qmma_gemv(
         GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
         GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
     };
-    let resident = dev.resident_blocks_per_sm(kern, 256);
+    // With its dynamic shared memory (the ring and the x digits): past k ~ 3,000 two blocks fit
+    // an SM, not the three its registers allow.
+    let resident = dev.resident_blocks_per_sm(kern, 256, qmma::smem_bytes(k) as u32);
     Op::Kernel(Launch {
         kernel: kern,
         grid: (qmma::blocks(tiles, wpt, dev.sm_count(), resident) as u32, grid_y.max(1) as u32, 1),

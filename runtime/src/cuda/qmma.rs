@@ -108,10 +108,11 @@ pub(crate) fn smem_bytes(k: usize) -> usize {
 }
 
 /// The tensor-core kernel for this GEMV, if one takes it: a format pair covers the parts, every
-/// tile is in one format, k is a multiple of 128, the ring and x digits fit the shared memory,
-/// and kernels/qgemv.cu is not forced.
+/// tile is in one format, k is a multiple of the pair's step (128, or 256 for the k-quant pairs),
+/// the ring and x digits fit the shared memory, and kernels/qgemv.cu is not forced.
 pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> Option<Kernel> {
-    // Steps of four groups never cross a row's end (k % 128); the digits and ring fit.
+    // Steps never cross a row's end (k % 128 here, the pair's own step below); the digits and
+    // ring fit.
     if v2_only() || !k.is_multiple_of(32 * QMMA_STEP_GROUPS) || smem_bytes(k) > QMMA_MAX_SMEM {
         return None;
     }
@@ -134,6 +135,8 @@ pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> 
 /// `step_groups_of`): a whole super-block when both formats are k-quants (rows of whole
 /// super-blocks), QMMA_STEP_GROUPS otherwise.
 pub(crate) fn step_groups(a: WeightFormat, b: WeightFormat) -> usize {
+    // The kernels' WIDE_STEP_GROUPS (2 * QMMA_STEP_GROUPS) is a super-block.
+    const _: () = assert!(SUPER / 32 == 2 * QMMA_STEP_GROUPS);
     let k_quant = |f: WeightFormat| f.row_multiple() == SUPER;
     if k_quant(a) && k_quant(b) {
         SUPER / 32
@@ -269,8 +272,6 @@ mod tests {
         assert_eq!(rope, [68, 69, 70, 71, 100, 101, 102, 103], "unit 36 is head 1, i 4");
     }
 
-    /// With the default target (two blocks per SM): few tiles (o_proj, down) take eight warps per
-    /// tile, gate|up two, the LM head one (it grid-strides over its 18,992 tiles).
     /// k-quant pairs step a super-block at a time, every other pair four groups; each entry point
     /// reports its pair's.
     #[test]
@@ -285,6 +286,8 @@ mod tests {
         assert_eq!(kernel_step_groups(Kernel::GemvMStoreQ80), 4);
     }
 
+    /// With the default target (two blocks per SM): few tiles (o_proj, down) take eight warps per
+    /// tile, gate|up two, the LM head one (it grid-strides over its 18,992 tiles).
     #[test]
     fn warps_per_tile_for_the_default_shapes() {
         let four = QMMA_STEP_GROUPS;

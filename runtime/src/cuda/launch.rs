@@ -891,8 +891,8 @@ pub(crate) fn argmax(st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32
 // ---- execution ----------------------------------------------------------------------------------
 
 impl CudaDevice {
-    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture except for
-    /// [`Op::Gemm`], which decode programs never contain).
+    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture, cuBLAS'
+    /// GEMMs included: the handle has a workspace of its own and never allocates, `device::Blas`).
     ///
     /// # Safety
     /// Every pointer argument of every op must address device memory of the sizes documented on
@@ -909,7 +909,9 @@ impl CudaDevice {
     }
 
     /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded; `what` names
-    /// the graph in errors. No [`Op::Gemm`] (cuBLAS is not captured: see `run_ops`).
+    /// the graph in errors. cuBLAS must already exist when `ops` hold an [`Op::Gemm`] (its
+    /// creation allocates, which a capture forbids): the executor creates it before building a
+    /// prefill on cuBLAS (`use_gemm`).
     ///
     /// # Safety
     /// As [`CudaDevice::run_ops`], until every launch of the graph has completed.

@@ -35,13 +35,27 @@ impl PrefillKey {
     }
 }
 
-/// Captured prefill graphs by key (a handful: one per bucket a session's prompts fall in).
+/// Captured prefill graphs by key (a handful: one per bucket a session's prompts fall in), and
+/// the keys run once without one.
 #[derive(Default)]
 pub(crate) struct PrefillGraphs {
     graphs: Vec<(PrefillKey, CudaGraph)>,
+    seen: Vec<PrefillKey>,
 }
 
 impl PrefillGraphs {
+    /// Whether a prefill of `key` (which has no graph yet) should capture one: from its second
+    /// run on. A capture costs about what launching the prefill directly does, so a one-shot
+    /// prompt (`generate -p`) runs it directly and a repeated shape (chat turns, requests) pays
+    /// the capture once. Records the run.
+    pub fn capture_now(&mut self, key: PrefillKey) -> bool {
+        if self.seen.contains(&key) {
+            return true;
+        }
+        self.seen.push(key);
+        false
+    }
+
     pub fn get(&self, key: &PrefillKey) -> Option<&CudaGraph> {
         self.graphs.iter().find(|(k, _)| k == key).map(|(_, g)| g)
     }
@@ -82,6 +96,18 @@ mod tests {
         assert_eq!(PrefillKey::new(5, false, cap, LogitsWanted::None, false).rows, 5);
         assert_eq!(PrefillKey::new(1, true, cap, LogitsWanted::None, false).rows, 1);
         assert_eq!(PrefillKey::new(100, true, 100, LogitsWanted::None, false).rows, 100, "capped by the chunk");
+    }
+
+    /// A shape runs directly once, then is captured.
+    #[test]
+    fn a_shape_is_captured_from_its_second_run() {
+        let mut g = PrefillGraphs::default();
+        let a = PrefillKey::new(40, true, 512, LogitsWanted::None, false);
+        let b = PrefillKey::new(100, true, 512, LogitsWanted::None, false);
+        assert!(!g.capture_now(a));
+        assert!(!g.capture_now(b));
+        assert!(g.capture_now(a));
+        assert!(g.capture_now(PrefillKey::new(33, true, 512, LogitsWanted::Last, false)), "same bucket as 40");
     }
 
     /// None and Last build the same launches (the LM head on the last row); All differs, and so

@@ -769,8 +769,10 @@ impl Executor for CudaExecutor {
         // max_tokens x max k; dequantised copies only where they fit the dequantisation scratch:
         // `batch_offsets`, or slices of at most its size). All of it lives in self, as do the
         // graphs that record them.
+        let graphed = self.use_prefill_graphs
+            && (self.prefill_graphs.get(&key).is_some() || self.prefill_graphs.capture_now(key));
         unsafe {
-            if !self.use_prefill_graphs {
+            if !graphed {
                 let ops = self.prefill_ops(key, logits)?;
                 self.dev.run_ops(&ops)?;
             } else {

@@ -585,13 +585,28 @@ impl CudaExecutor {
             if rows <= ALWAYS_GEMV_ROWS || self.prefill_graphs.get(&key).is_some() {
                 continue;
             }
-            let ops = self.prefill_ops(key, LogitsWanted::Last)?;
-            // SAFETY: as in `prefill`: the launches of a validated plan on this executor's
-            // allocations, recorded (not run) into a graph that lives in self with them.
-            let graph = unsafe { self.dev.capture_graph(&ops, "prefill")? };
-            self.prefill_graphs.insert(key, graph);
+            self.try_capture_prefill(key, LogitsWanted::Last);
         }
         Ok(())
+    }
+
+    /// Captures the prefill graph of `key` (logits as asked); a capture that fails marks the key
+    /// to run directly from then on (`PrefillGraphs::refuse`), so a shape that cannot be
+    /// captured costs one failed attempt, never a failed prefill.
+    fn try_capture_prefill(&mut self, key: PrefillKey, logits: LogitsWanted) {
+        let captured = self.prefill_ops(key, logits).and_then(|ops| {
+            phases::time("CUDA: prefill graph capture", || {
+                // SAFETY: as in `prefill`: the launches of a validated plan on this executor's
+                // allocations, recorded (not run) into a graph that lives in self with them.
+                unsafe { self.dev.capture_graph(&ops, "prefill") }
+            })
+        });
+        match captured {
+            Ok(graph) => {
+                self.prefill_graphs.insert(key, graph);
+            }
+            Err(_) => self.prefill_graphs.refuse(key),
+        }
     }
 
     /// A prefill's launches for `key` (its row count, path and sampler; `logits` as asked, which
@@ -769,23 +784,20 @@ impl Executor for CudaExecutor {
         // max_tokens x max k; dequantised copies only where they fit the dequantisation scratch:
         // `batch_offsets`, or slices of at most its size). All of it lives in self, as do the
         // graphs that record them.
-        let graphed = self.use_prefill_graphs
-            && (self.prefill_graphs.get(&key).is_some() || self.prefill_graphs.capture_now(key));
         unsafe {
-            if !graphed {
-                let ops = self.prefill_ops(key, logits)?;
-                self.dev.run_ops(&ops)?;
-            } else {
-                let graph = match self.prefill_graphs.get(&key) {
-                    Some(g) => g,
-                    None => {
-                        let ops = self.prefill_ops(key, logits)?;
-                        let g =
-                            phases::time("CUDA: prefill graph capture", || self.dev.capture_graph(&ops, "prefill"))?;
-                        self.prefill_graphs.insert(key, g)
-                    }
-                };
-                graph.launch().cuda_ctx(|| "launching the prefill graph".into())?;
+            if self.use_prefill_graphs
+                && self.prefill_graphs.get(&key).is_none()
+                && self.prefill_graphs.capture_now(key)
+            {
+                self.try_capture_prefill(key, logits);
+            }
+            match self.prefill_graphs.get(&key) {
+                Some(graph) => graph.launch().cuda_ctx(|| "launching the prefill graph".into())?,
+                None => {
+                    // Directly, at the prompt's own row count (as without graphs).
+                    let ops = self.prefill_ops(PrefillKey { rows: t, ..key }, logits)?;
+                    self.dev.run_ops(&ops)?;
+                }
             }
         }
         let out = self.read_outputs(false, t, logits)?;

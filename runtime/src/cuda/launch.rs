@@ -909,14 +909,17 @@ impl CudaDevice {
     }
 
     /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded; `what` names
-    /// the graph in errors. cuBLAS must already exist when `ops` hold an [`Op::Gemm`] (its
-    /// creation allocates, which a capture forbids): the executor creates it before building a
-    /// prefill on cuBLAS (`use_gemm`).
+    /// the graph in errors. cuBLAS is created before the capture when `ops` hold an [`Op::Gemm`]
+    /// (its creation allocates, which a capture forbids).
     ///
     /// # Safety
     /// As [`CudaDevice::run_ops`], until every launch of the graph has completed.
     pub(crate) unsafe fn capture_graph(&self, ops: &[Op], what: &str) -> Result<CudaGraph, RuntimeError> {
         self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        if ops.iter().any(|op| matches!(op, Op::Gemm(_))) && self.blas().is_none() {
+            // Created here, before the capture, if it was not yet (creating it allocates).
+            return Err(RuntimeError::Cuda(format!("the {what} graph holds GEMMs but cuBLAS is unavailable")));
+        }
         self.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .cuda_ctx(|| format!("beginning the capture of the {what} graph"))?;

@@ -35,25 +35,43 @@ impl PrefillKey {
     }
 }
 
-/// Captured prefill graphs by key (a handful: one per bucket a session's prompts fall in), and
-/// the keys run once without one.
+/// Most rows of a prefill on the GEMV kernels that gets a graph: these are keyed by their exact
+/// row count (padded rows would still prefetch weights), so longer ones -- a prompt before cuBLAS
+/// is up, or on a machine without it -- run directly rather than fill the cache with one graph
+/// per length.
+pub(crate) const GEMV_GRAPH_MAX_ROWS: usize = 8;
+
+/// Captured prefill graphs by key (a handful: one per bucket a session's prompts fall in), the
+/// keys run once without one, and the keys whose capture failed.
 #[derive(Default)]
 pub(crate) struct PrefillGraphs {
     graphs: Vec<(PrefillKey, CudaGraph)>,
     seen: Vec<PrefillKey>,
+    refused: Vec<PrefillKey>,
 }
 
 impl PrefillGraphs {
     /// Whether a prefill of `key` (which has no graph yet) should capture one: from its second
-    /// run on. A capture costs about what launching the prefill directly does, so a one-shot
-    /// prompt (`generate -p`) runs it directly and a repeated shape (chat turns, requests) pays
-    /// the capture once. Records the run.
+    /// run on (a capture costs about what launching the prefill directly does, so a one-shot
+    /// prompt such as `generate -p` runs it directly and a repeated shape -- chat turns, requests
+    /// -- pays the capture once), never for a GEMV prefill longer than [`GEMV_GRAPH_MAX_ROWS`]
+    /// or a key whose capture failed. Records the run.
     pub fn capture_now(&mut self, key: PrefillKey) -> bool {
+        if (!key.gemm && key.rows > GEMV_GRAPH_MAX_ROWS) || self.refused.contains(&key) {
+            return false;
+        }
         if self.seen.contains(&key) {
             return true;
         }
         self.seen.push(key);
         false
+    }
+
+    /// Marks `key` as run directly from now on (its capture failed).
+    pub fn refuse(&mut self, key: PrefillKey) {
+        if !self.refused.contains(&key) {
+            self.refused.push(key);
+        }
     }
 
     pub fn get(&self, key: &PrefillKey) -> Option<&CudaGraph> {
@@ -98,7 +116,7 @@ mod tests {
         assert_eq!(PrefillKey::new(100, true, 100, LogitsWanted::None, false).rows, 100, "capped by the chunk");
     }
 
-    /// A shape runs directly once, then is captured.
+    /// A shape runs directly once, then is captured; long GEMV prefills and refused keys never.
     #[test]
     fn a_shape_is_captured_from_its_second_run() {
         let mut g = PrefillGraphs::default();
@@ -108,6 +126,12 @@ mod tests {
         assert!(!g.capture_now(b));
         assert!(g.capture_now(a));
         assert!(g.capture_now(PrefillKey::new(33, true, 512, LogitsWanted::Last, false)), "same bucket as 40");
+        g.refuse(b);
+        assert!(!g.capture_now(b) && !g.capture_now(b), "a failed capture is not retried");
+        let short = PrefillKey::new(GEMV_GRAPH_MAX_ROWS, false, 512, LogitsWanted::None, false);
+        let long = PrefillKey::new(GEMV_GRAPH_MAX_ROWS + 1, false, 512, LogitsWanted::None, false);
+        assert!(!g.capture_now(short) && g.capture_now(short));
+        assert!(!g.capture_now(long) && !g.capture_now(long), "GEMV prefills past the bound run directly");
     }
 
     /// None and Last build the same launches (the LM head on the last row); All differs, and so

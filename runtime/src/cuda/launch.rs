@@ -426,7 +426,7 @@ pub(crate) fn gemv(
             (kern, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(split), i(last)])
         }
         GemvOut::SwiGlu { out } => {
-            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256);
+            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256, 0);
             match gemv_swiglu_units_per_warp(units, k, dev.sm_count(), resident) {
                 Some(upw) => {
                     let args = head.into_iter().chain([Arg::Ptr(out), i(n / 2), i(k), i(upw)]).collect();
@@ -532,7 +532,7 @@ pub(crate) fn qgemv(
         GemvOut::SwiGlu { out } => (qgemv_kernel(1, &parts), rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
         GemvOut::Rope(r) => (qgemv_kernel(2, &parts), rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
     };
-    let resident = dev.resident_blocks_per_sm(kern, 256);
+    let resident = dev.resident_blocks_per_sm(kern, 256, 4 * k as u32);
     let upw = qgemv_units_per_warp(units, wpr, dev.sm_count(), resident);
     let mut args: Vec<Arg> = head.into_iter().chain(tail).collect();
     args.push(i(upw));
@@ -567,7 +567,7 @@ fn qmma_gemv(
 ) -> Op {
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = qmma::tiles(n, &epilogue);
-    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count());
+    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count(), qmma::kernel_step_groups(kern));
     let (grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };
@@ -576,7 +576,9 @@ fn qmma_gemv(
         GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
         GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
     };
-    let resident = dev.resident_blocks_per_sm(kern, 256);
+    // With its dynamic shared memory (the ring and the x digits): past k ~ 3,000 two blocks fit
+    // an SM, not the three its registers allow.
+    let resident = dev.resident_blocks_per_sm(kern, 256, qmma::smem_bytes(k) as u32);
     Op::Kernel(Launch {
         kernel: kern,
         grid: (qmma::blocks(tiles, wpt, dev.sm_count(), resident) as u32, grid_y.max(1) as u32, 1),
@@ -907,8 +909,8 @@ pub(crate) fn argmax(st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32
 // ---- execution ----------------------------------------------------------------------------------
 
 impl CudaDevice {
-    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture except for
-    /// [`Op::Gemm`], which decode programs never contain).
+    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture, cuBLAS'
+    /// GEMMs included: the handle has a workspace of its own and never allocates, `device::Blas`).
     ///
     /// # Safety
     /// Every pointer argument of every op must address device memory of the sizes documented on
@@ -925,12 +927,17 @@ impl CudaDevice {
     }
 
     /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded; `what` names
-    /// the graph in errors. No [`Op::Gemm`] (cuBLAS is not captured: see `run_ops`).
+    /// the graph in errors. cuBLAS is created before the capture when `ops` hold an [`Op::Gemm`]
+    /// (its creation allocates, which a capture forbids).
     ///
     /// # Safety
     /// As [`CudaDevice::run_ops`], until every launch of the graph has completed.
     pub(crate) unsafe fn capture_graph(&self, ops: &[Op], what: &str) -> Result<CudaGraph, RuntimeError> {
         self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        if ops.iter().any(|op| matches!(op, Op::Gemm(_))) && self.blas().is_none() {
+            // Created here, before the capture, if it was not yet (creating it allocates).
+            return Err(RuntimeError::Cuda(format!("the {what} graph holds GEMMs but cuBLAS is unavailable")));
+        }
         self.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .cuda_ctx(|| format!("beginning the capture of the {what} graph"))?;

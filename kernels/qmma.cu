@@ -27,7 +27,8 @@
 //    combine them with the integer sub-scales before converting.
 //
 // Launch: block 256 = GEMV_WARPS warps; `wpt` warps (1, 2, 4, 8) share each tile, warp `sub` taking
-//    steps of four groups (4 (it wpt + sub) .. +3); the block's teams take tiles blockIdx.x * teams + team,
+//    steps of SG groups (SG (it wpt + sub) .. +SG-1; SG = 4, or 8 for k-quant pairs: step_groups_of);
+//    the block's teams take tiles blockIdx.x * teams + team,
 //    then grid-stride. grid (blocks, rows_launched); dynamic shared memory QMMA_GROUP_SMEM * k / 32
 //    (digits, and per group s and the sums of x'). A tile's rows are all in parts of one format
 //    (the host checks: launch::qmma_kernel); the two formats of a kernel are a compile-time pair.
@@ -295,16 +296,26 @@ QA_DEVICE int tile_row(int tile, int gq, int n, int head_dim, bool& valid) {
     return gq < 4 ? j0 : j1;
 }
 
-// Groups per step of a warp: two MMAs' worth (pairs (g, g + 1) and (g + 2, g + 3)). The host
-// takes only rows with a multiple of four groups (k % 128 == 0), so a step is wholly inside a row.
+// Groups per step of a warp (SG): QMMA_STEP_GROUPS (4: two MMAs' worth, pairs (g, g + 1) and
+// (g + 2, g + 3)) for most pairs, or a whole super-block (8: four pairs) for the k-quant pairs,
+// whose rows are whole super-blocks (k % 256 == 0): one cursor advance, one set of copies and one
+// wait per 2,048 weights instead of 1,024 (the step's bookkeeping was ~85 of its ~195
+// instructions, experiments/LOG.md, thirteenth session). The host takes only rows with a
+// multiple of SG groups, so a step is wholly inside a row (and, for SG = 8, one super-block).
 constexpr int STEP_GROUPS = QMMA_STEP_GROUPS;
 static_assert(STEP_GROUPS == 4, "a step is two pairs");
+constexpr int WIDE_STEP_GROUPS = 2 * STEP_GROUPS;  // a super-block
+
+template <int FA, int FB>
+__host__ __device__ constexpr int step_groups_of() {
+    return QTraits<FA>::SUP != 0 && QTraits<FB>::SUP != 0 ? WIDE_STEP_GROUPS : STEP_GROUPS;
+}
 
 // ---- the weight pipeline: cp.async into a per-warp ring, QMMA_STAGES steps deep ----------------
 // A step's weights are, per tile row, a few contiguous runs (qs: 64 or 128 bytes; qh, sc, sup: a
 // few words). The quad of lanes owning row gq copies that row's runs with 16-byte cp.async (the
-// qs run split over the four lanes, the small planes by lane tq = 0), so each copy instruction
-// moves whole sectors; the lanes then read their MMA fragments (4-byte words of four groups)
+// qs and qh runs split over the four lanes, sc and sup by lane tq = 0), so each copy instruction
+// moves whole sectors; the lanes then read their MMA fragments (4-byte words of SG groups)
 // from shared memory. Rows sit at padded strides so the quad's reads hit distinct banks. The
 // copies hold no registers: a warp keeps QMMA_STAGES - 1 steps in flight while it computes one;
 // only a quad shares a row, so a __syncwarp after each lane's own wait makes a stage readable.
@@ -321,32 +332,37 @@ QA_DEVICE void cp_async_sz(void* dst, const void* src) {
     }
 }
 
-// A stage's layout for format F: per tile row, its qs run (padded), qh run, sc run, sup word.
-template <int F>
+// A stage's layout for format F and SG groups per step: per tile row, its qs run (padded), qh
+// run, sc run, sup word.
+template <int F, int SG>
 struct StageLayout {
     using T = QTraits<F>;
-    static constexpr int QS_RUN = T::QS * STEP_GROUPS;                  // 64 or 128
+    static constexpr int QS_RUN = T::QS * SG;                           // 64 or 128
     static constexpr int QS_ROW = QS_RUN + 16;                          // 20 or 36 words: distinct banks
-    static constexpr int QH_RUN = T::QH * STEP_GROUPS;                  // 0, 16 or 32
-    static constexpr int QH_ROW = QH_RUN == 32 ? 48 : QH_RUN;           // 12 words: distinct banks
-    static constexpr int SC_RUN = T::SC * STEP_GROUPS;                  // 8 or 16
+    static constexpr int QH_RUN = T::QH * SG;                           // 0, 16, 32 or 64
+    // Row strides of 4, 12 or 20 words: the eight rows' words in distinct banks.
+    static constexpr int QH_ROW = QH_RUN == 32 ? 48 : (QH_RUN == 64 ? 80 : QH_RUN);
+    static constexpr int SC_RUN = T::SC * SG;                           // 8 or 16
     static constexpr int QH0 = MMA_TILE * QS_ROW, SC0 = QH0 + MMA_TILE * QH_ROW, SUP0 = SC0 + MMA_TILE * SC_RUN;
+    static_assert(QS_RUN % 64 == 0 && QH_RUN % 16 == 0 && QH_RUN <= 64 && SC_RUN <= 16, "the copies below");
     static_assert(SUP0 + MMA_TILE * 4 <= STAGE_BYTES, "a step fits a stage");
 };
 
 
-// Copies step g0 (groups g0..g0+3) of the lane's tile row (rp, local row lr) into the stage.
-template <int F>
+// Copies step g0 (groups g0..g0+SG-1) of the lane's tile row (rp, local row lr) into the stage:
+// the quad's lanes split the qs run and the qh run into 16-byte pieces; lane 0 copies sc and sup.
+template <int F, int SG>
 QA_DEVICE void issue_step(uint8_t* stage, const RowPlanes& rp, int g0, int lr, int S, int gq, int tq) {
     using T = QTraits<F>;
-    using L = StageLayout<F>;
+    using L = StageLayout<F, SG>;
     const uint8_t* qs = rp.qs + (size_t)g0 * T::QS;
     uint8_t* row = stage + gq * L::QS_ROW;
-    cp_async_sz<16>(row + 16 * tq, qs + 16 * tq);
-    if (L::QS_RUN == 128) cp_async_sz<16>(row + 64 + 16 * tq, qs + 64 + 16 * tq);
+#pragma unroll
+    for (int c = 0; c < L::QS_RUN / 64; ++c) cp_async_sz<16>(row + 64 * c + 16 * tq, qs + 64 * c + 16 * tq);
+    if (L::QH_RUN >= 16 && tq < L::QH_RUN / 16) {
+        cp_async_sz<16>(stage + L::QH0 + gq * L::QH_ROW + 16 * tq, rp.qh + (size_t)g0 * T::QH + 16 * tq);
+    }
     if (tq != 0) return;
-    if (L::QH_RUN >= 16) cp_async_sz<16>(stage + L::QH0 + gq * L::QH_ROW, rp.qh + (size_t)g0 * T::QH);
-    if (L::QH_RUN == 32) cp_async_sz<16>(stage + L::QH0 + gq * L::QH_ROW + 16, rp.qh + (size_t)g0 * T::QH + 16);
     cp_async_sz<L::SC_RUN>(stage + L::SC0 + gq * L::SC_RUN, rp.sc + (size_t)g0 * T::SC);
     if (T::SUP) {
         // The sup entry of super-block g0 / 8, from its aligned word (2-byte entries: either half).
@@ -358,10 +374,10 @@ QA_DEVICE void issue_step(uint8_t* stage, const RowPlanes& rp, int g0, int lr, i
 
 // Reads the lane's fragments of a completed stage: words tq (and 4 + tq for Q8_0) of each group's
 // qs, and the row's qh, sc and sup.
-template <int F>
-QA_DEVICE void read_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, MRaw (&r)[STEP_GROUPS]) {
+template <int F, int SG>
+QA_DEVICE void read_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, MRaw (&r)[SG]) {
     using T = QTraits<F>;
-    using L = StageLayout<F>;
+    using L = StageLayout<F, SG>;
     const uint32_t* qs = reinterpret_cast<const uint32_t*>(stage + gq * L::QS_ROW);
     const uint32_t* qh = reinterpret_cast<const uint32_t*>(stage + L::QH0 + gq * L::QH_ROW);
     const uint32_t* sc = reinterpret_cast<const uint32_t*>(stage + L::SC0 + gq * L::SC_RUN);
@@ -371,7 +387,7 @@ QA_DEVICE void read_step(const uint8_t* stage, int lr, int g0, int S, int gq, in
         if (T::SUP == 2 && ((((size_t)lr * S + (g0 >> 3)) & 1) != 0)) sup >>= 16;
     }
 #pragma unroll
-    for (int i = 0; i < STEP_GROUPS; ++i) {
+    for (int i = 0; i < SG; ++i) {
         r[i].w0 = qs[i * (T::QS / 4) + tq];
         r[i].w1 = T::QS == 32 ? qs[i * 8 + 4 + tq] : 0u;
         r[i].h0 = T::QH == 4 ? qh[i] : (T::QH == 8 ? qh[2 * i] : 0u);
@@ -387,7 +403,7 @@ QA_DEVICE void read_step(const uint8_t* stage, int lr, int g0, int S, int gq, in
 }
 
 // A position in a warp's work: the team's tiles in turn (first, first + stride, ...), each `spt`
-// steps; step s of a tile is groups STEP_GROUPS (s wpt + sub) ... (past k: nothing to do). The
+// steps; step s of a tile is groups SG (s wpt + sub) ... (past k: nothing to do). The
 // tile row's planes are resolved when the cursor enters a tile, not per step.
 struct Cursor {
     int tile, s;
@@ -418,13 +434,13 @@ QA_DEVICE void cursor_next(Cursor& c, const QParts& P, int spt, int tile_stride,
 
 // Starts the copies of the cursor's step into stage slot q % STAGES (nothing past the work or
 // past k) and commits a group either way, so that cp.async.wait_group counts steps.
-template <int FA, int FB>
+template <int FA, int FB, int SG>
 QA_DEVICE void issue_at(const Cursor& c, uint8_t* stage, int g0, bool live, int S, int gq, int tq) {
     if (live) {
         if (c.fa) {
-            issue_step<FA>(stage, c.rp, g0, c.lr, S, gq, tq);
+            issue_step<FA, SG>(stage, c.rp, g0, c.lr, S, gq, tq);
         } else {
-            issue_step<FB>(stage, c.rp, g0, c.lr, S, gq, tq);
+            issue_step<FB, SG>(stage, c.rp, g0, c.lr, S, gq, tq);
         }
     }
     cp_async_commit();
@@ -440,13 +456,13 @@ QA_DEVICE void m_pair(const MRaw& ra, const MRaw& rb, int ga, int gq, int tq, co
     m_step<F>(ra, rb, bw, xg[ga], xg[ga + 1], tq, dw, acc);
 }
 
-template <int F>
+template <int F, int SG>
 QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, const uint8_t* xd,
                             const XGroup* xg, const DigitWeights& dw, float& acc) {
-    MRaw r[STEP_GROUPS];
-    read_step<F>(stage, lr, g0, S, gq, tq, r);
-    m_pair<F>(r[0], r[1], g0, gq, tq, xd, xg, dw, acc);
-    m_pair<F>(r[2], r[3], g0 + 2, gq, tq, xd, xg, dw, acc);
+    MRaw r[SG];
+    read_step<F, SG>(stage, lr, g0, S, gq, tq, r);
+#pragma unroll
+    for (int i = 0; i < SG; i += 2) m_pair<F>(r[i], r[i + 1], g0 + i, gq, tq, xd, xg, dw, acc);
 }
 
 }  // namespace
@@ -467,9 +483,10 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     const int units = EPI == EPI_STORE ? n : n / 2;
     const int per_tile = EPI == EPI_STORE ? MMA_TILE : MMA_TILE / 2;
     const int ntiles = (units + per_tile - 1) / per_tile;
-    const int spt = (G + STEP_GROUPS * wpt - 1) / (STEP_GROUPS * wpt);  // steps per tile, every warp
+    constexpr int SG = step_groups_of<FA, FB>();
+    const int spt = (G + SG * wpt - 1) / (SG * wpt);  // steps per tile, every warp
     const int first_tile = blockIdx.x * teams + team, tile_stride = gridDim.x * teams;
-    const int step_groups = STEP_GROUPS * wpt, g_sub = STEP_GROUPS * sub;
+    const int step_groups = SG * wpt, g_sub = SG * sub;
 
     // Weights are constants: the first steps stream in while the previous kernel finishes. `in`
     // runs STAGES - 1 steps ahead of `at`. (Filling all STAGES slots before the PDL wait, and
@@ -482,7 +499,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
 #pragma unroll
     for (int q = 0; q < STAGES - 1; ++q, ++issued) {
         const int g0 = in.s * step_groups + g_sub;
-        issue_at<FA, FB>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
+        issue_at<FA, FB, SG>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
         cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
     }
     pdl_prologue();  // activations (x, residual) are safe to read from here on
@@ -499,7 +516,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     for (int q = 0; at.tile < ntiles; ++q, ++issued) {
         {
             const int g0 = in.s * step_groups + g_sub;
-            issue_at<FA, FB>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
+            issue_at<FA, FB, SG>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
             cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
         }
         cp_async_wait<STAGES - 1>();  // this lane's copies of step q are in;
@@ -508,9 +525,9 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         if (g0 < G) {
             const uint8_t* stage = ring + (q % STAGES) * STAGE_BYTES;
             if (at.fa) {
-                consume_step<FA>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
+                consume_step<FA, SG>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
             } else {
-                consume_step<FB>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
+                consume_step<FB, SG>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
             }
         }
         if (at.s == spt - 1) {
@@ -551,22 +568,26 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     cp_async_wait<0>();
 }
 
-// The entry points of one format pair: QMMA_ENTRIES(FA, FB, suffix).
-#define QMMA_ENTRIES(FA, FB, SFX)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_store_##SFX(                                        \
+// The entry points of one format pair: QMMA_ENTRIES(FA, FB, suffix, MINB), MINB the blocks per SM
+// that their registers must allow (__launch_bounds__): 2 for most pairs (three fit anyway, at 76
+// registers; asking for three cost ~50 more instructions per step in rematerialisation), 3 for
+// the k-quant pairs, whose super-block steps otherwise take 86-88 registers and leave two blocks
+// (16 warps) per SM for wide launches such as a Q6_K LM head (at three: 77-80, no spills).
+#define QMMA_ENTRIES(FA, FB, SFX, MINB)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_store_##SFX(                                        \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n, int k, int wpt,          \
         int last_row) {                                                                                              \
         const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
         gemv_m_impl<EPI_STORE, FA, FB>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);                            \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_swiglu_##SFX(                                       \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_swiglu_##SFX(                                       \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, int ffn, int k, int wpt) {                                          \
         const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
         gemv_m_impl<EPI_SWIGLU, FA, FB>(state, x, norm_w, eps, P, 2 * ffn, k, wpt, 0, o);                            \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(256, 2) gemv_m_rope_##SFX(                                         \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_rope_##SFX(                                         \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, const float* __restrict__ bias, const float* __restrict__ inv_freq,                          \
         float* __restrict__ q_out, __half* __restrict__ k_cache, __half* __restrict__ v_cache, int n_heads,          \
@@ -577,18 +598,18 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     }
 
 // Keep in step with launch::QMMA_KERNELS (a test compares the two lists).
-QMMA_ENTRIES(QF_Q4_0, QF_Q4_0, q4_0)
-QMMA_ENTRIES(QF_Q4_1, QF_Q4_1, q4_1)
-QMMA_ENTRIES(QF_Q5_0, QF_Q5_0, q5_0)
-QMMA_ENTRIES(QF_Q5_1, QF_Q5_1, q5_1)
-QMMA_ENTRIES(QF_Q8_0, QF_Q8_0, q8_0)
-QMMA_ENTRIES(QF_Q4_K, QF_Q4_K, q4_k)
-QMMA_ENTRIES(QF_Q5_K, QF_Q5_K, q5_k)
-QMMA_ENTRIES(QF_Q6_K, QF_Q6_K, q6_k)
-QMMA_ENTRIES(QF_Q4_0, QF_Q8_0, q4_0_q8_0)
-QMMA_ENTRIES(QF_Q4_1, QF_Q8_0, q4_1_q8_0)
-QMMA_ENTRIES(QF_Q5_0, QF_Q8_0, q5_0_q8_0)
-QMMA_ENTRIES(QF_Q5_1, QF_Q8_0, q5_1_q8_0)
-QMMA_ENTRIES(QF_Q4_K, QF_Q6_K, q4_k_q6_k)
-QMMA_ENTRIES(QF_Q5_K, QF_Q6_K, q5_k_q6_k)
+QMMA_ENTRIES(QF_Q4_0, QF_Q4_0, q4_0, 2)
+QMMA_ENTRIES(QF_Q4_1, QF_Q4_1, q4_1, 2)
+QMMA_ENTRIES(QF_Q5_0, QF_Q5_0, q5_0, 2)
+QMMA_ENTRIES(QF_Q5_1, QF_Q5_1, q5_1, 2)
+QMMA_ENTRIES(QF_Q8_0, QF_Q8_0, q8_0, 2)
+QMMA_ENTRIES(QF_Q4_K, QF_Q4_K, q4_k, 3)
+QMMA_ENTRIES(QF_Q5_K, QF_Q5_K, q5_k, 3)
+QMMA_ENTRIES(QF_Q6_K, QF_Q6_K, q6_k, 3)
+QMMA_ENTRIES(QF_Q4_0, QF_Q8_0, q4_0_q8_0, 2)
+QMMA_ENTRIES(QF_Q4_1, QF_Q8_0, q4_1_q8_0, 2)
+QMMA_ENTRIES(QF_Q5_0, QF_Q8_0, q5_0_q8_0, 2)
+QMMA_ENTRIES(QF_Q5_1, QF_Q8_0, q5_1_q8_0, 2)
+QMMA_ENTRIES(QF_Q4_K, QF_Q6_K, q4_k_q6_k, 3)
+QMMA_ENTRIES(QF_Q5_K, QF_Q6_K, q5_k_q6_k, 3)
 #undef QMMA_ENTRIES

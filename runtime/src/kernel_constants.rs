@@ -52,6 +52,13 @@ pub const QMMA_RING_WORDS: usize = 16;
 /// and the group's scale and sums (16 bytes): `QMMA_GROUP_SMEM`.
 pub const QMMA_GROUP_SMEM: usize = 112;
 
+/// Groups of 32 elements one block of the prefill's dequantisation (kernels/qlookup.cu) stages in
+/// shared memory and converts to f16: `DQ_CHUNK`.
+pub const DQ_CHUNK: usize = 256;
+
+/// Threads per block of that dequantisation: `DQ_THREADS`.
+pub const DQ_THREADS: usize = 256;
+
 /// Threads per block of the argmax kernel.
 pub const ARGMAX_THREADS: usize = 256;
 
@@ -81,6 +88,8 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("QMMA_STEP_GROUPS", QMMA_STEP_GROUPS),
     ("QMMA_STAGES", QMMA_STAGES),
     ("QMMA_RING_WORDS", QMMA_RING_WORDS),
+    ("DQ_CHUNK", DQ_CHUNK),
+    ("DQ_THREADS", DQ_THREADS),
     ("ARGMAX_THREADS", ARGMAX_THREADS),
     ("SAMPLE_THREADS", SAMPLE_THREADS),
     ("SAMPLE_MAX_CHUNK", SAMPLE_MAX_CHUNK),

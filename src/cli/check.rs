@@ -216,9 +216,11 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
         if gpu.uses_graph() { "CUDA graph" } else { "direct launches" }
     );
     println!("  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}", "prompt", "rows", "max_abs", "mean_abs", "top1", "result");
+    let mut direct_prefills = Vec::new();
     for (label, ids) in &prompts {
         let (c, cpu_ids) = run_logits(&mut cpu, ids, decode_steps, None)?;
         let (g, _) = run_logits(&mut gpu, ids, decode_steps, Some(&cpu_ids))?;
+        direct_prefills.push(g[..ids.len() * hp.vocab].to_vec());
         let r = compare(label, &c, &g, hp.vocab, margin);
         let pass = r.max_abs <= tol_max && r.mean_abs <= tol_mean && r.top1_decided_agree == r.top1_decided;
         failed += (!pass) as usize;
@@ -237,11 +239,68 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     println!(
         "  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})"
     );
+    failed += prefill_graph_checks(&mut gpu, &mut cpu, &prompts, &direct_prefills, hp.vocab, tol_max)?;
 
     // 3. Sampling on the device.
     if sampling {
         let prompt = &prompts[prompts.len().min(2) - 1].1;
         failed += sampling_checks(&mut gpu, prompt, 24)?;
+    }
+    Ok(failed)
+}
+
+/// Prefills replayed from CUDA graphs against the same prefill launched directly: each prompt's
+/// every-row logits from its first run (`direct`: a shape's first run is direct), then from the
+/// run that captures its graph and one that replays it -- equal bit for bit (the same launches
+/// at the same GEMM row counts; a shape that is never captured, such as a GEMV prefill of more
+/// than 8 rows, compares direct runs); then, after `warm_up` (which captures the cuBLAS
+/// buckets' graphs), the last row's logits, directly or from a graph twice, equal, and against
+/// the CPU's within `tol`. Returns the number of failed rows.
+fn prefill_graph_checks(
+    gpu: &mut CudaExecutor,
+    cpu: &mut CpuExecutor,
+    prompts: &[(String, Vec<u32>)],
+    direct: &[Vec<f32>],
+    vocab: usize,
+    tol: f32,
+) -> Result<usize> {
+    let mut failed = 0;
+    let max_diff = |a: &[f32], b: &[f32]| -> f32 {
+        if a.len() != b.len() {
+            return f32::INFINITY;
+        }
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| if x.to_bits() == y.to_bits() { 0.0 } else { (x - y).abs().max(f32::MIN_POSITIVE) })
+            .fold(0.0, f32::max)
+    };
+    println!("\nprefill graphs: direct vs captured vs replayed (every row's logits, bit for bit), then after warm_up");
+    for ((label, ids), first) in prompts.iter().zip(direct) {
+        let runs: Vec<Vec<f32>> =
+            (0..2).map(|_| Ok(gpu.prefill(ids, 0, LogitsWanted::All)?.logits)).collect::<Result<_>>()?;
+        let d = max_diff(first, &runs[0]).max(max_diff(first, &runs[1]));
+        let pass = d == 0.0;
+        failed += (!pass) as usize;
+        let short: String = label.chars().take(40).collect();
+        println!(
+            "  {short:<40} {:>4} rows  max |direct - graph| {d:>9.3e}  {}",
+            ids.len(),
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    gpu.warm_up()?;
+    for (label, ids) in prompts {
+        let want = cpu.prefill(ids, 0, LogitsWanted::Last)?.logits;
+        let got = (0..2).map(|_| Ok(gpu.prefill(ids, 0, LogitsWanted::Last)?.logits)).collect::<Result<Vec<_>>>()?;
+        let d = want.iter().zip(&got[1]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let pass = got[0].len() == vocab && max_diff(&got[0], &got[1]) == 0.0 && d <= tol;
+        failed += (!pass) as usize;
+        let short: String = label.chars().take(40).collect();
+        println!(
+            "  {short:<40} {:>4} rows  last row vs CPU {d:>9.4}  {}",
+            ids.len(),
+            if pass { "PASS" } else { "FAIL" }
+        );
     }
     Ok(failed)
 }

@@ -213,6 +213,18 @@ impl Drop for Module {
     }
 }
 
+/// The cuBLAS handle and the workspace it owns: a fixed buffer of its own (cublasSetWorkspace),
+/// so that a GEMM never allocates, which keeps GEMMs legal inside a stream capture (the prefill
+/// graphs) and their memory accounted once. Field order = drop order: the handle first.
+pub(crate) struct Blas {
+    handle: CudaBlas,
+    _workspace: CudaSlice<u8>,
+}
+
+/// Bytes of the cuBLAS workspace: what NVIDIA recommends for Hopper (32 MiB; cuBLAS' own default
+/// pool on sm_90 is the same size).
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
 /// One GPU: context, the single stream every launch goes to, the kernel module and cuBLAS.
 pub struct CudaDevice {
     // Field order = drop order: the function table and module go before the stream and context.
@@ -220,7 +232,7 @@ pub struct CudaDevice {
     module: Module,
     /// cuBLAS, created on first use (`blas()`): its handle and first GEMM cost ~200 ms, which a
     /// one-shot run with a short prompt never needs (short prefills run on the GEMV kernels).
-    blas: OnceLock<Option<CudaBlas>>,
+    blas: OnceLock<Option<Blas>>,
     /// Whether cuBLAS may be used at all (QWEN_AOT_NO_CUBLAS=1 turns it off).
     blas_allowed: bool,
     pub(crate) stream: Arc<CudaStream>,
@@ -404,19 +416,20 @@ impl CudaDevice {
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
-    /// How many blocks of `block_threads` threads of `kernel` fit on one SM at once (its registers
-    /// and shared memory decide), as the driver computes it; 1 if the query fails. Launchers use it
-    /// to size grids that run in one wave.
-    pub(crate) fn resident_blocks_per_sm(&self, kernel: Kernel, block_threads: u32) -> u32 {
+    /// How many blocks of `block_threads` threads of `kernel`, each with `dynamic_smem` bytes of
+    /// dynamic shared memory, fit on one SM at once (its registers and shared memory decide), as
+    /// the driver computes it; 1 if the query fails. Launchers use it to size grids that run in
+    /// one wave.
+    pub(crate) fn resident_blocks_per_sm(&self, kernel: Kernel, block_threads: u32, dynamic_smem: u32) -> u32 {
         let mut n: std::ffi::c_int = 0;
         // SAFETY: the function handle comes from this device's loaded module; `n` is a valid
-        // out-pointer; no dynamic shared memory.
+        // out-pointer; the sizes are plain values.
         let r = unsafe {
             sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
                 &mut n,
                 self.func(kernel),
                 block_threads as std::ffi::c_int,
-                0,
+                dynamic_smem as usize,
             )
         };
         if r.result().is_ok() {
@@ -453,9 +466,26 @@ impl CudaDevice {
                     return None;
                 }
                 let s = self.stream.clone();
-                catch_unwind(AssertUnwindSafe(move || CudaBlas::new(s))).ok().and_then(Result::ok)
+                let handle = catch_unwind(AssertUnwindSafe(move || CudaBlas::new(s))).ok().and_then(Result::ok)?;
+                let workspace = self.stream.alloc_zeros::<u8>(CUBLAS_WORKSPACE_BYTES).ok()?;
+                let ptr = {
+                    let (p, _sync) = workspace.device_ptr(&self.stream);
+                    p
+                };
+                // SAFETY: the handle is live; the buffer is device memory of the given size in this
+                // context, owned next to the handle in `Blas` and dropped after it.
+                let set = unsafe {
+                    cudarc::cublas::sys::cublasSetWorkspace_v2(
+                        *handle.handle(),
+                        ptr as *mut std::ffi::c_void,
+                        CUBLAS_WORKSPACE_BYTES,
+                    )
+                };
+                (set == cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
+                    .then_some(Blas { handle, _workspace: workspace })
             })
             .as_ref()
+            .map(|b| &b.handle)
     }
     pub(crate) fn func(&self, k: Kernel) -> sys::CUfunction {
         self.funcs[k as usize]

@@ -12,6 +12,8 @@
 //! tokens from the sampler's `fed` buffer so that they can be recorded in the device history.
 use cudarc::driver::{sys, CudaGraph};
 
+use super::prefill_graphs::{self, PrefillGraphs, PrefillKey};
+
 use super::dequant_batch::batch_offsets;
 use super::device::{CudaDevice, DevBuf};
 use super::launch::{
@@ -64,6 +66,8 @@ pub enum PrefillPath {
 pub struct CudaExecutor {
     // Device memory first: dropped before the device (context) below.
     graph: Option<CudaGraph>,
+    /// Prefill graphs by launch shape (`prefill_graphs`), captured on first use.
+    prefill_graphs: PrefillGraphs,
     /// Sampling parameters, history, `fed` tokens, scratch and the sampled decode graph.
     sampler: DeviceSampler,
     weights: DevBuf,
@@ -90,6 +94,8 @@ pub struct CudaExecutor {
     decode_splits: usize,
     decode_ops: Vec<Op>,
     use_graph: bool,
+    /// Whether prefills replay graphs (`prefill_graphs::enabled`).
+    use_prefill_graphs: bool,
     /// n_tokens currently stored in the device state (skip the memset when unchanged).
     state_n_tokens: Option<i32>,
 }
@@ -182,8 +188,10 @@ impl CudaExecutor {
         drop(buffers);
 
         let _span = phases::span("CUDA: launch lists, wait for the copies");
+        let use_graph = !std::env::var("QWEN_AOT_NO_GRAPH").is_ok_and(|v| v == "1");
         let mut ex = CudaExecutor {
             graph: None,
+            prefill_graphs: PrefillGraphs::default(),
             sampler,
             weights: weights_buf,
             arena,
@@ -208,7 +216,8 @@ impl CudaExecutor {
             max_seq,
             decode_splits,
             decode_ops: Vec::new(),
-            use_graph: !std::env::var("QWEN_AOT_NO_GRAPH").is_ok_and(|v| v == "1"),
+            use_graph,
+            use_prefill_graphs: prefill_graphs::enabled(use_graph),
             state_n_tokens: None,
         };
         ex.decode_ops = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits)?;
@@ -561,6 +570,57 @@ impl CudaExecutor {
         unsafe { launch_decode(&self.dev, self.use_graph, &mut self.graph, &self.decode_ops, "decode") }
     }
 
+    /// Captures the prefill graphs a prompt on cuBLAS needs (every bucket `warm_up` covers, the
+    /// LM head on the last row, the sampler as it is set now), so that no prompt pays a capture;
+    /// others are captured on first use. Recording launches nothing.
+    fn capture_prefill_graphs(&mut self) -> Result<(), RuntimeError> {
+        if !self.use_prefill_graphs {
+            return Ok(());
+        }
+        let _span = phases::span("CUDA: prefill graphs");
+        let cap = self.prefill.max_tokens;
+        let sampled = self.sampler.active();
+        for rows in launch::gemm_row_buckets(cap).into_iter().filter(|&r| r <= WARM_UP_MAX_ROWS) {
+            let key = PrefillKey::new(rows, true, cap, LogitsWanted::Last, sampled);
+            if rows <= ALWAYS_GEMV_ROWS || self.prefill_graphs.get(&key).is_some() {
+                continue;
+            }
+            self.try_capture_prefill(key, LogitsWanted::Last);
+        }
+        Ok(())
+    }
+
+    /// Captures the prefill graph of `key` (logits as asked); a capture that fails marks the key
+    /// to run directly from then on (`PrefillGraphs::refuse`), so a shape that cannot be
+    /// captured costs one failed attempt, never a failed prefill.
+    fn try_capture_prefill(&mut self, key: PrefillKey, logits: LogitsWanted) {
+        let captured = self.prefill_ops(key, logits).and_then(|ops| {
+            phases::time("CUDA: prefill graph capture", || {
+                // SAFETY: as in `prefill`: the launches of a validated plan on this executor's
+                // allocations, recorded (not run) into a graph that lives in self with them.
+                unsafe { self.dev.capture_graph(&ops, "prefill") }
+            })
+        });
+        match captured {
+            Ok(graph) => {
+                self.prefill_graphs.insert(key, graph);
+            }
+            Err(_) => self.prefill_graphs.refuse(key),
+        }
+    }
+
+    /// A prefill's launches for `key` (its row count, path and sampler; `logits` as asked, which
+    /// gives the same launches for None and Last). Prefill attention splits: one per row (direct
+    /// output); rows already give the parallelism.
+    fn prefill_ops(&self, key: PrefillKey, logits: LogitsWanted) -> Result<Vec<Op>, RuntimeError> {
+        let ops = self.build_ops(&self.prefill, key.rows, logits, 1)?;
+        if key.sampled {
+            self.with_sampler(&self.prefill, ops)
+        } else {
+            Ok(ops)
+        }
+    }
+
     /// `ops` (built from `prog`) with the sampling launches in place of the argmax launch.
     fn with_sampler(&self, prog: &Program, ops: Vec<Op>) -> Result<Vec<Op>, RuntimeError> {
         let Some(&Step::Argmax { logits, vocab, out }) = prog.steps.iter().find(|s| matches!(s, Step::Argmax { .. }))
@@ -655,8 +715,9 @@ impl Executor for CudaExecutor {
 
     /// Creates cuBLAS and runs each distinct prefill matmul (conversion, dequantisation, GEMM,
     /// epilogue) at every row count a GEMM runs at (`launch::gemm_row_buckets`) once, on zeros into a temporary output, so a later
-    /// prompt finds the handle and every kernel it needs loaded. The KV cache, the sampler state
-    /// and the conversation are untouched (every prefill and decode sets the device state again).
+    /// prompt finds the handle and every kernel it needs loaded; then captures those buckets'
+    /// prefill graphs (`capture_prefill_graphs`). The KV cache, the sampler state and the
+    /// conversation are untouched (every prefill and decode sets the device state again).
     fn warm_up(&mut self) -> Result<(), RuntimeError> {
         if self.prefill_path == PrefillPath::Gemv || !self.dev.has_cublas() {
             return Ok(());
@@ -683,7 +744,8 @@ impl Executor for CudaExecutor {
             // on the same stream, or a stream synchronisation first).
             unsafe { self.dev.run_ops(&ops)? };
         }
-        self.dev.sync("prefill warm-up")
+        self.dev.sync("prefill warm-up")?;
+        self.capture_prefill_graphs()
     }
 
     fn hparams(&self) -> &HyperParams {
@@ -710,19 +772,34 @@ impl Executor for CudaExecutor {
         let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
         self.dev.htod(self.sampler.fed_ptr(), &ids, "prompt tokens")?;
         self.set_state(pos, t)?;
-        // Prefill splits: one per row (direct output); rows already give the parallelism.
-        let mut ops = self.build_ops(&self.prefill, t, logits, 1)?;
         let sampled = self.sampler.active();
         self.sampler.before_run(&self.dev, pos, sampled)?;
-        if sampled {
-            ops = self.with_sampler(&self.prefill, ops)?;
+        let gemm = t > 1 && self.use_gemm(t);
+        let key = PrefillKey::new(t, gemm, self.prefill.max_tokens, logits, sampled);
+        // SAFETY: the ops come from `prefill_ops` over this executor's validated plan and
+        // allocations (arena sized for max(prefill, decode), each buffer max_tokens rows, so the
+        // bucketed rows (<= max_tokens) and the padded GEMM rows of `gemm_rows` fit; pos + t <=
+        // max_seq checked above, and rows past t are skipped by every kernel (they read t from
+        // the device state) or computed into scratch rows nothing reads; GEMM scratch sized for
+        // max_tokens x max k; dequantised copies only where they fit the dequantisation scratch:
+        // `batch_offsets`, or slices of at most its size). All of it lives in self, as do the
+        // graphs that record them.
+        unsafe {
+            if self.use_prefill_graphs
+                && self.prefill_graphs.get(&key).is_none()
+                && self.prefill_graphs.capture_now(key)
+            {
+                self.try_capture_prefill(key, logits);
+            }
+            match self.prefill_graphs.get(&key) {
+                Some(graph) => graph.launch().cuda_ctx(|| "launching the prefill graph".into())?,
+                None => {
+                    // Directly, at the prompt's own row count (as without graphs).
+                    let ops = self.prefill_ops(PrefillKey { rows: t, ..key }, logits)?;
+                    self.dev.run_ops(&ops)?;
+                }
+            }
         }
-        // SAFETY: ops come from build_ops over this executor's validated plan and allocations
-        // (arena sized for max(prefill, decode), each buffer max_tokens rows, so the padded GEMM
-        // rows of `gemm_rows` fit; rows <= max_tokens, pos + rows <= max_seq checked above; GEMM
-        // scratch sized for max_tokens x max k; dequantised copies only where they fit the
-        // dequantisation scratch: `batch_offsets`, or slices of at most its size).
-        unsafe { self.dev.run_ops(&ops)? };
         let out = self.read_outputs(false, t, logits)?;
         self.sampler.after_run(pos, tokens, sampled);
         Ok(out)

@@ -426,7 +426,7 @@ pub(crate) fn gemv(
             (kern, grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(split), i(last)])
         }
         GemvOut::SwiGlu { out } => {
-            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256);
+            let resident = dev.resident_blocks_per_sm(Kernel::GemvSwiGluRows, 256, 0);
             match gemv_swiglu_units_per_warp(units, k, dev.sm_count(), resident) {
                 Some(upw) => {
                     let args = head.into_iter().chain([Arg::Ptr(out), i(n / 2), i(k), i(upw)]).collect();
@@ -532,7 +532,7 @@ pub(crate) fn qgemv(
         GemvOut::SwiGlu { out } => (qgemv_kernel(1, &parts), rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpr)]),
         GemvOut::Rope(r) => (qgemv_kernel(2, &parts), rows, [rope_args(r), vec![i(k), i(wpr)]].concat()),
     };
-    let resident = dev.resident_blocks_per_sm(kern, 256);
+    let resident = dev.resident_blocks_per_sm(kern, 256, 4 * k as u32);
     let upw = qgemv_units_per_warp(units, wpr, dev.sm_count(), resident);
     let mut args: Vec<Arg> = head.into_iter().chain(tail).collect();
     args.push(i(upw));
@@ -567,7 +567,7 @@ fn qmma_gemv(
 ) -> Op {
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = qmma::tiles(n, &epilogue);
-    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count());
+    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count(), qmma::kernel_step_groups(kern));
     let (grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };
@@ -576,7 +576,9 @@ fn qmma_gemv(
         GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
         GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
     };
-    let resident = dev.resident_blocks_per_sm(kern, 256);
+    // With its dynamic shared memory (the ring and the x digits): past k ~ 3,000 two blocks fit
+    // an SM, not the three its registers allow.
+    let resident = dev.resident_blocks_per_sm(kern, 256, qmma::smem_bytes(k) as u32);
     Op::Kernel(Launch {
         kernel: kern,
         grid: (qmma::blocks(tiles, wpt, dev.sm_count(), resident) as u32, grid_y.max(1) as u32, 1),
@@ -600,10 +602,25 @@ pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usi
 pub(crate) fn dequant_q_f16(parts: QParts, row_begin: usize, rows: usize, k: usize, out: u64) -> Op {
     kernel(
         Kernel::DequantQF16,
-        (div_ceil(rows * (k / 8), 256), 1, 1),
-        256,
+        (dequant_blocks(rows, k), 1, 1),
+        DEQUANT_THREADS,
         vec![Arg::Parts(parts), i(row_begin), i(rows), i(k), Arg::Ptr(out)],
     )
+}
+
+const DEQUANT_THREADS: u32 = crate::kernel_constants::DQ_THREADS as u32;
+
+/// Blocks of a dequantisation of `rows` rows of `k` columns: one per chunk of groups, plus one
+/// per part boundary the rows may cross (qlookup.cu `dq_blocks`; surplus blocks return at once).
+fn dequant_blocks(rows: usize, k: usize) -> usize {
+    if rows == 0 {
+        return 0;
+    }
+    debug_assert!(k.is_multiple_of(32), "rows of whole groups");
+    let groups = rows * (k / 32);
+    // The kernel counts groups (a part's, plus a chunk's rounding) in 32 bits.
+    assert!(groups + crate::kernel_constants::DQ_CHUNK <= i32::MAX as usize, "{rows} x {k}: too many groups");
+    groups.div_ceil(crate::kernel_constants::DQ_CHUNK) + (crate::kernel_constants::QA_MAX_PARTS - 1)
 }
 
 /// Where a prefill GEMM on a quantized weight finds its f16 copy.
@@ -676,13 +693,14 @@ pub(crate) fn dequant_q_f16_batch(jobs: &[DequantJob]) -> Vec<Op> {
     jobs.chunks(4)
         .map(|four| {
             let job = |i: usize| four.get(i).copied();
-            let threads = four.iter().map(|j| j.n * (j.k / 8)).max().unwrap_or(0);
-            // Absent weights (a batch of fewer than four): no blocks (grid.y = the count).
+            // The weights' blocks back to back; an absent weight (a batch of fewer than four) has
+            // no rows and so no blocks.
+            let blocks: usize = four.iter().map(|j| dequant_blocks(j.n, j.k)).sum();
             let mut args: Vec<Arg> = (0..4).map(|s| Arg::Parts(job(s).map_or(four[0].parts, |j| j.parts))).collect();
             args.extend((0..4).map(|s| i(job(s).map_or(0, |j| j.n))));
             args.extend((0..4).map(|s| i(job(s).map_or(32, |j| j.k))));
             args.extend((0..4).map(|s| Arg::Ptr(job(s).map_or(0, |j| j.out))));
-            kernel(Kernel::DequantQF16x4, (div_ceil(threads, 256), four.len(), 1), 256, args)
+            kernel(Kernel::DequantQF16x4, (blocks, 1, 1), DEQUANT_THREADS, args)
         })
         .collect()
 }
@@ -891,8 +909,8 @@ pub(crate) fn argmax(st: u64, logits: u64, out: u64, vocab: usize, sm_count: u32
 // ---- execution ----------------------------------------------------------------------------------
 
 impl CudaDevice {
-    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture except for
-    /// [`Op::Gemm`], which decode programs never contain).
+    /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture, cuBLAS'
+    /// GEMMs included: the handle has a workspace of its own and never allocates, `device::Blas`).
     ///
     /// # Safety
     /// Every pointer argument of every op must address device memory of the sizes documented on
@@ -909,12 +927,17 @@ impl CudaDevice {
     }
 
     /// Records `ops` into a CUDA graph (stream capture), instantiated and uploaded; `what` names
-    /// the graph in errors. No [`Op::Gemm`] (cuBLAS is not captured: see `run_ops`).
+    /// the graph in errors. cuBLAS is created before the capture when `ops` hold an [`Op::Gemm`]
+    /// (its creation allocates, which a capture forbids).
     ///
     /// # Safety
     /// As [`CudaDevice::run_ops`], until every launch of the graph has completed.
     pub(crate) unsafe fn capture_graph(&self, ops: &[Op], what: &str) -> Result<CudaGraph, RuntimeError> {
         self.ctx.bind_to_thread().cuda_ctx(|| "binding the context".into())?;
+        if ops.iter().any(|op| matches!(op, Op::Gemm(_))) && self.blas().is_none() {
+            // Created here, before the capture, if it was not yet (creating it allocates).
+            return Err(RuntimeError::Cuda(format!("the {what} graph holds GEMMs but cuBLAS is unavailable")));
+        }
         self.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .cuda_ctx(|| format!("beginning the capture of the {what} graph"))?;
@@ -1037,6 +1060,44 @@ mod tests {
                 assert!(buckets.contains(&gemm_rows(rows, cap)), "cap {cap}, rows {rows}");
             }
         }
+    }
+
+    /// The dequantisation's grid has a block for every chunk the kernel cuts the rows into: each
+    /// part's overlap with the rows in DQ_CHUNK-group chunks (kernels/qlookup.cu `dq_chunk`), for
+    /// slices that start and end anywhere across up to three parts.
+    #[test]
+    fn dequant_grid_covers_every_chunk_of_every_part() {
+        use crate::kernel_constants::DQ_CHUNK;
+        let chunks = |ends: &[usize], begin: usize, rows: usize, k: usize| -> usize {
+            let mut r0 = 0;
+            let mut total = 0;
+            for &end in ends {
+                let (lo, hi) = (begin.max(r0), (begin + rows).min(end));
+                total += (hi.saturating_sub(lo) * (k / 32)).div_ceil(DQ_CHUNK);
+                r0 = end;
+            }
+            total
+        };
+        let mut tight = false;
+        for k in [256usize, 896, 1536, 4864] {
+            for ends in [vec![7usize], vec![3, 10], vec![1, 9, 17], vec![896, 1024, 1152]] {
+                let n = *ends.last().unwrap();
+                for begin in 0..n.min(20) {
+                    for rows in 1..=(n - begin).min(40) {
+                        let need = chunks(&ends, begin, rows, k);
+                        let grid = dequant_blocks(rows, k);
+                        assert!(grid >= need, "k {k} parts {ends:?} rows {begin}+{rows}: {grid} < {need}");
+                        tight |= grid == need;
+                    }
+                }
+                let whole = chunks(&ends, 0, n, k);
+                assert!(dequant_blocks(n, k) >= whole);
+            }
+        }
+        assert!(tight, "the bound is reached (three parts each with a partial chunk)");
+        assert_eq!(dequant_blocks(0, 896), 0, "an absent weight has no blocks");
+        // Qwen2.5-0.5B gate|up: 9728 x 896 = 272,384 groups = 1,064 chunks (+2 for part boundaries).
+        assert_eq!(dequant_blocks(9728, 896), 1066);
     }
 
     #[test]

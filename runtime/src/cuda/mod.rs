@@ -5,7 +5,8 @@
 //!   crate embeds, passed in by the caller), a function table indexed by [`Kernel`], and an
 //!   optional cuBLAS handle (prefill GEMMs).
 //! - [`CudaExecutor`]: implements [`crate::executor::Executor`] for a [`crate::plan::Plan`];
-//!   decode is captured once into a CUDA graph and replayed per token.
+//!   decode is captured once into a CUDA graph and replayed per token; a prefill replays the
+//!   graph of its row bucket (`prefill_graphs`), captured on first use.
 //! - `check::check_kernels`: every kernel against its CPU twin (feature `harness`).
 //! - `bench`: per-kernel timings at real shapes (feature `harness`).
 //! - `test_kernels`: the test image (`kernels/test/*.cu`, kernels only the checks launch) and its
@@ -24,6 +25,7 @@ mod device;
 mod executor;
 mod kernel_table;
 pub(crate) mod launch;
+mod prefill_graphs;
 pub(crate) mod qmma;
 pub mod sample;
 #[cfg(feature = "harness")]

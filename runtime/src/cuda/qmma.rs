@@ -8,7 +8,7 @@ use super::launch::{GemvOut, QParts};
 use crate::kernel_constants::{
     GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_RING_WORDS, QMMA_STAGES, QMMA_STEP_GROUPS, QMMA_TILE_ROWS,
 };
-use crate::quant::WeightFormat;
+use crate::quant::{WeightFormat, SUPER};
 
 /// The kernels of kernels/qmma.cu (its QMMA_ENTRIES list, in order): for each format pair the
 /// store, SwiGLU and RoPE entry points. A test keeps the two lists equal.
@@ -108,10 +108,11 @@ pub(crate) fn smem_bytes(k: usize) -> usize {
 }
 
 /// The tensor-core kernel for this GEMV, if one takes it: a format pair covers the parts, every
-/// tile is in one format, k is a multiple of 128, the ring and x digits fit the shared memory,
-/// and kernels/qgemv.cu is not forced.
+/// tile is in one format, k is a multiple of the pair's step (128, or 256 for the k-quant pairs),
+/// the ring and x digits fit the shared memory, and kernels/qgemv.cu is not forced.
 pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> Option<Kernel> {
-    // Steps of four groups never cross a row's end (k % 128); the digits and ring fit.
+    // Steps never cross a row's end (k % 128 here, the pair's own step below); the digits and
+    // ring fit.
     if v2_only() || !k.is_multiple_of(32 * QMMA_STEP_GROUPS) || smem_bytes(k) > QMMA_MAX_SMEM {
         return None;
     }
@@ -124,8 +125,29 @@ pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> 
         return None;
     }
     let covered = |a: WeightFormat, b: WeightFormat| parts.fmt.iter().all(|&f| f == a.code() || f == b.code());
-    let kern = QMMA_KERNELS.iter().find(|(a, b, _)| covered(*a, *b)).map(|(_, _, ks)| ks[e])?;
-    tiles_uniform(parts, e, n, head_dim).then_some(kern)
+    let &(a, b, ks) = QMMA_KERNELS.iter().find(|(a, b, _)| covered(*a, *b))?;
+    // A step never crosses a row's end (k-quant rows are whole super-blocks; checked anyway).
+    let whole_steps = k.is_multiple_of(32 * step_groups(a, b));
+    (whole_steps && tiles_uniform(parts, e, n, head_dim)).then_some(ks[e])
+}
+
+/// Groups of 32 elements a warp takes per step in a format pair's kernels (kernels/qmma.cu
+/// `step_groups_of`): a whole super-block when both formats are k-quants (rows of whole
+/// super-blocks), QMMA_STEP_GROUPS otherwise.
+pub(crate) fn step_groups(a: WeightFormat, b: WeightFormat) -> usize {
+    // The kernels' WIDE_STEP_GROUPS (2 * QMMA_STEP_GROUPS) is a super-block.
+    const _: () = assert!(SUPER / 32 == 2 * QMMA_STEP_GROUPS);
+    let k_quant = |f: WeightFormat| f.row_multiple() == SUPER;
+    if k_quant(a) && k_quant(b) {
+        SUPER / 32
+    } else {
+        QMMA_STEP_GROUPS
+    }
+}
+
+/// [`step_groups`] of one of [`QMMA_KERNELS`]' entry points.
+pub(crate) fn kernel_step_groups(kern: Kernel) -> usize {
+    QMMA_KERNELS.iter().find(|(_, _, ks)| ks.contains(&kern)).map_or(QMMA_STEP_GROUPS, |&(a, b, _)| step_groups(a, b))
 }
 
 /// Blocks per SM whose warps [`warps_per_tile`] aims to keep busy: 2 (measured best for the 0.5B
@@ -139,12 +161,13 @@ fn target_blocks_per_sm() -> usize {
 }
 
 /// Warps sharing a tile: doubled while the launch has fewer warps than the target blocks of
-/// GEMV_WARPS per SM and the warps' steps do not yet cover a row in one step each.
-pub(crate) fn warps_per_tile(tiles: usize, k: usize, sm_count: u32) -> usize {
+/// GEMV_WARPS per SM and the warps' steps (`step_groups` groups each) do not yet cover a row in
+/// one step each.
+pub(crate) fn warps_per_tile(tiles: usize, k: usize, sm_count: u32, step_groups: usize) -> usize {
     let target = target_blocks_per_sm() * GEMV_WARPS * sm_count as usize;
     let groups = k / 32;
     let mut wpt = 1;
-    while wpt < GEMV_WARPS && tiles * wpt < target && groups > QMMA_STEP_GROUPS * wpt {
+    while wpt < GEMV_WARPS && tiles * wpt < target && groups > step_groups * wpt {
         wpt *= 2;
     }
     wpt
@@ -203,6 +226,9 @@ mod tests {
         assert_eq!(listed.len(), QMMA_KERNELS.len());
         for (l, (fa, fb, ks)) in listed.iter().zip(QMMA_KERNELS) {
             assert_eq!((l[0].as_str(), l[1].as_str()), (fa.name(), fb.name()));
+            // Three blocks' worth of registers exactly for the super-block-step pairs.
+            let min_blocks = if step_groups(*fa, *fb) == 8 { "3" } else { "2" };
+            assert_eq!(l[3], min_blocks, "{} {}", fa.name(), fb.name());
             for (k, epi) in ks.iter().zip(["store", "swiglu", "rope"]) {
                 assert_eq!(k.name(), format!("gemv_m_{epi}_{}", l[2]));
             }
@@ -246,15 +272,36 @@ mod tests {
         assert_eq!(rope, [68, 69, 70, 71, 100, 101, 102, 103], "unit 36 is head 1, i 4");
     }
 
+    /// k-quant pairs step a super-block at a time, every other pair four groups; each entry point
+    /// reports its pair's.
+    #[test]
+    fn step_groups_per_pair() {
+        use WeightFormat as W;
+        assert_eq!(step_groups(W::Q4_K, W::Q6_K), 8);
+        assert_eq!(step_groups(W::Q6_K, W::Q6_K), 8);
+        assert_eq!(step_groups(W::Q5_0, W::Q8_0), 4);
+        assert_eq!(kernel_step_groups(Kernel::GemvMSwiGluQ4K), 8);
+        assert_eq!(kernel_step_groups(Kernel::GemvMStoreQ4KQ6K), 8);
+        assert_eq!(kernel_step_groups(Kernel::GemvMRopeQ50Q80), 4);
+        assert_eq!(kernel_step_groups(Kernel::GemvMStoreQ80), 4);
+    }
+
     /// With the default target (two blocks per SM): few tiles (o_proj, down) take eight warps per
     /// tile, gate|up two, the LM head one (it grid-strides over its 18,992 tiles).
     #[test]
     fn warps_per_tile_for_the_default_shapes() {
-        assert_eq!(warps_per_tile(112, 896, 132), 8, "o_proj: 28 groups, 112 tiles");
-        assert_eq!(warps_per_tile(112, 4864, 132), 8, "down_proj");
-        assert_eq!(warps_per_tile(1216, 896, 132), 2, "gate|up");
-        assert_eq!(warps_per_tile(18_992, 896, 132), 1, "LM head");
-        assert_eq!(warps_per_tile(4, 64, 132), 1, "two groups: one warp");
+        let four = QMMA_STEP_GROUPS;
+        assert_eq!(warps_per_tile(112, 896, 132, four), 8, "o_proj: 28 groups, 112 tiles");
+        assert_eq!(warps_per_tile(112, 4864, 132, 8), 8, "down_proj (Q6_K: super-block steps)");
+        assert_eq!(warps_per_tile(1216, 896, 132, four), 2, "gate|up");
+        assert_eq!(warps_per_tile(18_992, 896, 132, four), 1, "LM head");
+        assert_eq!(warps_per_tile(4, 64, 132, four), 1, "two groups: one warp");
+        // 1.5B: gate|up (Q4_K, 2,240 tiles of 48 groups) one warp per tile; down (Q6_K, 192
+        // tiles of 280 groups) eight; a 256-wide k-quant row is one step: one warp.
+        assert_eq!(warps_per_tile(2240, 1536, 132, 8), 1);
+        assert_eq!(warps_per_tile(192, 8960, 132, 8), 8);
+        assert_eq!(warps_per_tile(4, 256, 132, 8), 1);
+        assert_eq!(warps_per_tile(4, 256, 132, four), 2);
         assert_eq!(blocks(18_992, 1, 132, 2), 264);
         assert_eq!(blocks(112, 8, 132, 2), 112);
     }

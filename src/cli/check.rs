@@ -216,11 +216,9 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
         if gpu.uses_graph() { "CUDA graph" } else { "direct launches" }
     );
     println!("  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}", "prompt", "rows", "max_abs", "mean_abs", "top1", "result");
-    let mut direct_prefills = Vec::new();
     for (label, ids) in &prompts {
         let (c, cpu_ids) = run_logits(&mut cpu, ids, decode_steps, None)?;
         let (g, _) = run_logits(&mut gpu, ids, decode_steps, Some(&cpu_ids))?;
-        direct_prefills.push(g[..ids.len() * hp.vocab].to_vec());
         let r = compare(label, &c, &g, hp.vocab, margin);
         let pass = r.max_abs <= tol_max && r.mean_abs <= tol_mean && r.top1_decided_agree == r.top1_decided;
         failed += (!pass) as usize;
@@ -239,7 +237,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     println!(
         "  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})"
     );
-    failed += prefill_graph_checks(&mut gpu, &mut cpu, &prompts, &direct_prefills, hp.vocab, tol_max)?;
+    failed += prefill_graph_checks(&mut gpu, &mut cpu, &prompts, hp.vocab, tol_max)?;
 
     // 3. Sampling on the device.
     if sampling {
@@ -250,17 +248,17 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
 }
 
 /// Prefills replayed from CUDA graphs against the same prefill launched directly: each prompt's
-/// every-row logits from its first run (`direct`: a shape's first run is direct), then from the
-/// run that captures its graph and one that replays it -- equal bit for bit (the same launches
-/// at the same GEMM row counts; a shape that is never captured, such as a GEMV prefill of more
-/// than 8 rows, compares direct runs); then, after `warm_up` (which captures the cuBLAS
-/// buckets' graphs), the last row's logits, directly or from a graph twice, equal, and against
-/// the CPU's within `tol`. Returns the number of failed rows.
+/// every-row logits with prefill graphs off, then from three runs with them on (the first sighting
+/// of a shape runs directly, the second captures, the third replays) -- equal bit for bit (the
+/// same launches on the same path at the same GEMM row counts), and the shape must then have a
+/// graph unless it is one that is never captured (a GEMV prefill of more than 8 rows); then,
+/// after `warm_up` (which captures the cuBLAS buckets' graphs), the last row's logits, directly
+/// or from a graph twice, equal, and against the CPU's within `tol`. Returns the number of
+/// failed rows.
 fn prefill_graph_checks(
     gpu: &mut CudaExecutor,
     cpu: &mut CpuExecutor,
     prompts: &[(String, Vec<u32>)],
-    direct: &[Vec<f32>],
     vocab: usize,
     tol: f32,
 ) -> Result<usize> {
@@ -275,16 +273,26 @@ fn prefill_graph_checks(
             .fold(0.0, f32::max)
     };
     println!("\nprefill graphs: direct vs captured vs replayed (every row's logits, bit for bit), then after warm_up");
-    for ((label, ids), first) in prompts.iter().zip(direct) {
+    for (label, ids) in prompts {
+        gpu.set_prefill_graphs(false);
+        let direct = gpu.prefill(ids, 0, LogitsWanted::All)?.logits;
+        gpu.set_prefill_graphs(true);
         let runs: Vec<Vec<f32>> =
-            (0..2).map(|_| Ok(gpu.prefill(ids, 0, LogitsWanted::All)?.logits)).collect::<Result<_>>()?;
-        let d = max_diff(first, &runs[0]).max(max_diff(first, &runs[1]));
-        let pass = d == 0.0;
+            (0..3).map(|_| Ok(gpu.prefill(ids, 0, LogitsWanted::All)?.logits)).collect::<Result<_>>()?;
+        let d = runs.iter().map(|r| max_diff(&direct, r)).fold(0.0, f32::max);
+        // A shape that can have a graph must have one after three runs.
+        let replayed = gpu.prefill_replays_graph(ids.len(), LogitsWanted::All);
+        let pass = d == 0.0 && replayed != Some(false);
         failed += (!pass) as usize;
         let short: String = label.chars().take(40).collect();
         println!(
-            "  {short:<40} {:>4} rows  max |direct - graph| {d:>9.3e}  {}",
+            "  {short:<40} {:>4} rows  max |direct - graph| {d:>9.3e}  {:<8}  {}",
             ids.len(),
+            match replayed {
+                Some(true) => "replayed",
+                Some(false) => "no graph",
+                None => "direct",
+            },
             if pass { "PASS" } else { "FAIL" }
         );
     }

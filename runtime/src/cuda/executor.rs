@@ -256,6 +256,25 @@ impl CudaExecutor {
         timer.stop_secs(&self.dev)
     }
 
+    /// Turns prefill graphs off (every prefill launched directly) or back on where decode uses
+    /// graphs: `qwen-aot check` compares a direct prefill with captured and replayed ones
+    /// (feature `harness`).
+    #[cfg(feature = "harness")]
+    pub fn set_prefill_graphs(&mut self, on: bool) {
+        self.use_prefill_graphs = on && prefill_graphs::enabled(self.use_graph);
+    }
+
+    /// Whether a prefill of `tokens` tokens (greedy, `logits` as given) would replay a captured
+    /// graph now; `None` for a shape that is never captured (prefill graphs off, or a GEMV
+    /// prefill of more than `GEMV_GRAPH_MAX_ROWS` rows). Feature `harness`.
+    #[cfg(feature = "harness")]
+    pub fn prefill_replays_graph(&self, tokens: usize, logits: LogitsWanted) -> Option<bool> {
+        let gemm = tokens > 1 && self.use_gemm(tokens);
+        let key = PrefillKey::new(tokens, gemm, self.prefill.max_tokens, logits, self.sampler.active());
+        let never = !self.use_prefill_graphs || (!gemm && key.rows > prefill_graphs::GEMV_GRAPH_MAX_ROWS);
+        (!never).then(|| self.prefill_graphs.get(&key).is_some())
+    }
+
     /// Whether decode replays a captured CUDA graph (false with `QWEN_AOT_NO_GRAPH=1`).
     pub fn uses_graph(&self) -> bool {
         self.use_graph

@@ -1,24 +1,27 @@
-// Causal grouped-query attention over the f16 KV cache (flash-decoding style, one launch).
+// Causal grouped-query attention over the KV cache (K f32, V f16; flash-decoding style, one launch).
 //
 //   for query row t (position p = pos + t), head h, kv head g = h / G (G = H / Hkv):
 //   s_j = scale * q[t,h,:] . K[j,g,:] for j in 0..=p; out[t,h,:] = softmax(s) . V[:,g,:]
 //
-// dtypes:  q f32 [rows, H*d]; K, V f16 [max_seq, Hkv, d]; out f32 [rows, H*d];
+// dtypes:  q f32 [rows, H*d]; K f32, V f16 [max_seq, Hkv, d] (rope.cu says why K is f32); out f32 [rows, H*d];
 //          split partials: part_o f32 [rows, H, n_splits, d], part_ml f32 [rows, H, n_splits, 2];
 //          counters u32 [rows, Hkv * head_groups] (<= [rows, H]), zero between launches (the last
 //          block of each (row, kv head, head group) resets its counter).
 //
-// attention_split_d{64,128}: grid (Hkv * head_groups, n_splits, rows), block 256 (8 warps), static
-//   shared memory ~45 KB (two stages of K and V tiles, q of the heads, probabilities, merge weights);
-//   64 registers. One block owns one KV head, one group of GH = ceil(G / head_groups) of its G query
-//   heads, and one chunk of keys (attn_chunk in common.cuh): the block stages each K/V tile once
+// attention_split_d{64,128}: grid (Hkv * head_groups, n_splits, rows), block 256 (8 warps), dynamic
+//   shared memory attention_smem_bytes(d) (below; 61,440 bytes at d = 64, 60,416 at d = 128: two
+//   stages of K and V tiles, q of the heads, probabilities, merge weights -- more than the 48 KB a
+//   static array may take, so the host raises the kernel's limit and passes the size at launch,
+//   runtime/src/cuda/launch.rs `attention_smem_bytes`, which must agree with the layout here);
+//   80-90 registers (two blocks per SM). One block owns one KV head, one group of
+//   GH = ceil(G / head_groups) of its G query heads, and one chunk of keys (attn_chunk in common.cuh): the block stages each K/V tile once
 //   into shared memory (cp.async, 16-byte pieces, two stages so the next tile loads while this one
 //   is used) and warp w < GH serves query head h0 + w on its own -- no block barrier inside the
 //   softmax. head_groups > 1 spreads a group's heads over more SMs (each block re-reads the tile
 //   from L2) to cut the per-block instruction latency, which is what bounds short contexts:
 //   - scores: lane i takes keys i, i+32, .. of the tile (TILE = 4096/d keys: 64 at d=64, 32 at
-//     d=128) and does the whole d-long dot product itself (K rows padded by 16 bytes in shared
-//     memory, so the 16-byte reads down a column are conflict-free; q read as a broadcast);
+//     d=128) and does the whole d-long dot product itself (f32 K rows padded by 16 bytes in
+//     shared memory, so the 16-byte reads down a column are conflict-free; q read as a broadcast);
 //   - online softmax per warp: running max m (warp-uniform, one warp_max per tile), the running sum
 //     l kept per lane and summed once at the end, IEEE expf; probabilities to shared memory;
 //   - V: lane owns d/32 output dims and sums over the tile's keys (rows read as contiguous words).
@@ -58,10 +61,32 @@ QA_DEVICE void cp_async16(void* smem, const void* gmem, bool valid) {
 }
 }  // namespace
 
+// The dynamic shared memory layout of attention_split_d{D}, in this order, every part a multiple
+// of 16 bytes: K tiles f32 [2][TILE][D + 4] | V tiles f16 [2][TILE][D + 8] | q f32 [MAX_G][D] |
+// probabilities f32 [ATT_WARPS][TILE] | merge weights f32 [ATT_WARPS][ATT_MAX_SPLITS].
+template <int D>
+struct AttnSmem {
+    static constexpr int TILE = 4096 / D;  // keys per tile
+    static constexpr int ROW_K = D + 4;    // floats per shared K row (16-byte pad)
+    static constexpr int ROW_V = D + 8;    // halves per shared V row (16-byte pad)
+    static constexpr int K_BYTES = 2 * TILE * ROW_K * 4;
+    static constexpr int V_BYTES = 2 * TILE * ROW_V * 2;
+    static constexpr int Q_BYTES = MAX_G * D * 4;
+    static constexpr int P_BYTES = ATT_WARPS * TILE * 4;
+    static constexpr int W_BYTES = ATT_WARPS * ATT_MAX_SPLITS * 4;
+    static constexpr int BYTES = K_BYTES + V_BYTES + Q_BYTES + P_BYTES + W_BYTES;
+};
+
+QA_DEVICE unsigned dynamic_smem_bytes() {
+    unsigned n;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
+    return n;
+}
+
 template <int D>
 __device__ void attention_split_impl(const int* __restrict__ state,
                                      const float* __restrict__ q,        // [rows, H*d]
-                                     const __half* __restrict__ kc,      // [max_seq, Hkv, d]
+                                     const float* __restrict__ kc,       // [max_seq, Hkv, d]
                                      const __half* __restrict__ vc,      // [max_seq, Hkv, d]
                                      float* __restrict__ out,            // [rows, H*d]
                                      float* __restrict__ part_o,         // [rows, H, S, d]
@@ -69,22 +94,30 @@ __device__ void attention_split_impl(const int* __restrict__ state,
                                      unsigned int* __restrict__ counters, // [rows, Hkv]
                                      int n_heads, int n_kv_heads, float scale, int n_splits, int min_chunk,
                                      int head_groups) {
-    constexpr int TILE = 4096 / D;             // keys per tile: 8 KB of K and 8 KB of V
+    using Lay = AttnSmem<D>;
+    constexpr int TILE = Lay::TILE;              // keys per tile: 16 KB of K and 8 KB of V
     constexpr int KPL = TILE / 32;             // keys per lane in the score phase
     constexpr int DPL = D / 32;                // output dims per lane
-    constexpr int ROW = D + 8;                 // halves per shared row (16-byte pad)
-    constexpr int CPR = D / 8;                 // 16-byte pieces per row
-    constexpr int PIECES = TILE * CPR;         // per K (or V) tile
+    constexpr int ROW_K = Lay::ROW_K, ROW_V = Lay::ROW_V;
+    constexpr int CPR_K = D / 4;               // 16-byte pieces per K row (4 floats)
+    constexpr int CPR_V = D / 8;               // 16-byte pieces per V row (8 halves)
+    constexpr int PIECES_K = TILE * CPR_K;     // per K tile
+    constexpr int PIECES_V = TILE * CPR_V;     // per V tile
     constexpr int MU = 64 / DPL;               // partials in flight per lane in the merge
     static_assert(KPL >= 1 && TILE % 4 == 0 && (DPL == 2 || DPL == 4), "head_dim must be 64 or 128");
-    static_assert(PIECES % ATT_THREADS == 0, "tile pieces must divide evenly over the block");
+    static_assert(PIECES_K % ATT_THREADS == 0 && PIECES_V % ATT_THREADS == 0,
+                  "tile pieces must divide evenly over the block");
 
-    __shared__ __align__(16) __half k_s[2][TILE * ROW];
-    __shared__ __align__(16) __half v_s[2][TILE * ROW];
-    __shared__ __align__(16) float q_s[MAX_G * D];
-    __shared__ __align__(16) float p_s[ATT_WARPS][TILE];
-    __shared__ float w_s[ATT_WARPS][ATT_MAX_SPLITS];
+    extern __shared__ __align__(16) unsigned char smem[];
+    auto k_s = reinterpret_cast<float(*)[TILE * ROW_K]>(smem);
+    auto v_s = reinterpret_cast<__half(*)[TILE * ROW_V]>(smem + Lay::K_BYTES);
+    float* q_s = reinterpret_cast<float*>(smem + Lay::K_BYTES + Lay::V_BYTES);
+    auto p_s = reinterpret_cast<float(*)[TILE]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES);
+    auto w_s = reinterpret_cast<float(*)[ATT_MAX_SPLITS]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES + Lay::P_BYTES);
     __shared__ bool is_last;
+    // A launch with less shared memory than this layout needs is a host bug (launch.rs must agree
+    // with AttnSmem): stop loudly rather than corrupt memory.
+    if (dynamic_smem_bytes() < (unsigned)Lay::BYTES) __trap();
 
     const int kvh = blockIdx.x / head_groups, hg = blockIdx.x - kvh * head_groups;
     const int split = blockIdx.y, t = blockIdx.z;
@@ -101,27 +134,41 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     const int end = min(len, start + chunk);
     const int active = (len + chunk - 1) / chunk;
     const int h0 = kvh * G + hg * GH;
-    const size_t row_stride = (size_t)n_kv_heads * D;  // halves per cache position
+    const size_t row_stride = (size_t)n_kv_heads * D;  // elements per cache position
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const bool has_head = warp < n_h;
-    const __half* kg = kc + (size_t)kvh * D;
+    const float* kg = kc + (size_t)kvh * D;
     const __half* vg = vc + (size_t)kvh * D;
 
     // Stage the K and V rows [tile0, tile0 + TILE) into buffer `buf`: rows past `end` become
     // zeros; `cached` selects the rows of positions < pos (constants of this step, staged before
     // the PDL wait) or the others (this step's own rows, written by the qkv kernel: after it).
     auto issue = [&](int tile0, int buf, bool cached) {
-#pragma unroll
-        for (int r = 0; r < PIECES / ATT_THREADS; ++r) {
-            const int c = r * ATT_THREADS + tid;
-            const int j = c / CPR, piece = c - j * CPR;
+        // Whether key row j of the tile is copied in this pass, and whether it exists (else zeros).
+        auto take = [&](int j, bool& ok) {
             const int g = tile0 + j;
-            const bool ok = g < end;
-            if (ok && (g < pos) != cached) continue;  // the other pass's row
-            if (!ok && !cached) continue;             // zero rows: written once, in the cached pass
-            const size_t off = (size_t)(ok ? g : 0) * row_stride + piece * 8;
-            cp_async16(&k_s[buf][j * ROW + piece * 8], kg + off, ok);
-            cp_async16(&v_s[buf][j * ROW + piece * 8], vg + off, ok);
+            ok = g < end;
+            if (ok && (g < pos) != cached) return false;  // the other pass's row
+            if (!ok && !cached) return false;             // zero rows: written once, in the cached pass
+            return true;
+        };
+#pragma unroll
+        for (int r = 0; r < PIECES_K / ATT_THREADS; ++r) {
+            const int c = r * ATT_THREADS + tid;
+            const int j = c / CPR_K, piece = c - j * CPR_K;
+            bool ok;
+            if (!take(j, ok)) continue;
+            const size_t off = (size_t)(ok ? tile0 + j : 0) * row_stride + piece * 4;
+            cp_async16(&k_s[buf][j * ROW_K + piece * 4], kg + off, ok);
+        }
+#pragma unroll
+        for (int r = 0; r < PIECES_V / ATT_THREADS; ++r) {
+            const int c = r * ATT_THREADS + tid;
+            const int j = c / CPR_V, piece = c - j * CPR_V;
+            bool ok;
+            if (!take(j, ok)) continue;
+            const size_t off = (size_t)(ok ? tile0 + j : 0) * row_stride + piece * 8;
+            cp_async16(&v_s[buf][j * ROW_V + piece * 8], vg + off, ok);
         }
     };
     // A block without keys (a split past the context, a head group without heads, a row past
@@ -165,29 +212,23 @@ __device__ void attention_split_impl(const int* __restrict__ state,
         __syncthreads();  // tile `it` (and q) visible to every warp
         if (has_head) {
             const int tn = min(TILE, end - tile0);
-            const __half* kt = k_s[buf];
+            const float* kt = k_s[buf];
             const __half* vt = v_s[buf];
             // ---- scores: lane owns keys lane + 32k; two partial sums per key (shorter chains) ----
             float sp[2][KPL];
 #pragma unroll
             for (int k = 0; k < KPL; ++k) sp[0][k] = sp[1][k] = 0.0f;
 #pragma unroll
-            for (int c = 0; c < CPR; ++c) {
-                const float4 qa = *reinterpret_cast<const float4*>(qh + c * 8);
-                const float4 qb = *reinterpret_cast<const float4*>(qh + c * 8 + 4);
+            for (int c = 0; c < CPR_K; ++c) {
+                const float4 qa = *reinterpret_cast<const float4*>(qh + c * 4);
 #pragma unroll
                 for (int k = 0; k < KPL; ++k) {
-                    float kf[8];
-                    unpack_half8(*reinterpret_cast<const uint4*>(kt + (k * 32 + lane) * ROW + c * 8), kf);
+                    const float4 kf = *reinterpret_cast<const float4*>(kt + (k * 32 + lane) * ROW_K + c * 4);
                     float s = sp[c & 1][k];
-                    s = fmaf(qa.x, kf[0], s);
-                    s = fmaf(qa.y, kf[1], s);
-                    s = fmaf(qa.z, kf[2], s);
-                    s = fmaf(qa.w, kf[3], s);
-                    s = fmaf(qb.x, kf[4], s);
-                    s = fmaf(qb.y, kf[5], s);
-                    s = fmaf(qb.z, kf[6], s);
-                    s = fmaf(qb.w, kf[7], s);
+                    s = fmaf(qa.x, kf.x, s);
+                    s = fmaf(qa.y, kf.y, s);
+                    s = fmaf(qa.z, kf.z, s);
+                    s = fmaf(qa.w, kf.w, s);
                     sp[c & 1][k] = s;
                 }
             }
@@ -225,7 +266,7 @@ __device__ void attention_split_impl(const int* __restrict__ state,
                 const float pj[4] = {p4.x, p4.y, p4.z, p4.w};
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
-                    const __half2* vr = reinterpret_cast<const __half2*>(vt + (j + u) * ROW + lane * DPL);
+                    const __half2* vr = reinterpret_cast<const __half2*>(vt + (j + u) * ROW_V + lane * DPL);
 #pragma unroll
                     for (int e2 = 0; e2 < DPL / 2; ++e2) {
                         const float2 v = __half22float2(vr[e2]);
@@ -332,8 +373,8 @@ __device__ void attention_split_impl(const int* __restrict__ state,
 }
 
 #define ATTENTION_SPLIT(D)                                                                            \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_split_d##D(                  \
-        const int* __restrict__ state, const float* __restrict__ q, const __half* __restrict__ kc,    \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_split_d##D(                     \
+        const int* __restrict__ state, const float* __restrict__ q, const float* __restrict__ kc,     \
         const __half* __restrict__ vc, float* __restrict__ out, float* __restrict__ part_o,           \
         float* __restrict__ part_ml, unsigned int* __restrict__ counters, int n_heads, int n_kv_heads, \
         float scale, int n_splits, int min_chunk, int head_groups) {                                  \

@@ -3,7 +3,8 @@
 // Conventions (see plan/src/lib.rs for the contract):
 // - Activations are row-major f32 `[rows, row_elems]`; weights are row-major f16 `[n, k]`; norm
 //   weights and biases are f32.
-// - The KV cache is f16 `[max_seq, n_kv_heads, head_dim]` per layer and per K/V (see rope.cu).
+// - The KV cache is `[max_seq, n_kv_heads, head_dim]` per layer and per K/V, K in f32 and V in f16
+//   (see rope.cu).
 // - Every kernel takes `const int* state` first: the device-side run state, `state[0] = pos` (tokens
 //   already in the KV cache), `state[1] = n_tokens` (rows of this program invocation). Reading them
 //   from device memory is what lets the captured decode graph stay unchanged from token to token:
@@ -73,8 +74,9 @@ QA_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
 // ---- RoPE (NeoX) + KV write of one rotation pair ---------------------------------------------
 // (a, b) = (x[i], x[i + d/2]) of `head` in a biased packed qkv row, rotated by the angle whose
 // sine and cosine are (sn, cs) and stored -- query heads (head < n_heads) into the row's q_out
-// `q_row`, KV heads into this position's K cache row `k_row` (f16).
-QA_DEVICE void rope_store_rotated(float a, float b, float sn, float cs, int head, int i, float* q_row, __half* k_row,
+// `q_row`, KV heads into this position's K cache row `k_row` (f32: the K cache is kept in f32,
+// see rope.cu).
+QA_DEVICE void rope_store_rotated(float a, float b, float sn, float cs, int head, int i, float* q_row, float* k_row,
                                   int n_heads, int head_dim) {
     const int half = head_dim / 2;
     const float r0 = a * cs - b * sn;
@@ -84,9 +86,9 @@ QA_DEVICE void rope_store_rotated(float a, float b, float sn, float cs, int head
         q_row[e0] = r0;
         q_row[e0 + half] = r1;
     } else {
-        __half* k = k_row + (e0 - n_heads * head_dim);
-        k[0] = __float2half_rn(r0);
-        k[half] = __float2half_rn(r1);
+        float* k = k_row + (e0 - n_heads * head_dim);
+        k[0] = r0;
+        k[half] = r1;
     }
 }
 
@@ -96,7 +98,7 @@ QA_DEVICE void rope_sincos(int p, int i, const float* inv_freq, float* sn, float
 // rope_store_rotated at position p. Shared by bias_rope_kv_write (rope.cu); the GEMV RoPE epilogue
 // (matmul.cu) computes the sine and cosine early, before its PDL wait, and stores with the above.
 QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const float* inv_freq, float* q_row,
-                               __half* k_row, int n_heads, int head_dim) {
+                               float* k_row, int n_heads, int head_dim) {
     float sn, cs;
     rope_sincos(p, i, inv_freq, &sn, &cs);
     rope_store_rotated(a, b, sn, cs, head, i, q_row, k_row, n_heads, head_dim);

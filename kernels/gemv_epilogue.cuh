@@ -16,8 +16,8 @@ struct GemvOut {
     const float* residual;  // STORE: [rows, n] or null
     const float* bias;      // ROPE: [n], or null (no bias: 0.0f is added, like an all-zero bias)
     const float* inv_freq;  // ROPE: [d/2]
-    __half* k_cache;        // ROPE: [max_seq, Hkv, d]
-    __half* v_cache;        // ROPE: [max_seq, Hkv, d]
+    float* k_cache;         // ROPE: [max_seq, Hkv, d] (f32)
+    __half* v_cache;        // ROPE: [max_seq, Hkv, d] (f16)
     int n_heads, n_kv_heads, head_dim;
 };
 

@@ -7,7 +7,7 @@
 //    gemv_f16_swiglu  W packed [gate (ffn) | up (ffn)], n = 2*ffn:
 //                     out[t, i] = silu(y[t, i]) * y[t, ffn + i]      (out [rows, ffn])
 //    gemv_f16_rope    W packed qkv, n = (H + 2Hkv) * d: y + bias, RoPE on q and k, k and v written
-//                     to the f16 KV cache at position pos + t, rotated q to q_out -- exactly the
+//                     to the KV cache (K f32, V f16) at position pos + t, rotated q to q_out -- exactly the
 //                     bias_rope_kv_write kernel (rope.cu) applied to y.
 //    norm prologue (any entry point, when norm_w != null): x'[t, i] = x[t, i] * norm_w[i] * inv_t,
 //             inv_t = 1 / sqrt(mean_i x[t, i]^2 + eps). Every warp already streams its share of
@@ -330,7 +330,7 @@ extern "C" __global__ void __launch_bounds__(256) gemv_f16_rope(const int* __res
                                                                 const float* __restrict__ norm_w, float eps,
                                                                 const __half* __restrict__ W, const float* __restrict__ bias,
                                                                 const float* __restrict__ inv_freq, float* __restrict__ q_out,
-                                                                __half* __restrict__ k_cache, __half* __restrict__ v_cache,
+                                                                float* __restrict__ k_cache, __half* __restrict__ v_cache,
                                                                 int n_heads, int n_kv_heads, int head_dim, int k,
                                                                 int warps_per_row) {
     const GemvOut o{q_out, nullptr, bias, inv_freq, k_cache, v_cache, n_heads, n_kv_heads, head_dim};

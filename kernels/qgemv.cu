@@ -339,7 +339,7 @@ __device__ void gemv_q_impl(const int* __restrict__ state,
     extern "C" __global__ void __launch_bounds__(256, 2) gemv_q_rope_##SFX(                                             \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, const float* __restrict__ bias, const float* __restrict__ inv_freq,                          \
-        float* __restrict__ q_out, __half* __restrict__ k_cache, __half* __restrict__ v_cache, int n_heads,          \
+        float* __restrict__ q_out, float* __restrict__ k_cache, __half* __restrict__ v_cache, int n_heads,          \
         int n_kv_heads, int head_dim, int k, int wpr, int upw) {                                                     \
         const GemvOut o{q_out, nullptr, bias, inv_freq, k_cache, v_cache, n_heads, n_kv_heads, head_dim};             \
         gemv_q_impl<EPI_ROPE, FA, FB>(state, x, norm_w, eps, P, (n_heads + 2 * n_kv_heads) * head_dim, k, wpr, upw,  \

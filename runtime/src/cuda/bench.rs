@@ -77,7 +77,7 @@ impl<'a> KernelBench<'a> {
         let w_gu = f16buf(&mut seed, 2 * ffn * hidden, 0.05, &mut bufs)?;
         let w_down = f16buf(&mut seed, hidden * ffn, 0.05, &mut bufs)?;
         let table = f16buf(&mut seed, vocab * hidden, 0.05, &mut bufs)?;
-        let kc = f16buf(&mut seed, max_seq * nkv * d, 1.0, &mut bufs)?;
+        let kc = f32buf(&mut seed, max_seq * nkv * d, 1.0, &mut bufs)?;
         let vc = f16buf(&mut seed, max_seq * nkv * d, 1.0, &mut bufs)?;
         let tokens = dev.upload(&[1234i32], "bench tokens")?;
         let tok = tokens.ptr();
@@ -104,7 +104,7 @@ impl<'a> KernelBench<'a> {
         // Decode shapes: only the GEMV paths run (no GEMM scratch).
         let gs = GemmScratch { x16: 0, scale: 0, rows: 1 };
         let heads = Heads { n_heads: nh, n_kv_heads: nkv, head_dim: d };
-        let kvb = (2 * ctx_len * nkv * d * 2) as u64;
+        let kvb = (ctx_len * nkv * d * (4 + 2)) as u64; // K f32 + V f16
         let norm = GemvNorm { weight: norm_w, eps: 1e-6 };
         let rope = RopeArgs { bias, inv_freq: invp, q_out: y, k_cache: kc, v_cache: vc, heads };
 

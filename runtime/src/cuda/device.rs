@@ -365,15 +365,19 @@ impl CudaDevice {
             .result()
             .cuda_ctx(|| format!("setting the shared-memory carveout of {} to {pct} %", k.name()))?;
         }
-        let quantized_gemvs = [Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope]
+        let dynamic_smem = [Kernel::GemvQAny, Kernel::GemvQAnySwiGlu, Kernel::GemvQAnyRope]
             .into_iter()
             .chain(super::launch::QGEMV_KERNELS.iter().flat_map(|(_, _, k)| *k))
             .map(|k| (k, QGEMV_MAX_SMEM))
-            .chain(super::qmma::all_kernels().map(|k| (k, super::qmma::QMMA_MAX_SMEM as u32)));
-        for (k, smem) in quantized_gemvs {
+            .chain(super::qmma::all_kernels().map(|k| (k, super::qmma::QMMA_MAX_SMEM as u32)))
+            .chain(
+                [(Kernel::AttentionSplitD64, 64), (Kernel::AttentionSplitD128, 128)]
+                    .map(|(k, d)| (k, super::launch::attention_smem_bytes(d))),
+            );
+        for (k, smem) in dynamic_smem {
             // SAFETY: as above; the attribute only raises the dynamic shared memory a launch may
             // ask for (qgemv.cu: the x row, 4 * k bytes; qmma.cu: the weight rings and the x
-            // digits), which sm_90 allows up to 227 KB per block.
+            // digits; attention.cu: its K/V tiles), which sm_90 allows up to 227 KB per block.
             unsafe {
                 sys::cuFuncSetAttribute(
                     funcs[k as usize],

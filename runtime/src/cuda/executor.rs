@@ -1,5 +1,5 @@
 //! The CUDA executor: uploads the packed weights once, owns one activation arena (buffers at
-//! their planned offsets), an f16 KV cache and a small device-side run state, and replays the
+//! their planned offsets), a KV cache (K f32, V f16) and a small device-side run state, and replays the
 //! plan's programs.
 //!
 //! Per decode token the host does: two 4-byte memsets (pos, token id; n_tokens only when it
@@ -30,8 +30,9 @@ use crate::phases;
 use crate::plan::{GemvEpilogue, HyperParams, Program, RopeKvWrite, Step, WeightFormat, WeightId};
 use crate::sampler::SamplingParams;
 
-/// KV-cache element size: f16 (see kernels/rope.cu for why).
-const KV_ELEM_BYTES: usize = 2;
+/// KV-cache element sizes: K f32, V f16 (kernels/rope.cu says why).
+const K_ELEM_BYTES: usize = 4;
+const V_ELEM_BYTES: usize = 2;
 
 /// Most device memory for dequantised prefill weights (16M halves): a layer of the default model
 /// (29.8 MB of f16) fits whole, so its four matmuls' weights are dequantised in one launch.
@@ -127,8 +128,8 @@ impl CudaExecutor {
         let buffers = phases::span("CUDA: arena, KV cache, scratch, tables");
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes) as usize;
         let arena = dev.alloc(arena_bytes, "activation arena")?;
-        let layer_kv = max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES;
-        let kv = dev.alloc(2 * hp.n_layers * layer_kv, "KV cache")?;
+        let layer_kv = max_seq * hp.n_kv_heads * hp.head_dim * (K_ELEM_BYTES + V_ELEM_BYTES);
+        let kv = dev.alloc(hp.n_layers * layer_kv, "KV cache")?;
         let state = dev.alloc(16, "run state")?;
 
         let decode_splits = launch::attention_splits(hp.n_kv_heads, dev.sm_count(), max_seq);
@@ -298,11 +299,12 @@ impl CudaExecutor {
         self.weight_parts[id.0 as usize]
     }
 
+    /// This layer's K cache (f32) and V cache (f16), each [max_seq, Hkv, d], K then V per layer.
     fn kv_ptrs(&self, layer: usize) -> (u64, u64) {
         let hp = &self.hparams;
-        let layer_bytes = (self.max_seq * hp.n_kv_heads * hp.head_dim * KV_ELEM_BYTES) as u64;
-        let k = self.kv.ptr() + 2 * layer as u64 * layer_bytes;
-        (k, k + layer_bytes)
+        let elems = (self.max_seq * hp.n_kv_heads * hp.head_dim) as u64;
+        let k = self.kv.ptr() + layer as u64 * elems * (K_ELEM_BYTES + V_ELEM_BYTES) as u64;
+        (k, k + elems * K_ELEM_BYTES as u64)
     }
 
     fn rope_table(&self, theta: f32, head_dim: usize) -> u64 {

@@ -144,11 +144,17 @@ const fn div_ceil(a: usize, b: usize) -> usize {
 }
 
 fn kernel(kernel: Kernel, grid: (usize, usize, usize), block: u32, args: Vec<Arg>) -> Op {
+    kernel_smem(kernel, grid, block, 0, args)
+}
+
+/// A launch with `smem` bytes of dynamic shared memory (above 48 KB the kernel's limit must have
+/// been raised at load: device.rs).
+fn kernel_smem(kernel: Kernel, grid: (usize, usize, usize), block: u32, smem: u32, args: Vec<Arg>) -> Op {
     Op::Kernel(Launch {
         kernel,
         grid: (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32),
         block: (block, 1, 1),
-        smem: 0,
+        smem,
         args,
     })
 }
@@ -369,7 +375,7 @@ pub(crate) enum GemvOut {
 }
 
 /// Buffers of a bias + RoPE + KV write (the bias_rope_kv_write kernel, or the GEMV epilogue):
-/// bias f32 [(H+2Hkv)*d], or 0 (null: no bias, 0.0 is added); inv_freq f32 [d/2]; q_out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]
+/// bias f32 [(H+2Hkv)*d], or 0 (null: no bias, 0.0 is added); inv_freq f32 [d/2]; q_out f32 [rows, H*d]; K cache f32, V cache f16 [max_seq, Hkv, d]
 /// with pos + rows <= max_seq.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RopeArgs {
@@ -767,12 +773,19 @@ pub(crate) const ATTN_MIN_CHUNK: usize = 128;
 /// ATTN_LONG_FACTOR in common.cuh.
 const ATTN_LONG_FACTOR: usize = crate::kernel_constants::ATTN_LONG_FACTOR;
 
-/// Blocks per KV head and split, each serving ceil(G / groups) of the G query heads: more SMs
-/// share a short context's work (`QWEN_AOT_ATTN_HEAD_GROUPS` overrides it, for tuning).
+/// Blocks per KV head and split in a decode step (one row), each serving ceil(G / groups) of the
+/// G query heads: more SMs share a short context's work (`QWEN_AOT_ATTN_HEAD_GROUPS` overrides
+/// it, for tuning). A prefill has a block per row already, so there one group is faster: each
+/// extra group re-reads the K/V tiles for the same rows (fifteenth session's sweep, 0.5B shapes,
+/// 512 rows: 139.8K tokens/s with one group, 134.7K with two, 116.9K with four).
 pub(crate) const ATTN_HEAD_GROUPS: usize = 2;
 
-/// Head groups for `g` query heads per KV head: 1..=g, with no group left empty.
-fn attention_head_groups(g: usize) -> usize {
+/// Head groups for `g` query heads per KV head and `rows` query rows: 1..=g, with no group left
+/// empty; one for more than one row.
+fn attention_head_groups(g: usize, rows: usize) -> usize {
+    if rows > 1 {
+        return 1;
+    }
     let want = std::env::var("QWEN_AOT_ATTN_HEAD_GROUPS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -824,7 +837,22 @@ fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
     (len.div_ceil(n_splits).div_ceil(ATTN_CHUNK_ALIGN) * ATTN_CHUNK_ALIGN).max(least_chunk(len, min_chunk))
 }
 
-/// q, out f32 [rows, H*d]; caches f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
+/// Dynamic shared memory of `attention_split_d{head_dim}`: the layout `AttnSmem` in
+/// kernels/attention.cu (the kernel traps when given less) -- two stages of f32 K tiles and f16 V
+/// tiles of 4096 / head_dim keys, each row padded by 16 bytes, q of up to ATT_WARPS heads, the
+/// warps' probabilities and the merge weights.
+pub(crate) fn attention_smem_bytes(head_dim: usize) -> u32 {
+    use crate::kernel_constants::{ATT_MAX_SPLITS, ATT_WARPS};
+    let tile = 4096 / head_dim;
+    let k = 2 * tile * (head_dim + 4) * 4;
+    let v = 2 * tile * (head_dim + 8) * 2;
+    let q = ATT_WARPS * head_dim * 4;
+    let p = ATT_WARPS * tile * 4;
+    let w = ATT_WARPS * ATT_MAX_SPLITS * 4;
+    (k + v + q + p + w) as u32
+}
+
+/// q, out f32 [rows, H*d]; K cache f32, V cache f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
 /// otherwise split partials in `scratch` (sized for `rows * H * splits`), merged by the last block
 /// of each (row, kv head, head group) -- one launch either way. Block 256 (one warp per query head).
 #[allow(clippy::too_many_arguments)]
@@ -842,11 +870,12 @@ pub(crate) fn attention(
 ) -> Vec<Op> {
     let kern = attention_kernel(h.head_dim).expect("head_dim validated");
     assert!((1..=ATTN_MAX_SPLITS).contains(&splits), "attention splits {splits} out of range");
-    let groups = attention_head_groups(h.n_heads / h.n_kv_heads.max(1));
-    vec![kernel(
+    let groups = attention_head_groups(h.n_heads / h.n_kv_heads.max(1), rows);
+    vec![kernel_smem(
         kern,
         (h.n_kv_heads * groups, splits, rows),
         256,
+        attention_smem_bytes(h.head_dim),
         vec![
             Arg::Ptr(st),
             Arg::Ptr(q),
@@ -1042,6 +1071,28 @@ impl CudaDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attention_shared_memory_matches_the_kernel_layout() {
+        // AttnSmem<64>: K 2*64*68*4 + V 2*64*72*2 + q 8*64*4 + p 8*64*4 + w 8*128*4.
+        assert_eq!(attention_smem_bytes(64), 34_816 + 18_432 + 2_048 + 2_048 + 4_096);
+        // AttnSmem<128>: K 2*32*132*4 + V 2*32*136*2 + q 8*128*4 + p 8*32*4 + w 8*128*4.
+        assert_eq!(attention_smem_bytes(128), 33_792 + 17_408 + 4_096 + 1_024 + 4_096);
+        // Within sm_90's 227 KB per block, and three blocks fit an SM's 228 KB.
+        assert!(3 * attention_smem_bytes(64) <= 228 * 1024);
+    }
+
+    #[test]
+    fn attention_head_groups_for_decode_only() {
+        // A prefill (rows > 1) always runs one group, whatever the tuning override says.
+        assert_eq!(attention_head_groups(7, 512), 1);
+        assert_eq!(attention_head_groups(6, 2), 1);
+        if std::env::var_os("QWEN_AOT_ATTN_HEAD_GROUPS").is_none() {
+            assert_eq!(attention_head_groups(7, 1), 2, "0.5B: 7 heads as 4 + 3");
+            assert_eq!(attention_head_groups(6, 1), 2, "1.5B: 6 heads as 3 + 3");
+            assert_eq!(attention_head_groups(1, 1), 1, "MHA: one head per KV head");
+        }
+    }
 
     #[test]
     fn gemm_rows_round_up_to_few_buckets_within_the_scratch() {

@@ -30,6 +30,10 @@ pub const ATT_WARPS: usize = 8;
 /// Largest split count the attention kernel's merge supports: `ATT_MAX_SPLITS`.
 pub const ATT_MAX_SPLITS: usize = 128;
 
+/// Query rows per block of the prefill attention kernels (`attention_rows_d{64,128}`), which share
+/// each staged K/V tile among that many rows: `ATT_PREFILL_ROWS`.
+pub const ATT_PREFILL_ROWS: usize = 4;
+
 /// A split's chunk keeps at least `min_chunk` keys while the context is at most this many times
 /// `min_chunk`, and 64 beyond (`attn_chunk` in common.cuh, `launch::attn_chunk`).
 pub const ATTN_LONG_FACTOR: usize = 8;
@@ -82,6 +86,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("QA_MAX_PARTS", QA_MAX_PARTS),
     ("ATT_WARPS", ATT_WARPS),
     ("ATT_MAX_SPLITS", ATT_MAX_SPLITS),
+    ("ATT_PREFILL_ROWS", ATT_PREFILL_ROWS),
     ("ATTN_LONG_FACTOR", ATTN_LONG_FACTOR),
     ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
     ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),

@@ -124,7 +124,9 @@ __device__ void attention_impl(const int* __restrict__ state,
     if (dynamic_smem_bytes() < (unsigned)Lay::BYTES) __trap();
 
     const int kvh = blockIdx.x / head_groups, hg = blockIdx.x - kvh * head_groups;
-    const int split = blockIdx.y, t0 = blockIdx.z * R;  // t0: the block's first query row
+    // t0: the block's first query row. Prefill blocks (R > 1) take the rows in reverse, so the
+    // longest ones (the last rows see the most keys) start first and the short ones fill the tail.
+    const int split = blockIdx.y, t0 = (R == 1 ? blockIdx.z : gridDim.z - 1 - blockIdx.z) * R;
     const int G = n_heads / n_kv_heads;
     const int GH = (G + head_groups - 1) / head_groups;
     const int n_h = min(GH, G - hg * GH);  // query heads of this block (uniform)

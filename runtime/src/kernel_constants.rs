@@ -31,8 +31,10 @@ pub const ATT_WARPS: usize = 8;
 pub const ATT_MAX_SPLITS: usize = 128;
 
 /// Query rows per block of the prefill attention kernels (`attention_rows_d{64,128}`), which share
-/// each staged K/V tile among that many rows: `ATT_PREFILL_ROWS`.
-pub const ATT_PREFILL_ROWS: usize = 4;
+/// each staged K/V tile among that many rows: `ATT_PREFILL_ROWS`. Two, longest rows first
+/// (sixteenth session, random weights, 512-token prefill against one row per block: 0.5B ×1.111,
+/// 1.5B ×1.051; four rows ×1.099 / ×1.016, and ×0.954 / ×1.021 before the reversed order).
+pub const ATT_PREFILL_ROWS: usize = 2;
 
 /// A split's chunk keeps at least `min_chunk` keys while the context is at most this many times
 /// `min_chunk`, and 64 beyond (`attn_chunk` in common.cuh, `launch::attn_chunk`).

@@ -8,8 +8,13 @@
 //          counters u32 [rows, Hkv * head_groups] (<= [rows, H]), zero between launches (the last
 //          block of each (row, kv head, head group) resets its counter).
 //
+// attention_rows_d{64,128} (prefill: one split, several rows): grid (Hkv * head_groups, 1,
+//   ceil(rows / ATT_PREFILL_ROWS)); each block serves ATT_PREFILL_ROWS consecutive query rows with
+//   the same code, every staged K/V tile and every K/V element read from shared memory once for
+//   all of them, rows masked to their own causal length; blocks take the rows longest first (the
+//   last rows see the most keys), so the short blocks fill the tail. Otherwise as below.
 // attention_split_d{64,128}: grid (Hkv * head_groups, n_splits, rows), block 256 (8 warps), dynamic
-//   shared memory attention_smem_bytes(d) (below; 61,440 bytes at d = 64, 60,416 at d = 128: two
+//   shared memory attention_smem_bytes(d, 1) (below; 61,440 bytes at d = 64, 60,416 at d = 128: two
 //   stages of K and V tiles, q of the heads, probabilities, merge weights -- more than the 48 KB a
 //   static array may take, so the host raises the kernel's limit and passes the size at launch,
 //   runtime/src/cuda/launch.rs `attention_smem_bytes`, which must agree with the layout here);

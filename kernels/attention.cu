@@ -8,8 +8,13 @@
 //          counters u32 [rows, Hkv * head_groups] (<= [rows, H]), zero between launches (the last
 //          block of each (row, kv head, head group) resets its counter).
 //
+// attention_rows_d{64,128} (prefill: one split, several rows): grid (Hkv * head_groups, 1,
+//   ceil(rows / ATT_PREFILL_ROWS)); each block serves ATT_PREFILL_ROWS consecutive query rows with
+//   the same code, every staged K/V tile and every K/V element read from shared memory once for
+//   all of them, rows masked to their own causal length; blocks take the rows longest first (the
+//   last rows see the most keys), so the short blocks fill the tail. Otherwise as below.
 // attention_split_d{64,128}: grid (Hkv * head_groups, n_splits, rows), block 256 (8 warps), dynamic
-//   shared memory attention_smem_bytes(d) (below; 61,440 bytes at d = 64, 60,416 at d = 128: two
+//   shared memory attention_smem_bytes(d, 1) (below; 61,440 bytes at d = 64, 60,416 at d = 128: two
 //   stages of K and V tiles, q of the heads, probabilities, merge weights -- more than the 48 KB a
 //   static array may take, so the host raises the kernel's limit and passes the size at launch,
 //   runtime/src/cuda/launch.rs `attention_smem_bytes`, which must agree with the layout here);
@@ -61,18 +66,19 @@ QA_DEVICE void cp_async16(void* smem, const void* gmem, bool valid) {
 }
 }  // namespace
 
-// The dynamic shared memory layout of attention_split_d{D}, in this order, every part a multiple
-// of 16 bytes: K tiles f32 [2][TILE][D + 4] | V tiles f16 [2][TILE][D + 8] | q f32 [MAX_G][D] |
-// probabilities f32 [ATT_WARPS][TILE] | merge weights f32 [ATT_WARPS][ATT_MAX_SPLITS].
-template <int D>
+// The dynamic shared memory layout of the attention kernels for head_dim D and R query rows per
+// block, in this order, every part a multiple of 16 bytes: K tiles f32 [2][TILE][D + 4] | V tiles
+// f16 [2][TILE][D + 8] | q f32 [R][MAX_G][D] | probabilities f32 [R][ATT_WARPS][TILE] | merge
+// weights f32 [ATT_WARPS][ATT_MAX_SPLITS].
+template <int D, int R>
 struct AttnSmem {
     static constexpr int TILE = 4096 / D;  // keys per tile
     static constexpr int ROW_K = D + 4;    // floats per shared K row (16-byte pad)
     static constexpr int ROW_V = D + 8;    // halves per shared V row (16-byte pad)
     static constexpr int K_BYTES = 2 * TILE * ROW_K * 4;
     static constexpr int V_BYTES = 2 * TILE * ROW_V * 2;
-    static constexpr int Q_BYTES = MAX_G * D * 4;
-    static constexpr int P_BYTES = ATT_WARPS * TILE * 4;
+    static constexpr int Q_BYTES = R * MAX_G * D * 4;
+    static constexpr int P_BYTES = R * ATT_WARPS * TILE * 4;
     static constexpr int W_BYTES = ATT_WARPS * ATT_MAX_SPLITS * 4;
     static constexpr int BYTES = K_BYTES + V_BYTES + Q_BYTES + P_BYTES + W_BYTES;
 };
@@ -83,8 +89,11 @@ QA_DEVICE unsigned dynamic_smem_bytes() {
     return n;
 }
 
-template <int D>
-__device__ void attention_split_impl(const int* __restrict__ state,
+// R query rows per block: 1 for decode (and any split count); more only with one split (a
+// prefill's direct mode), where the R rows share every K/V tile the block stages -- the rows of a
+// prefill need the same keys but the last row's few, so R rows cost one block's tile traffic.
+template <int D, int R>
+__device__ void attention_impl(const int* __restrict__ state,
                                      const float* __restrict__ q,        // [rows, H*d]
                                      const float* __restrict__ kc,       // [max_seq, Hkv, d]
                                      const __half* __restrict__ vc,      // [max_seq, Hkv, d]
@@ -94,7 +103,7 @@ __device__ void attention_split_impl(const int* __restrict__ state,
                                      unsigned int* __restrict__ counters, // [rows, Hkv]
                                      int n_heads, int n_kv_heads, float scale, int n_splits, int min_chunk,
                                      int head_groups) {
-    using Lay = AttnSmem<D>;
+    using Lay = AttnSmem<D, R>;
     constexpr int TILE = Lay::TILE;              // keys per tile: 16 KB of K and 8 KB of V
     constexpr int KPL = TILE / 32;             // keys per lane in the score phase
     constexpr int DPL = D / 32;                // output dims per lane
@@ -112,7 +121,7 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     auto k_s = reinterpret_cast<float(*)[TILE * ROW_K]>(smem);
     auto v_s = reinterpret_cast<__half(*)[TILE * ROW_V]>(smem + Lay::K_BYTES);
     float* q_s = reinterpret_cast<float*>(smem + Lay::K_BYTES + Lay::V_BYTES);
-    auto p_s = reinterpret_cast<float(*)[TILE]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES);
+    auto p_s = reinterpret_cast<float(*)[ATT_WARPS][TILE]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES);
     auto w_s = reinterpret_cast<float(*)[ATT_MAX_SPLITS]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES + Lay::P_BYTES);
     __shared__ bool is_last;
     // A launch with less shared memory than this layout needs is a host bug (launch.rs must agree
@@ -120,17 +129,22 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     if (dynamic_smem_bytes() < (unsigned)Lay::BYTES) __trap();
 
     const int kvh = blockIdx.x / head_groups, hg = blockIdx.x - kvh * head_groups;
-    const int split = blockIdx.y, t = blockIdx.z;
+    // t0: the block's first query row. Prefill blocks (R > 1) take the rows in reverse, so the
+    // longest ones (the last rows see the most keys) start first and the short ones fill the tail.
+    const int split = blockIdx.y, t0 = (R == 1 ? blockIdx.z : gridDim.z - 1 - blockIdx.z) * R;
     const int G = n_heads / n_kv_heads;
     const int GH = (G + head_groups - 1) / head_groups;
     const int n_h = min(GH, G - hg * GH);  // query heads of this block (uniform)
     // The run state is written by the host before the graph starts, so it is readable before the
     // PDL wait; so are the K/V rows of positions < pos, written by earlier steps.
     const int pos = state_pos(state);
-    const int len = pos + t + 1;
-    const int chunk = attn_chunk(len, n_splits, min_chunk);
+    const int n_rows = max(0, min(R, state_n_tokens(state) - t0));  // the block's rows within n_tokens
+    // Keys of the block's last row, its longest (row t0 + r has pos + t0 + r + 1 keys). With R > 1
+    // the block is the only split (the host's contract): one chunk of every key.
+    const int len = pos + t0 + max(n_rows, 1);
+    const int chunk = R == 1 ? attn_chunk(len, n_splits, min_chunk) : len;
     const int start = split * chunk;
-    const bool active_block = n_h > 0 && t < state_n_tokens(state) && start < len;  // uniform per block
+    const bool active_block = n_h > 0 && n_rows > 0 && start < len;  // uniform per block
     const int end = min(len, start + chunk);
     const int active = (len + chunk - 1) / chunk;
     const int h0 = kvh * G + hg * GH;
@@ -186,18 +200,26 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     pdl_prologue();  // q and this step's K/V rows (the qkv kernel's output) are readable from here on
     if (!active_block) return;  // the lead block, idle: nothing was issued
 
-    // q of the block's heads -> shared, and this step's K/V rows of tiles 0 and 1.
-    const float* qg = q + ((size_t)t * n_heads + h0) * D;
-    for (int i = tid; i < n_h * D / 4; i += ATT_THREADS) cp_async16(q_s + 4 * i, qg + 4 * i, true);
+    // q of the block's heads and rows -> shared (zeros for rows past n_tokens), and this step's
+    // K/V rows of tiles 0 and 1.
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const float* qg = q + ((size_t)(t0 + min(r, n_rows - 1)) * n_heads + h0) * D;
+        for (int i = tid; i < n_h * D / 4; i += ATT_THREADS) cp_async16(q_s + r * MAX_G * D + 4 * i, qg + 4 * i, r < n_rows);
+    }
     for (int it = 0; it < min(n_tiles, 2); ++it) issue(start + it * TILE, it, false);
     cp_async_commit();
 
-    float m = -INFINITY;  // running max of this warp's head (warp-uniform)
-    float l = 0.0f;       // this lane's share of the running sum of exp(s - m)
-    float acc[DPL];
+    float m[R];         // running max of this warp's head, per row (warp-uniform)
+    float l[R];         // this lane's share of the running sum of exp(s - m), per row
+    float acc[R][DPL];
 #pragma unroll
-    for (int e = 0; e < DPL; ++e) acc[e] = 0.0f;
-    const float* qh = q_s + warp * D;
+    for (int r = 0; r < R; ++r) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) acc[r][e] = 0.0f;
+    }
 
     for (int it = 0; it < n_tiles; ++it) {
         const int tile0 = start + it * TILE;
@@ -211,72 +233,101 @@ __device__ void attention_split_impl(const int* __restrict__ state,
         }
         __syncthreads();  // tile `it` (and q) visible to every warp
         if (has_head) {
-            const int tn = min(TILE, end - tile0);
             const float* kt = k_s[buf];
             const __half* vt = v_s[buf];
-            // ---- scores: lane owns keys lane + 32k; two partial sums per key (shorter chains) ----
-            float sp[2][KPL];
+            // ---- scores: lane owns keys lane + 32k; two partial sums per key and row (shorter
+            // chains); each K element read from shared memory once for all R rows ----
+            float sp[R][2][KPL];
 #pragma unroll
-            for (int k = 0; k < KPL; ++k) sp[0][k] = sp[1][k] = 0.0f;
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int k = 0; k < KPL; ++k) sp[r][0][k] = sp[r][1][k] = 0.0f;
 #pragma unroll
             for (int c = 0; c < CPR_K; ++c) {
-                const float4 qa = *reinterpret_cast<const float4*>(qh + c * 4);
+                float4 kf[KPL];
 #pragma unroll
-                for (int k = 0; k < KPL; ++k) {
-                    const float4 kf = *reinterpret_cast<const float4*>(kt + (k * 32 + lane) * ROW_K + c * 4);
-                    float s = sp[c & 1][k];
-                    s = fmaf(qa.x, kf.x, s);
-                    s = fmaf(qa.y, kf.y, s);
-                    s = fmaf(qa.z, kf.z, s);
-                    s = fmaf(qa.w, kf.w, s);
-                    sp[c & 1][k] = s;
+                for (int k = 0; k < KPL; ++k) kf[k] = *reinterpret_cast<const float4*>(kt + (k * 32 + lane) * ROW_K + c * 4);
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const float4 qa = *reinterpret_cast<const float4*>(q_s + (r * MAX_G + warp) * D + c * 4);
+#pragma unroll
+                    for (int k = 0; k < KPL; ++k) {
+                        float s = sp[r][c & 1][k];
+                        s = fmaf(qa.x, kf[k].x, s);
+                        s = fmaf(qa.y, kf[k].y, s);
+                        s = fmaf(qa.z, kf[k].z, s);
+                        s = fmaf(qa.w, kf[k].w, s);
+                        sp[r][c & 1][k] = s;
+                    }
                 }
             }
-            // ---- online softmax (this warp's head) ----
-            float sc[KPL];
-            float mx = -INFINITY;
+            // ---- online softmax (this warp's head), per row ----
+            float alpha[R];
 #pragma unroll
-            for (int k = 0; k < KPL; ++k) {
-                sc[k] = k * 32 + lane < tn ? scale * (sp[0][k] + sp[1][k]) : -INFINITY;
-                mx = fmaxf(mx, sc[k]);
-            }
-            mx = warp_max(mx);
-            const float m_new = fmaxf(m, mx);   // finite: the tile has at least one key
-            const float alpha = expf(m - m_new);  // 0 on the first tile (m = -inf)
-            m = m_new;
-            float psum = 0.0f;
+            for (int r = 0; r < R; ++r) {
+                // Row r sees keys < pos + t0 + r + 1 (and this split's end); a later tile may hold
+                // none of them (R > 1): then its max stays m[r], finite since tile 0 holds key 0.
+                const int tn = min(TILE, min(end, pos + t0 + r + 1) - tile0);
+                float sc[KPL];
+                float mx = -INFINITY;
 #pragma unroll
-            for (int k = 0; k < KPL; ++k) {
-                const float p = expf(sc[k] - m_new);  // 0 for keys past the end
-                p_s[warp][k * 32 + lane] = p;
-                psum += p;
+                for (int k = 0; k < KPL; ++k) {
+                    sc[k] = k * 32 + lane < tn ? scale * (sp[r][0][k] + sp[r][1][k]) : -INFINITY;
+                    mx = fmaxf(mx, sc[k]);
+                }
+                mx = warp_max(mx);
+                const float m_new = fmaxf(m[r], mx);  // finite: see above
+                alpha[r] = expf(m[r] - m_new);        // 0 on the first tile (m = -inf)
+                m[r] = m_new;
+                float psum = 0.0f;
+#pragma unroll
+                for (int k = 0; k < KPL; ++k) {
+                    const float p = expf(sc[k] - m_new);  // 0 for keys past the row's end
+                    p_s[r][warp][k * 32 + lane] = p;
+                    psum += p;
+                }
+                l[r] = l[r] * alpha[r] + psum;
             }
-            l = l * alpha + psum;
             __syncwarp();
-            // ---- V: lane owns dims lane*DPL ..; rows past the end are zeros with p = 0 ----
-            float a[2][DPL];  // even and odd keys (two chains)
+            // ---- V: lane owns dims lane*DPL ..; rows past the end are zeros with p = 0; each V
+            // element read once for all R rows ----
+            float a[R][2][DPL];  // even and odd keys (two chains)
 #pragma unroll
-            for (int e = 0; e < DPL; ++e) {
-                a[0][e] = acc[e] * alpha;
-                a[1][e] = 0.0f;
-            }
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int e = 0; e < DPL; ++e) {
+                    a[r][0][e] = acc[r][e] * alpha[r];
+                    a[r][1][e] = 0.0f;
+                }
 #pragma unroll
             for (int j = 0; j < TILE; j += 4) {
-                const float4 p4 = *reinterpret_cast<const float4*>(&p_s[warp][j]);
-                const float pj[4] = {p4.x, p4.y, p4.z, p4.w};
+                float pj[R][4];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const float4 p4 = *reinterpret_cast<const float4*>(&p_s[r][warp][j]);
+                    pj[r][0] = p4.x;
+                    pj[r][1] = p4.y;
+                    pj[r][2] = p4.z;
+                    pj[r][3] = p4.w;
+                }
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
                     const __half2* vr = reinterpret_cast<const __half2*>(vt + (j + u) * ROW_V + lane * DPL);
 #pragma unroll
                     for (int e2 = 0; e2 < DPL / 2; ++e2) {
                         const float2 v = __half22float2(vr[e2]);
-                        a[u & 1][2 * e2] = fmaf(pj[u], v.x, a[u & 1][2 * e2]);
-                        a[u & 1][2 * e2 + 1] = fmaf(pj[u], v.y, a[u & 1][2 * e2 + 1]);
+#pragma unroll
+                        for (int r = 0; r < R; ++r) {
+                            a[r][u & 1][2 * e2] = fmaf(pj[r][u], v.x, a[r][u & 1][2 * e2]);
+                            a[r][u & 1][2 * e2 + 1] = fmaf(pj[r][u], v.y, a[r][u & 1][2 * e2 + 1]);
+                        }
                     }
                 }
             }
 #pragma unroll
-            for (int e = 0; e < DPL; ++e) acc[e] = a[0][e] + a[1][e];
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int e = 0; e < DPL; ++e) acc[r][e] = a[r][0][e] + a[r][1][e];
         }
         __syncthreads();  // buffer `buf` and p_s are free again
         if (it + 2 < n_tiles) {
@@ -285,24 +336,31 @@ __device__ void attention_split_impl(const int* __restrict__ state,
             cp_async_commit();
         }
     }
-    l = warp_sum(l);
+#pragma unroll
+    for (int r = 0; r < R; ++r) l[r] = warp_sum(l[r]);
     const int h = h0 + warp;
 
     if (active == 1) {  // the only split: normalise and write (uniform per block)
         if (has_head) {
-            float* o = out + ((size_t)t * n_heads + h) * D + lane * DPL;
 #pragma unroll
-            for (int e = 0; e < DPL; ++e) o[e] = acc[e] / l;
+            for (int r = 0; r < R; ++r) {
+                if (r >= n_rows) break;
+                float* o = out + ((size_t)(t0 + r) * n_heads + h) * D + lane * DPL;
+#pragma unroll
+                for (int e = 0; e < DPL; ++e) o[e] = acc[r][e] / l[r];
+            }
         }
         return;
     }
+    if constexpr (R == 1) {  // several splits: R is 1 (the host's contract)
+    const int t = t0;
 
     if (has_head) {
         const size_t slot = ((size_t)t * n_heads + h) * n_splits + split;
         float* po = part_o + slot * D + lane * DPL;
 #pragma unroll
-        for (int e = 0; e < DPL; ++e) po[e] = acc[e];
-        if (lane == 0) reinterpret_cast<float2*>(part_ml)[slot] = make_float2(m, l);
+        for (int e = 0; e < DPL; ++e) po[e] = acc[0][e];
+        if (lane == 0) reinterpret_cast<float2*>(part_ml)[slot] = make_float2(m[0], l[0]);
     }
 
     // ---- the last block of this (row, kv head, head group) merges every active split ----
@@ -370,17 +428,22 @@ __device__ void attention_split_impl(const int* __restrict__ state,
     float* op = out + ((size_t)t * n_heads + h) * D + lane * DPL;
 #pragma unroll
     for (int e = 0; e < DPL; ++e) op[e] = o[e] / L;
+    }
 }
 
-#define ATTENTION_SPLIT(D)                                                                            \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_split_d##D(                     \
+#define ATTENTION_KERNEL(NAME, D, R)                                                                   \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                   \
         const int* __restrict__ state, const float* __restrict__ q, const float* __restrict__ kc,     \
         const __half* __restrict__ vc, float* __restrict__ out, float* __restrict__ part_o,           \
         float* __restrict__ part_ml, unsigned int* __restrict__ counters, int n_heads, int n_kv_heads, \
         float scale, int n_splits, int min_chunk, int head_groups) {                                  \
-        attention_split_impl<D>(state, q, kc, vc, out, part_o, part_ml, counters, n_heads, n_kv_heads, \
-                                scale, n_splits, min_chunk, head_groups);                             \
+        attention_impl<D, R>(state, q, kc, vc, out, part_o, part_ml, counters, n_heads, n_kv_heads,   \
+                             scale, n_splits, min_chunk, head_groups);                                \
     }
 
-ATTENTION_SPLIT(64)
-ATTENTION_SPLIT(128)
+// Decode (one row per block, any split count) and prefill (ATT_PREFILL_ROWS rows per block, one
+// split) entry points.
+ATTENTION_KERNEL(attention_split_d64, 64, 1)
+ATTENTION_KERNEL(attention_split_d128, 128, 1)
+ATTENTION_KERNEL(attention_rows_d64, 64, ATT_PREFILL_ROWS)
+ATTENTION_KERNEL(attention_rows_d128, 128, ATT_PREFILL_ROWS)

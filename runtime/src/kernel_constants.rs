@@ -30,6 +30,12 @@ pub const ATT_WARPS: usize = 8;
 /// Largest split count the attention kernel's merge supports: `ATT_MAX_SPLITS`.
 pub const ATT_MAX_SPLITS: usize = 128;
 
+/// Query rows per block of the prefill attention kernels (`attention_rows_d{64,128}`), which share
+/// each staged K/V tile among that many rows: `ATT_PREFILL_ROWS`. Two, longest rows first
+/// (sixteenth session, random weights, 512-token prefill against one row per block: 0.5B ×1.111,
+/// 1.5B ×1.051; four rows ×1.099 / ×1.016, and ×0.954 / ×1.021 before the reversed order).
+pub const ATT_PREFILL_ROWS: usize = 2;
+
 /// A split's chunk keeps at least `min_chunk` keys while the context is at most this many times
 /// `min_chunk`, and 64 beyond (`attn_chunk` in common.cuh, `launch::attn_chunk`).
 pub const ATTN_LONG_FACTOR: usize = 8;
@@ -82,6 +88,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("QA_MAX_PARTS", QA_MAX_PARTS),
     ("ATT_WARPS", ATT_WARPS),
     ("ATT_MAX_SPLITS", ATT_MAX_SPLITS),
+    ("ATT_PREFILL_ROWS", ATT_PREFILL_ROWS),
     ("ATTN_LONG_FACTOR", ATTN_LONG_FACTOR),
     ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
     ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),

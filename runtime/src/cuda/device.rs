@@ -148,6 +148,8 @@ super::kernel_table::kernel_table! {
     BiasRopeKvWrite => "bias_rope_kv_write",
     AttentionSplitD64 => "attention_split_d64",
     AttentionSplitD128 => "attention_split_d128",
+    AttentionRowsD64 => "attention_rows_d64",
+    AttentionRowsD128 => "attention_rows_d128",
     SwiGlu => "swiglu_f32",
     Argmax => "argmax_f32",
     SamplePrep => "sample_prep",
@@ -371,8 +373,7 @@ impl CudaDevice {
             .map(|k| (k, QGEMV_MAX_SMEM))
             .chain(super::qmma::all_kernels().map(|k| (k, super::qmma::QMMA_MAX_SMEM as u32)))
             .chain(
-                [(Kernel::AttentionSplitD64, 64), (Kernel::AttentionSplitD128, 128)]
-                    .map(|(k, d)| (k, super::launch::attention_smem_bytes(d))),
+                super::launch::ATTENTION_KERNELS.map(|(k, d, rows)| (k, super::launch::attention_smem_bytes(d, rows))),
             );
         for (k, smem) in dynamic_smem {
             // SAFETY: as above; the attribute only raises the dynamic shared memory a launch may

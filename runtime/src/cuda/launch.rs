@@ -754,13 +754,31 @@ pub(crate) const ATTN_MAX_GROUP: usize = crate::kernel_constants::ATT_WARPS;
 /// Largest split count the attention kernel's merge supports (ATT_MAX_SPLITS in attention.cu).
 pub(crate) const ATTN_MAX_SPLITS: usize = crate::kernel_constants::ATT_MAX_SPLITS;
 
-pub(crate) fn attention_kernel(head_dim: usize) -> Option<Kernel> {
-    match head_dim {
-        64 => Some(Kernel::AttentionSplitD64),
-        128 => Some(Kernel::AttentionSplitD128),
-        _ => None,
+/// Every attention kernel: (kernel, head_dim, query rows per block).
+pub(crate) const ATTENTION_KERNELS: [(Kernel, usize, usize); 4] = [
+    (Kernel::AttentionSplitD64, 64, 1),
+    (Kernel::AttentionSplitD128, 128, 1),
+    (Kernel::AttentionRowsD64, 64, ATT_PREFILL_ROWS),
+    (Kernel::AttentionRowsD128, 128, ATT_PREFILL_ROWS),
+];
+
+/// The attention kernel for `head_dim` serving `rows_per_block` query rows per block (1, or
+/// ATT_PREFILL_ROWS), if there is one.
+pub(crate) fn attention_kernel(head_dim: usize, rows_per_block: usize) -> Option<Kernel> {
+    ATTENTION_KERNELS.iter().find(|&&(_, d, r)| d == head_dim && r == rows_per_block).map(|&(k, _, _)| k)
+}
+
+/// Query rows per attention block: ATT_PREFILL_ROWS for a direct (one-split) launch of several
+/// rows -- a prefill, whose rows then share each staged K/V tile -- else 1.
+fn attention_rows_per_block(rows: usize, splits: usize) -> usize {
+    if rows > 1 && splits == 1 {
+        ATT_PREFILL_ROWS
+    } else {
+        1
     }
 }
+
+const ATT_PREFILL_ROWS: usize = crate::kernel_constants::ATT_PREFILL_ROWS;
 
 /// Keys per attention tile is 4096 / head_dim (64 or 32); chunks are multiples of this.
 pub(crate) const ATTN_CHUNK_ALIGN: usize = 64;
@@ -837,17 +855,17 @@ fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
     (len.div_ceil(n_splits).div_ceil(ATTN_CHUNK_ALIGN) * ATTN_CHUNK_ALIGN).max(least_chunk(len, min_chunk))
 }
 
-/// Dynamic shared memory of `attention_split_d{head_dim}`: the layout `AttnSmem` in
-/// kernels/attention.cu (the kernel traps when given less) -- two stages of f32 K tiles and f16 V
-/// tiles of 4096 / head_dim keys, each row padded by 16 bytes, q of up to ATT_WARPS heads, the
-/// warps' probabilities and the merge weights.
-pub(crate) fn attention_smem_bytes(head_dim: usize) -> u32 {
+/// Dynamic shared memory of the attention kernel for `head_dim` and `rows` query rows per block:
+/// the layout `AttnSmem` in kernels/attention.cu (the kernel traps when given less) -- two stages
+/// of f32 K tiles and f16 V tiles of 4096 / head_dim keys, each row padded by 16 bytes, q of up to
+/// ATT_WARPS heads per row, the warps' probabilities per row and the merge weights.
+pub(crate) fn attention_smem_bytes(head_dim: usize, rows: usize) -> u32 {
     use crate::kernel_constants::{ATT_MAX_SPLITS, ATT_WARPS};
     let tile = 4096 / head_dim;
     let k = 2 * tile * (head_dim + 4) * 4;
     let v = 2 * tile * (head_dim + 8) * 2;
-    let q = ATT_WARPS * head_dim * 4;
-    let p = ATT_WARPS * tile * 4;
+    let q = rows * ATT_WARPS * head_dim * 4;
+    let p = rows * ATT_WARPS * tile * 4;
     let w = ATT_WARPS * ATT_MAX_SPLITS * 4;
     (k + v + q + p + w) as u32
 }
@@ -868,14 +886,15 @@ pub(crate) fn attention(
     splits: usize,
     scratch: AttnScratch,
 ) -> Vec<Op> {
-    let kern = attention_kernel(h.head_dim).expect("head_dim validated");
     assert!((1..=ATTN_MAX_SPLITS).contains(&splits), "attention splits {splits} out of range");
+    let per_block = attention_rows_per_block(rows, splits);
+    let kern = attention_kernel(h.head_dim, per_block).expect("head_dim validated");
     let groups = attention_head_groups(h.n_heads / h.n_kv_heads.max(1), rows);
     vec![kernel_smem(
         kern,
-        (h.n_kv_heads * groups, splits, rows),
+        (h.n_kv_heads * groups, splits, rows.div_ceil(per_block)),
         256,
-        attention_smem_bytes(h.head_dim),
+        attention_smem_bytes(h.head_dim, per_block),
         vec![
             Arg::Ptr(st),
             Arg::Ptr(q),
@@ -1074,12 +1093,28 @@ mod tests {
 
     #[test]
     fn attention_shared_memory_matches_the_kernel_layout() {
-        // AttnSmem<64>: K 2*64*68*4 + V 2*64*72*2 + q 8*64*4 + p 8*64*4 + w 8*128*4.
-        assert_eq!(attention_smem_bytes(64), 34_816 + 18_432 + 2_048 + 2_048 + 4_096);
-        // AttnSmem<128>: K 2*32*132*4 + V 2*32*136*2 + q 8*128*4 + p 8*32*4 + w 8*128*4.
-        assert_eq!(attention_smem_bytes(128), 33_792 + 17_408 + 4_096 + 1_024 + 4_096);
-        // Within sm_90's 227 KB per block, and three blocks fit an SM's 228 KB.
-        assert!(3 * attention_smem_bytes(64) <= 228 * 1024);
+        // AttnSmem<64, 1>: K 2*64*68*4 + V 2*64*72*2 + q 8*64*4 + p 8*64*4 + w 8*128*4.
+        assert_eq!(attention_smem_bytes(64, 1), 34_816 + 18_432 + 2_048 + 2_048 + 4_096);
+        // AttnSmem<128, 1>: K 2*32*132*4 + V 2*32*136*2 + q 8*128*4 + p 8*32*4 + w 8*128*4.
+        assert_eq!(attention_smem_bytes(128, 1), 33_792 + 17_408 + 4_096 + 1_024 + 4_096);
+        // AttnSmem<64, 4>: q and p four times over.
+        assert_eq!(attention_smem_bytes(64, 4), 34_816 + 18_432 + 4 * 2_048 + 4 * 2_048 + 4_096);
+        // Within sm_90's 227 KB per block; three decode blocks fit an SM's 228 KB, two prefill ones.
+        assert!(3 * attention_smem_bytes(64, 1) <= 228 * 1024);
+        for (_, d, rows) in ATTENTION_KERNELS {
+            assert!(2 * attention_smem_bytes(d, rows) <= 228 * 1024, "d={d} rows={rows}");
+        }
+    }
+
+    #[test]
+    fn several_rows_per_attention_block_only_in_direct_mode() {
+        assert_eq!(attention_rows_per_block(512, 1), ATT_PREFILL_ROWS, "a prefill");
+        assert_eq!(attention_rows_per_block(1, 1), 1, "a decode step without splits");
+        assert_eq!(attention_rows_per_block(1, 64), 1, "a decode step with splits");
+        assert_eq!(attention_rows_per_block(37, 3), 1, "several rows with splits (the check's)");
+        assert_eq!(attention_kernel(64, ATT_PREFILL_ROWS), Some(Kernel::AttentionRowsD64));
+        assert_eq!(attention_kernel(128, 1), Some(Kernel::AttentionSplitD128));
+        assert_eq!(attention_kernel(96, 1), None);
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn validate_program(plan: &Plan, prog: &Program) -> Result<(), RuntimeError> {
 /// The attention kernels: one for the head_dim, and at most [`ATTN_MAX_GROUP`] query heads per KV
 /// head.
 fn attention(n_heads: usize, n_kv_heads: usize, head_dim: usize, w: &str) -> Result<(), RuntimeError> {
-    if attention_kernel(head_dim).is_none() {
+    if attention_kernel(head_dim, 1).is_none() {
         return Err(bad(format!("{w}: head_dim {head_dim} has no CUDA attention kernel (64 and 128 do)")));
     }
     if n_heads / n_kv_heads > ATTN_MAX_GROUP {

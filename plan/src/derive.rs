@@ -15,8 +15,9 @@
 //!   [`CORRECTION_FRAME`] bytes (the last shorter), each compressed as one zstd frame, stored back
 //!   to back at `correction_offset` in `weights.bin` (a region of `correction_bytes`, padded with
 //!   zeros to [`crate::ALIGNMENT`]);
-//! - `sha256` is the SHA-256 of the per-frame SHA-256 digests of the rebuilt target (frame by
-//!   frame, so that the runtime hashes frames in parallel), checked after every rebuild.
+//! - `frame_sha256` holds the SHA-256 of each frame of the rebuilt target: a load checks a sample
+//!   of them (like the windows of `weights.bin`, [`crate::integrity`]), `qwen-aot verify` and
+//!   `check` every one.
 //!
 //! A derived target lies in the plan's *virtual* weight space past the end of `weights.bin`
 //! (`WeightInfo::offset >= Plan::weights_bytes`); every other weight is stored in the file.
@@ -67,8 +68,8 @@ pub struct DerivedWeight {
     /// Compressed size of each frame, in order; frame i rebuilds target bytes
     /// `[i * CORRECTION_FRAME, min((i + 1) * CORRECTION_FRAME, target bytes))`.
     pub frames: Vec<u64>,
-    /// SHA-256 (hex) of the rebuilt target's per-frame SHA-256 digests.
-    pub sha256: String,
+    /// SHA-256 (hex) of each frame of the rebuilt target, in order.
+    pub frame_sha256: Vec<String>,
 }
 
 /// Why a recipe cannot run on the weights it was given.
@@ -87,19 +88,9 @@ pub fn frame_ranges(bytes: usize) -> impl Iterator<Item = Range<usize>> {
     (0..bytes.div_ceil(CORRECTION_FRAME)).map(move |i| i * CORRECTION_FRAME..((i + 1) * CORRECTION_FRAME).min(bytes))
 }
 
-/// The recorded hash of a target's bytes: SHA-256 over the SHA-256 of each frame, the frame
-/// digests computed by `frame_digest` (in parallel by the caller).
-pub fn target_sha256(frame_digests: &[[u8; 32]]) -> String {
-    let mut h = Sha256::new();
-    for d in frame_digests {
-        h.update(d);
-    }
-    crate::integrity::hex(&h.finalize())
-}
-
-/// SHA-256 of one frame of target bytes.
-pub fn frame_digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+/// The recorded hash of one frame of target bytes: its SHA-256, hex.
+pub fn frame_sha256(bytes: &[u8]) -> String {
+    crate::integrity::hex(&Sha256::digest(bytes))
 }
 
 /// The recipe's output for `target` (its whole packed bytes, padding zero) from `base`'s packed
@@ -158,18 +149,24 @@ pub fn apply_recipe(
 /// Groups `first..` of a Q8_0 view, requantised to Q5_0 planes (`qs`: 16 bytes, `qh`: 4, `sc`: 2
 /// per group; as many groups as they hold).
 fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], sc: &mut [u8]) {
+    let n = qs.len() / 16;
+    let base_qs = base.qs[GROUP * first..GROUP * (first + n)].chunks_exact(GROUP);
+    let base_sc = base.sc[2 * first..2 * (first + n)].chunks_exact(2);
+    let out = qs.chunks_exact_mut(16).zip(qh.chunks_exact_mut(4)).zip(sc.chunks_exact_mut(2));
     let mut x = [0f32; GROUP];
-    for (j, ((qs, qh), sc)) in qs.chunks_exact_mut(16).zip(qh.chunks_exact_mut(4)).zip(sc.chunks_exact_mut(2)).enumerate() {
-        let g = first + j;
-        let d8 = f16::from_bits(u16::from_le_bytes([base.sc[2 * g], base.sc[2 * g + 1]])).to_f32();
-        for (e, v) in x.iter_mut().enumerate() {
-            *v = f32::from(base.qs[GROUP * g + e] as i8) * d8;
+    for (((qs, qh), sc), (bq, bs)) in out.zip(base_qs.zip(base_sc)) {
+        let d8 = f16::from_bits(u16::from_le_bytes([bs[0], bs[1]])).to_f32();
+        for (v, &q) in x.iter_mut().zip(bq) {
+            *v = f32::from(q as i8) * d8;
         }
-        let (d, codes) = quantize_q5_0_ref(&x);
+        let (d, q) = quantize_q5_0_ref(&x);
         sc.copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        for (e, &q) in codes.iter().enumerate() {
-            qs[e % 16] |= (q & 0x0f) << (4 * (e / 16));
-            qh[e % 4] |= ((q >> 4) & 1) << (e / 4);
+        // Element e: low nibble in byte e % 16 (high half for e >= 16), bit 4 in byte e % 4, bit e / 4.
+        for j in 0..16 {
+            qs[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+        }
+        for (b, h) in qh.iter_mut().enumerate() {
+            *h = (0..8).fold(0u8, |acc, i| acc | (((q[4 * i + b] >> 4) & 1) << i));
         }
     }
 }

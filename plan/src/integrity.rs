@@ -47,7 +47,9 @@ pub fn part_windows(offset: u64, bytes: u64) -> impl Iterator<Item = Range<u64>>
 /// weight's correction region (its windows name the derived weight). A derived weight itself is
 /// not in the file: its rebuild is checked against its own SHA-256 ([`crate::derive`]).
 pub fn windows(plan: &Plan) -> Vec<Window> {
-    stored_ranges(plan).flat_map(|(weight, offset, bytes)| part_windows(offset, bytes).map(move |range| Window { range, weight })).collect()
+    stored_ranges(plan)
+        .flat_map(|(weight, offset, bytes)| part_windows(offset, bytes).map(move |range| Window { range, weight }))
+        .collect()
 }
 
 /// How many windows [`windows`] gives (without listing them).

@@ -30,7 +30,10 @@ pub(super) fn validate_derived(plan: &Plan, stored_end: u64) -> Result<(), Inval
             return Err(bad(format!("derived weight {} has a derived base ({})", target.name, base.name)));
         }
         let (base_fmt, target_fmt) = d.recipe.formats();
-        if base.single_format() != Some(base_fmt) || target.single_format() != Some(target_fmt) || base.shape != target.shape {
+        if base.single_format() != Some(base_fmt)
+            || target.single_format() != Some(target_fmt)
+            || base.shape != target.shape
+        {
             return Err(bad(format!(
                 "derived weight {} does not fit its recipe {:?} (base {})",
                 target.name, d.recipe, base.name
@@ -39,18 +42,24 @@ pub(super) fn validate_derived(plan: &Plan, stored_end: u64) -> Result<(), Inval
         if d.correction_offset != at || !d.correction_bytes.is_multiple_of(ALIGNMENT) {
             return Err(bad(format!("the correction of {} is not where the previous one ends", target.name)));
         }
-        at = at.checked_add(d.correction_bytes).ok_or_else(|| bad(format!("correction of {} overflows", target.name)))?;
+        at = at
+            .checked_add(d.correction_bytes)
+            .ok_or_else(|| bad(format!("correction of {} overflows", target.name)))?;
         let want_frames = frame_ranges(target.bytes as usize).count();
         let compressed = d.frames.iter().try_fold(0u64, |sum, &f| (f > 0 && f <= MAX_FRAME).then(|| sum + f));
         if d.frames.len() != want_frames || compressed.is_none_or(|c| c > d.correction_bytes) {
             return Err(bad(format!("the correction frames of {} do not fit the weight or their region", target.name)));
         }
-        if d.sha256.len() != 64 || !d.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad(format!("derived weight {} has no valid SHA-256", target.name)));
+        let hex64 = |s: &String| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if d.frame_sha256.len() != d.frames.len() || !d.frame_sha256.iter().all(hex64) {
+            return Err(bad(format!("derived weight {} has no valid SHA-256 per frame", target.name)));
         }
     }
     if at != plan.weights_bytes {
-        return Err(bad(format!("the stored weights and corrections end at byte {at} of the {} in weights.bin", plan.weights_bytes)));
+        return Err(bad(format!(
+            "the stored weights and corrections end at byte {at} of the {} in weights.bin",
+            plan.weights_bytes
+        )));
     }
     // The targets, past the end of the file, in entry order.
     let mut end = plan.weights_bytes;

@@ -16,11 +16,14 @@ use qwen_aot_runtime::compiled::{parse_plan, CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::error::RuntimeError;
 use qwen_aot_runtime::executor::LogitsWanted;
-use qwen_aot_runtime::plan::{integrity::seal_plan, HyperParams, WeightId, PLAN_FILE, WEIGHTS_FILE};
+use qwen_aot_runtime::plan::{integrity::seal_plan, HyperParams, Plan, WeightId, PLAN_FILE, WEIGHTS_FILE};
 use qwen_aot_runtime::session::Session;
 
 /// Two layers at the default model's widths, a 4,096-token vocabulary: the tied pair is 3.7 MB
 /// (Q8_0) and 2.4 MB (Q5_0), a correction of a few frames.
+/// A change to a plan, for the refusal tests.
+type PlanEdit = fn(&mut Plan);
+
 fn hparams() -> HyperParams {
     HyperParams { vocab: 4096, context_length: 256, ..qwen05b_hparams(2) }
 }
@@ -126,7 +129,7 @@ fn damage_to_a_correction_or_its_entry_is_refused() {
 
     // Entries that claim too much or point elsewhere: refused by the validator, before any
     // allocation or decompression.
-    let broken: [(&str, fn(&mut qwen_aot_runtime::plan::Plan)); 5] = [
+    let broken: [(&str, PlanEdit); 5] = [
         ("a frame of 1 TB", |p| p.derived[0].frames[0] = 1 << 40),
         ("a frame missing", |p| {
             p.derived[0].frames.pop();

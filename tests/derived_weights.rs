@@ -25,7 +25,7 @@ use qwen_aot_runtime::session::Session;
 type PlanEdit = fn(&mut Plan);
 
 fn hparams() -> HyperParams {
-    HyperParams { vocab: 4096, context_length: 256, ..qwen05b_hparams(2) }
+    HyperParams { vocab: 4096, context_length: 2048, ..qwen05b_hparams(2) }
 }
 
 fn tied_source(hp: &HyperParams) -> MemorySource {

@@ -31,11 +31,15 @@ pub struct CompileOptions {
     /// The architecture whose description is compiled: a GGUF's is `ModelConfig::architecture`
     /// (from `general.architecture`); random-weight models use the default, Qwen2.
     pub architecture: &'static Architecture,
+    /// Store the weights a recipe rebuilds from another one (a tied embedding stored twice) as
+    /// that recipe plus a correction ([`crate::derive`]; `qwen-aot compile --no-derive` turns it
+    /// off). Native weights only.
+    pub derive: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { prefill_tokens: 512, weights: WeightMode::Native, architecture: &QWEN2 }
+        CompileOptions { prefill_tokens: 512, weights: WeightMode::Native, architecture: &QWEN2, derive: true }
     }
 }
 
@@ -49,6 +53,8 @@ pub struct Compiled {
     /// The fused graph after the decode passes: what the decode program is emitted from.
     pub decode_graph: OpGraph,
     pub decode_pass_report: Vec<(&'static str, usize)>,
+    /// Whether [`write_dir`] derives the weights it can (`CompileOptions::derive`, native only).
+    pub derive: bool,
 }
 
 /// Compiles the description of `opts.architecture` for `hp` with tensors from `src`.
@@ -88,11 +94,13 @@ pub fn build(
         weights_sha256: String::new(),
         weights_windows: String::new(),
         weights: weights.infos.clone(),
+        derived: Vec::new(),
         prefill,
         decode,
         plan_sha256: String::new(),
     };
-    Ok(Compiled { plan, weights, unfused, fused, pass_report, decode_graph, decode_pass_report })
+    let derive = opts.derive && opts.weights == WeightMode::Native;
+    Ok(Compiled { plan, weights, unfused, fused, pass_report, decode_graph, decode_pass_report, derive })
 }
 
 /// Writes the compiled directory atomically: into `DIR.tmp` first, renamed when complete, so an
@@ -181,7 +189,14 @@ fn write_into(
     std::fs::create_dir_all(tmp).map_err(|e| CompileError::io(tmp, e))?;
     let wpath = tmp.join(WEIGHTS_FILE);
     let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
-    let digest = write_weights(&c.weights, src, &file, progress)?;
+    // Derived weights leave the file: the table is laid out again before anything is written.
+    let mut derived = if c.derive { crate::derive::find(&c.weights, src)? } else { Vec::new() };
+    if !derived.is_empty() {
+        c.plan.derived = crate::derive::relayout(&mut c.weights, &mut derived);
+        c.plan.weights = c.weights.infos.clone();
+        c.plan.weights_bytes = c.weights.total_bytes;
+    }
+    let digest = write_weights(&c.weights, &derived, src, &file, progress)?;
     (c.plan.weights_sha256, c.plan.weights_windows) = (digest.sha256, digest.windows);
     finish_plan(&mut c.plan)?;
     let json = seal_plan(&mut c.plan).map_err(|e| CompileError::Graph(e.to_string()))?;

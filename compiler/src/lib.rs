@@ -4,6 +4,7 @@
 //! Invariant: no CUDA. The compiler hard-codes no layer sequence: it comes from `graphs/qwen2.toml`.
 pub mod architecture;
 pub mod compile;
+pub mod derive;
 pub mod description;
 pub mod emit;
 pub mod error;

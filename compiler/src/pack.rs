@@ -13,6 +13,7 @@ use qwen_aot_plan::quant::part_layout;
 use qwen_aot_plan::{WeightFormat, WeightId, WeightInfo, WeightPart, ALIGNMENT};
 use rayon::prelude::*;
 
+use crate::derive::Derivation;
 use crate::error::CompileError;
 use crate::gguf::{GgmlType, GgufError};
 use crate::graph::{Op, OpGraph, RopeKv, WeightRef};
@@ -220,7 +221,7 @@ pub fn weight_table(
 }
 
 /// The bytes of one part: `part.bytes` long, padding zero.
-fn part_bytes(
+pub(crate) fn part_bytes(
     part: &WeightPart,
     source: &PartSource,
     k: usize,
@@ -269,12 +270,14 @@ pub struct WeightsDigest {
     pub windows: String,
 }
 
-/// Writes every part of the table into `out` at its offset, parts in parallel (each part is
+/// Writes every stored part of the table into `out` at its offset, then the corrections of the
+/// `derived` weights (which are not stored: `crate::derive`), parts in parallel (each part is
 /// filled, hashed window by window and written by one task; `out` is sized first, and the parts
-/// tile it, so no byte is left unwritten), in one pass over the source. At most one part per
-/// thread is held in memory. `progress` gets the bytes written so far.
+/// and corrections tile it, so no byte is left unwritten), in one pass over the source. At most
+/// one part per thread is held in memory. `progress` gets the bytes written so far.
 pub fn write_weights(
     t: &WeightTable,
+    derived: &[Derivation],
     src: &dyn TensorSource,
     out: &std::fs::File,
     progress: impl Fn(u64) + Sync,
@@ -282,26 +285,41 @@ pub fn write_weights(
     let io = |e| CompileError::io("weights.bin", e);
     out.set_len(t.total_bytes).map_err(io)?;
     let done = AtomicU64::new(0);
-    let tasks: Vec<(&WeightPart, &PartSource, usize)> = t
+    // In file order: the stored parts, then the corrections (as `integrity::windows` lists them).
+    let tasks: Vec<Task> = t
         .infos
         .iter()
         .zip(&t.sources)
-        .flat_map(|(info, sources)| {
+        .enumerate()
+        .filter(|&(i, _)| !derived.iter().any(|d| d.target == i))
+        .flat_map(|(_, (info, sources))| {
             let k = *info.shape.last().unwrap_or(&0);
-            info.parts.iter().zip(sources).map(move |(part, source)| (part, source, k))
+            info.parts.iter().zip(sources).map(move |(part, source)| Task::Part(part, source, k))
         })
+        .chain(derived.iter().map(Task::Correction))
         .collect();
     let per_part: Vec<Vec<[u8; 32]>> = tasks
         .into_par_iter()
-        .map(|(part, source, k)| {
-            let bytes = part_bytes(part, source, k, src)?;
-            write_at(out, &bytes, part.offset).map_err(io)?;
-            progress(done.fetch_add(part.bytes, Ordering::Relaxed) + part.bytes);
+        .map(|task| {
+            let (bytes, at) = match task {
+                Task::Part(part, source, k) => (part_bytes(part, source, k, src)?, part.offset),
+                Task::Correction(d) => (d.region(), d.correction_offset),
+            };
+            write_at(out, &bytes, at).map_err(io)?;
+            let n = bytes.len() as u64;
+            progress(done.fetch_add(n, Ordering::Relaxed) + n);
             Ok(integrity::part_digests(&bytes))
         })
         .collect::<Result<_, CompileError>>()?;
     let (sha256, windows) = integrity::summarize(&per_part.concat());
     Ok(WeightsDigest { sha256, windows })
+}
+
+/// One unit of [`write_weights`]' work: a stored part (with its row length), or a derived
+/// weight's correction region.
+enum Task<'a> {
+    Part(&'a WeightPart, &'a PartSource, usize),
+    Correction(&'a Derivation),
 }
 
 /// `bytes` written at `offset` of `file` (positioned writes, so that tasks need no shared cursor).

@@ -7,7 +7,7 @@ use qwen_aot_plan::HyperParams;
 use rayon::prelude::*;
 
 use crate::gguf::{dequantize, GgmlType};
-use crate::source::MemorySource;
+use crate::source::{MemData, MemorySource};
 
 /// SplitMix64: tiny, seedable, good enough for test data.
 pub struct Rng(u64);
@@ -141,6 +141,34 @@ pub fn random_model_mix(hp: &HyperParams, tied: bool, seed: u64, mix: &FormatMix
     }
     vector("output_norm.weight".into(), h, 1.0, 0.2, &mut rng);
     src
+}
+
+/// Makes `src` (with a Q8_0 `output.weight`) store its embedding twice, as llama.cpp's Q4_K_M
+/// files of tied models do: `token_embd.weight` becomes the reference Q5_0 quantisation of the
+/// dequantised `output.weight`, with one code changed in every `perturb_every`-th block (the
+/// real file's blocks differ from a requantisation in about that many: `crate::derive`'s
+/// correction then has something to correct). Returns false when `src` has no Q8_0 output.
+pub fn store_embedding_twice(src: &mut MemorySource, perturb_every: usize) -> bool {
+    use qwen_aot_plan::derive::quantize_q5_0_ref;
+    let Some(out) = src.tensors.get("output.weight") else { return false };
+    let MemData::Blocks { dtype: GgmlType::Q8_0, bytes } = &out.data else { return false };
+    let dims = out.dims.clone();
+    let mut q5 = Vec::with_capacity(bytes.len() / 34 * 22);
+    for (i, b) in bytes.chunks_exact(34).enumerate() {
+        let d8 = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let x: [f32; 32] = std::array::from_fn(|e| f32::from(b[2 + e] as i8) * d8);
+        let (d, mut q) = quantize_q5_0_ref(&x);
+        if perturb_every > 0 && i % perturb_every == 0 {
+            q[i % 32] = (q[i % 32] + 1) % 32;
+        }
+        // GGUF Q5_0 block: f16 d, u32 qh (bit e: bit 4 of element e), 16 bytes of nibbles.
+        let qh = q.iter().enumerate().fold(0u32, |acc, (e, &c)| acc | (u32::from(c >> 4) << e));
+        q5.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        q5.extend_from_slice(&qh.to_le_bytes());
+        q5.extend((0..16).map(|j| (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4)));
+    }
+    src.insert_blocks("token_embd.weight", dims, GgmlType::Q5_0, q5);
+    true
 }
 
 /// Whether `name` is a layer's q, k or v bias (`blk.N.attn_{q,k,v}.bias`).

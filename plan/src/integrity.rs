@@ -43,20 +43,30 @@ pub fn part_windows(offset: u64, bytes: u64) -> impl Iterator<Item = Range<u64>>
     })
 }
 
-/// Every window of the plan's weights, in file order.
+/// Every window of `weights.bin`, in file order: the stored weights' parts, then each derived
+/// weight's correction region (its windows name the derived weight). A derived weight itself is
+/// not in the file: its rebuild is checked against its own SHA-256 ([`crate::derive`]).
 pub fn windows(plan: &Plan) -> Vec<Window> {
-    let mut out = Vec::new();
-    for (weight, w) in plan.weights.iter().enumerate() {
-        for p in &w.parts {
-            out.extend(part_windows(p.offset, p.bytes).map(|range| Window { range, weight }));
-        }
-    }
-    out
+    stored_ranges(plan)
+        .flat_map(|(weight, offset, bytes)| part_windows(offset, bytes).map(move |range| Window { range, weight }))
+        .collect()
 }
 
 /// How many windows [`windows`] gives (without listing them).
 pub fn window_count(plan: &Plan) -> usize {
-    plan.weights.iter().flat_map(|w| &w.parts).map(|p| p.bytes.div_ceil(WINDOW_BYTES) as usize).sum()
+    stored_ranges(plan).map(|(_, _, bytes)| bytes.div_ceil(WINDOW_BYTES) as usize).sum()
+}
+
+/// (weight index, offset, bytes) of every range of `weights.bin` hashed as windows, in file order.
+fn stored_ranges(plan: &Plan) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+    let is_derived = |i: usize| plan.derived.iter().any(|d| d.target.0 as usize == i);
+    let parts = plan
+        .weights
+        .iter()
+        .enumerate()
+        .filter(move |&(i, _)| !is_derived(i))
+        .flat_map(|(i, w)| w.parts.iter().map(move |p| (i, p.offset, p.bytes)));
+    parts.chain(plan.derived.iter().map(|d| (d.target.0 as usize, d.correction_offset, d.correction_bytes)))
 }
 
 /// The full SHA-256 of one window's bytes.

@@ -30,6 +30,7 @@
 //!   allocates it (`max_seq` is chosen at load time, at most `hparams.context_length`).
 use serde::{Deserialize, Serialize};
 
+pub mod derive;
 pub mod integrity;
 pub mod quant;
 pub mod rng;
@@ -43,14 +44,16 @@ pub use crate::validate::{validate, InvalidPlan};
 /// reverted experiment whose plans may still sit in caches; 3 added `Step::Gemv`; 4 groups the
 /// bias/RoPE/KV-write attributes in `RopeKvWrite`; 5 keeps quantized weights quantized:
 /// `WeightInfo::parts`; 6 hashes `weights.bin` in windows and seals the plan: `weights_windows`,
-/// `plan_sha256`, and `weights_sha256` is the two-level hash of [`crate::integrity`]). A plan with another
-/// version is rejected at load with a message asking to recompile.
+/// `plan_sha256`, and `weights_sha256` is the two-level hash of [`crate::integrity`]; 7 adds derived
+/// weights, rebuilt at load from another weight and a stored correction: [`Plan::derived`],
+/// [`crate::derive`]). A plan with another version is rejected at load with a message asking to
+/// recompile.
 ///
 /// [`RopeKvWrite::bias`] became optional within 6, without a bump: a plan with a bias is written
 /// byte for byte as before and means the same, so every existing plan still loads; a plan without
 /// one (a model without q/k/v biases, which no earlier compiler accepted) fails to parse in an
 /// older binary, which names the missing field `bias`.
-pub const PLAN_FORMAT_VERSION: u32 = 6;
+pub const PLAN_FORMAT_VERSION: u32 = 7;
 
 /// File names inside a compiled directory.
 pub const PLAN_FILE: &str = "plan.json";
@@ -80,6 +83,10 @@ pub struct Plan {
     /// Each window's SHA-256 truncated to 8 bytes, hex, in file order: what a load samples.
     pub weights_windows: String,
     pub weights: Vec<WeightInfo>,
+    /// Weights rebuilt at load instead of stored ([`crate::derive`]); their offsets lie past
+    /// `weights_bytes`, back to back in this order. Absent from `plan.json` when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<derive::DerivedWeight>,
     /// Processes up to `max_tokens` prompt tokens at once (longer prompts run in chunks).
     pub prefill: Program,
     /// Exactly one token; fixed shapes, ready for graph capture.
@@ -87,6 +94,19 @@ pub struct Plan {
     /// SHA-256 of `plan.json` with this value zeroed ([`crate::integrity::seal_plan`]); last, so
     /// that it is the last field of the file.
     pub plan_sha256: String,
+}
+
+impl Plan {
+    /// Bytes of the weight space the executors see: `weights.bin` followed by the derived
+    /// weights (equal to `weights_bytes` when there are none).
+    pub fn weights_len(&self) -> u64 {
+        self.weights.iter().map(|w| w.offset + w.bytes).fold(self.weights_bytes, u64::max)
+    }
+
+    /// The derived entry whose target is `id`, if `id` is derived.
+    pub fn derivation(&self, id: WeightId) -> Option<&derive::DerivedWeight> {
+        self.derived.iter().find(|d| d.target == id)
+    }
 }
 
 /// Model sizes, all read from GGUF metadata by the compiler.

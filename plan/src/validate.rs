@@ -17,6 +17,8 @@
 //! - Buffers start at a multiple of [`ALIGNMENT`] (the contract; the CUDA validator asked 16).
 //! - Attention and RoPE steps have exactly the hyperparameters' heads and head_dim (the KV cache
 //!   is sized from them; the CUDA validator compared only KV heads and head_dim).
+mod derived;
+
 use thiserror::Error;
 
 use crate::integrity;
@@ -63,18 +65,26 @@ pub fn validate(plan: &Plan) -> Result<(), InvalidPlan> {
             hp.n_heads, hp.n_kv_heads, hp.head_dim
         )));
     }
+    // The stored weights back to back from 0, then the derived weights' corrections to the end of
+    // the file, so that the hashed windows cover every byte; the derived weights past it.
+    let weights_len = plan.weights_bytes.checked_add(plan.weights.iter().map(|w| w.bytes).sum::<u64>());
+    let weights_len = weights_len.ok_or_else(|| bad("the weights' sizes overflow".into()))?;
     let mut end = 0;
-    for w in &plan.weights {
-        validate_weight(w, plan.weights_bytes)?;
-        // Back to back from 0 to the end of the file, so that the hashed windows cover every byte.
+    for (i, w) in plan.weights.iter().enumerate() {
+        let derived = derived::is_target(plan, i);
+        validate_weight(w, if derived { weights_len } else { plan.weights_bytes })?;
+        if derived {
+            continue;
+        }
         if w.offset != end {
             return Err(bad(format!("weight {} does not start where the previous one ends", w.name)));
         }
         end = w.offset + w.bytes;
     }
-    if end != plan.weights_bytes {
+    if plan.derived.is_empty() && end != plan.weights_bytes {
         return Err(bad(format!("the weights end at byte {end} of the {} in weights.bin", plan.weights_bytes)));
     }
+    derived::validate_derived(plan, end)?;
     if !integrity::table_fits(plan, integrity::window_count(plan)) {
         return Err(bad("the window hash table (weights_windows) does not fit the weights".into()));
     }
@@ -91,7 +101,7 @@ pub fn validate(plan: &Plan) -> Result<(), InvalidPlan> {
 fn validate_weight(w: &WeightInfo, file_bytes: u64) -> Result<(), InvalidPlan> {
     let inconsistent = |why: &str| bad(format!("weight {} has an inconsistent layout: {why}", w.name));
     if !w.offset.is_multiple_of(ALIGNMENT) || w.offset.checked_add(w.bytes).is_none_or(|end| end > file_bytes) {
-        return Err(inconsistent("offset/size outside weights.bin"));
+        return Err(inconsistent("offset/size outside weights.bin (or, derived, past the weight space)"));
     }
     let (rows, k) = match w.shape.as_slice() {
         [n, k] => (*n, *k),

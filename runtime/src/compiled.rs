@@ -1,6 +1,7 @@
 //! Loading a compiled directory: `plan.json` (parsed, its seal checked, validated once),
 //! `weights.bin` (memory-mapped; its size checked, and a sample of its windows or all of it
-//! hashed: [`crate::integrity`]) and `tokenizer.json` (if present).
+//! hashed: [`crate::integrity`]), the derived weights rebuilt from it ([`crate::derived`]) and
+//! `tokenizer.json` (if present).
 //! After [`CompiledModel::open`] succeeds, the plan has passed the plan crate's one structural
 //! validator ([`validate`]): every buffer and weight reference is in bounds and no step's
 //! outputs overlap its inputs, so executors can index without further checks (a backend checks
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::derived::{self, DerivedBytes};
 use crate::error::RuntimeError;
 use crate::integrity::{self, Damage};
 use crate::phases;
@@ -23,6 +25,8 @@ pub struct CompiledModel {
     /// Shared so that an executor reading weights in place (the CPU's) keeps the map alive
     /// without copying `weights.bin`.
     weights: Arc<Mmap>,
+    /// The derived weights (plan format 7), rebuilt at open; empty for most models.
+    derived: Arc<DerivedBytes>,
 }
 
 /// How much of `weights.bin` [`CompiledModel::open`] hashes.
@@ -61,7 +65,23 @@ impl CompiledModel {
         if let Some(damaged) = damaged {
             return Err(corrupt(&wpath, &plan, &damaged));
         }
-        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights: Arc::new(weights) })
+        drop(_span);
+        let derived = if plan.derived.is_empty() {
+            DerivedBytes::default()
+        } else {
+            let _span = phases::span("weights: rebuild the derived weights");
+            let frames = match check {
+                Integrity::Sampled => derived::FrameCheck::Sampled(integrity::random_seed()),
+                Integrity::Full => derived::FrameCheck::All,
+            };
+            derived::rebuild(&plan, &weights, frames).map_err(|e| match e {
+                RuntimeError::CorruptWeights { what, .. } => {
+                    RuntimeError::CorruptWeights { path: wpath.display().to_string(), what }
+                }
+                other => other,
+            })?
+        };
+        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights: Arc::new(weights), derived: Arc::new(derived) })
     }
 
     /// The plan (parsed, seal checked, validated) and the mapped `weights.bin` (size checked),
@@ -94,16 +114,24 @@ impl CompiledModel {
         Ok((plan, weights))
     }
 
-    /// The packed bytes of `weights.bin`.
+    /// The packed bytes of `weights.bin` (the stored weights and the derived weights'
+    /// corrections; [`Self::weights_len`] covers the derived weights too).
     pub fn weight_bytes(&self) -> &[u8] {
         &self.weights
     }
 
-    /// `weights.bin` handed to `f` in order, `chunk` bytes at a time (offset, bytes); once `f`
-    /// returns, the chunk's pages leave this process's resident set (MADV_DONTNEED on the
-    /// read-only file mapping: they stay in the page cache and fault back in, unchanged, if read
-    /// again). An upload this way keeps about one chunk of the file resident on the host instead
-    /// of all of it. `f` must be done reading the chunk when it returns.
+    /// Bytes of the weight space an executor holds: `weights.bin` and the derived weights past
+    /// its end (every weight's offset + bytes lies within).
+    pub fn weights_len(&self) -> u64 {
+        self.plan.weights_len()
+    }
+
+    /// `weights.bin` handed to `f` in order, `chunk` bytes at a time (offset, bytes), then each
+    /// derived weight at its offset past the file; once `f` returns, a chunk of the file leaves
+    /// this process's resident set (MADV_DONTNEED on the read-only file mapping: its pages stay
+    /// in the page cache and fault back in, unchanged, if read again). An upload this way keeps
+    /// about one chunk of the file resident on the host instead of all of it. `f` must be done
+    /// reading the chunk when it returns.
     pub fn stream_weights(
         &self,
         chunk: usize,
@@ -123,23 +151,51 @@ impl CompiledModel {
                 let _ = self.weights.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len());
             }
         }
+        for (id, bytes) in self.derived.iter() {
+            let base = self.plan.weights[id.0 as usize].offset;
+            for (i, piece) in bytes.chunks(chunk).enumerate() {
+                f(base + (i * chunk) as u64, piece)?;
+            }
+        }
         Ok(())
     }
 
-    /// The memory map of `weights.bin`, shared (for executors that read weights in place).
-    pub fn weights_map(&self) -> Arc<Mmap> {
-        Arc::clone(&self.weights)
+    /// The memory map of `weights.bin` and the derived weights, shared (for executors that read
+    /// weights in place).
+    pub fn weight_store(&self) -> WeightStore {
+        WeightStore { map: Arc::clone(&self.weights), derived: Arc::clone(&self.derived) }
     }
 
     /// Bytes of one weight (in bounds: checked at open).
     pub fn weight(&self, id: WeightId) -> &[u8] {
-        let w = &self.plan.weights[id.0 as usize];
-        &self.weights[w.offset as usize..(w.offset + w.bytes) as usize]
+        weight_in(&self.plan, &self.weights, &self.derived, id)
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join(TOKENIZER_FILE)
     }
+}
+
+/// Where an executor reads weights in place: the map of `weights.bin` and the derived weights.
+#[derive(Clone)]
+pub struct WeightStore {
+    map: Arc<Mmap>,
+    derived: Arc<DerivedBytes>,
+}
+
+impl WeightStore {
+    /// Bytes of weight `id` of `plan` (the plan this store was opened with).
+    pub fn weight<'a>(&'a self, plan: &Plan, id: WeightId) -> &'a [u8] {
+        weight_in(plan, &self.map, &self.derived, id)
+    }
+}
+
+fn weight_in<'a>(plan: &Plan, map: &'a Mmap, derived: &'a DerivedBytes, id: WeightId) -> &'a [u8] {
+    if let Some(bytes) = derived.get(id) {
+        return bytes;
+    }
+    let w = &plan.weights[id.0 as usize];
+    &map[w.offset as usize..(w.offset + w.bytes) as usize]
 }
 
 /// `plan.json`'s text to a validated plan. One typed parse in the normal case; the version is

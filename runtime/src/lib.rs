@@ -6,6 +6,7 @@ pub mod compiled;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod derived;
 pub mod error;
 pub mod executor;
 pub mod integrity;

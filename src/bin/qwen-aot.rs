@@ -58,6 +58,10 @@ enum Cmd {
         /// How matrices are stored: the GGUF's own quantization, or all dequantised to f16 (for comparison).
         #[arg(long, value_enum, default_value_t = cli::compile::WeightsChoice::Native)]
         weights: cli::compile::WeightsChoice,
+        /// Store every weight as it is, even one that another rebuilds losslessly (by default a
+        /// tied embedding stored twice is kept once plus a small correction, rebuilt at load).
+        #[arg(long)]
+        no_derive: bool,
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
@@ -236,9 +240,16 @@ fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Inspect { model } => cli::inspect::run(model.as_deref()),
         Cmd::Tokenize { model, json, decode, args } => cli::tokenize::run(model.as_deref(), json, decode, &args),
-        Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, quiet } => {
-            cli::compile::run(model.as_deref(), &out, dot.as_deref(), svg.as_deref(), prefill_tokens, weights, quiet)
-        }
+        Cmd::Compile { model, out, dot, svg, prefill_tokens, weights, no_derive, quiet } => cli::compile::run(
+            model.as_deref(),
+            &out,
+            dot.as_deref(),
+            svg.as_deref(),
+            prefill_tokens,
+            weights,
+            !no_derive,
+            quiet,
+        ),
         Cmd::Verify { target, model, quiet } => cli::verify::run(target.or(model).as_deref(), quiet),
         Cmd::Check { model, backend, seed, model_only, quiet } => {
             cli::check::run(model.as_deref(), backend, seed, model_only, quiet)

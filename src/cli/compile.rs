@@ -83,11 +83,23 @@ pub fn report(c: &Compiled) {
     let by_format: Vec<String> =
         bytes_by_format(&c.plan.weights).iter().map(|(f, b)| format!("{} {}", f.name(), mib(*b))).collect();
     println!(
-        "\nweights: {} tensors, {} packed ({})",
+        "\nweights: {} tensors, {} in weights.bin ({} as used: {})",
         c.plan.weights.len(),
         mib(c.plan.weights_bytes),
+        mib(c.plan.weights_len()),
         by_format.join(", ")
     );
+    for d in &c.plan.derived {
+        let (t, b) = (&c.plan.weights[d.target.0 as usize], &c.plan.weights[d.base.0 as usize]);
+        println!(
+            "  {} ({}) derived from {} at load: correction {} in {} frames",
+            t.name,
+            mib(t.bytes),
+            b.name,
+            mib(d.frames.iter().sum()),
+            d.frames.len()
+        );
+    }
 }
 
 /// The plan in `out` if it was compiled from this model by this compiler with `opts`' prefill
@@ -101,6 +113,18 @@ fn previous_plan(out: &Path, sha: &str, opts: &CompileOptions) -> Option<Plan> {
         && plan.prefill.max_tokens == opts.prefill_tokens
         && out.join(WEIGHTS_FILE).metadata().is_ok_and(|m| m.len() == plan.weights_bytes);
     same.then_some(plan)
+}
+
+/// Whether `plan` holds the weights `c` would write: the same table (names, shapes, formats)
+/// and, derived or not, as `c`'s options say (offsets differ once weights are derived).
+fn same_weights(c: &Compiled, plan: &Plan) -> bool {
+    let key = |w: &qwen_aot_runtime::plan::WeightInfo| {
+        (w.name.clone(), w.shape.clone(), w.parts.iter().map(|p| (p.rows, p.format)).collect::<Vec<_>>())
+    };
+    let derivable = c.derive && qwen_aot_compiler::derive::has_candidates(&c.weights);
+    c.plan.weights.len() == plan.weights.len()
+        && c.plan.weights.iter().zip(&plan.weights).all(|(a, b)| key(a) == key(b))
+        && derivable != plan.derived.is_empty()
 }
 
 /// Renders DOT to SVG with Graphviz's `dot`, which must be installed.
@@ -129,11 +153,12 @@ pub fn run(
     svg: Option<&Path>,
     prefill_tokens: usize,
     weights: WeightsChoice,
+    derive: bool,
     quiet: bool,
 ) -> Result<()> {
     let gguf = model::gguf_path(model_arg)?;
     let sha = model::model_sha256(&gguf)?;
-    let opts = CompileOptions { prefill_tokens, weights: weights.into(), ..Default::default() };
+    let opts = CompileOptions { prefill_tokens, weights: weights.into(), derive, ..Default::default() };
     // Up to date when the weight table `opts` gives (graph work only, no packing) is the one in
     // `out`: that tells `--weights f16` from native plans.
     let up_to_date = match previous_plan(out, &sha, &opts) {
@@ -141,7 +166,8 @@ pub fn run(
             let g = model::open_gguf(&gguf)?;
             let cfg = ModelConfig::from_gguf(&g)?;
             let c = build(&cfg.hparams, &g, &sha, &CompileOptions { architecture: cfg.architecture, ..opts.clone() })?;
-            (c.plan.weights == plan.weights).then_some(c)
+            // Reported as compiled before: the plan on disk (derived weights laid out) is the truth.
+            same_weights(&c, &plan).then_some(Compiled { plan, ..c })
         }
         None => None,
     };

@@ -125,7 +125,7 @@ fn check_written(src: &MemorySource, hp: &HyperParams, mode: WeightMode) {
     let t = table(src, hp, mode);
     let mut file = tempfile::tempfile().unwrap();
     let seen = std::sync::Mutex::new(Vec::new());
-    let digest = write_weights(&t, src, &file, |n| seen.lock().unwrap().push(n)).unwrap();
+    let digest = write_weights(&t, &[], src, &file, |n| seen.lock().unwrap().push(n)).unwrap();
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
     assert_eq!(bytes.len() as u64, t.total_bytes);

@@ -1,17 +1,14 @@
 //! The CPU executor: interprets plan programs step by step with the CPU twins in
 //! [`super::kernels`], in f32 on all cores (rayon; the prefill matmuls use a blocked SGEMM).
-//! Matrices are read in place from the shared memory map of `weights.bin`, in their packed
+//! Matrices are read in place from the shared memory map of `weights.bin` (or, derived, from
+//! their bytes rebuilt at load: [`crate::derived`]), in their packed
 //! formats ([`super::qmatmul`]): no copy and no widening at load, so host memory stays about the
 //! size of the file and decode reads as few bytes as the GGUF's quantization allows. Norm weights
 //! and biases (small f32 vectors) are copied.
-use std::sync::Arc;
-
-use memmap2::Mmap;
-
 use super::kernels::{self, AttnShape};
 use super::qdot::{self, DotPath};
 use super::qmatmul::{self, PartRef, QMatrix};
-use crate::compiled::CompiledModel;
+use crate::compiled::{CompiledModel, WeightStore};
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
 use crate::plan::{BufId, GemvEpilogue, HyperParams, Plan, Program, Step, WeightId};
@@ -19,9 +16,9 @@ use crate::sampler::SamplingParams;
 
 pub struct CpuExecutor {
     plan: Plan,
-    /// `weights.bin`, mapped once and shared with the [`CompiledModel`].
-    map: Arc<Mmap>,
-    /// Indexed by `WeightId`: a matrix's parts (offsets in `map`), a vector's f32 values (the
+    /// `weights.bin`, mapped once, and the derived weights, shared with the [`CompiledModel`].
+    store: WeightStore,
+    /// Indexed by `WeightId`: a matrix's parts (offsets in its bytes), a vector's f32 values (the
     /// other is empty).
     parts: Vec<Vec<PartRef>>,
     weights: Vec<Vec<f32>>,
@@ -68,7 +65,7 @@ impl CpuExecutor {
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes);
         let kv = max_seq * hp.n_kv_heads * hp.head_dim;
         Ok(CpuExecutor {
-            map: model.weights_map(),
+            store: model.weight_store(),
             parts,
             weights,
             arena: vec![0.0; (arena_bytes / 4) as usize],
@@ -144,8 +141,9 @@ impl CpuExecutor {
         let shape = AttnShape { n_heads: hp.n_heads, n_kv_heads: hp.n_kv_heads, head_dim: hp.head_dim };
         for step in &prog.steps {
             let w = |id: WeightId| self.weights[id.0 as usize].as_slice();
-            let (map, parts) = (&self.map[..], &self.parts);
-            let wq = |id: WeightId, k: usize| QMatrix { bytes: map, parts: &parts[id.0 as usize], k };
+            let (store, parts, plan) = (&self.store, &self.parts, &self.plan);
+            let wq =
+                |id: WeightId, k: usize| QMatrix { bytes: store.weight(plan, id), parts: &parts[id.0 as usize], k };
             match *step {
                 Step::Embed { tokens: t, table, out } => {
                     let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();

@@ -22,13 +22,14 @@ pub struct PartRef {
     pub len: usize,
 }
 
-/// The parts of a weight as laid out in `weights.bin` (offsets absolute in the file).
+/// The parts of a weight, their offsets relative to the weight's own bytes.
 pub fn part_refs(w: &WeightInfo) -> Vec<PartRef> {
     let mut row0 = 0;
     w.parts
         .iter()
         .map(|p| {
-            let r = PartRef { row0, rows: p.rows, format: p.format, start: p.offset as usize, len: p.bytes as usize };
+            let start = (p.offset - w.offset) as usize;
+            let r = PartRef { row0, rows: p.rows, format: p.format, start, len: p.bytes as usize };
             row0 += p.rows;
             r
         })

@@ -121,7 +121,8 @@ impl CudaExecutor {
         // Straight from the file's mapping, a chunk at a time: each chunk's pages leave the host's
         // resident set once the driver has staged them, so the host never holds the whole file.
         let span = phases::span("CUDA: weights upload");
-        let weights_buf = dev.alloc(model.weight_bytes().len(), "weights")?;
+        // The file and the derived weights past its end (`stream_weights` hands over both).
+        let weights_buf = dev.alloc(model.weights_len() as usize, "weights")?;
         let weights_ptr = weights_buf.ptr();
         model.stream_weights(UPLOAD_CHUNK, |offset, bytes| dev.htod(weights_ptr + offset, bytes, "weights"))?;
         drop(span);

@@ -1,0 +1,195 @@
+//! Derived weights (plan format 7): a weight that `weights.bin` does not hold itself but as a
+//! *recipe* applied to another weight (its *base*) plus a lossless *correction*, rebuilt at load.
+//!
+//! Why: GGUF files of tied-embedding models often store the embedding twice, quantized twice from
+//! one matrix -- the default model has `token_embd.weight` as Q5_0 (93.6 MB) and `output.weight`
+//! as Q8_0 (144.6 MB). ggml's reference Q5_0 quantizer applied to the dequantised Q8_0 rows
+//! reproduces 99.99 % of the Q5_0 scales and 96.85 % of its codes (experiments/tied_requant.py),
+//! so the XOR of the recipe's output with the real bytes is mostly zeros and compresses (zstd) to
+//! a tenth of the weight: every byte of the GGUF is kept, in 84 MB less.
+//!
+//! The contract, shared by the compiler (which writes it) and the runtime (which rebuilds it):
+//! - the recipe's output is computed on the *packed* layouts ([`crate::quant`]): the base's part
+//!   bytes in, the target's part bytes out (`apply_recipe`, deterministic: plain f32 arithmetic);
+//! - the correction is `real XOR recipe output` over the target's bytes, cut into frames of
+//!   [`CORRECTION_FRAME`] bytes (the last shorter), each compressed as one zstd frame, stored back
+//!   to back at `correction_offset` in `weights.bin` (a region of `correction_bytes`, padded with
+//!   zeros to [`crate::ALIGNMENT`]);
+//! - `frame_sha256` holds the SHA-256 of each frame of the rebuilt target: a load checks a sample
+//!   of them (like the windows of `weights.bin`, [`crate::integrity`]), `qwen-aot verify` and
+//!   `check` every one.
+//!
+//! A derived target lies in the plan's *virtual* weight space past the end of `weights.bin`
+//! (`WeightInfo::offset >= Plan::weights_bytes`); every other weight is stored in the file.
+use std::ops::Range;
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::quant::{part_layout, PartView, WeightFormat, GROUP};
+use crate::{WeightId, WeightInfo};
+
+/// Uncompressed bytes per correction frame (frames are decompressed and hashed in parallel).
+pub const CORRECTION_FRAME: usize = 4 << 20;
+
+/// How a target's bytes are computed from its base's.
+#[allow(non_camel_case_types)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeriveRecipe {
+    /// Base Q8_0 and target Q5_0, one part each, same shape: every group of the base dequantised
+    /// (`d * q`, f32) and quantised again with ggml's reference Q5_0 quantizer
+    /// (`quantize_row_q5_0_ref`: `d = max / -16` where max is the element of largest magnitude,
+    /// code `min(31, trunc(x / d + 16.5))`, d stored as f16).
+    RequantQ8_0ToQ5_0,
+}
+
+impl DeriveRecipe {
+    /// The (base, target) formats the recipe reads and writes.
+    pub fn formats(self) -> (WeightFormat, WeightFormat) {
+        match self {
+            DeriveRecipe::RequantQ8_0ToQ5_0 => (WeightFormat::Q8_0, WeightFormat::Q5_0),
+        }
+    }
+}
+
+/// One derived weight of a plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DerivedWeight {
+    /// The weight rebuilt (its offset lies past the end of `weights.bin`).
+    pub target: WeightId,
+    /// The stored weight the recipe reads.
+    pub base: WeightId,
+    pub recipe: DeriveRecipe,
+    /// Where the correction's frames lie in `weights.bin`: a region of `correction_bytes` (a
+    /// multiple of [`crate::ALIGNMENT`]) starting at `correction_offset`.
+    pub correction_offset: u64,
+    pub correction_bytes: u64,
+    /// Compressed size of each frame, in order; frame i rebuilds target bytes
+    /// `[i * CORRECTION_FRAME, min((i + 1) * CORRECTION_FRAME, target bytes))`.
+    pub frames: Vec<u64>,
+    /// SHA-256 (hex) of each frame of the rebuilt target, in order.
+    pub frame_sha256: Vec<String>,
+}
+
+/// Why a recipe cannot run on the weights it was given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeriveError {
+    #[error("the recipe {recipe:?} needs a one-part {want} {what}, found {found}")]
+    Format { recipe: DeriveRecipe, what: &'static str, want: &'static str, found: String },
+    #[error("base and target of the recipe have different shapes ({base:?} and {target:?})")]
+    Shape { base: Vec<usize>, target: Vec<usize> },
+    #[error("{what} bytes do not match the weight's layout")]
+    Layout { what: &'static str },
+}
+
+/// The target byte range of each correction frame of a target of `bytes` bytes.
+pub fn frame_ranges(bytes: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..bytes.div_ceil(CORRECTION_FRAME)).map(move |i| i * CORRECTION_FRAME..((i + 1) * CORRECTION_FRAME).min(bytes))
+}
+
+/// The recorded hash of one frame of target bytes: its SHA-256, hex.
+pub fn frame_sha256(bytes: &[u8]) -> String {
+    crate::integrity::hex(&Sha256::digest(bytes))
+}
+
+/// The recipe's output for `target` (its whole packed bytes, padding zero) from `base`'s packed
+/// bytes, computed on `threads` threads (at least one).
+pub fn apply_recipe(
+    recipe: DeriveRecipe,
+    base: &WeightInfo,
+    base_bytes: &[u8],
+    target: &WeightInfo,
+    threads: usize,
+) -> Result<Vec<u8>, DeriveError> {
+    let (base_fmt, target_fmt) = recipe.formats();
+    let one_part = |w: &WeightInfo, want: WeightFormat, what: &'static str| match w.single_format() {
+        Some(f) if f == want => Ok(()),
+        other => Err(DeriveError::Format {
+            recipe,
+            what,
+            want: want.name(),
+            found: other.map_or_else(|| format!("{} parts", w.parts.len()), |f| f.name().to_string()),
+        }),
+    };
+    one_part(base, base_fmt, "base")?;
+    one_part(target, target_fmt, "target")?;
+    let ([rows, k], [trows, tk]) = (base.shape.as_slice(), target.shape.as_slice()) else {
+        return Err(DeriveError::Shape { base: base.shape.clone(), target: target.shape.clone() });
+    };
+    if (rows, k) != (trows, tk) {
+        return Err(DeriveError::Shape { base: base.shape.clone(), target: target.shape.clone() });
+    }
+    let (rows, k) = (*rows, *k);
+    let view = PartView::new(base_fmt, rows, k, base_bytes).ok_or(DeriveError::Layout { what: "base" })?;
+    let layout = part_layout(target_fmt, rows, k).ok_or(DeriveError::Layout { what: "target" })?;
+    if layout.bytes != target.bytes {
+        return Err(DeriveError::Layout { what: "target" });
+    }
+    let mut out = vec![0u8; layout.bytes as usize];
+    let groups = rows * (k / GROUP);
+    {
+        // The three planes of the target, each cut into the same group ranges, one per thread.
+        let (qs, rest) = out.split_at_mut(layout.qh as usize);
+        let (qh, rest) = rest.split_at_mut((layout.sc - layout.qh) as usize);
+        let sc = &mut rest[..layout.sc_bytes as usize];
+        let (qs, qh) = (&mut qs[..layout.qs_bytes as usize], &mut qh[..layout.qh_bytes as usize]);
+        let per = groups.div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|s| {
+            let pieces = qs.chunks_mut(per * 16).zip(qh.chunks_mut(per * 4)).zip(sc.chunks_mut(per * 2));
+            for (i, ((qs, qh), sc)) in pieces.enumerate() {
+                let view = &view;
+                s.spawn(move || requant_q8_0_to_q5_0(view, i * per, qs, qh, sc));
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Groups `first..` of a Q8_0 view, requantised to Q5_0 planes (`qs`: 16 bytes, `qh`: 4, `sc`: 2
+/// per group; as many groups as they hold).
+fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], sc: &mut [u8]) {
+    let n = qs.len() / 16;
+    let base_qs = base.qs[GROUP * first..GROUP * (first + n)].chunks_exact(GROUP);
+    let base_sc = base.sc[2 * first..2 * (first + n)].chunks_exact(2);
+    let out = qs.chunks_exact_mut(16).zip(qh.chunks_exact_mut(4)).zip(sc.chunks_exact_mut(2));
+    let mut x = [0f32; GROUP];
+    for (((qs, qh), sc), (bq, bs)) in out.zip(base_qs.zip(base_sc)) {
+        let d8 = f16::from_bits(u16::from_le_bytes([bs[0], bs[1]])).to_f32();
+        for (v, &q) in x.iter_mut().zip(bq) {
+            *v = f32::from(q as i8) * d8;
+        }
+        let (d, q) = quantize_q5_0_ref(&x);
+        sc.copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        // Element e: low nibble in byte e % 16 (high half for e >= 16), bit 4 in byte e % 4, bit e / 4.
+        for j in 0..16 {
+            qs[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+        }
+        for (b, h) in qh.iter_mut().enumerate() {
+            *h = (0..8).fold(0u8, |acc, i| acc | (((q[4 * i + b] >> 4) & 1) << i));
+        }
+    }
+}
+
+/// ggml's reference Q5_0 quantisation of one group: the scale (f32, stored rounded to f16) and
+/// the 32 five-bit codes.
+pub fn quantize_q5_0_ref(x: &[f32; GROUP]) -> (f32, [u8; GROUP]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; GROUP];
+    for (c, &v) in q.iter_mut().zip(x) {
+        // C's (int8_t) cast truncates towards zero; x * id + 16.5 lies in [0.5, 32.5].
+        *c = ((v * id + 16.5) as i8).min(31) as u8;
+    }
+    (d, q)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+use super::*;
+use crate::WeightPart;
+
+fn matrix(name: &str, format: WeightFormat, rows: usize, k: usize, offset: u64) -> WeightInfo {
+    let bytes = part_layout(format, rows, k).unwrap().bytes;
+    WeightInfo {
+        name: name.into(),
+        shape: vec![rows, k],
+        offset,
+        bytes,
+        parts: vec![WeightPart { rows, format, offset, bytes }],
+    }
+}
+
+#[test]
+fn reference_q5_0_codes_and_scale() {
+    // max magnitude -8 (d = 0.5, id = 2): x * 2 + 16.5 truncated, capped at 31.
+    let mut x = [0f32; GROUP];
+    x[0] = -8.0; // 0.5 -> 0
+    x[1] = 1.0; // 18.5 -> 18
+    x[2] = 7.75; // 32.0 -> 31 (capped)
+    x[3] = -0.3; // 15.9 -> 15
+    let (d, q) = quantize_q5_0_ref(&x);
+    assert_eq!(d, 0.5);
+    assert_eq!(&q[..4], &[0, 18, 31, 15]);
+    assert!(q[4..].iter().all(|&c| c == 16), "zeros sit at the offset 16");
+    // An all-zero group: d = 0 / -16 = -0.0 (as ggml stores it), every code 16.
+    let (d, q) = quantize_q5_0_ref(&[0.0; GROUP]);
+    assert_eq!(d.to_bits(), (-0.0f32).to_bits());
+    assert!(q.iter().all(|&c| c == 16));
+}
+
+#[test]
+fn recipe_writes_the_packed_q5_0_planes() {
+    // One row of two groups. Q8_0 layout: qs plane at 0 (32 bytes per group), sc at 256.
+    let base = matrix("output.weight", WeightFormat::Q8_0, 1, 64, 0);
+    let mut bytes = vec![0u8; base.bytes as usize];
+    bytes[0] = (-16i8) as u8; // group 0: codes -16, 0 .., 8 at element 17; d = 1
+    bytes[17] = 8;
+    bytes[256..258].copy_from_slice(&f16::from_f32(1.0).to_bits().to_le_bytes()); // group 1: d = 0
+    let target = matrix("token_embd.weight", WeightFormat::Q5_0, 1, 64, 0);
+    for threads in [1, 2, 5] {
+        let out = apply_recipe(DeriveRecipe::RequantQ8_0ToQ5_0, &base, &bytes, &target, threads).unwrap();
+        // Q5_0 layout: qs at 0 (16 per group), qh at 256 (4 per group), sc at 512 (2 per group).
+        assert_eq!(out.len(), 768);
+        // Group 0: x = [-16, 0 x 16, 8, 0 ..]: d = 1, codes 0, 16 .., 24 at element 17.
+        let mut qs0 = [0u8; 16];
+        qs0[1] = 0x80; // element 17: code 24, low nibble 8, in byte 1's high nibble
+        assert_eq!(&out[0..16], &qs0);
+        assert_eq!(&out[256..260], &[0xfe, 0xff, 0xff, 0xff], "bit 4 of every code but element 0's");
+        assert_eq!(&out[512..514], &f16::from_f32(1.0).to_bits().to_le_bytes());
+        // Group 1: all zeros: d = -0.0, every code 16 (qs nibbles 0, qh bits 1).
+        assert_eq!(&out[16..32], &[0u8; 16]);
+        assert_eq!(&out[260..264], &[0xff; 4]);
+        assert_eq!(&out[514..516], &[0x00, 0x80]);
+        assert!(out[32..256].iter().chain(&out[264..512]).chain(&out[516..]).all(|&b| b == 0), "padding");
+    }
+}
+
+#[test]
+fn recipe_refuses_other_formats_and_shapes() {
+    let base = matrix("b", WeightFormat::Q8_0, 2, 64, 0);
+    let bytes = vec![0u8; base.bytes as usize];
+    let r = DeriveRecipe::RequantQ8_0ToQ5_0;
+    let wrong_fmt = matrix("t", WeightFormat::Q4_0, 2, 64, 0);
+    assert!(matches!(apply_recipe(r, &base, &bytes, &wrong_fmt, 1), Err(DeriveError::Format { .. })));
+    let wrong_shape = matrix("t", WeightFormat::Q5_0, 3, 64, 0);
+    assert!(matches!(apply_recipe(r, &base, &bytes, &wrong_shape, 1), Err(DeriveError::Shape { .. })));
+    let target = matrix("t", WeightFormat::Q5_0, 2, 64, 0);
+    assert_eq!(apply_recipe(r, &base, &bytes[1..], &target, 1), Err(DeriveError::Layout { what: "base" }));
+}
+
+#[test]
+fn frames_cover_the_target() {
+    let f = CORRECTION_FRAME;
+    assert_eq!(frame_ranges(0).count(), 0);
+    assert_eq!(frame_ranges(f).collect::<Vec<_>>(), vec![0..f]);
+    assert_eq!(frame_ranges(2 * f + 5).collect::<Vec<_>>(), vec![0..f, f..2 * f, 2 * f..2 * f + 5]);
+}

@@ -1,0 +1,150 @@
+//! Derived weights (plan format 7) end to end on a model that stores its embedding twice, as the
+//! default model does (`token_embd` Q5_0 and `output` Q8_0 quantized from one matrix): the
+//! compile leaves the embedding out of `weights.bin` for a correction a fraction of its size, the
+//! load rebuilds it byte for byte -- every weight equal to a `--no-derive` compile's, the same
+//! logits -- and a damaged correction or plan entry is refused with a message, not a panic.
+//!
+//! `QWEN_AOT_WRITE_TIED_GGUF=PATH` also writes the model as a GGUF file at PATH, for
+//! `qwen-aot check --backend cuda --model PATH` on a GPU machine (the upload of derived weights).
+use std::path::Path;
+
+use qwen_aot_compiler::compile::{build, write_dir, CompileOptions};
+use qwen_aot_compiler::source::MemorySource;
+use qwen_aot_compiler::synthetic::gguf_file::gguf_builder;
+use qwen_aot_compiler::synthetic::{default_model_mix, qwen05b_hparams, random_model_mix, store_embedding_twice};
+use qwen_aot_runtime::compiled::{parse_plan, CompiledModel, Integrity};
+use qwen_aot_runtime::cpu::CpuExecutor;
+use qwen_aot_runtime::error::RuntimeError;
+use qwen_aot_runtime::executor::LogitsWanted;
+use qwen_aot_runtime::plan::{integrity::seal_plan, HyperParams, Plan, WeightId, PLAN_FILE, WEIGHTS_FILE};
+use qwen_aot_runtime::session::Session;
+
+/// Two layers at the default model's widths, a 4,096-token vocabulary: the tied pair is 3.7 MB
+/// (Q8_0) and 2.4 MB (Q5_0), a correction of a few frames.
+/// A change to a plan, for the refusal tests.
+type PlanEdit = fn(&mut Plan);
+
+fn hparams() -> HyperParams {
+    HyperParams { vocab: 4096, context_length: 2048, ..qwen05b_hparams(2) }
+}
+
+fn tied_source(hp: &HyperParams) -> MemorySource {
+    let mut src = random_model_mix(hp, false, 17, &default_model_mix());
+    assert!(store_embedding_twice(&mut src, 29));
+    src
+}
+
+fn compile(src: &MemorySource, hp: &HyperParams, derive: bool, dir: &Path) {
+    let opts = CompileOptions { prefill_tokens: 16, derive, ..Default::default() };
+    let mut c = build(hp, src, "tied-test", &opts).unwrap();
+    write_dir(&mut c, src, None, dir, |_| {}).unwrap();
+}
+
+fn logits(model: &CompiledModel) -> Vec<f32> {
+    let mut s = Session::new(Box::new(CpuExecutor::new(model, 64).unwrap()));
+    let mut all = s.prefill(&[11, 2200, 7, 900, 5], LogitsWanted::Last).unwrap().logits;
+    let next = s.prefill(&[42], LogitsWanted::Last).unwrap().logits;
+    all.extend(next);
+    all
+}
+
+#[test]
+fn a_derived_embedding_rebuilds_byte_for_byte() {
+    let hp = hparams();
+    let src = tied_source(&hp);
+    if let Some(path) = std::env::var_os("QWEN_AOT_WRITE_TIED_GGUF") {
+        std::fs::write(&path, gguf_builder(&src, &hp, "tied-test").build().unwrap()).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (derived_dir, stored_dir) = (tmp.path().join("derived"), tmp.path().join("stored"));
+    compile(&src, &hp, true, &derived_dir);
+    compile(&src, &hp, false, &stored_dir);
+    let derived = CompiledModel::open(&derived_dir, Integrity::Full).unwrap();
+    let stored = CompiledModel::open(&stored_dir, Integrity::Full).unwrap();
+
+    let [d] = derived.plan.derived.as_slice() else { panic!("one derived weight: {:?}", derived.plan.derived) };
+    let target = &derived.plan.weights[d.target.0 as usize];
+    assert_eq!(target.name, "token_embd.weight");
+    assert_eq!(derived.plan.weights[d.base.0 as usize].name, "output.weight");
+    assert!(stored.plan.derived.is_empty());
+    // The file shrinks by the embedding less its correction (29 frames' worth of changed codes
+    // and the scales' rounding: a few percent of it).
+    let (df, sf) = (derived.weight_bytes().len() as u64, stored.weight_bytes().len() as u64);
+    assert_eq!(sf - df, target.bytes - d.correction_bytes, "file sizes {df} and {sf}");
+    assert!(d.correction_bytes * 5 < target.bytes, "correction {} of {}", d.correction_bytes, target.bytes);
+    // The executors' weight space: the file (its correction included) and the embedding past it.
+    assert_eq!(derived.weights_len(), stored.weights_len() + d.correction_bytes);
+    // Every weight byte-identical, and the whole weight space as an upload sees it.
+    for i in 0..stored.plan.weights.len() {
+        let id = WeightId(i as u32);
+        assert!(derived.weight(id) == stored.weight(id), "weight {} differs", stored.plan.weights[i].name);
+    }
+    let space = |m: &CompiledModel| {
+        let mut v = vec![0u8; m.weights_len() as usize];
+        m.stream_weights(1 << 20, |at, b| {
+            v[at as usize..at as usize + b.len()].copy_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        v
+    };
+    let (ds, ss) = (space(&derived), space(&stored));
+    for w in &stored.plan.weights {
+        let (a, b) = (&derived.plan.weights.iter().find(|x| x.name == w.name).unwrap(), w);
+        assert!(
+            ds[a.offset as usize..(a.offset + a.bytes) as usize]
+                == ss[b.offset as usize..(b.offset + b.bytes) as usize],
+            "streamed {} differs",
+            w.name
+        );
+    }
+    // The same model: identical logits (bit for bit) on the CPU.
+    let (a, b) = (logits(&derived), logits(&stored));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "logits differ");
+}
+
+#[test]
+fn damage_to_a_correction_or_its_entry_is_refused() {
+    let hp = hparams();
+    let src = tied_source(&hp);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    compile(&src, &hp, true, &dir);
+    let plan_text = std::fs::read_to_string(dir.join(PLAN_FILE)).unwrap();
+    let plan = parse_plan(&plan_text).unwrap();
+    let d = plan.derived[0].clone();
+
+    // A flipped byte inside the correction: its window's hash differs (a full check), and the
+    // message names the derived weight.
+    let wpath = dir.join(WEIGHTS_FILE);
+    let good = std::fs::read(&wpath).unwrap();
+    let mut bad = good.clone();
+    bad[d.correction_offset as usize + 100] ^= 0x40;
+    std::fs::write(&wpath, &bad).unwrap();
+    let err = CompiledModel::open(&dir, Integrity::Full).err().expect("damage refused");
+    assert!(matches!(err, RuntimeError::CorruptWeights { .. }), "{err}");
+    assert!(err.to_string().contains("token_embd.weight"), "{err}");
+    std::fs::write(&wpath, &good).unwrap();
+
+    // Entries that claim too much or point elsewhere: refused by the validator, before any
+    // allocation or decompression.
+    let broken: [(&str, PlanEdit); 5] = [
+        ("a frame of 1 TB", |p| p.derived[0].frames[0] = 1 << 40),
+        ("a frame missing", |p| {
+            p.derived[0].frames.pop();
+        }),
+        ("a base that is itself", |p| p.derived[0].base = p.derived[0].target),
+        ("a target out of range", |p| p.derived[0].target = WeightId(10_000)),
+        ("a correction elsewhere", |p| p.derived[0].correction_offset -= 256),
+    ];
+    for (what, edit) in broken {
+        let mut p = plan.clone();
+        edit(&mut p);
+        let text = seal_plan(&mut p).unwrap();
+        match parse_plan(&text) {
+            Err(RuntimeError::BadPlan(msg)) => eprintln!("{what}: {msg}"),
+            other => panic!("{what}: not refused as a bad plan: {:?}", other.map(|_| ())),
+        }
+    }
+}

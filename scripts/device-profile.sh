@@ -7,13 +7,13 @@
 #   usage: [SHAPE=1.5b] [KERNEL=regex] scripts/device-profile.sh BIN [LAUNCHES (default: one decode step of BIN's plan)]
 # SHAPE: the random model's shape (bench --random-shape; default 0.5b). KERNEL: profile instead the
 # first LAUNCHES launches whose name matches (e.g. KERNEL=dequant: the prefill's dequantisation).
-# SKIP: launches skipped first (default 20000: past the bench's warm-up, its short prefills on both
-# paths and the cuBLAS warm-up, about 11-13 thousand launches, into the first depth-0 decode run;
+# SKIP: launches skipped first (default 40000: past the bench's warm-up, its short prefills on both
+# paths and the cuBLAS warm-up (20000 still lands in the cuBLAS prefills), into the depth-0 decode runs;
 # a window of one step's launches anywhere in it holds every decode kernel once).
 set -uo pipefail
 bin=$1 count=${2:-0}
 shape=${SHAPE:-0.5b}
-select=(--launch-skip "${SKIP:-20000}")
+select=(--launch-skip "${SKIP:-40000}")
 [ -n "${KERNEL:-}" ] && select=(--kernel-name "regex:$KERNEL" --launch-skip 0)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"

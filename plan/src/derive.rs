@@ -174,19 +174,17 @@ fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [
 /// ggml's reference Q5_0 quantisation of one group: the scale (f32, stored rounded to f16) and
 /// the 32 five-bit codes.
 pub fn quantize_q5_0_ref(x: &[f32; GROUP]) -> (f32, [u8; GROUP]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    // ggml keeps the first element of the largest magnitude, with its sign (+0.0 when all are
+    // zero). Written as a max and a search, which vectorise, rather than ggml's branchy loop.
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max = if amax > 0.0 { x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0) } else { 0.0 };
     let d = max / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut q = [0u8; GROUP];
     for (c, &v) in q.iter_mut().zip(x) {
-        // C's (int8_t) cast truncates towards zero; x * id + 16.5 lies in [0.5, 32.5].
-        *c = ((v * id + 16.5) as i8).min(31) as u8;
+        // C's `MIN(31, (int8_t)(x * id + 16.5f))`: the sum lies in [0.5, 32.5] (up to rounding),
+        // where truncating and then capping equals capping and then truncating.
+        *c = (v * id + 16.5).min(31.0) as u8;
     }
     (d, q)
 }

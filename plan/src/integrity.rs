@@ -59,12 +59,11 @@ pub fn window_count(plan: &Plan) -> usize {
 
 /// (weight index, offset, bytes) of every range of `weights.bin` hashed as windows, in file order.
 fn stored_ranges(plan: &Plan) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
-    let is_derived = |i: usize| plan.derived.iter().any(|d| d.target.0 as usize == i);
     let parts = plan
         .weights
         .iter()
         .enumerate()
-        .filter(move |&(i, _)| !is_derived(i))
+        .filter(|&(i, _)| plan.derivation(crate::WeightId(i as u32)).is_none())
         .flat_map(|(i, w)| w.parts.iter().map(move |p| (i, p.offset, p.bytes)));
     parts.chain(plan.derived.iter().map(|d| (d.target.0 as usize, d.correction_offset, d.correction_bytes)))
 }

@@ -71,7 +71,7 @@ pub fn validate(plan: &Plan) -> Result<(), InvalidPlan> {
     let weights_len = weights_len.ok_or_else(|| bad("the weights' sizes overflow".into()))?;
     let mut end = 0;
     for (i, w) in plan.weights.iter().enumerate() {
-        let derived = derived::is_target(plan, i);
+        let derived = plan.derivation(WeightId(i as u32)).is_some();
         validate_weight(w, if derived { weights_len } else { plan.weights_bytes })?;
         if derived {
             continue;

@@ -12,11 +12,6 @@ use super::{bad, InvalidPlan};
 /// bytes (input + input/256 + a small constant; 64 KiB of slack covers every version's).
 const MAX_FRAME: u64 = CORRECTION_FRAME as u64 + (CORRECTION_FRAME as u64 >> 8) + (64 << 10);
 
-/// Whether weight `i` is a derived target.
-pub(super) fn is_target(plan: &Plan, i: usize) -> bool {
-    plan.derived.iter().any(|d| d.target.0 as usize == i)
-}
-
 /// Checks every derived entry, the correction regions from `stored_end` (where the stored
 /// weights end) to the end of the file, and the targets' virtual offsets past it.
 pub(super) fn validate_derived(plan: &Plan, stored_end: u64) -> Result<(), InvalidPlan> {
@@ -26,7 +21,7 @@ pub(super) fn validate_derived(plan: &Plan, stored_end: u64) -> Result<(), Inval
         if plan.derived[..n].iter().any(|e| e.target == d.target) {
             return Err(bad(format!("weight {} is derived twice", target.name)));
         }
-        if is_target(plan, d.base.0 as usize) {
+        if plan.derivation(d.base).is_some() {
             return Err(bad(format!("derived weight {} has a derived base ({})", target.name, base.name)));
         }
         let (base_fmt, target_fmt) = d.recipe.formats();

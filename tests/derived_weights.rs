@@ -77,7 +77,11 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
     // Every weight byte-identical, and the whole weight space as an upload sees it.
     for i in 0..stored.plan.weights.len() {
         let id = WeightId(i as u32);
-        assert!(derived.weight(id) == stored.weight(id), "weight {} differs", stored.plan.weights[i].name);
+        assert!(
+            derived.weight(id).unwrap() == stored.weight(id).unwrap(),
+            "weight {} differs",
+            stored.plan.weights[i].name
+        );
     }
     let space = |m: &CompiledModel| {
         let mut v = vec![0u8; m.weights_len() as usize];
@@ -89,6 +93,9 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
         v
     };
     let (ds, ss) = (space(&derived), space(&stored));
+    // A normal load rebuilds on a thread started at open; the upload waits for it: the same bytes.
+    let sampled = CompiledModel::open(&derived_dir, Integrity::Sampled).unwrap();
+    assert!(space(&sampled) == ds, "the weight space of a normal load differs from a full check's");
     for w in &stored.plan.weights {
         let (a, b) = (&derived.plan.weights.iter().find(|x| x.name == w.name).unwrap(), w);
         assert!(

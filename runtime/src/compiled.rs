@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use crate::derived::{self, DerivedBytes};
+use crate::derived::{self, DerivedBytes, DerivedSlot};
 use crate::error::RuntimeError;
 use crate::integrity::{self, Damage};
 use crate::phases;
@@ -25,8 +25,9 @@ pub struct CompiledModel {
     /// Shared so that an executor reading weights in place (the CPU's) keeps the map alive
     /// without copying `weights.bin`.
     weights: Arc<Mmap>,
-    /// The derived weights (plan format 7), rebuilt at open; empty for most models.
-    derived: Arc<DerivedBytes>,
+    /// The derived weights (plan format 7), rebuilt at open or on a thread started there
+    /// ([`DerivedSlot`]); empty for most models.
+    derived: Arc<DerivedSlot>,
 }
 
 /// How much of `weights.bin` [`CompiledModel::open`] hashes.
@@ -66,22 +67,30 @@ impl CompiledModel {
             return Err(corrupt(&wpath, &plan, &damaged));
         }
         drop(_span);
+        let weights = Arc::new(weights);
         let derived = if plan.derived.is_empty() {
-            DerivedBytes::default()
+            DerivedSlot::ready(DerivedBytes::default())
         } else {
-            let _span = phases::span("weights: rebuild the derived weights");
             let frames = match check {
                 Integrity::Sampled => derived::FrameCheck::Sampled(integrity::random_seed()),
                 Integrity::Full => derived::FrameCheck::All,
             };
-            derived::rebuild(&plan, &weights, frames).map_err(|e| match e {
-                RuntimeError::CorruptWeights { what, .. } => {
-                    RuntimeError::CorruptWeights { path: wpath.display().to_string(), what }
-                }
-                other => other,
-            })?
+            let (plan, file, wpath) = (plan.clone(), Arc::clone(&weights), wpath.display().to_string());
+            let rebuild = move || {
+                let _span = phases::span("weights: rebuild the derived weights");
+                derived::rebuild(&plan, &file, frames).map_err(|e| match e {
+                    RuntimeError::CorruptWeights { what, .. } => RuntimeError::CorruptWeights { path: wpath, what },
+                    other => other,
+                })
+            };
+            match check {
+                // `verify` and `check` report damage at open, as the windows' hashes are.
+                Integrity::Full => DerivedSlot::ready(rebuild()?),
+                // A normal load: beside the caller's next steps (the executor's start-up).
+                Integrity::Sampled => DerivedSlot::spawn(rebuild),
+            }
         };
-        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights: Arc::new(weights), derived: Arc::new(derived) })
+        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights, derived: Arc::new(derived) })
     }
 
     /// The plan (parsed, seal checked, validated) and the mapped `weights.bin` (size checked),
@@ -151,7 +160,8 @@ impl CompiledModel {
                 let _ = self.weights.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len());
             }
         }
-        for (id, bytes) in self.derived.iter() {
+        // The file first: the derived weights' rebuild may still be running beside it.
+        for (id, bytes) in self.derived.get()?.iter() {
             let base = self.plan.weights[id.0 as usize].offset;
             for (i, piece) in bytes.chunks(chunk).enumerate() {
                 f(base + (i * chunk) as u64, piece)?;
@@ -161,14 +171,15 @@ impl CompiledModel {
     }
 
     /// The memory map of `weights.bin` and the derived weights, shared (for executors that read
-    /// weights in place).
-    pub fn weight_store(&self) -> WeightStore {
-        WeightStore { map: Arc::clone(&self.weights), derived: Arc::clone(&self.derived) }
+    /// weights in place); waits for the derived weights' rebuild, and fails as it did.
+    pub fn weight_store(&self) -> Result<WeightStore, RuntimeError> {
+        Ok(WeightStore { map: Arc::clone(&self.weights), derived: Arc::clone(self.derived.get()?) })
     }
 
-    /// Bytes of one weight (in bounds: checked at open).
-    pub fn weight(&self, id: WeightId) -> &[u8] {
-        weight_in(&self.plan, &self.weights, &self.derived, id)
+    /// Bytes of one weight (in bounds: checked at open); waits for the derived weights' rebuild,
+    /// and fails as it did.
+    pub fn weight(&self, id: WeightId) -> Result<&[u8], RuntimeError> {
+        Ok(weight_in(&self.plan, &self.weights, self.derived.get()?, id))
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {

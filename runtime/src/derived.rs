@@ -99,3 +99,97 @@ fn rebuild_one(plan: &Plan, d: &DerivedWeight, file: &[u8], check: FrameCheck) -
     })?;
     Ok(out)
 }
+
+/// The derived weights of an open model, rebuilt on a thread that [`CompiledModel::open`] starts
+/// (at a normal load), so that the rebuild (135 ms on the H200 host, 0.2-0.5 s on two cores)
+/// runs beside what the caller does next -- on the GPU, creating the CUDA context and loading the
+/// kernels (~0.4 s) -- instead of before it. The first reader waits for it; a rebuild that failed
+/// fails every reader with the same error.
+///
+/// [`CompiledModel::open`]: crate::compiled::CompiledModel::open
+pub struct DerivedSlot {
+    pending: std::sync::Mutex<Option<std::thread::JoinHandle<Result<DerivedBytes, RuntimeError>>>>,
+    done: std::sync::OnceLock<Result<std::sync::Arc<DerivedBytes>, RuntimeError>>,
+}
+
+impl DerivedSlot {
+    /// Already rebuilt (or nothing to rebuild).
+    pub fn ready(bytes: DerivedBytes) -> DerivedSlot {
+        DerivedSlot {
+            pending: std::sync::Mutex::new(None),
+            done: std::sync::OnceLock::from(Ok(std::sync::Arc::new(bytes))),
+        }
+    }
+
+    /// Runs `rebuild` on a new thread.
+    pub fn spawn(rebuild: impl FnOnce() -> Result<DerivedBytes, RuntimeError> + Send + 'static) -> DerivedSlot {
+        DerivedSlot {
+            pending: std::sync::Mutex::new(Some(std::thread::spawn(rebuild))),
+            done: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The rebuilt weights, waiting for the rebuild if it is still running.
+    pub fn get(&self) -> Result<&std::sync::Arc<DerivedBytes>, RuntimeError> {
+        let done = self.done.get_or_init(|| {
+            // Only this closure takes the handle, and it runs once (OnceLock); a poisoned lock
+            // still holds the handle.
+            let handle = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match handle.map(std::thread::JoinHandle::join) {
+                Some(Ok(result)) => result.map(std::sync::Arc::new),
+                Some(Err(_)) => Err(RuntimeError::BadPlan("rebuilding the derived weights panicked".into())),
+                None => Err(RuntimeError::BadPlan("the derived weights' rebuild was never started".into())),
+            }
+        });
+        done.as_ref().map_err(same_error)
+    }
+}
+
+/// A second copy of a rebuild's error for every later reader (`RuntimeError` holds an
+/// `io::Error` in one variant, so it is not `Clone`; a rebuild fails only with these two).
+fn same_error(e: &RuntimeError) -> RuntimeError {
+    match e {
+        RuntimeError::CorruptWeights { path, what } => {
+            RuntimeError::CorruptWeights { path: path.clone(), what: what.clone() }
+        }
+        RuntimeError::BadPlan(why) => RuntimeError::BadPlan(why.clone()),
+        other => RuntimeError::BadPlan(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_weight(bytes: &[u8]) -> DerivedBytes {
+        DerivedBytes { weights: vec![(WeightId(3), bytes.to_vec())] }
+    }
+
+    /// A rebuild on its thread: every reader gets its bytes; a failed one fails every reader with
+    /// its message; a panicking one is an error, not a panic in the reader.
+    #[test]
+    fn a_spawned_rebuild_is_waited_for_and_its_error_kept() {
+        let ok = DerivedSlot::spawn(|| Ok(one_weight(&[1, 2, 3])));
+        assert_eq!(ok.get().unwrap().get(WeightId(3)), Some(&[1u8, 2, 3][..]));
+        assert_eq!(ok.get().unwrap().get(WeightId(4)), None);
+
+        let what = "frame 2 differs from the compiler's (SHA-256)";
+        let bad =
+            DerivedSlot::spawn(move || Err(RuntimeError::CorruptWeights { path: "w.bin".into(), what: what.into() }));
+        for _ in 0..2 {
+            match bad.get() {
+                Err(RuntimeError::CorruptWeights { path, what: w }) => {
+                    assert_eq!((path.as_str(), w.as_str()), ("w.bin", what))
+                }
+                other => panic!("not the rebuild's error: {:?}", other.map(|_| ())),
+            }
+        }
+
+        let panicked = DerivedSlot::spawn(|| panic!("a bug in a recipe"));
+        let err = panicked.get().err().expect("a panicking rebuild is an error");
+        assert!(err.to_string().contains("panicked"), "{err}");
+
+        let ready = DerivedSlot::ready(one_weight(&[9]));
+        assert_eq!(ready.get().unwrap().get(WeightId(3)), Some(&[9u8][..]));
+    }
+}

@@ -48,6 +48,7 @@ impl CpuExecutor {
                 hp.context_length
             )));
         }
+        let store = model.weight_store()?;
         let (parts, weights): (Vec<Vec<PartRef>>, Vec<Vec<f32>>) = plan
             .weights
             .iter()
@@ -55,7 +56,7 @@ impl CpuExecutor {
             .map(|(i, w)| {
                 if w.shape.len() == 1 {
                     // A vector is one F32 part (validated at open).
-                    let bytes = model.weight(WeightId(i as u32));
+                    let bytes = store.weight(&plan, WeightId(i as u32));
                     (Vec::new(), bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
                 } else {
                     (qmatmul::part_refs(w), Vec::new())
@@ -65,7 +66,7 @@ impl CpuExecutor {
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes);
         let kv = max_seq * hp.n_kv_heads * hp.head_dim;
         Ok(CpuExecutor {
-            store: model.weight_store(),
+            store,
             parts,
             weights,
             arena: vec![0.0; (arena_bytes / 4) as usize],

@@ -76,13 +76,9 @@ impl CompiledModel {
                 Integrity::Full => derived::FrameCheck::All,
             };
             let (plan, file, wpath) = (plan.clone(), Arc::clone(&weights), wpath.display().to_string());
-            let threads = match check {
-                Integrity::Full => rayon::current_num_threads(),
-                Integrity::Sampled => derived::background_threads(),
-            };
             let rebuild = move || {
                 let _span = phases::span("weights: rebuild the derived weights");
-                derived::rebuild(&plan, &file, frames, threads).map_err(|e| match e {
+                derived::rebuild(&plan, &file, frames).map_err(|e| match e {
                     RuntimeError::CorruptWeights { what, .. } => RuntimeError::CorruptWeights { path: wpath, what },
                     other => other,
                 })

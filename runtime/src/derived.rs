@@ -41,55 +41,24 @@ pub enum FrameCheck {
 /// A sampled rebuild hashes one frame in this many.
 pub const SAMPLE_EVERY: usize = 8;
 
-/// Rebuilds every derived weight of `plan` from `file` (the whole `weights.bin`, size-checked) on
-/// `threads` threads (a pool of its own unless that is every core, so that a rebuild beside other
-/// start-up work leaves it cores).
-pub fn rebuild(plan: &Plan, file: &[u8], check: FrameCheck, threads: usize) -> Result<DerivedBytes, RuntimeError> {
-    let threads = threads.max(1);
-    let run = || {
-        let weights = plan
-            .derived
-            .iter()
-            .map(|d| Ok((d.target, rebuild_one(plan, d, file, check, threads)?)))
-            .collect::<Result<_, RuntimeError>>()?;
-        Ok(DerivedBytes { weights })
-    };
-    if threads == rayon::current_num_threads() {
-        return run();
-    }
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) => pool.install(run),
-        Err(_) => run(), // no threads to be had: the global pool
-    }
+/// Rebuilds every derived weight of `plan` from `file` (the whole `weights.bin`, size-checked).
+pub fn rebuild(plan: &Plan, file: &[u8], check: FrameCheck) -> Result<DerivedBytes, RuntimeError> {
+    let weights = plan
+        .derived
+        .iter()
+        .map(|d| Ok((d.target, rebuild_one(plan, d, file, check)?)))
+        .collect::<Result<_, RuntimeError>>()?;
+    Ok(DerivedBytes { weights })
 }
 
-/// Threads for a rebuild beside the executor's start-up: on a machine of 8 or more cores every
-/// core but two (the thread creating the CUDA context and loading the kernels, and the tokenizer's
-/// loader) -- with all sixteen cores of the H200 host the rebuild slowed the context, the kernel
-/// load and the upload by ~40 ms in all (one-shot `generate`, medians of 5); on a smaller machine
-/// every core, since the CPU executor, which such machines run, waits for the rebuild at once.
-pub fn background_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores >= 8 {
-        cores - 2
-    } else {
-        cores
-    }
-}
-
-fn rebuild_one(
-    plan: &Plan,
-    d: &DerivedWeight,
-    file: &[u8],
-    check: FrameCheck,
-    threads: usize,
-) -> Result<Vec<u8>, RuntimeError> {
+fn rebuild_one(plan: &Plan, d: &DerivedWeight, file: &[u8], check: FrameCheck) -> Result<Vec<u8>, RuntimeError> {
     let (target, base) = (&plan.weights[d.target.0 as usize], &plan.weights[d.base.0 as usize]);
     let damaged = |why: String| RuntimeError::CorruptWeights {
         path: "weights.bin".into(),
         what: format!("the derived weight {} cannot be rebuilt: {why}", target.name),
     };
     let base_bytes = &file[base.offset as usize..(base.offset + base.bytes) as usize];
+    let threads = rayon::current_num_threads();
     let mut out =
         apply_recipe(d.recipe, base, base_bytes, target, threads).map_err(|e| RuntimeError::BadPlan(e.to_string()))?;
     // The frames' places in the file, then each frame decompressed into its range of `out`

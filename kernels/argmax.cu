@@ -21,8 +21,9 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_f32(
     unsigned int* __restrict__ counter,
     int vocab) {
     __shared__ bool is_last;
-    pdl_prologue();
+    // The run state is written by the host before the launch (common.cuh): read before the wait.
     const float* row = logits + (size_t)(state_n_tokens(state) - 1) * vocab;
+    pdl_prologue();
     float v = NAN;
     int i = -1;  // worse than any element
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < vocab; j += gridDim.x * blockDim.x) {

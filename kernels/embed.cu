@@ -13,9 +13,10 @@ extern "C" __global__ void embed_f16(const int* __restrict__ state,
                                      const __half* __restrict__ table,  // [vocab, hidden]
                                      float* __restrict__ out,           // [rows, hidden]
                                      int hidden, int vocab) {
-    pdl_prologue();
     const int t = blockIdx.y;
-    if (t >= state_n_tokens(state)) return;
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
     const int id = tokens[t];
     const bool ok = id >= 0 && id < vocab;
     const __half* row = table + (size_t)(ok ? id : 0) * hidden;

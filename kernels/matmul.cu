@@ -226,9 +226,9 @@ __device__ void gemv_rows_impl(const int* __restrict__ state, const float* __res
         }
     };
     load_unit(first, cur0, cur1);
-    pdl_prologue();  // activations are safe to read from here on
-    const int n_tokens = state_n_tokens(state);
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    pdl_prologue();  // activations are safe to read from here on
     if (r >= n_tokens || r < 0 || first >= last) return;  // no barriers in this function
 
     const bool norm = norm_w != nullptr;
@@ -345,9 +345,10 @@ extern "C" __global__ void convert_rows_f16(const int* __restrict__ state,
                                             float* __restrict__ scale,    // [rows]
                                             int k) {
     __shared__ float scratch[32];
-    pdl_prologue();
     const int t = blockIdx.x;
-    if (t >= state_n_tokens(state)) return;
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
     const float* xr = x + (size_t)t * k;
     float m = 0.0f;
     for (int i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(xr[i]));
@@ -373,9 +374,10 @@ extern "C" __global__ void convert_rows_f16(const int* __restrict__ state,
 template <bool RESIDUAL>
 __device__ void epilogue_impl(const int* __restrict__ state, float* __restrict__ out,
                               const float* __restrict__ scale, const float* __restrict__ residual, int n) {
-    pdl_prologue();
     const int t = blockIdx.y;
-    if (t >= state_n_tokens(state)) return;
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
     const float s = scale[t];
     float* o = out + (size_t)t * n;
     const float* res = RESIDUAL ? residual + (size_t)t * n : nullptr;

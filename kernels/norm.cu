@@ -23,9 +23,10 @@ __device__ void rms_norm_impl(const int* state,
                               float* out,       // [rows, n]
                               int n, float eps) {
     __shared__ float scratch[32];
-    pdl_prologue();
     const int t = blockIdx.x;
-    if (t >= state_n_tokens(state)) return;
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
     const size_t base = (size_t)t * n;
     float ss = 0.0f;
     if ((n & 3) == 0) {

@@ -297,9 +297,10 @@ __device__ void gemv_q_impl(const int* __restrict__ state,
             }
         }
     }
-    pdl_prologue();  // activations (x, residual) are safe to read from here on
+    // The run state is written by the host before the launch (common.cuh): read before the wait.
     const int n_tokens = state_n_tokens(state);
     c.r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    pdl_prologue();  // activations (x, residual) are safe to read from here on
     if (c.r >= n_tokens || c.r < 0) return;  // uniform per block: before any barrier
     c.inv = load_x_shared(x, norm_w, eps, c.r, k, xs4, scratch);
 

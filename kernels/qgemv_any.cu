@@ -90,9 +90,10 @@ __device__ void gemv_qany_impl(const int* __restrict__ state,
             have_pre = true;
         }
     }
-    pdl_prologue();  // activations (x, residual) are safe to read from here on
+    // The run state is written by the host before the launch (common.cuh): read before the wait.
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    pdl_prologue();  // activations (x, residual) are safe to read from here on
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
 
     const float inv = load_x_shared(x, norm_w, eps, r, k, xs4, scratch);

@@ -228,9 +228,10 @@ extern "C" __global__ void __launch_bounds__(DQ_THREADS)
 // 0..vocab (a runtime bug: ids are checked on the host) writes zeros.
 extern "C" __global__ void __launch_bounds__(256) embed_q(const int* __restrict__ state, const int* __restrict__ tokens,
                                                           const QParts P, float* __restrict__ out, int hidden, int vocab) {
-    pdl_prologue();
     const int t = blockIdx.y;
-    if (t >= state_n_tokens(state)) return;
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
     const int g = blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (hidden >> 5)) return;
     const int id = tokens[t];

@@ -502,9 +502,11 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         issue_at<FA, FB, SG>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
         cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
     }
-    pdl_prologue();  // activations (x, residual) are safe to read from here on
+    // The run state is written by the host before the launch (common.cuh): read before the wait,
+    // so that the x loads below follow the wait by one L2 round trip, not two.
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    pdl_prologue();  // activations (x, residual) are safe to read from here on
     if (r >= n_tokens || r < 0) {  // uniform per block: before any barrier
         cp_async_wait<0>();
         return;

@@ -31,10 +31,11 @@ extern "C" __global__ void bias_rope_kv_write(const int* __restrict__ state,
                                               float* __restrict__ k_cache,        // [max_seq, Hkv, d]
                                               __half* __restrict__ v_cache,        // [max_seq, Hkv, d]
                                               int n_heads, int n_kv_heads, int head_dim) {
-    pdl_prologue();
     const int t = blockIdx.x;
-    if (t >= state_n_tokens(state)) return;
-    const int p = state_pos(state) + t;
+    const int n_tokens = state_n_tokens(state), pos = state_pos(state);  // host-written: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
+    const int p = pos + t;
     const int d = head_dim, half = d / 2;
     const int ql = n_heads * d, kl = n_kv_heads * d;
     const float* x = qkv + (size_t)t * (ql + 2 * kl);

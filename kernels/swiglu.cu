@@ -12,9 +12,10 @@ extern "C" __global__ void swiglu_f32(const int* __restrict__ state,
                                       const float* __restrict__ gate_up,  // [rows, 2*ffn]
                                       float* __restrict__ out,            // [rows, ffn]
                                       int ffn) {
-    pdl_prologue();
     const int t = blockIdx.y;
-    if (t >= state_n_tokens(state)) return;
+    const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
+    pdl_prologue();
+    if (t >= n_tokens) return;
     const float* g = gate_up + (size_t)t * 2 * ffn;
     const float* u = g + ffn;
     float* o = out + (size_t)t * ffn;

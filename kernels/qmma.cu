@@ -506,12 +506,25 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     // so that the x loads below follow the wait by one L2 round trip, not two.
     const int n_tokens = state_n_tokens(state);
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    // The epilogue's inputs for the warp's first tile (most launches give a team one tile), so
+    // that their loads are not a round trip at the tile's end: the constants (RoPE: bias pair,
+    // sine and cosine) before the wait, the residual (store) right after the digits.
+    EpiIn first_in{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+    bool first_valid;
+    const int first_j = tile_row<EPI>(first_tile, gq, n, o.head_dim, first_valid);
+    const bool epi_lane = sub == 0 && tq == 0 && first_tile < ntiles && first_valid && r < n_tokens && r >= 0;
+    if (EPI == EPI_ROPE && epi_lane && gq < 4) {
+        int j0, j1;
+        unit_rows<EPI>(first_tile * (MMA_TILE / 2) + gq, n, o.head_dim, j0, j1);
+        epi_load_consts<EPI>(o, state, r, j0, j1, first_in);
+    }
     pdl_prologue();  // activations (x, residual) are safe to read from here on
     if (r >= n_tokens || r < 0) {  // uniform per block: before any barrier
         cp_async_wait<0>();
         return;
     }
     const float inv = prep_x_digits(x, norm_w, eps, r, k, xd, xg, scratch);
+    if (EPI == EPI_STORE && epi_lane) epi_load_acts<EPI>(o, r, n, first_j, first_in);
     const DigitWeights dw = digit_weights(tq);
 
     float acc = 0.0f;
@@ -552,15 +565,16 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
             bool valid;
             const int j = tile_row<EPI>(at.tile, gq, n, o.head_dim, valid);
             if (sub == 0 && tq == 0 && valid) {
-                EpiIn ein{0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+                const bool pre = at.tile == first_tile;  // first_in holds this tile's inputs
+                EpiIn ein = first_in;
                 if (EPI == EPI_STORE) {
-                    epi_load_acts<EPI>(o, r, n, j, ein);
+                    if (!pre) epi_load_acts<EPI>(o, r, n, j, ein);
                     gemv_epilogue<EPI>(o, state, r, n, j, j, j, y0 * inv, 0.0f, ein);
                 } else if (gq < 4) {
                     const int u = at.tile * (MMA_TILE / 2) + gq;
                     int j0, j1;
                     unit_rows<EPI>(u, n, o.head_dim, j0, j1);
-                    epi_load_consts<EPI>(o, state, r, j0, j1, ein);
+                    if (!pre) epi_load_consts<EPI>(o, state, r, j0, j1, ein);
                     gemv_epilogue<EPI>(o, state, r, n, u, j0, j1, y0 * inv, y1 * inv, ein);
                 }
             }

@@ -115,9 +115,9 @@ QA_DEVICE void rope_store_pair(float a, float b, int head, int i, int p, const f
 //   griddepcontrol.wait            -- blocks until the previous kernel has completed and its
 //                                     writes are visible (a no-op without the attribute);
 //   griddepcontrol.launch_dependents -- lets the next kernel start launching now.
-// Waiting at the very top, unconditionally, keeps completion transitive: a kernel cannot finish
-// before the one it depends on, so every earlier kernel's writes are visible too. The one
-// exception: a block with nothing to do (it reads no activation and writes nothing; attention
+// Every block waiting, unconditionally and before any early exit, keeps completion transitive: a
+// kernel cannot finish before the one it depends on, so every earlier kernel's writes are visible
+// too. The one exception: a block with nothing to do (it reads no activation and writes nothing; attention
 // splits past the context) may exit before the wait, as long as at least one block of its grid
 // always waits -- the grid still completes only after its predecessor.
 QA_DEVICE void pdl_prologue() {

@@ -67,6 +67,12 @@ pub fn load_model(model: Option<&Path>, backend: BackendChoice, ctx: Option<usiz
     })
 }
 
+/// Whether `e` says `weights.bin` differs from what the compiler wrote.
+fn is_corrupt(e: &anyhow::Error) -> bool {
+    use qwen_aot_runtime::error::RuntimeError;
+    e.chain().any(|c| matches!(c.downcast_ref::<RuntimeError>(), Some(RuntimeError::CorruptWeights { .. })))
+}
+
 /// Whether `e` says the compiled directory's files are bad (not the GPU, not the arguments).
 fn is_damaged(e: &anyhow::Error) -> bool {
     use qwen_aot_runtime::error::RuntimeError;
@@ -110,6 +116,10 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
         BackendChoice::Cuda => crate::gpu::cuda_executor(&model, max_seq, quiet)?,
         BackendChoice::Auto => match crate::gpu::cuda_executor(&model, max_seq, quiet) {
             Ok(e) => e,
+            // A corrupt weights.bin (the derived weights' rebuild, which finishes during the
+            // GPU's start-up, reports there) is not a missing GPU: the CPU would fail the same
+            // way. (A plan the GPU kernels do not support, `BadPlan`, still falls back.)
+            Err(e) if is_corrupt(&e) => return Err(e),
             Err(e) => {
                 drop(spin); // cleared before the note
                 if !quiet {

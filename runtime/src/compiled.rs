@@ -75,19 +75,26 @@ impl CompiledModel {
                 Integrity::Sampled => derived::FrameCheck::Sampled(integrity::random_seed()),
                 Integrity::Full => derived::FrameCheck::All,
             };
-            let (plan, file, wpath) = (plan.clone(), Arc::clone(&weights), wpath.display().to_string());
-            let rebuild = move || {
-                let _span = phases::span("weights: rebuild the derived weights");
-                derived::rebuild(&plan, &file, frames).map_err(|e| match e {
-                    RuntimeError::CorruptWeights { what, .. } => RuntimeError::CorruptWeights { path: wpath, what },
-                    other => other,
-                })
+            // The rebuild as a closure that owns what it reads (a thread's, or run here).
+            let rebuild = || {
+                let (plan, file, wpath) = (plan.clone(), Arc::clone(&weights), wpath.display().to_string());
+                move || {
+                    let _span = phases::span("weights: rebuild the derived weights");
+                    derived::rebuild(&plan, &file, frames).map_err(|e| match e {
+                        RuntimeError::CorruptWeights { what, .. } => RuntimeError::CorruptWeights { path: wpath, what },
+                        other => other,
+                    })
+                }
             };
             match check {
                 // `verify` and `check` report damage at open, as the windows' hashes are.
-                Integrity::Full => DerivedSlot::ready(rebuild()?),
-                // A normal load: beside the caller's next steps (the executor's start-up).
-                Integrity::Sampled => DerivedSlot::spawn(rebuild),
+                Integrity::Full => DerivedSlot::ready(rebuild()()?),
+                // A normal load: beside the caller's next steps (the executor's start-up); here
+                // when no thread can be started.
+                Integrity::Sampled => match DerivedSlot::spawn(rebuild()) {
+                    Ok(slot) => slot,
+                    Err(_) => DerivedSlot::ready(rebuild()()?),
+                },
             }
         };
         Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights, derived: Arc::new(derived) })

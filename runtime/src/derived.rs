@@ -121,12 +121,13 @@ impl DerivedSlot {
         }
     }
 
-    /// Runs `rebuild` on a new thread.
-    pub fn spawn(rebuild: impl FnOnce() -> Result<DerivedBytes, RuntimeError> + Send + 'static) -> DerivedSlot {
-        DerivedSlot {
-            pending: std::sync::Mutex::new(Some(std::thread::spawn(rebuild))),
-            done: std::sync::OnceLock::new(),
-        }
+    /// Runs `rebuild` on a new thread; the OS's error when it cannot start one.
+    pub fn spawn<F>(rebuild: F) -> Result<DerivedSlot, std::io::Error>
+    where
+        F: FnOnce() -> Result<DerivedBytes, RuntimeError> + Send + 'static,
+    {
+        let handle = std::thread::Builder::new().name("derived-rebuild".into()).spawn(rebuild)?;
+        Ok(DerivedSlot { pending: std::sync::Mutex::new(Some(handle)), done: std::sync::OnceLock::new() })
     }
 
     /// The rebuilt weights, waiting for the rebuild if it is still running.
@@ -137,12 +138,24 @@ impl DerivedSlot {
             let handle = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
             match handle.map(std::thread::JoinHandle::join) {
                 Some(Ok(result)) => result.map(std::sync::Arc::new),
-                Some(Err(_)) => Err(RuntimeError::BadPlan("rebuilding the derived weights panicked".into())),
+                Some(Err(payload)) => Err(RuntimeError::BadPlan(format!(
+                    "rebuilding the derived weights panicked: {}",
+                    panic_message(payload.as_ref())
+                ))),
                 None => Err(RuntimeError::BadPlan("the derived weights' rebuild was never started".into())),
             }
         });
         done.as_ref().map_err(same_error)
     }
+}
+
+/// The text a panic was raised with (`panic!` with a literal or a format), if any.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// A second copy of a rebuild's error for every later reader (`RuntimeError` holds an
@@ -169,13 +182,14 @@ mod tests {
     /// its message; a panicking one is an error, not a panic in the reader.
     #[test]
     fn a_spawned_rebuild_is_waited_for_and_its_error_kept() {
-        let ok = DerivedSlot::spawn(|| Ok(one_weight(&[1, 2, 3])));
+        let ok = DerivedSlot::spawn(|| Ok(one_weight(&[1, 2, 3]))).unwrap();
         assert_eq!(ok.get().unwrap().get(WeightId(3)), Some(&[1u8, 2, 3][..]));
         assert_eq!(ok.get().unwrap().get(WeightId(4)), None);
 
         let what = "frame 2 differs from the compiler's (SHA-256)";
         let bad =
-            DerivedSlot::spawn(move || Err(RuntimeError::CorruptWeights { path: "w.bin".into(), what: what.into() }));
+            DerivedSlot::spawn(move || Err(RuntimeError::CorruptWeights { path: "w.bin".into(), what: what.into() }))
+                .unwrap();
         for _ in 0..2 {
             match bad.get() {
                 Err(RuntimeError::CorruptWeights { path, what: w }) => {
@@ -185,9 +199,9 @@ mod tests {
             }
         }
 
-        let panicked = DerivedSlot::spawn(|| panic!("a bug in a recipe"));
+        let panicked = DerivedSlot::spawn(|| panic!("a bug in a recipe")).unwrap();
         let err = panicked.get().err().expect("a panicking rebuild is an error");
-        assert!(err.to_string().contains("panicked"), "{err}");
+        assert!(err.to_string().contains("panicked: a bug in a recipe"), "{err}");
 
         let ready = DerivedSlot::ready(one_weight(&[9]));
         assert_eq!(ready.get().unwrap().get(WeightId(3)), Some(&[9u8][..]));

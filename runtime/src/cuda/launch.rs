@@ -1021,8 +1021,9 @@ impl CudaDevice {
         let mut slots: Vec<Slot> = l.args.iter().map(|a| a.slot()).collect();
         let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s.as_mut_ptr() as *mut c_void).collect();
         // Programmatic dependent launch: lets this kernel be scheduled while the previous one
-        // drains; every kernel starts with griddepcontrol.wait (kernels/common.cuh), so data
-        // dependencies are unchanged.
+        // drains; every block of every kernel waits (griddepcontrol.wait, kernels/common.cuh
+        // `pdl_prologue`) before it reads anything an earlier kernel writes, so data dependencies
+        // are unchanged.
         let mut attr = sys::CUlaunchAttribute {
             id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
             pad: [0; 4],

@@ -139,3 +139,22 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
     });
     Ok(Loaded { name, session: Session::new(exec), tokenizer, model })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qwen_aot_runtime::error::RuntimeError;
+
+    /// `--backend auto` gives up on the GPU for a plan its kernels lack (`BadPlan`, the CPU may
+    /// run it) but not for a corrupt weights.bin, which the CPU would refuse too.
+    #[test]
+    fn only_corrupt_weights_stop_the_cpu_fallback() {
+        let corrupt = anyhow::Error::new(RuntimeError::CorruptWeights { path: "w".into(), what: "frame 3".into() })
+            .context("starting the CUDA executor");
+        let unsupported = anyhow::Error::new(RuntimeError::BadPlan("head_dim 96".into())).context("CUDA");
+        let no_gpu = anyhow::anyhow!("CUDA backend unavailable: no driver");
+        assert!(is_corrupt(&corrupt));
+        assert!(!is_corrupt(&unsupported) && !is_corrupt(&no_gpu));
+        assert!(is_damaged(&corrupt) && is_damaged(&unsupported) && !is_damaged(&no_gpu));
+    }
+}

@@ -32,10 +32,15 @@ pub struct Derivation {
 }
 
 impl Derivation {
-    /// The correction region's bytes as stored: the frames back to back, zero-padded to ALIGNMENT.
+    /// The correction region's size in `weights.bin`: the frames, padded to ALIGNMENT.
+    pub fn region_bytes(&self) -> u64 {
+        align(self.frames.iter().map(|f| f.len() as u64).sum())
+    }
+
+    /// The correction region's bytes as stored: the frames back to back, zero-padded.
     pub fn region(&self) -> Vec<u8> {
         let mut out = self.frames.concat();
-        out.resize(align(out.len() as u64) as usize, 0);
+        out.resize(self.region_bytes() as usize, 0);
         out
     }
 }
@@ -119,7 +124,7 @@ pub fn relayout(t: &mut WeightTable, derived: &mut [Derivation]) -> Vec<DerivedW
     let mut entries = Vec::with_capacity(derived.len());
     for d in derived.iter_mut() {
         d.correction_offset = at;
-        let region = align(d.frames.iter().map(|f| f.len() as u64).sum());
+        let region = d.region_bytes();
         entries.push(DerivedWeight {
             target: WeightId(d.target as u32),
             base: WeightId(d.base as u32),

@@ -7,6 +7,7 @@
 //! per-group scales go to `sc` (Q3_K's and Q4_K/Q5_K's packed 6-bit scales are unpacked to one byte
 //! each, so the kernels never unpack them), and the k-quants' super-block f16 d [and dmin] go to
 //! `sup`. Rows are independent, so big tensors are repacked in row batches in parallel.
+use qwen_aot_plan::quant::pack::{pack_qh1, pack_qh2, pack_qs2, pack_qs4};
 use qwen_aot_plan::quant::{part_layout, WeightFormat, GROUP, SUPER};
 use rayon::prelude::*;
 use thiserror::Error;
@@ -188,38 +189,6 @@ fn row_kernel(format: WeightFormat) -> RowKernel {
         WeightFormat::Q6_K => q6_k,
         // Float formats are copied by `repack_into` and never get here.
         WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => |_, _, _, _, _| {},
-    }
-}
-
-// ---- packing of one group's 32 codes into the canonical planes (module doc of qwen_aot_plan::quant) ----
-
-/// 4-bit codes: byte `m` holds element `m` (low nibble) and `m + 16` (high nibble).
-fn pack_qs4(c: &[u8; 32], out: &mut [u8]) {
-    for m in 0..16 {
-        out[m] = c[m] | (c[m + 16] << 4);
-    }
-}
-
-/// 2-bit codes: byte `m` holds elements `m, m + 8, m + 16, m + 24` at bits 0, 2, 4, 6.
-fn pack_qs2(c: &[u8; 32], out: &mut [u8]) {
-    for m in 0..8 {
-        out[m] = c[m] | (c[m + 8] << 2) | (c[m + 16] << 4) | (c[m + 24] << 6);
-    }
-}
-
-/// One extra bit per element: byte `m` holds elements `m + 4t` at bit `t`.
-fn pack_qh1(bit: impl Fn(usize) -> u8, out: &mut [u8]) {
-    for (m, o) in out[..4].iter_mut().enumerate() {
-        *o = (0..8).fold(0, |acc, t| acc | (bit(m + 4 * t) << t));
-    }
-}
-
-/// Two extra bits per element: byte `4w + m` holds elements `16w + 4t + m` at bits `2t`.
-fn pack_qh2(h: &[u8; 32], out: &mut [u8]) {
-    for w in 0..2 {
-        for m in 0..4 {
-            out[4 * w + m] = (0..4).fold(0, |acc, t| acc | (h[16 * w + 4 * t + m] << (2 * t)));
-        }
     }
 }
 

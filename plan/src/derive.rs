@@ -27,6 +27,7 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::quant::pack::{pack_qh1, pack_qs4};
 use crate::quant::{part_layout, PartView, WeightFormat, GROUP};
 use crate::{WeightId, WeightInfo};
 
@@ -161,13 +162,9 @@ fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [
         }
         let (d, q) = quantize_q5_0_ref(&x);
         sc.copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        // Element e: low nibble in byte e % 16 (high half for e >= 16), bit 4 in byte e % 4, bit e / 4.
-        for j in 0..16 {
-            qs[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
-        }
-        for (b, h) in qh.iter_mut().enumerate() {
-            *h = (0..8).fold(0u8, |acc, i| acc | (((q[4 * i + b] >> 4) & 1) << i));
-        }
+        // The low nibbles in `qs`, bit 4 in `qh`, as the repacker packs a GGUF Q5_0 block.
+        pack_qs4(&q.map(|c| c & 0x0f), qs);
+        pack_qh1(|e| (q[e] >> 4) & 1, qh);
     }
 }
 

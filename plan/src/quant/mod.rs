@@ -27,6 +27,7 @@
 //!
 //! Element values (all in f32, the same arithmetic as ggml's `dequantize_row_*`, so the CPU
 //! reference is bit-exact with ggml): see [`reference::dequant_group`].
+pub mod pack;
 pub mod reference;
 
 use serde::{Deserialize, Serialize};

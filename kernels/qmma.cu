@@ -62,79 +62,125 @@ QA_DEVICE float rint_byte(float v, uint32_t& byte) {
 }
 
 // The block's x row r (times norm_w when set) as digits (xd: 96 bytes per group, digit-major, in
-// digit_pos order) and per-group sums (xg). Eight lanes share a group, four elements (one word of
-// each digit plane) each, so that one round of the block covers 32 groups (k = 1024) with short
-// per-lane chains; the rows' x loads of up to PREP_CHUNK rounds are issued together (one L2 round
-// trip for them, not one per round). Every thread calls it (one barrier). Returns the inverse RMS
-// (1 without a norm).
-constexpr int PREP_LANES = 8, PREP_GROUPS = GEMV_WARPS * 32 / PREP_LANES, PREP_CHUNK = 4;
+// digit_pos order) and per-group sums (xg). A round of the block covers 32 or 64 groups: eight
+// lanes per group with four elements (one word of each digit plane) each while the row fits one
+// round (k <= 1,024: the shortest per-lane chains), else four lanes with eight elements (two
+// words) each, so that long rows take half as many rounds -- each round is a chain of shuffles and
+// digit arithmetic the whole block waits for (down_proj's 4,864: 3 rounds instead of 5; 8,960: 5
+// instead of 9). The rows' x loads of up to PREP_LOADS elements per lane are issued together (one
+// L2 round trip for them, not one per round). Every thread calls it (one barrier). Returns the
+// inverse RMS (1 without a norm).
+constexpr int PREP_LOADS = 16;  // floats of x per lane in flight (registers)
 
-QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
-                              uint8_t* xd, XGroup* xg, float* scratch) {
-    const int G = k >> 5, part = threadIdx.x & (PREP_LANES - 1), slot = threadIdx.x / PREP_LANES;
-    const bool norm = norm_w != nullptr;
-    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
-    const float4* nw = reinterpret_cast<const float4*>(norm_w);
-    // Elements 4 part .. 4 part + 3 are word `word` of a digit plane (digit_pos).
-    const int word = part < 4 ? 2 * part : 2 * (part - 4) + 1;
+// Element e's three digit bytes (u = e * inv, see the top of the file) packed into byte i of dw.
+QA_DEVICE void pack_digits(float e, float inv, int i, uint32_t (&dw)[3]) {
+    uint32_t b0, b1, b2;
+    const float u = __fmul_rn(e, inv);
+    const float d0 = rint_byte(u, b0);
+    const float r1 = __fmul_rn(__fsub_rn(u, d0), 254.0f);
+    const float d1 = rint_byte(r1, b1);
+    rint_byte(__fmul_rn(__fsub_rn(r1, d1), 254.0f), b2);
+    dw[0] |= b0 << (8 * i);
+    dw[1] |= b1 << (8 * i);
+    dw[2] |= b2 << (8 * i);
+}
+
+// LANES (8 or 4) lanes per group; lane `part` holds WORDS = 8 / LANES float4s of its group: word
+// `part + LANES w` of the group's eight (elements 4 (part + LANES w) ..), i.e. digit-plane word
+// 2 (q % 4) + q / 4 for q = part + LANES w (digit_pos).
+template <int LANES>
+QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restrict__ nw, int G, uint8_t* xd,
+                            XGroup* xg) {
+    constexpr int WORDS = 8 / LANES, GROUPS = GEMV_WARPS * 32 / LANES, CHUNK = PREP_LOADS / (4 * WORDS);
+    const int part = threadIdx.x & (LANES - 1), slot = threadIdx.x / LANES;
     float ss = 0.0f;
-    for (int base = 0; base < G; base += PREP_CHUNK * PREP_GROUPS) {  // block-uniform
-        float4 v[PREP_CHUNK];
+    for (int base = 0; base < G; base += CHUNK * GROUPS) {  // block-uniform
+        float4 v[CHUNK][WORDS];
 #pragma unroll
-        for (int c = 0; c < PREP_CHUNK; ++c) {
-            const int g = base + c * PREP_GROUPS + slot;
-            v[c] = g < G ? __ldg(xr + 8 * g + part) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int c = 0; c < CHUNK; ++c) {
+            const int g = base + c * GROUPS + slot;
+#pragma unroll
+            for (int w = 0; w < WORDS; ++w) {
+                v[c][w] = g < G ? __ldg(xr + 8 * g + part + LANES * w) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
         }
-        if (norm) {
+        if (nw != nullptr) {
 #pragma unroll
-            for (int c = 0; c < PREP_CHUNK; ++c) {
-                const int g = base + c * PREP_GROUPS + slot;
-                if (g < G) {
-                    const float4 w = __ldg(nw + 8 * g + part);
-                    ss = fmaf(v[c].x, v[c].x, fmaf(v[c].y, v[c].y, fmaf(v[c].z, v[c].z, fmaf(v[c].w, v[c].w, ss))));
-                    v[c] = make_float4(v[c].x * w.x, v[c].y * w.y, v[c].z * w.z, v[c].w * w.w);
+            for (int c = 0; c < CHUNK; ++c) {
+                const int g = base + c * GROUPS + slot;
+                if (g >= G) continue;
+#pragma unroll
+                for (int w = 0; w < WORDS; ++w) {
+                    float4& a = v[c][w];
+                    const float4 n = __ldg(nw + 8 * g + part + LANES * w);
+                    ss = fmaf(a.x, a.x, fmaf(a.y, a.y, fmaf(a.z, a.z, fmaf(a.w, a.w, ss))));
+                    a = make_float4(a.x * n.x, a.y * n.y, a.z * n.z, a.w * n.w);
                 }
             }
         }
 #pragma unroll
-        for (int c = 0; c < PREP_CHUNK; ++c) {
-            if (base + c * PREP_GROUPS >= G) break;  // block-uniform: the shuffles below
-            const int g = base + c * PREP_GROUPS + slot;
-            const float e[4] = {v[c].x, v[c].y, v[c].z, v[c].w};
-            float amax = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
-            float half = (e[0] + e[1]) + (e[2] + e[3]);
-            half += __shfl_xor_sync(0xffffffffu, half, 1);
-            half += __shfl_xor_sync(0xffffffffu, half, 2);  // parts 0-3: elements 0..15; 4-7: 16..31
-            const float total = half + __shfl_xor_sync(0xffffffffu, half, 4);
+        for (int c = 0; c < CHUNK; ++c) {
+            if (base + c * GROUPS >= G) break;  // block-uniform: the shuffles below
+            const int g = base + c * GROUPS + slot;
+            float amax = 0.0f, half[WORDS];
+#pragma unroll
+            for (int w = 0; w < WORDS; ++w) {
+                const float4 a = v[c][w];
+                amax = fmaxf(amax, fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))));
+                half[w] = (a.x + a.y) + (a.z + a.w);
+            }
+#pragma unroll
+            for (int m = 1; m < LANES; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+            // Lanes part < 4 of word 0 hold elements 0..15, the rest 16..31: sum0 over the first
+            // four words of the group (q < 4), total over all eight.
+            float sum0, total;
+            if (LANES == 8) {
+                float h = half[0];
+                h += __shfl_xor_sync(0xffffffffu, h, 1);
+                h += __shfl_xor_sync(0xffffffffu, h, 2);  // parts 0-3: elements 0..15; 4-7: 16..31
+                sum0 = h;
+                total = h + __shfl_xor_sync(0xffffffffu, h, 4);
+            } else {
+                float h0 = half[0], h1 = half[WORDS - 1];
+                h0 += __shfl_xor_sync(0xffffffffu, h0, 1);
+                h1 += __shfl_xor_sync(0xffffffffu, h1, 1);
+                h0 += __shfl_xor_sync(0xffffffffu, h0, 2);
+                h1 += __shfl_xor_sync(0xffffffffu, h1, 2);
+                sum0 = h0;
+                total = h0 + h1;
+            }
             if (g >= G) continue;
             float s = 0.0f, inv = 0.0f;
             if (amax > 0.0f) {
                 s = amax / 127.0f;
                 inv = 127.0f / amax;
             }
-            uint32_t dw[3] = {0u, 0u, 0u};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                uint32_t b0, b1, b2;
-                const float u = __fmul_rn(e[i], inv);
-                const float d0 = rint_byte(u, b0);
-                const float r1 = __fmul_rn(__fsub_rn(u, d0), 254.0f);
-                const float d1 = rint_byte(r1, b1);
-                rint_byte(__fmul_rn(__fsub_rn(r1, d1), 254.0f), b2);
-                dw[0] |= b0 << (8 * i);
-                dw[1] |= b1 << (8 * i);
-                dw[2] |= b2 << (8 * i);
-            }
             uint32_t* planes = reinterpret_cast<uint32_t*>(xd + 96 * g);  // QMMA_GROUP_SMEM: 96 + XGroup
 #pragma unroll
-            for (int d = 0; d < 3; ++d) planes[8 * d + word] = dw[d];
-            if (part == 0) xg[g] = XGroup{s, total, half, 0.0f};
+            for (int w = 0; w < WORDS; ++w) {
+                const int q = part + LANES * w, word = 2 * (q & 3) + (q >> 2);
+                uint32_t dw[3] = {0u, 0u, 0u};
+                const float4 a = v[c][w];
+                pack_digits(a.x, inv, 0, dw);
+                pack_digits(a.y, inv, 1, dw);
+                pack_digits(a.z, inv, 2, dw);
+                pack_digits(a.w, inv, 3, dw);
+#pragma unroll
+                for (int d = 0; d < 3; ++d) planes[8 * d + word] = dw[d];
+            }
+            if (part == 0) xg[g] = XGroup{s, total, sum0, 0.0f};
         }
     }
-    if (!norm) {
+    return ss;
+}
+
+QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
+                              uint8_t* xd, XGroup* xg, float* scratch) {
+    const int G = k >> 5;
+    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
+    const float4* nw = reinterpret_cast<const float4*>(norm_w);
+    float ss = G <= GEMV_WARPS * 32 / 8 ? prep_rounds<8>(xr, nw, G, xd, xg) : prep_rounds<4>(xr, nw, G, xd, xg);
+    if (norm_w == nullptr) {
         __syncthreads();
         return 1.0f;
     }

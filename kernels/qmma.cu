@@ -64,7 +64,7 @@ QA_DEVICE float rint_byte(float v, uint32_t& byte) {
 // The block's x row r (times norm_w when set) as digits (xd: 96 bytes per group, digit-major, in
 // digit_pos order) and per-group sums (xg). A round of the block covers 32 or 64 groups: eight
 // lanes per group with four elements (one word of each digit plane) each while the row fits one
-// round (k <= 1,024: the shortest per-lane chains), else four lanes with eight elements (two
+// round (k <= 1,024: the shortest per-lane chains), else (k-quant pairs: WIDE below) four lanes with eight elements (two
 // words) each, so that long rows take half as many rounds -- each round is a chain of shuffles and
 // digit arithmetic the whole block waits for (down_proj's 4,864: 3 rounds instead of 5; 8,960: 5
 // instead of 9). The rows' x loads of up to PREP_LOADS elements per lane are issued together (one
@@ -174,12 +174,18 @@ QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restr
     return ss;
 }
 
+// WIDE: whether long rows take the four-lane rounds. Only the k-quant pairs compile them: there the
+// kernels keep their registers (at most 80, under the 85 that three blocks per SM allow) and the
+// 1.5B shapes' step got 2 % shorter; the other pairs' kernels (the default model's Q5_0 / Q8_0)
+// went from 72-76 to 77-80 registers with both paths and their step 0.6 % longer
+// (experiments/LOG.md, eighteenth session).
+template <bool WIDE>
 QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
                               uint8_t* xd, XGroup* xg, float* scratch) {
     const int G = k >> 5;
     const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
     const float4* nw = reinterpret_cast<const float4*>(norm_w);
-    float ss = G <= GEMV_WARPS * 32 / 8 ? prep_rounds<8>(xr, nw, G, xd, xg) : prep_rounds<4>(xr, nw, G, xd, xg);
+    float ss = WIDE && G > GEMV_WARPS * 32 / 8 ? prep_rounds<4>(xr, nw, G, xd, xg) : prep_rounds<8>(xr, nw, G, xd, xg);
     if (norm_w == nullptr) {
         __syncthreads();
         return 1.0f;
@@ -569,7 +575,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         cp_async_wait<0>();
         return;
     }
-    const float inv = prep_x_digits(x, norm_w, eps, r, k, xd, xg, scratch);
+    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS>(x, norm_w, eps, r, k, xd, xg, scratch);
     if (EPI == EPI_STORE && epi_lane) epi_load_acts<EPI>(o, r, n, first_j, first_in);
     const DigitWeights dw = digit_weights(tq);
 

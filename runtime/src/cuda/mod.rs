@@ -22,6 +22,7 @@ pub mod bench;
 pub mod check;
 mod dequant_batch;
 mod device;
+mod diag_skip;
 mod executor;
 mod kernel_table;
 pub(crate) mod launch;

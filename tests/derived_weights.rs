@@ -105,6 +105,13 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
             w.name
         );
     }
+    // `qwen-aot verify` rebuilds it too and checks every frame.
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_qwen-aot")).arg("verify").arg(&derived_dir).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("1 derived weight(s) rebuilt, all {} frames match", d.frames.len());
+    assert!(said.contains(&want), "expected `{want}` in: {said}");
     // The same model: identical logits (bit for bit) on the CPU.
     let (a, b) = (logits(&derived), logits(&stored));
     assert_eq!(a.len(), b.len());

@@ -148,8 +148,26 @@ pub fn apply_recipe(
 }
 
 /// Groups `first..` of a Q8_0 view, requantised to Q5_0 planes (`qs`: 16 bytes, `qh`: 4, `sc`: 2
-/// per group; as many groups as they hold).
+/// per group; as many groups as they hold). The same code compiled for AVX2 where the CPU has it:
+/// the loop is written to vectorise (the rebuild of the default model's embedding, 4.25 M groups,
+/// is what a CPU load waits for), and its f32 operations are the same either way, so the bytes are.
 fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], sc: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above), all the function requires.
+        return unsafe { requant_q8_0_to_q5_0_avx2(base, first, qs, qh, sc) };
+    }
+    requant_groups(base, first, qs, qh, sc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_q8_0_to_q5_0_avx2(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], sc: &mut [u8]) {
+    requant_groups(base, first, qs, qh, sc);
+}
+
+#[inline(always)]
+fn requant_groups(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], sc: &mut [u8]) {
     let n = qs.len() / 16;
     let base_qs = base.qs[GROUP * first..GROUP * (first + n)].chunks_exact(GROUP);
     let base_sc = base.sc[2 * first..2 * (first + n)].chunks_exact(2);
@@ -157,8 +175,9 @@ fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [
     let mut x = [0f32; GROUP];
     for (((qs, qh), sc), (bq, bs)) in out.zip(base_qs.zip(base_sc)) {
         let d8 = f16::from_bits(u16::from_le_bytes([bs[0], bs[1]])).to_f32();
-        for (v, &q) in x.iter_mut().zip(bq) {
-            *v = f32::from(q as i8) * d8;
+        let bq: &[u8; GROUP] = bq.try_into().expect("chunks_exact(GROUP)");
+        for i in 0..GROUP {
+            x[i] = f32::from(bq[i] as i8) * d8;
         }
         let (d, q) = quantize_q5_0_ref(&x);
         sc.copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
@@ -168,22 +187,48 @@ fn requant_q8_0_to_q5_0(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [
     }
 }
 
-/// ggml's reference Q5_0 quantisation of one group: the scale (f32, stored rounded to f16) and
-/// the 32 five-bit codes.
-pub fn quantize_q5_0_ref(x: &[f32; GROUP]) -> (f32, [u8; GROUP]) {
-    // ggml keeps the first element of the largest magnitude, with its sign (+0.0 when all are
-    // zero). Written as a max and a search, which vectorise, rather than ggml's branchy loop.
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max = if amax > 0.0 { x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0) } else { 0.0 };
+/// The scale and codes of a group whose first element of the largest magnitude is `max`.
+#[inline(always)]
+fn q5_0_codes(x: &[f32; GROUP], max: f32) -> (f32, [u8; GROUP]) {
     let d = max / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut q = [0u8; GROUP];
     for (c, &v) in q.iter_mut().zip(x) {
         // C's `MIN(31, (int8_t)(x * id + 16.5f))`: the sum lies in [0.5, 32.5] (up to rounding),
-        // where truncating and then capping equals capping and then truncating.
-        *c = (v * id + 16.5).min(31.0) as u8;
+        // where truncating and then capping equals capping and then truncating; `max(0.0)` only
+        // keeps out-of-range input (infinite scales) where a saturating cast would put it, and
+        // `min` maps NaN to 31 as the saturating cast of `min`'s result did.
+        // Not `clamp`: it keeps NaN, which the unchecked conversion below must never see.
+        #[allow(clippy::manual_clamp)]
+        let t = (v * id + 16.5).min(31.0).max(0.0);
+        // SAFETY: t is finite and within [0, 31] (both clamps above), so it fits an i32.
+        *c = unsafe { t.to_int_unchecked::<i32>() } as u8;
     }
     (d, q)
+}
+
+/// ggml's reference Q5_0 quantisation of one group: the scale (f32, stored rounded to f16) and
+/// the 32 five-bit codes. Written to vectorise (eight running maxima, the first largest element
+/// found through a bit mask, the codes clamped to [0, 31] before a plain conversion);
+/// `tests::vectorised_quantizer_matches_ggml_literally` holds it to a literal transcription of
+/// ggml's loop.
+#[inline(always)]
+pub fn quantize_q5_0_ref(x: &[f32; GROUP]) -> (f32, [u8; GROUP]) {
+    // ggml keeps the first element of the largest magnitude, with its sign (+0.0 when all are
+    // zero). `max` ignores NaN, so the maxima come out as a sequential fold's would.
+    let mut lanes = [0f32; 8];
+    for chunk in x.chunks_exact(8) {
+        for (m, v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+    let mut at = 0u32;
+    for (i, v) in x.iter().enumerate() {
+        at |= u32::from(v.abs() == amax) << i;
+    }
+    let max = if amax > 0.0 && at != 0 { x[at.trailing_zeros() as usize] } else { 0.0 };
+    q5_0_codes(x, max)
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! `qwen-aot verify`: the full integrity check of a compiled model. A load samples a few windows
-//! of `weights.bin` (runtime `integrity`); this hashes every byte and names each damaged window.
+//! of `weights.bin` (runtime `integrity`) and a few frames of each derived weight; this hashes
+//! every byte and names each damaged window, then rebuilds every derived weight and checks every
+//! frame of it against the compiler's hashes.
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::derived::{self, FrameCheck};
 use qwen_aot_runtime::integrity;
 use qwen_aot_runtime::plan::WEIGHTS_FILE;
 use qwen_aot_runtime::tokenizer::Tokenizer;
@@ -44,6 +47,14 @@ pub fn run(target: Option<&Path>, quiet: bool) -> Result<()> {
             report.sha256, plan.weights_sha256
         )));
     }
+    // The derived weights (the embedding rebuilt from the LM head): every frame, as `check` does.
+    let derived_note = if plan.derived.is_empty() {
+        String::new()
+    } else {
+        derived::rebuild(&plan, &weights, FrameCheck::All).map_err(|e| fail(e.to_string()))?;
+        let frames: usize = plan.derived.iter().map(|d| d.frames.len()).sum();
+        format!("{} derived weight(s) rebuilt, all {frames} frames match; ", plan.derived.len())
+    };
     let tokenizer = dir.join(qwen_aot_runtime::plan::TOKENIZER_FILE);
     let tokenizer_note = if tokenizer.is_file() {
         Tokenizer::load(&tokenizer).map_err(|e| fail(format!("{}: {e}", tokenizer.display())))?;
@@ -53,7 +64,7 @@ pub fn run(target: Option<&Path>, quiet: bool) -> Result<()> {
     };
     println!(
         "{}: OK: plan.json sealed and valid; {WEIGHTS_FILE} {} bytes, every byte matches (sha256 {}, {} windows); \
-         {tokenizer_note} ({:.2} s)",
+         {derived_note}{tokenizer_note} ({:.2} s)",
         dir.display(),
         weights.len(),
         report.sha256,

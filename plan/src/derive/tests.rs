@@ -77,3 +77,51 @@ fn frames_cover_the_target() {
     assert_eq!(frame_ranges(f).collect::<Vec<_>>(), vec![0..f]);
     assert_eq!(frame_ranges(2 * f + 5).collect::<Vec<_>>(), vec![0..f, f..2 * f, 2 * f..2 * f + 5]);
 }
+
+/// ggml's `quantize_row_q5_0_ref` for one block, transcribed literally (branchy search for the
+/// largest magnitude, saturating casts): the specification the vectorised quantizer must equal.
+fn ggml_q5_0_literal(x: &[f32; GROUP]) -> (f32, [u8; GROUP]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; GROUP];
+    for (c, &v) in q.iter_mut().zip(x) {
+        *c = ((v * id + 16.5) as i8 as u8).min(31);
+    }
+    (d, q)
+}
+
+#[test]
+fn vectorised_quantizer_matches_ggml_literally() {
+    // Dequantised Q8_0 groups as the recipe sees them (codes times an f16 scale of either sign,
+    // zero included; every third group narrow, so ties at the largest magnitude, +m against -m,
+    // are common); then groups no Q8_0 block makes: a single tiny element, the f16 extremes.
+    let mut state = 0x5eed_u64;
+    let mut next = || crate::rng::splitmix64(&mut state);
+    for i in 0..20_000 {
+        let sign = if next() % 2 == 0 { 0 } else { 0x8000 };
+        let d8 = f16::from_bits((next() % 0x7c00) as u16 | sign).to_f32();
+        let mut bq = [0u8; GROUP];
+        for b in bq.iter_mut() {
+            let q = (next() % 256) as u8 as i8;
+            *b = (if i % 3 == 0 { q % 3 } else { q }) as u8;
+        }
+        let x = bq.map(|b| f32::from(b as i8) * d8);
+        let literal = ggml_q5_0_literal(&x);
+        let (d, q) = quantize_q5_0_ref(&x);
+        assert_eq!((d.to_bits(), q), (literal.0.to_bits(), literal.1), "{bq:?} * {d8}");
+    }
+    let mut single = [0f32; GROUP];
+    single[31] = -1e-30;
+    for x in [[0.0; GROUP], single, [65504.0; GROUP], [-6e-8; GROUP]] {
+        let (d, q) = quantize_q5_0_ref(&x);
+        let (dl, ql) = ggml_q5_0_literal(&x);
+        assert_eq!((d.to_bits(), q), (dl.to_bits(), ql), "{x:?}");
+    }
+}

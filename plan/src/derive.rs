@@ -182,7 +182,11 @@ fn requant_groups(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], s
         let (d, q) = quantize_q5_0_ref(&x);
         sc.copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
         // The low nibbles in `qs`, bit 4 in `qh`, as the repacker packs a GGUF Q5_0 block.
-        pack_qs4(&q.map(|c| c & 0x0f), qs);
+        let mut low = [0u8; GROUP];
+        for (l, &c) in low.iter_mut().zip(&q) {
+            *l = c & 0x0f;
+        }
+        pack_qs4(&low, qs);
         pack_qh1(|e| (q[e] >> 4) & 1, qh);
     }
 }

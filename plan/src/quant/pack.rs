@@ -3,7 +3,7 @@
 //! recipes (`crate::derive`), which must write the same bytes.
 
 /// 4-bit codes: byte `m` holds element `m` (low nibble) and `m + 16` (high nibble).
-#[inline]
+#[inline(always)]
 pub fn pack_qs4(c: &[u8; 32], out: &mut [u8]) {
     for m in 0..16 {
         out[m] = c[m] | (c[m + 16] << 4);
@@ -18,7 +18,7 @@ pub fn pack_qs2(c: &[u8; 32], out: &mut [u8]) {
 }
 
 /// One extra bit per element: byte `m` holds elements `m + 4t` at bit `t`.
-#[inline]
+#[inline(always)]
 pub fn pack_qh1(bit: impl Fn(usize) -> u8, out: &mut [u8]) {
     for (m, o) in out[..4].iter_mut().enumerate() {
         *o = (0..8).fold(0, |acc, t| acc | (bit(m + 4 * t) << t));

@@ -64,10 +64,10 @@ QA_DEVICE float rint_byte(float v, uint32_t& byte) {
 // The block's x row r (times norm_w when set) as digits (xd: 96 bytes per group, digit-major, in
 // digit_pos order) and per-group sums (xg). A round of the block covers 32 or 64 groups: eight
 // lanes per group with four elements (one word of each digit plane) each while the row fits one
-// round (k <= 1,024: the shortest per-lane chains), else (k-quant pairs: WIDE below) four lanes with eight elements (two
-// words) each, so that long rows take half as many rounds -- each round is a chain of shuffles and
-// digit arithmetic the whole block waits for (down_proj's 4,864: 3 rounds instead of 5; 8,960: 5
-// instead of 9). The rows' x loads of up to PREP_LOADS elements per lane are issued together (one
+// round (k <= 1,024: the shortest per-lane chains), else (k-quant pairs only: WIDE below) four
+// lanes with eight elements (two words) each, so that long rows take half as many rounds -- each
+// round is a chain of shuffles and digit arithmetic the whole block waits for (down_proj's
+// 4,864: 3 rounds instead of 5; 8,960: 5 instead of 9). The rows' x loads of up to PREP_LOADS elements per lane are issued together (one
 // L2 round trip for them, not one per round). Every thread calls it (one barrier). Returns the
 // inverse RMS (1 without a norm).
 constexpr int PREP_LOADS = 16;  // floats of x per lane in flight (registers)
@@ -131,8 +131,9 @@ QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restr
             }
 #pragma unroll
             for (int m = 1; m < LANES; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-            // Lanes part < 4 of word 0 hold elements 0..15, the rest 16..31: sum0 over the first
-            // four words of the group (q < 4), total over all eight.
+            // sum0: the group's elements 0..15 (its words q < 4), total: all 32. Eight lanes:
+            // parts 0-3 hold the first half, 4-7 the second; four lanes: each lane's word 0 is
+            // in the first half and its word 1 in the second.
             float sum0, total;
             if (LANES == 8) {
                 float h = half[0];

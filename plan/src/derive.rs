@@ -191,26 +191,6 @@ fn requant_groups(base: &PartView, first: usize, qs: &mut [u8], qh: &mut [u8], s
     }
 }
 
-/// The scale and codes of a group whose first element of the largest magnitude is `max`.
-#[inline(always)]
-fn q5_0_codes(x: &[f32; GROUP], max: f32) -> (f32, [u8; GROUP]) {
-    let d = max / -16.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut q = [0u8; GROUP];
-    for (c, &v) in q.iter_mut().zip(x) {
-        // C's `MIN(31, (int8_t)(x * id + 16.5f))`: the sum lies in [0.5, 32.5] (up to rounding),
-        // where truncating and then capping equals capping and then truncating; `max(0.0)` only
-        // keeps out-of-range input (infinite scales) where a saturating cast would put it, and
-        // `min` maps NaN to 31 as the saturating cast of `min`'s result did.
-        // Not `clamp`: it keeps NaN, which the unchecked conversion below must never see.
-        #[allow(clippy::manual_clamp)]
-        let t = (v * id + 16.5).min(31.0).max(0.0);
-        // SAFETY: t is finite and within [0, 31] (both clamps above), so it fits an i32.
-        *c = unsafe { t.to_int_unchecked::<i32>() } as u8;
-    }
-    (d, q)
-}
-
 /// ggml's reference Q5_0 quantisation of one group: the scale (f32, stored rounded to f16) and
 /// the 32 five-bit codes. Written to vectorise (eight running maxima, the first largest element
 /// found through a bit mask, the codes clamped to [0, 31] before a plain conversion);
@@ -232,7 +212,21 @@ pub fn quantize_q5_0_ref(x: &[f32; GROUP]) -> (f32, [u8; GROUP]) {
         at |= u32::from(v.abs() == amax) << i;
     }
     let max = if amax > 0.0 && at != 0 { x[at.trailing_zeros() as usize] } else { 0.0 };
-    q5_0_codes(x, max)
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; GROUP];
+    for (c, &v) in q.iter_mut().zip(x) {
+        // C's `MIN(31, (int8_t)(x * id + 16.5f))`: the sum lies in [0.5, 32.5] (up to rounding),
+        // where truncating and then capping equals capping and then truncating; `max(0.0)` only
+        // keeps out-of-range input (infinite scales) where a saturating cast would put it, and
+        // `min` maps NaN to 31 as the saturating cast of `min`'s result did.
+        // Not `clamp`: it keeps NaN, which the unchecked conversion below must never see.
+        #[allow(clippy::manual_clamp)]
+        let t = (v * id + 16.5).min(31.0).max(0.0);
+        // SAFETY: t is finite and within [0, 31] (both clamps above), so it fits an i32.
+        *c = unsafe { t.to_int_unchecked::<i32>() } as u8;
+    }
+    (d, q)
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@
 //    Formats with a scale per 16 elements (Q6_K) run two m16n8k16 MMAs, one per half-group, and
 //    combine them with the integer sub-scales before converting.
 //
-// Launch: block 256 = GEMV_WARPS warps; `wpt` warps (1, 2, 4, 8) share each tile, warp `sub` taking
+// Launch: block 256 = GEMV_WARPS warps (the wide stores: 512 = QMMA_WIDE_WARPS, wpt 16, one tile per
+//    block); `wpt` warps (1, 2, 4, 8) share each tile, warp `sub` taking
 //    steps of SG groups (SG (it wpt + sub) .. +SG-1; SG = 4, or 8 for k-quant pairs: step_groups_of);
 //    the block's teams take tiles blockIdx.x * teams + team,
 //    then grid-stride. grid (blocks, rows_launched); dynamic shared memory QMMA_GROUP_SMEM * k / 32
@@ -88,10 +89,10 @@ QA_DEVICE void pack_digits(float e, float inv, int i, uint32_t (&dw)[3]) {
 // LANES (8 or 4) lanes per group; lane `part` holds WORDS = 8 / LANES float4s of its group: word
 // `part + LANES w` of the group's eight (elements 4 (part + LANES w) ..), i.e. digit-plane word
 // 2 (q % 4) + q / 4 for q = part + LANES w (digit_pos).
-template <int LANES>
+template <int LANES, int WARPS>
 QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restrict__ nw, int G, uint8_t* xd,
                             XGroup* xg) {
-    constexpr int WORDS = 8 / LANES, GROUPS = GEMV_WARPS * 32 / LANES, CHUNK = PREP_LOADS / (4 * WORDS);
+    constexpr int WORDS = 8 / LANES, GROUPS = WARPS * 32 / LANES, CHUNK = PREP_LOADS / (4 * WORDS);
     const int part = threadIdx.x & (LANES - 1), slot = threadIdx.x / LANES;
     float ss = 0.0f;
     for (int base = 0; base < G; base += CHUNK * GROUPS) {  // block-uniform
@@ -180,13 +181,14 @@ QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restr
 // 1.5B shapes' step got 2 % shorter; the other pairs' kernels (the default model's Q5_0 / Q8_0)
 // went from 72-76 to 77-80 registers with both paths and their step 0.6 % longer
 // (experiments/LOG.md, eighteenth session).
-template <bool WIDE>
+template <bool WIDE, int WARPS>
 QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
                               uint8_t* xd, XGroup* xg, float* scratch) {
     const int G = k >> 5;
     const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
     const float4* nw = reinterpret_cast<const float4*>(norm_w);
-    float ss = WIDE && G > GEMV_WARPS * 32 / 8 ? prep_rounds<4>(xr, nw, G, xd, xg) : prep_rounds<8>(xr, nw, G, xd, xg);
+    float ss = WIDE && G > WARPS * 32 / 8 ? prep_rounds<4, WARPS>(xr, nw, G, xd, xg)
+                                          : prep_rounds<8, WARPS>(xr, nw, G, xd, xg);
     if (norm_w == nullptr) {
         __syncthreads();
         return 1.0f;
@@ -197,7 +199,7 @@ QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restri
     __syncthreads();  // also: xd and xg are complete
     float total = 0.0f;
 #pragma unroll
-    for (int w = 0; w < GEMV_WARPS; ++w) total += scratch[w];
+    for (int w = 0; w < WARPS; ++w) total += scratch[w];
     return 1.0f / sqrtf(total / (float)k + eps);
 }
 // One group of one tile row, as lane tq holds it: its code words and the group's scale planes.
@@ -520,19 +522,22 @@ QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq,
 
 }  // namespace
 
-template <int EPI, int FA, int FB>
+// WARPS: the block's warps, GEMV_WARPS, or QMMA_WIDE_WARPS for the wide store entry points (few
+// tiles with long rows -- down_proj -- whose tiles want more than GEMV_WARPS warps each: the
+// x digits in fewer rounds and each warp's chain of steps shorter, launch::qmma_gemv).
+template <int EPI, int FA, int FB, int WARPS>
 __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                             float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o) {
     extern __shared__ __align__(16) uint8_t smem[];
-    __shared__ float red[GEMV_WARPS][MMA_TILE];
+    __shared__ float red[WARPS][MMA_TILE];
     __shared__ float scratch[32];
     const int G = k >> 5, S = k >> 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     uint8_t* ring = smem + warp * STAGES * STAGE_BYTES;
-    uint8_t* xd = smem + GEMV_WARPS * STAGES * STAGE_BYTES;
+    uint8_t* xd = smem + WARPS * STAGES * STAGE_BYTES;
     XGroup* xg = reinterpret_cast<XGroup*>(xd + 96 * G);
     const int gq = lane >> 2, tq = lane & 3;
-    const int teams = GEMV_WARPS / wpt, team = warp / wpt, sub = warp % wpt;
+    const int teams = WARPS / wpt, team = warp / wpt, sub = warp % wpt;
     const int units = EPI == EPI_STORE ? n : n / 2;
     const int per_tile = EPI == EPI_STORE ? MMA_TILE : MMA_TILE / 2;
     const int ntiles = (units + per_tile - 1) / per_tile;
@@ -576,7 +581,8 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         cp_async_wait<0>();
         return;
     }
-    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS>(x, norm_w, eps, r, k, xd, xg, scratch);
+    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS || WARPS != GEMV_WARPS, WARPS>(x, norm_w, eps, r, k, xd, xg,
+                                                                                          scratch);
     if (EPI == EPI_STORE && epi_lane) epi_load_acts<EPI>(o, r, n, first_j, first_in);
     const DigitWeights dw = digit_weights(tq);
 
@@ -641,20 +647,29 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
 // that their registers must allow (__launch_bounds__): 2 for most pairs (three fit anyway, at 76
 // registers; asking for three cost ~50 more instructions per step in rematerialisation), 3 for
 // the k-quant pairs, whose super-block steps otherwise take 86-88 registers and leave two blocks
-// (16 warps) per SM for wide launches such as a Q6_K LM head (at three: 77-80, no spills).
+// (16 warps) per SM for wide launches such as a Q6_K LM head (at three: 77-80, no spills). The
+// wide store (gemv_m_store_wide_*) runs QMMA_WIDE_WARPS warps in one block per SM, for stores
+// whose few tiles want more than GEMV_WARPS warps each (qmma::wide_store).
 #define QMMA_ENTRIES(FA, FB, SFX, MINB)                                                                                    \
     extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_store_##SFX(                                        \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n, int k, int wpt,          \
         int last_row) {                                                                                              \
         const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
-        gemv_m_impl<EPI_STORE, FA, FB>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);                            \
+        gemv_m_impl<EPI_STORE, FA, FB, GEMV_WARPS>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);                            \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(QMMA_WIDE_WARPS * 32, 1) gemv_m_store_wide_##SFX(                  \
+        const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
+        const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n, int k, int wpt,          \
+        int last_row) {                                                                                              \
+        const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
+        gemv_m_impl<EPI_STORE, FA, FB, QMMA_WIDE_WARPS>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);          \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_swiglu_##SFX(                                       \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, int ffn, int k, int wpt) {                                          \
         const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
-        gemv_m_impl<EPI_SWIGLU, FA, FB>(state, x, norm_w, eps, P, 2 * ffn, k, wpt, 0, o);                            \
+        gemv_m_impl<EPI_SWIGLU, FA, FB, GEMV_WARPS>(state, x, norm_w, eps, P, 2 * ffn, k, wpt, 0, o);                            \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_rope_##SFX(                                         \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
@@ -662,7 +677,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         float* __restrict__ q_out, float* __restrict__ k_cache, __half* __restrict__ v_cache, int n_heads,          \
         int n_kv_heads, int head_dim, int k, int wpt) {                                                              \
         const GemvOut o{q_out, nullptr, bias, inv_freq, k_cache, v_cache, n_heads, n_kv_heads, head_dim};             \
-        gemv_m_impl<EPI_ROPE, FA, FB>(state, x, norm_w, eps, P, (n_heads + 2 * n_kv_heads) * head_dim, k, wpt, 0,    \
+        gemv_m_impl<EPI_ROPE, FA, FB, GEMV_WARPS>(state, x, norm_w, eps, P, (n_heads + 2 * n_kv_heads) * head_dim, k, wpt, 0,    \
                                       o);                                                                            \
     }
 

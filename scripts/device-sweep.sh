@@ -12,19 +12,20 @@ mkdir -p "$out"
 for shape in ${SHAPES:-0.5b}; do
 for r in $(seq "$rounds"); do
   for v in $values; do
-    log="$out/sweep-$var-$shape-$v-$r"
+    log="$out/sweep-$var-$shape-${v//[^A-Za-z0-9._=-]/_}-$r"  # values may hold '/' (QWEN_AOT_QMMA_SHAPE)
     env "$var=$v" timeout 120 "$bin" bench --random --random-shape "$shape" --json --quiet >"$log.json" 2>"$log.err" \
       || { echo "$var=$v $shape run $r failed: $(tail -n1 "$log.err")"; exit 1; }
   done
 done
 echo "== $shape"
 python3 - "$out/sweep-$var-$shape" "$rounds" "$var" $values <<'PY'
-import json, statistics, sys
+import json, re, statistics, sys
 prefix, rounds, var, values = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512", "decode_pct_of_floor"]
-print(f"{var:<22} " + " ".join(f"{k:>24}" for k in keys))
+print(f"{var:<40} " + " ".join(f"{k:>24}" for k in keys))
 for v in values:
-    runs = [json.load(open(f"{prefix}-{v}-{r}.json")) for r in range(1, rounds + 1)]
-    print(f"{v:<22} " + " ".join(f"{statistics.median(r[k] for r in runs):>24.1f}" for k in keys))
+    tag = re.sub(r"[^A-Za-z0-9._=-]", "_", v)
+    runs = [json.load(open(f"{prefix}-{tag}-{r}.json")) for r in range(1, rounds + 1)]
+    print(f"{v:<40} " + " ".join(f"{statistics.median(r[k] for r in runs):>24.1f}" for k in keys))
 PY
 done

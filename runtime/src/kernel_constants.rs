@@ -58,6 +58,10 @@ pub const QMMA_RING_WORDS: usize = 16;
 /// and the group's scale and sums (16 bytes): `QMMA_GROUP_SMEM`.
 pub const QMMA_GROUP_SMEM: usize = 112;
 
+/// Warps per block of the wide store entry points of those GEMVs (`gemv_m_store_wide_*`: few
+/// tiles with long rows, such as down_proj, take this many warps per tile): `QMMA_WIDE_WARPS`.
+pub const QMMA_WIDE_WARPS: usize = 16;
+
 /// Groups of 32 elements one block of the prefill's dequantisation (kernels/qlookup.cu) stages in
 /// shared memory and converts to f16: `DQ_CHUNK`.
 pub const DQ_CHUNK: usize = 256;
@@ -92,6 +96,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("ATTN_LONG_FACTOR", ATTN_LONG_FACTOR),
     ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
     ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),
+    ("QMMA_WIDE_WARPS", QMMA_WIDE_WARPS),
     ("QMMA_STEP_GROUPS", QMMA_STEP_GROUPS),
     ("QMMA_STAGES", QMMA_STAGES),
     ("QMMA_RING_WORDS", QMMA_RING_WORDS),

@@ -13,6 +13,7 @@ use super::device::{CudaDevice, Kernel};
 use super::qmma;
 use super::CudaCtx;
 use crate::error::RuntimeError;
+use crate::kernel_constants::QMMA_WIDE_WARPS;
 use crate::quant::WeightFormat;
 
 /// One kernel argument, stored in an 8-byte slot (the driver reads the parameter's own size from
@@ -573,7 +574,26 @@ fn qmma_gemv(
 ) -> Op {
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = qmma::tiles(n, &epilogue);
-    let wpt = qmma::warps_per_tile(tiles, k, dev.sm_count(), qmma::kernel_step_groups(kern));
+    // A store with few tiles and long rows (down_proj) on the wide entry point: QMMA_WIDE_WARPS
+    // warps per tile in one block per SM; otherwise GEMV_WARPS warps per block, shared by
+    // [`qmma::warps_per_tile`] each, or as `QWEN_AOT_QMMA_SHAPE` says.
+    let wide = match epilogue {
+        GemvOut::Store { .. } => qmma::wide_store(kern, tiles, k, dev.sm_count()),
+        _ => None,
+    };
+    let (kern, warps) = wide.map_or((kern, GEMV_TEAM_WARPS), |w| (w, QMMA_WIDE_WARPS));
+    let smem = qmma::smem_bytes_for(warps, k);
+    let (wpt, blocks) = if wide.is_some() {
+        (QMMA_WIDE_WARPS, tiles)
+    } else {
+        let shape = super::qmma_shape::Override::of(n, k);
+        let wpt =
+            shape.wpt.unwrap_or_else(|| qmma::warps_per_tile(tiles, k, dev.sm_count(), qmma::kernel_step_groups(kern)));
+        // With its dynamic shared memory (the ring and the x digits): past k ~ 3,000 two blocks
+        // fit an SM, not the three its registers allow.
+        let resident = dev.resident_blocks_per_sm(kern, 256, smem as u32);
+        (wpt, shape.blocks.unwrap_or_else(|| qmma::blocks(tiles, wpt, dev.sm_count(), resident)))
+    };
     let (grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };
@@ -582,14 +602,11 @@ fn qmma_gemv(
         GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
         GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
     };
-    // With its dynamic shared memory (the ring and the x digits): past k ~ 3,000 two blocks fit
-    // an SM, not the three its registers allow.
-    let resident = dev.resident_blocks_per_sm(kern, 256, qmma::smem_bytes(k) as u32);
     Op::Kernel(Launch {
         kernel: kern,
-        grid: (qmma::blocks(tiles, wpt, dev.sm_count(), resident) as u32, grid_y.max(1) as u32, 1),
-        block: (256, 1, 1),
-        smem: qmma::smem_bytes(k) as u32,
+        grid: (blocks as u32, grid_y.max(1) as u32, 1),
+        block: (warps as u32 * 32, 1, 1),
+        smem: smem as u32,
         args: head.into_iter().chain(tail).collect(),
     })
 }

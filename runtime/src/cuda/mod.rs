@@ -28,6 +28,7 @@ mod kernel_table;
 pub(crate) mod launch;
 mod prefill_graphs;
 pub(crate) mod qmma;
+mod qmma_shape;
 pub mod sample;
 #[cfg(feature = "harness")]
 pub mod test_kernels;

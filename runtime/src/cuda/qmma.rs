@@ -6,34 +6,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::device::Kernel;
 use super::launch::{GemvOut, QParts};
 use crate::kernel_constants::{
-    GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_RING_WORDS, QMMA_STAGES, QMMA_STEP_GROUPS, QMMA_TILE_ROWS,
+    GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_RING_WORDS, QMMA_STAGES, QMMA_STEP_GROUPS, QMMA_TILE_ROWS, QMMA_WIDE_WARPS,
 };
 use crate::quant::{WeightFormat, SUPER};
 
 /// The kernels of kernels/qmma.cu (its QMMA_ENTRIES list, in order): for each format pair the
 /// store, SwiGLU and RoPE entry points. A test keeps the two lists equal.
 #[rustfmt::skip]
-pub(crate) const QMMA_KERNELS: &[(WeightFormat, WeightFormat, [Kernel; 3])] = &[
-    (WeightFormat::Q4_0, WeightFormat::Q4_0, [Kernel::GemvMStoreQ40, Kernel::GemvMSwiGluQ40, Kernel::GemvMRopeQ40]),
-    (WeightFormat::Q4_1, WeightFormat::Q4_1, [Kernel::GemvMStoreQ41, Kernel::GemvMSwiGluQ41, Kernel::GemvMRopeQ41]),
-    (WeightFormat::Q5_0, WeightFormat::Q5_0, [Kernel::GemvMStoreQ50, Kernel::GemvMSwiGluQ50, Kernel::GemvMRopeQ50]),
-    (WeightFormat::Q5_1, WeightFormat::Q5_1, [Kernel::GemvMStoreQ51, Kernel::GemvMSwiGluQ51, Kernel::GemvMRopeQ51]),
-    (WeightFormat::Q8_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ80, Kernel::GemvMSwiGluQ80, Kernel::GemvMRopeQ80]),
-    (WeightFormat::Q4_K, WeightFormat::Q4_K, [Kernel::GemvMStoreQ4K, Kernel::GemvMSwiGluQ4K, Kernel::GemvMRopeQ4K]),
-    (WeightFormat::Q5_K, WeightFormat::Q5_K, [Kernel::GemvMStoreQ5K, Kernel::GemvMSwiGluQ5K, Kernel::GemvMRopeQ5K]),
-    (WeightFormat::Q6_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ6K, Kernel::GemvMSwiGluQ6K, Kernel::GemvMRopeQ6K]),
-    (WeightFormat::Q4_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ40Q80, Kernel::GemvMSwiGluQ40Q80, Kernel::GemvMRopeQ40Q80]),
-    (WeightFormat::Q4_1, WeightFormat::Q8_0, [Kernel::GemvMStoreQ41Q80, Kernel::GemvMSwiGluQ41Q80, Kernel::GemvMRopeQ41Q80]),
-    (WeightFormat::Q5_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ50Q80, Kernel::GemvMSwiGluQ50Q80, Kernel::GemvMRopeQ50Q80]),
-    (WeightFormat::Q5_1, WeightFormat::Q8_0, [Kernel::GemvMStoreQ51Q80, Kernel::GemvMSwiGluQ51Q80, Kernel::GemvMRopeQ51Q80]),
-    (WeightFormat::Q4_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ4KQ6K, Kernel::GemvMSwiGluQ4KQ6K, Kernel::GemvMRopeQ4KQ6K]),
-    (WeightFormat::Q5_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ5KQ6K, Kernel::GemvMSwiGluQ5KQ6K, Kernel::GemvMRopeQ5KQ6K]),
+pub(crate) const QMMA_KERNELS: &[(WeightFormat, WeightFormat, [Kernel; 4])] = &[
+    (WeightFormat::Q4_0, WeightFormat::Q4_0, [Kernel::GemvMStoreQ40, Kernel::GemvMSwiGluQ40, Kernel::GemvMRopeQ40, Kernel::GemvMStoreWideQ40]),
+    (WeightFormat::Q4_1, WeightFormat::Q4_1, [Kernel::GemvMStoreQ41, Kernel::GemvMSwiGluQ41, Kernel::GemvMRopeQ41, Kernel::GemvMStoreWideQ41]),
+    (WeightFormat::Q5_0, WeightFormat::Q5_0, [Kernel::GemvMStoreQ50, Kernel::GemvMSwiGluQ50, Kernel::GemvMRopeQ50, Kernel::GemvMStoreWideQ50]),
+    (WeightFormat::Q5_1, WeightFormat::Q5_1, [Kernel::GemvMStoreQ51, Kernel::GemvMSwiGluQ51, Kernel::GemvMRopeQ51, Kernel::GemvMStoreWideQ51]),
+    (WeightFormat::Q8_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ80, Kernel::GemvMSwiGluQ80, Kernel::GemvMRopeQ80, Kernel::GemvMStoreWideQ80]),
+    (WeightFormat::Q4_K, WeightFormat::Q4_K, [Kernel::GemvMStoreQ4K, Kernel::GemvMSwiGluQ4K, Kernel::GemvMRopeQ4K, Kernel::GemvMStoreWideQ4K]),
+    (WeightFormat::Q5_K, WeightFormat::Q5_K, [Kernel::GemvMStoreQ5K, Kernel::GemvMSwiGluQ5K, Kernel::GemvMRopeQ5K, Kernel::GemvMStoreWideQ5K]),
+    (WeightFormat::Q6_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ6K, Kernel::GemvMSwiGluQ6K, Kernel::GemvMRopeQ6K, Kernel::GemvMStoreWideQ6K]),
+    (WeightFormat::Q4_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ40Q80, Kernel::GemvMSwiGluQ40Q80, Kernel::GemvMRopeQ40Q80, Kernel::GemvMStoreWideQ40Q80]),
+    (WeightFormat::Q4_1, WeightFormat::Q8_0, [Kernel::GemvMStoreQ41Q80, Kernel::GemvMSwiGluQ41Q80, Kernel::GemvMRopeQ41Q80, Kernel::GemvMStoreWideQ41Q80]),
+    (WeightFormat::Q5_0, WeightFormat::Q8_0, [Kernel::GemvMStoreQ50Q80, Kernel::GemvMSwiGluQ50Q80, Kernel::GemvMRopeQ50Q80, Kernel::GemvMStoreWideQ50Q80]),
+    (WeightFormat::Q5_1, WeightFormat::Q8_0, [Kernel::GemvMStoreQ51Q80, Kernel::GemvMSwiGluQ51Q80, Kernel::GemvMRopeQ51Q80, Kernel::GemvMStoreWideQ51Q80]),
+    (WeightFormat::Q4_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ4KQ6K, Kernel::GemvMSwiGluQ4KQ6K, Kernel::GemvMRopeQ4KQ6K, Kernel::GemvMStoreWideQ4KQ6K]),
+    (WeightFormat::Q5_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ5KQ6K, Kernel::GemvMSwiGluQ5KQ6K, Kernel::GemvMRopeQ5KQ6K, Kernel::GemvMStoreWideQ5KQ6K]),
 ];
-
-/// Every entry point of [`QMMA_KERNELS`] (for the device's shared-memory attribute).
-pub(crate) fn all_kernels() -> impl Iterator<Item = Kernel> {
-    QMMA_KERNELS.iter().flat_map(|(_, _, k)| *k)
-}
 
 /// Set by `QWEN_AOT_QGEMV=v2` at first use, or by the kernel check: every quantized GEMV then
 /// runs on kernels/qgemv.cu (to compare the two, and to keep checking the fallback).
@@ -101,10 +96,45 @@ fn tiles_uniform(parts: &QParts, epi: usize, n: usize, head_dim: usize) -> bool 
 /// Most dynamic shared memory a block takes: two blocks per SM still fit sm_90's 228 KB.
 pub(crate) const QMMA_MAX_SMEM: usize = 112 * 1024;
 
+/// Most dynamic shared memory a wide block takes (one block per SM; under sm_90's opt-in limit of
+/// 227 KB, which counts the kernel's static shared memory too).
+pub(crate) const QMMA_WIDE_MAX_SMEM: usize = 200 * 1024;
+
 /// Dynamic shared memory of a launch with rows of `k`: every warp's weight ring, then the x
 /// digits and group sums.
 pub(crate) fn smem_bytes(k: usize) -> usize {
-    GEMV_WARPS * QMMA_STAGES * QMMA_RING_WORDS * 32 * 4 + k / 32 * QMMA_GROUP_SMEM
+    smem_bytes_for(GEMV_WARPS, k)
+}
+
+/// [`smem_bytes`] of a block of `warps` warps.
+pub(crate) fn smem_bytes_for(warps: usize, k: usize) -> usize {
+    warps * QMMA_STAGES * QMMA_RING_WORDS * 32 * 4 + k / 32 * QMMA_GROUP_SMEM
+}
+
+/// The dynamic shared memory each entry point may be given: the wide store entries
+/// ([`wide_store`]) up to [`QMMA_WIDE_MAX_SMEM`], the others [`QMMA_MAX_SMEM`].
+pub(crate) fn smem_limits() -> impl Iterator<Item = (Kernel, u32)> {
+    QMMA_KERNELS.iter().flat_map(|(_, _, [store, swiglu, rope, wide])| {
+        [(*store, QMMA_MAX_SMEM), (*swiglu, QMMA_MAX_SMEM), (*rope, QMMA_MAX_SMEM), (*wide, QMMA_WIDE_MAX_SMEM)]
+            .map(|(k, b)| (k, b as u32))
+    })
+}
+
+/// The wide entry point ([`QMMA_WIDE_WARPS`] warps per block) of the pair whose store entry is
+/// `kern`, when a launch of `tiles` tiles with rows of `k` wants it: [`warps_per_tile`] would
+/// give each tile more than GEMV_WARPS warps (few tiles, long rows: down_proj), the tiles are
+/// one wave of one block per SM, and the wider ring fits. `QWEN_AOT_QMMA_WIDE=0` turns it off
+/// (to measure what it gains).
+pub(crate) fn wide_store(kern: Kernel, tiles: usize, k: usize, sm_count: u32) -> Option<Kernel> {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("QWEN_AOT_QMMA_WIDE").is_ok_and(|v| v == "0")) {
+        return None;
+    }
+    let &(_, _, [_, _, _, wide]) = QMMA_KERNELS.iter().find(|(_, _, ks)| ks[0] == kern)?;
+    let target = target_blocks_per_sm() * GEMV_WARPS * sm_count as usize;
+    let wants =
+        tiles <= sm_count as usize && tiles * GEMV_WARPS < target && k / 32 > kernel_step_groups(kern) * GEMV_WARPS;
+    (wants && smem_bytes_for(QMMA_WIDE_WARPS, k) <= QMMA_WIDE_MAX_SMEM).then_some(wide)
 }
 
 /// The tensor-core kernel for this GEMV, if one takes it: a format pair covers the parts, every
@@ -229,7 +259,7 @@ mod tests {
             // Three blocks' worth of registers exactly for the super-block-step pairs.
             let min_blocks = if step_groups(*fa, *fb) == 8 { "3" } else { "2" };
             assert_eq!(l[3], min_blocks, "{} {}", fa.name(), fb.name());
-            for (k, epi) in ks.iter().zip(["store", "swiglu", "rope"]) {
+            for (k, epi) in ks.iter().zip(["store", "swiglu", "rope", "store_wide"]) {
                 assert_eq!(k.name(), format!("gemv_m_{epi}_{}", l[2]));
             }
         }
@@ -257,6 +287,20 @@ mod tests {
         assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, too_long, &STORE), None);
         assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, 864, &STORE), None, "27 groups: k % 128 != 0");
         assert_eq!(qmma_kernel(&parts(&[(W::Q8_0, 896)]), 896, 8960, &STORE), Some(Kernel::GemvMStoreQ80));
+    }
+
+    /// down_proj at 0.5B (112 tiles of 152 groups, one wave) takes the wide store; the 1.5B's
+    /// (192 tiles: more than one block per SM) and short rows (o_proj, the LM head) do not, nor
+    /// epilogues other than the store.
+    #[test]
+    fn wide_store_for_few_long_tiles() {
+        assert_eq!(wide_store(Kernel::GemvMStoreQ6K, 112, 4864, 132), Some(Kernel::GemvMStoreWideQ6K));
+        assert_eq!(wide_store(Kernel::GemvMStoreQ50, 112, 4864, 132), Some(Kernel::GemvMStoreWideQ50));
+        assert_eq!(wide_store(Kernel::GemvMStoreQ6K, 192, 8960, 132), None, "1.5B down: two waves");
+        assert_eq!(wide_store(Kernel::GemvMStoreQ50, 112, 896, 132), None, "o_proj: one step per warp already");
+        assert_eq!(wide_store(Kernel::GemvMStoreQ80, 18_992, 896, 132), None, "LM head");
+        assert_eq!(wide_store(Kernel::GemvMSwiGluQ6K, 112, 4864, 132), None, "not a store entry");
+        assert!(smem_bytes_for(QMMA_WIDE_WARPS, 4864) <= QMMA_WIDE_MAX_SMEM);
     }
 
     /// Paired epilogues: a tile's first rows are units 4t..4t+3 and its last four their partners.

@@ -84,8 +84,9 @@ impl CpuExecutor {
 
     /// Selects the dot of one-row matmuls on quantized weights (decode, and a prefill's last-row
     /// LM head): the integer dot on two digits by default, on all three, or [`DotPath::F32`] for
-    /// the dequantisation's exact arithmetic. Prefill's multi-row matmuls always dequantise
-    /// exactly and run SGEMM.
+    /// the dequantisation's exact arithmetic. Prefill's multi-row matmuls take the same integer
+    /// dot up to [`qmatmul::int_prefill_max_rows`] rows (bit for bit each row alone), and
+    /// dequantise exactly for SGEMM beyond that or on [`DotPath::F32`].
     pub fn set_dot_path(&mut self, path: DotPath) {
         self.dot_path = path;
     }

@@ -177,6 +177,55 @@ fn integer_dot_matches_the_reference_for_every_quantized_format() {
     }
 }
 
+/// Several inputs at once (a short prefill, [`dot_rows_int_multi`]) against the one-row dot: for
+/// every quantized format (the default model's Q5_0, Q6_K, Q8_0 among them), 1..=8 inputs (whole
+/// and partial blocks of the AVX2 path's four), two and three digits, rows from an offset, the
+/// same bits as each input alone through [`dot_rows_int`] (the AVX2 path where the CPU has it)
+/// and, for the portable twin, through [`dot_int_portable`]; and each result within
+/// [`int_dot_error`]'s bound of the reference row's f64 dot.
+#[test]
+fn multi_input_integer_dot_is_the_one_row_dot_bit_for_bit() {
+    let mut rng = Rng(77);
+    for f in ALL_FORMATS.into_iter().filter(|f| !f.is_float()) {
+        for &k in ks(f) {
+            let rows = 5;
+            let bytes = random_part(f, rows, k, &mut rng);
+            let v = PartView::new(f, rows, k, &bytes).unwrap();
+            for m in 1..=8 {
+                // Ordinary and nasty inputs alternate (zero, tiny, huge and tied blocks).
+                let xs: Vec<Vec<f32>> = (0..m)
+                    .map(|t| if t % 2 == 0 { (0..k).map(|_| rng.unit()).collect() } else { nasty_row(k, &mut rng) })
+                    .collect();
+                let ds: Vec<Digits> = xs.iter().map(|x| Digits::quantize(x)).collect();
+                for n in [IntDigits::Two, IntDigits::Three] {
+                    let what = format!("{} k={k} inputs {m} {n:?}", f.name());
+                    // Rows 1..5 (from an offset), all inputs at once: out[i * m + t].
+                    let (r0, nr) = (1, rows - 1);
+                    let mut got = vec![f32::NAN; nr * m];
+                    dot_rows_int_multi(&v, r0, &ds, &mut got, n);
+                    for (t, (d, x)) in ds.iter().zip(&xs).enumerate() {
+                        let mut one = vec![f32::NAN; nr];
+                        dot_rows_int(&v, r0, d, &mut one, n);
+                        let col: Vec<f32> = (0..nr).map(|i| got[i * m + t]).collect();
+                        assert_eq!(col.map_bits(), one.map_bits(), "{what}: input {t}");
+                        for (i, &g) in col.iter().enumerate() {
+                            let (err, tol) = int_dot_error(g, &v, r0 + i, x, n);
+                            assert!(err <= tol, "{what}: input {t} row {}: got {g}, err {err} > tol {tol}", r0 + i);
+                        }
+                    }
+                    // The portable twin, one row against every input.
+                    for r in 0..rows {
+                        let mut got = vec![f32::NAN; m];
+                        dot_int_portable_multi(&v, r, &ds, &mut got, n);
+                        let want: Vec<f32> = ds.iter().map(|d| dot_int_portable(&v, r, d, n)).collect();
+                        assert_eq!(got.map_bits(), want.map_bits(), "{what}: portable row {r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every f16 scale extreme (as in the f32 dot's test) for formats with and without a minimum.
 #[test]
 fn integer_dot_is_bounded_at_extreme_scales() {

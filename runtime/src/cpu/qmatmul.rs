@@ -84,14 +84,12 @@ pub fn matmul_q(
     path: DotPath,
 ) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
-    if rows > 1 && rows <= ONE_ROW_PREFILL_MAX && path.int_digits().is_some() {
-        // A short prompt: dequantising the whole weight to f32 for SGEMM costs more than running
-        // each row through the one-row integer dot (on the default model ~290 ms for the weight
-        // dequantisation of a 4-token prefill against ~20 ms per row).
-        for t in 0..rows {
-            let res = residual.map(|r| &r[t * n..(t + 1) * n]);
-            matmul_q(&x[t * k..(t + 1) * k], w, 1, n, k, res, &mut out[t * n..(t + 1) * n], path);
-        }
+    if let (true, Some(nd)) = (rows > 1 && rows <= ONE_ROW_PREFILL_MAX, path.int_digits()) {
+        // A short prompt: dequantising the whole weight to f32 for SGEMM costs more than the
+        // integer dot (on the default model ~290 ms for the weight dequantisation of a 4-token
+        // prefill). Every row's digits once, then each weight group against all of them
+        // (qdot::dot_rows_int_multi): the same bits as the rows one at a time, the weight read once.
+        short_prefill_int(x, w, rows, n, k, residual, out, nd);
         return;
     }
     if rows == 1 {
@@ -154,6 +152,67 @@ pub fn matmul_q(
     }
 }
 
+/// [`matmul_q`] for `2..=ONE_ROW_PREFILL_MAX` rows on the integer path: bit for bit each row
+/// through the one-row path, but every weight row read once for all the rows. Chunks of 16 weight
+/// rows of every part in one parallel loop (as the one-row path), into `[n, rows]` scratch, then
+/// transposed into `out` with the residual added.
+#[allow(clippy::too_many_arguments)]
+fn short_prefill_int(
+    x: &[f32],
+    w: &QMatrix,
+    rows: usize,
+    n: usize,
+    k: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    nd: qdot::IntDigits,
+) {
+    thread_local! {
+        static DIGITS: RefCell<Vec<qdot::Digits>> = RefCell::default();
+    }
+    let quantized = w.parts.iter().any(|p| !p.format.is_float());
+    let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
+    let mut tmp = vec![0.0f32; n * rows];
+    let mut run = |d: &mut Vec<qdot::Digits>| {
+        if quantized {
+            d.resize_with(rows, Default::default);
+            for (d, x) in d.iter_mut().zip(x.chunks_exact(k)) {
+                d.fill(x);
+            }
+        }
+        let d = &d[..if quantized { rows } else { 0 }];
+        let mut chunks = Vec::with_capacity(n.div_ceil(16) + w.parts.len());
+        let mut rest = &mut tmp[..];
+        for (v, p) in views.iter().zip(w.parts) {
+            let (o, tail) = rest.split_at_mut(p.rows * rows);
+            rest = tail;
+            chunks.extend(o.chunks_mut(16 * rows).enumerate().map(|(c, o)| (v, 16 * c, o)));
+        }
+        chunks.into_par_iter().for_each(|(v, r0, o)| match v.format.is_float() {
+            // Float formats' dot ignores the sums of x (as on the one-row path).
+            true => o.iter_mut().enumerate().for_each(|(i, o)| {
+                let t = i % rows;
+                *o = qdot::dot_row(v, r0 + i / rows, &x[t * k..(t + 1) * k], &[])
+            }),
+            false => qdot::dot_rows_int_multi(v, r0, d, o, nd),
+        });
+    };
+    DIGITS.with(|c| match c.try_borrow_mut() {
+        Ok(mut d) => run(&mut d),
+        Err(_) => run(&mut Vec::new()),
+    });
+    for (t, o) in out[..rows * n].chunks_exact_mut(n).enumerate() {
+        for (j, o) in o.iter_mut().enumerate() {
+            *o = tmp[j * rows + t];
+        }
+        if let Some(r) = residual {
+            for (o, &v) in o.iter_mut().zip(&r[t * n..(t + 1) * n]) {
+                *o += v;
+            }
+        }
+    }
+}
+
 /// `out[t, :] = table[tokens[t], :]`, one dequantised row each. Ids were range-checked.
 pub fn embed_q(tokens: &[i32], table: &QMatrix, hidden: usize, out: &mut [f32]) {
     for (t, &id) in tokens.iter().enumerate() {
@@ -179,34 +238,37 @@ mod tests {
         (bytes, parts)
     }
 
-    /// A short multi-row call on the integer path is, bit for bit, its rows one at a time.
+    /// A short multi-row call on the integer path (2..=ONE_ROW_PREFILL_MAX rows: the multi-input
+    /// dot) is, bit for bit, its rows one at a time, on two and three digits, for a matrix of the
+    /// default model's quantized formats and a float part.
     #[test]
     fn short_prefill_on_the_integer_path_is_row_by_row() {
         let mut rng = Rng(17);
-        let k = 256;
-        let (bytes, parts) = matrix(&[(WeightFormat::Q5_0, 40), (WeightFormat::Q8_0, 24)], k, &mut rng);
+        let k = 512;
+        let spec =
+            [(WeightFormat::Q5_0, 40), (WeightFormat::Q6_K, 19), (WeightFormat::F16, 5), (WeightFormat::Q8_0, 24)];
+        let (bytes, parts) = matrix(&spec, k, &mut rng);
         let w = QMatrix { bytes: &bytes, parts: &parts, k };
-        let (n, rows) = (64, 3);
-        let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
-        let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
-        let mut out = vec![f32::NAN; rows * n];
-        matmul_q(&x, &w, rows, n, k, Some(&res), &mut out, DotPath::Int(qdot::IntDigits::Three));
-        for t in 0..rows {
-            let mut one = vec![f32::NAN; n];
-            matmul_q(
-                &x[t * k..(t + 1) * k],
-                &w,
-                1,
-                n,
-                k,
-                Some(&res[t * n..(t + 1) * n]),
-                &mut one,
-                DotPath::Int(qdot::IntDigits::Three),
-            );
-            let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
-            let got: Vec<u32> = out[t * n..(t + 1) * n].iter().map(|v| v.to_bits()).collect();
-            assert_eq!(got, want, "row {t}");
-            assert!(one.iter().all(|v| v.is_finite()));
+        let n = w.n();
+        for rows in 2..=ONE_ROW_PREFILL_MAX {
+            let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
+            let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
+            for digits in [qdot::IntDigits::Two, qdot::IntDigits::Three] {
+                let path = DotPath::Int(digits);
+                for residual in [None, Some(&res[..])] {
+                    let mut out = vec![f32::NAN; rows * n];
+                    matmul_q(&x, &w, rows, n, k, residual, &mut out, path);
+                    for t in 0..rows {
+                        let mut one = vec![f32::NAN; n];
+                        let r = residual.map(|r| &r[t * n..(t + 1) * n]);
+                        matmul_q(&x[t * k..(t + 1) * k], &w, 1, n, k, r, &mut one, path);
+                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
+                        let got: Vec<u32> = out[t * n..(t + 1) * n].iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "rows {rows} {digits:?} residual {} row {t}", residual.is_some());
+                        assert!(one.iter().all(|v| v.is_finite()));
+                    }
+                }
+            }
         }
     }
 

@@ -177,7 +177,7 @@ fn short_prefill_int(
         if quantized {
             d.resize_with(rows, Default::default);
             for (d, x) in d.iter_mut().zip(x.chunks_exact(k)) {
-                d.fill(x);
+                d.fill_multi(x);
             }
         }
         let d = &d[..if quantized { rows } else { 0 }];

@@ -242,9 +242,20 @@ unsafe fn dot_row_multi<const F: u8, const TWO: bool, const R: usize>(
     let mut accm = [_mm256_setzero_ps(); R];
     let mut scale = [[0.0f32; 2 * CHUNK]; R];
     let mut scale8 = [[_mm256_setzero_ps(); CHUNK]; R];
-    let d8: [*const i8; R] = std::array::from_fn(|t| xs[t].d8.as_ptr());
-    let x01: [*const i16; R] = std::array::from_fn(|t| xs[t].x01.as_ptr());
-    let x2: [*const i16; R] = std::array::from_fn(|t| xs[t].x2.as_ptr());
+    // The 16-bit operands: as stored for the 16-bit route, in PAIRS order for the 8-bit one.
+    let x01: [*const i16; R] =
+        std::array::from_fn(|t| if wide::<F>() { xs[t].x01.as_ptr() } else { xs[t].x01p.as_ptr() });
+    let x2: [*const i16; R] = std::array::from_fn(|t| if wide::<F>() { xs[t].x2.as_ptr() } else { xs[t].x2p.as_ptr() });
+    // Bytes 4l, 4l + 1 (then 4l + 2, 4l + 3) of each 128-bit lane zero-extended to i16.
+    let z = -1i8;
+    let pairs = [
+        _mm256_setr_epi8(
+            0, z, 1, z, 4, z, 5, z, 8, z, 9, z, 12, z, 13, z, 0, z, 1, z, 4, z, 5, z, 8, z, 9, z, 12, z, 13, z,
+        ),
+        _mm256_setr_epi8(
+            2, z, 3, z, 6, z, 7, z, 10, z, 11, z, 14, z, 15, z, 2, z, 3, z, 6, z, 7, z, 10, z, 11, z, 14, z, 15, z,
+        ),
+    ];
     let s16: [*const f32; R] = std::array::from_fn(|t| xs[t].s16.as_ptr());
     let sx16: [*const f32; R] = std::array::from_fn(|t| xs[t].sx16.as_ptr());
     for c0 in (0..groups).step_by(CHUNK) {
@@ -288,20 +299,20 @@ unsafe fn dot_row_multi<const F: u8, const TWO: bool, const R: usize>(
             _mm_prefetch::<_MM_HINT_T0>(v.qs.as_ptr().wrapping_add(gi * qs_bytes + PREFETCH) as *const i8);
             // SAFETY: the group is in the part; every input's digit arrays hold k elements.
             unsafe {
-                let q16 = if wide::<F>() { codes16::<F>(v, gi) } else { [q, q] };
+                // The 16-bit route either way: its own codes, or the 8-bit route's bytes split
+                // into elements 4l, 4l + 1 and 4l + 2, 4l + 3 of each 4 (as i16) against the
+                // operands in PAIRS order, which leaves 32-bit lane l the 8-bit route's sums.
+                let q16 = if wide::<F>() {
+                    codes16::<F>(v, gi)
+                } else {
+                    [_mm256_shuffle_epi8(q, pairs[0]), _mm256_shuffle_epi8(q, pairs[1])]
+                };
                 for t in 0..R {
-                    let (t01, t2) = if wide::<F>() {
-                        let ld = |p: *const i16| _mm256_loadu_si256(p as *const __m256i);
-                        let (a, b) = (x01[t].add(GROUP * g), x2[t].add(GROUP * g));
-                        let zero = _mm256_setzero_si256();
-                        let d2 = if TWO { [zero, zero] } else { [ld(b), ld(b.add(16))] };
-                        group16::<TWO>(q16, &[ld(a), ld(a.add(16)), d2[0], d2[1]])
-                    } else {
-                        let p = d8[t].add(BLOCK_BYTES * g);
-                        let ld = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
-                        let d2 = if TWO { _mm256_setzero_si256() } else { ld(2 * GROUP) };
-                        group8::<TWO>(q, &[ld(0), ld(GROUP), d2])
-                    };
+                    let ld = |p: *const i16| _mm256_loadu_si256(p as *const __m256i);
+                    let (a, b) = (x01[t].add(GROUP * g), x2[t].add(GROUP * g));
+                    let zero = _mm256_setzero_si256();
+                    let d2 = if TWO { [zero, zero] } else { [ld(b), ld(b.add(16))] };
+                    let (t01, t2) = group16::<TWO>(q16, &[ld(a), ld(a.add(16)), d2[0], d2[1]]);
                     let sc = if halves16 { scale8[t][j] } else { _mm256_set1_ps(scale[t][2 * j]) };
                     acc01[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t01), sc, acc01[t]);
                     if !TWO {

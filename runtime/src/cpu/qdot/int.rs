@@ -123,7 +123,7 @@ pub fn dot_rows_int_multi(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32
         m > 0
             && out.len().is_multiple_of(m)
             && r0 + out.len() / m <= v.rows
-            && xs.iter().all(|x| x.k() == v.k)
+            && xs.iter().all(|x| x.k() == v.k && x.has_multi())
             && !v.format.is_float(),
         "dot_rows_int_multi: rows {r0}+{}/{m} of {}, k {}, format {}",
         out.len(),

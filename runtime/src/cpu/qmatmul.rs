@@ -1,7 +1,9 @@
 //! Matmul and embedding on a weight as packed: its row-range parts ([`crate::plan::WeightPart`]),
 //! each in its own format, read in place from `weights.bin` (never widened at load).
 //! One row (decode) is a parallel GEMV of [`qdot::dot_row`] per output; several rows (prefill)
-//! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
+//! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM,
+//! except short prefills on the integer path: every weight row against all the rows' digits at
+//! once ([`qdot::dot_rows_int_multi`]), bit for bit the rows one at a time.
 use std::cell::RefCell;
 
 use rayon::prelude::*;
@@ -64,14 +66,16 @@ impl<'a> QMatrix<'a> {
     }
 }
 
-/// Prefills of at most this many rows run row by row on the integer dot (the default path)
-/// instead of dequantising the weight for SGEMM.
+/// Prefills of at most this many rows run on the integer dot (the default path; each weight group
+/// against every row's digits, the same bits as row by row) instead of dequantising the weight
+/// for SGEMM.
 pub const ONE_ROW_PREFILL_MAX: usize = 8;
 
 /// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
 /// same function as [`super::kernels::matmul`] on the dequantised weight. One row takes `path`
 /// for its quantized parts; several rows dequantise exactly and run SGEMM, except that on the
-/// integer path up to [`ONE_ROW_PREFILL_MAX`] rows go one at a time.
+/// integer path up to [`ONE_ROW_PREFILL_MAX`] rows take the multi-input integer dot (each row's
+/// result bit for bit what it alone would get).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_q(
     x: &[f32],

@@ -14,6 +14,14 @@
 //! and `C2` exactly (below 2^24), scales both by the group's `a s / 254^2` into two f32
 //! accumulators and returns `254 acc01 + acc2`. [`dot_int_portable`] is its scalar twin,
 //! literally the formula above.
+//!
+//! A short prefill's rows take [`dot_rows_int_multi`]: each weight group loaded and unpacked once
+//! for up to four inputs, then per input the one-row dot's exact lane sums and f32 operations in
+//! its order (the same bits). On AVX2 every format goes the 16-bit way there: the 8-bit route's
+//! codes split into elements `4l, 4l + 1` and `4l + 2, 4l + 3` of each 4 (two `vpshufb`), against
+//! the digits' 16-bit operands in that order ([`Digits::fill_multi`]), leave in 32-bit lane `l`
+//! exactly the 8-bit route's `254 C0 + C1` for elements `4l..4l + 4`, with two multiply-adds per
+//! input instead of four.
 use half::f16;
 
 use super::digits::Digits;

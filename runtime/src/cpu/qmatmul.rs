@@ -2,7 +2,7 @@
 //! each in its own format, read in place from `weights.bin` (never widened at load).
 //! One row (decode) is a parallel GEMV of [`qdot::dot_row`] per output; several rows (prefill)
 //! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM,
-//! except short prefills on the integer path: every weight row against all the rows' digits at
+//! except prefills of up to [`INT_PREFILL_MAX_ROWS`] rows on the integer path: every weight row against all the rows' digits at
 //! once ([`qdot::dot_rows_int_multi`]), bit for bit the rows one at a time.
 use std::cell::RefCell;
 
@@ -68,13 +68,30 @@ impl<'a> QMatrix<'a> {
 
 /// Prefills of at most this many rows run on the integer dot (the default path; each weight group
 /// against every row's digits, the same bits as row by row) instead of dequantising the weight
-/// for SGEMM.
-pub const ONE_ROW_PREFILL_MAX: usize = 8;
+/// for SGEMM. Measured on the default model (2-core EPYC, `generate --backend cpu -v`, median
+/// prefill ms of 5-9 runs, integer / SGEMM, little other load): 8 tokens 102 / 620, 24: 248 / 665, 49: 494
+/// / 852, 65: 735 / 942, 80: 871 / 996, 96: 975 / 1108, 112: 1260 / 1176, 128: 1683 / 1228.
+/// Dequantising costs the SGEMM path ~400 ms whatever the row count, the integer dot ~10 ms a
+/// row (more past ~100 rows; probably the rows' digits, streamed once per weight row, outgrow
+/// L2): the break-even is ~100 rows on an idle machine, but ~55-65 with another process busy on
+/// the cores (the integer dot loses more to it: 55 and 65 tokens ~7 % slower than SGEMM, 80
+/// ~20 %, 96 ~40 %). 64 is the safe side of both: typical chat prompts (20-60 tokens) stay on
+/// the integer dot. `QWEN_AOT_INT_PREFILL_MAX_ROWS` overrides it (a tuning knob, read once:
+/// [`int_prefill_max_rows`]; 1 sends every multi-row call to SGEMM).
+pub const INT_PREFILL_MAX_ROWS: usize = 64;
+
+/// [`INT_PREFILL_MAX_ROWS`], or `QWEN_AOT_INT_PREFILL_MAX_ROWS` where set to a number.
+pub fn int_prefill_max_rows() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("QWEN_AOT_INT_PREFILL_MAX_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(INT_PREFILL_MAX_ROWS)
+    })
+}
 
 /// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
 /// same function as [`super::kernels::matmul`] on the dequantised weight. One row takes `path`
 /// for its quantized parts; several rows dequantise exactly and run SGEMM, except that on the
-/// integer path up to [`ONE_ROW_PREFILL_MAX`] rows take the multi-input integer dot (each row's
+/// integer path up to [`int_prefill_max_rows`] rows take the multi-input integer dot (each row's
 /// result bit for bit what it alone would get).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_q(
@@ -88,11 +105,12 @@ pub fn matmul_q(
     path: DotPath,
 ) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
-    if let (true, Some(nd)) = (rows > 1 && rows <= ONE_ROW_PREFILL_MAX, path.int_digits()) {
-        // A short prompt: dequantising the whole weight to f32 for SGEMM costs more than the
-        // integer dot (on the default model ~290 ms for the weight dequantisation of a 4-token
-        // prefill). Every row's digits once, then each weight group against all of them
-        // (qdot::dot_rows_int_multi): the same bits as the rows one at a time, the weight read once.
+    if let (true, Some(nd)) = (rows > 1 && rows <= int_prefill_max_rows(), path.int_digits()) {
+        // A prompt of up to a few dozen rows: dequantising the whole weight to f32 for SGEMM
+        // costs more than the integer dot (see INT_PREFILL_MAX_ROWS). Every row's digits once,
+        // then each weight group against all of them in blocks of up to four
+        // (qdot::dot_rows_int_multi): the same bits as the rows one at a time, each weight row
+        // read from memory once.
         short_prefill_int(x, w, rows, n, k, residual, out, nd);
         return;
     }
@@ -156,7 +174,7 @@ pub fn matmul_q(
     }
 }
 
-/// [`matmul_q`] for `2..=ONE_ROW_PREFILL_MAX` rows on the integer path: bit for bit each row
+/// [`matmul_q`] for `2..=int_prefill_max_rows()` rows on the integer path: bit for bit each row
 /// through the one-row path, but every weight row read once for all the rows. Chunks of 16 weight
 /// rows of every part in one parallel loop (as the one-row path), into `[n, rows]` scratch, then
 /// transposed into `out` with the residual added.
@@ -242,9 +260,10 @@ mod tests {
         (bytes, parts)
     }
 
-    /// A short multi-row call on the integer path (2..=ONE_ROW_PREFILL_MAX rows: the multi-input
-    /// dot) is, bit for bit, its rows one at a time, on two and three digits, for a matrix of the
-    /// default model's quantized formats and a float part.
+    /// A multi-row call on the integer path (2..=INT_PREFILL_MAX_ROWS rows: the multi-input dot,
+    /// blocks of up to four rows, the remainder split evenly) is, bit for bit, its rows one at a
+    /// time, on two and three digits, for a matrix of the default model's quantized formats and a
+    /// float part: every count up to 9, then counts around the blocks' edges up to the threshold.
     #[test]
     fn short_prefill_on_the_integer_path_is_row_by_row() {
         let mut rng = Rng(17);
@@ -254,7 +273,7 @@ mod tests {
         let (bytes, parts) = matrix(&spec, k, &mut rng);
         let w = QMatrix { bytes: &bytes, parts: &parts, k };
         let n = w.n();
-        for rows in 2..=ONE_ROW_PREFILL_MAX {
+        for rows in (2..=9).chain([13, 16, 30, 33, INT_PREFILL_MAX_ROWS - 1, INT_PREFILL_MAX_ROWS]) {
             let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
             let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
             for digits in [qdot::IntDigits::Two, qdot::IntDigits::Three] {

@@ -4,9 +4,10 @@
 //! compiled plan on the CPU executor (the GGUF's own quantized weights, dequantised exactly; f32
 //! compute) and check every case, then, against the same checks on the `--weights f16` plan (every
 //! matrix rounded to f16), that the native plan's largest top-5 logit error is no larger, both for
-//! the teacher-forced prefill (weights dequantised bit for bit, SGEMM) and for the continuation fed
-//! one token at a time through decode (the quantized weights' integer dot against the input as
-//! three int8 digits per element, `qdot::int`): keeping the file's quantization loses nothing
+//! the teacher-forced prefill (53 to 78 rows: up to `INT_PREFILL_MAX_ROWS`, 64, the quantized
+//! weights' integer dot, past it the weights dequantised bit for bit and SGEMM) and for the
+//! continuation fed one token at a time through decode (the integer dot against the input as int8
+//! digits per element, two by default, `qdot::int`): keeping the file's quantization loses nothing
 //! against widening it.
 //!
 //! Needs the default model (CI fetches it); `QWEN_AOT_MODEL` overrides its path.

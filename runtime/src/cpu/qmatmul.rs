@@ -1,7 +1,9 @@
 //! Matmul and embedding on a weight as packed: its row-range parts ([`crate::plan::WeightPart`]),
 //! each in its own format, read in place from `weights.bin` (never widened at load).
 //! One row (decode) is a parallel GEMV of [`qdot::dot_row`] per output; several rows (prefill)
-//! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM.
+//! dequantise blocks of weight rows to f32 (bit-exact, [`qdot::dequant_row`]) and run SGEMM,
+//! except prefills of up to [`INT_PREFILL_MAX_ROWS`] rows on the integer path: every weight row against all the rows' digits at
+//! once ([`qdot::dot_rows_int_multi`]), bit for bit the rows one at a time.
 use std::cell::RefCell;
 
 use rayon::prelude::*;
@@ -64,14 +66,33 @@ impl<'a> QMatrix<'a> {
     }
 }
 
-/// Prefills of at most this many rows run row by row on the integer dot (the default path)
-/// instead of dequantising the weight for SGEMM.
-pub const ONE_ROW_PREFILL_MAX: usize = 8;
+/// Prefills of at most this many rows run on the integer dot (the default path; each weight group
+/// against every row's digits, the same bits as row by row) instead of dequantising the weight
+/// for SGEMM. Measured on the default model (2-core EPYC, `generate --backend cpu -v`, median
+/// prefill ms of 5-9 runs, integer / SGEMM, little other load): 8 tokens 102 / 620, 24: 248 / 665, 49: 494
+/// / 852, 65: 735 / 942, 80: 871 / 996, 96: 975 / 1108, 112: 1260 / 1176, 128: 1683 / 1228.
+/// Dequantising costs the SGEMM path ~400 ms whatever the row count, the integer dot ~10 ms a
+/// row (more past ~100 rows; probably the rows' digits, streamed once per weight row, outgrow
+/// L2): the break-even is ~100 rows on an idle machine, but ~55-65 with another process busy on
+/// the cores (the integer dot loses more to it: 55 and 65 tokens ~7 % slower than SGEMM, 80
+/// ~20 %, 96 ~40 %). 64 is the safe side of both: typical chat prompts (20-60 tokens) stay on
+/// the integer dot. `QWEN_AOT_INT_PREFILL_MAX_ROWS` overrides it (a tuning knob, read once:
+/// [`int_prefill_max_rows`]; 1 sends every multi-row call to SGEMM).
+pub const INT_PREFILL_MAX_ROWS: usize = 64;
+
+/// [`INT_PREFILL_MAX_ROWS`], or `QWEN_AOT_INT_PREFILL_MAX_ROWS` where set to a number.
+pub fn int_prefill_max_rows() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("QWEN_AOT_INT_PREFILL_MAX_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(INT_PREFILL_MAX_ROWS)
+    })
+}
 
 /// `out[t, j] = sum_i x[t, i] * w[j, i]` (+ `residual[t, j]`), `x: [rows, k]`, `w: [n, k]`; the
 /// same function as [`super::kernels::matmul`] on the dequantised weight. One row takes `path`
 /// for its quantized parts; several rows dequantise exactly and run SGEMM, except that on the
-/// integer path up to [`ONE_ROW_PREFILL_MAX`] rows go one at a time.
+/// integer path up to [`int_prefill_max_rows`] rows take the multi-input integer dot (each row's
+/// result bit for bit what it alone would get).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_q(
     x: &[f32],
@@ -84,14 +105,13 @@ pub fn matmul_q(
     path: DotPath,
 ) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
-    if rows > 1 && rows <= ONE_ROW_PREFILL_MAX && path.int_digits().is_some() {
-        // A short prompt: dequantising the whole weight to f32 for SGEMM costs more than running
-        // each row through the one-row integer dot (on the default model ~290 ms for the weight
-        // dequantisation of a 4-token prefill against ~20 ms per row).
-        for t in 0..rows {
-            let res = residual.map(|r| &r[t * n..(t + 1) * n]);
-            matmul_q(&x[t * k..(t + 1) * k], w, 1, n, k, res, &mut out[t * n..(t + 1) * n], path);
-        }
+    if let (true, Some(nd)) = (rows > 1 && rows <= int_prefill_max_rows(), path.int_digits()) {
+        // A prompt of up to a few dozen rows: dequantising the whole weight to f32 for SGEMM
+        // costs more than the integer dot (see INT_PREFILL_MAX_ROWS). Every row's digits once,
+        // then each weight group against all of them in blocks of up to four
+        // (qdot::dot_rows_int_multi): the same bits as the rows one at a time, each weight row
+        // read from memory once.
+        short_prefill_int(x, w, rows, n, k, residual, out, nd);
         return;
     }
     if rows == 1 {
@@ -154,6 +174,67 @@ pub fn matmul_q(
     }
 }
 
+/// [`matmul_q`] for `2..=int_prefill_max_rows()` rows on the integer path: bit for bit each row
+/// through the one-row path, but every weight row read once for all the rows. Chunks of 16 weight
+/// rows of every part in one parallel loop (as the one-row path), into `[n, rows]` scratch, then
+/// transposed into `out` with the residual added.
+#[allow(clippy::too_many_arguments)]
+fn short_prefill_int(
+    x: &[f32],
+    w: &QMatrix,
+    rows: usize,
+    n: usize,
+    k: usize,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    nd: qdot::IntDigits,
+) {
+    thread_local! {
+        static DIGITS: RefCell<Vec<qdot::Digits>> = RefCell::default();
+    }
+    let quantized = w.parts.iter().any(|p| !p.format.is_float());
+    let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
+    let mut tmp = vec![0.0f32; n * rows];
+    let mut run = |d: &mut Vec<qdot::Digits>| {
+        if quantized {
+            d.resize_with(rows, Default::default);
+            for (d, x) in d.iter_mut().zip(x.chunks_exact(k)) {
+                d.fill_multi(x);
+            }
+        }
+        let d = &d[..if quantized { rows } else { 0 }];
+        let mut chunks = Vec::with_capacity(n.div_ceil(16) + w.parts.len());
+        let mut rest = &mut tmp[..];
+        for (v, p) in views.iter().zip(w.parts) {
+            let (o, tail) = rest.split_at_mut(p.rows * rows);
+            rest = tail;
+            chunks.extend(o.chunks_mut(16 * rows).enumerate().map(|(c, o)| (v, 16 * c, o)));
+        }
+        chunks.into_par_iter().for_each(|(v, r0, o)| match v.format.is_float() {
+            // Float formats' dot ignores the sums of x (as on the one-row path).
+            true => o.iter_mut().enumerate().for_each(|(i, o)| {
+                let t = i % rows;
+                *o = qdot::dot_row(v, r0 + i / rows, &x[t * k..(t + 1) * k], &[])
+            }),
+            false => qdot::dot_rows_int_multi(v, r0, d, o, nd),
+        });
+    };
+    DIGITS.with(|c| match c.try_borrow_mut() {
+        Ok(mut d) => run(&mut d),
+        Err(_) => run(&mut Vec::new()),
+    });
+    for (t, o) in out[..rows * n].chunks_exact_mut(n).enumerate() {
+        for (j, o) in o.iter_mut().enumerate() {
+            *o = tmp[j * rows + t];
+        }
+        if let Some(r) = residual {
+            for (o, &v) in o.iter_mut().zip(&r[t * n..(t + 1) * n]) {
+                *o += v;
+            }
+        }
+    }
+}
+
 /// `out[t, :] = table[tokens[t], :]`, one dequantised row each. Ids were range-checked.
 pub fn embed_q(tokens: &[i32], table: &QMatrix, hidden: usize, out: &mut [f32]) {
     for (t, &id) in tokens.iter().enumerate() {
@@ -179,34 +260,38 @@ mod tests {
         (bytes, parts)
     }
 
-    /// A short multi-row call on the integer path is, bit for bit, its rows one at a time.
+    /// A multi-row call on the integer path (2..=INT_PREFILL_MAX_ROWS rows: the multi-input dot,
+    /// blocks of up to four rows, the remainder split evenly) is, bit for bit, its rows one at a
+    /// time, on two and three digits, for a matrix of the default model's quantized formats and a
+    /// float part: every count up to 9, then counts around the blocks' edges up to the threshold.
     #[test]
     fn short_prefill_on_the_integer_path_is_row_by_row() {
         let mut rng = Rng(17);
-        let k = 256;
-        let (bytes, parts) = matrix(&[(WeightFormat::Q5_0, 40), (WeightFormat::Q8_0, 24)], k, &mut rng);
+        let k = 512;
+        let spec =
+            [(WeightFormat::Q5_0, 40), (WeightFormat::Q6_K, 19), (WeightFormat::F16, 5), (WeightFormat::Q8_0, 24)];
+        let (bytes, parts) = matrix(&spec, k, &mut rng);
         let w = QMatrix { bytes: &bytes, parts: &parts, k };
-        let (n, rows) = (64, 3);
-        let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
-        let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
-        let mut out = vec![f32::NAN; rows * n];
-        matmul_q(&x, &w, rows, n, k, Some(&res), &mut out, DotPath::Int(qdot::IntDigits::Three));
-        for t in 0..rows {
-            let mut one = vec![f32::NAN; n];
-            matmul_q(
-                &x[t * k..(t + 1) * k],
-                &w,
-                1,
-                n,
-                k,
-                Some(&res[t * n..(t + 1) * n]),
-                &mut one,
-                DotPath::Int(qdot::IntDigits::Three),
-            );
-            let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
-            let got: Vec<u32> = out[t * n..(t + 1) * n].iter().map(|v| v.to_bits()).collect();
-            assert_eq!(got, want, "row {t}");
-            assert!(one.iter().all(|v| v.is_finite()));
+        let n = w.n();
+        for rows in (2..=9).chain([13, 16, 30, 33, INT_PREFILL_MAX_ROWS - 1, INT_PREFILL_MAX_ROWS]) {
+            let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
+            let res: Vec<f32> = (0..rows * n).map(|_| rng.unit()).collect();
+            for digits in [qdot::IntDigits::Two, qdot::IntDigits::Three] {
+                let path = DotPath::Int(digits);
+                for residual in [None, Some(&res[..])] {
+                    let mut out = vec![f32::NAN; rows * n];
+                    matmul_q(&x, &w, rows, n, k, residual, &mut out, path);
+                    for t in 0..rows {
+                        let mut one = vec![f32::NAN; n];
+                        let r = residual.map(|r| &r[t * n..(t + 1) * n]);
+                        matmul_q(&x[t * k..(t + 1) * k], &w, 1, n, k, r, &mut one, path);
+                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
+                        let got: Vec<u32> = out[t * n..(t + 1) * n].iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "rows {rows} {digits:?} residual {} row {t}", residual.is_some());
+                        assert!(one.iter().all(|v| v.is_finite()));
+                    }
+                }
+            }
         }
     }
 

@@ -217,6 +217,181 @@ pub unsafe fn dot(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDi
     }
 }
 
+/// Row `r` of a quantized part against `R` inputs' digits at once (`xs`, `R` of them), into
+/// `out[..R]`: [`dot_row`]'s f32 operations in [`dot_row`]'s order for each input (so each result
+/// has the bits [`dot_row`] gives it), with what does not depend on the input done once: the
+/// group's codes unpacked (and, 16-bit route, widened), the chunk's `a`, `b` and `b - offset a`.
+/// A prefill's few rows then stream the weight once instead of once per row. The caller checked
+/// the row and that every input has `k = v.k`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_row_multi<const F: u8, const TWO: bool, const R: usize>(
+    v: &PartView,
+    r: usize,
+    xs: &[Digits],
+    out: &mut [f32],
+) {
+    let (xs, out) = (&xs[..R], &mut out[..R]);
+    let fmt = v.format;
+    let groups = v.k / GROUP;
+    let qs_bytes = fmt.planes().qs;
+    let (halves16, zero_or_min) = (sub16(fmt), has_min(fmt) || offset(fmt) != 0);
+    let off = _mm256_set1_ps(offset(fmt) as f32);
+    let mut acc01 = [_mm256_setzero_ps(); R];
+    let mut acc2 = [_mm256_setzero_ps(); R];
+    let mut accm = [_mm256_setzero_ps(); R];
+    let mut scale = [[0.0f32; 2 * CHUNK]; R];
+    let mut scale8 = [[_mm256_setzero_ps(); CHUNK]; R];
+    // The 16-bit operands: as stored for the 16-bit route, in PAIRS order for the 8-bit one.
+    let x01: [*const i16; R] =
+        std::array::from_fn(|t| if wide::<F>() { xs[t].x01.as_ptr() } else { xs[t].x01p.as_ptr() });
+    let x2: [*const i16; R] = std::array::from_fn(|t| if wide::<F>() { xs[t].x2.as_ptr() } else { xs[t].x2p.as_ptr() });
+    // Bytes 4l, 4l + 1 (then 4l + 2, 4l + 3) of each 128-bit lane zero-extended to i16.
+    let z = -1i8;
+    let pairs = [
+        _mm256_setr_epi8(
+            0, z, 1, z, 4, z, 5, z, 8, z, 9, z, 12, z, 13, z, 0, z, 1, z, 4, z, 5, z, 8, z, 9, z, 12, z, 13, z,
+        ),
+        _mm256_setr_epi8(
+            2, z, 3, z, 6, z, 7, z, 10, z, 11, z, 14, z, 15, z, 2, z, 3, z, 6, z, 7, z, 10, z, 11, z, 14, z, 15, z,
+        ),
+    ];
+    let s16: [*const f32; R] = std::array::from_fn(|t| xs[t].s16.as_ptr());
+    let sx16: [*const f32; R] = std::array::from_fn(|t| xs[t].sx16.as_ptr());
+    for c0 in (0..groups).step_by(CHUNK) {
+        let nc = CHUNK.min(groups - c0);
+        for g0 in (c0..c0 + nc).step_by(8) {
+            let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+            let h0 = 2 * (g0 - c0);
+            // SAFETY: as in dot_row, for every input (each has the per-16 arrays of k = v.k).
+            unsafe {
+                affine::<F>(v, r, g0, 8.min(c0 + nc - g0), &mut a, &mut b);
+                for hh in [0, 8] {
+                    let av = _mm256_loadu_ps(a.as_ptr().add(hh));
+                    // b - offset * a, as dot_row has it (unused without a zero point or minimum).
+                    let m = _mm256_fnmadd_ps(off, av, _mm256_loadu_ps(b.as_ptr().add(hh)));
+                    for t in 0..R {
+                        if zero_or_min {
+                            accm[t] = _mm256_fmadd_ps(m, _mm256_loadu_ps(sx16[t].add(2 * g0 + hh)), accm[t]);
+                        }
+                        let sc = _mm256_mul_ps(av, _mm256_loadu_ps(s16[t].add(2 * g0 + hh)));
+                        if halves16 {
+                            for j in 0..4 {
+                                let (e, o) = (2 * j, 2 * j + 1);
+                                let idx = _mm256_setr_epi32(e, e, e, e, o, o, o, o);
+                                scale8[t][(h0 + hh) / 2 + j as usize] = _mm256_permutevar8x32_ps(sc, idx);
+                            }
+                        } else {
+                            _mm256_storeu_ps(scale[t].as_mut_ptr().add(h0 + hh), sc);
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY (both ucodes calls): groups c0.. and gi + 1 < c0 + nc are in the part.
+        let mut qn = if wide::<F>() { _mm256_setzero_si256() } else { unsafe { ucodes::<F>(v, r * groups + c0) } };
+        for j in 0..nc {
+            let (g, gi) = (c0 + j, r * groups + c0 + j);
+            let q = qn;
+            if !wide::<F>() && j + 1 < nc {
+                qn = unsafe { ucodes::<F>(v, gi + 1) };
+            }
+            _mm_prefetch::<_MM_HINT_T0>(v.qs.as_ptr().wrapping_add(gi * qs_bytes + PREFETCH) as *const i8);
+            // SAFETY: the group is in the part; every input's digit arrays hold k elements.
+            unsafe {
+                // The 16-bit route either way: its own codes, or the 8-bit route's bytes split
+                // into elements 4l, 4l + 1 and 4l + 2, 4l + 3 of each 4 (as i16) against the
+                // operands in PAIRS order, which leaves 32-bit lane l the 8-bit route's sums.
+                let q16 = if wide::<F>() {
+                    codes16::<F>(v, gi)
+                } else {
+                    [_mm256_shuffle_epi8(q, pairs[0]), _mm256_shuffle_epi8(q, pairs[1])]
+                };
+                for t in 0..R {
+                    let ld = |p: *const i16| _mm256_loadu_si256(p as *const __m256i);
+                    let (a, b) = (x01[t].add(GROUP * g), x2[t].add(GROUP * g));
+                    let zero = _mm256_setzero_si256();
+                    let d2 = if TWO { [zero, zero] } else { [ld(b), ld(b.add(16))] };
+                    let (t01, t2) = group16::<TWO>(q16, &[ld(a), ld(a.add(16)), d2[0], d2[1]]);
+                    let sc = if halves16 { scale8[t][j] } else { _mm256_set1_ps(scale[t][2 * j]) };
+                    acc01[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t01), sc, acc01[t]);
+                    if !TWO {
+                        acc2[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t2), sc, acc2[t]);
+                    }
+                }
+            }
+        }
+    }
+    for t in 0..R {
+        out[t] = hsum(_mm256_add_ps(_mm256_fmadd_ps(acc01[t], _mm256_set1_ps(BASE), acc2[t]), accm[t]));
+    }
+}
+
+/// The most inputs [`dot_row_multi`] takes at once; more go in balanced blocks. (Eight at once,
+/// with their accumulators past the 16 vector registers, measured slower even at four inputs.)
+pub(super) const MULTI_MAX: usize = 4;
+
+/// Rows `r0..` of one format against every input of `xs`, `out[i * xs.len() + t]` row `r0 + i`'s
+/// dot with input `t`; the inputs in blocks of at most [`MULTI_MAX`], as even as can be.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_format_multi<const F: u8, const TWO: bool>(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32]) {
+    let m = xs.len();
+    let blocks = m.div_ceil(MULTI_MAX);
+    for (i, o) in out.chunks_exact_mut(m).enumerate() {
+        let mut t0 = 0;
+        for b in 0..blocks {
+            let nb = m / blocks + usize::from(b < m % blocks);
+            let (x, o) = (&xs[t0..t0 + nb], &mut o[t0..t0 + nb]);
+            // SAFETY: row r0 + i is in the part (the caller's check on out.len()).
+            unsafe {
+                match nb {
+                    1 => dot_row_multi::<F, TWO, 1>(v, r0 + i, x, o),
+                    2 => dot_row_multi::<F, TWO, 2>(v, r0 + i, x, o),
+                    3 => dot_row_multi::<F, TWO, 3>(v, r0 + i, x, o),
+                    4 => dot_row_multi::<F, TWO, 4>(v, r0 + i, x, o),
+                    _ => unreachable!("blocks of 1..={MULTI_MAX}"),
+                }
+            }
+            t0 += nb;
+        }
+    }
+}
+
+/// Rows `r0..r0 + out.len() / xs.len()` of quantized part `v` against each of the inputs `xs`:
+/// `out[i * xs.len() + t]` is, bit for bit, [`dot`]'s result for row `r0 + i` and input `t`.
+/// The caller checked that those rows exist, that `out.len()` is a multiple of `xs.len() > 0`,
+/// that every input has `k() == v.k` and that the format is quantized.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_multi(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32], n: IntDigits) {
+    macro_rules! by_format {
+        ($two:literal) => {
+            // SAFETY (every arm): the caller's checks are what the body assumes.
+            unsafe {
+                match v.format {
+                    WeightFormat::Q4_0 => dot_format_multi::<Q4_0, $two>(v, r0, xs, out),
+                    WeightFormat::Q4_1 => dot_format_multi::<Q4_1, $two>(v, r0, xs, out),
+                    WeightFormat::Q5_0 => dot_format_multi::<Q5_0, $two>(v, r0, xs, out),
+                    WeightFormat::Q5_1 => dot_format_multi::<Q5_1, $two>(v, r0, xs, out),
+                    WeightFormat::Q8_0 => dot_format_multi::<Q8_0, $two>(v, r0, xs, out),
+                    WeightFormat::Q2_K => dot_format_multi::<Q2_K, $two>(v, r0, xs, out),
+                    WeightFormat::Q3_K => dot_format_multi::<Q3_K, $two>(v, r0, xs, out),
+                    WeightFormat::Q4_K => dot_format_multi::<Q4_K, $two>(v, r0, xs, out),
+                    WeightFormat::Q5_K => dot_format_multi::<Q5_K, $two>(v, r0, xs, out),
+                    WeightFormat::Q6_K => dot_format_multi::<Q6_K, $two>(v, r0, xs, out),
+                    WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
+                        unreachable!("float formats have no codes")
+                    }
+                }
+            }
+        };
+    }
+    match n {
+        IntDigits::Two => by_format!(true),
+        IntDigits::Three => by_format!(false),
+    }
+}
+
 /// Four vectors of 8 integer-valued floats (elements 0..32) as 32 bytes in element order.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

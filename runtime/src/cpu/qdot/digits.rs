@@ -34,6 +34,21 @@ pub const BLOCK_BYTES: usize = 3 * GROUP;
 /// of 8 groups starting at any group of the row.
 pub(super) const PAD16: usize = 16;
 
+/// The order of a block's elements in [`Digits::fill_multi`]'s operands: elements `4l, 4l + 1`
+/// of each 4 (`l` = 0..8), then `4l + 2, 4l + 3`. A 16-bit multiply-add of 16 codes in the first
+/// half's order with the first 16 operands, plus one of the second half's, puts elements
+/// `4l..4l + 4` in 32-bit lane `l`: the lanes of the 8-bit route of the one-row dot.
+pub const PAIRS: [usize; GROUP] = {
+    let mut p = [0; GROUP];
+    let mut i = 0;
+    while i < 16 {
+        p[i] = 4 * (i / 2) + i % 2;
+        p[16 + i] = p[i] + 2;
+        i += 1;
+    }
+    p
+};
+
 /// `|v - s * (d0 + d1 / 254 + d2 / 254^2)|` is at most this for an element `v` of a block whose
 /// largest magnitude is `amax` (see the module doc), evaluated in f64, when the dot uses all
 /// three digits; with two, `|v - s (d0 + d1 / 254)|`: the dropped `s d2 / 254^2` is the rounding
@@ -90,6 +105,11 @@ pub struct Digits {
     /// route, [`_mm256_madd_epi16`](std::arch::x86_64::_mm256_madd_epi16) operands).
     pub(super) x01: Aligned<i16>,
     pub(super) x2: Aligned<i16>,
+    /// `x01` and `x2` with each block's elements in [`PAIRS`] order (the multi-input dot's 16-bit
+    /// operands for the formats whose one-row dot takes the 8-bit route), built by
+    /// [`Digits::fill_multi`] only: empty after [`Digits::fill`].
+    pub(super) x01p: Aligned<i16>,
+    pub(super) x2p: Aligned<i16>,
     /// Per block: `s`.
     pub(super) s: Vec<f32>,
     /// Per 16 elements: its block's `s / 254^2` (the factor of `254^2 C0 + 254 C1 + C2`), then
@@ -113,6 +133,34 @@ impl Digits {
         self.fill_on(x, super::has_avx2());
     }
 
+    /// [`Digits::fill`], plus what the multi-input dot ([`super::dot_rows_int_multi`]) reads
+    /// besides: `x01`, `x2` in [`PAIRS`] order per block.
+    pub fn fill_multi(&mut self, x: &[f32]) {
+        self.fill(x);
+        let k = self.k;
+        self.x01p.resize_zeroed(k);
+        self.x2p.resize_zeroed(k);
+        for (src, dst) in [(&self.x01, &mut self.x01p), (&self.x2, &mut self.x2p)] {
+            for (s, d) in src.chunks_exact(GROUP).zip(dst.chunks_exact_mut(GROUP)) {
+                for (d, &e) in d.iter_mut().zip(&PAIRS) {
+                    *d = s[e];
+                }
+            }
+        }
+    }
+
+    /// The digits of `x` with [`Digits::fill_multi`]'s extra.
+    pub fn quantize_multi(x: &[f32]) -> Digits {
+        let mut d = Digits::default();
+        d.fill_multi(x);
+        d
+    }
+
+    /// Whether [`Digits::fill_multi`] built the current row's `PAIRS`-ordered operands.
+    pub fn has_multi(&self) -> bool {
+        self.x01p.len() == self.k && self.x2p.len() == self.k
+    }
+
     /// [`Digits::fill`] on the AVX2 path (`fast`, which the caller has detected) or the portable one.
     pub(super) fn fill_on(&mut self, x: &[f32], fast: bool) {
         let k = x.len();
@@ -122,6 +170,8 @@ impl Digits {
         self.d8.resize_zeroed(nb * BLOCK_BYTES);
         self.x01.resize_zeroed(k);
         self.x2.resize_zeroed(k);
+        self.x01p.resize_zeroed(0);
+        self.x2p.resize_zeroed(0);
         self.s.resize(nb, 0.0);
         for v in [&mut self.s16, &mut self.sx16] {
             v.clear();

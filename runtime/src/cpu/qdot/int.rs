@@ -14,6 +14,14 @@
 //! and `C2` exactly (below 2^24), scales both by the group's `a s / 254^2` into two f32
 //! accumulators and returns `254 acc01 + acc2`. [`dot_int_portable`] is its scalar twin,
 //! literally the formula above.
+//!
+//! A short prefill's rows take [`dot_rows_int_multi`]: each weight group loaded and unpacked once
+//! for up to four inputs, then per input the one-row dot's exact lane sums and f32 operations in
+//! its order (the same bits). On AVX2 every format goes the 16-bit way there: the 8-bit route's
+//! codes split into elements `4l, 4l + 1` and `4l + 2, 4l + 3` of each 4 (two `vpshufb`), against
+//! the digits' 16-bit operands in that order ([`Digits::fill_multi`]), leave in 32-bit lane `l`
+//! exactly the 8-bit route's `254 C0 + C1` for elements `4l..4l + 4`, with two multiply-adds per
+//! input instead of four.
 use half::f16;
 
 use super::digits::Digits;
@@ -109,6 +117,65 @@ pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: Int
     }
     for (i, o) in out.iter_mut().enumerate() {
         *o = dot_int_portable(v, r0 + i, x, n);
+    }
+}
+
+/// [`dot_rows_int`] against several inputs at once (a short prefill's rows): rows
+/// `r0..r0 + out.len() / xs.len()` of `v`, `out[i * xs.len() + t]` the dot of row `r0 + i` with
+/// input `t`, bit for bit what [`dot_rows_int`] gives each input alone. Each weight group is
+/// loaded and unpacked once for all the inputs (the AVX2 path: in blocks of up to four inputs),
+/// so the weight is streamed once rather than once per input.
+pub fn dot_rows_int_multi(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32], n: IntDigits) {
+    let m = xs.len();
+    assert!(
+        m > 0
+            && out.len().is_multiple_of(m)
+            && r0 + out.len() / m <= v.rows
+            && xs.iter().all(|x| x.k() == v.k && x.has_multi())
+            && !v.format.is_float(),
+        "dot_rows_int_multi: rows {r0}+{}/{m} of {}, k {}, format {}",
+        out.len(),
+        v.rows,
+        v.k,
+        v.format.name()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU features were detected; the assert above is the callee's contract.
+        return unsafe { super::avx2_int::dot_multi(v, r0, xs, out, n) };
+    }
+    for (i, o) in out.chunks_exact_mut(m).enumerate() {
+        dot_int_portable_multi(v, r0 + i, xs, o, n);
+    }
+}
+
+/// [`dot_int_portable`] of row `r` against every input of `xs` into `out[..xs.len()]`: each
+/// group's codes and scales once, then per input the same operations in the same order (the same
+/// bits as one input at a time).
+pub fn dot_int_portable_multi(v: &PartView, r: usize, xs: &[Digits], out: &mut [f32], n: IntDigits) {
+    assert!(
+        r < v.rows && out.len() == xs.len() && xs.iter().all(|x| x.k() == v.k) && !v.format.is_float(),
+        "dot_int_portable_multi: shapes"
+    );
+    let off = offset(v.format) as f32;
+    let mut q = [0i32; GROUP];
+    let mut acc = vec![(0.0f32, 0.0f32); xs.len()];
+    for g in 0..v.k / GROUP {
+        ucodes(v, r, g, &mut q);
+        let (a, b) = affine_at(v, r, g, |bits| f16::from_bits(bits).to_f32());
+        for (x, (acc, accm)) in xs.iter().zip(&mut acc) {
+            let (s, d) = x.block(g);
+            for h in 0..2 {
+                let c = |j: usize| (16 * h..16 * h + 16).map(|e| q[e] * d[GROUP * j + e] as i32).sum::<i32>();
+                let c2 = if n == IntDigits::Three { c(2) as f32 / (254.0 * 254.0) } else { 0.0 };
+                let sq = s * (c(0) as f32 + c(1) as f32 / 254.0 + c2);
+                *acc += a[h] * sq;
+                *accm += (b[h] - off * a[h]) * x.sum16(2 * g + h);
+            }
+        }
+    }
+    for (o, (acc, accm)) in out.iter_mut().zip(acc) {
+        *o = acc + accm;
     }
 }
 

@@ -145,6 +145,18 @@ fn refilled_digits_keep_zero_padding() {
     assert_eq!(d.k(), 64);
     assert!(d.s16[4..].iter().chain(&d.sx16[4..]).all(|&v| v == 0.0));
     assert_eq!(d.s16.len(), 4 + 16);
+    // The multi-input operands: each block's x01, x2 in PAIRS order, gone after a plain refill.
+    let x: Vec<f32> = (0..96).map(|i| (i as f32 * 0.37).sin()).collect();
+    d.fill_multi(&x);
+    assert!(d.has_multi());
+    for (i, (&a, &b)) in d.x01p.iter().zip(d.x2p.iter()).enumerate() {
+        let e = 32 * (i / 32) + super::digits::PAIRS[i % 32];
+        assert_eq!((a, b), (d.x01[e], d.x2[e]), "element {i}");
+    }
+    assert_eq!(&super::digits::PAIRS[..6], &[0, 1, 4, 5, 8, 9]);
+    assert_eq!(&super::digits::PAIRS[16..20], &[2, 3, 6, 7]);
+    d.fill(&x);
+    assert!(!d.has_multi());
 }
 
 #[test]
@@ -174,6 +186,55 @@ fn integer_dot_matches_the_reference_for_every_quantized_format() {
             }
         }
         assert!(differs, "{}: two digits always equal three", f.name());
+    }
+}
+
+/// Several inputs at once (a short prefill, [`dot_rows_int_multi`]) against the one-row dot: for
+/// every quantized format (the default model's Q5_0, Q6_K, Q8_0 among them), 1..=8 inputs (whole
+/// and partial blocks of the AVX2 path's four), two and three digits, rows from an offset, the
+/// same bits as each input alone through [`dot_rows_int`] (the AVX2 path where the CPU has it)
+/// and, for the portable twin, through [`dot_int_portable`]; and each result within
+/// [`int_dot_error`]'s bound of the reference row's f64 dot.
+#[test]
+fn multi_input_integer_dot_is_the_one_row_dot_bit_for_bit() {
+    let mut rng = Rng(77);
+    for f in ALL_FORMATS.into_iter().filter(|f| !f.is_float()) {
+        for &k in ks(f) {
+            let rows = 5;
+            let bytes = random_part(f, rows, k, &mut rng);
+            let v = PartView::new(f, rows, k, &bytes).unwrap();
+            for m in 1..=8 {
+                // Ordinary and nasty inputs alternate (zero, tiny, huge and tied blocks).
+                let xs: Vec<Vec<f32>> = (0..m)
+                    .map(|t| if t % 2 == 0 { (0..k).map(|_| rng.unit()).collect() } else { nasty_row(k, &mut rng) })
+                    .collect();
+                let ds: Vec<Digits> = xs.iter().map(|x| Digits::quantize_multi(x)).collect();
+                for n in [IntDigits::Two, IntDigits::Three] {
+                    let what = format!("{} k={k} inputs {m} {n:?}", f.name());
+                    // Rows 1..5 (from an offset), all inputs at once: out[i * m + t].
+                    let (r0, nr) = (1, rows - 1);
+                    let mut got = vec![f32::NAN; nr * m];
+                    dot_rows_int_multi(&v, r0, &ds, &mut got, n);
+                    for (t, (d, x)) in ds.iter().zip(&xs).enumerate() {
+                        let mut one = vec![f32::NAN; nr];
+                        dot_rows_int(&v, r0, d, &mut one, n);
+                        let col: Vec<f32> = (0..nr).map(|i| got[i * m + t]).collect();
+                        assert_eq!(col.map_bits(), one.map_bits(), "{what}: input {t}");
+                        for (i, &g) in col.iter().enumerate() {
+                            let (err, tol) = int_dot_error(g, &v, r0 + i, x, n);
+                            assert!(err <= tol, "{what}: input {t} row {}: got {g}, err {err} > tol {tol}", r0 + i);
+                        }
+                    }
+                    // The portable twin, one row against every input.
+                    for r in 0..rows {
+                        let mut got = vec![f32::NAN; m];
+                        dot_int_portable_multi(&v, r, &ds, &mut got, n);
+                        let want: Vec<f32> = ds.iter().map(|d| dot_int_portable(&v, r, d, n)).collect();
+                        assert_eq!(got.map_bits(), want.map_bits(), "{what}: portable row {r}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -354,6 +415,65 @@ fn int_dot_bench() {
             let (i1, f1, ia, fa) = (time(false, true), time(false, false), time(true, true), time(true, false));
             println!("{:5} {k:5} {i1:33.2} {f1:4.2} | {ia:26.2} {fa:5.2}", f.name());
             std::hint::black_box(&out);
+        }
+    }
+}
+
+/// The multi-input dot against the one-row dot run once per input, per format at the decode
+/// shapes, for 1..=8 inputs: one thread's CPU time (best of 5 windows) per input row and weight
+/// element, over a part larger than the caches (`QWEN_AOT_BENCH_BYTES` as f32 to change that,
+/// `QWEN_AOT_BENCH_FORMATS=Q5_0,Q8_0` to pick formats).
+/// `cargo test --release -p qwen-aot-runtime --no-default-features --lib multi_dot_bench -- --ignored --nocapture`
+#[test]
+#[ignore = "a benchmark (prints throughput, asserts nothing timing-dependent); run with --ignored --nocapture"]
+fn multi_dot_bench() {
+    let env = |name: &str| std::env::var(name).ok();
+    let size: usize = env("QWEN_AOT_BENCH_BYTES").map_or(64 << 20, |v| v.parse().expect("a byte count"));
+    let formats = env("QWEN_AOT_BENCH_FORMATS").unwrap_or_else(|| "Q5_0,Q6_K,Q8_0".into());
+    let mut rng = Rng(2);
+    println!("format     k  inputs  row by row  multi (ms per 1e9 weight elements x inputs, 1 thread)  speed-up");
+    for f in ALL_FORMATS.into_iter().filter(|f| formats.split(',').any(|n| n == f.name())) {
+        for k in [896usize, 4864] {
+            if !k.is_multiple_of(f.row_multiple()) {
+                continue;
+            }
+            let rows = size / (k * 4);
+            let bytes = random_part(f, rows, k, &mut rng);
+            let v = PartView::new(f, rows, k, &bytes).unwrap();
+            for m in [1usize, 2, 3, 4, 5, 8] {
+                let ds: Vec<Digits> =
+                    (0..m).map(|_| Digits::quantize_multi(&(0..k).map(|_| rng.unit()).collect::<Vec<f32>>())).collect();
+                let mut out = vec![0.0f32; rows * m];
+                let mut time = |multi: bool| {
+                    let mut best = f64::INFINITY;
+                    for _ in 0..5 {
+                        let c = thread_cpu_secs().unwrap_or(0.0);
+                        let t = std::time::Instant::now();
+                        let mut reps = 0;
+                        while reps < 2 || t.elapsed().as_secs_f64() < 0.1 {
+                            reps += 1;
+                            for (c, o) in out.chunks_mut(16 * m).enumerate() {
+                                if multi {
+                                    dot_rows_int_multi(&v, 16 * c, &ds, o, IntDigits::Two);
+                                } else {
+                                    for (i, d) in ds.iter().enumerate() {
+                                        let mut one = [0.0f32; 16];
+                                        let nr = o.len() / m;
+                                        dot_rows_int(&v, 16 * c, d, &mut one[..nr], IntDigits::Two);
+                                        o[i] = one[0];
+                                    }
+                                }
+                            }
+                        }
+                        let secs = thread_cpu_secs().map_or(t.elapsed().as_secs_f64(), |e| e - c);
+                        best = best.min(secs / reps as f64 / (rows * k * m) as f64 * 1e12);
+                    }
+                    best
+                };
+                let (one, multi) = (time(false), time(true));
+                println!("{:5} {k:5} {m:7} {one:11.2} {multi:6.2} {:62.2}", f.name(), one / multi);
+                std::hint::black_box(&out);
+            }
         }
     }
 }

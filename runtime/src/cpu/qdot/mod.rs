@@ -22,7 +22,10 @@ mod int_tests;
 pub(crate) mod tests;
 
 pub use digits::Digits;
-pub use int::{decode_path, dot_int_portable, dot_row_int, dot_rows_int, DotPath, IntDigits};
+pub use int::{
+    decode_path, dot_int_portable, dot_int_portable_multi, dot_row_int, dot_rows_int, dot_rows_int_multi, DotPath,
+    IntDigits,
+};
 
 use std::sync::OnceLock;
 

@@ -105,7 +105,10 @@ pub fn matmul_q(
     path: DotPath,
 ) {
     assert!(w.k == k && w.n() == n && x.len() >= rows * k && out.len() >= rows * n, "matmul_q: shapes");
-    if let (true, Some(nd)) = (rows > 1 && rows <= int_prefill_max_rows(), path.int_digits()) {
+    // (A weight of float parts only -- an f16 plan's -- has no integer dot: it keeps SGEMM, which
+    // reads it once instead of once per row.)
+    let quantized = w.parts.iter().any(|p| !p.format.is_float());
+    if let (true, Some(nd)) = (quantized && rows > 1 && rows <= int_prefill_max_rows(), path.int_digits()) {
         // A prompt of up to a few dozen rows: dequantising the whole weight to f32 for SGEMM
         // costs more than the integer dot (see INT_PREFILL_MAX_ROWS). Every row's digits once,
         // then each weight group against all of them in blocks of up to four
@@ -116,7 +119,6 @@ pub fn matmul_q(
     }
     if rows == 1 {
         let x = &x[..k];
-        let quantized = w.parts.iter().any(|p| !p.format.is_float());
         // Chunks of 16 rows of every part in one parallel loop (a part of a concatenated weight
         // can be as small as 128 rows): enough to balance two to a few dozen cores.
         let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
@@ -292,6 +294,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A weight of float parts only (an f16 plan's) keeps SGEMM for several rows on the integer
+    /// path too: the same bits as the exact path's SGEMM, not a per-row f32 dot.
+    #[test]
+    fn float_weights_keep_sgemm_for_short_prefills() {
+        let mut rng = Rng(29);
+        let k = 512;
+        let (bytes, parts) = matrix(&[(WeightFormat::F16, 37)], k, &mut rng);
+        let w = QMatrix { bytes: &bytes, parts: &parts, k };
+        let n = w.n();
+        for rows in [2usize, 4, 9] {
+            let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
+            let (mut int, mut exact) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * n]);
+            matmul_q(&x, &w, rows, n, k, None, &mut int, DotPath::Int(qdot::IntDigits::Two));
+            matmul_q(&x, &w, rows, n, k, None, &mut exact, DotPath::F32);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&int), bits(&exact), "rows {rows}");
+            assert!(int.iter().all(|v| v.is_finite()));
         }
     }
 

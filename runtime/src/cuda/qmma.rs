@@ -131,9 +131,8 @@ pub(crate) fn wide_store(kern: Kernel, tiles: usize, k: usize, sm_count: u32) ->
         return None;
     }
     let &(_, _, [_, _, _, wide]) = QMMA_KERNELS.iter().find(|(_, _, ks)| ks[0] == kern)?;
-    let target = target_blocks_per_sm() * GEMV_WARPS * sm_count as usize;
     let wants =
-        tiles <= sm_count as usize && tiles * GEMV_WARPS < target && k / 32 > kernel_step_groups(kern) * GEMV_WARPS;
+        tiles <= sm_count as usize && wants_more_warps(tiles, GEMV_WARPS, k, sm_count, kernel_step_groups(kern));
     (wants && smem_bytes_for(QMMA_WIDE_WARPS, k) <= QMMA_WIDE_MAX_SMEM).then_some(wide)
 }
 
@@ -194,13 +193,18 @@ fn target_blocks_per_sm() -> usize {
 /// GEMV_WARPS per SM and the warps' steps (`step_groups` groups each) do not yet cover a row in
 /// one step each.
 pub(crate) fn warps_per_tile(tiles: usize, k: usize, sm_count: u32, step_groups: usize) -> usize {
-    let target = target_blocks_per_sm() * GEMV_WARPS * sm_count as usize;
-    let groups = k / 32;
     let mut wpt = 1;
-    while wpt < GEMV_WARPS && tiles * wpt < target && groups > step_groups * wpt {
+    while wpt < GEMV_WARPS && wants_more_warps(tiles, wpt, k, sm_count, step_groups) {
         wpt *= 2;
     }
     wpt
+}
+
+/// Whether tiles of `wpt` warps each would take more: the launch has fewer warps than the target
+/// blocks of GEMV_WARPS per SM, and its warps' steps do not yet cover a row in one step each.
+fn wants_more_warps(tiles: usize, wpt: usize, k: usize, sm_count: u32, step_groups: usize) -> bool {
+    let target = target_blocks_per_sm() * GEMV_WARPS * sm_count as usize;
+    tiles * wpt < target && k / 32 > step_groups * wpt
 }
 
 /// Tiles of a GEMV with `n` rows (paired epilogues: n / 2 units, four per tile).

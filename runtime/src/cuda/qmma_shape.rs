@@ -4,7 +4,9 @@
 //! `NxK=WPT/BLOCKS` entries (`n` rows, `k` columns of the weight; WPT warps per tile, a power of
 //! two up to GEMV_WARPS; BLOCKS the grid's x size): either half may be left out (`896x896=4`,
 //! `9728x896=/284`). Any geometry is correct (the kernels grid-stride over their tiles), only
-//! its speed changes. Entries that do not parse are reported once and ignored.
+//! its speed changes. Entries that do not parse are reported once and ignored. A store that takes
+//! the wide entry point (`qmma::wide_store`: one tile per 16-warp block) keeps that geometry; set
+//! `QWEN_AOT_QMMA_WIDE=0` too to sweep it on 8-warp blocks.
 
 use std::sync::OnceLock;
 

@@ -176,7 +176,8 @@ pub fn matmul_q(
     }
 }
 
-/// [`matmul_q`] for `2..=int_prefill_max_rows()` rows on the integer path: bit for bit each row
+/// [`matmul_q`] for `2..=int_prefill_max_rows()` rows on the integer path, on a weight with
+/// quantized parts (its float parts, if any, keep the f32 dot per row): bit for bit each row
 /// through the one-row path, but every weight row read once for all the rows. Chunks of 16 weight
 /// rows of every part in one parallel loop (as the one-row path), into `[n, rows]` scratch, then
 /// transposed into `out` with the residual added.
@@ -194,17 +195,15 @@ fn short_prefill_int(
     thread_local! {
         static DIGITS: RefCell<Vec<qdot::Digits>> = RefCell::default();
     }
-    let quantized = w.parts.iter().any(|p| !p.format.is_float());
     let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
     let mut tmp = vec![0.0f32; n * rows];
     let mut run = |d: &mut Vec<qdot::Digits>| {
-        if quantized {
-            d.resize_with(rows, Default::default);
-            for (d, x) in d.iter_mut().zip(x.chunks_exact(k)) {
-                d.fill_multi(x);
-            }
+        // The caller sends only weights with quantized parts: every row's digits are needed.
+        d.resize_with(rows, Default::default);
+        for (d, x) in d.iter_mut().zip(x.chunks_exact(k)) {
+            d.fill_multi(x);
         }
-        let d = &d[..if quantized { rows } else { 0 }];
+        let d = &d[..rows];
         let mut chunks = Vec::with_capacity(n.div_ceil(16) + w.parts.len());
         let mut rest = &mut tmp[..];
         for (v, p) in views.iter().zip(w.parts) {

@@ -369,52 +369,61 @@ fn int_dot_bench() {
     let formats = env("QWEN_AOT_BENCH_FORMATS").unwrap_or_default();
     let mut rng = Rng(1);
     println!("format     k  1 thread (CPU time): int8x3 Gelem/s  f32 | all threads (wall): int8x3  f32");
-    for f in ALL_FORMATS.into_iter().filter(|f| !f.is_float()) {
-        if !formats.is_empty() && !formats.split(',').any(|n| n == f.name()) {
-            continue;
-        }
-        for k in [896usize, 4864] {
-            if !k.is_multiple_of(f.row_multiple()) {
-                continue;
-            }
-            let rows = size / (k * 4);
-            let bytes = random_part(f, rows, k, &mut rng);
-            let v = PartView::new(f, rows, k, &bytes).unwrap();
-            let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
-            let (sx, d) = (sums16(&x), Digits::quantize(&x));
-            let mut out = vec![0.0f32; rows];
-            let mut time = |par: bool, int: bool| {
-                let dots = |r0: usize, o: &mut [f32]| {
-                    if int {
-                        dot_rows_int(&v, r0, &d, o, IntDigits::Three)
-                    } else {
-                        o.iter_mut().enumerate().for_each(|(i, o)| *o = dot_row(&v, r0 + i, &x, &sx))
-                    }
-                };
-                let mut best = 0.0f64;
-                for _ in 0..5 {
-                    let t = std::time::Instant::now();
-                    let c = thread_cpu_secs();
-                    let mut reps = 0;
-                    while reps < 2 || t.elapsed().as_secs_f64() < 0.1 {
-                        reps += 1;
-                        if par {
-                            out.par_chunks_mut(16).enumerate().for_each(|(c, o)| dots(c * 16, o));
-                        } else {
-                            out.chunks_mut(16).enumerate().for_each(|(c, o)| dots(c * 16, o));
-                        }
-                    }
-                    let secs = match (par, c) {
-                        (false, Some(c)) => thread_cpu_secs().unwrap_or(0.0) - c,
-                        _ => t.elapsed().as_secs_f64(),
-                    };
-                    best = best.max((rows * k) as f64 / (secs / reps as f64) / 1e9);
+    let picked = |f: WeightFormat| !f.is_float() && (formats.is_empty() || formats.split(',').any(|n| n == f.name()));
+    for_each_bench_part(size, &mut rng, picked, |f, k, rows, v, rng| {
+        let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
+        let (sx, d) = (sums16(&x), Digits::quantize(&x));
+        let mut out = vec![0.0f32; rows];
+        let mut time = |par: bool, int: bool| {
+            let dots = |r0: usize, o: &mut [f32]| {
+                if int {
+                    dot_rows_int(v, r0, &d, o, IntDigits::Three)
+                } else {
+                    o.iter_mut().enumerate().for_each(|(i, o)| *o = dot_row(v, r0 + i, &x, &sx))
                 }
-                best
             };
-            let (i1, f1, ia, fa) = (time(false, true), time(false, false), time(true, true), time(true, false));
-            println!("{:5} {k:5} {i1:33.2} {f1:4.2} | {ia:26.2} {fa:5.2}", f.name());
-            std::hint::black_box(&out);
+            let mut best = 0.0f64;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                let c = thread_cpu_secs();
+                let mut reps = 0;
+                while reps < 2 || t.elapsed().as_secs_f64() < 0.1 {
+                    reps += 1;
+                    if par {
+                        out.par_chunks_mut(16).enumerate().for_each(|(c, o)| dots(c * 16, o));
+                    } else {
+                        out.chunks_mut(16).enumerate().for_each(|(c, o)| dots(c * 16, o));
+                    }
+                }
+                let secs = match (par, c) {
+                    (false, Some(c)) => thread_cpu_secs().unwrap_or(0.0) - c,
+                    _ => t.elapsed().as_secs_f64(),
+                };
+                best = best.max((rows * k) as f64 / (secs / reps as f64) / 1e9);
+            }
+            best
+        };
+        let (i1, f1, ia, fa) = (time(false, true), time(false, false), time(true, true), time(true, false));
+        println!("{:5} {k:5} {i1:33.2} {f1:4.2} | {ia:26.2} {fa:5.2}", f.name());
+        std::hint::black_box(&out);
+    });
+}
+
+/// The benchmarks' weights: for each format `picked` keeps and each decode row length (896,
+/// 4,864) it divides, a random part of `size / (4 k)` rows, handed to `run(format, k, rows,
+/// view, rng)` and dropped before the next (a part is as large as the caches or more).
+fn for_each_bench_part(
+    size: usize,
+    rng: &mut Rng,
+    picked: impl Fn(WeightFormat) -> bool,
+    mut run: impl FnMut(WeightFormat, usize, usize, &PartView, &mut Rng),
+) {
+    for f in ALL_FORMATS.into_iter().filter(|&f| picked(f)) {
+        for k in [896usize, 4864].into_iter().filter(|k| k.is_multiple_of(f.row_multiple())) {
+            let rows = size / (k * 4);
+            let bytes = random_part(f, rows, k, rng);
+            let v = PartView::new(f, rows, k, &bytes).expect("random_part writes the format's layout");
+            run(f, k, rows, &v, rng);
         }
     }
 }
@@ -432,48 +441,41 @@ fn multi_dot_bench() {
     let formats = env("QWEN_AOT_BENCH_FORMATS").unwrap_or_else(|| "Q5_0,Q6_K,Q8_0".into());
     let mut rng = Rng(2);
     println!("format     k  inputs  row by row  multi (ms per 1e9 weight elements x inputs, 1 thread)  speed-up");
-    for f in ALL_FORMATS.into_iter().filter(|f| formats.split(',').any(|n| n == f.name())) {
-        for k in [896usize, 4864] {
-            if !k.is_multiple_of(f.row_multiple()) {
-                continue;
-            }
-            let rows = size / (k * 4);
-            let bytes = random_part(f, rows, k, &mut rng);
-            let v = PartView::new(f, rows, k, &bytes).unwrap();
-            for m in [1usize, 2, 3, 4, 5, 8] {
-                let ds: Vec<Digits> =
-                    (0..m).map(|_| Digits::quantize_multi(&(0..k).map(|_| rng.unit()).collect::<Vec<f32>>())).collect();
-                let mut out = vec![0.0f32; rows * m];
-                let mut time = |multi: bool| {
-                    let mut best = f64::INFINITY;
-                    for _ in 0..5 {
-                        let c = thread_cpu_secs().unwrap_or(0.0);
-                        let t = std::time::Instant::now();
-                        let mut reps = 0;
-                        while reps < 2 || t.elapsed().as_secs_f64() < 0.1 {
-                            reps += 1;
-                            for (c, o) in out.chunks_mut(16 * m).enumerate() {
-                                if multi {
-                                    dot_rows_int_multi(&v, 16 * c, &ds, o, IntDigits::Two);
-                                } else {
-                                    for (i, d) in ds.iter().enumerate() {
-                                        let mut one = [0.0f32; 16];
-                                        let nr = o.len() / m;
-                                        dot_rows_int(&v, 16 * c, d, &mut one[..nr], IntDigits::Two);
-                                        o[i] = one[0];
-                                    }
+    let picked = |f: WeightFormat| formats.split(',').any(|n| n == f.name());
+    for_each_bench_part(size, &mut rng, picked, |f, k, rows, v, rng| {
+        for m in [1usize, 2, 3, 4, 5, 8] {
+            let ds: Vec<Digits> =
+                (0..m).map(|_| Digits::quantize_multi(&(0..k).map(|_| rng.unit()).collect::<Vec<f32>>())).collect();
+            let mut out = vec![0.0f32; rows * m];
+            let mut time = |multi: bool| {
+                let mut best = f64::INFINITY;
+                for _ in 0..5 {
+                    let c = thread_cpu_secs().unwrap_or(0.0);
+                    let t = std::time::Instant::now();
+                    let mut reps = 0;
+                    while reps < 2 || t.elapsed().as_secs_f64() < 0.1 {
+                        reps += 1;
+                        for (c, o) in out.chunks_mut(16 * m).enumerate() {
+                            if multi {
+                                dot_rows_int_multi(v, 16 * c, &ds, o, IntDigits::Two);
+                            } else {
+                                for (i, d) in ds.iter().enumerate() {
+                                    let mut one = [0.0f32; 16];
+                                    let nr = o.len() / m;
+                                    dot_rows_int(v, 16 * c, d, &mut one[..nr], IntDigits::Two);
+                                    o[i] = one[0];
                                 }
                             }
                         }
-                        let secs = thread_cpu_secs().map_or(t.elapsed().as_secs_f64(), |e| e - c);
-                        best = best.min(secs / reps as f64 / (rows * k * m) as f64 * 1e12);
                     }
-                    best
-                };
-                let (one, multi) = (time(false), time(true));
-                println!("{:5} {k:5} {m:7} {one:11.2} {multi:6.2} {:62.2}", f.name(), one / multi);
-                std::hint::black_box(&out);
-            }
+                    let secs = thread_cpu_secs().map_or(t.elapsed().as_secs_f64(), |e| e - c);
+                    best = best.min(secs / reps as f64 / (rows * k * m) as f64 * 1e12);
+                }
+                best
+            };
+            let (one, multi) = (time(false), time(true));
+            println!("{:5} {k:5} {m:7} {one:11.2} {multi:6.2} {:62.2}", f.name(), one / multi);
+            std::hint::black_box(&out);
         }
-    }
+    });
 }

@@ -14,9 +14,11 @@ use qwen_aot_compiler::synthetic::gguf_file::gguf_builder;
 use qwen_aot_compiler::synthetic::{default_model_mix, qwen05b_hparams, random_model_mix, store_embedding_twice};
 use qwen_aot_runtime::compiled::{parse_plan, CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
+use qwen_aot_runtime::derived::{DerivedRows, FrameCheck};
 use qwen_aot_runtime::error::RuntimeError;
 use qwen_aot_runtime::executor::LogitsWanted;
-use qwen_aot_runtime::plan::{integrity::seal_plan, HyperParams, Plan, WeightId, PLAN_FILE, WEIGHTS_FILE};
+use qwen_aot_runtime::plan::{integrity::seal_plan, HyperParams, Plan, Step, WeightId, PLAN_FILE, WEIGHTS_FILE};
+use qwen_aot_runtime::quant::{PartView, WeightFormat};
 use qwen_aot_runtime::session::Session;
 
 /// Two layers at the default model's widths, a 4,096-token vocabulary: the tied pair is 3.7 MB
@@ -93,7 +95,7 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
         v
     };
     let (ds, ss) = (space(&derived), space(&stored));
-    // A normal load rebuilds on a thread started at open; the upload waits for it: the same bytes.
+    // A normal load rebuilds when the upload first wants the weights: the same bytes.
     let sampled = CompiledModel::open(&derived_dir, Integrity::Sampled).unwrap();
     assert!(space(&sampled) == ds, "the weight space of a normal load differs from a full check's");
     for w in &stored.plan.weights {
@@ -112,6 +114,31 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let want = format!("1 derived weight(s) rebuilt, all {} frames match", d.frames.len());
     assert!(said.contains(&want), "expected `{want}` in: {said}");
+    // The CPU's rows, rebuilt frame by frame as they are read: the stored embedding's rows, and
+    // a normal load builds only the frames it is asked for.
+    let (k, rows) = (hp.hidden, target.shape[0]);
+    let stored_view = PartView::new(WeightFormat::Q5_0, rows, k, stored.weight(d.target).unwrap()).unwrap();
+    let store = sampled.weight_store();
+    let frames_built = |store: &qwen_aot_runtime::compiled::WeightStore| store.derived().frames_built(d.target);
+    assert_eq!(frames_built(&store), 0);
+    let (mut got, mut want) = (vec![0f32; 3 * k], vec![0f32; 3 * k]);
+    let asked = [rows - 1, 0, 1];
+    store.derived().dequant_rows(d.target, &asked, &mut got).unwrap();
+    for (&r, w) in asked.iter().zip(want.chunks_exact_mut(k)) {
+        stored_view.dequant_row(r, w);
+    }
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "rows differ");
+    assert_eq!(frames_built(&store), 2, "{} rows per frame", d.frame_rows);
+    let every: Vec<usize> = (0..rows).collect();
+    let (mut got, mut want) = (vec![0f32; rows * k], vec![0f32; rows * k]);
+    store.derived().dequant_rows(d.target, &every, &mut got).unwrap();
+    for (r, w) in want.chunks_exact_mut(k).enumerate() {
+        stored_view.dequant_row(r, w);
+    }
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "rows differ");
+    assert_eq!(frames_built(&store), d.frames.len());
+    let err = store.derived().dequant_rows(d.target, &[rows], &mut got[..k]).expect_err("a row past the end");
+    assert!(matches!(err, RuntimeError::InvalidCall(_)), "{err}");
     // The same model: identical logits (bit for bit) on the CPU.
     let (a, b) = (logits(&derived), logits(&stored));
     assert_eq!(a.len(), b.len());
@@ -139,11 +166,35 @@ fn damage_to_a_correction_or_its_entry_is_refused() {
     let err = CompiledModel::open(&dir, Integrity::Full).err().expect("damage refused");
     assert!(matches!(err, RuntimeError::CorruptWeights { .. }), "{err}");
     assert!(err.to_string().contains("token_embd.weight"), "{err}");
+    // The same damage read row by row: the frame it lies in fails (zstd, or its hash where every
+    // frame is hashed), with the derived weight's name; the other frames still read.
+    let (plan_ok, map) = CompiledModel::open_unchecked(&dir).unwrap();
+    let rows = DerivedRows::new(&plan_ok, std::sync::Arc::new(map), FrameCheck::All, "w.bin".into()).unwrap();
+    assert!(d.frames[0] > 100, "the flipped byte lies in frame 0");
+    let mut out = vec![0f32; hp.hidden];
+    let err = rows.dequant_rows(d.target, &[0], &mut out).expect_err("the damaged frame refused");
+    assert!(matches!(err, RuntimeError::CorruptWeights { .. }), "{err}");
+    assert!(err.to_string().contains("token_embd.weight") && err.to_string().contains("frame 0"), "{err}");
+    let again = rows.dequant_rows(d.target, &[1], &mut out).expect_err("and refused again");
+    assert_eq!(again.to_string(), err.to_string());
+    rows.dequant_rows(d.target, &[d.frame_rows as usize], &mut out).unwrap();
     std::fs::write(&wpath, &good).unwrap();
 
     // Entries that claim too much or point elsewhere: refused by the validator, before any
     // allocation or decompression.
-    let broken: [(&str, PlanEdit); 5] = [
+    let broken: [(&str, PlanEdit); 8] = [
+        ("frames of no rows", |p| p.derived[0].frame_rows = 0),
+        ("frames over the bound", |p| p.derived[0].frame_rows = 1 << 20),
+        ("a matrix product reading the derived weight", |p| {
+            let target = p.derived[0].target;
+            for s in &mut p.decode.steps {
+                if let Step::Gemv { weight, n, .. } | Step::MatMul { weight, n, .. } = s {
+                    if *n == 4096 {
+                        *weight = target;
+                    }
+                }
+            }
+        }),
         ("a frame of 1 TB", |p| p.derived[0].frames[0] = 1 << 40),
         ("a frame missing", |p| {
             p.derived[0].frames.pop();

@@ -1,11 +1,11 @@
-//! Derived weights (plan format 7, `qwen_aot_plan::derive`): finds the weights a recipe rebuilds
+//! Derived weights (plan format 7, row frames since 8; `qwen_aot_plan::derive`): finds the weights a recipe rebuilds
 //! from another weight up to a small correction, encodes the corrections, and moves the derived
 //! weights out of `weights.bin` (stored weights back to back, then the corrections; the derived
 //! weights in the virtual space past the file's end).
 //!
 //! In practice this is a tied embedding stored twice: the default model's Q5_0 `token_embd`
 //! rebuilt from its Q8_0 `output` (correction 9.3 MB instead of 93.6 MB).
-use qwen_aot_plan::derive::{apply_recipe, frame_ranges, frame_sha256, DeriveRecipe, DerivedWeight, CORRECTION_FRAME};
+use qwen_aot_plan::derive::{frame_sha256, recipe_base, recipe_rows, DeriveRecipe, DerivedWeight, FrameGeometry};
 use qwen_aot_plan::{WeightFormat, WeightId, ALIGNMENT};
 use rayon::prelude::*;
 
@@ -25,6 +25,8 @@ pub struct Derivation {
     pub target: usize,
     pub base: usize,
     pub recipe: DeriveRecipe,
+    /// Rows per frame, and each frame compressed ([`FrameGeometry`]).
+    pub frame_rows: usize,
     pub frames: Vec<Vec<u8>>,
     pub frame_sha256: Vec<String>,
     /// Where the correction lies in `weights.bin` (set by [`relayout`]).
@@ -81,23 +83,44 @@ pub fn find(t: &WeightTable, src: &dyn TensorSource) -> Result<Vec<Derivation>, 
             part_bytes(&info.parts[0], &t.sources[i][0], info.shape[1], src)
         };
         let (real, base_bytes) = (bytes(target)?, bytes(base)?);
-        let threads = rayon::current_num_threads();
-        let mut xor = apply_recipe(recipe, &t.infos[base], &base_bytes, &t.infos[target], threads)
-            .map_err(|e| CompileError::Graph(format!("deriving {}: {e}", t.infos[target].name)))?;
-        xor.iter_mut().zip(&real).for_each(|(x, r)| *x ^= r);
-        let ranges: Vec<_> = frame_ranges(real.len()).collect();
-        let frames = ranges
-            .par_iter()
-            .map(|r| zstd::bulk::compress(&xor[r.clone()], ZSTD_LEVEL))
-            .collect::<Result<Vec<_>, _>>()
+        let (base_info, target_info) = (&t.infos[base], &t.infos[target]);
+        let failed = |e: String| CompileError::Graph(format!("deriving {}: {e}", target_info.name));
+        let view = recipe_base(recipe, base_info, &base_bytes, target_info).map_err(|e| failed(e.to_string()))?;
+        let geometry = FrameGeometry::for_target(recipe.formats().1, view.rows, view.k)
+            .ok_or_else(|| failed("no frame geometry".into()))?;
+        // The padding between the planes belongs to no frame: a rebuild leaves it zero.
+        let mut covered = vec![false; real.len()];
+        (0..geometry.frames()).flat_map(|i| geometry.plane_ranges(i)).for_each(|r| covered[r].fill(true));
+        if real.iter().zip(&covered).any(|(&b, &c)| b != 0 && !c) {
+            continue;
+        }
+        // Per frame: the real rows' bytes, and the recipe's XORed into them, compressed.
+        let framed = (0..geometry.frames())
+            .into_par_iter()
+            .map(|i| {
+                let real_frame: Vec<u8> = geometry.plane_ranges(i).into_iter().flat_map(|r| real[r].to_vec()).collect();
+                let mut xor = vec![0u8; real_frame.len()];
+                recipe_rows(recipe, &view, geometry.frame_rows_of(i), geometry.split_frame(i, &mut xor));
+                xor.iter_mut().zip(&real_frame).for_each(|(x, r)| *x ^= r);
+                let compressed = zstd::bulk::compress(&xor, ZSTD_LEVEL)?;
+                Ok((compressed, frame_sha256(&real_frame)))
+            })
+            .collect::<Result<Vec<_>, std::io::Error>>()
             .map_err(|e| CompileError::io("a correction frame (zstd)", e))?;
+        let (frames, frame_sha256): (Vec<Vec<u8>>, Vec<String>) = framed.into_iter().unzip();
         let compressed: usize = frames.iter().map(Vec::len).sum();
         if compressed as f64 > MAX_CORRECTION_SHARE * real.len() as f64 {
             continue;
         }
-        let frame_sha256 = ranges.par_iter().map(|r| frame_sha256(&real[r.clone()])).collect();
-        debug_assert!(frames.len() == real.len().div_ceil(CORRECTION_FRAME));
-        out.push(Derivation { target, base, recipe, frames, frame_sha256, correction_offset: 0 });
+        out.push(Derivation {
+            target,
+            base,
+            recipe,
+            frame_rows: geometry.frame_rows,
+            frames,
+            frame_sha256,
+            correction_offset: 0,
+        });
     }
     Ok(out)
 }
@@ -131,6 +154,7 @@ pub fn relayout(t: &mut WeightTable, derived: &mut [Derivation]) -> Vec<DerivedW
             recipe: d.recipe,
             correction_offset: at,
             correction_bytes: region,
+            frame_rows: d.frame_rows as u64,
             frames: d.frames.iter().map(|f| f.len() as u64).collect(),
             frame_sha256: d.frame_sha256.clone(),
         });

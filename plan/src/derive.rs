@@ -1,4 +1,4 @@
-//! Derived weights (plan format 7): a weight that `weights.bin` does not hold itself but as a
+//! Derived weights (plan format 7, row frames since 8): a weight that `weights.bin` does not hold itself but as a
 //! *recipe* applied to another weight (its *base*) plus a lossless *correction*, rebuilt at load.
 //!
 //! Why: GGUF files of tied-embedding models often store the embedding twice, quantized twice from
@@ -11,10 +11,15 @@
 //! The contract, shared by the compiler (which writes it) and the runtime (which rebuilds it):
 //! - the recipe's output is computed on the *packed* layouts ([`crate::quant`]): the base's part
 //!   bytes in, the target's part bytes out (`apply_recipe`, deterministic: plain f32 arithmetic);
-//! - the correction is `real XOR recipe output` over the target's bytes, cut into frames of
-//!   [`CORRECTION_FRAME`] bytes (the last shorter), each compressed as one zstd frame, stored back
-//!   to back at `correction_offset` in `weights.bin` (a region of `correction_bytes`, padded with
-//!   zeros to [`crate::ALIGNMENT`]);
+//! - the correction is `real XOR recipe output` over the target's bytes, cut into *row frames*
+//!   ([`FrameGeometry`]): frame `i` holds rows `i * frame_rows ..` (the last frame fewer), its
+//!   bytes those rows' slices of the target's planes (qs, qh, sc, sup) back to back; each frame is
+//!   compressed as one zstd frame, stored back to back at `correction_offset` in `weights.bin` (a
+//!   region of `correction_bytes`, padded with zeros to [`crate::ALIGNMENT`]). The padding between
+//!   the target's planes belongs to no frame: it is zero, as packing leaves it. Whole rows, so that
+//!   a load can rebuild only the rows it reads first (the CPU executor's embedding lookups: a
+//!   prompt's tokens touch a few frames of ≈ 0.3 ms each); plan format 7 cut the target's bytes
+//!   into 4 MiB frames, where one row's planes lay in three frames spanning most of the table;
 //! - `frame_sha256` holds the SHA-256 of each frame of the rebuilt target: a load checks a sample
 //!   of them (like the windows of `weights.bin`, [`crate::integrity`]), `qwen-aot verify` and
 //!   `check` every one.
@@ -31,8 +36,14 @@ use crate::quant::pack::{pack_qh1, pack_qs4};
 use crate::quant::{part_layout, PartView, WeightFormat, GROUP};
 use crate::{WeightId, WeightInfo};
 
-/// Uncompressed bytes per correction frame (frames are decompressed and hashed in parallel).
-pub const CORRECTION_FRAME: usize = 4 << 20;
+/// Target bytes a correction frame aims at: the compiler puts as many whole rows in a frame as
+/// fit in this (at least one). Small, so that rebuilding a frame for one row's sake costs little
+/// (the default model's embedding: 212 rows, 717 frames, ≈ 0.3 ms each on one core).
+pub const FRAME_TARGET_BYTES: u64 = 128 << 10;
+
+/// The most target bytes one frame may hold: the validator's bound, and so the bound of every
+/// decompression a load does.
+pub const MAX_FRAME_BYTES: u64 = 4 << 20;
 
 /// How a target's bytes are computed from its base's.
 #[allow(non_camel_case_types)]
@@ -66,8 +77,10 @@ pub struct DerivedWeight {
     /// multiple of [`crate::ALIGNMENT`]) starting at `correction_offset`.
     pub correction_offset: u64,
     pub correction_bytes: u64,
-    /// Compressed size of each frame, in order; frame i rebuilds target bytes
-    /// `[i * CORRECTION_FRAME, min((i + 1) * CORRECTION_FRAME, target bytes))`.
+    /// Rows per frame ([`FrameGeometry`]; the last frame may hold fewer).
+    pub frame_rows: u64,
+    /// Compressed size of each frame, in order; frame i rebuilds the target's rows
+    /// `[i * frame_rows, min((i + 1) * frame_rows, rows))`.
     pub frames: Vec<u64>,
     /// SHA-256 (hex) of each frame of the rebuilt target, in order.
     pub frame_sha256: Vec<String>,
@@ -84,9 +97,128 @@ pub enum DeriveError {
     Layout { what: &'static str },
 }
 
-/// The target byte range of each correction frame of a target of `bytes` bytes.
-pub fn frame_ranges(bytes: usize) -> impl Iterator<Item = Range<usize>> {
-    (0..bytes.div_ceil(CORRECTION_FRAME)).map(move |i| i * CORRECTION_FRAME..((i + 1) * CORRECTION_FRAME).min(bytes))
+/// Where a target's row frames lie in its packed bytes (see the module's contract): per plane
+/// (qs, qh, sc, sup), the plane's offset in the target and its bytes per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameGeometry {
+    pub rows: usize,
+    pub frame_rows: usize,
+    planes: [(usize, usize); 4],
+}
+
+impl FrameGeometry {
+    /// The geometry of a one-part target of `rows` rows of `k` in `format`, `frame_rows` rows per
+    /// frame; `None` when the layout does not exist, `frame_rows` is 0 or a frame would hold more
+    /// than [`MAX_FRAME_BYTES`].
+    pub fn new(format: WeightFormat, rows: usize, k: usize, frame_rows: usize) -> Option<FrameGeometry> {
+        let g = FrameGeometry::unbounded(format, rows, k, frame_rows)?;
+        let frame_bytes = (g.row_bytes() as u64).checked_mul(frame_rows as u64)?;
+        (frame_bytes <= MAX_FRAME_BYTES).then_some(g)
+    }
+
+    /// [`Self::new`] without the bound on a frame's bytes (chunks of the whole target, in memory).
+    fn unbounded(format: WeightFormat, rows: usize, k: usize, frame_rows: usize) -> Option<FrameGeometry> {
+        let l = part_layout(format, rows, k)?;
+        if rows == 0 || frame_rows == 0 {
+            return None;
+        }
+        let plane = |off: u64, bytes: u64| (off as usize, (bytes / rows as u64) as usize);
+        let planes =
+            [plane(l.qs, l.qs_bytes), plane(l.qh, l.qh_bytes), plane(l.sc, l.sc_bytes), plane(l.sup, l.sup_bytes)];
+        Some(FrameGeometry { rows, frame_rows, planes })
+    }
+
+    /// The geometry the compiler writes: as many rows per frame as fit [`FRAME_TARGET_BYTES`].
+    pub fn for_target(format: WeightFormat, rows: usize, k: usize) -> Option<FrameGeometry> {
+        let row_bytes = FrameGeometry::new(format, rows, k, 1)?.row_bytes();
+        let frame_rows = (FRAME_TARGET_BYTES as usize / row_bytes.max(1)).clamp(1, rows.max(1));
+        FrameGeometry::new(format, rows, k, frame_rows)
+    }
+
+    /// Packed bytes of one row, all planes.
+    pub fn row_bytes(&self) -> usize {
+        self.planes.iter().map(|&(_, per_row)| per_row).sum()
+    }
+
+    pub fn frames(&self) -> usize {
+        self.rows.div_ceil(self.frame_rows)
+    }
+
+    /// The rows of frame `i`.
+    pub fn frame_rows_of(&self, i: usize) -> Range<usize> {
+        let start = (i * self.frame_rows).min(self.rows);
+        start..(start + self.frame_rows).min(self.rows)
+    }
+
+    /// Bytes of frame `i` (its rows' plane slices back to back).
+    pub fn frame_bytes(&self, i: usize) -> usize {
+        self.frame_rows_of(i).len() * self.row_bytes()
+    }
+
+    /// The frame holding `row`.
+    pub fn frame_of(&self, row: usize) -> usize {
+        row / self.frame_rows
+    }
+
+    /// The byte ranges of frame `i`'s plane slices in the target, in plane order (qs, qh, sc, sup;
+    /// empty for planes the format lacks).
+    pub fn plane_ranges(&self, i: usize) -> [Range<usize>; 4] {
+        let r = self.frame_rows_of(i);
+        self.planes.map(|(off, per_row)| off + r.start * per_row..off + r.end * per_row)
+    }
+
+    /// A buffer of frame `i`'s bytes cut into its plane slices, in plane order.
+    pub fn split_frame<'a>(&self, i: usize, buf: &'a mut [u8]) -> [&'a mut [u8]; 4] {
+        let n = self.frame_rows_of(i).len();
+        let (qs, rest) = buf.split_at_mut(n * self.planes[0].1);
+        let (qh, rest) = rest.split_at_mut(n * self.planes[1].1);
+        let (sc, sup) = rest.split_at_mut(n * self.planes[2].1);
+        [qs, qh, sc, sup]
+    }
+
+    /// A buffer of frame `i`'s bytes viewed as a part of its rows (`format`, rows of `k`: the
+    /// target's), so that row `r` of the target is row `r - frame_rows_of(i).start` of the view.
+    pub fn frame_view<'a>(&self, i: usize, format: WeightFormat, k: usize, buf: &'a [u8]) -> PartView<'a> {
+        let n = self.frame_rows_of(i).len();
+        let (qs, rest) = buf.split_at(n * self.planes[0].1);
+        let (qh, rest) = rest.split_at(n * self.planes[1].1);
+        let (sc, sup) = rest.split_at(n * self.planes[2].1);
+        PartView { format, rows: n, k, qs, qh, sc, sup }
+    }
+
+    /// The target's whole packed bytes cut into every frame's plane slices (frame order; the
+    /// padding between planes in none of them).
+    pub fn split_target<'a>(&self, target: &'a mut [u8]) -> Vec<[&'a mut [u8]; 4]> {
+        let mut frames: Vec<[&'a mut [u8]; 4]> = (0..self.frames()).map(|_| Default::default()).collect();
+        let mut rest = target;
+        let mut at = 0;
+        for (p, &(off, per_row)) in self.planes.iter().enumerate() {
+            if per_row == 0 {
+                continue;
+            }
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(off - at);
+            let (plane, tail) = tail.split_at_mut(self.rows * per_row);
+            (rest, at) = (tail, off + self.rows * per_row);
+            for (f, piece) in frames.iter_mut().zip(plane.chunks_mut(self.frame_rows * per_row)) {
+                f[p] = piece;
+            }
+        }
+        frames
+    }
+}
+
+/// [`frame_sha256`] of a frame fed in pieces (its plane slices, in order).
+#[derive(Default)]
+pub struct FrameHasher(Sha256);
+
+impl FrameHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn hex(self) -> String {
+        crate::integrity::hex(&self.0.finalize())
+    }
 }
 
 /// The recorded hash of one frame of target bytes: its SHA-256, hex.
@@ -94,15 +226,14 @@ pub fn frame_sha256(bytes: &[u8]) -> String {
     crate::integrity::hex(&Sha256::digest(bytes))
 }
 
-/// The recipe's output for `target` (its whole packed bytes, padding zero) from `base`'s packed
-/// bytes, computed on `threads` threads (at least one).
-pub fn apply_recipe(
+/// The view of a recipe's base, after checking that `base` and `target` fit the recipe: one part
+/// each of its formats, the same shape, `base_bytes` of the base's layout.
+pub fn recipe_base<'a>(
     recipe: DeriveRecipe,
     base: &WeightInfo,
-    base_bytes: &[u8],
+    base_bytes: &'a [u8],
     target: &WeightInfo,
-    threads: usize,
-) -> Result<Vec<u8>, DeriveError> {
+) -> Result<PartView<'a>, DeriveError> {
     let (base_fmt, target_fmt) = recipe.formats();
     let one_part = |w: &WeightInfo, want: WeightFormat, what: &'static str| match w.single_format() {
         Some(f) if f == want => Ok(()),
@@ -121,29 +252,49 @@ pub fn apply_recipe(
     if (rows, k) != (trows, tk) {
         return Err(DeriveError::Shape { base: base.shape.clone(), target: target.shape.clone() });
     }
-    let (rows, k) = (*rows, *k);
-    let view = PartView::new(base_fmt, rows, k, base_bytes).ok_or(DeriveError::Layout { what: "base" })?;
-    let layout = part_layout(target_fmt, rows, k).ok_or(DeriveError::Layout { what: "target" })?;
+    let view = PartView::new(base_fmt, *rows, *k, base_bytes).ok_or(DeriveError::Layout { what: "base" })?;
+    let layout = part_layout(target_fmt, *rows, *k).ok_or(DeriveError::Layout { what: "target" })?;
     if layout.bytes != target.bytes {
         return Err(DeriveError::Layout { what: "target" });
     }
-    let mut out = vec![0u8; layout.bytes as usize];
-    let groups = rows * (k / GROUP);
-    {
-        // The three planes of the target, each cut into the same group ranges, one per thread.
-        let (qs, rest) = out.split_at_mut(layout.qh as usize);
-        let (qh, rest) = rest.split_at_mut((layout.sc - layout.qh) as usize);
-        let sc = &mut rest[..layout.sc_bytes as usize];
-        let (qs, qh) = (&mut qs[..layout.qs_bytes as usize], &mut qh[..layout.qh_bytes as usize]);
-        let per = groups.div_ceil(threads.max(1)).max(1);
-        std::thread::scope(|s| {
-            let pieces = qs.chunks_mut(per * 16).zip(qh.chunks_mut(per * 4)).zip(sc.chunks_mut(per * 2));
-            for (i, ((qs, qh), sc)) in pieces.enumerate() {
-                let view = &view;
-                s.spawn(move || requant_q8_0_to_q5_0(view, i * per, qs, qh, sc));
-            }
-        });
+    Ok(view)
+}
+
+/// The recipe's output for the target's rows `rows`, written into those rows' plane slices
+/// (`planes`: qs, qh, sc, sup, as [`FrameGeometry`] cuts them); `base` views the whole base
+/// ([`recipe_base`]). Each row's bytes depend only on the same row of the base, so a frame comes
+/// out the same whether it is computed alone or as part of the whole target.
+pub fn recipe_rows(recipe: DeriveRecipe, base: &PartView, rows: Range<usize>, planes: [&mut [u8]; 4]) {
+    match recipe {
+        DeriveRecipe::RequantQ8_0ToQ5_0 => {
+            let [qs, qh, sc, _] = planes;
+            debug_assert_eq!(qs.len(), rows.len() * (base.k / GROUP) * 16);
+            requant_q8_0_to_q5_0(base, rows.start * (base.k / GROUP), qs, qh, sc);
+        }
     }
+}
+
+/// The recipe's output for `target` (its whole packed bytes, padding zero) from `base`'s packed
+/// bytes, computed on `threads` threads (at least one).
+pub fn apply_recipe(
+    recipe: DeriveRecipe,
+    base: &WeightInfo,
+    base_bytes: &[u8],
+    target: &WeightInfo,
+    threads: usize,
+) -> Result<Vec<u8>, DeriveError> {
+    let view = recipe_base(recipe, base, base_bytes, target)?;
+    let (rows, k) = (view.rows, view.k);
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    let chunks =
+        FrameGeometry::unbounded(recipe.formats().1, rows, k, per).ok_or(DeriveError::Layout { what: "target" })?;
+    let mut out = vec![0u8; target.bytes as usize];
+    std::thread::scope(|s| {
+        for (i, planes) in chunks.split_target(&mut out).into_iter().enumerate() {
+            let (view, rows) = (&view, chunks.frame_rows_of(i));
+            s.spawn(move || recipe_rows(recipe, view, rows, planes));
+        }
+    });
     Ok(out)
 }
 

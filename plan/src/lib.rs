@@ -46,14 +46,15 @@ pub use crate::validate::{validate, InvalidPlan};
 /// `WeightInfo::parts`; 6 hashes `weights.bin` in windows and seals the plan: `weights_windows`,
 /// `plan_sha256`, and `weights_sha256` is the two-level hash of [`crate::integrity`]; 7 adds derived
 /// weights, rebuilt at load from another weight and a stored correction: [`Plan::derived`],
-/// [`crate::derive`]). A plan with another version is rejected at load with a message asking to
+/// [`crate::derive`]; 8 cuts the corrections into frames of whole rows, `DerivedWeight::frame_rows`,
+/// so that a load can rebuild only the rows it reads). A plan with another version is rejected at load with a message asking to
 /// recompile.
 ///
 /// [`RopeKvWrite::bias`] became optional within 6, without a bump: a plan with a bias is written
 /// byte for byte as before and means the same, so every existing plan still loads; a plan without
 /// one (a model without q/k/v biases, which no earlier compiler accepted) fails to parse in an
 /// older binary, which names the missing field `bias`.
-pub const PLAN_FORMAT_VERSION: u32 = 7;
+pub const PLAN_FORMAT_VERSION: u32 = 8;
 
 /// File names inside a compiled directory.
 pub const PLAN_FILE: &str = "plan.json";

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use crate::derived::{self, DerivedBytes, DerivedSlot};
+use crate::derived::{self, DerivedBytes, DerivedRows, DerivedSlot};
 use crate::error::RuntimeError;
 use crate::integrity::{self, Damage};
 use crate::phases;
@@ -25,9 +25,12 @@ pub struct CompiledModel {
     /// Shared so that an executor reading weights in place (the CPU's) keeps the map alive
     /// without copying `weights.bin`.
     weights: Arc<Mmap>,
-    /// The derived weights (plan format 7), rebuilt at open or on a thread started there
-    /// ([`DerivedSlot`]); empty for most models.
+    /// The derived weights (plan format 7) whole, rebuilt at open (`Integrity::Full`) or when a
+    /// backend first wants them ([`DerivedSlot`]); empty for most models.
     derived: Arc<DerivedSlot>,
+    /// The same weights rebuilt frame by frame as their rows are read ([`DerivedRows`]: the CPU
+    /// executor's embedding lookups).
+    rows: Arc<DerivedRows>,
 }
 
 /// How much of `weights.bin` [`CompiledModel::open`] hashes.
@@ -68,36 +71,33 @@ impl CompiledModel {
         }
         drop(_span);
         let weights = Arc::new(weights);
+        let frames = match check {
+            Integrity::Sampled => derived::FrameCheck::Sampled(integrity::random_seed()),
+            Integrity::Full => derived::FrameCheck::All,
+        };
+        let wname = wpath.display().to_string();
+        let rows = DerivedRows::new(&plan, Arc::clone(&weights), frames, wname.clone())?;
         let derived = if plan.derived.is_empty() {
             DerivedSlot::ready(DerivedBytes::default())
         } else {
-            let frames = match check {
-                Integrity::Sampled => derived::FrameCheck::Sampled(integrity::random_seed()),
-                Integrity::Full => derived::FrameCheck::All,
-            };
-            // The rebuild as a closure that owns what it reads (a thread's, or run here).
-            let rebuild = || {
-                let (plan, file, wpath) = (plan.clone(), Arc::clone(&weights), wpath.display().to_string());
-                move || {
-                    let _span = phases::span("weights: rebuild the derived weights");
-                    derived::rebuild(&plan, &file, frames).map_err(|e| match e {
-                        RuntimeError::CorruptWeights { what, .. } => RuntimeError::CorruptWeights { path: wpath, what },
-                        other => other,
-                    })
-                }
+            // The whole rebuild as a closure that owns what it reads (a thread's, or run here).
+            let (plan, file) = (plan.clone(), Arc::clone(&weights));
+            let rebuild = move || {
+                let _span = phases::span("weights: rebuild the derived weights");
+                derived::rebuild(&plan, &file, frames).map_err(|e| match e {
+                    RuntimeError::CorruptWeights { what, .. } => RuntimeError::CorruptWeights { path: wname, what },
+                    other => other,
+                })
             };
             match check {
                 // `verify` and `check` report damage at open, as the windows' hashes are.
-                Integrity::Full => DerivedSlot::ready(rebuild()()?),
-                // A normal load: beside the caller's next steps (the executor's start-up); here
-                // when no thread can be started.
-                Integrity::Sampled => match DerivedSlot::spawn(rebuild()) {
-                    Ok(slot) => slot,
-                    Err(_) => DerivedSlot::ready(rebuild()()?),
-                },
+                Integrity::Full => DerivedSlot::ready(rebuild()?),
+                // A normal load: when a backend wants the whole weights (`start_derived_rebuild`,
+                // or the first reader); the CPU executor reads rows instead.
+                Integrity::Sampled => DerivedSlot::deferred(Box::new(rebuild)),
             }
         };
-        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights, derived: Arc::new(derived) })
+        Ok(CompiledModel { dir: dir.to_path_buf(), plan, weights, derived: Arc::new(derived), rows: Arc::new(rows) })
     }
 
     /// The plan (parsed, seal checked, validated) and the mapped `weights.bin` (size checked),
@@ -177,16 +177,25 @@ impl CompiledModel {
         Ok(())
     }
 
-    /// The memory map of `weights.bin` and the derived weights, shared (for executors that read
-    /// weights in place); waits for the derived weights' rebuild, and fails as it did.
-    pub fn weight_store(&self) -> Result<WeightStore, RuntimeError> {
-        Ok(WeightStore { map: Arc::clone(&self.weights), derived: Arc::clone(self.derived.get()?) })
+    /// Starts rebuilding the derived weights whole on a thread, if they are not yet (a backend
+    /// that uploads them calls this first, so that the rebuild runs beside its own start-up).
+    pub fn start_derived_rebuild(&self) {
+        self.derived.start();
     }
 
-    /// Bytes of one weight (in bounds: checked at open); waits for the derived weights' rebuild,
-    /// and fails as it did.
+    /// The memory map of `weights.bin` and the derived weights' rows, shared (for executors that
+    /// read weights in place); rebuilds nothing.
+    pub fn weight_store(&self) -> WeightStore {
+        WeightStore { map: Arc::clone(&self.weights), rows: Arc::clone(&self.rows) }
+    }
+
+    /// Bytes of one weight (in bounds: checked at open); waits for the derived weights' rebuild
+    /// (runs it if nothing started it), and fails as it did.
     pub fn weight(&self, id: WeightId) -> Result<&[u8], RuntimeError> {
-        Ok(weight_in(&self.plan, &self.weights, self.derived.get()?, id))
+        if let Some(bytes) = self.derived.get()?.get(id) {
+            return Ok(bytes);
+        }
+        Ok(stored(&self.plan, &self.weights, id))
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
@@ -194,24 +203,58 @@ impl CompiledModel {
     }
 }
 
-/// Where an executor reads weights in place: the map of `weights.bin` and the derived weights.
+/// Where an executor reads weights in place: the map of `weights.bin`, and the derived weights'
+/// rows rebuilt as they are read.
 #[derive(Clone)]
 pub struct WeightStore {
     map: Arc<Mmap>,
-    derived: Arc<DerivedBytes>,
+    rows: Arc<DerivedRows>,
 }
 
 impl WeightStore {
-    /// Bytes of weight `id` of `plan` (the plan this store was opened with).
+    /// Bytes of stored weight `id` of `plan` (the plan this store was opened with). A derived
+    /// weight has none here (empty): the validator lets only embedding lookups read one, and
+    /// they go through [`Self::derived`].
     pub fn weight<'a>(&'a self, plan: &Plan, id: WeightId) -> &'a [u8] {
-        weight_in(plan, &self.map, &self.derived, id)
+        if self.rows.is_derived(id) {
+            return &[];
+        }
+        stored(plan, &self.map, id)
+    }
+
+    /// The derived weights, by rows.
+    pub fn derived(&self) -> &DerivedRows {
+        &self.rows
+    }
+
+    /// Maps every page of `weights.bin` into this process, on a thread of its own, in file order
+    /// (the layers' order), and returns at once. Without it the first read of each page faults on
+    /// the first token's path: on 2 cores about a third of a short prompt's prefill, and the
+    /// LM head's 145 MB fault in during the first prefill. The pages come from the page cache (or
+    /// the disk, read ahead), and a CPU load spends the time waiting for the tokenizer anyway.
+    /// Best effort: a failure only leaves the faults to the reads.
+    pub fn prefault_in_background(&self) {
+        let map = Arc::clone(&self.map);
+        let _ = std::thread::Builder::new().name("weights-prefault".into()).spawn(move || prefault(&map));
     }
 }
 
-fn weight_in<'a>(plan: &Plan, map: &'a Mmap, derived: &'a DerivedBytes, id: WeightId) -> &'a [u8] {
-    if let Some(bytes) = derived.get(id) {
-        return bytes;
+/// Faults in every page of `map`, 8 MiB at a time (`MADV_POPULATE_READ`, Linux 5.14+; elsewhere a
+/// read of one byte per page).
+fn prefault(map: &Mmap) {
+    const CHUNK: usize = 8 << 20;
+    for start in (0..map.len()).step_by(CHUNK) {
+        let len = CHUNK.min(map.len() - start);
+        #[cfg(target_os = "linux")]
+        if map.advise_range(memmap2::Advice::PopulateRead, start, len).is_ok() {
+            continue;
+        }
+        let touched = map[start..start + len].iter().step_by(4096).fold(0u8, |acc, &b| acc ^ b);
+        std::hint::black_box(touched);
     }
+}
+
+fn stored<'a>(plan: &Plan, map: &'a Mmap, id: WeightId) -> &'a [u8] {
     let w = &plan.weights[id.0 as usize];
     &map[w.offset as usize..(w.offset + w.bytes) as usize]
 }

@@ -1,14 +1,23 @@
-//! Rebuilding a plan's derived weights at load (`qwen_aot_plan::derive`): each target is its
-//! recipe applied to its stored base, XORed with the correction decompressed from `weights.bin`,
-//! frame by frame in parallel, and checked against the SHA-256s the compiler recorded per frame
-//! (a sample of frames at a normal load, every frame for `verify` and `check`). The plan
-//! validator has bounded every size beforehand (frames per target, each frame's compressed size,
-//! the regions inside the file), so nothing here allocates from an unchecked claim.
+//! Rebuilding a plan's derived weights (`qwen_aot_plan::derive`): each frame of a target -- a run
+//! of whole rows -- is its recipe applied to the same rows of its stored base, XORed with the
+//! frame's correction decompressed from `weights.bin`, and checked against the SHA-256 the
+//! compiler recorded for it (a sample of frames at a normal load, every frame for `verify` and
+//! `check`). Two ways: [`rebuild`] builds every frame, in parallel, into the targets' whole bytes
+//! (what the GPU uploads); [`DerivedRows`] builds a frame the first time a row of it is read (the
+//! CPU executor's embedding lookups: the first token waits for the prompt's few frames, not for
+//! the whole table). The plan validator has bounded every size beforehand (frames per target,
+//! each frame's bytes and compressed size, the regions inside the file), so nothing here
+//! allocates from an unchecked claim.
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use memmap2::Mmap;
 use rayon::prelude::*;
 
 use crate::error::RuntimeError;
-use crate::plan::derive::{apply_recipe, frame_ranges, frame_sha256, DerivedWeight, CORRECTION_FRAME};
-use crate::plan::{Plan, WeightId};
+use crate::plan::derive::{recipe_base, recipe_rows, DeriveRecipe, FrameGeometry, FrameHasher};
+use crate::plan::{Plan, WeightId, WeightInfo};
+use crate::quant::PartView;
 
 /// The derived weights' bytes, rebuilt, by target.
 #[derive(Default)]
@@ -38,115 +47,289 @@ pub enum FrameCheck {
     Sampled(u64),
 }
 
+impl FrameCheck {
+    fn hashes(self, frame: usize) -> bool {
+        match self {
+            FrameCheck::All => true,
+            FrameCheck::Sampled(seed) => (frame as u64).wrapping_add(seed) % SAMPLE_EVERY as u64 == 0,
+        }
+    }
+}
+
 /// A sampled rebuild hashes one frame in this many.
 pub const SAMPLE_EVERY: usize = 8;
 
-/// Rebuilds every derived weight of `plan` from `file` (the whole `weights.bin`, size-checked).
+/// One derived weight as its frames are rebuilt: where its base and its compressed frames lie in
+/// `weights.bin`, and the frames' geometry and hashes (from a validated plan).
+struct TargetFrames {
+    target: WeightId,
+    recipe: DeriveRecipe,
+    base: WeightInfo,
+    info: WeightInfo,
+    geometry: FrameGeometry,
+    compressed: Vec<Range<usize>>,
+    sha256: Vec<String>,
+}
+
+impl TargetFrames {
+    fn all(plan: &Plan) -> Result<Vec<TargetFrames>, RuntimeError> {
+        plan.derived
+            .iter()
+            .map(|d| {
+                let (base, info) = (&plan.weights[d.base.0 as usize], &plan.weights[d.target.0 as usize]);
+                let (rows, k) = (info.shape[0], info.shape[1]);
+                let geometry = FrameGeometry::new(d.recipe.formats().1, rows, k, d.frame_rows as usize)
+                    .ok_or_else(|| RuntimeError::BadPlan(format!("{}: no frame geometry", info.name)))?;
+                let mut at = d.correction_offset as usize;
+                let compressed = d
+                    .frames
+                    .iter()
+                    .map(|&n| {
+                        at += n as usize;
+                        at - n as usize..at
+                    })
+                    .collect();
+                Ok(TargetFrames {
+                    target: d.target,
+                    recipe: d.recipe,
+                    base: base.clone(),
+                    info: info.clone(),
+                    geometry,
+                    compressed,
+                    sha256: d.frame_sha256.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn damaged(&self, why: String) -> RuntimeError {
+        RuntimeError::CorruptWeights {
+            path: "weights.bin".into(),
+            what: format!("the derived weight {} cannot be rebuilt: {why}", self.info.name),
+        }
+    }
+
+    /// The base, viewed in `file` (the whole `weights.bin`, size-checked at open).
+    fn base_view<'a>(&self, file: &'a [u8]) -> Result<PartView<'a>, RuntimeError> {
+        let bytes = &file[self.base.offset as usize..(self.base.offset + self.base.bytes) as usize];
+        recipe_base(self.recipe, &self.base, bytes, &self.info).map_err(|e| RuntimeError::BadPlan(e.to_string()))
+    }
+
+    /// Rebuilds frame `i` into its plane slices (`planes`, as [`FrameGeometry`] cuts them), with
+    /// `scratch` for the decompressed correction; hashes it when `hash`.
+    fn fill(
+        &self,
+        file: &[u8],
+        base: &PartView,
+        i: usize,
+        mut planes: [&mut [u8]; 4],
+        scratch: &mut Vec<u8>,
+        hash: bool,
+    ) -> Result<(), RuntimeError> {
+        let len = self.geometry.frame_bytes(i);
+        scratch.resize(len, 0);
+        // At most the frame's own length: a frame claiming more is damage, not an allocation.
+        let n = zstd::bulk::decompress_to_buffer(&file[self.compressed[i].clone()], &mut scratch[..])
+            .map_err(|e| self.damaged(format!("frame {i}: {e}")))?;
+        if n != len {
+            return Err(self.damaged(format!("frame {i} holds {n} bytes, expected {len}")));
+        }
+        let [qs, qh, sc, sup] = &mut planes;
+        recipe_rows(self.recipe, base, self.geometry.frame_rows_of(i), [&mut **qs, &mut **qh, &mut **sc, &mut **sup]);
+        let mut correction = &scratch[..];
+        let mut hasher = hash.then(FrameHasher::default);
+        for plane in planes {
+            let (xor, rest) = correction.split_at(plane.len());
+            plane.iter_mut().zip(xor).for_each(|(b, x)| *b ^= x);
+            if let Some(h) = hasher.as_mut() {
+                h.update(plane);
+            }
+            correction = rest;
+        }
+        match hasher.map(FrameHasher::hex) {
+            Some(got) if got != self.sha256[i] => {
+                Err(self.damaged(format!("frame {i} differs from the compiler's (SHA-256)")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Rebuilds every derived weight of `plan` from `file` (the whole `weights.bin`, size-checked),
+/// every frame in parallel.
 pub fn rebuild(plan: &Plan, file: &[u8], check: FrameCheck) -> Result<DerivedBytes, RuntimeError> {
-    let weights = plan
-        .derived
+    let weights = TargetFrames::all(plan)?
         .iter()
-        .map(|d| Ok((d.target, rebuild_one(plan, d, file, check)?)))
+        .map(|t| {
+            let base = t.base_view(file)?;
+            let mut out = vec![0u8; t.info.bytes as usize];
+            // Each rayon job keeps one scratch buffer for the corrections it decompresses.
+            t.geometry
+                .split_target(&mut out)
+                .into_par_iter()
+                .enumerate()
+                .try_for_each_init(Vec::new, |buf, (i, planes)| t.fill(file, &base, i, planes, buf, check.hashes(i)))?;
+            Ok((t.target, out))
+        })
         .collect::<Result<_, RuntimeError>>()?;
     Ok(DerivedBytes { weights })
 }
 
-fn rebuild_one(plan: &Plan, d: &DerivedWeight, file: &[u8], check: FrameCheck) -> Result<Vec<u8>, RuntimeError> {
-    let (target, base) = (&plan.weights[d.target.0 as usize], &plan.weights[d.base.0 as usize]);
-    let damaged = |why: String| RuntimeError::CorruptWeights {
-        path: "weights.bin".into(),
-        what: format!("the derived weight {} cannot be rebuilt: {why}", target.name),
-    };
-    let base_bytes = &file[base.offset as usize..(base.offset + base.bytes) as usize];
-    let threads = rayon::current_num_threads();
-    let mut out =
-        apply_recipe(d.recipe, base, base_bytes, target, threads).map_err(|e| RuntimeError::BadPlan(e.to_string()))?;
-    // The frames' places in the file, then each frame decompressed into its range of `out`
-    // (XOR) and hashed, in parallel.
-    let mut at = d.correction_offset as usize;
-    let frames: Vec<&[u8]> = d
-        .frames
-        .iter()
-        .map(|&n| {
-            let f = &file[at..at + n as usize];
-            at += n as usize;
-            f
-        })
-        .collect();
-    let ranges: Vec<_> = frame_ranges(out.len()).collect();
-    let mut pieces: Vec<&mut [u8]> = Vec::with_capacity(ranges.len());
-    let mut rest = out.as_mut_slice();
-    for r in &ranges {
-        let (piece, tail) = rest.split_at_mut(r.len());
-        pieces.push(piece);
-        rest = tail;
-    }
-    let hashed = |i: usize| match check {
-        FrameCheck::All => true,
-        FrameCheck::Sampled(seed) => (i as u64).wrapping_add(seed) % SAMPLE_EVERY as u64 == 0,
-    };
-    // Each rayon job decompresses its frames into one scratch buffer (not a fresh 4 MiB per frame:
-    // on 2 cores the page faults of 94 MB of new buffers were a few percent of the rebuild).
-    let scratch = || vec![0u8; CORRECTION_FRAME];
-    pieces.into_par_iter().zip(frames).enumerate().try_for_each_init(scratch, |buf, (i, (piece, frame))| {
-        // At most the frame's own length: a frame claiming more is damage, not an allocation.
-        let n = zstd::bulk::decompress_to_buffer(frame, &mut buf[..piece.len()])
-            .map_err(|e| damaged(format!("frame {i}: {e}")))?;
-        if n != piece.len() {
-            return Err(damaged(format!("frame {i} holds {n} bytes, expected {}", piece.len())));
-        }
-        piece.iter_mut().zip(&buf[..n]).for_each(|(b, x)| *b ^= x);
-        if hashed(i) && frame_sha256(piece) != d.frame_sha256[i] {
-            return Err(damaged(format!("frame {i} differs from the compiler's (SHA-256)")));
-        }
-        Ok(())
-    })?;
-    Ok(out)
+/// One frame of [`DerivedRows`]: empty until a read rebuilds it, then its bytes or its error.
+type FrameSlot = OnceLock<Result<Box<[u8]>, RuntimeError>>;
+
+/// The derived weights of an open model rebuilt frame by frame, the first time one of a frame's
+/// rows is read ([`Self::dequant_rows`]); a frame that failed fails every later read of it with
+/// the same error.
+pub struct DerivedRows {
+    file: Arc<Mmap>,
+    check: FrameCheck,
+    path: String,
+    targets: Vec<(TargetFrames, Vec<FrameSlot>)>,
 }
 
-/// The derived weights of an open model, rebuilt on a thread that [`CompiledModel::open`] starts
-/// (at a normal load), so that the rebuild (135 ms on the H200 host, 0.2-0.5 s on two cores)
-/// runs beside what the caller does next -- on the GPU, creating the CUDA context and loading the
-/// kernels (~0.4 s) -- instead of before it. The first reader waits for it; a rebuild that failed
-/// fails every reader with the same error.
-///
-/// [`CompiledModel::open`]: crate::compiled::CompiledModel::open
+impl DerivedRows {
+    /// Nothing is rebuilt yet; `path` names `weights.bin` in errors.
+    pub fn new(plan: &Plan, file: Arc<Mmap>, check: FrameCheck, path: String) -> Result<DerivedRows, RuntimeError> {
+        let targets = TargetFrames::all(plan)?
+            .into_iter()
+            .map(|t| {
+                let frames = (0..t.geometry.frames()).map(|_| OnceLock::new()).collect();
+                (t, frames)
+            })
+            .collect();
+        Ok(DerivedRows { file, check, path, targets })
+    }
+
+    /// Whether weight `id` is derived (and so read through [`Self::dequant_rows`]).
+    pub fn is_derived(&self, id: WeightId) -> bool {
+        self.targets.iter().any(|(t, _)| t.target == id)
+    }
+
+    /// Rows `rows` of derived weight `id` dequantised into `out` (`rows.len()` rows of its `k`),
+    /// rebuilding the frames they lie in that no earlier read built (in parallel).
+    pub fn dequant_rows(&self, id: WeightId, rows: &[usize], out: &mut [f32]) -> Result<(), RuntimeError> {
+        let Some((t, frames)) = self.targets.iter().find(|(t, _)| t.target == id) else {
+            return Err(RuntimeError::BadPlan(format!("weight {} is not derived", id.0)));
+        };
+        let (rows_total, k) = (t.geometry.rows, t.info.shape[1]);
+        if let Some(&bad) = rows.iter().find(|&&r| r >= rows_total) {
+            return Err(RuntimeError::InvalidCall(format!("row {bad} of a {rows_total}-row weight")));
+        }
+        let mut missing: Vec<usize> = rows.iter().map(|&r| t.geometry.frame_of(r)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing.retain(|&f| frames[f].get().is_none());
+        if missing.len() > 1 {
+            missing.par_iter().for_each(|&f| {
+                self.frame(t, frames, f).ok();
+            });
+        }
+        let format = t.recipe.formats().1;
+        for (&r, row_out) in rows.iter().zip(out.chunks_exact_mut(k)) {
+            let f = t.geometry.frame_of(r);
+            let view = t.geometry.frame_view(f, format, k, self.frame(t, frames, f)?);
+            crate::cpu::qdot::dequant_row(&view, r - t.geometry.frame_rows_of(f).start, row_out);
+        }
+        Ok(())
+    }
+
+    /// How many frames of derived weight `id` have been rebuilt (or failed) so far.
+    pub fn frames_built(&self, id: WeightId) -> usize {
+        self.targets.iter().filter(|(t, _)| t.target == id).flat_map(|(_, f)| f).filter(|f| f.get().is_some()).count()
+    }
+
+    /// Frame `f`'s bytes, rebuilt on first use.
+    fn frame<'a>(&self, t: &TargetFrames, frames: &'a [FrameSlot], f: usize) -> Result<&'a [u8], RuntimeError> {
+        let built = frames[f].get_or_init(|| {
+            let mut bytes = vec![0u8; t.geometry.frame_bytes(f)];
+            let base = t.base_view(&self.file)?;
+            let planes = t.geometry.split_frame(f, &mut bytes);
+            t.fill(&self.file, &base, f, planes, &mut Vec::new(), self.check.hashes(f)).map_err(|e| match e {
+                RuntimeError::CorruptWeights { what, .. } => {
+                    RuntimeError::CorruptWeights { path: self.path.clone(), what }
+                }
+                other => other,
+            })?;
+            Ok(bytes.into_boxed_slice())
+        });
+        built.as_ref().map(|b| &b[..]).map_err(same_error)
+    }
+}
+
+/// A rebuild of every derived weight ([`rebuild`]), waiting to run.
+pub type Rebuild = Box<dyn FnOnce() -> Result<DerivedBytes, RuntimeError> + Send + 'static>;
+
+enum SlotState {
+    /// Not started: the first [`DerivedSlot::get`] runs it in place unless
+    /// [`DerivedSlot::start`] put it on a thread first.
+    Deferred(Rebuild),
+    Running(std::thread::JoinHandle<Result<DerivedBytes, RuntimeError>>),
+    Taken,
+}
+
+/// The derived weights of an open model, whole (what the GPU uploads). The rebuild (135 ms on the
+/// H200 host, 0.2-0.3 s on two cores) is deferred until a backend wants it: the CUDA executor
+/// starts it on a thread ([`Self::start`]) before it creates its context and loads its kernels
+/// (~0.4 s), so that the two overlap; the CPU executor never needs it (it reads rows:
+/// [`DerivedRows`]). The first reader waits for it; a rebuild that failed fails every reader with
+/// the same error.
 pub struct DerivedSlot {
-    pending: std::sync::Mutex<Option<std::thread::JoinHandle<Result<DerivedBytes, RuntimeError>>>>,
-    done: std::sync::OnceLock<Result<std::sync::Arc<DerivedBytes>, RuntimeError>>,
+    state: Mutex<SlotState>,
+    done: OnceLock<Result<Arc<DerivedBytes>, RuntimeError>>,
 }
 
 impl DerivedSlot {
     /// Already rebuilt (or nothing to rebuild).
     pub fn ready(bytes: DerivedBytes) -> DerivedSlot {
-        DerivedSlot {
-            pending: std::sync::Mutex::new(None),
-            done: std::sync::OnceLock::from(Ok(std::sync::Arc::new(bytes))),
+        DerivedSlot { state: Mutex::new(SlotState::Taken), done: OnceLock::from(Ok(Arc::new(bytes))) }
+    }
+
+    /// `rebuild`, to run when first wanted.
+    pub fn deferred(rebuild: Rebuild) -> DerivedSlot {
+        DerivedSlot { state: Mutex::new(SlotState::Deferred(rebuild)), done: OnceLock::new() }
+    }
+
+    /// Puts a deferred rebuild on a new thread (nothing if it already started or ran). When the OS
+    /// refuses a thread, the rebuild stays deferred and the first reader runs it.
+    pub fn start(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*state, SlotState::Deferred(_)) {
+            return;
         }
+        let SlotState::Deferred(rebuild) = std::mem::replace(&mut *state, SlotState::Taken) else { unreachable!() };
+        // Shared with the thread, so that a thread that never started leaves it here.
+        let shared = Arc::new(Mutex::new(Some(rebuild)));
+        let theirs = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new().name("derived-rebuild".into()).spawn(move || {
+            let rebuild = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+            rebuild.map_or_else(|| Ok(DerivedBytes::default()), |f| f())
+        });
+        *state = match spawned {
+            Ok(handle) => SlotState::Running(handle),
+            Err(_) => match shared.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(rebuild) => SlotState::Deferred(rebuild),
+                None => SlotState::Taken,
+            },
+        };
     }
 
-    /// Runs `rebuild` on a new thread; the OS's error when it cannot start one.
-    pub fn spawn<F>(rebuild: F) -> Result<DerivedSlot, std::io::Error>
-    where
-        F: FnOnce() -> Result<DerivedBytes, RuntimeError> + Send + 'static,
-    {
-        let handle = std::thread::Builder::new().name("derived-rebuild".into()).spawn(rebuild)?;
-        Ok(DerivedSlot { pending: std::sync::Mutex::new(Some(handle)), done: std::sync::OnceLock::new() })
-    }
-
-    /// The rebuilt weights, waiting for the rebuild if it is still running.
-    pub fn get(&self) -> Result<&std::sync::Arc<DerivedBytes>, RuntimeError> {
+    /// The rebuilt weights: waits for a running rebuild, runs a deferred one here.
+    pub fn get(&self) -> Result<&Arc<DerivedBytes>, RuntimeError> {
         let done = self.done.get_or_init(|| {
-            // Only this closure takes the handle, and it runs once (OnceLock); a poisoned lock
-            // still holds the handle.
-            let handle = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match handle.map(std::thread::JoinHandle::join) {
-                Some(Ok(result)) => result.map(std::sync::Arc::new),
-                Some(Err(payload)) => Err(RuntimeError::BadPlan(format!(
-                    "rebuilding the derived weights panicked: {}",
-                    panic_message(payload.as_ref())
-                ))),
-                None => Err(RuntimeError::BadPlan("the derived weights' rebuild was never started".into())),
+            // Only this closure takes the state, and it runs once (OnceLock); a poisoned lock
+            // still holds it.
+            let state = std::mem::replace(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()), SlotState::Taken);
+            match state {
+                SlotState::Deferred(rebuild) => rebuild().map(Arc::new),
+                SlotState::Running(handle) => match handle.join() {
+                    Ok(result) => result.map(Arc::new),
+                    Err(payload) => Err(RuntimeError::BadPlan(format!(
+                        "rebuilding the derived weights panicked: {}",
+                        panic_message(payload.as_ref())
+                    ))),
+                },
+                SlotState::Taken => Err(RuntimeError::BadPlan("the derived weights' rebuild was lost".into())),
             }
         });
         done.as_ref().map_err(same_error)
@@ -186,14 +369,18 @@ mod tests {
     /// its message; a panicking one is an error, not a panic in the reader.
     #[test]
     fn a_spawned_rebuild_is_waited_for_and_its_error_kept() {
-        let ok = DerivedSlot::spawn(|| Ok(one_weight(&[1, 2, 3]))).unwrap();
+        let spawn = |f: Rebuild| {
+            let slot = DerivedSlot::deferred(f);
+            slot.start();
+            slot
+        };
+        let ok = spawn(Box::new(|| Ok(one_weight(&[1, 2, 3]))));
         assert_eq!(ok.get().unwrap().get(WeightId(3)), Some(&[1u8, 2, 3][..]));
         assert_eq!(ok.get().unwrap().get(WeightId(4)), None);
 
         let what = "frame 2 differs from the compiler's (SHA-256)";
         let bad =
-            DerivedSlot::spawn(move || Err(RuntimeError::CorruptWeights { path: "w.bin".into(), what: what.into() }))
-                .unwrap();
+            spawn(Box::new(move || Err(RuntimeError::CorruptWeights { path: "w.bin".into(), what: what.into() })));
         for _ in 0..2 {
             match bad.get() {
                 Err(RuntimeError::CorruptWeights { path, what: w }) => {
@@ -203,11 +390,24 @@ mod tests {
             }
         }
 
-        let panicked = DerivedSlot::spawn(|| panic!("a bug in a recipe")).unwrap();
+        let panicked = spawn(Box::new(|| panic!("a bug in a recipe")));
         let err = panicked.get().err().expect("a panicking rebuild is an error");
         assert!(err.to_string().contains("panicked: a bug in a recipe"), "{err}");
 
         let ready = DerivedSlot::ready(one_weight(&[9]));
         assert_eq!(ready.get().unwrap().get(WeightId(3)), Some(&[9u8][..]));
+
+        // Never started: the first reader runs it, once.
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let deferred = DerivedSlot::deferred(Box::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(one_weight(&[4]))
+        }));
+        for _ in 0..2 {
+            assert_eq!(deferred.get().unwrap().get(WeightId(3)), Some(&[4u8][..]));
+        }
+        deferred.start();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

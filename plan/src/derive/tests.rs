@@ -71,11 +71,58 @@ fn recipe_refuses_other_formats_and_shapes() {
 }
 
 #[test]
-fn frames_cover_the_target() {
-    let f = CORRECTION_FRAME;
-    assert_eq!(frame_ranges(0).count(), 0);
-    assert_eq!(frame_ranges(f).collect::<Vec<_>>(), vec![0..f]);
-    assert_eq!(frame_ranges(2 * f + 5).collect::<Vec<_>>(), vec![0..f, f..2 * f, 2 * f..2 * f + 5]);
+fn row_frames_cover_every_plane_of_the_target() {
+    // Q5_0, 5 rows of 64 (2 groups per row): qs 32 bytes per row at 0, qh 8 at 256, sc 4 at 512.
+    let g = FrameGeometry::new(WeightFormat::Q5_0, 5, 64, 2).unwrap();
+    assert_eq!((g.row_bytes(), g.frames()), (44, 3));
+    assert_eq!((g.frame_rows_of(2), g.frame_bytes(2), g.frame_of(4)), (4..5, 44, 2));
+    assert_eq!(g.plane_ranges(1), [64..128, 272..288, 520..528, 768..768]);
+    // Every target byte lies in exactly one frame's slices, except the padding between planes.
+    let mut target: Vec<u8> = (0..part_layout(WeightFormat::Q5_0, 5, 64).unwrap().bytes).map(|i| i as u8).collect();
+    let copy = target.clone();
+    let mut seen = vec![0u32; target.len()];
+    for (i, planes) in g.split_target(&mut target).into_iter().enumerate() {
+        let ranges = g.plane_ranges(i);
+        for (piece, r) in planes.iter().zip(&ranges) {
+            assert_eq!(&piece[..], &copy[r.clone()], "frame {i}");
+            r.clone().for_each(|b| seen[b] += 1);
+        }
+        let mut buf = vec![0u8; g.frame_bytes(i)];
+        let lens: Vec<usize> = g.split_frame(i, &mut buf).iter().map(|p| p.len()).collect();
+        assert_eq!(lens, ranges.iter().map(|r| r.len()).collect::<Vec<_>>());
+    }
+    let covered = |b: usize| b < 160 || (256..296).contains(&b) || (512..532).contains(&b);
+    assert!((0..seen.len()).all(|b| seen[b] == u32::from(covered(b))));
+    // The compiler's choice: whole rows of about FRAME_TARGET_BYTES; never 0, never over the bound.
+    let emb = FrameGeometry::for_target(WeightFormat::Q5_0, 151_936, 896).unwrap();
+    assert_eq!((emb.row_bytes(), emb.frame_rows, emb.frames()), (616, 212, 717));
+    assert_eq!(FrameGeometry::for_target(WeightFormat::Q5_0, 3, 64).unwrap().frame_rows, 3);
+    assert!(FrameGeometry::new(WeightFormat::Q5_0, 5, 64, 0).is_none());
+    assert!(FrameGeometry::new(WeightFormat::Q8_0, 1 << 20, 4096, 1 << 20).is_none(), "over MAX_FRAME_BYTES");
+}
+
+#[test]
+fn a_frame_of_rows_is_the_same_bytes_as_the_whole_target() {
+    let (rows, k) = (7, 96);
+    let base = matrix("output.weight", WeightFormat::Q8_0, rows, k, 0);
+    let mut state = 5u64;
+    let mut bytes: Vec<u8> = (0..base.bytes).map(|_| crate::rng::splitmix64(&mut state) as u8).collect();
+    // Finite scales (f16 bits of magnitude below 2.0) so that every group quantises normally.
+    let sc = part_layout(WeightFormat::Q8_0, rows, k).unwrap().sc as usize;
+    for g in 0..rows * 3 {
+        bytes[sc + 2 * g + 1] &= 0x3b;
+    }
+    let target = matrix("token_embd.weight", WeightFormat::Q5_0, rows, k, 0);
+    let r = DeriveRecipe::RequantQ8_0ToQ5_0;
+    let whole = apply_recipe(r, &base, &bytes, &target, 3).unwrap();
+    let view = recipe_base(r, &base, &bytes, &target).unwrap();
+    let g = FrameGeometry::new(WeightFormat::Q5_0, rows, k, 3).unwrap();
+    for i in 0..g.frames() {
+        let mut frame = vec![0u8; g.frame_bytes(i)];
+        recipe_rows(r, &view, g.frame_rows_of(i), g.split_frame(i, &mut frame));
+        let want: Vec<u8> = g.plane_ranges(i).into_iter().flat_map(|r| whole[r].to_vec()).collect();
+        assert_eq!(frame, want, "frame {i}");
+    }
 }
 
 /// ggml's `quantize_row_q5_0_ref` for one block, transcribed literally (branchy search for the

@@ -3,14 +3,14 @@
 //! end, then the derived targets back to back past it; every entry names a distinct stored base
 //! and target of the recipe's formats and one shape, and frames whose sizes fit their region --
 //! so a load allocates and decompresses only what the plan's own weight table bounds.
-use crate::derive::{frame_ranges, DerivedWeight, CORRECTION_FRAME};
+use crate::derive::{DerivedWeight, FrameGeometry, MAX_FRAME_BYTES};
 use crate::{Plan, WeightInfo, ALIGNMENT};
 
 use super::{bad, InvalidPlan};
 
-/// The largest compressed size of one frame: zstd's bound for a frame of CORRECTION_FRAME
+/// The largest compressed size of one frame: zstd's bound for a frame of MAX_FRAME_BYTES
 /// bytes (input + input/256 + a small constant; 64 KiB of slack covers every version's).
-const MAX_FRAME: u64 = CORRECTION_FRAME as u64 + (CORRECTION_FRAME as u64 >> 8) + (64 << 10);
+const MAX_FRAME: u64 = MAX_FRAME_BYTES + (MAX_FRAME_BYTES >> 8) + (64 << 10);
 
 /// Checks every derived entry, the correction regions from `stored_end` (where the stored
 /// weights end) to the end of the file, and the targets' virtual offsets past it.
@@ -40,7 +40,17 @@ pub(super) fn validate_derived(plan: &Plan, stored_end: u64) -> Result<(), Inval
         at = at
             .checked_add(d.correction_bytes)
             .ok_or_else(|| bad(format!("correction of {} overflows", target.name)))?;
-        let want_frames = frame_ranges(target.bytes as usize).count();
+        let geometry = match (target.shape.as_slice(), usize::try_from(d.frame_rows)) {
+            ([rows, k], Ok(frame_rows)) => FrameGeometry::new(target_fmt, *rows, *k, frame_rows),
+            _ => None,
+        };
+        let Some(geometry) = geometry else {
+            return Err(bad(format!(
+                "derived weight {} has frames of {} rows, more than a frame may hold (or none)",
+                target.name, d.frame_rows
+            )));
+        };
+        let want_frames = geometry.frames();
         let compressed = d.frames.iter().try_fold(0u64, |sum, &f| (f > 0 && f <= MAX_FRAME).then(|| sum + f));
         if d.frames.len() != want_frames || compressed.is_none_or(|c| c > d.correction_bytes) {
             return Err(bad(format!("the correction frames of {} do not fit the weight or their region", target.name)));

@@ -1,7 +1,7 @@
 //! The CPU executor: interprets plan programs step by step with the CPU twins in
 //! [`super::kernels`], in f32 on all cores (rayon; the prefill matmuls use a blocked SGEMM).
-//! Matrices are read in place from the shared memory map of `weights.bin` (or, derived, from
-//! their bytes rebuilt at load: [`crate::derived`]), in their packed
+//! Matrices are read in place from the shared memory map of `weights.bin` (a derived embedding
+//! from its rows' frames, rebuilt the first time a lookup reads them: [`crate::derived`]), in their packed
 //! formats ([`super::qmatmul`]): no copy and no widening at load, so host memory stays about the
 //! size of the file and decode reads as few bytes as the GGUF's quantization allows. Norm weights
 //! and biases (small f32 vectors) are copied.
@@ -48,7 +48,8 @@ impl CpuExecutor {
                 hp.context_length
             )));
         }
-        let store = model.weight_store()?;
+        let store = model.weight_store();
+        store.prefault_in_background();
         let (parts, weights): (Vec<Vec<PartRef>>, Vec<Vec<f32>>) = plan
             .weights
             .iter()
@@ -149,7 +150,13 @@ impl CpuExecutor {
             match *step {
                 Step::Embed { tokens: t, table, out } => {
                     let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();
-                    qmatmul::embed_q(&ids, &wq(table, hp.hidden), hp.hidden, view_mut(out, n));
+                    if store.derived().is_derived(table) {
+                        // Rebuilt frame by frame: the first lookups wait for their rows' frames only.
+                        let rows: Vec<usize> = ids.iter().map(|&id| id as usize).collect();
+                        store.derived().dequant_rows(table, &rows, view_mut(out, n))?;
+                    } else {
+                        qmatmul::embed_q(&ids, &wq(table, hp.hidden), hp.hidden, view_mut(out, n));
+                    }
                 }
                 Step::RmsNorm { x, weight, out, eps } => {
                     kernels::rms_norm(view(x, n), w(weight), eps, hp.hidden, view_mut(out, n))

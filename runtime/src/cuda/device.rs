@@ -333,16 +333,20 @@ impl CudaDevice {
     /// Errors: [`RuntimeError::CudaUnavailable`] when the image is empty (built without nvcc), no
     /// driver library is installed, or no GPU is visible; [`RuntimeError::Cuda`] for any other
     /// failure (e.g. the image has no code for this GPU).
+    /// Whether the NVIDIA driver library can be loaded (milliseconds; no GPU is opened).
+    pub fn driver_present() -> bool {
+        // cudarc's dynamic loading panics when libcuda is missing: check first, and catch any panic.
+        // SAFETY: is_culib_present only tries to dlopen the driver library candidates.
+        catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+    }
+
     pub fn new(image: &[u8]) -> Result<CudaDevice, RuntimeError> {
         if image.is_empty() {
             return Err(unavailable(
                 "this binary was built without nvcc (no CUDA kernels embedded); run scripts/setup-cuda.sh and rebuild",
             ));
         }
-        // cudarc's dynamic loading panics when libcuda is missing: check first, and catch any panic.
-        // SAFETY: is_culib_present only tries to dlopen the driver library candidates.
-        let present = catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false);
-        if !present {
+        if !CudaDevice::driver_present() {
             return Err(unavailable("the NVIDIA driver library (libcuda.so) was not found"));
         }
         let span = phases::span("CUDA: driver, context, stream");

@@ -1,0 +1,48 @@
+//! What rebuilding a derived weight's frames costs (benches/NOTES.md, CPU cold start): one frame
+//! at a time as the CPU's embedding lookups build them (a sampled load hashes one in 8; a full
+//! check every one), forty in one lookup (in parallel), and faulting in the whole `weights.bin`
+//! map (`WeightStore::prefault_in_background`).
+//!
+//! `cargo run --release -p qwen-aot-runtime --example derived_frames -- COMPILED_DIR`
+use std::sync::Arc;
+use std::time::Instant;
+
+use qwen_aot_runtime::compiled::CompiledModel;
+use qwen_aot_runtime::derived::{DerivedRows, FrameCheck};
+
+fn main() {
+    let Some(dir) = std::env::args().nth(1).map(std::path::PathBuf::from) else {
+        eprintln!("usage: derived_frames COMPILED_DIR");
+        std::process::exit(2);
+    };
+    let open = || CompiledModel::open_unchecked(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let (plan, _) = open();
+    let Some(d) = plan.derived.first().cloned() else {
+        eprintln!("{} has no derived weight", dir.display());
+        std::process::exit(2);
+    };
+    let (k, frame_rows) = (plan.hparams.hidden, d.frame_rows as usize);
+    for check in [FrameCheck::Sampled(1), FrameCheck::All] {
+        let rows = DerivedRows::new(&plan, Arc::new(open().1), check, "weights.bin".into()).unwrap();
+        let mut out = vec![0f32; 40 * k];
+        let mut one: Vec<f64> = (0..40)
+            .map(|f| {
+                let t = Instant::now();
+                rows.dequant_rows(d.target, &[f * frame_rows], &mut out[..k]).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        one.sort_by(f64::total_cmp);
+        let many: Vec<usize> = (40..80).map(|f| f * frame_rows).collect();
+        let t = Instant::now();
+        rows.dequant_rows(d.target, &many, &mut out).unwrap();
+        let forty = t.elapsed().as_secs_f64() * 1e3;
+        println!("{check:?}: one frame median {:.3} ms (of 40); 40 frames in one lookup {forty:.2} ms", one[20]);
+    }
+    let map = open().1;
+    let t = Instant::now();
+    for start in (0..map.len()).step_by(8 << 20) {
+        let _ = map.advise_range(memmap2::Advice::PopulateRead, start, (8usize << 20).min(map.len() - start));
+    }
+    println!("fault in {} MiB of weights.bin: {:.1} ms", map.len() >> 20, t.elapsed().as_secs_f64() * 1e3);
+}

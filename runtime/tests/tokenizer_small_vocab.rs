@@ -225,6 +225,17 @@ fn validation_rejects_inconsistent_data() {
     assert!(matches!(err(|d| d.pre = "llama3".into()), TokenizerError::UnsupportedPreTokenizer(_)));
     assert!(matches!(err(|d| d.model = "llama".into()), TokenizerError::UnsupportedModel(_)));
     assert!(matches!(err(|d| d.eos_id = Some(1 << 20)), TokenizerError::SpecialIdOutOfRange { which: "eos", .. }));
+    // Many merges (validated in parallel chunks of 8,192): the first bad one in file order is the
+    // error, whichever chunk finishes first.
+    let many = |d: &mut TokenizerData| {
+        let good = d.merges[0].clone();
+        d.merges.resize(30_000, good);
+        d.merges[25_000] = "hello".into();
+        d.merges[9_000] = "x yz".into();
+    };
+    for _ in 0..4 {
+        assert!(matches!(err(many), TokenizerError::MergeUnknownToken { index: 9_000, .. }));
+    }
     // Every error explains itself.
     let msg = err(|d| d.merges.push("x yz".into())).to_string();
     assert!(msg.contains("\"yz\""), "{msg}");

@@ -71,27 +71,35 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Every token's bytes back to back and their offsets (`n + 1`): added tokens literally, the
+/// others decoded from the byte-level alphabet.
+fn token_bytes(data: &TokenizerData) -> (Vec<u8>, Vec<u32>) {
+    let n = data.tokens.len();
+    let mut bytes = Vec::with_capacity(n * 8);
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0u32);
+    for (tok, &ty) in data.tokens.iter().zip(&data.token_types) {
+        if TokenType::from_i32(ty).is_some_and(|t| t.is_added()) {
+            bytes.extend_from_slice(tok.as_bytes());
+        } else {
+            byte_level::append_token_bytes(tok, &mut bytes);
+        }
+        // A token's bytes are never longer than its string, so the total stays below
+        // MAX_VOCAB * MAX_TOKEN_BYTES = 2 GiB and fits in u32 (the validator bounds both).
+        offsets.push(bytes.len().min(u32::MAX as usize) as u32);
+    }
+    (bytes, offsets)
+}
+
 impl Tokenizer {
     /// Builds a tokenizer from data that [`TokenizerData::validate`] accepts (the plan crate's
     /// one tokenizer validator: sizes, token types, merges, byte tokens, special ids, model and
     /// pre-tokenizer), or its error.
     pub fn from_data(data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
-        let ValidVocab { types, index, byte_ids, merges } = data.validate()?;
-        let n = data.tokens.len();
-        let mut bytes = Vec::with_capacity(n * 8);
-        let mut offsets = Vec::with_capacity(n + 1);
-        offsets.push(0u32);
-        for (tok, ty) in data.tokens.iter().zip(&types) {
-            if ty.is_added() {
-                // Added tokens are stored literally.
-                bytes.extend_from_slice(tok.as_bytes());
-            } else {
-                byte_level::append_token_bytes(tok, &mut bytes);
-            }
-            // A token's bytes are never longer than its string, so the total stays below
-            // MAX_VOCAB * MAX_TOKEN_BYTES = 2 GiB and fits in u32 (validated).
-            offsets.push(bytes.len() as u32);
-        }
+        // The tokens' bytes beside the validation (neither needs the other: a token type the
+        // validator refuses fails the whole load anyway).
+        let (valid, (bytes, offsets)) = rayon::join(|| data.validate(), || token_bytes(&data));
+        let ValidVocab { types, index, byte_ids, merges } = valid?;
         let merges = Merges::new(merges);
 
         let added = AddedTokens::new(

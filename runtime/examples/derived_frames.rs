@@ -1,6 +1,7 @@
 //! What rebuilding a derived weight's frames costs (benches/NOTES.md, CPU cold start): one frame
 //! at a time as the CPU's embedding lookups build them (a sampled load hashes one in 8; a full
-//! check every one), forty in one lookup (in parallel), and faulting in the whole `weights.bin`
+//! check every one), forty in one lookup (in parallel), the whole rebuild (the GPU upload's), and
+//! faulting in the whole `weights.bin`
 //! map (`WeightStore::prefault_in_background`).
 //!
 //! `cargo run --release -p qwen-aot-runtime --example derived_frames -- COMPILED_DIR`
@@ -39,6 +40,16 @@ fn main() {
         let forty = t.elapsed().as_secs_f64() * 1e3;
         println!("{check:?}: one frame median {:.3} ms (of 40); 40 frames in one lookup {forty:.2} ms", one[20]);
     }
+    let file = open().1;
+    let mut whole: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            qwen_aot_runtime::derived::rebuild(&plan, &file, FrameCheck::Sampled(1)).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    whole.sort_by(f64::total_cmp);
+    println!("whole rebuild (sampled hash, every core): median {:.1} ms of 5", whole[2]);
     let map = open().1;
     let t = Instant::now();
     for start in (0..map.len()).step_by(8 << 20) {

@@ -129,6 +129,9 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
     }
     assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "rows differ");
     assert_eq!(frames_built(&store), 2, "{} rows per frame", d.frame_rows);
+    let fresh = CompiledModel::open(&derived_dir, Integrity::Sampled).unwrap().weight_store();
+    fresh.derived().build_all().unwrap();
+    assert_eq!(frames_built(&fresh), d.frames.len(), "build_all");
     let every: Vec<usize> = (0..rows).collect();
     let (mut got, mut want) = (vec![0f32; rows * k], vec![0f32; rows * k]);
     store.derived().dequant_rows(d.target, &every, &mut got).unwrap();

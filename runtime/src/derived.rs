@@ -253,6 +253,15 @@ impl DerivedRows {
         Ok(())
     }
 
+    /// Rebuilds every frame no read has built yet (in parallel); the first failure, if any.
+    pub fn build_all(&self) -> Result<(), RuntimeError> {
+        let all: Vec<(&TargetFrames, &[FrameSlot], usize)> =
+            self.targets.iter().flat_map(|(t, frames)| (0..frames.len()).map(move |f| (t, &frames[..], f))).collect();
+        let built: Vec<Result<(), RuntimeError>> =
+            all.par_iter().map(|&(t, frames, f)| self.frame(t, frames, f).map(drop)).collect();
+        built.into_iter().collect()
+    }
+
     /// How many frames of derived weight `id` have been rebuilt (or failed) so far.
     pub fn frames_built(&self, id: WeightId) -> usize {
         self.targets.iter().filter(|(t, _)| t.target == id).flat_map(|(_, f)| f).filter(|f| f.get().is_some()).count()

@@ -100,7 +100,7 @@ pub fn find(t: &WeightTable, src: &dyn TensorSource) -> Result<Vec<Derivation>, 
             .map(|i| {
                 let real_frame: Vec<u8> = geometry.plane_ranges(i).into_iter().flat_map(|r| real[r].to_vec()).collect();
                 let mut xor = vec![0u8; real_frame.len()];
-                recipe_rows(recipe, &view, geometry.frame_rows_of(i), geometry.split_frame(i, &mut xor));
+                recipe_rows(recipe, &view, geometry.frame_rows_of(i), &mut geometry.split_frame(i, &mut xor));
                 xor.iter_mut().zip(&real_frame).for_each(|(x, r)| *x ^= r);
                 let compressed = zstd::bulk::compress(&xor, ZSTD_LEVEL)?;
                 Ok((compressed, frame_sha256(&real_frame)))

@@ -264,7 +264,7 @@ pub fn recipe_base<'a>(
 /// (`planes`: qs, qh, sc, sup, as [`FrameGeometry`] cuts them); `base` views the whole base
 /// ([`recipe_base`]). Each row's bytes depend only on the same row of the base, so a frame comes
 /// out the same whether it is computed alone or as part of the whole target.
-pub fn recipe_rows(recipe: DeriveRecipe, base: &PartView, rows: Range<usize>, planes: [&mut [u8]; 4]) {
+pub fn recipe_rows(recipe: DeriveRecipe, base: &PartView, rows: Range<usize>, planes: &mut [&mut [u8]; 4]) {
     match recipe {
         DeriveRecipe::RequantQ8_0ToQ5_0 => {
             let [qs, qh, sc, _] = planes;
@@ -292,7 +292,7 @@ pub fn apply_recipe(
     std::thread::scope(|s| {
         for (i, planes) in chunks.split_target(&mut out).into_iter().enumerate() {
             let (view, rows) = (&view, chunks.frame_rows_of(i));
-            s.spawn(move || recipe_rows(recipe, view, rows, planes));
+            s.spawn(move || recipe_rows(recipe, view, rows, &mut { planes }));
         }
     });
     Ok(out)

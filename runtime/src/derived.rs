@@ -150,8 +150,7 @@ impl TargetFrames {
         if n != len {
             return Err(self.damaged(format!("frame {i} holds {n} bytes, expected {len}")));
         }
-        let [qs, qh, sc, sup] = &mut planes;
-        recipe_rows(self.recipe, base, self.geometry.frame_rows_of(i), [&mut **qs, &mut **qh, &mut **sc, &mut **sup]);
+        recipe_rows(self.recipe, base, self.geometry.frame_rows_of(i), &mut planes);
         let mut correction = &scratch.buf[..];
         let mut hasher = hash.then(FrameHasher::default);
         for plane in planes {

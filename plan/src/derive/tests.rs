@@ -119,7 +119,7 @@ fn a_frame_of_rows_is_the_same_bytes_as_the_whole_target() {
     let g = FrameGeometry::new(WeightFormat::Q5_0, rows, k, 3).unwrap();
     for i in 0..g.frames() {
         let mut frame = vec![0u8; g.frame_bytes(i)];
-        recipe_rows(r, &view, g.frame_rows_of(i), g.split_frame(i, &mut frame));
+        recipe_rows(r, &view, g.frame_rows_of(i), &mut g.split_frame(i, &mut frame));
         let want: Vec<u8> = g.plane_ranges(i).into_iter().flat_map(|r| whole[r].to_vec()).collect();
         assert_eq!(frame, want, "frame {i}");
     }

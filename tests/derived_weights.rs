@@ -148,6 +148,24 @@ fn a_derived_embedding_rebuilds_byte_for_byte() {
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "logits differ");
 }
 
+/// The same pair the other way round -- `output.weight` (the LM head) Q5_0, `token_embd.weight`
+/// Q8_0 -- fits the recipe too, but a derived weight is rebuilt by rows, for embedding lookups
+/// only: the compiler stores the LM head, and the model loads.
+#[test]
+fn an_lm_head_is_never_derived() {
+    let hp = hparams();
+    let mut src = tied_source(&hp);
+    let q5 = src.tensors.remove("token_embd.weight").unwrap();
+    let q8 = src.tensors.remove("output.weight").unwrap();
+    src.tensors.insert("output.weight".into(), q5);
+    src.tensors.insert("token_embd.weight".into(), q8);
+    let tmp = tempfile::tempdir().unwrap();
+    compile(&src, &hp, true, tmp.path());
+    let model = CompiledModel::open(tmp.path(), Integrity::Full).unwrap();
+    assert!(model.plan.derived.is_empty(), "derived: {:?}", model.plan.derived);
+    assert_eq!(logits(&model).len(), 2 * hp.vocab);
+}
+
 #[test]
 fn damage_to_a_correction_or_its_entry_is_refused() {
     let hp = hparams();

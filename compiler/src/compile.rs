@@ -190,7 +190,7 @@ fn write_into(
     let wpath = tmp.join(WEIGHTS_FILE);
     let file = std::fs::File::create(&wpath).map_err(|e| CompileError::io(&wpath, e))?;
     // Derived weights leave the file: the table is laid out again before anything is written.
-    let mut derived = if c.derive { crate::derive::find(&c.weights, src)? } else { Vec::new() };
+    let mut derived = if c.derive { crate::derive::find(&c.weights, &c.plan, src)? } else { Vec::new() };
     if !derived.is_empty() {
         c.plan.derived = crate::derive::relayout(&mut c.weights, &mut derived);
         c.plan.weights = c.weights.infos.clone();

@@ -6,7 +6,7 @@
 //! In practice this is a tied embedding stored twice: the default model's Q5_0 `token_embd`
 //! rebuilt from its Q8_0 `output` (correction 9.3 MB instead of 93.6 MB).
 use qwen_aot_plan::derive::{frame_sha256, recipe_base, recipe_rows, DeriveRecipe, DerivedWeight, FrameGeometry};
-use qwen_aot_plan::{WeightFormat, WeightId, ALIGNMENT};
+use qwen_aot_plan::{Plan, WeightFormat, WeightId, ALIGNMENT};
 use rayon::prelude::*;
 
 use crate::error::CompileError;
@@ -52,15 +52,16 @@ fn align(v: u64) -> u64 {
 }
 
 /// (target, base, recipe) of every weight a recipe fits: a one-part Q5_0 matrix repacked from
-/// the GGUF with a one-part Q8_0 matrix of the same shape beside it (the first such base).
-fn candidates(t: &WeightTable) -> Vec<(usize, usize, DeriveRecipe)> {
+/// the GGUF that no matrix product of `plan` reads (the embedding: a derived weight is read by
+/// rows), with a one-part Q8_0 matrix of the same shape beside it (the first such base).
+fn candidates(t: &WeightTable, plan: &Plan) -> Vec<(usize, usize, DeriveRecipe)> {
     let recipe = DeriveRecipe::RequantQ8_0ToQ5_0;
     let (base_fmt, target_fmt) = recipe.formats();
     let repacked = |i: usize, f: WeightFormat| {
         t.infos[i].shape.len() == 2 && t.infos[i].single_format() == Some(f) && t.sources[i][0].fill == Fill::Repack
     };
     (0..t.infos.len())
-        .filter(|&i| repacked(i, target_fmt))
+        .filter(|&i| repacked(i, target_fmt) && !plan.read_by_matrix_product(WeightId(i as u32)))
         .filter_map(|i| {
             let base = (0..t.infos.len()).find(|&j| repacked(j, base_fmt) && t.infos[j].shape == t.infos[i].shape)?;
             Some((i, base, recipe))
@@ -69,15 +70,15 @@ fn candidates(t: &WeightTable) -> Vec<(usize, usize, DeriveRecipe)> {
 }
 
 /// Whether a recipe fits any weight of `t` (a compile with derivation may then derive some).
-pub fn has_candidates(t: &WeightTable) -> bool {
-    !candidates(t).is_empty()
+pub fn has_candidates(t: &WeightTable, plan: &Plan) -> bool {
+    !candidates(t, plan).is_empty()
 }
 
 /// The weights of `t` worth deriving, with their corrections (the packed bytes of each candidate
 /// and its base computed from `src` once more; a compile holds them for one weight at a time).
-pub fn find(t: &WeightTable, src: &dyn TensorSource) -> Result<Vec<Derivation>, CompileError> {
+pub fn find(t: &WeightTable, plan: &Plan, src: &dyn TensorSource) -> Result<Vec<Derivation>, CompileError> {
     let mut out = Vec::new();
-    for (target, base, recipe) in candidates(t) {
+    for (target, base, recipe) in candidates(t, plan) {
         let bytes = |i: usize| {
             let info = &t.infos[i];
             part_bytes(&info.parts[0], &t.sources[i][0], info.shape[1], src)

@@ -104,6 +104,16 @@ impl Plan {
         self.weights.iter().map(|w| w.offset + w.bytes).fold(self.weights_bytes, u64::max)
     }
 
+    /// Whether a matrix product (a `MatMul` or `Gemv` step of either program) reads weight `id`:
+    /// such a weight may not be derived (a derived weight is rebuilt row by row where an executor
+    /// reads it by rows: only embedding lookups may read one).
+    pub fn read_by_matrix_product(&self, id: WeightId) -> bool {
+        self.prefill.steps.iter().chain(&self.decode.steps).any(|s| match s {
+            Step::MatMul { weight, .. } | Step::Gemv { weight, .. } => *weight == id,
+            _ => false,
+        })
+    }
+
     /// The derived entry whose target is `id`, if `id` is derived.
     pub fn derivation(&self, id: WeightId) -> Option<&derive::DerivedWeight> {
         self.derived.iter().find(|d| d.target == id)

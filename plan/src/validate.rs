@@ -85,6 +85,12 @@ pub fn validate(plan: &Plan) -> Result<(), InvalidPlan> {
         return Err(bad(format!("the weights end at byte {end} of the {} in weights.bin", plan.weights_bytes)));
     }
     derived::validate_derived(plan, end)?;
+    if let Some(d) = plan.derived.iter().find(|d| plan.read_by_matrix_product(d.target)) {
+        return Err(bad(format!(
+            "the derived weight {} is read by a matrix product (only embedding lookups may read one)",
+            plan.weights[d.target.0 as usize].name
+        )));
+    }
     if !integrity::table_fits(plan, integrity::window_count(plan)) {
         return Err(bad("the window hash table (weights_windows) does not fit the weights".into()));
     }
@@ -175,17 +181,6 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), InvalidP
         }
         Ok(())
     };
-    // Derived weights are rebuilt row by row where an executor reads them by rows (the CPU's
-    // embedding lookups), so only Embed steps may read them.
-    let stored = |id: WeightId| -> Result<(), InvalidPlan> {
-        match plan.derivation(id) {
-            Some(_) => Err(bad(format!(
-                "{name}: the derived weight {} is read by a matrix product (only embedding lookups may read one)",
-                plan.weights[id.0 as usize].name
-            ))),
-            None => Ok(()),
-        }
-    };
     let attn = |nh: usize, nkv: usize, hd: usize| -> Result<(), InvalidPlan> {
         if (nh, nkv, hd) != (hp.n_heads, hp.n_kv_heads, hp.head_dim) {
             return Err(bad(format!("{name}: attention shape {nh}/{nkv}/{hd} differs from the hyperparameters")));
@@ -233,7 +228,6 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), InvalidP
             Step::MatMul { x, weight: w, n, k, out, residual, .. } => {
                 buf(*x, DType::F32, *k)?;
                 weight(*w, Kind::Matrix, &[*n, *k])?;
-                stored(*w)?;
                 buf(*out, DType::F32, *n)?;
                 if let Some(r) = residual {
                     buf(*r, DType::F32, *n)?;
@@ -257,7 +251,6 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), InvalidP
             Step::Gemv { x, norm, weight: w, n, k, epilogue } => {
                 buf(*x, DType::F32, *k)?;
                 weight(*w, Kind::Matrix, &[*n, *k])?;
-                stored(*w)?;
                 if let Some(nm) = norm {
                     weight(nm.weight, Kind::Vector, &[*k])?;
                 }

@@ -348,7 +348,14 @@ impl DerivedSlot {
             // still holds it.
             let state = std::mem::replace(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()), SlotState::Taken);
             match state {
-                SlotState::Deferred(rebuild) => rebuild().map(Arc::new),
+                // Run here, as the thread would have: a panic is an error, not the caller's panic.
+                SlotState::Deferred(rebuild) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(rebuild)) {
+                    Ok(result) => result.map(Arc::new),
+                    Err(payload) => Err(RuntimeError::BadPlan(format!(
+                        "rebuilding the derived weights panicked: {}",
+                        panic_message(payload.as_ref())
+                    ))),
+                },
                 SlotState::Running(handle) => match handle.join() {
                     Ok(result) => result.map(Arc::new),
                     Err(payload) => Err(RuntimeError::BadPlan(format!(
@@ -436,5 +443,8 @@ mod tests {
         }
         deferred.start();
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let panics_here = DerivedSlot::deferred(Box::new(|| panic!("a bug in a recipe")));
+        let err = panics_here.get().err().expect("a panicking rebuild run in place is an error");
+        assert!(err.to_string().contains("panicked: a bug in a recipe"), "{err}");
     }
 }

@@ -121,7 +121,7 @@ fn same_weights(c: &Compiled, plan: &Plan) -> bool {
     let key = |w: &qwen_aot_runtime::plan::WeightInfo| {
         (w.name.clone(), w.shape.clone(), w.parts.iter().map(|p| (p.rows, p.format)).collect::<Vec<_>>())
     };
-    let derivable = c.derive && qwen_aot_compiler::derive::has_candidates(&c.weights);
+    let derivable = c.derive && qwen_aot_compiler::derive::has_candidates(&c.weights, &c.plan);
     c.plan.weights.len() == plan.weights.len()
         && c.plan.weights.iter().zip(&plan.weights).all(|(a, b)| key(a) == key(b))
         && derivable != plan.derived.is_empty()

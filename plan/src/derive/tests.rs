@@ -114,7 +114,9 @@ fn a_frame_of_rows_is_the_same_bytes_as_the_whole_target() {
     }
     let target = matrix("token_embd.weight", WeightFormat::Q5_0, rows, k, 0);
     let r = DeriveRecipe::RequantQ8_0ToQ5_0;
-    let whole = apply_recipe(r, &base, &bytes, &target, 3).unwrap();
+    // Two threads: chunks of 4 and 3 rows, not the frames' 3, 3, 1 (and one thread: all 7).
+    let whole = apply_recipe(r, &base, &bytes, &target, 2).unwrap();
+    assert_eq!(whole, apply_recipe(r, &base, &bytes, &target, 1).unwrap());
     let view = recipe_base(r, &base, &bytes, &target).unwrap();
     let g = FrameGeometry::new(WeightFormat::Q5_0, rows, k, 3).unwrap();
     for i in 0..g.frames() {

@@ -341,6 +341,13 @@ impl CudaDevice {
     }
 
     pub fn new(image: &[u8]) -> Result<CudaDevice, RuntimeError> {
+        CudaDevice::new_then(image, || {})
+    }
+
+    /// [`Self::new`], calling `after_context` once GPU 0's context exists (before the kernels'
+    /// load): work to overlap with the rest of the start-up that is worth starting only when a
+    /// GPU is there.
+    pub fn new_then(image: &[u8], after_context: impl FnOnce()) -> Result<CudaDevice, RuntimeError> {
         if image.is_empty() {
             return Err(unavailable(
                 "this binary was built without nvcc (no CUDA kernels embedded); run scripts/setup-cuda.sh and rebuild",
@@ -355,6 +362,7 @@ impl CudaDevice {
             Ok(Err(e)) => return Err(unavailable(format!("cannot open GPU 0: {e}"))),
             Err(p) => return Err(unavailable(format!("cannot initialise the CUDA driver: {}", panic_message(p)))),
         };
+        after_context();
         // SAFETY: everything runs on one stream, so cross-stream event synchronisation is not
         // needed; and its event records would be illegal during stream capture.
         unsafe { ctx.disable_event_tracking() };

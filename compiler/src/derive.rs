@@ -90,9 +90,7 @@ pub fn find(t: &WeightTable, plan: &Plan, src: &dyn TensorSource) -> Result<Vec<
         let geometry = FrameGeometry::for_target(recipe.formats().1, view.rows, view.k)
             .ok_or_else(|| failed("no frame geometry".into()))?;
         // The padding between the planes belongs to no frame: a rebuild leaves it zero.
-        let mut covered = vec![false; real.len()];
-        (0..geometry.frames()).flat_map(|i| geometry.plane_ranges(i)).for_each(|r| covered[r].fill(true));
-        if real.iter().zip(&covered).any(|(&b, &c)| b != 0 && !c) {
+        if !geometry.padding_is_zero(&real) {
             continue;
         }
         // Per frame: the real rows' bytes, and the recipe's XORed into them, compressed.

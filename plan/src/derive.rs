@@ -167,23 +167,42 @@ impl FrameGeometry {
         self.planes.map(|(off, per_row)| off + r.start * per_row..off + r.end * per_row)
     }
 
+    /// Bytes of frame `i`'s slice of each plane, in plane order.
+    fn plane_lens(&self, i: usize) -> [usize; 4] {
+        let n = self.frame_rows_of(i).len();
+        self.planes.map(|(_, per_row)| n * per_row)
+    }
+
     /// A buffer of frame `i`'s bytes cut into its plane slices, in plane order.
     pub fn split_frame<'a>(&self, i: usize, buf: &'a mut [u8]) -> [&'a mut [u8]; 4] {
-        let n = self.frame_rows_of(i).len();
-        let (qs, rest) = buf.split_at_mut(n * self.planes[0].1);
-        let (qh, rest) = rest.split_at_mut(n * self.planes[1].1);
-        let (sc, sup) = rest.split_at_mut(n * self.planes[2].1);
+        let [qs_len, qh_len, sc_len, _] = self.plane_lens(i);
+        let (qs, rest) = buf.split_at_mut(qs_len);
+        let (qh, rest) = rest.split_at_mut(qh_len);
+        let (sc, sup) = rest.split_at_mut(sc_len);
         [qs, qh, sc, sup]
     }
 
     /// A buffer of frame `i`'s bytes viewed as a part of its rows (`format`, rows of `k`: the
     /// target's), so that row `r` of the target is row `r - frame_rows_of(i).start` of the view.
     pub fn frame_view<'a>(&self, i: usize, format: WeightFormat, k: usize, buf: &'a [u8]) -> PartView<'a> {
-        let n = self.frame_rows_of(i).len();
-        let (qs, rest) = buf.split_at(n * self.planes[0].1);
-        let (qh, rest) = rest.split_at(n * self.planes[1].1);
-        let (sc, sup) = rest.split_at(n * self.planes[2].1);
-        PartView { format, rows: n, k, qs, qh, sc, sup }
+        let [qs_len, qh_len, sc_len, _] = self.plane_lens(i);
+        let (qs, rest) = buf.split_at(qs_len);
+        let (qh, rest) = rest.split_at(qh_len);
+        let (sc, sup) = rest.split_at(sc_len);
+        PartView { format, rows: self.frame_rows_of(i).len(), k, qs, qh, sc, sup }
+    }
+
+    /// Whether every byte of `target` (the whole packed target) outside the planes -- the
+    /// padding, which belongs to no frame and which a rebuild leaves zero -- is zero.
+    pub fn padding_is_zero(&self, target: &[u8]) -> bool {
+        let mut at = 0;
+        for &(off, per_row) in self.planes.iter().filter(|&&(_, per_row)| per_row > 0) {
+            if target[at.min(off)..off].iter().any(|&b| b != 0) {
+                return false;
+            }
+            at = off + self.rows * per_row;
+        }
+        target[at.min(target.len())..].iter().all(|&b| b == 0)
     }
 
     /// The target's whole packed bytes cut into every frame's plane slices (frame order; the

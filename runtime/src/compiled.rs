@@ -241,7 +241,7 @@ impl WeightStore {
 
 /// Faults in every page of `map`, 8 MiB at a time (`MADV_POPULATE_READ`, Linux 5.14+; elsewhere a
 /// read of one byte per page).
-fn prefault(map: &Mmap) {
+pub fn prefault(map: &Mmap) {
     const CHUNK: usize = 8 << 20;
     for start in (0..map.len()).step_by(CHUNK) {
         let len = CHUNK.min(map.len() - start);

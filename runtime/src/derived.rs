@@ -234,11 +234,13 @@ impl DerivedRows {
         if let Some(&bad) = rows.iter().find(|&&r| r >= rows_total) {
             return Err(RuntimeError::InvalidCall(format!("row {bad} of a {rows_total}-row weight")));
         }
-        let mut missing: Vec<usize> = rows.iter().map(|&r| t.geometry.frame_of(r)).collect();
-        missing.sort_unstable();
-        missing.dedup();
-        missing.retain(|&f| frames[f].get().is_none());
-        if missing.len() > 1 {
+        // Frames no read has built, in parallel when there are several (a prompt's); a decode
+        // step's one row, its frame built, allocates nothing here.
+        let unbuilt = |&r: &usize| frames[t.geometry.frame_of(r)].get().is_none();
+        if rows.iter().filter(|r| unbuilt(r)).nth(1).is_some() {
+            let mut missing: Vec<usize> = rows.iter().filter(|r| unbuilt(r)).map(|&r| t.geometry.frame_of(r)).collect();
+            missing.sort_unstable();
+            missing.dedup();
             missing.par_iter().for_each(|&f| {
                 self.frame(t, frames, f).ok();
             });
@@ -349,25 +351,20 @@ impl DerivedSlot {
             let state = std::mem::replace(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()), SlotState::Taken);
             match state {
                 // Run here, as the thread would have: a panic is an error, not the caller's panic.
-                SlotState::Deferred(rebuild) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(rebuild)) {
-                    Ok(result) => result.map(Arc::new),
-                    Err(payload) => Err(RuntimeError::BadPlan(format!(
-                        "rebuilding the derived weights panicked: {}",
-                        panic_message(payload.as_ref())
-                    ))),
-                },
-                SlotState::Running(handle) => match handle.join() {
-                    Ok(result) => result.map(Arc::new),
-                    Err(payload) => Err(RuntimeError::BadPlan(format!(
-                        "rebuilding the derived weights panicked: {}",
-                        panic_message(payload.as_ref())
-                    ))),
-                },
+                SlotState::Deferred(rebuild) => {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(rebuild)).map_err(panicked)?.map(Arc::new)
+                }
+                SlotState::Running(handle) => handle.join().map_err(panicked)?.map(Arc::new),
                 SlotState::Taken => Err(RuntimeError::BadPlan("the derived weights' rebuild was lost".into())),
             }
         });
         done.as_ref().map_err(same_error)
     }
+}
+
+/// A rebuild that panicked (on its thread or in place), as an error.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> RuntimeError {
+    RuntimeError::BadPlan(format!("rebuilding the derived weights panicked: {}", panic_message(payload.as_ref())))
 }
 
 /// The text a panic was raised with (`panic!` with a literal or a format), if any.

@@ -93,6 +93,14 @@ fn row_frames_cover_every_plane_of_the_target() {
     }
     let covered = |b: usize| b < 160 || (256..296).contains(&b) || (512..532).contains(&b);
     assert!((0..seen.len()).all(|b| seen[b] == u32::from(covered(b))));
+    // The padding: every byte outside the planes, and only those.
+    let mut packed: Vec<u8> = (0..copy.len()).map(|b| u8::from(covered(b))).collect();
+    assert!(g.padding_is_zero(&packed));
+    for b in [160, 255, 300, 532, copy.len() - 1] {
+        packed[b] = 1;
+        assert!(!g.padding_is_zero(&packed), "byte {b}");
+        packed[b] = 0;
+    }
     // The compiler's choice: whole rows of about FRAME_TARGET_BYTES; never 0, never over the bound.
     let emb = FrameGeometry::for_target(WeightFormat::Q5_0, 151_936, 896).unwrap();
     assert_eq!((emb.row_bytes(), emb.frame_rows, emb.frames()), (616, 212, 717));

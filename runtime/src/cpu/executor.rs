@@ -149,11 +149,10 @@ impl CpuExecutor {
                 |id: WeightId, k: usize| QMatrix { bytes: store.weight(plan, id), parts: &parts[id.0 as usize], k };
             match *step {
                 Step::Embed { tokens: t, table, out } => {
-                    let ids: Vec<i32> = view(t, n).iter().map(|v| v.to_bits() as i32).collect();
+                    let ids: Vec<usize> = view(t, n).iter().map(|v| v.to_bits() as usize).collect();
                     if store.derived().is_derived(table) {
                         // Rebuilt frame by frame: the first lookups wait for their rows' frames only.
-                        let rows: Vec<usize> = ids.iter().map(|&id| id as usize).collect();
-                        store.derived().dequant_rows(table, &rows, view_mut(out, n))?;
+                        store.derived().dequant_rows(table, &ids, view_mut(out, n))?;
                     } else {
                         qmatmul::embed_q(&ids, &wq(table, hp.hidden), hp.hidden, view_mut(out, n));
                     }

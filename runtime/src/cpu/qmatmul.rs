@@ -237,9 +237,9 @@ fn short_prefill_int(
 }
 
 /// `out[t, :] = table[tokens[t], :]`, one dequantised row each. Ids were range-checked.
-pub fn embed_q(tokens: &[i32], table: &QMatrix, hidden: usize, out: &mut [f32]) {
+pub fn embed_q(tokens: &[usize], table: &QMatrix, hidden: usize, out: &mut [f32]) {
     for (t, &id) in tokens.iter().enumerate() {
-        table.dequant_row(id as usize, &mut out[t * hidden..(t + 1) * hidden]);
+        table.dequant_row(id, &mut out[t * hidden..(t + 1) * hidden]);
     }
 }
 
@@ -397,16 +397,16 @@ mod tests {
                 }
             }
             // Embedding rows from every part: bit-exact with the reference.
-            let ids: Vec<i32> = parts.iter().flat_map(|p| [p.row0 as i32, (p.row0 + p.rows - 1) as i32]).collect();
+            let ids: Vec<usize> = parts.iter().flat_map(|p| [p.row0, p.row0 + p.rows - 1]).collect();
             let mut got = vec![f32::NAN; ids.len() * k];
             embed_q(&ids, &w, k, &mut got);
             for (t, &id) in ids.iter().enumerate() {
                 let p = parts
                     .iter()
-                    .find(|p| (p.row0..p.row0 + p.rows).contains(&(id as usize)))
+                    .find(|p| (p.row0..p.row0 + p.rows).contains(&id))
                     .expect("parts cover every row (validated at open; ids range-checked by the caller)");
                 let mut want = vec![0.0f32; k];
-                reference::dequant_row(&w.view(p), id as usize - p.row0, &mut want);
+                reference::dequant_row(&w.view(p), id - p.row0, &mut want);
                 let g: Vec<u32> = got[t * k..(t + 1) * k].iter().map(|v| v.to_bits()).collect();
                 assert_eq!(g, want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "embed row {id}");
             }

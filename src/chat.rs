@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use qwen_aot_runtime::speculative::NgramDrafter;
 
 use crate::backend::Loaded;
 use crate::chat_input::{Got, Input};
@@ -67,7 +68,13 @@ pub fn context_advice(needed: usize, alone: usize, max_seq: usize, model_ctx: us
     format!("(this message needs {alone} tokens but the context holds {max_seq}: shorten it{raise})")
 }
 
-pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_strings: &[String]) -> Result<()> {
+pub fn run(
+    loaded: &mut Loaded,
+    system: Option<&str>,
+    max_tokens: usize,
+    stop_strings: &[String],
+    speculation: Option<NgramDrafter>,
+) -> Result<()> {
     let template = ChatTemplate::new(loaded.tokenizer.chat_template().context("this model has no chat template")?)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let reading = Arc::new(AtomicBool::new(false));
@@ -139,7 +146,13 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
         let keep = common_prefix(&cached, &ids).min(ids.len() - 1);
         loaded.session.rewind(keep);
         interrupted.store(false, Ordering::Relaxed);
-        let opts = GenOptions { max_tokens, stop_strings: stop_strings.to_vec(), cancel: Some(&interrupted) };
+        let opts = GenOptions {
+            max_tokens,
+            stop_strings: stop_strings.to_vec(),
+            cancel: Some(&interrupted),
+            speculation,
+            earlier: &ids[..keep],
+        };
         let result = generate(&mut loaded.session, &loaded.tokenizer, &ids[keep..], &opts, |piece| {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(piece.as_bytes());
@@ -165,6 +178,10 @@ pub fn run(loaded: &mut Loaded, system: Option<&str>, max_tokens: usize, stop_st
             _ => {}
         }
         let speed = gen.decode_tok_s.map(|r| format!(", {r:.1} tokens/s")).unwrap_or_default();
+        let speed = match gen.draft_tokens {
+            0 => speed,
+            d => format!("{speed}, drafts {}/{d} accepted", gen.accepted_draft_tokens),
+        };
         eprintln!(
             "[{} tokens{speed}, first token {:.1} ms, {} cached, reused {keep}]",
             gen.ids.len(),

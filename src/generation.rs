@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use qwen_aot_runtime::executor::LogitsWanted;
 use qwen_aot_runtime::phases;
 use qwen_aot_runtime::session::Session;
+use qwen_aot_runtime::speculative::{Draft, NgramDrafter, Speculator};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
 
@@ -57,6 +58,10 @@ pub struct Generation {
     /// than two tokens were generated, so there is no decode to time.
     pub decode_tok_s: Option<f64>,
     pub backend: String,
+    /// Speculative decoding (`GenOptions::speculation`): tokens guessed and checked, and how
+    /// many of them the model confirmed (both 0 without it).
+    pub draft_tokens: usize,
+    pub accepted_draft_tokens: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -64,6 +69,12 @@ pub struct GenOptions<'a> {
     pub max_tokens: usize,
     pub stop_strings: Vec<String>,
     pub cancel: Option<&'a AtomicBool>,
+    /// Guess the next tokens by prompt lookup and check them in one pass; on backends without a
+    /// multi-row verify ([`Session::can_verify`]) it is ignored and every token is one step.
+    pub speculation: Option<NgramDrafter>,
+    /// The tokens the cache held before this prompt (a chat's earlier turns), which the drafter
+    /// may copy from as well.
+    pub earlier: &'a [u32],
 }
 
 /// Holds back streamed text that could still turn into a stop string.
@@ -128,7 +139,8 @@ pub fn generate(
     }
     let stop_ids = tok.eos_ids();
     let start = Instant::now();
-    let mut next = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, LogitsWanted::None))?.next_token;
+    let first_pos = session.pos();
+    let first = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, LogitsWanted::None))?.next_token;
     let ttft = start.elapsed();
     let decode_start = Instant::now();
     let mut ids = Vec::new();
@@ -141,7 +153,17 @@ pub fn generate(
             text.push_str(s);
         }
     };
+    let mut speculator = opts.speculation.and_then(|d| session.verify_row_cost().map(|cost| Speculator::new(d, cost)));
+    // What the drafter looks up in: the earlier turns, the prompt, the answer so far.
+    let mut context: Vec<u32> = match speculator {
+        Some(_) => opts.earlier.iter().chain(prompt_ids).copied().collect(),
+        None => Vec::new(),
+    };
+    let (mut drafted, mut accepted) = (0, 0);
+    // Tokens already chosen (a verified draft's) and not yet emitted, oldest first.
+    let mut ready = std::collections::VecDeque::from([first]);
     let stop_reason = loop {
+        let next = ready.pop_front().expect("a token is ready");
         ids.push(next);
         let is_stop_id = stop_ids.contains(&next);
         // A stop id ends the answer; its text (`<|im_end|>`) is a control marker, not output.
@@ -160,13 +182,41 @@ pub fn generate(
         if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             break StopReason::Interrupted;
         }
+        if !ready.is_empty() {
+            continue;
+        }
         if session.remaining() == 0 {
             break StopReason::Context;
         }
         // The first step captures the decode graph on the GPU: a start-up phase of its own.
         let _first = (ids.len() == 1).then(|| phases::span("first decode step"));
-        next = session.decode(next, false)?.next_token;
+        let draft = match speculator.as_mut() {
+            Some(s) => {
+                context.push(next);
+                debug_assert_eq!(context.len(), opts.earlier.len() + prompt_ids.len() + ids.len());
+                // Every token of the pass must fit the cache, and none past max_tokens is wanted.
+                let room = (session.remaining() - 1).min(session.executor().max_prefill_tokens() - 1);
+                s.draft(&context, room.min(opts.max_tokens - ids.len() - 1))
+            }
+            None => Draft::default(),
+        };
+        if draft.tokens.is_empty() {
+            ready.push_back(session.decode(next, false)?.next_token);
+        } else {
+            let v = session.verify_draft(next, &draft.tokens)?;
+            if let Some(s) = speculator.as_mut() {
+                s.record(&draft, v.accepted);
+            }
+            drafted += draft.tokens.len();
+            accepted += v.accepted;
+            // The accepted draft tokens are fed already; the drafter sees them as they are emitted.
+            context.extend_from_slice(&v.tokens[..v.accepted]);
+            ready.extend(v.tokens);
+        }
     };
+    // A verified draft may have fed tokens past the one the answer stopped at: the cache keeps
+    // the prompt and every generated id but the last, as after plain decode steps.
+    session.rewind(first_pos + prompt_ids.len() + ids.len() - 1);
     if stop_reason != StopReason::Stop {
         let (out, _) = filter.push(&stream.finish());
         emit(&out, &mut text);
@@ -183,6 +233,8 @@ pub fn generate(
         ttft_ms: ttft.as_secs_f64() * 1e3,
         decode_tok_s: (decoded > 0 && decode_secs > 0.0).then(|| decoded as f64 / decode_secs),
         backend: session.executor().backend().name().to_string(),
+        draft_tokens: drafted,
+        accepted_draft_tokens: accepted,
     })
 }
 

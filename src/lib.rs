@@ -14,3 +14,4 @@ pub mod progress;
 pub mod refcheck;
 pub mod server;
 pub mod sigpipe;
+pub mod speculation_args;

@@ -6,7 +6,9 @@
 //!   0.1 (past that, a correct engine may take the other branch);
 //! - the reference continuation's teacher-forced log-probs (mean |Δ|) and the top-5 logits of its
 //!   first 16 positions (max |Δ|), from one multi-row prefill and again fed one token at a time
-//!   through decode (decode runs other code: the one-row GEMVs, the graph, the integer dot).
+//!   through decode (decode runs other code: the one-row GEMVs, the graph, the integer dot);
+//! - where the backend can verify drafts, the greedy continuation again with speculative decoding
+//!   (prompt lookup, drafts of up to 8 tokens): its ids must equal the plain run's, every one.
 //!
 //! `tests/reference_model.rs` runs it on the CPU executor; `qwen-aot refcheck` on the GPU.
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use qwen_aot_runtime::executor::LogitsWanted;
+use qwen_aot_runtime::speculative::NgramDrafter;
 use serde_json::Value;
 
 use crate::backend::{self, BackendChoice};
@@ -42,6 +45,17 @@ pub struct CaseResult {
     pub top5: f64,
     pub decoded_mean_abs: f64,
     pub decoded_top5: f64,
+    /// The speculative run, where the backend has a multi-row verify.
+    pub speculative: Option<SpeculativeRun>,
+}
+
+/// The greedy continuation generated with speculative decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct SpeculativeRun {
+    /// Its ids equal the plain run's (all of them).
+    pub same_ids: bool,
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 impl CaseResult {
@@ -58,6 +72,9 @@ impl CaseResult {
         if !self.greedy_ok {
             f.push(format!("case {id}: greedy ids differ within the decided prefix ({} tokens)", self.decided));
         }
+        if self.speculative.is_some_and(|s| !s.same_ids) {
+            f.push(format!("case {id}: speculative decoding generated other ids than plain decoding"));
+        }
         for (what, mean_abs, top5) in
             [("", self.mean_abs, self.top5), ("decoded: ", self.decoded_mean_abs, self.decoded_top5)]
         {
@@ -72,9 +89,13 @@ impl CaseResult {
     }
 
     pub fn describe(&self) -> String {
+        let speculative = match self.speculative {
+            Some(s) => format!("; speculative: same ids {}, drafts {}/{} accepted", s.same_ids, s.accepted, s.drafted),
+            None => String::new(),
+        };
         format!(
             "case {}: decided {}/{} ids equal: {}; mean |Δlogprob| {:.4} (decoded {:.4}); max |Δtop5 logit| {:.5} \
-             (decoded {:.5})",
+             (decoded {:.5}){speculative}",
             self.id,
             self.decided,
             self.n_ref,
@@ -182,6 +203,18 @@ pub fn check_against_reference(dir: &Path, backend: BackendChoice, refs: &Value)
         let opts = GenOptions { max_tokens: want.len(), ..Default::default() };
         let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, |_| {})?;
         let greedy_ok = gen.ids.len() >= decided && gen.ids[..decided] == want[..decided];
+        let speculative = if loaded.session.can_verify() {
+            loaded.session.reset();
+            let opts = GenOptions { speculation: Some(NgramDrafter::new(8)), ..opts };
+            let spec = generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, |_| {})?;
+            Some(SpeculativeRun {
+                same_ids: spec.ids == gen.ids,
+                drafted: spec.draft_tokens,
+                accepted: spec.accepted_draft_tokens,
+            })
+        } else {
+            None
+        };
 
         // Teacher-forced log-probs and top-5 logits of the reference continuation: one prefill.
         loaded.session.reset();
@@ -212,6 +245,7 @@ pub fn check_against_reference(dir: &Path, backend: BackendChoice, refs: &Value)
             top5,
             decoded_mean_abs,
             decoded_top5,
+            speculative,
         });
     }
     Ok(RefReport { cases })

@@ -38,6 +38,11 @@ fn cpu_executor_matches_the_reference_implementation() {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
     assert_eq!(native_report.cases.len(), 4, "every reference case ran");
+    // Speculative decoding ran on every case (same ids: checked in failures) and its drafts were
+    // both kept and refused somewhere, so both of the verify's outcomes were exercised.
+    let runs: Vec<_> = native_report.cases.iter().map(|c| c.speculative.expect("the CPU verifies drafts")).collect();
+    let (drafted, accepted) = runs.iter().fold((0, 0), |(d, a), r| (d + r.drafted, a + r.accepted));
+    assert!(accepted > 0 && accepted < drafted, "drafts {accepted}/{drafted} accepted");
     let (native_prefill, native_decode) = native_report.worst_top5();
     let (f16_prefill, f16_decode) = f16_report.worst_top5();
     eprintln!(

@@ -55,6 +55,24 @@ pub trait Executor {
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+    /// Whether [`Executor::verify`] is available (one pass over several rows that gives every
+    /// row's next token exactly as that many decode steps would: speculative decoding's check),
+    /// and if so what each row after the first adds to the pass, in decode steps: how long a
+    /// draft pays for itself ([`crate::speculative::Speculator`]).
+    fn verify_row_cost(&self) -> Option<f32> {
+        None
+    }
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` in one pass, appending their K/V to
+    /// the cache, and returns for every row the token a decode step fed that row would choose
+    /// next (the argmax, or the sampler at that row's position with the tokens up to that row as
+    /// its history): bit for bit what `tokens.len()` calls of [`Executor::decode`] would return.
+    /// Speculative decoding feeds the last token and a draft of guessed continuations, and keeps
+    /// the draft's tokens up to the first that differs from the returned one. Same preconditions
+    /// as [`Executor::prefill`]. Backends without it ([`Executor::verify_row_cost`] None) refuse.
+    fn verify(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<u32>, RuntimeError> {
+        let _ = (tokens, pos);
+        Err(RuntimeError::InvalidCall(format!("the {} backend has no multi-row verify", self.backend().name())))
+    }
     /// Pays now the one-time costs a later prompt would otherwise wait for (on the GPU: cuBLAS'
     /// handle and the loading of its GEMM kernels, ~0.2 s); for idle moments, such as a chat
     /// waiting for its next message. The conversation (KV cache, positions) is unchanged.

@@ -20,4 +20,5 @@ pub use qwen_aot_plan as plan;
 pub use qwen_aot_plan::{quant, rng};
 pub mod sampler;
 pub mod session;
+pub mod speculative;
 pub mod tokenizer;

@@ -80,6 +80,38 @@ impl Session {
         Ok(out)
     }
 
+    /// Whether [`Session::verify_draft`] is available on this backend.
+    pub fn can_verify(&self) -> bool {
+        self.exec.verify_row_cost().is_some()
+    }
+
+    /// See [`Executor::verify_row_cost`].
+    pub fn verify_row_cost(&self) -> Option<f32> {
+        self.exec.verify_row_cost()
+    }
+
+    /// Feeds `token` and a `draft` of guessed next tokens in one pass ([`Executor::verify`]) and
+    /// keeps the draft up to its first token that differs from the model's choice: the result is
+    /// what decoding `token` and then each returned token but the last would give, and the cache
+    /// ends as it would (the rejected rows' K/V lie past the position and are overwritten later).
+    /// `1 + draft.len()` must fit both the cache's room and one prefill chunk.
+    pub fn verify_draft(&mut self, token: u32, draft: &[u32]) -> Result<Verified, RuntimeError> {
+        let rows = 1 + draft.len();
+        if self.pos + rows > self.exec.max_seq() {
+            return Err(RuntimeError::ContextFull { needed: self.pos + rows, max_seq: self.exec.max_seq() });
+        }
+        let mut fed = Vec::with_capacity(rows);
+        fed.push(token);
+        fed.extend_from_slice(draft);
+        let chosen = self.exec.verify(&fed, self.pos)?;
+        if chosen.len() != rows {
+            return Err(RuntimeError::InvalidCall(format!("verify returned {} tokens for {rows} rows", chosen.len())));
+        }
+        let accepted = draft.iter().zip(&chosen).take_while(|(d, c)| d == c).count();
+        self.pos += 1 + accepted;
+        Ok(Verified { tokens: chosen[..=accepted].to_vec(), accepted })
+    }
+
     /// Feeds one token; returns the next greedy token (and its logits if asked).
     pub fn decode(&mut self, token: u32, logits: bool) -> Result<StepOutput, RuntimeError> {
         if self.pos + 1 > self.exec.max_seq() {
@@ -90,6 +122,16 @@ impl Session {
         self.pos += 1;
         Ok(out)
     }
+}
+
+/// What [`Session::verify_draft`] kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The next tokens, in order: the draft's first `accepted` tokens (each the one the model
+    /// chose), then the model's own choice after them. Every token but the last is in the cache.
+    pub tokens: Vec<u32>,
+    /// How many of the draft's tokens were kept.
+    pub accepted: usize,
 }
 
 /// Refuses logits that are not finite wherever they are read (the GPU's device argmax returns

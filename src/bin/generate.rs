@@ -10,6 +10,7 @@ use clap::Parser;
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::cli_args::{parse_max_tokens, parse_seed, SeedArg};
 use qwen_aot::generation::{generate, GenOptions, FIRST_TOKEN_PHASE};
+use qwen_aot::speculation_args::{unsupported_note, SpeculationArgs};
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use qwen_aot_runtime::phases;
 use qwen_aot_runtime::sampler::SamplingParams;
@@ -82,6 +83,8 @@ struct Args {
     /// random seed and prints it on stderr (unless --quiet) so the run can be repeated.
     #[arg(short = 's', long, default_value = "0", value_parser = parse_seed, allow_negative_numbers = true)]
     seed: SeedArg,
+    #[command(flatten)]
+    speculation: SpeculationArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -144,14 +147,18 @@ fn run(mut args: Args) -> Result<()> {
         seed,
     };
     sampling.validate()?;
+    let drafter = args.speculation.drafter()?;
     let quiet = args.quiet || args.json;
     let mut loaded = backend::load_model(args.model.as_deref(), args.backend, args.ctx_size, quiet)?;
     loaded.session.set_sampling(&sampling)?;
+    if drafter.is_some() && !loaded.session.can_verify() && !quiet {
+        eprintln!("{}", unsupported_note(loaded.session.executor().backend().name()));
+    }
     if interactive {
         if args.verbose {
             print_phases(); // what loading took; the chat's prefills come later
         }
-        return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop);
+        return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop, drafter);
     }
     let text = match (args.prompt.as_ref().or(file_prompt.as_ref()), &args.chat) {
         (Some(p), _) => p.clone(),
@@ -169,7 +176,12 @@ fn run(mut args: Args) -> Result<()> {
     };
     let prompt_ids = phases::time("tokenize the prompt", || loaded.tokenizer.encode(&text));
     let stdout = std::io::stdout();
-    let opts = GenOptions { max_tokens: args.max_tokens, stop_strings: args.stop.clone(), ..Default::default() };
+    let opts = GenOptions {
+        max_tokens: args.max_tokens,
+        stop_strings: args.stop.clone(),
+        speculation: drafter,
+        ..Default::default()
+    };
     let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, &opts, |piece| {
         if !args.json {
             let mut out = stdout.lock();
@@ -184,8 +196,12 @@ fn run(mut args: Args) -> Result<()> {
     }
     if !quiet {
         let speed = gen.decode_tok_s.map(|r| format!(" at {r:.1} tokens/s")).unwrap_or_default();
+        let drafts = match gen.draft_tokens {
+            0 => String::new(),
+            d => format!(" | drafts {}/{d} accepted", gen.accepted_draft_tokens),
+        };
         eprintln!(
-            "[{}] prompt {} tokens | ttft {:.1} ms | {} token{}{speed} | stop: {}",
+            "[{}] prompt {} tokens | ttft {:.1} ms | {} token{}{speed}{drafts} | stop: {}",
             gen.backend,
             gen.prompt_ids.len(),
             gen.ttft_ms,

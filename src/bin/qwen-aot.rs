@@ -180,6 +180,8 @@ enum Cmd {
         /// No notes on stderr (the listening address is still printed).
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        speculation: qwen_aot::speculation_args::SpeculationArgs,
     },
     /// The compiled models in the cache ($QWEN_AOT_CACHE or ~/.cache/qwen-aot): sizes, the model
     /// file each came from, which are stale; `cache clean` removes the stale ones.
@@ -261,8 +263,9 @@ fn run(args: Args) -> Result<()> {
         Cmd::Soak { model, backend, n, max_tokens, quiet } => {
             cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet)
         }
-        Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet } => {
+        Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet, speculation } => {
             qwen_aot::server::run(qwen_aot::server::ServeOptions {
+                speculation: speculation.drafter()?,
                 model,
                 host,
                 port,

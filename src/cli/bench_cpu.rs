@@ -1,7 +1,8 @@
 //! `qwen-aot bench --backend cpu`: the CPU executor's speed on a model: decode tokens/s after a
 //! one-token prompt, prefill tokens/s for one prompt chunk, and the weight bytes each decoded
 //! token streams (with the rate that makes). Wall-clock medians over `--reps`; the sizes shrink
-//! to fit a small model's context.
+//! to fit a small model's context. Also what speculative decoding's verify pass of 2, 4 and 8
+//! rows costs against a decode step.
 use std::path::Path;
 use std::time::Instant;
 
@@ -29,6 +30,15 @@ struct CpuBenchReport {
     weight_bytes_per_token: u64,
     /// Weight bytes streamed per second while decoding.
     decode_weight_gb_s: f64,
+    /// Speculative decoding's check: one pass over `rows` rows, in ms and in decode steps.
+    verify: Vec<VerifyCost>,
+}
+
+#[derive(Serialize)]
+struct VerifyCost {
+    rows: usize,
+    ms: f64,
+    decode_steps: f64,
 }
 
 pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
@@ -61,6 +71,24 @@ pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     );
+    // A verify pass at the depth the decode runs ended at, rows of the same random tokens.
+    let (room, chunk) = (exec.max_seq() - 1 - n_decode, exec.max_prefill_tokens());
+    let verify = [2, 4, 8]
+        .into_iter()
+        .filter(|&r| r <= room && r <= chunk)
+        .map(|rows| {
+            let ms = median(
+                (0..reps.max(3))
+                    .map(|_| {
+                        let start = Instant::now();
+                        exec.verify(&prompt[..rows], 1 + n_decode)?;
+                        Ok(start.elapsed().as_secs_f64() * 1e3)
+                    })
+                    .collect::<Result<_>>()?,
+            );
+            Ok(VerifyCost { rows, ms, decode_steps: ms * decode_tok_s / 1e3 })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let bytes = weight_bytes_per_token(&compiled.plan);
     let r = CpuBenchReport {
         backend: "cpu",
@@ -73,6 +101,7 @@ pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
         prefill_tok_s,
         weight_bytes_per_token: bytes,
         decode_weight_gb_s: bytes as f64 * decode_tok_s / 1e9,
+        verify,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -84,5 +113,8 @@ pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
     println!("prefill, {:>4}-token prompt  {:>9.1} tokens/s", n_prefill, r.prefill_tok_s);
     println!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
     println!("weights streamed, decoding  {:>9.2} GB/s", r.decode_weight_gb_s);
+    for v in &r.verify {
+        println!("verify pass, {} rows         {:>9.1} ms = {:.2} decode steps", v.rows, v.ms, v.decode_steps);
+    }
     Ok(())
 }

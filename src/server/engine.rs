@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::Result;
 use qwen_aot_runtime::sampler::SamplingParams;
 use qwen_aot_runtime::session::Session;
+use qwen_aot_runtime::speculative::NgramDrafter;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -97,18 +98,18 @@ pub fn start(
                 return;
             }
         };
-        let tokenizer = info.tokenizer.clone();
+        let (tokenizer, drafter) = (info.tokenizer.clone(), info.speculation);
         m.kv_cache_capacity.set(info.ctx_size as i64);
         // The HTTP side only starts serving generations once this is set.
         let _ = ready.set(Arc::new(info));
-        run(session, &tokenizer, rx, &m);
+        run(session, &tokenizer, rx, &m, drafter);
         drop(model);
     })?;
     Ok((EngineHandle { tx, metrics }, thread))
 }
 
 /// Runs jobs until every sender is gone (the server has stopped).
-fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metrics) {
+fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metrics, drafter: Option<NgramDrafter>) {
     // Token ids the KV cache holds, position by position.
     let mut cached: Vec<u32> = Vec::new();
     for job in rx {
@@ -117,7 +118,8 @@ fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metri
             continue;
         }
         // A panic in one generation must not take the server down: answer 500, forget the cache.
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics)));
+        let outcome =
+            catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics, drafter)));
         let event = match outcome {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => Event::Failed(format!("{e:#}")),
@@ -138,6 +140,7 @@ fn run_job(
     cached: &mut Vec<u32>,
     job: &Job,
     metrics: &Metrics,
+    drafter: Option<NgramDrafter>,
 ) -> Result<Event> {
     let ids = &job.prompt_ids;
     let queue_wait = job.enqueued.elapsed().as_secs_f64();
@@ -147,7 +150,13 @@ fn run_job(
     let keep = common_prefix(cached, ids).min(ids.len() - 1);
     session.rewind(keep);
     cached.truncate(keep);
-    let opts = GenOptions { max_tokens: job.max_tokens, stop_strings: job.stop.clone(), cancel: Some(&job.cancel) };
+    let opts = GenOptions {
+        max_tokens: job.max_tokens,
+        stop_strings: job.stop.clone(),
+        cancel: Some(&job.cancel),
+        speculation: drafter,
+        earlier: cached,
+    };
     let result = generate(session, tok, &ids[keep..], &opts, |piece| {
         // The receiver is gone only when the client is: stop at the next token.
         if job.events.send(Event::Text(piece.to_string())).is_err() {
@@ -169,6 +178,8 @@ fn run_job(
     metrics.prompt_tokens.inc_by(ids.len() as u64);
     metrics.cached_prompt_tokens.inc_by(keep as u64);
     metrics.generated_tokens.inc_by(n as u64);
+    metrics.draft_tokens.inc_by(gen.draft_tokens as u64);
+    metrics.accepted_draft_tokens.inc_by(gen.accepted_draft_tokens as u64);
     metrics.ttft.observe(queue_wait + gen.ttft_ms / 1e3);
     if let Some(rate) = gen.decode_tok_s {
         metrics.time_per_output_token.observe(1.0 / rate);

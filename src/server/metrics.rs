@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format: request counts by endpoint and status, prompt
-//! (prefilled and cache-reused) and generated tokens, time to first token and time per output
+//! (prefilled and cache-reused) and generated tokens, speculative drafts (guessed and confirmed), time to first token and time per output
 //! token, queue depth and KV cache use.
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +14,9 @@ pub struct Metrics {
     pub prompt_tokens: Counter,
     pub cached_prompt_tokens: Counter,
     pub generated_tokens: Counter,
+    /// Speculative decoding: tokens guessed, and how many of them the model confirmed.
+    pub draft_tokens: Counter,
+    pub accepted_draft_tokens: Counter,
     pub rejected_queue_full: Counter,
     /// From the request entering the queue to its first token.
     pub ttft: Histogram,
@@ -32,6 +35,8 @@ impl Metrics {
             prompt_tokens: Counter::default(),
             cached_prompt_tokens: Counter::default(),
             generated_tokens: Counter::default(),
+            draft_tokens: Counter::default(),
+            accepted_draft_tokens: Counter::default(),
             rejected_queue_full: Counter::default(),
             // 1 ms .. ~33 s
             ttft: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -54,6 +59,12 @@ impl Metrics {
             m.cached_prompt_tokens.clone(),
         );
         registry.register("generated_tokens", "Generated tokens", m.generated_tokens.clone());
+        registry.register("draft_tokens", "Tokens guessed by speculative decoding and checked", m.draft_tokens.clone());
+        registry.register(
+            "accepted_draft_tokens",
+            "Guessed tokens the model confirmed (each saved a decode step)",
+            m.accepted_draft_tokens.clone(),
+        );
         registry.register(
             "rejected_queue_full",
             "Requests refused with 503 because the queue was full",

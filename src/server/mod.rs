@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use qwen_aot_runtime::chat_template::ChatTemplate;
+use qwen_aot_runtime::speculative::NgramDrafter;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use crate::backend::{self, BackendChoice};
@@ -39,6 +40,9 @@ pub struct ServeOptions {
     pub max_queue: usize,
     pub max_body_bytes: usize,
     pub quiet: bool,
+    /// Speculative decoding for every request (`--draft-max`); ignored, with a note, on a backend
+    /// that cannot verify drafts.
+    pub speculation: Option<NgramDrafter>,
 }
 
 /// What request handling needs of the loaded model.
@@ -49,6 +53,8 @@ pub struct ModelInfo {
     pub template: Option<ChatTemplate>,
     pub ctx_size: usize,
     pub backend: String,
+    /// The drafter every generation uses (None: one token per step).
+    pub speculation: Option<NgramDrafter>,
 }
 
 pub struct AppState {
@@ -111,9 +117,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let ready = Arc::new(OnceLock::new());
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
-    let (model_path, choice, ctx, quiet, info_id) =
-        (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
-    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id);
+    let (model_path, choice, ctx, quiet, info_id, drafter) =
+        (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone(), opts.speculation);
+    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, drafter);
     let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
         .context("starting the engine thread")?;
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -162,6 +168,7 @@ fn load_model(
     ctx: Option<usize>,
     quiet: bool,
     id: String,
+    speculation: Option<NgramDrafter>,
 ) -> Result<engine::Loaded> {
     let backend::Loaded { mut session, tokenizer, model, .. } = backend::load_model(model_path, choice, ctx, quiet)?;
     // A server answers many prompts: pay the fast prompt path's one-time costs (cuBLAS on the GPU,
@@ -184,7 +191,11 @@ fn load_model(
         template,
         ctx_size: session.executor().max_seq(),
         backend: session.executor().backend().name().to_string(),
+        speculation: speculation.filter(|_| session.can_verify()),
     };
+    if speculation.is_some() && info.speculation.is_none() && !quiet {
+        eprintln!("{}", crate::speculation_args::unsupported_note(&info.backend));
+    }
     if !quiet {
         eprintln!("qwen-aot serve: model loaded ({} backend, context {} tokens)", info.backend, info.ctx_size);
     }

@@ -398,3 +398,16 @@ fn an_empty_cache_variable_means_the_default_cache() {
     assert!(err.contains(&format!("cached in {})", cache.display())), "the cache under $HOME was used: {err}");
     assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing written to the current directory");
 }
+
+#[test]
+fn draft_ngram_sizes_that_cannot_match_are_refused_before_loading() {
+    // Checked before the model is looked up: the nonexistent model is never reached.
+    for (min, max) in [("0", "4"), ("5", "4")] {
+        let out = generate()
+            .args(["--model", "/nonexistent/model.gguf", "-p", "hi", "--draft-max", "4"])
+            .args(["--draft-ngram-min", min, "--draft-ngram-max", max])
+            .output()
+            .unwrap();
+        fails_with(out, &format!("--draft-ngram-min {min} must be at least 1 and at most --draft-ngram-max {max}"));
+    }
+}

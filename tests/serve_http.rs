@@ -294,6 +294,21 @@ async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculative_decoding_serves_the_plain_answer_and_counts_its_drafts() {
+    // The reference case whose answer repeats itself ("Paris is located in ..." twice).
+    let prompt = "The capital of France is";
+    let reference = generate("--prompt", prompt, 48);
+    let s = Server::start(&["--draft-max", "8"]).await;
+    let body = json!({"prompt": prompt, "max_tokens": 48, "temperature": 0});
+    let (status, v) = s.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], reference["text"], "{v}");
+    let (drafted, accepted) =
+        (s.metric("qwen_aot_draft_tokens_total").await, s.metric("qwen_aot_accepted_draft_tokens_total").await);
+    assert!(accepted > 0.0 && accepted <= drafted, "{accepted} of {drafted} drafts accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
     const KEY: &str = "sesame";
     let s =

@@ -27,10 +27,20 @@ use crate::quant::{PartView, WeightFormat, GROUP};
 type Sums = (__m256i, __m256i);
 
 /// The 8-bit route: `q` the group's 32 unsigned codes, `d` its block's three digit vectors
-/// (`TWO`: `d[2]` unused, `t2` zero).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn group8<const TWO: bool>(q: __m256i, d: &[__m256i; 3]) -> Sums {
+/// (`TWO`: `d[2]` unused, `t2` zero). `VNNI`: the same sums with `vpdpbusd` (u8 x s8 products
+/// summed per 4 into i32 in one instruction: `maddubs` + `madd` by 1 without the i16 step, which
+/// never saturates here anyway), so the same integers; only [`dot_vnni`] may instantiate it.
+#[inline(always)]
+unsafe fn group8<const TWO: bool, const VNNI: bool>(q: __m256i, d: &[__m256i; 3]) -> Sums {
+    if VNNI {
+        let zero = _mm256_setzero_si256();
+        // SAFETY: only reached from `dot_vnni`, whose caller detected AVX512-VNNI and -VL.
+        return unsafe {
+            let c0 = _mm256_dpbusd_epi32(zero, q, d[0]);
+            let t01 = _mm256_dpbusd_epi32(_mm256_mullo_epi32(c0, _mm256_set1_epi32(254)), q, d[1]);
+            (t01, if TWO { zero } else { _mm256_dpbusd_epi32(zero, q, d[2]) })
+        };
+    }
     let p0 = _mm256_maddubs_epi16(q, d[0]);
     let p1 = _mm256_maddubs_epi16(q, d[1]);
     let ones = _mm256_set1_epi16(1);
@@ -43,15 +53,19 @@ fn group8<const TWO: bool>(q: __m256i, d: &[__m256i; 3]) -> Sums {
 
 /// The 16-bit route: `q` the codes of elements 0..16 and 16..32; `x` the block's `254 d0 + d1`
 /// and `d2`, each as elements 0..16 and 16..32 (`TWO`: `x[2..]` unused, `t2` zero).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn group16<const TWO: bool>(q: [__m256i; 2], x: &[__m256i; 4]) -> Sums {
-    let t01 = _mm256_add_epi32(_mm256_madd_epi16(q[0], x[0]), _mm256_madd_epi16(q[1], x[1]));
+/// `VNNI`: the second product added by `vpdpwssd` (i16 pairs summed into i32: `madd` + add).
+#[inline(always)]
+unsafe fn group16<const TWO: bool, const VNNI: bool>(q: [__m256i; 2], x: &[__m256i; 4]) -> Sums {
+    // SAFETY: VNNI is only instantiated from `dot_vnni`, whose caller detected AVX512-VNNI, -VL.
+    let madd2 = |a: __m256i, b: __m256i, c: __m256i, d: __m256i| match VNNI {
+        true => unsafe { _mm256_dpwssd_epi32(_mm256_madd_epi16(a, b), c, d) },
+        false => _mm256_add_epi32(_mm256_madd_epi16(a, b), _mm256_madd_epi16(c, d)),
+    };
+    let t01 = madd2(q[0], x[0], q[1], x[1]);
     if TWO {
         return (t01, _mm256_setzero_si256());
     }
-    let t2 = _mm256_add_epi32(_mm256_madd_epi16(q[0], x[2]), _mm256_madd_epi16(q[1], x[3]));
-    (t01, t2)
+    (t01, madd2(q[0], x[2], q[1], x[3]))
 }
 
 /// Whether format `F` takes the 16-bit route.
@@ -84,9 +98,8 @@ unsafe fn codes16<const F: u8>(v: &PartView, gi: usize) -> [__m256i; 2] {
 /// and the zero-point or minimum term first, then the groups. (Two rows at a time, sharing each
 /// block's digit loads, measured no faster: the kernel is bound by its vector operations, and
 /// slower at k = 4864.)
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_row<const F: u8, const TWO: bool>(v: &PartView, r: usize, x: &Digits) -> f32 {
+#[inline(always)]
+unsafe fn dot_row<const F: u8, const TWO: bool, const VNNI: bool>(v: &PartView, r: usize, x: &Digits) -> f32 {
     let fmt = v.format;
     let groups = v.k / GROUP;
     let qs_bytes = fmt.planes().qs;
@@ -152,12 +165,12 @@ unsafe fn dot_row<const F: u8, const TWO: bool>(v: &PartView, r: usize, x: &Digi
                     let (a, b) = (x01.add(GROUP * g), x2.add(GROUP * g));
                     let zero = _mm256_setzero_si256();
                     let d2 = if TWO { [zero, zero] } else { [ld(b), ld(b.add(16))] };
-                    group16::<TWO>(codes16::<F>(v, gi), &[ld(a), ld(a.add(16)), d2[0], d2[1]])
+                    group16::<TWO, VNNI>(codes16::<F>(v, gi), &[ld(a), ld(a.add(16)), d2[0], d2[1]])
                 } else {
                     let p = d8.add(BLOCK_BYTES * g);
                     let ld = |o: usize| _mm256_loadu_si256(p.add(o) as *const __m256i);
                     let d2 = if TWO { _mm256_setzero_si256() } else { ld(2 * GROUP) };
-                    group8::<TWO>(q, &[ld(0), ld(GROUP), d2])
+                    group8::<TWO, VNNI>(q, &[ld(0), ld(GROUP), d2])
                 }
             };
             let sc = if halves16 { scale8[j] } else { _mm256_set1_ps(scale[2 * j]) };
@@ -181,15 +194,20 @@ const PREFETCH: usize = 4096;
 const CHUNK: usize = 32;
 
 /// Rows `r0..r0 + out.len()` of one format.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_format<const F: u8>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
+#[inline(always)]
+unsafe fn dot_format<const F: u8, const VNNI: bool>(
+    v: &PartView,
+    r0: usize,
+    x: &Digits,
+    out: &mut [f32],
+    n: IntDigits,
+) {
     for (i, o) in out.iter_mut().enumerate() {
         // SAFETY: rows r0.. are in the part (the caller's check on out.len()).
         *o = unsafe {
             match n {
-                IntDigits::Two => dot_row::<F, true>(v, r0 + i, x),
-                IntDigits::Three => dot_row::<F, false>(v, r0 + i, x),
+                IntDigits::Two => dot_row::<F, true, VNNI>(v, r0 + i, x),
+                IntDigits::Three => dot_row::<F, false, VNNI>(v, r0 + i, x),
             }
         };
     }
@@ -199,19 +217,35 @@ unsafe fn dot_format<const F: u8>(v: &PartView, r0: usize, x: &Digits, out: &mut
 /// that those rows exist, `x.k() == v.k` and that the format is quantized.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
+    // SAFETY: the caller's checks are what the body assumes.
+    unsafe { dot_any::<false>(v, r0, x, out, n) }
+}
+
+/// [`dot`] with the integer products on AVX512-VNNI (256-bit, so AVX512-VL too): the same sums,
+/// so the same bits, in fewer instructions. The caller also detected those (see
+/// [`super::has_vnni`]). The whole kernel is inlined here, so the VNNI instructions compile in
+/// this function's features.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub unsafe fn dot_vnni(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
+    // SAFETY: as for `dot`.
+    unsafe { dot_any::<true>(v, r0, x, out, n) }
+}
+
+#[inline(always)]
+unsafe fn dot_any<const VNNI: bool>(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDigits) {
     // SAFETY (every arm): the caller's checks are what the body assumes.
     unsafe {
         match v.format {
-            WeightFormat::Q4_0 => dot_format::<Q4_0>(v, r0, x, out, n),
-            WeightFormat::Q4_1 => dot_format::<Q4_1>(v, r0, x, out, n),
-            WeightFormat::Q5_0 => dot_format::<Q5_0>(v, r0, x, out, n),
-            WeightFormat::Q5_1 => dot_format::<Q5_1>(v, r0, x, out, n),
-            WeightFormat::Q8_0 => dot_format::<Q8_0>(v, r0, x, out, n),
-            WeightFormat::Q2_K => dot_format::<Q2_K>(v, r0, x, out, n),
-            WeightFormat::Q3_K => dot_format::<Q3_K>(v, r0, x, out, n),
-            WeightFormat::Q4_K => dot_format::<Q4_K>(v, r0, x, out, n),
-            WeightFormat::Q5_K => dot_format::<Q5_K>(v, r0, x, out, n),
-            WeightFormat::Q6_K => dot_format::<Q6_K>(v, r0, x, out, n),
+            WeightFormat::Q4_0 => dot_format::<Q4_0, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q4_1 => dot_format::<Q4_1, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q5_0 => dot_format::<Q5_0, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q5_1 => dot_format::<Q5_1, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q8_0 => dot_format::<Q8_0, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q2_K => dot_format::<Q2_K, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q3_K => dot_format::<Q3_K, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q4_K => dot_format::<Q4_K, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q5_K => dot_format::<Q5_K, VNNI>(v, r0, x, out, n),
+            WeightFormat::Q6_K => dot_format::<Q6_K, VNNI>(v, r0, x, out, n),
             WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => unreachable!("float formats have no codes"),
         }
     }
@@ -223,9 +257,8 @@ pub unsafe fn dot(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: IntDi
 /// group's codes unpacked (and, 16-bit route, widened), the chunk's `a`, `b` and `b - offset a`.
 /// A prefill's few rows then stream the weight once instead of once per row. The caller checked
 /// the row and that every input has `k = v.k`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_row_multi<const F: u8, const TWO: bool, const R: usize>(
+#[inline(always)]
+unsafe fn dot_row_multi<const F: u8, const TWO: bool, const R: usize, const VNNI: bool>(
     v: &PartView,
     r: usize,
     xs: &[Digits],
@@ -312,7 +345,7 @@ unsafe fn dot_row_multi<const F: u8, const TWO: bool, const R: usize>(
                     let (a, b) = (x01[t].add(GROUP * g), x2[t].add(GROUP * g));
                     let zero = _mm256_setzero_si256();
                     let d2 = if TWO { [zero, zero] } else { [ld(b), ld(b.add(16))] };
-                    let (t01, t2) = group16::<TWO>(q16, &[ld(a), ld(a.add(16)), d2[0], d2[1]]);
+                    let (t01, t2) = group16::<TWO, VNNI>(q16, &[ld(a), ld(a.add(16)), d2[0], d2[1]]);
                     let sc = if halves16 { scale8[t][j] } else { _mm256_set1_ps(scale[t][2 * j]) };
                     acc01[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t01), sc, acc01[t]);
                     if !TWO {
@@ -333,9 +366,13 @@ pub(super) const MULTI_MAX: usize = 4;
 
 /// Rows `r0..` of one format against every input of `xs`, `out[i * xs.len() + t]` row `r0 + i`'s
 /// dot with input `t`; the inputs in blocks of at most [`MULTI_MAX`], as even as can be.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_format_multi<const F: u8, const TWO: bool>(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32]) {
+#[inline(always)]
+unsafe fn dot_format_multi<const F: u8, const TWO: bool, const VNNI: bool>(
+    v: &PartView,
+    r0: usize,
+    xs: &[Digits],
+    out: &mut [f32],
+) {
     let m = xs.len();
     let blocks = m.div_ceil(MULTI_MAX);
     for (i, o) in out.chunks_exact_mut(m).enumerate() {
@@ -346,10 +383,10 @@ unsafe fn dot_format_multi<const F: u8, const TWO: bool>(v: &PartView, r0: usize
             // SAFETY: row r0 + i is in the part (the caller's check on out.len()).
             unsafe {
                 match nb {
-                    1 => dot_row_multi::<F, TWO, 1>(v, r0 + i, x, o),
-                    2 => dot_row_multi::<F, TWO, 2>(v, r0 + i, x, o),
-                    3 => dot_row_multi::<F, TWO, 3>(v, r0 + i, x, o),
-                    4 => dot_row_multi::<F, TWO, 4>(v, r0 + i, x, o),
+                    1 => dot_row_multi::<F, TWO, 1, VNNI>(v, r0 + i, x, o),
+                    2 => dot_row_multi::<F, TWO, 2, VNNI>(v, r0 + i, x, o),
+                    3 => dot_row_multi::<F, TWO, 3, VNNI>(v, r0 + i, x, o),
+                    4 => dot_row_multi::<F, TWO, 4, VNNI>(v, r0 + i, x, o),
                     _ => unreachable!("blocks of 1..={MULTI_MAX}"),
                 }
             }
@@ -364,21 +401,34 @@ unsafe fn dot_format_multi<const F: u8, const TWO: bool>(v: &PartView, r0: usize
 /// that every input has `k() == v.k` and that the format is quantized.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_multi(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32], n: IntDigits) {
+    // SAFETY: the caller's checks are what the body assumes.
+    unsafe { dot_multi_any::<false>(v, r0, xs, out, n) }
+}
+
+/// [`dot_multi`] on AVX512-VNNI (see [`dot_vnni`]; the caller detected the features).
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub unsafe fn dot_multi_vnni(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32], n: IntDigits) {
+    // SAFETY: as for `dot_multi`.
+    unsafe { dot_multi_any::<true>(v, r0, xs, out, n) }
+}
+
+#[inline(always)]
+unsafe fn dot_multi_any<const VNNI: bool>(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32], n: IntDigits) {
     macro_rules! by_format {
         ($two:literal) => {
             // SAFETY (every arm): the caller's checks are what the body assumes.
             unsafe {
                 match v.format {
-                    WeightFormat::Q4_0 => dot_format_multi::<Q4_0, $two>(v, r0, xs, out),
-                    WeightFormat::Q4_1 => dot_format_multi::<Q4_1, $two>(v, r0, xs, out),
-                    WeightFormat::Q5_0 => dot_format_multi::<Q5_0, $two>(v, r0, xs, out),
-                    WeightFormat::Q5_1 => dot_format_multi::<Q5_1, $two>(v, r0, xs, out),
-                    WeightFormat::Q8_0 => dot_format_multi::<Q8_0, $two>(v, r0, xs, out),
-                    WeightFormat::Q2_K => dot_format_multi::<Q2_K, $two>(v, r0, xs, out),
-                    WeightFormat::Q3_K => dot_format_multi::<Q3_K, $two>(v, r0, xs, out),
-                    WeightFormat::Q4_K => dot_format_multi::<Q4_K, $two>(v, r0, xs, out),
-                    WeightFormat::Q5_K => dot_format_multi::<Q5_K, $two>(v, r0, xs, out),
-                    WeightFormat::Q6_K => dot_format_multi::<Q6_K, $two>(v, r0, xs, out),
+                    WeightFormat::Q4_0 => dot_format_multi::<Q4_0, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q4_1 => dot_format_multi::<Q4_1, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q5_0 => dot_format_multi::<Q5_0, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q5_1 => dot_format_multi::<Q5_1, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q8_0 => dot_format_multi::<Q8_0, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q2_K => dot_format_multi::<Q2_K, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q3_K => dot_format_multi::<Q3_K, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q4_K => dot_format_multi::<Q4_K, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q5_K => dot_format_multi::<Q5_K, $two, VNNI>(v, r0, xs, out),
+                    WeightFormat::Q6_K => dot_format_multi::<Q6_K, $two, VNNI>(v, r0, xs, out),
                     WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
                         unreachable!("float formats have no codes")
                     }

@@ -111,6 +111,11 @@ pub fn dot_rows_int(v: &PartView, r0: usize, x: &Digits, out: &mut [f32], n: Int
         v.format.name()
     );
     #[cfg(target_arch = "x86_64")]
+    if super::has_vnni() {
+        // SAFETY: the CPU features were detected; the assert above is the callee's contract.
+        return unsafe { super::avx2_int::dot_vnni(v, r0, x, out, n) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU features were detected; the assert above is the callee's contract.
         return unsafe { super::avx2_int::dot(v, r0, x, out, n) };
@@ -139,6 +144,11 @@ pub fn dot_rows_int_multi(v: &PartView, r0: usize, xs: &[Digits], out: &mut [f32
         v.k,
         v.format.name()
     );
+    #[cfg(target_arch = "x86_64")]
+    if super::has_vnni() {
+        // SAFETY: the CPU features were detected; the assert above is the callee's contract.
+        return unsafe { super::avx2_int::dot_multi_vnni(v, r0, xs, out, n) };
+    }
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU features were detected; the assert above is the callee's contract.

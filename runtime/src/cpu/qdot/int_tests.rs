@@ -238,6 +238,46 @@ fn multi_input_integer_dot_is_the_one_row_dot_bit_for_bit() {
     }
 }
 
+/// On a CPU with AVX512-VNNI, the one-row dot's VNNI kernel (what [`dot_rows_int`] runs there)
+/// gives the plain AVX2 kernel's bits for every quantized format, both digit counts, ordinary and
+/// nasty inputs (it sums the same integers; only the instructions differ). Elsewhere: nothing
+/// to compare, said on stderr.
+#[test]
+fn vnni_integer_dot_is_the_avx2_dot_bit_for_bit() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !has_vnni() {
+            eprintln!("no AVX512-VNNI here (or QWEN_AOT_CPU_VNNI=0): nothing to compare");
+            return;
+        }
+        let mut rng = Rng(91);
+        let mut compared = 0;
+        for f in ALL_FORMATS.into_iter().filter(|f| !f.is_float()) {
+            for &k in ks(f) {
+                let rows = 6;
+                let bytes = random_part(f, rows, k, &mut rng);
+                let v = PartView::new(f, rows, k, &bytes).unwrap();
+                for x in [(0..k).map(|_| rng.unit()).collect(), nasty_row(k, &mut rng)] {
+                    let d = Digits::quantize(&x);
+                    for n in [IntDigits::Two, IntDigits::Three] {
+                        let (mut plain, mut vnni) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+                        // SAFETY: both kernels' features were detected (has_vnni implies
+                        // has_avx2); every row exists, the digits have k = v.k, f is quantized.
+                        unsafe {
+                            super::avx2_int::dot(&v, 0, &d, &mut plain, n);
+                            super::avx2_int::dot_vnni(&v, 0, &d, &mut vnni, n);
+                        }
+                        assert_eq!(vnni.map_bits(), plain.map_bits(), "{} k={k} {n:?}", f.name());
+                        assert!(plain.iter().all(|p| !p.is_nan()));
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared >= 40, "{compared} comparisons");
+    }
+}
+
 /// Every f16 scale extreme (as in the f32 dot's test) for formats with and without a minimum.
 #[test]
 fn integer_dot_is_bounded_at_extreme_scales() {

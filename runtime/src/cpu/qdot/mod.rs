@@ -31,6 +31,26 @@ use std::sync::OnceLock;
 
 use crate::quant::{reference, PartView, WeightFormat, GROUP, SUPER};
 
+/// Whether the one-row integer dot runs its products on AVX512-VNNI ([`avx2_int::dot_vnni`]):
+/// the AVX2 path's features plus AVX512-VNNI and -VL (Zen 4 and later, Ice Lake and later Xeons),
+/// unless `QWEN_AOT_CPU_VNNI=0` (to compare). Detected once.
+pub fn has_vnni() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            has_avx2()
+                && std::env::var("QWEN_AOT_CPU_VNNI").as_deref() != Ok("0")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// Whether the AVX2 path runs (detected once).
 pub fn has_avx2() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();

@@ -94,3 +94,36 @@ fn ctrl_c_at_the_prompt_exits_cleanly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C at the prompt exits with 0");
 }
+
+#[test]
+fn speculative_decoding_gives_the_same_conversation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    // Seed 3's answers repeat themselves, so drafts are checked and kept.
+    common::write_tiny_model(&model, 3, "Tiny Chat Model");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-n", "40"];
+        args.extend_from_slice(extra);
+        let out =
+            chat(&model, &args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = out;
+        child.stdin.take().unwrap().write_all(b"abcabcabc abc\nabc abcabc\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        // Each turn's `[..., C cached, reused R]`: what the cache holds after it.
+        let cached: Vec<String> = err
+            .lines()
+            .filter_map(|l| {
+                l.find(" cached, reused ").map(|at| l[..at].rsplit(", ").next().unwrap().to_string() + &l[at..])
+            })
+            .collect();
+        (out.stdout, cached, err)
+    };
+    let (plain_out, plain_cached, _) = run(&[]);
+    let (spec_out, spec_cached, spec_err) = run(&["--draft-max", "6", "--draft-ngram-min", "1"]);
+    assert_eq!(plain_cached.len(), 2, "two turns");
+    assert_eq!(spec_out, plain_out, "the answers");
+    assert_eq!(spec_cached, plain_cached, "the cache after each turn");
+    assert!(spec_err.contains(" accepted"), "drafts were checked: {spec_err}");
+}

@@ -383,10 +383,12 @@ impl Executor for CpuExecutor {
         rayon::scope(|_| self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None }))
     }
     fn verify_row_cost(&self) -> Option<f32> {
-        // Measured on a 2-core AVX2 machine with the default model (`qwen-aot bench --backend
-        // cpu`): a pass of 2 / 4 / 8 rows costs 1.5 / 2.4 / 4.7 decode steps. The integer dot is
-        // compute-bound, so a row shares only the unpacking of the weights with the others.
-        Some(0.48)
+        // Measured on a 2-core Zen 4 with the default model (`qwen-aot bench --backend cpu`): a
+        // pass of 2 / 4 / 8 rows costs 1.3-1.5 / 2.2-2.4 / 4.2-4.7 decode steps. The integer dot
+        // is compute-bound, so a row shares only the unpacking of the weights with the others.
+        // Where the pass runs as decode steps (see `rows_match_decode`), a row is a whole step,
+        // and no draft pays.
+        Some(if self.rows_match_decode(2) { 0.48 } else { 1.0 })
     }
     fn verify(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<u32>, RuntimeError> {
         // On a pool thread, as a decode step (see `decode`).

@@ -37,7 +37,9 @@ fn plain(model: &CompiledModel, sampling: &SamplingParams, n: usize) -> Vec<u32>
     ids
 }
 
-fn check_verify_against_decode(mix: &FormatMix, sampling: &SamplingParams) {
+/// `row_cost`: what the executor should say a verify row costs (a whole step where its pass runs
+/// as decode steps: then no draft is ever checked).
+fn check_verify_against_decode(mix: &FormatMix, sampling: &SamplingParams, row_cost: f32) {
     let hp = multi_window_hparams();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
@@ -46,6 +48,7 @@ fn check_verify_against_decode(mix: &FormatMix, sampling: &SamplingParams) {
     let want = plain(&model, sampling, 14);
 
     let mut s = session(&model, sampling);
+    assert_eq!(s.verify_row_cost(), Some(row_cost));
     assert_eq!(s.prefill(&PROMPT, LogitsWanted::None).unwrap().next_token, want[0]);
     let p0 = s.pos();
     // A right draft of four: all kept, and the token after them.
@@ -75,7 +78,7 @@ fn check_verify_against_decode(mix: &FormatMix, sampling: &SamplingParams) {
 
 #[test]
 fn a_verify_pass_gives_the_decode_steps_tokens_on_quantized_weights() {
-    check_verify_against_decode(&default_model_mix(), &SamplingParams::default());
+    check_verify_against_decode(&default_model_mix(), &SamplingParams::default(), 0.48);
 }
 
 #[test]
@@ -90,13 +93,13 @@ fn a_verify_pass_gives_the_decode_steps_tokens_when_sampling_with_penalties() {
         penalty_window: 6,
         seed: 77,
     };
-    check_verify_against_decode(&default_model_mix(), &sampling);
+    check_verify_against_decode(&default_model_mix(), &sampling, 0.48);
 }
 
 #[test]
 fn a_verify_pass_gives_the_decode_steps_tokens_on_an_f16_plan() {
     // The prefill's SGEMM on float weights rounds differently: the executor checks row by row.
-    check_verify_against_decode(&FormatMix::f16(), &SamplingParams::default());
+    check_verify_against_decode(&FormatMix::f16(), &SamplingParams::default(), 1.0);
 }
 
 #[test]

@@ -96,7 +96,7 @@ fn ctrl_c_at_the_prompt_exits_cleanly() {
 }
 
 #[test]
-fn speculative_decoding_gives_the_same_conversation() {
+fn speculative_decoding_gives_the_same_conversation_and_is_the_default() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny.gguf");
     // Seed 3's answers repeat themselves, so drafts are checked and kept.
@@ -120,10 +120,14 @@ fn speculative_decoding_gives_the_same_conversation() {
             .collect();
         (out.stdout, cached, err)
     };
-    let (plain_out, plain_cached, _) = run(&[]);
+    let (plain_out, plain_cached, _) = run(&["--draft-max", "0"]);
     let (spec_out, spec_cached, spec_err) = run(&["--draft-max", "6", "--draft-ngram-min", "1"]);
     assert_eq!(plain_cached.len(), 2, "two turns");
     assert_eq!(spec_out, plain_out, "the answers");
     assert_eq!(spec_cached, plain_cached, "the cache after each turn");
     assert!(spec_err.contains(" accepted"), "drafts were checked: {spec_err}");
+    // Speculation is the default (--draft-max 8, n-grams of 2 to 4 tokens): the same again.
+    let (default_out, default_cached, default_err) = run(&[]);
+    assert_eq!((default_out, default_cached), (plain_out, plain_cached));
+    assert!(default_err.contains(" accepted"), "drafts were checked by default: {default_err}");
 }

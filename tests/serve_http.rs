@@ -123,8 +123,13 @@ impl Drop for Server {
 
 /// `generate --json` on the CPU, greedy: the reference text.
 fn generate(mode: &str, text: &str, max_tokens: u64) -> Value {
+    generate_with(mode, text, max_tokens, &[])
+}
+
+fn generate_with(mode: &str, text: &str, max_tokens: u64, extra: &[&str]) -> Value {
     let model = model();
     let out = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args(extra)
         .args([
             "--model",
             model.to_str().unwrap(),
@@ -297,7 +302,8 @@ async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine(
 async fn speculative_decoding_serves_the_plain_answer_and_counts_its_drafts() {
     // The reference case whose answer repeats itself ("Paris is located in ..." twice).
     let prompt = "The capital of France is";
-    let reference = generate("--prompt", prompt, 48);
+    let reference = generate_with("--prompt", prompt, 48, &["--draft-max", "0"]);
+    assert_eq!((reference["draft_tokens"].as_u64(), reference["accepted_draft_tokens"].as_u64()), (Some(0), Some(0)));
     let s = Server::start(&["--draft-max", "8"]).await;
     let body = json!({"prompt": prompt, "max_tokens": 48, "temperature": 0});
     let (status, v) = s.post_json("/v1/completions", &body).await;

@@ -151,7 +151,7 @@ fn run(mut args: Args) -> Result<()> {
     let quiet = args.quiet || args.json;
     let mut loaded = backend::load_model(args.model.as_deref(), args.backend, args.ctx_size, quiet)?;
     loaded.session.set_sampling(&sampling)?;
-    if drafter.is_some() && !loaded.session.can_verify() && !quiet {
+    if args.speculation.asked() && !loaded.session.can_verify() && !quiet {
         eprintln!("{}", unsupported_note(loaded.session.executor().backend().name()));
     }
     if interactive {

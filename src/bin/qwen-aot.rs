@@ -266,6 +266,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet, speculation } => {
             qwen_aot::server::run(qwen_aot::server::ServeOptions {
                 speculation: speculation.drafter()?,
+                speculation_asked: speculation.asked(),
                 model,
                 host,
                 port,

@@ -40,9 +40,10 @@ pub struct ServeOptions {
     pub max_queue: usize,
     pub max_body_bytes: usize,
     pub quiet: bool,
-    /// Speculative decoding for every request (`--draft-max`); ignored, with a note, on a backend
-    /// that cannot verify drafts.
+    /// Speculative decoding for every request (`--draft-max`); ignored on a backend that cannot
+    /// verify drafts, with a note when `speculation_asked` (the flag was given, not defaulted).
     pub speculation: Option<NgramDrafter>,
+    pub speculation_asked: bool,
 }
 
 /// What request handling needs of the loaded model.
@@ -117,9 +118,10 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let ready = Arc::new(OnceLock::new());
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
-    let (model_path, choice, ctx, quiet, info_id, drafter) =
-        (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone(), opts.speculation);
-    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, drafter);
+    let (model_path, choice, ctx, quiet, info_id) =
+        (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
+    let speculation = (opts.speculation, opts.speculation_asked && !quiet);
+    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, speculation);
     let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
         .context("starting the engine thread")?;
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -168,7 +170,7 @@ fn load_model(
     ctx: Option<usize>,
     quiet: bool,
     id: String,
-    speculation: Option<NgramDrafter>,
+    (speculation, note_without_verify): (Option<NgramDrafter>, bool),
 ) -> Result<engine::Loaded> {
     let backend::Loaded { mut session, tokenizer, model, .. } = backend::load_model(model_path, choice, ctx, quiet)?;
     // A server answers many prompts: pay the fast prompt path's one-time costs (cuBLAS on the GPU,
@@ -193,7 +195,7 @@ fn load_model(
         backend: session.executor().backend().name().to_string(),
         speculation: speculation.filter(|_| session.can_verify()),
     };
-    if speculation.is_some() && info.speculation.is_none() && !quiet {
+    if note_without_verify && info.speculation.is_none() {
         eprintln!("{}", crate::speculation_args::unsupported_note(&info.backend));
     }
     if !quiet {

@@ -162,61 +162,66 @@ pub fn generate(
     let (mut drafted, mut accepted) = (0, 0);
     // Tokens already chosen (a verified draft's) and not yet emitted, oldest first.
     let mut ready = std::collections::VecDeque::from([first]);
-    let stop_reason = loop {
-        let next = ready.pop_front().expect("a token is ready");
-        ids.push(next);
-        let is_stop_id = stop_ids.contains(&next);
-        // A stop id ends the answer; its text (`<|im_end|>`) is a control marker, not output.
-        let piece = if is_stop_id { String::new() } else { stream.push(next)? };
-        let (out, hit) = filter.push(&piece);
-        emit(&out, &mut text);
-        if hit {
-            break StopReason::Stop;
-        }
-        if is_stop_id {
-            break StopReason::Eos;
-        }
-        if ids.len() >= opts.max_tokens {
-            break StopReason::Length;
-        }
-        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            break StopReason::Interrupted;
-        }
-        if !ready.is_empty() {
-            continue;
-        }
-        if session.remaining() == 0 {
-            break StopReason::Context;
-        }
-        // The first step captures the decode graph on the GPU: a start-up phase of its own.
-        let _first = (ids.len() == 1).then(|| phases::span("first decode step"));
-        let draft = match speculator.as_mut() {
-            Some(s) => {
-                context.push(next);
-                debug_assert_eq!(context.len(), opts.earlier.len() + prompt_ids.len() + ids.len());
-                // Every token of the pass must fit the cache, and none past max_tokens is wanted.
-                let room = (session.remaining() - 1).min(session.executor().max_prefill_tokens() - 1);
-                s.draft(&context, room.min(opts.max_tokens - ids.len() - 1))
+    // The loop as a closure, so that the rewind below runs on its errors too.
+    let mut run = || -> Result<StopReason> {
+        Ok(loop {
+            let next = ready.pop_front().expect("a token is ready");
+            ids.push(next);
+            let is_stop_id = stop_ids.contains(&next);
+            // A stop id ends the answer; its text (`<|im_end|>`) is a control marker, not output.
+            let piece = if is_stop_id { String::new() } else { stream.push(next)? };
+            let (out, hit) = filter.push(&piece);
+            emit(&out, &mut text);
+            if hit {
+                break StopReason::Stop;
             }
-            None => Draft::default(),
-        };
-        if draft.tokens.is_empty() {
-            ready.push_back(session.decode(next, false)?.next_token);
-        } else {
-            let v = session.verify_draft(next, &draft.tokens)?;
-            if let Some(s) = speculator.as_mut() {
-                s.record(&draft, v.accepted);
+            if is_stop_id {
+                break StopReason::Eos;
             }
-            drafted += draft.tokens.len();
-            accepted += v.accepted;
-            // The accepted draft tokens are fed already; the drafter sees them as they are emitted.
-            context.extend_from_slice(&v.tokens[..v.accepted]);
-            ready.extend(v.tokens);
-        }
+            if ids.len() >= opts.max_tokens {
+                break StopReason::Length;
+            }
+            if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                break StopReason::Interrupted;
+            }
+            if !ready.is_empty() {
+                continue;
+            }
+            if session.remaining() == 0 {
+                break StopReason::Context;
+            }
+            // The first step captures the decode graph on the GPU: a start-up phase of its own.
+            let _first = (ids.len() == 1).then(|| phases::span("first decode step"));
+            let draft = match speculator.as_mut() {
+                Some(s) => {
+                    context.push(next);
+                    debug_assert_eq!(context.len(), opts.earlier.len() + prompt_ids.len() + ids.len());
+                    // Every token of the pass must fit the cache, and none past max_tokens is wanted.
+                    let room = (session.remaining() - 1).min(session.executor().max_prefill_tokens() - 1);
+                    s.draft(&context, room.min(opts.max_tokens - ids.len() - 1))
+                }
+                None => Draft::default(),
+            };
+            if draft.tokens.is_empty() {
+                ready.push_back(session.decode(next, false)?.next_token);
+            } else {
+                let v = session.verify_draft(next, &draft.tokens)?;
+                if let Some(s) = speculator.as_mut() {
+                    s.record(&draft, v.accepted);
+                }
+                drafted += draft.tokens.len();
+                accepted += v.accepted;
+                // The accepted draft tokens are fed already; the drafter sees them as they are emitted.
+                context.extend_from_slice(&v.tokens[..v.accepted]);
+                ready.extend(v.tokens);
+            }
+        })
     };
+    let stop_reason = run();
     // A verified draft may have fed tokens past the one the answer stopped at: the cache keeps
     // the prompt and every generated id but the last, as after plain decode steps.
-    session.rewind(first_pos + prompt_ids.len() + ids.len() - 1);
+    session.rewind(first_pos + prompt_ids.len() + ids.len().saturating_sub(1));
+    let stop_reason = stop_reason?;
     if stop_reason != StopReason::Stop {
         let (out, _) = filter.push(&stream.finish());
         emit(&out, &mut text);

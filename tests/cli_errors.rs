@@ -400,7 +400,7 @@ fn an_empty_cache_variable_means_the_default_cache() {
 }
 
 #[test]
-fn draft_ngram_sizes_that_cannot_match_are_refused_before_loading() {
+fn draft_sizes_that_cannot_match_or_are_too_large_are_refused_before_loading() {
     // Checked before the model is looked up: the nonexistent model is never reached.
     for (min, max) in [("0", "4"), ("5", "4")] {
         let out = generate()
@@ -409,5 +409,10 @@ fn draft_ngram_sizes_that_cannot_match_are_refused_before_loading() {
             .output()
             .unwrap();
         fails_with(out, &format!("--draft-ngram-min {min} must be at least 1 and at most --draft-ngram-max {max}"));
+    }
+    // Sizes that would make every lookup slow or every pass long are refused, not allocated.
+    for (flag, value) in [("--draft-max", "33"), ("--draft-ngram-max", "18446744073709551615")] {
+        let out = generate().args(["--model", "/nonexistent/model.gguf", "-p", "hi", flag, value]).output().unwrap();
+        fails_with(out, &format!("{flag} {value} is more than 32"));
     }
 }

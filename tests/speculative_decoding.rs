@@ -7,7 +7,7 @@
 mod common;
 
 use qwen_aot::backend::{self, BackendChoice};
-use qwen_aot::generation::{generate, GenOptions, Generation};
+use qwen_aot::generation::{generate, GenOptions, Generation, StopReason};
 use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{compile_random, default_model_mix, multi_window_hparams, FormatMix};
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
@@ -140,4 +140,49 @@ fn generating_with_drafts_gives_the_plain_runs_ids_text_and_cache() {
         // The text ends before the stop string; the ids run to the token that completed it.
         assert_eq!((plain.text.as_str(), plain.ids.len()), ("\u{15}".repeat(4).as_str(), 4 + n));
     }
+}
+
+#[test]
+fn generating_with_drafts_equals_plain_when_sampling_at_the_length_limit_and_at_a_full_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tiny.gguf");
+    common::write_tiny_model(&gguf, 3, "tiny");
+    let dir = tmp.path().join("compiled");
+    qwen_aot::model::compile_gguf(&gguf, &dir, &CompileOptions::default(), None, true).unwrap();
+    let drafter = NgramDrafter { max_draft: 6, min_ngram: 1, max_ngram: 3 };
+    // Sampled (seeded, mildly: the answer still repeats), and greedy with penalties.
+    let warm = SamplingParams { temperature: 0.7, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 12, ..Default::default() };
+    let penalised = SamplingParams { repeat_penalty: 1.1, penalty_window: 3, ..Default::default() };
+    let mut kept = 0;
+    // (sampling, KV cache size, max_tokens): the length limit or the full context (23-token
+    // prompt, 48 cached tokens) ends the run while drafts are being kept.
+    for (sampling, ctx, max_tokens) in [
+        (&warm, 256, 60),
+        (&penalised, 256, 60),
+        (&SamplingParams::default(), 48, 200),
+        (&SamplingParams::default(), 256, 37),
+        (&warm, 48, 200),
+    ] {
+        let mut loaded = backend::load(&dir, BackendChoice::Cpu, Some(ctx), true).unwrap();
+        loaded.session.set_sampling(sampling).unwrap();
+        let prompt = loaded.tokenizer.encode("abcabcabcabc abc abcabc");
+        let mut run = |speculation: Option<NgramDrafter>| -> (Generation, usize) {
+            loaded.session.reset();
+            let opts = GenOptions { max_tokens, speculation, ..Default::default() };
+            let g = generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, |_| {}).unwrap();
+            (g, loaded.session.pos())
+        };
+        let (plain, plain_pos) = run(None);
+        let (spec, spec_pos) = run(Some(drafter));
+        let case = format!("{sampling:?}, ctx {ctx}, max_tokens {max_tokens}");
+        assert_eq!(
+            (&spec.ids, &spec.text, spec.stop_reason, spec_pos),
+            (&plain.ids, &plain.text, plain.stop_reason, plain_pos),
+            "{case}"
+        );
+        let want_stop = if ctx == 48 { StopReason::Context } else { StopReason::Length };
+        assert_eq!(plain.stop_reason, want_stop, "{case}");
+        kept += spec.accepted_draft_tokens;
+    }
+    assert!(kept > 0, "some drafts were kept");
 }

@@ -63,11 +63,13 @@ pub trait Executor {
         None
     }
     /// Runs `tokens` at positions `pos..pos + tokens.len()` in one pass, appending their K/V to
-    /// the cache, and returns for every row the token a decode step fed that row would choose
-    /// next (the argmax, or the sampler at that row's position with the tokens up to that row as
-    /// its history): bit for bit what `tokens.len()` calls of [`Executor::decode`] would return.
-    /// Speculative decoding feeds the last token and a draft of guessed continuations, and keeps
-    /// the draft's tokens up to the first that differs from the returned one. Same preconditions
+    /// the cache, and returns, row by row, the token a decode step fed that row would choose next
+    /// (the argmax, or the sampler at that row's position with the tokens up to that row as its
+    /// history): bit for bit what [`Executor::decode`] would return. It stops after the first row
+    /// whose token is not the next row's input (the rows after it are moot), so the result has
+    /// `1..=tokens.len()` entries. Speculative decoding feeds the last token and a draft of
+    /// guessed continuations, and keeps the draft's tokens up to the first returned one that
+    /// differs. Same preconditions
     /// as [`Executor::prefill`]. Backends without it ([`Executor::verify_row_cost`] None) refuse.
     fn verify(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<u32>, RuntimeError> {
         let _ = (tokens, pos);

@@ -100,16 +100,28 @@ impl Session {
         if self.pos + rows > self.exec.max_seq() {
             return Err(RuntimeError::ContextFull { needed: self.pos + rows, max_seq: self.exec.max_seq() });
         }
+        if rows > self.exec.max_prefill_tokens() {
+            return Err(RuntimeError::InvalidCall(format!(
+                "a draft of {} tokens; one pass holds {}",
+                draft.len(),
+                self.exec.max_prefill_tokens() - 1
+            )));
+        }
         let mut fed = Vec::with_capacity(rows);
         fed.push(token);
         fed.extend_from_slice(draft);
         let chosen = self.exec.verify(&fed, self.pos)?;
-        if chosen.len() != rows {
-            return Err(RuntimeError::InvalidCall(format!("verify returned {} tokens for {rows} rows", chosen.len())));
-        }
         let accepted = draft.iter().zip(&chosen).take_while(|(d, c)| d == c).count();
+        // The executor stops at the first wrong guess, so its last token is the one after the
+        // accepted ones.
+        if chosen.len() != accepted + 1 {
+            return Err(RuntimeError::InvalidCall(format!(
+                "verify returned {} tokens for {rows} rows, {accepted} guesses right",
+                chosen.len()
+            )));
+        }
         self.pos += 1 + accepted;
-        Ok(Verified { tokens: chosen[..=accepted].to_vec(), accepted })
+        Ok(Verified { tokens: chosen, accepted })
     }
 
     /// Feeds one token; returns the next greedy token (and its logits if asked).

@@ -17,6 +17,10 @@ pub struct NgramDrafter {
 /// The n-gram sizes `generate --draft-max` uses unless told otherwise.
 pub const DEFAULT_MIN_NGRAM: usize = 2;
 pub const DEFAULT_MAX_NGRAM: usize = 4;
+/// The largest n-gram size and draft accepted: a lookup costs O(context x n-gram) per token, and
+/// a draft longer than a few dozen tokens is never all right.
+pub const MAX_NGRAM_LIMIT: usize = 32;
+pub const MAX_DRAFT_LIMIT: usize = 32;
 
 impl NgramDrafter {
     pub fn new(max_draft: usize) -> NgramDrafter {
@@ -25,6 +29,12 @@ impl NgramDrafter {
 
     /// Checks the sizes (named as the flags that set them).
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_ngram > MAX_NGRAM_LIMIT {
+            return Err(format!("--draft-ngram-max {} is more than {MAX_NGRAM_LIMIT}", self.max_ngram));
+        }
+        if self.max_draft > MAX_DRAFT_LIMIT {
+            return Err(format!("--draft-max {} is more than {MAX_DRAFT_LIMIT}", self.max_draft));
+        }
         if self.min_ngram == 0 || self.min_ngram > self.max_ngram {
             return Err(format!(
                 "--draft-ngram-min {} must be at least 1 and at most --draft-ngram-max {}",
@@ -39,7 +49,9 @@ impl NgramDrafter {
     /// token the draft would follow.
     pub fn draft(&self, context: &[u32], limit: usize) -> Vec<u32> {
         match self.lookup(context) {
-            Some((_, from)) => context[from..(from + limit.min(self.max_draft)).min(context.len())].to_vec(),
+            Some((_, from)) => {
+                context[from..from.saturating_add(limit.min(self.max_draft)).min(context.len())].to_vec()
+            }
             None => Vec::new(),
         }
     }
@@ -101,7 +113,8 @@ impl Speculator {
         };
         let available = (context.len() - from).min(limit).min(self.drafter.max_draft);
         let mut len = best_draft_len(self.acceptance[ngram], self.row_cost, available);
-        if len == 0 && available > 0 {
+        // Probe only where a right guess would pay at all (not where a row costs a whole step).
+        if len == 0 && best_draft_len(1.0, self.row_cost, available) > 0 {
             self.declined += 1;
             if self.declined >= PROBE_EVERY {
                 self.declined = 0;
@@ -229,6 +242,9 @@ mod tests {
         assert!((s.acceptance(2) - expected * (1.0 - LEARNING_RATE)).abs() < 1e-6);
         // No lookup match: nothing to check.
         assert!(s.draft(&[7, 8, 9], 8).tokens.is_empty());
+        // Where a row costs a whole step, nothing is ever checked, not even a probe.
+        let mut whole = Speculator::new(d(4, 1, 2), 1.0);
+        assert!((0..3 * PROBE_EVERY).all(|_| whole.draft(&ctx, 8).tokens.is_empty()));
     }
 
     #[test]
@@ -236,5 +252,8 @@ mod tests {
         assert!(NgramDrafter::new(3).validate().is_ok());
         assert!(d(3, 0, 2).validate().unwrap_err().contains("--draft-ngram-min 0"));
         assert!(d(3, 3, 2).validate().is_err());
+        assert!(d(3, 1, MAX_NGRAM_LIMIT + 1).validate().unwrap_err().contains("--draft-ngram-max 33"));
+        assert!(d(usize::MAX, 1, 4).validate().unwrap_err().contains("--draft-max"));
+        assert!(d(MAX_DRAFT_LIMIT, 1, MAX_NGRAM_LIMIT).validate().is_ok());
     }
 }

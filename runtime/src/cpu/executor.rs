@@ -335,29 +335,36 @@ impl CpuExecutor {
     /// the decode step would choose it; decode steps one by one where the prefill's arithmetic
     /// would differ (see [`Self::rows_match_decode`]).
     fn verify_rows(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<u32>, RuntimeError> {
+        // Row i's token, then whether row i + 1 was fed what it chose (else the rest is moot).
+        let go_on = |chosen: &[u32]| chosen.len() < tokens.len() && chosen.last() == tokens.get(chosen.len());
+        let mut chosen = Vec::with_capacity(tokens.len());
         if !self.rows_match_decode(tokens.len()) {
-            return tokens
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| Ok(self.run(true, &[t], pos + i, LogitsWanted::None)?.next_token))
-                .collect();
+            for (i, &t) in tokens.iter().enumerate() {
+                chosen.push(self.run(true, &[t], pos + i, LogitsWanted::None)?.next_token);
+                if !go_on(&chosen) {
+                    break;
+                }
+            }
+            return Ok(chosen);
         }
         self.run_steps(false, tokens, pos, LogitsWanted::All)?;
         let vocab = self.plan.hparams.vocab;
         let sampled = self.sampled();
-        let all = self.logits_rows(false, tokens.len());
-        all.chunks_exact(vocab)
-            .enumerate()
-            .map(|(i, row)| {
-                crate::session::check_logits(row, vocab, pos + i)?;
-                // The decode step fed row i sees the history through row i and samples for the
-                // position after it; greedy, it takes the plan's argmax, the same function.
-                Ok(match sampled {
-                    true => crate::sampler::sample(row, &self.history[..pos + i + 1], &self.sampling, pos + i + 1),
-                    false => kernels::argmax(row) as u32,
-                })
-            })
-            .collect()
+        for (i, row) in self.logits_rows(false, tokens.len()).chunks_exact(vocab).enumerate() {
+            // Only rows a decode step would have reached are checked and chosen from: a non-finite
+            // logit in a row past the first wrong guess is not the plain run's error.
+            crate::session::check_logits(row, vocab, pos + i)?;
+            // The decode step fed row i sees the history through row i and samples for the
+            // position after it; greedy, it takes the plan's argmax, the same function.
+            chosen.push(match sampled {
+                true => crate::sampler::sample(row, &self.history[..pos + i + 1], &self.sampling, pos + i + 1),
+                false => kernels::argmax(row) as u32,
+            });
+            if !go_on(&chosen) {
+                break;
+            }
+        }
+        Ok(chosen)
     }
 }
 

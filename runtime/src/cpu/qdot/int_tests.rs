@@ -270,6 +270,23 @@ fn vnni_integer_dot_is_the_avx2_dot_bit_for_bit() {
                         assert_eq!(vnni.map_bits(), plain.map_bits(), "{} k={k} {n:?}", f.name());
                         assert!(plain.iter().all(|p| !p.is_nan()));
                         compared += 1;
+                        // The multi-input kernels, one to eight inputs (blocks of up to four).
+                        let xs: Vec<Digits> = (0..8)
+                            .map(|t| {
+                                let row: Vec<f32> = (0..k).map(|i| x[(i + 7 * t) % k] * (1.0 + t as f32)).collect();
+                                Digits::quantize_multi(&row)
+                            })
+                            .collect();
+                        for m in 1..=8 {
+                            let (mut plain, mut vnni) = (vec![f32::NAN; rows * m], vec![f32::NAN; rows * m]);
+                            // SAFETY: as above; every input has k = v.k and its multi arrays.
+                            unsafe {
+                                super::avx2_int::dot_multi(&v, 0, &xs[..m], &mut plain, n);
+                                super::avx2_int::dot_multi_vnni(&v, 0, &xs[..m], &mut vnni, n);
+                            }
+                            assert_eq!(vnni.map_bits(), plain.map_bits(), "{} k={k} {n:?} inputs {m}", f.name());
+                            assert!(plain.iter().all(|p| !p.is_nan()));
+                        }
                     }
                 }
             }

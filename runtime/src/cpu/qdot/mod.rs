@@ -41,6 +41,7 @@ pub fn has_vnni() -> bool {
         {
             has_avx2()
                 && std::env::var("QWEN_AOT_CPU_VNNI").as_deref() != Ok("0")
+                && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
                 && std::arch::is_x86_feature_detected!("avx512vl")
         }

@@ -102,14 +102,21 @@ fn a_verify_pass_gives_the_decode_steps_tokens_on_an_f16_plan() {
     check_verify_against_decode(&FormatMix::f16(), &SamplingParams::default(), 1.0);
 }
 
-#[test]
-fn generating_with_drafts_gives_the_plain_runs_ids_text_and_cache() {
+/// The tiny model of seed 3, compiled: it answers `abcabcabcabc abc abcabc` with four control
+/// bytes and then "H" over and over, so drafts are checked and kept. (The directory lives as long
+/// as the returned guard.)
+fn repeating_tiny_model() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let gguf = tmp.path().join("tiny.gguf");
-    // Seed 3 answers this prompt with four control bytes and then "H" over and over.
     common::write_tiny_model(&gguf, 3, "tiny");
     let dir = tmp.path().join("compiled");
     qwen_aot::model::compile_gguf(&gguf, &dir, &CompileOptions::default(), None, true).unwrap();
+    (tmp, dir)
+}
+
+#[test]
+fn generating_with_drafts_gives_the_plain_runs_ids_text_and_cache() {
+    let (_tmp, dir) = repeating_tiny_model();
     let mut loaded = backend::load(&dir, BackendChoice::Cpu, Some(256), true).unwrap();
     let prompt = loaded.tokenizer.encode("abcabcabcabc abc abcabc");
     let mut run = |speculation: Option<NgramDrafter>, stop: &[String]| -> (Generation, usize) {
@@ -144,11 +151,7 @@ fn generating_with_drafts_gives_the_plain_runs_ids_text_and_cache() {
 
 #[test]
 fn generating_with_drafts_equals_plain_when_sampling_at_the_length_limit_and_at_a_full_context() {
-    let tmp = tempfile::tempdir().unwrap();
-    let gguf = tmp.path().join("tiny.gguf");
-    common::write_tiny_model(&gguf, 3, "tiny");
-    let dir = tmp.path().join("compiled");
-    qwen_aot::model::compile_gguf(&gguf, &dir, &CompileOptions::default(), None, true).unwrap();
+    let (_tmp, dir) = repeating_tiny_model();
     let drafter = NgramDrafter { max_draft: 6, min_ngram: 1, max_ngram: 3 };
     // Sampled (seeded, mildly: the answer still repeats), and greedy with penalties.
     let warm = SamplingParams { temperature: 0.7, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 12, ..Default::default() };

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Where one decode kernel's warps wait, on the GPU machine: Nsight Compute's full sections
+# (speed of light, occupancy, warp states, scheduler, memory) for one launch of each kernel named,
+# inside `qwen-aot bench --random` (no CUDA graph: each launch is its own kernel; ncu serialises
+# it, so there is no PDL overlap). Prints the details page per kernel; the raw report goes to $OUT.
+#   usage: [SHAPE=1.5b] [SKIP=launches of that name to pass first] scripts/device-stalls.sh BIN KERNEL [KERNEL ...]
+#   e.g.   SHAPE=1.5b scripts/device-stalls.sh .device/bin/qwen-aot gemv_m_swiglu_q4_k gemv_m_store_q6_k
+set -uo pipefail
+bin=$1
+shift
+shape=${SHAPE:-0.5b}
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+ncu=/usr/local/cuda/bin/ncu
+for kernel in "$@"; do
+  # SKIP defaults past the warm-up and the bench's prefills, into its depth-0 decode runs.
+  QWEN_AOT_NO_GRAPH=1 timeout 300 "$ncu" --set full --clock-control none --kernel-name "$kernel" --launch-skip "${SKIP:-2000}" --launch-count 1 \
+    -f -o "$out/stalls-$kernel" "$bin" bench --random --random-shape "$shape" --json --quiet >"$out/stalls-$kernel.log" 2>&1 ||
+    { echo "ncu $kernel failed: $(tail -n3 "$out/stalls-$kernel.log")"; continue; }
+  echo "===== $kernel ($shape)"
+  "$ncu" --import "$out/stalls-$kernel.ncu-rep" --page details --print-units base \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
+    --section MemoryWorkloadAnalysis --section LaunchStats 2>&1 |
+    grep -E 'Duration|SM Frequency|Memory Throughput|DRAM Throughput|L2 Hit|L1/TEX Hit|Issued Warp|Eligible Warps|Active Warps Per Sch|Warp Cycles Per Issued|Grid Size|Registers Per|Dynamic Shared|Occupancy  |Compute \(SM\)|SM Active'
+  # The stall reasons: cycles per issued instruction that warps spent in each state, largest first.
+  "$ncu" --import "$out/stalls-$kernel.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+head, vals = rows[0], rows[-1]
+st = [(float(v.replace(",", "")), h) for h, v in zip(head, vals)
+      if h.startswith("smsp__average_warps_issue_stalled_") and h.endswith("_per_issue_active.ratio") and v]
+print("stall reasons (warp cycles per issued instruction):")
+for v, h in sorted(st, reverse=True)[:10]:
+    print(f"  {h[len("smsp__average_warps_issue_stalled_"):-len("_per_issue_active.ratio")]:<24} {v:8.2f}")
+m = dict(zip(head, vals))
+print("warp instructions executed:", m.get("smsp__inst_executed.sum"), " DRAM bytes:", m.get("dram__bytes.sum"))'
+done

@@ -89,9 +89,10 @@ QA_DEVICE void pack_digits(float e, float inv, int i, uint32_t (&dw)[3]) {
 // LANES (8 or 4) lanes per group; lane `part` holds WORDS = 8 / LANES float4s of its group: word
 // `part + LANES w` of the group's eight (elements 4 (part + LANES w) ..), i.e. digit-plane word
 // 2 (q % 4) + q / 4 for q = part + LANES w (digit_pos).
-template <int LANES, int WARPS>
+template <int LANES, int WARPS, bool SB_SCALE>
 QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restrict__ nw, int G, uint8_t* xd,
                             XGroup* xg) {
+    static_assert(!SB_SCALE || LANES == 4, "a super-block's eight groups are one warp's 32 lanes");
     constexpr int WORDS = 8 / LANES, GROUPS = WARPS * 32 / LANES, CHUNK = PREP_LOADS / (4 * WORDS);
     const int part = threadIdx.x & (LANES - 1), slot = threadIdx.x / LANES;
     float ss = 0.0f;
@@ -131,7 +132,7 @@ QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restr
                 half[w] = (a.x + a.y) + (a.z + a.w);
             }
 #pragma unroll
-            for (int m = 1; m < LANES; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+            for (int m = 1; m < (SB_SCALE ? 32 : LANES); m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
             // sum0: the group's elements 0..15 (its words q < 4), total: all 32. Eight lanes:
             // parts 0-3 hold the first half, 4-7 the second; four lanes: each lane's word 0 is
             // in the first half and its word 1 in the second.
@@ -181,14 +182,15 @@ QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restr
 // 1.5B shapes' step got 2 % shorter; the other pairs' kernels (the default model's Q5_0 / Q8_0)
 // went from 72-76 to 77-80 registers with both paths and their step 0.6 % longer
 // (experiments/LOG.md, eighteenth session).
-template <bool WIDE, int WARPS>
+template <bool WIDE, bool SB_SCALE, int WARPS>
 QA_DEVICE float prep_x_digits(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
                               uint8_t* xd, XGroup* xg, float* scratch) {
     const int G = k >> 5;
     const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
     const float4* nw = reinterpret_cast<const float4*>(norm_w);
-    float ss = WIDE && G > WARPS * 32 / 8 ? prep_rounds<4, WARPS>(xr, nw, G, xd, xg)
-                                          : prep_rounds<8, WARPS>(xr, nw, G, xd, xg);
+    float ss = SB_SCALE                        ? prep_rounds<4, WARPS, true>(xr, nw, G, xd, xg)
+               : WIDE && G > WARPS * 32 / 8 ? prep_rounds<4, WARPS, false>(xr, nw, G, xd, xg)
+                                             : prep_rounds<8, WARPS, false>(xr, nw, G, xd, xg);
     if (norm_w == nullptr) {
         __syncthreads();
         return 1.0f;
@@ -511,13 +513,72 @@ QA_DEVICE void m_pair(const MRaw& ra, const MRaw& rb, int ga, int gq, int tq, co
     m_step<F>(ra, rb, bw, xg[ga], xg[ga + 1], tq, dw, acc);
 }
 
+// A whole super-block of a k-quant row (SG = 8), with x's digits on one scale for the super-block
+// (prep_rounds' SB_SCALE): the integer sub-scales multiply the MMA sums in int32 across all eight
+// groups, and the f32 arithmetic -- digit weights, d, x's scale, the min or zero-point term -- runs
+// once per super-block instead of once per group (the per-pair path spent ~43 instructions per
+// two groups on it: experiments/LOG.md, twenty-second session). Bounds: |C| <= 31 * 127 * 32
+// (Q5_K) or 63 * 127 * 16 per half (Q6_K), times sub-scales <= 63 or 128, over 8 groups: < 2^28.
+template <int F>
+QA_DEVICE void consume_superblock(const MRaw (&r)[WIDE_STEP_GROUPS], int g0, int gq, int tq, const uint8_t* xd,
+                                  const XGroup* xg, const DigitWeights& dw, float& acc) {
+    using T = QTraits<F>;
+    int ia[4] = {0, 0, 0, 0};
+    float msum = 0.0f;  // sum_g m_g sum(x'_g) (Q4_K, Q5_K) or sum_h sc_h sum(x'_h) (Q6_K)
+#pragma unroll
+    for (int i = 0; i < WIDE_STEP_GROUPS; i += 2) {
+        const int ga = g0 + i;
+        uint2 bw = make_uint2(0u, 0u);
+        if (gq < 6) bw = *reinterpret_cast<const uint2*>(xd + 96 * (gq < 3 ? ga : ga + 1) + (gq % 3) * 32 + 8 * tq);
+        const XGroup ya = xg[ga], yb = xg[ga + 1];
+        uint32_t alo, ahi, blo, bhi;
+        m_codes<F>(r[i], tq, alo, ahi);
+        m_codes<F>(r[i + 1], tq, blo, bhi);
+        if (!T::HALVES) {  // Q4_K, Q5_K: sc byte 0 the sub-scale, byte 1 the min
+            int c[4] = {0, 0, 0, 0};
+            const uint32_t a[4] = {alo, blo, ahi, bhi};
+            mma_k32(a, bw.x, bw.y, c);
+            const int sa = (int)(r[i].s & 0xFFu), sb = (int)(r[i + 1].s & 0xFFu);
+            ia[0] += sa * c[0];
+            ia[1] += sa * c[1];
+            ia[2] += sb * c[2];
+            ia[3] += sb * c[3];
+            msum = fmaf((float)((r[i].s >> 8) & 0xFFu), ya.sum, msum);
+            msum = fmaf((float)((r[i + 1].s >> 8) & 0xFFu), yb.sum, msum);
+        } else {  // Q6_K: signed sub-scales per 16
+            int c0[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
+            mma_k16(alo, blo, bw.x, c0);
+            mma_k16(ahi, bhi, bw.y, c1);
+            const int sa0 = q6_sub(r[i].s, 0), sa1 = q6_sub(r[i].s, 1);
+            const int sb0 = q6_sub(r[i + 1].s, 0), sb1 = q6_sub(r[i + 1].s, 1);
+            ia[0] += sa0 * c0[0] + sa1 * c1[0];
+            ia[1] += sa0 * c0[1] + sa1 * c1[1];
+            ia[2] += sb0 * c0[2] + sb1 * c1[2];
+            ia[3] += sb0 * c0[3] + sb1 * c1[3];
+            msum = fmaf((float)sa0, ya.sum0, fmaf((float)sa1, ya.sum - ya.sum0, msum));
+            msum = fmaf((float)sb0, yb.sum0, fmaf((float)sb1, yb.sum - yb.sum0, msum));
+        }
+    }
+    // Lane tq's C slots: digit weights (zero for the slots that are not its tile row's), then
+    // d and x's super-block scale; the min / zero-point term once per quad (lane tq = 0).
+    const float f = fmaf((float)ia[0], dw.a0, fmaf((float)ia[1], dw.a1, fmaf((float)ia[2], dw.b0, (float)ia[3] * dw.b1)));
+    const float d = half_lo(r[0].u);
+    acc = fmaf(f, d * xg[g0].s, acc);
+    const float mz = T::HALVES ? d * (float)mma_zero<F>() : half_hi(r[0].u);
+    if (tq == 0) acc = fmaf(-mz, msum, acc);
+}
+
 template <int F, int SG>
 QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, const uint8_t* xd,
                             const XGroup* xg, const DigitWeights& dw, float& acc) {
     MRaw r[SG];
     read_step<F, SG>(stage, lr, g0, S, gq, tq, r);
+    if constexpr (SG == WIDE_STEP_GROUPS) {
+        consume_superblock<F>(r, g0, gq, tq, xd, xg, dw, acc);
+    } else {
 #pragma unroll
-    for (int i = 0; i < SG; i += 2) m_pair<F>(r[i], r[i + 1], g0 + i, gq, tq, xd, xg, dw, acc);
+        for (int i = 0; i < SG; i += 2) m_pair<F>(r[i], r[i + 1], g0 + i, gq, tq, xd, xg, dw, acc);
+    }
 }
 
 }  // namespace
@@ -581,7 +642,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         cp_async_wait<0>();
         return;
     }
-    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS || WARPS != GEMV_WARPS, WARPS>(x, norm_w, eps, r, k, xd, xg,
+    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS || WARPS != GEMV_WARPS, SG == WIDE_STEP_GROUPS, WARPS>(x, norm_w, eps, r, k, xd, xg,
                                                                                           scratch);
     if (EPI == EPI_STORE && epi_lane) epi_load_acts<EPI>(o, r, n, first_j, first_in);
     const DigitWeights dw = digit_weights(tq);

@@ -14,6 +14,10 @@
 //    signed bytes) times the digits are summed exactly in int32 by mma.m16n8k32.s8; the group's
 //    scale, min and zero point are applied per group in f32: sum_i (dl (q_i - z) - ml) x'_i =
 //    dl s (C0 + C1 / 254 + C2 / 254^2) - (ml + dl z) sum_i x'_i.
+//    The k-quant pairs' 8-warp kernels take x's amax over the whole super-block instead (one s for
+//    its eight groups, within amax_sb * 6.1e-8 -- still f32-exact next to the largest element), so
+//    that the integer sub-scales can multiply the sums in int32 across the super-block and the f32
+//    arithmetic above runs once per super-block (consume_superblock).
 //
 // MMA shape. A warp's tile is 8 rows of W ("tile rows", gq = lane / 4 below); the MMA's 16 A rows
 //    are those 8 rows twice: A row gq holds group ga of tile row gq, A row gq + 8 group gb = ga + 1
@@ -568,12 +572,15 @@ QA_DEVICE void consume_superblock(const MRaw (&r)[WIDE_STEP_GROUPS], int g0, int
     if (tq == 0) acc = fmaf(-mz, msum, acc);
 }
 
-template <int F, int SG>
+// SB: x's digits are on one scale per super-block (SG = 8 only), and the step takes the
+// super-block path.
+template <int F, int SG, bool SB>
 QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq, int tq, const uint8_t* xd,
                             const XGroup* xg, const DigitWeights& dw, float& acc) {
+    static_assert(!SB || SG == WIDE_STEP_GROUPS, "the super-block path steps whole super-blocks");
     MRaw r[SG];
     read_step<F, SG>(stage, lr, g0, S, gq, tq, r);
-    if constexpr (SG == WIDE_STEP_GROUPS) {
+    if constexpr (SB) {
         consume_superblock<F>(r, g0, gq, tq, xd, xg, dw, acc);
     } else {
 #pragma unroll
@@ -642,7 +649,11 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         cp_async_wait<0>();
         return;
     }
-    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS || WARPS != GEMV_WARPS, SG == WIDE_STEP_GROUPS, WARPS>(x, norm_w, eps, r, k, xd, xg,
+    // The super-block path (consume_superblock) in the GEMV_WARPS kernels only: in the wide store
+    // (0.5B down_proj, two steps per warp) its longer integer chains cost more than its saved
+    // instructions (+9.8 us per step at 0.5B shapes; experiments/LOG.md, twenty-second session).
+    constexpr bool SB = SG == WIDE_STEP_GROUPS && WARPS == GEMV_WARPS;
+    const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS || WARPS != GEMV_WARPS, SB, WARPS>(x, norm_w, eps, r, k, xd, xg,
                                                                                           scratch);
     if (EPI == EPI_STORE && epi_lane) epi_load_acts<EPI>(o, r, n, first_j, first_in);
     const DigitWeights dw = digit_weights(tq);
@@ -660,9 +671,9 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         if (g0 < G) {
             const uint8_t* stage = ring + (q % STAGES) * STAGE_BYTES;
             if (at.fa) {
-                consume_step<FA, SG>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
+                consume_step<FA, SG, SB>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
             } else {
-                consume_step<FB, SG>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
+                consume_step<FB, SG, SB>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
             }
         }
         if (at.s == spt - 1) {

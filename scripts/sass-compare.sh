@@ -20,7 +20,7 @@ nvcc="$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)"
 gen="$(ls -td "${CARGO_TARGET_DIR:-$root/target}"/*/build/qwen-aot-*/out 2>/dev/null | head -n1)"
 [ -f "$gen/generated_constants.cuh" ] || { echo "no generated kernel headers: run cargo build first" >&2; exit 2; }
 tools="$HOME/.cache/qwen-aot/nvdisasm"
-nvdisasm="$(find "$tools" -name nvdisasm -type f 2>/dev/null | head -n1)"
+nvdisasm="$(find "$tools" -name nvdisasm -type f 2>/dev/null | head -n1 || true)"
 if [ -z "$nvdisasm" ]; then
   mkdir -p "$tools"
   python3 -m pip download --quiet --no-deps -d "$tools" "nvidia-cuda-nvdisasm>=13,<14"

@@ -3,7 +3,9 @@
 # (speed of light, occupancy, warp states, scheduler, memory) for one launch of each kernel named,
 # inside `qwen-aot bench --random` (no CUDA graph: each launch is its own kernel; ncu serialises
 # it, so there is no PDL overlap). Prints the details page per kernel; the raw report goes to $OUT.
-#   usage: [SHAPE=1.5b] [SKIP=launches of that name to pass first] scripts/device-stalls.sh BIN KERNEL [KERNEL ...]
+# SOURCE=1 adds the executed instructions per SASS opcode and the 30 SASS lines executed most
+# (ncu's source page): where a kernel's instructions go, prologue and epilogue included.
+#   usage: [SHAPE=1.5b] [SKIP=launches of that name to pass first] [SOURCE=1] scripts/device-stalls.sh BIN KERNEL [KERNEL ...]
 #   e.g.   SHAPE=1.5b scripts/device-stalls.sh .device/bin/qwen-aot gemv_m_swiglu_q4_k gemv_m_store_q6_k
 set -uo pipefail
 bin=$1
@@ -34,4 +36,29 @@ for v, h in sorted(st, reverse=True)[:10]:
     print(f"  {h[len("smsp__average_warps_issue_stalled_"):-len("_per_issue_active.ratio")]:<24} {v:8.2f}")
 m = dict(zip(head, vals))
 print("warp instructions executed:", m.get("smsp__inst_executed.sum"), " DRAM bytes:", m.get("dram__bytes.sum"))'
+  [ "${SOURCE:-0}" = 1 ] || continue
+  "$ncu" --import "$out/stalls-$kernel.ncu-rep" --page source --print-source sass --csv >"$out/source-$kernel.csv" 2>&1 ||
+    { echo "source page failed: $(tail -n 2 "$out/source-$kernel.csv")"; continue; }
+  python3 - "$out/source-$kernel.csv" <<'PY'
+import collections, csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if r]
+head = next(i for i, r in enumerate(rows) if "Source" in r)
+cols, body = rows[head], rows[head + 1 :]
+src = cols.index("Source")
+ex = next(i for i, c in enumerate(cols) if c.startswith("Instructions Executed"))
+num = lambda v: float(v.replace(",", "") or 0)
+total = sum(num(r[ex]) for r in body if len(r) > ex)
+by_op = collections.Counter()
+for r in body:
+    if len(r) > ex and r[src].strip():
+        op = r[src].split()[0]
+        op = r[src].split()[1] if op.startswith("@") and len(r[src].split()) > 1 else op
+        by_op[op.split(".")[0]] += num(r[ex])
+print(f"executed warp instructions by opcode (total {total:,.0f}):")
+print("  " + "  ".join(f"{op} {n / total:.1%}" for op, n in by_op.most_common(16)))
+print("the 30 SASS lines executed most (index in the listing, count, instruction):")
+top = sorted(((num(r[ex]), i, r[src].strip()) for i, r in enumerate(body) if len(r) > ex), reverse=True)[:30]
+for n, i, t in sorted(top, key=lambda x: x[1]):
+    print(f"  {i:5d} {n:10,.0f}  {t[:90]}")
+PY
 done

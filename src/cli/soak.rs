@@ -6,8 +6,10 @@ use anyhow::{bail, Result};
 
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::generation::{generate, GenOptions};
+use qwen_aot::speculation_args::DEFAULT_DRAFT_MAX;
 use qwen_aot_runtime::executor::Backend;
 use qwen_aot_runtime::sampler::SamplingParams;
+use qwen_aot_runtime::speculative::NgramDrafter;
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`).
 fn rss_bytes() -> u64 {
@@ -45,7 +47,12 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_token
             &mut loaded.session,
             &loaded.tokenizer,
             &ids,
-            &GenOptions { max_tokens, ..Default::default() },
+            &GenOptions {
+                max_tokens,
+                // As `generate` decodes by default: prompt-lookup drafts where the backend verifies.
+                speculation: Some(NgramDrafter::new(DEFAULT_DRAFT_MAX)),
+                ..Default::default()
+            },
             |_| {},
         )?;
         Ok(g.ids.len())

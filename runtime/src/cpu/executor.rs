@@ -12,7 +12,7 @@ use crate::compiled::{CompiledModel, WeightStore};
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
 use crate::plan::{BufId, GemvEpilogue, HyperParams, Plan, Program, Step, WeightId};
-use crate::sampler::SamplingParams;
+use crate::sampler::{SampleScratch, SamplingParams};
 
 pub struct CpuExecutor {
     plan: Plan,
@@ -29,6 +29,8 @@ pub struct CpuExecutor {
     v_cache: Vec<Vec<f32>>,
     max_seq: usize,
     sampling: SamplingParams,
+    /// The sampler's buffers, kept between tokens.
+    sample_scratch: SampleScratch,
     /// Token fed at each position (for the sampler's penalties).
     history: Vec<u32>,
     /// Scratch of `Step::Gemv`: the normalised input rows and the product rows.
@@ -76,6 +78,7 @@ impl CpuExecutor {
             max_seq,
             plan,
             sampling: SamplingParams::default(),
+            sample_scratch: SampleScratch::default(),
             history: Vec::new(),
             gemv_x: Vec::new(),
             gemv_y: Vec::new(),
@@ -120,13 +123,13 @@ impl CpuExecutor {
         self.run_steps(decode, tokens, pos, logits)?;
         let n = tokens.len();
         let vocab = self.plan.hparams.vocab;
-        let last = &self.logits_rows(decode, n)[(n - 1) * vocab..];
+        let last = &logits_rows(&self.plan, &self.arena, decode, n)[(n - 1) * vocab..];
         // The LM head's last row is here on the CPU anyway: refuse NaN/Inf before a token is
         // chosen from it (the argmax of NaNs is an arbitrary id, printed as garbage).
         crate::session::check_logits(last, vocab, pos + n - 1)?;
         let next_token = if self.sampled() {
             // The LM head always computed the last row, so the sampler can replace the argmax.
-            crate::sampler::sample(last, &self.history, &self.sampling, pos + n)
+            crate::sampler::sample_with(&mut self.sample_scratch, last, &self.history, &self.sampling, pos + n)
         } else {
             let prog = if decode { &self.plan.decode } else { &self.plan.prefill };
             self.arena[prog.buffers[prog.next_token.0 as usize].offset as usize / 4].to_bits()
@@ -147,10 +150,7 @@ impl CpuExecutor {
 
     /// The logits buffer's first `n` rows after a run of the decode or prefill program.
     fn logits_rows(&self, decode: bool, n: usize) -> &[f32] {
-        let prog = if decode { &self.plan.decode } else { &self.plan.prefill };
-        let b = &prog.buffers[prog.logits.0 as usize];
-        let at = b.offset as usize / 4;
-        &self.arena[at..at + n * b.row_elems]
+        logits_rows(&self.plan, &self.arena, decode, n)
     }
 
     /// Whether the prefill program's rows come out bit for bit as decode steps' do, so that
@@ -350,14 +350,21 @@ impl CpuExecutor {
         self.run_steps(false, tokens, pos, LogitsWanted::All)?;
         let vocab = self.plan.hparams.vocab;
         let sampled = self.sampled();
-        for (i, row) in self.logits_rows(false, tokens.len()).chunks_exact(vocab).enumerate() {
+        let rows = logits_rows(&self.plan, &self.arena, false, tokens.len());
+        for (i, row) in rows.chunks_exact(vocab).enumerate() {
             // Only rows a decode step would have reached are checked and chosen from: a non-finite
             // logit in a row past the first wrong guess is not the plain run's error.
             crate::session::check_logits(row, vocab, pos + i)?;
             // The decode step fed row i sees the history through row i and samples for the
             // position after it; greedy, it takes the plan's argmax, the same function.
             chosen.push(match sampled {
-                true => crate::sampler::sample(row, &self.history[..pos + i + 1], &self.sampling, pos + i + 1),
+                true => crate::sampler::sample_with(
+                    &mut self.sample_scratch,
+                    row,
+                    &self.history[..pos + i + 1],
+                    &self.sampling,
+                    pos + i + 1,
+                ),
                 false => kernels::argmax(row) as u32,
             });
             if !go_on(&chosen) {
@@ -406,4 +413,13 @@ impl Executor for CpuExecutor {
         self.sampling = params.clone();
         Ok(())
     }
+}
+
+/// `plan`'s logits buffer's first `n` rows in `arena` after a run of its decode or prefill program
+/// (a function of the fields, so that the sampler's scratch can be borrowed beside it).
+fn logits_rows<'a>(plan: &Plan, arena: &'a [f32], decode: bool, n: usize) -> &'a [f32] {
+    let prog = if decode { &plan.decode } else { &plan.prefill };
+    let b = &prog.buffers[prog.logits.0 as usize];
+    let at = b.offset as usize / 4;
+    &arena[at..at + n * b.row_elems]
 }

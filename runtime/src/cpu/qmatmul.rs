@@ -179,8 +179,12 @@ pub fn matmul_q(
 /// [`matmul_q`] for `2..=int_prefill_max_rows()` rows on the integer path, on a weight with
 /// quantized parts (its float parts, if any, keep the f32 dot per row): bit for bit each row
 /// through the one-row path, but every weight row read once for all the rows. Chunks of 16 weight
-/// rows of every part in one parallel loop (as the one-row path), into `[n, rows]` scratch, then
-/// transposed into `out` with the residual added.
+/// rows of every part in one parallel loop (as the one-row path); each chunk's `[16, rows]`
+/// products go through a small per-task buffer straight into `out`'s columns, residual added.
+/// (A `[n, rows]` buffer for the whole weight, allocated per call, was 5.5 MB for an 8-row pass
+/// through the default model's LM head, and the allocator kept such buffers resident: host RSS
+/// grew by ~1.3 MiB steps over the first speculative generations; experiments/LOG.md,
+/// twenty-second session.)
 #[allow(clippy::too_many_arguments)]
 fn short_prefill_int(
     x: &[f32],
@@ -195,45 +199,68 @@ fn short_prefill_int(
     thread_local! {
         static DIGITS: RefCell<Vec<qdot::Digits>> = RefCell::default();
     }
+    /// `out`'s base, shared by the chunks, which write disjoint columns.
+    #[derive(Clone, Copy)]
+    struct Columns(*mut f32);
+    // SAFETY: the pointer is only written through at disjoint indices (each chunk owns its
+    // columns in every row) while `out` is mutably borrowed by this function, which waits for
+    // every task (`for_each_init` returns when all chunks are done).
+    unsafe impl Send for Columns {}
+    // SAFETY: as above: concurrent uses never touch the same element.
+    unsafe impl Sync for Columns {}
+    impl Columns {
+        /// # Safety
+        /// `i` is inside `out[..rows * n]` and no other task writes element `i`.
+        unsafe fn write(&self, i: usize, v: f32) {
+            // SAFETY: the caller's contract.
+            unsafe { *self.0.add(i) = v }
+        }
+    }
+    let cols = Columns(out[..rows * n].as_mut_ptr());
     let views: Vec<_> = w.parts.iter().map(|p| w.view(p)).collect();
-    let mut tmp = vec![0.0f32; n * rows];
-    let mut run = |d: &mut Vec<qdot::Digits>| {
+    let run = |d: &mut Vec<qdot::Digits>| {
         // The caller sends only weights with quantized parts: every row's digits are needed.
         d.resize_with(rows, Default::default);
         for (d, x) in d.iter_mut().zip(x.chunks_exact(k)) {
             d.fill_multi(x);
         }
         let d = &d[..rows];
+        // (part view, its first column in `out`, first row in the part, rows)
         let mut chunks = Vec::with_capacity(n.div_ceil(16) + w.parts.len());
-        let mut rest = &mut tmp[..];
+        let mut col0 = 0;
         for (v, p) in views.iter().zip(w.parts) {
-            let (o, tail) = rest.split_at_mut(p.rows * rows);
-            rest = tail;
-            chunks.extend(o.chunks_mut(16 * rows).enumerate().map(|(c, o)| (v, 16 * c, o)));
+            chunks.extend((0..p.rows).step_by(16).map(|r0| (v, col0, r0, 16.min(p.rows - r0))));
+            col0 += p.rows;
         }
-        chunks.into_par_iter().for_each(|(v, r0, o)| match v.format.is_float() {
-            // Float formats' dot ignores the sums of x (as on the one-row path).
-            true => o.iter_mut().enumerate().for_each(|(i, o)| {
-                let t = i % rows;
-                *o = qdot::dot_row(v, r0 + i / rows, &x[t * k..(t + 1) * k], &[])
-            }),
-            false => qdot::dot_rows_int_multi(v, r0, d, o, nd),
+        chunks.into_par_iter().for_each_init(Vec::new, |buf: &mut Vec<f32>, (v, col0, r0, len)| {
+            buf.clear();
+            buf.resize(len * rows, 0.0);
+            match v.format.is_float() {
+                // Float formats' dot ignores the sums of x (as on the one-row path).
+                true => buf.iter_mut().enumerate().for_each(|(i, o)| {
+                    let t = i % rows;
+                    *o = qdot::dot_row(v, r0 + i / rows, &x[t * k..(t + 1) * k], &[])
+                }),
+                false => qdot::dot_rows_int_multi(v, r0, d, buf, nd),
+            }
+            for (i, products) in buf.chunks_exact(rows).enumerate() {
+                let j = col0 + r0 + i;
+                for (t, &y) in products.iter().enumerate() {
+                    let y = match residual {
+                        Some(r) => y + r[t * n + j],
+                        None => y,
+                    };
+                    // SAFETY: t < rows and j < n, so the index is inside `out[..rows * n]`, and
+                    // column j belongs to this chunk alone (see `Columns`).
+                    unsafe { cols.write(t * n + j, y) };
+                }
+            }
         });
     };
     DIGITS.with(|c| match c.try_borrow_mut() {
         Ok(mut d) => run(&mut d),
         Err(_) => run(&mut Vec::new()),
     });
-    for (t, o) in out[..rows * n].chunks_exact_mut(n).enumerate() {
-        for (j, o) in o.iter_mut().enumerate() {
-            *o = tmp[j * rows + t];
-        }
-        if let Some(r) = residual {
-            for (o, &v) in o.iter_mut().zip(&r[t * n..(t + 1) * n]) {
-                *o += v;
-            }
-        }
-    }
 }
 
 /// `out[t, :] = table[tokens[t], :]`, one dequantised row each. Ids were range-checked.

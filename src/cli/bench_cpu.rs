@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use qwen_aot_compiler::synthetic::Rng;
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
-use qwen_aot_runtime::cpu::qdot::has_avx2;
+use qwen_aot_runtime::cpu::qdot::{has_avx2, has_vnni};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use serde::Serialize;
@@ -94,7 +94,14 @@ pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
         backend: "cpu",
         model: dir.display().to_string(),
         threads: rayon::current_num_threads(),
-        kernels: if has_avx2() { "avx2" } else { "portable" },
+        // The integer dot's instruction set (AVX512-VNNI where present and not turned off).
+        kernels: if has_vnni() {
+            "avx512-vnni"
+        } else if has_avx2() {
+            "avx2"
+        } else {
+            "portable"
+        },
         decode_tokens: n_decode,
         decode_tok_s,
         prefill_tokens: n_prefill,

@@ -66,3 +66,23 @@ fn bench_on_the_cpu_reports_decode_and_prefill_speed() {
     let per_token = v["weight_bytes_per_token"].as_u64().unwrap();
     assert!(per_token > total / 3 && per_token < total, "{per_token} of {total}: {v}");
 }
+
+/// `qwen-aot soak` on the CPU: generations in one process, drafting as `generate` does, on a
+/// model whose context (256) is shorter than the 1,024 the soak once asked for; it passes only
+/// while host memory stays flat.
+#[test]
+fn soak_on_the_cpu_drafts_and_holds_its_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    common::write_tiny_model(&model, 5, "tiny");
+    let out = qwen_aot()
+        .env("QWEN_AOT_CACHE", tmp.path().join("cache"))
+        .args(["soak", "--backend", "cpu", "--model", model.to_str().unwrap(), "--n", "12", "--max-tokens", "24"])
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("soak: 12 generations") && stdout.contains("on cpu"), "{stdout}");
+    assert!(stdout.contains("host RSS") && stdout.contains("no growth: PASS"), "{stdout}");
+}

@@ -25,7 +25,9 @@ fn mib(b: u64) -> f64 {
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_tokens: usize, quiet: bool) -> Result<()> {
-    let mut loaded = backend::load_model(model_arg, backend, Some(1024), quiet)?;
+    // The context generate would take (its default, at most the model's own): a fixed 1,024 refused
+    // models with shorter contexts.
+    let mut loaded = backend::load_model(model_arg, backend, None, quiet)?;
     // Alternate greedy and seeded sampling where the backend samples; else greedy only.
     let samples = loaded.session.set_sampling(&SamplingParams { temperature: 0.8, ..Default::default() }).is_ok();
     let prompts = [

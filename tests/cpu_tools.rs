@@ -9,6 +9,18 @@ fn qwen_aot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
 }
 
+/// `qwen-aot SUBCOMMAND --backend cpu --model <tiny model> ARGS...`, the model and its cache in `tmp`.
+fn on_tiny_model_cpu(tmp: &tempfile::TempDir, subcommand: &str, args: &[&str]) -> std::process::Output {
+    let model = tmp.path().join("tiny.gguf");
+    common::write_tiny_model(&model, 5, "tiny");
+    qwen_aot()
+        .env("QWEN_AOT_CACHE", tmp.path().join("cache"))
+        .args([subcommand, "--backend", "cpu", "--model", model.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn no_gpu() -> bool {
     !std::path::Path::new("/dev/nvidia0").exists()
 }
@@ -43,13 +55,7 @@ fn check_on_the_cpu_passes_every_format_and_auto_falls_back_to_it() {
 #[test]
 fn bench_on_the_cpu_reports_decode_and_prefill_speed() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny.gguf");
-    common::write_tiny_model(&model, 5, "tiny");
-    let out = qwen_aot()
-        .env("QWEN_AOT_CACHE", tmp.path().join("cache"))
-        .args(["bench", "--backend", "cpu", "--model", model.to_str().unwrap(), "--reps", "1", "--json", "--quiet"])
-        .output()
-        .unwrap();
+    let out = on_tiny_model_cpu(&tmp, "bench", &["--reps", "1", "--json", "--quiet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["backend"], "cpu");
@@ -72,15 +78,7 @@ fn bench_on_the_cpu_reports_decode_and_prefill_speed() {
 /// while host memory stays flat.
 #[test]
 fn soak_on_the_cpu_drafts_and_holds_its_memory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny.gguf");
-    common::write_tiny_model(&model, 5, "tiny");
-    let out = qwen_aot()
-        .env("QWEN_AOT_CACHE", tmp.path().join("cache"))
-        .args(["soak", "--backend", "cpu", "--model", model.to_str().unwrap(), "--n", "12", "--max-tokens", "24"])
-        .args(["--quiet"])
-        .output()
-        .unwrap();
+    let out = on_tiny_model_cpu(&tempfile::tempdir().unwrap(), "soak", &["--n", "12", "--max-tokens", "24", "--quiet"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("soak: 12 generations") && stdout.contains("on cpu"), "{stdout}");

@@ -119,16 +119,15 @@ pub struct SampleScratch {
 
 /// Chooses the next token from `logits` (already penalised) with uniform draw `u`.
 pub fn choose(logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
-    choose_with(&mut SampleScratch::default(), logits, p, u)
+    choose_with(&mut Vec::new(), &mut Vec::new(), logits, p, u)
 }
 
-/// [`choose`] with the caller's buffers.
-fn choose_with(scratch: &mut SampleScratch, logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
+/// [`choose`] with the caller's candidate buffers.
+fn choose_with(idx: &mut Vec<u32>, probs: &mut Vec<f32>, logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
     if p.is_greedy() {
         return crate::cpu::kernels::argmax(logits) as u32;
     }
     let k = if p.top_k == 0 { MAX_CANDIDATES } else { p.top_k.min(MAX_CANDIDATES) }.min(logits.len());
-    let idx = &mut scratch.idx;
     idx.clear();
     idx.extend(0..logits.len() as u32);
     let order = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
@@ -139,7 +138,6 @@ fn choose_with(scratch: &mut SampleScratch, logits: &[f32], p: &SamplingParams, 
     idx.sort_by(order);
     let inv_t = 1.0 / p.temperature;
     let top = logits[idx[0] as usize] * inv_t;
-    let probs = &mut scratch.probs;
     probs.clear();
     probs.extend(idx.iter().map(|&i| (logits[i as usize] * inv_t - top).exp()));
     let sum: f32 = probs.iter().sum();
@@ -174,16 +172,14 @@ pub fn sample(logits: &[f32], recent: &[u32], p: &SamplingParams, pos: usize) ->
 /// [`sample`] with the caller's buffers (the same token: the same arithmetic on the same values).
 pub fn sample_with(scratch: &mut SampleScratch, logits: &[f32], recent: &[u32], p: &SamplingParams, pos: usize) -> u32 {
     let u = uniform(p.seed, pos as u64);
+    let SampleScratch { logits: penalised, idx, probs } = scratch;
     if !has_penalties(p) {
-        return choose_with(scratch, logits, p, u);
+        return choose_with(idx, probs, logits, p, u);
     }
-    let mut penalised = std::mem::take(&mut scratch.logits);
     penalised.clear();
     penalised.extend_from_slice(logits);
-    apply_penalties(&mut penalised, recent, p);
-    let token = choose_with(scratch, &penalised, p, u);
-    scratch.logits = penalised;
-    token
+    apply_penalties(penalised, recent, p);
+    choose_with(idx, probs, penalised, p, u)
 }
 
 /// Whether [`apply_penalties`] changes anything.

@@ -151,6 +151,9 @@ enum Cmd {
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
+        /// The generations draft as `generate`'s do (the same flags and default).
+        #[command(flatten)]
+        speculation: qwen_aot::speculation_args::SpeculationArgs,
     },
     /// OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streamed or not),
     /// /v1/models, /health, /metrics.
@@ -260,8 +263,8 @@ fn run(args: Args) -> Result<()> {
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => {
             cli::perplexity::run(model.as_deref(), &file, ctx, backend, json, quiet)
         }
-        Cmd::Soak { model, backend, n, max_tokens, quiet } => {
-            cli::soak::run(model.as_deref(), backend, n, max_tokens, quiet)
+        Cmd::Soak { model, backend, n, max_tokens, quiet, speculation } => {
+            cli::soak::run(model.as_deref(), backend, n, max_tokens, speculation.drafter()?, quiet)
         }
         Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet, speculation } => {
             qwen_aot::server::run(qwen_aot::server::ServeOptions {

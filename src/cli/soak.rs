@@ -6,7 +6,6 @@ use anyhow::{bail, Result};
 
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::generation::{generate, GenOptions};
-use qwen_aot::speculation_args::DEFAULT_DRAFT_MAX;
 use qwen_aot_runtime::executor::Backend;
 use qwen_aot_runtime::sampler::SamplingParams;
 use qwen_aot_runtime::speculative::NgramDrafter;
@@ -24,7 +23,15 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_tokens: usize, quiet: bool) -> Result<()> {
+/// `speculation`: the drafter of the generations (`--draft-max`, as `generate`'s; None: plain decoding).
+pub fn run(
+    model_arg: Option<&Path>,
+    backend: BackendChoice,
+    n: usize,
+    max_tokens: usize,
+    speculation: Option<NgramDrafter>,
+    quiet: bool,
+) -> Result<()> {
     // The context generate would take (its default, at most the model's own): a fixed 1,024 refused
     // models with shorter contexts.
     let mut loaded = backend::load_model(model_arg, backend, None, quiet)?;
@@ -49,12 +56,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, n: usize, max_token
             &mut loaded.session,
             &loaded.tokenizer,
             &ids,
-            &GenOptions {
-                max_tokens,
-                // As `generate` decodes by default: prompt-lookup drafts where the backend verifies.
-                speculation: Some(NgramDrafter::new(DEFAULT_DRAFT_MAX)),
-                ..Default::default()
-            },
+            &GenOptions { max_tokens, speculation, ..Default::default() },
             |_| {},
         )?;
         Ok(g.ids.len())

@@ -134,7 +134,7 @@ impl CpuExecutor {
             let prog = if decode { &self.plan.decode } else { &self.plan.prefill };
             self.arena[prog.buffers[prog.next_token.0 as usize].offset as usize / 4].to_bits()
         };
-        let all = self.logits_rows(decode, n);
+        let all = logits_rows(&self.plan, &self.arena, decode, n);
         let logits = match logits {
             LogitsWanted::None => Vec::new(),
             LogitsWanted::Last => all[(n - 1) * vocab..].to_vec(),
@@ -146,11 +146,6 @@ impl CpuExecutor {
     /// Whether the sampler, not the plan's argmax, chooses the next token.
     fn sampled(&self) -> bool {
         self.sampling != SamplingParams::default()
-    }
-
-    /// The logits buffer's first `n` rows after a run of the decode or prefill program.
-    fn logits_rows(&self, decode: bool, n: usize) -> &[f32] {
-        logits_rows(&self.plan, &self.arena, decode, n)
     }
 
     /// Whether the prefill program's rows come out bit for bit as decode steps' do, so that
@@ -416,7 +411,8 @@ impl Executor for CpuExecutor {
 }
 
 /// `plan`'s logits buffer's first `n` rows in `arena` after a run of its decode or prefill program
-/// (a function of the fields, so that the sampler's scratch can be borrowed beside it).
+/// (a function of those two fields, not a method, so that the sampler's scratch can be borrowed
+/// mutably beside it).
 fn logits_rows<'a>(plan: &Plan, arena: &'a [f32], decode: bool, n: usize) -> &'a [f32] {
     let prog = if decode { &plan.decode } else { &plan.prefill };
     let b = &prog.buffers[prog.logits.0 as usize];

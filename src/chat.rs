@@ -103,8 +103,10 @@ pub fn run(
     let mut input = Input::new(std::io::stdin().is_terminal());
     let mut warmed_up = false;
     loop {
-        eprint!("\n> ");
+        // At the prompt before it is shown: a Ctrl-C right after "> " appears must exit, not set
+        // the stop-answer flag and leave the chat blocked reading (tests/chat.rs hung once so).
         reading.store(true, Ordering::Relaxed);
+        eprint!("\n> ");
         let got = input.message(|| eprint!(". "));
         reading.store(false, Ordering::Relaxed);
         let line = match got? {

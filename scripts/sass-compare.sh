@@ -2,7 +2,7 @@
 # Which kernels two or more revisions compile to the same machine code, on this (GPU-less) machine:
 # each revision's kernel module is compiled as build.rs compiles it (one translation unit, the same
 # nvcc flags) but to an sm_90 cubin, disassembled with nvdisasm, and every kernel's instructions
-# compared with branch labels and addresses normalised. Prints, per kernel of the last revision,
+# compared with branch labels, addresses and nvcc's internal helper numbers normalised. Prints, per kernel of the last revision,
 # which earlier revisions it is identical to, and per-kernel instruction counts where they differ.
 # Use it to show that a build no device run has exercised launches only kernels that one did
 # (experiments/LOG.md, twenty-second session), or to count what a kernel change saves.
@@ -53,6 +53,9 @@ def kernels(path):
             cur = m.group(1)
             out[cur] = []
         elif cur and re.search(r"/\*[0-9a-f]{4}\*/", line):
+            # Labels, addresses and the numbering of nvcc's internal helpers (which any added
+            # kernel shifts) are not machine-code differences.
+            line = re.sub(r"__internal_\d+_", "__internal_N_", line)
             out[cur].append(re.sub(r"\.L_x_\d+", "L", re.sub(r"/\*[0-9a-f]+\*/", "", line)).strip())
     return out
 mods = [kernels(f"{work}/{i}.sass") for i in range(len(revs))]

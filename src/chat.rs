@@ -154,6 +154,7 @@ pub fn run(
             cancel: Some(&interrupted),
             speculation,
             earlier: &ids[..keep],
+            logprobs: None,
         };
         let result = generate(&mut loaded.session, &loaded.tokenizer, &ids[keep..], &opts, |piece| {
             let mut out = std::io::stdout().lock();

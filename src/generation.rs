@@ -1,7 +1,8 @@
 //! Greedy generation over a [`Session`]: prefill the prompt, then one decode step per token
 //! (only the token id crosses from the device), streaming text through the tokenizer's
 //! UTF-8-safe stream decoder. Stops at a stop id, a stop string, `max_tokens`, a full context or
-//! a cancel request (Ctrl-C in the chat).
+//! a cancel request (Ctrl-C in the chat). With `GenOptions::logprobs` every step also brings its
+//! logits row back, and each generated token's log-probability is reported (`crate::logprobs`).
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -12,6 +13,8 @@ use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::speculative::{Draft, NgramDrafter, Speculator};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
+
+use crate::logprobs::{token_logprob, TokenLogprob};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -62,6 +65,19 @@ pub struct Generation {
     /// many of them the model confirmed (both 0 without it).
     pub draft_tokens: usize,
     pub accepted_draft_tokens: usize,
+    /// With `GenOptions::logprobs`: one entry per generated token but a final stop id (whose
+    /// text is not output), in order.
+    #[serde(skip)]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// What [`generate_events`] hands its caller as the answer grows.
+#[derive(Debug)]
+pub enum Emitted<'a> {
+    /// Text that is final (no stop string can still claim it).
+    Text(&'a str),
+    /// A generated token's log-probability (with `GenOptions::logprobs`), before its text.
+    Token(&'a TokenLogprob),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -75,6 +91,9 @@ pub struct GenOptions<'a> {
     /// The tokens the cache held before this prompt (a chat's earlier turns), which the drafter
     /// may copy from as well.
     pub earlier: &'a [u32],
+    /// Report each generated token's log-probability with this many alternatives
+    /// (`Emitted::Token`): every step then copies its logits row back, and no drafts are made.
+    pub logprobs: Option<usize>,
 }
 
 /// Holds back streamed text that could still turn into a stop string.
@@ -113,12 +132,27 @@ impl StopFilter<'_> {
 /// The start-up phase that ends with the first token (`generate --verbose`).
 pub const FIRST_TOKEN_PHASE: &str = "prefill to the first token";
 
+/// [`generate_events`] for callers that only want the text.
 pub fn generate(
     session: &mut Session,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     opts: &GenOptions,
     mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    generate_events(session, tok, prompt_ids, opts, |e| {
+        if let Emitted::Text(t) = e {
+            on_text(t)
+        }
+    })
+}
+
+pub fn generate_events(
+    session: &mut Session,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    opts: &GenOptions,
+    mut on_event: impl FnMut(Emitted),
 ) -> Result<Generation> {
     if opts.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
@@ -140,20 +174,33 @@ pub fn generate(
     let stop_ids = tok.eos_ids();
     let start = Instant::now();
     let first_pos = session.pos();
-    let first = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, LogitsWanted::None))?.next_token;
+    let top_n = opts.logprobs;
+    let want = if top_n.is_some() { LogitsWanted::Last } else { LogitsWanted::None };
+    let prefilled = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, want))?;
+    let first = prefilled.next_token;
+    // The logprob of each token in `ready`, in the same order (with `logprobs` only).
+    let mut ready_lp = std::collections::VecDeque::new();
+    if let Some(n) = top_n {
+        ready_lp.push_back(token_logprob(&prefilled.logits, first, n));
+    }
+    let mut logprobs = Vec::new();
     let ttft = start.elapsed();
     let decode_start = Instant::now();
     let mut ids = Vec::new();
     let mut text = String::new();
     let mut stream = tok.stream_decoder();
     let mut filter = StopFilter { stops: &opts.stop_strings, pending: String::new() };
-    let mut emit = |s: &str, text: &mut String| {
-        if !s.is_empty() {
-            on_text(s);
+    let mut emit = |e: Emitted, text: &mut String| match e {
+        Emitted::Text("") => {}
+        Emitted::Text(s) => {
+            on_event(Emitted::Text(s));
             text.push_str(s);
         }
+        token => on_event(token),
     };
-    let mut speculator = opts.speculation.and_then(|d| session.verify_row_cost().map(|cost| Speculator::new(d, cost)));
+    // A verify pass brings no logits rows back: logprobs are reported from plain steps.
+    let speculation = if top_n.is_some() { None } else { opts.speculation };
+    let mut speculator = speculation.and_then(|d| session.verify_row_cost().map(|cost| Speculator::new(d, cost)));
     // What the drafter looks up in: the earlier turns, the prompt, the answer so far.
     let mut context: Vec<u32> = match speculator {
         Some(_) => opts.earlier.iter().chain(prompt_ids).copied().collect(),
@@ -168,10 +215,14 @@ pub fn generate(
             let next = ready.pop_front().expect("a token is ready");
             ids.push(next);
             let is_stop_id = stop_ids.contains(&next);
+            if let Some(lp) = ready_lp.pop_front().filter(|_| !is_stop_id) {
+                emit(Emitted::Token(&lp), &mut text);
+                logprobs.push(lp);
+            }
             // A stop id ends the answer; its text (`<|im_end|>`) is a control marker, not output.
             let piece = if is_stop_id { String::new() } else { stream.push(next)? };
             let (out, hit) = filter.push(&piece);
-            emit(&out, &mut text);
+            emit(Emitted::Text(&out), &mut text);
             if hit {
                 break StopReason::Stop;
             }
@@ -203,7 +254,11 @@ pub fn generate(
                 None => Draft::default(),
             };
             if draft.tokens.is_empty() {
-                ready.push_back(session.decode(next, false)?.next_token);
+                let out = session.decode(next, top_n.is_some())?;
+                if let Some(n) = top_n {
+                    ready_lp.push_back(token_logprob(&out.logits, out.next_token, n));
+                }
+                ready.push_back(out.next_token);
             } else {
                 let v = session.verify_draft(next, &draft.tokens)?;
                 if let Some(s) = speculator.as_mut() {
@@ -224,9 +279,9 @@ pub fn generate(
     let stop_reason = stop_reason?;
     if stop_reason != StopReason::Stop {
         let (out, _) = filter.push(&stream.finish());
-        emit(&out, &mut text);
+        emit(Emitted::Text(&out), &mut text);
         let rest = std::mem::take(&mut filter.pending);
-        emit(&rest, &mut text);
+        emit(Emitted::Text(&rest), &mut text);
     }
     let decode_secs = decode_start.elapsed().as_secs_f64();
     let decoded = ids.len().saturating_sub(1);
@@ -240,6 +295,7 @@ pub fn generate(
         backend: session.executor().backend().name().to_string(),
         draft_tokens: drafted,
         accepted_draft_tokens: accepted,
+        logprobs,
     })
 }
 

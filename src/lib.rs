@@ -8,6 +8,7 @@ pub mod cli_args;
 pub mod generation;
 pub mod gpu;
 pub mod kernels;
+pub mod logprobs;
 pub mod model;
 pub mod perplexity;
 pub mod progress;

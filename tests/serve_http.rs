@@ -1,7 +1,8 @@
 //! `qwen-aot serve` end to end: the real binary on an ephemeral localhost port, the CPU backend
 //! and the default model, spoken to over HTTP. Greedy answers must equal `generate --chat`'s;
 //! concurrent clients all get theirs; a client that disconnects mid-stream frees the engine; bad
-//! input gets an OpenAI-style 4xx and the server keeps answering.
+//! input gets an OpenAI-style 4xx and the server keeps answering; `logprobs` agree with the
+//! reference implementation's (HF transformers, float32) teacher-forced log-probabilities.
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::model;
+use common::{model, refs};
 use serde_json::{json, Value};
 
 const MAX_TOKENS: u64 = 8;
@@ -242,6 +243,107 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     assert!(s.metric("qwen_aot_cached_prompt_tokens_total").await >= prompt_len as f64);
 }
 
+/// A reference case of tests/refs by id.
+fn ref_case(id: &str) -> Value {
+    let r = refs("generation-qwen2.5-coder-0.5b.json");
+    r["cases"].as_array().unwrap().iter().find(|c| c["id"] == id).cloned().unwrap_or_else(|| panic!("case {id}"))
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// The CPU executor's logits are within 0.0023 of the reference's (README), so a log-probability
+/// (a logit less the row's log-normaliser) within about twice that (measured: at most 0.0012 over
+/// the four reference cases).
+const LOGPROB_TOL: f64 = 0.005;
+
+/// Chat `logprobs` / `top_logprobs` and completions' `logprobs: N` on greedy answers of two
+/// reference cases: every generated token's log-probability within LOGPROB_TOL of the reference's
+/// teacher-forced one, the greedy token first among its alternatives, the entries' bytes
+/// spelling the answer; streamed, the chunks carry the same entries; a wrong form is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_agree_with_the_reference_streamed_or_not() {
+    let s = Server::start(&[]).await;
+
+    // Chat: case a ends with <|im_end|> after 18 tokens; content covers the 17 before it.
+    let case = ref_case("a");
+    let want_lp = f64s(&case["teacher_forced"]["token_logprobs"]);
+    let body =
+        json!({"messages": case["messages"], "max_tokens": 48, "temperature": 0, "logprobs": true, "top_logprobs": 3});
+    let (status, v) = s.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], case["n_input_tokens"], "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().expect("logprobs.content").clone();
+    assert_eq!(content.len(), want_lp.len() - 1, "every token but <|im_end|>: {v}");
+    let mut bytes = Vec::new();
+    for (i, e) in content.iter().enumerate() {
+        let lp = e["logprob"].as_f64().unwrap();
+        assert!((lp - want_lp[i]).abs() <= LOGPROB_TOL, "token {i}: {lp} vs reference {}", want_lp[i]);
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{e}");
+        assert_eq!((&top[0]["token"], &top[0]["logprob"]), (&e["token"], &e["logprob"]), "greedy: the likeliest");
+        assert!(top.windows(2).all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64()), "{e}");
+        bytes.extend(e["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8));
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), v["choices"][0]["message"]["content"].as_str().unwrap());
+
+    // The same streamed: the chunks' entries, in order, are the same entries.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = s.post("/v1/chat/completions").body(streamed.to_string()).send().await.expect("request");
+    let chunks = r.text().await.unwrap();
+    let entries: Vec<Value> = sse_events(&chunks)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(entries, content, "{chunks}");
+
+    // Completions: case c, 16 of its 48 greedy tokens, five alternatives each.
+    let case = ref_case("c");
+    let want_lp = f64s(&case["teacher_forced"]["token_logprobs"]);
+    let body = json!({"prompt": case["input_text"], "max_tokens": 16, "temperature": 0, "logprobs": 5});
+    let (status, v) = s.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens: Vec<&str> = lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tokens.len(), 16, "{v}");
+    assert_eq!(tokens.concat(), v["choices"][0]["text"].as_str().unwrap());
+    let offsets: Vec<u64> = lp["text_offset"].as_array().unwrap().iter().map(|o| o.as_u64().unwrap()).collect();
+    let mut at = 0;
+    for (i, (t, &o)) in tokens.iter().zip(&offsets).enumerate() {
+        assert_eq!(o, at, "text_offset {i}");
+        at += t.chars().count() as u64;
+        let got = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!((got - want_lp[i]).abs() <= LOGPROB_TOL, "token {i}: {got} vs reference {}", want_lp[i]);
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert!(top.len() <= 5 && top.len() >= 4, "{top:?}");
+        assert_eq!(top.get(*t).and_then(Value::as_f64), Some(got), "the greedy token is among its alternatives");
+    }
+
+    // Each endpoint's own form; anything else names the parameter.
+    for (path, bad, param) in [
+        ("/v1/chat/completions", json!({"logprobs": 3}), "logprobs"),
+        ("/v1/chat/completions", json!({"top_logprobs": 2}), "top_logprobs"),
+        ("/v1/chat/completions", json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+        ("/v1/completions", json!({"logprobs": true}), "logprobs"),
+        ("/v1/completions", json!({"logprobs": 1, "top_logprobs": 1}), "top_logprobs"),
+    ] {
+        let mut body = if path.contains("chat") {
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+        } else {
+            json!({"prompt": "hi", "max_tokens": 1})
+        };
+        body.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let (status, v) = s.post_json(path, &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{body}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
     let s = Server::start(&[]).await;
@@ -383,7 +485,12 @@ async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
             400,
             Some("frequency_penalty"),
         ),
-        ("logprobs", json!({"messages": user("hi"), "logprobs": true}).to_string().into_bytes(), 400, Some("logprobs")),
+        (
+            "chat logprobs as a count",
+            json!({"messages": user("hi"), "logprobs": 2}).to_string().into_bytes(),
+            400,
+            Some("logprobs"),
+        ),
         ("invalid UTF-8", b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec(), 400, None),
         (
             "body over the limit",

@@ -32,7 +32,8 @@ pub struct CompletionRequest {
     pub stop: Option<Stop>,
     pub seed: Option<i64>,
     pub n: Option<i64>,
-    /// A bool for chat, an integer for completions; only "off" is served.
+    /// A bool for chat (alternatives: `top_logprobs`), an integer for completions (the number of
+    /// alternatives): params::logprobs reads both.
     pub logprobs: Option<Value>,
     pub top_logprobs: Option<i64>,
     pub echo: Option<bool>,
@@ -152,11 +153,12 @@ impl ResponseHead {
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
     }
 
-    /// The whole answer of a non-streamed request.
-    pub fn full(&self, text: &str, finish_reason: &str, usage: Usage) -> Value {
+    /// The whole answer of a non-streamed request (`logprobs`: the choice's, or null).
+    pub fn full(&self, text: &str, finish_reason: &str, usage: Usage, logprobs: Option<Value>) -> Value {
+        let logprobs = logprobs.unwrap_or(Value::Null);
         let mut v = match self.endpoint {
-            Endpoint::Chat => self.wrap("chat.completion", json!([{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason}])),
-            Endpoint::Completion => self.wrap("text_completion", json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}])),
+            Endpoint::Chat => self.wrap("chat.completion", json!([{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish_reason}])),
+            Endpoint::Completion => self.wrap("text_completion", json!([{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}])),
         };
         v["usage"] = json!(usage);
         v
@@ -167,20 +169,22 @@ impl ResponseHead {
         (self.endpoint == Endpoint::Chat).then(|| self.wrap("chat.completion.chunk", json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
     }
 
-    /// A chunk carrying `text`, or (with `finish_reason`) the closing chunk with an empty delta.
-    pub fn chunk(&self, text: &str, finish_reason: Option<&str>) -> Value {
+    /// A chunk carrying `text` (and the log-probabilities of the tokens generated since the last
+    /// chunk), or (with `finish_reason`) the closing chunk with an empty delta.
+    pub fn chunk(&self, text: &str, finish_reason: Option<&str>, logprobs: Option<Value>) -> Value {
+        let logprobs = logprobs.unwrap_or(Value::Null);
         match self.endpoint {
             Endpoint::Chat => {
                 let delta =
                     if finish_reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
                 self.wrap(
                     "chat.completion.chunk",
-                    json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]),
+                    json!([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]),
                 )
             }
             Endpoint::Completion => self.wrap(
                 "text_completion",
-                json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}]),
+                json!([{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]),
             ),
         }
     }

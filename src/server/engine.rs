@@ -24,13 +24,16 @@ use super::errors::ApiError;
 use super::metrics::Metrics;
 use super::ModelInfo;
 use crate::chat::common_prefix;
-use crate::generation::{generate, GenOptions, StopReason};
+use crate::generation::{generate_events, Emitted, GenOptions, StopReason};
+use crate::logprobs::TokenLogprob;
 
 pub struct Job {
     pub prompt_ids: Vec<u32>,
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampling: SamplingParams,
+    /// Report each token's log-probability with this many alternatives (`Event::Token`).
+    pub logprobs: Option<usize>,
     /// Set when the client goes away: the engine skips the job, or ends it at the next token.
     pub cancel: Arc<AtomicBool>,
     pub events: UnboundedSender<Event>,
@@ -40,7 +43,12 @@ pub struct Job {
 #[derive(Debug)]
 pub enum Event {
     Text(String),
-    Done { usage: Usage, finish_reason: &'static str },
+    /// A generated token's log-probability (requests with `logprobs`), sent before its text.
+    Token(TokenLogprob),
+    Done {
+        usage: Usage,
+        finish_reason: &'static str,
+    },
     Failed(String),
 }
 
@@ -156,10 +164,15 @@ fn run_job(
         cancel: Some(&job.cancel),
         speculation: drafter,
         earlier: cached,
+        logprobs: job.logprobs,
     };
-    let result = generate(session, tok, &ids[keep..], &opts, |piece| {
+    let result = generate_events(session, tok, &ids[keep..], &opts, |e| {
+        let event = match e {
+            Emitted::Text(piece) => Event::Text(piece.to_string()),
+            Emitted::Token(lp) => Event::Token(lp.clone()),
+        };
         // The receiver is gone only when the client is: stop at the next token.
-        if job.events.send(Event::Text(piece.to_string())).is_err() {
+        if job.events.send(event).is_err() {
             job.cancel.store(true, Ordering::Relaxed);
         }
     });

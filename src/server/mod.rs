@@ -11,6 +11,7 @@
 mod api;
 mod engine;
 mod errors;
+mod logprobs;
 mod metrics;
 mod params;
 mod routes;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::api::{CompletionRequest, Content, Endpoint, Prompt, Stop};
 use super::errors::ApiError;
 use super::ModelInfo;
+use crate::logprobs::MAX_TOP_LOGPROBS;
 
 /// Most stop strings per request (OpenAI allows 4; more only costs a little per token).
 const MAX_STOPS: usize = 16;
@@ -21,6 +22,8 @@ pub struct Prepared {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampling: SamplingParams,
+    /// Report log-probabilities with this many alternatives per token.
+    pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -49,6 +52,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     Ok(Prepared {
         prompt_ids,
         max_tokens,
+        logprobs: logprobs(&req, endpoint)?,
         stop: stop_strings(req.stop)?,
         sampling,
         stream: req.stream.unwrap_or(false),
@@ -65,17 +69,6 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
         if n != 1 {
             return Err(ApiError::invalid(format!("`n` must be 1 (one choice per request), got {n}"), Some("n")));
         }
-    }
-    let logprobs_on = match &req.logprobs {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Number(n)) => n.as_i64() != Some(0),
-        Some(_) => true,
-    };
-    if logprobs_on {
-        return no("`logprobs`", "logprobs");
-    }
-    if req.top_logprobs.is_some_and(|k| k != 0) {
-        return no("`top_logprobs`", "top_logprobs");
     }
     if req.echo == Some(true) {
         return no("`echo`", "echo");
@@ -98,6 +91,56 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
         return no("`frequency_penalty` (the sampler has no per-count penalty; use `presence_penalty` or `repetition_penalty`)", "frequency_penalty");
     }
     Ok(())
+}
+
+/// Chat: `logprobs` true or false, `top_logprobs` 0..=20 alternatives (only with `logprobs`).
+/// Completions: `logprobs` an integer 0..=20 (the alternatives; OpenAI allows up to 5).
+fn logprobs(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    let max = MAX_TOP_LOGPROBS as i64;
+    let count = |v: i64, name: &str| match usize::try_from(v) {
+        Ok(n) if n <= MAX_TOP_LOGPROBS => Ok(n),
+        _ => Err(ApiError::invalid(format!("`{name}` must be in 0..={max}, got {v}"), Some(name))),
+    };
+    let on = req.logprobs.as_ref().filter(|v| !v.is_null());
+    match endpoint {
+        Endpoint::Chat => {
+            let on = match on {
+                None | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(v) => {
+                    return Err(ApiError::invalid(
+                        format!("`logprobs` is true or false for chat (alternatives: `top_logprobs`), got {v}"),
+                        Some("logprobs"),
+                    ))
+                }
+            };
+            match (on, req.top_logprobs) {
+                (true, top) => Ok(Some(top.map_or(Ok(0), |k| count(k, "top_logprobs"))?)),
+                (false, None) => Ok(None),
+                (false, Some(_)) => {
+                    Err(ApiError::invalid("`top_logprobs` needs `logprobs` set to true", Some("top_logprobs")))
+                }
+            }
+        }
+        Endpoint::Completion => {
+            if req.top_logprobs.is_some() {
+                return Err(ApiError::invalid(
+                    "`top_logprobs` belongs to chat; completions take the number of alternatives as `logprobs`",
+                    Some("top_logprobs"),
+                ));
+            }
+            match on {
+                None => Ok(None),
+                Some(Value::Number(n)) if n.as_i64().is_some() => {
+                    Ok(Some(count(n.as_i64().unwrap_or(-1), "logprobs")?))
+                }
+                Some(v) => Err(ApiError::invalid(
+                    format!("`logprobs` is the number of alternatives (0..={max}) for completions, got {v}"),
+                    Some("logprobs"),
+                )),
+            }
+        }
+    }
 }
 
 fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, ApiError> {
@@ -284,8 +327,27 @@ mod tests {
         assert_eq!(refused_param(sampling(&req(r#"{"top_k": -2}"#))), "top_k");
         assert_eq!(refused_param(sampling(&req(r#"{"min_p": 1.5}"#))), "min_p");
         assert_eq!(refused_param(refuse_unsupported(&req(r#"{"frequency_penalty": 1}"#))), "frequency_penalty");
-        assert_eq!(refused_param(refuse_unsupported(&req(r#"{"logprobs": 2}"#))), "logprobs");
         assert!(refuse_unsupported(&req(r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#)).is_ok());
+    }
+
+    /// Chat: a bool and `top_logprobs`; completions: a count. Each wrong form names its parameter.
+    #[test]
+    fn logprobs_take_each_endpoints_form() {
+        let (chat, cmpl) = (Endpoint::Chat, Endpoint::Completion);
+        assert_eq!(logprobs(&req("{}"), chat).unwrap(), None);
+        assert_eq!(logprobs(&req(r#"{"logprobs": false}"#), chat).unwrap(), None);
+        assert_eq!(logprobs(&req(r#"{"logprobs": true}"#), chat).unwrap(), Some(0));
+        assert_eq!(logprobs(&req(r#"{"logprobs": true, "top_logprobs": 5}"#), chat).unwrap(), Some(5));
+        assert_eq!(refused_param(logprobs(&req(r#"{"logprobs": true, "top_logprobs": 21}"#), chat)), "top_logprobs");
+        assert_eq!(refused_param(logprobs(&req(r#"{"top_logprobs": 2}"#), chat)), "top_logprobs");
+        assert_eq!(refused_param(logprobs(&req(r#"{"logprobs": 3}"#), chat)), "logprobs");
+        assert_eq!(logprobs(&req(r#"{"logprobs": null}"#), cmpl).unwrap(), None);
+        assert_eq!(logprobs(&req(r#"{"logprobs": 0}"#), cmpl).unwrap(), Some(0));
+        assert_eq!(logprobs(&req(r#"{"logprobs": 20}"#), cmpl).unwrap(), Some(20));
+        assert_eq!(refused_param(logprobs(&req(r#"{"logprobs": -1}"#), cmpl)), "logprobs");
+        assert_eq!(refused_param(logprobs(&req(r#"{"logprobs": true}"#), cmpl)), "logprobs");
+        assert_eq!(refused_param(logprobs(&req(r#"{"logprobs": 1.5}"#), cmpl)), "logprobs");
+        assert_eq!(refused_param(logprobs(&req(r#"{"logprobs": 1, "top_logprobs": 1}"#), cmpl)), "top_logprobs");
     }
 
     #[test]

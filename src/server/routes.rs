@@ -12,12 +12,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::api::{parse_request, Endpoint, ResponseHead};
 use super::engine::{Event, Job};
 use super::errors::ApiError;
+use super::logprobs::logprobs_json;
 use super::params::prepare;
 use super::{sse, AppState, CancelOnDrop};
 
@@ -76,31 +78,38 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
         max_tokens: p.max_tokens,
         stop: p.stop,
         sampling: p.sampling,
+        logprobs: p.logprobs,
         cancel,
         events: tx,
         enqueued: Instant::now(),
     })?;
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
+    let logprobs = p.logprobs.map(|_| model.tokenizer.clone());
     if p.stream {
-        return Ok(sse::response(head, rx, guard, p.include_usage));
+        return Ok(sse::response(head, rx, guard, p.include_usage, logprobs));
     }
-    collect(head, rx, guard).await
+    collect(head, rx, guard, logprobs).await
 }
 
-/// A non-streamed answer: gathers the pieces. Dropping this future (the client went away)
-/// drops the guard, which cancels the generation.
+/// A non-streamed answer: gathers the pieces (and, with `logprobs`, the tokens' log-probabilities,
+/// named through that tokenizer). Dropping this future (the client went away) drops the guard,
+/// which cancels the generation.
 async fn collect(
     head: ResponseHead,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     _guard: CancelOnDrop,
+    logprobs: Option<Arc<Tokenizer>>,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
+    let mut tokens = Vec::new();
     loop {
         match rx.recv().await {
             Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Token(t)) => tokens.push(t),
             Some(Event::Done { usage, finish_reason }) => {
-                return Ok(Json(head.full(&text, finish_reason, usage)).into_response())
+                let lp = logprobs.as_deref().map(|tok| logprobs_json(head.endpoint, tok, &tokens, 0));
+                return Ok(Json(head.full(&text, finish_reason, usage, lp)).into_response());
             }
             Some(Event::Failed(m)) => return Err(ApiError::internal(m)),
             None => return Err(ApiError::internal("the engine stopped")),

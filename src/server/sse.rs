@@ -9,10 +9,16 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use std::sync::Arc;
+
+use qwen_aot_runtime::tokenizer::Tokenizer;
+
 use super::api::ResponseHead;
 use super::engine::Event;
 use super::errors::ApiError;
+use super::logprobs::{chars_of, logprobs_json};
 use super::CancelOnDrop;
+use crate::logprobs::TokenLogprob;
 
 struct State {
     rx: UnboundedReceiver<Event>,
@@ -20,6 +26,11 @@ struct State {
     include_usage: bool,
     pending: VecDeque<SseEvent>,
     finished: bool,
+    /// With `logprobs`: the tokenizer that names the tokens, the tokens generated since the last
+    /// chunk (sent with the next text), and where the next one's text starts (completions).
+    logprobs: Option<Arc<Tokenizer>>,
+    tokens: Vec<TokenLogprob>,
+    text_offset: usize,
     _guard: CancelOnDrop,
 }
 
@@ -34,9 +45,18 @@ impl State {
             return false;
         }
         match self.rx.recv().await {
-            Some(Event::Text(t)) => self.pending.push_back(data(&self.head.chunk(&t, None))),
+            Some(Event::Text(t)) => {
+                let lp = self.take_logprobs();
+                self.pending.push_back(data(&self.head.chunk(&t, None, lp)));
+            }
+            Some(Event::Token(t)) => self.tokens.push(t),
             Some(Event::Done { usage, finish_reason }) => {
-                self.pending.push_back(data(&self.head.chunk("", Some(finish_reason))));
+                // Tokens whose text never came (held back by a stop string): a chunk of their own.
+                if !self.tokens.is_empty() {
+                    let lp = self.take_logprobs();
+                    self.pending.push_back(data(&self.head.chunk("", None, lp)));
+                }
+                self.pending.push_back(data(&self.head.chunk("", Some(finish_reason), None)));
                 if self.include_usage {
                     self.pending.push_back(data(&self.head.usage_chunk(usage)));
                 }
@@ -54,6 +74,15 @@ impl State {
         true
     }
 
+    /// The log-probabilities of the tokens since the last chunk, for the next one.
+    fn take_logprobs(&mut self) -> Option<serde_json::Value> {
+        let tok = self.logprobs.as_deref()?;
+        let tokens = std::mem::take(&mut self.tokens);
+        let v = logprobs_json(self.head.endpoint, tok, &tokens, self.text_offset);
+        self.text_offset += chars_of(tok, &tokens);
+        Some(v)
+    }
+
     fn close(&mut self) {
         self.pending.push_back(SseEvent::default().data("[DONE]"));
         self.finished = true;
@@ -65,9 +94,20 @@ pub fn response(
     rx: UnboundedReceiver<Event>,
     guard: CancelOnDrop,
     include_usage: bool,
+    logprobs: Option<Arc<Tokenizer>>,
 ) -> Response {
     let pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
-    let state = State { rx, head, include_usage, pending, finished: false, _guard: guard };
+    let state = State {
+        rx,
+        head,
+        include_usage,
+        pending,
+        finished: false,
+        logprobs,
+        tokens: Vec::new(),
+        text_offset: 0,
+        _guard: guard,
+    };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(e) = st.pending.pop_front() {

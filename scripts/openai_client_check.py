@@ -2,8 +2,9 @@
 
 Usage: openai_client_check.py BASE_URL EXPECTED_JSON
 EXPECTED_JSON maps each chat message to `generate --chat MESSAGE --max-tokens 8` text.
-Checks a non-streamed and a streamed chat completion, 8 concurrent clients, a client that leaves
-mid-stream, and that bad input is a 400 the client raises as BadRequestError.
+Checks a non-streamed and a streamed chat completion, log-probabilities as the client's typed
+objects, 8 concurrent clients, a client that leaves mid-stream, and that bad input is a 400 the
+client raises as BadRequestError.
 """
 import json
 import sys
@@ -54,6 +55,26 @@ def main():
     got = chat_stream(client, first)
     assert got == expected[first], (got, expected[first])
     print("ok: non-streamed and streamed text equal generate --chat:", repr(got))
+
+    r = client.chat.completions.create(
+        model="qwen",
+        messages=[{"role": "user", "content": first}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    entries = r.choices[0].logprobs.content
+    assert r.choices[0].message.content == expected[first], r
+    assert len(entries) == r.usage.completion_tokens, (len(entries), r.usage)
+    assert b"".join(bytes(e.bytes) for e in entries).decode() == expected[first], entries
+    for e in entries:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 2 and e.top_logprobs[0].token == e.token, e
+    r = client.completions.create(model="qwen", prompt="def fib(n):", max_tokens=4, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text and len(lp.token_logprobs) == 4, lp
+    assert all(len(t) == 3 for t in lp.top_logprobs), lp
+    print("ok: chat and completion log-probabilities parse as the client's types")
 
     jobs = [(messages[i % len(messages)], i % 2 == 0) for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:

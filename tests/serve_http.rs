@@ -261,7 +261,8 @@ const LOGPROB_TOL: f64 = 0.005;
 /// Chat `logprobs` / `top_logprobs` and completions' `logprobs: N` on greedy answers of two
 /// reference cases: every generated token's log-probability within LOGPROB_TOL of the reference's
 /// teacher-forced one, the greedy token first among its alternatives, the entries' bytes
-/// spelling the answer; streamed, the chunks carry the same entries; a wrong form is a 400.
+/// spelling the answer; streamed, the chunks carry the same entries; a prompt of token ids
+/// scored with `echo` matches the reference's teacher-forced values; a wrong form is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logprobs_agree_with_the_reference_streamed_or_not() {
     let s = Server::start(&[]).await;
@@ -325,6 +326,36 @@ async fn logprobs_agree_with_the_reference_streamed_or_not() {
         assert_eq!(top.get(*t).and_then(Value::as_f64), Some(got), "the greedy token is among its alternatives");
     }
 
+    // Scoring (`echo`, `max_tokens: 0`): case d's prompt and greedy answer as token ids, every
+    // answer token's log-probability the reference's teacher-forced one (the same definition:
+    // one pass over the whole text); the first token has none.
+    let case = ref_case("d");
+    let want_lp = f64s(&case["teacher_forced"]["token_logprobs"]);
+    let n_in = case["input_ids"].as_array().unwrap().len();
+    let ids: Vec<Value> =
+        case["input_ids"].as_array().unwrap().iter().chain(case["output_ids"].as_array().unwrap()).cloned().collect();
+    let body = json!({"prompt": ids, "max_tokens": 0, "echo": true, "logprobs": 1});
+    let (status, v) = s.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let full = format!("{}{}", case["input_text"].as_str().unwrap(), case["output_text"].as_str().unwrap());
+    assert_eq!(v["choices"][0]["text"], full.as_str());
+    assert_eq!(
+        (v["usage"]["prompt_tokens"].as_u64(), v["usage"]["completion_tokens"].as_u64()),
+        (Some(ids.len() as u64), Some(0))
+    );
+    let lp = &v["choices"][0]["logprobs"];
+    assert!(lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null(), "{lp}");
+    for (i, want) in want_lp.iter().enumerate() {
+        let got = lp["token_logprobs"][n_in + i].as_f64().unwrap();
+        assert!((got - want).abs() <= LOGPROB_TOL, "answer token {i}: {got} vs reference {want}");
+    }
+    // Echo with an answer, streamed: the prompt is the first chunk.
+    let body = json!({"prompt": "def fib(n):", "max_tokens": 2, "temperature": 0, "echo": true, "stream": true});
+    let r = s.post("/v1/completions").body(body.to_string()).send().await.expect("request");
+    let chunks = r.text().await.unwrap();
+    let first: Value = serde_json::from_str(&sse_events(&chunks)[0]).unwrap();
+    assert_eq!(first["choices"][0]["text"], "def fib(n):", "{chunks}");
+
     // Each endpoint's own form; anything else names the parameter.
     for (path, bad, param) in [
         ("/v1/chat/completions", json!({"logprobs": 3}), "logprobs"),
@@ -332,6 +363,10 @@ async fn logprobs_agree_with_the_reference_streamed_or_not() {
         ("/v1/chat/completions", json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
         ("/v1/completions", json!({"logprobs": true}), "logprobs"),
         ("/v1/completions", json!({"logprobs": 1, "top_logprobs": 1}), "top_logprobs"),
+        ("/v1/completions", json!({"max_tokens": 0}), "max_tokens"),
+        ("/v1/completions", json!({"prompt": [1, -3]}), "prompt"),
+        ("/v1/completions", json!({"prompt": [[1], [2]]}), "prompt"),
+        ("/v1/chat/completions", json!({"echo": true}), "echo"),
     ] {
         let mut body = if path.contains("chat") {
             json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})

@@ -15,7 +15,7 @@ use super::errors::ApiError;
 pub struct CompletionRequest {
     /// Chat only.
     pub messages: Option<Vec<InMessage>>,
-    /// Completions only: a string, or a list holding one string.
+    /// Completions only: a string, token ids, or a list holding one of either.
     pub prompt: Option<Prompt>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
@@ -74,6 +74,9 @@ pub struct ContentPart {
 pub enum Prompt {
     Text(String),
     List(Vec<String>),
+    /// Token ids (signed, so that a negative id reaches params' range check).
+    Tokens(Vec<i64>),
+    TokenLists(Vec<Vec<i64>>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +140,14 @@ impl Usage {
             prompt_tokens_details: CachedTokens { cached_tokens },
         }
     }
+}
+
+/// Completions' `echo`: the prompt's text, returned before the answer, and its first token (the
+/// one a scored prompt leaves unscored).
+#[derive(Clone, Debug)]
+pub struct Echo {
+    pub text: String,
+    pub first: u32,
 }
 
 /// What every response and chunk of one request shares.

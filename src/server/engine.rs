@@ -24,7 +24,7 @@ use super::errors::ApiError;
 use super::metrics::Metrics;
 use super::ModelInfo;
 use crate::chat::common_prefix;
-use crate::generation::{generate_events, Emitted, GenOptions, StopReason};
+use crate::generation::{generate_events, prompt_logprobs, Emitted, GenOptions, StopReason};
 use crate::logprobs::TokenLogprob;
 
 pub struct Job {
@@ -34,6 +34,9 @@ pub struct Job {
     pub sampling: SamplingParams,
     /// Report each token's log-probability with this many alternatives (`Event::Token`).
     pub logprobs: Option<usize>,
+    /// Completions' `echo`: with `logprobs`, the prompt's tokens are scored too
+    /// (`Event::PromptLogprobs`). `max_tokens` may then be 0.
+    pub echo: bool,
     /// Set when the client goes away: the engine skips the job, or ends it at the next token.
     pub cancel: Arc<AtomicBool>,
     pub events: UnboundedSender<Event>,
@@ -45,6 +48,9 @@ pub enum Event {
     Text(String),
     /// A generated token's log-probability (requests with `logprobs`), sent before its text.
     Token(TokenLogprob),
+    /// `echo` with `logprobs`: the prompt's tokens but the first (which nothing predicts), scored;
+    /// sent before anything generated.
+    PromptLogprobs(Vec<TokenLogprob>),
     Done {
         usage: Usage,
         finish_reason: &'static str,
@@ -154,10 +160,28 @@ fn run_job(
     let queue_wait = job.enqueued.elapsed().as_secs_f64();
     session.set_sampling(&job.sampling)?;
     // Reuse the cache for the prefix it already holds; at least one token is prefilled, as the
-    // prefill produces the first answer token.
-    let keep = common_prefix(cached, ids).min(ids.len() - 1);
+    // prefill produces the first answer token. A prompt to score is prefilled whole, every row's
+    // logits kept (all but its last token: the generation's prefill takes that one).
+    let score = job.echo && job.logprobs.is_some();
+    let keep = if score { 0 } else { common_prefix(cached, ids).min(ids.len() - 1) };
     session.rewind(keep);
     cached.truncate(keep);
+    let mut start = keep;
+    if let (true, Some(top_n)) = (score, job.logprobs) {
+        let n = ids.len();
+        let scored = prompt_logprobs(session, &ids[..n - 1], &ids[1..], top_n).inspect_err(|_| session.rewind(0))?;
+        cached.extend_from_slice(&ids[..n - 1]);
+        start = n - 1;
+        if job.events.send(Event::PromptLogprobs(scored)).is_err() {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+    if job.max_tokens == 0 {
+        // `echo` with no answer: the prompt alone (scored above when asked).
+        metrics.prompt_tokens.inc_by(ids.len() as u64);
+        metrics.cached_prompt_tokens.inc_by(keep as u64);
+        return Ok(Event::Done { usage: Usage::new(ids.len(), keep, 0), finish_reason: "length" });
+    }
     let opts = GenOptions {
         max_tokens: job.max_tokens,
         stop_strings: job.stop.clone(),
@@ -166,7 +190,7 @@ fn run_job(
         earlier: cached,
         logprobs: job.logprobs,
     };
-    let result = generate_events(session, tok, &ids[keep..], &opts, |e| {
+    let result = generate_events(session, tok, &ids[start..], &opts, |e| {
         let event = match e {
             Emitted::Text(piece) => Event::Text(piece.to_string()),
             Emitted::Token(lp) => Event::Token(lp.clone()),
@@ -179,12 +203,12 @@ fn run_job(
     let gen = match result {
         Ok(g) => g,
         Err(e) => {
-            session.rewind(keep);
+            session.rewind(start);
             return Err(e);
         }
     };
     // The cache now holds the prompt and every generated id but the last (never fed back).
-    cached.extend_from_slice(&ids[keep..]);
+    cached.extend_from_slice(&ids[start..]);
     cached.extend_from_slice(&gen.ids[..gen.ids.len() - 1]);
     debug_assert_eq!(cached.len(), session.pos());
     let n = gen.ids.len();

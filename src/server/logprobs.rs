@@ -2,7 +2,8 @@
 //! - chat (`logprobs: true`, `top_logprobs: N`): `{"content": [{"token", "logprob", "bytes",
 //!   "top_logprobs": [{"token", "logprob", "bytes"}, ...]}, ...], "refusal": null}`;
 //! - completions (`logprobs: N`): the legacy parallel lists `{"tokens", "token_logprobs",
-//!   "top_logprobs": [{token: logprob, ...}, ...], "text_offset"}`.
+//!   "top_logprobs": [{token: logprob, ...}, ...], "text_offset"}`; with `echo` the prompt's
+//!   tokens come first, the very first with null in both (nothing predicts it).
 //!
 //! A token's "token" is its bytes as UTF-8 (U+FFFD where a token holds part of a character;
 //! "bytes" has the exact bytes). An id past the tokenizer's vocabulary (the logits row may be
@@ -28,17 +29,32 @@ fn chat_entry(tok: &Tokenizer, id: u32, logprob: f32, top: Option<&[(u32, f32)]>
     v
 }
 
-/// The `logprobs` object of a choice (or of a stream chunk) for `tokens`; `text_offset` is where
-/// the first token's text starts in the completion (completions only; in characters).
-pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[TokenLogprob], text_offset: usize) -> Value {
+/// The `logprobs` object of a choice (or of a stream chunk) for `tokens`, after `unscored` (an
+/// echoed prompt's first token: null log-probability; completions only); `text_offset` is where
+/// the first token's text starts in the text returned (completions only; in characters).
+pub fn logprobs_json(
+    endpoint: Endpoint,
+    tok: &Tokenizer,
+    unscored: Option<u32>,
+    tokens: &[TokenLogprob],
+    text_offset: usize,
+) -> Value {
     match endpoint {
         Endpoint::Chat => {
             let content: Vec<Value> = tokens.iter().map(|t| chat_entry(tok, t.id, t.logprob, Some(&t.top))).collect();
             json!({"content": content, "refusal": null})
         }
         Endpoint::Completion => {
-            let (mut texts, mut offsets, mut tops) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut texts, mut offsets, mut tops, mut lps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut at = text_offset;
+            if let Some(id) = unscored {
+                let (text, _) = token_text(tok, id);
+                offsets.push(at);
+                at += text.chars().count();
+                texts.push(text);
+                tops.push(Value::Null);
+                lps.push(Value::Null);
+            }
             for t in tokens {
                 let (text, _) = token_text(tok, t.id);
                 offsets.push(at);
@@ -50,14 +66,14 @@ pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[TokenLogprob
                     top.entry(token_text(tok, j).0).or_insert(json!(lp));
                 }
                 tops.push(Value::Object(top));
+                lps.push(json!(t.logprob));
             }
-            let lps: Vec<f32> = tokens.iter().map(|t| t.logprob).collect();
             json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
         }
     }
 }
 
-/// Characters the completion-style `tokens` add to `text_offset` (for the next stream chunk).
-pub fn chars_of(tok: &Tokenizer, tokens: &[TokenLogprob]) -> usize {
-    tokens.iter().map(|t| token_text(tok, t.id).0.chars().count()).sum()
+/// Characters the completion-style tokens `ids` add to `text_offset` (for the next stream chunk).
+pub fn chars_of(tok: &Tokenizer, ids: impl IntoIterator<Item = u32>) -> usize {
+    ids.into_iter().map(|id| token_text(tok, id).0.chars().count()).sum()
 }

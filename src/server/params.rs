@@ -24,17 +24,30 @@ pub struct Prepared {
     pub sampling: SamplingParams,
     /// Report log-probabilities with this many alternatives per token.
     pub logprobs: Option<usize>,
+    /// Completions' `echo`: the prompt as given, to put before the answer (and with `logprobs`,
+    /// its tokens scored).
+    pub echo: Option<String>,
     pub stream: bool,
     pub include_usage: bool,
 }
 
 pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
     refuse_unsupported(&req)?;
-    let text = match endpoint {
-        Endpoint::Chat => render_chat(&req, model)?,
-        Endpoint::Completion => prompt_text(&req)?,
+    let (text, prompt_ids) = match endpoint {
+        Endpoint::Chat => {
+            let text = render_chat(&req, model)?;
+            let ids = model.tokenizer.encode(&text);
+            (text, ids)
+        }
+        Endpoint::Completion => prompt_input(&req, model)?,
     };
-    let prompt_ids = model.tokenizer.encode(&text);
+    let echo = match (req.echo, endpoint) {
+        (Some(true), Endpoint::Chat) => {
+            return Err(ApiError::invalid("`echo` belongs to /v1/completions", Some("echo")));
+        }
+        (Some(true), Endpoint::Completion) => Some(text),
+        _ => None,
+    };
     if prompt_ids.is_empty() {
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
     }
@@ -47,12 +60,13 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         )
         .with_code("context_length_exceeded"));
     }
-    let max_tokens = max_tokens(&req, prompt_ids.len(), ctx)?;
+    let max_tokens = max_tokens(&req, prompt_ids.len(), ctx, echo.is_some())?;
     let sampling = sampling(&req)?;
     Ok(Prepared {
         prompt_ids,
         max_tokens,
         logprobs: logprobs(&req, endpoint)?,
+        echo,
         stop: stop_strings(req.stop)?,
         sampling,
         stream: req.stream.unwrap_or(false),
@@ -69,9 +83,6 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
         if n != 1 {
             return Err(ApiError::invalid(format!("`n` must be 1 (one choice per request), got {n}"), Some("n")));
         }
-    }
-    if req.echo == Some(true) {
-        return no("`echo`", "echo");
     }
     if req.best_of.is_some_and(|b| b != 1) {
         return no("`best_of` other than 1", "best_of");
@@ -195,34 +206,56 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, Api
         .map_err(|e| ApiError::invalid(format!("the conversation cannot be rendered: {e}"), Some("messages")))
 }
 
-fn prompt_text(req: &CompletionRequest) -> Result<String, ApiError> {
+/// A completion's prompt as text and token ids: a string is tokenized; token ids (checked
+/// against the vocabulary) are taken as they are, their text decoded (for `echo`).
+fn prompt_input(req: &CompletionRequest, model: &ModelInfo) -> Result<(String, Vec<u32>), ApiError> {
     if req.messages.is_some() {
         return Err(ApiError::invalid(
             "`messages` belongs to /v1/chat/completions; completions take `prompt`",
             Some("messages"),
         ));
     }
-    match &req.prompt {
-        None => Err(ApiError::invalid("`prompt` is required", Some("prompt"))),
-        Some(Prompt::Text(t)) => Ok(t.clone()),
-        Some(Prompt::List(l)) if l.len() == 1 => Ok(l[0].clone()),
-        Some(Prompt::List(l)) => Err(ApiError::invalid(
-            format!("`prompt` must be one string (batches are not served), got a list of {}", l.len()),
+    let one = |n: usize| {
+        Err(ApiError::invalid(
+            format!("`prompt` must be one prompt (batches are not served), got a list of {n}"),
             Some("prompt"),
-        )),
-    }
+        ))
+    };
+    let ids = match &req.prompt {
+        None => return Err(ApiError::invalid("`prompt` is required", Some("prompt"))),
+        Some(Prompt::Text(t)) => return Ok((t.clone(), model.tokenizer.encode(t))),
+        Some(Prompt::List(l)) if l.len() == 1 => return Ok((l[0].clone(), model.tokenizer.encode(&l[0]))),
+        Some(Prompt::List(l)) => return one(l.len()),
+        Some(Prompt::Tokens(ids)) => ids,
+        Some(Prompt::TokenLists(l)) if l.len() == 1 => &l[0],
+        Some(Prompt::TokenLists(l)) => return one(l.len()),
+    };
+    let vocab = model.tokenizer.vocab_size();
+    let ids: Vec<u32> = ids
+        .iter()
+        .map(|&id| match u32::try_from(id) {
+            Ok(v) if (v as usize) < vocab => Ok(v),
+            _ => Err(ApiError::invalid(format!("token id {id} in `prompt` is not in 0..{vocab}"), Some("prompt"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let text = model.tokenizer.decode(&ids).map_err(|e| ApiError::invalid(format!("{e}"), Some("prompt")))?;
+    Ok((text, ids))
 }
 
 /// `max_completion_tokens` (the newer name) wins over `max_tokens`; absent, the answer may fill
-/// the context.
-fn max_tokens(req: &CompletionRequest, prompt_len: usize, ctx: usize) -> Result<usize, ApiError> {
+/// the context. 0 only with `echo` (`zero_ok`): the prompt alone, scored with `logprobs`.
+fn max_tokens(req: &CompletionRequest, prompt_len: usize, ctx: usize, zero_ok: bool) -> Result<usize, ApiError> {
     let (value, param) = match (req.max_completion_tokens, req.max_tokens) {
         (Some(v), _) => (v, "max_completion_tokens"),
         (None, Some(v)) => (v, "max_tokens"),
         (None, None) => return Ok((ctx - prompt_len).max(1)),
     };
+    if value == 0 && zero_ok {
+        return Ok(0);
+    }
     if value < 1 {
-        return Err(ApiError::invalid(format!("`{param}` must be at least 1, got {value}"), Some(param)));
+        let least = if zero_ok { "0" } else { "1 (0 only with `echo`)" };
+        return Err(ApiError::invalid(format!("`{param}` must be at least {least}, got {value}"), Some(param)));
     }
     let value = usize::try_from(value).unwrap_or(usize::MAX);
     if value > ctx {
@@ -352,11 +385,13 @@ mod tests {
 
     #[test]
     fn the_token_budget_fits_the_context() {
-        assert_eq!(max_tokens(&req("{}"), 10, 100).unwrap(), 90);
-        assert_eq!(max_tokens(&req(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#), 10, 100).unwrap(), 7);
-        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": 0}"#), 10, 100)), "max_tokens");
-        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": 91}"#), 10, 100)), "max_tokens");
-        assert_eq!(max_tokens(&req(r#"{"max_tokens": 90}"#), 10, 100).unwrap(), 90);
+        assert_eq!(max_tokens(&req("{}"), 10, 100, false).unwrap(), 90);
+        assert_eq!(max_tokens(&req(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#), 10, 100, false).unwrap(), 7);
+        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": 0}"#), 10, 100, false)), "max_tokens");
+        assert_eq!(max_tokens(&req(r#"{"max_tokens": 0}"#), 10, 100, true).unwrap(), 0, "echo: the prompt alone");
+        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": -1}"#), 10, 100, true)), "max_tokens");
+        assert_eq!(refused_param(max_tokens(&req(r#"{"max_tokens": 91}"#), 10, 100, false)), "max_tokens");
+        assert_eq!(max_tokens(&req(r#"{"max_tokens": 90}"#), 10, 100, false).unwrap(), 90);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::api::{parse_request, Endpoint, ResponseHead};
+use super::api::{parse_request, Echo, Endpoint, ResponseHead};
 use super::engine::{Event, Job};
 use super::errors::ApiError;
 use super::logprobs::logprobs_json;
@@ -70,6 +70,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let req = parse_request(&body)?;
     let p = prepare(req, endpoint, &model)?;
+    let echo = p.echo.map(|text| Echo { text, first: p.prompt_ids[0] });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
@@ -79,6 +80,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
         stop: p.stop,
         sampling: p.sampling,
         logprobs: p.logprobs,
+        echo: echo.is_some(),
         cancel,
         events: tx,
         enqueued: Instant::now(),
@@ -87,28 +89,35 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
     let logprobs = p.logprobs.map(|_| model.tokenizer.clone());
     if p.stream {
-        return Ok(sse::response(head, rx, guard, p.include_usage, logprobs));
+        return Ok(sse::response(head, rx, guard, p.include_usage, logprobs, echo));
     }
-    collect(head, rx, guard, logprobs).await
+    collect(head, rx, guard, logprobs, echo).await
 }
 
 /// A non-streamed answer: gathers the pieces (and, with `logprobs`, the tokens' log-probabilities,
-/// named through that tokenizer). Dropping this future (the client went away) drops the guard,
-/// which cancels the generation.
+/// named through that tokenizer), after the echoed prompt if any. Dropping this future (the
+/// client went away) drops the guard, which cancels the generation.
 async fn collect(
     head: ResponseHead,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     _guard: CancelOnDrop,
     logprobs: Option<Arc<Tokenizer>>,
+    echo: Option<Echo>,
 ) -> Result<Response, ApiError> {
-    let mut text = String::new();
+    let mut text = echo.as_ref().map(|e| e.text.clone()).unwrap_or_default();
+    // A scored prompt's entries come first (PromptLogprobs precedes every Token).
     let mut tokens = Vec::new();
+    let mut unscored = None;
     loop {
         match rx.recv().await {
             Some(Event::Text(t)) => text.push_str(&t),
             Some(Event::Token(t)) => tokens.push(t),
+            Some(Event::PromptLogprobs(scored)) => {
+                unscored = echo.as_ref().map(|e| e.first);
+                tokens.splice(0..0, scored);
+            }
             Some(Event::Done { usage, finish_reason }) => {
-                let lp = logprobs.as_deref().map(|tok| logprobs_json(head.endpoint, tok, &tokens, 0));
+                let lp = logprobs.as_deref().map(|tok| logprobs_json(head.endpoint, tok, unscored, &tokens, 0));
                 return Ok(Json(head.full(&text, finish_reason, usage, lp)).into_response());
             }
             Some(Event::Failed(m)) => return Err(ApiError::internal(m)),

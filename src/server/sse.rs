@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
-use super::api::ResponseHead;
+use super::api::{Echo, ResponseHead};
 use super::engine::Event;
 use super::errors::ApiError;
 use super::logprobs::{chars_of, logprobs_json};
@@ -31,6 +31,8 @@ struct State {
     logprobs: Option<Arc<Tokenizer>>,
     tokens: Vec<TokenLogprob>,
     text_offset: usize,
+    /// Completions' `echo` with `logprobs`, until the scored prompt arrives.
+    echo: Option<Echo>,
     _guard: CancelOnDrop,
 }
 
@@ -50,6 +52,14 @@ impl State {
                 self.pending.push_back(data(&self.head.chunk(&t, None, lp)));
             }
             Some(Event::Token(t)) => self.tokens.push(t),
+            // `echo` with `logprobs`: the prompt's chunk, once its tokens are scored.
+            Some(Event::PromptLogprobs(scored)) => {
+                if let (Some(tok), Some(echo)) = (self.logprobs.as_deref(), self.echo.take()) {
+                    let lp = logprobs_json(self.head.endpoint, tok, Some(echo.first), &scored, 0);
+                    self.text_offset = chars_of(tok, std::iter::once(echo.first).chain(scored.iter().map(|t| t.id)));
+                    self.pending.push_back(data(&self.head.chunk(&echo.text, None, Some(lp))));
+                }
+            }
             Some(Event::Done { usage, finish_reason }) => {
                 // Tokens whose text never came (held back by a stop string): a chunk of their own.
                 if !self.tokens.is_empty() {
@@ -78,8 +88,8 @@ impl State {
     fn take_logprobs(&mut self) -> Option<serde_json::Value> {
         let tok = self.logprobs.as_deref()?;
         let tokens = std::mem::take(&mut self.tokens);
-        let v = logprobs_json(self.head.endpoint, tok, &tokens, self.text_offset);
-        self.text_offset += chars_of(tok, &tokens);
+        let v = logprobs_json(self.head.endpoint, tok, None, &tokens, self.text_offset);
+        self.text_offset += chars_of(tok, tokens.iter().map(|t| t.id));
         Some(v)
     }
 
@@ -95,8 +105,18 @@ pub fn response(
     guard: CancelOnDrop,
     include_usage: bool,
     logprobs: Option<Arc<Tokenizer>>,
+    echo: Option<Echo>,
 ) -> Response {
-    let pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
+    let mut pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
+    // `echo` without `logprobs`: the prompt is the first chunk at once (with them it waits for
+    // its scores: Event::PromptLogprobs).
+    let echo = match (echo, &logprobs) {
+        (Some(e), None) => {
+            pending.push_back(data(&head.chunk(&e.text, None, None)));
+            None
+        }
+        (e, _) => e,
+    };
     let state = State {
         rx,
         head,
@@ -106,6 +126,7 @@ pub fn response(
         logprobs,
         tokens: Vec::new(),
         text_offset: 0,
+        echo,
         _guard: guard,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {

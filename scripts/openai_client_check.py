@@ -2,8 +2,8 @@
 
 Usage: openai_client_check.py BASE_URL EXPECTED_JSON
 EXPECTED_JSON maps each chat message to `generate --chat MESSAGE --max-tokens 8` text.
-Checks a non-streamed and a streamed chat completion, log-probabilities as the client's typed
-objects, 8 concurrent clients, a client that leaves mid-stream, and that bad input is a 400 the
+Checks a non-streamed and a streamed chat completion, log-probabilities and function calls as
+the client's typed objects, 8 concurrent clients, a client that leaves mid-stream, and that bad input is a 400 the
 client raises as BadRequestError.
 """
 import json
@@ -75,6 +75,32 @@ def main():
     assert "".join(lp.tokens) == r.choices[0].text and len(lp.token_logprobs) == 4, lp
     assert all(len(t) == 3 for t in lp.top_logprobs), lp
     print("ok: chat and completion log-probabilities parse as the client's types")
+
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    question = [{"role": "user", "content": "What's the weather like in Paris today?"}]
+    r = client.chat.completions.create(model="qwen", messages=question, tools=[weather], temperature=0, max_tokens=60)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather", r
+    assert json.loads(call.function.arguments) == {"city": "Paris"}, call
+    streamed = client.chat.completions.create(
+        model="qwen", messages=question, tools=[weather], temperature=0, max_tokens=60, stream=True
+    )
+    deltas = [d for c in streamed if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert [(d.index, d.function.name, d.function.arguments) for d in deltas] == [(0, "get_weather", call.function.arguments)], deltas
+    follow = question + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18}'},
+    ]
+    r = client.chat.completions.create(model="qwen", messages=follow, tools=[weather], temperature=0, max_tokens=8)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls"), r
+    print("ok: a function call, streamed and not, and the turn after it, through the client's types")
 
     jobs = [(messages[i % len(messages)], i % 2 == 0) for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -65,3 +65,28 @@ fn system_and_multi_turn() {
                     <|im_start|>assistant\nHello!<|im_end|>\n";
     assert_eq!(t.render(&messages, false).expect("renders"), expected);
 }
+
+/// Function definitions, an assistant turn that called one and the tool's answer: the text
+/// Python's Jinja2 3.1.6 renders from the GGUF's template with transformers' settings
+/// (`trim_blocks`, `lstrip_blocks`, `loopcontrols`, `tojson` = `json.dumps(ensure_ascii=False)`),
+/// pasted here.
+#[test]
+fn tools_a_call_and_its_response_render_as_jinja2_does() {
+    let t = template();
+    let tools: Vec<serde_json::Value> = vec![
+        serde_json::json!({"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}}),
+    ];
+    let call =
+        serde_json::json!({"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
+    let messages = [
+        ChatMessage::user("What's the weather like in Paris today?"),
+        ChatMessage::assistant_calls("", vec![call]),
+        ChatMessage::new("tool", "{\"temperature\": 18, \"sky\": \"cloudy\"}"),
+    ];
+    let expected = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get the current weather in a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"City name\"}}, \"required\": [\"city\"]}}}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWhat's the weather like in Paris today?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"temperature\": 18, \"sky\": \"cloudy\"}\n</tool_response><|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(t.render_with_tools(&messages, &tools, true).expect("renders"), expected);
+    // Without tools the same template renders the plain system prompt.
+    assert!(t.render_with_tools(&messages[..1], &[], true).expect("renders").starts_with(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    ));
+}

@@ -379,6 +379,83 @@ async fn logprobs_agree_with_the_reference_streamed_or_not() {
     }
 }
 
+/// Function calling on the default model (greedy): it answers a weather question with a call,
+/// which comes back as `tool_calls` (arguments a JSON string), finish reason "tool_calls", no
+/// content -- streamed as one `tool_calls` delta; the call and the tool's answer render into the
+/// next turn, which reuses the cache; an answer that names no offered function stays content;
+/// what cannot be honoured is a 400 naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
+    let s = Server::start(&[]).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let question = json!([{"role": "user", "content": "What's the weather like in Paris today?"}]);
+    let body = json!({"messages": question, "tools": tools, "temperature": 0, "max_tokens": 60});
+    let (status, v) = s.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!((&choice["finish_reason"], &choice["message"]["content"]), (&json!("tool_calls"), &Value::Null), "{v}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!((&call["type"], &call["function"]["name"]), (&json!("function"), &json!("get_weather")), "{v}");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = s.post("/v1/chat/completions").body(streamed.to_string()).send().await.expect("request");
+    let chunks: Vec<Value> = sse_events(&r.text().await.unwrap())
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]).collect();
+    let calls: Vec<&Value> = deltas.iter().filter_map(|d| d["delta"]["tool_calls"].as_array()).flatten().collect();
+    assert_eq!(calls.len(), 1, "{chunks:?}");
+    assert_eq!((&calls[0]["index"], &calls[0]["function"]), (&json!(0), &call["function"]));
+    assert!(deltas.iter().all(|d| d["delta"]["content"].as_str().is_none_or(str::is_empty)), "no content: {chunks:?}");
+    assert_eq!(deltas.last().unwrap()["finish_reason"], "tool_calls");
+
+    // The next turn: the call (arguments as OpenAI sends them, a string) and the tool's answer.
+    let mut turn = question.as_array().unwrap().clone();
+    turn.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+    turn.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "{\"temperature\": 18}"}));
+    let (status, v) = s
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"messages": turn, "tools": tools, "temperature": 0, "max_tokens": 8}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 100, "{v}");
+
+    // A would-be call of a function nobody offered is plain content.
+    let body = json!({"messages": [{"role": "user", "content": "Say hi."}], "tools": tools, "temperature": 0, "max_tokens": 20});
+    let (status, v) = s.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["choices"][0]["message"]["tool_calls"].is_null() && v["choices"][0]["message"]["content"].is_string(),
+        "{v}"
+    );
+
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": question, "tools": tools, "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        ("/v1/chat/completions", json!({"messages": question, "tools": [{"type": "function"}]}), "tools[0]"),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"type": "function"}]}]}),
+            "messages[0].tool_calls[0]",
+        ),
+        ("/v1/completions", json!({"prompt": "x", "tools": tools}), "tools"),
+    ] {
+        let (status, v) = s.post_json(path, &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{body}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
     let s = Server::start(&[]).await;

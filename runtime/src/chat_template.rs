@@ -53,12 +53,21 @@ pub struct ChatMessage {
     pub role: String,
     /// The text of the turn.
     pub content: String,
+    /// An assistant turn's function calls, as templates read them (`{"name", "arguments":
+    /// object}`, optionally inside `{"function": ...}`); absent for other turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
 }
 
 impl ChatMessage {
     /// A message with the given role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage { role: role.into(), content: content.into(), tool_calls: None }
+    }
+
+    /// An assistant turn that called functions (`calls` as [`ChatMessage::tool_calls`] says).
+    pub fn assistant_calls(content: impl Into<String>, calls: Vec<serde_json::Value>) -> ChatMessage {
+        ChatMessage { tool_calls: Some(calls), ..ChatMessage::new("assistant", content) }
     }
 
     /// A system message.
@@ -124,11 +133,26 @@ impl ChatTemplate {
     /// Renders `messages`; with `add_generation_prompt` the text ends with the header of an
     /// assistant turn, ready for the model to continue. No tools are passed.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with function definitions (`tools`, as transformers'
+    /// `apply_chat_template(tools=...)` passes them: OpenAI's `{"type": "function", "function":
+    /// {...}}` objects); none: the template's variable is left undefined, as without tools.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatTemplateError> {
         let template = self.env.get_template(TEMPLATE_NAME).map_err(ChatTemplateError::Render)?;
         let mut ctx = vec![
             ("messages", Value::from(Serde(messages))),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
         ];
+        if !tools.is_empty() {
+            ctx.push(("tools", Value::from(Serde(tools))));
+        }
         if let Some(bos) = &self.bos_token {
             ctx.push(("bos_token", Value::from(bos.as_str())));
         }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
+use super::tool_calls::ToolCall;
 
 /// `model` is not read: one model is served, whatever name a client sends.
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +40,10 @@ pub struct CompletionRequest {
     pub echo: Option<bool>,
     pub best_of: Option<i64>,
     pub suffix: Option<String>,
+    /// Chat only: function definitions (`{"type": "function", "function": {"name", ...}}`).
     pub tools: Option<Vec<Value>>,
+    /// "auto" (the default with tools) or "none"; a forced call cannot be enforced (a 400).
+    pub tool_choice: Option<Value>,
     pub response_format: Option<Value>,
 }
 
@@ -53,6 +57,9 @@ pub struct InMessage {
     pub role: String,
     /// Null is allowed (an assistant turn that only called tools); it renders as empty text.
     pub content: Option<Content>,
+    /// An assistant turn's calls: `[{"id", "type": "function", "function": {"name", "arguments":
+    /// a JSON string}}]`.
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +185,24 @@ impl ResponseHead {
     /// The first chunk of a chat stream announces the role (OpenAI sends it with empty content).
     pub fn role_chunk(&self) -> Option<Value> {
         (self.endpoint == Endpoint::Chat).then(|| self.wrap("chat.completion.chunk", json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+    }
+
+    /// A chat answer's function calls (tool_calls.rs): the message's `tool_calls`, its content
+    /// (null when none came before the calls), finish reason "tool_calls".
+    pub fn with_tool_calls(full: &mut Value, content: Option<&str>, calls: &[ToolCall]) {
+        let choice = &mut full["choices"][0];
+        choice["message"]["content"] = content.map_or(Value::Null, |c| json!(c));
+        choice["message"]["tool_calls"] = calls.iter().map(|c| c.json(None)).collect();
+        choice["finish_reason"] = json!("tool_calls");
+    }
+
+    /// A chat stream's chunk with an answer's function calls (each whole, with its index).
+    pub fn tool_calls_chunk(&self, calls: &[ToolCall]) -> Value {
+        let calls: Vec<Value> = calls.iter().enumerate().map(|(i, c)| c.json(Some(i))).collect();
+        self.wrap(
+            "chat.completion.chunk",
+            json!([{"index": 0, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]),
+        )
     }
 
     /// A chunk carrying `text` (and the log-probabilities of the tokens generated since the last

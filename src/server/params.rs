@@ -27,15 +27,18 @@ pub struct Prepared {
     /// Completions' `echo`: the prompt as given, to put before the answer (and with `logprobs`,
     /// its tokens scored).
     pub echo: Option<String>,
+    /// Chat with `tools`: the functions an answer may call (their calls are parsed out of it).
+    pub tools: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
 }
 
 pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
     refuse_unsupported(&req)?;
+    let (tool_defs, tools) = tools(&req, endpoint)?;
     let (text, prompt_ids) = match endpoint {
         Endpoint::Chat => {
-            let text = render_chat(&req, model)?;
+            let text = render_chat(&req, model, &tool_defs)?;
             let ids = model.tokenizer.encode(&text);
             (text, ids)
         }
@@ -67,6 +70,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         max_tokens,
         logprobs: logprobs(&req, endpoint)?,
         echo,
+        tools,
         stop: stop_strings(req.stop)?,
         sampling,
         stream: req.stream.unwrap_or(false),
@@ -89,9 +93,6 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
     }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return no("`suffix`", "suffix");
-    }
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return no("tool calling (`tools`)", "tools");
     }
     if let Some(f) = &req.response_format {
         if !(f.is_null() || f.get("type").and_then(Value::as_str) == Some("text")) {
@@ -154,7 +155,75 @@ fn logprobs(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<usize>
     }
 }
 
-fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, ApiError> {
+/// Most function definitions per request.
+const MAX_TOOLS: usize = 128;
+
+/// Chat's `tools` and `tool_choice`: the definitions to render into the prompt and the names an
+/// answer may call. `tool_choice` "none" renders none; "required" or a named function would need
+/// constrained decoding, which this server does not have (a 400).
+fn tools(req: &CompletionRequest, endpoint: Endpoint) -> Result<(Vec<Value>, Vec<String>), ApiError> {
+    let defs = req.tools.clone().unwrap_or_default();
+    if defs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if endpoint == Endpoint::Completion {
+        return Err(ApiError::invalid("`tools` belong to /v1/chat/completions", Some("tools")));
+    }
+    if defs.len() > MAX_TOOLS {
+        return Err(ApiError::invalid(format!("at most {MAX_TOOLS} tools, got {}", defs.len()), Some("tools")));
+    }
+    match &req.tool_choice {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "auto" => {}
+        Some(Value::String(s)) if s == "none" => return Ok((Vec::new(), Vec::new())),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("`tool_choice` {other} is not supported (\"auto\" or \"none\": a forced call needs constrained decoding)"),
+                Some("tool_choice"),
+            ))
+        }
+    }
+    let mut names = Vec::with_capacity(defs.len());
+    for (i, d) in defs.iter().enumerate() {
+        let name = d.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).filter(|n| !n.is_empty());
+        match (d.get("type").and_then(Value::as_str), name) {
+            (Some("function"), Some(n)) => names.push(n.to_string()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "a tool is {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}}",
+                    Some(&format!("tools[{i}]")),
+                ))
+            }
+        }
+    }
+    Ok((defs, names))
+}
+
+/// An assistant turn's OpenAI `tool_calls` as the chat template reads them: `arguments`, a JSON
+/// string on the wire, as the object it spells (transformers' convention; kept as a string when
+/// it is not JSON).
+fn template_calls(calls: &[Value], i: usize) -> Result<Vec<Value>, ApiError> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let f = c.get("function").filter(|f| f.get("name").is_some_and(Value::is_string)).ok_or_else(|| {
+                ApiError::invalid(
+                    "a tool call is {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}",
+                    Some(&format!("messages[{i}].tool_calls[{j}]")),
+                )
+            })?;
+            let args = match f.get("arguments") {
+                Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+                Some(v) => v.clone(),
+                None => Value::Object(Default::default()),
+            };
+            Ok(serde_json::json!({"type": "function", "function": {"name": f["name"], "arguments": args}}))
+        })
+        .collect()
+}
+
+fn render_chat(req: &CompletionRequest, model: &ModelInfo, tools: &[Value]) -> Result<String, ApiError> {
     if req.prompt.is_some() {
         return Err(ApiError::invalid("`prompt` belongs to /v1/completions; chat takes `messages`", Some("prompt")));
     }
@@ -170,9 +239,10 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, Api
             "system" | "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
+            "tool" => "tool",
             other => {
                 return Err(ApiError::invalid(
-                    format!("unknown role {other:?} (system, developer, user or assistant)"),
+                    format!("unknown role {other:?} (system, developer, user, assistant or tool)"),
                     Some(&format!("messages[{i}].role")),
                 ))
             }
@@ -196,13 +266,18 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo) -> Result<String, Api
                 text
             }
         };
-        turns.push(ChatMessage::new(role, content));
+        turns.push(match m.tool_calls.as_deref() {
+            Some(calls) if role == "assistant" && !calls.is_empty() => {
+                ChatMessage::assistant_calls(content, template_calls(calls, i)?)
+            }
+            _ => ChatMessage::new(role, content),
+        });
     }
     let Some(template) = &model.template else {
         return Err(ApiError::invalid("this model has no chat template; use /v1/completions", Some("messages")));
     };
     template
-        .render(&turns, true)
+        .render_with_tools(&turns, tools, true)
         .map_err(|e| ApiError::invalid(format!("the conversation cannot be rendered: {e}"), Some("messages")))
 }
 
@@ -361,6 +436,51 @@ mod tests {
         assert_eq!(refused_param(sampling(&req(r#"{"min_p": 1.5}"#))), "min_p");
         assert_eq!(refused_param(refuse_unsupported(&req(r#"{"frequency_penalty": 1}"#))), "frequency_penalty");
         assert!(refuse_unsupported(&req(r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#)).is_ok());
+    }
+
+    /// `tools` for chat only, `tool_choice` "auto" or "none" (which renders none), well-formed
+    /// definitions; the names are what an answer may call.
+    #[test]
+    fn tools_take_auto_or_none_and_well_formed_functions() {
+        let f = r#"{"type": "function", "function": {"name": "f", "parameters": {}}}"#;
+        let (defs, names) = tools(&req(&format!(r#"{{"tools": [{f}]}}"#)), Endpoint::Chat).unwrap();
+        assert_eq!((defs.len(), names), (1, vec!["f".to_string()]));
+        assert!(tools(&req(&format!(r#"{{"tools": [{f}], "tool_choice": "none"}}"#)), Endpoint::Chat)
+            .unwrap()
+            .0
+            .is_empty());
+        assert_eq!(
+            tools(&req(&format!(r#"{{"tools": [{f}], "tool_choice": "auto"}}"#)), Endpoint::Chat).unwrap().1.len(),
+            1
+        );
+        assert_eq!(tools(&req("{}"), Endpoint::Chat).unwrap(), (vec![], vec![]));
+        let refused = |json: String, e| refused_param(tools(&req(&json), e));
+        assert_eq!(refused(format!(r#"{{"tools": [{f}], "tool_choice": "required"}}"#), Endpoint::Chat), "tool_choice");
+        let named =
+            format!(r#"{{"tools": [{f}], "tool_choice": {{"type": "function", "function": {{"name": "f"}}}}}}"#);
+        assert_eq!(refused(named, Endpoint::Chat), "tool_choice");
+        assert_eq!(
+            refused(r#"{"tools": [{"type": "function", "function": {"name": ""}}]}"#.into(), Endpoint::Chat),
+            "tools[0]"
+        );
+        assert_eq!(refused(r#"{"tools": [{"type": "retrieval"}]}"#.into(), Endpoint::Chat), "tools[0]");
+        assert_eq!(refused(format!(r#"{{"tools": [{f}]}}"#), Endpoint::Completion), "tools");
+    }
+
+    /// An assistant turn's calls reach the template with their arguments as objects.
+    #[test]
+    fn assistant_tool_calls_render_their_arguments_as_objects() {
+        let calls = vec![
+            serde_json::json!({"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}),
+        ];
+        let out = template_calls(&calls, 0).unwrap();
+        assert_eq!(out[0]["function"]["arguments"], serde_json::json!({"x": 1}));
+        let raw = vec![serde_json::json!({"function": {"name": "f", "arguments": "not json"}})];
+        assert_eq!(template_calls(&raw, 0).unwrap()[0]["function"]["arguments"], "not json");
+        assert_eq!(
+            refused_param(template_calls(&[serde_json::json!({"type": "function"})], 2)),
+            "messages[2].tool_calls[0]"
+        );
     }
 
     /// Chat: a bool and `top_logprobs`; completions: a count. Each wrong form names its parameter.

@@ -21,6 +21,7 @@ use super::engine::{Event, Job};
 use super::errors::ApiError;
 use super::logprobs::logprobs_json;
 use super::params::prepare;
+use super::tool_calls::parse;
 use super::{sse, AppState, CancelOnDrop};
 
 type Shared = Arc<AppState>;
@@ -88,22 +89,31 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
     let logprobs = p.logprobs.map(|_| model.tokenizer.clone());
+    let answer = Answer { logprobs, echo, tools: p.tools };
     if p.stream {
-        return Ok(sse::response(head, rx, guard, p.include_usage, logprobs, echo));
+        return Ok(sse::response(head, rx, guard, p.include_usage, answer));
     }
-    collect(head, rx, guard, logprobs, echo).await
+    collect(head, rx, guard, answer).await
 }
 
-/// A non-streamed answer: gathers the pieces (and, with `logprobs`, the tokens' log-probabilities,
-/// named through that tokenizer), after the echoed prompt if any. Dropping this future (the
-/// client went away) drops the guard, which cancels the generation.
+/// What shapes an answer besides its text: log-probabilities (named through that tokenizer),
+/// completions' `echo`, and the functions a chat answer may call.
+pub struct Answer {
+    pub logprobs: Option<Arc<Tokenizer>>,
+    pub echo: Option<Echo>,
+    pub tools: Vec<String>,
+}
+
+/// A non-streamed answer: gathers the pieces (and, with `logprobs`, the tokens' log-probabilities),
+/// after the echoed prompt if any; with tools, the calls parsed out of the text. Dropping this
+/// future (the client went away) drops the guard, which cancels the generation.
 async fn collect(
     head: ResponseHead,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     _guard: CancelOnDrop,
-    logprobs: Option<Arc<Tokenizer>>,
-    echo: Option<Echo>,
+    answer: Answer,
 ) -> Result<Response, ApiError> {
+    let Answer { logprobs, echo, tools } = answer;
     let mut text = echo.as_ref().map(|e| e.text.clone()).unwrap_or_default();
     // A scored prompt's entries come first (PromptLogprobs precedes every Token).
     let mut tokens = Vec::new();
@@ -118,7 +128,11 @@ async fn collect(
             }
             Some(Event::Done { usage, finish_reason }) => {
                 let lp = logprobs.as_deref().map(|tok| logprobs_json(head.endpoint, tok, unscored, &tokens, 0));
-                return Ok(Json(head.full(&text, finish_reason, usage, lp)).into_response());
+                let mut full = head.full(&text, finish_reason, usage, lp);
+                if let Some((content, calls)) = Some(&tools).filter(|t| !t.is_empty()).and_then(|t| parse(&text, t)) {
+                    ResponseHead::with_tool_calls(&mut full, content.as_deref(), &calls);
+                }
+                return Ok(Json(full).into_response());
             }
             Some(Event::Failed(m)) => return Err(ApiError::internal(m)),
             None => return Err(ApiError::internal("the engine stopped")),

@@ -17,6 +17,8 @@ use super::api::{Echo, ResponseHead};
 use super::engine::Event;
 use super::errors::ApiError;
 use super::logprobs::{chars_of, logprobs_json};
+use super::routes::Answer;
+use super::tool_calls::{CallFilter, Finished};
 use super::CancelOnDrop;
 use crate::logprobs::TokenLogprob;
 
@@ -33,6 +35,9 @@ struct State {
     text_offset: usize,
     /// Completions' `echo` with `logprobs`, until the scored prompt arrives.
     echo: Option<Echo>,
+    /// Chat with tools: the functions an answer may call, and the text held while it may be a call.
+    tools: Vec<String>,
+    calls: CallFilter,
     _guard: CancelOnDrop,
 }
 
@@ -48,8 +53,11 @@ impl State {
         }
         match self.rx.recv().await {
             Some(Event::Text(t)) => {
-                let lp = self.take_logprobs();
-                self.pending.push_back(data(&self.head.chunk(&t, None, lp)));
+                let t = if self.tools.is_empty() { t } else { self.calls.push(&t) };
+                if !t.is_empty() {
+                    let lp = self.take_logprobs();
+                    self.pending.push_back(data(&self.head.chunk(&t, None, lp)));
+                }
             }
             Some(Event::Token(t)) => self.tokens.push(t),
             // `echo` with `logprobs`: the prompt's chunk, once its tokens are scored.
@@ -60,7 +68,22 @@ impl State {
                     self.pending.push_back(data(&self.head.chunk(&echo.text, None, Some(lp))));
                 }
             }
-            Some(Event::Done { usage, finish_reason }) => {
+            Some(Event::Done { usage, mut finish_reason }) => {
+                // With tools: what was held back goes out as text, or as the answer's calls.
+                if !self.tools.is_empty() {
+                    let (rest, calls) = match std::mem::take(&mut self.calls).finish(&self.tools) {
+                        Finished::Text(rest) => (rest, Vec::new()),
+                        Finished::Calls { content, calls } => (content, calls),
+                    };
+                    if !rest.is_empty() {
+                        let lp = self.take_logprobs();
+                        self.pending.push_back(data(&self.head.chunk(&rest, None, lp)));
+                    }
+                    if !calls.is_empty() {
+                        self.pending.push_back(data(&self.head.tool_calls_chunk(&calls)));
+                        finish_reason = "tool_calls";
+                    }
+                }
                 // Tokens whose text never came (held back by a stop string): a chunk of their own.
                 if !self.tokens.is_empty() {
                     let lp = self.take_logprobs();
@@ -104,9 +127,9 @@ pub fn response(
     rx: UnboundedReceiver<Event>,
     guard: CancelOnDrop,
     include_usage: bool,
-    logprobs: Option<Arc<Tokenizer>>,
-    echo: Option<Echo>,
+    answer: Answer,
 ) -> Response {
+    let Answer { logprobs, echo, tools } = answer;
     let mut pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
     // `echo` without `logprobs`: the prompt is the first chunk at once (with them it waits for
     // its scores: Event::PromptLogprobs).
@@ -127,6 +150,8 @@ pub fn response(
         tokens: Vec::new(),
         text_offset: 0,
         echo,
+        tools,
+        calls: CallFilter::default(),
         _guard: guard,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {

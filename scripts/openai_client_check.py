@@ -16,24 +16,22 @@ import openai
 MAX_TOKENS = 8
 
 
-def chat(client, message):
-    r = client.chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": message}], max_tokens=MAX_TOKENS, temperature=0
+def greedy(client, message, **extra):
+    """A greedy chat completion of one user message, MAX_TOKENS long."""
+    return client.chat.completions.create(
+        model="qwen", messages=[{"role": "user", "content": message}], max_tokens=MAX_TOKENS, temperature=0, **extra
     )
+
+
+def chat(client, message):
+    r = greedy(client, message)
     assert r.choices[0].finish_reason in ("length", "stop"), r
     assert r.usage.completion_tokens <= MAX_TOKENS, r.usage
     return r.choices[0].message.content
 
 
 def chat_stream(client, message):
-    stream = client.chat.completions.create(
-        model="qwen",
-        messages=[{"role": "user", "content": message}],
-        max_tokens=MAX_TOKENS,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    stream = greedy(client, message, stream=True, stream_options={"include_usage": True})
     text, usage = "", None
     for chunk in stream:
         if chunk.usage:
@@ -56,14 +54,7 @@ def main():
     assert got == expected[first], (got, expected[first])
     print("ok: non-streamed and streamed text equal generate --chat:", repr(got))
 
-    r = client.chat.completions.create(
-        model="qwen",
-        messages=[{"role": "user", "content": first}],
-        max_tokens=MAX_TOKENS,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=2,
-    )
+    r = greedy(client, first, logprobs=True, top_logprobs=2)
     entries = r.choices[0].logprobs.content
     assert r.choices[0].message.content == expected[first], r
     assert len(entries) == r.usage.completion_tokens, (len(entries), r.usage)

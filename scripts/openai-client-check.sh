@@ -42,4 +42,4 @@ status=0
 wait "$server" || status=$?
 trap 'rm -f "$log"' EXIT
 [[ $status -eq 0 ]] || { cat "$log"; echo "the server exited with $status after SIGTERM" >&2; exit 1; }
-echo "openai-client: 6 passed, 0 failed"
+echo "openai-client: 7 passed, 0 failed"

@@ -54,6 +54,10 @@ def main():
     assert got == expected[first], (got, expected[first])
     print("ok: non-streamed and streamed text equal generate --chat:", repr(got))
 
+    r = greedy(client, first, n=2)
+    assert [c.index for c in r.choices] == [0, 1] and all(c.message.content == expected[first] for c in r.choices), r
+    print("ok: n = 2 greedy choices, both the greedy answer")
+
     r = greedy(client, first, logprobs=True, top_logprobs=2)
     entries = r.choices[0].logprobs.content
     assert r.choices[0].message.content == expected[first], r

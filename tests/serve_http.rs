@@ -456,6 +456,44 @@ async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
     }
 }
 
+/// `n` answers, one after another from the same prompt: choice i draws with the request's seed
+/// plus i, so it equals a one-answer request seeded so; streamed, each choice's chunks carry its
+/// index and its own closing chunk; the usage counts every answer's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_are_the_answers_of_successive_seeds_streamed_or_not() {
+    let s = Server::start(&[]).await;
+    let ask = |n: u64, seed: u64, stream: bool| json!({"messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 6, "temperature": 1.0, "seed": seed, "n": n, "stream": stream});
+    let (status, v) = s.post_json("/v1/chat/completions", &ask(3, 40, false)).await;
+    assert_eq!(status, 200, "{v}");
+    let texts: Vec<&str> =
+        v["choices"].as_array().unwrap().iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 3, "{v}");
+    let indices: Vec<u64> = v["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1, 2]);
+    let mut tokens = 0;
+    for (i, text) in texts.iter().enumerate() {
+        let (status, one) = s.post_json("/v1/chat/completions", &ask(1, 40 + i as u64, false)).await;
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["choices"][0]["message"]["content"].as_str(), Some(*text), "choice {i}");
+        tokens += one["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    assert_eq!(v["usage"]["completion_tokens"].as_u64(), Some(tokens), "{v}");
+    assert!(texts.iter().any(|t| *t != texts[0]), "three seeds, three draws: {texts:?}");
+
+    let r = s.post("/v1/chat/completions").body(ask(3, 40, true).to_string()).send().await.expect("request");
+    let mut streamed = vec![String::new(); 3];
+    let mut finished = vec![0; 3];
+    for e in sse_events(&r.text().await.unwrap()).iter().filter(|e| *e != "[DONE]") {
+        let c: Value = serde_json::from_str(e).unwrap();
+        let choice = &c["choices"][0];
+        let i = choice["index"].as_u64().unwrap() as usize;
+        streamed[i].push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        finished[i] += usize::from(choice["finish_reason"].is_string());
+    }
+    assert_eq!(streamed, texts);
+    assert_eq!(finished, [1, 1, 1]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
     let s = Server::start(&[]).await;
@@ -584,7 +622,8 @@ async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
             400,
             Some("max_completion_tokens"),
         ),
-        ("n = 2", json!({"messages": user("hi"), "n": 2}).to_string().into_bytes(), 400, Some("n")),
+        ("n = 17", json!({"messages": user("hi"), "n": 17}).to_string().into_bytes(), 400, Some("n")),
+        ("n = 0", json!({"messages": user("hi"), "n": 0}).to_string().into_bytes(), 400, Some("n")),
         (
             "top_p out of range",
             json!({"messages": user("hi"), "top_p": 1.5}).to_string().into_bytes(),

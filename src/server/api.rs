@@ -171,43 +171,55 @@ impl ResponseHead {
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
     }
 
-    /// The whole answer of a non-streamed request (`logprobs`: the choice's, or null).
-    pub fn full(&self, text: &str, finish_reason: &str, usage: Usage, logprobs: Option<Value>) -> Value {
+    /// Choice `index` of a non-streamed answer (`logprobs`: the choice's, or null).
+    pub fn choice(&self, index: usize, text: &str, finish_reason: &str, logprobs: Option<Value>) -> Value {
         let logprobs = logprobs.unwrap_or(Value::Null);
-        let mut v = match self.endpoint {
-            Endpoint::Chat => self.wrap("chat.completion", json!([{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish_reason}])),
-            Endpoint::Completion => self.wrap("text_completion", json!([{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}])),
-        };
+        match self.endpoint {
+            Endpoint::Chat => {
+                json!({"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish_reason})
+            }
+            Endpoint::Completion => {
+                json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason})
+            }
+        }
+    }
+
+    /// The whole answer of a non-streamed request: its `choices` ([`ResponseHead::choice`]).
+    pub fn full(&self, choices: Vec<Value>, usage: Usage) -> Value {
+        let object = if self.endpoint == Endpoint::Chat { "chat.completion" } else { "text_completion" };
+        let mut v = self.wrap(object, Value::Array(choices));
         v["usage"] = json!(usage);
         v
     }
 
-    /// The first chunk of a chat stream announces the role (OpenAI sends it with empty content).
-    pub fn role_chunk(&self) -> Option<Value> {
-        (self.endpoint == Endpoint::Chat).then(|| self.wrap("chat.completion.chunk", json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+    /// The first chunk of choice `index` of a chat stream announces the role (OpenAI sends it
+    /// with empty content).
+    pub fn role_chunk(&self, index: usize) -> Option<Value> {
+        (self.endpoint == Endpoint::Chat).then(|| self.wrap("chat.completion.chunk", json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
     }
 
-    /// A chat answer's function calls (tool_calls.rs): the message's `tool_calls`, its content
-    /// (null when none came before the calls), finish reason "tool_calls".
-    pub fn with_tool_calls(full: &mut Value, content: Option<&str>, calls: &[ToolCall]) {
-        let choice = &mut full["choices"][0];
+    /// A chat answer's function calls (tool_calls.rs) into its `choice`: the message's
+    /// `tool_calls`, its content (null when none came before the calls), finish reason
+    /// "tool_calls".
+    pub fn with_tool_calls(choice: &mut Value, content: Option<&str>, calls: &[ToolCall]) {
         choice["message"]["content"] = content.map_or(Value::Null, |c| json!(c));
         choice["message"]["tool_calls"] = calls.iter().map(|c| c.json(None)).collect();
         choice["finish_reason"] = json!("tool_calls");
     }
 
-    /// A chat stream's chunk with an answer's function calls (each whole, with its index).
-    pub fn tool_calls_chunk(&self, calls: &[ToolCall]) -> Value {
+    /// A chat stream's chunk with choice `index`'s function calls (each whole, with its index).
+    pub fn tool_calls_chunk(&self, index: usize, calls: &[ToolCall]) -> Value {
         let calls: Vec<Value> = calls.iter().enumerate().map(|(i, c)| c.json(Some(i))).collect();
         self.wrap(
             "chat.completion.chunk",
-            json!([{"index": 0, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]),
+            json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]),
         )
     }
 
-    /// A chunk carrying `text` (and the log-probabilities of the tokens generated since the last
-    /// chunk), or (with `finish_reason`) the closing chunk with an empty delta.
-    pub fn chunk(&self, text: &str, finish_reason: Option<&str>, logprobs: Option<Value>) -> Value {
+    /// A chunk of choice `index` carrying `text` (and the log-probabilities of the tokens
+    /// generated since its last chunk), or (with `finish_reason`) its closing chunk with an empty
+    /// delta.
+    pub fn chunk(&self, index: usize, text: &str, finish_reason: Option<&str>, logprobs: Option<Value>) -> Value {
         let logprobs = logprobs.unwrap_or(Value::Null);
         match self.endpoint {
             Endpoint::Chat => {
@@ -215,12 +227,12 @@ impl ResponseHead {
                     if finish_reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
                 self.wrap(
                     "chat.completion.chunk",
-                    json!([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]),
+                    json!([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]),
                 )
             }
             Endpoint::Completion => self.wrap(
                 "text_completion",
-                json!([{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]),
+                json!([{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]),
             ),
         }
     }

@@ -24,11 +24,14 @@ use super::errors::ApiError;
 use super::metrics::Metrics;
 use super::ModelInfo;
 use crate::chat::common_prefix;
-use crate::generation::{generate_events, prompt_logprobs, Emitted, GenOptions, StopReason};
+use crate::generation::{generate_events, prompt_logprobs, Emitted, GenOptions, Generation, StopReason};
 use crate::logprobs::TokenLogprob;
 
 pub struct Job {
     pub prompt_ids: Vec<u32>,
+    /// Answers to generate (`n`), one after another from the same prompt, each with its own
+    /// seed (the request's seed plus its index).
+    pub choices: usize,
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampling: SamplingParams,
@@ -45,15 +48,22 @@ pub struct Job {
 
 #[derive(Debug)]
 pub enum Event {
-    Text(String),
-    /// A generated token's log-probability (requests with `logprobs`), sent before its text.
-    Token(TokenLogprob),
+    /// Text of choice `.0`.
+    Text(usize, String),
+    /// A token of choice `.0` and its log-probability (requests with `logprobs`), sent before its
+    /// text.
+    Token(usize, TokenLogprob),
     /// `echo` with `logprobs`: the prompt's tokens but the first (which nothing predicts), scored;
     /// sent before anything generated.
     PromptLogprobs(Vec<TokenLogprob>),
+    /// Choice `choice` has ended.
+    Finished {
+        choice: usize,
+        finish_reason: &'static str,
+    },
+    /// Every choice has ended.
     Done {
         usage: Usage,
-        finish_reason: &'static str,
     },
     Failed(String),
 }
@@ -158,7 +168,12 @@ fn run_job(
 ) -> Result<Event> {
     let ids = &job.prompt_ids;
     let queue_wait = job.enqueued.elapsed().as_secs_f64();
-    session.set_sampling(&job.sampling)?;
+    let send = |event: Event| {
+        // The receiver is gone only when the client is: stop at the next token.
+        if job.events.send(event).is_err() {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+    };
     // Reuse the cache for the prefix it already holds; at least one token is prefilled, as the
     // prefill produces the first answer token. A prompt to score is prefilled whole, every row's
     // logits kept (all but its last token: the generation's prefill takes that one).
@@ -172,16 +187,60 @@ fn run_job(
         let scored = prompt_logprobs(session, &ids[..n - 1], &ids[1..], top_n).inspect_err(|_| session.rewind(0))?;
         cached.extend_from_slice(&ids[..n - 1]);
         start = n - 1;
-        if job.events.send(Event::PromptLogprobs(scored)).is_err() {
-            job.cancel.store(true, Ordering::Relaxed);
+        send(Event::PromptLogprobs(scored));
+    }
+    metrics.prompt_tokens.inc_by(ids.len() as u64);
+    metrics.cached_prompt_tokens.inc_by(keep as u64);
+    let mut generated = 0;
+    for choice in 0..job.choices {
+        if job.max_tokens == 0 {
+            // `echo` with no answer: the prompt alone (scored above when asked).
+            send(Event::Finished { choice, finish_reason: "length" });
+            continue;
         }
+        if choice > 0 {
+            // The next answer from the same prompt: the cache keeps all of it but its last token.
+            if job.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            start = ids.len() - 1;
+            session.rewind(start);
+            cached.truncate(start);
+        }
+        session.set_sampling(&SamplingParams {
+            seed: job.sampling.seed.wrapping_add(choice as u64),
+            ..job.sampling.clone()
+        })?;
+        let (gen, finish_reason) = run_choice(session, tok, cached, job, start, choice, drafter, &send)?;
+        generated += gen.ids.len();
+        metrics.generated_tokens.inc_by(gen.ids.len() as u64);
+        metrics.draft_tokens.inc_by(gen.draft_tokens as u64);
+        metrics.accepted_draft_tokens.inc_by(gen.accepted_draft_tokens as u64);
+        if choice == 0 {
+            metrics.ttft.observe(queue_wait + gen.ttft_ms / 1e3);
+        }
+        if let Some(rate) = gen.decode_tok_s {
+            metrics.time_per_output_token.observe(1.0 / rate);
+        }
+        send(Event::Finished { choice, finish_reason });
     }
-    if job.max_tokens == 0 {
-        // `echo` with no answer: the prompt alone (scored above when asked).
-        metrics.prompt_tokens.inc_by(ids.len() as u64);
-        metrics.cached_prompt_tokens.inc_by(keep as u64);
-        return Ok(Event::Done { usage: Usage::new(ids.len(), keep, 0), finish_reason: "length" });
-    }
+    Ok(Event::Done { usage: Usage::new(ids.len(), keep, generated) })
+}
+
+/// One answer from the session at `start` (the cache holding `ids[..start]`), its events sent as
+/// choice `choice`; the cache then holds the prompt and the answer but its last token.
+#[allow(clippy::too_many_arguments)]
+fn run_choice(
+    session: &mut Session,
+    tok: &Tokenizer,
+    cached: &mut Vec<u32>,
+    job: &Job,
+    start: usize,
+    choice: usize,
+    drafter: Option<NgramDrafter>,
+    send: &dyn Fn(Event),
+) -> Result<(Generation, &'static str)> {
+    let ids = &job.prompt_ids;
     let opts = GenOptions {
         max_tokens: job.max_tokens,
         stop_strings: job.stop.clone(),
@@ -191,14 +250,10 @@ fn run_job(
         logprobs: job.logprobs,
     };
     let result = generate_events(session, tok, &ids[start..], &opts, |e| {
-        let event = match e {
-            Emitted::Text(piece) => Event::Text(piece.to_string()),
-            Emitted::Token(lp) => Event::Token(lp.clone()),
-        };
-        // The receiver is gone only when the client is: stop at the next token.
-        if job.events.send(event).is_err() {
-            job.cancel.store(true, Ordering::Relaxed);
-        }
+        send(match e {
+            Emitted::Text(piece) => Event::Text(choice, piece.to_string()),
+            Emitted::Token(lp) => Event::Token(choice, lp.clone()),
+        })
     });
     let gen = match result {
         Ok(g) => g,
@@ -211,20 +266,10 @@ fn run_job(
     cached.extend_from_slice(&ids[start..]);
     cached.extend_from_slice(&gen.ids[..gen.ids.len() - 1]);
     debug_assert_eq!(cached.len(), session.pos());
-    let n = gen.ids.len();
-    metrics.prompt_tokens.inc_by(ids.len() as u64);
-    metrics.cached_prompt_tokens.inc_by(keep as u64);
-    metrics.generated_tokens.inc_by(n as u64);
-    metrics.draft_tokens.inc_by(gen.draft_tokens as u64);
-    metrics.accepted_draft_tokens.inc_by(gen.accepted_draft_tokens as u64);
-    metrics.ttft.observe(queue_wait + gen.ttft_ms / 1e3);
-    if let Some(rate) = gen.decode_tok_s {
-        metrics.time_per_output_token.observe(1.0 / rate);
-    }
     let finish_reason = match gen.stop_reason {
         StopReason::Eos | StopReason::Stop => "stop",
         // Interrupted: the client is gone and nobody reads this.
         StopReason::Length | StopReason::Context | StopReason::Interrupted => "length",
     };
-    Ok(Event::Done { usage: Usage::new(ids.len(), keep, n), finish_reason })
+    Ok((gen, finish_reason))
 }

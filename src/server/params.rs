@@ -19,6 +19,8 @@ const MAX_STOPS: usize = 16;
 #[derive(Debug)]
 pub struct Prepared {
     pub prompt_ids: Vec<u32>,
+    /// `n`: answers to generate from the prompt.
+    pub choices: usize,
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampling: SamplingParams,
@@ -67,6 +69,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     let sampling = sampling(&req)?;
     Ok(Prepared {
         prompt_ids,
+        choices: choices(&req)?,
         max_tokens,
         logprobs: logprobs(&req, endpoint)?,
         echo,
@@ -83,11 +86,6 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
     let no = |what: &str, param: &str| {
         Err(ApiError::invalid(format!("{what} is not supported by this server"), Some(param)))
     };
-    if let Some(n) = req.n {
-        if n != 1 {
-            return Err(ApiError::invalid(format!("`n` must be 1 (one choice per request), got {n}"), Some("n")));
-        }
-    }
     if req.best_of.is_some_and(|b| b != 1) {
         return no("`best_of` other than 1", "best_of");
     }
@@ -152,6 +150,18 @@ fn logprobs(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<usize>
                 )),
             }
         }
+    }
+}
+
+/// Most answers per request (`n`): each is a full generation, one after another.
+const MAX_CHOICES: usize = 16;
+
+/// `n`, 1..=MAX_CHOICES (default 1).
+fn choices(req: &CompletionRequest) -> Result<usize, ApiError> {
+    match req.n {
+        None => Ok(1),
+        Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::invalid(format!("`n` must be in 1..={MAX_CHOICES}, got {n}"), Some("n"))),
     }
 }
 
@@ -436,6 +446,14 @@ mod tests {
         assert_eq!(refused_param(sampling(&req(r#"{"min_p": 1.5}"#))), "min_p");
         assert_eq!(refused_param(refuse_unsupported(&req(r#"{"frequency_penalty": 1}"#))), "frequency_penalty");
         assert!(refuse_unsupported(&req(r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#)).is_ok());
+    }
+
+    #[test]
+    fn n_is_one_to_sixteen_choices() {
+        assert_eq!(choices(&req("{}")).unwrap(), 1);
+        assert_eq!(choices(&req(r#"{"n": 16}"#)).unwrap(), 16);
+        assert_eq!(refused_param(choices(&req(r#"{"n": 0}"#))), "n");
+        assert_eq!(refused_param(choices(&req(r#"{"n": 17}"#))), "n");
     }
 
     /// `tools` for chat only, `tool_choice` "auto" or "none" (which renders none), well-formed

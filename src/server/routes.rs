@@ -77,6 +77,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let guard = CancelOnDrop(cancel.clone());
     s.engine.submit(Job {
         prompt_ids: p.prompt_ids,
+        choices: p.choices,
         max_tokens: p.max_tokens,
         stop: p.stop,
         sampling: p.sampling,
@@ -89,7 +90,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
     let logprobs = p.logprobs.map(|_| model.tokenizer.clone());
-    let answer = Answer { logprobs, echo, tools: p.tools };
+    let answer = Answer { choices: p.choices, logprobs, echo, tools: p.tools };
     if p.stream {
         return Ok(sse::response(head, rx, guard, p.include_usage, answer));
     }
@@ -99,40 +100,57 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
 /// What shapes an answer besides its text: log-probabilities (named through that tokenizer),
 /// completions' `echo`, and the functions a chat answer may call.
 pub struct Answer {
+    /// `n`: how many choices.
+    pub choices: usize,
     pub logprobs: Option<Arc<Tokenizer>>,
     pub echo: Option<Echo>,
     pub tools: Vec<String>,
 }
 
-/// A non-streamed answer: gathers the pieces (and, with `logprobs`, the tokens' log-probabilities),
-/// after the echoed prompt if any; with tools, the calls parsed out of the text. Dropping this
-/// future (the client went away) drops the guard, which cancels the generation.
+/// A non-streamed answer: gathers each choice's pieces (and, with `logprobs`, its tokens'
+/// log-probabilities), after the echoed prompt if any; with tools, the calls parsed out of each
+/// text. Dropping this future (the client went away) drops the guard, which cancels the
+/// generation.
 async fn collect(
     head: ResponseHead,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     _guard: CancelOnDrop,
     answer: Answer,
 ) -> Result<Response, ApiError> {
-    let Answer { logprobs, echo, tools } = answer;
-    let mut text = echo.as_ref().map(|e| e.text.clone()).unwrap_or_default();
-    // A scored prompt's entries come first (PromptLogprobs precedes every Token).
-    let mut tokens = Vec::new();
+    let Answer { choices: n, logprobs, echo, tools } = answer;
+    let echoed = echo.as_ref().map(|e| e.text.clone()).unwrap_or_default();
+    let mut texts = vec![echoed; n];
+    let mut tokens = vec![Vec::new(); n];
+    let mut finish = vec!["length"; n];
+    // A scored prompt's entries (PromptLogprobs precedes every Token), before each choice's.
+    let mut scored = Vec::new();
     let mut unscored = None;
     loop {
         match rx.recv().await {
-            Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Token(t)) => tokens.push(t),
-            Some(Event::PromptLogprobs(scored)) => {
+            Some(Event::Text(i, t)) => texts[i].push_str(&t),
+            Some(Event::Token(i, t)) => tokens[i].push(t),
+            Some(Event::PromptLogprobs(s)) => {
                 unscored = echo.as_ref().map(|e| e.first);
-                tokens.splice(0..0, scored);
+                scored = s;
             }
-            Some(Event::Done { usage, finish_reason }) => {
-                let lp = logprobs.as_deref().map(|tok| logprobs_json(head.endpoint, tok, unscored, &tokens, 0));
-                let mut full = head.full(&text, finish_reason, usage, lp);
-                if let Some((content, calls)) = Some(&tools).filter(|t| !t.is_empty()).and_then(|t| parse(&text, t)) {
-                    ResponseHead::with_tool_calls(&mut full, content.as_deref(), &calls);
-                }
-                return Ok(Json(full).into_response());
+            Some(Event::Finished { choice, finish_reason }) => finish[choice] = finish_reason,
+            Some(Event::Done { usage }) => {
+                let choices = (0..n)
+                    .map(|i| {
+                        let lp = logprobs.as_deref().map(|tok| {
+                            let all: Vec<_> = scored.iter().chain(&tokens[i]).cloned().collect();
+                            logprobs_json(head.endpoint, tok, unscored, &all, 0)
+                        });
+                        let mut choice = head.choice(i, &texts[i], finish[i], lp);
+                        if let Some((content, calls)) =
+                            Some(&tools).filter(|t| !t.is_empty()).and_then(|t| parse(&texts[i], t))
+                        {
+                            ResponseHead::with_tool_calls(&mut choice, content.as_deref(), &calls);
+                        }
+                        choice
+                    })
+                    .collect();
+                return Ok(Json(head.full(choices, usage)).into_response());
             }
             Some(Event::Failed(m)) => return Err(ApiError::internal(m)),
             None => return Err(ApiError::internal("the engine stopped")),

@@ -1,17 +1,16 @@
-//! A streamed answer as server-sent events: `data: {chunk}` per piece of text, a closing chunk
-//! with the finish reason, optionally a usage chunk, then `data: [DONE]`. The stream owns the
-//! request's cancel guard, so a client that disconnects (hyper drops the body) cancels its
+//! A streamed answer as server-sent events: `data: {chunk}` per piece of text (each chunk names
+//! its choice by `index`; with `n` > 1 the choices come one after another), a closing chunk per
+//! choice with its finish reason, optionally a usage chunk, then `data: [DONE]`. The stream owns
+//! the request's cancel guard, so a client that disconnects (hyper drops the body) cancels its
 //! generation at the next token.
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc::UnboundedReceiver;
-
-use std::sync::Arc;
-
 use qwen_aot_runtime::tokenizer::Tokenizer;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::api::{Echo, ResponseHead};
 use super::engine::Event;
@@ -22,22 +21,30 @@ use super::tool_calls::{CallFilter, Finished};
 use super::CancelOnDrop;
 use crate::logprobs::TokenLogprob;
 
+/// What a choice's stream holds between chunks.
+#[derive(Default)]
+struct Choice {
+    /// With `logprobs`: the tokens generated since the choice's last chunk (sent with its next
+    /// text), and where the next one's text starts (completions).
+    tokens: Vec<TokenLogprob>,
+    text_offset: usize,
+    /// With tools: the text held while it may be a call.
+    calls: CallFilter,
+}
+
 struct State {
     rx: UnboundedReceiver<Event>,
     head: ResponseHead,
     include_usage: bool,
     pending: VecDeque<SseEvent>,
     finished: bool,
-    /// With `logprobs`: the tokenizer that names the tokens, the tokens generated since the last
-    /// chunk (sent with the next text), and where the next one's text starts (completions).
+    /// With `logprobs`: the tokenizer that names the tokens.
     logprobs: Option<Arc<Tokenizer>>,
-    tokens: Vec<TokenLogprob>,
-    text_offset: usize,
     /// Completions' `echo` with `logprobs`, until the scored prompt arrives.
     echo: Option<Echo>,
-    /// Chat with tools: the functions an answer may call, and the text held while it may be a call.
+    /// Chat with tools: the functions an answer may call.
     tools: Vec<String>,
-    calls: CallFilter,
+    choices: Vec<Choice>,
     _guard: CancelOnDrop,
 }
 
@@ -52,44 +59,43 @@ impl State {
             return false;
         }
         match self.rx.recv().await {
-            Some(Event::Text(t)) => {
-                let t = if self.tools.is_empty() { t } else { self.calls.push(&t) };
-                if !t.is_empty() {
-                    let lp = self.take_logprobs();
-                    self.pending.push_back(data(&self.head.chunk(&t, None, lp)));
-                }
+            Some(Event::Text(i, t)) => {
+                let t = if self.tools.is_empty() { t } else { self.choices[i].calls.push(&t) };
+                self.text(i, &t);
             }
-            Some(Event::Token(t)) => self.tokens.push(t),
-            // `echo` with `logprobs`: the prompt's chunk, once its tokens are scored.
+            Some(Event::Token(i, t)) => self.choices[i].tokens.push(t),
+            // `echo` with `logprobs`: each choice's prompt chunk, once its tokens are scored.
             Some(Event::PromptLogprobs(scored)) => {
-                if let (Some(tok), Some(echo)) = (self.logprobs.as_deref(), self.echo.take()) {
-                    let lp = logprobs_json(self.head.endpoint, tok, Some(echo.first), &scored, 0);
-                    self.text_offset = chars_of(tok, std::iter::once(echo.first).chain(scored.iter().map(|t| t.id)));
-                    self.pending.push_back(data(&self.head.chunk(&echo.text, None, Some(lp))));
+                if let (Some(tok), Some(echo)) = (self.logprobs.clone(), self.echo.take()) {
+                    let lp = logprobs_json(self.head.endpoint, &tok, Some(echo.first), &scored, 0);
+                    let offset = chars_of(&tok, std::iter::once(echo.first).chain(scored.iter().map(|t| t.id)));
+                    for (i, c) in self.choices.iter_mut().enumerate() {
+                        c.text_offset = offset;
+                        self.pending.push_back(data(&self.head.chunk(i, &echo.text, None, Some(lp.clone()))));
+                    }
                 }
             }
-            Some(Event::Done { usage, mut finish_reason }) => {
+            Some(Event::Finished { choice, mut finish_reason }) => {
                 // With tools: what was held back goes out as text, or as the answer's calls.
                 if !self.tools.is_empty() {
-                    let (rest, calls) = match std::mem::take(&mut self.calls).finish(&self.tools) {
+                    let (rest, calls) = match std::mem::take(&mut self.choices[choice].calls).finish(&self.tools) {
                         Finished::Text(rest) => (rest, Vec::new()),
                         Finished::Calls { content, calls } => (content, calls),
                     };
-                    if !rest.is_empty() {
-                        let lp = self.take_logprobs();
-                        self.pending.push_back(data(&self.head.chunk(&rest, None, lp)));
-                    }
+                    self.text(choice, &rest);
                     if !calls.is_empty() {
-                        self.pending.push_back(data(&self.head.tool_calls_chunk(&calls)));
+                        self.pending.push_back(data(&self.head.tool_calls_chunk(choice, &calls)));
                         finish_reason = "tool_calls";
                     }
                 }
                 // Tokens whose text never came (held back by a stop string): a chunk of their own.
-                if !self.tokens.is_empty() {
-                    let lp = self.take_logprobs();
-                    self.pending.push_back(data(&self.head.chunk("", None, lp)));
+                if !self.choices[choice].tokens.is_empty() {
+                    let lp = self.take_logprobs(choice);
+                    self.pending.push_back(data(&self.head.chunk(choice, "", None, lp)));
                 }
-                self.pending.push_back(data(&self.head.chunk("", Some(finish_reason), None)));
+                self.pending.push_back(data(&self.head.chunk(choice, "", Some(finish_reason), None)));
+            }
+            Some(Event::Done { usage }) => {
                 if self.include_usage {
                     self.pending.push_back(data(&self.head.usage_chunk(usage)));
                 }
@@ -107,12 +113,21 @@ impl State {
         true
     }
 
-    /// The log-probabilities of the tokens since the last chunk, for the next one.
-    fn take_logprobs(&mut self) -> Option<serde_json::Value> {
+    /// A chunk of choice `i`'s text (none for empty text), with its tokens since the last one.
+    fn text(&mut self, i: usize, t: &str) {
+        if !t.is_empty() {
+            let lp = self.take_logprobs(i);
+            self.pending.push_back(data(&self.head.chunk(i, t, None, lp)));
+        }
+    }
+
+    /// The log-probabilities of choice `i`'s tokens since its last chunk, for the next one.
+    fn take_logprobs(&mut self, i: usize) -> Option<serde_json::Value> {
         let tok = self.logprobs.as_deref()?;
-        let tokens = std::mem::take(&mut self.tokens);
-        let v = logprobs_json(self.head.endpoint, tok, None, &tokens, self.text_offset);
-        self.text_offset += chars_of(tok, tokens.iter().map(|t| t.id));
+        let c = &mut self.choices[i];
+        let tokens = std::mem::take(&mut c.tokens);
+        let v = logprobs_json(self.head.endpoint, tok, None, &tokens, c.text_offset);
+        c.text_offset += chars_of(tok, tokens.iter().map(|t| t.id));
         Some(v)
     }
 
@@ -129,13 +144,13 @@ pub fn response(
     include_usage: bool,
     answer: Answer,
 ) -> Response {
-    let Answer { logprobs, echo, tools } = answer;
-    let mut pending: VecDeque<SseEvent> = head.role_chunk().iter().map(data).collect();
-    // `echo` without `logprobs`: the prompt is the first chunk at once (with them it waits for
-    // its scores: Event::PromptLogprobs).
+    let Answer { choices: n, logprobs, echo, tools } = answer;
+    let mut pending: VecDeque<SseEvent> = (0..n).filter_map(|i| head.role_chunk(i)).map(|c| data(&c)).collect();
+    // `echo` without `logprobs`: the prompt is each choice's first chunk at once (with them it
+    // waits for its scores: Event::PromptLogprobs).
     let echo = match (echo, &logprobs) {
         (Some(e), None) => {
-            pending.push_back(data(&head.chunk(&e.text, None, None)));
+            pending.extend((0..n).map(|i| data(&head.chunk(i, &e.text, None, None))));
             None
         }
         (e, _) => e,
@@ -147,11 +162,9 @@ pub fn response(
         pending,
         finished: false,
         logprobs,
-        tokens: Vec::new(),
-        text_offset: 0,
         echo,
         tools,
-        calls: CallFilter::default(),
+        choices: (0..n).map(|_| Choice::default()).collect(),
         _guard: guard,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {

@@ -14,7 +14,9 @@ use qwen_aot_runtime::speculative::{Draft, NgramDrafter, Speculator};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
 
+use crate::json_mode::{Json, JsonMask};
 use crate::logprobs::{token_logprob, TokenLogprob};
+use qwen_aot_runtime::sampler::{self, SamplingParams};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -94,6 +96,46 @@ pub struct GenOptions<'a> {
     /// Report each generated token's log-probability with this many alternatives
     /// (`Emitted::Token`): every step then copies its logits row back, and no drafts are made.
     pub logprobs: Option<usize>,
+    /// JSON mode: every token is drawn on the host from its logits row with the tokens that cannot
+    /// continue a JSON object masked out (the session's own choice is not used); no drafts.
+    pub json: Option<JsonDraw>,
+}
+
+/// What JSON mode draws with: the vocabulary's mask and the request's sampling parameters (the
+/// same function as the executors' sampler, so an unmasked row would give their token).
+#[derive(Clone)]
+pub struct JsonDraw {
+    pub mask: std::sync::Arc<JsonMask>,
+    pub sampling: SamplingParams,
+}
+
+impl std::fmt::Debug for JsonDraw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonDraw").field("sampling", &self.sampling).finish_non_exhaustive()
+    }
+}
+
+/// JSON mode's state through an answer: the recogniser after the tokens so far, and the
+/// session's tokens (for the sampler's penalties).
+struct JsonSteps<'a> {
+    draw: &'a JsonDraw,
+    state: Json,
+    history: Vec<u32>,
+}
+
+impl JsonSteps<'_> {
+    /// The token drawn at position `pos` from `logits` (the row after `history`), and the state
+    /// after it.
+    fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
+        let mut masked = logits.to_vec();
+        self.draw.mask.apply(&self.state, &mut masked);
+        let id = sampler::sample(&masked, &self.history, &self.draw.sampling, pos);
+        match self.draw.mask.advance(self.state, id) {
+            Some(s) => self.state = s,
+            None => bail!("JSON mode: no token continues the object here"),
+        }
+        Ok(id)
+    }
 }
 
 /// Holds back streamed text that could still turn into a stop string.
@@ -201,9 +243,18 @@ pub fn generate_events(
     let start = Instant::now();
     let first_pos = session.pos();
     let top_n = opts.logprobs;
-    let want = if top_n.is_some() { LogitsWanted::Last } else { LogitsWanted::None };
+    let rows = top_n.is_some() || opts.json.is_some();
+    let want = if rows { LogitsWanted::Last } else { LogitsWanted::None };
     let prefilled = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, want))?;
-    let first = prefilled.next_token;
+    let mut json = opts.json.as_ref().map(|draw| JsonSteps {
+        draw,
+        state: Json::default(),
+        history: opts.earlier.iter().chain(prompt_ids).copied().collect(),
+    });
+    let first = match json.as_mut() {
+        Some(j) => j.next(&prefilled.logits, session.pos())?,
+        None => prefilled.next_token,
+    };
     // The logprob of each token in `ready`, in the same order (with `logprobs` only).
     let mut ready_lp = std::collections::VecDeque::new();
     if let Some(n) = top_n {
@@ -224,8 +275,8 @@ pub fn generate_events(
         }
         token => on_event(token),
     };
-    // A verify pass brings no logits rows back: logprobs are reported from plain steps.
-    let speculation = if top_n.is_some() { None } else { opts.speculation };
+    // A verify pass brings no logits rows back: logprobs and JSON mode take plain steps.
+    let speculation = if rows { None } else { opts.speculation };
     let mut speculator = speculation.and_then(|d| session.verify_row_cost().map(|cost| Speculator::new(d, cost)));
     // What the drafter looks up in: the earlier turns, the prompt, the answer so far.
     let mut context: Vec<u32> = match speculator {
@@ -280,11 +331,18 @@ pub fn generate_events(
                 None => Draft::default(),
             };
             if draft.tokens.is_empty() {
-                let out = session.decode(next, top_n.is_some())?;
+                let out = session.decode(next, rows)?;
+                let token = match json.as_mut() {
+                    Some(j) => {
+                        j.history.push(next);
+                        j.next(&out.logits, session.pos())?
+                    }
+                    None => out.next_token,
+                };
                 if let Some(n) = top_n {
-                    ready_lp.push_back(token_logprob(&out.logits, out.next_token, n));
+                    ready_lp.push_back(token_logprob(&out.logits, token, n));
                 }
-                ready.push_back(out.next_token);
+                ready.push_back(token);
             } else {
                 let v = session.verify_draft(next, &draft.tokens)?;
                 if let Some(s) = speculator.as_mut() {

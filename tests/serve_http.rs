@@ -494,6 +494,34 @@ async fn n_choices_are_the_answers_of_successive_seeds_streamed_or_not() {
     assert_eq!(finished, [1, 1, 1]);
 }
 
+/// JSON mode (`response_format: {"type": "json_object"}`): answers that end by themselves parse
+/// as one JSON object -- greedy or sampled, streamed or not, for prompts that ask for JSON and
+/// for ones that do not; a schema is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_answers_are_json_objects() {
+    let s = Server::start(&[]).await;
+    let ask = |msg: &str, temperature: f64, n: u64, stream: bool| json!({"messages": [{"role": "user", "content": msg}], "response_format": {"type": "json_object"}, "temperature": temperature, "seed": 3, "n": n, "max_tokens": 60, "stream": stream});
+    for msg in ["Describe a cat with a name and an age, as JSON.", "Say hi.", "List three colors."] {
+        let (status, v) = s.post_json("/v1/chat/completions", &ask(msg, 1.0, 2, false)).await;
+        assert_eq!(status, 200, "{v}");
+        for c in v["choices"].as_array().unwrap() {
+            assert_eq!(c["finish_reason"], "stop", "{msg}: {v}");
+            let text = c["message"]["content"].as_str().unwrap();
+            assert!(serde_json::from_str::<serde_json::Map<String, Value>>(text).is_ok(), "{msg}: {text:?}");
+        }
+        let (status, greedy) = s.post_json("/v1/chat/completions", &ask(msg, 0.0, 1, false)).await;
+        assert_eq!(status, 200, "{greedy}");
+        let text = greedy["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(serde_json::from_str::<serde_json::Map<String, Value>>(text).is_ok(), "{msg}: {text:?}");
+        let r = s.post("/v1/chat/completions").body(ask(msg, 0.0, 1, true).to_string()).send().await.expect("request");
+        let (streamed, finish, _) = streamed_text(&r.text().await.unwrap());
+        assert_eq!((streamed.as_str(), finish.as_str()), (text, "stop"));
+    }
+    let schema = json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}});
+    let (status, v) = s.post_json("/v1/chat/completions", &schema).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("response_format")), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
     let s = Server::start(&[]).await;

@@ -58,6 +58,8 @@ pub struct ModelInfo {
     pub backend: String,
     /// The drafter every generation uses (None: one token per step).
     pub speculation: Option<NgramDrafter>,
+    /// JSON mode's vocabulary index, built on the first request that asks for it.
+    pub json_mask: std::sync::OnceLock<Arc<crate::json_mode::JsonMask>>,
 }
 
 pub struct AppState {
@@ -196,6 +198,7 @@ fn load_model(
         ctx_size: session.executor().max_seq(),
         backend: session.executor().backend().name().to_string(),
         speculation: speculation.filter(|_| session.can_verify()),
+        json_mask: std::sync::OnceLock::new(),
     };
     if note_without_verify && info.speculation.is_none() {
         eprintln!("{}", crate::speculation_args::unsupported_note(&info.backend));

@@ -23,6 +23,8 @@ use super::logprobs::logprobs_json;
 use super::params::prepare;
 use super::tool_calls::parse;
 use super::{sse, AppState, CancelOnDrop};
+use crate::generation::JsonDraw;
+use crate::json_mode::JsonMask;
 
 type Shared = Arc<AppState>;
 
@@ -80,8 +82,12 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
         choices: p.choices,
         max_tokens: p.max_tokens,
         stop: p.stop,
-        sampling: p.sampling,
+        sampling: p.sampling.clone(),
         logprobs: p.logprobs,
+        json: p.json_mode.then(|| JsonDraw {
+            mask: model.json_mask.get_or_init(|| JsonMask::new(&model.tokenizer)).clone(),
+            sampling: p.sampling.clone(),
+        }),
         echo: echo.is_some(),
         cancel,
         events: tx,

@@ -155,7 +155,7 @@ pub fn run(
             speculation,
             earlier: &ids[..keep],
             logprobs: None,
-            json: None,
+            draw: None,
         };
         let result = generate(&mut loaded.session, &loaded.tokenizer, &ids[keep..], &opts, |piece| {
             let mut out = std::io::stdout().lock();

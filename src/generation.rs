@@ -14,9 +14,8 @@ use qwen_aot_runtime::speculative::{Draft, NgramDrafter, Speculator};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
 
-use crate::json_mode::{Json, JsonMask};
+use crate::host_draw::{HostDraw, HostSteps};
 use crate::logprobs::{token_logprob, TokenLogprob};
-use qwen_aot_runtime::sampler::{self, SamplingParams};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -96,46 +95,9 @@ pub struct GenOptions<'a> {
     /// Report each generated token's log-probability with this many alternatives
     /// (`Emitted::Token`): every step then copies its logits row back, and no drafts are made.
     pub logprobs: Option<usize>,
-    /// JSON mode: every token is drawn on the host from its logits row with the tokens that cannot
-    /// continue a JSON object masked out (the session's own choice is not used); no drafts.
-    pub json: Option<JsonDraw>,
-}
-
-/// What JSON mode draws with: the vocabulary's mask and the request's sampling parameters (the
-/// same function as the executors' sampler, so an unmasked row would give their token).
-#[derive(Clone)]
-pub struct JsonDraw {
-    pub mask: std::sync::Arc<JsonMask>,
-    pub sampling: SamplingParams,
-}
-
-impl std::fmt::Debug for JsonDraw {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonDraw").field("sampling", &self.sampling).finish_non_exhaustive()
-    }
-}
-
-/// JSON mode's state through an answer: the recogniser after the tokens so far, and the
-/// session's tokens (for the sampler's penalties).
-struct JsonSteps<'a> {
-    draw: &'a JsonDraw,
-    state: Json,
-    history: Vec<u32>,
-}
-
-impl JsonSteps<'_> {
-    /// The token drawn at position `pos` from `logits` (the row after `history`), and the state
-    /// after it.
-    fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
-        let mut masked = logits.to_vec();
-        self.draw.mask.apply(&self.state, &mut masked);
-        let id = sampler::sample(&masked, &self.history, &self.draw.sampling, pos);
-        match self.draw.mask.advance(self.state, id) {
-            Some(s) => self.state = s,
-            None => bail!("JSON mode: no token continues the object here"),
-        }
-        Ok(id)
-    }
+    /// Draw every token on the host from its logits row (JSON mode, `frequency_penalty`,
+    /// `logit_bias`: [`HostDraw`]; the session's own choice is not used); no drafts.
+    pub draw: Option<HostDraw>,
 }
 
 /// Holds back streamed text that could still turn into a stop string.
@@ -243,15 +205,12 @@ pub fn generate_events(
     let start = Instant::now();
     let first_pos = session.pos();
     let top_n = opts.logprobs;
-    let rows = top_n.is_some() || opts.json.is_some();
+    let rows = top_n.is_some() || opts.draw.is_some();
     let want = if rows { LogitsWanted::Last } else { LogitsWanted::None };
     let prefilled = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, want))?;
-    let mut json = opts.json.as_ref().map(|draw| JsonSteps {
-        draw,
-        state: Json::default(),
-        history: opts.earlier.iter().chain(prompt_ids).copied().collect(),
-    });
-    let first = match json.as_mut() {
+    let mut host =
+        opts.draw.as_ref().map(|d| HostSteps::new(d, opts.earlier.iter().chain(prompt_ids).copied().collect()));
+    let first = match host.as_mut() {
         Some(j) => j.next(&prefilled.logits, session.pos())?,
         None => prefilled.next_token,
     };
@@ -332,10 +291,10 @@ pub fn generate_events(
             };
             if draft.tokens.is_empty() {
                 let out = session.decode(next, rows)?;
-                let token = match json.as_mut() {
-                    Some(j) => {
-                        j.history.push(next);
-                        j.next(&out.logits, session.pos())?
+                let token = match host.as_mut() {
+                    Some(h) => {
+                        h.fed(next);
+                        h.next(&out.logits, session.pos())?
                     }
                     None => out.next_token,
                 };

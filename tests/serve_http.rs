@@ -522,6 +522,51 @@ async fn json_mode_answers_are_json_objects() {
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("response_format")), "{v}");
 }
 
+/// `logit_bias` and `frequency_penalty` (drawn on the host): a bias of -100 on the greedy first
+/// token makes another one first, +100 on " dog" makes every token " dog"; a frequency penalty
+/// thins out a repeated word; out-of-range values are a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logit_bias_and_frequency_penalty_change_the_draw() {
+    let s = Server::start(&[]).await;
+    let prompt = "dog dog dog dog dog dog";
+    let reference = generate("--prompt", prompt, 12);
+    let first = reference["ids"][0].as_u64().unwrap();
+    let dog = reference["prompt_ids"][1].as_u64().unwrap();
+    let ask = |extra: Value| {
+        let mut body = json!({"prompt": prompt, "temperature": 0, "max_tokens": 12});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let text = |v: &Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let (status, plain) = s.post_json("/v1/completions", &ask(json!({}))).await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(text(&plain), reference["text"].as_str().unwrap(), "no bias or penalty: generate's answer");
+
+    let (status, v) =
+        s.post_json("/v1/completions", &ask(json!({"logit_bias": {first.to_string(): -100}, "max_tokens": 1}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!text(&plain).starts_with(&text(&v)), "{v}");
+    let (status, v) =
+        s.post_json("/v1/completions", &ask(json!({"logit_bias": {dog.to_string(): 100}, "max_tokens": 3}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(text(&v), " dog dog dog", "{v}");
+
+    let (status, v) = s.post_json("/v1/completions", &ask(json!({"frequency_penalty": 2.0}))).await;
+    assert_eq!(status, 200, "{v}");
+    let dogs = |t: &str| t.matches("dog").count();
+    assert!(dogs(&text(&v)) < dogs(&text(&plain)), "{:?} vs {:?}", text(&v), text(&plain));
+
+    for (bad, param) in [
+        (json!({"frequency_penalty": 3}), "frequency_penalty"),
+        (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
+        (json!({"logit_bias": {"1": 101}}), "logit_bias"),
+        (json!({"logit_bias": [1]}), "logit_bias"),
+    ] {
+        let (status, v) = s.post_json("/v1/completions", &ask(bad.clone())).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{bad}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_their_answers_and_a_disconnect_frees_the_engine() {
     let s = Server::start(&[]).await;
@@ -659,8 +704,8 @@ async fn bad_input_gets_openai_style_4xx_and_the_server_stays_up() {
             Some("top_p"),
         ),
         (
-            "frequency_penalty",
-            json!({"messages": user("hi"), "frequency_penalty": 0.5}).to_string().into_bytes(),
+            "frequency_penalty out of range",
+            json!({"messages": user("hi"), "frequency_penalty": -2.5}).to_string().into_bytes(),
             400,
             Some("frequency_penalty"),
         ),

@@ -28,6 +28,8 @@ pub struct CompletionRequest {
     pub min_p: Option<f64>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    /// Token ids (object keys) to biases added to their logits.
+    pub logit_bias: Option<Value>,
     /// Not OpenAI's, but vLLM's and llama-server's name for the multiplicative penalty.
     pub repetition_penalty: Option<f64>,
     pub stop: Option<Stop>,

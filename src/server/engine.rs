@@ -24,7 +24,8 @@ use super::errors::ApiError;
 use super::metrics::Metrics;
 use super::ModelInfo;
 use crate::chat::common_prefix;
-use crate::generation::{generate_events, prompt_logprobs, Emitted, GenOptions, Generation, JsonDraw, StopReason};
+use crate::generation::{generate_events, prompt_logprobs, Emitted, GenOptions, Generation, StopReason};
+use crate::host_draw::HostDraw;
 use crate::logprobs::TokenLogprob;
 
 pub struct Job {
@@ -37,8 +38,8 @@ pub struct Job {
     pub sampling: SamplingParams,
     /// Report each token's log-probability with this many alternatives (`Event::Token`).
     pub logprobs: Option<usize>,
-    /// JSON mode: the answer is drawn as one JSON object (`generation::JsonDraw`).
-    pub json: Option<JsonDraw>,
+    /// Tokens drawn on the host (JSON mode, `frequency_penalty`, `logit_bias`: `HostDraw`).
+    pub draw: Option<HostDraw>,
     /// Completions' `echo`: with `logprobs`, the prompt's tokens are scored too
     /// (`Event::PromptLogprobs`). `max_tokens` may then be 0.
     pub echo: bool,
@@ -251,9 +252,9 @@ fn run_choice(
         earlier: cached,
         logprobs: job.logprobs,
         // Each answer draws with its own seed (set on the session for the other paths).
-        json: job.json.as_ref().map(|j| JsonDraw {
-            sampling: SamplingParams { seed: j.sampling.seed.wrapping_add(choice as u64), ..j.sampling.clone() },
-            ..j.clone()
+        draw: job.draw.as_ref().map(|d| HostDraw {
+            sampling: SamplingParams { seed: d.sampling.seed.wrapping_add(choice as u64), ..d.sampling.clone() },
+            ..d.clone()
         }),
     };
     let result = generate_events(session, tok, &ids[start..], &opts, |e| {

@@ -33,6 +33,11 @@ pub struct Prepared {
     pub tools: Vec<String>,
     /// `response_format: {"type": "json_object"}`: the answer is one JSON object.
     pub json_mode: bool,
+    /// OpenAI's `frequency_penalty` and `logit_bias` (drawn on the host: `host_draw`).
+    pub frequency_penalty: f32,
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Whether tokens are drawn on the host (JSON mode, a frequency penalty or a logit bias).
+    pub host_draw: bool,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -69,6 +74,18 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     }
     let max_tokens = max_tokens(&req, prompt_ids.len(), ctx, echo.is_some())?;
     let sampling = sampling(&req)?;
+    let json_mode = json_mode(&req)?;
+    let frequency_penalty = match req.frequency_penalty {
+        None => 0.0,
+        Some(f) if f.is_finite() && (-2.0..=2.0).contains(&f) => f as f32,
+        Some(f) => {
+            return Err(ApiError::invalid(
+                format!("`frequency_penalty` must be in [-2, 2], got {f}"),
+                Some("frequency_penalty"),
+            ))
+        }
+    };
+    let logit_bias = logit_bias(&req, model.tokenizer.vocab_size())?;
     Ok(Prepared {
         prompt_ids,
         choices: choices(&req)?,
@@ -76,7 +93,10 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         logprobs: logprobs(&req, endpoint)?,
         echo,
         tools,
-        json_mode: json_mode(&req)?,
+        host_draw: json_mode || frequency_penalty != 0.0 || !logit_bias.is_empty(),
+        json_mode,
+        frequency_penalty,
+        logit_bias,
         stop: stop_strings(req.stop)?,
         sampling,
         stream: req.stream.unwrap_or(false),
@@ -94,9 +114,6 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
     }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return no("`suffix`", "suffix");
-    }
-    if req.frequency_penalty.is_some_and(|f| f != 0.0) {
-        return no("`frequency_penalty` (the sampler has no per-count penalty; use `presence_penalty` or `repetition_penalty`)", "frequency_penalty");
     }
     Ok(())
 }
@@ -162,6 +179,33 @@ fn json_mode(req: &CompletionRequest) -> Result<bool, ApiError> {
             Some("response_format"),
         )),
     }
+}
+
+/// Most `logit_bias` entries (OpenAI's limit).
+const MAX_LOGIT_BIAS: usize = 300;
+
+/// `logit_bias`: token ids (as JSON object keys) to biases in [-100, 100].
+fn logit_bias(req: &CompletionRequest, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(map) = req.logit_bias.as_ref().filter(|m| !m.is_null()) else { return Ok(Vec::new()) };
+    let bad = |m: String| ApiError::invalid(m, Some("logit_bias"));
+    let Some(map) = map.as_object() else {
+        return Err(bad(format!("`logit_bias` maps token ids to biases, got {map}")));
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(bad(format!("at most {MAX_LOGIT_BIAS} `logit_bias` entries, got {}", map.len())));
+    }
+    map.iter()
+        .map(|(k, v)| {
+            let id = match k.parse::<u32>() {
+                Ok(id) if (id as usize) < vocab => id,
+                _ => return Err(bad(format!("`logit_bias` key {k:?} is not a token id in 0..{vocab}"))),
+            };
+            match v.as_f64() {
+                Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
+                _ => Err(bad(format!("`logit_bias` for token {id} must be a number in [-100, 100], got {v}"))),
+            }
+        })
+        .collect()
 }
 
 /// Most answers per request (`n`): each is a full generation, one after another.
@@ -455,7 +499,6 @@ mod tests {
         assert_eq!(refused_param(sampling(&req(r#"{"top_p": 0}"#))), "top_p");
         assert_eq!(refused_param(sampling(&req(r#"{"top_k": -2}"#))), "top_k");
         assert_eq!(refused_param(sampling(&req(r#"{"min_p": 1.5}"#))), "min_p");
-        assert_eq!(refused_param(refuse_unsupported(&req(r#"{"frequency_penalty": 1}"#))), "frequency_penalty");
         assert!(refuse_unsupported(&req(r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#)).is_ok());
     }
 

@@ -23,7 +23,7 @@ use super::logprobs::logprobs_json;
 use super::params::prepare;
 use super::tool_calls::parse;
 use super::{sse, AppState, CancelOnDrop};
-use crate::generation::JsonDraw;
+use crate::host_draw::HostDraw;
 use crate::json_mode::JsonMask;
 
 type Shared = Arc<AppState>;
@@ -84,9 +84,11 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
         stop: p.stop,
         sampling: p.sampling.clone(),
         logprobs: p.logprobs,
-        json: p.json_mode.then(|| JsonDraw {
-            mask: model.json_mask.get_or_init(|| JsonMask::new(&model.tokenizer)).clone(),
+        draw: p.host_draw.then(|| HostDraw {
             sampling: p.sampling.clone(),
+            json: p.json_mode.then(|| model.json_mask.get_or_init(|| JsonMask::new(&model.tokenizer)).clone()),
+            frequency_penalty: p.frequency_penalty,
+            logit_bias: p.logit_bias.clone(),
         }),
         echo: echo.is_some(),
         cancel,

@@ -1,0 +1,113 @@
+//! Drawing tokens on the host: for what the executors' samplers do not do -- JSON mode
+//! (`json_mode`), OpenAI's `frequency_penalty` and `logit_bias` -- each step's logits row is
+//! copied back, changed, and the token drawn with `sampler::sample`, the same function the
+//! executors run (so a row left as it is gives their token). In order: `logit_bias` added,
+//! `frequency_penalty` times each token's count in the answer so far subtracted, the JSON mask
+//! applied, then the sampler (its own repetition and presence penalties included).
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use qwen_aot_runtime::sampler::{self, SamplingParams};
+
+use crate::json_mode::{Json, JsonMask};
+
+/// How a request's tokens are drawn on the host.
+#[derive(Clone)]
+pub struct HostDraw {
+    pub sampling: SamplingParams,
+    /// JSON mode: the answer is one JSON object.
+    pub json: Option<Arc<JsonMask>>,
+    /// Subtracted from a token's logit once per time it is already in the answer.
+    pub frequency_penalty: f32,
+    /// Added to these tokens' logits.
+    pub logit_bias: Vec<(u32, f32)>,
+}
+
+impl std::fmt::Debug for HostDraw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostDraw")
+            .field("sampling", &self.sampling)
+            .field("json", &self.json.is_some())
+            .field("frequency_penalty", &self.frequency_penalty)
+            .field("logit_bias", &self.logit_bias)
+            .finish()
+    }
+}
+
+/// A [`HostDraw`] through one answer.
+pub struct HostSteps<'a> {
+    draw: &'a HostDraw,
+    /// The recogniser after the answer so far (JSON mode).
+    json: Json,
+    /// The session's tokens (for the sampler's penalties).
+    history: Vec<u32>,
+    /// How often each token is in the answer so far.
+    counts: HashMap<u32, u32>,
+}
+
+impl<'a> HostSteps<'a> {
+    /// Steps of `draw` after `history` (the tokens the session holds).
+    pub fn new(draw: &'a HostDraw, history: Vec<u32>) -> HostSteps<'a> {
+        HostSteps { draw, json: Json::default(), history, counts: HashMap::new() }
+    }
+
+    /// Token `id` was fed to the session.
+    pub fn fed(&mut self, id: u32) {
+        self.history.push(id);
+    }
+
+    /// The token drawn at position `pos` from `logits`, the row after the tokens fed so far.
+    pub fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
+        let mut row = logits.to_vec();
+        for &(id, bias) in &self.draw.logit_bias {
+            if let Some(l) = row.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        if self.draw.frequency_penalty != 0.0 {
+            for (&id, &n) in &self.counts {
+                if let Some(l) = row.get_mut(id as usize) {
+                    *l -= self.draw.frequency_penalty * n as f32;
+                }
+            }
+        }
+        if let Some(mask) = &self.draw.json {
+            mask.apply(&self.json, &mut row);
+        }
+        let id = sampler::sample(&row, &self.history, &self.draw.sampling, pos);
+        if let Some(mask) = &self.draw.json {
+            match mask.advance(self.json, id) {
+                Some(s) => self.json = s,
+                None => bail!("JSON mode: no token continues the object here"),
+            }
+        }
+        *self.counts.entry(id).or_default() += 1;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greedy() -> SamplingParams {
+        SamplingParams { temperature: 0.0, ..SamplingParams::default() }
+    }
+
+    /// Greedy draws: a row left alone gives its argmax; a bias moves the choice; the frequency
+    /// penalty lowers a token once per time it was drawn, until another wins.
+    #[test]
+    fn bias_and_frequency_penalty_move_the_draw() {
+        let logits = [1.0f32, 3.0, 2.5, 0.0];
+        let plain = HostDraw { sampling: greedy(), json: None, frequency_penalty: 0.0, logit_bias: vec![] };
+        assert_eq!(HostSteps::new(&plain, vec![]).next(&logits, 0).unwrap(), 1);
+        let biased = HostDraw { logit_bias: vec![(3, 5.0), (99, 1.0)], ..plain.clone() };
+        assert_eq!(HostSteps::new(&biased, vec![]).next(&logits, 0).unwrap(), 3, "ids past the row are ignored");
+        let freq = HostDraw { frequency_penalty: 0.4, ..plain };
+        let mut steps = HostSteps::new(&freq, vec![]);
+        // 1 (3.0), 1 (3.0 - 0.4 = 2.6 > 2.5), then 2 (3.0 - 0.8 = 2.2 < 2.5), then 1 again (2.2 vs 2.1).
+        let drawn: Vec<u32> = (0..4).map(|p| steps.next(&logits, p).unwrap()).collect();
+        assert_eq!(drawn, [1, 1, 2, 1]);
+    }
+}

@@ -522,6 +522,40 @@ async fn json_mode_answers_are_json_objects() {
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("response_format")), "{v}");
 }
 
+/// Completions' `suffix` (fill in the middle): the answer is generate's for the prompt spelled in
+/// the model's FIM markers; a FIM end marker the model writes stops it ("stop", nothing shown);
+/// `suffix` with `echo` or on the chat endpoint is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suffix_fills_in_the_middle() {
+    let s = Server::start(&[]).await;
+    let (prefix, suffix) = ("def add(a, b):\n    ", "\n    return c\n");
+    let reference = generate("--prompt", &format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"), 8);
+    let body = json!({"prompt": prefix, "suffix": suffix, "max_tokens": 8, "temperature": 0});
+    let (status, v) = s.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], reference["text"], "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], reference["prompt_ids"].as_array().unwrap().len(), "{v}");
+
+    let fim_pad = 151662; // <|fim_pad|> in Qwen2.5's vocabulary
+    let mut forced = body.clone();
+    forced["logit_bias"] = json!({fim_pad.to_string(): 100});
+    let (status, v) = s.post_json("/v1/completions", &forced).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["choices"][0]["text"].as_str(), v["choices"][0]["finish_reason"].as_str()),
+        (Some(""), Some("stop")),
+        "{v}"
+    );
+
+    let mut echoed = body.clone();
+    echoed["echo"] = json!(true);
+    let chat = json!({"messages": [{"role": "user", "content": "hi"}], "suffix": "x"});
+    for (path, bad) in [("/v1/completions", echoed), ("/v1/chat/completions", chat)] {
+        let (status, v) = s.post_json(path, &bad).await;
+        assert_eq!(status, 400, "{path}: {v}");
+    }
+}
+
 /// `logit_bias` and `frequency_penalty` (drawn on the host): a bias of -100 on the greedy first
 /// token makes another one first, +100 on " dog" makes every token " dog"; a frequency penalty
 /// thins out a repeated word; out-of-range values are a 400.

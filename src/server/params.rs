@@ -53,12 +53,23 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         }
         Endpoint::Completion => prompt_input(&req, model)?,
     };
+    let suffix = req.suffix.as_deref().filter(|s| !s.is_empty());
     let echo = match (req.echo, endpoint) {
         (Some(true), Endpoint::Chat) => {
             return Err(ApiError::invalid("`echo` belongs to /v1/completions", Some("echo")));
         }
+        (Some(true), _) if suffix.is_some() => {
+            return Err(ApiError::invalid("`echo` and `suffix` cannot be combined", Some("echo")));
+        }
         (Some(true), Endpoint::Completion) => Some(text),
         _ => None,
+    };
+    let (prompt_ids, fim_stops) = match (suffix, endpoint) {
+        (None, _) => (prompt_ids, Vec::new()),
+        (Some(_), Endpoint::Chat) => {
+            return Err(ApiError::invalid("`suffix` belongs to /v1/completions", Some("suffix")))
+        }
+        (Some(s), Endpoint::Completion) => fill_in_the_middle(model, prompt_ids, s)?,
     };
     if prompt_ids.is_empty() {
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
@@ -97,7 +108,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         json_mode,
         frequency_penalty,
         logit_bias,
-        stop: stop_strings(req.stop)?,
+        stop: stop_strings(req.stop)?.into_iter().chain(fim_stops).collect(),
         sampling,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
@@ -111,9 +122,6 @@ fn refuse_unsupported(req: &CompletionRequest) -> Result<(), ApiError> {
     };
     if req.best_of.is_some_and(|b| b != 1) {
         return no("`best_of` other than 1", "best_of");
-    }
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return no("`suffix`", "suffix");
     }
     Ok(())
 }
@@ -179,6 +187,33 @@ fn json_mode(req: &CompletionRequest) -> Result<bool, ApiError> {
             Some("response_format"),
         )),
     }
+}
+
+/// Fill-in-the-middle tokens (Qwen2.5-Coder's; StarCoder-style models spell them alike):
+/// prefix, suffix, middle, then the markers that end a middle when the model writes them.
+const FIM: [&str; 3] = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"];
+const FIM_ENDS: [&str; 3] = ["<|fim_pad|>", "<|file_sep|>", "<|repo_name|>"];
+
+/// Completions' `suffix`: the prompt as the code before the gap and `suffix` as the code after
+/// it, in the model's fill-in-the-middle form `<|fim_prefix|>` prefix `<|fim_suffix|>` suffix
+/// `<|fim_middle|>` (the markers as their token ids, the texts encoded apart, so that neither
+/// can spell a marker); the answer is the middle. Also returns the stop strings that end a middle
+/// (the FIM markers the model may write next). A model without these tokens gets a 400.
+fn fill_in_the_middle(model: &ModelInfo, prefix: Vec<u32>, suffix: &str) -> Result<(Vec<u32>, Vec<String>), ApiError> {
+    let tok = &model.tokenizer;
+    let Some([p, s, m]) =
+        FIM.iter().map(|t| tok.token_to_id(t)).collect::<Option<Vec<u32>>>().map(|v| [v[0], v[1], v[2]])
+    else {
+        return Err(ApiError::invalid("this model has no fill-in-the-middle tokens for `suffix`", Some("suffix")));
+    };
+    let mut ids = Vec::with_capacity(prefix.len() + 3);
+    ids.push(p);
+    ids.extend(prefix);
+    ids.push(s);
+    ids.extend(tok.encode(suffix));
+    ids.push(m);
+    let stops = FIM.iter().chain(&FIM_ENDS).filter(|t| tok.token_to_id(t).is_some()).map(|t| t.to_string()).collect();
+    Ok((ids, stops))
 }
 
 /// Most `logit_bias` entries (OpenAI's limit).

@@ -2,8 +2,8 @@
 
 Usage: openai_client_check.py BASE_URL EXPECTED_JSON
 EXPECTED_JSON maps each chat message to `generate --chat MESSAGE --max-tokens 8` text.
-Checks a non-streamed and a streamed chat completion, log-probabilities and function calls as
-the client's typed objects, 8 concurrent clients, a client that leaves mid-stream, and that bad input is a 400 the
+Checks a non-streamed and a streamed chat completion, log-probabilities, function calls (forced or not) and
+structured outputs as the client's typed objects, 8 concurrent clients, a client that leaves mid-stream, and that bad input is a 400 the
 client raises as BadRequestError.
 """
 import json
@@ -96,6 +96,37 @@ def main():
     r = client.chat.completions.create(model="qwen", messages=follow, tools=[weather], temperature=0, max_tokens=8)
     assert r.choices[0].finish_reason in ("stop", "length", "tool_calls"), r
     print("ok: a function call, streamed and not, and the turn after it, through the client's types")
+
+    from pydantic import BaseModel
+
+    class Cat(BaseModel):
+        name: str
+        age: int
+
+    # Structured outputs the client's way: a pydantic model as `response_format` (a strict JSON
+    # schema on the wire), the answer parsed back into it.
+    parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+    r = parse(
+        model="qwen",
+        messages=[{"role": "user", "content": "Describe a cat."}],
+        response_format=Cat,
+        temperature=0,
+        max_tokens=60,
+    )
+    cat = r.choices[0].message.parsed
+    assert isinstance(cat, Cat) and r.choices[0].finish_reason == "stop", r
+    r = client.chat.completions.create(
+        model="qwen",
+        messages=[{"role": "user", "content": "Hello!"}],
+        tools=[weather],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather", r
+    assert isinstance(json.loads(call.function.arguments)["city"], str), r
+    print(f"ok: structured outputs (a pydantic model through parse: {cat!r}) and a forced function call")
 
     jobs = [(messages[i % len(messages)], i % 2 == 0) for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:

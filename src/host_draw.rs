@@ -1,15 +1,18 @@
 //! Drawing tokens on the host: for what the executors' samplers do not do -- JSON mode
-//! (`json_mode`), OpenAI's `frequency_penalty` and `logit_bias` -- each step's logits row is
+//! (`json_mode`), structured outputs (`grammar`), OpenAI's `frequency_penalty` and `logit_bias`
+//! -- each step's logits row is
 //! copied back, changed, and the token drawn with `sampler::sample`, the same function the
 //! executors run (so a row left as it is gives their token). In order: `logit_bias` added,
 //! `frequency_penalty` times each token's count in the answer so far subtracted, the JSON mask
-//! applied, then the sampler (its own repetition and presence penalties included).
+//! or the grammar's applied, then the sampler (its own repetition and presence penalties
+//! included).
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use qwen_aot_runtime::sampler::{self, SamplingParams};
 
+use crate::grammar::{Grammar, GrammarSteps};
 use crate::json_mode::{Json, JsonMask};
 
 /// How a request's tokens are drawn on the host.
@@ -18,6 +21,8 @@ pub struct HostDraw {
     pub sampling: SamplingParams,
     /// JSON mode: the answer is one JSON object.
     pub json: Option<Arc<JsonMask>>,
+    /// Structured outputs: the answer is a sentence of this grammar (a JSON schema's, say).
+    pub grammar: Option<Arc<Grammar>>,
     /// Subtracted from a token's logit once per time it is already in the answer.
     pub frequency_penalty: f32,
     /// Added to these tokens' logits.
@@ -29,6 +34,7 @@ impl std::fmt::Debug for HostDraw {
         f.debug_struct("HostDraw")
             .field("sampling", &self.sampling)
             .field("json", &self.json.is_some())
+            .field("grammar", &self.grammar.is_some())
             .field("frequency_penalty", &self.frequency_penalty)
             .field("logit_bias", &self.logit_bias)
             .finish()
@@ -40,6 +46,8 @@ pub struct HostSteps<'a> {
     draw: &'a HostDraw,
     /// The recogniser after the answer so far (JSON mode).
     json: Json,
+    /// The grammar's matcher after the answer so far (structured outputs).
+    grammar: Option<GrammarSteps<'a>>,
     /// The session's tokens (for the sampler's penalties).
     history: Vec<u32>,
     /// How often each token is in the answer so far.
@@ -49,7 +57,8 @@ pub struct HostSteps<'a> {
 impl<'a> HostSteps<'a> {
     /// Steps of `draw` after `history` (the tokens the session holds).
     pub fn new(draw: &'a HostDraw, history: Vec<u32>) -> HostSteps<'a> {
-        HostSteps { draw, json: Json::default(), history, counts: HashMap::new() }
+        let grammar = draw.grammar.as_deref().map(Grammar::start);
+        HostSteps { draw, json: Json::default(), grammar, history, counts: HashMap::new() }
     }
 
     /// Token `id` was fed to the session.
@@ -75,12 +84,18 @@ impl<'a> HostSteps<'a> {
         if let Some(mask) = &self.draw.json {
             mask.apply(&self.json, &mut row);
         }
+        if let Some(g) = self.grammar.as_mut() {
+            g.apply(&mut row)?;
+        }
         let id = sampler::sample(&row, &self.history, &self.draw.sampling, pos);
         if let Some(mask) = &self.draw.json {
             match mask.advance(self.json, id) {
                 Some(s) => self.json = s,
                 None => bail!("JSON mode: no token continues the object here"),
             }
+        }
+        if let Some(g) = self.grammar.as_mut() {
+            g.advance(id)?;
         }
         *self.counts.entry(id).or_default() += 1;
         Ok(id)
@@ -100,7 +115,8 @@ mod tests {
     #[test]
     fn bias_and_frequency_penalty_move_the_draw() {
         let logits = [1.0f32, 3.0, 2.5, 0.0];
-        let plain = HostDraw { sampling: greedy(), json: None, frequency_penalty: 0.0, logit_bias: vec![] };
+        let plain =
+            HostDraw { sampling: greedy(), json: None, grammar: None, frequency_penalty: 0.0, logit_bias: vec![] };
         assert_eq!(HostSteps::new(&plain, vec![]).next(&logits, 0).unwrap(), 1);
         let biased = HostDraw { logit_bias: vec![(3, 5.0), (99, 1.0)], ..plain.clone() };
         assert_eq!(HostSteps::new(&biased, vec![]).next(&logits, 0).unwrap(), 3, "ids past the row are ignored");

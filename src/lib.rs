@@ -7,6 +7,7 @@ pub mod chat_input;
 pub mod cli_args;
 pub mod generation;
 pub mod gpu;
+pub mod grammar;
 pub mod host_draw;
 pub mod json_mode;
 pub mod kernels;

@@ -437,11 +437,61 @@ async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
         "{v}"
     );
 
+    // A forced choice: "required" on a greeting still answers with a call, by the grammar of
+    // the tools' parameters (one call; its arguments valid against them); the same streamed.
+    let add = json!({"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": false}}});
+    let both = json!([tools[0], add]);
+    let greeting = json!([{"role": "user", "content": "Hello! How are you?"}]);
+    for choice in [json!("required"), json!({"type": "function", "function": {"name": "add"}})] {
+        let body =
+            json!({"messages": greeting, "tools": both, "tool_choice": choice, "temperature": 0, "max_tokens": 60});
+        let (status, v) = s.post_json("/v1/chat/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{choice}: {v}");
+        let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 1, "{v}");
+        let (name, args) = (&calls[0]["function"]["name"], &calls[0]["function"]["arguments"]);
+        let args: serde_json::Map<String, Value> = serde_json::from_str(args.as_str().unwrap()).unwrap();
+        match name.as_str().unwrap() {
+            "add" => assert!(args.len() == 2 && args["a"].is_i64() && args["b"].is_i64(), "{v}"),
+            "get_weather" => assert!(args["city"].is_string(), "{v}"),
+            other => panic!("{other} is not a tool: {v}"),
+        }
+        if choice != "required" {
+            assert_eq!(name, "add", "{v}");
+        }
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let r = s.post("/v1/chat/completions").body(streamed.to_string()).send().await.expect("request");
+        let events = sse_events(&r.text().await.unwrap());
+        let calls: Vec<Value> = events
+            .iter()
+            .filter(|e| *e != "[DONE]")
+            .filter_map(|e| {
+                serde_json::from_str::<Value>(e).unwrap()["choices"][0]["delta"]["tool_calls"].as_array().cloned()
+            })
+            .flatten()
+            .collect();
+        assert_eq!(calls.len(), 1, "{events:?}");
+        assert_eq!(calls[0]["function"]["name"], *name, "{events:?}");
+    }
+
     for (path, body, param) in [
         (
             "/v1/chat/completions",
-            json!({"messages": question, "tools": tools, "tool_choice": "required"}),
+            json!({"messages": question, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
             "tool_choice",
+        ),
+        ("/v1/chat/completions", json!({"messages": question, "tool_choice": "required"}), "tool_choice"),
+        (
+            "/v1/chat/completions",
+            json!({"messages": question, "tools": tools, "tool_choice": "required", "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": question, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}], "tool_choice": "required"}),
+            "tools",
         ),
         ("/v1/chat/completions", json!({"messages": question, "tools": [{"type": "function"}]}), "tools[0]"),
         (
@@ -517,9 +567,59 @@ async fn json_mode_answers_are_json_objects() {
         let (streamed, finish, _) = streamed_text(&r.text().await.unwrap());
         assert_eq!((streamed.as_str(), finish.as_str()), (text, "stop"));
     }
-    let schema = json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}});
-    let (status, v) = s.post_json("/v1/chat/completions", &schema).await;
-    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("response_format")), "{v}");
+}
+
+/// Structured outputs (`response_format` json_schema): every answer -- greedy or sampled, chat
+/// or completion, streamed or not, asked for JSON or not -- that ends by itself is an object
+/// valid against the schema (its required keys, types and enum); schemas that do not compile and
+/// malformed formats are a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_answers_follow_the_schema() {
+    let s = Server::start(&[]).await;
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}, "color": {"enum": ["black", "white", "orange"]}, "toys": {"type": "array", "items": {"type": "string"}, "maxItems": 3}}, "required": ["name", "age", "color"], "additionalProperties": false});
+    let format = json!({"type": "json_schema", "json_schema": {"name": "cat", "strict": true, "schema": schema}});
+    let valid = |text: &str| {
+        let v: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert!(v["name"].is_string() && v["age"].as_u64().is_some(), "{text}");
+        assert!(["black", "white", "orange"].contains(&v["color"].as_str().unwrap()), "{text}");
+        assert!(v.keys().all(|k| ["name", "age", "color", "toys"].contains(&k.as_str())), "{text}");
+        if let Some(toys) = v.get("toys") {
+            let toys = toys.as_array().unwrap();
+            assert!(toys.len() <= 3 && toys.iter().all(Value::is_string), "{text}");
+        }
+    };
+    for msg in ["Describe a cat.", "Say hi.", "List three colors."] {
+        let ask = |temperature: f64, n: u64, stream: bool| json!({"messages": [{"role": "user", "content": msg}], "response_format": format, "temperature": temperature, "seed": 5, "n": n, "max_tokens": 80, "stream": stream});
+        let (status, v) = s.post_json("/v1/chat/completions", &ask(1.0, 2, false)).await;
+        assert_eq!(status, 200, "{v}");
+        for c in v["choices"].as_array().unwrap() {
+            assert_eq!(c["finish_reason"], "stop", "{msg}: {v}");
+            valid(c["message"]["content"].as_str().unwrap());
+        }
+        let (status, greedy) = s.post_json("/v1/chat/completions", &ask(0.0, 1, false)).await;
+        assert_eq!((status, &greedy["choices"][0]["finish_reason"]), (200, &json!("stop")), "{greedy}");
+        let text = greedy["choices"][0]["message"]["content"].as_str().unwrap();
+        valid(text);
+        let r = s.post("/v1/chat/completions").body(ask(0.0, 1, true).to_string()).send().await.expect("request");
+        let (streamed, finish, _) = streamed_text(&r.text().await.unwrap());
+        assert_eq!((streamed.as_str(), finish.as_str()), (text, "stop"));
+    }
+    let body = json!({"prompt": "A cat:", "response_format": format, "temperature": 0, "max_tokens": 80});
+    let (status, v) = s.post_json("/v1/completions", &body).await;
+    assert_eq!((status, &v["choices"][0]["finish_reason"]), (200, &json!("stop")), "{v}");
+    valid(v["choices"][0]["text"].as_str().unwrap());
+
+    for bad in [
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}),
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/missing"}}}),
+        json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}),
+        json!({"type": "yaml"}),
+    ] {
+        let body = json!({"messages": [{"role": "user", "content": "x"}], "response_format": bad});
+        let (status, v) = s.post_json("/v1/chat/completions", &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some("response_format")), "{bad}: {v}");
+    }
 }
 
 /// Completions' `suffix` (fill in the middle): the answer is generate's for the prompt spelled in

@@ -60,6 +60,9 @@ pub struct ModelInfo {
     pub speculation: Option<NgramDrafter>,
     /// JSON mode's vocabulary index, built on the first request that asks for it.
     pub json_mask: std::sync::OnceLock<Arc<crate::json_mode::JsonMask>>,
+    /// The vocabulary indexed for structured outputs (`grammar`), built on the first request
+    /// that asks for one; the error when it cannot be.
+    pub grammar_env: std::sync::OnceLock<Result<Arc<crate::grammar::GrammarEnv>, String>>,
 }
 
 pub struct AppState {
@@ -199,6 +202,7 @@ fn load_model(
         backend: session.executor().backend().name().to_string(),
         speculation: speculation.filter(|_| session.can_verify()),
         json_mask: std::sync::OnceLock::new(),
+        grammar_env: std::sync::OnceLock::new(),
     };
     if note_without_verify && info.speculation.is_none() {
         eprintln!("{}", crate::speculation_args::unsupported_note(&info.backend));

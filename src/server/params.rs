@@ -2,6 +2,7 @@
 //! chat template for chat), the token budget and the sampling parameters. Every value the
 //! engine cannot honour is refused here with a 400 naming the parameter, before the request
 //! takes a place in the queue.
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use qwen_aot_runtime::chat_template::ChatMessage;
@@ -11,6 +12,7 @@ use serde_json::Value;
 use super::api::{CompletionRequest, Content, Endpoint, Prompt, Stop};
 use super::errors::ApiError;
 use super::ModelInfo;
+use crate::grammar::{bound_whitespace, Grammar, GrammarEnv};
 use crate::logprobs::MAX_TOP_LOGPROBS;
 
 /// Most stop strings per request (OpenAI allows 4; more only costs a little per token).
@@ -33,10 +35,14 @@ pub struct Prepared {
     pub tools: Vec<String>,
     /// `response_format: {"type": "json_object"}`: the answer is one JSON object.
     pub json_mode: bool,
+    /// `response_format: {"type": "json_schema"}` or a forced `tool_choice`: the answer is a
+    /// sentence of this grammar.
+    pub grammar: Option<Arc<Grammar>>,
     /// OpenAI's `frequency_penalty` and `logit_bias` (drawn on the host: `host_draw`).
     pub frequency_penalty: f32,
     pub logit_bias: Vec<(u32, f32)>,
-    /// Whether tokens are drawn on the host (JSON mode, a frequency penalty or a logit bias).
+    /// Whether tokens are drawn on the host (JSON mode, a grammar, a frequency penalty or a
+    /// logit bias).
     pub host_draw: bool,
     pub stream: bool,
     pub include_usage: bool,
@@ -44,7 +50,7 @@ pub struct Prepared {
 
 pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
     refuse_unsupported(&req)?;
-    let (tool_defs, tools) = tools(&req, endpoint)?;
+    let Tools { defs: tool_defs, names: tools, forced } = tools(&req, endpoint)?;
     let (text, prompt_ids) = match endpoint {
         Endpoint::Chat => {
             let text = render_chat(&req, model, &tool_defs)?;
@@ -85,7 +91,29 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     }
     let max_tokens = max_tokens(&req, prompt_ids.len(), ctx, echo.is_some())?;
     let sampling = sampling(&req)?;
-    let json_mode = json_mode(&req)?;
+    let format = response_format(&req)?;
+    let json_mode = matches!(format, Format::JsonObject) && forced.is_none();
+    let grammar = match (format, forced) {
+        (Format::JsonSchema(_) | Format::JsonObject, Some(_)) => {
+            return Err(ApiError::invalid(
+                "a forced `tool_choice` answers with a call: it cannot take a JSON `response_format` too",
+                Some("response_format"),
+            ))
+        }
+        (Format::JsonSchema(schema), None) => {
+            Some(Grammar::json_schema(&grammar_env(model)?, schema).map_err(|e| {
+                ApiError::invalid(
+                    format!("`response_format.json_schema.schema` does not compile: {e}"),
+                    Some("response_format"),
+                )
+            })?)
+        }
+        (_, Some(forced)) => Some(
+            Grammar::lark(&grammar_env(model)?, tool_call_grammar(model, &tool_defs, &forced))
+                .map_err(|e| ApiError::invalid(format!("the tools' parameters do not compile: {e}"), Some("tools")))?,
+        ),
+        (Format::Text | Format::JsonObject, None) => None,
+    };
     let frequency_penalty = match req.frequency_penalty {
         None => 0.0,
         Some(f) if f.is_finite() && (-2.0..=2.0).contains(&f) => f as f32,
@@ -104,8 +132,9 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         logprobs: logprobs(&req, endpoint)?,
         echo,
         tools,
-        host_draw: json_mode || frequency_penalty != 0.0 || !logit_bias.is_empty(),
+        host_draw: json_mode || grammar.is_some() || frequency_penalty != 0.0 || !logit_bias.is_empty(),
         json_mode,
+        grammar: grammar.map(Arc::new),
         frequency_penalty,
         logit_bias,
         stop: stop_strings(req.stop)?.into_iter().chain(fim_stops).collect(),
@@ -176,17 +205,42 @@ fn logprobs(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<usize>
     }
 }
 
-/// `response_format`: text (or absent) or `{"type": "json_object"}`; a schema would need a
-/// grammar per schema, which this server does not build (a 400).
-fn json_mode(req: &CompletionRequest) -> Result<bool, ApiError> {
-    match req.response_format.as_ref().filter(|f| !f.is_null()).map(|f| f.get("type").and_then(Value::as_str)) {
-        None | Some(Some("text")) => Ok(false),
-        Some(Some("json_object")) => Ok(true),
-        Some(_) => Err(ApiError::invalid(
-            "`response_format` must be {\"type\": \"text\"} or {\"type\": \"json_object\"} (JSON schemas are not enforced)",
-            Some("response_format"),
-        )),
+/// What `response_format` asks the answer to be.
+enum Format {
+    Text,
+    /// `{"type": "json_object"}`: any JSON object (`json_mode`).
+    JsonObject,
+    /// `{"type": "json_schema", "json_schema": {"schema": ...}}`: a JSON value valid against
+    /// the schema (`grammar`).
+    JsonSchema(Value),
+}
+
+/// `response_format`: text (or absent), `json_object` or `json_schema` (OpenAI's shape: the
+/// schema under `json_schema.schema`; `strict` is accepted either way, the schema is always
+/// enforced).
+fn response_format(req: &CompletionRequest) -> Result<Format, ApiError> {
+    let bad = |m: &str| Err(ApiError::invalid(m, Some("response_format")));
+    let Some(f) = req.response_format.as_ref().filter(|f| !f.is_null()) else { return Ok(Format::Text) };
+    match f.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(Format::Text),
+        Some("json_object") => Ok(Format::JsonObject),
+        Some("json_schema") => match f.get("json_schema").and_then(|j| j.get("schema")) {
+            Some(schema @ (Value::Object(_) | Value::Bool(true))) => Ok(Format::JsonSchema(schema.clone())),
+            _ => bad("`response_format.json_schema.schema` must be a JSON schema object"),
+        },
+        _ => bad("`response_format.type` must be \"text\", \"json_object\" or \"json_schema\""),
     }
+}
+
+/// The model's vocabulary indexed for grammars, built by the first request that needs it.
+fn grammar_env(model: &ModelInfo) -> Result<Arc<GrammarEnv>, ApiError> {
+    model
+        .grammar_env
+        .get_or_init(|| GrammarEnv::new(model.tokenizer.clone()).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| {
+            ApiError::invalid(format!("this model cannot take structured outputs: {e}"), Some("response_format"))
+        })
 }
 
 /// Fill-in-the-middle tokens (Qwen2.5-Coder's; StarCoder-style models spell them alike):
@@ -258,30 +312,40 @@ fn choices(req: &CompletionRequest) -> Result<usize, ApiError> {
 /// Most function definitions per request.
 const MAX_TOOLS: usize = 128;
 
-/// Chat's `tools` and `tool_choice`: the definitions to render into the prompt and the names an
-/// answer may call. `tool_choice` "none" renders none; "required" or a named function would need
-/// constrained decoding, which this server does not have (a 400).
-fn tools(req: &CompletionRequest, endpoint: Endpoint) -> Result<(Vec<Value>, Vec<String>), ApiError> {
+/// A chat's `tools`: their definitions (for the template), their names (what a call in the
+/// answer may name) and the call `tool_choice` forces, if any.
+#[derive(Debug)]
+struct Tools {
+    defs: Vec<Value>,
+    names: Vec<String>,
+    forced: Option<ForcedCall>,
+}
+
+/// `tool_choice` other than "auto" and "none": the answer is calls, by a grammar.
+#[derive(Debug, PartialEq)]
+enum ForcedCall {
+    /// "required": a call of any of the tools.
+    Any,
+    /// `{"type": "function", "function": {"name"}}`: one call of this tool.
+    Named(String),
+}
+
+/// The chat's `tools` with `tool_choice` ("auto", "none" -- the tools left out of the prompt --,
+/// "required" or one named function).
+fn tools(req: &CompletionRequest, endpoint: Endpoint) -> Result<Tools, ApiError> {
+    let none = Tools { defs: Vec::new(), names: Vec::new(), forced: None };
     let defs = req.tools.clone().unwrap_or_default();
     if defs.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        if req.tool_choice.as_ref().is_some_and(|c| !c.is_null() && c != "none" && c != "auto") {
+            return Err(ApiError::invalid("`tool_choice` forces a call but there are no `tools`", Some("tool_choice")));
+        }
+        return Ok(none);
     }
     if endpoint == Endpoint::Completion {
         return Err(ApiError::invalid("`tools` belong to /v1/chat/completions", Some("tools")));
     }
     if defs.len() > MAX_TOOLS {
         return Err(ApiError::invalid(format!("at most {MAX_TOOLS} tools, got {}", defs.len()), Some("tools")));
-    }
-    match &req.tool_choice {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "auto" => {}
-        Some(Value::String(s)) if s == "none" => return Ok((Vec::new(), Vec::new())),
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!("`tool_choice` {other} is not supported (\"auto\" or \"none\": a forced call needs constrained decoding)"),
-                Some("tool_choice"),
-            ))
-        }
     }
     let mut names = Vec::with_capacity(defs.len());
     for (i, d) in defs.iter().enumerate() {
@@ -296,7 +360,62 @@ fn tools(req: &CompletionRequest, endpoint: Endpoint) -> Result<(Vec<Value>, Vec
             }
         }
     }
-    Ok((defs, names))
+    let forced = match &req.tool_choice {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "auto" => None,
+        Some(Value::String(s)) if s == "none" => return Ok(none),
+        Some(Value::String(s)) if s == "required" => Some(ForcedCall::Any),
+        Some(c) => match c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+            Some(n) if c.get("type").and_then(Value::as_str) == Some("function") && names.iter().any(|t| t == n) => {
+                Some(ForcedCall::Named(n.to_string()))
+            }
+            Some(n) if c.get("type").and_then(Value::as_str) == Some("function") => {
+                return Err(ApiError::invalid(format!("`tool_choice` names {n:?}, which is not in `tools`"), Some("tool_choice")))
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "`tool_choice` is \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    Some("tool_choice"),
+                ))
+            }
+        },
+    };
+    Ok(Tools { defs, names, forced })
+}
+
+/// The grammar of a forced answer: calls in Qwen2's form, `<tool_call>` newline
+/// `{"name": ..., "arguments": {...}}` newline `</tool_call>`, the object by a JSON schema (the
+/// name one of the allowed tools', the arguments that tool's `parameters`). One call, then the
+/// end: a grammar that allows another lets a small model chain calls it was not asked for
+/// until `max_tokens` (measured: "required" on a greeting gave three, the last one cut). The
+/// markers are their token ids where the vocabulary has them as single tokens (as Qwen2.5's
+/// does), else their text.
+fn tool_call_grammar(model: &ModelInfo, defs: &[Value], forced: &ForcedCall) -> String {
+    let calls: Vec<Value> = defs
+        .iter()
+        .filter_map(|d| d.get("function"))
+        .filter(|f| match forced {
+            ForcedCall::Any => true,
+            ForcedCall::Named(n) => f.get("name").and_then(Value::as_str) == Some(n),
+        })
+        .map(|f| {
+            let params =
+                f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or(serde_json::json!({"type": "object"}));
+            serde_json::json!({
+                "type": "object",
+                "properties": {"name": {"const": f["name"]}, "arguments": params},
+                "required": ["name", "arguments"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let mut schema = serde_json::json!({"anyOf": calls});
+    bound_whitespace(&mut schema);
+    let marker = |t: &str| match model.tokenizer.token_to_id(t) {
+        Some(id) => format!("<[{id}]>"),
+        None => serde_json::to_string(t).unwrap_or_default(),
+    };
+    format!("start: {} \"\\n\" body \"\\n\" {}\nbody: %json {schema}\n", marker("<tool_call>"), marker("</tool_call>"))
 }
 
 /// An assistant turn's OpenAI `tool_calls` as the chat template reads them: `arguments`, a JSON
@@ -545,27 +664,29 @@ mod tests {
         assert_eq!(refused_param(choices(&req(r#"{"n": 17}"#))), "n");
     }
 
-    /// `tools` for chat only, `tool_choice` "auto" or "none" (which renders none), well-formed
-    /// definitions; the names are what an answer may call.
+    /// `tools` for chat only, well-formed definitions; the names are what an answer may call;
+    /// `tool_choice` "auto", "none" (which renders none), "required" or one named tool of the
+    /// list forces a call; a forced choice without tools or naming another is refused.
     #[test]
-    fn tools_take_auto_or_none_and_well_formed_functions() {
+    fn tools_and_tool_choice() {
         let f = r#"{"type": "function", "function": {"name": "f", "parameters": {}}}"#;
-        let (defs, names) = tools(&req(&format!(r#"{{"tools": [{f}]}}"#)), Endpoint::Chat).unwrap();
-        assert_eq!((defs.len(), names), (1, vec!["f".to_string()]));
-        assert!(tools(&req(&format!(r#"{{"tools": [{f}], "tool_choice": "none"}}"#)), Endpoint::Chat)
-            .unwrap()
-            .0
-            .is_empty());
-        assert_eq!(
-            tools(&req(&format!(r#"{{"tools": [{f}], "tool_choice": "auto"}}"#)), Endpoint::Chat).unwrap().1.len(),
-            1
-        );
-        assert_eq!(tools(&req("{}"), Endpoint::Chat).unwrap(), (vec![], vec![]));
+        let with = |choice: &str| tools(&req(&format!(r#"{{"tools": [{f}]{choice}}}"#)), Endpoint::Chat);
+        let t = with("").unwrap();
+        assert_eq!((t.defs.len(), t.names, t.forced), (1, vec!["f".to_string()], None));
+        assert!(with(r#", "tool_choice": "none""#).unwrap().defs.is_empty());
+        assert_eq!(with(r#", "tool_choice": "auto""#).unwrap().names.len(), 1);
+        assert_eq!(with(r#", "tool_choice": "required""#).unwrap().forced, Some(ForcedCall::Any));
+        let named = r#", "tool_choice": {"type": "function", "function": {"name": "f"}}"#;
+        assert_eq!(with(named).unwrap().forced, Some(ForcedCall::Named("f".into())));
+        assert!(tools(&req("{}"), Endpoint::Chat).unwrap().defs.is_empty());
+
         let refused = |json: String, e| refused_param(tools(&req(&json), e));
-        assert_eq!(refused(format!(r#"{{"tools": [{f}], "tool_choice": "required"}}"#), Endpoint::Chat), "tool_choice");
-        let named =
-            format!(r#"{{"tools": [{f}], "tool_choice": {{"type": "function", "function": {{"name": "f"}}}}}}"#);
-        assert_eq!(refused(named, Endpoint::Chat), "tool_choice");
+        assert_eq!(
+            refused_param(with(r#", "tool_choice": {"type": "function", "function": {"name": "g"}}"#)),
+            "tool_choice"
+        );
+        assert_eq!(refused_param(with(r#", "tool_choice": "sometimes""#)), "tool_choice");
+        assert_eq!(refused(r#"{"tool_choice": "required"}"#.into(), Endpoint::Chat), "tool_choice");
         assert_eq!(
             refused(r#"{"tools": [{"type": "function", "function": {"name": ""}}]}"#.into(), Endpoint::Chat),
             "tools[0]"

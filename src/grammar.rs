@@ -1,0 +1,266 @@
+//! Structured outputs: decoding constrained by a JSON schema (the server's `response_format:
+//! {"type": "json_schema"}`) or a Lark grammar (a forced `tool_choice`), through llguidance --
+//! the constraint library vLLM, SGLang and llama.cpp use, rather than a schema compiler of our
+//! own. Each step the logits of every token the grammar does not allow next are set to -inf
+//! before the token is drawn on the host (`host_draw`), as JSON mode does with its own
+//! recogniser (`json_mode`, which stays: it needs no index of the vocabulary).
+//!
+//! - [`GrammarEnv`]: the model's vocabulary as llguidance's token trie (control tokens marked so
+//!   that no grammar text can spell them; the end-of-text ids allowed once a grammar is complete),
+//!   built once per model.
+//! - [`Grammar`]: one request's schema or grammar, compiled and checked before it is queued (a
+//!   bad schema is the client's error); [`Grammar::start`] gives each answer its own matcher.
+use std::sync::{Arc, Mutex};
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+use llguidance::{Matcher, ParserFactory};
+use qwen_aot_runtime::tokenizer::{TokenType, Tokenizer};
+use serde_json::Value;
+
+/// Longest run of whitespace between JSON tokens. JSON allows any, and a model that would rather
+/// write prose keeps choosing spaces when little else is allowed (as in JSON mode).
+const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,16}";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrammarError {
+    #[error("the model's vocabulary cannot be indexed for constrained decoding: {0}")]
+    Vocabulary(String),
+    /// The schema or grammar does not compile (the message is llguidance's).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("constrained decoding stopped: {0}")]
+    Step(String),
+}
+
+/// The model's vocabulary for llguidance: its token trie, and our tokenizer for the text it
+/// asks to be tokenized.
+struct Vocabulary {
+    trie: TokTrie,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl TokenizerEnv for Vocabulary {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<u32> {
+        match std::str::from_utf8(s) {
+            Ok(text) => self.tokenizer.encode(text),
+            // Byte strings that are not text (a piece of a character) have no BPE spelling.
+            Err(_) => self.trie.greedy_tokenize(s),
+        }
+    }
+}
+
+/// What every grammar of one model shares: the vocabulary's trie and the parser factory.
+pub struct GrammarEnv {
+    factory: ParserFactory,
+    /// The ids that end an answer (allowed together once a grammar may end).
+    eos: Vec<u32>,
+    vocab: usize,
+}
+
+impl GrammarEnv {
+    /// Indexes `tokenizer`'s vocabulary (≈ 0.1-0.3 s for Qwen2's 151k tokens).
+    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Arc<GrammarEnv>, GrammarError> {
+        let eos = tokenizer.eos_ids();
+        let Some(&first_eos) = eos.first() else {
+            return Err(GrammarError::Vocabulary("the tokenizer has no end-of-text token".into()));
+        };
+        let vocab = tokenizer.vocab_size();
+        let words: Vec<Vec<u8>> = (0..vocab as u32).map(|id| token_word(&tokenizer, id)).collect();
+        let info = TokRxInfo::new(vocab as u32, first_eos);
+        // The trie checks itself with assertions; a vocabulary it cannot take is an error here,
+        // not a panic on the server's request path.
+        let trie = std::panic::catch_unwind(|| TokTrie::from(&info, &words).with_eos_tokens(&eos))
+            .map_err(|_| GrammarError::Vocabulary("llguidance refused the token trie".into()))?;
+        let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer });
+        let mut factory = ParserFactory::new_simple(&env).map_err(|e| GrammarError::Vocabulary(e.to_string()))?;
+        // Warnings go into the error messages, not onto the server's stderr.
+        factory.quiet();
+        Ok(Arc::new(GrammarEnv { factory, eos, vocab }))
+    }
+}
+
+/// Bounds the whitespace between a JSON schema's tokens to [`JSON_WHITESPACE`] unless the schema
+/// sets llguidance's options itself (`x-guidance`); for schemas embedded in a Lark grammar too.
+pub fn bound_whitespace(schema: &mut Value) {
+    if let Value::Object(o) = schema {
+        o.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_pattern": JSON_WHITESPACE}));
+    }
+}
+
+/// A token's bytes as llguidance reads them: control tokens (`<|im_end|>`) behind its special
+/// marker byte 0xFF, so that grammar text never matches them; unused ids empty (never allowed).
+fn token_word(tok: &Tokenizer, id: u32) -> Vec<u8> {
+    let bytes = tok.token_bytes(id).unwrap_or_default();
+    match tok.token_type(id) {
+        Some(TokenType::Control) => [&[TokTrie::SPECIAL_TOKEN_MARKER][..], bytes].concat(),
+        Some(TokenType::Unused) | None => Vec::new(),
+        _ => bytes.to_vec(),
+    }
+}
+
+/// One request's compiled constraint.
+pub struct Grammar {
+    env: Arc<GrammarEnv>,
+    /// A matcher before any token; each answer steps a clone (shallow: the lexer caches are
+    /// shared). In a mutex because llguidance's matcher is `Send` but not `Sync`.
+    fresh: Mutex<Matcher>,
+}
+
+impl std::fmt::Debug for Grammar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Grammar")
+    }
+}
+
+impl Grammar {
+    /// The answer is one JSON value valid against `schema` (JSON Schema as OpenAI's structured
+    /// outputs take it). Whitespace between tokens runs at most 16 bytes unless the schema sets
+    /// llguidance's own options (`x-guidance`).
+    pub fn json_schema(env: &Arc<GrammarEnv>, mut schema: Value) -> Result<Grammar, GrammarError> {
+        bound_whitespace(&mut schema);
+        Grammar::compile(env, TopLevelGrammar::from_json_schema(schema))
+    }
+
+    /// The answer is a sentence of the Lark grammar `source` (llguidance's dialect: `%json {..}`
+    /// embeds a JSON schema).
+    pub fn lark(env: &Arc<GrammarEnv>, source: String) -> Result<Grammar, GrammarError> {
+        Grammar::compile(env, TopLevelGrammar::from_lark(source))
+    }
+
+    fn compile(env: &Arc<GrammarEnv>, grammar: TopLevelGrammar) -> Result<Grammar, GrammarError> {
+        let parser = env.factory.create_parser(grammar).map_err(|e| GrammarError::Invalid(e.to_string()))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(GrammarError::Invalid(e));
+        }
+        Ok(Grammar { env: env.clone(), fresh: Mutex::new(matcher) })
+    }
+
+    /// A matcher for one answer, before its first token.
+    pub fn start(&self) -> GrammarSteps<'_> {
+        let matcher = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        GrammarSteps { env: &self.env, matcher }
+    }
+}
+
+/// A [`Grammar`] through one answer.
+pub struct GrammarSteps<'a> {
+    env: &'a GrammarEnv,
+    matcher: Matcher,
+}
+
+impl GrammarSteps<'_> {
+    /// Sets `logits[id]` to -inf for every token the grammar does not allow next (ids past the
+    /// vocabulary too); the end-of-text ids stay only where the grammar may end.
+    pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), GrammarError> {
+        let mask = self.matcher.compute_mask_or_eos().map_err(|e| GrammarError::Step(e.to_string()))?;
+        let allowed = |id: usize| id < self.env.vocab && id < mask.len() && mask.get(id);
+        let may_end = self.env.eos.iter().any(|&e| allowed(e as usize));
+        let mut any = false;
+        for (id, l) in logits.iter_mut().enumerate() {
+            let ok = allowed(id) || (may_end && self.env.eos.contains(&(id as u32)));
+            if ok {
+                any = true;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if !any {
+            return Err(GrammarError::Step("no token is allowed here".into()));
+        }
+        Ok(())
+    }
+
+    /// Token `id` was drawn (an end-of-text id ends the answer and is not fed to the grammar).
+    pub fn advance(&mut self, id: u32) -> Result<(), GrammarError> {
+        if self.env.eos.contains(&id) {
+            return Ok(());
+        }
+        self.matcher.consume_token(id).map_err(|e| GrammarError::Step(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qwen_aot_runtime::tokenizer::TokenizerData;
+
+    /// A byte-level vocabulary (256 byte tokens, then `<|end|>` as a control token, which is the
+    /// EOS) -- every text has one spelling, so a mask is easy to reason about.
+    fn byte_env() -> Arc<GrammarEnv> {
+        let mut tokens = qwen_aot_compiler::synthetic::gguf_file::byte_tokens();
+        let mut token_types = vec![TokenType::Normal.as_i32(); tokens.len()];
+        tokens.push("<|end|>".into());
+        token_types.push(TokenType::Control.as_i32());
+        let data = TokenizerData {
+            model: "gpt2".into(),
+            tokens,
+            token_types,
+            merges: vec![],
+            pre: "qwen2".into(),
+            bos_id: None,
+            eos_id: Some(256),
+            pad_id: None,
+            add_bos: false,
+            chat_template: None,
+        };
+        GrammarEnv::new(Arc::new(Tokenizer::from_data(data).expect("tokenizer"))).expect("env")
+    }
+
+    fn allowed(steps: &mut GrammarSteps, n: usize) -> Vec<usize> {
+        let mut row = vec![0.0f32; n + 3];
+        steps.apply(&mut row).unwrap();
+        (0..row.len()).filter(|&i| row[i] == 0.0).collect()
+    }
+
+    /// A schema's masks, byte by byte: an enum of two strings allows exactly their next bytes,
+    /// the end-of-text id only once a value is complete, and nothing past the vocabulary.
+    #[test]
+    fn schema_masks_allow_exactly_the_valid_continuations() {
+        let env = byte_env();
+        let g = Grammar::json_schema(&env, serde_json::json!({"enum": ["ab", "ac"]})).unwrap();
+        let mut s = g.start();
+        assert_eq!(allowed(&mut s, 257), vec![b'"' as usize], "the value starts the answer");
+        s.advance(b'"' as u32).unwrap();
+        assert_eq!(allowed(&mut s, 257), vec![b'a' as usize]);
+        s.advance(b'a' as u32).unwrap();
+        assert_eq!(allowed(&mut s, 257), vec![b'b' as usize, b'c' as usize]);
+        s.advance(b'c' as u32).unwrap();
+        s.advance(b'"' as u32).unwrap();
+        assert!(allowed(&mut s, 257).contains(&256), "complete: the EOS is allowed");
+        assert!(s.advance(b'x' as u32).is_err(), "a token the mask refused is an error");
+        // Each answer starts afresh.
+        assert_eq!(allowed(&mut g.start(), 257), vec![b'"' as usize]);
+    }
+
+    /// An object schema: required keys in order, typed values; a Lark grammar with an embedded
+    /// schema; schemas that do not compile are errors, not panics.
+    #[test]
+    fn objects_lark_and_bad_schemas() {
+        let env = byte_env();
+        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false});
+        let g = Grammar::json_schema(&env, schema.clone()).unwrap();
+        let mut s = g.start();
+        for b in br#"{"n":"# {
+            s.apply(&mut vec![0.0; 257]).unwrap();
+            s.advance(*b as u32).unwrap();
+        }
+        let digits_or_minus = allowed(&mut s, 257);
+        assert!(digits_or_minus.contains(&(b'7' as usize)) && digits_or_minus.contains(&(b'-' as usize)));
+        assert!(!digits_or_minus.contains(&(b'"' as usize)), "an integer, not a string");
+
+        let g = Grammar::lark(&env, format!("start: \"<call>\" obj\nobj: %json {schema}")).unwrap();
+        let mut s = g.start();
+        assert_eq!(allowed(&mut s, 257), vec![b'<' as usize]);
+
+        for bad in [serde_json::json!({"type": "nonsense"}), serde_json::json!({"$ref": "#/nowhere"})] {
+            assert!(matches!(Grammar::json_schema(&env, bad.clone()), Err(GrammarError::Invalid(_))), "{bad}");
+        }
+        assert!(matches!(Grammar::lark(&env, "start: (".into()), Err(GrammarError::Invalid(_))));
+    }
+}

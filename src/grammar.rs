@@ -2,8 +2,8 @@
 //! {"type": "json_schema"}`) or a Lark grammar (a forced `tool_choice`), through llguidance --
 //! the constraint library vLLM, SGLang and llama.cpp use, rather than a schema compiler of our
 //! own. Each step the logits of every token the grammar does not allow next are set to -inf
-//! before the token is drawn on the host (`host_draw`), as JSON mode does with its own
-//! recogniser (`json_mode`, which stays: it needs no index of the vocabulary).
+//! before the token is drawn on the host (`host_draw`). JSON mode (`json_object`) is the schema
+//! `{"type": "object"}`.
 //!
 //! - [`GrammarEnv`]: the model's vocabulary as llguidance's token trie (control tokens marked so
 //!   that no grammar text can spell them; the end-of-text ids allowed once a grammar is complete),

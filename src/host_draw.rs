@@ -1,26 +1,23 @@
-//! Drawing tokens on the host: for what the executors' samplers do not do -- JSON mode
-//! (`json_mode`), structured outputs (`grammar`), OpenAI's `frequency_penalty` and `logit_bias`
-//! -- each step's logits row is
+//! Drawing tokens on the host: for what the executors' samplers do not do -- JSON mode and
+//! structured outputs (`grammar`), OpenAI's `frequency_penalty` and `logit_bias` -- each step's
+//! logits row is
 //! copied back, changed, and the token drawn with `sampler::sample`, the same function the
 //! executors run (so a row left as it is gives their token). In order: `logit_bias` added,
-//! `frequency_penalty` times each token's count in the answer so far subtracted, the JSON mask
-//! or the grammar's applied, then the sampler (its own repetition and presence penalties
+//! `frequency_penalty` times each token's count in the answer so far subtracted, the grammar's
+//! mask applied, then the sampler (its own repetition and presence penalties
 //! included).
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use qwen_aot_runtime::sampler::{self, SamplingParams};
 
 use crate::grammar::{Grammar, GrammarSteps};
-use crate::json_mode::{Json, JsonMask};
 
 /// How a request's tokens are drawn on the host.
 #[derive(Clone)]
 pub struct HostDraw {
     pub sampling: SamplingParams,
-    /// JSON mode: the answer is one JSON object.
-    pub json: Option<Arc<JsonMask>>,
     /// Structured outputs: the answer is a sentence of this grammar (a JSON schema's, say).
     pub grammar: Option<Arc<Grammar>>,
     /// Subtracted from a token's logit once per time it is already in the answer.
@@ -33,7 +30,6 @@ impl std::fmt::Debug for HostDraw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostDraw")
             .field("sampling", &self.sampling)
-            .field("json", &self.json.is_some())
             .field("grammar", &self.grammar.is_some())
             .field("frequency_penalty", &self.frequency_penalty)
             .field("logit_bias", &self.logit_bias)
@@ -44,8 +40,6 @@ impl std::fmt::Debug for HostDraw {
 /// A [`HostDraw`] through one answer.
 pub struct HostSteps<'a> {
     draw: &'a HostDraw,
-    /// The recogniser after the answer so far (JSON mode).
-    json: Json,
     /// The grammar's matcher after the answer so far (structured outputs).
     grammar: Option<GrammarSteps<'a>>,
     /// The session's tokens (for the sampler's penalties).
@@ -58,7 +52,7 @@ impl<'a> HostSteps<'a> {
     /// Steps of `draw` after `history` (the tokens the session holds).
     pub fn new(draw: &'a HostDraw, history: Vec<u32>) -> HostSteps<'a> {
         let grammar = draw.grammar.as_deref().map(Grammar::start);
-        HostSteps { draw, json: Json::default(), grammar, history, counts: HashMap::new() }
+        HostSteps { draw, grammar, history, counts: HashMap::new() }
     }
 
     /// Token `id` was fed to the session.
@@ -81,19 +75,10 @@ impl<'a> HostSteps<'a> {
                 }
             }
         }
-        if let Some(mask) = &self.draw.json {
-            mask.apply(&self.json, &mut row);
-        }
         if let Some(g) = self.grammar.as_mut() {
             g.apply(&mut row)?;
         }
         let id = sampler::sample(&row, &self.history, &self.draw.sampling, pos);
-        if let Some(mask) = &self.draw.json {
-            match mask.advance(self.json, id) {
-                Some(s) => self.json = s,
-                None => bail!("JSON mode: no token continues the object here"),
-            }
-        }
         if let Some(g) = self.grammar.as_mut() {
             g.advance(id)?;
         }
@@ -115,8 +100,7 @@ mod tests {
     #[test]
     fn bias_and_frequency_penalty_move_the_draw() {
         let logits = [1.0f32, 3.0, 2.5, 0.0];
-        let plain =
-            HostDraw { sampling: greedy(), json: None, grammar: None, frequency_penalty: 0.0, logit_bias: vec![] };
+        let plain = HostDraw { sampling: greedy(), grammar: None, frequency_penalty: 0.0, logit_bias: vec![] };
         assert_eq!(HostSteps::new(&plain, vec![]).next(&logits, 0).unwrap(), 1);
         let biased = HostDraw { logit_bias: vec![(3, 5.0), (99, 1.0)], ..plain.clone() };
         assert_eq!(HostSteps::new(&biased, vec![]).next(&logits, 0).unwrap(), 3, "ids past the row are ignored");

@@ -9,7 +9,6 @@ pub mod generation;
 pub mod gpu;
 pub mod grammar;
 pub mod host_draw;
-pub mod json_mode;
 pub mod kernels;
 pub mod logprobs;
 pub mod model;

@@ -58,8 +58,6 @@ pub struct ModelInfo {
     pub backend: String,
     /// The drafter every generation uses (None: one token per step).
     pub speculation: Option<NgramDrafter>,
-    /// JSON mode's vocabulary index, built on the first request that asks for it.
-    pub json_mask: std::sync::OnceLock<Arc<crate::json_mode::JsonMask>>,
     /// The vocabulary indexed for structured outputs (`grammar`), built on the first request
     /// that asks for one; the error when it cannot be.
     pub grammar_env: std::sync::OnceLock<Result<Arc<crate::grammar::GrammarEnv>, String>>,
@@ -201,7 +199,6 @@ fn load_model(
         ctx_size: session.executor().max_seq(),
         backend: session.executor().backend().name().to_string(),
         speculation: speculation.filter(|_| session.can_verify()),
-        json_mask: std::sync::OnceLock::new(),
         grammar_env: std::sync::OnceLock::new(),
     };
     if note_without_verify && info.speculation.is_none() {

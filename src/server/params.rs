@@ -33,16 +33,13 @@ pub struct Prepared {
     pub echo: Option<String>,
     /// Chat with `tools`: the functions an answer may call (their calls are parsed out of it).
     pub tools: Vec<String>,
-    /// `response_format: {"type": "json_object"}`: the answer is one JSON object.
-    pub json_mode: bool,
-    /// `response_format: {"type": "json_schema"}` or a forced `tool_choice`: the answer is a
+    /// `response_format` json_object or json_schema, or a forced `tool_choice`: the answer is a
     /// sentence of this grammar.
     pub grammar: Option<Arc<Grammar>>,
     /// OpenAI's `frequency_penalty` and `logit_bias` (drawn on the host: `host_draw`).
     pub frequency_penalty: f32,
     pub logit_bias: Vec<(u32, f32)>,
-    /// Whether tokens are drawn on the host (JSON mode, a grammar, a frequency penalty or a
-    /// logit bias).
+    /// Whether tokens are drawn on the host (a grammar, a frequency penalty or a logit bias).
     pub host_draw: bool,
     pub stream: bool,
     pub include_usage: bool,
@@ -92,7 +89,6 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     let max_tokens = max_tokens(&req, prompt_ids.len(), ctx, echo.is_some())?;
     let sampling = sampling(&req)?;
     let format = response_format(&req)?;
-    let json_mode = matches!(format, Format::JsonObject) && forced.is_none();
     let grammar = match (format, forced) {
         (Format::JsonSchema(_) | Format::JsonObject, Some(_)) => {
             return Err(ApiError::invalid(
@@ -100,6 +96,10 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
                 Some("response_format"),
             ))
         }
+        (Format::JsonObject, None) => Some(
+            Grammar::json_schema(&grammar_env(model)?, serde_json::json!({"type": "object"}))
+                .map_err(|e| ApiError::internal(format!("JSON mode's grammar: {e}")))?,
+        ),
         (Format::JsonSchema(schema), None) => {
             Some(Grammar::json_schema(&grammar_env(model)?, schema).map_err(|e| {
                 ApiError::invalid(
@@ -112,7 +112,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
             Grammar::lark(&grammar_env(model)?, tool_call_grammar(model, &tool_defs, &forced))
                 .map_err(|e| ApiError::invalid(format!("the tools' parameters do not compile: {e}"), Some("tools")))?,
         ),
-        (Format::Text | Format::JsonObject, None) => None,
+        (Format::Text, None) => None,
     };
     let frequency_penalty = match req.frequency_penalty {
         None => 0.0,
@@ -132,8 +132,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         logprobs: logprobs(&req, endpoint)?,
         echo,
         tools,
-        host_draw: json_mode || grammar.is_some() || frequency_penalty != 0.0 || !logit_bias.is_empty(),
-        json_mode,
+        host_draw: grammar.is_some() || frequency_penalty != 0.0 || !logit_bias.is_empty(),
         grammar: grammar.map(Arc::new),
         frequency_penalty,
         logit_bias,
@@ -208,7 +207,7 @@ fn logprobs(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<usize>
 /// What `response_format` asks the answer to be.
 enum Format {
     Text,
-    /// `{"type": "json_object"}`: any JSON object (`json_mode`).
+    /// `{"type": "json_object"}`: any JSON object (JSON mode: the schema `{"type": "object"}`).
     JsonObject,
     /// `{"type": "json_schema", "json_schema": {"schema": ...}}`: a JSON value valid against
     /// the schema (`grammar`).

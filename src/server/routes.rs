@@ -24,7 +24,6 @@ use super::params::prepare;
 use super::tool_calls::parse;
 use super::{sse, AppState, CancelOnDrop};
 use crate::host_draw::HostDraw;
-use crate::json_mode::JsonMask;
 
 type Shared = Arc<AppState>;
 
@@ -91,7 +90,6 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
         logprobs: p.logprobs,
         draw: p.host_draw.then(|| HostDraw {
             sampling: p.sampling.clone(),
-            json: p.json_mode.then(|| model.json_mask.get_or_init(|| JsonMask::new(&model.tokenizer)).clone()),
             grammar: p.grammar.clone(),
             frequency_penalty: p.frequency_penalty,
             logit_bias: p.logit_bias.clone(),

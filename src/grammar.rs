@@ -33,11 +33,11 @@ pub enum GrammarError {
     Step(String),
 }
 
-/// The model's vocabulary for llguidance: its token trie, and our tokenizer for the text it
-/// asks to be tokenized.
+/// The model's vocabulary for llguidance: its token trie. llguidance tokenizes text itself only
+/// for prompts and forced tokens, which the matcher's mask and step never use; the trie's greedy
+/// split answers it, flagged as not the model's own tokenization.
 struct Vocabulary {
     trie: TokTrie,
-    tokenizer: Arc<Tokenizer>,
 }
 
 impl TokenizerEnv for Vocabulary {
@@ -46,11 +46,11 @@ impl TokenizerEnv for Vocabulary {
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<u32> {
-        match std::str::from_utf8(s) {
-            Ok(text) => self.tokenizer.encode(text),
-            // Byte strings that are not text (a piece of a character) have no BPE spelling.
-            Err(_) => self.trie.greedy_tokenize(s),
-        }
+        self.trie.greedy_tokenize(s)
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        false
     }
 }
 
@@ -64,19 +64,19 @@ pub struct GrammarEnv {
 
 impl GrammarEnv {
     /// Indexes `tokenizer`'s vocabulary (≈ 0.1-0.3 s for Qwen2's 151k tokens).
-    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Arc<GrammarEnv>, GrammarError> {
+    pub fn new(tokenizer: &Tokenizer) -> Result<Arc<GrammarEnv>, GrammarError> {
         let eos = tokenizer.eos_ids();
         let Some(&first_eos) = eos.first() else {
             return Err(GrammarError::Vocabulary("the tokenizer has no end-of-text token".into()));
         };
         let vocab = tokenizer.vocab_size();
-        let words: Vec<Vec<u8>> = (0..vocab as u32).map(|id| token_word(&tokenizer, id)).collect();
+        let words: Vec<Vec<u8>> = (0..vocab as u32).map(|id| token_word(tokenizer, id)).collect();
         let info = TokRxInfo::new(vocab as u32, first_eos);
         // The trie checks itself with assertions; a vocabulary it cannot take is an error here,
         // not a panic on the server's request path.
         let trie = std::panic::catch_unwind(|| TokTrie::from(&info, &words).with_eos_tokens(&eos))
             .map_err(|_| GrammarError::Vocabulary("llguidance refused the token trie".into()))?;
-        let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer });
+        let env: TokEnv = Arc::new(Vocabulary { trie });
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| GrammarError::Vocabulary(e.to_string()))?;
         // Warnings go into the error messages, not onto the server's stderr.
         factory.quiet();
@@ -209,7 +209,7 @@ mod tests {
             add_bos: false,
             chat_template: None,
         };
-        GrammarEnv::new(Arc::new(Tokenizer::from_data(data).expect("tokenizer"))).expect("env")
+        GrammarEnv::new(&Tokenizer::from_data(data).expect("tokenizer")).expect("env")
     }
 
     fn allowed(steps: &mut GrammarSteps, n: usize) -> Vec<usize> {

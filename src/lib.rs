@@ -8,6 +8,7 @@ pub mod cli_args;
 pub mod generation;
 pub mod gpu;
 pub mod grammar;
+pub mod grammar_args;
 pub mod host_draw;
 pub mod kernels;
 pub mod logprobs;

@@ -10,6 +10,8 @@ use clap::Parser;
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::cli_args::{parse_max_tokens, parse_seed, SeedArg};
 use qwen_aot::generation::{generate, GenOptions, FIRST_TOKEN_PHASE};
+use qwen_aot::grammar_args::GrammarArgs;
+use qwen_aot::host_draw::HostDraw;
 use qwen_aot::speculation_args::{unsupported_note, SpeculationArgs};
 use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use qwen_aot_runtime::phases;
@@ -85,6 +87,8 @@ struct Args {
     seed: SeedArg,
     #[command(flatten)]
     speculation: SpeculationArgs,
+    #[command(flatten)]
+    grammar: GrammarArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -148,6 +152,11 @@ fn run(mut args: Args) -> Result<()> {
     };
     sampling.validate()?;
     let drafter = args.speculation.drafter()?;
+    let grammar = args.grammar.source()?;
+    anyhow::ensure!(
+        grammar.is_none() || !interactive,
+        "--json-schema and --grammar-file take one prompt, not the interactive chat"
+    );
     let quiet = args.quiet || args.json;
     let mut loaded = backend::load_model(args.model.as_deref(), args.backend, args.ctx_size, quiet)?;
     loaded.session.set_sampling(&sampling)?;
@@ -176,10 +185,21 @@ fn run(mut args: Args) -> Result<()> {
     };
     let prompt_ids = phases::time("tokenize the prompt", || loaded.tokenizer.encode(&text));
     let stdout = std::io::stdout();
+    // A grammar draws each token on the host from its masked logits row (no drafts).
+    let draw = match grammar {
+        Some(g) => Some(HostDraw {
+            sampling: sampling.clone(),
+            grammar: Some(phases::time("compile the grammar", || g.compile(&loaded.tokenizer))?),
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+        }),
+        None => None,
+    };
     let opts = GenOptions {
         max_tokens: args.max_tokens,
         stop_strings: args.stop.clone(),
         speculation: drafter,
+        draw,
         ..Default::default()
     };
     let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, &opts, |piece| {

@@ -233,13 +233,9 @@ fn response_format(req: &CompletionRequest) -> Result<Format, ApiError> {
 
 /// The model's vocabulary indexed for grammars, built by the first request that needs it.
 fn grammar_env(model: &ModelInfo) -> Result<Arc<GrammarEnv>, ApiError> {
-    model
-        .grammar_env
-        .get_or_init(|| GrammarEnv::new(model.tokenizer.clone()).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| {
-            ApiError::invalid(format!("this model cannot take structured outputs: {e}"), Some("response_format"))
-        })
+    model.grammar_env.get_or_init(|| GrammarEnv::new(&model.tokenizer).map_err(|e| e.to_string())).clone().map_err(
+        |e| ApiError::invalid(format!("this model cannot take structured outputs: {e}"), Some("response_format")),
+    )
 }
 
 /// Fill-in-the-middle tokens (Qwen2.5-Coder's; StarCoder-style models spell them alike):

@@ -237,6 +237,26 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     let (text, finish, _) = streamed_text(&r.text().await.unwrap());
     assert_eq!((text.as_str(), finish.as_str()), (reference["text"].as_str().unwrap(), "length"));
 
+    // /tokenize gives the ids the generation endpoints prefill (chat through the template),
+    // /detokenize the text of ids; ids outside the vocabulary and a missing input are 400s.
+    let chat_ids = generate("--chat", message, 1)["prompt_ids"].clone();
+    let (status, v) = s.post_json("/tokenize", &json!({"messages": [{"role": "user", "content": message}]})).await;
+    assert_eq!((status, &v["tokens"], &v["count"]), (200, &chat_ids, &json!(prompt_len)), "{v}");
+    let (status, v) = s.post_json("/tokenize", &json!({"content": prompt})).await;
+    assert_eq!((status, &v["tokens"]), (200, &reference["prompt_ids"]), "{v}");
+    assert!(v["max_model_len"].as_u64().unwrap() > 0, "{v}");
+    let (status, v) = s.post_json("/detokenize", &json!({"tokens": reference["ids"]})).await;
+    assert_eq!((status, &v["prompt"]), (200, &reference["text"]), "{v}");
+    for (path, body, param) in [
+        ("/detokenize", json!({"tokens": [1, 99999999]}), "tokens"),
+        ("/detokenize", json!({"tokens": "abc"}), "tokens"),
+        ("/tokenize", json!({}), "prompt"),
+        ("/tokenize", json!({"prompt": [1, -2]}), "prompt"),
+    ] {
+        let (status, v) = s.post_json(path, &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{path} {body}: {v}");
+    }
+
     let models: Value = s.http.get(format!("{}/v1/models", s.base)).send().await.unwrap().json_text().await;
     assert_eq!(models["data"][0]["object"], "model", "{models}");
     assert!(s.metric("qwen_aot_generated_tokens_total").await >= 4.0 * MAX_TOKENS as f64);

@@ -44,7 +44,8 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     /// Chat only: function definitions (`{"type": "function", "function": {"name", ...}}`).
     pub tools: Option<Vec<Value>>,
-    /// "auto" (the default with tools) or "none"; a forced call cannot be enforced (a 400).
+    /// "auto" (the default with tools), "none", "required" or one named function (forced by a
+    /// grammar).
     pub tool_choice: Option<Value>,
     pub response_format: Option<Value>,
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod params;
 mod routes;
 mod sse;
+mod tokenize;
 mod tool_calls;
 
 use std::path::PathBuf;

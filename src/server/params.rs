@@ -495,6 +495,17 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo, tools: &[Value]) -> R
         .map_err(|e| ApiError::invalid(format!("the conversation cannot be rendered: {e}"), Some("messages")))
 }
 
+/// The token ids a request's input becomes, as the generation endpoints make them: `messages`
+/// through the chat template (with its `tools`), else the completion's `prompt`.
+pub fn input_ids(req: &CompletionRequest, model: &ModelInfo) -> Result<Vec<u32>, ApiError> {
+    if req.messages.is_some() {
+        let Tools { defs, .. } = tools(req, Endpoint::Chat)?;
+        Ok(model.tokenizer.encode(&render_chat(req, model, &defs)?))
+    } else {
+        Ok(prompt_input(req, model)?.1)
+    }
+}
+
 /// A completion's prompt as text and token ids: a string is tokenized; token ids (checked
 /// against the vocabulary) are taken as they are, their text decoded (for `echo`).
 fn prompt_input(req: &CompletionRequest, model: &ModelInfo) -> Result<(String, Vec<u32>), ApiError> {

@@ -1,4 +1,5 @@
-//! The HTTP routes: generation endpoints, `/v1/models`, `/health`, `/metrics`, the API key check
+//! The HTTP routes: generation endpoints, `/v1/models`, `/tokenize` and `/detokenize`
+//! (`tokenize.rs`), `/health`, `/metrics`, the API key check
 //! and the request counter, and OpenAI-style JSON for unknown paths and methods.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use super::errors::ApiError;
 use super::logprobs::logprobs_json;
 use super::params::prepare;
 use super::tool_calls::parse;
-use super::{sse, AppState, CancelOnDrop};
+use super::{sse, tokenize, AppState, CancelOnDrop};
 use crate::host_draw::HostDraw;
 
 type Shared = Arc<AppState>;
@@ -32,6 +33,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(v1)
@@ -54,6 +57,17 @@ async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection
     generation(s, body, Endpoint::Completion).await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// A request's body, or the 413 (over `--max-body-bytes`) or 400 axum's extractor refused it with.
+pub(super) fn request_body(s: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(s.max_body)
+        } else {
+            ApiError::invalid(r.body_text(), None)
+        }
+    })
+}
+
 fn response_id(endpoint: Endpoint) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
@@ -62,13 +76,7 @@ fn response_id(endpoint: Endpoint) -> String {
 }
 
 async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: Endpoint) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(s.max_body)
-        } else {
-            ApiError::invalid(r.body_text(), None)
-        }
-    })?;
+    let body = request_body(&s, body)?;
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let req = parse_request(&body)?;
     // Tokenizing, rendering the template and compiling a grammar (the first one indexes the

@@ -132,6 +132,17 @@ impl Grammar {
         Grammar::compile(env, TopLevelGrammar::from_lark(source))
     }
 
+    /// The answer matches the regular expression `rx` (whole).
+    pub fn regex(env: &Arc<GrammarEnv>, rx: &str) -> Result<Grammar, GrammarError> {
+        Grammar::compile(env, TopLevelGrammar::from_regex(rx))
+    }
+
+    /// The answer is exactly one of `choices`.
+    pub fn choice(env: &Arc<GrammarEnv>, choices: &[String]) -> Result<Grammar, GrammarError> {
+        let alternation: Vec<String> = choices.iter().map(|c| regex_syntax::escape(c)).collect();
+        Grammar::regex(env, &format!("(?:{})", alternation.join("|")))
+    }
+
     fn compile(env: &Arc<GrammarEnv>, grammar: TopLevelGrammar) -> Result<Grammar, GrammarError> {
         let parser = env.factory.create_parser(grammar).map_err(|e| GrammarError::Invalid(e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
@@ -262,5 +273,36 @@ mod tests {
             assert!(matches!(Grammar::json_schema(&env, bad.clone()), Err(GrammarError::Invalid(_))), "{bad}");
         }
         assert!(matches!(Grammar::lark(&env, "start: (".into()), Err(GrammarError::Invalid(_))));
+        assert!(matches!(Grammar::regex(&env, "a("), Err(GrammarError::Invalid(_))));
+    }
+
+    /// Feeds `text` byte by byte, each byte checked against the mask first; whether the EOS is
+    /// then allowed.
+    fn walk(g: &Grammar, text: &str) -> Option<bool> {
+        let mut s = g.start();
+        for &b in text.as_bytes() {
+            if !allowed(&mut s, 257).contains(&(b as usize)) {
+                return None;
+            }
+            s.advance(b as u32).unwrap();
+        }
+        Some(allowed(&mut s, 257).contains(&256))
+    }
+
+    /// A regex must match the whole answer; choices are literal (metacharacters escaped) and
+    /// whole: a choice's prefix may continue, but ends only where a choice ends.
+    #[test]
+    fn regexes_and_choices() {
+        let env = byte_env();
+        let g = Grammar::regex(&env, r"[0-9]{2}-[a-z]+").unwrap();
+        assert_eq!(walk(&g, "42-ab"), Some(true));
+        assert_eq!(walk(&g, "42-"), Some(false));
+        assert_eq!(walk(&g, "4x"), None);
+        let g = Grammar::choice(&env, &["a.b".into(), "a+".into(), "yes".into()]).unwrap();
+        assert_eq!(walk(&g, "a.b"), Some(true));
+        assert_eq!(walk(&g, "a+"), Some(true));
+        assert_eq!(walk(&g, "ye"), Some(false));
+        assert_eq!(walk(&g, "axb"), None, "'.' is literal");
+        assert_eq!(walk(&g, "aa"), None, "'+' is literal");
     }
 }

@@ -506,7 +506,7 @@ async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
         (
             "/v1/chat/completions",
             json!({"messages": question, "tools": tools, "tool_choice": "required", "response_format": {"type": "json_object"}}),
-            "response_format",
+            "tools",
         ),
         (
             "/v1/chat/completions",
@@ -591,8 +591,9 @@ async fn json_mode_answers_are_json_objects() {
 
 /// Structured outputs (`response_format` json_schema): every answer -- greedy or sampled, chat
 /// or completion, streamed or not, asked for JSON or not -- that ends by itself is an object
-/// valid against the schema (its required keys, types and enum); schemas that do not compile and
-/// malformed formats are a 400.
+/// valid against the schema (its required keys, types and enum); vLLM's `guided_*` and
+/// `structured_outputs` (choice, regex, schema text, Lark grammar) end in what they allow;
+/// constraints that do not compile, two at once and malformed formats are a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_schema_answers_follow_the_schema() {
     let s = Server::start(&[]).await;
@@ -628,6 +629,39 @@ async fn json_schema_answers_follow_the_schema() {
     let (status, v) = s.post_json("/v1/completions", &body).await;
     assert_eq!((status, &v["choices"][0]["finish_reason"]), (200, &json!("stop")), "{v}");
     valid(v["choices"][0]["text"].as_str().unwrap());
+
+    // vLLM's extensions: a choice, a regex, a schema given as text, a Lark grammar.
+    let ask = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "Is water wet? Then count."}], "temperature": 0, "max_tokens": 30});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, check) in [
+        (json!({"guided_choice": ["yes", "no", "a.b"]}), r"^(yes|no|a\.b)$"),
+        (json!({"structured_outputs": {"choice": ["Yes!", "No."]}}), r"^(Yes!|No\.)$"),
+        (json!({"structured_outputs": {"regex": "[0-9]{3}-[A-Z]"}}), r"^[0-9]{3}-[A-Z]$"),
+        (json!({"guided_regex": "(red|green) [a-z]{1,5}"}), r"^(red|green) [a-z]{1,5}$"),
+        (
+            json!({"guided_json": r#"{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false}"#}),
+            r#"^\{\s*"n"\s*:\s*-?[0-9]+\s*\}$"#,
+        ),
+        (json!({"guided_grammar": "start: \"It is \" WORD \".\"\nWORD: /[a-z]+/"}), r"^It is [a-z]+\.$"),
+    ] {
+        let (status, v) = s.post_json("/v1/chat/completions", &ask(extra.clone())).await;
+        assert_eq!((status, &v["choices"][0]["finish_reason"]), (200, &json!("stop")), "{extra}: {v}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(regex::Regex::new(check).unwrap().is_match(text), "{extra}: {text:?} against {check}");
+    }
+    for (extra, param) in [
+        (json!({"guided_choice": []}), "guided_choice"),
+        (json!({"guided_regex": "a("}), "guided_regex"),
+        (json!({"structured_outputs": {"json": "[1]"}}), "structured_outputs.json"),
+        (json!({"guided_choice": ["a"], "response_format": {"type": "json_object"}}), "guided_choice"),
+        (json!({"structured_outputs": 5}), "structured_outputs"),
+    ] {
+        let (status, v) = s.post_json("/v1/chat/completions", &ask(extra.clone())).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{extra}: {v}");
+    }
 
     for bad in [
         json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}),

@@ -48,6 +48,13 @@ pub struct CompletionRequest {
     /// grammar).
     pub tool_choice: Option<Value>,
     pub response_format: Option<Value>,
+    /// vLLM's structured-output extensions (`server::constraint`): `{"json" | "regex" |
+    /// "choice" | "grammar": ...}`, and the older fields of the same meanings.
+    pub structured_outputs: Option<Value>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<Value>,
+    pub guided_choice: Option<Value>,
+    pub guided_grammar: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

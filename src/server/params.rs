@@ -10,9 +10,10 @@ use qwen_aot_runtime::sampler::SamplingParams;
 use serde_json::Value;
 
 use super::api::{CompletionRequest, Content, Endpoint, Prompt, Stop};
+use super::constraint::constraint;
 use super::errors::ApiError;
 use super::ModelInfo;
-use crate::grammar::{bound_whitespace, Grammar, GrammarEnv};
+use crate::grammar::Grammar;
 use crate::logprobs::MAX_TOP_LOGPROBS;
 
 /// Most stop strings per request (OpenAI allows 4; more only costs a little per token).
@@ -88,32 +89,7 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     }
     let max_tokens = max_tokens(&req, prompt_ids.len(), ctx, echo.is_some())?;
     let sampling = sampling(&req)?;
-    let format = response_format(&req)?;
-    let grammar = match (format, forced) {
-        (Format::JsonSchema(_) | Format::JsonObject, Some(_)) => {
-            return Err(ApiError::invalid(
-                "a forced `tool_choice` answers with a call: it cannot take a JSON `response_format` too",
-                Some("response_format"),
-            ))
-        }
-        (Format::JsonObject, None) => Some(
-            Grammar::json_schema(&grammar_env(model)?, serde_json::json!({"type": "object"}))
-                .map_err(|e| ApiError::internal(format!("JSON mode's grammar: {e}")))?,
-        ),
-        (Format::JsonSchema(schema), None) => {
-            Some(Grammar::json_schema(&grammar_env(model)?, schema).map_err(|e| {
-                ApiError::invalid(
-                    format!("`response_format.json_schema.schema` does not compile: {e}"),
-                    Some("response_format"),
-                )
-            })?)
-        }
-        (_, Some(forced)) => Some(
-            Grammar::lark(&grammar_env(model)?, tool_call_grammar(model, &tool_defs, &forced))
-                .map_err(|e| ApiError::invalid(format!("the tools' parameters do not compile: {e}"), Some("tools")))?,
-        ),
-        (Format::Text, None) => None,
-    };
+    let grammar = constraint(&req, model, &tool_defs, forced.as_ref())?;
     let frequency_penalty = match req.frequency_penalty {
         None => 0.0,
         Some(f) if f.is_finite() && (-2.0..=2.0).contains(&f) => f as f32,
@@ -204,40 +180,6 @@ fn logprobs(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<usize>
     }
 }
 
-/// What `response_format` asks the answer to be.
-enum Format {
-    Text,
-    /// `{"type": "json_object"}`: any JSON object (JSON mode: the schema `{"type": "object"}`).
-    JsonObject,
-    /// `{"type": "json_schema", "json_schema": {"schema": ...}}`: a JSON value valid against
-    /// the schema (`grammar`).
-    JsonSchema(Value),
-}
-
-/// `response_format`: text (or absent), `json_object` or `json_schema` (OpenAI's shape: the
-/// schema under `json_schema.schema`; `strict` is accepted either way, the schema is always
-/// enforced).
-fn response_format(req: &CompletionRequest) -> Result<Format, ApiError> {
-    let bad = |m: &str| Err(ApiError::invalid(m, Some("response_format")));
-    let Some(f) = req.response_format.as_ref().filter(|f| !f.is_null()) else { return Ok(Format::Text) };
-    match f.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(Format::Text),
-        Some("json_object") => Ok(Format::JsonObject),
-        Some("json_schema") => match f.get("json_schema").and_then(|j| j.get("schema")) {
-            Some(schema @ (Value::Object(_) | Value::Bool(true))) => Ok(Format::JsonSchema(schema.clone())),
-            _ => bad("`response_format.json_schema.schema` must be a JSON schema object"),
-        },
-        _ => bad("`response_format.type` must be \"text\", \"json_object\" or \"json_schema\""),
-    }
-}
-
-/// The model's vocabulary indexed for grammars, built by the first request that needs it.
-fn grammar_env(model: &ModelInfo) -> Result<Arc<GrammarEnv>, ApiError> {
-    model.grammar_env.get_or_init(|| GrammarEnv::new(&model.tokenizer).map_err(|e| e.to_string())).clone().map_err(
-        |e| ApiError::invalid(format!("this model cannot take structured outputs: {e}"), Some("response_format")),
-    )
-}
-
 /// Fill-in-the-middle tokens (Qwen2.5-Coder's; StarCoder-style models spell them alike):
 /// prefix, suffix, middle, then the markers that end a middle when the model writes them.
 const FIM: [&str; 3] = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"];
@@ -318,7 +260,7 @@ struct Tools {
 
 /// `tool_choice` other than "auto" and "none": the answer is calls, by a grammar.
 #[derive(Debug, PartialEq)]
-enum ForcedCall {
+pub(super) enum ForcedCall {
     /// "required": a call of any of the tools.
     Any,
     /// `{"type": "function", "function": {"name"}}`: one call of this tool.
@@ -376,41 +318,6 @@ fn tools(req: &CompletionRequest, endpoint: Endpoint) -> Result<Tools, ApiError>
         },
     };
     Ok(Tools { defs, names, forced })
-}
-
-/// The grammar of a forced answer: calls in Qwen2's form, `<tool_call>` newline
-/// `{"name": ..., "arguments": {...}}` newline `</tool_call>`, the object by a JSON schema (the
-/// name one of the allowed tools', the arguments that tool's `parameters`). One call, then the
-/// end: a grammar that allows another lets a small model chain calls it was not asked for
-/// until `max_tokens` (measured: "required" on a greeting gave three, the last one cut). The
-/// markers are their token ids where the vocabulary has them as single tokens (as Qwen2.5's
-/// does), else their text.
-fn tool_call_grammar(model: &ModelInfo, defs: &[Value], forced: &ForcedCall) -> String {
-    let calls: Vec<Value> = defs
-        .iter()
-        .filter_map(|d| d.get("function"))
-        .filter(|f| match forced {
-            ForcedCall::Any => true,
-            ForcedCall::Named(n) => f.get("name").and_then(Value::as_str) == Some(n),
-        })
-        .map(|f| {
-            let params =
-                f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or(serde_json::json!({"type": "object"}));
-            serde_json::json!({
-                "type": "object",
-                "properties": {"name": {"const": f["name"]}, "arguments": params},
-                "required": ["name", "arguments"],
-                "additionalProperties": false,
-            })
-        })
-        .collect();
-    let mut schema = serde_json::json!({"anyOf": calls});
-    bound_whitespace(&mut schema);
-    let marker = |t: &str| match model.tokenizer.token_to_id(t) {
-        Some(id) => format!("<[{id}]>"),
-        None => serde_json::to_string(t).unwrap_or_default(),
-    };
-    format!("start: {} \"\\n\" body \"\\n\" {}\nbody: %json {schema}\n", marker("<tool_call>"), marker("</tool_call>"))
 }
 
 /// An assistant turn's OpenAI `tool_calls` as the chat template reads them: `arguments`, a JSON

@@ -74,8 +74,8 @@ pub fn run(
     max_tokens: usize,
     stop_strings: &[String],
     speculation: Option<NgramDrafter>,
+    template: ChatTemplate,
 ) -> Result<()> {
-    let template = ChatTemplate::new(loaded.tokenizer.chat_template().context("this model has no chat template")?)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let reading = Arc::new(AtomicBool::new(false));
     {

@@ -1,7 +1,7 @@
 //! `generate`'s constrained-decoding flags, with llama.cpp's names where it has them:
 //! `--json-schema` (`-j`, the schema inline), `--json-schema-file` (`-jf`) and `--grammar-file`
 //! (a Lark grammar in llguidance's dialect; llama.cpp's GBNF files are not that dialect).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -9,6 +9,7 @@ use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde_json::Value;
 
 use crate::grammar::{Grammar, GrammarEnv};
+use crate::text_file::read_utf8;
 
 /// Largest schema or grammar file read (a grammar is text a person writes; this bounds a wrong
 /// path's allocation, not any real grammar).
@@ -39,7 +40,7 @@ impl GrammarArgs {
     pub fn source(&self) -> Result<Option<GrammarSource>> {
         let schema_text = match (&self.json_schema, &self.json_schema_file) {
             (Some(s), _) => Some(s.clone()),
-            (None, Some(f)) => Some(read_text(f)?),
+            (None, Some(f)) => Some(read_utf8(f, MAX_GRAMMAR_FILE_BYTES, "a JSON schema")?),
             (None, None) => None,
         };
         if let Some(text) = schema_text {
@@ -51,7 +52,7 @@ impl GrammarArgs {
             return Ok(Some(GrammarSource::JsonSchema(schema)));
         }
         Ok(match &self.grammar_file {
-            Some(f) => Some(GrammarSource::Lark(read_text(f)?)),
+            Some(f) => Some(GrammarSource::Lark(read_utf8(f, MAX_GRAMMAR_FILE_BYTES, "a grammar")?)),
             None => None,
         })
     }
@@ -69,11 +70,4 @@ impl GrammarSource {
         };
         Ok(Arc::new(grammar))
     }
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
-    anyhow::ensure!(len <= MAX_GRAMMAR_FILE_BYTES, "{} is {len} bytes: not a schema or grammar", path.display());
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
 }

@@ -19,3 +19,5 @@ pub mod refcheck;
 pub mod server;
 pub mod sigpipe;
 pub mod speculation_args;
+pub mod template_args;
+pub mod text_file;

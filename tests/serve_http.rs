@@ -676,6 +676,22 @@ async fn json_schema_answers_follow_the_schema() {
     }
 }
 
+/// `--chat-template-file`: chats render with the file's template, not the model's -- what
+/// /tokenize and a chat's prompt count show against the by-hand rendering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_template_file_replaces_the_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain.jinja");
+    std::fs::write(&file, "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}").unwrap();
+    let s = Server::start(&["--chat-template-file", file.to_str().unwrap()]).await;
+    let by_hand = generate("--prompt", "user: Say hi.\nassistant:", 1)["prompt_ids"].clone();
+    let messages = json!([{"role": "user", "content": "Say hi."}]);
+    let (status, v) = s.post_json("/tokenize", &json!({"messages": messages})).await;
+    assert_eq!((status, &v["tokens"]), (200, &by_hand), "{v}");
+    let (status, v) = s.post_json("/v1/chat/completions", &json!({"messages": messages, "max_tokens": 2})).await;
+    assert_eq!((status, &v["usage"]["prompt_tokens"]), (200, &json!(by_hand.as_array().unwrap().len())), "{v}");
+}
+
 /// Completions' `suffix` (fill in the middle): the answer is generate's for the prompt spelled in
 /// the model's FIM markers; a FIM end marker the model writes stops it ("stop", nothing shown);
 /// `suffix` with `echo` or on the chat endpoint is a 400.

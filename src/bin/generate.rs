@@ -13,7 +13,8 @@ use qwen_aot::generation::{generate, GenOptions, FIRST_TOKEN_PHASE};
 use qwen_aot::grammar_args::GrammarArgs;
 use qwen_aot::host_draw::HostDraw;
 use qwen_aot::speculation_args::{unsupported_note, SpeculationArgs};
-use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
+use qwen_aot::template_args::{chat_template, TemplateArgs};
+use qwen_aot_runtime::chat_template::ChatMessage;
 use qwen_aot_runtime::phases;
 use qwen_aot_runtime::sampler::SamplingParams;
 
@@ -89,6 +90,8 @@ struct Args {
     speculation: SpeculationArgs,
     #[command(flatten)]
     grammar: GrammarArgs,
+    #[command(flatten)]
+    template: TemplateArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -153,6 +156,7 @@ fn run(mut args: Args) -> Result<()> {
     sampling.validate()?;
     let drafter = args.speculation.drafter()?;
     let grammar = args.grammar.source()?;
+    let template_text = args.template.read()?;
     anyhow::ensure!(
         grammar.is_none() || !interactive,
         "--json-schema and --grammar-file take one prompt, not the interactive chat"
@@ -167,13 +171,20 @@ fn run(mut args: Args) -> Result<()> {
         if args.verbose {
             print_phases(); // what loading took; the chat's prefills come later
         }
-        return qwen_aot::chat::run(&mut loaded, args.system.as_deref(), args.max_tokens, &args.stop, drafter);
+        let template = chat_template(template_text.as_deref(), &loaded.tokenizer)?;
+        return qwen_aot::chat::run(
+            &mut loaded,
+            args.system.as_deref(),
+            args.max_tokens,
+            &args.stop,
+            drafter,
+            template,
+        );
     }
     let text = match (args.prompt.as_ref().or(file_prompt.as_ref()), &args.chat) {
         (Some(p), _) => p.clone(),
         (None, Some(user)) => {
-            let template = loaded.tokenizer.chat_template().context("this model has no chat template; use --prompt")?;
-            let template = ChatTemplate::new(template)?;
+            let template = chat_template(template_text.as_deref(), &loaded.tokenizer)?;
             let mut messages = Vec::new();
             if let Some(s) = &args.system {
                 messages.push(ChatMessage::system(s.clone()));

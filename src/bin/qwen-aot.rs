@@ -156,7 +156,7 @@ enum Cmd {
         speculation: qwen_aot::speculation_args::SpeculationArgs,
     },
     /// OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streamed or not),
-    /// /v1/models, /health, /metrics.
+    /// /v1/models, /tokenize, /detokenize, /health, /metrics.
     Serve {
         /// GGUF file or compiled directory (default: the default model).
         #[arg(long)]
@@ -185,6 +185,8 @@ enum Cmd {
         quiet: bool,
         #[command(flatten)]
         speculation: qwen_aot::speculation_args::SpeculationArgs,
+        #[command(flatten)]
+        template: qwen_aot::template_args::TemplateArgs,
     },
     /// The compiled models in the cache ($QWEN_AOT_CACHE or ~/.cache/qwen-aot): sizes, the model
     /// file each came from, which are stale; `cache clean` removes the stale ones.
@@ -266,21 +268,32 @@ fn run(args: Args) -> Result<()> {
         Cmd::Soak { model, backend, n, max_tokens, quiet, speculation } => {
             cli::soak::run(model.as_deref(), backend, n, max_tokens, speculation.drafter()?, quiet)
         }
-        Cmd::Serve { model, host, port, backend, ctx_size, api_key, max_queue, max_body_bytes, quiet, speculation } => {
-            qwen_aot::server::run(qwen_aot::server::ServeOptions {
-                speculation: speculation.drafter()?,
-                speculation_asked: speculation.asked(),
-                model,
-                host,
-                port,
-                backend,
-                ctx_size,
-                api_key,
-                max_queue,
-                max_body_bytes,
-                quiet,
-            })
-        }
+        Cmd::Serve {
+            model,
+            host,
+            port,
+            backend,
+            ctx_size,
+            api_key,
+            max_queue,
+            max_body_bytes,
+            quiet,
+            speculation,
+            template,
+        } => qwen_aot::server::run(qwen_aot::server::ServeOptions {
+            chat_template: template.read()?,
+            speculation: speculation.drafter()?,
+            speculation_asked: speculation.asked(),
+            model,
+            host,
+            port,
+            backend,
+            ctx_size,
+            api_key,
+            max_queue,
+            max_body_bytes,
+            quiet,
+        }),
         Cmd::Cache { action: None, json } => cli::cache::list(json),
         Cmd::Cache { action: Some(CacheAction::Clean { all }), .. } => cli::cache::clean(all),
         Cmd::Bench { model, random, random_shape, random_weights, json, backend, reps, quiet } => {

@@ -48,6 +48,8 @@ pub struct ServeOptions {
     /// verify drafts, with a note when `speculation_asked` (the flag was given, not defaulted).
     pub speculation: Option<NgramDrafter>,
     pub speculation_asked: bool,
+    /// `--chat-template-file`'s template (read and checked), in place of the model's own.
+    pub chat_template: Option<String>,
 }
 
 /// What request handling needs of the loaded model.
@@ -128,7 +130,8 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let (model_path, choice, ctx, quiet, info_id) =
         (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
     let speculation = (opts.speculation, opts.speculation_asked && !quiet);
-    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, speculation);
+    let chat_template = opts.chat_template.clone();
+    let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, speculation, chat_template);
     let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
         .context("starting the engine thread")?;
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -178,6 +181,7 @@ fn load_model(
     quiet: bool,
     id: String,
     (speculation, note_without_verify): (Option<NgramDrafter>, bool),
+    chat_template: Option<String>,
 ) -> Result<engine::Loaded> {
     let backend::Loaded { mut session, tokenizer, model, .. } = backend::load_model(model_path, choice, ctx, quiet)?;
     // A server answers many prompts: pay the fast prompt path's one-time costs (cuBLAS on the GPU,
@@ -186,7 +190,7 @@ fn load_model(
         eprintln!("warning: warm-up failed ({e}); the first prompts may be slower");
     }
     let tokenizer = Arc::new(tokenizer);
-    let template = match tokenizer.chat_template().map(ChatTemplate::new) {
+    let template = match chat_template.as_deref().or(tokenizer.chat_template()).map(ChatTemplate::new) {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
             eprintln!("warning: {e}; chat requests will be refused");

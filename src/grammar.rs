@@ -70,7 +70,7 @@ impl GrammarEnv {
             return Err(GrammarError::Vocabulary("the tokenizer has no end-of-text token".into()));
         };
         let vocab = tokenizer.vocab_size();
-        let words: Vec<Vec<u8>> = (0..vocab as u32).map(|id| token_word(tokenizer, id)).collect();
+        let words: Vec<Vec<u8>> = (0..vocab as u32).map(|id| token_word(tokenizer, id, eos.contains(&id))).collect();
         let info = TokRxInfo::new(vocab as u32, first_eos);
         // The trie checks itself with assertions; a vocabulary it cannot take is an error here,
         // not a panic on the server's request path.
@@ -87,16 +87,23 @@ impl GrammarEnv {
 /// Bounds the whitespace between a JSON schema's tokens to [`JSON_WHITESPACE`] unless the schema
 /// sets llguidance's options itself (`x-guidance`); for schemas embedded in a Lark grammar too.
 pub fn bound_whitespace(schema: &mut Value) {
+    // `true` (any value) as the object that says the same, so it can carry the option.
+    if *schema == Value::Bool(true) {
+        *schema = serde_json::json!({});
+    }
     if let Value::Object(o) = schema {
         o.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_pattern": JSON_WHITESPACE}));
     }
 }
 
-/// A token's bytes as llguidance reads them: control tokens (`<|im_end|>`) behind its special
-/// marker byte 0xFF, so that grammar text never matches them; unused ids empty (never allowed).
-fn token_word(tok: &Tokenizer, id: u32) -> Vec<u8> {
+/// A token's bytes as llguidance reads them: control tokens (`<|im_end|>`) and the end-of-text
+/// ids (whatever type a GGUF gives them) behind its special marker byte 0xFF, so that grammar
+/// text never matches them -- an end-of-text id inside a JSON string would end the answer there;
+/// unused ids empty (never allowed).
+fn token_word(tok: &Tokenizer, id: u32, ends_text: bool) -> Vec<u8> {
     let bytes = tok.token_bytes(id).unwrap_or_default();
     match tok.token_type(id) {
+        _ if ends_text => [&[TokTrie::SPECIAL_TOKEN_MARKER][..], bytes].concat(),
         Some(TokenType::Control) => [&[TokTrie::SPECIAL_TOKEN_MARKER][..], bytes].concat(),
         Some(TokenType::Unused) | None => Vec::new(),
         _ => bytes.to_vec(),
@@ -148,6 +155,11 @@ impl Grammar {
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(GrammarError::Invalid(e));
+        }
+        // Some grammars compile and then exceed llguidance's lexer limits on their first mask:
+        // that is the request's fault too, found here rather than mid-answer.
+        if let Err(e) = matcher.clone().compute_mask() {
+            return Err(GrammarError::Invalid(e.to_string()));
         }
         Ok(Grammar { env: env.clone(), fresh: Mutex::new(matcher) })
     }
@@ -204,10 +216,14 @@ mod tests {
     /// A byte-level vocabulary (256 byte tokens, then `<|end|>` as a control token, which is the
     /// EOS) -- every text has one spelling, so a mask is easy to reason about.
     fn byte_env() -> Arc<GrammarEnv> {
+        byte_env_with_eos(TokenType::Control)
+    }
+
+    fn byte_env_with_eos(eos_type: TokenType) -> Arc<GrammarEnv> {
         let mut tokens = qwen_aot_compiler::synthetic::gguf_file::byte_tokens();
         let mut token_types = vec![TokenType::Normal.as_i32(); tokens.len()];
         tokens.push("<|end|>".into());
-        token_types.push(TokenType::Control.as_i32());
+        token_types.push(eos_type.as_i32());
         let data = TokenizerData {
             model: "gpt2".into(),
             tokens,
@@ -274,6 +290,20 @@ mod tests {
         }
         assert!(matches!(Grammar::lark(&env, "start: (".into()), Err(GrammarError::Invalid(_))));
         assert!(matches!(Grammar::regex(&env, "a("), Err(GrammarError::Invalid(_))));
+    }
+
+    /// The end-of-text id is never text, whatever type the GGUF gives it: inside a string it is
+    /// not allowed (it would end the answer with the string open).
+    #[test]
+    fn the_end_of_text_is_never_string_content() {
+        for ty in [TokenType::Control, TokenType::Normal, TokenType::UserDefined] {
+            let env = byte_env_with_eos(ty);
+            let g = Grammar::json_schema(&env, serde_json::json!({"type": "string"})).unwrap();
+            let mut s = g.start();
+            s.advance(b'"' as u32).unwrap();
+            let ok = allowed(&mut s, 257);
+            assert!(ok.contains(&(b'x' as usize)) && !ok.contains(&256), "{ty:?}");
+        }
     }
 
     /// Feeds `text` byte by byte, each byte checked against the mask first; whether the EOS is

@@ -1,5 +1,5 @@
 //! `generate`'s constrained-decoding flags, with llama.cpp's names where it has them:
-//! `--json-schema` (`-j`, the schema inline), `--json-schema-file` (`-jf`) and `--grammar-file`
+//! `--json-schema` (`-j`, the schema inline), `--json-schema-file` and `--grammar-file`
 //! (a Lark grammar in llguidance's dialect; llama.cpp's GBNF files are not that dialect).
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct GrammarArgs {
     #[arg(short = 'j', long, value_name = "SCHEMA", conflicts_with_all = ["json_schema_file", "grammar_file"])]
     pub json_schema: Option<String>,
     /// --json-schema read from a file.
-    #[arg(long, visible_short_alias = 'J', visible_alias = "jf", value_name = "FILE", conflicts_with = "grammar_file")]
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar_file")]
     pub json_schema_file: Option<PathBuf>,
     /// Constrain the answer to a sentence of this Lark grammar (llguidance's dialect: `start:`
     /// rules, "literals", /regexes/, `%json {schema}` for an embedded JSON schema).

@@ -459,12 +459,18 @@ async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
 
     // A forced choice: "required" on a greeting still answers with a call, by the grammar of
     // the tools' parameters (one call; its arguments valid against them); the same streamed.
-    let add = json!({"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": false}}});
+    // `add`'s parameters as pydantic writes them ($defs and a $ref); `note`'s allow any value.
+    let add = json!({"type": "function", "function": {"name": "add", "parameters": {"$defs": {"Int": {"type": "integer"}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/Int"}, "b": {"$ref": "#/$defs/Int"}}, "required": ["a", "b"], "additionalProperties": false}}});
     let both = json!([tools[0], add]);
     let greeting = json!([{"role": "user", "content": "Hello! How are you?"}]);
-    for choice in [json!("required"), json!({"type": "function", "function": {"name": "add"}})] {
+    let note = json!({"type": "function", "function": {"name": "note", "parameters": {}}});
+    for (choice, offered) in [
+        (json!("required"), &both),
+        (json!({"type": "function", "function": {"name": "add"}}), &both),
+        (json!({"type": "function", "function": {"name": "note"}}), &json!([note])),
+    ] {
         let body =
-            json!({"messages": greeting, "tools": both, "tool_choice": choice, "temperature": 0, "max_tokens": 60});
+            json!({"messages": greeting, "tools": offered, "tool_choice": choice, "temperature": 0, "max_tokens": 60});
         let (status, v) = s.post_json("/v1/chat/completions", &body).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{choice}: {v}");
@@ -475,10 +481,11 @@ async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
         match name.as_str().unwrap() {
             "add" => assert!(args.len() == 2 && args["a"].is_i64() && args["b"].is_i64(), "{v}"),
             "get_weather" => assert!(args["city"].is_string(), "{v}"),
+            "note" => {} // any object
             other => panic!("{other} is not a tool: {v}"),
         }
-        if choice != "required" {
-            assert_eq!(name, "add", "{v}");
+        if let Some(named) = choice["function"]["name"].as_str() {
+            assert_eq!(name, named, "{v}");
         }
         let mut streamed = body.clone();
         streamed["stream"] = json!(true);
@@ -646,6 +653,7 @@ async fn json_schema_answers_follow_the_schema() {
             r#"^\{\s*"n"\s*:\s*-?[0-9]+\s*\}$"#,
         ),
         (json!({"guided_grammar": "start: \"It is \" WORD \".\"\nWORD: /[a-z]+/"}), r"^It is [a-z]+\.$"),
+        (json!({"structured_outputs": {"json_object": true}}), r"^\{[\s\S]*\}$"),
     ] {
         let (status, v) = s.post_json("/v1/chat/completions", &ask(extra.clone())).await;
         assert_eq!((status, &v["choices"][0]["finish_reason"]), (200, &json!("stop")), "{extra}: {v}");
@@ -658,6 +666,7 @@ async fn json_schema_answers_follow_the_schema() {
         (json!({"structured_outputs": {"json": "[1]"}}), "structured_outputs.json"),
         (json!({"guided_choice": ["a"], "response_format": {"type": "json_object"}}), "guided_choice"),
         (json!({"structured_outputs": 5}), "structured_outputs"),
+        (json!({"structured_outputs": {"structural_tag": "x"}}), "structured_outputs"),
     ] {
         let (status, v) = s.post_json("/v1/chat/completions", &ask(extra.clone())).await;
         assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{extra}: {v}");

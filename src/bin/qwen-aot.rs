@@ -157,37 +157,7 @@ enum Cmd {
     },
     /// OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streamed or not),
     /// /v1/models, /tokenize, /detokenize, /health, /metrics.
-    Serve {
-        /// GGUF file or compiled directory (default: the default model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// TCP port; 0 picks a free one (the address is printed on stderr).
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-        /// KV-cache size in tokens (default: min(4096, model context)).
-        #[arg(long)]
-        ctx_size: Option<usize>,
-        /// Require `Authorization: Bearer KEY` on /v1 routes (default: $QWEN_AOT_API_KEY, else none).
-        #[arg(long, env = "QWEN_AOT_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-        /// Requests that may wait for the engine; more get 503 with Retry-After.
-        #[arg(long, default_value_t = 64)]
-        max_queue: usize,
-        /// Largest request body in bytes (larger: 413).
-        #[arg(long, default_value_t = 4 << 20)]
-        max_body_bytes: usize,
-        /// No notes on stderr (the listening address is still printed).
-        #[arg(long)]
-        quiet: bool,
-        #[command(flatten)]
-        speculation: qwen_aot::speculation_args::SpeculationArgs,
-        #[command(flatten)]
-        template: qwen_aot::template_args::TemplateArgs,
-    },
+    Serve(qwen_aot::server::ServeOptions),
     /// The compiled models in the cache ($QWEN_AOT_CACHE or ~/.cache/qwen-aot): sizes, the model
     /// file each came from, which are stale; `cache clean` removes the stale ones.
     Cache {
@@ -268,32 +238,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Soak { model, backend, n, max_tokens, quiet, speculation } => {
             cli::soak::run(model.as_deref(), backend, n, max_tokens, speculation.drafter()?, quiet)
         }
-        Cmd::Serve {
-            model,
-            host,
-            port,
-            backend,
-            ctx_size,
-            api_key,
-            max_queue,
-            max_body_bytes,
-            quiet,
-            speculation,
-            template,
-        } => qwen_aot::server::run(qwen_aot::server::ServeOptions {
-            chat_template: template.read()?,
-            speculation: speculation.drafter()?,
-            speculation_asked: speculation.asked(),
-            model,
-            host,
-            port,
-            backend,
-            ctx_size,
-            api_key,
-            max_queue,
-            max_body_bytes,
-            quiet,
-        }),
+        Cmd::Serve(opts) => qwen_aot::server::run(opts),
         Cmd::Cache { action: None, json } => cli::cache::list(json),
         Cmd::Cache { action: Some(CacheAction::Clean { all }), .. } => cli::cache::clean(all),
         Cmd::Bench { model, random, random_shape, random_weights, json, backend, reps, quiet } => {

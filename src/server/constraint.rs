@@ -74,7 +74,7 @@ pub fn constraint(
 /// Lark grammar in llguidance's dialect), or the `guided_*` fields of the same meanings.
 fn guided(req: &CompletionRequest) -> Result<Vec<(Source, &'static str)>, ApiError> {
     let mut out = Vec::new();
-    let mut take = |v: &Value, kind: &str, param: &'static str| -> Result<(), ApiError> {
+    let parse = |v: &Value, kind: &str, param: &'static str| -> Result<(Source, &'static str), ApiError> {
         let bad = |what: &str| Err(ApiError::invalid(format!("`{param}` must be {what}"), Some(param)));
         let source = match (kind, v) {
             ("json", Value::String(text)) => match serde_json::from_str::<Value>(text) {
@@ -95,8 +95,7 @@ fn guided(req: &CompletionRequest) -> Result<Vec<(Source, &'static str)>, ApiErr
             ("choice", _) => return bad(&format!("a list of 1 to {MAX_CHOICES} strings")),
             _ => return bad("a string"),
         };
-        out.push((source, param));
-        Ok(())
+        Ok((source, param))
     };
     for (kind, field, param) in [
         ("json", &req.guided_json, "guided_json"),
@@ -105,12 +104,36 @@ fn guided(req: &CompletionRequest) -> Result<Vec<(Source, &'static str)>, ApiErr
         ("grammar", &req.guided_grammar, "guided_grammar"),
     ] {
         if let Some(v) = field.as_ref().filter(|v| !v.is_null()) {
-            take(v, kind, param)?;
+            out.push(parse(v, kind, param)?);
         }
     }
     match req.structured_outputs.as_ref().filter(|v| !v.is_null()) {
         None => {}
         Some(Value::Object(o)) => {
+            for key in o.keys().filter(|k| !["json", "regex", "choice", "grammar", "json_object"].contains(&k.as_str()))
+            {
+                if !o[key].is_null() {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "`structured_outputs.{key}` is not supported (json, regex, choice, grammar, json_object)"
+                        ),
+                        Some("structured_outputs"),
+                    ));
+                }
+            }
+            match o.get("json_object") {
+                None | Some(Value::Null | Value::Bool(false)) => {}
+                Some(Value::Bool(true)) => out.push((
+                    Source::JsonSchema(serde_json::json!({"type": "object"})),
+                    "structured_outputs.json_object",
+                )),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "`structured_outputs.json_object` must be true or false",
+                        Some("structured_outputs.json_object"),
+                    ))
+                }
+            }
             for (kind, param) in [
                 ("json", "structured_outputs.json"),
                 ("regex", "structured_outputs.regex"),
@@ -118,7 +141,7 @@ fn guided(req: &CompletionRequest) -> Result<Vec<(Source, &'static str)>, ApiErr
                 ("grammar", "structured_outputs.grammar"),
             ] {
                 if let Some(v) = o.get(kind).filter(|v| !v.is_null()) {
-                    take(v, kind, param)?;
+                    out.push(parse(v, kind, param)?);
                 }
             }
         }
@@ -183,12 +206,18 @@ fn tool_call_grammar(model: &ModelInfo, defs: &[Value], forced: &ForcedCall) -> 
             ForcedCall::Any => true,
             ForcedCall::Named(n) => f.get("name").and_then(Value::as_str) == Some(n),
         })
-        .map(|f| {
-            let params =
-                f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or(serde_json::json!({"type": "object"}));
+        .enumerate()
+        .map(|(i, f)| {
+            let mut params = f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or(serde_json::json!({}));
+            // The parameters' own `$ref`s ("#/$defs/X", as pydantic writes them) resolve against
+            // their schema, not the combined one: a base URI of their own.
+            params["$id"] = Value::String(format!("urn:qwen-aot:tool:{i}"));
+            // Arguments are an object whatever the parameters say (`{}` allows any value), or
+            // the call would not parse back into `tool_calls`.
+            let arguments = serde_json::json!({"allOf": [{"type": "object"}, params]});
             serde_json::json!({
                 "type": "object",
-                "properties": {"name": {"const": f["name"]}, "arguments": params},
+                "properties": {"name": {"const": f["name"]}, "arguments": arguments},
                 "required": ["name", "arguments"],
                 "additionalProperties": false,
             })

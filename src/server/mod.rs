@@ -33,23 +33,44 @@ use qwen_aot_runtime::tokenizer::Tokenizer;
 use crate::backend::{self, BackendChoice};
 use crate::model;
 
+/// Requests prepared at once ([`AppState::preparing`]): more than the cores that run them.
+const PREPARING_AT_ONCE: usize = 4;
+
+/// `qwen-aot serve`'s flags.
+#[derive(clap::Args, Debug, Clone)]
 pub struct ServeOptions {
+    /// GGUF file or compiled directory (default: the default model).
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// TCP port; 0 picks a free one (the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// KV-cache size in tokens (default: min(4096, model context)).
+    #[arg(long)]
     pub ctx_size: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on /v1 routes, /tokenize and /detokenize (default:
+    /// $QWEN_AOT_API_KEY, else none).
+    #[arg(long, env = "QWEN_AOT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Requests that may wait for the engine; one more is answered 503.
+    /// Requests that may wait for the engine; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// No notes on stderr (the listening address is still printed).
+    #[arg(long)]
     pub quiet: bool,
-    /// Speculative decoding for every request (`--draft-max`); ignored on a backend that cannot
-    /// verify drafts, with a note when `speculation_asked` (the flag was given, not defaulted).
-    pub speculation: Option<NgramDrafter>,
-    pub speculation_asked: bool,
-    /// `--chat-template-file`'s template (read and checked), in place of the model's own.
-    pub chat_template: Option<String>,
+    /// Speculative decoding for every request; ignored on a backend that cannot verify drafts,
+    /// with a note when `--draft-max` was given (not defaulted).
+    #[command(flatten)]
+    pub speculation: crate::speculation_args::SpeculationArgs,
+    #[command(flatten)]
+    pub template: crate::template_args::TemplateArgs,
 }
 
 /// What request handling needs of the loaded model.
@@ -75,6 +96,9 @@ pub struct AppState {
     pub api_key: Option<String>,
     pub max_body: usize,
     pub started: u64,
+    /// Requests being prepared at once (tokenized, rendered, their grammar compiled) on tokio's
+    /// blocking threads: a burst waits here rather than taking hundreds of threads.
+    pub preparing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -107,16 +131,19 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     if opts.max_queue == 0 {
         anyhow::bail!("--max-queue must be at least 1");
     }
+    // Flag mistakes fail before the listener is bound or the model loads.
+    let drafter = opts.speculation.drafter()?;
+    let chat_template = opts.template.read()?;
     // HTTP work is light; the engine thread does the heavy lifting.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(opts))
+    rt.block_on(serve(opts, drafter, chat_template))
 }
 
-async fn serve(opts: ServeOptions) -> Result<()> {
+async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template: Option<String>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
         .await
         .with_context(|| format!("listening on {}:{}", opts.host, opts.port))?;
@@ -129,8 +156,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
     let (model_path, choice, ctx, quiet, info_id) =
         (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
-    let speculation = (opts.speculation, opts.speculation_asked && !quiet);
-    let chat_template = opts.chat_template.clone();
+    let speculation = (drafter, opts.speculation.asked() && !quiet);
     let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, speculation, chat_template);
     let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
         .context("starting the engine thread")?;
@@ -143,6 +169,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         api_key: opts.api_key.clone(),
         max_body: opts.max_body_bytes,
         started,
+        preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING_AT_ONCE)),
     });
     let app = routes::router(state);
 

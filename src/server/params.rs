@@ -187,8 +187,9 @@ const FIM_ENDS: [&str; 3] = ["<|fim_pad|>", "<|file_sep|>", "<|repo_name|>"];
 
 /// Completions' `suffix`: the prompt as the code before the gap and `suffix` as the code after
 /// it, in the model's fill-in-the-middle form `<|fim_prefix|>` prefix `<|fim_suffix|>` suffix
-/// `<|fim_middle|>` (the markers as their token ids, the texts encoded apart, so that neither
-/// can spell a marker); the answer is the middle. Also returns the stop strings that end a middle
+/// `<|fim_middle|>` (the markers as their token ids, the texts encoded apart); the answer is
+/// the middle. (Marker text inside the prompt or suffix still becomes a marker token, as the
+/// tokenizer treats added tokens everywhere, and as HF's does by default.) Also returns the stop strings that end a middle
 /// (the FIM markers the model may write next). A model without these tokens gets a 400.
 fn fill_in_the_middle(model: &ModelInfo, prefix: Vec<u32>, suffix: &str) -> Result<(Vec<u32>, Vec<String>), ApiError> {
     let tok = &model.tokenizer;

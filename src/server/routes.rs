@@ -82,6 +82,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     // Tokenizing, rendering the template and compiling a grammar (the first one indexes the
     // vocabulary: ≈ 1.6 s on 2 cores) are CPU work: off the async workers.
     let prepared = model.clone();
+    let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
     let p = tokio::task::spawn_blocking(move || prepare(req, endpoint, &prepared))
         .await
         .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))??;

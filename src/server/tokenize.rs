@@ -44,6 +44,7 @@ async fn tokenize_body(s: &Shared, body: Result<Bytes, BytesRejection>) -> Resul
     }
     // A long prompt's tokenization is CPU work: off the async workers.
     let info = model.clone();
+    let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
     let ids = tokio::task::spawn_blocking(move || input_ids(&req, &info))
         .await
         .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))??;

@@ -10,25 +10,12 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qwen_aot_compiler::gguf::GgufFile;
-use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
-use qwen_aot_runtime::tokenizer::Tokenizer;
+mod common;
+use common::load_tokenizer;
 
-const DEFAULT_MODEL: &str = "/root/.cache/qwen-aot/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 const MIN_CORPUS_BYTES: usize = 300_000;
 const MULTILINGUAL: &str = "用中文介绍一下你自己。日本語のテキストです。Привет мир. مرحبا بالعالم. \
                             Γειά σου κόσμε. café naïve 👨‍👩‍👧‍👦 🇫🇷🇯🇵 — “quotes” and ½ ² Ⅻ.\n";
-
-fn load_tokenizer() -> Tokenizer {
-    if let Ok(path) = std::env::var("QWEN_AOT_TOKENIZER") {
-        return Tokenizer::load(Path::new(&path)).unwrap_or_else(|e| panic!("QWEN_AOT_TOKENIZER={path}: {e}"));
-    }
-    let model = std::env::var("QWEN_AOT_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.to_string());
-    let g = GgufFile::open(Path::new(&model))
-        .unwrap_or_else(|e| panic!("{model}: {e} (set QWEN_AOT_MODEL or QWEN_AOT_TOKENIZER)"));
-    let data = tokenizer_data_from_gguf(&g).unwrap_or_else(|e| panic!("{model}: {e}"));
-    Tokenizer::from_data(data).unwrap_or_else(|e| panic!("{model}: {e}"))
-}
 
 fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };

@@ -63,7 +63,7 @@ pub struct GrammarEnv {
 }
 
 impl GrammarEnv {
-    /// Indexes `tokenizer`'s vocabulary (≈ 0.1-0.3 s for Qwen2's 151k tokens).
+    /// Indexes `tokenizer`'s vocabulary (≈ 0.45 s for Qwen2's 151,936 tokens: benches/grammar.rs).
     pub fn new(tokenizer: &Tokenizer) -> Result<Arc<GrammarEnv>, GrammarError> {
         let eos = tokenizer.eos_ids();
         let Some(&first_eos) = eos.first() else {

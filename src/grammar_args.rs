@@ -59,7 +59,7 @@ impl GrammarArgs {
 }
 
 impl GrammarSource {
-    /// The grammar over `tokenizer`'s vocabulary (indexing it: ≈ 1.6 s for Qwen2's on 2 cores).
+    /// The grammar over `tokenizer`'s vocabulary (indexing it: ≈ 0.45 s for Qwen2's).
     pub fn compile(self, tokenizer: &Tokenizer) -> Result<Arc<Grammar>> {
         let env = GrammarEnv::new(tokenizer)?;
         let grammar = match self {

@@ -80,7 +80,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let req = parse_request(&body)?;
     // Tokenizing, rendering the template and compiling a grammar (the first one indexes the
-    // vocabulary: ≈ 1.6 s on 2 cores) are CPU work: off the async workers.
+    // vocabulary: ≈ 0.45 s) are CPU work: off the async workers.
     let prepared = model.clone();
     let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
     let p = tokio::task::spawn_blocking(move || prepare(req, endpoint, &prepared))

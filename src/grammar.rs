@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 use qwen_aot_runtime::tokenizer::{TokenType, Tokenizer};
 use serde_json::Value;
@@ -167,7 +167,7 @@ impl Grammar {
     /// A matcher for one answer, before its first token.
     pub fn start(&self) -> GrammarSteps<'_> {
         let matcher = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        GrammarSteps { env: &self.env, matcher }
+        GrammarSteps { env: &self.env, matcher, prepared: None }
     }
 }
 
@@ -175,13 +175,18 @@ impl Grammar {
 pub struct GrammarSteps<'a> {
     env: &'a GrammarEnv,
     matcher: Matcher,
+    /// The next draw's mask, computed ahead ([`GrammarSteps::prepare`]).
+    prepared: Option<SimpleVob>,
 }
 
 impl GrammarSteps<'_> {
     /// Sets `logits[id]` to -inf for every token the grammar does not allow next (ids past the
     /// vocabulary too); the end-of-text ids stay only where the grammar may end.
     pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), GrammarError> {
-        let mask = self.matcher.compute_mask_or_eos().map_err(|e| GrammarError::Step(e.to_string()))?;
+        let mask = match self.prepared.take() {
+            Some(m) => m,
+            None => self.mask()?,
+        };
         let allowed = |id: usize| id < self.env.vocab && id < mask.len() && mask.get(id);
         let may_end = self.env.eos.iter().any(|&e| allowed(e as usize));
         let mut any = false;
@@ -199,8 +204,19 @@ impl GrammarSteps<'_> {
         Ok(())
     }
 
+    /// Computes the next draw's mask ahead of [`GrammarSteps::apply`] (beside the decode step).
+    pub fn prepare(&mut self) -> Result<(), GrammarError> {
+        self.prepared = Some(self.mask()?);
+        Ok(())
+    }
+
+    fn mask(&mut self) -> Result<SimpleVob, GrammarError> {
+        self.matcher.compute_mask_or_eos().map_err(|e| GrammarError::Step(e.to_string()))
+    }
+
     /// Token `id` was drawn (an end-of-text id ends the answer and is not fed to the grammar).
     pub fn advance(&mut self, id: u32) -> Result<(), GrammarError> {
+        self.prepared = None;
         if self.env.eos.contains(&id) {
             return Ok(());
         }
@@ -256,6 +272,9 @@ mod tests {
         s.advance(b'"' as u32).unwrap();
         assert_eq!(allowed(&mut s, 257), vec![b'a' as usize]);
         s.advance(b'a' as u32).unwrap();
+        // A mask computed ahead (beside a decode step) is the same mask.
+        s.prepare().unwrap();
+        assert_eq!(allowed(&mut s, 257), vec![b'b' as usize, b'c' as usize]);
         assert_eq!(allowed(&mut s, 257), vec![b'b' as usize, b'c' as usize]);
         s.advance(b'c' as u32).unwrap();
         s.advance(b'"' as u32).unwrap();

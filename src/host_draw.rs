@@ -60,6 +60,20 @@ impl<'a> HostSteps<'a> {
         self.history.push(id);
     }
 
+    /// Whether a grammar constrains the draw (then [`HostSteps::prepare`] has work to do).
+    pub fn has_grammar(&self) -> bool {
+        self.grammar.is_some()
+    }
+
+    /// Computes the grammar's mask for the next draw now (it depends only on the tokens drawn so
+    /// far), so that it can run beside the step that computes the logits.
+    pub fn prepare(&mut self) -> Result<()> {
+        if let Some(g) = self.grammar.as_mut() {
+            g.prepare()?;
+        }
+        Ok(())
+    }
+
     /// The token drawn at position `pos` from `logits`, the row after the tokens fed so far.
     pub fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
         let mut row = logits.to_vec();

@@ -48,6 +48,15 @@ def main():
     messages = list(expected)
     first = messages[0]
 
+    listed = client.models.list().data
+    assert len(listed) == 1 and client.models.retrieve(listed[0].id).id == listed[0].id, listed
+    try:
+        client.models.retrieve("no-such-model")
+        raise AssertionError("an unknown model was found")
+    except openai.NotFoundError as e:
+        assert e.status_code == 404, e
+    print("ok: models.list and models.retrieve (an unknown id is NotFoundError)")
+
     got = chat(client, first)
     assert got == expected[first], (got, expected[first])
     got = chat_stream(client, first)

@@ -156,7 +156,7 @@ enum Cmd {
         speculation: qwen_aot::speculation_args::SpeculationArgs,
     },
     /// OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streamed or not),
-    /// /v1/models, /tokenize, /detokenize, /health, /metrics.
+    /// /v1/models, /v1/models/{id}, /tokenize, /detokenize, /health, /metrics.
     Serve(qwen_aot::server::ServeOptions),
     /// The compiled models in the cache ($QWEN_AOT_CACHE or ~/.cache/qwen-aot): sizes, the model
     /// file each came from, which are stale; `cache clean` removes the stale ones.

@@ -51,6 +51,12 @@ impl ApiError {
             .with_code("not_found")
     }
 
+    /// OpenAI's answer for a model id it does not serve.
+    pub fn model_not_found(id: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("the model {id:?} does not exist"))
+            .with_code("model_not_found")
+    }
+
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed for this endpoint")
     }

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
@@ -179,10 +180,23 @@ async fn collect(
     }
 }
 
+/// The served model's OpenAI model object.
+fn model_object(s: &AppState) -> serde_json::Value {
+    json!({"id": s.model_id, "object": "model", "created": s.started, "owned_by": "qwen-aot"})
+}
+
 async fn models(State(s): State<Shared>) -> Json<serde_json::Value> {
-    Json(
-        json!({"object": "list", "data": [{"id": s.model_id, "object": "model", "created": s.started, "owned_by": "qwen-aot"}]}),
-    )
+    Json(json!({"object": "list", "data": [model_object(&s)]}))
+}
+
+/// `GET /v1/models/{id}` (the openai client's `models.retrieve`): the served model by its id, a
+/// 404 in OpenAI's shape for any other.
+async fn model(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if id == s.model_id {
+        Json(model_object(&s)).into_response()
+    } else {
+        ApiError::model_not_found(&id).into_response()
+    }
 }
 
 /// 503 while the model loads, then 200: what a load balancer's health check wants.

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: what a constraint costs per token on the GPU, with the real default
+# model. For each build (NAME=DIR, a directory holding that build's `generate`): ROUNDS rounds of
+# `generate --backend cuda` on one chat prompt, 128 tokens, plain and under a JSON schema (the
+# host draws each token from the masked logits row; the mask is computed beside the step), and
+# checks that every constrained answer that ended by itself parses as JSON. Prints decode tokens/s
+# per run and the medians; logs go to $OUT (or /tmp/out).
+#
+#   scripts/device-structured.sh NAME=GENERATE_BIN [NAME=GENERATE_BIN ...]
+#   MODEL (default ~/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf), ROUNDS (default 3), BACKEND
+#   (default cuda; cpu to try the script here)
+set -uo pipefail
+model=${MODEL:-$HOME/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
+rounds=${ROUNDS:-3}
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+[ -f "$model" ] || { echo "no model at $model (stage it first)"; exit 2; }
+schema='{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "toys": {"type": "array", "items": {"type": "string"}}}, "required": ["name", "age", "toys"]}'
+prompt="Describe a cat with many toys, as JSON."
+
+run() { # name bin kind round
+  local log="$out/structured-$1-$3-$4.json" extra=()
+  [ "$3" = schema ] && extra=(-j "$schema")
+  timeout 120 "$2" --backend "${BACKEND:-cuda}" -m "$model" --chat "$prompt" -n 128 --json --quiet "${extra[@]}" >"$log" 2>"$log.err" \
+    || { echo "$1 $3 round $4 failed: $(tail -n1 "$log.err")"; return; }
+  python3 - "$log" "$1" "$3" "$4" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+ok = ""
+if sys.argv[3] == "schema" and v["stop_reason"] == "eos":
+    json.loads(v["text"]); ok = " (parses as JSON)"
+print(f"{sys.argv[2]:<12} {sys.argv[3]:<7} round {sys.argv[4]}: {len(v['ids'])} tokens, {v['decode_tok_s'] or 0:.1f} tok/s, stop {v['stop_reason']}{ok}")
+PY
+}
+
+for r in $(seq "$rounds"); do
+  for pair in "$@"; do
+    for kind in plain schema; do run "${pair%%=*}" "${pair#*=}" "$kind" "$r"; done
+  done
+done | tee "$out/structured.txt"
+echo "== medians (tok/s)"
+python3 - "$out/structured.txt" <<'PY'
+import re, statistics, sys
+rates = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+)\s+(\S+)\s+round \d+: \d+ tokens, ([0-9.]+) tok/s", line)
+    if m:
+        rates.setdefault((m[1], m[2]), []).append(float(m[3]))
+for (name, kind), v in sorted(rates.items()):
+    print(f"{name:<12} {kind:<7} {statistics.median(v):8.1f}  ({len(v)} runs)")
+PY

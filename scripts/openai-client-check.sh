@@ -36,7 +36,8 @@ print(json.dumps(out))
 PY
 )
 # Each check prints one "ok:" line and any failure stops the script (set -e): the count is real.
-checks=$("$venv/bin/python" scripts/openai_client_check.py "$base" "$expected" | tee /dev/stderr | grep -c '^ok:')
+# (tee into a process substitution, not /dev/stderr: that reopens fd 2 and truncates a log file.)
+checks=$("$venv/bin/python" -u scripts/openai_client_check.py "$base" "$expected" | tee >(cat >&2) | grep -c '^ok:')
 
 kill -TERM "$server"
 status=0

@@ -356,9 +356,11 @@ fn decode_beside(session: &mut Session, next: u32, rows: bool, host: &mut HostSt
     std::thread::scope(|scope| {
         let mask = scope.spawn(|| host.prepare());
         let out = session.decode(next, rows);
-        let prepared = mask.join().map_err(|_| anyhow::anyhow!("the grammar's mask thread panicked"))?;
-        prepared?;
-        Ok(out?)
+        let prepared = mask.join();
+        // The step's own error first: it says more than a grammar stopped by it.
+        let out = out?;
+        prepared.map_err(|_| anyhow::anyhow!("the grammar's mask thread panicked"))??;
+        Ok(out)
     })
 }
 

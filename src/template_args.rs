@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use qwen_aot_runtime::chat_template::ChatTemplate;
+use qwen_aot_runtime::chat_template::{ChatMessage, ChatTemplate};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use crate::text_file::read_utf8;
@@ -25,7 +25,13 @@ impl TemplateArgs {
     pub fn read(&self) -> Result<Option<String>> {
         let Some(path) = &self.chat_template_file else { return Ok(None) };
         let text = read_utf8(path, MAX_TEMPLATE_BYTES, "a chat template")?;
-        ChatTemplate::new(&text).with_context(|| format!("the chat template in {} does not parse", path.display()))?;
+        let template = ChatTemplate::new(&text)
+            .with_context(|| format!("the chat template in {} does not parse", path.display()))?;
+        // Filters and functions are looked up only when rendering: render a one-message chat now,
+        // so that a misspelt filter fails here and not on every chat request.
+        template
+            .render(&[ChatMessage::user("hi")], true)
+            .with_context(|| format!("the chat template in {} does not render a one-message chat", path.display()))?;
         Ok(Some(text))
     }
 }
@@ -38,5 +44,12 @@ pub fn chat_template(chosen: Option<&str>, tokenizer: &Tokenizer) -> Result<Chat
             .chat_template()
             .context("this model has no chat template (give one with --chat-template-file, or use --prompt)")?,
     };
-    Ok(ChatTemplate::new(text)?)
+    Ok(with_model_tokens(ChatTemplate::new(text)?, tokenizer))
+}
+
+/// `template` with `bos_token` and `eos_token` set to the model's (as transformers passes them):
+/// templates written for other engines often start with `{{ bos_token }}`.
+pub fn with_model_tokens(template: ChatTemplate, tokenizer: &Tokenizer) -> ChatTemplate {
+    let name = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i)).map(str::to_string);
+    template.with_special_tokens(name(tokenizer.bos_id()), name(tokenizer.eos_id()))
 }

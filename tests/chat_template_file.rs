@@ -6,8 +6,9 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-/// A template unlike the model's ChatML.
-const TEMPLATE: &str = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}";
+/// A template unlike the model's ChatML, starting with the model's end-of-text token by name (as
+/// templates written for other engines start with `{{ bos_token }}`).
+const TEMPLATE: &str = "{{ eos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}";
 
 fn generate(model: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
@@ -37,7 +38,7 @@ fn the_file_replaces_the_models_template() {
     std::fs::write(&file, TEMPLATE).unwrap();
     let with_file = ["--chat", "hi", "--chat-template-file", file.to_str().unwrap(), "-n", "1", "--json"];
     let rendered = prompt_ids(&generate(&model, &with_file, ""));
-    let by_hand = prompt_ids(&generate(&model, &["-p", "[user] hi\n[assistant] ", "-n", "1", "--json"], ""));
+    let by_hand = prompt_ids(&generate(&model, &["-p", "<|im_end|>[user] hi\n[assistant] ", "-n", "1", "--json"], ""));
     assert_eq!(rendered, by_hand);
     let chatml = prompt_ids(&generate(&model, &["--chat", "hi", "-n", "1", "--json"], ""));
     assert_ne!(rendered, chatml, "without the flag: the model's own template");
@@ -55,12 +56,20 @@ fn the_file_replaces_the_models_template() {
 
     let broken = tmp.path().join("broken.jinja");
     std::fs::write(&broken, "{% for m in messages %}{{ m.content }}").unwrap();
-    for (path, needle) in
-        [(broken.to_str().unwrap(), "does not parse"), ("/nonexistent.jinja", "reading /nonexistent.jinja")]
-    {
+    let misspelt = tmp.path().join("misspelt.jinja");
+    std::fs::write(&misspelt, "{{ messages | tojsn }}").unwrap();
+    for (path, needle) in [
+        (broken.to_str().unwrap(), "does not parse"),
+        (misspelt.to_str().unwrap(), "does not render a one-message chat"),
+        ("/nonexistent.jinja", "reading /nonexistent.jinja"),
+    ] {
         let out = generate(&model, &["--chat", "hi", "--chat-template-file", path], "");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
     }
+
+    // A raw prompt takes no template: the flag with -p is a usage error, not silently ignored.
+    let out = generate(&model, &["-p", "x", "--chat-template-file", file.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

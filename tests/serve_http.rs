@@ -262,9 +262,11 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     let id = models["data"][0]["id"].as_str().unwrap();
     let one: Value = s.http.get(format!("{}/v1/models/{id}", s.base)).send().await.unwrap().json_text().await;
     assert_eq!(one, models["data"][0]);
-    let r = s.http.get(format!("{}/v1/models/no-such-model", s.base)).send().await.unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(r.json_text().await["error"]["code"], "model_not_found");
+    for other in ["no-such-model", "Qwen/Qwen2.5-0.5B"] {
+        let r = s.http.get(format!("{}/v1/models/{other}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.json_text().await["error"]["code"], "model_not_found", "{other}");
+    }
     assert!(s.metric("qwen_aot_generated_tokens_total").await >= 4.0 * MAX_TOKENS as f64);
     assert!(s.metric("qwen_aot_cached_prompt_tokens_total").await >= prompt_len as f64);
 }

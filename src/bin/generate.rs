@@ -24,17 +24,17 @@ use qwen_aot_runtime::sampler::SamplingParams;
 #[command(name = "generate", version, about = "Generate text with a Qwen2-family model (GGUF or compiled directory)")]
 struct Args {
     /// Raw prompt text, as --prompt (the positional form llama.cpp users type).
-    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "prompt_file", "chat", "interactive"])]
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "prompt_file", "chat", "interactive", "chat_template_file"])]
     positional_prompt: Option<String>,
     /// GGUF file or compiled directory (default: the default model, fetched and compiled on first use).
     #[arg(short = 'm', long)]
     model: Option<PathBuf>,
     /// Raw prompt text (no chat template). Without a prompt, --chat or --prompt-file on a terminal:
     /// an interactive chat.
-    #[arg(short = 'p', long, conflicts_with_all = ["chat", "prompt_file", "interactive"])]
+    #[arg(short = 'p', long, conflicts_with_all = ["chat", "prompt_file", "interactive", "chat_template_file"])]
     prompt: Option<String>,
     /// Read the raw prompt from a UTF-8 file.
-    #[arg(short = 'f', long, visible_alias = "file", conflicts_with_all = ["chat", "interactive"])]
+    #[arg(short = 'f', long, visible_alias = "file", conflicts_with_all = ["chat", "interactive", "chat_template_file"])]
     prompt_file: Option<PathBuf>,
     /// A user message, wrapped in the model's chat template.
     #[arg(long, conflicts_with = "interactive")]

@@ -53,8 +53,11 @@ impl ApiError {
 
     /// OpenAI's answer for a model id it does not serve.
     pub fn model_not_found(id: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("the model {id:?} does not exist"))
-            .with_code("model_not_found")
+        ApiError {
+            param: Some("model".into()),
+            ..ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("The model '{id}' does not exist"))
+        }
+        .with_code("model_not_found")
     }
 
     pub fn method_not_allowed() -> ApiError {

@@ -218,7 +218,7 @@ fn load_model(
     }
     let tokenizer = Arc::new(tokenizer);
     let template = match chat_template.as_deref().or(tokenizer.chat_template()).map(ChatTemplate::new) {
-        Some(Ok(t)) => Some(t),
+        Some(Ok(t)) => Some(crate::template_args::with_model_tokens(t, &tokenizer)),
         Some(Err(e)) => {
             eprintln!("warning: {e}; chat requests will be refused");
             None

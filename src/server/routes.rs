@@ -33,7 +33,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
+        // A wildcard: ids such as "Qwen/Qwen2.5-0.5B" span path segments.
+        .route("/v1/models/{*id}", get(model))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
@@ -237,7 +238,7 @@ async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Re
     let path = req.extensions().get::<MatchedPath>().map_or("other", |p| match p.as_str() {
         "/v1/chat/completions" => "chat_completions",
         "/v1/completions" => "completions",
-        "/v1/models" => "models",
+        "/v1/models" | "/v1/models/{*id}" => "models",
         "/health" => "health",
         "/metrics" => "metrics",
         _ => "other",

@@ -237,6 +237,33 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     let (text, finish, _) = streamed_text(&r.text().await.unwrap());
     assert_eq!((text.as_str(), finish.as_str()), (reference["text"].as_str().unwrap(), "length"));
 
+    // A list of prompts (OpenAI's batch form): each answered as alone, choices numbered prompt by
+    // prompt (n each), usage summed; token-id lists alike; streamed or over 64 prompts: 400.
+    let other = generate("--prompt", "Say hi.", MAX_TOKENS);
+    let lens = [&reference, &other].map(|r| r["prompt_ids"].as_array().unwrap().len() as u64);
+    for batch in [json!([prompt, "Say hi."]), json!([reference["prompt_ids"], other["prompt_ids"]])] {
+        let body = json!({"prompt": batch, "max_tokens": MAX_TOKENS, "temperature": 0, "n": 2});
+        let (status, v) = s.post_json("/v1/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        let texts: Vec<(u64, &str)> = v["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["index"].as_u64().unwrap(), c["text"].as_str().unwrap()))
+            .collect();
+        let (a, b) = (reference["text"].as_str().unwrap(), other["text"].as_str().unwrap());
+        assert_eq!(texts, [(0, a), (1, a), (2, b), (3, b)], "{v}");
+        assert_eq!(v["usage"]["prompt_tokens"], lens[0] + lens[1], "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], 4 * MAX_TOKENS, "{v}");
+    }
+    let many: Vec<&str> = vec!["x"; 65];
+    for (body, param) in
+        [(json!({"prompt": [prompt, "Say hi."], "stream": true}), "stream"), (json!({"prompt": many}), "prompt")]
+    {
+        let (status, v) = s.post_json("/v1/completions", &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{v}");
+    }
+
     // /tokenize gives the ids the generation endpoints prefill (chat through the template),
     // /detokenize the text of ids; ids outside the vocabulary and a missing input are 400s.
     let chat_ids = generate("--chat", message, 1)["prompt_ids"].clone();
@@ -393,7 +420,7 @@ async fn logprobs_agree_with_the_reference_streamed_or_not() {
         ("/v1/completions", json!({"logprobs": 1, "top_logprobs": 1}), "top_logprobs"),
         ("/v1/completions", json!({"max_tokens": 0}), "max_tokens"),
         ("/v1/completions", json!({"prompt": [1, -3]}), "prompt"),
-        ("/v1/completions", json!({"prompt": [[1], [2]]}), "prompt"),
+        ("/v1/completions", json!({"prompt": [[]]}), "prompt"),
         ("/v1/chat/completions", json!({"echo": true}), "echo"),
     ] {
         let mut body = if path.contains("chat") {

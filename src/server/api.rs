@@ -12,7 +12,7 @@ use super::errors::ApiError;
 use super::tool_calls::ToolCall;
 
 /// `model` is not read: one model is served, whatever name a client sends.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct CompletionRequest {
     /// Chat only.
     pub messages: Option<Vec<InMessage>>,
@@ -57,12 +57,12 @@ pub struct CompletionRequest {
     pub guided_grammar: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct InMessage {
     pub role: String,
     /// Null is allowed (an assistant turn that only called tools); it renders as empty text.
@@ -72,21 +72,21 @@ pub struct InMessage {
     pub tool_calls: Option<Vec<Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
     Text(String),
@@ -96,7 +96,7 @@ pub enum Prompt {
     TokenLists(Vec<Vec<i64>>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),

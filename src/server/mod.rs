@@ -9,6 +9,7 @@
 //! 200 after; SIGINT/SIGTERM stop accepting connections, let the requests in flight finish
 //! (streams end with their last chunk and `[DONE]`) and return.
 mod api;
+mod batch;
 mod constraint;
 mod engine;
 mod errors;

@@ -425,7 +425,7 @@ fn prompt_input(req: &CompletionRequest, model: &ModelInfo) -> Result<(String, V
     }
     let one = |n: usize| {
         Err(ApiError::invalid(
-            format!("`prompt` must be one prompt (batches are not served), got a list of {n}"),
+            format!("`prompt` must be one prompt here (lists go to /v1/completions), got a list of {n}"),
             Some("prompt"),
         ))
     };

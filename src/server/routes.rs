@@ -17,13 +17,13 @@ use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::api::{parse_request, Echo, Endpoint, ResponseHead};
+use super::api::{parse_request, CompletionRequest, Echo, Endpoint, ResponseHead};
 use super::engine::{Event, Job};
 use super::errors::ApiError;
 use super::logprobs::logprobs_json;
 use super::params::prepare;
 use super::tool_calls::parse;
-use super::{sse, tokenize, AppState, CancelOnDrop};
+use super::{batch, sse, tokenize, AppState, CancelOnDrop, ModelInfo};
 use crate::host_draw::HostDraw;
 
 type Shared = Arc<AppState>;
@@ -81,13 +81,44 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let body = request_body(&s, body)?;
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let req = parse_request(&body)?;
+    if let Some(prompts) = batch::split(&req, endpoint)? {
+        return batch::run(&s, &model, req, prompts).await;
+    }
+    let q = submit(&s, &model, req, endpoint).await?;
+    if q.stream {
+        return Ok(sse::response(q.head, q.rx, q.guard, q.include_usage, q.answer));
+    }
+    Ok(Json(collect(q.head, q.rx, q.guard, q.answer).await?).into_response())
+}
+
+/// A request in the engine's queue: where its events arrive and how to shape them.
+pub(super) struct Queued {
+    pub head: ResponseHead,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    /// Dropped (the client went away): the job is cancelled.
+    pub guard: CancelOnDrop,
+    pub answer: Answer,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Prepares a request and queues its job.
+pub(super) async fn submit(
+    s: &Shared,
+    model: &Arc<ModelInfo>,
+    req: CompletionRequest,
+    endpoint: Endpoint,
+) -> Result<Queued, ApiError> {
     // Tokenizing, rendering the template and compiling a grammar (the first one indexes the
     // vocabulary: ≈ 0.45 s) are CPU work: off the async workers.
     let prepared = model.clone();
-    let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
-    let p = tokio::task::spawn_blocking(move || prepare(req, endpoint, &prepared))
-        .await
-        .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))??;
+    let p = {
+        // Held while preparing only (not while queued or generating).
+        let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
+        tokio::task::spawn_blocking(move || prepare(req, endpoint, &prepared))
+            .await
+            .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))??
+    };
     let echo = p.echo.map(|text| Echo { text, first: p.prompt_ids[0] });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -114,10 +145,7 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
     let logprobs = p.logprobs.map(|_| model.tokenizer.clone());
     let answer = Answer { choices: p.choices, logprobs, echo, tools: p.tools };
-    if p.stream {
-        return Ok(sse::response(head, rx, guard, p.include_usage, answer));
-    }
-    collect(head, rx, guard, answer).await
+    Ok(Queued { head, rx, guard, answer, stream: p.stream, include_usage: p.include_usage })
 }
 
 /// What shapes an answer besides its text: log-probabilities (named through that tokenizer),
@@ -134,12 +162,12 @@ pub struct Answer {
 /// log-probabilities), after the echoed prompt if any; with tools, the calls parsed out of each
 /// text. Dropping this future (the client went away) drops the guard, which cancels the
 /// generation.
-async fn collect(
+pub(super) async fn collect(
     head: ResponseHead,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     _guard: CancelOnDrop,
     answer: Answer,
-) -> Result<Response, ApiError> {
+) -> Result<serde_json::Value, ApiError> {
     let Answer { choices: n, logprobs, echo, tools } = answer;
     let echoed = echo.as_ref().map(|e| e.text.clone()).unwrap_or_default();
     let mut texts = vec![echoed; n];
@@ -173,7 +201,7 @@ async fn collect(
                         choice
                     })
                     .collect();
-                return Ok(Json(head.full(choices, usage)).into_response());
+                return Ok(head.full(choices, usage));
             }
             Some(Event::Failed(m)) => return Err(ApiError::internal(m)),
             None => return Err(ApiError::internal("the engine stopped")),

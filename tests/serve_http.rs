@@ -238,7 +238,8 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     assert_eq!((text.as_str(), finish.as_str()), (reference["text"].as_str().unwrap(), "length"));
 
     // A list of prompts (OpenAI's batch form): each answered as alone, choices numbered prompt by
-    // prompt (n each), usage summed; token-id lists alike; streamed or over 64 prompts: 400.
+    // prompt (n each), usage summed; token-id lists alike; streamed, over 64 prompts or one bad
+    // prompt anywhere: 400 (checked before any runs).
     let other = generate("--prompt", "Say hi.", MAX_TOKENS);
     let lens = [&reference, &other].map(|r| r["prompt_ids"].as_array().unwrap().len() as u64);
     for batch in [json!([prompt, "Say hi."]), json!([reference["prompt_ids"], other["prompt_ids"]])] {
@@ -257,12 +258,16 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
         assert_eq!(v["usage"]["completion_tokens"], 4 * MAX_TOKENS, "{v}");
     }
     let many: Vec<&str> = vec!["x"; 65];
-    for (body, param) in
-        [(json!({"prompt": [prompt, "Say hi."], "stream": true}), "stream"), (json!({"prompt": many}), "prompt")]
-    {
+    let generated = s.metric("qwen_aot_generated_tokens_total").await;
+    for (body, param) in [
+        (json!({"prompt": [prompt, "Say hi."], "stream": true}), "stream"),
+        (json!({"prompt": many}), "prompt"),
+        (json!({"prompt": [[1], [-2]], "max_tokens": 1}), "prompt"),
+    ] {
         let (status, v) = s.post_json("/v1/completions", &body).await;
         assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{v}");
     }
+    assert_eq!(s.metric("qwen_aot_generated_tokens_total").await, generated, "nothing ran for refused batches");
 
     // /tokenize gives the ids the generation endpoints prefill (chat through the template),
     // /detokenize the text of ids; ids outside the vocabulary and a missing input are 400s.

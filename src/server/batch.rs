@@ -2,7 +2,8 @@
 //! token-id lists), as evaluation harnesses send them: each prompt is answered as its own request,
 //! one after another through the queue, and the answers become one response whose choices are
 //! numbered prompt by prompt (prompt i's `n` choices are i·n .. i·n + n - 1, as OpenAI numbers
-//! them) with the usage summed. Not streamed (a 400 says so).
+//! them) with the usage summed. Every prompt is prepared (tokenized, checked) before the first is
+//! queued, so a bad one costs nothing. Not streamed (a 400 says so).
 use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 use super::api::{CompletionRequest, Endpoint, Prompt};
 use super::errors::ApiError;
-use super::routes::{collect, submit};
+use super::routes::{collect, prepare_off_runtime, submit};
 use super::{AppState, ModelInfo};
 
 /// Most prompts in one request.
@@ -46,11 +47,15 @@ pub async fn run(
     req: CompletionRequest,
     prompts: Vec<Prompt>,
 ) -> Result<Response, ApiError> {
-    let mut joined: Option<Value> = None;
-    let mut offset = 0;
+    let mut prepared = Vec::with_capacity(prompts.len());
     for prompt in prompts {
         let one = CompletionRequest { prompt: Some(prompt), ..req.clone() };
-        let q = submit(s, model, one, Endpoint::Completion).await?;
+        prepared.push(prepare_off_runtime(s, model, one, Endpoint::Completion).await?);
+    }
+    let mut joined: Option<Value> = None;
+    let mut offset = 0;
+    for p in prepared {
+        let q = submit(s, model, p, Endpoint::Completion)?;
         let mut v = collect(q.head, q.rx, q.guard, q.answer).await?;
         let choices = v["choices"].as_array_mut().map(std::mem::take).unwrap_or_default();
         let count = choices.len();

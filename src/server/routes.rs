@@ -21,7 +21,7 @@ use super::api::{parse_request, CompletionRequest, Echo, Endpoint, ResponseHead}
 use super::engine::{Event, Job};
 use super::errors::ApiError;
 use super::logprobs::logprobs_json;
-use super::params::prepare;
+use super::params::{prepare, Prepared};
 use super::tool_calls::parse;
 use super::{batch, sse, tokenize, AppState, CancelOnDrop, ModelInfo};
 use crate::host_draw::HostDraw;
@@ -84,7 +84,8 @@ async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: En
     if let Some(prompts) = batch::split(&req, endpoint)? {
         return batch::run(&s, &model, req, prompts).await;
     }
-    let q = submit(&s, &model, req, endpoint).await?;
+    let p = prepare_off_runtime(&s, &model, req, endpoint).await?;
+    let q = submit(&s, &model, p, endpoint)?;
     if q.stream {
         return Ok(sse::response(q.head, q.rx, q.guard, q.include_usage, q.answer));
     }
@@ -102,23 +103,24 @@ pub(super) struct Queued {
     pub include_usage: bool,
 }
 
-/// Prepares a request and queues its job.
-pub(super) async fn submit(
+/// [`prepare`] on tokio's blocking threads: tokenizing, rendering the template and compiling a
+/// grammar (the first one indexes the vocabulary: ≈ 0.45 s) are CPU work, kept off the async
+/// workers, at most [`AppState::preparing`] at once.
+pub(super) async fn prepare_off_runtime(
     s: &Shared,
     model: &Arc<ModelInfo>,
     req: CompletionRequest,
     endpoint: Endpoint,
-) -> Result<Queued, ApiError> {
-    // Tokenizing, rendering the template and compiling a grammar (the first one indexes the
-    // vocabulary: ≈ 0.45 s) are CPU work: off the async workers.
-    let prepared = model.clone();
-    let p = {
-        // Held while preparing only (not while queued or generating).
-        let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
-        tokio::task::spawn_blocking(move || prepare(req, endpoint, &prepared))
-            .await
-            .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))??
-    };
+) -> Result<Prepared, ApiError> {
+    let model = model.clone();
+    let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
+    tokio::task::spawn_blocking(move || prepare(req, endpoint, &model))
+        .await
+        .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))?
+}
+
+/// Queues a prepared request's job.
+pub(super) fn submit(s: &Shared, model: &Arc<ModelInfo>, p: Prepared, endpoint: Endpoint) -> Result<Queued, ApiError> {
     let echo = p.echo.map(|text| Echo { text, first: p.prompt_ids[0] });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));

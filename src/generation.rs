@@ -95,9 +95,10 @@ pub struct GenOptions<'a> {
     /// Report each generated token's log-probability with this many alternatives
     /// (`Emitted::Token`): every step then copies its logits row back, and no drafts are made.
     pub logprobs: Option<usize>,
-    /// Draw every token on the host from its logits row (JSON mode, `frequency_penalty`,
-    /// `logit_bias`: [`HostDraw`]; the session's own choice is not used); no drafts.
-    pub draw: Option<HostDraw>,
+    /// Draw every token on the host from its logits row with the session's sampling parameters
+    /// (grammars, `frequency_penalty`, `logit_bias`: [`HostDraw`]; the session's own choice is
+    /// not used); no drafts.
+    pub draw: Option<&'a HostDraw>,
 }
 
 /// Holds back streamed text that could still turn into a stop string.
@@ -208,8 +209,9 @@ pub fn generate_events(
     let rows = top_n.is_some() || opts.draw.is_some();
     let want = if rows { LogitsWanted::Last } else { LogitsWanted::None };
     let prefilled = phases::time(FIRST_TOKEN_PHASE, || session.prefill(prompt_ids, want))?;
-    let mut host =
-        opts.draw.as_ref().map(|d| HostSteps::new(d, opts.earlier.iter().chain(prompt_ids).copied().collect()));
+    let mut host = opts.draw.map(|d| {
+        HostSteps::new(d, session.sampling().clone(), opts.earlier.iter().chain(prompt_ids).copied().collect())
+    });
     let first = match host.as_mut() {
         Some(j) => j.next(&prefilled.logits, session.pos())?,
         None => prefilled.next_token,

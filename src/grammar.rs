@@ -59,7 +59,6 @@ pub struct GrammarEnv {
     factory: ParserFactory,
     /// The ids that end an answer (allowed together once a grammar may end).
     eos: Vec<u32>,
-    vocab: usize,
 }
 
 impl GrammarEnv {
@@ -80,7 +79,7 @@ impl GrammarEnv {
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| GrammarError::Vocabulary(e.to_string()))?;
         // Warnings go into the error messages, not onto the server's stderr.
         factory.quiet();
-        Ok(Arc::new(GrammarEnv { factory, eos, vocab }))
+        Ok(Arc::new(GrammarEnv { factory, eos }))
     }
 }
 
@@ -102,9 +101,9 @@ pub fn bound_whitespace(schema: &mut Value) {
 /// unused ids empty (never allowed).
 fn token_word(tok: &Tokenizer, id: u32, ends_text: bool) -> Vec<u8> {
     let bytes = tok.token_bytes(id).unwrap_or_default();
+    let special = ends_text || tok.token_type(id) == Some(TokenType::Control);
     match tok.token_type(id) {
-        _ if ends_text => [&[TokTrie::SPECIAL_TOKEN_MARKER][..], bytes].concat(),
-        Some(TokenType::Control) => [&[TokTrie::SPECIAL_TOKEN_MARKER][..], bytes].concat(),
+        _ if special => [&[TokTrie::SPECIAL_TOKEN_MARKER][..], bytes].concat(),
         Some(TokenType::Unused) | None => Vec::new(),
         _ => bytes.to_vec(),
     }
@@ -181,13 +180,14 @@ pub struct GrammarSteps<'a> {
 
 impl GrammarSteps<'_> {
     /// Sets `logits[id]` to -inf for every token the grammar does not allow next (ids past the
-    /// vocabulary too); the end-of-text ids stay only where the grammar may end.
+    /// vocabulary -- the mask's length -- too); the end-of-text ids stay only where the grammar
+    /// may end.
     pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), GrammarError> {
         let mask = match self.prepared.take() {
             Some(m) => m,
             None => self.mask()?,
         };
-        let allowed = |id: usize| id < self.env.vocab && id < mask.len() && mask.get(id);
+        let allowed = |id: usize| id < mask.len() && mask.get(id);
         let may_end = self.env.eos.iter().any(|&e| allowed(e as usize));
         let mut any = false;
         for (id, l) in logits.iter_mut().enumerate() {

@@ -1,11 +1,10 @@
 //! Drawing tokens on the host: for what the executors' samplers do not do -- JSON mode and
 //! structured outputs (`grammar`), OpenAI's `frequency_penalty` and `logit_bias` -- each step's
-//! logits row is
-//! copied back, changed, and the token drawn with `sampler::sample`, the same function the
-//! executors run (so a row left as it is gives their token). In order: `logit_bias` added,
-//! `frequency_penalty` times each token's count in the answer so far subtracted, the grammar's
-//! mask applied, then the sampler (its own repetition and presence penalties
-//! included).
+//! logits row is copied back, changed, and the token drawn with `sampler::sample` and the
+//! session's sampling parameters, the same function and parameters the executors use (so a row
+//! left as it is gives their token). In order: `logit_bias` added, `frequency_penalty` times each
+//! token's count in the answer so far subtracted, the grammar's mask applied, then the sampler
+//! (its own repetition and presence penalties included).
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -14,10 +13,9 @@ use qwen_aot_runtime::sampler::{self, SamplingParams};
 
 use crate::grammar::{Grammar, GrammarSteps};
 
-/// How a request's tokens are drawn on the host.
+/// How a request's tokens are drawn on the host (besides the session's sampling parameters).
 #[derive(Clone)]
 pub struct HostDraw {
-    pub sampling: SamplingParams,
     /// Structured outputs: the answer is a sentence of this grammar (a JSON schema's, say).
     pub grammar: Option<Arc<Grammar>>,
     /// Subtracted from a token's logit once per time it is already in the answer.
@@ -29,7 +27,6 @@ pub struct HostDraw {
 impl std::fmt::Debug for HostDraw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostDraw")
-            .field("sampling", &self.sampling)
             .field("grammar", &self.grammar.is_some())
             .field("frequency_penalty", &self.frequency_penalty)
             .field("logit_bias", &self.logit_bias)
@@ -40,6 +37,11 @@ impl std::fmt::Debug for HostDraw {
 /// A [`HostDraw`] through one answer.
 pub struct HostSteps<'a> {
     draw: &'a HostDraw,
+    sampling: SamplingParams,
+    /// The row being changed and the sampler's buffers, reused from step to step (no allocation
+    /// per token).
+    row: Vec<f32>,
+    scratch: sampler::SampleScratch,
     /// The grammar's matcher after the answer so far (structured outputs).
     grammar: Option<GrammarSteps<'a>>,
     /// The session's tokens (for the sampler's penalties).
@@ -49,10 +51,12 @@ pub struct HostSteps<'a> {
 }
 
 impl<'a> HostSteps<'a> {
-    /// Steps of `draw` after `history` (the tokens the session holds).
-    pub fn new(draw: &'a HostDraw, history: Vec<u32>) -> HostSteps<'a> {
+    /// Steps of `draw` with `sampling` (the session's) after `history` (the tokens the session
+    /// holds).
+    pub fn new(draw: &'a HostDraw, sampling: SamplingParams, history: Vec<u32>) -> HostSteps<'a> {
         let grammar = draw.grammar.as_deref().map(Grammar::start);
-        HostSteps { draw, grammar, history, counts: HashMap::new() }
+        let (row, scratch) = (Vec::new(), sampler::SampleScratch::default());
+        HostSteps { draw, sampling, row, scratch, grammar, history, counts: HashMap::new() }
     }
 
     /// Token `id` was fed to the session.
@@ -76,7 +80,9 @@ impl<'a> HostSteps<'a> {
 
     /// The token drawn at position `pos` from `logits`, the row after the tokens fed so far.
     pub fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
-        let mut row = logits.to_vec();
+        let row = &mut self.row;
+        row.clear();
+        row.extend_from_slice(logits);
         for &(id, bias) in &self.draw.logit_bias {
             if let Some(l) = row.get_mut(id as usize) {
                 *l += bias;
@@ -90,9 +96,9 @@ impl<'a> HostSteps<'a> {
             }
         }
         if let Some(g) = self.grammar.as_mut() {
-            g.apply(&mut row)?;
+            g.apply(row)?;
         }
-        let id = sampler::sample(&row, &self.history, &self.draw.sampling, pos);
+        let id = sampler::sample_with(&mut self.scratch, row, &self.history, &self.sampling, pos);
         if let Some(g) = self.grammar.as_mut() {
             g.advance(id)?;
         }
@@ -114,12 +120,16 @@ mod tests {
     #[test]
     fn bias_and_frequency_penalty_move_the_draw() {
         let logits = [1.0f32, 3.0, 2.5, 0.0];
-        let plain = HostDraw { sampling: greedy(), grammar: None, frequency_penalty: 0.0, logit_bias: vec![] };
-        assert_eq!(HostSteps::new(&plain, vec![]).next(&logits, 0).unwrap(), 1);
+        let plain = HostDraw { grammar: None, frequency_penalty: 0.0, logit_bias: vec![] };
+        assert_eq!(HostSteps::new(&plain, greedy(), vec![]).next(&logits, 0).unwrap(), 1);
         let biased = HostDraw { logit_bias: vec![(3, 5.0), (99, 1.0)], ..plain.clone() };
-        assert_eq!(HostSteps::new(&biased, vec![]).next(&logits, 0).unwrap(), 3, "ids past the row are ignored");
+        assert_eq!(
+            HostSteps::new(&biased, greedy(), vec![]).next(&logits, 0).unwrap(),
+            3,
+            "ids past the row are ignored"
+        );
         let freq = HostDraw { frequency_penalty: 0.4, ..plain };
-        let mut steps = HostSteps::new(&freq, vec![]);
+        let mut steps = HostSteps::new(&freq, greedy(), vec![]);
         // 1 (3.0), 1 (3.0 - 0.4 = 2.6 > 2.5), then 2 (3.0 - 0.8 = 2.2 < 2.5), then 1 again (2.2 vs 2.1).
         let drawn: Vec<u32> = (0..4).map(|p| steps.next(&logits, p).unwrap()).collect();
         assert_eq!(drawn, [1, 1, 2, 1]);

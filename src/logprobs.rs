@@ -79,14 +79,9 @@ mod tests {
     /// is the sorted head of the row.
     #[test]
     fn probabilities_of_a_vocabulary_sized_row_sum_to_one() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut state = 7u64;
         let logits: Vec<f32> = (0..151_936)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                1000.0 + (state % 20_000) as f32 / 1000.0
-            })
+            .map(|_| 1000.0 + (qwen_aot_runtime::rng::splitmix64(&mut state) % 20_000) as f32 / 1000.0)
             .collect();
         let log_z = log_normaliser(&logits);
         let total: f64 = logits.iter().map(|&l| (f64::from(l) - log_z).exp()).sum();

@@ -7,11 +7,14 @@ use crate::executor::{Executor, LogitsWanted, StepOutput};
 pub struct Session {
     exec: Box<dyn Executor>,
     pos: usize,
+    /// What the executor samples with (the last [`Session::set_sampling`]), for callers that
+    /// draw on the host with the same parameters.
+    sampling: crate::sampler::SamplingParams,
 }
 
 impl Session {
     pub fn new(exec: Box<dyn Executor>) -> Session {
-        Session { exec, pos: 0 }
+        Session { exec, pos: 0, sampling: Default::default() }
     }
 
     pub fn executor(&self) -> &dyn Executor {
@@ -21,7 +24,14 @@ impl Session {
     /// Sampling for every following token (greedy by default).
     pub fn set_sampling(&mut self, params: &crate::sampler::SamplingParams) -> Result<(), RuntimeError> {
         params.validate()?;
-        self.exec.set_sampling(params)
+        self.exec.set_sampling(params)?;
+        self.sampling = params.clone();
+        Ok(())
+    }
+
+    /// The sampling parameters in effect ([`Session::set_sampling`]; greedy by default).
+    pub fn sampling(&self) -> &crate::sampler::SamplingParams {
+        &self.sampling
     }
 
     /// See [`Executor::warm_up`]: for idle moments (the conversation is unchanged).

@@ -199,7 +199,6 @@ fn run(mut args: Args) -> Result<()> {
     // A grammar draws each token on the host from its masked logits row (no drafts).
     let draw = match grammar {
         Some(g) => Some(HostDraw {
-            sampling: sampling.clone(),
             grammar: Some(phases::time("compile the grammar", || g.compile(&loaded.tokenizer))?),
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
@@ -210,7 +209,7 @@ fn run(mut args: Args) -> Result<()> {
         max_tokens: args.max_tokens,
         stop_strings: args.stop.clone(),
         speculation: drafter,
-        draw,
+        draw: draw.as_ref(),
         ..Default::default()
     };
     let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, &opts, |piece| {

@@ -251,11 +251,8 @@ fn run_choice(
         speculation: drafter,
         earlier: cached,
         logprobs: job.logprobs,
-        // Each answer draws with its own seed (set on the session for the other paths).
-        draw: job.draw.as_ref().map(|d| HostDraw {
-            sampling: SamplingParams { seed: d.sampling.seed.wrapping_add(choice as u64), ..d.sampling.clone() },
-            ..d.clone()
-        }),
+        // Host draws use the session's parameters, with this answer's seed set above.
+        draw: job.draw.as_ref(),
     };
     let result = generate_events(session, tok, &ids[start..], &opts, |e| {
         send(match e {

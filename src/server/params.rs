@@ -49,14 +49,7 @@ pub struct Prepared {
 pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
     refuse_unsupported(&req)?;
     let Tools { defs: tool_defs, names: tools, forced } = tools(&req, endpoint)?;
-    let (text, prompt_ids) = match endpoint {
-        Endpoint::Chat => {
-            let text = render_chat(&req, model, &tool_defs)?;
-            let ids = model.tokenizer.encode(&text);
-            (text, ids)
-        }
-        Endpoint::Completion => prompt_input(&req, model)?,
-    };
+    let (text, prompt_ids) = input(&req, endpoint, model, &tool_defs)?;
     let suffix = req.suffix.as_deref().filter(|s| !s.is_empty());
     let echo = match (req.echo, endpoint) {
         (Some(true), Endpoint::Chat) => {
@@ -406,11 +399,26 @@ fn render_chat(req: &CompletionRequest, model: &ModelInfo, tools: &[Value]) -> R
 /// The token ids a request's input becomes, as the generation endpoints make them: `messages`
 /// through the chat template (with its `tools`), else the completion's `prompt`.
 pub fn input_ids(req: &CompletionRequest, model: &ModelInfo) -> Result<Vec<u32>, ApiError> {
-    if req.messages.is_some() {
-        let Tools { defs, .. } = tools(req, Endpoint::Chat)?;
-        Ok(model.tokenizer.encode(&render_chat(req, model, &defs)?))
-    } else {
-        Ok(prompt_input(req, model)?.1)
+    let endpoint = if req.messages.is_some() { Endpoint::Chat } else { Endpoint::Completion };
+    let Tools { defs, .. } = tools(req, endpoint)?;
+    Ok(input(req, endpoint, model, &defs)?.1)
+}
+
+/// The endpoint's input as text and token ids: chat's `messages` (with `tools`) through the
+/// template, a completion's `prompt` as given.
+fn input(
+    req: &CompletionRequest,
+    endpoint: Endpoint,
+    model: &ModelInfo,
+    tool_defs: &[Value],
+) -> Result<(String, Vec<u32>), ApiError> {
+    match endpoint {
+        Endpoint::Chat => {
+            let text = render_chat(req, model, tool_defs)?;
+            let ids = model.tokenizer.encode(&text);
+            Ok((text, ids))
+        }
+        Endpoint::Completion => prompt_input(req, model),
     }
 }
 

@@ -133,7 +133,6 @@ pub(super) fn submit(s: &Shared, model: &Arc<ModelInfo>, p: Prepared, endpoint: 
         sampling: p.sampling.clone(),
         logprobs: p.logprobs,
         draw: p.host_draw.then(|| HostDraw {
-            sampling: p.sampling.clone(),
             grammar: p.grammar.clone(),
             frequency_penalty: p.frequency_penalty,
             logit_bias: p.logit_bias.clone(),

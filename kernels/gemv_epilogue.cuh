@@ -19,7 +19,6 @@ struct GemvOut {
     float* k_cache;         // ROPE: [max_seq, Hkv, d] (f32)
     __half* v_cache;        // ROPE: [max_seq, Hkv, d] (f16)
     int n_heads, n_kv_heads, head_dim;
-    unsigned long long* best;  // STORE in the argmax entry points (qmma.cu): argmax_key of the stored row
 };
 
 // The unit's rows of W: j0, and j1 for the paired epilogues (gate i with up i; RoPE pair i, i + d/2).

@@ -595,11 +595,14 @@ QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq,
 // tiles with long rows -- down_proj -- whose tiles want more than GEMV_WARPS warps each: the
 // x digits in fewer rounds and each warp's chain of steps shorter, launch::qmma_gemv).
 // ARGMAX (store only: the LM head's entry points, gemv_m_store_argmax_*): each stored value's
-// argmax_key is kept per lane, and the block's largest goes to *o.best with one atomicMax at
-// the end -- the greedy argmax without a launch of its own (the caller zeroes *o.best first).
+// argmax_key is kept per lane, and the block's largest goes to *best with one atomicMax at the
+// end -- the greedy argmax without a launch of its own (the caller zeroes *best first). (`best`
+// is a parameter of its own rather than a GemvOut field: a wider GemvOut changed the machine code
+// of five k-quant RoPE kernels.)
 template <int EPI, int FA, int FB, int WARPS, bool ARGMAX = false>
 __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
-                            float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o) {
+                            float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o,
+                            unsigned long long* best_key = nullptr) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float red[WARPS][MMA_TILE];
     __shared__ float scratch[32];
@@ -719,7 +722,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         }
         cursor_next<EPI, FA, FB>(at, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
     }
-    if constexpr (ARGMAX) argmax_key_to<WARPS * 32>(best, o.best);
+    if constexpr (ARGMAX) argmax_key_to<WARPS * 32>(best, best_key);
     cp_async_wait<0>();
 }
 
@@ -769,8 +772,8 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, int n, int k, int wpt, int last_row,                                \
         unsigned long long* __restrict__ best) {                                                                     \
-        const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0, best};                            \
-        gemv_m_impl<EPI_STORE, F, F, GEMV_WARPS, true>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);             \
+        const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
+        gemv_m_impl<EPI_STORE, F, F, GEMV_WARPS, true>(state, x, norm_w, eps, P, n, k, wpt, last_row, o, best);       \
     }
 
 // Keep in step with launch::QMMA_KERNELS (a test compares the two lists).

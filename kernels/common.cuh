@@ -130,6 +130,14 @@ QA_DEVICE void pdl_prologue() {
 #endif
 }
 
+// A program's first kernel (the embedding) zeroes the key its LM head's argmax epilogue maximises
+// into (qmma.cu, ARGMAX; null when the program has none), after its wait: the previous program's
+// key has been read back by then (stream order), and every later kernel of this program sees the
+// zero (completion is transitive, above).
+QA_DEVICE void clear_argmax_key(unsigned long long* key) {
+    if (key != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *key = 0ull;
+}
+
 // ---- asynchronous copies (attention.cu, qmma.cu) -----------------------------------------------
 // Closes the thread's current group of cp.async copies; wait<N> returns once at most N of the
 // thread's groups are still in flight.

@@ -6,16 +6,19 @@
 //          hidden*6 bytes per row, so it is pure latency: one wave, no shared memory.
 // why:     ids were range-checked by the host; an id outside 0..vocab (which would be a runtime
 //          bug) writes zeros instead of reading out of bounds.
+//          argmax_key (or null): zeroed by block (0, 0) -- a program's first kernel clears what its
+//          LM head's argmax epilogue (qmma.cu, ARGMAX) will maximise into.
 #include "common.cuh"
 
 extern "C" __global__ void embed_f16(const int* __restrict__ state,
                                      const int* __restrict__ tokens,    // [rows]
                                      const __half* __restrict__ table,  // [vocab, hidden]
                                      float* __restrict__ out,           // [rows, hidden]
-                                     int hidden, int vocab) {
+                                     int hidden, int vocab, unsigned long long* __restrict__ argmax_key) {
     const int t = blockIdx.y;
     const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
     pdl_prologue();
+    clear_argmax_key(argmax_key);
     if (t >= n_tokens) return;
     const int id = tokens[t];
     const bool ok = id >= 0 && id < vocab;

@@ -225,12 +225,15 @@ extern "C" __global__ void __launch_bounds__(DQ_THREADS)
 }
 
 // out[t, :] = W[tokens[t], :] (f32); grid (ceil(G / 256), rows), block 256. An id outside
-// 0..vocab (a runtime bug: ids are checked on the host) writes zeros.
+// 0..vocab (a runtime bug: ids are checked on the host) writes zeros. argmax_key (or null): as
+// embed.cu's.
 extern "C" __global__ void __launch_bounds__(256) embed_q(const int* __restrict__ state, const int* __restrict__ tokens,
-                                                          const QParts P, float* __restrict__ out, int hidden, int vocab) {
+                                                          const QParts P, float* __restrict__ out, int hidden, int vocab,
+                                                          unsigned long long* __restrict__ argmax_key) {
     const int t = blockIdx.y;
     const int n_tokens = state_n_tokens(state);  // written by the host before the launch: before the wait
     pdl_prologue();
+    clear_argmax_key(argmax_key);
     if (t >= n_tokens) return;
     const int g = blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (hidden >> 5)) return;

@@ -39,6 +39,7 @@
 //    (the host checks: launch::qmma_kernel); the two formats of a kernel are a compile-time pair.
 //    Store: tile T is rows 8T..8T+7. SwiGLU / RoPE: tile T is units 4T..4T+3, their first rows in
 //    tile rows 0-3 and second rows in 4-7 (unit_rows).
+#include "argmax.cuh"
 #include "gemv_epilogue.cuh"
 #include "quant.cuh"
 
@@ -593,9 +594,15 @@ QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq,
 // WARPS: the block's warps, GEMV_WARPS, or QMMA_WIDE_WARPS for the wide store entry points (few
 // tiles with long rows -- down_proj -- whose tiles want more than GEMV_WARPS warps each: the
 // x digits in fewer rounds and each warp's chain of steps shorter, launch::qmma_gemv).
-template <int EPI, int FA, int FB, int WARPS>
+// ARGMAX (store only: the LM head's entry points, gemv_m_store_argmax_*): each stored value's
+// argmax_key is kept per lane, and the block's largest goes to *best with one atomicMax at the
+// end -- the greedy argmax without a launch of its own (the caller zeroes *best first). (`best`
+// is a parameter of its own rather than a GemvOut field: a wider GemvOut changed the machine code
+// of five k-quant RoPE kernels.)
+template <int EPI, int FA, int FB, int WARPS, bool ARGMAX = false>
 __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
-                            float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o) {
+                            float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o,
+                            unsigned long long* best_key = nullptr) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float red[WARPS][MMA_TILE];
     __shared__ float scratch[32];
@@ -659,6 +666,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     const DigitWeights dw = digit_weights(tq);
 
     float acc = 0.0f;
+    unsigned long long best = 0;  // ARGMAX: the lane's best key so far
     for (int q = 0; at.tile < ntiles; ++q, ++issued) {
         {
             const int g0 = in.s * step_groups + g_sub;
@@ -701,6 +709,8 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
                 if (EPI == EPI_STORE) {
                     if (!pre) epi_load_acts<EPI>(o, r, n, j, ein);
                     gemv_epilogue<EPI>(o, state, r, n, j, j, j, y0 * inv, 0.0f, ein);
+                    // The value just stored (the argmax entries have no residual).
+                    if constexpr (ARGMAX) best = key_max(best, argmax_key(y0 * inv, j));
                 } else if (gq < 4) {
                     const int u = at.tile * (MMA_TILE / 2) + gq;
                     int j0, j1;
@@ -712,6 +722,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         }
         cursor_next<EPI, FA, FB>(at, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
     }
+    if constexpr (ARGMAX) argmax_key_to<WARPS * 32>(best, best_key);
     cp_async_wait<0>();
 }
 
@@ -753,6 +764,18 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
                                       o);                                                                            \
     }
 
+// The LM head's store with the greedy argmax as its epilogue (ARGMAX above), for the formats a
+// whole matrix can have: gemv_m_store_* without the residual, plus `best` (unsigned long long [1],
+// zeroed before the launch).
+#define QMMA_ARGMAX_ENTRY(F, SFX, MINB)                                                                                \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_store_argmax_##SFX(                                \
+        const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
+        const QParts P, float* __restrict__ out, int n, int k, int wpt, int last_row,                                \
+        unsigned long long* __restrict__ best) {                                                                     \
+        const GemvOut o{out, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                  \
+        gemv_m_impl<EPI_STORE, F, F, GEMV_WARPS, true>(state, x, norm_w, eps, P, n, k, wpt, last_row, o, best);       \
+    }
+
 // Keep in step with launch::QMMA_KERNELS (a test compares the two lists).
 QMMA_ENTRIES(QF_Q4_0, QF_Q4_0, q4_0, 2)
 QMMA_ENTRIES(QF_Q4_1, QF_Q4_1, q4_1, 2)
@@ -769,3 +792,14 @@ QMMA_ENTRIES(QF_Q5_1, QF_Q8_0, q5_1_q8_0, 2)
 QMMA_ENTRIES(QF_Q4_K, QF_Q6_K, q4_k_q6_k, 3)
 QMMA_ENTRIES(QF_Q5_K, QF_Q6_K, q5_k_q6_k, 3)
 #undef QMMA_ENTRIES
+
+// Keep in step with qmma::QMMA_ARGMAX_KERNELS (a test compares the two lists).
+QMMA_ARGMAX_ENTRY(QF_Q4_0, q4_0, 2)
+QMMA_ARGMAX_ENTRY(QF_Q4_1, q4_1, 2)
+QMMA_ARGMAX_ENTRY(QF_Q5_0, q5_0, 2)
+QMMA_ARGMAX_ENTRY(QF_Q5_1, q5_1, 2)
+QMMA_ARGMAX_ENTRY(QF_Q8_0, q8_0, 2)
+QMMA_ARGMAX_ENTRY(QF_Q4_K, q4_k, 3)
+QMMA_ARGMAX_ENTRY(QF_Q5_K, q5_k, 3)
+QMMA_ARGMAX_ENTRY(QF_Q6_K, q6_k, 3)
+#undef QMMA_ARGMAX_ENTRY

@@ -111,7 +111,7 @@ impl<'a> KernelBench<'a> {
         let h = hidden as u64;
         let mm = |n: usize, k: usize, res: bool| (n * k * 2 + k * 4 + n * 4 * if res { 2 } else { 1 }) as u64;
         let cases: Vec<(String, u64, Vec<Op>)> = vec![
-            ("embed".into(), h * 6, vec![launch::embed(st, tok, table, y, hidden, vocab, 1)]),
+            ("embed".into(), h * 6, vec![launch::embed(st, tok, table, y, hidden, vocab, 1, 0)]),
             ("rms_norm".into(), h * 12, vec![launch::rms_norm(st, x, norm_w, y, hidden, 1e-6, 1)]),
             (
                 "add_rms_norm".into(),

@@ -383,11 +383,15 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
         let d_table = h.input(&table16)?;
         let d_tok = h.input(&tokens)?;
         let out = h.output(t * s.hidden * 4)?;
-        h.run(&[launch::embed(st, d_tok.ptr(), d_table.ptr(), out.ptr(), s.hidden, s.vocab, t)], "embed")?;
+        let key = h.output(8)?; // the LM head's argmax key, which the program's embed zeroes
+        h.run(&[launch::embed(st, d_tok.ptr(), d_table.ptr(), out.ptr(), s.hidden, s.vocab, t, key.ptr())], "embed")?;
         let g = h.read_f32(&out, t * s.hidden)?;
         let mut c = vec![0f32; t * s.hidden];
         cpu::embed(&tokens, &table_f, s.hidden, &mut c);
         h.record("embed", &g, &c, 0.0);
+        let mut k = [u64::MAX];
+        h.dev.dtoh(key.ptr(), &mut k, "argmax key read")?;
+        h.record_flag("embed: zeroes the argmax key", k[0] == 0);
     }
 
     // ---- rms_norm / add_rms_norm ----

@@ -10,6 +10,10 @@
 //! Sampling ([`super::sample`]): with anything but greedy-without-penalties, the sampling kernels
 //! replace the argmax launch (prefill, and a second decode graph); the embed kernel reads the
 //! tokens from the sampler's `fed` buffer so that they can be recorded in the device history.
+//!
+//! The greedy decode graph has no argmax launch where a tensor-core kernel takes the LM head
+//! (`launch::qgemv_argmax`): the LM head's blocks maximise the winner's key into `argmax_key`
+//! (zeroed by the program's embed kernel), and the host decodes it (`super::argmax_key`).
 use cudarc::driver::{sys, CudaGraph};
 
 use super::prefill_graphs::{self, PrefillGraphs, PrefillKey};
@@ -23,6 +27,7 @@ use super::launch::{
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
 use super::CudaCtx;
+use super::{argmax_key, qmma};
 use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
@@ -77,6 +82,8 @@ pub struct CudaExecutor {
     state: DevBuf,
     attn_scratch: (DevBuf, DevBuf, DevBuf),
     argmax_scratch: DevBuf,
+    /// u64 [1]: the greedy decode's argmax key when its LM head has the argmax epilogue.
+    argmax_key: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
     /// Prefill GEMMs on quantized weights: f16 copies of a few whole weights (a batch, one
     /// launch) or of one slice of a taller weight, dequantised just before their GEMMs.
@@ -94,6 +101,9 @@ pub struct CudaExecutor {
     max_seq: usize,
     decode_splits: usize,
     decode_ops: Vec<Op>,
+    /// Whether `decode_ops` end in the LM head's argmax epilogue (the token is in `argmax_key`)
+    /// instead of an argmax launch (in the plan's `next_token` buffer).
+    decode_argmax_fused: bool,
     use_graph: bool,
     /// Whether prefills replay graphs (`prefill_graphs::enabled`).
     use_prefill_graphs: bool,
@@ -146,6 +156,7 @@ impl CudaExecutor {
         );
         // part_v [1024] f32 | part_i [1024] i32 | counter u32
         let argmax_scratch = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?;
+        let argmax_key = dev.alloc(8, "argmax key")?;
 
         // cuBLAS path: f16 copy of the largest matmul input of the prefill program.
         let max_k = plan
@@ -205,6 +216,7 @@ impl CudaExecutor {
             state,
             attn_scratch,
             argmax_scratch,
+            argmax_key,
             gemm_scratch,
             dequant_scratch,
             prefill_path: PrefillPath::Auto,
@@ -222,12 +234,16 @@ impl CudaExecutor {
             max_seq,
             decode_splits,
             decode_ops: Vec::new(),
+            decode_argmax_fused: false,
             use_graph,
             use_prefill_graphs: prefill_graphs::enabled(use_graph),
             state_n_tokens: None,
         };
-        ex.decode_ops = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits)?;
-        ex.sampler.decode_ops = ex.with_sampler(&ex.decode, ex.decode_ops.clone())?;
+        ex.decode_ops = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits, true)?;
+        ex.decode_argmax_fused = ex.fused_lm_head(&ex.decode).is_some();
+        // The sampling kernels replace an argmax launch: the sampled graph keeps the plain LM head.
+        let unfused = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits, false)?;
+        ex.sampler.decode_ops = ex.with_sampler(&ex.decode, unfused)?;
         ex.dev.sync("loading the model")?;
         Ok(ex)
     }
@@ -457,14 +473,39 @@ impl CudaExecutor {
         }
     }
 
+    /// The step of `prog` whose LM head can take the argmax epilogue: a one-row program's last-row
+    /// store GEMV, without a residual, straight followed by the argmax of its output, on weights
+    /// a tensor-core argmax entry point takes (`qmma::argmax_kernel`).
+    fn fused_lm_head(&self, prog: &Program) -> Option<usize> {
+        prog.steps.windows(2).position(|w| match (&w[0], &w[1]) {
+            (
+                Step::Gemv {
+                    weight,
+                    n,
+                    k,
+                    epilogue: GemvEpilogue::Store { out, residual: None, logit_rows: true },
+                    ..
+                },
+                Step::Argmax { logits, .. },
+            ) => {
+                *logits == *out
+                    && prog.max_tokens == 1
+                    && self.parts(*weight).is_some_and(|p| qmma::argmax_kernel(&p, *n, *k).is_some())
+            }
+            _ => false,
+        })
+    }
+
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
-    /// n_tokens from the device state).
+    /// n_tokens from the device state). `fuse_argmax`: the LM head takes the argmax epilogue
+    /// where it can ([`Self::fused_lm_head`]; the token is then read from `argmax_key`).
     fn build_ops(
         &self,
         prog: &Program,
         rows: usize,
         logits: LogitsWanted,
         splits: usize,
+        fuse_argmax: bool,
     ) -> Result<Vec<Op>, RuntimeError> {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
@@ -480,6 +521,8 @@ impl CudaExecutor {
             counter: am + ARGMAX_MAX_BLOCKS as u64 * 8,
         };
         let sm = self.dev.sm_count();
+        let fused = if fuse_argmax { self.fused_lm_head(prog) } else { None };
+        let key = if fused.is_some() { self.argmax_key.ptr() } else { 0 };
         let mut ops = Vec::new();
         // The quantized weights whose f16 copies are in the dequantisation scratch now.
         let mut dequantised: Vec<(WeightId, DequantJob)> = Vec::new();
@@ -490,8 +533,8 @@ impl CudaExecutor {
                     let tokens = if tokens == prog.tokens { self.sampler.fed_ptr() } else { b(tokens) };
                     let (hidden, vocab) = (self.hparams.hidden, self.hparams.vocab);
                     ops.push(match self.parts(table) {
-                        Some(parts) => launch::embed_q(st, tokens, parts, b(out), hidden, vocab, rows),
-                        None => launch::embed(st, tokens, self.weight_ptr(table), b(out), hidden, vocab, rows),
+                        Some(parts) => launch::embed_q(st, tokens, parts, b(out), hidden, vocab, rows, key),
+                        None => launch::embed(st, tokens, self.weight_ptr(table), b(out), hidden, vocab, rows, key),
                     });
                 }
                 Step::RmsNorm { x, weight, out, eps } => {
@@ -534,11 +577,21 @@ impl CudaExecutor {
                     ops.extend(launch::attention(st, b(q), kc, vc, b(out), h, scale, rows, splits, attn));
                 }
                 Step::SwiGlu { gate_up, ffn, out } => ops.push(launch::swiglu(st, b(gate_up), b(out), ffn, rows)),
+                // The LM head before it took the argmax as its epilogue.
+                Step::Argmax { .. } if fused.is_some_and(|f| f + 1 == index) => {}
                 Step::Argmax { logits: l, vocab, out } => {
                     ops.push(launch::argmax(st, b(l), b(out), vocab, sm, argmax_scratch))
                 }
                 Step::Gemv { x, norm, weight, n, k, ref epilogue } => {
                     let norm = norm.map(|nm| GemvNorm { weight: self.weight_ptr(nm.weight), eps: nm.eps });
+                    if fused == Some(index) {
+                        let (GemvEpilogue::Store { out, .. }, Some(parts)) = (epilogue, self.parts(weight)) else {
+                            return Err(RuntimeError::Cuda("the fused LM head is not a quantized store".into()));
+                        };
+                        let op = launch::qgemv_argmax(&self.dev, st, b(x), norm, parts, n, k, b(*out), key);
+                        ops.push(op.ok_or_else(|| RuntimeError::Cuda("no argmax entry point for the LM head".into()))?);
+                        continue;
+                    }
                     let epilogue = match *epilogue {
                         GemvEpilogue::Store { out, residual, logit_rows } => GemvOut::Store {
                             out: b(out),
@@ -639,7 +692,7 @@ impl CudaExecutor {
     /// gives the same launches for None and Last). Prefill attention splits: one per row (direct
     /// output); rows already give the parallelism.
     fn prefill_ops(&self, key: PrefillKey, logits: LogitsWanted) -> Result<Vec<Op>, RuntimeError> {
-        let ops = self.build_ops(&self.prefill, key.rows, logits, 1)?;
+        let ops = self.build_ops(&self.prefill, key.rows, logits, 1, false)?;
         if key.sampled {
             self.with_sampler(&self.prefill, ops)
         } else {
@@ -663,8 +716,16 @@ impl CudaExecutor {
         sample::replace_argmax(ops, with)
     }
 
-    /// Copies the requested logits rows and the device argmax of `prog` back (one synchronisation).
-    fn read_outputs(&self, decode: bool, rows: usize, want: LogitsWanted) -> Result<StepOutput, RuntimeError> {
+    /// Copies the requested logits rows and the device argmax of `prog` back (one synchronisation):
+    /// from `argmax_key` when `fused` (the greedy decode's LM head epilogue), else from the
+    /// program's `next_token` buffer.
+    fn read_outputs(
+        &self,
+        decode: bool,
+        rows: usize,
+        want: LogitsWanted,
+        fused: bool,
+    ) -> Result<StepOutput, RuntimeError> {
         let prog = if decode { &self.decode } else { &self.prefill };
         let vocab = self.hparams.vocab;
         let mut logits = match want {
@@ -690,15 +751,21 @@ impl CudaExecutor {
             .result()
             .cuda_ctx(|| "copying logits to the host".into())?;
         }
-        let mut tok = [0i32; 1];
-        self.dev.dtoh(self.buf_ptr(prog, prog.next_token), &mut tok, "reading the next token")?;
-        if tok[0] < 0 || tok[0] as usize >= vocab {
+        let token = if fused {
+            let mut key = [0u64; 1];
+            self.dev.dtoh(self.argmax_key.ptr(), &mut key, "reading the next token")?;
+            i64::from(argmax_key::decode(key[0]))
+        } else {
+            let mut tok = [0i32; 1];
+            self.dev.dtoh(self.buf_ptr(prog, prog.next_token), &mut tok, "reading the next token")?;
+            i64::from(tok[0])
+        };
+        if token < 0 || token as usize >= vocab {
             return Err(RuntimeError::Cuda(format!(
-                "device argmax returned {} (vocab {vocab}): non-finite logits?",
-                tok[0]
+                "device argmax returned {token} (vocab {vocab}): non-finite logits?"
             )));
         }
-        Ok(StepOutput { next_token: tok[0] as u32, logits })
+        Ok(StepOutput { next_token: token as u32, logits })
     }
 }
 
@@ -826,7 +893,7 @@ impl Executor for CudaExecutor {
                 }
             }
         }
-        let out = self.read_outputs(false, t, logits)?;
+        let out = self.read_outputs(false, t, logits, false)?;
         self.sampler.after_run(pos, tokens, sampled);
         Ok(out)
     }
@@ -849,7 +916,8 @@ impl Executor for CudaExecutor {
         } else {
             self.launch_greedy_decode()?;
         }
-        let out = self.read_outputs(true, 1, if logits { LogitsWanted::Last } else { LogitsWanted::None })?;
+        let want = if logits { LogitsWanted::Last } else { LogitsWanted::None };
+        let out = self.read_outputs(true, 1, want, !sampled && self.decode_argmax_fused)?;
         self.sampler.after_run(pos, &[token], sampled);
         Ok(out)
     }

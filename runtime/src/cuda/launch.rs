@@ -166,13 +166,24 @@ fn i(v: usize) -> Arg {
 
 // ---- builders: one per kernel family -----------------------------------------------------------
 
-/// tokens i32 [rows]; table f16 [vocab, hidden]; out f32 [rows, hidden].
-pub(crate) fn embed(st: u64, tokens: u64, table: u64, out: u64, hidden: usize, vocab: usize, rows: usize) -> Op {
+/// tokens i32 [rows]; table f16 [vocab, hidden]; out f32 [rows, hidden]; `argmax_key` u64 [1]
+/// zeroed for the program's LM head argmax epilogue ([`qgemv_argmax`]), or 0 (none).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn embed(
+    st: u64,
+    tokens: u64,
+    table: u64,
+    out: u64,
+    hidden: usize,
+    vocab: usize,
+    rows: usize,
+    argmax_key: u64,
+) -> Op {
     kernel(
         Kernel::Embed,
         (div_ceil(hidden, 256 * 8), rows, 1),
         256,
-        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Ptr(table), Arg::Ptr(out), i(hidden), i(vocab)],
+        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Ptr(table), Arg::Ptr(out), i(hidden), i(vocab), Arg::Ptr(argmax_key)],
     )
 }
 
@@ -527,7 +538,7 @@ pub(crate) fn qgemv(
     epilogue: GemvOut,
 ) -> Op {
     if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
-        return qmma_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue);
+        return qmma_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None);
     }
     let (head, units) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let wpr = qgemv_warps_per_row(k);
@@ -556,9 +567,33 @@ pub(crate) fn qgemv(
     })
 }
 
+/// The LM head of the last token with the greedy argmax as its epilogue, when a tensor-core
+/// entry point takes the weight ([`qmma::argmax_kernel`]; None: launch [`qgemv`] and [`argmax`]):
+/// logits f32 [rows, n] (row n_tokens - 1 written, as [`GemvOut::Store`] with `last_row`), and
+/// `argmax_key` u64 [1], zeroed before the launch (by the program's [`embed`]), maximised to the
+/// argmax_key (kernels/argmax.cuh) of the winning logit: [`super::argmax_key::decode`] gives its
+/// index.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qgemv_argmax(
+    dev: &CudaDevice,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    logits: u64,
+    argmax_key: u64,
+) -> Option<Op> {
+    let kern = qmma::argmax_kernel(&parts, n, k)?;
+    let epilogue = GemvOut::Store { out: logits, residual: None, last_row: true };
+    Some(qmma_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key)))
+}
+
 /// [`qgemv`] on the tensor-core kernel `kern` (kernels/qmma.cu; [`qmma::qmma_kernel`] chose it):
 /// the same arguments as kernels/qgemv.cu's but warps per tile instead of warps per row and
-/// units per warp. Dynamic shared memory: the x digits ([`qmma::smem_bytes`]).
+/// units per warp. Dynamic shared memory: the x digits ([`qmma::smem_bytes`]). `argmax_key`: the
+/// store-with-argmax entry point `kern` ([`qgemv_argmax`]; no residual, never the wide store).
 #[allow(clippy::too_many_arguments)]
 fn qmma_gemv(
     dev: &CudaDevice,
@@ -571,6 +606,7 @@ fn qmma_gemv(
     k: usize,
     rows: usize,
     epilogue: GemvOut,
+    argmax_key: Option<u64>,
 ) -> Op {
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = qmma::tiles(n, &epilogue);
@@ -578,7 +614,7 @@ fn qmma_gemv(
     // warps per tile in one block per SM; otherwise GEMV_WARPS warps per block, shared by
     // [`qmma::warps_per_tile`] each, or as `QWEN_AOT_QMMA_SHAPE` says.
     let wide = match epilogue {
-        GemvOut::Store { .. } => qmma::wide_store(kern, tiles, k, dev.sm_count()),
+        GemvOut::Store { .. } if argmax_key.is_none() => qmma::wide_store(kern, tiles, k, dev.sm_count()),
         _ => None,
     };
     let (kern, warps) = wide.map_or((kern, GEMV_TEAM_WARPS), |w| (w, QMMA_WIDE_WARPS));
@@ -597,7 +633,11 @@ fn qmma_gemv(
     let (grid_y, tail) = match epilogue {
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };
-            (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpt), i(usize::from(last_row))])
+            let last = i(usize::from(last_row));
+            match argmax_key {
+                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(wpt), last, Arg::Ptr(key)]),
+                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpt), last]),
+            }
         }
         GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
         GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
@@ -611,13 +651,32 @@ fn qmma_gemv(
     })
 }
 
-/// tokens i32 [rows]; table: `parts` [vocab, hidden]; out f32 [rows, hidden].
-pub(crate) fn embed_q(st: u64, tokens: u64, parts: QParts, out: u64, hidden: usize, vocab: usize, rows: usize) -> Op {
+/// tokens i32 [rows]; table: `parts` [vocab, hidden]; out f32 [rows, hidden]; `argmax_key` as
+/// for [`embed`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn embed_q(
+    st: u64,
+    tokens: u64,
+    parts: QParts,
+    out: u64,
+    hidden: usize,
+    vocab: usize,
+    rows: usize,
+    argmax_key: u64,
+) -> Op {
     kernel(
         Kernel::EmbedQ,
         (div_ceil(hidden / 32, 256), rows, 1),
         256,
-        vec![Arg::Ptr(st), Arg::Ptr(tokens), Arg::Parts(parts), Arg::Ptr(out), i(hidden), i(vocab)],
+        vec![
+            Arg::Ptr(st),
+            Arg::Ptr(tokens),
+            Arg::Parts(parts),
+            Arg::Ptr(out),
+            i(hidden),
+            i(vocab),
+            Arg::Ptr(argmax_key),
+        ],
     )
 }
 

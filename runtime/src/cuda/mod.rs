@@ -16,6 +16,7 @@
 //! Single-stream design: cudarc's per-buffer event tracking is disabled (its event records are
 //! illegal inside stream capture and useless with one stream); kernels are launched with raw
 //! device pointers through `cuLaunchKernel`.
+mod argmax_key;
 #[cfg(feature = "harness")]
 pub mod bench;
 #[cfg(feature = "harness")]

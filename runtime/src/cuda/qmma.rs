@@ -30,6 +30,20 @@ pub(crate) const QMMA_KERNELS: &[(WeightFormat, WeightFormat, [Kernel; 4])] = &[
     (WeightFormat::Q5_K, WeightFormat::Q6_K, [Kernel::GemvMStoreQ5KQ6K, Kernel::GemvMSwiGluQ5KQ6K, Kernel::GemvMRopeQ5KQ6K, Kernel::GemvMStoreWideQ5KQ6K]),
 ];
 
+/// The store entry points with the greedy argmax as their epilogue (kernels/qmma.cu's
+/// QMMA_ARGMAX_ENTRY list, in order): the LM head of a decode, one format per matrix. A test
+/// keeps the two lists equal.
+pub(crate) const QMMA_ARGMAX_KERNELS: &[(WeightFormat, Kernel)] = &[
+    (WeightFormat::Q4_0, Kernel::GemvMStoreArgmaxQ40),
+    (WeightFormat::Q4_1, Kernel::GemvMStoreArgmaxQ41),
+    (WeightFormat::Q5_0, Kernel::GemvMStoreArgmaxQ50),
+    (WeightFormat::Q5_1, Kernel::GemvMStoreArgmaxQ51),
+    (WeightFormat::Q8_0, Kernel::GemvMStoreArgmaxQ80),
+    (WeightFormat::Q4_K, Kernel::GemvMStoreArgmaxQ4K),
+    (WeightFormat::Q5_K, Kernel::GemvMStoreArgmaxQ5K),
+    (WeightFormat::Q6_K, Kernel::GemvMStoreArgmaxQ6K),
+];
+
 /// Set by `QWEN_AOT_QGEMV=v2` at first use, or by the kernel check: every quantized GEMV then
 /// runs on kernels/qgemv.cu (to compare the two, and to keep checking the fallback).
 static V2_ONLY: AtomicBool = AtomicBool::new(false);
@@ -114,10 +128,13 @@ pub(crate) fn smem_bytes_for(warps: usize, k: usize) -> usize {
 /// The dynamic shared memory each entry point may be given: the wide store entries
 /// ([`wide_store`]) up to [`QMMA_WIDE_MAX_SMEM`], the others [`QMMA_MAX_SMEM`].
 pub(crate) fn smem_limits() -> impl Iterator<Item = (Kernel, u32)> {
-    QMMA_KERNELS.iter().flat_map(|(_, _, [store, swiglu, rope, wide])| {
-        [(*store, QMMA_MAX_SMEM), (*swiglu, QMMA_MAX_SMEM), (*rope, QMMA_MAX_SMEM), (*wide, QMMA_WIDE_MAX_SMEM)]
-            .map(|(k, b)| (k, b as u32))
-    })
+    QMMA_KERNELS
+        .iter()
+        .flat_map(|(_, _, [store, swiglu, rope, wide])| {
+            [(*store, QMMA_MAX_SMEM), (*swiglu, QMMA_MAX_SMEM), (*rope, QMMA_MAX_SMEM), (*wide, QMMA_WIDE_MAX_SMEM)]
+                .map(|(k, b)| (k, b as u32))
+        })
+        .chain(QMMA_ARGMAX_KERNELS.iter().map(|&(_, k)| (k, QMMA_MAX_SMEM as u32)))
 }
 
 /// The wide entry point ([`QMMA_WIDE_WARPS`] warps per block) of the pair whose store entry is
@@ -160,6 +177,18 @@ pub(crate) fn qmma_kernel(parts: &QParts, n: usize, k: usize, epi: &GemvOut) -> 
     (whole_steps && tiles_uniform(parts, e, n, head_dim)).then_some(ks[e])
 }
 
+/// The store-with-argmax entry point for an LM head of `parts` ([n, k], rows of the last token
+/// only), if one takes it: the tensor-core store would ([`qmma_kernel`]) and the weight is in one
+/// format. The caller then launches it instead of the store and the argmax kernel.
+pub(crate) fn argmax_kernel(parts: &QParts, n: usize, k: usize) -> Option<Kernel> {
+    let store = qmma_kernel(parts, n, k, &GemvOut::Store { out: 0, residual: None, last_row: true })?;
+    let &(a, b, _) = QMMA_KERNELS.iter().find(|(_, _, ks)| ks[0] == store)?;
+    if a != b {
+        return None;
+    }
+    QMMA_ARGMAX_KERNELS.iter().find(|(f, _)| *f == a).map(|&(_, kern)| kern)
+}
+
 /// Groups of 32 elements a warp takes per step in a format pair's kernels (kernels/qmma.cu
 /// `step_groups_of`): a whole super-block when both formats are k-quants (rows of whole
 /// super-blocks), QMMA_STEP_GROUPS otherwise.
@@ -176,7 +205,9 @@ pub(crate) fn step_groups(a: WeightFormat, b: WeightFormat) -> usize {
 
 /// [`step_groups`] of one of [`QMMA_KERNELS`]' entry points.
 pub(crate) fn kernel_step_groups(kern: Kernel) -> usize {
-    QMMA_KERNELS.iter().find(|(_, _, ks)| ks.contains(&kern)).map_or(QMMA_STEP_GROUPS, |&(a, b, _)| step_groups(a, b))
+    let pair = QMMA_KERNELS.iter().find(|(_, _, ks)| ks.contains(&kern)).map(|&(a, b, _)| (a, b));
+    let single = || QMMA_ARGMAX_KERNELS.iter().find(|(_, k)| *k == kern).map(|&(f, _)| (f, f));
+    pair.or_else(single).map_or(QMMA_STEP_GROUPS, |(a, b)| step_groups(a, b))
 }
 
 /// Blocks per SM whose warps [`warps_per_tile`] aims to keep busy: 2 (measured best for the 0.5B
@@ -267,6 +298,39 @@ mod tests {
                 assert_eq!(k.name(), format!("gemv_m_{epi}_{}", l[2]));
             }
         }
+    }
+
+    /// QMMA_ARGMAX_KERNELS lists exactly kernels/qmma.cu's QMMA_ARGMAX_ENTRY formats, in order,
+    /// with the register bound of the format's own store entry.
+    #[test]
+    fn argmax_table_matches_the_kernels() {
+        let src = include_str!("../../../kernels/qmma.cu");
+        let listed: Vec<Vec<String>> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("QMMA_ARGMAX_ENTRY(QF_"))
+            .map(|l| l.trim_end_matches(')').split(", ").map(|s| s.trim_start_matches("QF_").to_string()).collect())
+            .collect();
+        assert_eq!(listed.len(), QMMA_ARGMAX_KERNELS.len());
+        for (l, (f, kern)) in listed.iter().zip(QMMA_ARGMAX_KERNELS) {
+            assert_eq!(l[0], f.name());
+            assert_eq!(kern.name(), format!("gemv_m_store_argmax_{}", l[1]));
+            let min_blocks = if step_groups(*f, *f) == 8 { "3" } else { "2" };
+            assert_eq!(l[2], min_blocks, "{}", f.name());
+            assert_eq!(kernel_step_groups(*kern), step_groups(*f, *f));
+        }
+    }
+
+    /// The default model's Q8_0 LM head and a 1.5B's Q6_K one take the argmax entry; a weight
+    /// of two formats, or one the tensor-core store does not take, does not.
+    #[test]
+    fn which_lm_heads_take_the_argmax_epilogue() {
+        use WeightFormat as W;
+        let q8 = parts(&[(W::Q8_0, 151_936)]);
+        assert_eq!(argmax_kernel(&q8, 151_936, 896), Some(Kernel::GemvMStoreArgmaxQ80));
+        assert_eq!(argmax_kernel(&parts(&[(W::Q6_K, 151_936)]), 151_936, 1536), Some(Kernel::GemvMStoreArgmaxQ6K));
+        assert_eq!(argmax_kernel(&parts(&[(W::Q5_0, 64), (W::Q8_0, 128)]), 128, 896), None, "two formats");
+        assert_eq!(argmax_kernel(&parts(&[(W::Q3_K, 896)]), 896, 1024), None, "no tensor-core kernel");
+        assert_eq!(argmax_kernel(&q8, 151_936, 864), None, "k % 128 != 0");
     }
 
     /// The default model's weights take the tensor-core kernels: Q5_0 q|k + Q8_0 v with RoPE,

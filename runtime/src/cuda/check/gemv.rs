@@ -20,6 +20,7 @@
 //!   store (2^-11 |value|); K is stored in f32.
 use super::weights::{k_for, DevWeight, TestWeight};
 use super::{cpu, CheckShape, Harness, Rng, RopeOutputs, RopeResult, U16, U32};
+use crate::cuda::argmax_key;
 use crate::cuda::launch::{self, GemvNorm, GemvOut, Op};
 use crate::cuda::qmma;
 use crate::error::RuntimeError;
@@ -145,6 +146,54 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
     Ok(())
 }
 
+/// The LM head with the greedy argmax as its epilogue (`launch::qgemv_argmax`), where a
+/// tensor-core entry point takes `p`'s weight ([`qmma::argmax_kernel`]): on `p`'s x its logits
+/// are bit for bit the plain store's (`store_row`: the same code before the epilogue) and its key
+/// names their argmax exactly; on an all-zero x every logit is 0 and the key names index 0 (ties
+/// go to the lowest index); on an x with a NaN through the norm every logit is NaN and the key
+/// names the last index (as `cpu::argmax`).
+#[allow(clippy::too_many_arguments)]
+fn check_lm_head_argmax(
+    h: &mut Harness,
+    p: &Problem,
+    t: usize,
+    n: usize,
+    k: usize,
+    norm: bool,
+    store_row: &[f32],
+    tag: &str,
+) -> Result<(), RuntimeError> {
+    let Some(parts) = p.w.parts().filter(|parts| qmma::argmax_kernel(parts, n, k).is_some()) else {
+        return Ok(());
+    };
+    let zero = vec![0f32; t * k];
+    let mut nan = p.x.clone();
+    nan[(t - 1) * k + k / 2] = f32::NAN;
+    let dnw = h.input(&p.norm_w)?;
+    let cases: [(&str, &[f32], bool, Option<usize>); 3] =
+        [("", &p.x, norm, None), (", x = 0", &zero, norm, Some(0)), (", a NaN in x", &nan, true, Some(n - 1))];
+    for (what, x, with_norm, index) in cases {
+        let dx = h.input(x)?;
+        let out = h.output(t * n * 4)?;
+        let key = h.input(&[0u64])?; // zeroed, as the program's embed leaves it
+        let gn = with_norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
+        let op = launch::qgemv_argmax(h.dev, h.state.ptr(), dx.ptr(), gn, parts, n, k, out.ptr(), key.ptr())
+            .ok_or_else(|| RuntimeError::Cuda("qgemv_argmax refused a weight argmax_kernel takes".into()))?;
+        h.run(&[op], tag)?;
+        let row = h.read_f32(&out, t * n)?.split_off((t - 1) * n);
+        let mut kv = [0u64];
+        h.dev.dtoh(key.ptr(), &mut kv, "argmax key read")?;
+        let (got, want) = (argmax_key::decode(kv[0]) as usize, cpu::argmax(&row));
+        let name = format!("{tag} lm_head+argmax [{n}x{k}]{what}: index {got}, logits' argmax {want}");
+        h.record_flag(name, got == want && index.is_none_or(|i| i == want));
+        if what.is_empty() {
+            let same = row.iter().zip(store_row).all(|(a, b)| a.to_bits() == b.to_bits());
+            h.record_flag(format!("{tag} lm_head+argmax [{n}x{k}]: logits bit-identical to the store's"), same);
+        }
+    }
+    Ok(())
+}
+
 /// The plain store with a residual on every row of `p` (`n` x `k`): out = y + r, one more rounding
 /// of |out| than y's bound.
 #[allow(clippy::too_many_arguments)]
@@ -264,6 +313,7 @@ fn check_recipe(
             &p.y[last..],
             &p.bound[last..],
         );
+        check_lm_head_argmax(h, &p, t, n, k, norm, &g[last..], tag)?;
 
         // ---- a long row (down_proj: k = ffn), several warps per row, + residual ----
         if let Recipe::Quant(f) = recipe {

@@ -58,7 +58,11 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
         let ids: Vec<i32> = (0..t).map(|_| rng.below(n) as i32).collect();
         let dids = h.input(&ids)?;
         let out = h.output(t * k * 4)?;
-        h.run(&[launch::embed_q(st, dids.ptr(), parts, out.ptr(), k, n, t)], "embed_q")?;
+        let key = h.output(8)?; // as the f16 embed's check
+        h.run(&[launch::embed_q(st, dids.ptr(), parts, out.ptr(), k, n, t, key.ptr())], "embed_q")?;
+        let mut kv = [u64::MAX];
+        h.dev.dtoh(key.ptr(), &mut kv, "argmax key read")?;
+        h.record_flag(format!("embed_q {}: zeroes the argmax key", f.name()), kv[0] == 0);
         let g = h.read_f32(&out, t * k)?;
         let c: Vec<f32> =
             ids.iter().flat_map(|&id| tw.values[id as usize * k..(id as usize + 1) * k].iter().copied()).collect();

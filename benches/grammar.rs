@@ -5,6 +5,8 @@
 //! or `QWEN_AOT_MODEL` (as in `tokenizer.rs`).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qwen_aot::grammar::{Grammar, GrammarEnv};
+use qwen_aot::host_draw::{HostDraw, HostSteps};
+use qwen_aot_runtime::sampler::SamplingParams;
 
 mod common;
 use common::load_tokenizer;
@@ -38,6 +40,32 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // What a constrained token costs after the decode step: the host draw from the step's logits
+    // row with the mask already computed (it is, beside the step), greedy and sampled. The row
+    // favours the answer's token so that the draws follow the answer.
+    let draw = HostDraw { grammar: Some(std::sync::Arc::new(grammar)), frequency_penalty: 0.0, logit_bias: vec![] };
+    let noise: Vec<f32> = (0..tok.vocab_size()).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+    for (name, temperature) in [("draw after the step, greedy", 0.0), ("draw after the step, temperature 0.8", 0.8)] {
+        let sampling = SamplingParams { temperature, ..SamplingParams::default() };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    let mut steps = HostSteps::new(&draw, sampling.clone(), vec![]);
+                    for (pos, &id) in ids.iter().enumerate() {
+                        row.copy_from_slice(&noise);
+                        row[id as usize] = 100.0;
+                        steps.prepare().unwrap();
+                        let t = std::time::Instant::now();
+                        let drawn = steps.next(&row, pos).unwrap();
+                        spent += t.elapsed();
+                        assert_eq!(drawn, id, "the draw follows the answer");
+                    }
+                }
+                spent
+            })
+        });
+    }
     group.finish();
 }
 

@@ -3,8 +3,11 @@
 # model. For each build (NAME=DIR, a directory holding that build's `generate`): ROUNDS rounds of
 # `generate --backend cuda` on one chat prompt, 128 tokens, plain and under a JSON schema (the
 # host draws each token from the masked logits row; the mask is computed beside the step), and
-# checks that every constrained answer that ended by itself parses as JSON. Prints decode tokens/s
-# per run and the medians; logs go to $OUT (or /tmp/out).
+# checks that every constrained answer that ended by itself parses as JSON; a third kind, a Lark
+# grammar of digits only, makes the model's own choice wrong at nearly every step (the host then
+# fetches the row and draws). Greedy, so every build must give the same ids for each kind: the
+# script compares them. Prints decode tokens/s per run and the medians; logs go to $OUT (or
+# /tmp/out).
 #
 #   scripts/device-structured.sh NAME=GENERATE_BIN [NAME=GENERATE_BIN ...]
 #   MODEL (default ~/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf), ROUNDS (default 3), BACKEND
@@ -18,10 +21,13 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 [ -f "$model" ] || { echo "no model at $model (stage it first)"; exit 2; }
 schema='{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "toys": {"type": "array", "items": {"type": "string"}}}, "required": ["name", "age", "toys"]}'
 prompt="Describe a cat with many toys, as JSON."
+digits="$out/digits.lark"
+printf 'start: /[0-9]{1,40}/\n' >"$digits"
 
 run() { # name bin kind round
   local log="$out/structured-$1-$3-$4.json" extra=()
   [ "$3" = schema ] && extra=(-j "$schema")
+  [ "$3" = digits ] && extra=(--grammar-file "$digits")
   timeout 120 "$2" --backend "${BACKEND:-cuda}" -m "$model" --chat "$prompt" -n 128 --json --quiet "${extra[@]}" >"$log" 2>"$log.err" \
     || { echo "$1 $3 round $4 failed: $(tail -n1 "$log.err")"; return; }
   python3 - "$log" "$1" "$3" "$4" <<'PY'
@@ -36,7 +42,7 @@ PY
 
 for r in $(seq "$rounds"); do
   for pair in "$@"; do
-    for kind in plain schema; do run "${pair%%=*}" "${pair#*=}" "$kind" "$r"; done
+    for kind in plain schema digits; do run "${pair%%=*}" "${pair#*=}" "$kind" "$r"; done
   done
 done | tee "$out/structured.txt"
 echo "== medians (tok/s)"
@@ -49,4 +55,18 @@ for line in open(sys.argv[1]):
         rates.setdefault((m[1], m[2]), []).append(float(m[3]))
 for (name, kind), v in sorted(rates.items()):
     print(f"{name:<12} {kind:<7} {statistics.median(v):8.1f}  ({len(v)} runs)")
+PY
+echo "== the same ids from every build and round (greedy)"
+python3 - "$out" "$@" <<'PY'
+import glob, json, os, sys
+out, names = sys.argv[1], [p.split("=", 1)[0] for p in sys.argv[2:]]
+for kind in ["plain", "schema", "digits"]:
+    seen = {}
+    for n in names:
+        for path in sorted(glob.glob(f"{out}/structured-{n}-{kind}-*.json")):
+            if os.path.getsize(path) > 0:
+                seen[f"{n} {path.rsplit('-', 1)[1][:-5]}"] = json.load(open(path))["ids"]
+    same = len({tuple(v) for v in seen.values()}) == 1
+    first = next(iter(seen.values()), [])
+    print(f"{kind:<7} {len(seen)} runs: {'same ids' if same else 'IDS DIFFER'} ({len(first)} tokens)")
 PY

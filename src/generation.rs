@@ -292,16 +292,15 @@ pub fn generate_events(
                 None => Draft::default(),
             };
             if draft.tokens.is_empty() {
-                let out = match host.as_mut() {
+                let (token, out) = match host.as_mut() {
                     Some(h) => {
                         h.fed(next);
-                        decode_beside(session, next, rows, h)?
+                        host_step(session, next, top_n.is_some(), h)?
                     }
-                    None => session.decode(next, rows)?,
-                };
-                let token = match host.as_mut() {
-                    Some(h) => h.next(&out.logits, session.pos())?,
-                    None => out.next_token,
+                    None => {
+                        let out = session.decode(next, top_n.is_some())?;
+                        (out.next_token, out)
+                    }
                 };
                 if let Some(n) = top_n {
                     ready_lp.push_back(token_logprob(&out.logits, token, n));
@@ -345,6 +344,21 @@ pub fn generate_events(
         accepted_draft_tokens: accepted,
         logprobs,
     })
+}
+
+/// One decode step whose token the host draws (`host`): the logits row crosses to the host only
+/// where the draw needs it (`with_rows`, or a device choice the draw does not take -- for a
+/// greedy answer under a grammar, most steps need no row: the device's argmax is allowed).
+fn host_step(session: &mut Session, next: u32, with_rows: bool, host: &mut HostSteps) -> Result<(u32, StepOutput)> {
+    let mut out = decode_beside(session, next, with_rows, host)?;
+    if host.takes(out.next_token)? {
+        return Ok((out.next_token, out));
+    }
+    if out.logits.is_empty() {
+        out.logits = session.last_decode_logits()?;
+    }
+    let token = host.next(&out.logits, session.pos())?;
+    Ok((token, out))
 }
 
 /// One decode step with the host draw's next grammar mask computed beside it on another thread

@@ -38,9 +38,10 @@ impl std::fmt::Debug for HostDraw {
 pub struct HostSteps<'a> {
     draw: &'a HostDraw,
     sampling: SamplingParams,
-    /// The row being changed and the sampler's buffers, reused from step to step (no allocation
-    /// per token).
+    /// The row being changed (or, under a grammar, the allowed ids and their logits) and the
+    /// sampler's buffers, reused from step to step (no allocation per token).
     row: Vec<f32>,
+    ids: Vec<u32>,
     scratch: sampler::SampleScratch,
     /// The grammar's matcher after the answer so far (structured outputs).
     grammar: Option<GrammarSteps<'a>>,
@@ -55,8 +56,8 @@ impl<'a> HostSteps<'a> {
     /// holds).
     pub fn new(draw: &'a HostDraw, sampling: SamplingParams, history: Vec<u32>) -> HostSteps<'a> {
         let grammar = draw.grammar.as_deref().map(Grammar::start);
-        let (row, scratch) = (Vec::new(), sampler::SampleScratch::default());
-        HostSteps { draw, sampling, row, scratch, grammar, history, counts: HashMap::new() }
+        let (row, ids, scratch) = (Vec::new(), Vec::new(), sampler::SampleScratch::default());
+        HostSteps { draw, sampling, row, ids, scratch, grammar, history, counts: HashMap::new() }
     }
 
     /// Token `id` was fed to the session.
@@ -78,32 +79,71 @@ impl<'a> HostSteps<'a> {
         Ok(())
     }
 
-    /// The token drawn at position `pos` from `logits`, the row after the tokens fed so far.
-    pub fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
-        let row = &mut self.row;
-        row.clear();
-        row.extend_from_slice(logits);
-        for &(id, bias) in &self.draw.logit_bias {
-            if let Some(l) = row.get_mut(id as usize) {
-                *l += bias;
-            }
-        }
-        if self.draw.frequency_penalty != 0.0 {
-            for (&id, &n) in &self.counts {
-                if let Some(l) = row.get_mut(id as usize) {
-                    *l -= self.draw.frequency_penalty * n as f32;
-                }
-            }
+    /// Takes `token`, the device's own choice (the whole row's argmax), when it is this draw's
+    /// choice too: greedy, nothing but the grammar changes the row, and the grammar allows it
+    /// (then it is the allowed tokens' argmax, ties to the lower id as in the whole row). The
+    /// row then need not cross to the host. False: draw with [`HostSteps::next`].
+    pub fn takes(&mut self, token: u32) -> Result<bool> {
+        let s = &self.sampling;
+        let row_unchanged = s.is_greedy()
+            && s.repeat_penalty == 1.0
+            && s.presence_penalty == 0.0
+            && self.draw.logit_bias.is_empty()
+            && self.draw.frequency_penalty == 0.0;
+        if !row_unchanged {
+            return Ok(false);
         }
         if let Some(g) = self.grammar.as_mut() {
-            g.apply(row)?;
+            if !g.allows(token)? {
+                return Ok(false);
+            }
+            g.advance(token)?;
         }
-        let id = sampler::sample_with(&mut self.scratch, row, &self.history, &self.sampling, pos);
+        *self.counts.entry(token).or_default() += 1;
+        Ok(true)
+    }
+
+    /// The token drawn at position `pos` from `logits`, the row after the tokens fed so far.
+    pub fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
+        let id = match self.grammar.as_mut() {
+            // Only the allowed tokens are looked at: the same draw as the whole row with the rest
+            // at -inf (`sample_among`), at the cost of what the grammar allows.
+            Some(g) => {
+                g.allowed(logits.len(), &mut self.ids)?;
+                self.row.clear();
+                self.row.extend(self.ids.iter().map(|&i| logits[i as usize]));
+                adjust(&mut self.row, |id| self.ids.binary_search(&id).ok(), self.draw, &self.counts);
+                sampler::sample_among(&mut self.scratch, &self.ids, &mut self.row, &self.history, &self.sampling, pos)
+            }
+            None => {
+                self.row.clear();
+                self.row.extend_from_slice(logits);
+                adjust(&mut self.row, |id| Some(id as usize), self.draw, &self.counts);
+                sampler::sample_with(&mut self.scratch, &self.row, &self.history, &self.sampling, pos)
+            }
+        };
         if let Some(g) = self.grammar.as_mut() {
             g.advance(id)?;
         }
         *self.counts.entry(id).or_default() += 1;
         Ok(id)
+    }
+}
+
+/// Adds `draw`'s `logit_bias` to `values` and subtracts its `frequency_penalty` times each
+/// token's count; `at` gives a token's place in `values` (None: not there, ignored).
+fn adjust(values: &mut [f32], at: impl Fn(u32) -> Option<usize>, draw: &HostDraw, counts: &HashMap<u32, u32>) {
+    for &(id, bias) in &draw.logit_bias {
+        if let Some(l) = at(id).and_then(|k| values.get_mut(k)) {
+            *l += bias;
+        }
+    }
+    if draw.frequency_penalty != 0.0 {
+        for (&id, &n) in counts {
+            if let Some(l) = at(id).and_then(|k| values.get_mut(k)) {
+                *l -= draw.frequency_penalty * n as f32;
+            }
+        }
     }
 }
 
@@ -133,5 +173,52 @@ mod tests {
         // 1 (3.0), 1 (3.0 - 0.4 = 2.6 > 2.5), then 2 (3.0 - 0.8 = 2.2 < 2.5), then 1 again (2.2 vs 2.1).
         let drawn: Vec<u32> = (0..4).map(|p| steps.next(&logits, p).unwrap()).collect();
         assert_eq!(drawn, [1, 1, 2, 1]);
+    }
+
+    /// Under a grammar, a greedy draw takes the device's choice (the whole row's argmax) exactly
+    /// where the full draw would give that token: two walkers over the same rows (ties included),
+    /// one always drawing from the row, the other taking the device's choice when it can, stay
+    /// token for token the same through a JSON answer.
+    #[test]
+    fn the_device_choice_is_taken_exactly_where_the_draw_agrees() {
+        let env = crate::grammar::tests::byte_env();
+        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+        let grammar = Some(Arc::new(Grammar::json_schema(&env, schema).unwrap()));
+        let draw = HostDraw { grammar, frequency_penalty: 0.0, logit_bias: vec![] };
+        let (mut full, mut fast) = (HostSteps::new(&draw, greedy(), vec![]), HostSteps::new(&draw, greedy(), vec![]));
+        let answer = br#"{"n": 4217}"#;
+        let (mut taken, mut refused, mut state) = (0, 0, 7u64);
+        for pos in 0..40 {
+            // Values from a small set (ties); every other row favours the answer's next byte.
+            let mut row: Vec<f32> = (0..257)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((state >> 33) % 6) as f32
+                })
+                .collect();
+            if pos % 2 == 0 {
+                row[*answer.get(pos).unwrap_or(&b'}') as usize] = 9.0;
+            }
+            let device = qwen_aot_runtime::cpu::kernels::argmax(&row) as u32;
+            let want = full.next(&row, pos).unwrap();
+            let got = match fast.takes(device).unwrap() {
+                true => {
+                    taken += 1;
+                    device
+                }
+                false => {
+                    refused += 1;
+                    fast.next(&row, pos).unwrap()
+                }
+            };
+            assert_eq!(got, want, "step {pos}");
+            if want == 256 {
+                break;
+            }
+        }
+        assert!(taken > 0 && refused > 0, "both paths ran: {taken} taken, {refused} refused");
+        // A row the host changes (a bias) is never the device's choice.
+        let biased = HostDraw { logit_bias: vec![(5, 1.0)], ..draw.clone() };
+        assert!(!HostSteps::new(&biased, greedy(), vec![]).takes(b'{' as u32).unwrap());
     }
 }

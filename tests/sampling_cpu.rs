@@ -20,14 +20,28 @@ fn run(model: &CompiledModel, p: &SamplingParams, n: usize) -> Vec<u32> {
     ids
 }
 
-#[test]
-fn seeded_sampling_is_reproducible_and_seed_dependent() {
+/// A one-layer random-weight model (vocabulary 300) of `seed`, compiled into a temporary folder
+/// (kept alive with the model).
+fn random_model(seed: u64) -> (tempfile::TempDir, CompiledModel) {
     let hp = one_layer_hparams(300, 64);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    compile_random(&hp, true, 11, &FormatMix::f16(), &CompileOptions { prefill_tokens: 8, ..Default::default() }, &dir)
-        .unwrap();
+    compile_random(
+        &hp,
+        true,
+        seed,
+        &FormatMix::f16(),
+        &CompileOptions { prefill_tokens: 8, ..Default::default() },
+        &dir,
+    )
+    .unwrap();
     let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
+    (tmp, model)
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seed_dependent() {
+    let (_tmp, model) = random_model(11);
     let hot = |seed| SamplingParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() };
     let a = run(&model, &hot(5), 24);
     assert_eq!(a, run(&model, &hot(5), 24), "same seed, same ids");
@@ -42,4 +56,30 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
         24,
     );
     assert!(penalised.windows(2).all(|w| w[0] != w[1]), "{penalised:?}");
+}
+
+/// The row fetched after a decode step that brought none back (`last_decode_logits`, what a
+/// grammar's refused greedy choice fetches) is that step's row, bit for bit; after any other
+/// call it is refused rather than another step's row.
+#[test]
+fn the_last_decode_logits_are_the_step_row() {
+    let (_tmp, model) = random_model(12);
+    let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
+    let next = s.prefill(&[1, 2, 3], LogitsWanted::None).unwrap().next_token;
+    assert!(s.last_decode_logits().is_err(), "after a prefill");
+    let with_row = s.decode(next, true).unwrap();
+    assert_eq!(with_row.logits.len(), 300);
+    s.rewind(3);
+    assert!(s.last_decode_logits().is_err(), "after a rewind");
+    let without = s.decode(next, false).unwrap();
+    assert!(without.logits.is_empty());
+    assert_eq!(without.next_token, with_row.next_token);
+    let fetched = s.last_decode_logits().unwrap();
+    assert_eq!(
+        fetched.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        with_row.logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    // The row differs from the next step's (the check is not of a constant row).
+    let after = s.decode(without.next_token, true).unwrap();
+    assert_ne!(after.logits, fetched);
 }

@@ -55,6 +55,12 @@ pub trait Executor {
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+    /// The logits row of the [`Executor::decode`] just run (called with `logits` false: the row
+    /// stays where it was computed until the next call), for a caller that learns only from the
+    /// step's token whether it needs the row (a grammar that allows the greedy token does not).
+    /// Only meaningful directly after a decode: [`crate::session::Session::last_decode_logits`]
+    /// guards that.
+    fn last_decode_logits(&mut self) -> Result<Vec<f32>, RuntimeError>;
     /// Whether [`Executor::verify`] is available (one pass over several rows that gives every
     /// row's next token exactly as that many decode steps would: speculative decoding's check),
     /// and if so what each row after the first adds to the pass, in decode steps: how long a

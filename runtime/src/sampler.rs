@@ -101,9 +101,7 @@ pub fn apply_penalties(logits: &mut [f32], recent: &[u32], p: &SamplingParams) {
     seen.sort_unstable();
     seen.dedup();
     for t in seen {
-        let l = &mut logits[t as usize];
-        *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
-        *l -= p.presence_penalty;
+        penalise(&mut logits[t as usize], p);
     }
 }
 
@@ -182,6 +180,44 @@ pub fn sample_with(scratch: &mut SampleScratch, logits: &[f32], recent: &[u32], 
     choose_with(idx, probs, penalised, p, u)
 }
 
+/// [`sample_with`] restricted to the tokens `ids` (ascending, not empty), whose logits are
+/// `values` (changed in place by the penalties): the token `sample_with` draws from the whole row
+/// with every other logit -inf, at the cost of `ids.len()` instead of the row's length. This is
+/// how a grammar's few allowed tokens are drawn (structured outputs).
+pub fn sample_among(
+    scratch: &mut SampleScratch,
+    ids: &[u32],
+    values: &mut [f32],
+    recent: &[u32],
+    p: &SamplingParams,
+    pos: usize,
+) -> u32 {
+    debug_assert_eq!(ids.len(), values.len());
+    debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids ascending");
+    let u = uniform(p.seed, pos as u64);
+    if has_penalties(p) {
+        let window = &recent[recent.len().saturating_sub(p.penalty_window)..];
+        let mut seen: Vec<u32> = window.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
+            if let Ok(k) = ids.binary_search(&t) {
+                penalise(&mut values[k], p);
+            }
+        }
+    }
+    let SampleScratch { idx, probs, .. } = scratch;
+    // Candidate order is by value, then by position: positions ascend with the ids, so ties go to
+    // the lower id as in the whole row.
+    ids[choose_with(idx, probs, values, p, u) as usize]
+}
+
+/// One seen token's logit under the repetition and presence penalties.
+fn penalise(l: &mut f32, p: &SamplingParams) {
+    *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+    *l -= p.presence_penalty;
+}
+
 /// Whether [`apply_penalties`] changes anything.
 fn has_penalties(p: &SamplingParams) -> bool {
     p.repeat_penalty != 1.0 || p.presence_penalty != 0.0
@@ -193,6 +229,54 @@ mod tests {
 
     fn params(t: f32) -> SamplingParams {
         SamplingParams { temperature: t, ..Default::default() }
+    }
+
+    /// Drawing among a subset of the row (a grammar's allowed tokens) gives the token of the whole
+    /// row with every other logit at -inf, for every kind of draw: greedy with ties, temperature
+    /// with top-k / top-p / min-p, penalties on drawn tokens inside and outside the subset, and
+    /// subsets larger than the candidate limit.
+    #[test]
+    fn sample_among_is_the_whole_row_with_the_rest_at_minus_infinity() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            state = mix(state.wrapping_add(1));
+            state
+        };
+        let kinds = [
+            params(0.0),
+            params(0.8),
+            SamplingParams { temperature: 1.2, top_k: 5, ..Default::default() },
+            SamplingParams { temperature: 1.0, top_p: 0.9, min_p: 0.05, ..Default::default() },
+            SamplingParams { temperature: 0.7, repeat_penalty: 1.3, presence_penalty: 0.5, ..Default::default() },
+            SamplingParams { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() },
+        ];
+        let mut scratch = SampleScratch::default();
+        let mut draws = std::collections::HashSet::new();
+        for case in 0..300 {
+            let vocab = 1000;
+            // Values from a small set, so ties happen.
+            let row: Vec<f32> = (0..vocab).map(|_| (next() % 40) as f32 / 8.0 - 2.0).collect();
+            let size = [1, 3, 40, 300, 999][case % 5];
+            let mut ids: Vec<u32> = (0..size).map(|_| (next() % vocab as u64) as u32).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let recent: Vec<u32> =
+                (0..20).map(|_| (next() % vocab as u64) as u32).chain(ids.iter().take(3).copied()).collect();
+            let mut dense = vec![f32::NEG_INFINITY; vocab];
+            for &i in &ids {
+                dense[i as usize] = row[i as usize];
+            }
+            for (k, p) in kinds.iter().enumerate() {
+                let p = SamplingParams { seed: case as u64, ..p.clone() };
+                let mut values: Vec<f32> = ids.iter().map(|&i| row[i as usize]).collect();
+                let among = sample_among(&mut scratch, &ids, &mut values, &recent, &p, case);
+                let whole = sample(&dense, &recent, &p, case);
+                assert_eq!(among, whole, "case {case}, kind {k}, {} ids", ids.len());
+                assert!(ids.contains(&among));
+                draws.insert(among);
+            }
+        }
+        assert!(draws.len() > 200, "the draws vary: {} distinct", draws.len());
     }
 
     #[test]

@@ -10,11 +10,13 @@ pub struct Session {
     /// What the executor samples with (the last [`Session::set_sampling`]), for callers that
     /// draw on the host with the same parameters.
     sampling: crate::sampler::SamplingParams,
+    /// Whether the executor's last call was a decode step (its logits row is still there).
+    decoded_last: bool,
 }
 
 impl Session {
     pub fn new(exec: Box<dyn Executor>) -> Session {
-        Session { exec, pos: 0, sampling: Default::default() }
+        Session { exec, pos: 0, sampling: Default::default(), decoded_last: false }
     }
 
     pub fn executor(&self) -> &dyn Executor {
@@ -36,6 +38,7 @@ impl Session {
 
     /// See [`Executor::warm_up`]: for idle moments (the conversation is unchanged).
     pub fn warm_up(&mut self) -> Result<(), RuntimeError> {
+        self.decoded_last = false;
         self.exec.warm_up()
     }
 
@@ -51,12 +54,14 @@ impl Session {
 
     /// Forgets the conversation (the cache is overwritten from position 0).
     pub fn reset(&mut self) {
+        self.decoded_last = false;
         self.pos = 0;
     }
 
     /// Keeps only the first `pos` cached tokens (entries past it are overwritten later), so a
     /// chat can reuse the cache for the common prefix of the old and new conversation.
     pub fn rewind(&mut self, pos: usize) {
+        self.decoded_last = false;
         self.pos = self.pos.min(pos);
     }
 
@@ -69,6 +74,7 @@ impl Session {
         if self.pos + tokens.len() > self.exec.max_seq() {
             return Err(RuntimeError::ContextFull { needed: self.pos + tokens.len(), max_seq: self.exec.max_seq() });
         }
+        self.decoded_last = false;
         let chunk = self.exec.max_prefill_tokens();
         let mut out = StepOutput::default();
         let n_chunks = tokens.len().div_ceil(chunk);
@@ -120,6 +126,7 @@ impl Session {
         let mut fed = Vec::with_capacity(rows);
         fed.push(token);
         fed.extend_from_slice(draft);
+        self.decoded_last = false;
         let chosen = self.exec.verify(&fed, self.pos)?;
         let accepted = draft.iter().zip(&chosen).take_while(|(d, c)| d == c).count();
         // The executor stops at the first wrong guess, so its last token is the one after the
@@ -139,10 +146,24 @@ impl Session {
         if self.pos + 1 > self.exec.max_seq() {
             return Err(RuntimeError::ContextFull { needed: self.pos + 1, max_seq: self.exec.max_seq() });
         }
+        self.decoded_last = false;
         let out = self.exec.decode(token, self.pos, logits)?;
         check_logits(&out.logits, self.exec.hparams().vocab, self.pos)?;
         self.pos += 1;
+        self.decoded_last = true;
         Ok(out)
+    }
+
+    /// The logits row of the decode step just taken ([`Session::decode`] with `logits` false),
+    /// fetched after the fact: for a caller that needs the row only for some tokens. An error
+    /// after any other call (the row would be another step's).
+    pub fn last_decode_logits(&mut self) -> Result<Vec<f32>, RuntimeError> {
+        if !self.decoded_last {
+            return Err(RuntimeError::InvalidCall("last_decode_logits: the last call was not a decode step".into()));
+        }
+        let row = self.exec.last_decode_logits()?;
+        check_logits(&row, self.exec.hparams().vocab, self.pos - 1)?;
+        Ok(row)
     }
 }
 

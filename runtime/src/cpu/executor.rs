@@ -391,6 +391,9 @@ impl Executor for CpuExecutor {
         // worker (work stealing) instead of a blocked caller woken by the OS after each loop.
         rayon::scope(|_| self.run(true, &[token], pos, if logits { LogitsWanted::Last } else { LogitsWanted::None }))
     }
+    fn last_decode_logits(&mut self) -> Result<Vec<f32>, RuntimeError> {
+        Ok(logits_rows(&self.plan, &self.arena, true, 1).to_vec())
+    }
     fn verify_row_cost(&self) -> Option<f32> {
         // Measured on a 2-core Zen 4 with the default model (`qwen-aot bench --backend cpu`): a
         // pass of 2 / 4 / 8 rows costs 1.3-1.5 / 2.2-2.4 / 4.2-4.7 decode steps. The integer dot

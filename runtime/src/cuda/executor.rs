@@ -922,6 +922,14 @@ impl Executor for CudaExecutor {
         Ok(out)
     }
 
+    fn last_decode_logits(&mut self) -> Result<Vec<f32>, RuntimeError> {
+        // Both decode programs (greedy and sampled) store their logits in the decode program's
+        // buffer, as `read_outputs` reads them; the token's read-back synchronised the stream.
+        let mut row = vec![0f32; self.hparams.vocab];
+        self.dev.dtoh(self.buf_ptr(&self.decode, self.decode.logits), &mut row, "copying the last decode's logits")?;
+        Ok(row)
+    }
+
     fn device_memory_used(&self) -> Option<u64> {
         self.dev.memory_used().ok()
     }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: unpacks the xz-compressed binaries that a call carried (five stripped
+# `qwen-aot` builds are ~94 MB, over the 64 MiB a call may carry; compressed ~51 MB) into DEST,
+# executable, where later calls of the same lease still find them. Uses xz when the machine has it,
+# else Python's lzma module.
+#
+#   scripts/device-unpack.sh SRC_DIR DEST_DIR      (every SRC_DIR/*.xz -> DEST_DIR/<name>)
+set -euo pipefail
+src=$1 dest=$2
+mkdir -p "$dest"
+for f in "$src"/*.xz; do
+  out="$dest/$(basename "$f" .xz)"
+  if command -v xz >/dev/null; then
+    xz -dc "$f" >"$out"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$out"
+  fi
+  chmod +x "$out"
+  echo "unpacked $out ($(stat -c %s "$out") bytes)"
+done

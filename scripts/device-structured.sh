@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: what a constraint costs per token on the GPU, with the real default
-# model. For each build (NAME=DIR, a directory holding that build's `generate`): ROUNDS rounds of
-# `generate --backend cuda` on one chat prompt, 128 tokens, plain and under a JSON schema (the
-# host draws each token from the masked logits row; the mask is computed beside the step), and
-# checks that every constrained answer that ended by itself parses as JSON; a third kind, a Lark
-# grammar of digits only, makes the model's own choice wrong at nearly every step (the host then
-# fetches the row and draws). Greedy, so every build must give the same ids for each kind: the
-# script compares them. Prints decode tokens/s per run and the medians; logs go to $OUT (or
-# /tmp/out).
+# model. For each build (NAME=GENERATE_BIN, that build's `generate`), ROUNDS rounds of `generate
+# --backend cuda` on one chat prompt, at most 128 tokens, of four kinds:
+#   plain   no constraint;
+#   schema  a JSON schema, greedy (most steps take the device's argmax: the grammar allows it);
+#   digits  a Lark grammar of digits only: the model's own choice is refused at nearly every step,
+#           so the host fetches the row and draws among the allowed tokens;
+#   hot     the schema, sampled (temperature 0.8, seed 3): every step's row crosses to the host.
+# Checks that every schema answer that ended by itself parses as JSON and that every build and
+# round gives the same ids for each kind. Prints decode tokens/s per run and the medians; logs go
+# to $OUT (or /tmp/out).
 #
 #   scripts/device-structured.sh NAME=GENERATE_BIN [NAME=GENERATE_BIN ...]
 #   MODEL (default ~/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf), ROUNDS (default 3), BACKEND
@@ -28,13 +30,14 @@ run() { # name bin kind round
   local log="$out/structured-$1-$3-$4.json" extra=()
   [ "$3" = schema ] && extra=(-j "$schema")
   [ "$3" = digits ] && extra=(--grammar-file "$digits")
+  [ "$3" = hot ] && extra=(-j "$schema" --temp 0.8 -s 3)
   timeout 120 "$2" --backend "${BACKEND:-cuda}" -m "$model" --chat "$prompt" -n 128 --json --quiet "${extra[@]}" >"$log" 2>"$log.err" \
     || { echo "$1 $3 round $4 failed: $(tail -n1 "$log.err")"; return; }
   python3 - "$log" "$1" "$3" "$4" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1]))
 ok = ""
-if sys.argv[3] == "schema" and v["stop_reason"] == "eos":
+if sys.argv[3] in ("schema", "hot") and v["stop_reason"] == "eos":
     json.loads(v["text"]); ok = " (parses as JSON)"
 print(f"{sys.argv[2]:<12} {sys.argv[3]:<7} round {sys.argv[4]}: {len(v['ids'])} tokens, {v['decode_tok_s'] or 0:.1f} tok/s, stop {v['stop_reason']}{ok}")
 PY
@@ -42,7 +45,7 @@ PY
 
 for r in $(seq "$rounds"); do
   for pair in "$@"; do
-    for kind in plain schema digits; do run "${pair%%=*}" "${pair#*=}" "$kind" "$r"; done
+    for kind in plain schema digits hot; do run "${pair%%=*}" "${pair#*=}" "$kind" "$r"; done
   done
 done | tee "$out/structured.txt"
 echo "== medians (tok/s)"
@@ -56,11 +59,11 @@ for line in open(sys.argv[1]):
 for (name, kind), v in sorted(rates.items()):
     print(f"{name:<12} {kind:<7} {statistics.median(v):8.1f}  ({len(v)} runs)")
 PY
-echo "== the same ids from every build and round (greedy)"
+echo "== the same ids from every build and round"
 python3 - "$out" "$@" <<'PY'
 import glob, json, os, sys
 out, names = sys.argv[1], [p.split("=", 1)[0] for p in sys.argv[2:]]
-for kind in ["plain", "schema", "digits"]:
+for kind in ["plain", "schema", "digits", "hot"]:
     seen = {}
     for n in names:
         for path in sorted(glob.glob(f"{out}/structured-{n}-{kind}-*.json")):

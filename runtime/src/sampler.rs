@@ -126,14 +126,7 @@ fn choose_with(idx: &mut Vec<u32>, probs: &mut Vec<f32>, logits: &[f32], p: &Sam
         return crate::cpu::kernels::argmax(logits) as u32;
     }
     let k = if p.top_k == 0 { MAX_CANDIDATES } else { p.top_k.min(MAX_CANDIDATES) }.min(logits.len());
-    idx.clear();
-    idx.extend(0..logits.len() as u32);
-    let order = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, order);
-        idx.truncate(k);
-    }
-    idx.sort_by(order);
+    best_k(idx, logits, k);
     let inv_t = 1.0 / p.temperature;
     let top = logits[idx[0] as usize] * inv_t;
     probs.clear();
@@ -160,6 +153,40 @@ fn choose_with(idx: &mut Vec<u32>, probs: &mut Vec<f32>, logits: &[f32], p: &Sam
         }
     }
     idx[n - 1]
+}
+
+/// The `k` best positions of `logits` into `out`, best first: by value descending (the total
+/// order of `f32::total_cmp`), ties to the lower position -- the first `k` of every position
+/// sorted that way. One pass with a heap of `k` keys: most positions cost one comparison, where
+/// selecting over an index array paid an indirect load per comparison (benches/grammar.rs, the
+/// sampled draw: experiments/LOG.md, twenty-fifth session).
+fn best_k(out: &mut Vec<u32>, logits: &[f32], k: usize) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // A position's key: the value's order-preserving bits above the position's complement, so a
+    // larger key is the better candidate and keys are distinct.
+    let key = |i: usize, v: f32| {
+        let b = v.to_bits();
+        let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+        (u64::from(ordered) << 32) | u64::from(!(i as u32))
+    };
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(k);
+    for (i, &v) in logits.iter().enumerate() {
+        let c = key(i, v);
+        if heap.len() < k {
+            heap.push(Reverse(c));
+        } else if let Some(mut worst) = heap.peek_mut() {
+            if c > worst.0 {
+                *worst = Reverse(c);
+            }
+        }
+    }
+    // Ascending `Reverse` is descending keys: best first.
+    out.extend(heap.into_sorted_vec().into_iter().map(|Reverse(c)| !(c as u32)));
 }
 
 /// Penalties + choice for the token at position `pos`, on a copy of the logits.
@@ -277,6 +304,39 @@ mod tests {
             }
         }
         assert!(draws.len() > 200, "the draws vary: {} distinct", draws.len());
+    }
+
+    /// `best_k` keeps exactly the first `k` positions of the row sorted by value (total order)
+    /// descending, ties to the lower position -- the selection it replaced, kept here as the
+    /// reference -- on rows with ties, signed zeros, infinities and NaNs, for k from 1 to past
+    /// the row's length.
+    #[test]
+    fn best_k_is_the_sorted_rows_first_k() {
+        let reference = |logits: &[f32], k: usize| {
+            let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+            idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b)));
+            idx.truncate(k);
+            idx
+        };
+        let specials = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, 1.5, -1.5];
+        let mut state = 99u64;
+        let mut out = Vec::new();
+        for case in 0..400 {
+            let n = [1, 2, 7, 300, 1000][case % 5];
+            let row: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = mix(state.wrapping_add(1));
+                    match state % 10 {
+                        0 => specials[(state >> 8) as usize % specials.len()],
+                        _ => ((state >> 16) % 50) as f32 / 4.0 - 6.0,
+                    }
+                })
+                .collect();
+            for k in [1, 2, 5, 256, n, n + 3] {
+                best_k(&mut out, &row, k.min(n));
+                assert_eq!(out, reference(&row, k.min(n)), "case {case}, n {n}, k {k}");
+            }
+        }
     }
 
     #[test]

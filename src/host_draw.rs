@@ -1,10 +1,12 @@
 //! Drawing tokens on the host: for what the executors' samplers do not do -- JSON mode and
-//! structured outputs (`grammar`), OpenAI's `frequency_penalty` and `logit_bias` -- each step's
-//! logits row is copied back, changed, and the token drawn with `sampler::sample` and the
-//! session's sampling parameters, the same function and parameters the executors use (so a row
-//! left as it is gives their token). In order: `logit_bias` added, `frequency_penalty` times each
-//! token's count in the answer so far subtracted, the grammar's mask applied, then the sampler
-//! (its own repetition and presence penalties included).
+//! structured outputs (`grammar`), OpenAI's `frequency_penalty` and `logit_bias` -- with the
+//! session's sampling parameters and the same sampler the executors use (so a row left as it is
+//! gives their token). In order: `logit_bias` added, `frequency_penalty` times each token's count
+//! in the answer so far subtracted, the grammar's mask applied, then the sampler (its own
+//! repetition and presence penalties included). Under a grammar only the allowed tokens are
+//! looked at (`sampler::sample_among`), and a greedy draw that nothing but the grammar changes
+//! keeps the device's own argmax where the grammar allows it (`HostSteps::takes`), so most steps
+//! bring no logits row back.
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -86,13 +86,7 @@ impl<'a> HostSteps<'a> {
     /// (then it is the allowed tokens' argmax, ties to the lower id as in the whole row). The
     /// row then need not cross to the host. False: draw with [`HostSteps::next`].
     pub fn takes(&mut self, token: u32) -> Result<bool> {
-        let s = &self.sampling;
-        let row_unchanged = s.is_greedy()
-            && s.repeat_penalty == 1.0
-            && s.presence_penalty == 0.0
-            && self.draw.logit_bias.is_empty()
-            && self.draw.frequency_penalty == 0.0;
-        if !row_unchanged {
+        if !(self.sampling.is_greedy() && self.row_unchanged()) {
             return Ok(false);
         }
         if let Some(g) = self.grammar.as_mut() {
@@ -105,9 +99,37 @@ impl<'a> HostSteps<'a> {
         Ok(true)
     }
 
-    /// The token drawn at position `pos` from `logits`, the row after the tokens fed so far.
+    /// Whether nothing but the grammar changes the row before the draw: no `logit_bias`, no
+    /// `frequency_penalty`, no repetition or presence penalty.
+    fn row_unchanged(&self) -> bool {
+        self.draw.logit_bias.is_empty() && self.draw.frequency_penalty == 0.0 && !sampler::has_penalties(&self.sampling)
+    }
+
+    /// The token drawn at position `pos` from `logits` (finite: the session refuses other rows),
+    /// the row after the tokens fed so far.
     pub fn next(&mut self, logits: &[f32], pos: usize) -> Result<u32> {
+        let unchanged = self.row_unchanged();
         let id = match self.grammar.as_mut() {
+            // Nothing changes the row: the allowed ids go from the mask straight to the argmax or
+            // the sampler's candidates, no list built (a JSON string allows ~100,000 tokens).
+            Some(g) if unchanged && self.sampling.is_greedy() => {
+                // The first largest in id order, as `kernels::argmax` over the list would find
+                // (end-of-text ids may come last, out of order: an equal value there wins only
+                // with a lower id).
+                let mut best = (u32::MAX, f32::NEG_INFINITY);
+                g.for_each_allowed(logits.len(), |id| {
+                    let v = logits[id as usize];
+                    if v > best.1 || (v == best.1 && id < best.0) || best.0 == u32::MAX {
+                        best = (id, v);
+                    }
+                })?;
+                best.0
+            }
+            Some(g) if unchanged => {
+                let mut top = sampler::TopK::new(sampler::candidates(&self.sampling));
+                g.for_each_allowed(logits.len(), |id| top.offer(id, logits[id as usize]))?;
+                sampler::sample_top(&mut self.scratch, top, logits, &self.sampling, pos)
+            }
             // Only the allowed tokens are looked at: the same draw as the whole row with the rest
             // at -inf (`sample_among`), at the cost of what the grammar allows.
             Some(g) => {
@@ -177,48 +199,65 @@ mod tests {
         assert_eq!(drawn, [1, 1, 2, 1]);
     }
 
-    /// Under a grammar, a greedy draw takes the device's choice (the whole row's argmax) exactly
-    /// where the full draw would give that token: two walkers over the same rows (ties included),
-    /// one always drawing from the row, the other taking the device's choice when it can, stay
-    /// token for token the same through a JSON answer.
+    /// Under a grammar the three ways to a token agree token for token through a JSON answer, on
+    /// rows with ties and signed zeros: the allowed list with the row changed (a bias on an id
+    /// past the vocabulary changes nothing but takes that path), the mask straight into the
+    /// argmax or the sampler's candidates (nothing changes the row), and, greedy, the device's
+    /// own choice where the grammar allows it. Greedy and sampled, with top-k, top-p and min-p.
     #[test]
-    fn the_device_choice_is_taken_exactly_where_the_draw_agrees() {
+    fn the_ways_to_a_token_under_a_grammar_agree() {
         let env = crate::grammar::tests::byte_env();
-        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}, "required": ["n", "s"]});
         let grammar = Some(Arc::new(Grammar::json_schema(&env, schema).unwrap()));
         let draw = HostDraw { grammar, frequency_penalty: 0.0, logit_bias: vec![] };
-        let (mut full, mut fast) = (HostSteps::new(&draw, greedy(), vec![]), HostSteps::new(&draw, greedy(), vec![]));
-        let answer = br#"{"n": 4217}"#;
-        let (mut taken, mut refused, mut state) = (0, 0, 7u64);
-        for pos in 0..40 {
-            // Values from a small set (ties); every other row favours the answer's next byte.
-            let mut row: Vec<f32> = (0..257)
-                .map(|_| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((state >> 33) % 6) as f32
-                })
-                .collect();
-            if pos % 2 == 0 {
-                row[*answer.get(pos).unwrap_or(&b'}') as usize] = 9.0;
+        let listed = HostDraw { logit_bias: vec![(9999, 1.0)], ..draw.clone() };
+        let kinds = [
+            greedy(),
+            SamplingParams { temperature: 0.8, seed: 4, ..SamplingParams::default() },
+            SamplingParams { temperature: 1.5, top_k: 3, top_p: 0.8, min_p: 0.1, seed: 5, ..SamplingParams::default() },
+        ];
+        let answer = br#"{"n": 4217, "s": "a cat"}"#;
+        for (k, sampling) in kinds.iter().enumerate() {
+            let mut list = HostSteps::new(&listed, sampling.clone(), vec![]);
+            let mut fused = HostSteps::new(&draw, sampling.clone(), vec![]);
+            let mut device = HostSteps::new(&draw, sampling.clone(), vec![]);
+            let (mut taken, mut refused, mut state) = (0, 0, 7u64 + k as u64);
+            for pos in 0..60 {
+                // Values from a small set with both zeros (ties); every other row favours the
+                // answer's next byte.
+                let mut row: Vec<f32> = (0..257)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        [0.0, -0.0, 1.0, 2.0, 2.5, -1.0][((state >> 33) % 6) as usize]
+                    })
+                    .collect();
+                if pos % 2 == 0 {
+                    row[*answer.get(pos).unwrap_or(&b'}') as usize] = 9.0;
+                }
+                let want = list.next(&row, pos).unwrap();
+                assert_eq!(fused.next(&row, pos).unwrap(), want, "kind {k}, step {pos}: mask into the draw");
+                let argmax = qwen_aot_runtime::cpu::kernels::argmax(&row) as u32;
+                let got = match device.takes(argmax).unwrap() {
+                    true => {
+                        taken += 1;
+                        argmax
+                    }
+                    false => {
+                        refused += 1;
+                        device.next(&row, pos).unwrap()
+                    }
+                };
+                assert_eq!(got, want, "kind {k}, step {pos}: the device's choice");
+                if want == 256 {
+                    break;
+                }
             }
-            let device = qwen_aot_runtime::cpu::kernels::argmax(&row) as u32;
-            let want = full.next(&row, pos).unwrap();
-            let got = match fast.takes(device).unwrap() {
-                true => {
-                    taken += 1;
-                    device
-                }
-                false => {
-                    refused += 1;
-                    fast.next(&row, pos).unwrap()
-                }
-            };
-            assert_eq!(got, want, "step {pos}");
-            if want == 256 {
-                break;
+            if sampling.is_greedy() {
+                assert!(taken > 0 && refused > 0, "both paths ran: {taken} taken, {refused} refused");
+            } else {
+                assert_eq!(taken, 0, "a sampled draw never takes the device's choice");
             }
         }
-        assert!(taken > 0 && refused > 0, "both paths ran: {taken} taken, {refused} refused");
         // A row the host changes (a bias) is never the device's choice.
         let biased = HostDraw { logit_bias: vec![(5, 1.0)], ..draw.clone() };
         assert!(!HostSteps::new(&biased, greedy(), vec![]).takes(b'{' as u32).unwrap());

@@ -125,8 +125,23 @@ fn choose_with(idx: &mut Vec<u32>, probs: &mut Vec<f32>, logits: &[f32], p: &Sam
     if p.is_greedy() {
         return crate::cpu::kernels::argmax(logits) as u32;
     }
-    let k = if p.top_k == 0 { MAX_CANDIDATES } else { p.top_k.min(MAX_CANDIDATES) }.min(logits.len());
-    best_k(idx, logits, k);
+    best_k(idx, logits, candidates(p).min(logits.len()));
+    pick(idx, probs, logits, p, u)
+}
+
+/// How many candidates a sampled draw looks at: `top_k`, at most [`MAX_CANDIDATES`] (0: all of
+/// those).
+pub fn candidates(p: &SamplingParams) -> usize {
+    if p.top_k == 0 {
+        MAX_CANDIDATES
+    } else {
+        p.top_k.min(MAX_CANDIDATES)
+    }
+}
+
+/// The sampled draw from the candidates `idx` (ids into `logits`, best first, not empty):
+/// temperature, min-p, top-p, then the cumulative walk with `u`.
+fn pick(idx: &[u32], probs: &mut Vec<f32>, logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
     let inv_t = 1.0 / p.temperature;
     let top = logits[idx[0] as usize] * inv_t;
     probs.clear();
@@ -161,32 +176,68 @@ fn choose_with(idx: &mut Vec<u32>, probs: &mut Vec<f32>, logits: &[f32], p: &Sam
 /// selecting over an index array paid an indirect load per comparison (benches/grammar.rs, the
 /// sampled draw: experiments/LOG.md, twenty-fifth session).
 fn best_k(out: &mut Vec<u32>, logits: &[f32], k: usize) {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    // A position's key: the value's order-preserving bits above the position's complement, so a
-    // larger key is the better candidate and keys are distinct.
-    let key = |i: usize, v: f32| {
+    let mut top = TopK::new(k);
+    for (i, &v) in logits.iter().enumerate() {
+        top.offer(i as u32, v);
+    }
+    top.best_first(out);
+}
+
+/// The best `k` of the (id, value) pairs offered to it, in any order: by value descending (the
+/// total order of `f32::total_cmp`), ties to the lower id. A heap of `k` keys, each the value's
+/// order-preserving bits above the id's complement (a larger key is the better candidate; keys
+/// are distinct): once full, an offer costs one comparison.
+#[derive(Debug)]
+pub struct TopK {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
+    k: usize,
+    /// The worst key kept once `k` are: an offer at or below it is dropped by one comparison,
+    /// without touching the heap.
+    floor: Option<u64>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK { heap: std::collections::BinaryHeap::with_capacity(k), k, floor: None }
+    }
+
+    #[inline]
+    pub fn offer(&mut self, id: u32, v: f32) {
         let b = v.to_bits();
         let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
-        (u64::from(ordered) << 32) | u64::from(!(i as u32))
-    };
-    out.clear();
-    if k == 0 {
-        return;
-    }
-    let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(k);
-    for (i, &v) in logits.iter().enumerate() {
-        let c = key(i, v);
-        if heap.len() < k {
-            heap.push(Reverse(c));
-        } else if let Some(mut worst) = heap.peek_mut() {
-            if c > worst.0 {
-                *worst = Reverse(c);
-            }
+        let key = (u64::from(ordered) << 32) | u64::from(!id);
+        if self.k == 0 || self.floor.is_some_and(|f| key <= f) {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(std::cmp::Reverse(key));
+        } else if let Some(mut worst) = self.heap.peek_mut() {
+            // `Reverse`: the heap's top is the smallest key kept; `key` beats it (above the floor).
+            *worst = std::cmp::Reverse(key);
+        }
+        if self.heap.len() == self.k {
+            self.floor = self.heap.peek().map(|w| w.0);
         }
     }
-    // Ascending `Reverse` is descending keys: best first.
-    out.extend(heap.into_sorted_vec().into_iter().map(|Reverse(c)| !(c as u32)));
+
+    /// The ids kept, best first, into `out`.
+    pub fn best_first(self, out: &mut Vec<u32>) {
+        out.clear();
+        // Ascending `Reverse` is descending keys: best first.
+        out.extend(self.heap.into_sorted_vec().into_iter().map(|std::cmp::Reverse(c)| !(c as u32)));
+    }
+}
+
+/// The sampled draw (`p` not greedy, no penalties) at position `pos` among the candidates `top`
+/// gathered from `logits`: what [`sample_with`] draws from a row whose entries outside the offered
+/// ids are -inf, when `top` was offered every such id with its logit and holds
+/// [`candidates`]`(p)`. A grammar's allowed tokens are offered straight from its mask, so the row
+/// is never copied or filtered (structured outputs, `host_draw`).
+pub fn sample_top(scratch: &mut SampleScratch, top: TopK, logits: &[f32], p: &SamplingParams, pos: usize) -> u32 {
+    debug_assert!(!p.is_greedy() && !has_penalties(p));
+    let SampleScratch { idx, probs, .. } = scratch;
+    top.best_first(idx);
+    pick(idx, probs, logits, p, uniform(p.seed, pos as u64))
 }
 
 /// Penalties + choice for the token at position `pos`, on a copy of the logits.
@@ -246,7 +297,7 @@ fn penalise(l: &mut f32, p: &SamplingParams) {
 }
 
 /// Whether [`apply_penalties`] changes anything.
-fn has_penalties(p: &SamplingParams) -> bool {
+pub fn has_penalties(p: &SamplingParams) -> bool {
     p.repeat_penalty != 1.0 || p.presence_penalty != 0.0
 }
 

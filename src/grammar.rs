@@ -141,6 +141,13 @@ impl Grammar {
         Grammar::compile(env, TopLevelGrammar::from_lark(source))
     }
 
+    /// A grammar a user wrote: llama.cpp's GBNF where a rule is defined with `::=`
+    /// ([`crate::gbnf`] translates it), else llguidance's Lark dialect.
+    pub fn lark_or_gbnf(env: &Arc<GrammarEnv>, source: String) -> Result<Grammar, GrammarError> {
+        let lark = if crate::gbnf::is_gbnf(&source) { crate::gbnf::gbnf_to_lark(&source)? } else { source };
+        Grammar::lark(env, lark)
+    }
+
     /// The answer matches the regular expression `rx` (whole).
     pub fn regex(env: &Arc<GrammarEnv>, rx: &str) -> Result<Grammar, GrammarError> {
         Grammar::compile(env, TopLevelGrammar::from_regex(rx))
@@ -421,6 +428,33 @@ pub(crate) mod tests {
             s.advance(b as u32).unwrap();
         }
         Some(allowed(&mut s, 257).contains(&256))
+    }
+
+    /// llama.cpp's GBNF grammars run as written: an arithmetic grammar in its style (classes,
+    /// repetition, a negated class, escapes, a multi-line group), told from Lark by its `::=`.
+    #[test]
+    fn gbnf_grammars_constrain_like_their_lark_translation() {
+        let env = byte_env();
+        let gbnf = r#"# llama.cpp style
+root  ::= expr ("\n" | "=" [0-9]{1,3})
+expr  ::= term (
+            [-+*/] term
+          )*
+term  ::= [0-9]+ | "(" expr ")" | "'" [^'\\]* "'"
+"#;
+        let g = Grammar::lark_or_gbnf(&env, gbnf.to_string()).unwrap();
+        assert_eq!(walk(&g, "12+(3*4)\n"), Some(true));
+        assert_eq!(walk(&g, "7-2=5"), Some(true));
+        assert_eq!(walk(&g, "7-2=5555"), None, "at most three digits");
+        assert_eq!(walk(&g, "7-2"), Some(false), "not yet complete");
+        assert_eq!(walk(&g, "'a b'\n"), Some(true));
+        assert_eq!(walk(&g, "'a'b"), None);
+        assert_eq!(walk(&g, "x"), None);
+        // Lark stays Lark; a broken GBNF grammar is an error, not a panic.
+        let lark = Grammar::lark_or_gbnf(&env, r#"start: "a" | "b""#.into()).unwrap();
+        assert_eq!(walk(&lark, "b"), Some(true));
+        assert!(matches!(Grammar::lark_or_gbnf(&env, "root ::= [a-".into()), Err(GrammarError::Invalid(_))));
+        assert!(matches!(Grammar::lark_or_gbnf(&env, "root ::= missing".into()), Err(GrammarError::Invalid(_))));
     }
 
     /// A regex must match the whole answer; choices are literal (metacharacters escaped) and

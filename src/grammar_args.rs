@@ -23,8 +23,9 @@ pub struct GrammarArgs {
     /// --json-schema read from a file.
     #[arg(long, value_name = "FILE", conflicts_with = "grammar_file")]
     pub json_schema_file: Option<PathBuf>,
-    /// Constrain the answer to a sentence of this Lark grammar (llguidance's dialect: `start:`
-    /// rules, "literals", /regexes/, `%json {schema}` for an embedded JSON schema).
+    /// Constrain the answer to a sentence of this grammar: llama.cpp's GBNF (`root ::= ...`), or
+    /// llguidance's Lark dialect (`start:` rules, "literals", /regexes/, `%json {schema}` for an
+    /// embedded JSON schema).
     #[arg(long, value_name = "FILE")]
     pub grammar_file: Option<PathBuf>,
 }
@@ -32,7 +33,8 @@ pub struct GrammarArgs {
 /// What the flags ask for, read and parsed (before the model loads, so a typo fails fast).
 pub enum GrammarSource {
     JsonSchema(Value),
-    Lark(String),
+    /// A grammar file's text: GBNF or Lark.
+    Grammar(String),
 }
 
 impl GrammarArgs {
@@ -52,7 +54,7 @@ impl GrammarArgs {
             return Ok(Some(GrammarSource::JsonSchema(schema)));
         }
         Ok(match &self.grammar_file {
-            Some(f) => Some(GrammarSource::Lark(read_utf8(f, MAX_GRAMMAR_FILE_BYTES, "a grammar")?)),
+            Some(f) => Some(GrammarSource::Grammar(read_utf8(f, MAX_GRAMMAR_FILE_BYTES, "a grammar")?)),
             None => None,
         })
     }
@@ -66,7 +68,9 @@ impl GrammarSource {
             GrammarSource::JsonSchema(schema) => {
                 Grammar::json_schema(&env, schema).context("the JSON schema does not compile")?
             }
-            GrammarSource::Lark(source) => Grammar::lark(&env, source).context("the grammar does not compile")?,
+            GrammarSource::Grammar(source) => {
+                Grammar::lark_or_gbnf(&env, source).context("the grammar does not compile")?
+            }
         };
         Ok(Arc::new(grammar))
     }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod chat;
 pub mod chat_input;
 pub mod cli_args;
+pub mod gbnf;
 pub mod generation;
 pub mod gpu;
 pub mod grammar;

@@ -20,7 +20,10 @@ const MAX_CHOICES: usize = 1024;
 /// A constraint before compiling.
 enum Source {
     JsonSchema(Value),
+    /// Lark generated here (a forced tool call).
     Lark(String),
+    /// A grammar the request gave: GBNF or Lark.
+    UserGrammar(String),
     Regex(String),
     Choice(Vec<String>),
 }
@@ -61,6 +64,7 @@ pub fn constraint(
     let compiled = match source {
         Source::JsonSchema(schema) => Grammar::json_schema(&env, schema),
         Source::Lark(text) => Grammar::lark(&env, text),
+        Source::UserGrammar(text) => Grammar::lark_or_gbnf(&env, text),
         Source::Regex(rx) => Grammar::regex(&env, &rx),
         Source::Choice(choices) => Grammar::choice(&env, &choices),
     };
@@ -84,7 +88,7 @@ fn guided(req: &CompletionRequest) -> Result<Vec<(Source, &'static str)>, ApiErr
             ("json", schema @ Value::Object(_)) => Source::JsonSchema(schema.clone()),
             ("json", _) => return bad("a JSON schema (an object, or its text)"),
             ("regex", Value::String(rx)) => Source::Regex(rx.clone()),
-            ("grammar", Value::String(g)) => Source::Lark(g.clone()),
+            ("grammar", Value::String(g)) => Source::UserGrammar(g.clone()),
             ("choice", Value::Array(items)) if !items.is_empty() && items.len() <= MAX_CHOICES => {
                 let choices: Option<Vec<String>> = items.iter().map(|c| c.as_str().map(str::to_string)).collect();
                 match choices {

@@ -639,7 +639,7 @@ async fn json_mode_answers_are_json_objects() {
 /// Structured outputs (`response_format` json_schema): every answer -- greedy or sampled, chat
 /// or completion, streamed or not, asked for JSON or not -- that ends by itself is an object
 /// valid against the schema (its required keys, types and enum); vLLM's `guided_*` and
-/// `structured_outputs` (choice, regex, schema text, Lark grammar) end in what they allow;
+/// `structured_outputs` (choice, regex, schema text, Lark and GBNF grammars) end in what they allow;
 /// constraints that do not compile, two at once and malformed formats are a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_schema_answers_follow_the_schema() {
@@ -693,6 +693,11 @@ async fn json_schema_answers_follow_the_schema() {
             r#"^\{\s*"n"\s*:\s*-?[0-9]+\s*\}$"#,
         ),
         (json!({"guided_grammar": "start: \"It is \" WORD \".\"\nWORD: /[a-z]+/"}), r"^It is [a-z]+\.$"),
+        // llama.cpp's GBNF, as written for it.
+        (
+            json!({"structured_outputs": {"grammar": "root ::= \"It is \" [a-z]+ (\".\" | \"!\")"}}),
+            r"^It is [a-z]+[.!]$",
+        ),
         (json!({"structured_outputs": {"json_object": true}}), r"^\{[\s\S]*\}$"),
     ] {
         let (status, v) = s.post_json("/v1/chat/completions", &ask(extra.clone())).await;
@@ -707,6 +712,7 @@ async fn json_schema_answers_follow_the_schema() {
         (json!({"guided_choice": ["a"], "response_format": {"type": "json_object"}}), "guided_choice"),
         (json!({"structured_outputs": 5}), "structured_outputs"),
         (json!({"structured_outputs": {"structural_tag": "x"}}), "structured_outputs"),
+        (json!({"guided_grammar": "root ::= [a-"}), "guided_grammar"),
     ] {
         let (status, v) = s.post_json("/v1/chat/completions", &ask(extra.clone())).await;
         assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{extra}: {v}");

@@ -19,6 +19,7 @@ model=${MODEL:-$HOME/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 rounds=${ROUNDS:-3}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
+rm -f "$out"/structured-*  # an earlier run's files would join this run's comparison
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 [ -f "$model" ] || { echo "no model at $model (stage it first)"; exit 2; }
 schema='{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "toys": {"type": "array", "items": {"type": "string"}}}, "required": ["name", "age", "toys"]}'
@@ -38,7 +39,10 @@ import json, sys
 v = json.load(open(sys.argv[1]))
 ok = ""
 if sys.argv[3] in ("schema", "hot") and v["stop_reason"] == "eos":
-    json.loads(v["text"]); ok = " (parses as JSON)"
+    try:
+        json.loads(v["text"]); ok = " (parses as JSON)"
+    except ValueError as e:
+        ok = f" FAIL: not JSON ({e})"
 print(f"{sys.argv[2]:<12} {sys.argv[3]:<7} round {sys.argv[4]}: {len(v['ids'])} tokens, {v['decode_tok_s'] or 0:.1f} tok/s, stop {v['stop_reason']}{ok}")
 PY
 }
@@ -69,7 +73,10 @@ for kind in ["plain", "schema", "digits", "hot"]:
         for path in sorted(glob.glob(f"{out}/structured-{n}-{kind}-*.json")):
             if os.path.getsize(path) > 0:
                 seen[f"{n} {path.rsplit('-', 1)[1][:-5]}"] = json.load(open(path))["ids"]
+    if not seen:
+        print(f"{kind:<7} no runs")
+        continue
     same = len({tuple(v) for v in seen.values()}) == 1
-    first = next(iter(seen.values()), [])
+    first = next(iter(seen.values()))
     print(f"{kind:<7} {len(seen)} runs: {'same ids' if same else 'IDS DIFFER'} ({len(first)} tokens)")
 PY

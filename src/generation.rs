@@ -350,7 +350,9 @@ pub fn generate_events(
 /// where the draw needs it (`with_rows`, or a device choice the draw does not take -- for a
 /// greedy answer under a grammar, most steps need no row: the device's argmax is allowed).
 fn host_step(session: &mut Session, next: u32, with_rows: bool, host: &mut HostSteps) -> Result<(u32, StepOutput)> {
-    let mut out = decode_beside(session, next, with_rows, host)?;
+    // A draw that can never take the device's choice needs every row: with the token, in one
+    // read-back, rather than after it.
+    let mut out = decode_beside(session, next, with_rows || !host.may_take(), host)?;
     if host.takes(out.next_token)? {
         return Ok((out.next_token, out));
     }

@@ -64,10 +64,7 @@ pub struct GrammarEnv {
 impl GrammarEnv {
     /// Indexes `tokenizer`'s vocabulary (≈ 0.45 s for Qwen2's 151,936 tokens: benches/grammar.rs).
     pub fn new(tokenizer: &Tokenizer) -> Result<Arc<GrammarEnv>, GrammarError> {
-        let mut eos = tokenizer.eos_ids();
-        // Each once, in the tokenizer's order (the draws offer every allowed id once).
-        let mut seen = std::collections::HashSet::new();
-        eos.retain(|e| seen.insert(*e));
+        let eos = tokenizer.eos_ids();
         let Some(&first_eos) = eos.first() else {
             return Err(GrammarError::Vocabulary("the tokenizer has no end-of-text token".into()));
         };
@@ -190,19 +187,12 @@ pub struct GrammarSteps<'a> {
 
 impl GrammarSteps<'_> {
     /// Sets `logits[id]` to -inf for every token the grammar does not allow next (ids past the
-    /// vocabulary -- the mask's length -- too); the end-of-text ids stay only where the grammar
-    /// may end. The dense form of [`GrammarSteps::allowed`] (the reference its tests hold it to).
+    /// vocabulary -- the mask's length -- too). The dense form of [`GrammarSteps::allowed`] (the reference its tests hold it to).
     pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), GrammarError> {
-        let mask = match self.prepared.take() {
-            Some(m) => m,
-            None => self.mask()?,
-        };
-        let allowed = |id: usize| id < mask.len() && mask.get(id);
-        let may_end = self.env.eos.iter().any(|&e| allowed(e as usize));
+        let mask = self.take_mask()?;
         let mut any = false;
         for (id, l) in logits.iter_mut().enumerate() {
-            let ok = allowed(id) || (may_end && self.env.eos.contains(&(id as u32)));
-            if ok {
+            if id < mask.len() && mask.get(id) {
                 any = true;
             } else {
                 *l = f32::NEG_INFINITY;
@@ -214,45 +204,24 @@ impl GrammarSteps<'_> {
         Ok(())
     }
 
-    /// The ids the grammar allows next, ascending, below `vocab` (the logits row's length): the
-    /// end-of-text ids only where the grammar may end. The same tokens [`GrammarSteps::apply`]
+    /// The ids the grammar allows next, ascending, below `vocab` (the logits row's length). The same tokens [`GrammarSteps::apply`]
     /// leaves finite, as a list: a draw over them costs what the grammar allows (often a few
     /// tokens), not the whole row -- the dense mask and draw cost ≈ 0.33 ms per token here
     /// (benches/grammar.rs).
     pub fn allowed(&mut self, vocab: usize, out: &mut Vec<u32>) -> Result<(), GrammarError> {
-        let mask = match self.prepared.take() {
-            Some(m) => m,
-            None => self.mask()?,
-        };
         out.clear();
-        mask.iter_set_entries(|id| {
-            if id < vocab {
-                out.push(id as u32);
-            }
-        });
-        let may_end = self.env.eos.iter().any(|&e| (e as usize) < mask.len() && mask.get(e as usize));
-        if may_end {
-            for &e in &self.env.eos {
-                if let (Err(at), true) = (out.binary_search(&e), (e as usize) < vocab) {
-                    out.insert(at, e);
-                }
-            }
-        }
-        if out.is_empty() {
-            return Err(GrammarError::Step("no token is allowed here".into()));
-        }
+        self.for_each_allowed(vocab, |id| out.push(id))?;
         Ok(())
     }
 
-    /// Calls `f` with every id the grammar allows next below `vocab` -- the ids of
-    /// [`GrammarSteps::allowed`], ascending except that end-of-text ids the mask itself does not
-    /// hold come last -- without building the list (a sampled draw offers each to its candidates
-    /// straight from the mask). Returns how many; none is an error.
+    /// Calls `f` with every id the grammar allows next below `vocab`, ascending -- the ids of
+    /// [`GrammarSteps::allowed`] without building the list (a draw offers each to its argmax or
+    /// candidates straight from the mask). llguidance's mask already holds every end-of-text id
+    /// where the grammar may end (the trie is built `with_eos_tokens`;
+    /// `every_end_of_text_id_is_in_the_mask_where_the_answer_may_end` holds it to that), so its
+    /// bits are the whole answer. Returns how many; none is an error.
     pub fn for_each_allowed(&mut self, vocab: usize, mut f: impl FnMut(u32)) -> Result<usize, GrammarError> {
-        let mask = match self.prepared.take() {
-            Some(m) => m,
-            None => self.mask()?,
-        };
+        let mask = self.take_mask()?;
         let mut n = 0;
         mask.iter_set_entries(|id| {
             if id < vocab {
@@ -260,31 +229,26 @@ impl GrammarSteps<'_> {
                 n += 1;
             }
         });
-        let bit = |i: u32| (i as usize) < mask.len() && mask.get(i as usize);
-        if self.env.eos.iter().any(|&e| bit(e)) {
-            for &e in &self.env.eos {
-                if !bit(e) && (e as usize) < vocab {
-                    f(e);
-                    n += 1;
-                }
-            }
-        }
         if n == 0 {
             return Err(GrammarError::Step("no token is allowed here".into()));
         }
         Ok(n)
     }
 
-    /// Whether the grammar allows `id` next (the mask is kept for [`GrammarSteps::allowed`]).
+    /// Whether the grammar allows `id` next (the mask is kept for the draw that may follow).
     pub fn allows(&mut self, id: u32) -> Result<bool, GrammarError> {
-        let mask = match self.prepared.take() {
-            Some(m) => m,
-            None => self.mask()?,
-        };
-        let bit = |i: u32| (i as usize) < mask.len() && mask.get(i as usize);
-        let ok = bit(id) || (self.env.eos.contains(&id) && self.env.eos.iter().any(|&e| bit(e)));
+        let mask = self.take_mask()?;
+        let ok = (id as usize) < mask.len() && mask.get(id as usize);
         self.prepared = Some(mask);
         Ok(ok)
+    }
+
+    /// The next draw's mask: the one [`GrammarSteps::prepare`] computed, else computed now.
+    fn take_mask(&mut self) -> Result<SimpleVob, GrammarError> {
+        match self.prepared.take() {
+            Some(m) => Ok(m),
+            None => self.mask(),
+        }
     }
 
     /// Computes the next draw's mask ahead of [`GrammarSteps::allowed`] (beside the decode step).
@@ -319,10 +283,19 @@ pub(crate) mod tests {
     }
 
     fn byte_env_with_eos(eos_type: TokenType) -> Arc<GrammarEnv> {
+        byte_env_with(eos_type, &[])
+    }
+
+    /// The byte vocabulary, `<|end|>` (256, the EOS) of `eos_type`, then `extra` control tokens.
+    fn byte_env_with(eos_type: TokenType, extra: &[&str]) -> Arc<GrammarEnv> {
         let mut tokens = qwen_aot_compiler::synthetic::gguf_file::byte_tokens();
         let mut token_types = vec![TokenType::Normal.as_i32(); tokens.len()];
         tokens.push("<|end|>".into());
         token_types.push(eos_type.as_i32());
+        for t in extra {
+            tokens.push(t.to_string());
+            token_types.push(TokenType::Control.as_i32());
+        }
         let data = TokenizerData {
             model: "gpt2".into(),
             tokens,
@@ -401,6 +374,27 @@ pub(crate) mod tests {
         }
         assert!(matches!(Grammar::lark(&env, "start: (".into()), Err(GrammarError::Invalid(_))));
         assert!(matches!(Grammar::regex(&env, "a("), Err(GrammarError::Invalid(_))));
+    }
+
+    /// With two end-of-text ids (the GGUF's EOS and `<|im_end|>`), llguidance's mask itself holds
+    /// both where the answer may end and neither where it may not: the draws read only the mask's
+    /// bits (`for_each_allowed`).
+    #[test]
+    fn every_end_of_text_id_is_in_the_mask_where_the_answer_may_end() {
+        let env = byte_env_with(TokenType::Control, &["<|im_end|>"]);
+        assert_eq!(env.eos, vec![256, 257]);
+        let g = Grammar::json_schema(&env, serde_json::json!({"enum": ["ab"]})).unwrap();
+        let mut s = g.start();
+        let bits = |s: &mut GrammarSteps| {
+            let m = s.mask().unwrap();
+            (m.get(256), m.get(257))
+        };
+        for b in br#""ab""# {
+            assert_eq!(bits(&mut s), (false, false), "before the value ends");
+            s.advance(*b as u32).unwrap();
+        }
+        assert_eq!(bits(&mut s), (true, true), "the value is complete");
+        assert_eq!(allowed(&mut s, 258), vec![256, 257]);
     }
 
     /// The end-of-text id is never text, whatever type the GGUF gives it: inside a string it is

@@ -85,8 +85,11 @@ impl<'a> HostSteps<'a> {
     /// choice too: greedy, nothing but the grammar changes the row, and the grammar allows it
     /// (then it is the allowed tokens' argmax, ties to the lower id as in the whole row). The
     /// row then need not cross to the host. False: draw with [`HostSteps::next`].
+    ///
+    /// A taken token's logit is not checked for being finite (its row never reaches the host),
+    /// as in plain greedy decoding.
     pub fn takes(&mut self, token: u32) -> Result<bool> {
-        if !(self.sampling.is_greedy() && self.row_unchanged()) {
+        if !self.may_take() {
             return Ok(false);
         }
         if let Some(g) = self.grammar.as_mut() {
@@ -97,6 +100,12 @@ impl<'a> HostSteps<'a> {
         }
         *self.counts.entry(token).or_default() += 1;
         Ok(true)
+    }
+
+    /// Whether [`HostSteps::takes`] may take the device's choice (greedy, nothing but the grammar
+    /// changes the row): if not, every step needs its row, best fetched with the token.
+    pub fn may_take(&self) -> bool {
+        self.sampling.is_greedy() && self.row_unchanged()
     }
 
     /// Whether nothing but the grammar changes the row before the draw: no `logit_bias`, no
@@ -113,13 +122,12 @@ impl<'a> HostSteps<'a> {
             // Nothing changes the row: the allowed ids go from the mask straight to the argmax or
             // the sampler's candidates, no list built (a JSON string allows ~100,000 tokens).
             Some(g) if unchanged && self.sampling.is_greedy() => {
-                // The first largest in id order, as `kernels::argmax` over the list would find
-                // (end-of-text ids may come last, out of order: an equal value there wins only
-                // with a lower id).
+                // The first largest in id order (the ids come ascending), as `kernels::argmax`
+                // over the list would find.
                 let mut best = (u32::MAX, f32::NEG_INFINITY);
                 g.for_each_allowed(logits.len(), |id| {
                     let v = logits[id as usize];
-                    if v > best.1 || (v == best.1 && id < best.0) || best.0 == u32::MAX {
+                    if v > best.1 || best.0 == u32::MAX {
                         best = (id, v);
                     }
                 })?;

@@ -65,6 +65,11 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
 fn the_last_decode_logits_are_the_step_row() {
     let (_tmp, model) = random_model(12);
     let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
+    let first = s.prefill(&[1, 2], LogitsWanted::None).unwrap().next_token;
+    assert!(s.last_decode_logits().is_err(), "before any decode");
+    s.decode(first, false).unwrap();
+    assert!(s.last_decode_logits().is_ok(), "right after a decode");
+    s.rewind(0);
     let next = s.prefill(&[1, 2, 3], LogitsWanted::None).unwrap().next_token;
     assert!(s.last_decode_logits().is_err(), "after a prefill");
     let with_row = s.decode(next, true).unwrap();

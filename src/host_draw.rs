@@ -134,9 +134,9 @@ impl<'a> HostSteps<'a> {
                 best.0
             }
             Some(g) if unchanged => {
-                let mut top = sampler::TopK::new(sampler::candidates(&self.sampling));
+                let top = self.scratch.top_for(&self.sampling);
                 g.for_each_allowed(logits.len(), |id| top.offer(id, logits[id as usize]))?;
-                sampler::sample_top(&mut self.scratch, top, logits, &self.sampling, pos)
+                sampler::sample_top(&mut self.scratch, logits, &self.sampling, pos)
             }
             // Only the allowed tokens are looked at: the same draw as the whole row with the rest
             // at -inf (`sample_among`), at the cost of what the grammar allows.

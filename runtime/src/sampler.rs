@@ -96,13 +96,19 @@ pub fn apply_penalties(logits: &mut [f32], recent: &[u32], p: &SamplingParams) {
     if !has_penalties(p) {
         return;
     }
-    let window = &recent[recent.len().saturating_sub(p.penalty_window)..];
-    let mut seen: Vec<u32> = window.iter().copied().filter(|&t| (t as usize) < logits.len()).collect();
+    for t in penalised_tokens(recent, p) {
+        if let Some(l) = logits.get_mut(t as usize) {
+            penalise(l, p);
+        }
+    }
+}
+
+/// The tokens the penalties apply to: those in the last `penalty_window` of `recent`, each once.
+fn penalised_tokens(recent: &[u32], p: &SamplingParams) -> Vec<u32> {
+    let mut seen = recent[recent.len().saturating_sub(p.penalty_window)..].to_vec();
     seen.sort_unstable();
     seen.dedup();
-    for t in seen {
-        penalise(&mut logits[t as usize], p);
-    }
+    seen
 }
 
 /// The vocabulary-sized buffers a draw needs (the penalised copy of the logits, the candidate
@@ -113,19 +119,36 @@ pub struct SampleScratch {
     logits: Vec<f32>,
     idx: Vec<u32>,
     probs: Vec<f32>,
+    top: TopK,
+}
+
+impl SampleScratch {
+    /// The candidate heap, emptied, keeping the best [`candidates`]`(p)`: offer it a grammar's
+    /// allowed tokens, then draw with [`sample_top`].
+    pub fn top_for(&mut self, p: &SamplingParams) -> &mut TopK {
+        self.top.reset(candidates(p));
+        &mut self.top
+    }
 }
 
 /// Chooses the next token from `logits` (already penalised) with uniform draw `u`.
 pub fn choose(logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
-    choose_with(&mut Vec::new(), &mut Vec::new(), logits, p, u)
+    choose_with(&mut Vec::new(), &mut Vec::new(), &mut TopK::default(), logits, p, u)
 }
 
 /// [`choose`] with the caller's candidate buffers.
-fn choose_with(idx: &mut Vec<u32>, probs: &mut Vec<f32>, logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
+fn choose_with(
+    idx: &mut Vec<u32>,
+    probs: &mut Vec<f32>,
+    top: &mut TopK,
+    logits: &[f32],
+    p: &SamplingParams,
+    u: f32,
+) -> u32 {
     if p.is_greedy() {
         return crate::cpu::kernels::argmax(logits) as u32;
     }
-    best_k(idx, logits, candidates(p).min(logits.len()));
+    best_k(top, idx, logits, candidates(p).min(logits.len()));
     pick(idx, probs, logits, p, u)
 }
 
@@ -175,8 +198,8 @@ fn pick(idx: &[u32], probs: &mut Vec<f32>, logits: &[f32], p: &SamplingParams, u
 /// sorted that way. One pass with a heap of `k` keys: most positions cost one comparison, where
 /// selecting over an index array paid an indirect load per comparison (benches/grammar.rs, the
 /// sampled draw: experiments/LOG.md, twenty-fifth session).
-fn best_k(out: &mut Vec<u32>, logits: &[f32], k: usize) {
-    let mut top = TopK::new(k);
+fn best_k(top: &mut TopK, out: &mut Vec<u32>, logits: &[f32], k: usize) {
+    top.reset(k);
     for (i, &v) in logits.iter().enumerate() {
         top.offer(i as u32, v);
     }
@@ -187,7 +210,7 @@ fn best_k(out: &mut Vec<u32>, logits: &[f32], k: usize) {
 /// total order of `f32::total_cmp`), ties to the lower id. A heap of `k` keys, each the value's
 /// order-preserving bits above the id's complement (a larger key is the better candidate; keys
 /// are distinct): once full, an offer costs one comparison.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct TopK {
     heap: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
     k: usize,
@@ -197,8 +220,11 @@ pub struct TopK {
 }
 
 impl TopK {
-    pub fn new(k: usize) -> TopK {
-        TopK { heap: std::collections::BinaryHeap::with_capacity(k), k, floor: None }
+    /// Empty, to keep the best `k` of what is offered next (the heap's memory is kept).
+    pub fn reset(&mut self, k: usize) {
+        self.heap.clear();
+        self.k = k;
+        self.floor = None;
     }
 
     #[inline]
@@ -220,22 +246,26 @@ impl TopK {
         }
     }
 
-    /// The ids kept, best first, into `out`.
-    pub fn best_first(self, out: &mut Vec<u32>) {
+    /// The ids kept, best first, into `out`; the heap is left empty (its memory kept).
+    pub fn best_first(&mut self, out: &mut Vec<u32>) {
         out.clear();
         // Ascending `Reverse` is descending keys: best first.
-        out.extend(self.heap.into_sorted_vec().into_iter().map(|std::cmp::Reverse(c)| !(c as u32)));
+        let mut sorted = std::mem::take(&mut self.heap).into_sorted_vec();
+        out.extend(sorted.iter().map(|&std::cmp::Reverse(c)| !(c as u32)));
+        sorted.clear();
+        self.heap = sorted.into();
+        self.floor = None;
     }
 }
 
-/// The sampled draw (`p` not greedy, no penalties) at position `pos` among the candidates `top`
-/// gathered from `logits`: what [`sample_with`] draws from a row whose entries outside the offered
-/// ids are -inf, when `top` was offered every such id with its logit and holds
-/// [`candidates`]`(p)`. A grammar's allowed tokens are offered straight from its mask, so the row
+/// The sampled draw (`p` not greedy, no penalties) at position `pos` among the candidates the
+/// scratch's heap ([`SampleScratch::top_for`]) gathered from `logits`: what [`sample_with`] draws
+/// from a row whose entries outside the offered ids are -inf, when the heap was offered every such
+/// id with its logit. A grammar's allowed tokens are offered straight from its mask, so the row
 /// is never copied or filtered (structured outputs, `host_draw`).
-pub fn sample_top(scratch: &mut SampleScratch, top: TopK, logits: &[f32], p: &SamplingParams, pos: usize) -> u32 {
+pub fn sample_top(scratch: &mut SampleScratch, logits: &[f32], p: &SamplingParams, pos: usize) -> u32 {
     debug_assert!(!p.is_greedy() && !has_penalties(p));
-    let SampleScratch { idx, probs, .. } = scratch;
+    let SampleScratch { idx, probs, top, .. } = scratch;
     top.best_first(idx);
     pick(idx, probs, logits, p, uniform(p.seed, pos as u64))
 }
@@ -248,14 +278,14 @@ pub fn sample(logits: &[f32], recent: &[u32], p: &SamplingParams, pos: usize) ->
 /// [`sample`] with the caller's buffers (the same token: the same arithmetic on the same values).
 pub fn sample_with(scratch: &mut SampleScratch, logits: &[f32], recent: &[u32], p: &SamplingParams, pos: usize) -> u32 {
     let u = uniform(p.seed, pos as u64);
-    let SampleScratch { logits: penalised, idx, probs } = scratch;
+    let SampleScratch { logits: penalised, idx, probs, top } = scratch;
     if !has_penalties(p) {
-        return choose_with(idx, probs, logits, p, u);
+        return choose_with(idx, probs, top, logits, p, u);
     }
     penalised.clear();
     penalised.extend_from_slice(logits);
     apply_penalties(penalised, recent, p);
-    choose_with(idx, probs, penalised, p, u)
+    choose_with(idx, probs, top, penalised, p, u)
 }
 
 /// [`sample_with`] restricted to the tokens `ids` (ascending, not empty), whose logits are
@@ -274,20 +304,16 @@ pub fn sample_among(
     debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids ascending");
     let u = uniform(p.seed, pos as u64);
     if has_penalties(p) {
-        let window = &recent[recent.len().saturating_sub(p.penalty_window)..];
-        let mut seen: Vec<u32> = window.to_vec();
-        seen.sort_unstable();
-        seen.dedup();
-        for t in seen {
+        for t in penalised_tokens(recent, p) {
             if let Ok(k) = ids.binary_search(&t) {
                 penalise(&mut values[k], p);
             }
         }
     }
-    let SampleScratch { idx, probs, .. } = scratch;
+    let SampleScratch { idx, probs, top, .. } = scratch;
     // Candidate order is by value, then by position: positions ascend with the ids, so ties go to
     // the lower id as in the whole row.
-    ids[choose_with(idx, probs, values, p, u) as usize]
+    ids[choose_with(idx, probs, top, values, p, u) as usize]
 }
 
 /// One seen token's logit under the repetition and presence penalties.
@@ -371,7 +397,7 @@ mod tests {
         };
         let specials = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, 1.5, -1.5];
         let mut state = 99u64;
-        let mut out = Vec::new();
+        let (mut out, mut top) = (Vec::new(), TopK::default());
         for case in 0..400 {
             let n = [1, 2, 7, 300, 1000][case % 5];
             let row: Vec<f32> = (0..n)
@@ -384,7 +410,7 @@ mod tests {
                 })
                 .collect();
             for k in [1, 2, 5, 256, n, n + 3] {
-                best_k(&mut out, &row, k.min(n));
+                best_k(&mut top, &mut out, &row, k.min(n));
                 assert_eq!(out, reference(&row, k.min(n)), "case {case}, n {n}, k {k}");
             }
         }

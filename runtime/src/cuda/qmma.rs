@@ -278,16 +278,21 @@ mod tests {
 
     const STORE: GemvOut = GemvOut::Store { out: 0, residual: None, last_row: false };
 
+    /// The arguments of each use of `macro` in kernels/qmma.cu, `QF_` prefixes dropped.
+    fn macro_uses(macro_name: &str) -> Vec<Vec<String>> {
+        let prefix = format!("{macro_name}(QF_");
+        include_str!("../../../kernels/qmma.cu")
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|l| l.trim_end_matches(')').split(", ").map(|s| s.trim_start_matches("QF_").to_string()).collect())
+            .collect()
+    }
+
     /// QMMA_KERNELS lists exactly the pairs kernels/qmma.cu instantiates, in order, and the names
     /// follow the pair's suffix.
     #[test]
     fn table_matches_the_kernels() {
-        let src = include_str!("../../../kernels/qmma.cu");
-        let listed: Vec<Vec<String>> = src
-            .lines()
-            .filter_map(|l| l.strip_prefix("QMMA_ENTRIES(QF_"))
-            .map(|l| l.trim_end_matches(')').split(", ").map(|s| s.trim_start_matches("QF_").to_string()).collect())
-            .collect();
+        let listed = macro_uses("QMMA_ENTRIES");
         assert_eq!(listed.len(), QMMA_KERNELS.len());
         for (l, (fa, fb, ks)) in listed.iter().zip(QMMA_KERNELS) {
             assert_eq!((l[0].as_str(), l[1].as_str()), (fa.name(), fb.name()));
@@ -304,12 +309,7 @@ mod tests {
     /// with the register bound of the format's own store entry.
     #[test]
     fn argmax_table_matches_the_kernels() {
-        let src = include_str!("../../../kernels/qmma.cu");
-        let listed: Vec<Vec<String>> = src
-            .lines()
-            .filter_map(|l| l.strip_prefix("QMMA_ARGMAX_ENTRY(QF_"))
-            .map(|l| l.trim_end_matches(')').split(", ").map(|s| s.trim_start_matches("QF_").to_string()).collect())
-            .collect();
+        let listed = macro_uses("QMMA_ARGMAX_ENTRY");
         assert_eq!(listed.len(), QMMA_ARGMAX_KERNELS.len());
         for (l, (f, kern)) in listed.iter().zip(QMMA_ARGMAX_KERNELS) {
             assert_eq!(l[0], f.name());

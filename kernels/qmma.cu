@@ -42,6 +42,7 @@
 #include "argmax.cuh"
 #include "gemv_epilogue.cuh"
 #include "quant.cuh"
+#include "int8_mma.cuh"
 
 namespace {
 
@@ -57,16 +58,6 @@ static_assert(QMMA_GROUP_SMEM == 96 + sizeof(XGroup), "digit planes + XGroup per
 // 4tq..4tq+3 (elements 4tq..) then 16+4tq.. (elements 16+4tq..), so that a lane's two B words are
 // one 8-byte load: e < 16 at 8 (e / 4) + e % 4, e >= 16 at 8 ((e - 16) / 4) + 4 + e % 4.
 
-// rint(v) and its low byte, with one add: 1.5 * 2^23 + v rounds v to an integer (half to even,
-// as rintf) for |v| < 2^22, and that integer's two's-complement bits are the sum's low mantissa bits.
-constexpr float RINT_MAGIC = 12582912.0f;
-
-QA_DEVICE float rint_byte(float v, uint32_t& byte) {
-    const float t = __fadd_rn(v, RINT_MAGIC);
-    byte = __float_as_uint(t) & 0xFFu;
-    return __fsub_rn(t, RINT_MAGIC);
-}
-
 // The block's x row r (times norm_w when set) as digits (xd: 96 bytes per group, digit-major, in
 // digit_pos order) and per-group sums (xg). A round of the block covers 32 or 64 groups: eight
 // lanes per group with four elements (one word of each digit plane) each while the row fits one
@@ -77,19 +68,6 @@ QA_DEVICE float rint_byte(float v, uint32_t& byte) {
 // L2 round trip for them, not one per round). Every thread calls it (one barrier). Returns the
 // inverse RMS (1 without a norm).
 constexpr int PREP_LOADS = 16;  // floats of x per lane in flight (registers)
-
-// Element e's three digit bytes (u = e * inv, see the top of the file) packed into byte i of dw.
-QA_DEVICE void pack_digits(float e, float inv, int i, uint32_t (&dw)[3]) {
-    uint32_t b0, b1, b2;
-    const float u = __fmul_rn(e, inv);
-    const float d0 = rint_byte(u, b0);
-    const float r1 = __fmul_rn(__fsub_rn(u, d0), 254.0f);
-    const float d1 = rint_byte(r1, b1);
-    rint_byte(__fmul_rn(__fsub_rn(r1, d1), 254.0f), b2);
-    dw[0] |= b0 << (8 * i);
-    dw[1] |= b1 << (8 * i);
-    dw[2] |= b2 << (8 * i);
-}
 
 // LANES (8 or 4) lanes per group; lane `part` holds WORDS = 8 / LANES float4s of its group: word
 // `part + LANES w` of the group's eight (elements 4 (part + LANES w) ..), i.e. digit-plane word
@@ -248,19 +226,6 @@ QA_DEVICE void m_codes(const MRaw& r, int tq, uint32_t& lo, uint32_t& hi) {
         lo |= ((r.h0 >> (2 * tq)) & 0x03030303u) << 4;
         hi |= ((r.h1 >> (2 * tq)) & 0x03030303u) << 4;
     }
-}
-
-QA_DEVICE void mma_k32(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&c)[4]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-QA_DEVICE void mma_k16(uint32_t a0, uint32_t a1, uint32_t b0, int (&c)[4]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
-                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-                 : "r"(a0), "r"(a1), "r"(b0));
 }
 
 // How lane tq weighs the C values it holds: c0, c1 (tile row gq, columns 2tq, 2tq+1: group a's

@@ -161,6 +161,8 @@ super::kernel_table::kernel_table! {
     GemvMStoreArgmaxQ4K => "gemv_m_store_argmax_q4_k",
     GemvMStoreArgmaxQ5K => "gemv_m_store_argmax_q5_k",
     GemvMStoreArgmaxQ6K => "gemv_m_store_argmax_q6_k",
+    GemvQ8DirectStore => "gemv_q8_direct_store",
+    GemvQ8DirectArgmax => "gemv_q8_direct_argmax",
     DequantQF16 => "dequant_q_f16",
     DequantQF16x4 => "dequant_q_f16_x4",
     EmbedQ => "embed_q",

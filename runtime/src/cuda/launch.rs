@@ -10,6 +10,7 @@ use cudarc::cublas::sys as blas_sys;
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, Kernel};
+use super::q8_direct;
 use super::qmma;
 use super::CudaCtx;
 use crate::error::RuntimeError;
@@ -537,6 +538,11 @@ pub(crate) fn qgemv(
     rows: usize,
     epilogue: GemvOut,
 ) -> Op {
+    if let GemvOut::Store { out, residual: None, last_row } = epilogue {
+        if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, false) {
+            return q8_direct::launch(dev, kern, st, x, norm, parts, n, k, rows, out, last_row, None);
+        }
+    }
     if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
         return qmma_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None);
     }
@@ -585,6 +591,9 @@ pub(crate) fn qgemv_argmax(
     logits: u64,
     argmax_key: u64,
 ) -> Option<Op> {
+    if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, true) {
+        return Some(q8_direct::launch(dev, kern, st, x, norm, parts, n, k, 1, logits, true, Some(argmax_key)));
+    }
     let kern = qmma::argmax_kernel(&parts, n, k)?;
     let epilogue = GemvOut::Store { out: logits, residual: None, last_row: true };
     Some(qmma_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key)))

@@ -53,7 +53,7 @@ pub(crate) fn force_v2(on: bool) {
     V2_ONLY.store(on, Ordering::Relaxed);
 }
 
-fn v2_only() -> bool {
+pub(crate) fn v2_only() -> bool {
     static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     V2_ONLY.load(Ordering::Relaxed) || *ENV.get_or_init(|| std::env::var("QWEN_AOT_QGEMV").is_ok_and(|v| v == "v2"))
 }

@@ -22,7 +22,7 @@ use super::weights::{k_for, DevWeight, TestWeight};
 use super::{cpu, CheckShape, Harness, Rng, RopeOutputs, RopeResult, U16, U32};
 use crate::cuda::argmax_key;
 use crate::cuda::launch::{self, GemvNorm, GemvOut, Op};
-use crate::cuda::qmma;
+use crate::cuda::{q8_direct, qmma};
 use crate::error::RuntimeError;
 use crate::quant::{WeightFormat, ALL_FORMATS};
 
@@ -144,6 +144,49 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
         checked?;
     }
     Ok(())
+}
+
+/// The LM head's last row (a tall matrix: the store's rows per warp and grid-stride) against the
+/// CPU, then its argmax epilogue; `which` names the kernel family in the check's lines. Returns
+/// whether kernels/q8_direct.cu ran it.
+#[allow(clippy::too_many_arguments)]
+fn check_lm_head(
+    h: &mut Harness,
+    rng: &mut Rng,
+    s: &CheckShape,
+    recipe: Recipe,
+    k: usize,
+    norm: bool,
+    tag: &str,
+    which: &str,
+) -> Result<bool, RuntimeError> {
+    let t = s.n_tokens;
+    // (Quantized: at most 20,003 rows, still many units per warp, for the CPU side's time.)
+    let n = match recipe {
+        Recipe::F16 => s.vocab + 3,
+        Recipe::Quant(_) => s.vocab.min(20_000) + 3,
+    };
+    let tw = recipe.weight(rng, &[n], k, false);
+    let p = problem(h, rng, t, &tw, norm)?;
+    let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
+    let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
+    let out = h.output(t * n * 4)?;
+    let op = gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: None, last_row: true });
+    let (grid, kernel) = match &op {
+        Op::Kernel(l) => (l.grid.0, l.kernel.name()),
+        Op::Gemm(_) => (0, "cuBLAS"),
+    };
+    h.run(&[op], tag)?;
+    let g = h.read_f32(&out, t * n)?;
+    let last = (t - 1) * n;
+    h.record_bounded(
+        format!("{tag} lm_head{which} [{n}x{k}] last row, {grid} blocks of {kernel}"),
+        &g[last..],
+        &p.y[last..],
+        &p.bound[last..],
+    );
+    check_lm_head_argmax(h, &p, t, n, k, norm, &g[last..], tag)?;
+    Ok(kernel.starts_with("gemv_q8_direct"))
 }
 
 /// The LM head with the greedy argmax as its epilogue (`launch::qgemv_argmax`), where a
@@ -287,33 +330,14 @@ fn check_recipe(
         h.record_flag(format!("{tag} last row: other rows untouched"), untouched);
 
         // ---- the LM head: a tall matrix, several rows per warp (3 rows past a multiple of 64,
-        // so the last warps get partial row ranges) ----
-        // (Quantized: at most 20,003 rows, still many units per warp, for the CPU side's time.)
-        let n = match recipe {
-            Recipe::F16 => s.vocab + 3,
-            Recipe::Quant(_) => s.vocab.min(20_000) + 3,
-        };
-        let tw = recipe.weight(rng, &[n], k, false);
-        let p = problem(h, rng, t, &tw, norm)?;
-        let (dx, dnw) = (h.input(&p.x)?, h.input(&p.norm_w)?);
-        let gn = norm.then_some(GemvNorm { weight: dnw.ptr(), eps: EPS });
-        let out = h.output(t * n * 4)?;
-        let op =
-            gemv_op(h, &p.w, dx.ptr(), gn, n, k, t, GemvOut::Store { out: out.ptr(), residual: None, last_row: true });
-        let grid = match &op {
-            Op::Kernel(l) => l.grid.0,
-            Op::Gemm(_) => 0,
-        };
-        h.run(&[op], tag)?;
-        let g = h.read_f32(&out, t * n)?;
-        let last = (t - 1) * n;
-        h.record_bounded(
-            format!("{tag} lm_head [{n}x{k}] last row, {grid} blocks"),
-            &g[last..],
-            &p.y[last..],
-            &p.bound[last..],
-        );
-        check_lm_head_argmax(h, &p, t, n, k, norm, &g[last..], tag)?;
+        // so the last warps get partial row ranges); a Q8_0 one on kernels/q8_direct.cu, then
+        // again on kernels/qmma.cu ----
+        if check_lm_head(h, rng, s, recipe, k, norm, tag, "")? {
+            q8_direct::force_off(true);
+            let checked = check_lm_head(h, rng, s, recipe, k, norm, tag, " (qmma)");
+            q8_direct::force_off(false);
+            checked?;
+        }
 
         // ---- a long row (down_proj: k = ffn), several warps per row, + residual ----
         if let Recipe::Quant(f) = recipe {

@@ -1,0 +1,243 @@
+// The LM head on Q8_0 weights, read straight from global memory into MMA fragments.
+//
+//    out[r, j] = inv_rms * sum_i (x[r, i] * norm_w[i]) * W[j, i]     (norm_w optional: inv_rms = 1)
+//
+// Why a kernel of its own. qmma.cu serves every format pair and epilogue through a per-warp
+// cp.async ring in shared memory; on the default model's LM head (151,936 x 896 Q8_0, 144.6 MB,
+// a quarter of the step's bytes) that ring is what holds it back: ncu puts it at 3.19 TB/s,
+// stalled on shared-memory instruction traffic (MIO throttle 3.0 cycles per instruction,
+// experiments/LOG.md, twenty-second session), with 0.13 warp instructions per weight. Q8_0's
+// codes are int8 already and a row's groups are contiguous in the canonical plane, so the codes
+// can go from one 16-byte load into the A registers as they are: ≈ 26 instructions per 1,024
+// weights, no ring, no shared-memory traffic for the weights.
+//
+// Fragments. A warp's tile is 16 rows: R = 16 T + gq and R + 8 (the MMA's A rows gq and gq + 8;
+//    gq = lane / 4, tq = lane % 4). An item is a span of 64 elements (two groups, A and B) of
+//    both rows: lane tq loads bytes 16 tq .. 16 tq + 15 of the span from each row, so lanes 0-1
+//    hold group A's codes and lanes 2-3 group B's. Two m16n8k32 MMAs take the item: the first the
+//    lanes' bytes 0-7 (k slots 4 tq .. and 16 + 4 tq .. are span elements 16 tq .. 16 tq + 3 and
+//    16 tq + 4 .. 16 tq + 7), the second bytes 8-15. B's column n < 3 is group A's digit n, 3 <=
+//    n < 6 group B's digit n - 3 (zero where the k slot is the other group's), 6, 7 zero; so
+//    both MMAs add into one C whose columns are the groups' digit sums. The digit planes hold x's
+//    digits in element order, so a lane's four B words are one 16-byte shared load.
+// Scales. Lane tq holds C columns 2 tq and 2 tq + 1 (tq 0: A d0, A d1; 1: A d2, B d0; 2: B d1,
+//    B d2; 3: none): it weighs them by x's group scale and digit weight (xw, a table per span)
+//    and by the rows' f16 group scales, and the quad adds up at the tile's end.
+// Registers. A warp walks its tiles (T = warp, warp + warps, ...) item by item, each lane keeping
+//    D8_DEPTH items in flight (2 x 16 code bytes and 2 scale words each) in a ring: a slot is
+//    refilled with the item D8_DEPTH on as soon as its codes and scales are read.
+// Launch: GEMV_WARPS warps per block, blocks up to the SMs' resident slots, grid (blocks, rows);
+//    dynamic shared memory q8_direct_smem(k): 3 k digit bytes, 32 bytes per span, 4 per group.
+#include "argmax.cuh"
+#include "int8_mma.cuh"
+#include "quant.cuh"
+
+namespace {
+
+constexpr int D8_THREADS = GEMV_WARPS * 32;
+constexpr int D8_TILE = 16;   // rows per warp tile
+constexpr int D8_SPAN = 64;   // elements per item
+constexpr int D8_DEPTH = 4;  // items in flight per lane
+
+struct D8Item {
+    uint4 a, b;       // code bytes 16 tq .. 16 tq + 15 of the span, rows R and R + 8
+    uint32_t sa, sb;  // the span's two f16 group scales, rows R and R + 8
+};
+
+// A lane's next item to load: its tile and span, and where the item's codes (rows R and R + 8,
+// at byte 16 tq of the span) and scale words are. Rows past n read row n - 1 (results dropped).
+struct D8Loads {
+    int tile, span;
+    const uint8_t *a, *b, *sa, *sb;
+};
+
+QA_DEVICE void d8_rows(D8Loads& l, const uint8_t* __restrict__ qs, const uint8_t* __restrict__ sc, int n, int k,
+                       int gq, int tq) {
+    const int r0 = min(l.tile * D8_TILE + gq, n - 1), r1 = min(l.tile * D8_TILE + gq + 8, n - 1);
+    const size_t groups = (size_t)(k >> 5);
+    l.a = qs + (size_t)r0 * k + 16 * tq;
+    l.b = qs + (size_t)r1 * k + 16 * tq;
+    l.sa = sc + 2 * (size_t)r0 * groups;
+    l.sb = sc + 2 * (size_t)r1 * groups;
+}
+
+// Starts the loads of the item at `l` and moves `l` to the next one: the next span of the rows,
+// or the first span of the warp's next tile.
+QA_DEVICE void d8_load_next(D8Loads& l, const uint8_t* __restrict__ qs, const uint8_t* __restrict__ sc, int n, int k,
+                            int spans, int tile_stride, int gq, int tq, D8Item& it) {
+    it.a = load_stream16(l.a);
+    it.b = load_stream16(l.b);
+    it.sa = ld_u32(l.sa);
+    it.sb = ld_u32(l.sb);
+    if (++l.span < spans) {
+        l.a += D8_SPAN;
+        l.b += D8_SPAN;
+        l.sa += 4;
+        l.sb += 4;
+    } else {
+        l.span = 0;
+        l.tile += tile_stride;
+        d8_rows(l, qs, sc, n, k, gq, tq);
+    }
+}
+
+// The weight of C column c (< 8) of a span: x's scale of its group times its digit's weight.
+QA_DEVICE float d8_column_weight(const float* xs, int span, int c) {
+    if (c >= 6) return 0.0f;
+    const int d = c % 3;
+    const float digit = d == 0 ? 1.0f : (d == 1 ? 1.0f / 254.0f : 1.0f / (254.0f * 254.0f));
+    return xs[2 * span + c / 3] * digit;
+}
+
+// Row r of x (times norm_w) as digit planes xd (3 x k bytes, element order) and the per-lane
+// column weights xw (per span, float2 per lane tq). Every thread calls it (two barriers).
+// Returns the inverse RMS (1 without a norm).
+QA_DEVICE float d8_prep(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
+                        uint8_t* xd, float* xs, float2* xw, float* scratch) {
+    const int G = k >> 5, part = threadIdx.x & 7, slot = threadIdx.x >> 3;
+    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
+    const float4* nw = reinterpret_cast<const float4*>(norm_w);
+    float ss = 0.0f;
+    for (int base = 0; base < G; base += D8_THREADS / 8) {  // block-uniform: the shuffles below
+        const int g = base + slot;
+        float4 v = g < G ? __ldg(xr + 8 * g + part) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (nw != nullptr && g < G) {
+            const float4 m = __ldg(nw + 8 * g + part);
+            ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+            v = make_float4(v.x * m.x, v.y * m.y, v.z * m.z, v.w * m.w);
+        }
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+        for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+        if (g >= G) continue;
+        const float s = amax > 0.0f ? amax / 127.0f : 0.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        uint32_t dw[3] = {0u, 0u, 0u};
+        pack_digits(v.x, inv, 0, dw);
+        pack_digits(v.y, inv, 1, dw);
+        pack_digits(v.z, inv, 2, dw);
+        pack_digits(v.w, inv, 3, dw);
+#pragma unroll
+        for (int d = 0; d < 3; ++d) *reinterpret_cast<uint32_t*>(xd + (size_t)d * k + 32 * g + 4 * part) = dw[d];
+        if (part == 0) xs[g] = s;
+    }
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
+    __syncthreads();  // xs, xd and scratch are complete
+    // xw: lane tq's C columns c = 2 tq, 2 tq + 1 are digit c % 3 of group 2 span + c / 3 (c < 6).
+    for (int e = threadIdx.x; e < 4 * (k / D8_SPAN); e += D8_THREADS) {
+        const int span = e >> 2, c = 2 * (e & 3);
+        xw[e] = make_float2(d8_column_weight(xs, span, c), d8_column_weight(xs, span, c + 1));
+    }
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < GEMV_WARPS; ++w) total += scratch[w];
+    __syncthreads();  // xw is complete
+    return norm_w == nullptr ? 1.0f : 1.0f / sqrtf(total / (float)k + eps);
+}
+
+QA_DEVICE float half_at(uint32_t word, int shift) {
+    return __half2float(__ushort_as_half((unsigned short)((word >> shift) & 0xFFFFu)));
+}
+
+// ARGMAX: each stored value's argmax_key is kept per lane and the block's largest goes to *best
+// with one atomicMax (qmma.cu's ARGMAX: the greedy argmax without a launch of its own).
+template <bool ARGMAX>
+__device__ void q8_direct_impl(const int* __restrict__ state, const float* __restrict__ x,
+                               const float* __restrict__ norm_w, float eps, const QParts& P, float* __restrict__ out,
+                               int n, int k, int last_row, unsigned long long* __restrict__ best_key) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float scratch[GEMV_WARPS];
+    const int spans = k / D8_SPAN;
+    uint8_t* xd = smem;
+    float2* xw = reinterpret_cast<float2*>(smem + 3 * (size_t)k);
+    float* xs = reinterpret_cast<float*>(xw + 4 * spans);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    const int tiles = (n + D8_TILE - 1) / D8_TILE, tile_stride = gridDim.x * GEMV_WARPS;
+    const int first = blockIdx.x * GEMV_WARPS + warp;
+    const int items = first < tiles ? ((tiles - 1 - first) / tile_stride + 1) * spans : 0;
+    const uint8_t* qs = P.qs[0];
+    const uint8_t* sc = P.sc[0];
+
+    // Weights are constants: the first items stream in while the previous kernel finishes.
+    D8Loads ld{first, 0, nullptr, nullptr, nullptr, nullptr};
+    d8_rows(ld, qs, sc, n, k, gq, tq);
+    D8Item ring[D8_DEPTH];
+#pragma unroll
+    for (int d = 0; d < D8_DEPTH; ++d) {
+        if (d < items) d8_load_next(ld, qs, sc, n, k, spans, tile_stride, gq, tq, ring[d]);
+    }
+    const int n_tokens = state_n_tokens(state);
+    const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
+    pdl_prologue();  // x is safe to read from here on
+    if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
+    const float inv = d8_prep(x, norm_w, eps, r, k, xd, xs, xw, scratch);
+
+    // Lane (gq, tq) supplies B column gq at k slots of span elements 16 tq ..: group A's for tq
+    // < 2, B's for tq >= 2, so only columns of that group are non-zero.
+    const bool b_live = gq < 6 && ((gq < 3) == (tq < 2));
+    const uint8_t* b_plane = xd + (size_t)(gq % 3) * k + 16 * tq;
+    // The f16 scale (of the word's two groups) behind each of the lane's C columns.
+    const int shift0 = tq < 2 ? 0 : 16, shift1 = tq == 0 ? 0 : 16;
+    int at_tile = first, at_span = 0;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    unsigned long long best = 0;
+    for (int base = 0; base < items; base += D8_DEPTH) {
+#pragma unroll
+        for (int d = 0; d < D8_DEPTH; ++d) {
+            if (base + d >= items) break;  // warp-uniform
+            uint4 bw = make_uint4(0u, 0u, 0u, 0u);
+            if (b_live) bw = *reinterpret_cast<const uint4*>(b_plane + (size_t)at_span * D8_SPAN);
+            const float2 w = xw[4 * at_span + tq];
+            int cs[4] = {0, 0, 0, 0};
+            const D8Item& it = ring[d];
+            const uint32_t a_lo[4] = {it.a.x, it.b.x, it.a.y, it.b.y}, a_hi[4] = {it.a.z, it.b.z, it.a.w, it.b.w};
+            mma_k32(a_lo, bw.x, bw.y, cs);
+            mma_k32(a_hi, bw.z, bw.w, cs);
+            const float s0 = w.x * half_at(it.sa, shift0), s1 = w.y * half_at(it.sa, shift1);
+            const float t0 = w.x * half_at(it.sb, shift0), t1 = w.y * half_at(it.sb, shift1);
+            // The slot is free once its codes and scales are read: the item D8_DEPTH on.
+            if (base + d + D8_DEPTH < items) d8_load_next(ld, qs, sc, n, k, spans, tile_stride, gq, tq, ring[d]);
+            acc0 = fmaf((float)cs[0], s0, fmaf((float)cs[1], s1, acc0));
+            acc1 = fmaf((float)cs[2], t0, fmaf((float)cs[3], t1, acc1));
+            if (++at_span == spans) {  // the tile is done: the quad adds up, lane tq = 0 stores
+                acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
+                acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
+                acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
+                acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
+                const int j0 = at_tile * D8_TILE + gq, j1 = j0 + 8;
+                if (tq == 0 && j0 < n) {
+                    const float y = acc0 * inv;
+                    out[(size_t)r * n + j0] = y;
+                    if constexpr (ARGMAX) best = key_max(best, argmax_key(y, j0));
+                }
+                if (tq == 0 && j1 < n) {
+                    const float y = acc1 * inv;
+                    out[(size_t)r * n + j1] = y;
+                    if constexpr (ARGMAX) best = key_max(best, argmax_key(y, j1));
+                }
+                acc0 = 0.0f;
+                acc1 = 0.0f;
+                at_span = 0;
+                at_tile += tile_stride;
+            }
+        }
+    }
+    if constexpr (ARGMAX) argmax_key_to<D8_THREADS>(best, best_key);
+}
+
+}  // namespace
+
+// The plain store (no residual) and the store with the greedy argmax; k a multiple of 64, one
+// part of Q8_0 (launch::q8_direct_kernel checks).
+extern "C" __global__ void __launch_bounds__(D8_THREADS, 2)
+    gemv_q8_direct_store(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
+                         float eps, const QParts P, float* __restrict__ out, int n, int k, int last_row) {
+    q8_direct_impl<false>(state, x, norm_w, eps, P, out, n, k, last_row, nullptr);
+}
+
+extern "C" __global__ void __launch_bounds__(D8_THREADS, 2)
+    gemv_q8_direct_argmax(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
+                          float eps, const QParts P, float* __restrict__ out, int n, int k, int last_row,
+                          unsigned long long* __restrict__ best) {
+    q8_direct_impl<true>(state, x, norm_w, eps, P, out, n, k, last_row, best);
+}

@@ -1,0 +1,146 @@
+//! The Q8_0 LM head read straight into MMA fragments (kernels/q8_direct.cu): which GEMVs it
+//! takes and its launch. [`super::launch::qgemv`] and [`super::launch::qgemv_argmax`] ask
+//! [`direct_kernel`] first and fall back to kernels/qmma.cu.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::device::{CudaDevice, Kernel};
+use super::launch::{Arg, GemvNorm, Launch, Op, QParts};
+use crate::kernel_constants::GEMV_WARPS;
+use crate::quant::WeightFormat;
+
+/// Elements per item of a warp (two groups of 32): rows must be whole items.
+const SPAN: usize = 64;
+
+/// Rows of W per warp tile.
+const TILE_ROWS: usize = 16;
+
+/// Longest row the kernel takes: its x digits (3 bytes per element) and tables stay far under the
+/// 48 KB of dynamic shared memory a kernel gets without opting in.
+const MAX_K: usize = 8192;
+
+/// Set by the kernel check (to keep checking kernels/qmma.cu's Q8_0 LM head) or by
+/// `QWEN_AOT_Q8_DIRECT=0` at first use (to measure what the kernel gains in one binary); forcing
+/// kernels/qgemv.cu (`QWEN_AOT_QGEMV=v2`) turns it off too.
+static OFF: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`direct_kernel`] refuse every weight (true) or decide per weight (false).
+pub(crate) fn force_off(off: bool) {
+    OFF.store(off, Ordering::Relaxed);
+}
+
+fn off() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    OFF.load(Ordering::Relaxed)
+        || super::qmma::v2_only()
+        || *ENV.get_or_init(|| std::env::var("QWEN_AOT_Q8_DIRECT").is_ok_and(|v| v == "0"))
+}
+
+/// The direct entry point for a store without a residual of `parts` ([n, k]) -- with the argmax
+/// epilogue when `argmax` -- if it takes the weight: one part, Q8_0, rows of whole 64-element
+/// spans no longer than [`MAX_K`].
+pub(crate) fn direct_kernel(parts: &QParts, n: usize, k: usize, argmax: bool) -> Option<Kernel> {
+    let one_q8_part = parts.fmt[0] == WeightFormat::Q8_0.code() && parts.row_end[0] as usize >= n;
+    let takes = !off() && n > 0 && one_q8_part && k > 0 && k.is_multiple_of(SPAN) && k <= MAX_K;
+    takes.then_some(if argmax { Kernel::GemvQ8DirectArgmax } else { Kernel::GemvQ8DirectStore })
+}
+
+/// Dynamic shared memory for rows of `k`: the digit planes (3 bytes per element), the column
+/// weights (32 bytes per span) and the group scales (4 bytes per group).
+pub(crate) fn smem_bytes(k: usize) -> usize {
+    3 * k + 32 * (k / SPAN) + 4 * (k / 32)
+}
+
+/// Blocks of a launch: every tile's warp once, at most the SMs' resident blocks (the warps
+/// stride over the rest).
+fn blocks(n: usize, sm_count: u32, resident: u32) -> usize {
+    n.div_ceil(TILE_ROWS).div_ceil(GEMV_WARPS).min((sm_count * resident.max(1)) as usize).max(1)
+}
+
+/// The launch of `kern` ([`direct_kernel`]): x f32 [rows, k] (row n_tokens - 1 when `last_row`),
+/// out f32 [rows, n]; `argmax_key` for the argmax entry point.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch(
+    dev: &CudaDevice,
+    kern: Kernel,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    rows: usize,
+    out: u64,
+    last_row: bool,
+    argmax_key: Option<u64>,
+) -> Op {
+    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
+    let smem = smem_bytes(k) as u32;
+    let resident = dev.resident_blocks_per_sm(kern, (GEMV_WARPS * 32) as u32, smem);
+    let mut args = vec![
+        Arg::Ptr(st),
+        Arg::Ptr(x),
+        Arg::Ptr(norm_w),
+        Arg::F32(eps),
+        Arg::Parts(parts),
+        Arg::Ptr(out),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+        Arg::I32(i32::from(last_row)),
+    ];
+    if let Some(key) = argmax_key {
+        args.push(Arg::Ptr(key));
+    }
+    let grid_y = if last_row { 1 } else { rows.max(1) };
+    Op::Kernel(Launch {
+        kernel: kern,
+        grid: (blocks(n, dev.sm_count(), resident) as u32, grid_y as u32, 1),
+        block: ((GEMV_WARPS * 32) as u32, 1, 1),
+        smem,
+        args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(fmts: &[(WeightFormat, i32)]) -> QParts {
+        let mut q = QParts::default();
+        for (p, (f, end)) in fmts.iter().enumerate() {
+            q.fmt[p] = f.code();
+            q.row_end[p] = *end;
+        }
+        for p in fmts.len()..q.fmt.len() {
+            q.fmt[p] = q.fmt[fmts.len() - 1];
+            q.row_end[p] = q.row_end[fmts.len() - 1];
+        }
+        q
+    }
+
+    /// The default model's LM head (151,936 x 896 Q8_0, one part) takes both entry points; other
+    /// formats, two parts, rows not of whole spans or too long do not.
+    #[test]
+    fn which_weights_go_direct() {
+        use WeightFormat as W;
+        let head = parts(&[(W::Q8_0, 151_936)]);
+        assert_eq!(direct_kernel(&head, 151_936, 896, true), Some(Kernel::GemvQ8DirectArgmax));
+        assert_eq!(direct_kernel(&head, 151_936, 896, false), Some(Kernel::GemvQ8DirectStore));
+        assert_eq!(direct_kernel(&parts(&[(W::Q6_K, 151_936)]), 151_936, 1536, true), None, "Q6_K");
+        assert_eq!(direct_kernel(&parts(&[(W::Q8_0, 64), (W::Q8_0, 128)]), 128, 896, false), None, "two parts");
+        assert_eq!(direct_kernel(&parts(&[(W::Q5_0, 64), (W::Q8_0, 128)]), 128, 896, false), None, "mixed");
+        assert_eq!(direct_kernel(&head, 151_936, 864, false), None, "27 groups");
+        assert_eq!(direct_kernel(&head, 151_936, MAX_K + SPAN, false), None, "too long");
+        assert_eq!(direct_kernel(&head, 151_936, MAX_K, false), Some(Kernel::GemvQ8DirectStore));
+    }
+
+    /// The shared memory of the longest row stays under the 48 KB default; the LM head's grid is
+    /// every resident slot, a short matrix one block per eight tiles.
+    #[test]
+    fn shared_memory_and_blocks() {
+        assert!(smem_bytes(MAX_K) <= 48 * 1024);
+        assert_eq!(smem_bytes(896), 2688 + 448 + 112);
+        assert_eq!(blocks(151_936, 132, 3), 396);
+        assert_eq!(blocks(20_003, 132, 3), 157, "1,251 tiles of 16 rows, eight per block");
+        assert_eq!(blocks(5, 132, 3), 1);
+    }
+}

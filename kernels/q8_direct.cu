@@ -37,7 +37,11 @@ namespace {
 constexpr int D8_THREADS = GEMV_WARPS * 32;
 constexpr int D8_TILE = 16;   // rows per warp tile
 constexpr int D8_SPAN = 64;   // elements per item
-constexpr int D8_DEPTH = 4;  // items in flight per lane
+// Items in flight per lane (QA_D8_DEPTH: a timing build's override, NVCC_APPEND_FLAGS).
+#ifndef QA_D8_DEPTH
+#define QA_D8_DEPTH 4
+#endif
+constexpr int D8_DEPTH = QA_D8_DEPTH;
 
 struct D8Item {
     uint4 a, b;       // code bytes 16 tq .. 16 tq + 15 of the span, rows R and R + 8

@@ -42,6 +42,10 @@ constexpr int D8_SPAN = 64;   // elements per item
 #define QA_D8_DEPTH 4
 #endif
 constexpr int D8_DEPTH = QA_D8_DEPTH;
+// Blocks per SM the registers must allow (QA_D8_MIN_BLOCKS: a timing build's override).
+#ifndef QA_D8_MIN_BLOCKS
+#define QA_D8_MIN_BLOCKS 2
+#endif
 
 struct D8Item {
     uint4 a, b;       // code bytes 16 tq .. 16 tq + 15 of the span, rows R and R + 8
@@ -233,13 +237,13 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
 
 // The plain store (no residual) and the store with the greedy argmax; k a multiple of 64, one
 // part of Q8_0 (launch::q8_direct_kernel checks).
-extern "C" __global__ void __launch_bounds__(D8_THREADS, 2)
+extern "C" __global__ void __launch_bounds__(D8_THREADS, QA_D8_MIN_BLOCKS)
     gemv_q8_direct_store(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                          float eps, const QParts P, float* __restrict__ out, int n, int k, int last_row) {
     q8_direct_impl<false>(state, x, norm_w, eps, P, out, n, k, last_row, nullptr);
 }
 
-extern "C" __global__ void __launch_bounds__(D8_THREADS, 2)
+extern "C" __global__ void __launch_bounds__(D8_THREADS, QA_D8_MIN_BLOCKS)
     gemv_q8_direct_argmax(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                           float eps, const QParts P, float* __restrict__ out, int n, int k, int last_row,
                           unsigned long long* __restrict__ best) {

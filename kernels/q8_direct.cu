@@ -12,8 +12,8 @@
 // weights, no ring, no shared-memory traffic for the weights.
 //
 // Fragments. A warp's tile is 16 rows: R = 16 T + gq and R + 8 (the MMA's A rows gq and gq + 8;
-//    gq = lane / 4, tq = lane % 4). An item is a span of 64 elements (two groups, A and B) of
-//    both rows: lane tq loads bytes 16 tq .. 16 tq + 15 of the span from each row, so lanes 0-1
+//    gq = lane / 4, tq = lane % 4). An item is D8_ITEM spans; a span is 64 elements (two
+//    groups, A and B) of both rows: lane tq loads bytes 16 tq .. 16 tq + 15 of the span from each row, so lanes 0-1
 //    hold group A's codes and lanes 2-3 group B's. Two m16n8k32 MMAs take the item: the first the
 //    lanes' bytes 0-7 (k slots 4 tq .. and 16 + 4 tq .. are span elements 16 tq .. 16 tq + 3 and
 //    16 tq + 4 .. 16 tq + 7), the second bytes 8-15. B's column n < 3 is group A's digit n, 3 <=
@@ -36,10 +36,11 @@ namespace {
 
 constexpr int D8_THREADS = GEMV_WARPS * 32;
 constexpr int D8_TILE = 16;   // rows per warp tile
-constexpr int D8_SPAN = 64;   // elements per item
+constexpr int D8_SPAN = 64;   // elements per MMA pair (two groups)
+constexpr int D8_ITEM = 2;    // spans per item: one pointer step, one scale load per row
 // Items in flight per lane (QA_D8_DEPTH: a timing build's override, NVCC_APPEND_FLAGS).
 #ifndef QA_D8_DEPTH
-#define QA_D8_DEPTH 4
+#define QA_D8_DEPTH 2
 #endif
 constexpr int D8_DEPTH = QA_D8_DEPTH;
 // Blocks per SM the registers must allow (QA_D8_MIN_BLOCKS: a timing build's override).
@@ -48,12 +49,12 @@ constexpr int D8_DEPTH = QA_D8_DEPTH;
 #endif
 
 struct D8Item {
-    uint4 a, b;       // code bytes 16 tq .. 16 tq + 15 of the span, rows R and R + 8
-    uint32_t sa, sb;  // the span's two f16 group scales, rows R and R + 8
+    uint4 a[D8_ITEM], b[D8_ITEM];  // per span: code bytes 16 tq .. 16 tq + 15, rows R and R + 8
+    uint2 sa, sb;                  // the item's four f16 group scales, rows R and R + 8
 };
 
-// A lane's next item to load: its tile and span, and where the item's codes (rows R and R + 8,
-// at byte 16 tq of the span) and scale words are. Rows past n read row n - 1 (results dropped).
+// A lane's next item to load: its tile and first span, and where the item's codes (rows R and
+// R + 8, at byte 16 tq of the span) and scale words are. Rows past n read row n - 1 (results dropped).
 struct D8Loads {
     int tile, span;
     const uint8_t *a, *b, *sa, *sb;
@@ -73,15 +74,19 @@ QA_DEVICE void d8_rows(D8Loads& l, const uint8_t* __restrict__ qs, const uint8_t
 // or the first span of the warp's next tile.
 QA_DEVICE void d8_load_next(D8Loads& l, const uint8_t* __restrict__ qs, const uint8_t* __restrict__ sc, int n, int k,
                             int spans, int tile_stride, int gq, int tq, D8Item& it) {
-    it.a = load_stream16(l.a);
-    it.b = load_stream16(l.b);
-    it.sa = ld_u32(l.sa);
-    it.sb = ld_u32(l.sb);
-    if (++l.span < spans) {
-        l.a += D8_SPAN;
-        l.b += D8_SPAN;
-        l.sa += 4;
-        l.sb += 4;
+#pragma unroll
+    for (int h = 0; h < D8_ITEM; ++h) {
+        it.a[h] = load_stream16(l.a + h * D8_SPAN);
+        it.b[h] = load_stream16(l.b + h * D8_SPAN);
+    }
+    static_assert(D8_ITEM == 2, "an item's scales are one 8-byte word per row");
+    it.sa = __ldg(reinterpret_cast<const uint2*>(l.sa));
+    it.sb = __ldg(reinterpret_cast<const uint2*>(l.sb));
+    if ((l.span += D8_ITEM) < spans) {
+        l.a += D8_ITEM * D8_SPAN;
+        l.b += D8_ITEM * D8_SPAN;
+        l.sa += 4 * D8_ITEM;
+        l.sb += 4 * D8_ITEM;
     } else {
         l.span = 0;
         l.tile += tile_stride;
@@ -162,7 +167,7 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     const int tiles = (n + D8_TILE - 1) / D8_TILE, tile_stride = gridDim.x * GEMV_WARPS;
     const int first = blockIdx.x * GEMV_WARPS + warp;
-    const int items = first < tiles ? ((tiles - 1 - first) / tile_stride + 1) * spans : 0;
+    const int items = first < tiles ? ((tiles - 1 - first) / tile_stride + 1) * (spans / D8_ITEM) : 0;
     const uint8_t* qs = P.qs[0];
     const uint8_t* sc = P.sc[0];
 
@@ -193,21 +198,35 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
 #pragma unroll
         for (int d = 0; d < D8_DEPTH; ++d) {
             if (base + d >= items) break;  // warp-uniform
-            uint4 bw = make_uint4(0u, 0u, 0u, 0u);
-            if (b_live) bw = *reinterpret_cast<const uint4*>(b_plane + (size_t)at_span * D8_SPAN);
-            const float2 w = xw[4 * at_span + tq];
-            int cs[4] = {0, 0, 0, 0};
             const D8Item& it = ring[d];
-            const uint32_t a_lo[4] = {it.a.x, it.b.x, it.a.y, it.b.y}, a_hi[4] = {it.a.z, it.b.z, it.a.w, it.b.w};
-            mma_k32(a_lo, bw.x, bw.y, cs);
-            mma_k32(a_hi, bw.z, bw.w, cs);
-            const float s0 = w.x * half_at(it.sa, shift0), s1 = w.y * half_at(it.sa, shift1);
-            const float t0 = w.x * half_at(it.sb, shift0), t1 = w.y * half_at(it.sb, shift1);
+            float s0[D8_ITEM], s1[D8_ITEM], t0[D8_ITEM], t1[D8_ITEM];
+            int cs[D8_ITEM][4];
+#pragma unroll
+            for (int h = 0; h < D8_ITEM; ++h) {
+                uint4 bw = make_uint4(0u, 0u, 0u, 0u);
+                if (b_live) bw = *reinterpret_cast<const uint4*>(b_plane + (size_t)(at_span + h) * D8_SPAN);
+                const float2 w = xw[4 * (at_span + h) + tq];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) cs[h][i] = 0;
+                const uint32_t a_lo[4] = {it.a[h].x, it.b[h].x, it.a[h].y, it.b[h].y};
+                const uint32_t a_hi[4] = {it.a[h].z, it.b[h].z, it.a[h].w, it.b[h].w};
+                mma_k32(a_lo, bw.x, bw.y, cs[h]);
+                mma_k32(a_hi, bw.z, bw.w, cs[h]);
+                const uint32_t wa = h == 0 ? it.sa.x : it.sa.y, wb = h == 0 ? it.sb.x : it.sb.y;
+                s0[h] = w.x * half_at(wa, shift0);
+                s1[h] = w.y * half_at(wa, shift1);
+                t0[h] = w.x * half_at(wb, shift0);
+                t1[h] = w.y * half_at(wb, shift1);
+            }
             // The slot is free once its codes and scales are read: the item D8_DEPTH on.
             if (base + d + D8_DEPTH < items) d8_load_next(ld, qs, sc, n, k, spans, tile_stride, gq, tq, ring[d]);
-            acc0 = fmaf((float)cs[0], s0, fmaf((float)cs[1], s1, acc0));
-            acc1 = fmaf((float)cs[2], t0, fmaf((float)cs[3], t1, acc1));
-            if (++at_span == spans) {  // the tile is done: the quad adds up, lane tq = 0 stores
+#pragma unroll
+            for (int h = 0; h < D8_ITEM; ++h) {
+                acc0 = fmaf((float)cs[h][0], s0[h], fmaf((float)cs[h][1], s1[h], acc0));
+                acc1 = fmaf((float)cs[h][2], t0[h], fmaf((float)cs[h][3], t1[h], acc1));
+            }
+            at_span += D8_ITEM;
+            if (at_span == spans) {  // the tile is done: the quad adds up, lane tq = 0 stores
                 acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
                 acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
                 acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
@@ -235,8 +254,8 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
 
 }  // namespace
 
-// The plain store (no residual) and the store with the greedy argmax; k a multiple of 64, one
-// part of Q8_0 (launch::q8_direct_kernel checks).
+// The plain store (no residual) and the store with the greedy argmax; k a multiple of 128 (whole
+// items), one part of Q8_0 (launch::q8_direct_kernel checks).
 extern "C" __global__ void __launch_bounds__(D8_THREADS, QA_D8_MIN_BLOCKS)
     gemv_q8_direct_store(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                          float eps, const QParts P, float* __restrict__ out, int n, int k, int last_row) {

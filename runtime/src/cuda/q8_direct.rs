@@ -8,8 +8,12 @@ use super::launch::{Arg, GemvNorm, Launch, Op, QParts};
 use crate::kernel_constants::GEMV_WARPS;
 use crate::quant::WeightFormat;
 
-/// Elements per item of a warp (two groups of 32): rows must be whole items.
+/// Elements per MMA pair of a warp (two groups of 32).
 const SPAN: usize = 64;
+
+/// Elements per item (two spans: one pointer step and one scale load per row): rows must be
+/// whole items.
+const ITEM: usize = 2 * SPAN;
 
 /// Rows of W per warp tile.
 const TILE_ROWS: usize = 16;
@@ -36,11 +40,11 @@ fn off() -> bool {
 }
 
 /// The direct entry point for a store without a residual of `parts` ([n, k]) -- with the argmax
-/// epilogue when `argmax` -- if it takes the weight: one part, Q8_0, rows of whole 64-element
-/// spans no longer than [`MAX_K`].
+/// epilogue when `argmax` -- if it takes the weight: one part, Q8_0, rows of whole 128-element
+/// items ([`ITEM`]) no longer than [`MAX_K`].
 pub(crate) fn direct_kernel(parts: &QParts, n: usize, k: usize, argmax: bool) -> Option<Kernel> {
     let one_q8_part = parts.fmt[0] == WeightFormat::Q8_0.code() && parts.row_end[0] as usize >= n;
-    let takes = !off() && n > 0 && one_q8_part && k > 0 && k.is_multiple_of(SPAN) && k <= MAX_K;
+    let takes = !off() && n > 0 && one_q8_part && k > 0 && k.is_multiple_of(ITEM) && k <= MAX_K;
     takes.then_some(if argmax { Kernel::GemvQ8DirectArgmax } else { Kernel::GemvQ8DirectStore })
 }
 
@@ -129,7 +133,8 @@ mod tests {
         assert_eq!(direct_kernel(&parts(&[(W::Q8_0, 64), (W::Q8_0, 128)]), 128, 896, false), None, "two parts");
         assert_eq!(direct_kernel(&parts(&[(W::Q5_0, 64), (W::Q8_0, 128)]), 128, 896, false), None, "mixed");
         assert_eq!(direct_kernel(&head, 151_936, 864, false), None, "27 groups");
-        assert_eq!(direct_kernel(&head, 151_936, MAX_K + SPAN, false), None, "too long");
+        assert_eq!(direct_kernel(&head, 151_936, 960, false), None, "15 spans: not whole items");
+        assert_eq!(direct_kernel(&head, 151_936, MAX_K + ITEM, false), None, "too long");
         assert_eq!(direct_kernel(&head, 151_936, MAX_K, false), Some(Kernel::GemvQ8DirectStore));
     }
 

@@ -87,6 +87,20 @@ impl QParts {
         q
     }
 
+    /// Parts of the given formats ending at the given rows, without device addresses: what the
+    /// launch-geometry tests choose kernels by (unused entries repeat the last part, as in
+    /// [`QParts::of`]).
+    #[cfg(test)]
+    pub(crate) fn of_formats(fmts: &[(WeightFormat, i32)]) -> QParts {
+        let mut q = QParts::default();
+        for p in 0..MAX_PARTS {
+            let (f, end) = fmts[p.min(fmts.len() - 1)];
+            q.fmt[p] = f.code();
+            q.row_end[p] = end;
+        }
+        q
+    }
+
     /// The struct's bytes as 8-byte words (the kernel parameter's image).
     fn words(&self) -> [u64; 15] {
         let mut out = [0u64; 15];

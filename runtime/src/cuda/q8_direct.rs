@@ -109,16 +109,7 @@ mod tests {
     use super::*;
 
     fn parts(fmts: &[(WeightFormat, i32)]) -> QParts {
-        let mut q = QParts::default();
-        for (p, (f, end)) in fmts.iter().enumerate() {
-            q.fmt[p] = f.code();
-            q.row_end[p] = *end;
-        }
-        for p in fmts.len()..q.fmt.len() {
-            q.fmt[p] = q.fmt[fmts.len() - 1];
-            q.row_end[p] = q.row_end[fmts.len() - 1];
-        }
-        q
+        QParts::of_formats(fmts)
     }
 
     /// The default model's LM head (151,936 x 896 Q8_0, one part) takes both entry points; other

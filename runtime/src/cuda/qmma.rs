@@ -259,16 +259,7 @@ mod tests {
     use crate::cuda::launch::{Heads, RopeArgs};
 
     fn parts(fmts: &[(WeightFormat, i32)]) -> QParts {
-        let mut q = QParts::default();
-        for (p, (f, end)) in fmts.iter().enumerate() {
-            q.fmt[p] = f.code();
-            q.row_end[p] = *end;
-        }
-        for p in fmts.len()..q.fmt.len() {
-            q.fmt[p] = q.fmt[fmts.len() - 1];
-            q.row_end[p] = q.row_end[fmts.len() - 1];
-        }
-        q
+        QParts::of_formats(fmts)
     }
 
     fn rope(head_dim: usize) -> GemvOut {

@@ -554,7 +554,7 @@ pub(crate) fn qgemv(
 ) -> Op {
     if let GemvOut::Store { out, residual: None, last_row } = epilogue {
         if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, false) {
-            return q8_direct::launch(dev, kern, st, x, norm, parts, n, k, rows, out, last_row, None);
+            return q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, (out, last_row), None);
         }
     }
     if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
@@ -606,7 +606,7 @@ pub(crate) fn qgemv_argmax(
     argmax_key: u64,
 ) -> Option<Op> {
     if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, true) {
-        return Some(q8_direct::launch(dev, kern, st, x, norm, parts, n, k, 1, logits, true, Some(argmax_key)));
+        return Some(q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, (logits, true), Some(argmax_key)));
     }
     let kern = qmma::argmax_kernel(&parts, n, k)?;
     let epilogue = GemvOut::Store { out: logits, residual: None, last_row: true };
@@ -670,6 +670,39 @@ fn qmma_gemv(
         grid: (blocks as u32, grid_y.max(1) as u32, 1),
         block: (warps as u32 * 32, 1, 1),
         smem: smem as u32,
+        args: head.into_iter().chain(tail).collect(),
+    })
+}
+
+/// [`qgemv`]'s store without a residual (`(out, last_row)` as in [`GemvOut::Store`]) on
+/// kernels/q8_direct.cu (`kern`: [`q8_direct::direct_kernel`] chose it): the GEMV head, then out,
+/// n, k, last_row and, for the argmax entry point, `argmax_key`. Dynamic shared memory: the x digits and their tables
+/// ([`q8_direct::smem_bytes`]).
+#[allow(clippy::too_many_arguments)]
+fn q8_direct_gemv(
+    dev: &CudaDevice,
+    kern: Kernel,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    rows: usize,
+    (out, last_row): (u64, bool),
+    argmax_key: Option<u64>,
+) -> Op {
+    let store = GemvOut::Store { out, residual: None, last_row };
+    let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &store);
+    let smem = q8_direct::smem_bytes(k) as u32;
+    let threads = (GEMV_TEAM_WARPS * 32) as u32;
+    let resident = dev.resident_blocks_per_sm(kern, threads, smem);
+    let tail = [Arg::Ptr(out), i(n), i(k), i(usize::from(last_row))].into_iter().chain(argmax_key.map(Arg::Ptr));
+    Op::Kernel(Launch {
+        kernel: kern,
+        grid: (q8_direct::blocks(n, dev.sm_count(), resident) as u32, if last_row { 1 } else { rows.max(1) as u32 }, 1),
+        block: (threads, 1, 1),
+        smem,
         args: head.into_iter().chain(tail).collect(),
     })
 }

@@ -1,10 +1,11 @@
 //! The Q8_0 LM head read straight into MMA fragments (kernels/q8_direct.cu): which GEMVs it
-//! takes and its launch. [`super::launch::qgemv`] and [`super::launch::qgemv_argmax`] ask
-//! [`direct_kernel`] first and fall back to kernels/qmma.cu.
+//! takes and its launch geometry. [`super::launch::qgemv`] and [`super::launch::qgemv_argmax`]
+//! ask [`direct_kernel`] first (the launch itself is `launch::q8_direct_gemv`) and fall back to
+//! kernels/qmma.cu.
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::device::{CudaDevice, Kernel};
-use super::launch::{Arg, GemvNorm, Launch, Op, QParts};
+use super::device::Kernel;
+use super::launch::QParts;
 use crate::kernel_constants::GEMV_WARPS;
 use crate::quant::WeightFormat;
 
@@ -56,52 +57,8 @@ pub(crate) fn smem_bytes(k: usize) -> usize {
 
 /// Blocks of a launch: every tile's warp once, at most the SMs' resident blocks (the warps
 /// stride over the rest).
-fn blocks(n: usize, sm_count: u32, resident: u32) -> usize {
+pub(crate) fn blocks(n: usize, sm_count: u32, resident: u32) -> usize {
     n.div_ceil(TILE_ROWS).div_ceil(GEMV_WARPS).min((sm_count * resident.max(1)) as usize).max(1)
-}
-
-/// The launch of `kern` ([`direct_kernel`]): x f32 [rows, k] (row n_tokens - 1 when `last_row`),
-/// out f32 [rows, n]; `argmax_key` for the argmax entry point.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn launch(
-    dev: &CudaDevice,
-    kern: Kernel,
-    st: u64,
-    x: u64,
-    norm: Option<GemvNorm>,
-    parts: QParts,
-    n: usize,
-    k: usize,
-    rows: usize,
-    out: u64,
-    last_row: bool,
-    argmax_key: Option<u64>,
-) -> Op {
-    let (norm_w, eps) = norm.map_or((0, 0.0), |nm| (nm.weight, nm.eps));
-    let smem = smem_bytes(k) as u32;
-    let resident = dev.resident_blocks_per_sm(kern, (GEMV_WARPS * 32) as u32, smem);
-    let mut args = vec![
-        Arg::Ptr(st),
-        Arg::Ptr(x),
-        Arg::Ptr(norm_w),
-        Arg::F32(eps),
-        Arg::Parts(parts),
-        Arg::Ptr(out),
-        Arg::I32(n as i32),
-        Arg::I32(k as i32),
-        Arg::I32(i32::from(last_row)),
-    ];
-    if let Some(key) = argmax_key {
-        args.push(Arg::Ptr(key));
-    }
-    let grid_y = if last_row { 1 } else { rows.max(1) };
-    Op::Kernel(Launch {
-        kernel: kern,
-        grid: (blocks(n, dev.sm_count(), resident) as u32, grid_y as u32, 1),
-        block: ((GEMV_WARPS * 32) as u32, 1, 1),
-        smem,
-        args,
-    })
 }
 
 #[cfg(test)]

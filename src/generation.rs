@@ -363,23 +363,26 @@ fn host_step(session: &mut Session, next: u32, with_rows: bool, host: &mut HostS
     Ok((token, out))
 }
 
-/// One decode step with the host draw's next grammar mask computed beside it on another thread
-/// (it needs only the tokens fed so far): on the GPU the mask (≈ 16 µs per token on average for
-/// the bench's JSON schema on the CI machine; more for larger grammars) hides behind the step
-/// instead of following it. Without a grammar, the step alone.
+/// One decode step with the host draw's next grammar mask computed beside it (it needs only the
+/// tokens fed so far): on the GPU between the step's launch and its read-back, so that the mask
+/// (≈ 16 µs per token on average for the bench's JSON schema on the CI machine; more for larger
+/// grammars) hides behind the step instead of following it, with no thread of its own. Without a
+/// grammar, the step alone.
 fn decode_beside(session: &mut Session, next: u32, rows: bool, host: &mut HostSteps) -> Result<StepOutput> {
     if !host.has_grammar() {
         return Ok(session.decode(next, rows)?);
     }
-    std::thread::scope(|scope| {
-        let mask = scope.spawn(|| host.prepare());
-        let out = session.decode(next, rows);
-        let prepared = mask.join();
-        // The step's own error first: it says more than a grammar stopped by it.
-        let out = out?;
-        prepared.map_err(|_| anyhow::anyhow!("the grammar's mask thread panicked"))??;
-        Ok(out)
-    })
+    let mut prepared = Ok(());
+    // A panic inside the grammar library must not unwind through the executor between a launch
+    // and its read-back: it becomes this answer's error.
+    let out = session.decode_beside(next, rows, &mut || {
+        prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host.prepare()))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the grammar's mask computation panicked")));
+    });
+    // The step's own error first: it says more than a grammar stopped by it.
+    let out = out?;
+    prepared?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -87,4 +87,11 @@ fn the_last_decode_logits_are_the_step_row() {
     // The row differs from the next step's (the check is not of a constant row).
     let after = s.decode(without.next_token, true).unwrap();
     assert_ne!(after.logits, fetched);
+    // A step with work beside it runs that work once and is the same step.
+    s.rewind(4);
+    let mut calls = 0;
+    let beside = s.decode_beside(without.next_token, true, &mut || calls += 1).unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(beside.next_token, after.next_token);
+    assert_eq!(beside.logits, after.logits);
 }

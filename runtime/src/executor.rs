@@ -55,6 +55,20 @@ pub trait Executor {
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;
+    /// [`Executor::decode`] with `beside` run on the calling thread while the step computes, where
+    /// the backend computes asynchronously (the GPU: after the step's launch, before its
+    /// read-back), else before the step: host work that the next token's choice needs and that
+    /// does not depend on this step (a grammar's next mask) then costs no time of its own.
+    fn decode_beside(
+        &mut self,
+        token: u32,
+        pos: usize,
+        logits: bool,
+        beside: &mut dyn FnMut(),
+    ) -> Result<StepOutput, RuntimeError> {
+        beside();
+        self.decode(token, pos, logits)
+    }
     /// The logits row of the [`Executor::decode`] just run (called with `logits` false: the row
     /// stays where it was computed until the next call), for a caller that learns only from the
     /// step's token whether it needs the row (a grammar that allows the greedy token does not).

@@ -143,11 +143,22 @@ impl Session {
 
     /// Feeds one token; returns the next greedy token (and its logits if asked).
     pub fn decode(&mut self, token: u32, logits: bool) -> Result<StepOutput, RuntimeError> {
+        self.decode_beside(token, logits, &mut || {})
+    }
+
+    /// [`Session::decode`] with `beside` run on this thread while the step computes (see
+    /// [`Executor::decode_beside`]).
+    pub fn decode_beside(
+        &mut self,
+        token: u32,
+        logits: bool,
+        beside: &mut dyn FnMut(),
+    ) -> Result<StepOutput, RuntimeError> {
         if self.pos + 1 > self.exec.max_seq() {
             return Err(RuntimeError::ContextFull { needed: self.pos + 1, max_seq: self.exec.max_seq() });
         }
         self.decoded_last = false;
-        let out = self.exec.decode(token, self.pos, logits)?;
+        let out = self.exec.decode_beside(token, self.pos, logits, beside)?;
         check_logits(&out.logits, self.exec.hparams().vocab, self.pos)?;
         self.pos += 1;
         self.decoded_last = true;

@@ -899,6 +899,16 @@ impl Executor for CudaExecutor {
     }
 
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
+        self.decode_beside(token, pos, logits, &mut || {})
+    }
+
+    fn decode_beside(
+        &mut self,
+        token: u32,
+        pos: usize,
+        logits: bool,
+        beside: &mut dyn FnMut(),
+    ) -> Result<StepOutput, RuntimeError> {
         self.prepare_decode(token, pos)?;
         let sampled = self.sampler.active();
         self.sampler.before_run(&self.dev, pos, sampled)?;
@@ -916,6 +926,8 @@ impl Executor for CudaExecutor {
         } else {
             self.launch_greedy_decode()?;
         }
+        // The launches are queued: the host's work beside the step runs while the GPU computes.
+        beside();
         let want = if logits { LogitsWanted::Last } else { LogitsWanted::None };
         let out = self.read_outputs(true, 1, want, !sampled && self.decode_argmax_fused)?;
         self.sampler.after_run(pos, &[token], sampled);

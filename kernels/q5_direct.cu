@@ -29,11 +29,15 @@
 //    round-robin (warp w: items w, w + 8, ...), each keeping Q5D_DEPTH items in flight in
 //    registers, the first Q5D_DEPTH requested before the PDL wait (at the default model's shapes
 //    that is every item a warp has: gate|up is 608 tiles x 7 spans on 203 blocks of 3 tiles).
-//    A warp adds a tile's quad sums into shared memory (red) when it leaves the tile; after a
-//    barrier the block's threads run the epilogue of its units.
+//    A warp's items of one tile are consecutive in its walk, so it leaves each tile once: it then
+//    writes the quad sums into its own slots of shared memory (part: per tile, warp and slot),
+//    and after a barrier thread e adds slot e % 16 of tile e / 16 over the eight warps in warp
+//    order (the same sums, bit for bit, on every run: no atomics) and runs its unit's epilogue
+//    (tpb <= 16: one pass; its residual was requested right after the PDL wait).
 // Launch: DP_THREADS threads, grid (ceil(tiles / tpb), rows); dynamic shared memory
 //    q5_direct::smem_bytes(k, tpb): the digit planes, the column tables, the group scales and sums,
-//    16 floats per tile and 32 bytes of zeros.
+//    GEMV_WARPS x 16 floats per tile and 32 bytes of zeros.
+#include "argmax.cuh"
 #include "direct_prep.cuh"
 #include "gemv_epilogue.cuh"
 #include "int8_mma.cuh"
@@ -116,10 +120,12 @@ struct Q5Walk {
     }
 };
 
-template <int EPI>
+// ARGMAX (the store without a residual): each stored value's argmax_key is kept per thread and the
+// block's largest goes to *best_key with one atomicMax (qmma.cu's ARGMAX).
+template <int EPI, bool ARGMAX>
 __device__ void q5_direct_impl(const int* __restrict__ state, const float* __restrict__ x,
                                const float* __restrict__ norm_w, float eps, const QParts& P, const GemvOut& o, int n,
-                               int k, int tpb, int last_row) {
+                               int k, int tpb, int last_row, unsigned long long* __restrict__ best_key) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float scratch[GEMV_WARPS];
     const int G = k >> 5, spans = k / Q5D_SPAN, spans64 = k / DP_SPAN;
@@ -128,14 +134,15 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
     float2* xz = xw + 4 * spans64;
     float* xs = reinterpret_cast<float*>(xz + 4 * spans64);
     float* xsum = xs + G;
-    float* red = xsum + G;                                         // 16 row-slot sums per tile
-    const uint8_t* zeros = reinterpret_cast<uint8_t*>(red + Q5D_TILE * tpb);  // 32 bytes of 0
+    float* part = xsum + G;  // per tile, warp and row slot: the warp's sum (0 if it had no item there)
+    const int part_floats = Q5D_TILE * GEMV_WARPS * tpb;
+    const uint8_t* zeros = reinterpret_cast<uint8_t*>(part + part_floats);  // 32 bytes of 0
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     const int tiles = EPI == EPI_SWIGLU ? (n / 2 + 7) / 8 : (n + Q5D_TILE - 1) / Q5D_TILE;
     const int tile0 = blockIdx.x * tpb;
     const int block_items = max(0, min(tpb, tiles - tile0)) * spans;
     const int items = warp < block_items ? (block_items - 1 - warp) / GEMV_WARPS + 1 : 0;
-    for (int e = threadIdx.x; e < Q5D_TILE * tpb + 8; e += DP_THREADS) red[e] = 0.0f;  // and the zeros
+    for (int e = threadIdx.x; e < part_floats + 8; e += DP_THREADS) part[e] = 0.0f;  // and the zeros
 
     // Weights are constants: the first items stream in while the previous kernel finishes.
     Q5Walk ld{warp / spans, warp % spans};
@@ -151,6 +158,13 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
     pdl_prologue();  // x is safe to read from here on
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
+    // This thread's epilogue unit (slot e % 16 of tile e / 16; tpb <= 16), its residual requested
+    // now, off the path after the MMAs.
+    const int e_tl = threadIdx.x / Q5D_TILE, e_slot = threadIdx.x % Q5D_TILE;
+    const int e_unit = e_tl < tpb ? (EPI == EPI_SWIGLU ? (tile0 + e_tl) * 8 + e_slot : (tile0 + e_tl) * Q5D_TILE + e_slot)
+                                  : INT_MAX;
+    EpiIn in{};
+    if (EPI == EPI_STORE && e_unit < n) epi_load_acts<EPI>(o, r, n, e_unit, in);
     const float inv = d8_prep<true>(x, norm_w, eps, r, k, xd, xs, xw, xsum, xz, 16.0f, scratch);
 
     // Lane (gq, tq) supplies B column gq at the k slots of its own group 4 s + tq, in the MMAs of
@@ -212,29 +226,33 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
                 acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
                 acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
                 if (tq == 0) {
-                    atomicAdd(&red[Q5D_TILE * tl + gq], acc0);
-                    atomicAdd(&red[Q5D_TILE * tl + gq + 8], acc1);
+                    part[(tl * GEMV_WARPS + warp) * Q5D_TILE + gq] = acc0;
+                    part[(tl * GEMV_WARPS + warp) * Q5D_TILE + gq + 8] = acc1;
                 }
                 acc0 = 0.0f;
                 acc1 = 0.0f;
             }
         }
     }
-    __syncthreads();  // red holds every tile's row sums
-    for (int e = threadIdx.x; e < Q5D_TILE * tpb; e += DP_THREADS) {
-        const int tl = e / Q5D_TILE, slot = e % Q5D_TILE, tile = tile0 + tl;
-        EpiIn in{};
-        if constexpr (EPI == EPI_SWIGLU) {
-            const int unit = tile * 8 + slot, half = n / 2;
-            if (slot >= 8 || unit >= half) continue;
-            gemv_epilogue<EPI>(o, state, r, n, unit, unit, unit + half, red[e] * inv, red[e + 8] * inv, in);
-        } else {
-            const int j = tile * Q5D_TILE + slot;
-            if (j >= n) continue;
-            epi_load_acts<EPI>(o, r, n, j, in);
-            gemv_epilogue<EPI>(o, state, r, n, j, j, j, red[e] * inv, 0.0f, in);
+    __syncthreads();  // part holds every warp's row sums
+    // Thread e runs slot e % 16 of tile e / 16 (tpb <= 16: one pass); its warps' sums in warp order.
+    unsigned long long best = 0;
+    auto row_sum = [&](int sl) {
+        float y = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GEMV_WARPS; ++w) y += part[(e_tl * GEMV_WARPS + w) * Q5D_TILE + sl];
+        return y * inv;
+    };
+    if constexpr (EPI == EPI_SWIGLU) {
+        if (e_slot < 8 && e_unit < n / 2) {
+            gemv_epilogue<EPI>(o, state, r, n, e_unit, e_unit, e_unit + n / 2, row_sum(e_slot), row_sum(e_slot + 8), in);
         }
+    } else if (e_unit < n) {
+        const float y = row_sum(e_slot);
+        gemv_epilogue<EPI>(o, state, r, n, e_unit, e_unit, e_unit, y, 0.0f, in);
+        if constexpr (ARGMAX) best = key_max(best, argmax_key(y, e_unit));
     }
+    if constexpr (ARGMAX) argmax_key_to<DP_THREADS>(best, best_key);
 }
 
 QA_DEVICE GemvOut q5d_out(float* out, const float* residual) {
@@ -250,12 +268,20 @@ extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
     gemv_q5_direct_store(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                          float eps, const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n,
                          int k, int tpb, int last_row) {
-    q5_direct_impl<EPI_STORE>(state, x, norm_w, eps, P, q5d_out(out, residual), n, k, tpb, last_row);
+    q5_direct_impl<EPI_STORE, false>(state, x, norm_w, eps, P, q5d_out(out, residual), n, k, tpb, last_row, nullptr);
+}
+
+// The store without a residual with the greedy argmax (the LM head: launch::qgemv_argmax).
+extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
+    gemv_q5_direct_argmax(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
+                          float eps, const QParts P, float* __restrict__ out, int n, int k, int tpb, int last_row,
+                          unsigned long long* __restrict__ best) {
+    q5_direct_impl<EPI_STORE, true>(state, x, norm_w, eps, P, q5d_out(out, nullptr), n, k, tpb, last_row, best);
 }
 
 // out[r, u] = silu(gate_u) * up_u for the ffn units of a [gate | up] weight (2 ffn rows).
 extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
     gemv_q5_direct_swiglu(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                           float eps, const QParts P, float* __restrict__ out, int ffn, int k, int tpb) {
-    q5_direct_impl<EPI_SWIGLU>(state, x, norm_w, eps, P, q5d_out(out, nullptr), 2 * ffn, k, tpb, 0);
+    q5_direct_impl<EPI_SWIGLU, false>(state, x, norm_w, eps, P, q5d_out(out, nullptr), 2 * ffn, k, tpb, 0, nullptr);
 }

@@ -558,8 +558,8 @@ pub(crate) fn qgemv(
             return q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, (out, last_row), None);
         }
     }
-    let q5 = q5_direct::direct_kernel(&parts, n, k, &epilogue);
-    if let Some(op) = q5.and_then(|kern| q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue)) {
+    let q5 = q5_direct::direct_kernel(&parts, n, k, &epilogue, false);
+    if let Some(op) = q5.and_then(|kern| q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None)) {
         return op;
     }
     if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
@@ -613,8 +613,11 @@ pub(crate) fn qgemv_argmax(
     if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, true) {
         return Some(q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, (logits, true), Some(argmax_key)));
     }
-    let kern = qmma::argmax_kernel(&parts, n, k)?;
     let epilogue = GemvOut::Store { out: logits, residual: None, last_row: true };
+    if let Some(kern) = q5_direct::direct_kernel(&parts, n, k, &epilogue, true) {
+        return q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key));
+    }
+    let kern = qmma::argmax_kernel(&parts, n, k)?;
     Some(qmma_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key)))
 }
 
@@ -713,10 +716,11 @@ fn q8_direct_gemv(
 }
 
 /// [`qgemv`]'s store (with or without a residual) or SwiGLU on kernels/q5_direct.cu (`kern`:
-/// [`q5_direct::direct_kernel`] chose it): the GEMV head, then out, the residual (store only),
-/// n (SwiGLU: ffn = n / 2), k, tiles per block and last_row (store only). Dynamic shared memory:
-/// the x digits, their tables and the blocks' row sums ([`q5_direct::smem_bytes`]). None for the
-/// RoPE epilogue (no direct entry point).
+/// [`q5_direct::direct_kernel`] chose it): the GEMV head, then out, the residual (store without
+/// the argmax only), n (SwiGLU: ffn = n / 2), k, tiles per block, last_row (store only) and, for
+/// the argmax entry point, `argmax_key` ([`qgemv_argmax`]). Dynamic shared memory: the x digits,
+/// their tables and the warps' row sums ([`q5_direct::smem_bytes`]). None for the RoPE epilogue
+/// (no direct entry point).
 #[allow(clippy::too_many_arguments)]
 fn q5_direct_gemv(
     dev: &CudaDevice,
@@ -729,6 +733,7 @@ fn q5_direct_gemv(
     k: usize,
     rows: usize,
     epilogue: GemvOut,
+    argmax_key: Option<u64>,
 ) -> Option<Op> {
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = q5_direct::tiles(n, &epilogue);
@@ -739,7 +744,10 @@ fn q5_direct_gemv(
         GemvOut::Store { out, residual, last_row } => {
             let grid_y = if last_row { 1 } else { rows };
             let last = i(usize::from(last_row));
-            (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(tpb), last])
+            match argmax_key {
+                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(tpb), last, Arg::Ptr(key)]),
+                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(tpb), last]),
+            }
         }
         GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(tpb)]),
         GemvOut::Rope(_) => return None,

@@ -30,14 +30,15 @@
 // Launch: GEMV_WARPS warps per block, blocks up to the SMs' resident slots, grid (blocks, rows);
 //    dynamic shared memory q8_direct_smem(k): 3 k digit bytes, 32 bytes per span, 4 per group.
 #include "argmax.cuh"
+#include "direct_prep.cuh"
 #include "int8_mma.cuh"
 #include "quant.cuh"
 
 namespace {
 
-constexpr int D8_THREADS = GEMV_WARPS * 32;
+constexpr int D8_THREADS = DP_THREADS;
 constexpr int D8_TILE = 16;   // rows per warp tile
-constexpr int D8_SPAN = 64;   // elements per MMA pair (two groups)
+constexpr int D8_SPAN = DP_SPAN;  // elements per MMA pair (two groups)
 constexpr int D8_ITEM = 2;    // spans per item: one pointer step, one scale load per row
 // Items in flight per lane (QA_D8_DEPTH: a timing build's override, NVCC_APPEND_FLAGS).
 #ifndef QA_D8_DEPTH
@@ -95,64 +96,6 @@ QA_DEVICE void d8_load_next(D8Loads& l, const uint8_t* __restrict__ qs, const ui
     }
 }
 
-// The weight of C column c (< 8) of a span: x's scale of its group times its digit's weight.
-QA_DEVICE float d8_column_weight(const float* xs, int span, int c) {
-    if (c >= 6) return 0.0f;
-    const int d = c % 3;
-    const float digit = d == 0 ? 1.0f : (d == 1 ? 1.0f / 254.0f : 1.0f / (254.0f * 254.0f));
-    return xs[2 * span + c / 3] * digit;
-}
-
-// Row r of x (times norm_w) as digit planes xd (3 x k bytes, element order) and the per-lane
-// column weights xw (per span, float2 per lane tq). Every thread calls it (two barriers).
-// Returns the inverse RMS (1 without a norm).
-QA_DEVICE float d8_prep(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
-                        uint8_t* xd, float* xs, float2* xw, float* scratch) {
-    const int G = k >> 5, part = threadIdx.x & 7, slot = threadIdx.x >> 3;
-    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
-    const float4* nw = reinterpret_cast<const float4*>(norm_w);
-    float ss = 0.0f;
-    for (int base = 0; base < G; base += D8_THREADS / 8) {  // block-uniform: the shuffles below
-        const int g = base + slot;
-        float4 v = g < G ? __ldg(xr + 8 * g + part) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (nw != nullptr && g < G) {
-            const float4 m = __ldg(nw + 8 * g + part);
-            ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
-            v = make_float4(v.x * m.x, v.y * m.y, v.z * m.z, v.w * m.w);
-        }
-        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-#pragma unroll
-        for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-        if (g >= G) continue;
-        const float s = amax > 0.0f ? amax / 127.0f : 0.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        uint32_t dw[3] = {0u, 0u, 0u};
-        pack_digits(v.x, inv, 0, dw);
-        pack_digits(v.y, inv, 1, dw);
-        pack_digits(v.z, inv, 2, dw);
-        pack_digits(v.w, inv, 3, dw);
-#pragma unroll
-        for (int d = 0; d < 3; ++d) *reinterpret_cast<uint32_t*>(xd + (size_t)d * k + 32 * g + 4 * part) = dw[d];
-        if (part == 0) xs[g] = s;
-    }
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
-    __syncthreads();  // xs, xd and scratch are complete
-    // xw: lane tq's C columns c = 2 tq, 2 tq + 1 are digit c % 3 of group 2 span + c / 3 (c < 6).
-    for (int e = threadIdx.x; e < 4 * (k / D8_SPAN); e += D8_THREADS) {
-        const int span = e >> 2, c = 2 * (e & 3);
-        xw[e] = make_float2(d8_column_weight(xs, span, c), d8_column_weight(xs, span, c + 1));
-    }
-    float total = 0.0f;
-#pragma unroll
-    for (int w = 0; w < GEMV_WARPS; ++w) total += scratch[w];
-    __syncthreads();  // xw is complete
-    return norm_w == nullptr ? 1.0f : 1.0f / sqrtf(total / (float)k + eps);
-}
-
-QA_DEVICE float half_at(uint32_t word, int shift) {
-    return __half2float(__ushort_as_half((unsigned short)((word >> shift) & 0xFFFFu)));
-}
-
 // ARGMAX: each stored value's argmax_key is kept per lane and the block's largest goes to *best
 // with one atomicMax (qmma.cu's ARGMAX: the greedy argmax without a launch of its own).
 template <bool ARGMAX>
@@ -184,7 +127,7 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
     pdl_prologue();  // x is safe to read from here on
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
-    const float inv = d8_prep(x, norm_w, eps, r, k, xd, xs, xw, scratch);
+    const float inv = d8_prep<false>(x, norm_w, eps, r, k, xd, xs, xw, nullptr, nullptr, 0.0f, scratch);
 
     // Lane (gq, tq) supplies B column gq at k slots of span elements 16 tq ..: group A's for tq
     // < 2, B's for tq >= 2, so only columns of that group are non-zero.

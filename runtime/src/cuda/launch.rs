@@ -10,6 +10,7 @@ use cudarc::cublas::sys as blas_sys;
 use cudarc::driver::{sys, CudaGraph};
 
 use super::device::{CudaDevice, Kernel};
+use super::q5_direct;
 use super::q8_direct;
 use super::qmma;
 use super::CudaCtx;
@@ -557,6 +558,10 @@ pub(crate) fn qgemv(
             return q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, (out, last_row), None);
         }
     }
+    let q5 = q5_direct::direct_kernel(&parts, n, k, &epilogue, false);
+    if let Some(op) = q5.and_then(|kern| q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None)) {
+        return op;
+    }
     if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
         return qmma_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None);
     }
@@ -608,8 +613,11 @@ pub(crate) fn qgemv_argmax(
     if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, true) {
         return Some(q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, (logits, true), Some(argmax_key)));
     }
-    let kern = qmma::argmax_kernel(&parts, n, k)?;
     let epilogue = GemvOut::Store { out: logits, residual: None, last_row: true };
+    if let Some(kern) = q5_direct::direct_kernel(&parts, n, k, &epilogue, true) {
+        return q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key));
+    }
+    let kern = qmma::argmax_kernel(&parts, n, k)?;
     Some(qmma_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key)))
 }
 
@@ -705,6 +713,52 @@ fn q8_direct_gemv(
         smem,
         args: head.into_iter().chain(tail).collect(),
     })
+}
+
+/// [`qgemv`]'s store (with or without a residual) or SwiGLU on kernels/q5_direct.cu (`kern`:
+/// [`q5_direct::direct_kernel`] chose it): the GEMV head, then out, the residual (store without
+/// the argmax only), n (SwiGLU: ffn = n / 2), k, tiles per block, last_row (store only) and, for
+/// the argmax entry point, `argmax_key` ([`qgemv_argmax`]). Dynamic shared memory: the x digits,
+/// their tables and the warps' row sums ([`q5_direct::smem_bytes`]). None for the RoPE epilogue
+/// (no direct entry point).
+#[allow(clippy::too_many_arguments)]
+fn q5_direct_gemv(
+    dev: &CudaDevice,
+    kern: Kernel,
+    st: u64,
+    x: u64,
+    norm: Option<GemvNorm>,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    rows: usize,
+    epilogue: GemvOut,
+    argmax_key: Option<u64>,
+) -> Option<Op> {
+    let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
+    let tiles = q5_direct::tiles(n, &epilogue);
+    let threads = (GEMV_TEAM_WARPS * 32) as u32;
+    let resident = dev.resident_blocks_per_sm(kern, threads, q5_direct::smem_bytes(k, 1) as u32);
+    let tpb = q5_direct::tiles_per_block(tiles, dev.sm_count(), resident);
+    let (grid_y, tail) = match epilogue {
+        GemvOut::Store { out, residual, last_row } => {
+            let grid_y = if last_row { 1 } else { rows };
+            let last = i(usize::from(last_row));
+            match argmax_key {
+                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(tpb), last, Arg::Ptr(key)]),
+                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(tpb), last]),
+            }
+        }
+        GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(tpb)]),
+        GemvOut::Rope(_) => return None,
+    };
+    Some(Op::Kernel(Launch {
+        kernel: kern,
+        grid: (tiles.div_ceil(tpb) as u32, grid_y.max(1) as u32, 1),
+        block: (threads, 1, 1),
+        smem: q5_direct::smem_bytes(k, tpb) as u32,
+        args: head.into_iter().chain(tail).collect(),
+    }))
 }
 
 /// tokens i32 [rows]; table: `parts` [vocab, hidden]; out f32 [rows, hidden]; `argmax_key` as

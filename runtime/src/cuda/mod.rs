@@ -28,6 +28,7 @@ mod executor;
 mod kernel_table;
 pub(crate) mod launch;
 mod prefill_graphs;
+mod q5_direct;
 mod q8_direct;
 pub(crate) mod qmma;
 mod qmma_shape;

@@ -22,7 +22,7 @@ use super::weights::{k_for, DevWeight, TestWeight};
 use super::{cpu, CheckShape, Harness, Rng, RopeOutputs, RopeResult, U16, U32};
 use crate::cuda::argmax_key;
 use crate::cuda::launch::{self, GemvNorm, GemvOut, Op};
-use crate::cuda::{q8_direct, qmma};
+use crate::cuda::{q5_direct, q8_direct, qmma};
 use crate::error::RuntimeError;
 use crate::quant::{WeightFormat, ALL_FORMATS};
 
@@ -143,7 +143,13 @@ pub(super) fn check_gemv(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Resu
         qmma::force_v2(false);
         checked?;
     }
-    Ok(())
+    // Q5_0's store and SwiGLU run on kernels/q5_direct.cu above; once more on kernels/qmma.cu,
+    // which still serves them when the direct kernels are turned off.
+    let q5 = WeightFormat::Q5_0;
+    q5_direct::force_off(true);
+    let checked = check_recipe(h, rng, s, Recipe::Quant(q5), k_for(q5, s.hidden), q5.code() % 2 == 0, "qmma:");
+    q5_direct::force_off(false);
+    checked
 }
 
 /// The LM head's last row (a tall matrix: the store's rows per warp and grid-stride) against the

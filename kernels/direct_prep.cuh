@@ -1,0 +1,89 @@
+// x's side of the direct GEMVs (kernels/q8_direct.cu, kernels/q5_direct.cu), which load the weight
+// codes straight into the MMA's A registers: x's row as three digit planes in element order, and
+// per 64-element span the weights of each lane's two C columns. A span's MMA keeps two groups
+// apart in B's columns: n < 3 is digit n of the span's first group, 3 <= n < 6 digit n - 3 of
+// its second, 6 and 7 are zero; lane tq of a quad holds C columns 2 tq and 2 tq + 1.
+#pragma once
+
+#include "int8_mma.cuh"
+
+constexpr int DP_THREADS = GEMV_WARPS * 32;  // threads of a direct GEMV block
+constexpr int DP_SPAN = 64;                  // elements per span: two groups
+
+// The weight of C column c (< 8) of a span: x's scale of its group times its digit's weight.
+QA_DEVICE float d8_column_weight(const float* xs, int span, int c) {
+    if (c >= 6) return 0.0f;
+    const int d = c % 3;
+    const float digit = d == 0 ? 1.0f : (d == 1 ? 1.0f / 254.0f : 1.0f / (254.0f * 254.0f));
+    return xs[2 * span + c / 3] * digit;
+}
+
+// The zero-point term of C column c (< 8) of a span: -zero * (the sum of x' over its group) for a
+// digit-0 column, else 0 (each group's term is added once, by the lane holding its digit 0).
+QA_DEVICE float d8_column_zero(const float* xsum, int span, int c, float zero) {
+    return c < 6 && c % 3 == 0 ? -zero * xsum[2 * span + c / 3] : 0.0f;
+}
+
+// Row r of x (times norm_w) as digit planes xd (3 x k bytes, element order), x's group scales xs
+// (k / 32 floats) and the per-lane column weights xw (per span, float2 per lane tq). ZERO: also
+// each group's sum of x' (xsum, k / 32 floats) and the zero-point terms xz (per span, float2 per
+// lane tq, laid out as xw: d8_column_zero), so that a format whose codes carry an offset (Q5_0:
+// q - 16) adds it with one FMA per column. Every thread calls it (two barriers). Returns the
+// inverse RMS (1 without a norm).
+template <bool ZERO>
+QA_DEVICE float d8_prep(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
+                        uint8_t* xd, float* xs, float2* xw, float* xsum, float2* xz, float zero, float* scratch) {
+    const int G = k >> 5, part = threadIdx.x & 7, slot = threadIdx.x >> 3;
+    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
+    const float4* nw = reinterpret_cast<const float4*>(norm_w);
+    float ss = 0.0f;
+    for (int base = 0; base < G; base += DP_THREADS / 8) {  // block-uniform: the shuffles below
+        const int g = base + slot;
+        float4 v = g < G ? __ldg(xr + 8 * g + part) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (nw != nullptr && g < G) {
+            const float4 m = __ldg(nw + 8 * g + part);
+            ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+            v = make_float4(v.x * m.x, v.y * m.y, v.z * m.z, v.w * m.w);
+        }
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+        for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+        float sum = 0.0f;
+        if constexpr (ZERO) {
+            sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+            for (int m = 1; m < 8; m <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+        }
+        if (g >= G) continue;
+        const float s = amax > 0.0f ? amax / 127.0f : 0.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        uint32_t dw[3] = {0u, 0u, 0u};
+        pack_digits(v.x, inv, 0, dw);
+        pack_digits(v.y, inv, 1, dw);
+        pack_digits(v.z, inv, 2, dw);
+        pack_digits(v.w, inv, 3, dw);
+#pragma unroll
+        for (int d = 0; d < 3; ++d) *reinterpret_cast<uint32_t*>(xd + (size_t)d * k + 32 * g + 4 * part) = dw[d];
+        if (part == 0) xs[g] = s;
+        if constexpr (ZERO) {
+            if (part == 0) xsum[g] = sum;
+        }
+    }
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
+    __syncthreads();  // xs, xsum, xd and scratch are complete
+    // xw: lane tq's C columns c = 2 tq, 2 tq + 1 are digit c % 3 of group 2 span + c / 3 (c < 6).
+    for (int e = threadIdx.x; e < 4 * (k / DP_SPAN); e += DP_THREADS) {
+        const int span = e >> 2, c = 2 * (e & 3);
+        xw[e] = make_float2(d8_column_weight(xs, span, c), d8_column_weight(xs, span, c + 1));
+        if constexpr (ZERO) xz[e] = make_float2(d8_column_zero(xsum, span, c, zero), d8_column_zero(xsum, span, c + 1, zero));
+    }
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < GEMV_WARPS; ++w) total += scratch[w];
+    __syncthreads();  // xw (and xz) are complete
+    return norm_w == nullptr ? 1.0f : 1.0f / sqrtf(total / (float)k + eps);
+}
+
+QA_DEVICE float half_at(uint32_t word, int shift) {
+    return __half2float(__ushort_as_half((unsigned short)((word >> shift) & 0xFFFFu)));
+}

@@ -621,6 +621,33 @@ pub(crate) fn qgemv_argmax(
     Some(qmma_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key)))
 }
 
+/// The launch rows and the arguments after the GEMV head of the tiled quantized GEMVs
+/// (kernels/qmma.cu, kernels/q5_direct.cu), whose one geometry argument (`geometry`: warps per
+/// tile, or tiles per block) follows n and k: store (out, the residual unless the argmax entry
+/// point, n, k, geometry, last_row, then `argmax_key`), SwiGLU (out, ffn = n / 2, k, geometry) or
+/// RoPE (its buffers, k, geometry).
+fn tiled_gemv_tail(
+    epilogue: GemvOut,
+    rows: usize,
+    n: usize,
+    k: usize,
+    geometry: usize,
+    argmax_key: Option<u64>,
+) -> (usize, Vec<Arg>) {
+    match epilogue {
+        GemvOut::Store { out, residual, last_row } => {
+            let grid_y = if last_row { 1 } else { rows };
+            let last = i(usize::from(last_row));
+            match argmax_key {
+                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(geometry), last, Arg::Ptr(key)]),
+                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(geometry), last]),
+            }
+        }
+        GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(geometry)]),
+        GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(geometry)]].concat()),
+    }
+}
+
 /// [`qgemv`] on the tensor-core kernel `kern` (kernels/qmma.cu; [`qmma::qmma_kernel`] chose it):
 /// the same arguments as kernels/qgemv.cu's but warps per tile instead of warps per row and
 /// units per warp. Dynamic shared memory: the x digits ([`qmma::smem_bytes`]). `argmax_key`: the
@@ -661,18 +688,7 @@ fn qmma_gemv(
         let resident = dev.resident_blocks_per_sm(kern, 256, smem as u32);
         (wpt, shape.blocks.unwrap_or_else(|| qmma::blocks(tiles, wpt, dev.sm_count(), resident)))
     };
-    let (grid_y, tail) = match epilogue {
-        GemvOut::Store { out, residual, last_row } => {
-            let grid_y = if last_row { 1 } else { rows };
-            let last = i(usize::from(last_row));
-            match argmax_key {
-                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(wpt), last, Arg::Ptr(key)]),
-                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(wpt), last]),
-            }
-        }
-        GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(wpt)]),
-        GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(wpt)]].concat()),
-    };
+    let (grid_y, tail) = tiled_gemv_tail(epilogue, rows, n, k, wpt, argmax_key);
     Op::Kernel(Launch {
         kernel: kern,
         grid: (blocks as u32, grid_y.max(1) as u32, 1),
@@ -735,23 +751,15 @@ fn q5_direct_gemv(
     epilogue: GemvOut,
     argmax_key: Option<u64>,
 ) -> Option<Op> {
+    if let GemvOut::Rope(_) = epilogue {
+        return None;
+    }
     let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let tiles = q5_direct::tiles(n, &epilogue);
     let threads = (GEMV_TEAM_WARPS * 32) as u32;
     let resident = dev.resident_blocks_per_sm(kern, threads, q5_direct::smem_bytes(k, 1) as u32);
     let tpb = q5_direct::tiles_per_block(tiles, dev.sm_count(), resident);
-    let (grid_y, tail) = match epilogue {
-        GemvOut::Store { out, residual, last_row } => {
-            let grid_y = if last_row { 1 } else { rows };
-            let last = i(usize::from(last_row));
-            match argmax_key {
-                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(tpb), last, Arg::Ptr(key)]),
-                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(tpb), last]),
-            }
-        }
-        GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(tpb)]),
-        GemvOut::Rope(_) => return None,
-    };
+    let (grid_y, tail) = tiled_gemv_tail(epilogue, rows, n, k, tpb, argmax_key);
     Some(Op::Kernel(Launch {
         kernel: kern,
         grid: (tiles.div_ceil(tpb) as u32, grid_y.max(1) as u32, 1),

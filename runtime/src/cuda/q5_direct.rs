@@ -1,6 +1,7 @@
 //! The Q5_0 GEMVs read straight into MMA fragments (kernels/q5_direct.cu): which GEMVs they take
-//! and their launch geometry. [`super::launch::qgemv`] asks [`direct_kernel`] first (the launch
-//! itself is `launch::q5_direct_gemv`) and falls back to kernels/qmma.cu.
+//! and their launch geometry. [`super::launch::qgemv`] and [`super::launch::qgemv_argmax`] ask
+//! [`direct_kernel`] first (the launch itself is `launch::q5_direct_gemv`) and fall back to
+//! kernels/qmma.cu.
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::device::Kernel;
@@ -13,8 +14,8 @@ const SPAN: usize = 128;
 /// Row slots per warp tile (rows; for SwiGLU 8 units, gate and up).
 const TILE_SLOTS: usize = 16;
 
-/// Longest row the kernels take: the x digits (3 bytes per element) and tables stay far under the
-/// 48 KB of dynamic shared memory a kernel gets without opting in.
+/// Longest row the kernels take: the x digits (3 bytes per element), tables and row sums stay
+/// under the 48 KB of dynamic shared memory a kernel gets without opting in.
 const MAX_K: usize = 8192;
 
 /// Most tiles one block owns (its warps' row sums in shared memory: 512 bytes each).

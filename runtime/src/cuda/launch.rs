@@ -553,17 +553,17 @@ pub(crate) fn qgemv(
     rows: usize,
     epilogue: GemvOut,
 ) -> Op {
+    let g = QGemv { st, x, norm, parts, n, k, rows, epilogue, argmax_key: None };
     if let GemvOut::Store { out, residual: None, last_row } = epilogue {
         if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, false) {
-            return q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, (out, last_row), None);
+            return q8_direct_gemv(dev, kern, &g, (out, last_row));
         }
     }
-    let q5 = q5_direct::direct_kernel(&parts, n, k, &epilogue, false);
-    if let Some(op) = q5.and_then(|kern| q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None)) {
-        return op;
+    if let Some(kern) = q5_direct::direct_kernel(&parts, n, k, &epilogue, false) {
+        return q5_direct_gemv(dev, kern, &g);
     }
     if let Some(kern) = qmma::qmma_kernel(&parts, n, k, &epilogue) {
-        return qmma_gemv(dev, kern, st, x, norm, parts, n, k, rows, epilogue, None);
+        return qmma_gemv(dev, kern, &g);
     }
     let (head, units) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
     let wpr = qgemv_warps_per_row(k);
@@ -610,52 +610,22 @@ pub(crate) fn qgemv_argmax(
     logits: u64,
     argmax_key: u64,
 ) -> Option<Op> {
-    if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, true) {
-        return Some(q8_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, (logits, true), Some(argmax_key)));
-    }
     let epilogue = GemvOut::Store { out: logits, residual: None, last_row: true };
+    let g = QGemv { st, x, norm, parts, n, k, rows: 1, epilogue, argmax_key: Some(argmax_key) };
+    if let Some(kern) = q8_direct::direct_kernel(&parts, n, k, true) {
+        return Some(q8_direct_gemv(dev, kern, &g, (logits, true)));
+    }
     if let Some(kern) = q5_direct::direct_kernel(&parts, n, k, &epilogue, true) {
-        return q5_direct_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key));
+        return Some(q5_direct_gemv(dev, kern, &g));
     }
     let kern = qmma::argmax_kernel(&parts, n, k)?;
-    Some(qmma_gemv(dev, kern, st, x, norm, parts, n, k, 1, epilogue, Some(argmax_key)))
+    Some(qmma_gemv(dev, kern, &g))
 }
 
-/// The launch rows and the arguments after the GEMV head of the tiled quantized GEMVs
-/// (kernels/qmma.cu, kernels/q5_direct.cu), whose one geometry argument (`geometry`: warps per
-/// tile, or tiles per block) follows n and k: store (out, the residual unless the argmax entry
-/// point, n, k, geometry, last_row, then `argmax_key`), SwiGLU (out, ffn = n / 2, k, geometry) or
-/// RoPE (its buffers, k, geometry).
-fn tiled_gemv_tail(
-    epilogue: GemvOut,
-    rows: usize,
-    n: usize,
-    k: usize,
-    geometry: usize,
-    argmax_key: Option<u64>,
-) -> (usize, Vec<Arg>) {
-    match epilogue {
-        GemvOut::Store { out, residual, last_row } => {
-            let grid_y = if last_row { 1 } else { rows };
-            let last = i(usize::from(last_row));
-            match argmax_key {
-                Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(geometry), last, Arg::Ptr(key)]),
-                None => (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(geometry), last]),
-            }
-        }
-        GemvOut::SwiGlu { out } => (rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(geometry)]),
-        GemvOut::Rope(r) => (rows, [rope_args(r), vec![i(k), i(geometry)]].concat()),
-    }
-}
-
-/// [`qgemv`] on the tensor-core kernel `kern` (kernels/qmma.cu; [`qmma::qmma_kernel`] chose it):
-/// the same arguments as kernels/qgemv.cu's but warps per tile instead of warps per row and
-/// units per warp. Dynamic shared memory: the x digits ([`qmma::smem_bytes`]). `argmax_key`: the
-/// store-with-argmax entry point `kern` ([`qgemv_argmax`]; no residual, never the wide store).
-#[allow(clippy::too_many_arguments)]
-fn qmma_gemv(
-    dev: &CudaDevice,
-    kern: Kernel,
+/// One quantized GEMV as [`qgemv`] or [`qgemv_argmax`] was asked for it (`argmax_key`: the
+/// store-with-argmax entry point's key), which each of its launchers -- kernels/qmma.cu,
+/// kernels/q8_direct.cu, kernels/q5_direct.cu -- turns into a launch.
+struct QGemv {
     st: u64,
     x: u64,
     norm: Option<GemvNorm>,
@@ -665,14 +635,50 @@ fn qmma_gemv(
     rows: usize,
     epilogue: GemvOut,
     argmax_key: Option<u64>,
-) -> Op {
-    let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
-    let tiles = qmma::tiles(n, &epilogue);
+}
+
+impl QGemv {
+    /// The arguments every entry point starts with ([`gemv_head`]).
+    fn head(&self) -> [Arg; 5] {
+        gemv_head(self.st, self.x, self.norm, Arg::Parts(self.parts), self.n, &self.epilogue).0
+    }
+
+    /// The launch rows and the arguments after the head of the tiled GEMVs (qmma.cu,
+    /// q5_direct.cu), whose one geometry argument (`geometry`: warps per tile, or tiles per block)
+    /// follows n and k: store (out, the residual unless the argmax entry point, n, k, geometry,
+    /// last_row, then the argmax key), SwiGLU (out, ffn = n / 2, k, geometry) or RoPE (its
+    /// buffers, k, geometry).
+    fn tiled_tail(&self, geometry: usize) -> (usize, Vec<Arg>) {
+        let (n, k) = (self.n, self.k);
+        match self.epilogue {
+            GemvOut::Store { out, residual, last_row } => {
+                let grid_y = if last_row { 1 } else { self.rows };
+                let last = i(usize::from(last_row));
+                match self.argmax_key {
+                    Some(key) => (grid_y, vec![Arg::Ptr(out), i(n), i(k), i(geometry), last, Arg::Ptr(key)]),
+                    None => {
+                        (grid_y, vec![Arg::Ptr(out), Arg::Ptr(residual.unwrap_or(0)), i(n), i(k), i(geometry), last])
+                    }
+                }
+            }
+            GemvOut::SwiGlu { out } => (self.rows, vec![Arg::Ptr(out), i(n / 2), i(k), i(geometry)]),
+            GemvOut::Rope(r) => (self.rows, [rope_args(r), vec![i(k), i(geometry)]].concat()),
+        }
+    }
+}
+
+/// [`qgemv`] on the tensor-core kernel `kern` (kernels/qmma.cu; [`qmma::qmma_kernel`] chose it):
+/// the same arguments as kernels/qgemv.cu's but warps per tile instead of warps per row and
+/// units per warp. Dynamic shared memory: the x digits ([`qmma::smem_bytes`]). `argmax_key`: the
+/// store-with-argmax entry point `kern` ([`qgemv_argmax`]; no residual, never the wide store).
+fn qmma_gemv(dev: &CudaDevice, kern: Kernel, g: &QGemv) -> Op {
+    let (n, k) = (g.n, g.k);
+    let tiles = qmma::tiles(n, &g.epilogue);
     // A store with few tiles and long rows (down_proj) on the wide entry point: QMMA_WIDE_WARPS
     // warps per tile in one block per SM; otherwise GEMV_WARPS warps per block, shared by
     // [`qmma::warps_per_tile`] each, or as `QWEN_AOT_QMMA_SHAPE` says.
-    let wide = match epilogue {
-        GemvOut::Store { .. } if argmax_key.is_none() => qmma::wide_store(kern, tiles, k, dev.sm_count()),
+    let wide = match g.epilogue {
+        GemvOut::Store { .. } if g.argmax_key.is_none() => qmma::wide_store(kern, tiles, k, dev.sm_count()),
         _ => None,
     };
     let (kern, warps) = wide.map_or((kern, GEMV_TEAM_WARPS), |w| (w, QMMA_WIDE_WARPS));
@@ -688,85 +694,53 @@ fn qmma_gemv(
         let resident = dev.resident_blocks_per_sm(kern, 256, smem as u32);
         (wpt, shape.blocks.unwrap_or_else(|| qmma::blocks(tiles, wpt, dev.sm_count(), resident)))
     };
-    let (grid_y, tail) = tiled_gemv_tail(epilogue, rows, n, k, wpt, argmax_key);
+    let (grid_y, tail) = g.tiled_tail(wpt);
     Op::Kernel(Launch {
         kernel: kern,
         grid: (blocks as u32, grid_y.max(1) as u32, 1),
         block: (warps as u32 * 32, 1, 1),
         smem: smem as u32,
-        args: head.into_iter().chain(tail).collect(),
+        args: g.head().into_iter().chain(tail).collect(),
     })
 }
 
-/// [`qgemv`]'s store without a residual (`(out, last_row)` as in [`GemvOut::Store`]) on
+/// [`qgemv`]'s store without a residual (`(out, last_row)`: `g`'s [`GemvOut::Store`]) on
 /// kernels/q8_direct.cu (`kern`: [`q8_direct::direct_kernel`] chose it): the GEMV head, then out,
-/// n, k, last_row and, for the argmax entry point, `argmax_key`. Dynamic shared memory: the x digits and their tables
-/// ([`q8_direct::smem_bytes`]).
-#[allow(clippy::too_many_arguments)]
-fn q8_direct_gemv(
-    dev: &CudaDevice,
-    kern: Kernel,
-    st: u64,
-    x: u64,
-    norm: Option<GemvNorm>,
-    parts: QParts,
-    n: usize,
-    k: usize,
-    rows: usize,
-    (out, last_row): (u64, bool),
-    argmax_key: Option<u64>,
-) -> Op {
-    let store = GemvOut::Store { out, residual: None, last_row };
-    let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &store);
+/// n, k, last_row and, for the argmax entry point, the argmax key. Dynamic shared memory: the x
+/// digits and their tables ([`q8_direct::smem_bytes`]).
+fn q8_direct_gemv(dev: &CudaDevice, kern: Kernel, g: &QGemv, (out, last_row): (u64, bool)) -> Op {
+    let (n, k) = (g.n, g.k);
     let smem = q8_direct::smem_bytes(k) as u32;
     let threads = (GEMV_TEAM_WARPS * 32) as u32;
     let resident = dev.resident_blocks_per_sm(kern, threads, smem);
-    let tail = [Arg::Ptr(out), i(n), i(k), i(usize::from(last_row))].into_iter().chain(argmax_key.map(Arg::Ptr));
+    let tail = [Arg::Ptr(out), i(n), i(k), i(usize::from(last_row))].into_iter().chain(g.argmax_key.map(Arg::Ptr));
+    let grid_y = if last_row { 1 } else { g.rows.max(1) as u32 };
     Op::Kernel(Launch {
         kernel: kern,
-        grid: (q8_direct::blocks(n, dev.sm_count(), resident) as u32, if last_row { 1 } else { rows.max(1) as u32 }, 1),
+        grid: (q8_direct::blocks(n, dev.sm_count(), resident) as u32, grid_y, 1),
         block: (threads, 1, 1),
         smem,
-        args: head.into_iter().chain(tail).collect(),
+        args: g.head().into_iter().chain(tail).collect(),
     })
 }
 
-/// [`qgemv`]'s store (with or without a residual) or SwiGLU on kernels/q5_direct.cu (`kern`:
-/// [`q5_direct::direct_kernel`] chose it): the GEMV head, then out, the residual (store without
-/// the argmax only), n (SwiGLU: ffn = n / 2), k, tiles per block, last_row (store only) and, for
-/// the argmax entry point, `argmax_key` ([`qgemv_argmax`]). Dynamic shared memory: the x digits,
-/// their tables and the warps' row sums ([`q5_direct::smem_bytes`]). None for the RoPE epilogue
-/// (no direct entry point).
-#[allow(clippy::too_many_arguments)]
-fn q5_direct_gemv(
-    dev: &CudaDevice,
-    kern: Kernel,
-    st: u64,
-    x: u64,
-    norm: Option<GemvNorm>,
-    parts: QParts,
-    n: usize,
-    k: usize,
-    rows: usize,
-    epilogue: GemvOut,
-    argmax_key: Option<u64>,
-) -> Option<Op> {
-    if let GemvOut::Rope(_) = epilogue {
-        return None;
-    }
-    let (head, _) = gemv_head(st, x, norm, Arg::Parts(parts), n, &epilogue);
-    let tiles = q5_direct::tiles(n, &epilogue);
+/// [`qgemv`]'s store (with or without a residual, or with the argmax) or SwiGLU on
+/// kernels/q5_direct.cu (`kern`: [`q5_direct::direct_kernel`] chose it, never for RoPE): the GEMV
+/// head, then [`QGemv::tiled_tail`] with tiles per block. Dynamic shared memory: the x digits,
+/// their tables and the warps' row sums ([`q5_direct::smem_bytes`]).
+fn q5_direct_gemv(dev: &CudaDevice, kern: Kernel, g: &QGemv) -> Op {
+    let tiles = q5_direct::tiles(g.n, &g.epilogue);
     let threads = (GEMV_TEAM_WARPS * 32) as u32;
-    let resident = dev.resident_blocks_per_sm(kern, threads, q5_direct::smem_bytes(k, 1) as u32);
+    let resident = dev.resident_blocks_per_sm(kern, threads, q5_direct::smem_bytes(g.k, 1) as u32);
     let tpb = q5_direct::tiles_per_block(tiles, dev.sm_count(), resident);
-    let (grid_y, tail) = tiled_gemv_tail(epilogue, rows, n, k, tpb, argmax_key);
-    Some(Op::Kernel(Launch {
+    let (grid_y, tail) = g.tiled_tail(tpb);
+    Op::Kernel(Launch {
         kernel: kern,
         grid: (tiles.div_ceil(tpb) as u32, grid_y.max(1) as u32, 1),
         block: (threads, 1, 1),
-        smem: q5_direct::smem_bytes(k, tpb) as u32,
-        args: head.into_iter().chain(tail).collect(),
-    }))
+        smem: q5_direct::smem_bytes(g.k, tpb) as u32,
+        args: g.head().into_iter().chain(tail).collect(),
+    })
 }
 
 /// tokens i32 [rows]; table: `parts` [vocab, hidden]; out f32 [rows, hidden]; `argmax_key` as

@@ -126,6 +126,9 @@ mod tests {
         let gate_up = QParts::of_formats(&[(W::Q5_0, 4864), (W::Q5_0, 9728)]);
         let swiglu = GemvOut::SwiGlu { out: 0 };
         assert_eq!(direct_kernel(&gate_up, 9728, 896, &swiglu, false), Some(Kernel::GemvQ5DirectSwiGlu));
+        let heads = crate::cuda::launch::Heads { n_heads: 14, n_kv_heads: 2, head_dim: 64 };
+        let args = crate::cuda::launch::RopeArgs { bias: 0, inv_freq: 0, q_out: 0, k_cache: 0, v_cache: 0, heads };
+        assert_eq!(direct_kernel(&q5, 1024, 896, &GemvOut::Rope(args), false), None, "no RoPE entry point");
         let qkv = QParts::of_formats(&[(W::Q5_0, 1024), (W::Q8_0, 1152)]);
         assert_eq!(direct_kernel(&qkv, 1152, 896, &store(), false), None, "a Q8_0 part");
         assert_eq!(direct_kernel(&QParts::of_formats(&[(W::Q4_K, 896)]), 896, 1536, &store(), false), None, "Q4_K");

@@ -8,6 +8,7 @@
 #   .device/bin/stream_chain   experiments/stream_chain.cu (links vs weight streaming, overlapped or not)
 #   .device/bin/ring_chain     experiments/ring_chain.cu (the same chain as one persistent kernel)
 #   .device/bin/mega_chain     experiments/mega_chain.cu (a persistent decode-layer chain with real GEMVs)
+#   .device/bin/cluster_chain  experiments/cluster_chain.cu (links inside a thread-block cluster)
 #   .device/kernels.fatbin     the embedded kernel image (for the runtime test binary)
 #   .device/test_kernels.fatbin  the test kernels' image (kernels/test/*.cu; the same test binary)
 # Usage: scripts/device-build.sh   (CARGO_TARGET_DIR is honoured)
@@ -39,8 +40,8 @@ install -m 755 "$target/release/generate" .device/bin/generate
 "$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
   -L.toolchain/cuda/nvidia/cu13/lib -o .device/bin/sync_chain experiments/sync_chain.cu
 # Whether link latency can hide behind weight streaming (experiments/stream_chain.cu; as one
-# persistent kernel: ring_chain.cu, mega_chain.cu), standalone too.
-for prog in stream_chain ring_chain mega_chain; do
+# persistent kernel: ring_chain.cu, mega_chain.cu; inside a cluster: cluster_chain.cu), standalone too.
+for prog in stream_chain ring_chain mega_chain cluster_chain; do
   "$(bash scripts/setup-cuda.sh 2>/dev/null | tail -n1)" -O3 -arch=sm_90 --cudadevrt none \
     -L.toolchain/cuda/nvidia/cu13/lib -o ".device/bin/$prog" "experiments/$prog.cu"
 done

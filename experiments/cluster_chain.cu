@@ -35,12 +35,14 @@ __global__ void op_pdl(const float* in, float* out, int link) {
     write_vector(out, read_vector(in), link);
 }
 
-// Every lane gets the sum of the vector in shared memory `v`.
-__device__ __forceinline__ float sum_shared(const float* v) {
+// Every lane gets the sum of the K-float vector whose float4 at element i is `at(i)` (i a multiple
+// of 4): from this block's shared memory, or from the cluster's blocks' (DSMEM loads).
+template <class At>
+__device__ __forceinline__ float warp_sum_vector(At at) {
     const int lane = threadIdx.x & 31;
     float s = 0.0f;
     for (int i = lane * 4; i < K; i += 128) {
-        const float4 x = *reinterpret_cast<const float4*>(v + i);
+        const float4 x = at(i);
         s += x.x + x.y + x.z + x.w;
     }
 #pragma unroll
@@ -75,14 +77,10 @@ __global__ void ops_cluster(const float* in, float* out, int link0, int m, int k
         if (kind == 3) {
             for (int e = rank * per + threadIdx.x; e < (rank + 1) * per; e += THREADS) nxt[e] = value;
             cluster.sync();  // every block's slice is in its own shared memory
-            float t = 0.0f;
-            for (int i = lane * 4; i < K; i += 128) {  // a float4 never straddles two slices: per % 4 == 0
-                const float4 x = *reinterpret_cast<const float4*>(cluster.map_shared_rank(nxt, i / per) + i);
-                t += x.x + x.y + x.z + x.w;
-            }
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) t += __shfl_xor_sync(0xffffffffu, t, off);
-            s = t;
+            // A float4 never straddles two blocks' slices: per % 4 == 0.
+            s = warp_sum_vector([&](int i) {
+                return *reinterpret_cast<const float4*>(cluster.map_shared_rank(nxt, i / per) + i);
+            });
             continue;
         }
         // Warp w writes elements rank * per + w, + WARPS, ... into every block of the cluster.
@@ -93,7 +91,7 @@ __global__ void ops_cluster(const float* in, float* out, int link0, int m, int k
             }
         }
         cluster.sync();  // every block's slice of nxt is in every block
-        if (kind == 0) s = sum_shared(nxt);
+        if (kind == 0) s = warp_sum_vector([&](int i) { return *reinterpret_cast<const float4*>(nxt + i); });
     }
     // The last op's vector to global memory: cluster 0's blocks, their own slices (from shared).
     if (blockIdx.x < (unsigned)c) {

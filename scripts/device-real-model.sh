@@ -9,6 +9,9 @@
 #   MODEL (default ~/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf, staged with
 #   ../shared/tools/stage-chunks.sh), ROUNDS (default 2), F16=0 skips the f16 plan, PPL=0 skips the
 #   perplexity, GPL3 (default .device/GPL-3: carry a copy of /usr/share/common-licenses/GPL-3).
+#   PLAN=DIR uses a native plan compiled on the CPU machine for every build (their compilers must
+#   agree: the plan format is checked at load) instead of compiling the GGUF: 7 carried chunks of
+#   the plan's tar instead of the GGUF's 9; no f16 plan then (F16=0).
 set -uo pipefail
 model=${MODEL:-$HOME/stage/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 rounds=${ROUNDS:-2}
@@ -17,7 +20,12 @@ out=${OUT:-/tmp/out}
 refs=tests/refs/generation-qwen2.5-coder-0.5b.json
 mkdir -p "$out"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-[ -f "$model" ] || { echo "no model at $model (stage it first)"; exit 2; }
+if [ -n "${PLAN:-}" ]; then
+  [ -f "$PLAN/weights.bin" ] || { echo "no plan at $PLAN (stage it first)"; exit 2; }
+  F16=0
+else
+  [ -f "$model" ] || { echo "no model at $model (stage it first)"; exit 2; }
+fi
 
 refcheck() { # name bin plan_dir tag
   timeout 240 "$2" refcheck --refs "$refs" --backend cuda --model "$3" >"$out/refcheck-$1-$4.log" 2>&1
@@ -28,8 +36,12 @@ refcheck() { # name bin plan_dir tag
 for pair in "$@"; do
   name=${pair%%=*} bin=${pair#*=}
   t0=$SECONDS
-  timeout 180 "$bin" compile --model "$model" -o "/tmp/cm-$name" --quiet >"$out/compile-$name.log" 2>&1 ||
-    echo "compile $name failed: $(tail -n 1 "$out/compile-$name.log")"
+  if [ -n "${PLAN:-}" ]; then
+    ln -sfn "$PLAN" "/tmp/cm-$name"
+  else
+    timeout 180 "$bin" compile --model "$model" -o "/tmp/cm-$name" --quiet >"$out/compile-$name.log" 2>&1 ||
+      echo "compile $name failed: $(tail -n 1 "$out/compile-$name.log")"
+  fi
   printf '%-16s compile %ss, weights.bin %s bytes\n' "$name" "$((SECONDS - t0))" \
     "$(stat -c %s "/tmp/cm-$name/weights.bin" 2>/dev/null)"
   refcheck "$name" "$bin" "/tmp/cm-$name" native

@@ -27,6 +27,9 @@ else
   [ -f "$model" ] || { echo "no model at $model (stage it first)"; exit 2; }
 fi
 
+# The native plan a build runs: PLAN's for every build, else its own compile of the GGUF.
+plan_dir() { echo "${PLAN:-/tmp/cm-$1}"; }
+
 refcheck() { # name bin plan_dir tag
   timeout 240 "$2" refcheck --refs "$refs" --backend cuda --model "$3" >"$out/refcheck-$1-$4.log" 2>&1
   printf '%-16s refcheck %-6s rc=%s  %s\n' "$1" "$4" "$?" \
@@ -36,15 +39,13 @@ refcheck() { # name bin plan_dir tag
 for pair in "$@"; do
   name=${pair%%=*} bin=${pair#*=}
   t0=$SECONDS
-  if [ -n "${PLAN:-}" ]; then
-    ln -sfn "$PLAN" "/tmp/cm-$name"
-  else
-    timeout 180 "$bin" compile --model "$model" -o "/tmp/cm-$name" --quiet >"$out/compile-$name.log" 2>&1 ||
+  if [ -z "${PLAN:-}" ]; then
+    timeout 180 "$bin" compile --model "$model" -o "$(plan_dir "$name")" --quiet >"$out/compile-$name.log" 2>&1 ||
       echo "compile $name failed: $(tail -n 1 "$out/compile-$name.log")"
   fi
-  printf '%-16s compile %ss, weights.bin %s bytes\n' "$name" "$((SECONDS - t0))" \
-    "$(stat -c %s "/tmp/cm-$name/weights.bin" 2>/dev/null)"
-  refcheck "$name" "$bin" "/tmp/cm-$name" native
+  printf '%-16s plan %s (%ss), weights.bin %s bytes\n' "$name" "$(plan_dir "$name")" "$((SECONDS - t0))" \
+    "$(stat -c %s "$(plan_dir "$name")/weights.bin" 2>/dev/null)"
+  refcheck "$name" "$bin" "$(plan_dir "$name")" native
   if [ "${F16:-1}" != 0 ]; then
     timeout 180 "$bin" compile --model "$model" -o "/tmp/cm16-$name" --weights f16 --quiet >"$out/compile16-$name.log" 2>&1 ||
       echo "compile --weights f16 $name failed: $(tail -n 1 "$out/compile16-$name.log")"
@@ -55,7 +56,7 @@ done
 for r in $(seq "$rounds"); do
   for pair in "$@"; do
     name=${pair%%=*} bin=${pair#*=}
-    timeout 180 "$bin" bench --model "/tmp/cm-$name" --json --quiet >"$out/bench-real-$name-$r.json" \
+    timeout 180 "$bin" bench --model "$(plan_dir "$name")" --json --quiet >"$out/bench-real-$name-$r.json" \
       2>"$out/bench-real-$name-$r.err" || echo "bench $name round $r failed: $(tail -n 1 "$out/bench-real-$name-$r.err")"
   done
 done
@@ -84,7 +85,7 @@ PY
 if [ "${PPL:-1}" != 0 ]; then
   for pair in "$@"; do
     name=${pair%%=*} bin=${pair#*=}
-    timeout 200 "$bin" perplexity --model "/tmp/cm-$name" --file "$gpl3" --ctx 512 --backend cuda --quiet \
+    timeout 200 "$bin" perplexity --model "$(plan_dir "$name")" --file "$gpl3" --ctx 512 --backend cuda --quiet \
       >"$out/ppl-$name.log" 2>&1
     printf '%-16s perplexity rc=%s  %s\n' "$name" "$?" "$(grep -o 'PPL = .*' "$out/ppl-$name.log" || tail -n 1 "$out/ppl-$name.log")"
   done

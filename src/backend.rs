@@ -7,6 +7,7 @@ use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cpu::CpuExecutor;
 use qwen_aot_runtime::executor::Executor;
 use qwen_aot_runtime::phases;
+use qwen_aot_runtime::plan::tokenizer::check_model_vocab;
 use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
@@ -133,6 +134,7 @@ pub fn load(dir: &Path, backend: BackendChoice, ctx: Option<usize>, quiet: bool)
     let tokenizer = tokenizer_loader
         .join()
         .map_err(|_| anyhow::anyhow!("the tokenizer loader panicked"))?
+        .and_then(|t| check_model_vocab(t.vocab_size(), model.plan.hparams.vocab).map(|()| t))
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let name = model.plan.model_name.clone().unwrap_or_else(|| {
         dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())

@@ -2,7 +2,7 @@
 //! conversation, reuses the KV cache across turns (only the new tokens are prefilled), `/reset`,
 //! `/exit` or `/quit`, `/help`; Ctrl-C stops the current answer, and at the prompt leaves. A
 //! message of several lines: see `chat_input`.
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -112,6 +112,10 @@ pub fn run(
         let line = match got? {
             Got::End => break,
             Got::Message(m) => m,
+            Got::Skipped(why) => {
+                eprintln!("({why}: skipped)");
+                continue;
+            }
         };
         match line.trim() {
             "" => continue,
@@ -158,9 +162,7 @@ pub fn run(
             draw: None,
         };
         let result = generate(&mut loaded.session, &loaded.tokenizer, &ids[keep..], &opts, |piece| {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
+            crate::stdout::write_flushed_or_exit(piece.as_bytes());
         });
         let gen = match result {
             Ok(g) => g,
@@ -171,7 +173,7 @@ pub fn run(
                 continue;
             }
         };
-        println!();
+        crate::outln!();
         // The cache now holds the prompt and every generated id but the last (never fed back).
         cached = ids;
         cached.extend_from_slice(&gen.ids[..gen.ids.len() - 1]);

@@ -29,11 +29,61 @@ pub struct Input {
     paste: bool,
 }
 
+/// The longest line the chat reads (a message may span several): far more text than any context
+/// holds, and a bound on what one line of stdin can make the process hold in memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// What [`Input::message`] read.
 pub enum Got {
     Message(String),
     /// End of input (Ctrl-D or the pipe closed) with nothing pending.
     End,
+    /// A message the chat cannot take (why, for the user); the chat goes on with the next one.
+    Skipped(&'static str),
+}
+
+/// One line of input, read with a bound on its length.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The line without its `\n` / `\r\n`.
+    Text(String),
+    /// End of input before any byte of a line.
+    End,
+    NotUtf8,
+    /// Longer than the bound; the rest of it was read and dropped.
+    TooLong,
+}
+
+/// Reads one line of at most `limit` bytes (more is read to its end and dropped, a chunk at a
+/// time, so memory stays bounded).
+pub fn read_line_bounded(reader: &mut impl BufRead, limit: usize) -> std::io::Result<Line> {
+    let mut bytes = Vec::new();
+    let n = std::io::Read::take(&mut *reader, limit as u64 + 1).read_until(b'\n', &mut bytes)?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if bytes.len() > limit && bytes.last() != Some(&b'\n') {
+        // Drop the rest of the line without keeping it.
+        loop {
+            let buf = reader.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let (used, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            reader.consume(used);
+            if done {
+                break;
+            }
+        }
+        return Ok(Line::TooLong);
+    }
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    Ok(String::from_utf8(bytes).map_or(Line::NotUtf8, Line::Text))
 }
 
 impl Input {
@@ -47,12 +97,15 @@ impl Input {
         let mut msg = String::new();
         let mut started = false;
         loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Ok(if started { Got::Message(msg) } else { Got::End });
-            }
+            let line = match read_line_bounded(&mut self.reader, MAX_LINE_BYTES)? {
+                Line::Text(line) => line,
+                Line::End => return Ok(if started { Got::Message(msg) } else { Got::End }),
+                // The whole message is dropped: a part of it would be sent as if it were all.
+                Line::NotUtf8 => return Ok(Got::Skipped("the message is not UTF-8 text")),
+                Line::TooLong => return Ok(Got::Skipped("a line of the message is longer than 16 MiB")),
+            };
             started = true;
-            let line = line.trim_end_matches(['\n', '\r']);
+            let line = line.as_str();
             let pasting = self.paste && self.more_ready();
             if assemble(&mut msg, line, pasting) {
                 return Ok(Got::Message(msg));
@@ -78,7 +131,23 @@ impl Input {
 
 #[cfg(test)]
 mod tests {
-    use super::assemble;
+    use super::{assemble, read_line_bounded, Line};
+
+    #[test]
+    fn lines_are_bounded_and_checked() {
+        let mut input: &[u8] = b"hello\r\nabc\xff\nok\n0123456789abcdef\nlast";
+        let mut next = || read_line_bounded(&mut input, 10).unwrap();
+        assert_eq!(next(), Line::Text("hello".into()));
+        assert_eq!(next(), Line::NotUtf8);
+        assert_eq!(next(), Line::Text("ok".into()));
+        // 16 bytes against a bound of 10: dropped to its end, and the next line reads whole.
+        assert_eq!(next(), Line::TooLong);
+        assert_eq!(next(), Line::Text("last".into()));
+        assert_eq!(next(), Line::End);
+        // Exactly the bound, with its newline: kept.
+        let mut exact: &[u8] = b"0123456789\n";
+        assert_eq!(read_line_bounded(&mut exact, 10).unwrap(), Line::Text("0123456789".into()));
+    }
 
     /// Feeds `(line, more_ready)` pairs; returns the messages completed.
     fn messages(lines: &[(&str, bool)]) -> Vec<String> {

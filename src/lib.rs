@@ -20,5 +20,6 @@ pub mod refcheck;
 pub mod server;
 pub mod sigpipe;
 pub mod speculation_args;
+pub mod stdout;
 pub mod template_args;
 pub mod text_file;

@@ -10,6 +10,7 @@ use qwen_aot_compiler::gguf::GgufFile;
 use qwen_aot_compiler::hparams::ModelConfig;
 use qwen_aot_compiler::tokenizer_from_gguf::tokenizer_data_from_gguf;
 use qwen_aot_runtime::phases;
+use qwen_aot_runtime::plan::tokenizer::check_model_vocab;
 use qwen_aot_runtime::plan::{PLAN_FILE, PLAN_FORMAT_VERSION};
 
 pub const DEFAULT_MODEL_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -194,6 +195,11 @@ pub fn compile_gguf(
         let cfg = ModelConfig::from_gguf(&file).with_context(|| format!("{} is not a usable model", gguf.display()))?;
         let tok =
             tokenizer_data_from_gguf(&file).with_context(|| format!("reading the tokenizer of {}", gguf.display()))?;
+        // What every load checks, checked before hundreds of MB are written: a compile that a
+        // load then refuses would be recompiled, and refused, on every run.
+        tok.validate()
+            .and_then(|_| check_model_vocab(tok.tokens.len(), cfg.hparams.vocab))
+            .with_context(|| format!("the tokenizer of {} is not usable", gguf.display()))?;
         let tok_json = tok.to_json().context("serialising the tokenizer")?;
         let opts = &CompileOptions { architecture: cfg.architecture, ..opts.clone() };
         drop((span, stage));

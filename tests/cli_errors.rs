@@ -416,3 +416,77 @@ fn draft_sizes_that_cannot_match_or_are_too_large_are_refused_before_loading() {
         fails_with(out, &format!("{flag} {value} is more than 32"));
     }
 }
+
+/// A tiny random model (common::write_tiny_model) in `dir`, as a GGUF.
+fn tiny_gguf(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_model(&p, 5, "tiny");
+    p
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_for_stdout_is_one_error_not_a_panic() {
+    let t = tmp();
+    let gguf = tiny_gguf(&t);
+    let full = || std::fs::File::create("/dev/full").expect("/dev/full");
+    // Streamed generation: stops at the first piece it cannot write (it used to decode on and then
+    // panic at its last println!).
+    let out = generate()
+        .args(["--model", gguf.to_str().unwrap(), "--backend", "cpu", "-p", "hi", "-n", "4", "--quiet"])
+        .env("QWEN_AOT_CACHE", t.path().join("cache"))
+        .stdout(full())
+        .output()
+        .unwrap();
+    fails_with(out, "writing the output to stdout: No space left on device");
+    // A table printed by a subcommand.
+    let out = qwen_aot().args(["check", "--backend", "cpu"]).stdout(full()).output().unwrap();
+    fails_with(out, "writing the output to stdout: No space left on device");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_device_named_as_a_text_file_is_refused_before_reading() {
+    // Read whole, /dev/zero filled memory until the machine killed the process.
+    let t = tmp();
+    let gguf = tiny_gguf(&t);
+    let cache = t.path().join("cache");
+    let out = generate()
+        .args(["--model", gguf.to_str().unwrap(), "--backend", "cpu", "-f", "/dev/zero", "-n", "2"])
+        .env("QWEN_AOT_CACHE", &cache)
+        .output()
+        .unwrap();
+    fails_with(out, "/dev/zero is not a file");
+    let out = qwen_aot()
+        .args(["perplexity", "--model", gguf.to_str().unwrap(), "--backend", "cpu", "--file", "/dev/zero"])
+        .env("QWEN_AOT_CACHE", &cache)
+        .output()
+        .unwrap();
+    fails_with(out, "/dev/zero is not a file");
+}
+
+#[test]
+fn compile_refuses_a_tokenizer_its_loader_would_refuse_before_writing() {
+    // A GGUF whose EOS id is outside its vocabulary compiled (400 MB for the default model), and
+    // every load then refused it and compiled it again.
+    use qwen_aot_compiler::synthetic::gguf_file::{gguf_builder, tiny_hparams};
+    use qwen_aot_compiler::synthetic::{random_model_mix, FormatMix};
+    let t = tmp();
+    let hp = tiny_hparams();
+    let src = random_model_mix(&hp, false, 5, &FormatMix::all(GgmlType::Q8_0));
+    let gguf = t.path().join("bad-eos.gguf");
+    let bytes = gguf_builder(&src, &hp, "bad-eos")
+        .set("tokenizer.ggml.eos_token_id", GgufValue::U32(4_000_000_000))
+        .build()
+        .unwrap();
+    std::fs::write(&gguf, bytes).unwrap();
+    let out_dir = t.path().join("out");
+    let out = qwen_aot()
+        .args(["compile", "--model", gguf.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--quiet"])
+        .env("QWEN_AOT_CACHE", t.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = fails_with(out, "eos id 4000000000 is outside the vocabulary");
+    assert!(err.contains("the tokenizer of"), "{err}");
+    assert!(!out_dir.exists(), "nothing is written");
+}

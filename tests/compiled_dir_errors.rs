@@ -166,6 +166,46 @@ fn out_of_bounds_references_are_rejected_at_load() {
     assert!(open_err(&dir2).contains("inconsistent"));
 }
 
+/// Sizes a file claims are checked against what the plan needs before anything is allocated: an
+/// arena larger than its buffers (an allocation of any size the file asks), an oversized buffer,
+/// and a program without steps (which would "run" and print zeros) are refused at load.
+#[test]
+fn arenas_buffers_and_programs_a_file_inflates_are_rejected_at_load() {
+    let (_t, dir, _) = compiled();
+    edit_plan(&dir, |p| p.prefill.arena_bytes = 1 << 50);
+    let e = open_err(&dir);
+    assert!(e.contains("prefill: an arena of 1125899906842624 bytes where its buffers end at byte"), "{e}");
+    let (_t, dir, _) = compiled();
+    edit_plan(&dir, |p| {
+        let last = p.decode.buffers.iter().map(|b| b.offset + b.bytes).max().unwrap();
+        let b = p.decode.buffers.iter_mut().find(|b| b.offset + b.bytes == last).unwrap();
+        b.bytes += 1 << 20;
+        p.decode.arena_bytes = last + (1 << 20);
+    });
+    assert!(open_err(&dir).contains("does not fit the arena"));
+    let (_t, dir, _) = compiled();
+    edit_plan(&dir, |p| p.prefill.steps.clear());
+    let e = open_err(&dir);
+    assert!(e.contains("prefill: the program has no steps"), "{e}");
+}
+
+/// A tokenizer that does not match the model's vocabulary, or a `tokenizer.json` that is a
+/// device, is refused when the model loads (and by `verify`), not discovered mid-generation.
+#[test]
+fn a_tokenizer_that_does_not_fit_the_model_is_refused() {
+    use qwen_aot_runtime::plan::tokenizer::{check_model_vocab, TokenizerError};
+    assert!(check_model_vocab(151_936, 151_936).is_ok());
+    let e = check_model_vocab(5_000, 151_936).unwrap_err();
+    assert!(matches!(e, TokenizerError::ModelVocabMismatch { tokens: 5_000, model: 151_936 }));
+    assert_eq!(e.to_string(), "tokenizer data: 5000 tokens, but the model's vocabulary has 151936");
+    #[cfg(unix)]
+    {
+        let e = qwen_aot_runtime::tokenizer::Tokenizer::load(std::path::Path::new("/dev/zero")).unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert!(chain.contains("tokenizer.json must be a regular file"), "{chain}");
+    }
+}
+
 /// The one plan validator refuses a step that writes in place (the earlier CUDA validator allowed
 /// an in-place RmsNorm/AddRmsNorm; the plan's contract and the CPU executor's borrows do not).
 #[test]

@@ -53,6 +53,19 @@ fn check_on_the_cpu_passes_every_format_and_auto_falls_back_to_it() {
 }
 
 #[test]
+fn check_on_the_cpu_refuses_a_model_it_would_not_check() {
+    // The CPU check covers the executor's kernels; a --model there used to be ignored and the run
+    // reported PASS, as if the model had been checked.
+    for extra in [&["--model", "/nonexistent/model.gguf"][..], &["--model-only"][..]] {
+        let out = qwen_aot().args(["check", "--backend", "cpu"]).args(extra).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stdout}{stderr}");
+        assert!(stderr.contains("--model and --model-only are the GPU's"), "{extra:?}: {stderr}");
+        assert!(!stdout.contains("PASS"), "{extra:?}: {stdout}");
+    }
+}
+
+#[test]
 fn bench_on_the_cpu_reports_decode_and_prefill_speed() {
     let tmp = tempfile::tempdir().unwrap();
     let out = on_tiny_model_cpu(&tmp, "bench", &["--reps", "1", "--json", "--quiet"]);

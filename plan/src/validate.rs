@@ -151,14 +151,29 @@ fn validate_program(plan: &Plan, p: &Program, name: &str) -> Result<(), InvalidP
     if p.max_tokens == 0 || p.max_tokens > 1 << 16 {
         return Err(bad(format!("{name}: max_tokens {} out of range", p.max_tokens)));
     }
+    if p.steps.is_empty() {
+        return Err(bad(format!("{name}: the program has no steps")));
+    }
+    let mut buffers_end = 0u64;
     for b in &p.buffers {
-        let need = (p.max_tokens * b.row_elems) as u64 * b.dtype.size();
+        let need = (p.max_tokens as u64).checked_mul(b.row_elems as u64).and_then(|e| e.checked_mul(b.dtype.size()));
+        let need = need.ok_or_else(|| bad(format!("{name}: buffer {}'s size overflows", b.name)))?;
+        // Exactly its rows (up to the alignment): an oversized buffer would make the arena, which
+        // executors allocate as the plan says, as large as a file claims.
         if b.offset % ALIGNMENT != 0
             || b.bytes < need
+            || b.bytes > need.next_multiple_of(ALIGNMENT)
             || b.offset.checked_add(b.bytes).is_none_or(|e| e > p.arena_bytes)
         {
             return Err(bad(format!("{name}: buffer {} does not fit the arena", b.name)));
         }
+        buffers_end = buffers_end.max(b.offset + b.bytes);
+    }
+    if p.arena_bytes > buffers_end.next_multiple_of(ALIGNMENT) {
+        return Err(bad(format!(
+            "{name}: an arena of {} bytes where its buffers end at byte {buffers_end}",
+            p.arena_bytes
+        )));
     }
     let hp = &plan.hparams;
     let buf = |id: BufId, dtype: DType, elems: usize| -> Result<(), InvalidPlan> {

@@ -27,6 +27,37 @@ pub enum ChatTemplateError {
     /// Rendering failed: `raise_exception` was called, or the template did something invalid
     /// with the messages (for example an unsupported role).
     Render(Error),
+    /// Rendering took more than [`RENDER_FUEL`] template instructions.
+    TooMuchWork,
+    /// The rendered text passed [`MAX_RENDERED_BYTES`].
+    TooLong,
+}
+
+/// Template instructions one render may execute: the Qwen2 template renders 20,000 turns within
+/// it (`tests/chat_template_qwen2.rs`), far more than any context holds, while a template of nested
+/// loops stops within seconds instead of running for minutes.
+pub const RENDER_FUEL: u64 = 20_000_000;
+/// The most text one render may produce: a 128 K-token context is ≈ 0.5 MB of text.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+
+/// Where a render writes: refuses bytes past [`MAX_RENDERED_BYTES`] (minijinja then stops with a
+/// write failure), so that a template's loops cannot fill memory with output.
+struct BoundedOutput {
+    bytes: Vec<u8>,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            return Err(std::io::Error::other("the rendered text is too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for ChatTemplateError {
@@ -34,6 +65,12 @@ impl std::fmt::Display for ChatTemplateError {
         match self {
             ChatTemplateError::Parse(e) => write!(f, "chat template does not parse: {e:#}"),
             ChatTemplateError::Render(e) => write!(f, "chat template failed to render: {e:#}"),
+            ChatTemplateError::TooMuchWork => {
+                write!(f, "chat template failed to render: more than {RENDER_FUEL} template instructions")
+            }
+            ChatTemplateError::TooLong => {
+                write!(f, "chat template failed to render: more than {MAX_RENDERED_BYTES} bytes of text")
+            }
         }
     }
 }
@@ -42,6 +79,7 @@ impl std::error::Error for ChatTemplateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ChatTemplateError::Parse(e) | ChatTemplateError::Render(e) => std::error::Error::source(e),
+            ChatTemplateError::TooMuchWork | ChatTemplateError::TooLong => None,
         }
     }
 }
@@ -115,6 +153,9 @@ impl ChatTemplate {
             .build()
             .map_err(ChatTemplateError::Parse)?;
         env.set_syntax(syntax);
+        // A template comes from a model file or a flag: bound its work, so that nested loops
+        // (each under minijinja's per-range limit) cannot run for minutes.
+        env.set_fuel(Some(RENDER_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
@@ -160,7 +201,14 @@ impl ChatTemplate {
             ctx.push(("eos_token", Value::from(eos.as_str())));
         }
         let ctx = Value::from_pairs(ctx);
-        template.render(ctx).map_err(ChatTemplateError::Render)
+        let mut out = BoundedOutput { bytes: Vec::new() };
+        template.render_captured_to(ctx, &mut out).map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => ChatTemplateError::TooMuchWork,
+            ErrorKind::WriteFailure => ChatTemplateError::TooLong,
+            _ => ChatTemplateError::Render(e),
+        })?;
+        // The template's text and the messages' are UTF-8, and so is every value it prints.
+        String::from_utf8(out.bytes).map_err(|_| ChatTemplateError::TooLong)
     }
 }
 

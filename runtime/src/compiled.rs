@@ -43,6 +43,10 @@ pub enum Integrity {
     Full,
 }
 
+/// The most `plan.json` may hold: the default model's is 0.37 MB, and it grows with the layer count
+/// only; a bigger file is not a plan (and would otherwise be read whole before that was known).
+const PLAN_JSON_MAX_BYTES: u64 = 64 << 20;
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
     move |source| RuntimeError::Io { path: path.display().to_string(), source }
 }
@@ -106,7 +110,8 @@ impl CompiledModel {
     pub fn open_unchecked(dir: &Path) -> Result<(Plan, Mmap), RuntimeError> {
         let plan_path = dir.join(PLAN_FILE);
         let span = phases::span("plan.json: read, parse, check seal, validate");
-        let text = std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?;
+        let text = crate::bounded_read::read_utf8_bounded(&plan_path, PLAN_JSON_MAX_BYTES, "plan.json")
+            .map_err(io(&plan_path))?;
         let plan = parse_plan(&text).map_err(|e| match e {
             RuntimeError::BadPlan(why) => RuntimeError::BadPlan(format!("{}: {why}", plan_path.display())),
             other => other,

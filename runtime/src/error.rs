@@ -33,6 +33,9 @@ pub enum RuntimeError {
     Cuda(String),
     #[error("out of GPU memory: allocating {what} needs {needed_mib:.1} MiB, but only {free_mib:.1} MiB of the GPU's {total_mib:.0} MiB are free (try a smaller --ctx-size, or free the GPU)")]
     OutOfDeviceMemory { what: String, needed_mib: f64, free_mib: f64, total_mib: f64 },
+    /// The host could not give the CPU executor's buffers (the allocator's refusal, not an abort).
+    #[error("out of memory: the CPU executor's {what} needs {mib:.1} MiB (try a smaller --ctx-size)")]
+    OutOfHostMemory { what: &'static str, mib: f64 },
     #[error("CUDA backend unavailable: {0}")]
     CudaUnavailable(String),
 }

@@ -1,6 +1,7 @@
 //! qwen-aot runtime: loads a compiled plan and replays it.
 //!
 //! Invariant: no petgraph, no GGUF. The runtime only knows plans (see [`plan`]).
+pub mod bounded_read;
 pub mod chat_template;
 pub mod compiled;
 pub mod cpu;

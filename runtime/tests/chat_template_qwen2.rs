@@ -95,3 +95,35 @@ fn errors_are_reported() {
     assert!(e.to_string().contains("first must be user"), "{e}");
     assert!(t.render(&[ChatMessage::user("x")], false).is_ok());
 }
+
+#[test]
+fn long_conversations_render_within_the_work_bound() {
+    // 20,000 turns (far more than any context holds) stay under the render's instruction bound:
+    // the bound stops runaway templates, not real ones.
+    let messages: Vec<ChatMessage> = (0..10_000)
+        .flat_map(|i| [ChatMessage::user(format!("question {i}")), ChatMessage::assistant(format!("answer {i}"))])
+        .collect();
+    let out = qwen().render(&messages, true).expect("renders");
+    assert!(
+        out.ends_with("<|im_start|>assistant\nanswer 9999<|im_end|>\n<|im_start|>assistant\n"),
+        "{}",
+        &out[out.len() - 80..]
+    );
+    assert_eq!(out.matches("<|im_start|>").count(), 1 + 20_000 + 1);
+}
+
+#[test]
+fn runaway_templates_are_stopped() {
+    // Nested loops, each range under minijinja's own per-range limit: bounded by instructions.
+    let nested = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+        .expect("parses");
+    let t0 = std::time::Instant::now();
+    let e = nested.render(&[ChatMessage::user("hi")], true).unwrap_err();
+    assert!(matches!(e, ChatTemplateError::TooMuchWork), "{e}");
+    assert!(e.to_string().contains("more than 20000000 template instructions"), "{e}");
+    assert!(t0.elapsed().as_secs() < 20, "stopped after {:?}", t0.elapsed());
+    // Output in a loop: bounded by bytes before the instruction bound is reached.
+    let wide = ChatTemplate::new("{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}").expect("parses");
+    let e = wide.render(&[ChatMessage::user("hi")], true).unwrap_err();
+    assert!(matches!(e, ChatTemplateError::TooLong), "{e}");
+}

@@ -2,7 +2,7 @@
 //!
 //! Streams the answer to stdout; prompt tokens, time to first token and decode speed go to stderr.
 //! `--json` prints one object instead.
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -57,8 +57,8 @@ struct Args {
     /// KV-cache size in tokens (default: min(4096, model context)).
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
-    /// Threads of the CPU executor (default: one per core).
-    #[arg(short = 't', long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Threads of the CPU executor (default: one per core; at most 1024).
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// Sampling temperature; 0 (the default) is greedy.
     #[arg(long, visible_alias = "temp", default_value_t = 0.0, allow_negative_numbers = true)]
@@ -114,14 +114,7 @@ fn run(mut args: Args) -> Result<()> {
     }
     let file_prompt = match &args.prompt_file {
         Some(f) => {
-            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            Some(String::from_utf8(bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is not UTF-8 text (invalid byte at offset {})",
-                    f.display(),
-                    e.utf8_error().valid_up_to()
-                )
-            })?)
+            Some(qwen_aot::text_file::read_utf8(f, qwen_aot::text_file::MAX_PROMPT_FILE_BYTES, "a prompt file")?)
         }
         None => None,
     };
@@ -132,6 +125,12 @@ fn run(mut args: Args) -> Result<()> {
         );
     }
     if let Some(n) = args.threads {
+        // More threads than cores only take turns on them (on 2 cores, 512 threads decode 50x
+        // slower): allowed, since it may be meant, but said.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        if usize::from(n) > cores && !args.quiet {
+            eprintln!("warning: --threads {n} is more than the {cores} cores here; decoding will be slower");
+        }
         // Before loading: the CPU executor's kernels run on rayon's global pool, which is fixed
         // the first time anything uses it.
         rayon::ThreadPoolBuilder::new()
@@ -195,7 +194,6 @@ fn run(mut args: Args) -> Result<()> {
         (None, None) => anyhow::bail!("give --prompt, --prompt-file or --chat"),
     };
     let prompt_ids = phases::time("tokenize the prompt", || loaded.tokenizer.encode(&text));
-    let stdout = std::io::stdout();
     // A grammar draws each token on the host from its masked logits row (no drafts).
     let draw = match grammar {
         Some(g) => Some(HostDraw {
@@ -214,15 +212,13 @@ fn run(mut args: Args) -> Result<()> {
     };
     let gen = generate(&mut loaded.session, &loaded.tokenizer, &prompt_ids, &opts, |piece| {
         if !args.json {
-            let mut out = stdout.lock();
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
+            qwen_aot::stdout::write_flushed_or_exit(piece.as_bytes());
         }
     })?;
     if args.json {
-        println!("{}", serde_json::to_string(&gen)?);
+        qwen_aot::outln!("{}", serde_json::to_string(&gen)?);
     } else {
-        println!();
+        qwen_aot::outln!();
     }
     if !quiet {
         let speed = gen.decode_tok_s.map(|r| format!(" at {r:.1} tokens/s")).unwrap_or_default();

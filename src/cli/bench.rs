@@ -261,40 +261,43 @@ pub fn run(
         decode_pct_of_floor: 100.0 * d0 / floor,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        qwen_aot::outln!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    println!("device                      {}", r.device);
-    println!("model                       {}", r.model);
-    println!(
+    qwen_aot::outln!("device                      {}", r.device);
+    qwen_aot::outln!("model                       {}", r.model);
+    qwen_aot::outln!(
         "decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)",
         r.decode_tok_s_depth0
     );
-    println!("decode, depth {depth}          {:>9.1} tokens/s", r.decode_tok_s_depth2048);
-    println!(
+    qwen_aot::outln!("decode, depth {depth}          {:>9.1} tokens/s", r.decode_tok_s_depth2048);
+    qwen_aot::outln!(
         "decode step, back to back   {:>9.1} us  (no host turnaround; user-visible: {:.1} us)",
         r.decode_step_us_back_to_back,
         1e6 / r.decode_tok_s_depth0
     );
-    println!("prefill, 512-token prompt   {:>9.1} tokens/s", r.prefill_tok_s_512);
+    qwen_aot::outln!("prefill, 512-token prompt   {:>9.1} tokens/s", r.prefill_tok_s_512);
     for p in &r.short_prefills {
-        println!(
+        qwen_aot::outln!(
             "prefill, {:>3}-token prompt   {:>9.2} ms on the GEMV kernels, {:.2} ms on cuBLAS",
-            p.tokens, p.gemv_ms, p.gemm_ms
+            p.tokens,
+            p.gemv_ms,
+            p.gemm_ms
         );
     }
-    println!(
+    qwen_aot::outln!(
         "first cuBLAS prefill after warm-up {:.2} ms ({} tokens)",
-        r.first_gemm_prefill_after_warm_up_ms, SHORT_PROMPTS[2]
+        r.first_gemm_prefill_after_warm_up_ms,
+        SHORT_PROMPTS[2]
     );
-    println!(
+    qwen_aot::outln!(
         "launches per decode step    {:>9}  ({})",
         r.launches_per_decode_step,
         if r.cuda_graph { "one CUDA graph" } else { "no graph" }
     );
-    println!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
-    println!("device copy bandwidth       {:>9.1} GB/s (read + write)", bw);
-    println!("weight-streaming floor      {:>9.1} tokens/s", floor);
-    println!("decode vs floor             {:>9.1} %", r.decode_pct_of_floor);
+    qwen_aot::outln!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
+    qwen_aot::outln!("device copy bandwidth       {:>9.1} GB/s (read + write)", bw);
+    qwen_aot::outln!("weight-streaming floor      {:>9.1} tokens/s", floor);
+    qwen_aot::outln!("decode vs floor             {:>9.1} %", r.decode_pct_of_floor);
     Ok(())
 }

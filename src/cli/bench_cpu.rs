@@ -111,17 +111,20 @@ pub fn run(dir: &Path, json: bool, reps: usize) -> Result<()> {
         verify,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        qwen_aot::outln!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    println!("backend                     CPU ({} threads, {} kernels)", r.threads, r.kernels);
-    println!("model                       {}", r.model);
-    println!("decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)", r.decode_tok_s);
-    println!("prefill, {:>4}-token prompt  {:>9.1} tokens/s", n_prefill, r.prefill_tok_s);
-    println!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
-    println!("weights streamed, decoding  {:>9.2} GB/s", r.decode_weight_gb_s);
+    qwen_aot::outln!("backend                     CPU ({} threads, {} kernels)", r.threads, r.kernels);
+    qwen_aot::outln!("model                       {}", r.model);
+    qwen_aot::outln!(
+        "decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)",
+        r.decode_tok_s
+    );
+    qwen_aot::outln!("prefill, {:>4}-token prompt  {:>9.1} tokens/s", n_prefill, r.prefill_tok_s);
+    qwen_aot::outln!("weights read per token      {:>9.1} MB", bytes as f64 / 1e6);
+    qwen_aot::outln!("weights streamed, decoding  {:>9.2} GB/s", r.decode_weight_gb_s);
     for v in &r.verify {
-        println!("verify pass, {} rows         {:>9.1} ms = {:.2} decode steps", v.rows, v.ms, v.decode_steps);
+        qwen_aot::outln!("verify pass, {} rows         {:>9.1} ms = {:.2} decode steps", v.rows, v.ms, v.decode_steps);
     }
     Ok(())
 }

@@ -9,12 +9,12 @@ pub fn list(json: bool) -> Result<()> {
     let dir = cache_dir();
     let entries = cache::entries(&dir);
     if json {
-        println!("{}", serde_json::json!({ "cache": dir, "entries": entries }));
+        qwen_aot::outln!("{}", serde_json::json!({ "cache": dir, "entries": entries }));
         return Ok(());
     }
-    println!("compiled models in {}:", dir.join("compiled").display());
+    qwen_aot::outln!("compiled models in {}:", dir.join("compiled").display());
     if entries.is_empty() {
-        println!("  (none)");
+        qwen_aot::outln!("  (none)");
     }
     let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in &entries {
@@ -25,11 +25,11 @@ pub fn list(json: bool) -> Result<()> {
             (None, None, Some(src)) => format!("from {}", src.display()),
             (None, None, None) => String::new(),
         };
-        println!("  {:width$}  {:>10}  {what}", e.name, megabytes(e.bytes));
+        qwen_aot::outln!("  {:width$}  {:>10}  {what}", e.name, megabytes(e.bytes));
     }
     let (stale, stale_bytes) = totals(entries.iter().filter(|e| e.stale.is_some()));
     let (_, all_bytes) = totals(entries.iter());
-    println!(
+    qwen_aot::outln!(
         "{} entr{}, {}; {stale} stale ({}){}",
         entries.len(),
         if entries.len() == 1 { "y" } else { "ies" },
@@ -39,7 +39,7 @@ pub fn list(json: bool) -> Result<()> {
     );
     let default = dir.join(DEFAULT_MODEL_FILE);
     if let Ok(meta) = std::fs::metadata(&default) {
-        println!("default model: {} ({}; cache clean keeps it)", default.display(), megabytes(meta.len()));
+        qwen_aot::outln!("default model: {} ({}; cache clean keeps it)", default.display(), megabytes(meta.len()));
     }
     Ok(())
 }
@@ -49,10 +49,10 @@ pub fn clean(all: bool) -> Result<()> {
     let removed = cache::clean(&cache_dir(), all);
     for e in &removed {
         let why = e.stale.as_deref().unwrap_or("--all");
-        println!("removed {} ({}): {why}", e.path.display(), megabytes(e.bytes));
+        qwen_aot::outln!("removed {} ({}): {why}", e.path.display(), megabytes(e.bytes));
     }
     let (n, bytes) = totals(removed.iter());
-    println!("removed {n} entr{}, {}", if n == 1 { "y" } else { "ies" }, megabytes(bytes));
+    qwen_aot::outln!("removed {n} entr{}, {}", if n == 1 { "y" } else { "ies" }, megabytes(bytes));
     Ok(())
 }
 

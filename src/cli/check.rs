@@ -121,8 +121,19 @@ fn random_compiled(dir: &Path, mix: &FormatMix, qkv_bias: bool) -> Result<()> {
 }
 
 pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_only: bool, quiet: bool) -> Result<()> {
+    // The CPU check covers the CPU executor's kernels only: a model named for it would not be
+    // checked at all, and a PASS would claim otherwise.
+    let cpu_check = || -> Result<()> {
+        if model_arg.is_some() || model_only {
+            anyhow::bail!(
+                "on the CPU, `check` checks the executor's kernels only; --model and --model-only are the GPU's \
+                 whole-model check (a model on the CPU: `qwen-aot refcheck --backend cpu`, `qwen-aot verify`)"
+            );
+        }
+        super::check_cpu::run(seed)
+    };
     let dev = match backend {
-        BackendChoice::Cpu => return super::check_cpu::run(seed),
+        BackendChoice::Cpu => return cpu_check(),
         BackendChoice::Cuda => qwen_aot::gpu::open_device()?,
         BackendChoice::Auto => match qwen_aot::gpu::open_device() {
             Ok(dev) => dev,
@@ -130,14 +141,14 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
                 if !quiet {
                     eprintln!("note: no usable GPU ({e:#}); checking the CPU executor instead");
                 }
-                return super::check_cpu::run(seed);
+                return cpu_check();
             }
         },
     };
     let mut failed = 0;
 
     // 1. Kernels against their CPU twins.
-    println!(
+    qwen_aot::outln!(
         "device: {} (sm_{}{}, {} SMs)\n",
         dev.name(),
         dev.compute_capability().0,
@@ -146,7 +157,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
     );
     if !model_only {
         let rows = check_kernels(&dev, TEST_IMAGE, seed, &CheckShape::default_set())?;
-        println!("kernels vs CPU twins (seed {seed})\n{}", format_rows(&rows));
+        qwen_aot::outln!("kernels vs CPU twins (seed {seed})\n{}", format_rows(&rows));
         failed += rows.iter().filter(|r| !r.pass).count();
     }
     drop(dev);
@@ -172,7 +183,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
     if failed > 0 {
         bail!("{failed} check(s) FAILED");
     }
-    println!("\nall checks PASS");
+    qwen_aot::outln!("\nall checks PASS");
     Ok(())
 }
 
@@ -210,12 +221,20 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     // ~10-30) by a few 1e-2. 0.25 absolute / 0.02 mean still catches any real indexing or fusion
     // bug, which moves logits by whole units.
     let (tol_max, tol_mean, margin) = (0.25f32, 0.02f32, 0.5f32);
-    println!(
+    qwen_aot::outln!(
         "\nwhole model: GPU vs CPU executor logits ({}, prefill + {decode_steps} decode steps fed the CPU's ids, decode via {})",
         dir.display(),
         if gpu.uses_graph() { "CUDA graph" } else { "direct launches" }
     );
-    println!("  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}", "prompt", "rows", "max_abs", "mean_abs", "top1", "result");
+    qwen_aot::outln!(
+        "  {:<58} {:>5} {:>9} {:>9} {:>9} {:>6}",
+        "prompt",
+        "rows",
+        "max_abs",
+        "mean_abs",
+        "top1",
+        "result"
+    );
     for (label, ids) in &prompts {
         let (c, cpu_ids) = run_logits(&mut cpu, ids, decode_steps, None)?;
         let (g, _) = run_logits(&mut gpu, ids, decode_steps, Some(&cpu_ids))?;
@@ -223,7 +242,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
         let pass = r.max_abs <= tol_max && r.mean_abs <= tol_mean && r.top1_decided_agree == r.top1_decided;
         failed += (!pass) as usize;
         let short: String = r.prompt.chars().take(56).collect();
-        println!(
+        qwen_aot::outln!(
             "  {:<58} {:>5} {:>9.4} {:>9.5} {:>3}/{:<3}  {}",
             short,
             r.rows,
@@ -234,7 +253,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
             if pass { "PASS" } else { "FAIL" }
         );
     }
-    println!(
+    qwen_aot::outln!(
         "  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})"
     );
     failed += prefill_graph_checks(&mut gpu, &mut cpu, &prompts, hp.vocab, tol_max)?;
@@ -272,7 +291,9 @@ fn prefill_graph_checks(
             .map(|(x, y)| if x.to_bits() == y.to_bits() { 0.0 } else { (x - y).abs().max(f32::MIN_POSITIVE) })
             .fold(0.0, f32::max)
     };
-    println!("\nprefill graphs: direct vs captured vs replayed (every row's logits, bit for bit), then after warm_up");
+    qwen_aot::outln!(
+        "\nprefill graphs: direct vs captured vs replayed (every row's logits, bit for bit), then after warm_up"
+    );
     for (label, ids) in prompts {
         gpu.set_prefill_graphs(false);
         let direct = gpu.prefill(ids, 0, LogitsWanted::All)?.logits;
@@ -285,7 +306,7 @@ fn prefill_graph_checks(
         let pass = d == 0.0 && replayed != Some(false);
         failed += (!pass) as usize;
         let short: String = label.chars().take(40).collect();
-        println!(
+        qwen_aot::outln!(
             "  {short:<40} {:>4} rows  max |direct - graph| {d:>9.3e}  {:<8}  {}",
             ids.len(),
             match replayed {
@@ -304,7 +325,7 @@ fn prefill_graph_checks(
         let pass = got[0].len() == vocab && max_diff(&got[0], &got[1]) == 0.0 && d <= tol;
         failed += (!pass) as usize;
         let short: String = label.chars().take(40).collect();
-        println!(
+        qwen_aot::outln!(
             "  {short:<40} {:>4} rows  last row vs CPU {d:>9.4}  {}",
             ids.len(),
             if pass { "PASS" } else { "FAIL" }
@@ -375,10 +396,14 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
         }
         Ok((ids, draws, misses))
     };
-    println!("\nsampling on the device vs sampler::sample on the GPU logits ({n}-token prompt, {steps} decode steps, decode via {})", if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
-    println!(
+    qwen_aot::outln!("\nsampling on the device vs sampler::sample on the GPU logits ({n}-token prompt, {steps} decode steps, decode via {})", if gpu.uses_graph() { "CUDA graph" } else { "direct launches" });
+    qwen_aot::outln!(
         "  {:<44} {:>6} {:>10} {:>9} {:>10}  result",
-        "parameters", "draws", "mismatches", "distinct", "repeatable"
+        "parameters",
+        "draws",
+        "mismatches",
+        "distinct",
+        "repeatable"
     );
     let mut failed = 0;
     for (label, p) in &cases {
@@ -390,7 +415,7 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
         distinct.dedup();
         let pass = ma + mb == 0 && ids_b == ids_c;
         failed += (!pass) as usize;
-        println!(
+        qwen_aot::outln!(
             "  {:<44} {:>6} {:>10} {:>9} {:>10}  {}",
             label,
             da + db,
@@ -416,12 +441,12 @@ fn sampling_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Resu
     let greedy = step_us(&SamplingParams::default())?;
     let sampled = step_us(&cases[0].1)?;
     gpu.set_sampling(&SamplingParams::default())?;
-    println!(
+    qwen_aot::outln!(
         "  decode step, median of 64: greedy {greedy:.1} us, sampled {sampled:.1} us ({:+.1} us)",
         sampled - greedy
     );
     if let Some(used) = gpu.device_memory_used() {
-        println!("  device memory in use: {:.1} MiB", used as f64 / (1u64 << 20) as f64);
+        qwen_aot::outln!("  device memory in use: {:.1} MiB", used as f64 / (1u64 << 20) as f64);
     }
     Ok(failed)
 }

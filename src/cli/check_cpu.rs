@@ -7,12 +7,21 @@ use qwen_aot_runtime::cpu::qdot::{check::check_every_format, has_avx2};
 
 pub fn run(seed: u64) -> Result<()> {
     let path = if has_avx2() { "AVX2" } else { "portable" };
-    println!("CPU executor ({path} path): quantized dot products and dequantisation vs the reference (seed {seed})");
-    println!("  {:<6} {:<16} {:>5} {:>12} {:>14}  result", "format", "row lengths", "dots", "worst error", "dequant");
+    qwen_aot::outln!(
+        "CPU executor ({path} path): quantized dot products and dequantisation vs the reference (seed {seed})"
+    );
+    qwen_aot::outln!(
+        "  {:<6} {:<16} {:>5} {:>12} {:>14}  result",
+        "format",
+        "row lengths",
+        "dots",
+        "worst error",
+        "dequant"
+    );
     let rows = check_every_format(seed);
     for c in &rows {
         let ks = c.ks.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
-        println!(
+        qwen_aot::outln!(
             "  {:<6} {:<16} {:>5} {:>11.3}x {:>14}  {}",
             c.format.name(),
             ks,
@@ -22,11 +31,11 @@ pub fn run(seed: u64) -> Result<()> {
             if c.pass() { "PASS" } else { "FAIL" }
         );
     }
-    println!("  (worst error: |dot - exact| over its rounding bound; at most 1x passes)");
+    qwen_aot::outln!("  (worst error: |dot - exact| over its rounding bound; at most 1x passes)");
     let failed = rows.iter().filter(|c| !c.pass()).count();
     if failed > 0 {
         bail!("{failed} check(s) FAILED");
     }
-    println!("\nall checks PASS");
+    qwen_aot::outln!("\nall checks PASS");
     Ok(())
 }

@@ -36,38 +36,38 @@ fn show(v: &GgufValue) -> String {
 pub fn run(model_arg: Option<&Path>) -> Result<()> {
     let path = model::gguf_path(model_arg)?;
     let g = model::open_gguf(&path)?;
-    println!("model: {}  (GGUF v{}, {} tensors)", path.display(), g.version(), g.tensors().len());
+    qwen_aot::outln!("model: {}  (GGUF v{}, {} tensors)", path.display(), g.version(), g.tensors().len());
     match ModelConfig::from_gguf(&g) {
         Ok(cfg) => {
             let h = &cfg.hparams;
-            println!("\nhyperparameters");
-            println!("  blocks           {}", h.n_layers);
-            println!("  hidden           {}", h.hidden);
-            println!("  heads            {} query / {} kv (head_dim {})", h.n_heads, h.n_kv_heads, h.head_dim);
-            println!("  ffn              {}", h.ffn);
-            println!("  vocab            {}", h.vocab);
-            println!("  context length   {}", h.context_length);
-            println!("  rms eps          {:e}", h.rms_eps);
-            println!("  rope theta       {}", h.rope_theta);
-            println!(
+            qwen_aot::outln!("\nhyperparameters");
+            qwen_aot::outln!("  blocks           {}", h.n_layers);
+            qwen_aot::outln!("  hidden           {}", h.hidden);
+            qwen_aot::outln!("  heads            {} query / {} kv (head_dim {})", h.n_heads, h.n_kv_heads, h.head_dim);
+            qwen_aot::outln!("  ffn              {}", h.ffn);
+            qwen_aot::outln!("  vocab            {}", h.vocab);
+            qwen_aot::outln!("  context length   {}", h.context_length);
+            qwen_aot::outln!("  rms eps          {:e}", h.rms_eps);
+            qwen_aot::outln!("  rope theta       {}", h.rope_theta);
+            qwen_aot::outln!(
                 "  output           {}",
                 if cfg.tied_embeddings { "tied to token_embd.weight" } else { "separate output.weight" }
             );
         }
-        Err(e) => println!("\nhyperparameters: {:#}", anyhow::Error::from(e)),
+        Err(e) => qwen_aot::outln!("\nhyperparameters: {:#}", anyhow::Error::from(e)),
     }
-    println!("\nmetadata");
+    qwen_aot::outln!("\nmetadata");
     for (k, v) in g.metadata() {
-        println!("  {k:<44} {}", show(v));
+        qwen_aot::outln!("  {k:<44} {}", show(v));
     }
-    println!("\ntensors");
-    println!("  {:<34} {:<6} {:>18} {:>12}", "name", "dtype", "shape", "bytes");
+    qwen_aot::outln!("\ntensors");
+    qwen_aot::outln!("  {:<34} {:<6} {:>18} {:>12}", "name", "dtype", "shape", "bytes");
     let mut total = 0;
     for t in g.tensors() {
         let shape = format!("{:?}", t.dims);
-        println!("  {:<34} {:<6} {:>18} {:>12}", t.name, t.dtype.to_string(), shape, t.n_bytes);
+        qwen_aot::outln!("  {:<34} {:<6} {:>18} {:>12}", t.name, t.dtype.to_string(), shape, t.n_bytes);
         total += t.n_bytes;
     }
-    println!("  {:<34} {:<6} {:>18} {:>12}", "total", "", "", total);
+    qwen_aot::outln!("  {:<34} {:<6} {:>18} {:>12}", "total", "", "", total);
     Ok(())
 }

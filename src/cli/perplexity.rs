@@ -1,10 +1,11 @@
 //! `qwen-aot perplexity --file F [--ctx 512]`: llama.cpp-style perplexity of a text file.
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use qwen_aot::backend::{self, BackendChoice};
 use qwen_aot::perplexity::perplexity;
+use qwen_aot::text_file::{read_utf8, MAX_PERPLEXITY_FILE_BYTES};
 
 pub fn run(
     model_arg: Option<&Path>,
@@ -14,14 +15,7 @@ pub fn run(
     json: bool,
     quiet: bool,
 ) -> Result<()> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not UTF-8 text (invalid byte at offset {})",
-            file.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = read_utf8(file, MAX_PERPLEXITY_FILE_BYTES, "a text to score")?;
     qwen_aot::perplexity::check_ctx(ctx)?; // before loading the model
     let mut loaded = backend::load_model(model_arg, backend, Some(ctx), quiet)?;
     let tokens = loaded.tokenizer.encode(&text);
@@ -38,11 +32,15 @@ pub fn run(
         let mut v = serde_json::to_value(&r)?;
         v["backend"] = backend_name.into();
         v["ctx"] = ctx.into();
-        println!("{v}");
+        qwen_aot::outln!("{v}");
     } else {
-        println!(
+        qwen_aot::outln!(
             "PPL = {:.4} +/- {:.4}  ({} windows of {ctx}, {} tokens scored, {:.1} tokens/s, backend {backend_name})",
-            r.ppl, r.ppl_stderr, r.windows, r.tokens_scored, r.tok_s
+            r.ppl,
+            r.ppl_stderr,
+            r.windows,
+            r.tokens_scored,
+            r.tok_s
         );
     }
     Ok(())

@@ -78,21 +78,24 @@ pub fn run(
     }
     let (rss1, dev1) = (rss_bytes(), loaded.session.executor().device_memory_used());
     let backend_name = loaded.session.executor().backend().name();
-    println!("soak: {n} generations, {tokens} tokens in {:.1} s on {backend_name}", start.elapsed().as_secs_f64());
-    println!(
+    qwen_aot::outln!(
+        "soak: {n} generations, {tokens} tokens in {:.1} s on {backend_name}",
+        start.elapsed().as_secs_f64()
+    );
+    qwen_aot::outln!(
         "  host RSS       before {:>9.1} MiB   after {:>9.1} MiB   growth {:>+8.2} MiB",
         mib(rss0),
         mib(rss1),
         mib(rss1) - mib(rss0)
     );
     match (dev0, dev1) {
-        (Some(a), Some(b)) => println!(
+        (Some(a), Some(b)) => qwen_aot::outln!(
             "  device memory  before {:>9.1} MiB   after {:>9.1} MiB   growth {:>+8.2} MiB",
             mib(a),
             mib(b),
             mib(b) - mib(a)
         ),
-        _ => println!("  device memory  (not applicable to this backend)"),
+        _ => qwen_aot::outln!("  device memory  (not applicable to this backend)"),
     }
     // Allocator noise is a few pages; a per-generation leak over 200 runs would be far larger.
     if rss1 > rss0 + (8 << 20) {
@@ -103,6 +106,6 @@ pub fn run(
             bail!("device memory grew by {:.1} MiB over {n} generations", mib(b) - mib(a));
         }
     }
-    println!("  no growth: PASS");
+    qwen_aot::outln!("  no growth: PASS");
     Ok(())
 }

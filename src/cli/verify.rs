@@ -22,7 +22,8 @@ pub fn run(target: Option<&Path>, quiet: bool) -> Result<()> {
     let start = Instant::now();
     let fail = |why: String| anyhow::anyhow!("{} FAILED verification: {why}", dir.display());
     // Plan (parsed, sealed, valid) and the file size: the errors already say what is wrong.
-    let (plan, weights) = CompiledModel::open_unchecked(&dir).map_err(|e| fail(e.to_string()))?;
+    let (plan, weights) =
+        CompiledModel::open_unchecked(&dir).map_err(|e| fail(format!("{:#}", anyhow::Error::from(e))))?;
     let windows = integrity::windows(&plan);
     let report = integrity::check_full(&plan, &weights, &windows);
     for d in report.damaged.iter().take(LISTED) {
@@ -56,13 +57,18 @@ pub fn run(target: Option<&Path>, quiet: bool) -> Result<()> {
         format!("{} derived weight(s) rebuilt, all {frames} frames match; ", plan.derived.len())
     };
     let tokenizer = dir.join(qwen_aot_runtime::plan::TOKENIZER_FILE);
-    let tokenizer_note = if tokenizer.is_file() {
-        Tokenizer::load(&tokenizer).map_err(|e| fail(format!("{}: {e}", tokenizer.display())))?;
-        "tokenizer.json loads"
+    // exists(), not is_file(): a tokenizer.json that is not a regular file (a link to a device)
+    // is a damaged model, which the load below reports, not a model without a tokenizer.
+    let tokenizer_note = if tokenizer.exists() {
+        let t = Tokenizer::load(&tokenizer)
+            .map_err(|e| fail(format!("{}: {:#}", tokenizer.display(), anyhow::Error::from(e))))?;
+        qwen_aot_runtime::plan::tokenizer::check_model_vocab(t.vocab_size(), plan.hparams.vocab)
+            .map_err(|e| fail(format!("{}: {e}", tokenizer.display())))?;
+        "tokenizer.json loads and matches the model's vocabulary"
     } else {
         "no tokenizer.json"
     };
-    println!(
+    qwen_aot::outln!(
         "{}: OK: plan.json sealed and valid; {WEIGHTS_FILE} {} bytes, every byte matches (sha256 {}, {} windows); \
          {derived_note}{tokenizer_note} ({:.2} s)",
         dir.display(),

@@ -44,6 +44,10 @@ pub enum TokenizerError {
     /// A special id (BOS/EOS/padding) is outside the vocabulary.
     #[error("tokenizer data: {which} id {id} is outside the vocabulary of {vocab}")]
     SpecialIdOutOfRange { which: &'static str, id: u32, vocab: usize },
+    /// The vocabulary's size is not the model's (the rows of its embedding and LM head): ids the
+    /// model produces would not decode, or ids the tokenizer produces would have no embedding.
+    #[error("tokenizer data: {tokens} tokens, but the model's vocabulary has {model}")]
+    ModelVocabMismatch { tokens: usize, model: usize },
     /// `decode` was given an id outside the vocabulary.
     #[error("unknown token id {id} (vocabulary size {vocab})")]
     UnknownId { id: u32, vocab: usize },

@@ -58,6 +58,16 @@ fn merge_ids(
     Ok((lookup(a)?, lookup(b)?, lookup(joined)?))
 }
 
+/// A tokenizer of `tokens` entries serves a model of `model` vocabulary rows only when the two are
+/// equal (GGUF pads the token list to the embedding's rows, as llama.cpp requires).
+pub fn check_model_vocab(tokens: usize, model: usize) -> Result<(), TokenizerError> {
+    if tokens == model {
+        Ok(())
+    } else {
+        Err(TokenizerError::ModelVocabMismatch { tokens, model })
+    }
+}
+
 impl TokenizerData {
     /// Validates the vocabulary: sizes match and are bounded, token types are known, every merge
     /// names known tokens and yields a known token, all 256 byte tokens exist, special ids are in

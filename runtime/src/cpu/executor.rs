@@ -40,6 +40,18 @@ pub struct CpuExecutor {
     dot_path: DotPath,
 }
 
+/// `len` zeros, or [`RuntimeError::OutOfHostMemory`] where the allocator refuses (a `vec!` alone
+/// would abort the process instead).
+fn zeroed(len: u64, what: &'static str) -> Result<Vec<f32>, RuntimeError> {
+    let oom = || RuntimeError::OutOfHostMemory { what, mib: len as f64 * 4.0 / (1 << 20) as f64 };
+    let len = usize::try_from(len).map_err(|_| oom())?;
+    // A probe that is dropped at once: the refusal becomes an error, and the buffer itself still
+    // comes from `vec!`'s zeroed allocation, whose pages stay untouched (and out of the RSS) until
+    // used, where writing the zeros would commit all of them at load.
+    Vec::<f32>::new().try_reserve_exact(len).map_err(|_| oom())?;
+    Ok(vec![0.0; len])
+}
+
 impl CpuExecutor {
     pub fn new(model: &CompiledModel, max_seq: usize) -> Result<CpuExecutor, RuntimeError> {
         let plan = model.plan.clone();
@@ -68,13 +80,20 @@ impl CpuExecutor {
             .unzip();
         let arena_bytes = plan.prefill.arena_bytes.max(plan.decode.arena_bytes);
         let kv = max_seq * hp.n_kv_heads * hp.head_dim;
+        let arena = zeroed(arena_bytes / 4, "activation arena")?;
+        let mut k_cache = Vec::with_capacity(hp.n_layers);
+        let mut v_cache = Vec::with_capacity(hp.n_layers);
+        for _ in 0..hp.n_layers {
+            k_cache.push(zeroed(kv as u64, "KV cache")?);
+            v_cache.push(zeroed(kv as u64, "KV cache")?);
+        }
         Ok(CpuExecutor {
             store,
             parts,
             weights,
-            arena: vec![0.0; (arena_bytes / 4) as usize],
-            k_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
-            v_cache: (0..hp.n_layers).map(|_| vec![0.0; kv]).collect(),
+            arena,
+            k_cache,
+            v_cache,
             max_seq,
             plan,
             sampling: SamplingParams::default(),

@@ -91,6 +91,10 @@ fn token_bytes(data: &TokenizerData) -> (Vec<u8>, Vec<u32>) {
     (bytes, offsets)
 }
 
+/// The most `tokenizer.json` may hold: the default model's is 4.1 MB, and vocabularies of 256 K
+/// tokens stay far below this. A bigger file is not a tokenizer.
+const TOKENIZER_JSON_MAX_BYTES: u64 = 256 << 20;
+
 impl Tokenizer {
     /// Builds a tokenizer from data that [`TokenizerData::validate`] accepts (the plan crate's
     /// one tokenizer validator: sizes, token types, merges, byte tokens, special ids, model and
@@ -130,7 +134,7 @@ impl Tokenizer {
 
     /// Reads `tokenizer.json` (as written by the compiler) and builds the tokenizer.
     pub fn load(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let json = std::fs::read_to_string(path)
+        let json = crate::bounded_read::read_utf8_bounded(path, TOKENIZER_JSON_MAX_BYTES, "tokenizer.json")
             .map_err(|source| TokenizerError::Io { path: path.display().to_string(), source })?;
         Tokenizer::from_data(TokenizerData::from_json(&json)?)
     }

@@ -12,7 +12,7 @@
 //!   bad schema is the client's error); [`Grammar::start`] gives each answer its own matcher.
 use std::sync::{Arc, Mutex};
 
-use llguidance::api::TopLevelGrammar;
+use llguidance::api::{StopReason, TopLevelGrammar};
 use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 use qwen_aot_runtime::tokenizer::{TokenType, Tokenizer};
@@ -157,15 +157,22 @@ impl Grammar {
     }
 
     fn compile(env: &Arc<GrammarEnv>, grammar: TopLevelGrammar) -> Result<Grammar, GrammarError> {
-        let parser = env.factory.create_parser(grammar).map_err(|e| GrammarError::Invalid(e.to_string()))?;
+        let parser = env.factory.create_parser(grammar).map_err(|e| GrammarError::Invalid(llguidance_message(e)))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(GrammarError::Invalid(e));
+            return Err(GrammarError::Invalid(llguidance_message(e)));
         }
-        // Some grammars compile and then exceed llguidance's lexer limits on their first mask:
-        // that is the request's fault too, found here rather than mid-answer.
+        // Some grammars compile and then exceed llguidance's lexer limits on their first mask, or
+        // allow nothing at all (an empty language): that is the request's fault too, found here
+        // rather than mid-answer.
         if let Err(e) = matcher.clone().compute_mask() {
-            return Err(GrammarError::Invalid(e.to_string()));
+            let why = llguidance_message(e);
+            // Before any token, "no extension" means the grammar neither ends nor continues:
+            // no sentence exists (`root ::= root "a"`; rules that only name each other).
+            if why == StopReason::NoExtensionBias.to_string() {
+                return Err(GrammarError::Invalid(MATCHES_NOTHING.into()));
+            }
+            return Err(GrammarError::Invalid(why));
         }
         Ok(Grammar { env: env.clone(), fresh: Mutex::new(matcher) })
     }
@@ -258,7 +265,7 @@ impl GrammarSteps<'_> {
     }
 
     fn mask(&mut self) -> Result<SimpleVob, GrammarError> {
-        self.matcher.compute_mask_or_eos().map_err(|e| GrammarError::Step(e.to_string()))
+        self.matcher.compute_mask_or_eos().map_err(|e| GrammarError::Step(llguidance_message(e)))
     }
 
     /// Token `id` was drawn (an end-of-text id ends the answer and is not fed to the grammar).
@@ -267,8 +274,21 @@ impl GrammarSteps<'_> {
         if self.env.eos.contains(&id) {
             return Ok(());
         }
-        self.matcher.consume_token(id).map_err(|e| GrammarError::Step(e.to_string()))
+        self.matcher.consume_token(id).map_err(|e| GrammarError::Step(llguidance_message(e)))
     }
+}
+
+/// Why a grammar that compiles is refused when its first mask allows nothing.
+const MATCHES_NOTHING: &str = "it can match no text (every rule refers to itself without an end)";
+
+/// llguidance's error text without the state dump its matcher appends (`\n<state>Tokens: ..
+/// Parser: {..}</state><grammar>..</grammar>`, or `\n<non-verbose/>`): a debugging aid for
+/// llguidance's authors that buried the one line a user can act on, on `generate`'s stderr and
+/// in the server's 400 body alike.
+fn llguidance_message(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let end = ["\n<state>", "\n<non-verbose/>"].iter().filter_map(|m| text.find(m)).min().unwrap_or(text.len());
+    text[..end].trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -449,6 +469,36 @@ term  ::= [0-9]+ | "(" expr ")" | "'" [^'\\]* "'"
         assert_eq!(walk(&lark, "b"), Some(true));
         assert!(matches!(Grammar::lark_or_gbnf(&env, "root ::= [a-".into()), Err(GrammarError::Invalid(_))));
         assert!(matches!(Grammar::lark_or_gbnf(&env, "root ::= missing".into()), Err(GrammarError::Invalid(_))));
+    }
+
+    /// A grammar whose language is empty (a rule that needs itself before it can end; rules that
+    /// only name each other) is refused with one line that says so -- not llguidance's stop
+    /// reason and state dump (`NoExtensionBias <state>... Parser: {..} </state>`), which reached
+    /// `generate`'s stderr and the server's 400 body.
+    #[test]
+    fn a_grammar_that_matches_nothing_is_one_clear_line() {
+        let env = byte_env();
+        let empty = "it can match no text (every rule refers to itself without an end)";
+        for src in ["root ::= root \"a\"\n", "root ::= x\nx ::= y\ny ::= x\n", "start: start \"a\"\n"] {
+            let err = Grammar::lark_or_gbnf(&env, src.into()).unwrap_err();
+            assert!(matches!(err, GrammarError::Invalid(_)), "{src:?}");
+            assert_eq!(err.to_string(), empty, "{src:?}");
+        }
+        // Other compile errors keep llguidance's message (with its pointer into the source),
+        // never a state dump.
+        for (src, want) in [
+            (
+                "start: (",
+                "1(9): Expected token ')', found '\\n' (at \"\\n\" ('\\n'))\n   1 | start: (\n               ^",
+            ),
+            (
+                "root ::= missing",
+                "at 2(7): unknown name: \"missing\"\n   1 | start: root\n   2 | root: missing\n             ^",
+            ),
+            ("root ::= [a-", "GBNF: unterminated character class"),
+        ] {
+            assert_eq!(Grammar::lark_or_gbnf(&env, src.into()).unwrap_err().to_string(), want, "{src:?}");
+        }
     }
 
     /// A regex must match the whole answer; choices are literal (metacharacters escaped) and

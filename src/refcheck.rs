@@ -129,10 +129,35 @@ impl RefReport {
     }
 }
 
-/// Reads a reference file (`generation-*.json`).
+/// Reads a reference file (`generation-*.json`) and refuses one with nothing to check
+/// ([`reference_cases`]) before any model is loaded.
 pub fn load_refs(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a reference file", path.display()))
+    let text = crate::text_file::read_utf8(path, crate::text_file::MAX_REFS_FILE_BYTES, "a reference file")?;
+    let refs: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a reference file", path.display()))?;
+    reference_cases(&refs).with_context(|| path.display().to_string())?;
+    Ok(refs)
+}
+
+/// The file's cases, each with something to compare. An empty list, or a case without recorded
+/// top-5 logits, would otherwise pass having checked nothing (`refcheck PASS` over 0 cases; a
+/// top-5 error of 0 from no comparisons), which reads as agreement with the reference.
+pub fn reference_cases(refs: &Value) -> Result<&[Value]> {
+    let cases = refs["cases"].as_array().context("the reference file has no cases")?;
+    if cases.is_empty() {
+        bail!("the reference file's case list is empty: there is nothing to check");
+    }
+    for (i, case) in cases.iter().enumerate() {
+        let id = case["id"].as_str().map_or_else(|| format!("#{i}"), str::to_string);
+        let top5 = case["top5_first16"].as_array().with_context(|| format!("case {id}: top5_first16: not an array"))?;
+        if top5.is_empty() {
+            bail!("case {id}: top5_first16 is empty: the case records no top-5 logits to compare");
+        }
+        if let Some(j) = top5.iter().position(|p| p.as_array().is_none_or(Vec::is_empty)) {
+            bail!("case {id}: top5_first16[{j}] holds no [token id, logit] pairs");
+        }
+    }
+    Ok(cases)
 }
 
 fn ids(v: &Value, what: &str) -> Result<Vec<u32>> {
@@ -173,11 +198,13 @@ fn compare<'a>(case: &Value, want: &[u32], vocab: usize, row: impl Fn(usize) -> 
 
 /// Runs every case of `refs` on the compiled model in `dir` with `backend`.
 pub fn check_against_reference(dir: &Path, backend: BackendChoice, refs: &Value) -> Result<RefReport> {
+    // Refused before the model loads: a file with nothing to compare is not a pass.
+    let ref_cases = reference_cases(refs)?;
     let mut loaded = backend::load(dir, backend, Some(1024), true)?;
     let vocab = loaded.model.plan.hparams.vocab;
     let template = ChatTemplate::new(loaded.tokenizer.chat_template().context("the model has no chat template")?)?;
     let mut cases = Vec::new();
-    for case in refs["cases"].as_array().context("the reference file has no cases")? {
+    for case in ref_cases {
         let id = case["id"].as_str().context("case id")?.to_string();
         let input_text = case["input_text"].as_str().context("input_text")?;
         let template_ok = if case["kind"] == "chat" {
@@ -249,4 +276,55 @@ pub fn check_against_reference(dir: &Path, backend: BackendChoice, refs: &Value)
         });
     }
     Ok(RefReport { cases })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real_refs() -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/refs/generation-qwen2.5-coder-0.5b.json");
+        load_refs(&path).expect("the vendored reference file loads")
+    }
+
+    /// The vendored file's four cases pass the check; an empty case list and a case with no
+    /// recorded top-5 logits (which used to print `refcheck PASS` having compared nothing) are
+    /// errors that name the problem, as are a missing list and an empty top-5 position.
+    #[test]
+    fn a_reference_file_with_nothing_to_check_is_refused() {
+        let refs = real_refs();
+        let ids: Vec<&str> = reference_cases(&refs).unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["a", "c", "d", "i"]);
+
+        let err = |v: &Value| format!("{:#}", reference_cases(v).unwrap_err());
+        let mut empty = refs.clone();
+        empty["cases"] = serde_json::json!([]);
+        assert_eq!(err(&empty), "the reference file's case list is empty: there is nothing to check");
+        assert_eq!(err(&serde_json::json!([])), "the reference file has no cases");
+        assert_eq!(err(&Value::Null), "the reference file has no cases");
+
+        let mut no_top5 = refs.clone();
+        no_top5["cases"][1]["top5_first16"] = serde_json::json!([]);
+        assert_eq!(err(&no_top5), "case c: top5_first16 is empty: the case records no top-5 logits to compare");
+        no_top5["cases"][1]["top5_first16"] = serde_json::json!([[], []]);
+        assert_eq!(err(&no_top5), "case c: top5_first16[0] holds no [token id, logit] pairs");
+        no_top5["cases"][1].as_object_mut().unwrap().remove("top5_first16");
+        assert_eq!(err(&no_top5), "case c: top5_first16: not an array");
+    }
+
+    /// `load_refs` refuses such a file itself (before `refcheck` loads or compiles a model),
+    /// naming the file.
+    #[test]
+    fn load_refs_refuses_an_empty_case_list() {
+        let mut refs = real_refs();
+        refs["cases"] = serde_json::json!([]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.json");
+        std::fs::write(&path, refs.to_string()).unwrap();
+        let err = format!("{:#}", load_refs(&path).unwrap_err());
+        assert_eq!(
+            err,
+            format!("{}: the reference file's case list is empty: there is nothing to check", path.display())
+        );
+    }
 }

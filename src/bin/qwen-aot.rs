@@ -35,7 +35,7 @@ enum Cmd {
         #[arg(long)]
         decode: bool,
         /// The text (joined with spaces), or the ids with --decode.
-        #[arg(required = true, allow_hyphen_values = true)]
+        #[arg(required = true)]
         args: Vec<String>,
     },
     /// Compile a GGUF into a directory (plan, packed weights, tokenizer).

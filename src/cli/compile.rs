@@ -41,10 +41,10 @@ pub fn report(c: &Compiled) {
     names.sort();
     names.dedup();
     let count = |h: &[(&str, usize)], n: &str| h.iter().find(|(k, _)| *k == n).map_or(0, |(_, c)| *c);
-    println!("ops before and after fusion (prefill: fused; decode: fused + decode passes)");
-    println!("  {:<24} {:>7} {:>7} {:>7}", "op", "before", "prefill", "decode");
+    qwen_aot::outln!("ops before and after fusion (prefill: fused; decode: fused + decode passes)");
+    qwen_aot::outln!("  {:<24} {:>7} {:>7} {:>7}", "op", "before", "prefill", "decode");
     for n in names {
-        println!(
+        qwen_aot::outln!(
             "  {:<24} {:>7} {:>7} {:>7}",
             n,
             count(&hist_before, n),
@@ -52,23 +52,23 @@ pub fn report(c: &Compiled) {
             count(&hist_decode, n)
         );
     }
-    println!(
+    qwen_aot::outln!(
         "  {:<24} {:>7} {:>7} {:>7}",
         "total",
         c.unfused.op_count(),
         c.fused.op_count(),
         c.decode_graph.op_count()
     );
-    println!("\npasses (in order)");
+    qwen_aot::outln!("\npasses (in order)");
     for (name, n) in &c.pass_report {
-        println!("  {name:<26} {n:>5} rewrites");
+        qwen_aot::outln!("  {name:<26} {n:>5} rewrites");
     }
-    println!("decode passes (in order, on a copy of the fused graph)");
+    qwen_aot::outln!("decode passes (in order, on a copy of the fused graph)");
     for (name, n) in &c.decode_pass_report {
-        println!("  {name:<26} {n:>5} rewrites");
+        qwen_aot::outln!("  {name:<26} {n:>5} rewrites");
     }
     let prog = |name: &str, p: &Program| {
-        println!(
+        qwen_aot::outln!(
             "  {name:<8} {:>4} launches | arena {} (naive {}, {:.1}x smaller) | {} rows",
             p.steps.len(),
             mib(p.arena_bytes),
@@ -77,12 +77,12 @@ pub fn report(c: &Compiled) {
             p.max_tokens
         );
     };
-    println!("\nprograms");
+    qwen_aot::outln!("\nprograms");
     prog("decode", &c.plan.decode);
     prog("prefill", &c.plan.prefill);
     let by_format: Vec<String> =
         bytes_by_format(&c.plan.weights).iter().map(|(f, b)| format!("{} {}", f.name(), mib(*b))).collect();
-    println!(
+    qwen_aot::outln!(
         "\nweights: {} tensors, {} in weights.bin ({} as used: {})",
         c.plan.weights.len(),
         mib(c.plan.weights_bytes),
@@ -91,7 +91,7 @@ pub fn report(c: &Compiled) {
     );
     for d in &c.plan.derived {
         let (t, b) = (&c.plan.weights[d.target.0 as usize], &c.plan.weights[d.base.0 as usize]);
-        println!(
+        qwen_aot::outln!(
             "  {} ({}) derived from {} at load: correction {} in {} frames",
             t.name,
             mib(t.bytes),
@@ -145,6 +145,35 @@ fn render_svg(dot_text: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a `--dot`/`--svg` path that cannot be written as a file, before the compile: the
+/// picture is written last, so a bad path found then cost the whole compile (and its ≈400 MB of
+/// weights) first. The path may exist as a file (it is replaced) or be new in an existing
+/// directory -- or in `out`, which the compile creates.
+fn check_picture_path(p: &Path, out: &Path) -> Result<()> {
+    let same_as_out = std::path::absolute(p).ok() == std::path::absolute(out).ok();
+    anyhow::ensure!(!same_as_out, "cannot write {}: it is the output directory (--out)", p.display());
+    anyhow::ensure!(!p.is_dir(), "cannot write {}: it is a directory (give a file name in it)", p.display());
+    let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // The output directory itself is created by the compile.
+    if std::path::absolute(parent).ok() == std::path::absolute(out).ok() && !parent.exists() {
+        return Ok(());
+    }
+    anyhow::ensure!(parent.is_dir(), "cannot write {}: {} is not a directory", p.display(), parent.display());
+    // Opened for writing as the real write will, without truncating an existing file; a file
+    // created only by this probe is removed again.
+    let existed = p.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     model_arg: Option<&Path>,
@@ -177,15 +206,7 @@ pub fn run(
         qwen_aot_compiler::compile::check_output_dir(out)?;
     }
     for p in dot.iter().chain(svg.iter()) {
-        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        // The output directory itself is created by the compile.
-        let will_exist = std::path::absolute(parent).ok() == std::path::absolute(out).ok();
-        anyhow::ensure!(
-            parent.is_dir() || will_exist,
-            "cannot write {}: {} is not a directory",
-            p.display(),
-            parent.display()
-        );
+        check_picture_path(p, out)?;
     }
     if svg.is_some() {
         std::process::Command::new("dot")
@@ -211,14 +232,53 @@ pub fn run(
         );
         if let Some(dot_path) = dot {
             std::fs::write(dot_path, &text).with_context(|| format!("writing {}", dot_path.display()))?;
-            println!("layer 0 before and after fusion written to {} (Graphviz DOT)", dot_path.display());
+            qwen_aot::outln!("layer 0 before and after fusion written to {} (Graphviz DOT)", dot_path.display());
         }
         if let Some(svg_path) = svg {
             render_svg(&text, svg_path)?;
-            println!("layer 0 before and after fusion drawn to {}", svg_path.display());
+            qwen_aot::outln!("layer 0 before and after fusion drawn to {}", svg_path.display());
         }
     }
     let how = if cached { "up to date (same model sha256, compiler version and weight formats)" } else { "compiled" };
-    println!("{how}: {} -> {} in {:.1} s", gguf.display(), out.display(), start.elapsed().as_secs_f64());
+    qwen_aot::outln!("{how}: {} -> {} in {:.1} s", gguf.display(), out.display(), start.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory (the reviewer's `--dot /tmp`), the output directory itself, or a path in a
+    /// missing directory is refused with one line; a new file, an existing file, or a file inside
+    /// the output directory the compile will create is accepted -- and the check leaves no file
+    /// behind and does not empty an existing one.
+    #[test]
+    fn picture_paths_are_checked_before_compiling() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let out = t.join("compiled");
+        let err = |p: &Path| format!("{:#}", check_picture_path(p, &out).unwrap_err());
+
+        assert_eq!(err(t), format!("cannot write {}: it is a directory (give a file name in it)", t.display()));
+        assert_eq!(err(&out), format!("cannot write {}: it is the output directory (--out)", out.display()));
+        let missing = t.join("no/such/dir/x.dot");
+        assert_eq!(
+            err(&missing),
+            format!("cannot write {}: {} is not a directory", missing.display(), t.join("no/such/dir").display())
+        );
+        let under_file = t.join("file.txt/x.dot");
+        std::fs::write(t.join("file.txt"), "keep").unwrap();
+        assert_eq!(
+            err(&under_file),
+            format!("cannot write {}: {} is not a directory", under_file.display(), t.join("file.txt").display())
+        );
+
+        let fresh = t.join("layer0.dot");
+        check_picture_path(&fresh, &out).unwrap();
+        assert!(!fresh.exists(), "the probe removes the file it created");
+        check_picture_path(&t.join("file.txt"), &out).unwrap();
+        assert_eq!(std::fs::read_to_string(t.join("file.txt")).unwrap(), "keep", "an existing file is not emptied");
+        check_picture_path(&out.join("layer0.dot"), &out).unwrap();
+        assert!(!out.exists(), "the output directory is the compile's to create");
+    }
 }

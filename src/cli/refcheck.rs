@@ -11,13 +11,13 @@ pub fn run(target: Option<&Path>, refs: &Path, backend: BackendChoice, quiet: bo
     let refs = load_refs(refs)?;
     let dir = model::compiled_model(target, quiet)?;
     let report = check_against_reference(&dir, backend, &refs)?;
-    println!("{}", report.render());
+    qwen_aot::outln!("{}", report.render());
     let (prefill, decode) = report.worst_top5();
-    println!("max |Δtop5 logit| over {} cases: prefill {prefill:.5}, decoded {decode:.5}", report.cases.len());
+    qwen_aot::outln!("max |Δtop5 logit| over {} cases: prefill {prefill:.5}, decoded {decode:.5}", report.cases.len());
     let failures = report.failures();
     if !failures.is_empty() {
         bail!("{} reference checks failed:\n{}", failures.len(), failures.join("\n"));
     }
-    println!("refcheck PASS");
+    qwen_aot::outln!("refcheck PASS");
     Ok(())
 }

@@ -30,9 +30,9 @@ pub fn run(model_arg: Option<&Path>, json: bool, decode: bool, args: &[String]) 
             .collect::<Result<_>>()?;
         let text = tok.decode(&ids)?;
         if json {
-            println!("{}", serde_json::json!({ "text": text }));
+            qwen_aot::outln!("{}", serde_json::json!({ "text": text }));
         } else {
-            println!("{text}");
+            qwen_aot::outln!("{text}");
         }
         return Ok(());
     }
@@ -41,9 +41,9 @@ pub fn run(model_arg: Option<&Path>, json: bool, decode: bool, args: &[String]) 
     }
     let ids = tok.encode(&args.join(" "));
     if json {
-        println!("{}", serde_json::json!({ "ids": ids }));
+        qwen_aot::outln!("{}", serde_json::json!({ "ids": ids }));
     } else {
-        println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        qwen_aot::outln!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     }
     Ok(())
 }

@@ -103,7 +103,8 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// Parses a request body: valid UTF-8, valid JSON, the right types; the error names the field.
+/// Parses a request body: valid UTF-8, exactly one JSON object (nothing after it but
+/// whitespace), the right types; the error names the field.
 pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ApiError::invalid(
@@ -111,11 +112,23 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
             None,
         ));
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let Some(&first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::invalid("the request body is empty; send a JSON object", None));
+    };
+    // serde reads a struct from a JSON array too (field by field, in order): only `{` may start.
+    if first != b'{' {
+        let what = match first {
+            b'[' => "an array",
+            b'"' => "a string",
+            b'-' | b'0'..=b'9' => "a number",
+            b't' | b'f' => "a boolean",
+            b'n' => "null",
+            _ => "not JSON",
+        };
+        return Err(ApiError::invalid(format!("the request body must be a JSON object, got {what}"), None));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let req = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // A syntax error has no field to blame (serde_path_to_error says `?` or `.`).
@@ -124,7 +137,13 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
         } else {
             ApiError::invalid(format!("invalid value for `{path}`: {inner}"), Some(&path))
         }
-    })
+    })?;
+    // One object per body: `{...} garbage` or `{...}{...}` is a malformed request, not the first
+    // object with the rest ignored.
+    de.end().map_err(|e| {
+        ApiError::invalid(format!("the request body has more after its JSON object ({e}); send one object"), None)
+    })?;
+    Ok(req)
 }
 
 /// Which endpoint a response or chunk is for.
@@ -253,5 +272,27 @@ impl ResponseHead {
         let mut v = self.wrap(object, json!([]));
         v["usage"] = json!(usage);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One JSON object and nothing after it but whitespace; anything else is a 400 that says
+    /// what was wrong, never a request built from part of the body.
+    #[test]
+    fn a_body_is_exactly_one_json_object() {
+        let ok = parse_request(b" {\"prompt\": \"a\", \"max_tokens\": 2} \n").expect("one object");
+        assert_eq!(ok.max_tokens, Some(2));
+        let refused = |body: &[u8]| parse_request(body).expect_err("refused").message;
+        let trailing = refused(b"{\"prompt\": \"a\"} }}}garbage");
+        assert!(trailing.contains("more after its JSON object") && trailing.contains("column 17"), "{trailing}");
+        assert!(refused(b"{\"prompt\": \"a\"}{\"x\": 1}").contains("more after its JSON object"));
+        assert_eq!(refused(b"[\"a\", null, null, 1]"), "the request body must be a JSON object, got an array");
+        assert_eq!(refused(b"\"a\""), "the request body must be a JSON object, got a string");
+        assert_eq!(refused(b"17"), "the request body must be a JSON object, got a number");
+        assert_eq!(refused(b"  "), "the request body is empty; send a JSON object");
+        assert!(refused(b"{\"prompt\": ").starts_with("the request body is not a valid JSON object"));
     }
 }

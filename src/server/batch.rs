@@ -1,9 +1,11 @@
 //! Completions with a list of prompts (OpenAI's batch form: `"prompt": ["a", "b"]`, or a list of
-//! token-id lists), as evaluation harnesses send them: each prompt is answered as its own request,
-//! one after another through the queue, and the answers become one response whose choices are
-//! numbered prompt by prompt (prompt i's `n` choices are i·n .. i·n + n - 1, as OpenAI numbers
-//! them) with the usage summed. Every prompt is prepared (tokenized, checked) before the first is
-//! queued, so a bad one costs nothing. Not streamed (a 400 says so).
+//! token-id lists), as evaluation harnesses send them: each prompt is answered as if alone, and
+//! the answers become one response whose choices are numbered prompt by prompt (prompt i's `n`
+//! choices are i·n .. i·n + n - 1, as OpenAI numbers them) with the usage summed. Every prompt is
+//! prepared (tokenized, checked; a constraint compiled once for all) before any is queued, so a
+//! bad one costs nothing; then all of them enter the queue together as one request (one place,
+//! admitted or refused whole: a full queue is a 503 before anything runs, never after some
+//! answers are done) and run one after another. Not streamed (a 400 says so).
 use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,7 @@ use serde_json::Value;
 
 use super::api::{CompletionRequest, Endpoint, Prompt};
 use super::errors::ApiError;
-use super::routes::{collect, prepare_off_runtime, submit};
+use super::routes::{collect, job, prepare_off_runtime};
 use super::{AppState, ModelInfo};
 
 /// Most prompts in one request.
@@ -40,7 +42,7 @@ pub fn split(req: &CompletionRequest, endpoint: Endpoint) -> Result<Option<Vec<P
     Ok(Some(prompts))
 }
 
-/// Answers every prompt in turn and joins the answers.
+/// Answers every prompt and joins the answers.
 pub async fn run(
     s: &Arc<AppState>,
     model: &Arc<ModelInfo>,
@@ -48,14 +50,22 @@ pub async fn run(
     prompts: Vec<Prompt>,
 ) -> Result<Response, ApiError> {
     let mut prepared = Vec::with_capacity(prompts.len());
+    // The first prompt's constraint, compiled, serves the rest (the same fields give the same
+    // grammar): one copy per request, not one per prompt.
+    let mut compiled = None;
     for prompt in prompts {
         let one = CompletionRequest { prompt: Some(prompt), ..req.clone() };
-        prepared.push(prepare_off_runtime(s, model, one, Endpoint::Completion).await?);
+        let p = prepare_off_runtime(s, model, one, Endpoint::Completion, compiled.clone()).await?;
+        compiled = Some(p.constraint.clone());
+        prepared.push(p);
     }
+    let (jobs, queued): (Vec<_>, Vec<_>) = prepared.into_iter().map(|p| job(model, p, Endpoint::Completion)).unzip();
+    // Every prompt's cancel guard lives in `queued` until its answer is collected: a client that
+    // leaves cancels the ones not yet run.
+    s.engine.submit(jobs)?;
     let mut joined: Option<Value> = None;
     let mut offset = 0;
-    for p in prepared {
-        let q = submit(s, model, p, Endpoint::Completion)?;
+    for q in queued {
         let mut v = collect(q.head, q.rx, q.guard, q.answer).await?;
         let choices = v["choices"].as_array_mut().map(std::mem::take).unwrap_or_default();
         let count = choices.len();

@@ -4,6 +4,14 @@
 //! `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar`). At most one may be given;
 //! each compiles (`crate::grammar`, through llguidance) before the request is queued, and one
 //! that does not is a 400 naming its parameter.
+//!
+//! A compiled grammar stays with its request while it waits in the queue, and llguidance's size
+//! grows with the literal text it must match: `guided_choice` with 1024 strings of 3 KB (a 3 MB
+//! body) held ~150 MB per queued request. So a constraint's source -- the choices' bytes, the
+//! regex, the grammar, the schema as JSON text -- is at most [`MAX_SOURCE_BYTES`] (64 KiB): the
+//! largest such choice list measured ~2.5 MB compiled, so a full queue of 64 holds ~160 MB of
+//! grammars at worst. Small sources with large repetitions (`[a-z]{1,100000}`) stay small:
+//! llguidance builds its automata lazily.
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -17,6 +25,23 @@ use crate::grammar::{bound_whitespace, Grammar, GrammarEnv, GrammarError};
 /// Most `choice` strings (vLLM's `guided_choice`): each is an alternative of the grammar.
 const MAX_CHOICES: usize = 1024;
 
+/// Largest constraint source in bytes (see the module's note).
+pub const MAX_SOURCE_BYTES: usize = 64 << 10;
+
+/// A request's compiled constraint and the parameter that gave it (named by a 400 when the
+/// grammar fails mid-answer).
+#[derive(Clone)]
+pub struct Constraint {
+    pub grammar: Arc<Grammar>,
+    pub param: &'static str,
+}
+
+impl std::fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Constraint").field("param", &self.param).finish_non_exhaustive()
+    }
+}
+
 /// A constraint before compiling.
 enum Source {
     JsonSchema(Value),
@@ -28,13 +53,24 @@ enum Source {
     Choice(Vec<String>),
 }
 
+impl Source {
+    /// The source's size in bytes, as [`MAX_SOURCE_BYTES`] counts it.
+    fn bytes(&self) -> usize {
+        match self {
+            Source::JsonSchema(schema) => serde_json::to_string(schema).map_or(usize::MAX, |t| t.len()),
+            Source::Lark(text) | Source::UserGrammar(text) | Source::Regex(text) => text.len(),
+            Source::Choice(choices) => choices.iter().map(String::len).sum(),
+        }
+    }
+}
+
 /// The request's constraint compiled over the model's vocabulary (None: the answer is free).
 pub fn constraint(
     req: &CompletionRequest,
     model: &ModelInfo,
     tool_defs: &[Value],
     forced: Option<&ForcedCall>,
-) -> Result<Option<Grammar>, ApiError> {
+) -> Result<Option<Constraint>, ApiError> {
     let mut given: Vec<(Source, &'static str)> = Vec::new();
     match response_format(req)? {
         Format::Text => {}
@@ -60,6 +96,16 @@ pub fn constraint(
         }
     }
     let (source, param) = given.remove(0);
+    let size = source.bytes();
+    if size > MAX_SOURCE_BYTES {
+        return Err(ApiError::invalid(
+            format!(
+                "`{param}` is {size} bytes; a constraint may be at most {MAX_SOURCE_BYTES} bytes (choices' text, \
+                 regex, grammar, or schema as JSON)"
+            ),
+            Some(param),
+        ));
+    }
     let env = grammar_env(model, param)?;
     let compiled = match source {
         Source::JsonSchema(schema) => Grammar::json_schema(&env, schema),
@@ -68,10 +114,11 @@ pub fn constraint(
         Source::Regex(rx) => Grammar::regex(&env, &rx),
         Source::Choice(choices) => Grammar::choice(&env, &choices),
     };
-    compiled.map(Some).map_err(|e| match e {
+    let grammar = compiled.map_err(|e| match e {
         GrammarError::Invalid(why) => ApiError::invalid(format!("`{param}` does not compile: {why}"), Some(param)),
         other => ApiError::internal(other.to_string()),
-    })
+    })?;
+    Ok(Some(Constraint { grammar: Arc::new(grammar), param }))
 }
 
 /// vLLM's extensions: `structured_outputs` with one of `json`, `regex`, `choice`, `grammar` (a

@@ -2,11 +2,13 @@
 //! crosses threads), then runs queued jobs one at a time through the shared generation loop
 //! (`generation::generate`: stop ids, stop strings, UTF-8-safe streaming, cancellation).
 //!
-//! The queue is bounded: a full queue is a 503 at once rather than an unbounded wait. The KV
-//! cache keeps the previous request's tokens, and a request that starts with them (a chat's
-//! next turn) prefills only what is new.
+//! The queue is bounded: a full queue is a 503 at once rather than an unbounded wait. Its
+//! entries are requests, each with its jobs (one, or a batch completion's one per prompt), so a
+//! batch is admitted or refused whole and then runs through. The KV cache keeps the previous
+//! request's tokens, and a request that starts with them (a chat's next turn) prefills only what
+//! is new.
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -25,6 +27,7 @@ use super::metrics::Metrics;
 use super::ModelInfo;
 use crate::chat::common_prefix;
 use crate::generation::{generate_events, prompt_logprobs, Emitted, GenOptions, Generation, StopReason};
+use crate::grammar::GrammarError;
 use crate::host_draw::HostDraw;
 use crate::logprobs::TokenLogprob;
 
@@ -40,6 +43,9 @@ pub struct Job {
     pub logprobs: Option<usize>,
     /// Tokens drawn on the host (JSON mode, `frequency_penalty`, `logit_bias`: `HostDraw`).
     pub draw: Option<HostDraw>,
+    /// The request parameter that gave `draw`'s grammar: a grammar that fails mid-answer is
+    /// the client's error, a 400 naming it.
+    pub constraint: Option<&'static str>,
     /// Completions' `echo`: with `logprobs`, the prompt's tokens are scored too
     /// (`Event::PromptLogprobs`). `max_tokens` may then be 0.
     pub echo: bool,
@@ -60,32 +66,34 @@ pub enum Event {
     /// sent before anything generated.
     PromptLogprobs(Vec<TokenLogprob>),
     /// Choice `choice` has ended.
-    Finished {
-        choice: usize,
-        finish_reason: &'static str,
-    },
+    Finished { choice: usize, finish_reason: &'static str },
     /// Every choice has ended.
-    Done {
-        usage: Usage,
-    },
-    Failed(String),
+    Done { usage: Usage },
+    /// The job failed: a 500, or a 400 when the request's own grammar could not go on.
+    Failed(ApiError),
 }
 
 /// The HTTP side's end of the queue.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Vec<Job>>,
     metrics: Arc<Metrics>,
+    /// Requests submitted whose jobs have not all run (waiting or running).
+    pending: Arc<AtomicUsize>,
 }
 
 impl EngineHandle {
-    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+    /// Queues one request's jobs (run one after another, nothing between them), or refuses
+    /// them all with a 503 when the queue is full.
+    pub fn submit(&self, jobs: Vec<Job>) -> Result<(), ApiError> {
         // Counted before the send so the engine's decrement never runs first.
         self.metrics.queue_depth.inc();
-        match self.tx.try_send(job) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        match self.tx.try_send(jobs) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.metrics.queue_depth.dec();
+                self.pending.fetch_sub(1, Ordering::SeqCst);
                 Err(match e {
                     TrySendError::Full(_) => {
                         self.metrics.rejected_queue_full.inc();
@@ -95,6 +103,11 @@ impl EngineHandle {
                 })
             }
         }
+    }
+
+    /// Whether a request is waiting for the engine or running on it.
+    pub fn busy(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -115,8 +128,10 @@ pub fn start(
     ready: Arc<OnceLock<Arc<ModelInfo>>>,
     failed: tokio::sync::oneshot::Sender<anyhow::Error>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
-    let (tx, rx) = sync_channel::<Job>(queue);
+    let (tx, rx) = sync_channel::<Vec<Job>>(queue);
     let m = metrics.clone();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let done = pending.clone();
     let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
         let Loaded { session, model, info } = match load() {
             Ok(x) => x,
@@ -129,35 +144,66 @@ pub fn start(
         m.kv_cache_capacity.set(info.ctx_size as i64);
         // The HTTP side only starts serving generations once this is set.
         let _ = ready.set(Arc::new(info));
-        run(session, &tokenizer, rx, &m, drafter);
+        run(session, &tokenizer, rx, &m, drafter, &done);
         drop(model);
     })?;
-    Ok((EngineHandle { tx, metrics }, thread))
+    Ok((EngineHandle { tx, metrics, pending }, thread))
 }
 
-/// Runs jobs until every sender is gone (the server has stopped).
-fn run(mut session: Session, tok: &Tokenizer, rx: Receiver<Job>, metrics: &Metrics, drafter: Option<NgramDrafter>) {
+/// Runs requests' jobs until every sender is gone (the server has stopped); `pending` counts
+/// down as each request's last job ends.
+fn run(
+    mut session: Session,
+    tok: &Tokenizer,
+    rx: Receiver<Vec<Job>>,
+    metrics: &Metrics,
+    drafter: Option<NgramDrafter>,
+    pending: &AtomicUsize,
+) {
     // Token ids the KV cache holds, position by position.
     let mut cached: Vec<u32> = Vec::new();
-    for job in rx {
+    for jobs in rx {
         metrics.queue_depth.dec();
-        if job.cancel.load(Ordering::Relaxed) {
-            continue;
-        }
-        // A panic in one generation must not take the server down: answer 500, forget the cache.
-        let outcome =
-            catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics, drafter)));
-        let event = match outcome {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => Event::Failed(format!("{e:#}")),
-            Err(_) => {
-                session.reset();
-                cached.clear();
-                Event::Failed("internal error during generation".into())
+        for job in jobs {
+            if job.cancel.load(Ordering::Relaxed) {
+                continue;
             }
-        };
-        let _ = job.events.send(event);
-        metrics.kv_cache_used.set(session.pos() as i64);
+            // A panic in one generation must not take the server down: answer 500, forget the
+            // cache.
+            let outcome =
+                catch_unwind(AssertUnwindSafe(|| run_job(&mut session, tok, &mut cached, &job, metrics, drafter)));
+            let event = match outcome {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => Event::Failed(failure(&e, job.constraint)),
+                Err(_) => {
+                    session.reset();
+                    cached.clear();
+                    Event::Failed(ApiError::internal("internal error during generation"))
+                }
+            };
+            let _ = job.events.send(event);
+            metrics.kv_cache_used.set(session.pos() as i64);
+        }
+        pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A job's error as the client hears it. A grammar that compiled but cannot go on mid-answer
+/// (llguidance's limits: "Current row has 20001 items; max is 2000") is the request's grammar at
+/// fault: a 400 naming its parameter, in llguidance's first line (what follows is a state dump
+/// for its authors). Anything else is the server's: a 500 with the whole chain.
+fn failure(e: &anyhow::Error, constraint: Option<&'static str>) -> ApiError {
+    match e.chain().find_map(|c| c.downcast_ref::<GrammarError>()) {
+        Some(GrammarError::Step(why)) => {
+            let why = why.lines().next().unwrap_or_default().trim();
+            match constraint {
+                Some(param) => {
+                    ApiError::invalid(format!("constrained decoding by `{param}` stopped: {why}"), Some(param))
+                }
+                None => ApiError::invalid(format!("constrained decoding stopped: {why}"), None),
+            }
+        }
+        _ => ApiError::internal(format!("{e:#}")),
     }
 }
 
@@ -277,4 +323,28 @@ fn run_choice(
         StopReason::Length | StopReason::Context | StopReason::Interrupted => "length",
     };
     Ok((gen, finish_reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grammar that cannot go on is the request's 400, in its first line and naming the
+    /// parameter; every other failure is a 500 with the whole chain.
+    #[test]
+    fn a_grammar_that_stops_mid_answer_is_the_clients_error() {
+        let step =
+            GrammarError::Step("Parser Error: Current row has 3001 items; max is 2000\n<state>\nTokens: x".into());
+        let e = failure(&anyhow::Error::new(step).context("generating"), Some("guided_grammar"));
+        assert_eq!(
+            (e.status.as_u16(), e.kind, e.param.as_deref()),
+            (400, "invalid_request_error", Some("guided_grammar"))
+        );
+        assert_eq!(
+            e.message,
+            "constrained decoding by `guided_grammar` stopped: Parser Error: Current row has 3001 items; max is 2000"
+        );
+        let e = failure(&anyhow::anyhow!("the executor failed"), Some("guided_grammar"));
+        assert_eq!((e.status.as_u16(), e.kind, e.message.as_str()), (500, "server_error", "the executor failed"));
+    }
 }

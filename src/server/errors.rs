@@ -17,11 +17,21 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// Seconds for a `Retry-After` header (queue full, model loading).
     pub retry_after: Option<u32>,
+    /// The response id of the request that failed, for the server's log line of a 500.
+    pub request_id: Option<String>,
+}
+
+/// What a 500 response carries (as an extension) for the log line `routes::count_requests`
+/// writes: the message and the request's id.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub message: String,
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), kind, param: None, code: None, retry_after: None }
+        ApiError { status, message: message.into(), kind, param: None, code: None, retry_after: None, request_id: None }
     }
 
     /// 400 for a request that cannot be served as written.
@@ -34,6 +44,12 @@ impl ApiError {
 
     pub fn with_code(mut self, code: &'static str) -> ApiError {
         self.code = Some(code);
+        self
+    }
+
+    /// The error of the request with this response id (logged with a 500).
+    pub fn for_request(mut self, id: &str) -> ApiError {
+        self.request_id = Some(id.to_string());
         self
     }
 
@@ -73,6 +89,16 @@ impl ApiError {
         .with_code("request_too_large")
     }
 
+    /// 408: the request's body did not arrive in time (the connection is closed after it).
+    pub fn body_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("the request body did not arrive within {} s", limit.as_secs()),
+        )
+        .with_code("request_timeout")
+    }
+
     /// 503 with `Retry-After`: the engine's queue is full, the model is still loading, or the
     /// server is stopping. A router can send the request to another replica.
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> ApiError {
@@ -97,6 +123,13 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come: the connection cannot carry another request.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            resp.extensions_mut().insert(Logged { message: self.message, request_id: self.request_id });
         }
         resp
     }

@@ -7,12 +7,14 @@
 //!
 //! The listener is bound before the model loads, so `/health` answers 503 during the load and
 //! 200 after; SIGINT/SIGTERM stop accepting connections, let the requests in flight finish
-//! (streams end with their last chunk and `[DONE]`) and return.
+//! (streams end with their last chunk and `[DONE]`) and return. Connections are served by
+//! `listen` (timeouts on reading a request, a cap on open connections, a bounded stop).
 mod api;
 mod batch;
 mod constraint;
 mod engine;
 mod errors;
+mod listen;
 mod logprobs;
 mod metrics;
 mod params;
@@ -22,9 +24,9 @@ mod tokenize;
 mod tool_calls;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use qwen_aot_runtime::chat_template::ChatTemplate;
@@ -63,6 +65,15 @@ pub struct ServeOptions {
     /// Largest request body in bytes (larger: 413).
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers, and then again its body: a connection
+    /// whose headers do not arrive in time (an idle keep-alive one too) is closed, a body that
+    /// does not is answered 408.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
+    /// Connections open at once; more wait to be accepted until one closes (also kept below
+    /// the process's open-file limit).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// No notes on stderr (the listening address is still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -96,6 +107,12 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub api_key: Option<String>,
     pub max_body: usize,
+    /// `--read-timeout`: how long a request's body may take to arrive.
+    pub read_timeout: Duration,
+    /// Turns true when the server starts stopping: a body still arriving is not waited for.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Requests whose handler is running (the stop waits for them, and for the engine's jobs).
+    pub handling: AtomicUsize,
     pub started: u64,
     /// Requests being prepared at once (tokenized, rendered, their grammar compiled) on tokio's
     /// blocking threads: a burst waits here rather than taking hundreds of threads.
@@ -162,6 +179,8 @@ async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template:
     let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
         .context("starting the engine thread")?;
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let read_timeout = Duration::from_secs(opts.read_timeout);
     let state = Arc::new(AppState {
         model_id: id,
         ready,
@@ -169,14 +188,17 @@ async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template:
         metrics,
         api_key: opts.api_key.clone(),
         max_body: opts.max_body_bytes,
+        read_timeout,
+        stopping: stopping.clone(),
+        handling: AtomicUsize::new(0),
         started,
         preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING_AT_ONCE)),
     });
-    let app = routes::router(state);
+    let app = routes::router(state.clone());
 
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let failure_slot = failure.clone();
-    let stop = async move {
+    tokio::spawn(async move {
         tokio::select! {
             _ = shutdown_signal() => {
                 eprintln!("qwen-aot serve: stopping (finishing requests in flight; a second signal exits at once)");
@@ -191,8 +213,14 @@ async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template:
                 }
             }
         }
+        let _ = stop_tx.send(true);
+    });
+    let limits = listen::Limits {
+        header_timeout: read_timeout,
+        max_connections: connection_cap(opts.max_connections, opts.quiet),
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving HTTP")?;
+    let busy = move || state.handling.load(Ordering::Relaxed) > 0 || state.engine.busy();
+    listen::serve(listener, app, limits, stopping, busy).await;
     // The engine thread ends once the last request's handle is gone; it holds nothing to save.
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
@@ -242,6 +270,34 @@ fn load_model(
         eprintln!("qwen-aot serve: model loaded ({} backend, context {} tokens)", info.backend, info.ctx_size);
     }
     Ok(engine::Loaded { session, model, info })
+}
+
+/// Descriptors kept for everything but connections: the model's files, the listener, stdio.
+const RESERVED_FDS: u64 = 64;
+
+/// `--max-connections`, lowered to fit the process's open-file limit (with a note) so that a
+/// flood of connections can never take the descriptors the rest of the server needs.
+fn connection_cap(asked: u64, quiet: bool) -> usize {
+    #[cfg(unix)]
+    let fit = {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct it is given.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        if ok && lim.rlim_cur != libc::RLIM_INFINITY {
+            // rlim_t is u64 on Linux but not on every unix.
+            #[allow(clippy::unnecessary_cast)]
+            let cur = lim.rlim_cur as u64;
+            cur.saturating_sub(RESERVED_FDS).max(1)
+        } else {
+            u64::MAX
+        }
+    };
+    #[cfg(not(unix))]
+    let fit = u64::MAX;
+    if asked > fit && !quiet {
+        eprintln!("qwen-aot serve: --max-connections {asked} lowered to {fit} (the open-file limit, less {RESERVED_FDS} kept for the rest)");
+    }
+    usize::try_from(asked.min(fit)).unwrap_or(usize::MAX)
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -2,7 +2,6 @@
 //! chat template for chat), the token budget and the sampling parameters. Every value the
 //! engine cannot honour is refused here with a 400 naming the parameter, before the request
 //! takes a place in the queue.
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use qwen_aot_runtime::chat_template::ChatMessage;
@@ -10,10 +9,9 @@ use qwen_aot_runtime::sampler::SamplingParams;
 use serde_json::Value;
 
 use super::api::{CompletionRequest, Content, Endpoint, Prompt, Stop};
-use super::constraint::constraint;
+use super::constraint::{constraint, Constraint};
 use super::errors::ApiError;
 use super::ModelInfo;
-use crate::grammar::Grammar;
 use crate::logprobs::MAX_TOP_LOGPROBS;
 
 /// Most stop strings per request (OpenAI allows 4; more only costs a little per token).
@@ -34,9 +32,9 @@ pub struct Prepared {
     pub echo: Option<String>,
     /// Chat with `tools`: the functions an answer may call (their calls are parsed out of it).
     pub tools: Vec<String>,
-    /// `response_format` json_object or json_schema, or a forced `tool_choice`: the answer is a
-    /// sentence of this grammar.
-    pub grammar: Option<Arc<Grammar>>,
+    /// `response_format` json_object or json_schema, a forced `tool_choice` or vLLM's guided
+    /// fields: the answer is a sentence of this grammar.
+    pub constraint: Option<Constraint>,
     /// OpenAI's `frequency_penalty` and `logit_bias` (drawn on the host: `host_draw`).
     pub frequency_penalty: f32,
     pub logit_bias: Vec<(u32, f32)>,
@@ -46,7 +44,14 @@ pub struct Prepared {
     pub include_usage: bool,
 }
 
-pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) -> Result<Prepared, ApiError> {
+/// The request as the engine's job; `compiled`: its constraint when already compiled (a batch
+/// completion's prompts share their request's one grammar instead of holding a copy each).
+pub fn prepare(
+    req: CompletionRequest,
+    endpoint: Endpoint,
+    model: &ModelInfo,
+    compiled: Option<Option<Constraint>>,
+) -> Result<Prepared, ApiError> {
     refuse_unsupported(&req)?;
     let Tools { defs: tool_defs, names: tools, forced } = tools(&req, endpoint)?;
     let (text, prompt_ids) = input(&req, endpoint, model, &tool_defs)?;
@@ -82,13 +87,16 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
     }
     let max_tokens = max_tokens(&req, prompt_ids.len(), ctx, echo.is_some())?;
     let sampling = sampling(&req)?;
-    let grammar = constraint(&req, model, &tool_defs, forced.as_ref())?;
+    let constraint = match compiled {
+        Some(c) => c,
+        None => constraint(&req, model, &tool_defs, forced.as_ref())?,
+    };
     let frequency_penalty = match req.frequency_penalty {
         None => 0.0,
         Some(f) if f.is_finite() && (-2.0..=2.0).contains(&f) => f as f32,
         Some(f) => {
             return Err(ApiError::invalid(
-                format!("`frequency_penalty` must be in [-2, 2], got {f}"),
+                format!("`frequency_penalty` must be in [-2, 2], got {f:?}"),
                 Some("frequency_penalty"),
             ))
         }
@@ -101,8 +109,8 @@ pub fn prepare(req: CompletionRequest, endpoint: Endpoint, model: &ModelInfo) ->
         logprobs: logprobs(&req, endpoint)?,
         echo,
         tools,
-        host_draw: grammar.is_some() || frequency_penalty != 0.0 || !logit_bias.is_empty(),
-        grammar: grammar.map(Arc::new),
+        host_draw: constraint.is_some() || frequency_penalty != 0.0 || !logit_bias.is_empty(),
+        constraint,
         frequency_penalty,
         logit_bias,
         stop: stop_strings(req.stop)?.into_iter().chain(fim_stops).collect(),
@@ -504,14 +512,24 @@ fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
 /// top_p 1); `top_k` 0 or -1 means no limit beyond the sampler's 256 candidates. OpenAI's
 /// presence penalty is subtracted once from every token already present, which is what the
 /// sampler's does (over its window of recent tokens, prompt included).
+/// The sampler takes 32-bit floats: a value is checked as it will be used, after narrowing, so
+/// that one in range as a JSON number but not as an f32 (`top_p` 1e-300 is 0, a
+/// `repetition_penalty` of 1e300 is infinite) is a 400 naming it, not the sampler's refusal
+/// (a 500 naming a command-line flag) once queued.
 fn sampling(req: &CompletionRequest) -> Result<SamplingParams, ApiError> {
     let range =
-        |v: Option<f64>, name: &str, default: f64, ok: &dyn Fn(f64) -> bool, want: &str| -> Result<f32, ApiError> {
-            match v {
-                None => Ok(default as f32),
-                Some(x) if x.is_finite() && ok(x) => Ok(x as f32),
-                Some(x) => Err(ApiError::invalid(format!("`{name}` must be {want}, got {x}"), Some(name))),
+        |v: Option<f64>, name: &str, default: f32, ok: &dyn Fn(f32) -> bool, want: &str| -> Result<f32, ApiError> {
+            let Some(x) = v else { return Ok(default) };
+            let narrowed = x as f32;
+            if narrowed.is_finite() && ok(narrowed) {
+                return Ok(narrowed);
             }
+            // Out of range only once narrowed: say why the number the client sent is refused.
+            let lost = x.is_finite() && (narrowed.is_infinite() || (narrowed == 0.0 && x != 0.0));
+            // Debug, not Display: 1e-300 rather than three hundred digits.
+            let as_f32 =
+                if lost { format!(" ({x:?} is {narrowed:?} as the sampler's 32-bit float)") } else { String::new() };
+            Err(ApiError::invalid(format!("`{name}` must be {want}, got {x:?}{as_f32}"), Some(name)))
         };
     let top_k = match req.top_k {
         None | Some(-1) | Some(0) => 0,
@@ -576,6 +594,26 @@ mod tests {
         assert_eq!(refused_param(sampling(&req(r#"{"top_k": -2}"#))), "top_k");
         assert_eq!(refused_param(sampling(&req(r#"{"min_p": 1.5}"#))), "min_p");
         assert!(refuse_unsupported(&req(r#"{"logprobs": false, "n": 1, "frequency_penalty": 0}"#)).is_ok());
+    }
+
+    /// The sampler's floats are 32-bit: a number in range as sent but not once narrowed (zero,
+    /// infinite) is a 400 naming the parameter and saying so, never the sampler's 500.
+    #[test]
+    fn sampling_values_are_checked_as_32_bit_floats() {
+        let refused = |json: &str| sampling(&req(json)).expect_err("refused");
+        let e = refused(r#"{"top_p": 1e-300}"#);
+        assert_eq!(e.param.as_deref(), Some("top_p"));
+        assert_eq!(e.status, 400);
+        assert_eq!(e.message, "`top_p` must be in (0, 1], got 1e-300 (1e-300 is 0.0 as the sampler's 32-bit float)");
+        let e = refused(r#"{"repetition_penalty": 1e300}"#);
+        assert_eq!(e.param.as_deref(), Some("repetition_penalty"));
+        assert!(e.message.contains("1e300 is inf"), "{}", e.message);
+        assert_eq!(refused(r#"{"repetition_penalty": 1e-300}"#).param.as_deref(), Some("repetition_penalty"));
+        assert_eq!(refused(r#"{"repetition_penalty": -1}"#).message, "`repetition_penalty` must be > 0, got -1.0");
+        // Values that survive narrowing, even as f32 subnormals, are taken as the f32.
+        let s = sampling(&req(r#"{"top_p": 1e-40, "repetition_penalty": 1e30, "temperature": 1e-300}"#)).unwrap();
+        assert!(s.top_p > 0.0 && s.repeat_penalty == 1e30 && s.temperature == 0.0);
+        assert!(s.validate().is_ok());
     }
 
     #[test]

@@ -1,26 +1,29 @@
 //! The HTTP routes: generation endpoints, `/v1/models`, `/tokenize` and `/detokenize`
 //! (`tokenize.rs`), `/health`, `/metrics`, the API key check
-//! and the request counter, and OpenAI-style JSON for unknown paths and methods.
+//! and the request counter (which also logs every 500 on stderr), reading a body (bounded in size
+//! and time), and OpenAI-style JSON for unknown paths and methods and bad paths.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::api::{parse_request, CompletionRequest, Echo, Endpoint, ResponseHead};
+use super::constraint::Constraint;
 use super::engine::{Event, Job};
-use super::errors::ApiError;
-use super::logprobs::logprobs_json;
+use super::errors::{ApiError, Logged};
+use super::logprobs::{logprobs_json, TextOffsets};
 use super::params::{prepare, Prepared};
 use super::tool_calls::parse;
 use super::{batch, sse, tokenize, AppState, CancelOnDrop, ModelInfo};
@@ -45,29 +48,55 @@ pub fn router(state: Shared) -> Router {
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .layer(DefaultBodyLimit::max(state.max_body))
         // A bug must cost one request a 500, never the server.
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("internal error").into_response()))
+        .layer(CatchPanicLayer::custom(|panic: Box<dyn std::any::Any + Send>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("qwen-aot serve: 500: a request handler panicked: {what}");
+            ApiError::internal("internal error").into_response()
+        }))
         .with_state(state)
 }
 
-async fn chat_completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(State(s): State<Shared>, body: Body) -> Response {
     generation(s, body, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(State(s): State<Shared>, body: Body) -> Response {
     generation(s, body, Endpoint::Completion).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// A request's body, or the 413 (over `--max-body-bytes`) or 400 axum's extractor refused it with.
-pub(super) fn request_body(s: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(s.max_body)
-        } else {
-            ApiError::invalid(r.body_text(), None)
+/// A request's body, read whole: 413 past `--max-body-bytes` (at once when Content-Length says
+/// so), 408 when it has not all arrived within `--read-timeout` (a client that sends part of
+/// a body and stops would otherwise hold its connection, and a stop, forever), 503 when the
+/// server starts stopping before it has (a request not yet received is not in flight).
+pub(super) async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    if body.size_hint().lower() > s.max_body as u64 {
+        return Err(ApiError::too_large(s.max_body));
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid(format!("the request body could not be read: {e}"), None))?;
+            if buf.len() + chunk.len() > s.max_body {
+                return Err(ApiError::too_large(s.max_body));
+            }
+            buf.extend_from_slice(&chunk);
         }
-    })
+        Ok(Bytes::from(buf))
+    };
+    let mut stopping = s.stopping.clone();
+    tokio::select! {
+        // A body that has arrived is read even when the stop has begun.
+        biased;
+        r = tokio::time::timeout(s.read_timeout, read) => r.unwrap_or_else(|_| Err(ApiError::body_timeout(s.read_timeout))),
+        _ = stopping.wait_for(|stop| *stop) => Err(ApiError::unavailable("the server is stopping", 1)),
+    }
 }
 
 fn response_id(endpoint: Endpoint) -> String {
@@ -77,14 +106,15 @@ fn response_id(endpoint: Endpoint) -> String {
     format!("{prefix}-{nanos:08x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn generation(s: Shared, body: Result<Bytes, BytesRejection>, endpoint: Endpoint) -> Result<Response, ApiError> {
-    let body = request_body(&s, body)?;
+async fn generation(s: Shared, body: Body, endpoint: Endpoint) -> Result<Response, ApiError> {
+    let body = read_body(&s, body).await?;
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let req = parse_request(&body)?;
+    drop(body);
     if let Some(prompts) = batch::split(&req, endpoint)? {
         return batch::run(&s, &model, req, prompts).await;
     }
-    let p = prepare_off_runtime(&s, &model, req, endpoint).await?;
+    let p = prepare_off_runtime(&s, &model, req, endpoint, None).await?;
     let q = submit(&s, &model, p, endpoint)?;
     if q.stream {
         return Ok(sse::response(q.head, q.rx, q.guard, q.include_usage, q.answer));
@@ -103,29 +133,38 @@ pub(super) struct Queued {
     pub include_usage: bool,
 }
 
-/// [`prepare`] on tokio's blocking threads: tokenizing, rendering the template and compiling a
-/// grammar (the first one indexes the vocabulary: ≈ 0.45 s) are CPU work, kept off the async
-/// workers, at most [`AppState::preparing`] at once.
+/// [`prepare`] on tokio's blocking threads: tokenizing, rendering the template and
+/// compiling a grammar (the first one indexes the vocabulary: ≈ 0.45 s) are CPU work, kept off
+/// the async workers, at most [`AppState::preparing`] at once. `compiled`: the request's
+/// constraint when already compiled (a batch's later prompts).
 pub(super) async fn prepare_off_runtime(
     s: &Shared,
     model: &Arc<ModelInfo>,
     req: CompletionRequest,
     endpoint: Endpoint,
+    compiled: Option<Option<Constraint>>,
 ) -> Result<Prepared, ApiError> {
     let model = model.clone();
     let _slot = s.preparing.acquire().await.map_err(|_| ApiError::unavailable("the server is stopping", 1))?;
-    tokio::task::spawn_blocking(move || prepare(req, endpoint, &model))
+    tokio::task::spawn_blocking(move || prepare(req, endpoint, &model, compiled))
         .await
         .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))?
 }
 
 /// Queues a prepared request's job.
 pub(super) fn submit(s: &Shared, model: &Arc<ModelInfo>, p: Prepared, endpoint: Endpoint) -> Result<Queued, ApiError> {
+    let (job, queued) = job(model, p, endpoint);
+    s.engine.submit(vec![job])?;
+    Ok(queued)
+}
+
+/// A prepared request as the engine's job, and where its events will arrive.
+pub(super) fn job(model: &Arc<ModelInfo>, p: Prepared, endpoint: Endpoint) -> (Job, Queued) {
     let echo = p.echo.map(|text| Echo { text, first: p.prompt_ids[0] });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
-    s.engine.submit(Job {
+    let job = Job {
         prompt_ids: p.prompt_ids,
         choices: p.choices,
         max_tokens: p.max_tokens,
@@ -133,20 +172,21 @@ pub(super) fn submit(s: &Shared, model: &Arc<ModelInfo>, p: Prepared, endpoint: 
         sampling: p.sampling.clone(),
         logprobs: p.logprobs,
         draw: p.host_draw.then(|| HostDraw {
-            grammar: p.grammar.clone(),
+            grammar: p.constraint.as_ref().map(|c| c.grammar.clone()),
             frequency_penalty: p.frequency_penalty,
             logit_bias: p.logit_bias.clone(),
         }),
+        constraint: p.constraint.as_ref().map(|c| c.param),
         echo: echo.is_some(),
         cancel,
         events: tx,
         enqueued: Instant::now(),
-    })?;
+    };
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let head = ResponseHead { endpoint, id: response_id(endpoint), created, model: model.id.clone() };
     let logprobs = p.logprobs.map(|_| model.tokenizer.clone());
     let answer = Answer { choices: p.choices, logprobs, echo, tools: p.tools };
-    Ok(Queued { head, rx, guard, answer, stream: p.stream, include_usage: p.include_usage })
+    (job, Queued { head, rx, guard, answer, stream: p.stream, include_usage: p.include_usage })
 }
 
 /// What shapes an answer besides its text: log-probabilities (named through that tokenizer),
@@ -191,7 +231,11 @@ pub(super) async fn collect(
                     .map(|i| {
                         let lp = logprobs.as_deref().map(|tok| {
                             let all: Vec<_> = scored.iter().chain(&tokens[i]).cloned().collect();
-                            logprobs_json(head.endpoint, tok, unscored, &all, 0)
+                            let mut offsets = TextOffsets::new(0, texts[i].chars().count());
+                            if let (Some(_), Some(e)) = (unscored, &echo) {
+                                offsets = offsets.with_prompt(1 + scored.len(), e.text.chars().count());
+                            }
+                            logprobs_json(head.endpoint, tok, unscored, &all, &mut offsets)
                         });
                         let mut choice = head.choice(i, &texts[i], finish[i], lp);
                         if let Some((content, calls)) =
@@ -204,8 +248,8 @@ pub(super) async fn collect(
                     .collect();
                 return Ok(head.full(choices, usage));
             }
-            Some(Event::Failed(m)) => return Err(ApiError::internal(m)),
-            None => return Err(ApiError::internal("the engine stopped")),
+            Some(Event::Failed(e)) => return Err(e.for_request(&head.id)),
+            None => return Err(ApiError::internal("the engine stopped").for_request(&head.id)),
         }
     }
 }
@@ -220,8 +264,18 @@ async fn models(State(s): State<Shared>) -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/models/{id}` (the openai client's `models.retrieve`): the served model by its id, a
-/// 404 in OpenAI's shape for any other.
-async fn model(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+/// 404 in OpenAI's shape for any other; an id that is not text (`%ff`) is a 400 in that shape too.
+async fn model(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(r) => {
+            return ApiError::invalid(
+                format!("the model id in the path is not valid: {}", r.body_text()),
+                Some("model"),
+            )
+            .into_response()
+        }
+    };
     if id == s.model_id {
         Json(model_object(&s)).into_response()
     } else {
@@ -263,7 +317,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Counts a handler as running while it is (a stop waits for it), and the request by endpoint
+/// and status once answered; a 500 is also one line on stderr (method, path, request id where
+/// the answer had one, message), or nobody would hear of it but the client.
 async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    struct Handling<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Handling<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    s.handling.fetch_add(1, Ordering::SeqCst);
+    let _handling = Handling(&s.handling);
+    let (method, uri) = (req.method().clone(), req.uri().path().to_string());
     let path = req.extensions().get::<MatchedPath>().map_or("other", |p| match p.as_str() {
         "/v1/chat/completions" => "chat_completions",
         "/v1/completions" => "completions",
@@ -274,5 +340,39 @@ async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Re
     });
     let resp = next.run(req).await;
     s.metrics.count_request(path, resp.status().as_u16());
+    if let Some(line) = log_line(method.as_str(), &uri, &resp) {
+        eprintln!("{line}");
+    }
     resp
+}
+
+/// The stderr line for a 500 (None for any other status).
+fn log_line(method: &str, path: &str, resp: &Response) -> Option<String> {
+    if resp.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return None;
+    }
+    let (id, message) = match resp.extensions().get::<Logged>() {
+        Some(l) => (l.request_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default(), l.message.as_str()),
+        None => (String::new(), "(no message)"),
+    };
+    Some(format!("qwen-aot serve: 500 on {method} {path}{id}: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 500 is one line naming the route, the request and the message; nothing else is logged.
+    #[test]
+    fn a_500_is_logged_with_its_request_and_message() {
+        let resp = ApiError::internal("the engine stopped").for_request("cmpl-1").into_response();
+        assert_eq!(
+            log_line("POST", "/v1/completions", &resp).as_deref(),
+            Some("qwen-aot serve: 500 on POST /v1/completions (cmpl-1): the engine stopped")
+        );
+        let bare = ApiError::internal("boom").into_response();
+        assert_eq!(log_line("GET", "/x", &bare).as_deref(), Some("qwen-aot serve: 500 on GET /x: boom"));
+        let client = ApiError::invalid("bad", Some("n")).into_response();
+        assert_eq!(log_line("POST", "/v1/completions", &client), None);
+    }
 }

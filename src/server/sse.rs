@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::api::{Echo, ResponseHead};
 use super::engine::Event;
 use super::errors::ApiError;
-use super::logprobs::{chars_of, logprobs_json};
+use super::logprobs::{logprobs_json, TextOffsets};
 use super::routes::Answer;
 use super::tool_calls::{CallFilter, Finished};
 use super::CancelOnDrop;
@@ -25,9 +25,11 @@ use crate::logprobs::TokenLogprob;
 #[derive(Default)]
 struct Choice {
     /// With `logprobs`: the tokens generated since the choice's last chunk (sent with its next
-    /// text), and where the next one's text starts (completions).
+    /// text), and their `text_offset`s (completions) in the text sent so far.
     tokens: Vec<TokenLogprob>,
-    text_offset: usize,
+    offsets: TextOffsets,
+    /// Characters of the choice's text sent so far (what `text_offset`s may point into).
+    sent: usize,
     /// With tools: the text held while it may be a call.
     calls: CallFilter,
 }
@@ -67,10 +69,11 @@ impl State {
             // `echo` with `logprobs`: each choice's prompt chunk, once its tokens are scored.
             Some(Event::PromptLogprobs(scored)) => {
                 if let (Some(tok), Some(echo)) = (self.logprobs.clone(), self.echo.take()) {
-                    let lp = logprobs_json(self.head.endpoint, &tok, Some(echo.first), &scored, 0);
-                    let offset = chars_of(&tok, std::iter::once(echo.first).chain(scored.iter().map(|t| t.id)));
+                    let chars = echo.text.chars().count();
+                    let mut offsets = TextOffsets::new(0, chars).with_prompt(1 + scored.len(), chars);
+                    let lp = logprobs_json(self.head.endpoint, &tok, Some(echo.first), &scored, &mut offsets);
                     for (i, c) in self.choices.iter_mut().enumerate() {
-                        c.text_offset = offset;
+                        (c.offsets, c.sent) = (offsets.clone(), chars);
                         self.pending.push_back(data(&self.head.chunk(i, &echo.text, None, Some(lp.clone()))));
                     }
                 }
@@ -101,21 +104,26 @@ impl State {
                 }
                 self.close();
             }
-            Some(Event::Failed(m)) => {
-                self.pending.push_back(data(&ApiError::internal(m).body()));
-                self.close();
-            }
-            None => {
-                self.pending.push_back(data(&ApiError::internal("the engine stopped").body()));
-                self.close();
-            }
+            Some(Event::Failed(e)) => self.fail(e),
+            None => self.fail(ApiError::internal("the engine stopped")),
         }
         true
+    }
+
+    /// The stream's error event (its headers said 200 already), then its end; a server error is
+    /// logged too, as `routes::count_requests` logs a 500.
+    fn fail(&mut self, e: ApiError) {
+        if e.status.is_server_error() {
+            eprintln!("qwen-aot serve: stream {} failed: {}", self.head.id, e.message);
+        }
+        self.pending.push_back(data(&e.body()));
+        self.close();
     }
 
     /// A chunk of choice `i`'s text (none for empty text), with its tokens since the last one.
     fn text(&mut self, i: usize, t: &str) {
         if !t.is_empty() {
+            self.choices[i].sent += t.chars().count();
             let lp = self.take_logprobs(i);
             self.pending.push_back(data(&self.head.chunk(i, t, None, lp)));
         }
@@ -126,9 +134,8 @@ impl State {
         let tok = self.logprobs.as_deref()?;
         let c = &mut self.choices[i];
         let tokens = std::mem::take(&mut c.tokens);
-        let v = logprobs_json(self.head.endpoint, tok, None, &tokens, c.text_offset);
-        c.text_offset += chars_of(tok, tokens.iter().map(|t| t.id));
-        Some(v)
+        c.offsets.limit = c.sent;
+        Some(logprobs_json(self.head.endpoint, tok, None, &tokens, &mut c.offsets))
     }
 
     fn close(&mut self) {

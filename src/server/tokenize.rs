@@ -6,8 +6,7 @@
 //!   template exactly as `/v1/chat/completions` renders them; answers `{"tokens", "count",
 //!   "max_model_len"}`.
 //! - `/detokenize` takes `tokens` (ids in the vocabulary); answers `{"prompt"}`.
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,21 +15,21 @@ use serde_json::{json, Value};
 use super::api::{parse_request, Prompt};
 use super::errors::ApiError;
 use super::params::input_ids;
-use super::routes::request_body;
+use super::routes::read_body;
 use super::AppState;
 
 type Shared = std::sync::Arc<AppState>;
 
-pub async fn tokenize(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn tokenize(State(s): State<Shared>, body: Body) -> Response {
     tokenize_body(&s, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn detokenize(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    detokenize_body(&s, body).unwrap_or_else(IntoResponse::into_response)
+pub async fn detokenize(State(s): State<Shared>, body: Body) -> Response {
+    detokenize_body(&s, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn tokenize_body(s: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = request_body(s, body)?;
+async fn tokenize_body(s: &Shared, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(s, body).await?;
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let mut req = parse_request(&body)?;
     if req.prompt.is_none() && req.messages.is_none() {
@@ -51,20 +50,23 @@ async fn tokenize_body(s: &Shared, body: Result<Bytes, BytesRejection>) -> Resul
     Ok(Json(json!({"tokens": ids, "count": ids.len(), "max_model_len": model.ctx_size})).into_response())
 }
 
-fn detokenize_body(s: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = request_body(s, body)?;
+async fn detokenize_body(s: &Shared, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(s, body).await?;
     let model = s.model().ok_or_else(|| ApiError::unavailable("the model is still loading", 5))?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid JSON object: {e}"), None))?;
     let bad = || ApiError::invalid("`tokens` must be a list of token ids", Some("tokens"));
     let tokens = v.get("tokens").and_then(Value::as_array).ok_or_else(bad)?;
     let vocab = model.tokenizer.vocab_size();
+    let out_of_range = |id: i128| ApiError::invalid(format!("token id {id} is not in 0..{vocab}"), Some("tokens"));
     let ids = tokens
         .iter()
-        .map(|t| match t.as_u64() {
-            Some(id) if (id as usize) < vocab => Ok(id as u32),
-            Some(id) => Err(ApiError::invalid(format!("token id {id} is not in 0..{vocab}"), Some("tokens"))),
-            None => Err(bad()),
+        .map(|t| match (t.as_u64(), t.as_i64()) {
+            (Some(id), _) if id < vocab as u64 => Ok(id as u32),
+            (Some(id), _) => Err(out_of_range(id.into())),
+            // A negative id is an integer, just not one in the vocabulary.
+            (None, Some(id)) => Err(out_of_range(id.into())),
+            _ => Err(bad()),
         })
         .collect::<Result<Vec<u32>, _>>()?;
     let text = model.tokenizer.decode(&ids).map_err(|e| ApiError::invalid(e.to_string(), Some("tokens")))?;

@@ -56,11 +56,11 @@ fn check_on_the_cpu_passes_every_format_and_auto_falls_back_to_it() {
 fn check_on_the_cpu_refuses_a_model_it_would_not_check() {
     // The CPU check covers the executor's kernels; a --model there used to be ignored and the run
     // reported PASS, as if the model had been checked.
-    for extra in [&["--model", "/nonexistent/model.gguf"][..], &["--model-only"][..]] {
+    for extra in [&["--model", "/nonexistent/model.gguf"][..], &["--model-only"][..], &["--random-shape", "7b"][..]] {
         let out = qwen_aot().args(["check", "--backend", "cpu"]).args(extra).output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(1), "{extra:?}: {stdout}{stderr}");
-        assert!(stderr.contains("--model and --model-only are the GPU's"), "{extra:?}: {stderr}");
+        assert!(stderr.contains("--model, --random-shape and --model-only are the GPU's"), "{extra:?}: {stderr}");
         assert!(!stdout.contains("PASS"), "{extra:?}: {stdout}");
     }
 }

@@ -342,6 +342,55 @@ pub fn qwen15b_hparams() -> HyperParams {
     }
 }
 
+/// The Qwen2.5-3B sizes (36 layers, hidden 2048, 16/2 heads of 128, ffn 11008; its embedding
+/// is tied to the LM head).
+pub fn qwen3b_hparams() -> HyperParams {
+    HyperParams {
+        n_layers: 36,
+        hidden: 2048,
+        n_heads: 16,
+        n_kv_heads: 2,
+        head_dim: 128,
+        ffn: 11008,
+        vocab: 151936,
+        rms_eps: 1e-6,
+        rope_theta: 1e6,
+        context_length: 32768,
+    }
+}
+
+/// The Qwen2.5-7B sizes (28 layers, hidden 3584, 28/4 heads of 128, ffn 18944, vocab 152064).
+pub fn qwen7b_hparams() -> HyperParams {
+    HyperParams {
+        n_layers: 28,
+        hidden: 3584,
+        n_heads: 28,
+        n_kv_heads: 4,
+        head_dim: 128,
+        ffn: 18944,
+        vocab: 152064,
+        rms_eps: 1e-6,
+        rope_theta: 1e6,
+        context_length: 32768,
+    }
+}
+
+/// A Q4_K_M file of a model with a tied embedding (Qwen2.5-3B): llama.cpp gives the embedding,
+/// which is also the LM head, the output's Q6_K; Q4_K matrices, Q6_K `ffn_down`.
+pub fn q4_k_m_tied_mix() -> FormatMix {
+    FormatMix { embed: GgmlType::Q6_K, ..q4_k_m_1_5b_mix() }
+}
+
+/// Parameters of a model of these sizes as [`random_model_mix`] writes it (every matrix, the q/k/v
+/// biases and the norms; the embedding once when `tied`).
+pub fn parameter_count(hp: &HyperParams, tied: bool) -> u64 {
+    let (h, q, kv, f) =
+        (hp.hidden as u64, (hp.n_heads * hp.head_dim) as u64, (hp.n_kv_heads * hp.head_dim) as u64, hp.ffn as u64);
+    let embed = h * hp.vocab as u64;
+    let layer = h * (q + 2 * kv) + (q + 2 * kv) + q * h + 3 * h * f + 2 * h;
+    embed * if tied { 1 } else { 2 } + hp.n_layers as u64 * layer + h
+}
+
 /// Compiles a seeded random model with matrices of the types in `mix` into `dir` (no
 /// tokenizer), ready for the runtime. [`FormatMix::f16`] gives the F16 plan of before plan 5.
 pub fn compile_random(

@@ -96,6 +96,10 @@ enum Cmd {
         /// the device sampler.
         #[arg(long)]
         model_only: bool,
+        /// The whole model on a random-weight model of this shape and its formats (4 of its
+        /// layers) instead of the three with the 0.5B shapes: `bench --random-shape`'s shapes.
+        #[arg(long, value_enum, conflicts_with = "model")]
+        random_shape: Option<cli::bench::RandomShape>,
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
@@ -178,8 +182,10 @@ enum Cmd {
         /// otherwise.
         #[arg(long, conflicts_with = "model")]
         random: bool,
-        /// The random model: `0.5b` (the default model's shapes and formats) or `1.5b` (28 layers,
-        /// hidden 1536, Q4_K with Q6_K ffn_down and output). Implies --random.
+        /// The random model: `0.5b` (the default model's shapes and formats), `1.5b` (28 layers,
+        /// hidden 1536, Q4_K with Q6_K ffn_down and output), `3b` (36 layers, hidden 2048, the
+        /// embedding tied to the LM head in Q6_K) or `7b` (28 layers, hidden 3584, 28/4 heads).
+        /// Implies --random.
         #[arg(long, value_enum, conflicts_with = "model")]
         random_shape: Option<cli::bench::RandomShape>,
         /// Weights of the random model: `native` (the formats above) or `f16` (every matrix f16,
@@ -228,8 +234,8 @@ fn run(args: Args) -> Result<()> {
             quiet,
         ),
         Cmd::Verify { target, model, quiet } => cli::verify::run(target.or(model).as_deref(), quiet),
-        Cmd::Check { model, backend, seed, model_only, quiet } => {
-            cli::check::run(model.as_deref(), backend, seed, model_only, quiet)
+        Cmd::Check { model, backend, seed, model_only, random_shape, quiet } => {
+            cli::check::run(model.as_deref(), random_shape, backend, seed, model_only, quiet)
         }
         Cmd::Refcheck { model, refs, backend, quiet } => cli::refcheck::run(model.as_deref(), &refs, backend, quiet),
         Cmd::Perplexity { model, file, ctx, backend, json, quiet } => {

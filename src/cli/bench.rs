@@ -15,13 +15,14 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use qwen_aot_compiler::compile::CompileOptions;
 use qwen_aot_compiler::synthetic::{
-    compile_random, default_model_mix, q4_k_m_1_5b_mix, qwen05b_hparams, qwen15b_hparams, FormatMix, Rng,
+    compile_random, default_model_mix, q4_k_m_1_5b_mix, q4_k_m_tied_mix, qwen05b_hparams, qwen15b_hparams,
+    qwen3b_hparams, qwen7b_hparams, FormatMix, Rng,
 };
 use qwen_aot_runtime::compiled::{CompiledModel, Integrity};
 use qwen_aot_runtime::cuda::bench::{copy_bandwidth_gbps, GpuTimer};
 use qwen_aot_runtime::cuda::{CudaExecutor, PrefillPath};
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
-use qwen_aot_runtime::plan::{GemvEpilogue, Plan, Step};
+use qwen_aot_runtime::plan::{GemvEpilogue, HyperParams, Plan, Step};
 use serde::Serialize;
 
 use qwen_aot::backend::BackendChoice;
@@ -85,6 +86,35 @@ pub enum RandomShape {
     /// Qwen2.5-1.5B, 28 layers, Q4_K with Q6_K ffn_down and output (a Q4_K_M file's mix).
     #[value(name = "1.5b")]
     OneAndHalf,
+    /// Qwen2.5-3B, 36 layers, hidden 2048, its embedding tied to the LM head (Q6_K); Q4_K with
+    /// Q6_K ffn_down.
+    #[value(name = "3b")]
+    Three,
+    /// Qwen2.5-7B, 28 layers, hidden 3584, 28/4 heads; Q4_K with Q6_K ffn_down and output.
+    #[value(name = "7b")]
+    Seven,
+}
+
+impl RandomShape {
+    /// The name `--random-shape` takes.
+    pub fn label(self) -> &'static str {
+        match self {
+            RandomShape::Half => "0.5b",
+            RandomShape::OneAndHalf => "1.5b",
+            RandomShape::Three => "3b",
+            RandomShape::Seven => "7b",
+        }
+    }
+
+    /// The shape's sizes, its formats and whether its embedding is tied to the LM head.
+    pub fn model(self) -> (HyperParams, FormatMix, bool) {
+        match self {
+            RandomShape::Half => (qwen05b_hparams(24), default_model_mix(), false),
+            RandomShape::OneAndHalf => (qwen15b_hparams(), q4_k_m_1_5b_mix(), false),
+            RandomShape::Three => (qwen3b_hparams(), q4_k_m_tied_mix(), true),
+            RandomShape::Seven => (qwen7b_hparams(), q4_k_m_1_5b_mix(), false),
+        }
+    }
 }
 
 /// Weights of `bench --random`: the shape's formats, or every matrix f16.
@@ -146,12 +176,9 @@ fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64>
 }
 
 fn random_compiled(dir: &Path, shape: RandomShape, weights: RandomWeights) -> Result<()> {
-    let (hp, mix) = match shape {
-        RandomShape::Half => (qwen05b_hparams(24), default_model_mix()),
-        RandomShape::OneAndHalf => (qwen15b_hparams(), q4_k_m_1_5b_mix()),
-    };
+    let (hp, mix, tied) = shape.model();
     let mix = if weights == RandomWeights::F16 { FormatMix::f16() } else { mix };
-    Ok(compile_random(&hp, false, 7, &mix, &CompileOptions::default(), dir)?)
+    Ok(compile_random(&hp, tied, 7, &mix, &CompileOptions::default(), dir)?)
 }
 
 /// `random`: the random model's shape and weights instead of a model file.

@@ -2,7 +2,8 @@
 //! twin (seeded random inputs, model shapes and odd shapes), then the whole model: GPU logits vs
 //! CPU-executor logits for a few prompts, through prefill and graph-replayed decode steps. On the
 //! given model, or on seeded random-weight models with the 0.5B shapes when none is given (native
-//! formats, f16, and native without q/k/v biases).
+//! formats, f16, and native without q/k/v biases), or on one of `--random-shape`'s sizes and
+//! formats (1.5B, 3B with its tied Q6_K embedding, 7B: four of their layers).
 //! Last, sampling through the executor: every device-sampled id against `sampler::sample` on the
 //! GPU's own logits row (prefill and graph-replayed decode, after greedy steps too), and the same
 //! seeded generation twice.
@@ -24,6 +25,7 @@ use qwen_aot_runtime::plan::HyperParams;
 use qwen_aot_runtime::sampler::{self, SamplingParams};
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
+use super::bench::RandomShape;
 use qwen_aot::backend::BackendChoice;
 use qwen_aot::kernels::{image, TEST_IMAGE};
 use qwen_aot::model;
@@ -107,27 +109,36 @@ fn run_logits(
     Ok((logits, fed))
 }
 
-/// A seeded random-weight model with the 0.5B shapes (4 layers to keep the CPU side quick), in
-/// `mix`'s formats; without q/k/v biases when `!qkv_bias` (the kernels' null-bias path).
-fn random_compiled(dir: &Path, mix: &FormatMix, qkv_bias: bool) -> Result<()> {
-    let hp = HyperParams { context_length: 4096, ..qwen05b_hparams(4) };
+/// A seeded random-weight model of `shape`'s sizes (4 of its layers, to keep the CPU side quick),
+/// in `mix`'s formats, its embedding `tied` to the LM head or not; without q/k/v biases when
+/// `!qkv_bias` (the kernels' null-bias path).
+fn random_compiled(dir: &Path, shape: &HyperParams, mix: &FormatMix, tied: bool, qkv_bias: bool) -> Result<()> {
+    let hp = HyperParams { n_layers: shape.n_layers.min(4), context_length: 4096, ..shape.clone() };
     if qkv_bias {
-        return Ok(compile_random(&hp, false, 42, mix, &CompileOptions::default(), dir)?);
+        return Ok(compile_random(&hp, tied, 42, mix, &CompileOptions::default(), dir)?);
     }
-    let mut src = random_model_mix(&hp, false, 42, mix);
+    let mut src = random_model_mix(&hp, tied, 42, mix);
     remove_qkv_bias(&mut src);
     let mut c = build(&hp, &src, "random-seed-42-no-qkv-bias", &CompileOptions::default())?;
     Ok(write_dir(&mut c, &src, None, dir, |_| {})?)
 }
 
-pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_only: bool, quiet: bool) -> Result<()> {
+/// `random_shape`: the whole-model check's random model (else the three with the 0.5B shapes).
+pub fn run(
+    model_arg: Option<&Path>,
+    random_shape: Option<RandomShape>,
+    backend: BackendChoice,
+    seed: u64,
+    model_only: bool,
+    quiet: bool,
+) -> Result<()> {
     // The CPU check covers the CPU executor's kernels only: a model named for it would not be
     // checked at all, and a PASS would claim otherwise.
     let cpu_check = || -> Result<()> {
-        if model_arg.is_some() || model_only {
+        if model_arg.is_some() || model_only || random_shape.is_some() {
             anyhow::bail!(
-                "on the CPU, `check` checks the executor's kernels only; --model and --model-only are the GPU's \
-                 whole-model check (a model on the CPU: `qwen-aot refcheck --backend cpu`, `qwen-aot verify`)"
+                "on the CPU, `check` checks the executor's kernels only; --model, --random-shape and --model-only are \
+                 the GPU's whole-model check (a model on the CPU: `qwen-aot refcheck --backend cpu`, `qwen-aot verify`)"
             );
         }
         super::check_cpu::run(seed)
@@ -164,9 +175,15 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
 
     // 2. The whole model (a given one; or random ones: the default model's formats, f16, and the
     //    default formats without q/k/v biases, whose RoPE steps get a null bias pointer).
-    match model_arg {
-        Some(_) => failed += check_model(&model::compiled_model(model_arg, quiet)?, seed, true)?,
-        None => {
+    match (model_arg, random_shape) {
+        (Some(_), _) => failed += check_model(&model::compiled_model(model_arg, quiet)?, seed, true)?,
+        (None, Some(shape)) => {
+            let (hp, mix, tied) = shape.model();
+            let d = tempfile_dir()?.join(format!("random-{}-shapes", shape.label()));
+            random_compiled(&d, &hp, &mix, tied, true)?;
+            failed += check_model(&d, seed, true)?;
+        }
+        (None, None) => {
             let tmp = tempfile_dir()?;
             let models = [
                 ("native", default_model_mix(), true),
@@ -175,7 +192,7 @@ pub fn run(model_arg: Option<&Path>, backend: BackendChoice, seed: u64, model_on
             ];
             for (i, (name, mix, qkv_bias)) in models.iter().enumerate() {
                 let d = tmp.join(format!("random-0.5b-shapes-{name}"));
-                random_compiled(&d, mix, *qkv_bias)?;
+                random_compiled(&d, &qwen05b_hparams(24), mix, false, *qkv_bias)?;
                 failed += check_model(&d, seed, i == 0)?;
             }
         }

@@ -95,3 +95,22 @@ fn mixes_give_each_role_its_type() {
 fn ty_of(src: &MemorySource, n: &str) -> GgmlType {
     src.ggml_type(n).unwrap()
 }
+
+/// The larger random shapes are Qwen2.5's: their parameter counts are the released models' (as
+/// Hugging Face counts their safetensors: 0.5B, 1.5B and 3B tie the embedding), and
+/// `parameter_count` counts what `random_model_mix` writes.
+#[test]
+fn the_random_shapes_have_qwen25s_parameter_counts() {
+    assert_eq!(parameter_count(&qwen05b_hparams(24), true), 494_032_768);
+    assert_eq!(parameter_count(&qwen15b_hparams(), true), 1_543_714_304);
+    assert_eq!(parameter_count(&qwen3b_hparams(), true), 3_085_938_688);
+    assert_eq!(parameter_count(&qwen7b_hparams(), false), 7_615_616_512);
+    let hp = HyperParams { n_layers: 2, vocab: 300, ..qwen05b_hparams(2) };
+    for tied in [false, true] {
+        let src = random_model_mix(&hp, tied, 3, &FormatMix::all(GgmlType::Q8_0));
+        let written: u64 = src.tensors.values().map(|t| t.dims.iter().product::<u64>()).sum();
+        assert_eq!(written, parameter_count(&hp, tied), "tied {tied}");
+    }
+    let mix = q4_k_m_tied_mix();
+    assert_eq!((mix.embed, mix.qk, mix.down), (GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q6_K));
+}

@@ -3,6 +3,33 @@
 //! One launch per batch instead of one per weight: a layer of the default model (29.8 MB of f16)
 //! is one batch.
 
+/// The least dequantisation scratch a model with quantized prefill weights gets: a layer of the
+/// default model (29.8 MB of f16) fits whole, so its four matmuls' weights are one launch.
+pub(crate) const SCRATCH_MIN: usize = 32 << 20;
+
+/// The scratch's share of the quantized weights' bytes, at most (1/12: with everything else the
+/// device holds for weights, well inside issue 15's 1.1x of the file's tensor bytes).
+const SCRATCH_SHARE: usize = 12;
+
+/// Bytes of the dequantisation scratch: enough for every quantized prefill weight's f16 copy
+/// (`f16_total`) when that is small, else [`SCRATCH_MIN`] or a twelfth of the quantized weights'
+/// bytes (`quantized`), whichever is more. A scratch smaller than a weight sends it through in
+/// slices, one dequantisation and one narrow GEMM each, and narrow GEMMs are slow: a 7B model's
+/// 512-token prefill took 88.7 ms through 32 MB slices and 25.5 ms through a 512 MB scratch
+/// (H100, thirty-third session). `QWEN_AOT_DEQUANT_SCRATCH_MB` overrides the cap (experiments).
+pub(crate) fn scratch_bytes(quantized: usize, f16_total: usize) -> usize {
+    let cap = std::env::var("QWEN_AOT_DEQUANT_SCRATCH_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or_else(|| scratch_cap(quantized), |mb| mb.clamp(1, 4096) << 20);
+    f16_total.min(cap)
+}
+
+/// The cap [`scratch_bytes`] puts on the scratch for `quantized` bytes of quantized weights.
+fn scratch_cap(quantized: usize) -> usize {
+    (quantized / SCRATCH_SHARE).max(SCRATCH_MIN)
+}
+
 /// Most weights per batch: the four weights one `dequant_q_f16_x4` launch takes.
 pub(crate) const MAX_BATCH: usize = 4;
 
@@ -66,6 +93,23 @@ mod tests {
         assert_eq!(batch_offsets(steps, MB32), vec![(0, 0), (1, qkv)]);
         assert!(batch_offsets(steps[2..].iter().copied(), MB32).is_empty(), "gate|up: slices");
         assert_eq!(batch_offsets(steps[3..].iter().copied(), MB32), vec![(3, 0)], "qkv no longer fits");
+    }
+
+    /// The default model keeps the 32 MB it has always had; a 7B model's (4.68 GB of Q4_K and
+    /// Q6_K) takes its layer's qkv, o and gate|up in one batch and no weight but the LM head
+    /// goes in slices.
+    #[test]
+    fn the_scratch_grows_with_the_model_to_a_twelfth_of_its_weights() {
+        assert_eq!(scratch_cap(401_814_272), MB32, "the default model: 383 MiB of weights");
+        let cap = scratch_cap(4_681_300_000);
+        assert_eq!(cap, 390_108_333);
+        // Qwen2.5-7B: qkv [4608, 3584], o [3584, 3584], gate|up [37888, 3584], down [3584, 18944].
+        let (qkv, o, gu, down) = (f16(4608, 3584), f16(3584, 3584), f16(37888, 3584), f16(3584, 18944));
+        let steps = [(0, qkv), (1, o), (2, gu), (3, down)];
+        assert_eq!(batch_offsets(steps, cap).len(), 3, "qkv, o and gate|up in one launch");
+        assert_eq!(batch_offsets(steps[3..].iter().copied(), cap), vec![(3, 0)], "down whole");
+        assert!(batch_offsets([(9, f16(152064, 3584))], cap).is_empty(), "the LM head in slices");
+        assert_eq!(scratch_bytes(4_681_300_000, 1000), 1000, "never more than the weights' f16 copies");
     }
 
     #[test]

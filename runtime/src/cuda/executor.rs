@@ -18,7 +18,7 @@ use cudarc::driver::{sys, CudaGraph};
 
 use super::prefill_graphs::{self, PrefillGraphs, PrefillKey};
 
-use super::dequant_batch::batch_offsets;
+use super::dequant_batch::{batch_offsets, scratch_bytes};
 use super::device::{CudaDevice, DevBuf};
 use super::launch::{
     self, ArgmaxScratch, AttnScratch, DequantJob, Dequantised, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op,
@@ -38,10 +38,6 @@ use crate::sampler::SamplingParams;
 /// KV-cache element sizes: K f32, V f16 (kernels/rope.cu says why).
 const K_ELEM_BYTES: usize = 4;
 const V_ELEM_BYTES: usize = 2;
-
-/// Most device memory for dequantised prefill weights (16M halves): a layer of the default model
-/// (29.8 MB of f16) fits whole, so its four matmuls' weights are dequantised in one launch.
-const DEQUANT_SCRATCH_MAX: usize = 32 << 20;
 
 /// Prefills of at most this many rows run on the GEMV kernels until cuBLAS is up (see
 /// `use_gemm`): a cold cuBLAS costs ~200 ms, the GEMV path ~0.2 ms per row.
@@ -172,20 +168,21 @@ impl CudaExecutor {
         let rows = plan.prefill.max_tokens;
         let gemm_scratch = (dev.alloc(rows * max_k * 2, "GEMM f16 input")?, dev.alloc(rows * 4, "GEMM row scales")?);
         // Quantized prefill weights are dequantised into this before their GEMMs (a few whole
-        // weights at a time, see `dequant_batch`): up to DEQUANT_SCRATCH_MAX, no more than all of
-        // them take (taller ones, such as the LM head, go in slices).
-        let dequant_bytes = plan
+        // weights at a time, see `dequant_batch`): sized by `dequant_batch::scratch_bytes`, no
+        // more than all of them take (taller ones, such as the LM head, go in slices).
+        let quantized = |w: &WeightId| !plan.weights[w.0 as usize].all_parts(WeightFormat::F16);
+        let f16_total = plan
             .prefill
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::MatMul { weight, n, k, .. } if !plan.weights[weight.0 as usize].all_parts(WeightFormat::F16) => {
-                    Some((n * k * 2).next_multiple_of(256))
-                }
+                Step::MatMul { weight, n, k, .. } if quantized(weight) => Some((n * k * 2).next_multiple_of(256)),
                 _ => None,
             })
-            .sum::<usize>()
-            .min(DEQUANT_SCRATCH_MAX);
+            .sum::<usize>();
+        let quantized_bytes =
+            plan.weights.iter().filter(|w| !w.all_parts(WeightFormat::F16)).map(|w| w.bytes as usize).sum::<usize>();
+        let dequant_bytes = scratch_bytes(quantized_bytes, f16_total);
         let dequant_scratch = dev.alloc(dequant_bytes.max(256), "dequantised prefill weights")?;
 
         // RoPE inverse frequencies, computed exactly as the CPU twin does (bit-identical factors).

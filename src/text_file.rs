@@ -2,10 +2,10 @@
 //! grammar, a schema, a chat template) with one clear error for each way it can be wrong, and a
 //! size bound so that a wrong path (a model, a device such as `/dev/zero`) is refused instead of
 //! read into memory until the machine runs out.
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use qwen_aot_runtime::bounded_read::read_bounded;
 
 /// A prompt file (`generate -f`): a context of 32 K tokens is ≈ 130 KB of text; the bound leaves
 /// room for much longer contexts and refuses what no prompt is.
@@ -15,20 +15,13 @@ pub const MAX_PERPLEXITY_FILE_BYTES: u64 = 1 << 30;
 /// A reference file (`refcheck --refs`): the default model's is 0.1 MB.
 pub const MAX_REFS_FILE_BYTES: u64 = 64 << 20;
 
-/// The text of `path`, at most `limit` bytes; `what` names it in the errors. The bound holds
-/// while reading too (a file that grows after its size was checked stops at it).
+/// The text of `path`, at most `limit` bytes; `what` names it in the errors, which start with
+/// "reading PATH". The bound holds while reading too (`qwen_aot_runtime::bounded_read`).
 pub fn read_utf8(path: &Path, limit: u64, what: &str) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(meta.is_file(), "{} is not a file", path.display());
-    anyhow::ensure!(meta.len() <= limit, "{} is {} bytes: too large for {what}", path.display(), meta.len());
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(bytes.len() as u64 <= limit, "{} grew past {limit} bytes: too large for {what}", path.display());
+    let bytes = read_bounded(path, limit, what).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not UTF-8 text (invalid byte at offset {})",
+            "reading {}: {what} is not UTF-8 text (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
         )
@@ -47,12 +40,12 @@ mod tests {
         std::fs::write(&f, "def f():").unwrap();
         assert_eq!(read_utf8(&f, 8, "a prompt").unwrap(), "def f():");
         let e = read_utf8(&f, 7, "a prompt").unwrap_err().to_string();
-        assert!(e.ends_with("is 8 bytes: too large for a prompt"), "{e}");
+        assert_eq!(e, format!("reading {}: a prompt is 8 bytes, more than the 7 it may be", f.display()));
         std::fs::write(&f, b"ok\xc3").unwrap();
         let e = read_utf8(&f, 100, "a prompt").unwrap_err().to_string();
-        assert!(e.ends_with("is not UTF-8 text (invalid byte at offset 2)"), "{e}");
+        assert_eq!(e, format!("reading {}: a prompt is not UTF-8 text (invalid byte at offset 2)", f.display()));
         let e = read_utf8(&dir, 100, "a prompt").unwrap_err().to_string();
-        assert!(e.ends_with("is not a file"), "{e}");
+        assert_eq!(e, format!("reading {}: a prompt must be a regular file", dir.display()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -60,6 +53,6 @@ mod tests {
     #[test]
     fn a_device_is_not_read() {
         let e = read_utf8(Path::new("/dev/zero"), MAX_PROMPT_FILE_BYTES, "a prompt").unwrap_err().to_string();
-        assert_eq!(e, "/dev/zero is not a file");
+        assert_eq!(e, "reading /dev/zero: a prompt must be a regular file");
     }
 }

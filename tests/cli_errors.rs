@@ -456,13 +456,13 @@ fn a_device_named_as_a_text_file_is_refused_before_reading() {
         .env("QWEN_AOT_CACHE", &cache)
         .output()
         .unwrap();
-    fails_with(out, "/dev/zero is not a file");
+    fails_with(out, "reading /dev/zero: a prompt file must be a regular file");
     let out = qwen_aot()
         .args(["perplexity", "--model", gguf.to_str().unwrap(), "--backend", "cpu", "--file", "/dev/zero"])
         .env("QWEN_AOT_CACHE", &cache)
         .output()
         .unwrap();
-    fails_with(out, "/dev/zero is not a file");
+    fails_with(out, "reading /dev/zero: a text to score must be a regular file");
 }
 
 #[test]

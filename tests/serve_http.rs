@@ -5,77 +5,16 @@
 //! reference implementation's (HF transformers, float32) teacher-forced log-probabilities.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::server::ServeProcess as Server;
 use common::{model, refs};
 use serde_json::{json, Value};
 
 const MAX_TOKENS: u64 = 8;
 
-/// A running server, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
 impl Server {
-    async fn start(extra: &[&str]) -> Server {
-        let model = model();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
-            .args([
-                "serve",
-                "--model",
-                model.to_str().unwrap(),
-                "--backend",
-                "cpu",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn qwen-aot serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        // Reads the address from the first line, then keeps draining stderr (into the test's
-        // output) so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                eprintln!("[server] {line}");
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address");
-        let server = Server { child, base, http: reqwest::Client::new() };
-        server.wait_healthy().await;
-        server
-    }
-
-    /// Polls /health until 200 (the model is loaded).
-    async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-                assert_eq!(r.status(), 503, "health answers 503 while loading");
-            }
-            assert!(Instant::now() < deadline, "the server did not become healthy");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json")
     }
@@ -112,13 +51,6 @@ impl JsonText for reqwest::Response {
     async fn json_text(self) -> Value {
         let text = self.text().await.expect("body");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,71 +5,16 @@
 //! reach the engine (and come back as 500s) are 400s naming their parameter.
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::model;
+use common::server::ServeProcess as Server;
 use serde_json::{json, Value};
 
-/// A running server, killed when dropped.
-struct Server {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    addr: String,
-    base: String,
-    http: reqwest::Client,
-}
-
 impl Server {
-    async fn start(extra: &[&str]) -> Server {
-        let model = model();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qwen-aot"))
-            .args([
-                "serve",
-                "--model",
-                model.to_str().unwrap(),
-                "--backend",
-                "cpu",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn qwen-aot serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        // Reads the address, then keeps draining stderr so that the server never blocks on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                eprintln!("[server] {line}");
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address");
-        let server = Server { child, base: format!("http://{addr}"), addr, http: reqwest::Client::new() };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Ok(r) = server.http.get(format!("{}/health", server.base)).send().await {
-                if r.status() == 200 {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "the server did not become healthy");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// POSTs `body` as it is; the status and the body parsed as JSON.
     async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let r = self
@@ -111,13 +56,6 @@ impl Server {
             assert!(Instant::now() < deadline, "the server did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

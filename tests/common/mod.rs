@@ -2,6 +2,8 @@
 //! outputs are.
 use std::path::PathBuf;
 
+pub mod server;
+
 #[allow(dead_code)]
 /// `QWEN_AOT_MODEL`, else the fetch script's location in the cache; fails the test saying what to
 /// run when it is missing.

@@ -174,6 +174,37 @@ async fn a_stop_does_not_wait_for_half_sent_requests() {
     assert!(stopped.elapsed() < Duration::from_secs(20), "the stop took {:?}", stopped.elapsed());
 }
 
+/// A request whose body was sent whole just before the stop is answered, not refused with a 503:
+/// hyper hands a 3 MB body over in chunks, and the stop used to win between two of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_whole_before_a_stop_is_answered() {
+    let mut s = Server::start(&[]).await;
+    // Too long for the context: the answer is a 400 saying so, after the whole body was read.
+    let body = json!({"prompt": "ab ".repeat(1_000_000), "max_tokens": 1}).to_string();
+    let mut request = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    let addr = s.addr.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        c.write_all(&request).expect("send");
+        c
+    })
+    .await
+    .unwrap();
+    let stopped = Instant::now();
+    s.signal(libc::SIGTERM);
+    let (answer, _) =
+        tokio::task::spawn_blocking(move || read_until_closed(sent, stopped, Duration::from_secs(60))).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{:?}", &answer[..answer.len().min(300)]);
+    assert!(json_body(&answer)["error"]["message"].as_str().unwrap().contains("context"), "{answer}");
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+}
+
 /// With one place in the queue and clients filling it the moment it frees, a batch of four
 /// prompts that was admitted is answered whole: its prompts queue together, so a later one
 /// never meets a full queue (it used to, and the finished answers were lost to a 503).

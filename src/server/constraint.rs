@@ -11,7 +11,9 @@
 //! regex, the grammar, the schema as JSON text -- is at most [`MAX_SOURCE_BYTES`] (64 KiB): the
 //! largest such choice list measured ~2.5 MB compiled, so a full queue of 64 holds ~160 MB of
 //! grammars at worst. Small sources with large repetitions (`[a-z]{1,100000}`) stay small:
-//! llguidance builds its automata lazily.
+//! llguidance builds its automata lazily. A forced tool call's grammar, which the server writes
+//! from the offered functions' schemas, may be [`MAX_TOOLS_SOURCE_BYTES`] (1 MiB): long tool lists
+//! are ordinary requests, and schemas are not literal text.
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -27,6 +29,11 @@ const MAX_CHOICES: usize = 1024;
 
 /// Largest constraint source in bytes (see the module's note).
 pub const MAX_SOURCE_BYTES: usize = 64 << 10;
+
+/// Largest grammar of a forced tool call (`tool_choice` "required" or named), which the server
+/// writes from the offered functions' schemas: a long tool list (40 functions of 12 parameters
+/// make 77 KB) is an ordinary request, and its grammar is schemas, not literal text to match.
+pub const MAX_TOOLS_SOURCE_BYTES: usize = 1 << 20;
 
 /// A request's compiled constraint and the parameter that gave it (named by a 400 when the
 /// grammar fails mid-answer).
@@ -96,12 +103,12 @@ pub fn constraint(
         }
     }
     let (source, param) = given.remove(0);
-    let size = source.bytes();
-    if size > MAX_SOURCE_BYTES {
+    let (size, limit) = (source.bytes(), if param == "tools" { MAX_TOOLS_SOURCE_BYTES } else { MAX_SOURCE_BYTES });
+    if size > limit {
         return Err(ApiError::invalid(
             format!(
-                "`{param}` is {size} bytes; a constraint may be at most {MAX_SOURCE_BYTES} bytes (choices' text, \
-                 regex, grammar, or schema as JSON)"
+                "`{param}` is {size} bytes; a constraint may be at most {limit} bytes (choices' text, regex, \
+                 grammar, schema as JSON, or a forced tool call's grammar)"
             ),
             Some(param),
         ));

@@ -72,7 +72,8 @@ async fn completions(State(s): State<Shared>, body: Body) -> Response {
 /// A request's body, read whole: 413 past `--max-body-bytes` (at once when Content-Length says
 /// so), 408 when it has not all arrived within `--read-timeout` (a client that sends part of
 /// a body and stops would otherwise hold its connection, and a stop, forever), 503 when the
-/// server starts stopping before it has (a request not yet received is not in flight).
+/// server starts stopping and it has not arrived [`STOP_BODY_GRACE`] later (a request not yet
+/// received is not in flight).
 pub(super) async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
     if body.size_hint().lower() > s.max_body as u64 {
         return Err(ApiError::too_large(s.max_body));
@@ -90,14 +91,25 @@ pub(super) async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiErro
         }
         Ok(Bytes::from(buf))
     };
+    let read = tokio::time::timeout(s.read_timeout, read);
+    tokio::pin!(read);
+    let timed_out = || Err(ApiError::body_timeout(s.read_timeout));
     let mut stopping = s.stopping.clone();
     tokio::select! {
-        // A body that has arrived is read even when the stop has begun.
         biased;
-        r = tokio::time::timeout(s.read_timeout, read) => r.unwrap_or_else(|_| Err(ApiError::body_timeout(s.read_timeout))),
-        _ = stopping.wait_for(|stop| *stop) => Err(ApiError::unavailable("the server is stopping", 1)),
+        r = &mut read => return r.unwrap_or_else(|_| timed_out()),
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    // hyper hands the body over chunk by chunk, so a body sent whole just before the stop may
+    // still be on its way in: it gets STOP_BODY_GRACE to finish before the 503.
+    match tokio::time::timeout(STOP_BODY_GRACE, &mut read).await {
+        Ok(r) => r.unwrap_or_else(|_| timed_out()),
+        Err(_) => Err(ApiError::unavailable("the server is stopping", 1)),
     }
 }
+
+/// How long a body still arriving when the server starts stopping may take to finish.
+const STOP_BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn response_id(endpoint: Endpoint) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -377,4 +377,31 @@ async fn bad_requests_are_400s_and_offsets_index_the_text() {
     assert_eq!(text, c["text"], "streamed and not, the same greedy text");
     check_offsets(&text, &tokens, &offsets);
     assert_eq!(offsets, *lp["text_offset"].as_array().unwrap(), "streamed and not, the same offsets");
+
+    // A body over --max-body-bytes (4 MiB) is read to its end before its 413, which closes the
+    // connection: the client's send completes and the answer reaches it (answered unread, the
+    // send failed or the close reset the connection, and a pooled client's next request on it
+    // failed).
+    let big = vec![b'x'; (4 << 20) + 100_000];
+    let mut request = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    let addr = s.addr.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        c.write_all(&request).expect("the whole body is taken");
+        c
+    })
+    .await
+    .unwrap();
+    let (answer, _) =
+        tokio::task::spawn_blocking(move || read_until_closed(sent, Instant::now(), Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer:?}");
+    assert_eq!(json_body(&answer)["error"]["code"], "request_too_large");
 }

@@ -124,8 +124,9 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if self.status == StatusCode::REQUEST_TIMEOUT {
-            // The rest of the body may still come: the connection cannot carry another request.
+        if matches!(self.status, StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+            // The rest of the body may still come (a 413 drains only so far: routes::read_body):
+            // the connection cannot carry another request.
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -69,25 +69,37 @@ async fn completions(State(s): State<Shared>, body: Body) -> Response {
     generation(s, body, Endpoint::Completion).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// A request's body, read whole: 413 past `--max-body-bytes` (at once when Content-Length says
-/// so), 408 when it has not all arrived within `--read-timeout` (a client that sends part of
-/// a body and stops would otherwise hold its connection, and a stop, forever), 503 when the
-/// server starts stopping and it has not arrived [`STOP_BODY_GRACE`] later (a request not yet
-/// received is not in flight).
+/// A request's body, read whole: 413 past `--max-body-bytes`, 408 when it has not all arrived
+/// within `--read-timeout` (a client that sends part of a body and stops would otherwise hold its
+/// connection, and a stop, forever), 503 when the server starts stopping and it has not arrived
+/// [`STOP_BODY_GRACE`] later (a request not yet received is not in flight).
+///
+/// A body over the limit is still read to its end, up to [`DRAIN_BYTES`] past the limit, before
+/// the 413: closing a connection with request bytes unread makes the kernel reset it, and a
+/// client can then lose the 413 itself, or reuse the connection and fail its next request. Only
+/// a body that says (Content-Length) or shows it is larger than that is answered at once.
 pub(super) async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
-    if body.size_hint().lower() > s.max_body as u64 {
-        return Err(ApiError::too_large(s.max_body));
+    let too_large = || ApiError::too_large(s.max_body);
+    let drain_limit = s.max_body.saturating_add(DRAIN_BYTES);
+    if body.size_hint().lower() > drain_limit as u64 {
+        return Err(too_large());
     }
     let read = async {
         let mut stream = body.into_data_stream();
-        let mut buf = Vec::new();
+        let (mut buf, mut seen) = (Vec::new(), 0usize);
         while let Some(chunk) = stream.next().await {
             let chunk =
                 chunk.map_err(|e| ApiError::invalid(format!("the request body could not be read: {e}"), None))?;
-            if buf.len() + chunk.len() > s.max_body {
-                return Err(ApiError::too_large(s.max_body));
+            seen = seen.saturating_add(chunk.len());
+            if seen > drain_limit {
+                return Err(too_large());
             }
-            buf.extend_from_slice(&chunk);
+            if seen <= s.max_body {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        if seen > s.max_body {
+            return Err(too_large());
         }
         Ok(Bytes::from(buf))
     };
@@ -107,6 +119,10 @@ pub(super) async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiErro
         Err(_) => Err(ApiError::unavailable("the server is stopping", 1)),
     }
 }
+
+/// How far past `--max-body-bytes` a body is read (and dropped) before its 413 (see
+/// [`read_body`]).
+const DRAIN_BYTES: usize = 1 << 20;
 
 /// How long a body still arriving when the server starts stopping may take to finish.
 const STOP_BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(500);

@@ -41,6 +41,25 @@ impl Server {
         s
     }
 
+    /// A raw connection that has sent one whole `/v1/completions` request with `body` (written on
+    /// a blocking thread: a large body is taken only as fast as the server reads it).
+    async fn send_completion(&self, body: Vec<u8>) -> TcpStream {
+        let mut request = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let addr = self.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = TcpStream::connect(&addr).expect("connect");
+            c.write_all(&request).expect("the whole request is taken");
+            c
+        })
+        .await
+        .unwrap()
+    }
+
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, sig) }, 0);
@@ -181,20 +200,7 @@ async fn a_body_sent_whole_before_a_stop_is_answered() {
     let mut s = Server::start(&[]).await;
     // Too long for the context: the answer is a 400 saying so, after the whole body was read.
     let body = json!({"prompt": "ab ".repeat(1_000_000), "max_tokens": 1}).to_string();
-    let mut request = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body.as_bytes());
-    let addr = s.addr.clone();
-    let sent = tokio::task::spawn_blocking(move || {
-        let mut c = TcpStream::connect(&addr).expect("connect");
-        c.write_all(&request).expect("send");
-        c
-    })
-    .await
-    .unwrap();
+    let sent = s.send_completion(body.into_bytes()).await;
     let stopped = Instant::now();
     s.signal(libc::SIGTERM);
     let (answer, _) =
@@ -383,20 +389,7 @@ async fn bad_requests_are_400s_and_offsets_index_the_text() {
     // send failed or the close reset the connection, and a pooled client's next request on it
     // failed).
     let big = vec![b'x'; (4 << 20) + 100_000];
-    let mut request = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        big.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&big);
-    let addr = s.addr.clone();
-    let sent = tokio::task::spawn_blocking(move || {
-        let mut c = TcpStream::connect(&addr).expect("connect");
-        c.write_all(&request).expect("the whole body is taken");
-        c
-    })
-    .await
-    .unwrap();
+    let sent = s.send_completion(big).await;
     let (answer, _) =
         tokio::task::spawn_blocking(move || read_until_closed(sent, Instant::now(), Duration::from_secs(30)))
             .await

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use qwen_aot_runtime::bounded_read::read_bounded;
+use qwen_aot_runtime::bounded_read::read_utf8_bounded;
 
 /// A prompt file (`generate -f`): a context of 32 K tokens is ≈ 130 KB of text; the bound leaves
 /// room for much longer contexts and refuses what no prompt is.
@@ -15,17 +15,10 @@ pub const MAX_PERPLEXITY_FILE_BYTES: u64 = 1 << 30;
 /// A reference file (`refcheck --refs`): the default model's is 0.1 MB.
 pub const MAX_REFS_FILE_BYTES: u64 = 64 << 20;
 
-/// The text of `path`, at most `limit` bytes; `what` names it in the errors, which start with
-/// "reading PATH". The bound holds while reading too (`qwen_aot_runtime::bounded_read`).
+/// The text of `path`, at most `limit` bytes (`qwen_aot_runtime::bounded_read`); `what` names it
+/// in the errors, which start with "reading PATH".
 pub fn read_utf8(path: &Path, limit: u64, what: &str) -> Result<String> {
-    let bytes = read_bounded(path, limit, what).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "reading {}: {what} is not UTF-8 text (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
+    read_utf8_bounded(path, limit, what).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
 }
 
 #[cfg(test)]

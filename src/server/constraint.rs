@@ -61,6 +61,15 @@ enum Source {
 }
 
 impl Source {
+    /// The most bytes the source may have: [`MAX_TOOLS_SOURCE_BYTES`] for the grammar this
+    /// server writes from the offered functions, [`MAX_SOURCE_BYTES`] for what a request gives.
+    fn limit(&self) -> usize {
+        match self {
+            Source::Lark(_) => MAX_TOOLS_SOURCE_BYTES,
+            _ => MAX_SOURCE_BYTES,
+        }
+    }
+
     /// The source's size in bytes, as [`MAX_SOURCE_BYTES`] counts it.
     fn bytes(&self) -> usize {
         match self {
@@ -103,7 +112,7 @@ pub fn constraint(
         }
     }
     let (source, param) = given.remove(0);
-    let (size, limit) = (source.bytes(), if param == "tools" { MAX_TOOLS_SOURCE_BYTES } else { MAX_SOURCE_BYTES });
+    let (size, limit) = (source.bytes(), source.limit());
     if size > limit {
         return Err(ApiError::invalid(
             format!(

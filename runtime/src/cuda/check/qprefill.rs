@@ -83,9 +83,14 @@ pub(super) fn check_qprefill(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> 
             let bound: Vec<f32> = sabs.iter().zip(&c).map(|(s, o)| factor * s + 2.0 * U32 * o.abs()).collect();
             // In 64-row slices through a small scratch; then from the copy dequantised above, with
             // scratch for more rows than t, so the GEMM runs at a padded row count (gemm_rows).
-            let wscratch = h.output(64 * k * 2)?;
+            let wscratch = h.output(200 * k * 2)?;
             let variants = [
                 ("64-row slices", Dequantised::Slices { scratch: wscratch.ptr(), bytes: 64 * k * 2 }, t),
+                (
+                    "200-row scratch, 128-row slices",
+                    Dequantised::Slices { scratch: wscratch.ptr(), bytes: 200 * k * 2 },
+                    t,
+                ),
                 ("dequantised whole, padded rows", Dequantised::At(w16_ready.ptr()), t.next_multiple_of(64)),
             ];
             for (what, w16, cap) in variants {

@@ -30,6 +30,26 @@ fn scratch_cap(quantized: usize) -> usize {
     (quantized / SCRATCH_SHARE).max(SCRATCH_MIN)
 }
 
+/// A weight too tall for the scratch goes through it in slices of a multiple of this many rows
+/// (when the scratch holds that many). Unrounded slices were what made small scratches slow: a
+/// 7B model's 512-token prefill through 32 MB took 88.1 ms with slices of whatever fit and 27.4
+/// with 128-row multiples (H100, thirty-fourth session; cuBLAS picks slow kernels for odd row
+/// counts and output offsets). `QWEN_AOT_SLICE_ALIGN` overrides it (experiments; 1: no rounding).
+const SLICE_ROW_ALIGN: usize = 128;
+
+/// Rows per slice of an [n, k] weight dequantised through `bytes` of scratch: what fits,
+/// rounded down to a multiple of [`SLICE_ROW_ALIGN`] when at least that many fit; at least one,
+/// at most n.
+pub(crate) fn slice_rows(bytes: usize, n: usize, k: usize) -> usize {
+    let align = std::env::var("QWEN_AOT_SLICE_ALIGN")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(SLICE_ROW_ALIGN, |a| a.clamp(1, 4096));
+    let fits = (bytes / (2 * k).max(1)).max(1);
+    let rounded = if fits >= align { fits / align * align } else { fits };
+    rounded.min(n.max(1))
+}
+
 /// Most weights per batch: the four weights one `dequant_q_f16_x4` launch takes.
 pub(crate) const MAX_BATCH: usize = 4;
 
@@ -110,6 +130,18 @@ mod tests {
         assert_eq!(batch_offsets(steps[3..].iter().copied(), cap), vec![(3, 0)], "down whole");
         assert!(batch_offsets([(9, f16(152064, 3584))], cap).is_empty(), "the LM head in slices");
         assert_eq!(scratch_bytes(4_681_300_000, 1000), 1000, "never more than the weights' f16 copies");
+    }
+
+    #[test]
+    fn slices_are_whole_multiples_of_128_rows_where_the_scratch_holds_that_many() {
+        // A 7B gate|up [37888, 3584] through 32 MiB: 4,681 rows fit, 4,608 are taken.
+        assert_eq!(slice_rows(MB32, 37888, 3584), 4608);
+        // Fewer than 128 rows fit: what fits.
+        assert_eq!(slice_rows(100 * 3584 * 2, 37888, 3584), 100);
+        assert_eq!(slice_rows(10, 37888, 3584), 1, "at least one row");
+        // Never more than the weight has.
+        assert_eq!(slice_rows(MB32, 300, 896), 300);
+        assert_eq!(slice_rows(200 * 896 * 2, 301, 896), 128, "the check's 200-row scratch");
     }
 
     #[test]

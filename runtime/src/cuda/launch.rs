@@ -797,9 +797,6 @@ fn dequant_blocks(rows: usize, k: usize) -> usize {
     groups.div_ceil(crate::kernel_constants::DQ_CHUNK) + (crate::kernel_constants::QA_MAX_PARTS - 1)
 }
 
-/// A prefill weight's slices take a multiple of this many rows where the scratch allows.
-const SLICE_ROW_ALIGN: usize = 128;
-
 /// Where a prefill GEMM on a quantized weight finds its f16 copy.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Dequantised {
@@ -842,12 +839,7 @@ pub(crate) fn matmul_q(
             match w16 {
                 Dequantised::At(w) => ops.push(gemm(w, 0, n)),
                 Dequantised::Slices { scratch: ws, bytes } => {
-                    // Rows per slice: what the scratch holds, rounded down to a multiple of
-                    // SLICE_ROW_ALIGN when it holds that many (so every slice's column offset
-                    // into out is 512-byte aligned and cuBLAS sees round shapes).
-                    let fits = (bytes / (2 * k)).max(1);
-                    let slice =
-                        if fits >= SLICE_ROW_ALIGN { fits / SLICE_ROW_ALIGN * SLICE_ROW_ALIGN } else { fits }.min(n);
+                    let slice = crate::cuda::dequant_batch::slice_rows(bytes, n, k);
                     for r0 in (0..n).step_by(slice) {
                         let nr = slice.min(n - r0);
                         ops.push(dequant_q_f16(parts, r0, nr, k, ws));

@@ -12,6 +12,7 @@ use qwen_aot_runtime::phases;
 use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::speculative::{Draft, NgramDrafter, Speculator};
 use qwen_aot_runtime::tokenizer::Tokenizer;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::host_draw::{HostDraw, HostSteps};
@@ -158,7 +159,10 @@ pub fn prompt_logprobs(
     let mut out = Vec::with_capacity(targets.len());
     for (piece, want) in context.chunks(SCORE_ROWS).zip(targets.chunks(SCORE_ROWS)) {
         let logits = session.prefill(piece, LogitsWanted::All)?.logits;
-        out.extend(want.iter().zip(logits.chunks_exact(vocab)).map(|(&t, row)| token_logprob(row, t, top_n)));
+        // A row's log-softmax and top entries per core (each row is independent).
+        let scored: Vec<TokenLogprob> =
+            want.par_iter().zip(logits.par_chunks_exact(vocab)).map(|(&t, row)| token_logprob(row, t, top_n)).collect();
+        out.extend(scored);
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use qwen_aot_runtime::executor::LogitsWanted;
 use qwen_aot_runtime::session::Session;
+use rayon::prelude::*;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,8 +58,11 @@ pub fn perplexity(
         let win = &tokens[w * ctx..(w + 1) * ctx];
         session.reset();
         let logits = session.prefill(win, LogitsWanted::All)?.logits;
-        for j in first..ctx - 1 {
-            let v = nll(&logits[j * vocab..(j + 1) * vocab], win[j + 1]);
+        // Each row's log-softmax on its own core (a 151,936-entry row is ~0.6 ms of f64 exp on
+        // one); summed below in row order, so the result does not depend on the thread count.
+        let nlls: Vec<f64> =
+            (first..ctx - 1).into_par_iter().map(|j| nll(&logits[j * vocab..(j + 1) * vocab], win[j + 1])).collect();
+        for v in nlls {
             sum += v;
             sum_sq += v * v;
             count += 1;

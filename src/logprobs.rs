@@ -3,6 +3,8 @@
 //! top-k/top-p or min-p, as OpenAI's API and vLLM report by default -- and that row's most
 //! likely tokens.
 
+use qwen_aot_runtime::scores::{log_normaliser, RowScore};
+
 /// Most alternatives a request may ask for per token (OpenAI's limit for `top_logprobs`).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
@@ -28,11 +30,12 @@ pub fn token_logprob(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
     }
 }
 
-/// log(sum_j exp(l_j)), from the row's maximum.
-fn log_normaliser(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| (f64::from(l) - f64::from(max)).exp()).sum();
-    f64::from(max) + sum.ln()
+/// [`token_logprob`] with at most one alternative, from a row's score (`session.prefill_scores`:
+/// computed where the row is, so the row need not cross to the host).
+pub fn from_score(id: u32, score: &RowScore, top_n: usize) -> TokenLogprob {
+    debug_assert!(top_n <= 1, "a score holds one alternative");
+    let top = if top_n == 0 { Vec::new() } else { vec![(score.top_id, score.top_logprob)] };
+    TokenLogprob { id, logprob: score.logprob, top }
 }
 
 /// The ids of the `n` largest logits, largest first, ties by lower id: one pass keeping a sorted
@@ -60,6 +63,16 @@ mod tests {
 
     /// Values worked by hand: logits [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space, so
     /// token 2 has log(3/8) and the top three are 2, then 1 and 3 (equal: lower id first).
+    /// A row's score gives what token_logprob gives with one alternative or none.
+    #[test]
+    fn a_score_is_token_logprob_with_one_alternative() {
+        let logits = [0.5f32, 2.0, -1.0, 2.0, 1.5];
+        let score = qwen_aot_runtime::scores::row_score(&logits, 4);
+        for top_n in 0..=1 {
+            assert_eq!(from_score(4, &score, top_n), token_logprob(&logits, 4, top_n), "top {top_n}");
+        }
+    }
+
     #[test]
     fn log_softmax_and_top_tokens_of_a_small_row() {
         let logits: Vec<f32> = [1.0f32, 2.0, 3.0, 2.0].iter().map(|v| v.ln()).collect();

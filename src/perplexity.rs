@@ -6,9 +6,8 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use qwen_aot_runtime::executor::LogitsWanted;
+use qwen_aot_runtime::scores::log_normaliser;
 use qwen_aot_runtime::session::Session;
-use rayon::prelude::*;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -23,9 +22,7 @@ pub struct Perplexity {
 
 /// Negative log-likelihood of `target` under the logits `row` (log-softmax in f64).
 pub fn nll(row: &[f32], target: u32) -> f64 {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-    -(row[target as usize] as f64 - max - z.ln())
+    log_normaliser(row) - f64::from(row[target as usize])
 }
 
 /// The smallest window: the second half of it is scored, and it needs at least two targets.
@@ -50,19 +47,18 @@ pub fn perplexity(
     if windows == 0 {
         bail!("the text has {} tokens; perplexity needs at least one window of --ctx {ctx} tokens", tokens.len());
     }
-    let vocab = session.executor().hparams().vocab;
     let first = ctx / 2;
     let (mut sum, mut sum_sq, mut count) = (0.0f64, 0.0f64, 0usize);
     let start = Instant::now();
     for w in 0..windows {
         let win = &tokens[w * ctx..(w + 1) * ctx];
         session.reset();
-        let logits = session.prefill(win, LogitsWanted::All)?.logits;
-        // Each row's log-softmax on its own core (a 151,936-entry row is ~0.6 ms of f64 exp on
-        // one); summed below in row order, so the result does not depend on the thread count.
-        let nlls: Vec<f64> =
-            (first..ctx - 1).into_par_iter().map(|j| nll(&logits[j * vocab..(j + 1) * vocab], win[j + 1])).collect();
-        for v in nlls {
+        // Every row scored where it is computed (on the GPU only 16 bytes a row cross to the
+        // host): its log-probability of the token after it. The second half's are summed, in
+        // row order.
+        let scores = session.prefill_scores(&win[..ctx - 1], &win[1..])?;
+        for s in &scores[first..] {
+            let v = -f64::from(s.logprob);
             sum += v;
             sum_sq += v * v;
             count += 1;

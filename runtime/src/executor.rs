@@ -4,6 +4,7 @@
 use crate::error::RuntimeError;
 use crate::plan::HyperParams;
 use crate::sampler::SamplingParams;
+use crate::scores::RowScore;
 
 /// Which backend runs the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,17 @@ pub trait Executor {
     /// their K/V to the cache. Requires `1 <= tokens.len() <= max_prefill_tokens()` and
     /// `pos + tokens.len() <= max_seq()`; token ids must be `< vocab`.
     fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError>;
+    /// [`Executor::prefill`] of `tokens` with every row scored against `targets` (the same
+    /// length, each `< vocab`; row i's target follows `tokens[..=i]`) instead of returned:
+    /// [`crate::scores`]. Non-finite logits are refused as
+    /// [`crate::session::check_logits`] refuses them. By default the rows cross to the host and
+    /// are scored there; the GPU scores them where they are.
+    fn prefill_scores(&mut self, tokens: &[u32], pos: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
+        let out = self.prefill(tokens, pos, LogitsWanted::All)?;
+        let vocab = self.hparams().vocab;
+        crate::session::check_logits(&out.logits, vocab, pos)?;
+        crate::scores::score_rows(&out.logits, vocab, targets)
+    }
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError>;

@@ -20,6 +20,7 @@ pub mod phases;
 pub use qwen_aot_plan as plan;
 pub use qwen_aot_plan::{quant, rng};
 pub mod sampler;
+pub mod scores;
 pub mod session;
 pub mod speculative;
 pub mod tokenizer;

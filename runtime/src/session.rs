@@ -3,6 +3,7 @@
 //! the benchmarks all drive models through this API.
 use crate::error::RuntimeError;
 use crate::executor::{Executor, LogitsWanted, StepOutput};
+use crate::scores::RowScore;
 
 pub struct Session {
     exec: Box<dyn Executor>,
@@ -92,6 +93,35 @@ impl Session {
             self.pos += part.len();
             out.next_token = step.next_token;
             out.logits.extend(step.logits);
+        }
+        Ok(out)
+    }
+
+    /// Appends `tokens` to the cache as [`Session::prefill`] does and returns each row's score
+    /// against `targets` ([`crate::scores::RowScore`]; the same length, `targets[i]` follows
+    /// `tokens[..=i]`), chunk by chunk: what perplexity and a prompt's log-probabilities need,
+    /// without the rows themselves crossing to the host where the backend can score them.
+    pub fn prefill_scores(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
+        if tokens.is_empty() || tokens.len() != targets.len() {
+            return Err(RuntimeError::InvalidCall(format!(
+                "{} tokens to score against {} targets",
+                tokens.len(),
+                targets.len()
+            )));
+        }
+        let vocab = self.exec.hparams().vocab;
+        if let Some(&id) = targets.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RuntimeError::TokenOutOfRange { id, vocab });
+        }
+        if self.pos + tokens.len() > self.exec.max_seq() {
+            return Err(RuntimeError::ContextFull { needed: self.pos + tokens.len(), max_seq: self.exec.max_seq() });
+        }
+        self.decoded_last = false;
+        let chunk = self.exec.max_prefill_tokens();
+        let mut out = Vec::with_capacity(tokens.len());
+        for (part, want) in tokens.chunks(chunk).zip(targets.chunks(chunk)) {
+            out.extend(self.exec.prefill_scores(part, self.pos, want)?);
+            self.pos += part.len();
         }
         Ok(out)
     }

@@ -333,6 +333,25 @@ fn prefill_graph_checks(
             },
             if pass { "PASS" } else { "FAIL" }
         );
+        // Every row scored on the device (kernels/row_scores.cu) against the same rows copied
+        // and scored on the host (f64): log-probabilities within 2e-5, top ids equal.
+        let targets: Vec<u32> = ids[1..].iter().chain(&ids[..1]).copied().collect();
+        let on_device = gpu.prefill_scores(ids, 0, &targets)?;
+        let on_host = qwen_aot_runtime::scores::score_rows(&direct, vocab, &targets)?;
+        let d = on_device
+            .iter()
+            .zip(&on_host)
+            .map(|(g, c)| (g.logprob - c.logprob).abs().max((g.top_logprob - c.top_logprob).abs()))
+            .fold(0.0f32, f32::max);
+        let same_ids = on_device.iter().zip(&on_host).all(|(g, c)| g.top_id == c.top_id);
+        let pass = on_device.len() == ids.len() && same_ids && d <= 2e-5;
+        failed += (!pass) as usize;
+        qwen_aot::outln!(
+            "  {short:<40} {:>4} rows  scores on the device vs the copied rows: max |Δ log-prob| {d:>9.3e}, top ids {}  {}",
+            ids.len(),
+            if same_ids { "equal" } else { "DIFFER" },
+            if pass { "PASS" } else { "FAIL" }
+        );
     }
     gpu.warm_up()?;
     for (label, ids) in prompts {

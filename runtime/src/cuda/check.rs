@@ -543,6 +543,7 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
 
         // ---- argmax on these logits (exact index) ----
         argmax_checks(h, rng, s, &g_all, n)?;
+        row_score_checks(h, rng, s, &g_all, n)?;
     }
 
     // ---- bias + RoPE + KV write ----
@@ -661,6 +662,56 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
     // ---- the decode program's fused GEMVs ----
     gemv::check_gemv(h, rng, s)?;
     qprefill::check_qprefill(h, rng, s)
+}
+
+/// Teacher-forced scores of every row (kernels/row_scores.cu) against the CPU twin
+/// (`scores::row_score`, f64): log-probabilities within 2e-5 (f32 results of f64 sums; the row
+/// is summed in another order), top ids exact -- on the LM head's last row and random rows, with
+/// a planted tie for the top (the lower id must win), and with a NaN and an infinity (the row's
+/// first non-finite index must be reported); rows past n_tokens untouched.
+fn row_score_checks(
+    h: &mut Harness,
+    rng: &mut Rng,
+    s: &CheckShape,
+    logits: &[f32],
+    vocab: usize,
+) -> Result<(), RuntimeError> {
+    let t = s.n_tokens;
+    let st = h.state.ptr();
+    // The LM head's last row as computed above; the rows before it (poison there) random.
+    let mut data: Vec<f32> = (0..(t - 1) * vocab).map(|_| rng.uniform(8.0)).collect();
+    data.extend_from_slice(&logits[(t - 1) * vocab..t * vocab]);
+    // A tie for the top in the last row: the lower id wins.
+    let last = (t - 1) * vocab;
+    let (a, b) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
+    let top = data[last..].iter().copied().fold(f32::NEG_INFINITY, f32::max) + 1.0;
+    data[last + a] = top;
+    data[last + b] = top;
+    let targets: Vec<u32> = (0..t).map(|_| rng.below(vocab) as u32).collect();
+    let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
+    let (dl, dt) = (h.input(&data)?, h.input(&ids)?);
+    let out = h.input(&vec![0xFFFF_FFFFu32; 4 * (t + 1)])?; // one row more than the launch: poison
+    h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, out.ptr())], "row_scores")?;
+    let mut w = vec![0u32; 4 * (t + 1)];
+    h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
+    let cpu: Vec<crate::scores::RowScore> =
+        (0..t).map(|r| crate::scores::row_score(&data[r * vocab..(r + 1) * vocab], targets[r])).collect();
+    let gpu_lp: Vec<f32> = (0..t).flat_map(|r| [f32::from_bits(w[4 * r]), f32::from_bits(w[4 * r + 1])]).collect();
+    let cpu_lp: Vec<f32> = cpu.iter().flat_map(|c| [c.logprob, c.top_logprob]).collect();
+    h.record(format!("row_scores log-probs [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
+    let ids_ok = (0..t).all(|r| w[4 * r + 2] == cpu[r].top_id && w[4 * r + 3] == 0);
+    h.record_flag(format!("row_scores top ids (a tie in the last row at {a} and {b}), no non-finite flags"), ids_ok);
+    h.record_flag("row_scores leaves rows past n_tokens alone", w[4 * t..].iter().all(|&x| x == 0xFFFF_FFFF));
+    // Non-finite logits: the first one's index, + 1, in the row's fourth word.
+    let (nan_at, inf_at) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
+    data[nan_at] = f32::NAN;
+    data[inf_at] = f32::INFINITY;
+    let dl = h.input(&data)?;
+    h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, out.ptr())], "row_scores non-finite")?;
+    h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
+    let flagged = w[3] == nan_at as u32 + 1 && (1..t).all(|r| w[4 * r + 3] == 0);
+    h.record_flag(format!("row_scores reports row 0's first non-finite logit ({nan_at})"), flagged);
+    Ok(())
 }
 
 /// Argmax of row n_tokens - 1: on the given logits, with a planted tie (lowest index must win),

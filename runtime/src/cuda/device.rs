@@ -179,6 +179,7 @@ super::kernel_table::kernel_table! {
     AttentionRowsD128 => "attention_rows_d128",
     SwiGlu => "swiglu_f32",
     Argmax => "argmax_f32",
+    RowScores => "row_scores",
     SamplePrep => "sample_prep",
     SamplePick => "sample_pick",
 }

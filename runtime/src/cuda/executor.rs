@@ -34,6 +34,7 @@ use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
 use crate::phases;
 use crate::plan::{GemvEpilogue, HyperParams, Program, RopeKvWrite, Step, WeightFormat, WeightId};
 use crate::sampler::SamplingParams;
+use crate::scores::RowScore;
 
 /// KV-cache element sizes: K f32, V f16 (kernels/rope.cu says why).
 const K_ELEM_BYTES: usize = 4;
@@ -80,6 +81,9 @@ pub struct CudaExecutor {
     argmax_scratch: DevBuf,
     /// u64 [1]: the greedy decode's argmax key when its LM head has the argmax epilogue.
     argmax_key: DevBuf,
+    /// `prefill_scores`' targets (i32 per prefill row) and results (four u32 per row).
+    score_targets: DevBuf,
+    score_out: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
     /// Prefill GEMMs on quantized weights: f16 copies of a few whole weights (a batch, one
     /// launch) or of one slice of a taller weight, dequantised just before their GEMMs.
@@ -153,6 +157,8 @@ impl CudaExecutor {
         // part_v [1024] f32 | part_i [1024] i32 | counter u32
         let argmax_scratch = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?;
         let argmax_key = dev.alloc(8, "argmax key")?;
+        let score_targets = dev.alloc(plan.prefill.max_tokens * 4, "row score targets")?;
+        let score_out = dev.alloc(plan.prefill.max_tokens * 16, "row scores")?;
 
         // cuBLAS path: f16 copy of the largest matmul input of the prefill program.
         let max_k = plan
@@ -214,6 +220,8 @@ impl CudaExecutor {
             attn_scratch,
             argmax_scratch,
             argmax_key,
+            score_targets,
+            score_out,
             gemm_scratch,
             dequant_scratch,
             prefill_path: PrefillPath::Auto,
@@ -468,6 +476,52 @@ impl CudaExecutor {
             }
             None => launch::matmul(&self.dev, st, x, self.weight_ptr(weight), out, residual, n, k, rows, mode, gemm),
         }
+    }
+
+    /// Starts the prefill program over `tokens` at `pos` (its graph, or its launches) with the
+    /// `logits` rows it keeps on the device; returns whether the sampler ran (for `after_run`,
+    /// once the outputs are read).
+    fn launch_prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<bool, RuntimeError> {
+        let t = tokens.len();
+        if t == 0 || t > self.prefill.max_tokens {
+            return Err(RuntimeError::InvalidCall(format!(
+                "prefill of {t} tokens (1..={} allowed)",
+                self.prefill.max_tokens
+            )));
+        }
+        self.check_tokens(tokens, pos)?;
+        let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
+        self.dev.htod(self.sampler.fed_ptr(), &ids, "prompt tokens")?;
+        self.set_state(pos, t)?;
+        let sampled = self.sampler.active();
+        self.sampler.before_run(&self.dev, pos, sampled)?;
+        let gemm = t > 1 && self.use_gemm(t);
+        let key = PrefillKey::new(t, gemm, self.prefill.max_tokens, logits, sampled);
+        // SAFETY: the ops come from `prefill_ops` over this executor's validated plan and
+        // allocations (arena sized for max(prefill, decode), each buffer max_tokens rows, so the
+        // bucketed rows (<= max_tokens) and the padded GEMM rows of `gemm_rows` fit; pos + t <=
+        // max_seq checked above, and rows past t are skipped by every kernel (they read t from
+        // the device state) or computed into scratch rows nothing reads; GEMM scratch sized for
+        // max_tokens x max k; dequantised copies only where they fit the dequantisation scratch:
+        // `batch_offsets`, or slices of at most its size). All of it lives in self, as do the
+        // graphs that record them.
+        unsafe {
+            if self.use_prefill_graphs
+                && self.prefill_graphs.get(&key).is_none()
+                && self.prefill_graphs.capture_now(key)
+            {
+                self.try_capture_prefill(key, logits);
+            }
+            match self.prefill_graphs.get(&key) {
+                Some(graph) => graph.launch().cuda_ctx(|| "launching the prefill graph".into())?,
+                None => {
+                    // Directly, at the prompt's own row count (as without graphs).
+                    let ops = self.prefill_ops(PrefillKey { rows: t, ..key }, logits)?;
+                    self.dev.run_ops(&ops)?;
+                }
+            }
+        }
+        Ok(sampled)
     }
 
     /// The step of `prog` whose LM head can take the argmax epilogue: a one-row program's last-row
@@ -851,48 +905,44 @@ impl Executor for CudaExecutor {
     }
 
     fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError> {
-        let t = tokens.len();
-        if t == 0 || t > self.prefill.max_tokens {
-            return Err(RuntimeError::InvalidCall(format!(
-                "prefill of {t} tokens (1..={} allowed)",
-                self.prefill.max_tokens
-            )));
-        }
-        self.check_tokens(tokens, pos)?;
-        let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
-        self.dev.htod(self.sampler.fed_ptr(), &ids, "prompt tokens")?;
-        self.set_state(pos, t)?;
-        let sampled = self.sampler.active();
-        self.sampler.before_run(&self.dev, pos, sampled)?;
-        let gemm = t > 1 && self.use_gemm(t);
-        let key = PrefillKey::new(t, gemm, self.prefill.max_tokens, logits, sampled);
-        // SAFETY: the ops come from `prefill_ops` over this executor's validated plan and
-        // allocations (arena sized for max(prefill, decode), each buffer max_tokens rows, so the
-        // bucketed rows (<= max_tokens) and the padded GEMM rows of `gemm_rows` fit; pos + t <=
-        // max_seq checked above, and rows past t are skipped by every kernel (they read t from
-        // the device state) or computed into scratch rows nothing reads; GEMM scratch sized for
-        // max_tokens x max k; dequantised copies only where they fit the dequantisation scratch:
-        // `batch_offsets`, or slices of at most its size). All of it lives in self, as do the
-        // graphs that record them.
-        unsafe {
-            if self.use_prefill_graphs
-                && self.prefill_graphs.get(&key).is_none()
-                && self.prefill_graphs.capture_now(key)
-            {
-                self.try_capture_prefill(key, logits);
-            }
-            match self.prefill_graphs.get(&key) {
-                Some(graph) => graph.launch().cuda_ctx(|| "launching the prefill graph".into())?,
-                None => {
-                    // Directly, at the prompt's own row count (as without graphs).
-                    let ops = self.prefill_ops(PrefillKey { rows: t, ..key }, logits)?;
-                    self.dev.run_ops(&ops)?;
-                }
-            }
-        }
-        let out = self.read_outputs(false, t, logits, false)?;
+        let sampled = self.launch_prefill(tokens, pos, logits)?;
+        let out = self.read_outputs(false, tokens.len(), logits, false)?;
         self.sampler.after_run(pos, tokens, sampled);
         Ok(out)
+    }
+
+    fn prefill_scores(&mut self, tokens: &[u32], pos: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
+        let (t, vocab) = (tokens.len(), self.hparams.vocab);
+        if targets.len() != t {
+            return Err(RuntimeError::InvalidCall(format!("{t} tokens to score against {} targets", targets.len())));
+        }
+        self.check_tokens(targets, 0)?;
+        let sampled = self.launch_prefill(tokens, pos, LogitsWanted::All)?;
+        let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
+        self.dev.htod(self.score_targets.ptr(), &ids, "score targets")?;
+        let logits = self.buf_ptr(&self.prefill, self.prefill.logits);
+        let op = launch::row_scores(self.state.ptr(), logits, self.score_targets.ptr(), vocab, t, self.score_out.ptr());
+        // SAFETY: the prefill's logits buffer holds max_tokens >= t rows of vocab floats (the
+        // program's `All` logits, written by the launch above); the targets and results buffers
+        // hold max_tokens entries; every target is < vocab (checked above).
+        unsafe { self.dev.run_ops(&[op])? };
+        let mut words = vec![0u32; 4 * t];
+        self.dev.dtoh(self.score_out.ptr(), &mut words, "reading the row scores")?;
+        self.sampler.after_run(pos, tokens, sampled);
+        words
+            .chunks_exact(4)
+            .enumerate()
+            .map(|(r, w)| {
+                if w[3] != 0 {
+                    // The row's first non-finite logit, reported as the copied rows' check would.
+                    let token = (w[3] - 1) as usize;
+                    let mut value = [0f32];
+                    self.dev.dtoh(logits + ((r * vocab + token) * 4) as u64, &mut value, "reading a logit")?;
+                    return Err(RuntimeError::NonFiniteLogit { value: value[0], token, pos: pos + r });
+                }
+                Ok(RowScore { logprob: f32::from_bits(w[0]), top_id: w[2], top_logprob: f32::from_bits(w[1]) })
+            })
+            .collect()
     }
 
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {

@@ -303,19 +303,30 @@ pub fn generate_events(
                 None => Draft::default(),
             };
             if draft.tokens.is_empty() {
-                let (token, out) = match host.as_mut() {
+                let token = match host.as_mut() {
                     Some(h) => {
                         h.fed(next);
-                        host_step(session, next, top_n.is_some(), h)?
+                        let (token, out) = host_step(session, next, top_n.is_some(), h)?;
+                        if let Some(n) = top_n {
+                            ready_lp.push_back(token_logprob(&out.logits, token, n));
+                        }
+                        token
                     }
+                    // With at most one alternative the step's row is scored where it is (on the
+                    // GPU 16 bytes cross, not the row); with more it comes to the host.
                     None => {
-                        let out = session.decode(next, top_n.is_some())?;
-                        (out.next_token, out)
+                        let out = session.decode(next, top_n.is_some_and(|n| n > 1))?;
+                        match top_n {
+                            Some(n) if n <= 1 => {
+                                let score = session.last_decode_score(out.next_token)?;
+                                ready_lp.push_back(from_score(out.next_token, &score, n));
+                            }
+                            Some(n) => ready_lp.push_back(token_logprob(&out.logits, out.next_token, n)),
+                            None => {}
+                        }
+                        out.next_token
                     }
                 };
-                if let Some(n) = top_n {
-                    ready_lp.push_back(token_logprob(&out.logits, token, n));
-                }
                 ready.push_back(token);
             } else {
                 let v = session.verify_draft(next, &draft.tokens)?;

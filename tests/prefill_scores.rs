@@ -55,3 +55,23 @@ fn scores_across_chunks_equal_the_copied_rows_scores() {
     assert!(matches!(e, RuntimeError::ContextFull { .. }), "{e}");
     assert_eq!(s.pos(), 40);
 }
+
+#[test]
+fn a_decode_steps_score_is_its_rows_and_only_right_after_a_decode() {
+    let hp = multi_window_hparams();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    compile_random(&hp, false, 6, &default_model_mix(), &CompileOptions::default(), &dir).unwrap();
+    let model = CompiledModel::open(&dir, Integrity::Sampled).unwrap();
+    let mut s = Session::new(Box::new(CpuExecutor::new(&model, 64).unwrap()));
+    let first = s.prefill(&[5, 17, 300], LogitsWanted::None).unwrap().next_token;
+    let e = s.last_decode_score(first).unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidCall(_)), "after a prefill: {e}");
+    let next = s.decode(first, false).unwrap().next_token;
+    let score = s.last_decode_score(next).unwrap();
+    assert_eq!(score, row_score(&s.last_decode_logits().unwrap(), next));
+    assert_eq!(score.top_id, next, "greedy: the step chose the top token");
+    assert_eq!(score.logprob, score.top_logprob);
+    let e = s.last_decode_score(hp.vocab as u32).unwrap_err();
+    assert!(matches!(e, RuntimeError::TokenOutOfRange { .. }), "{e}");
+}

@@ -87,6 +87,14 @@ pub trait Executor {
     /// Only meaningful directly after a decode: [`crate::session::Session::last_decode_logits`]
     /// guards that.
     fn last_decode_logits(&mut self) -> Result<Vec<f32>, RuntimeError>;
+    /// The row of [`Executor::last_decode_logits`] scored against `target` (< vocab):
+    /// [`crate::scores::row_score`]. `pos` is the step's position (for a non-finite logit's
+    /// error). By default the row crosses to the host; the GPU scores it where it is.
+    fn last_decode_score(&mut self, target: u32, pos: usize) -> Result<RowScore, RuntimeError> {
+        let row = self.last_decode_logits()?;
+        crate::session::check_logits(&row, self.hparams().vocab, pos)?;
+        Ok(crate::scores::row_score(&row, target))
+    }
     /// Whether [`Executor::verify`] is available (one pass over several rows that gives every
     /// row's next token exactly as that many decode steps would: speculative decoding's check),
     /// and if so what each row after the first adds to the pass, in decode steps: how long a

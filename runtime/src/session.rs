@@ -206,6 +206,19 @@ impl Session {
         check_logits(&row, self.exec.hparams().vocab, self.pos - 1)?;
         Ok(row)
     }
+
+    /// The row of [`Session::last_decode_logits`] scored against `target` (the token the step
+    /// chose, for its log-probability): on the GPU 16 bytes cross instead of the row.
+    pub fn last_decode_score(&mut self, target: u32) -> Result<RowScore, RuntimeError> {
+        if !self.decoded_last {
+            return Err(RuntimeError::InvalidCall("last_decode_score: the last call was not a decode step".into()));
+        }
+        let vocab = self.exec.hparams().vocab;
+        if target as usize >= vocab {
+            return Err(RuntimeError::TokenOutOfRange { id: target, vocab });
+        }
+        self.exec.last_decode_score(target, self.pos - 1)
+    }
 }
 
 /// What [`Session::verify_draft`] kept.

@@ -274,6 +274,7 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
         "  (tolerance: max_abs <= {tol_max}, mean_abs <= {tol_mean}, top-1 equal wherever the CPU margin > {margin})"
     );
     failed += prefill_graph_checks(&mut gpu, &mut cpu, &prompts, hp.vocab, tol_max)?;
+    failed += decode_score_checks(&mut gpu, &prompts[0].1, 32)?;
 
     // 3. Sampling on the device.
     if sampling {
@@ -281,6 +282,57 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
         failed += sampling_checks(&mut gpu, prompt, 24)?;
     }
     Ok(failed)
+}
+
+/// Each greedy decode step's row scored on the device (`last_decode_score`: the log-probability
+/// of the token the step chose, and the top token) against the same row copied and scored on the
+/// host (f64): within 2e-5, the top token equal to the step's; then what a step with its
+/// log-probability costs either way (µs, back to back). Returns the number of failed rows.
+fn decode_score_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Result<usize> {
+    use qwen_aot_runtime::scores::row_score;
+    use std::time::Instant;
+    let mut token = gpu.prefill(prompt, 0, LogitsWanted::None)?.next_token;
+    let (mut worst, mut same) = (0.0f32, true);
+    for i in 0..steps {
+        let pos = prompt.len() + i;
+        let next = gpu.decode(token, pos, false)?.next_token;
+        let on_device = gpu.last_decode_score(next, pos)?;
+        let on_host = row_score(&gpu.last_decode_logits()?, next);
+        worst = worst
+            .max((on_device.logprob - on_host.logprob).abs())
+            .max((on_device.top_logprob - on_host.top_logprob).abs());
+        same &= on_device.top_id == on_host.top_id && on_device.top_id == next;
+        token = next;
+    }
+    let pass = same && worst <= 2e-5;
+    qwen_aot::outln!(
+        "\ndecode log-probabilities: {steps} greedy steps scored on the device vs the copied rows: max |Δ| {worst:.3e}, top = chosen token {}  {}",
+        if same { "every step" } else { "NOT ALWAYS" },
+        if pass { "PASS" } else { "FAIL" }
+    );
+    // Time per step with the token's log-probability: scored on the device, or the row copied
+    // and scored on the host (what the server did before).
+    let mut timed = |on_device: bool| -> Result<f64> {
+        let start = Instant::now();
+        let mut t = token;
+        for i in 0..steps {
+            let pos = prompt.len() + i;
+            if on_device {
+                t = gpu.decode(t, pos, false)?.next_token;
+                gpu.last_decode_score(t, pos)?;
+            } else {
+                let out = gpu.decode(t, pos, true)?;
+                t = out.next_token;
+                std::hint::black_box(row_score(&out.logits, t));
+            }
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6 / steps as f64)
+    };
+    let (device_us, host_us) = (timed(true)?, timed(false)?);
+    qwen_aot::outln!(
+        "  a decode step with its log-probability: {device_us:.1} µs scored on the device, {host_us:.1} µs with the row copied and scored on the host"
+    );
+    Ok((!pass) as usize)
 }
 
 /// Prefills replayed from CUDA graphs against the same prefill launched directly: each prompt's

@@ -478,6 +478,41 @@ impl CudaExecutor {
         }
     }
 
+    /// The first `targets.len()` rows of the `decode` (else prefill) program's logits scored on
+    /// the device (kernels/row_scores.cu) against `targets` (each < vocab, checked by the
+    /// caller), after the work enqueued so far; 16 bytes a row cross to the host. `pos` is the
+    /// first row's position, for a non-finite logit's error.
+    fn score_on_device(&self, decode: bool, targets: &[u32], pos: usize) -> Result<Vec<RowScore>, RuntimeError> {
+        let (t, vocab) = (targets.len(), self.hparams.vocab);
+        let prog = if decode { &self.decode } else { &self.prefill };
+        let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
+        self.dev.htod(self.score_targets.ptr(), &ids, "score targets")?;
+        let logits = self.buf_ptr(prog, prog.logits);
+        let op = launch::row_scores(self.state.ptr(), logits, self.score_targets.ptr(), vocab, t, self.score_out.ptr());
+        // SAFETY: the program's logits buffer holds max_tokens >= t rows of vocab floats,
+        // written by the launch the caller enqueued (every row of a prefill with `All` logits,
+        // the one row of a decode); the state's n_tokens is that launch's, t for a prefill and
+        // 1 for a decode; the targets and results buffers hold the prefill's max_tokens >= t
+        // entries; every target is < vocab (the caller's check).
+        unsafe { self.dev.run_ops(&[op])? };
+        let mut words = vec![0u32; 4 * t];
+        self.dev.dtoh(self.score_out.ptr(), &mut words, "reading the row scores")?;
+        words
+            .chunks_exact(4)
+            .enumerate()
+            .map(|(r, w)| {
+                if w[3] != 0 {
+                    // The row's first non-finite logit, reported as the copied rows' check would.
+                    let token = (w[3] - 1) as usize;
+                    let mut value = [0f32];
+                    self.dev.dtoh(logits + ((r * vocab + token) * 4) as u64, &mut value, "reading a logit")?;
+                    return Err(RuntimeError::NonFiniteLogit { value: value[0], token, pos: pos + r });
+                }
+                Ok(RowScore { logprob: f32::from_bits(w[0]), top_id: w[2], top_logprob: f32::from_bits(w[1]) })
+            })
+            .collect()
+    }
+
     /// Starts the prefill program over `tokens` at `pos` (its graph, or its launches) with the
     /// `logits` rows it keeps on the device; returns whether the sampler ran (for `after_run`,
     /// once the outputs are read).
@@ -912,37 +947,15 @@ impl Executor for CudaExecutor {
     }
 
     fn prefill_scores(&mut self, tokens: &[u32], pos: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
-        let (t, vocab) = (tokens.len(), self.hparams.vocab);
+        let t = tokens.len();
         if targets.len() != t {
             return Err(RuntimeError::InvalidCall(format!("{t} tokens to score against {} targets", targets.len())));
         }
         self.check_tokens(targets, 0)?;
         let sampled = self.launch_prefill(tokens, pos, LogitsWanted::All)?;
-        let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
-        self.dev.htod(self.score_targets.ptr(), &ids, "score targets")?;
-        let logits = self.buf_ptr(&self.prefill, self.prefill.logits);
-        let op = launch::row_scores(self.state.ptr(), logits, self.score_targets.ptr(), vocab, t, self.score_out.ptr());
-        // SAFETY: the prefill's logits buffer holds max_tokens >= t rows of vocab floats (the
-        // program's `All` logits, written by the launch above); the targets and results buffers
-        // hold max_tokens entries; every target is < vocab (checked above).
-        unsafe { self.dev.run_ops(&[op])? };
-        let mut words = vec![0u32; 4 * t];
-        self.dev.dtoh(self.score_out.ptr(), &mut words, "reading the row scores")?;
+        let scores = self.score_on_device(false, targets, pos);
         self.sampler.after_run(pos, tokens, sampled);
-        words
-            .chunks_exact(4)
-            .enumerate()
-            .map(|(r, w)| {
-                if w[3] != 0 {
-                    // The row's first non-finite logit, reported as the copied rows' check would.
-                    let token = (w[3] - 1) as usize;
-                    let mut value = [0f32];
-                    self.dev.dtoh(logits + ((r * vocab + token) * 4) as u64, &mut value, "reading a logit")?;
-                    return Err(RuntimeError::NonFiniteLogit { value: value[0], token, pos: pos + r });
-                }
-                Ok(RowScore { logprob: f32::from_bits(w[0]), top_id: w[2], top_logprob: f32::from_bits(w[1]) })
-            })
-            .collect()
+        scores
     }
 
     fn decode(&mut self, token: u32, pos: usize, logits: bool) -> Result<StepOutput, RuntimeError> {
@@ -987,6 +1000,12 @@ impl Executor for CudaExecutor {
         let mut row = vec![0f32; self.hparams.vocab];
         self.dev.dtoh(self.buf_ptr(&self.decode, self.decode.logits), &mut row, "copying the last decode's logits")?;
         Ok(row)
+    }
+
+    fn last_decode_score(&mut self, target: u32, pos: usize) -> Result<RowScore, RuntimeError> {
+        self.check_tokens(&[target], 0)?;
+        let score = self.score_on_device(true, &[target], pos)?;
+        Ok(score[0])
     }
 
     fn device_memory_used(&self) -> Option<u64> {

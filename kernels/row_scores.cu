@@ -8,13 +8,12 @@
 //          out u32 [rows][4]: target log-prob (f32 bits), top log-prob (f32 bits), top id, and
 //          1 + the lowest index of a non-finite logit in the row (0: none; the host then refuses
 //          the row as it refuses copied logits).
-// launch:  grid (rows), block ROW_SCORE_THREADS. One pass over the row: each thread keeps its
+// launch:  grid (rows: those >= n_tokens return at once), block ROW_SCORE_THREADS
+//          (kernel_constants.rs). One pass over the row: each thread keeps its
 //          elements' maximum m and sum of exp(x - m), rescaled when m grows (an online softmax),
 //          in f64 so that 150,000 terms lose nothing; the block combines them.
 #include "argmax.cuh"
 #include "common.cuh"
-
-constexpr int ROW_SCORE_THREADS = 512;
 
 extern "C" __global__ void __launch_bounds__(ROW_SCORE_THREADS) row_scores(
     const int* __restrict__ state,

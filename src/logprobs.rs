@@ -61,8 +61,6 @@ fn top_ids(logits: &[f32], n: usize) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    /// Values worked by hand: logits [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space, so
-    /// token 2 has log(3/8) and the top three are 2, then 1 and 3 (equal: lower id first).
     /// A row's score gives what token_logprob gives with one alternative or none.
     #[test]
     fn a_score_is_token_logprob_with_one_alternative() {
@@ -73,6 +71,8 @@ mod tests {
         }
     }
 
+    /// Values worked by hand: logits [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space, so
+    /// token 2 has log(3/8) and the top three are 2, then 1 and 3 (equal: lower id first).
     #[test]
     fn log_softmax_and_top_tokens_of_a_small_row() {
         let logits: Vec<f32> = [1.0f32, 2.0, 3.0, 2.0].iter().map(|v| v.ln()).collect();

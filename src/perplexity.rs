@@ -75,7 +75,7 @@ pub fn perplexity(
         ppl_stderr: ppl * stderr_nll,
         windows,
         tokens_scored: count,
-        tokens_evaluated: windows * ctx,
-        tok_s: (windows * ctx) as f64 / secs,
+        tokens_evaluated: windows * (ctx - 1),
+        tok_s: (windows * (ctx - 1)) as f64 / secs,
     })
 }

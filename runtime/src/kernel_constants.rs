@@ -72,6 +72,9 @@ pub const DQ_THREADS: usize = 256;
 /// Threads per block of the argmax kernel.
 pub const ARGMAX_THREADS: usize = 256;
 
+/// Threads per block of the row scores kernel (kernels/row_scores.cu; one block per row).
+pub const ROW_SCORE_THREADS: usize = 512;
+
 /// Threads per block of both sampling kernels (sample.cu's `THREADS`).
 pub const SAMPLE_THREADS: usize = 256;
 
@@ -103,6 +106,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("DQ_CHUNK", DQ_CHUNK),
     ("DQ_THREADS", DQ_THREADS),
     ("ARGMAX_THREADS", ARGMAX_THREADS),
+    ("ROW_SCORE_THREADS", ROW_SCORE_THREADS),
     ("SAMPLE_THREADS", SAMPLE_THREADS),
     ("SAMPLE_MAX_CHUNK", SAMPLE_MAX_CHUNK),
     ("SAMPLE_MAX_CANDIDATES", SAMPLE_MAX_CANDIDATES),

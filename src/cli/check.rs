@@ -284,6 +284,15 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     Ok(failed)
 }
 
+/// A difference for a max: NaN (which `f32::max` would drop) as infinite, so that it fails.
+fn nan_is_infinite(d: f32) -> f32 {
+    if d.is_nan() {
+        f32::INFINITY
+    } else {
+        d
+    }
+}
+
 /// Each greedy decode step's row scored on the device (`last_decode_score`: the log-probability
 /// of the token the step chose, and the top token) against the same row copied and scored on the
 /// host (f64): within 2e-5, the top token equal to the step's; then what a step with its
@@ -299,8 +308,8 @@ fn decode_score_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> 
         let on_device = gpu.last_decode_score(next, pos)?;
         let on_host = row_score(&gpu.last_decode_logits()?, next);
         worst = worst
-            .max((on_device.logprob - on_host.logprob).abs())
-            .max((on_device.top_logprob - on_host.top_logprob).abs());
+            .max(nan_is_infinite((on_device.logprob - on_host.logprob).abs()))
+            .max(nan_is_infinite((on_device.top_logprob - on_host.top_logprob).abs()));
         same &= on_device.top_id == on_host.top_id && on_device.top_id == next;
         token = next;
     }
@@ -393,7 +402,7 @@ fn prefill_graph_checks(
         let d = on_device
             .iter()
             .zip(&on_host)
-            .map(|(g, c)| (g.logprob - c.logprob).abs().max((g.top_logprob - c.top_logprob).abs()))
+            .map(|(g, c)| nan_is_infinite((g.logprob - c.logprob).abs().max((g.top_logprob - c.top_logprob).abs())))
             .fold(0.0f32, f32::max);
         let same_ids = on_device.iter().zip(&on_host).all(|(g, c)| g.top_id == c.top_id);
         let pass = on_device.len() == ids.len() && same_ids && d <= 2e-5;

@@ -690,8 +690,9 @@ fn row_score_checks(
     let targets: Vec<u32> = (0..t).map(|_| rng.below(vocab) as u32).collect();
     let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
     let (dl, dt) = (h.input(&data)?, h.input(&ids)?);
-    let out = h.input(&vec![0xFFFF_FFFFu32; 4 * (t + 1)])?; // one row more than the launch: poison
-    h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, out.ptr())], "row_scores")?;
+    // One block more than n_tokens = t: its row must stay poison.
+    let out = h.input(&vec![0xFFFF_FFFFu32; 4 * (t + 1)])?;
+    h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t + 1, out.ptr())], "row_scores")?;
     let mut w = vec![0u32; 4 * (t + 1)];
     h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
     let cpu: Vec<crate::scores::RowScore> =

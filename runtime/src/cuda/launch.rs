@@ -1092,16 +1092,13 @@ pub(crate) fn swiglu(st: u64, gate_up: u64, out: u64, ffn: usize, rows: usize) -
     )
 }
 
-/// Threads of a `row_scores` block (kernels/row_scores.cu's ROW_SCORE_THREADS).
-const ROW_SCORE_THREADS: u32 = 512;
-
 /// Rows `0..n_tokens` of logits f32 [rows, vocab] scored against targets i32 [rows]: out u32
 /// [rows][4] (kernels/row_scores.cu).
 pub(crate) fn row_scores(st: u64, logits: u64, targets: u64, vocab: usize, rows: usize, out: u64) -> Op {
     kernel(
         Kernel::RowScores,
         (rows, 1, 1),
-        ROW_SCORE_THREADS,
+        crate::kernel_constants::ROW_SCORE_THREADS as u32,
         vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(targets), i(vocab), Arg::Ptr(out)],
     )
 }

@@ -158,10 +158,35 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(opts, drafter, chat_template))
+    let mut engine_thread = None;
+    let result = rt.block_on(serve(opts, drafter, chat_template, &mut engine_thread));
+    // Ending the runtime ends every task, and with them the last handles to the engine; its
+    // thread then drops the model -- on the GPU its graphs, device memory and context -- and the
+    // process exits only after that: exiting while it did so crashed inside the CUDA driver
+    // (SIGSEGV after SIGTERM, most runs on an H100).
+    rt.shutdown_timeout(ENGINE_STOP_WAIT);
+    if let Some(thread) = engine_thread {
+        let deadline = std::time::Instant::now() + ENGINE_STOP_WAIT;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+    result
 }
 
-async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template: Option<String>) -> Result<()> {
+/// How long a stopping server waits for its tasks, then for the engine thread to let go of the
+/// model (a generation still running would be cancelled by then: its client is gone).
+const ENGINE_STOP_WAIT: Duration = Duration::from_secs(10);
+
+async fn serve(
+    opts: ServeOptions,
+    drafter: Option<NgramDrafter>,
+    chat_template: Option<String>,
+    engine_thread: &mut Option<std::thread::JoinHandle<()>>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
         .await
         .with_context(|| format!("listening on {}:{}", opts.host, opts.port))?;
@@ -176,8 +201,9 @@ async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template:
         (opts.model.clone(), opts.backend, opts.ctx_size, opts.quiet, id.clone());
     let speculation = (drafter, opts.speculation.asked() && !quiet);
     let load = move || load_model(model_path.as_deref(), choice, ctx, quiet, info_id, speculation, chat_template);
-    let (engine, _thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
+    let (engine, thread) = engine::start(load, opts.max_queue, metrics.clone(), ready.clone(), fail_tx)
         .context("starting the engine thread")?;
+    *engine_thread = Some(thread);
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let read_timeout = Duration::from_secs(opts.read_timeout);
@@ -221,7 +247,7 @@ async fn serve(opts: ServeOptions, drafter: Option<NgramDrafter>, chat_template:
     };
     let busy = move || state.handling.load(Ordering::Relaxed) > 0 || state.engine.busy();
     listen::serve(listener, app, limits, stopping, busy).await;
-    // The engine thread ends once the last request's handle is gone; it holds nothing to save.
+    // The engine thread ends once the last request's handle is gone (`run` waits for it).
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {
         Some(e) => Err(e.context("loading the model")),

@@ -34,9 +34,12 @@ pub enum ChatTemplateError {
 }
 
 /// Template instructions one render may execute: the Qwen2 template renders 20,000 turns within
-/// it (`tests/chat_template_qwen2.rs`), far more than any context holds, while a template of nested
-/// loops stops within seconds instead of running for minutes.
-pub const RENDER_FUEL: u64 = 20_000_000;
+/// it (`tests/chat_template_qwen2.rs`; within half of it, too), far more than any context holds,
+/// while a template of nested loops stops within seconds instead of running for minutes.
+/// minijinja also charges every value a render builds, one instruction per 64 bytes, so this
+/// bounds the strings a template can grow to ≈ 256 MB (a string doubled in a loop took the
+/// process to 1.3 GB under the earlier 20,000,000).
+pub const RENDER_FUEL: u64 = 4_000_000;
 /// The most text one render may produce: a 128 K-token context is ≈ 0.5 MB of text.
 pub const MAX_RENDERED_BYTES: usize = 16 << 20;
 

@@ -60,16 +60,7 @@ pub trait Executor {
     /// are scored there; the GPU scores them where they are.
     fn prefill_scores(&mut self, tokens: &[u32], pos: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
         let vocab = self.hparams().vocab;
-        if targets.len() != tokens.len() {
-            return Err(RuntimeError::InvalidCall(format!(
-                "{} tokens to score against {} targets",
-                tokens.len(),
-                targets.len()
-            )));
-        }
-        if let Some(&id) = targets.iter().find(|&&t| t as usize >= vocab) {
-            return Err(RuntimeError::TokenOutOfRange { id, vocab });
-        }
+        crate::scores::check_targets(tokens.len(), targets, vocab)?;
         let out = self.prefill(tokens, pos, LogitsWanted::All)?;
         crate::session::check_logits(&out.logits, vocab, pos)?;
         crate::scores::score_rows(&out.logits, vocab, targets)

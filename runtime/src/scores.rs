@@ -46,18 +46,28 @@ pub fn row_score(row: &[f32], target: u32) -> RowScore {
     }
 }
 
+/// Refuses scoring `tokens` rows against `targets` unless there is one target per row and every
+/// target is a token (`< vocab`): the one check every scoring entry point makes before it runs.
+pub fn check_targets(tokens: usize, targets: &[u32], vocab: usize) -> Result<(), RuntimeError> {
+    if targets.len() != tokens {
+        return Err(RuntimeError::InvalidCall(format!("{tokens} tokens to score against {} targets", targets.len())));
+    }
+    match targets.iter().find(|&&t| t as usize >= vocab) {
+        Some(&id) => Err(RuntimeError::TokenOutOfRange { id, vocab }),
+        None => Ok(()),
+    }
+}
+
 /// Scores of `rows` logits rows ([rows.len() / vocab, vocab], finite) against `targets`, a row per
 /// core.
 pub fn score_rows(logits: &[f32], vocab: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
+    check_targets(logits.len() / vocab.max(1), targets, vocab)?;
     if logits.len() != targets.len() * vocab {
         return Err(RuntimeError::InvalidCall(format!(
             "{} logits for {} targets of a {vocab}-token vocabulary",
             logits.len(),
             targets.len()
         )));
-    }
-    if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
-        return Err(RuntimeError::InvalidCall(format!("target token {t} is outside the vocabulary ({vocab})")));
     }
     Ok(logits.par_chunks_exact(vocab.max(1)).zip(targets.par_iter()).map(|(row, &t)| row_score(row, t)).collect())
 }
@@ -96,6 +106,7 @@ mod tests {
         assert_eq!(s.iter().map(|r| r.top_id).collect::<Vec<_>>(), vec![2, 0]);
         assert_eq!(s[0], row_score(&logits[..3], 2));
         assert!(score_rows(&logits, 3, &[2]).is_err(), "two rows, one target");
-        assert!(score_rows(&logits, 3, &[2, 3]).is_err(), "target outside the vocabulary");
+        let e = score_rows(&logits, 3, &[2, 3]).unwrap_err();
+        assert!(matches!(e, RuntimeError::TokenOutOfRange { id: 3, vocab: 3 }), "{e}");
     }
 }

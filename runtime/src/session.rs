@@ -102,17 +102,10 @@ impl Session {
     /// `tokens[..=i]`), chunk by chunk: what perplexity and a prompt's log-probabilities need,
     /// without the rows themselves crossing to the host where the backend can score them.
     pub fn prefill_scores(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
-        if tokens.is_empty() || tokens.len() != targets.len() {
-            return Err(RuntimeError::InvalidCall(format!(
-                "{} tokens to score against {} targets",
-                tokens.len(),
-                targets.len()
-            )));
+        if tokens.is_empty() {
+            return Err(RuntimeError::InvalidCall("empty prompt".into()));
         }
-        let vocab = self.exec.hparams().vocab;
-        if let Some(&id) = targets.iter().find(|&&t| t as usize >= vocab) {
-            return Err(RuntimeError::TokenOutOfRange { id, vocab });
-        }
+        crate::scores::check_targets(tokens.len(), targets, self.exec.hparams().vocab)?;
         if self.pos + tokens.len() > self.exec.max_seq() {
             return Err(RuntimeError::ContextFull { needed: self.pos + tokens.len(), max_seq: self.exec.max_seq() });
         }
@@ -213,10 +206,7 @@ impl Session {
         if !self.decoded_last {
             return Err(RuntimeError::InvalidCall("last_decode_score: the last call was not a decode step".into()));
         }
-        let vocab = self.exec.hparams().vocab;
-        if target as usize >= vocab {
-            return Err(RuntimeError::TokenOutOfRange { id: target, vocab });
-        }
+        crate::scores::check_targets(1, &[target], self.exec.hparams().vocab)?;
         self.exec.last_decode_score(target, self.pos - 1)
     }
 }

@@ -12,7 +12,6 @@ use qwen_aot_runtime::phases;
 use qwen_aot_runtime::session::Session;
 use qwen_aot_runtime::speculative::{Draft, NgramDrafter, Speculator};
 use qwen_aot_runtime::tokenizer::Tokenizer;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::host_draw::{HostDraw, HostSteps};
@@ -138,15 +137,15 @@ impl StopFilter<'_> {
 /// The start-up phase that ends with the first token (`generate --verbose`).
 pub const FIRST_TOKEN_PHASE: &str = "prefill to the first token";
 
-/// Rows of logits a prompt is scored in at once ([`prompt_logprobs`]): 64 rows of a 151,936-token
-/// vocabulary are 39 MB, whatever the prompt's length.
-const SCORE_ROWS: usize = 64;
+/// Rows a prompt is scored in at once ([`prompt_logprobs`]) where the backend's scores come from
+/// rows copied to the host: 64 rows of a 151,936-token vocabulary are 39 MB, whatever the
+/// prompt's length. A backend that scores on the device takes whole prefill chunks.
+const HOST_SCORE_ROWS: usize = 64;
 
-/// The log-probability of each of `targets` after the tokens before it: prefills `context`
-/// (`targets[i]` follows `context[..=i]`; the same length) from the session's position, every
-/// row's logits in pieces of [`SCORE_ROWS`], each turned into its target's entry with `top_n`
-/// alternatives before the next piece (with at most one alternative, the session's
-/// `prefill_scores`: scored where the rows are computed).
+/// The log-probability of each of `targets` after the tokens before it, with `top_n`
+/// alternatives: prefills `context` (`targets[i]` follows `context[..=i]`; the same length) from
+/// the session's position, scoring every row (`session.prefill_scores`: where the rows are
+/// computed; on the host in pieces of [`HOST_SCORE_ROWS`]).
 pub fn prompt_logprobs(
     session: &mut Session,
     context: &[u32],
@@ -156,20 +155,12 @@ pub fn prompt_logprobs(
     if context.len() != targets.len() {
         bail!("{} context tokens for {} targets", context.len(), targets.len());
     }
-    let vocab = session.executor().hparams().vocab;
+    let piece =
+        if session.executor().scores_on_device() { session.executor().max_prefill_tokens() } else { HOST_SCORE_ROWS };
     let mut out = Vec::with_capacity(targets.len());
-    for (piece, want) in context.chunks(SCORE_ROWS).zip(targets.chunks(SCORE_ROWS)) {
-        if top_n <= 1 {
-            // Scored where the rows are computed: on the GPU 16 bytes a row cross, not 600 KB.
-            let scores = session.prefill_scores(piece, want)?;
-            out.extend(want.iter().zip(&scores).map(|(&t, s)| from_score(t, s, top_n)));
-            continue;
-        }
-        let logits = session.prefill(piece, LogitsWanted::All)?.logits;
-        // A row's log-softmax and top entries per core (each row is independent).
-        let scored: Vec<TokenLogprob> =
-            want.par_iter().zip(logits.par_chunks_exact(vocab)).map(|(&t, row)| token_logprob(row, t, top_n)).collect();
-        out.extend(scored);
+    for (part, want) in context.chunks(piece).zip(targets.chunks(piece)) {
+        let scores = session.prefill_scores(part, want, top_n)?;
+        out.extend(want.iter().zip(scores).map(|(&t, s)| from_score(t, s)));
     }
     Ok(out)
 }
@@ -312,17 +303,13 @@ pub fn generate_events(
                         }
                         token
                     }
-                    // With at most one alternative the step's row is scored where it is (on the
-                    // GPU 16 bytes cross, not the row); with more it comes to the host.
+                    // The step's row is scored where it is (on the GPU a few bytes cross, not
+                    // the row).
                     None => {
-                        let out = session.decode(next, top_n.is_some_and(|n| n > 1))?;
-                        match top_n {
-                            Some(n) if n <= 1 => {
-                                let score = session.last_decode_score(out.next_token)?;
-                                ready_lp.push_back(from_score(out.next_token, &score, n));
-                            }
-                            Some(n) => ready_lp.push_back(token_logprob(&out.logits, out.next_token, n)),
-                            None => {}
+                        let out = session.decode(next, false)?;
+                        if let Some(n) = top_n {
+                            let score = session.last_decode_score(out.next_token, n)?;
+                            ready_lp.push_back(from_score(out.next_token, score));
                         }
                         out.next_token
                     }

@@ -3,10 +3,11 @@
 //! top-k/top-p or min-p, as OpenAI's API and vLLM report by default -- and that row's most
 //! likely tokens.
 
-use qwen_aot_runtime::scores::{log_normaliser, RowScore};
+use qwen_aot_runtime::scores::{row_score, RowScore, MAX_TOP};
 
-/// Most alternatives a request may ask for per token (OpenAI's limit for `top_logprobs`).
-pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Most alternatives a request may ask for per token (OpenAI's limit for `top_logprobs`; the
+/// device's scores list as many).
+pub const MAX_TOP_LOGPROBS: usize = MAX_TOP;
 
 /// One generated token: its log-probability and the row's `top` most likely tokens (most likely
 /// first, ties by lower id).
@@ -18,57 +19,37 @@ pub struct TokenLogprob {
 }
 
 /// The log-probability of `id` under `logits` (finite: the session checks every row it returns)
-/// and the `top_n` most likely tokens. The normaliser log(sum(exp(l))) is summed in f64 from the
-/// row's maximum, so a 150,000-entry row loses nothing to f32 rounding.
+/// and the `top_n` most likely tokens: `scores::row_score` (the device's twin), the normaliser
+/// summed in f64 from the row's maximum, so a 150,000-entry row loses nothing to f32 rounding.
+/// An id past the row (which no caller passes) has log-probability -inf.
 pub fn token_logprob(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
-    let log_z = log_normaliser(logits);
-    let lp = |l: f32| (f64::from(l) - log_z) as f32;
-    TokenLogprob {
-        id,
-        logprob: logits.get(id as usize).map_or(f32::NEG_INFINITY, |&l| lp(l)),
-        top: top_ids(logits, top_n).into_iter().map(|j| (j, lp(logits[j as usize]))).collect(),
+    if (id as usize) < logits.len() {
+        from_score(id, row_score(logits, id, top_n))
+    } else {
+        TokenLogprob { id, logprob: f32::NEG_INFINITY, top: row_score(logits, 0, top_n).top }
     }
 }
 
-/// [`token_logprob`] with at most one alternative, from a row's score (`session.prefill_scores`:
-/// computed where the row is, so the row need not cross to the host).
-pub fn from_score(id: u32, score: &RowScore, top_n: usize) -> TokenLogprob {
-    debug_assert!(top_n <= 1, "a score holds one alternative");
-    let top = if top_n == 0 { Vec::new() } else { vec![(score.top_id, score.top_logprob)] };
-    TokenLogprob { id, logprob: score.logprob, top }
-}
-
-/// The ids of the `n` largest logits, largest first, ties by lower id: one pass keeping a sorted
-/// list of at most `n` (n is small; most logits fall below the list's last entry at once).
-fn top_ids(logits: &[f32], n: usize) -> Vec<u32> {
-    let mut top: Vec<u32> = Vec::with_capacity(n + 1);
-    if n == 0 {
-        return top;
-    }
-    for (j, &l) in logits.iter().enumerate() {
-        if top.len() == n && l <= logits[top[n - 1] as usize] {
-            continue;
-        }
-        // After every entry at least as large (an earlier id wins a tie).
-        let at = top.partition_point(|&t| logits[t as usize] >= l);
-        top.insert(at, j as u32);
-        top.truncate(n);
-    }
-    top
+/// [`token_logprob`] from a row's score (`session.prefill_scores` / `last_decode_score`: computed
+/// where the row is, so the row need not cross to the host).
+pub fn from_score(id: u32, score: RowScore) -> TokenLogprob {
+    TokenLogprob { id, logprob: score.logprob, top: score.top }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A row's score gives what token_logprob gives with one alternative or none.
+    /// A row's score gives what token_logprob gives, with any number of alternatives.
     #[test]
-    fn a_score_is_token_logprob_with_one_alternative() {
+    fn a_score_is_token_logprob() {
         let logits = [0.5f32, 2.0, -1.0, 2.0, 1.5];
-        let score = qwen_aot_runtime::scores::row_score(&logits, 4);
-        for top_n in 0..=1 {
-            assert_eq!(from_score(4, &score, top_n), token_logprob(&logits, 4, top_n), "top {top_n}");
+        for top_n in 0..=6 {
+            let score = row_score(&logits, 4, top_n);
+            assert_eq!(from_score(4, score), token_logprob(&logits, 4, top_n), "top {top_n}");
         }
+        let t = token_logprob(&logits, 4, 3);
+        assert_eq!(t.top.iter().map(|&(j, _)| j).collect::<Vec<_>>(), [1, 3, 4]);
     }
 
     /// Values worked by hand: logits [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space, so
@@ -96,7 +77,7 @@ mod tests {
         let logits: Vec<f32> = (0..151_936)
             .map(|_| 1000.0 + (qwen_aot_runtime::rng::splitmix64(&mut state) % 20_000) as f32 / 1000.0)
             .collect();
-        let log_z = log_normaliser(&logits);
+        let log_z = qwen_aot_runtime::scores::log_normaliser(&logits);
         let total: f64 = logits.iter().map(|&l| (f64::from(l) - log_z).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9, "{total}");
         let t = token_logprob(&logits, 7, MAX_TOP_LOGPROBS);

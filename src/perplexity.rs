@@ -56,7 +56,7 @@ pub fn perplexity(
         // Every row scored where it is computed (on the GPU only 16 bytes a row cross to the
         // host): its log-probability of the token after it. The second half's are summed, in
         // row order.
-        let scores = session.prefill_scores(&win[..ctx - 1], &win[1..])?;
+        let scores = session.prefill_scores(&win[..ctx - 1], &win[1..], 0)?;
         for s in &scores[first..] {
             let v = -f64::from(s.logprob);
             sum += v;

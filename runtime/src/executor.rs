@@ -54,16 +54,28 @@ pub trait Executor {
     /// `pos + tokens.len() <= max_seq()`; token ids must be `< vocab`.
     fn prefill(&mut self, tokens: &[u32], pos: usize, logits: LogitsWanted) -> Result<StepOutput, RuntimeError>;
     /// [`Executor::prefill`] of `tokens` with every row scored against `targets` (the same
-    /// length, each `< vocab`; row i's target follows `tokens[..=i]`) instead of returned:
-    /// [`crate::scores`]. Non-finite logits are refused as
-    /// [`crate::session::check_logits`] refuses them. By default the rows cross to the host and
-    /// are scored there; the GPU scores them where they are.
-    fn prefill_scores(&mut self, tokens: &[u32], pos: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
+    /// length, each `< vocab`; row i's target follows `tokens[..=i]`) with `top_n` (<=
+    /// [`crate::scores::MAX_TOP`]) alternatives, instead of returned: [`crate::scores`].
+    /// Non-finite logits are refused as [`crate::session::check_logits`] refuses them. By default
+    /// the rows cross to the host and are scored there; the GPU scores them where they are.
+    fn prefill_scores(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+        targets: &[u32],
+        top_n: usize,
+    ) -> Result<Vec<RowScore>, RuntimeError> {
         let vocab = self.hparams().vocab;
-        crate::scores::check_targets(tokens.len(), targets, vocab)?;
+        crate::scores::check_targets(tokens.len(), targets, vocab, top_n)?;
         let out = self.prefill(tokens, pos, LogitsWanted::All)?;
         crate::session::check_logits(&out.logits, vocab, pos)?;
-        crate::scores::score_rows(&out.logits, vocab, targets)
+        crate::scores::score_rows(&out.logits, vocab, targets, top_n)
+    }
+    /// Whether [`Executor::prefill_scores`] and [`Executor::last_decode_score`] score the rows
+    /// where they are computed (only the scores cross to the host), so that a caller need not
+    /// bound how many rows it scores at once by the host memory their logits would take.
+    fn scores_on_device(&self) -> bool {
+        false
     }
     /// Runs the decode program for one token at position `pos` (same preconditions). `logits`
     /// false means only the token id crosses to the host.
@@ -88,13 +100,15 @@ pub trait Executor {
     /// Only meaningful directly after a decode: [`crate::session::Session::last_decode_logits`]
     /// guards that.
     fn last_decode_logits(&mut self) -> Result<Vec<f32>, RuntimeError>;
-    /// The row of [`Executor::last_decode_logits`] scored against `target` (< vocab):
-    /// [`crate::scores::row_score`]. `pos` is the step's position (for a non-finite logit's
-    /// error). By default the row crosses to the host; the GPU scores it where it is.
-    fn last_decode_score(&mut self, target: u32, pos: usize) -> Result<RowScore, RuntimeError> {
+    /// The row of [`Executor::last_decode_logits`] scored against `target` (< vocab) with `top_n`
+    /// (<= [`crate::scores::MAX_TOP`]) alternatives: [`crate::scores::row_score`]. `pos` is the
+    /// step's position (for a non-finite logit's error). By default the row crosses to the host;
+    /// the GPU scores it where it is.
+    fn last_decode_score(&mut self, target: u32, pos: usize, top_n: usize) -> Result<RowScore, RuntimeError> {
+        crate::scores::check_targets(1, &[target], self.hparams().vocab, top_n)?;
         let row = self.last_decode_logits()?;
         crate::session::check_logits(&row, self.hparams().vocab, pos)?;
-        Ok(crate::scores::row_score(&row, target))
+        Ok(crate::scores::row_score(&row, target, top_n))
     }
     /// Whether [`Executor::verify`] is available (one pass over several rows that gives every
     /// row's next token exactly as that many decode steps would: speculative decoding's check),

@@ -75,6 +75,10 @@ pub const ARGMAX_THREADS: usize = 256;
 /// Threads per block of the row scores kernel (kernels/row_scores.cu; one block per row).
 pub const ROW_SCORE_THREADS: usize = 512;
 
+/// Most alternatives the row scores kernel lists per row (`scores::MAX_TOP`; OpenAI's limit for
+/// `top_logprobs`): each thread keeps this many candidates.
+pub const ROW_SCORE_MAX_TOP: usize = 20;
+
 /// Threads per block of both sampling kernels (sample.cu's `THREADS`).
 pub const SAMPLE_THREADS: usize = 256;
 
@@ -107,6 +111,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("DQ_THREADS", DQ_THREADS),
     ("ARGMAX_THREADS", ARGMAX_THREADS),
     ("ROW_SCORE_THREADS", ROW_SCORE_THREADS),
+    ("ROW_SCORE_MAX_TOP", ROW_SCORE_MAX_TOP),
     ("SAMPLE_THREADS", SAMPLE_THREADS),
     ("SAMPLE_MAX_CHUNK", SAMPLE_MAX_CHUNK),
     ("SAMPLE_MAX_CANDIDATES", SAMPLE_MAX_CANDIDATES),

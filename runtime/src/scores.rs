@@ -1,20 +1,24 @@
 //! Teacher-forced scores of prefilled rows: each row's log-probability of the token that follows
-//! it, and the row's most likely token with its log-probability -- what perplexity and a prompt's
-//! log-probabilities (top 1) need, without the rows themselves. The GPU computes them on the
-//! device (kernels/row_scores.cu); this is its CPU twin and every other backend's way.
+//! it, and the row's most likely tokens with their log-probabilities -- what perplexity and a
+//! prompt's or a generated token's log-probabilities need, without the rows themselves. The GPU
+//! computes them on the device (kernels/row_scores.cu); this is its CPU twin and every other
+//! backend's way.
 use rayon::prelude::*;
 
 use crate::error::RuntimeError;
 
+/// Most alternatives a score may list per row (OpenAI's limit for `top_logprobs`; the device
+/// kernel keeps this many candidates per thread).
+pub const MAX_TOP: usize = crate::kernel_constants::ROW_SCORE_MAX_TOP;
+
 /// One row's score.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RowScore {
     /// log-softmax(row)[target].
     pub logprob: f32,
-    /// The row's most likely token (the lowest id among equal maxima).
-    pub top_id: u32,
-    /// Its log-probability.
-    pub top_logprob: f32,
+    /// The row's `top_n` most likely tokens with their log-probabilities, most likely first, equal
+    /// logits by lower id (fewer when the row is shorter).
+    pub top: Vec<(u32, f32)>,
 }
 
 /// log(sum_j exp(l_j)) over a row of finite logits, summed in f64 from the row's maximum, so that
@@ -25,32 +29,45 @@ pub fn log_normaliser(logits: &[f32]) -> f64 {
     f64::from(max) + sum.ln()
 }
 
-/// The score of a row of finite logits against `target` (< the row's length).
-pub fn row_score(row: &[f32], target: u32) -> RowScore {
+/// The ids of the `n` largest logits, largest first, ties by lower id: one pass keeping a sorted
+/// list of at most `n` (n is small; most logits fall below the list's last entry at once).
+pub fn top_ids(logits: &[f32], n: usize) -> Vec<u32> {
+    let mut top: Vec<u32> = Vec::with_capacity(n + 1);
+    if n == 0 {
+        return top;
+    }
+    for (j, &l) in logits.iter().enumerate() {
+        if top.len() == n && l <= logits[top[n - 1] as usize] {
+            continue;
+        }
+        // After every entry at least as large (an earlier id wins a tie).
+        let at = top.partition_point(|&t| logits[t as usize] >= l);
+        top.insert(at, j as u32);
+        top.truncate(n);
+    }
+    top
+}
+
+/// The score of a row of finite logits against `target` (< the row's length), with its `top_n`
+/// most likely tokens.
+pub fn row_score(row: &[f32], target: u32, top_n: usize) -> RowScore {
     let log_z = log_normaliser(row);
-    // The first maximum: ties go to the lower id.
-    let (top, top_l) = row.iter().enumerate().fold(
-        (0usize, f32::NEG_INFINITY),
-        |(bi, bv), (i, &v)| {
-            if v > bv {
-                (i, v)
-            } else {
-                (bi, bv)
-            }
-        },
-    );
+    let lp = |l: f32| (f64::from(l) - log_z) as f32;
     RowScore {
-        logprob: (f64::from(row[target as usize]) - log_z) as f32,
-        top_id: top as u32,
-        top_logprob: (f64::from(top_l) - log_z) as f32,
+        logprob: lp(row[target as usize]),
+        top: top_ids(row, top_n).into_iter().map(|j| (j, lp(row[j as usize]))).collect(),
     }
 }
 
-/// Refuses scoring `tokens` rows against `targets` unless there is one target per row and every
-/// target is a token (`< vocab`): the one check every scoring entry point makes before it runs.
-pub fn check_targets(tokens: usize, targets: &[u32], vocab: usize) -> Result<(), RuntimeError> {
+/// Refuses scoring `tokens` rows against `targets` with `top_n` alternatives unless there is one
+/// target per row, every target is a token (`< vocab`) and `top_n <= MAX_TOP`: the one check every
+/// scoring entry point makes before it runs.
+pub fn check_targets(tokens: usize, targets: &[u32], vocab: usize, top_n: usize) -> Result<(), RuntimeError> {
     if targets.len() != tokens {
         return Err(RuntimeError::InvalidCall(format!("{tokens} tokens to score against {} targets", targets.len())));
+    }
+    if top_n > MAX_TOP {
+        return Err(RuntimeError::InvalidCall(format!("{top_n} alternatives per row asked; at most {MAX_TOP}")));
     }
     match targets.iter().find(|&&t| t as usize >= vocab) {
         Some(&id) => Err(RuntimeError::TokenOutOfRange { id, vocab }),
@@ -58,10 +75,10 @@ pub fn check_targets(tokens: usize, targets: &[u32], vocab: usize) -> Result<(),
     }
 }
 
-/// Scores of `rows` logits rows ([rows.len() / vocab, vocab], finite) against `targets`, a row per
-/// core.
-pub fn score_rows(logits: &[f32], vocab: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
-    check_targets(logits.len() / vocab.max(1), targets, vocab)?;
+/// Scores of `rows` logits rows ([rows.len() / vocab, vocab], finite) against `targets` with
+/// `top_n` alternatives each, a row per core.
+pub fn score_rows(logits: &[f32], vocab: usize, targets: &[u32], top_n: usize) -> Result<Vec<RowScore>, RuntimeError> {
+    check_targets(logits.len() / vocab.max(1), targets, vocab, top_n)?;
     if logits.len() != targets.len() * vocab {
         return Err(RuntimeError::InvalidCall(format!(
             "{} logits for {} targets of a {vocab}-token vocabulary",
@@ -69,21 +86,31 @@ pub fn score_rows(logits: &[f32], vocab: usize, targets: &[u32]) -> Result<Vec<R
             targets.len()
         )));
     }
-    Ok(logits.par_chunks_exact(vocab.max(1)).zip(targets.par_iter()).map(|(row, &t)| row_score(row, t)).collect())
+    Ok(logits
+        .par_chunks_exact(vocab.max(1))
+        .zip(targets.par_iter())
+        .map(|(row, &t)| row_score(row, t, top_n))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Values worked by hand: [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space.
+    /// Values worked by hand: [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space, so the top
+    /// three are 2, then 1 and 3 (equal: the lower id first).
     #[test]
     fn a_small_row_scored_by_hand() {
         let row = [1f32.ln(), 2f32.ln(), 3f32.ln(), 2f32.ln()];
-        let s = row_score(&row, 1);
+        let s = row_score(&row, 1, 3);
         assert!((s.logprob - (2.0f32 / 8.0).ln()).abs() < 1e-6, "{s:?}");
-        assert_eq!(s.top_id, 2);
-        assert!((s.top_logprob - (3.0f32 / 8.0).ln()).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.top.iter().map(|&(j, _)| j).collect::<Vec<_>>(), [2, 1, 3]);
+        assert!((s.top[0].1 - (3.0f32 / 8.0).ln()).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.top[1].1, s.logprob);
+        assert_eq!(s.top[1].1, s.top[2].1);
+        assert!(row_score(&row, 1, 0).top.is_empty());
+        // More alternatives than tokens: every token, in order.
+        assert_eq!(row_score(&row, 1, MAX_TOP).top.len(), 4);
     }
 
     #[test]
@@ -91,22 +118,26 @@ mod tests {
         let mut row = vec![-5.0f32; 150_000];
         row[70_000] = 10.0;
         row[20_000] = 10.0;
-        let s = row_score(&row, 20_000);
-        assert_eq!(s.top_id, 20_000);
+        let s = row_score(&row, 20_000, 3);
+        // The two maxima, then the first of the 149,998 equal others.
+        assert_eq!(s.top.iter().map(|&(j, _)| j).collect::<Vec<_>>(), [20_000, 70_000, 0]);
         // Two tokens at e^10 and 149,998 at e^-5: log p = -ln(2 + 149,998 e^-15).
         let expect = -(2.0f64 + 149_998.0 * (-15.0f64).exp()).ln();
         assert!((f64::from(s.logprob) - expect).abs() < 1e-6, "{} vs {expect}", s.logprob);
-        assert_eq!(s.logprob, s.top_logprob);
+        assert_eq!(s.logprob, s.top[0].1);
+        assert!((f64::from(s.top[2].1) - (expect - 15.0)).abs() < 1e-5, "{:?}", s.top[2]);
     }
 
     #[test]
     fn rows_are_scored_in_order_and_bad_calls_are_refused() {
         let logits = [0.0, 1.0, 2.0, 5.0, 1.0, 0.0];
-        let s = score_rows(&logits, 3, &[2, 0]).unwrap();
-        assert_eq!(s.iter().map(|r| r.top_id).collect::<Vec<_>>(), vec![2, 0]);
-        assert_eq!(s[0], row_score(&logits[..3], 2));
-        assert!(score_rows(&logits, 3, &[2]).is_err(), "two rows, one target");
-        let e = score_rows(&logits, 3, &[2, 3]).unwrap_err();
+        let s = score_rows(&logits, 3, &[2, 0], 2).unwrap();
+        assert_eq!(s.iter().map(|r| r.top[0].0).collect::<Vec<_>>(), vec![2, 0]);
+        assert_eq!(s[0], row_score(&logits[..3], 2, 2));
+        assert_eq!(s[1].top.iter().map(|&(j, _)| j).collect::<Vec<_>>(), [0, 1]);
+        assert!(score_rows(&logits, 3, &[2], 1).is_err(), "two rows, one target");
+        let e = score_rows(&logits, 3, &[2, 3], 1).unwrap_err();
         assert!(matches!(e, RuntimeError::TokenOutOfRange { id: 3, vocab: 3 }), "{e}");
+        assert!(score_rows(&logits, 3, &[2, 0], MAX_TOP + 1).is_err(), "too many alternatives");
     }
 }

@@ -98,14 +98,20 @@ impl Session {
     }
 
     /// Appends `tokens` to the cache as [`Session::prefill`] does and returns each row's score
-    /// against `targets` ([`crate::scores::RowScore`]; the same length, `targets[i]` follows
-    /// `tokens[..=i]`), chunk by chunk: what perplexity and a prompt's log-probabilities need,
-    /// without the rows themselves crossing to the host where the backend can score them.
-    pub fn prefill_scores(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
+    /// against `targets` with `top_n` alternatives ([`crate::scores::RowScore`]; the same length,
+    /// `targets[i]` follows `tokens[..=i]`), chunk by chunk: what perplexity and a prompt's
+    /// log-probabilities need, without the rows themselves crossing to the host where the backend
+    /// can score them.
+    pub fn prefill_scores(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        top_n: usize,
+    ) -> Result<Vec<RowScore>, RuntimeError> {
         if tokens.is_empty() {
             return Err(RuntimeError::InvalidCall("empty prompt".into()));
         }
-        crate::scores::check_targets(tokens.len(), targets, self.exec.hparams().vocab)?;
+        crate::scores::check_targets(tokens.len(), targets, self.exec.hparams().vocab, top_n)?;
         if self.pos + tokens.len() > self.exec.max_seq() {
             return Err(RuntimeError::ContextFull { needed: self.pos + tokens.len(), max_seq: self.exec.max_seq() });
         }
@@ -113,7 +119,7 @@ impl Session {
         let chunk = self.exec.max_prefill_tokens();
         let mut out = Vec::with_capacity(tokens.len());
         for (part, want) in tokens.chunks(chunk).zip(targets.chunks(chunk)) {
-            out.extend(self.exec.prefill_scores(part, self.pos, want)?);
+            out.extend(self.exec.prefill_scores(part, self.pos, want, top_n)?);
             self.pos += part.len();
         }
         Ok(out)
@@ -201,13 +207,14 @@ impl Session {
     }
 
     /// The row of [`Session::last_decode_logits`] scored against `target` (the token the step
-    /// chose, for its log-probability): on the GPU 16 bytes cross instead of the row.
-    pub fn last_decode_score(&mut self, target: u32) -> Result<RowScore, RuntimeError> {
+    /// chose, for its log-probability) with `top_n` alternatives: on the GPU a few bytes cross
+    /// instead of the row.
+    pub fn last_decode_score(&mut self, target: u32, top_n: usize) -> Result<RowScore, RuntimeError> {
         if !self.decoded_last {
             return Err(RuntimeError::InvalidCall("last_decode_score: the last call was not a decode step".into()));
         }
-        crate::scores::check_targets(1, &[target], self.exec.hparams().vocab)?;
-        self.exec.last_decode_score(target, self.pos - 1)
+        crate::scores::check_targets(1, &[target], self.exec.hparams().vocab, top_n)?;
+        self.exec.last_decode_score(target, self.pos - 1, top_n)
     }
 }
 

@@ -23,6 +23,7 @@ use qwen_aot_runtime::cuda::CudaExecutor;
 use qwen_aot_runtime::executor::{Executor, LogitsWanted};
 use qwen_aot_runtime::plan::HyperParams;
 use qwen_aot_runtime::sampler::{self, SamplingParams};
+use qwen_aot_runtime::scores::RowScore;
 use qwen_aot_runtime::tokenizer::Tokenizer;
 
 use super::bench::RandomShape;
@@ -293,10 +294,27 @@ fn nan_is_infinite(d: f32) -> f32 {
     }
 }
 
+/// How far two scores of a row lie apart: the largest |Δ| of their log-probabilities (the
+/// target's and every listed one's; NaN as infinite) and whether they list the same ids.
+fn score_gap(a: &RowScore, b: &RowScore) -> (f32, bool) {
+    let d = a
+        .top
+        .iter()
+        .zip(&b.top)
+        .map(|(x, y)| (x.1 - y.1).abs())
+        .fold((a.logprob - b.logprob).abs(), |m, d| m.max(nan_is_infinite(d)));
+    let same = a.top.len() == b.top.len() && a.top.iter().zip(&b.top).all(|(x, y)| x.0 == y.0);
+    (nan_is_infinite(d), same)
+}
+
+/// Alternatives asked of the device's scores in turn (`top_logprobs` 1, 5 and the most).
+const CHECK_TOP_N: [usize; 3] = [1, 5, qwen_aot_runtime::scores::MAX_TOP];
+
 /// Each greedy decode step's row scored on the device (`last_decode_score`: the log-probability
-/// of the token the step chose, and the top token) against the same row copied and scored on the
-/// host (f64): within 2e-5, the top token equal to the step's; then what a step with its
-/// log-probability costs either way (µs, back to back). Returns the number of failed rows.
+/// of the token the step chose, and the top 1, 5 or 20 tokens in turn) against the same row copied
+/// and scored on the host (f64): within 2e-5, the same ids, the first the step's token; then what
+/// a step with its log-probabilities costs either way (µs, back to back). Returns the number of
+/// failed rows.
 fn decode_score_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> Result<usize> {
     use qwen_aot_runtime::scores::row_score;
     use std::time::Instant;
@@ -305,42 +323,44 @@ fn decode_score_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> 
     for i in 0..steps {
         let pos = prompt.len() + i;
         let next = gpu.decode(token, pos, false)?.next_token;
-        let on_device = gpu.last_decode_score(next, pos)?;
-        let on_host = row_score(&gpu.last_decode_logits()?, next);
-        worst = worst
-            .max(nan_is_infinite((on_device.logprob - on_host.logprob).abs()))
-            .max(nan_is_infinite((on_device.top_logprob - on_host.top_logprob).abs()));
-        same &= on_device.top_id == on_host.top_id && on_device.top_id == next;
+        let top_n = CHECK_TOP_N[i % CHECK_TOP_N.len()];
+        let on_device = gpu.last_decode_score(next, pos, top_n)?;
+        let on_host = row_score(&gpu.last_decode_logits()?, next, top_n);
+        let (d, ids) = score_gap(&on_device, &on_host);
+        worst = worst.max(d);
+        same &= ids && on_device.top.first().map(|p| p.0) == Some(next);
         token = next;
     }
     let pass = same && worst <= 2e-5;
     qwen_aot::outln!(
-        "\ndecode log-probabilities: {steps} greedy steps scored on the device vs the copied rows: max |Δ| {worst:.3e}, top = chosen token {}  {}",
+        "\ndecode log-probabilities: {steps} greedy steps scored on the device (top 1, 5, 20 in turn) vs the copied rows: max |Δ| {worst:.3e}, same ids, first = chosen token {}  {}",
         if same { "every step" } else { "NOT ALWAYS" },
         if pass { "PASS" } else { "FAIL" }
     );
-    // Time per step with the token's log-probability: scored on the device, or the row copied
-    // and scored on the host (what the server did before).
-    let mut timed = |on_device: bool| -> Result<f64> {
+    // Time per step with the token's log-probability and `top_n` alternatives: scored on the
+    // device, or the row copied and scored on the host (what the server did before).
+    let mut timed = |on_device: bool, top_n: usize| -> Result<f64> {
         let start = Instant::now();
         let mut t = token;
         for i in 0..steps {
             let pos = prompt.len() + i;
             if on_device {
                 t = gpu.decode(t, pos, false)?.next_token;
-                gpu.last_decode_score(t, pos)?;
+                std::hint::black_box(gpu.last_decode_score(t, pos, top_n)?);
             } else {
                 let out = gpu.decode(t, pos, true)?;
                 t = out.next_token;
-                std::hint::black_box(row_score(&out.logits, t));
+                std::hint::black_box(row_score(&out.logits, t, top_n));
             }
         }
         Ok(start.elapsed().as_secs_f64() * 1e6 / steps as f64)
     };
-    let (device_us, host_us) = (timed(true)?, timed(false)?);
-    qwen_aot::outln!(
-        "  a decode step with its log-probability: {device_us:.1} µs scored on the device, {host_us:.1} µs with the row copied and scored on the host"
-    );
+    for top_n in [1, 5] {
+        let (device_us, host_us) = (timed(true, top_n)?, timed(false, top_n)?);
+        qwen_aot::outln!(
+            "  a decode step with its log-probability and top {top_n}: {device_us:.1} µs scored on the device, {host_us:.1} µs with the row copied and scored on the host"
+        );
+    }
     Ok((!pass) as usize)
 }
 
@@ -395,20 +415,21 @@ fn prefill_graph_checks(
             if pass { "PASS" } else { "FAIL" }
         );
         // Every row scored on the device (kernels/row_scores.cu) against the same rows copied
-        // and scored on the host (f64): log-probabilities within 2e-5, top ids equal.
+        // and scored on the host (f64): log-probabilities within 2e-5, the same ids listed.
         let targets: Vec<u32> = ids[1..].iter().chain(&ids[..1]).copied().collect();
-        let on_device = gpu.prefill_scores(ids, 0, &targets)?;
-        let on_host = qwen_aot_runtime::scores::score_rows(&direct, vocab, &targets)?;
-        let d = on_device
-            .iter()
-            .zip(&on_host)
-            .map(|(g, c)| nan_is_infinite((g.logprob - c.logprob).abs().max((g.top_logprob - c.top_logprob).abs())))
-            .fold(0.0f32, f32::max);
-        let same_ids = on_device.iter().zip(&on_host).all(|(g, c)| g.top_id == c.top_id);
+        let top_n = CHECK_TOP_N[(ids.len() / 7) % CHECK_TOP_N.len()];
+        let on_device = gpu.prefill_scores(ids, 0, &targets, top_n)?;
+        let on_host = qwen_aot_runtime::scores::score_rows(&direct, vocab, &targets, top_n)?;
+        let (mut d, mut same_ids) = (0.0f32, on_device.len() == on_host.len());
+        for (g, c) in on_device.iter().zip(&on_host) {
+            let (gap, ids) = score_gap(g, c);
+            d = d.max(gap);
+            same_ids &= ids;
+        }
         let pass = on_device.len() == ids.len() && same_ids && d <= 2e-5;
         failed += (!pass) as usize;
         qwen_aot::outln!(
-            "  {short:<40} {:>4} rows  scores on the device vs the copied rows: max |Δ log-prob| {d:>9.3e}, top ids {}  {}",
+            "  {short:<40} {:>4} rows  scores on the device (top {top_n}) vs the copied rows: max |Δ log-prob| {d:>9.3e}, ids {}  {}",
             ids.len(),
             if same_ids { "equal" } else { "DIFFER" },
             if pass { "PASS" } else { "FAIL" }

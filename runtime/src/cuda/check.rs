@@ -676,43 +676,115 @@ fn row_score_checks(
     logits: &[f32],
     vocab: usize,
 ) -> Result<(), RuntimeError> {
+    use crate::scores::{row_score, MAX_TOP};
     let t = s.n_tokens;
-    let st = h.state.ptr();
     // The LM head's last row as computed above; the rows before it (poison there) random.
     let mut data: Vec<f32> = (0..(t - 1) * vocab).map(|_| rng.uniform(8.0)).collect();
     data.extend_from_slice(&logits[(t - 1) * vocab..t * vocab]);
-    // A tie for the top in the last row: the lower id wins.
+    // Ties in the last row: two at the top (the lower id first), three just below it (fourth to
+    // sixth of the list, by id).
     let last = (t - 1) * vocab;
     let (a, b) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
     let top = data[last..].iter().copied().fold(f32::NEG_INFINITY, f32::max) + 1.0;
     data[last + a] = top;
     data[last + b] = top;
+    for _ in 0..3 {
+        data[last + rng.below(vocab)] = top - 0.5;
+    }
     let targets: Vec<u32> = (0..t).map(|_| rng.below(vocab) as u32).collect();
     let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
     let (dl, dt) = (h.input(&data)?, h.input(&ids)?);
-    // One block more than n_tokens = t: its row must stay poison.
-    let out = h.input(&vec![0xFFFF_FFFFu32; 4 * (t + 1)])?;
-    h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t + 1, out.ptr())], "row_scores")?;
-    let mut w = vec![0u32; 4 * (t + 1)];
+    for top_n in [1, MAX_TOP] {
+        let words = launch::row_score_words(top_n);
+        // One block more than n_tokens = t: its row must stay poison.
+        let out = h.input(&vec![0xFFFF_FFFFu32; words * (t + 1)])?;
+        h.run(&[launch::row_scores(st_of(h), dl.ptr(), dt.ptr(), vocab, t + 1, top_n, out.ptr())], "row_scores")?;
+        let mut w = vec![0u32; words * (t + 1)];
+        h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
+        let cpu: Vec<_> = (0..t).map(|r| row_score(&data[r * vocab..(r + 1) * vocab], targets[r], top_n)).collect();
+        let (gpu_lp, cpu_lp) = score_log_probs(&w, &cpu, words);
+        h.record(format!("row_scores log-probs, top {top_n} [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
+        let ids_ok =
+            (0..t).all(|r| score_ids(&w[r * words..(r + 1) * words]) == top_ids_of(&cpu[r]) && w[r * words + 1] == 0);
+        h.record_flag(
+            format!("row_scores top {top_n} ids (ties in the last row: {a} and {b} at the top), no non-finite flags"),
+            ids_ok,
+        );
+        h.record_flag(
+            format!("row_scores top {top_n} leaves rows past n_tokens alone"),
+            w[words * t..].iter().all(|&x| x == 0xFFFF_FFFF),
+        );
+    }
+    // A vocabulary shorter than the list: every token in order, then empty slots (id 0xFFFFFFFF).
+    let small = 7;
+    let tiny: Vec<f32> = (0..t * small).map(|_| rng.uniform(4.0)).collect();
+    let tiny_targets: Vec<i32> = (0..t).map(|_| rng.below(small) as i32).collect();
+    let (dtl, dtt) = (h.input(&tiny)?, h.input(&tiny_targets)?);
+    let words = launch::row_score_words(MAX_TOP);
+    let out = h.output(words * t * 4)?;
+    h.run(&[launch::row_scores(st_of(h), dtl.ptr(), dtt.ptr(), small, t, MAX_TOP, out.ptr())], "row_scores small")?;
+    let mut w = vec![0u32; words * t];
     h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
-    let cpu: Vec<crate::scores::RowScore> =
-        (0..t).map(|r| crate::scores::row_score(&data[r * vocab..(r + 1) * vocab], targets[r])).collect();
-    let gpu_lp: Vec<f32> = (0..t).flat_map(|r| [f32::from_bits(w[4 * r]), f32::from_bits(w[4 * r + 1])]).collect();
-    let cpu_lp: Vec<f32> = cpu.iter().flat_map(|c| [c.logprob, c.top_logprob]).collect();
-    h.record(format!("row_scores log-probs [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
-    let ids_ok = (0..t).all(|r| w[4 * r + 2] == cpu[r].top_id && w[4 * r + 3] == 0);
-    h.record_flag(format!("row_scores top ids (a tie in the last row at {a} and {b}), no non-finite flags"), ids_ok);
-    h.record_flag("row_scores leaves rows past n_tokens alone", w[4 * t..].iter().all(|&x| x == 0xFFFF_FFFF));
-    // Non-finite logits: the first one's index, + 1, in the row's fourth word.
+    let cpu: Vec<_> =
+        (0..t).map(|r| row_score(&tiny[r * small..(r + 1) * small], tiny_targets[r] as u32, MAX_TOP)).collect();
+    let (gpu_lp, cpu_lp) = score_log_probs(&w, &cpu, words);
+    h.record(format!("row_scores log-probs, top {MAX_TOP} of {small} tokens [{t}x{small}]"), &gpu_lp, &cpu_lp, 2e-5);
+    let slots_ok = (0..t).all(|r| {
+        let row = &w[r * words..(r + 1) * words];
+        score_ids(row) == top_ids_of(&cpu[r])
+            && row[2 + 2 * small..]
+                .chunks_exact(2)
+                .all(|p| p[0] == u32::MAX && f32::from_bits(p[1]) == f32::NEG_INFINITY)
+    });
+    h.record_flag(format!("row_scores top {MAX_TOP} of {small} tokens: every token, then empty slots"), slots_ok);
+    // Non-finite logits: the first one's index, + 1, in the row's second word.
     let (nan_at, inf_at) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
     data[nan_at] = f32::NAN;
     data[inf_at] = f32::INFINITY;
     let dl = h.input(&data)?;
-    h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, out.ptr())], "row_scores non-finite")?;
-    h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
-    let flagged = w[3] == nan_at as u32 + 1 && (1..t).all(|r| w[4 * r + 3] == 0);
-    h.record_flag(format!("row_scores reports row 0's first non-finite logit ({nan_at})"), flagged);
+    for top_n in [1, MAX_TOP] {
+        let words = launch::row_score_words(top_n);
+        let out = h.output(words * t * 4)?;
+        h.run(
+            &[launch::row_scores(st_of(h), dl.ptr(), dt.ptr(), vocab, t, top_n, out.ptr())],
+            "row_scores non-finite",
+        )?;
+        let mut w = vec![0u32; words * t];
+        h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
+        let flagged = w[1] == nan_at as u32 + 1 && (1..t).all(|r| w[words * r + 1] == 0);
+        h.record_flag(format!("row_scores top {top_n} reports row 0's first non-finite logit ({nan_at})"), flagged);
+    }
     Ok(())
+}
+
+fn st_of(h: &Harness) -> u64 {
+    h.state.ptr()
+}
+
+/// The ids of a row_scores result row (`launch::row_score_words` words), empty slots included.
+fn score_ids(row: &[u32]) -> Vec<u32> {
+    row[2..].chunks_exact(2).map(|p| p[0]).take_while(|&id| id != u32::MAX).collect()
+}
+
+fn top_ids_of(score: &crate::scores::RowScore) -> Vec<u32> {
+    score.top.iter().map(|&(j, _)| j).collect()
+}
+
+/// Every log-probability of the results rows `w` (target's, then the listed ones) beside the
+/// twin's, for one comparison.
+fn score_log_probs(w: &[u32], cpu: &[crate::scores::RowScore], words: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut gpu_lp = Vec::new();
+    let mut cpu_lp = Vec::new();
+    for (r, c) in cpu.iter().enumerate() {
+        let row = &w[r * words..(r + 1) * words];
+        gpu_lp.push(f32::from_bits(row[0]));
+        cpu_lp.push(c.logprob);
+        for (i, &(_, lp)) in c.top.iter().enumerate() {
+            gpu_lp.push(f32::from_bits(row[3 + 2 * i]));
+            cpu_lp.push(lp);
+        }
+    }
+    (gpu_lp, cpu_lp)
 }
 
 /// Argmax of row n_tokens - 1: on the given logits, with a planted tie (lowest index must win),

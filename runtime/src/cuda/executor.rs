@@ -158,7 +158,8 @@ impl CudaExecutor {
         let argmax_scratch = dev.alloc(ARGMAX_MAX_BLOCKS * 8 + 16, "argmax scratch")?;
         let argmax_key = dev.alloc(8, "argmax key")?;
         let score_targets = dev.alloc(plan.prefill.max_tokens * 4, "row score targets")?;
-        let score_out = dev.alloc(plan.prefill.max_tokens * 16, "row scores")?;
+        let score_out =
+            dev.alloc(plan.prefill.max_tokens * launch::row_score_words(crate::scores::MAX_TOP) * 4, "row scores")?;
 
         // cuBLAS path: f16 copy of the largest matmul input of the prefill program.
         let max_k = plan
@@ -479,36 +480,60 @@ impl CudaExecutor {
     }
 
     /// The first `targets.len()` rows of the `decode` (else prefill) program's logits scored on
-    /// the device (kernels/row_scores.cu) against `targets` (each < vocab, checked by the
-    /// caller), after the work enqueued so far; 16 bytes a row cross to the host. `pos` is the
-    /// first row's position, for a non-finite logit's error.
-    fn score_on_device(&self, decode: bool, targets: &[u32], pos: usize) -> Result<Vec<RowScore>, RuntimeError> {
+    /// the device (kernels/row_scores.cu) against `targets` (each < vocab) with `top_n` (<=
+    /// MAX_TOP) alternatives, both checked by the caller, after the work enqueued so far; a few
+    /// bytes a row cross to the host. `pos` is the first row's position, for a non-finite logit's
+    /// error.
+    fn score_on_device(
+        &self,
+        decode: bool,
+        targets: &[u32],
+        pos: usize,
+        top_n: usize,
+    ) -> Result<Vec<RowScore>, RuntimeError> {
         let (t, vocab) = (targets.len(), self.hparams.vocab);
         let prog = if decode { &self.decode } else { &self.prefill };
         let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
         self.dev.htod(self.score_targets.ptr(), &ids, "score targets")?;
         let logits = self.buf_ptr(prog, prog.logits);
-        let op = launch::row_scores(self.state.ptr(), logits, self.score_targets.ptr(), vocab, t, self.score_out.ptr());
+        let op = launch::row_scores(
+            self.state.ptr(),
+            logits,
+            self.score_targets.ptr(),
+            vocab,
+            t,
+            top_n,
+            self.score_out.ptr(),
+        );
         // SAFETY: the program's logits buffer holds max_tokens >= t rows of vocab floats,
         // written by the launch the caller enqueued (every row of a prefill with `All` logits,
         // the one row of a decode); the state's n_tokens is that launch's, t for a prefill and
-        // 1 for a decode; the targets and results buffers hold the prefill's max_tokens >= t
-        // entries; every target is < vocab (the caller's check).
+        // 1 for a decode; the targets buffer holds the prefill's max_tokens >= t entries and the
+        // results buffer as many rows of row_score_words(MAX_TOP) >= row_score_words(top_n)
+        // words; every target is < vocab and top_n <= MAX_TOP (the caller's check).
         unsafe { self.dev.run_ops(&[op])? };
-        let mut words = vec![0u32; 4 * t];
+        let stride = launch::row_score_words(top_n);
+        let mut words = vec![0u32; stride * t];
         self.dev.dtoh(self.score_out.ptr(), &mut words, "reading the row scores")?;
         words
-            .chunks_exact(4)
+            .chunks_exact(stride)
             .enumerate()
             .map(|(r, w)| {
-                if w[3] != 0 {
+                if w[1] != 0 {
                     // The row's first non-finite logit, reported as the copied rows' check would.
-                    let token = (w[3] - 1) as usize;
+                    let token = (w[1] - 1) as usize;
                     let mut value = [0f32];
                     self.dev.dtoh(logits + ((r * vocab + token) * 4) as u64, &mut value, "reading a logit")?;
                     return Err(RuntimeError::NonFiniteLogit { value: value[0], token, pos: pos + r });
                 }
-                Ok(RowScore { logprob: f32::from_bits(w[0]), top_id: w[2], top_logprob: f32::from_bits(w[1]) })
+                // Pairs past the vocabulary's length are the kernel's empty slots.
+                let top = w[2..]
+                    .chunks_exact(2)
+                    .take(top_n)
+                    .filter(|p| (p[0] as usize) < vocab)
+                    .map(|p| (p[0], f32::from_bits(p[1])))
+                    .collect();
+                Ok(RowScore { logprob: f32::from_bits(w[0]), top })
             })
             .collect()
     }
@@ -946,14 +971,16 @@ impl Executor for CudaExecutor {
         Ok(out)
     }
 
-    fn prefill_scores(&mut self, tokens: &[u32], pos: usize, targets: &[u32]) -> Result<Vec<RowScore>, RuntimeError> {
-        let t = tokens.len();
-        if targets.len() != t {
-            return Err(RuntimeError::InvalidCall(format!("{t} tokens to score against {} targets", targets.len())));
-        }
-        self.check_tokens(targets, 0)?;
+    fn prefill_scores(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+        targets: &[u32],
+        top_n: usize,
+    ) -> Result<Vec<RowScore>, RuntimeError> {
+        crate::scores::check_targets(tokens.len(), targets, self.hparams.vocab, top_n)?;
         let sampled = self.launch_prefill(tokens, pos, LogitsWanted::All)?;
-        let scores = self.score_on_device(false, targets, pos);
+        let scores = self.score_on_device(false, targets, pos, top_n);
         self.sampler.after_run(pos, tokens, sampled);
         scores
     }
@@ -1002,10 +1029,14 @@ impl Executor for CudaExecutor {
         Ok(row)
     }
 
-    fn last_decode_score(&mut self, target: u32, pos: usize) -> Result<RowScore, RuntimeError> {
-        self.check_tokens(&[target], 0)?;
-        let score = self.score_on_device(true, &[target], pos)?;
-        Ok(score[0])
+    fn last_decode_score(&mut self, target: u32, pos: usize, top_n: usize) -> Result<RowScore, RuntimeError> {
+        crate::scores::check_targets(1, &[target], self.hparams.vocab, top_n)?;
+        let mut score = self.score_on_device(true, &[target], pos, top_n)?;
+        Ok(score.swap_remove(0))
+    }
+
+    fn scores_on_device(&self) -> bool {
+        true
     }
 
     fn device_memory_used(&self) -> Option<u64> {

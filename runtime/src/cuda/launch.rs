@@ -1092,14 +1092,22 @@ pub(crate) fn swiglu(st: u64, gate_up: u64, out: u64, ffn: usize, rows: usize) -
     )
 }
 
-/// Rows `0..n_tokens` of logits f32 [rows, vocab] scored against targets i32 [rows]: out u32
-/// [rows][4] (kernels/row_scores.cu).
-pub(crate) fn row_scores(st: u64, logits: u64, targets: u64, vocab: usize, rows: usize, out: u64) -> Op {
+/// Words of one row's result from [`row_scores`] with `top_n` alternatives: the target's
+/// log-probability, the non-finite flag, then max(top_n, 1) (id, log-probability) pairs.
+pub(crate) fn row_score_words(top_n: usize) -> usize {
+    2 + 2 * top_n.max(1)
+}
+
+/// Rows `0..n_tokens` of logits f32 [rows, vocab] scored against targets i32 [rows] with `top_n`
+/// (<= ROW_SCORE_MAX_TOP) alternatives: out u32 [rows][row_score_words(top_n)]
+/// (kernels/row_scores.cu; the one-candidate kernel when one alternative or none is wanted).
+pub(crate) fn row_scores(st: u64, logits: u64, targets: u64, vocab: usize, rows: usize, top_n: usize, out: u64) -> Op {
+    debug_assert!(top_n <= crate::kernel_constants::ROW_SCORE_MAX_TOP);
     kernel(
-        Kernel::RowScores,
+        if top_n <= 1 { Kernel::RowScores } else { Kernel::RowScoresTop },
         (rows, 1, 1),
         crate::kernel_constants::ROW_SCORE_THREADS as u32,
-        vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(targets), i(vocab), Arg::Ptr(out)],
+        vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(targets), i(vocab), i(top_n), Arg::Ptr(out)],
     )
 }
 

@@ -76,7 +76,7 @@ pub const ARGMAX_THREADS: usize = 256;
 pub const ROW_SCORE_THREADS: usize = 512;
 
 /// Most alternatives the row scores kernel lists per row (`scores::MAX_TOP`; OpenAI's limit for
-/// `top_logprobs`): each thread keeps this many candidates.
+/// `top_logprobs`).
 pub const ROW_SCORE_MAX_TOP: usize = 20;
 
 /// Threads per block of both sampling kernels (sample.cu's `THREADS`).

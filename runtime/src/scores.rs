@@ -7,8 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::RuntimeError;
 
-/// Most alternatives a score may list per row (OpenAI's limit for `top_logprobs`; the device
-/// kernel keeps this many candidates per thread).
+/// Most alternatives a score may list per row (OpenAI's limit for `top_logprobs`).
 pub const MAX_TOP: usize = crate::kernel_constants::ROW_SCORE_MAX_TOP;
 
 /// One row's score.

@@ -355,7 +355,7 @@ fn decode_score_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> 
         }
         Ok(start.elapsed().as_secs_f64() * 1e6 / steps as f64)
     };
-    for top_n in [1, 5] {
+    for top_n in CHECK_TOP_N {
         let (device_us, host_us) = (timed(true, top_n)?, timed(false, top_n)?);
         qwen_aot::outln!(
             "  a decode step with its log-probability and top {top_n}: {device_us:.1} µs scored on the device, {host_us:.1} µs with the row copied and scored on the host"

@@ -681,8 +681,8 @@ fn row_score_checks(
     // The LM head's last row as computed above; the rows before it (poison there) random.
     let mut data: Vec<f32> = (0..(t - 1) * vocab).map(|_| rng.uniform(8.0)).collect();
     data.extend_from_slice(&logits[(t - 1) * vocab..t * vocab]);
-    // Ties in the last row: two at the top (the lower id first), three just below it (fourth to
-    // sixth of the list, by id).
+    // Ties in the last row: two at the top (the lower id first), three just below it (third to
+    // fifth of the list, by id).
     let last = (t - 1) * vocab;
     let (a, b) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
     let top = data[last..].iter().copied().fold(f32::NEG_INFINITY, f32::max) + 1.0;
@@ -694,7 +694,7 @@ fn row_score_checks(
     let targets: Vec<u32> = (0..t).map(|_| rng.below(vocab) as u32).collect();
     let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
     let (dl, dt) = (h.input(&data)?, h.input(&ids)?);
-    for top_n in [1, MAX_TOP] {
+    for top_n in [1, 5, MAX_TOP] {
         let words = launch::row_score_words(top_n);
         // One block more than n_tokens = t: its row must stay poison.
         let out = h.input(&vec![0xFFFF_FFFFu32; words * (t + 1)])?;
@@ -737,6 +737,25 @@ fn row_score_checks(
                 .all(|p| p[0] == u32::MAX && f32::from_bits(p[1]) == f32::NEG_INFINITY)
     });
     h.record_flag(format!("row_scores top {MAX_TOP} of {small} tokens: every token, then empty slots"), slots_ok);
+    // Many equal logits -- more than the kernel keeps in shared memory at its threshold -- take
+    // its k-pass path: row 0 all equal (the lowest ids in order), the last row's even ids equal
+    // above the rest.
+    let mut flat = data.clone();
+    flat[..vocab].fill(1.5);
+    for j in (0..vocab).step_by(2) {
+        flat[last + j] = top + 2.0;
+    }
+    let df = h.input(&flat)?;
+    let words = launch::row_score_words(MAX_TOP);
+    let out = h.output(words * t * 4)?;
+    h.run(&[launch::row_scores(st_of(h), df.ptr(), dt.ptr(), vocab, t, MAX_TOP, out.ptr())], "row_scores equal")?;
+    let mut w = vec![0u32; words * t];
+    h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
+    let cpu: Vec<_> = (0..t).map(|r| row_score(&flat[r * vocab..(r + 1) * vocab], targets[r], MAX_TOP)).collect();
+    let (gpu_lp, cpu_lp) = score_log_probs(&w, &cpu, words);
+    h.record(format!("row_scores log-probs, top {MAX_TOP}, many equal logits [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
+    let ids_ok = (0..t).all(|r| score_ids(&w[r * words..(r + 1) * words]) == top_ids_of(&cpu[r]));
+    h.record_flag(format!("row_scores top {MAX_TOP} ids, many equal logits (the lowest ids first)"), ids_ok);
     // Non-finite logits: the first one's index, + 1, in the row's second word.
     let (nan_at, inf_at) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
     data[nan_at] = f32::NAN;

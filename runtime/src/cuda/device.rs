@@ -180,7 +180,6 @@ super::kernel_table::kernel_table! {
     SwiGlu => "swiglu_f32",
     Argmax => "argmax_f32",
     RowScores => "row_scores",
-    RowScoresTop => "row_scores_top",
     SamplePrep => "sample_prep",
     SamplePick => "sample_pick",
 }

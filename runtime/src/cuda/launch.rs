@@ -1100,11 +1100,11 @@ pub(crate) fn row_score_words(top_n: usize) -> usize {
 
 /// Rows `0..n_tokens` of logits f32 [rows, vocab] scored against targets i32 [rows] with `top_n`
 /// (<= ROW_SCORE_MAX_TOP) alternatives: out u32 [rows][row_score_words(top_n)]
-/// (kernels/row_scores.cu; the one-candidate kernel when one alternative or none is wanted).
+/// (kernels/row_scores.cu).
 pub(crate) fn row_scores(st: u64, logits: u64, targets: u64, vocab: usize, rows: usize, top_n: usize, out: u64) -> Op {
     debug_assert!(top_n <= crate::kernel_constants::ROW_SCORE_MAX_TOP);
     kernel(
-        if top_n <= 1 { Kernel::RowScores } else { Kernel::RowScoresTop },
+        Kernel::RowScores,
         (rows, 1, 1),
         crate::kernel_constants::ROW_SCORE_THREADS as u32,
         vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(targets), i(vocab), i(top_n), Arg::Ptr(out)],

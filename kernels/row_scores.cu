@@ -13,15 +13,16 @@
 // launch:  grid (rows: those >= n_tokens return at once), block ROW_SCORE_THREADS
 //          (kernel_constants.rs).
 // How:     one pass over the row: each thread keeps its elements' maximum m and sum of exp(x - m),
-//          rescaled when m grows (an online softmax), in f64 so that 150,000 terms lose nothing,
+//          rescaled when m grows (an online softmax), summed in f64 so that 150,000 terms lose
+//          nothing (each term an f32 expf: within ~1e-7 of the twin's f64 where it matters),
 //          and its best element; the block combines them (the top 1). For more, a second pass:
 //          the 32 half-warps' maxima are 32 distinct logits, so the smallest of them, T, has at
 //          least 32 >= k logits at or above it -- and typically only ~100 of 150,000 -- which go
 //          to shared memory and each find their rank there. (Keeping a sorted list per thread in
-//          the first pass instead cost ~90-110 us a row on an H100: some lane of a warp inserts at nearly every
-//          element, so the whole warp runs the insertion.) A row with more than RS_CAP logits at
-//          or above T (many equal logits) takes k passes instead, each finding the best logit
-//          behind the last one found.
+//          the first pass instead cost ~90-110 us a row on an H100: some lane of a warp inserts
+//          at nearly every element, so the whole warp runs the insertion.) A row with more than
+//          RS_CAP logits at or above T (many equal logits) takes k passes instead, each finding
+//          the best logit behind the last one found.
 #include "argmax.cuh"
 #include "common.cuh"
 
@@ -110,7 +111,10 @@ extern "C" __global__ void __launch_bounds__(ROW_SCORE_THREADS) row_scores(
             s = s * exp((double)m - (double)x);  // exp(-inf) = 0 on the first element
             m = x;
         }
-        s += exp((double)x - (double)m);
+        // The term in f32 (IEEE expf; the argument's rounding is at most 2^-24 |x - m|, so the
+        // terms that matter, near the maximum, are within ~1e-7 of f64's), summed in f64: the
+        // f64 exp cost ~20 us more per row (one SM: a decode step with log-probabilities, H100).
+        s += (double)expf(x - m);
     }
     // The block's maximum and first non-finite index, then every thread's sum rescaled to it;
     // and the smallest of the half-warps' maxima (the second pass's threshold).

@@ -16,7 +16,7 @@
 //          rescaled when m grows (an online softmax), summed in f64 so that 150,000 terms lose
 //          nothing (each term an f32 expf: within ~1e-7 of the twin's f64 where it matters),
 //          and its best element; the block combines them (the top 1). For more, a second pass:
-//          the 32 half-warps' maxima are 32 distinct logits, so the smallest of them, T, has at
+//          the 32 half-warps' maxima are 32 distinct elements, so the smallest of them, T, has at
 //          least 32 >= k logits at or above it -- and typically only ~100 of 150,000 -- which go
 //          to shared memory and each find their rank there. (Keeping a sorted list per thread in
 //          the first pass instead cost ~90-110 us a row on an H100: some lane of a warp inserts
@@ -29,6 +29,10 @@
 namespace {
 
 constexpr int RS_WARPS = ROW_SCORE_THREADS / 32;
+// The threshold pass finds k only if the half-warps' maxima are at least k elements, and the
+// empty slots are written by one thread each.
+static_assert(ROW_SCORE_THREADS % 32 == 0 && ROW_SCORE_MAX_TOP <= ROW_SCORE_THREADS / 16,
+              "row_scores: k must not exceed the half-warps");
 constexpr int RS_CAP = 1024;  // candidates at or above the threshold kept in shared memory
 
 // Is (va, ia) ahead of (vb, ib)? Larger value, then lower id: argmax_better's order for numbers

@@ -23,10 +23,10 @@ pub struct TokenLogprob {
 /// summed in f64 from the row's maximum, so a 150,000-entry row loses nothing to f32 rounding.
 /// An id past the row (which no caller passes) has log-probability -inf.
 pub fn token_logprob(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
-    if (id as usize) < logits.len() {
-        from_score(id, row_score(logits, id, top_n))
-    } else {
-        TokenLogprob { id, logprob: f32::NEG_INFINITY, top: row_score(logits, 0, top_n).top }
+    match logits.len() {
+        0 => TokenLogprob { id, logprob: f32::NEG_INFINITY, top: Vec::new() },
+        n if id as usize >= n => TokenLogprob { id, logprob: f32::NEG_INFINITY, top: row_score(logits, 0, top_n).top },
+        _ => from_score(id, row_score(logits, id, top_n)),
     }
 }
 
@@ -40,16 +40,20 @@ pub fn from_score(id: u32, score: RowScore) -> TokenLogprob {
 mod tests {
     use super::*;
 
-    /// A row's score gives what token_logprob gives, with any number of alternatives.
+    /// A row's alternatives: equal logits by lower id, as many as asked (all when asked more),
+    /// and an id past the row (or an empty row) gets -inf instead of a panic.
     #[test]
-    fn a_score_is_token_logprob() {
+    fn alternatives_ties_and_ids_past_the_row() {
         let logits = [0.5f32, 2.0, -1.0, 2.0, 1.5];
-        for top_n in 0..=6 {
-            let score = row_score(&logits, 4, top_n);
-            assert_eq!(from_score(4, score), token_logprob(&logits, 4, top_n), "top {top_n}");
-        }
-        let t = token_logprob(&logits, 4, 3);
-        assert_eq!(t.top.iter().map(|&(j, _)| j).collect::<Vec<_>>(), [1, 3, 4]);
+        let ids = |t: &TokenLogprob| t.top.iter().map(|&(j, _)| j).collect::<Vec<_>>();
+        assert_eq!(ids(&token_logprob(&logits, 4, 3)), [1, 3, 4]);
+        assert_eq!(ids(&token_logprob(&logits, 4, 9)), [1, 3, 4, 0, 2]);
+        let t = token_logprob(&logits, 4, 2);
+        assert_eq!(t.top[0].1, t.top[1].1, "tokens 1 and 3: equal logits");
+        let past = token_logprob(&logits, 5, 1);
+        assert_eq!((past.logprob, ids(&past)), (f32::NEG_INFINITY, vec![1]));
+        let empty = token_logprob(&[], 3, 1);
+        assert_eq!((empty.logprob, empty.top.len()), (f32::NEG_INFINITY, 0));
     }
 
     /// Values worked by hand: logits [ln 1, ln 2, ln 3, ln 2] sum to 8 in probability space, so

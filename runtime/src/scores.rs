@@ -31,7 +31,7 @@ pub fn log_normaliser(logits: &[f32]) -> f64 {
 /// The ids of the `n` largest logits, largest first, ties by lower id: one pass keeping a sorted
 /// list of at most `n` (n is small; most logits fall below the list's last entry at once).
 pub fn top_ids(logits: &[f32], n: usize) -> Vec<u32> {
-    let mut top: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut top: Vec<u32> = Vec::with_capacity(n.min(logits.len()) + 1);
     if n == 0 {
         return top;
     }

@@ -302,9 +302,9 @@ fn score_gap(a: &RowScore, b: &RowScore) -> (f32, bool) {
         .iter()
         .zip(&b.top)
         .map(|(x, y)| (x.1 - y.1).abs())
-        .fold((a.logprob - b.logprob).abs(), |m, d| m.max(nan_is_infinite(d)));
+        .fold(nan_is_infinite((a.logprob - b.logprob).abs()), |m, d| m.max(nan_is_infinite(d)));
     let same = a.top.len() == b.top.len() && a.top.iter().zip(&b.top).all(|(x, y)| x.0 == y.0);
-    (nan_is_infinite(d), same)
+    (d, same)
 }
 
 /// Alternatives asked of the device's scores in turn (`top_logprobs` 1, 5 and the most).

@@ -81,7 +81,8 @@ pub struct CudaExecutor {
     argmax_scratch: DevBuf,
     /// u64 [1]: the greedy decode's argmax key when its LM head has the argmax epilogue.
     argmax_key: DevBuf,
-    /// `prefill_scores`' targets (i32 per prefill row) and results (four u32 per row).
+    /// The row scores' targets (i32 per prefill row) and results (`launch::row_score_words(MAX_TOP)`
+    /// u32 per row; a call reads `row_score_words(top_n)` per row).
     score_targets: DevBuf,
     score_out: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),

@@ -361,6 +361,26 @@ fn decode_score_checks(gpu: &mut CudaExecutor, prompt: &[u32], steps: usize) -> 
             "  a decode step with its log-probability and top {top_n}: {device_us:.1} µs scored on the device, {host_us:.1} µs with the row copied and scored on the host"
         );
     }
+    // Where a scored step's time goes: the same steps without scores, and the scoring call
+    // alone, repeated on the last step's row.
+    let start = Instant::now();
+    let mut t = token;
+    for i in 0..steps {
+        t = gpu.decode(t, prompt.len() + i, false)?.next_token;
+    }
+    let plain_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
+    let mut alone_us = Vec::new();
+    for top_n in CHECK_TOP_N {
+        let start = Instant::now();
+        for _ in 0..steps {
+            std::hint::black_box(gpu.last_decode_score(t, prompt.len() + steps - 1, top_n)?);
+        }
+        alone_us.push(format!("top {top_n} {:.1}", start.elapsed().as_secs_f64() * 1e6 / steps as f64));
+    }
+    qwen_aot::outln!(
+        "  a decode step without scores: {plain_us:.1} µs; the scoring call alone: {} µs",
+        alone_us.join(", ")
+    );
     Ok((!pass) as usize)
 }
 

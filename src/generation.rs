@@ -70,6 +70,13 @@ pub struct Generation {
     /// text is not output), in order.
     #[serde(skip)]
     pub logprobs: Vec<TokenLogprob>,
+    /// Seconds from the first token to the last (the decode loop), and how many of them were
+    /// spent in the steps -- from a step's launch (or a draft's verify, or a host draw) until its
+    /// token was back: the rest is the host's own work per token (text, stop strings, events).
+    #[serde(skip)]
+    pub decode_secs: f64,
+    #[serde(skip)]
+    pub step_secs: f64,
 }
 
 /// What [`generate_events`] hands its caller as the answer grows.
@@ -247,6 +254,7 @@ pub fn generate_events(
         None => Vec::new(),
     };
     let (mut drafted, mut accepted) = (0, 0);
+    let mut step_secs = 0.0f64;
     // Tokens already chosen (a verified draft's) and not yet emitted, oldest first.
     let mut ready = std::collections::VecDeque::from([first]);
     // The loop as a closure, so that the rewind below runs on its errors too.
@@ -293,6 +301,7 @@ pub fn generate_events(
                 }
                 None => Draft::default(),
             };
+            let step_start = Instant::now();
             if draft.tokens.is_empty() {
                 let token = match host.as_mut() {
                     Some(h) => {
@@ -326,6 +335,7 @@ pub fn generate_events(
                 context.extend_from_slice(&v.tokens[..v.accepted]);
                 ready.extend(v.tokens);
             }
+            step_secs += step_start.elapsed().as_secs_f64();
         })
     };
     let stop_reason = run();
@@ -352,6 +362,8 @@ pub fn generate_events(
         draft_tokens: drafted,
         accepted_draft_tokens: accepted,
         logprobs,
+        decode_secs,
+        step_secs,
     })
 }
 

@@ -233,6 +233,10 @@ async fn chat_and_completions_match_generate_streamed_or_not() {
     }
     assert!(s.metric("qwen_aot_generated_tokens_total").await >= 4.0 * MAX_TOKENS as f64);
     assert!(s.metric("qwen_aot_cached_prompt_tokens_total").await >= prompt_len as f64);
+    // The decode loops' time and its share in the steps: both counted, the share within it.
+    let (decode, steps) =
+        (s.metric("qwen_aot_decode_seconds_total").await, s.metric("qwen_aot_decode_step_seconds_total").await);
+    assert!(steps > 0.0 && steps <= decode, "steps {steps} s of {decode} s");
 }
 
 /// A reference case of tests/refs by id.

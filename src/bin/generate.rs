@@ -238,6 +238,14 @@ fn run(mut args: Args) -> Result<()> {
     }
     if args.verbose {
         print_phases();
+        if gen.ids.len() > 1 {
+            eprintln!(
+                "decode {:.1} ms: {:.1} ms in the steps (launch to token), {:.1} ms the host's work between them",
+                gen.decode_secs * 1e3,
+                gen.step_secs * 1e3,
+                (gen.decode_secs - gen.step_secs) * 1e3
+            );
+        }
     }
     Ok(())
 }

@@ -271,6 +271,8 @@ fn run_job(
         if let Some(rate) = gen.decode_tok_s {
             metrics.time_per_output_token.observe(1.0 / rate);
         }
+        metrics.decode_seconds.inc_by(gen.decode_secs);
+        metrics.decode_step_seconds.inc_by(gen.step_secs);
         send(Event::Finished { choice, finish_reason });
     }
     Ok(Event::Done { usage: Usage::new(ids.len(), keep, generated) })

@@ -1,12 +1,13 @@
 //! `/metrics` in the Prometheus text format: request counts by endpoint and status, prompt
 //! (prefilled and cache-reused) and generated tokens, speculative drafts (guessed and confirmed), time to first token and time per output
-//! token, queue depth and KV cache use.
+//! token, the decode loops' time and its part in the decode steps, queue depth and KV cache use.
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +23,10 @@ pub struct Metrics {
     pub ttft: Histogram,
     /// Mean decode time per token after the first, one observation per request.
     pub time_per_output_token: Histogram,
+    /// The decode loops' time, and the part of it spent in the steps (launch to token back):
+    /// the difference is the host's work per token.
+    pub decode_seconds: Counter<f64, AtomicU64>,
+    pub decode_step_seconds: Counter<f64, AtomicU64>,
     pub queue_depth: Gauge,
     pub kv_cache_used: Gauge,
     pub kv_cache_capacity: Gauge,
@@ -42,6 +47,8 @@ impl Metrics {
             ttft: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             // 0.1 ms .. ~0.4 s: a GPU token is well under 1 ms, a CPU one tens of ms.
             time_per_output_token: Histogram::new(exponential_buckets(0.0001, 2.0, 13)),
+            decode_seconds: Counter::default(),
+            decode_step_seconds: Counter::default(),
             queue_depth: Gauge::default(),
             kv_cache_used: Gauge::default(),
             kv_cache_capacity: Gauge::default(),
@@ -79,6 +86,16 @@ impl Metrics {
             "time_per_output_token_seconds",
             "Mean decode time per token of a request",
             m.time_per_output_token.clone(),
+        );
+        registry.register(
+            "decode_seconds",
+            "Time from each answer's first token to its last",
+            m.decode_seconds.clone(),
+        );
+        registry.register(
+            "decode_step_seconds",
+            "Of decode_seconds, the time in the decode steps (launch to token back); the rest is the host's work per token",
+            m.decode_step_seconds.clone(),
         );
         registry.register("queue_depth", "Requests waiting for the engine", m.queue_depth.clone());
         registry.register("kv_cache_used_tokens", "Tokens held in the KV cache", m.kv_cache_used.clone());

@@ -665,10 +665,12 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
 }
 
 /// Teacher-forced scores of every row (kernels/row_scores.cu) against the CPU twin
-/// (`scores::row_score`, f64): log-probabilities within 2e-5 (f32 results of f64 sums; the row
-/// is summed in another order), top ids exact -- on the LM head's last row and random rows, with
-/// a planted tie for the top (the lower id must win), and with a NaN and an infinity (the row's
-/// first non-finite index must be reported); rows past n_tokens untouched.
+/// (`scores::row_score`, f64), with 1, 5 and 20 alternatives: log-probabilities within 2e-5 (f32
+/// results of f64 sums; the row is summed in another order), the listed ids exact -- on the LM
+/// head's last row and random rows, with planted ties (the lower id must win), a vocabulary
+/// shorter than the list (empty slots after every token), many equal logits (the kernel's k-pass
+/// path), and with a NaN and an infinity (the row's first non-finite index must be reported);
+/// rows past n_tokens untouched.
 fn row_score_checks(
     h: &mut Harness,
     rng: &mut Rng,
@@ -678,6 +680,7 @@ fn row_score_checks(
 ) -> Result<(), RuntimeError> {
     use crate::scores::{row_score, MAX_TOP};
     let t = s.n_tokens;
+    let st = h.state.ptr();
     // The LM head's last row as computed above; the rows before it (poison there) random.
     let mut data: Vec<f32> = (0..(t - 1) * vocab).map(|_| rng.uniform(8.0)).collect();
     data.extend_from_slice(&logits[(t - 1) * vocab..t * vocab]);
@@ -698,7 +701,7 @@ fn row_score_checks(
         let words = launch::row_score_words(top_n);
         // One block more than n_tokens = t: its row must stay poison.
         let out = h.input(&vec![0xFFFF_FFFFu32; words * (t + 1)])?;
-        h.run(&[launch::row_scores(st_of(h), dl.ptr(), dt.ptr(), vocab, t + 1, top_n, out.ptr())], "row_scores")?;
+        h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t + 1, top_n, out.ptr())], "row_scores")?;
         let mut w = vec![0u32; words * (t + 1)];
         h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
         let cpu: Vec<_> = (0..t).map(|r| row_score(&data[r * vocab..(r + 1) * vocab], targets[r], top_n)).collect();
@@ -722,7 +725,7 @@ fn row_score_checks(
     let (dtl, dtt) = (h.input(&tiny)?, h.input(&tiny_targets)?);
     let words = launch::row_score_words(MAX_TOP);
     let out = h.output(words * t * 4)?;
-    h.run(&[launch::row_scores(st_of(h), dtl.ptr(), dtt.ptr(), small, t, MAX_TOP, out.ptr())], "row_scores small")?;
+    h.run(&[launch::row_scores(st, dtl.ptr(), dtt.ptr(), small, t, MAX_TOP, out.ptr())], "row_scores small")?;
     let mut w = vec![0u32; words * t];
     h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
     let cpu: Vec<_> =
@@ -748,7 +751,7 @@ fn row_score_checks(
     let df = h.input(&flat)?;
     let words = launch::row_score_words(MAX_TOP);
     let out = h.output(words * t * 4)?;
-    h.run(&[launch::row_scores(st_of(h), df.ptr(), dt.ptr(), vocab, t, MAX_TOP, out.ptr())], "row_scores equal")?;
+    h.run(&[launch::row_scores(st, df.ptr(), dt.ptr(), vocab, t, MAX_TOP, out.ptr())], "row_scores equal")?;
     let mut w = vec![0u32; words * t];
     h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
     let cpu: Vec<_> = (0..t).map(|r| row_score(&flat[r * vocab..(r + 1) * vocab], targets[r], MAX_TOP)).collect();
@@ -764,20 +767,13 @@ fn row_score_checks(
     for top_n in [1, MAX_TOP] {
         let words = launch::row_score_words(top_n);
         let out = h.output(words * t * 4)?;
-        h.run(
-            &[launch::row_scores(st_of(h), dl.ptr(), dt.ptr(), vocab, t, top_n, out.ptr())],
-            "row_scores non-finite",
-        )?;
+        h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, top_n, out.ptr())], "row_scores non-finite")?;
         let mut w = vec![0u32; words * t];
         h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
         let flagged = w[1] == nan_at as u32 + 1 && (1..t).all(|r| w[words * r + 1] == 0);
         h.record_flag(format!("row_scores top {top_n} reports row 0's first non-finite logit ({nan_at})"), flagged);
     }
     Ok(())
-}
-
-fn st_of(h: &Harness) -> u64 {
-    h.state.ptr()
 }
 
 /// The ids of a row_scores result row (`launch::row_score_words` words), empty slots included.

@@ -40,9 +40,9 @@
 //   kernel); only q and this step's own rows (positions >= pos, written by the qkv kernel) are
 //   requested after it. Later tiles are issued as their buffer frees up.
 //   n_splits is fixed per executor (the decode graph never changes); the chunk length follows the
-//   run-time length (attn_chunk in common.cuh: at least min_chunk keys, a kernel argument, up to
-//   8 x min_chunk keys, at least 64 beyond), so short contexts use one block per KV head and
-//   long ones use all splits.
+//   run-time length (attn_chunk in common.cuh: min_chunk keys, a kernel argument, up to
+//   ATTN_LONG_FACTOR x min_chunk keys, at least 64 beyond), so short contexts use one block per
+//   KV head and longer ones many one-tile splits.
 //   PERFORMANCE: see experiments/LOG.md (the previous version, one 4-warp block doing all G heads in
 //   long dependent chains with 196 registers, took ~14.6 us at 1k cached tokens).
 // numerics: all f32, IEEE expf (not __expf); the only difference from the CPU twin is summation

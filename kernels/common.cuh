@@ -169,10 +169,11 @@ QA_DEVICE float4 load_ro4(const float* p) { return __ldg(reinterpret_cast<const 
 // ---- flash-decoding split geometry (attention.cu; mirrored by launch::attention_splits) --------
 // Keys 0..len-1 are cut into chunks of `attn_chunk(len, n_splits, min_chunk)` keys (a multiple of
 // 64); split s covers [s*chunk, min(len, (s+1)*chunk)). A chunk takes at least `min_chunk` keys
-// while len <= ATTN_LONG_FACTOR * min_chunk -- short contexts then use few splits and no merge
-// at all up to min_chunk keys -- and at least 64 beyond that, where more splits in parallel beat
-// the merge they need (experiments/LOG.md: +1.6 % decode at 2k keys, -2.2 % at depth 0 if used
-// at every length). ATTN_LONG_FACTOR: generated_constants.cuh.
+// while len <= ATTN_LONG_FACTOR * min_chunk -- short contexts then use one split and no merge
+// up to min_chunk keys -- and at least 64 beyond that, where more splits in parallel beat the
+// merge they need (experiments/LOG.md: -2.2 % at depth 0 if 64 at every length; +1-3 % at
+// 128-512 keys with 64-key splits from min_chunk on, ATTN_LONG_FACTOR 1 rather than 8).
+// ATTN_LONG_FACTOR: generated_constants.cuh.
 QA_DEVICE int attn_chunk(int len, int n_splits, int min_chunk) {
     int c = (len + n_splits - 1) / n_splits;
     c = (c + 63) & ~63;

@@ -37,8 +37,12 @@ pub const ATT_MAX_SPLITS: usize = 128;
 pub const ATT_PREFILL_ROWS: usize = 2;
 
 /// A split's chunk keeps at least `min_chunk` keys while the context is at most this many times
-/// `min_chunk`, and 64 beyond (`attn_chunk` in common.cuh, `launch::attn_chunk`).
-pub const ATTN_LONG_FACTOR: usize = 8;
+/// `min_chunk`, and 64 beyond (`attn_chunk` in common.cuh, `launch::attn_chunk`). 1: a context
+/// past min_chunk keys is cut into one-tile (64-key) splits at once. With 8 (before the
+/// thirty-sixth session) contexts of 129-1,024 keys took 2-8 splits of two tiles, the second
+/// tile's work on every block's path: random 0.5B weights, H100, decode at depths 128-512
+/// ≈ 1,630-1,665 tok/s against ≈ 1,685 with 1 (experiments/LOG.md).
+pub const ATTN_LONG_FACTOR: usize = 1;
 
 /// Rows of W per tile of the tensor-core quantized GEMVs (kernels/qmma.cu): `QMMA_TILE_ROWS`.
 pub const QMMA_TILE_ROWS: usize = 8;
@@ -79,6 +83,15 @@ pub const ROW_SCORE_THREADS: usize = 512;
 /// `top_logprobs`).
 pub const ROW_SCORE_MAX_TOP: usize = 20;
 
+/// Most slices one row's scores are split into (a decode row spread over many SMs; the last
+/// slice's block merges them): `ROW_SCORE_MAX_SLICES`. Their top lists together must fit the
+/// kernel's shared candidates (RS_CAP, 1,024 = 48 x 20 + 64).
+pub const ROW_SCORE_MAX_SLICES: usize = 48;
+
+/// u32 words of one slice's partial result: its maximum, first non-finite index, sum of
+/// exponentials (f64) and top list of ROW_SCORE_MAX_TOP (logit, id) pairs: `ROW_SCORE_PART_WORDS`.
+pub const ROW_SCORE_PART_WORDS: usize = 4 + 2 * ROW_SCORE_MAX_TOP;
+
 /// Threads per block of both sampling kernels (sample.cu's `THREADS`).
 pub const SAMPLE_THREADS: usize = 256;
 
@@ -112,6 +125,8 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("ARGMAX_THREADS", ARGMAX_THREADS),
     ("ROW_SCORE_THREADS", ROW_SCORE_THREADS),
     ("ROW_SCORE_MAX_TOP", ROW_SCORE_MAX_TOP),
+    ("ROW_SCORE_MAX_SLICES", ROW_SCORE_MAX_SLICES),
+    ("ROW_SCORE_PART_WORDS", ROW_SCORE_PART_WORDS),
     ("SAMPLE_THREADS", SAMPLE_THREADS),
     ("SAMPLE_MAX_CHUNK", SAMPLE_MAX_CHUNK),
     ("SAMPLE_MAX_CANDIDATES", SAMPLE_MAX_CANDIDATES),

@@ -35,6 +35,9 @@ struct BenchReport {
     model: String,
     decode_tok_s_depth0: f64,
     decode_tok_s_depth2048: f64,
+    /// Decode rate at the depths between (each over the next 128 positions): a chat's answer runs
+    /// at these depths, where attention splits its keys and merges the splits.
+    decode_tok_s_by_depth: Vec<DepthRate>,
     /// GPU microseconds per decode step at depth 0 with steps enqueued back to back (no host
     /// turnaround): what `decode_tok_s_depth0` would be if the host never made the GPU wait.
     decode_step_us_back_to_back: f64,
@@ -51,6 +54,16 @@ struct BenchReport {
     floor_tok_s: f64,
     decode_pct_of_floor: f64,
 }
+
+/// Decode tokens/s (median) over the 128 positions after `depth` cached tokens.
+#[derive(Serialize)]
+struct DepthRate {
+    depth: usize,
+    tok_s: f64,
+}
+
+/// The depths between 0 and 2048 that `bench` also decodes at.
+const SWEEP_DEPTHS: [usize; 4] = [128, 256, 512, 1024];
 
 /// Milliseconds (GPU clock, median) of one prefill of `tokens` tokens on each path.
 #[derive(Serialize)]
@@ -251,16 +264,16 @@ pub fn run(
         short_prefills.push(ShortPrefill { tokens: n, gemv_ms, gemm_ms });
     }
     exec.set_prefill_path(PrefillPath::Auto);
-    let d0 = median(
-        (0..reps)
-            .map(|_| decode_secs(&mut exec, &prompt[..1], n_decode).map(|s| n_decode as f64 / s))
-            .collect::<Result<_>>()?,
-    );
-    let d2k = median(
-        (0..reps)
-            .map(|_| decode_secs(&mut exec, &prompt, n_decode).map(|s| n_decode as f64 / s))
-            .collect::<Result<_>>()?,
-    );
+    let mut rate_at = |depth: usize| -> Result<f64> {
+        let runs = (0..reps).map(|_| decode_secs(&mut exec, &prompt[..depth.max(1)], n_decode));
+        Ok(median(runs.map(|s| s.map(|s| n_decode as f64 / s)).collect::<Result<_>>()?))
+    };
+    let d0 = rate_at(0)?;
+    let by_depth = SWEEP_DEPTHS
+        .iter()
+        .map(|&depth| Ok(DepthRate { depth, tok_s: rate_at(depth)? }))
+        .collect::<Result<Vec<_>>>()?;
+    let d2k = rate_at(depth)?;
     let replay = median(
         (0..reps)
             .map(|_| exec.decode_replay_secs(prompt[0], 64, n_decode).map(|s| s * 1e6 / n_decode as f64))
@@ -276,6 +289,7 @@ pub fn run(
         model: dir.display().to_string(),
         decode_tok_s_depth0: d0,
         decode_tok_s_depth2048: d2k,
+        decode_tok_s_by_depth: by_depth,
         decode_step_us_back_to_back: replay,
         prefill_tok_s_512: pf,
         short_prefills,
@@ -297,6 +311,9 @@ pub fn run(
         "decode, depth 0             {:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)",
         r.decode_tok_s_depth0
     );
+    for d in &r.decode_tok_s_by_depth {
+        qwen_aot::outln!("decode, depth {:<14}{:>9.1} tokens/s", d.depth, d.tok_s);
+    }
     qwen_aot::outln!("decode, depth {depth}          {:>9.1} tokens/s", r.decode_tok_s_depth2048);
     qwen_aot::outln!(
         "decode step, back to back   {:>9.1} us  (no host turnaround; user-visible: {:.1} us)",

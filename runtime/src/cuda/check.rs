@@ -670,7 +670,8 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
 /// head's last row and random rows, with planted ties (the lower id must win), a vocabulary
 /// shorter than the list (empty slots after every token), many equal logits (the kernel's k-pass
 /// path), and with a NaN and an infinity (the row's first non-finite index must be reported);
-/// rows past n_tokens untouched.
+/// rows past n_tokens untouched. Each row whole (one block), and cut into 3 and into
+/// ROW_SCORE_MAX_SLICES slices (the merge; the 7-token vocabulary's third slice empty).
 fn row_score_checks(
     h: &mut Harness,
     rng: &mut Rng,
@@ -678,9 +679,34 @@ fn row_score_checks(
     logits: &[f32],
     vocab: usize,
 ) -> Result<(), RuntimeError> {
+    use crate::kernel_constants::{ROW_SCORE_MAX_SLICES, ROW_SCORE_PART_WORDS};
+    let t = s.n_tokens;
+    // Scratch for t + 1 rows at the most slices; the tickets zero.
+    let parts = h.output((t + 1) * ROW_SCORE_MAX_SLICES * ROW_SCORE_PART_WORDS * 4)?;
+    let tickets = h.input(&vec![0u32; t + 1])?;
+    for slices in [1, 3, ROW_SCORE_MAX_SLICES] {
+        let split = launch::ScoreSlices { slices, partials: parts.ptr(), tickets: tickets.ptr() };
+        row_score_checks_cut(h, rng, s, logits, vocab, split)?;
+    }
+    let mut left = vec![0u32; t + 1];
+    h.dev.dtoh(tickets.ptr(), &mut left, "row_scores tickets")?;
+    h.record_flag("row_scores leaves its tickets zero".to_string(), left.iter().all(|&x| x == 0));
+    Ok(())
+}
+
+/// [`row_score_checks`] with each row cut as `split` says.
+fn row_score_checks_cut(
+    h: &mut Harness,
+    rng: &mut Rng,
+    s: &CheckShape,
+    logits: &[f32],
+    vocab: usize,
+    split: launch::ScoreSlices,
+) -> Result<(), RuntimeError> {
     use crate::scores::{row_score, MAX_TOP};
     let t = s.n_tokens;
     let st = h.state.ptr();
+    let cut = format!("{} slice(s)", split.slices);
     // The LM head's last row as computed above; the rows before it (poison there) random.
     let mut data: Vec<f32> = (0..(t - 1) * vocab).map(|_| rng.uniform(8.0)).collect();
     data.extend_from_slice(&logits[(t - 1) * vocab..t * vocab]);
@@ -701,20 +727,22 @@ fn row_score_checks(
         let words = launch::row_score_words(top_n);
         // One block more than n_tokens = t: its row must stay poison.
         let out = h.input(&vec![0xFFFF_FFFFu32; words * (t + 1)])?;
-        h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t + 1, top_n, out.ptr())], "row_scores")?;
+        h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t + 1, top_n, out.ptr(), split)], "row_scores")?;
         let mut w = vec![0u32; words * (t + 1)];
         h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
         let cpu: Vec<_> = (0..t).map(|r| row_score(&data[r * vocab..(r + 1) * vocab], targets[r], top_n)).collect();
         let (gpu_lp, cpu_lp) = score_log_probs(&w, &cpu, words);
-        h.record(format!("row_scores log-probs, top {top_n} [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
+        h.record(format!("{cut}: row_scores log-probs, top {top_n} [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
         let ids_ok =
             (0..t).all(|r| score_ids(&w[r * words..(r + 1) * words]) == top_ids_of(&cpu[r]) && w[r * words + 1] == 0);
         h.record_flag(
-            format!("row_scores top {top_n} ids (ties in the last row: {a} and {b} at the top), no non-finite flags"),
+            format!(
+                "{cut}: row_scores top {top_n} ids (ties in the last row: {a} and {b} at the top), no non-finite flags"
+            ),
             ids_ok,
         );
         h.record_flag(
-            format!("row_scores top {top_n} leaves rows past n_tokens alone"),
+            format!("{cut}: row_scores top {top_n} leaves rows past n_tokens alone"),
             w[words * t..].iter().all(|&x| x == 0xFFFF_FFFF),
         );
     }
@@ -725,13 +753,18 @@ fn row_score_checks(
     let (dtl, dtt) = (h.input(&tiny)?, h.input(&tiny_targets)?);
     let words = launch::row_score_words(MAX_TOP);
     let out = h.output(words * t * 4)?;
-    h.run(&[launch::row_scores(st, dtl.ptr(), dtt.ptr(), small, t, MAX_TOP, out.ptr())], "row_scores small")?;
+    h.run(&[launch::row_scores(st, dtl.ptr(), dtt.ptr(), small, t, MAX_TOP, out.ptr(), split)], "row_scores small")?;
     let mut w = vec![0u32; words * t];
     h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
     let cpu: Vec<_> =
         (0..t).map(|r| row_score(&tiny[r * small..(r + 1) * small], tiny_targets[r] as u32, MAX_TOP)).collect();
     let (gpu_lp, cpu_lp) = score_log_probs(&w, &cpu, words);
-    h.record(format!("row_scores log-probs, top {MAX_TOP} of {small} tokens [{t}x{small}]"), &gpu_lp, &cpu_lp, 2e-5);
+    h.record(
+        format!("{cut}: row_scores log-probs, top {MAX_TOP} of {small} tokens [{t}x{small}]"),
+        &gpu_lp,
+        &cpu_lp,
+        2e-5,
+    );
     let slots_ok = (0..t).all(|r| {
         let row = &w[r * words..(r + 1) * words];
         score_ids(row) == top_ids_of(&cpu[r])
@@ -739,7 +772,10 @@ fn row_score_checks(
                 .chunks_exact(2)
                 .all(|p| p[0] == u32::MAX && f32::from_bits(p[1]) == f32::NEG_INFINITY)
     });
-    h.record_flag(format!("row_scores top {MAX_TOP} of {small} tokens: every token, then empty slots"), slots_ok);
+    h.record_flag(
+        format!("{cut}: row_scores top {MAX_TOP} of {small} tokens: every token, then empty slots"),
+        slots_ok,
+    );
     // Many equal logits -- more than the kernel keeps in shared memory at its threshold -- take
     // its k-pass path: row 0 all equal (the lowest ids in order), the last row's even ids equal
     // above the rest.
@@ -751,14 +787,19 @@ fn row_score_checks(
     let df = h.input(&flat)?;
     let words = launch::row_score_words(MAX_TOP);
     let out = h.output(words * t * 4)?;
-    h.run(&[launch::row_scores(st, df.ptr(), dt.ptr(), vocab, t, MAX_TOP, out.ptr())], "row_scores equal")?;
+    h.run(&[launch::row_scores(st, df.ptr(), dt.ptr(), vocab, t, MAX_TOP, out.ptr(), split)], "row_scores equal")?;
     let mut w = vec![0u32; words * t];
     h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
     let cpu: Vec<_> = (0..t).map(|r| row_score(&flat[r * vocab..(r + 1) * vocab], targets[r], MAX_TOP)).collect();
     let (gpu_lp, cpu_lp) = score_log_probs(&w, &cpu, words);
-    h.record(format!("row_scores log-probs, top {MAX_TOP}, many equal logits [{t}x{vocab}]"), &gpu_lp, &cpu_lp, 2e-5);
+    h.record(
+        format!("{cut}: row_scores log-probs, top {MAX_TOP}, many equal logits [{t}x{vocab}]"),
+        &gpu_lp,
+        &cpu_lp,
+        2e-5,
+    );
     let ids_ok = (0..t).all(|r| score_ids(&w[r * words..(r + 1) * words]) == top_ids_of(&cpu[r]));
-    h.record_flag(format!("row_scores top {MAX_TOP} ids, many equal logits (the lowest ids first)"), ids_ok);
+    h.record_flag(format!("{cut}: row_scores top {MAX_TOP} ids, many equal logits (the lowest ids first)"), ids_ok);
     // Non-finite logits: the first one's index, + 1, in the row's second word.
     let (nan_at, inf_at) = (rng.below(vocab / 2), vocab / 2 + rng.below(vocab / 2));
     data[nan_at] = f32::NAN;
@@ -767,11 +808,17 @@ fn row_score_checks(
     for top_n in [1, MAX_TOP] {
         let words = launch::row_score_words(top_n);
         let out = h.output(words * t * 4)?;
-        h.run(&[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, top_n, out.ptr())], "row_scores non-finite")?;
+        h.run(
+            &[launch::row_scores(st, dl.ptr(), dt.ptr(), vocab, t, top_n, out.ptr(), split)],
+            "row_scores non-finite",
+        )?;
         let mut w = vec![0u32; words * t];
         h.dev.dtoh(out.ptr(), &mut w, "row_scores read")?;
         let flagged = w[1] == nan_at as u32 + 1 && (1..t).all(|r| w[words * r + 1] == 0);
-        h.record_flag(format!("row_scores top {top_n} reports row 0's first non-finite logit ({nan_at})"), flagged);
+        h.record_flag(
+            format!("{cut}: row_scores top {top_n} reports row 0's first non-finite logit ({nan_at})"),
+            flagged,
+        );
     }
     Ok(())
 }

@@ -85,6 +85,8 @@ pub struct CudaExecutor {
     /// u32 per row; a call reads `row_score_words(top_n)` per row).
     score_targets: DevBuf,
     score_out: DevBuf,
+    /// The row scores' slice partials then tickets (`launch::row_score_scratch_words`, zero).
+    score_scratch: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
     /// Prefill GEMMs on quantized weights: f16 copies of a few whole weights (a batch, one
     /// launch) or of one slice of a taller weight, dequantised just before their GEMMs.
@@ -161,6 +163,8 @@ impl CudaExecutor {
         let score_targets = dev.alloc(plan.prefill.max_tokens * 4, "row score targets")?;
         let score_out =
             dev.alloc(plan.prefill.max_tokens * launch::row_score_words(crate::scores::MAX_TOP) * 4, "row scores")?;
+        let (part_words, ticket_words) = launch::row_score_scratch_words(dev.sm_count());
+        let score_scratch = dev.alloc((part_words + ticket_words) * 4, "row score slices")?;
 
         // cuBLAS path: f16 copy of the largest matmul input of the prefill program.
         let max_k = plan
@@ -224,6 +228,7 @@ impl CudaExecutor {
             argmax_key,
             score_targets,
             score_out,
+            score_scratch,
             gemm_scratch,
             dequant_scratch,
             prefill_path: PrefillPath::Auto,
@@ -497,6 +502,12 @@ impl CudaExecutor {
         let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
         self.dev.htod(self.score_targets.ptr(), &ids, "score targets")?;
         let logits = self.buf_ptr(prog, prog.logits);
+        let (part_words, _) = launch::row_score_scratch_words(self.dev.sm_count());
+        let split = launch::ScoreSlices {
+            slices: launch::row_score_slices(t, vocab, self.dev.sm_count()),
+            partials: self.score_scratch.ptr(),
+            tickets: self.score_scratch.ptr() + part_words as u64 * 4,
+        };
         let op = launch::row_scores(
             self.state.ptr(),
             logits,
@@ -505,13 +516,16 @@ impl CudaExecutor {
             t,
             top_n,
             self.score_out.ptr(),
+            split,
         );
         // SAFETY: the program's logits buffer holds max_tokens >= t rows of vocab floats,
         // written by the launch the caller enqueued (every row of a prefill with `All` logits,
         // the one row of a decode); the state's n_tokens is that launch's, t for a prefill and
         // 1 for a decode; the targets buffer holds the prefill's max_tokens >= t entries and the
         // results buffer as many rows of row_score_words(MAX_TOP) >= row_score_words(top_n)
-        // words; every target is < vocab and top_n <= MAX_TOP (the caller's check).
+        // words; every target is < vocab and top_n <= MAX_TOP (the caller's check); the slices'
+        // scratch holds what row_score_slices' split of t rows needs, its tickets zero between
+        // launches (the kernel's last block of a row resets its own).
         unsafe { self.dev.run_ops(&[op])? };
         let stride = launch::row_score_words(top_n);
         let mut words = vec![0u32; stride * t];

@@ -1098,16 +1098,68 @@ pub(crate) fn row_score_words(top_n: usize) -> usize {
     2 + 2 * top_n.max(1)
 }
 
+/// How a [`row_scores`] launch cuts each row: `slices` blocks per row, whose partial results the
+/// last one to finish merges (kernels/row_scores.cu). One slice reads no scratch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScoreSlices {
+    pub slices: usize,
+    /// u32 [rows][slices][ROW_SCORE_PART_WORDS].
+    pub partials: u64,
+    /// u32 [rows], zero between launches.
+    pub tickets: u64,
+}
+
+/// Fewest logits a slice of a row takes ([`row_score_slices`]): enough that each of the block's
+/// threads has two float4s or more to load.
+pub(crate) const ROW_SCORE_MIN_SLICE: usize = 4096;
+
+/// Slices per row for `rows` rows of `vocab` logits on `sm_count` SMs: about two blocks per SM
+/// over all rows, each slice at least ROW_SCORE_MIN_SLICE logits, at most ROW_SCORE_MAX_SLICES.
+/// A decode step's one row of 151,936 logits: 37 slices (one block on one SM took ~80 us on an
+/// H100); a prefill's hundreds of rows: 1. With more than one slice, rows x slices <= 2 x
+/// sm_count and rows <= sm_count ([`row_score_scratch_words`]).
+pub(crate) fn row_score_slices(rows: usize, vocab: usize, sm_count: u32) -> usize {
+    use crate::kernel_constants::ROW_SCORE_MAX_SLICES;
+    (2 * sm_count as usize / rows.max(1)).min(vocab / ROW_SCORE_MIN_SLICE).clamp(1, ROW_SCORE_MAX_SLICES)
+}
+
+/// u32 words of the partials and of the tickets that every split [`row_score_slices`] picks on
+/// `sm_count` SMs needs.
+pub(crate) fn row_score_scratch_words(sm_count: u32) -> (usize, usize) {
+    let sm = sm_count as usize;
+    (2 * sm * crate::kernel_constants::ROW_SCORE_PART_WORDS, sm)
+}
+
 /// Rows `0..n_tokens` of logits f32 [rows, vocab] scored against targets i32 [rows] with `top_n`
 /// (<= ROW_SCORE_MAX_TOP) alternatives: out u32 [rows][row_score_words(top_n)]
-/// (kernels/row_scores.cu).
-pub(crate) fn row_scores(st: u64, logits: u64, targets: u64, vocab: usize, rows: usize, top_n: usize, out: u64) -> Op {
+/// (kernels/row_scores.cu), each row cut as `split` says.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_scores(
+    st: u64,
+    logits: u64,
+    targets: u64,
+    vocab: usize,
+    rows: usize,
+    top_n: usize,
+    out: u64,
+    split: ScoreSlices,
+) -> Op {
     debug_assert!(top_n <= crate::kernel_constants::ROW_SCORE_MAX_TOP);
+    debug_assert!((1..=crate::kernel_constants::ROW_SCORE_MAX_SLICES).contains(&split.slices));
     kernel(
         Kernel::RowScores,
-        (rows, 1, 1),
+        (rows, split.slices, 1),
         crate::kernel_constants::ROW_SCORE_THREADS as u32,
-        vec![Arg::Ptr(st), Arg::Ptr(logits), Arg::Ptr(targets), i(vocab), i(top_n), Arg::Ptr(out)],
+        vec![
+            Arg::Ptr(st),
+            Arg::Ptr(logits),
+            Arg::Ptr(targets),
+            i(vocab),
+            i(top_n),
+            Arg::Ptr(out),
+            Arg::Ptr(split.partials),
+            Arg::Ptr(split.tickets),
+        ],
     )
 }
 
@@ -1297,6 +1349,32 @@ mod tests {
         }
     }
 
+    /// A decode row of the real vocabulary is cut into 37 slices on an H100's 132 SMs; many rows
+    /// (a prefill) are not cut; a split always fits the scratch `row_score_scratch_words` sizes.
+    #[test]
+    fn row_score_slices_fit_their_scratch() {
+        use crate::kernel_constants::{ROW_SCORE_MAX_SLICES, ROW_SCORE_PART_WORDS};
+        assert_eq!(row_score_slices(1, 151_936, 132), 37);
+        assert_eq!(row_score_slices(7, 151_936, 132), 37);
+        assert_eq!(row_score_slices(40, 151_936, 132), 6);
+        assert_eq!(row_score_slices(512, 151_936, 132), 1);
+        assert_eq!(row_score_slices(1, 1_003, 132), 1, "a vocabulary shorter than a slice");
+        assert_eq!(row_score_slices(1, 1 << 22, 132), ROW_SCORE_MAX_SLICES);
+        for sm in [1u32, 16, 78, 132, 144] {
+            let (parts, tickets) = row_score_scratch_words(sm);
+            for rows in 1..600 {
+                for vocab in [7, 4_095, 4_096, 32_000, 151_936, 1 << 22] {
+                    let slices = row_score_slices(rows, vocab, sm);
+                    assert!((1..=ROW_SCORE_MAX_SLICES).contains(&slices));
+                    if slices > 1 {
+                        assert!(rows * slices * ROW_SCORE_PART_WORDS <= parts && rows <= tickets);
+                        assert!(vocab / slices >= ROW_SCORE_MIN_SLICE);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn several_rows_per_attention_block_only_in_direct_mode() {
         assert_eq!(attention_rows_per_block(512, 1), ATT_PREFILL_ROWS, "a prefill");
@@ -1380,9 +1458,10 @@ mod tests {
     #[test]
     fn split_count_stops_where_splits_stop_being_active() {
         // H200 (132 SMs), 2 KV heads: 132 wanted; a 2177-key cache (the bench) can use 35
-        // 64-key chunks (contexts past 8 x 128 keys), a 1024-key one 8 of 128 keys.
+        // 64-key chunks (contexts past 128 keys), a 1024-key one 16.
         assert_eq!(split_count(2, 132, 2177, 128), 35);
-        assert_eq!(split_count(2, 132, 1024, 128), 8);
+        assert_eq!(split_count(2, 132, 1024, 128), 16);
+        assert_eq!(split_count(2, 132, 128, 128), 1, "one chunk of min_chunk keys");
         assert_eq!(split_count(2, 132, 4096, 128), 64);
         assert_eq!(split_count(2, 132, 32768, 128), 128, "capped by the merge's limit");
         assert_eq!(split_count(2, 132, 1, 128), 1);
@@ -1412,7 +1491,9 @@ mod tests {
     fn chunks_shrink_only_for_long_contexts() {
         let splits = split_count(2, 132, 2177, 128);
         assert_eq!(attn_chunk(100, splits, 128), 128);
-        assert_eq!(attn_chunk(1024, splits, 128), 128);
+        assert_eq!(attn_chunk(128, splits, 128), 128);
+        assert_eq!(attn_chunk(129, splits, 128), 64, "3 splits of one 64-key tile each");
+        assert_eq!(attn_chunk(1024, splits, 128), 64);
         assert_eq!(attn_chunk(1025, splits, 128), 64);
         assert_eq!(attn_chunk(2048, splits, 128), 64, "32 splits of 64 keys");
         assert_eq!(attn_chunk(2177, splits, 128), 64);

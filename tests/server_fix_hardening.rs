@@ -194,12 +194,18 @@ async fn a_stop_does_not_wait_for_half_sent_requests() {
 }
 
 /// A request whose body was sent whole just before the stop is answered, not refused with a 503:
-/// hyper hands a 3 MB body over in chunks, and the stop used to win between two of them.
+/// hyper hands a large body over in chunks, and the stop used to win between two of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_sent_whole_before_a_stop_is_answered() {
-    let mut s = Server::start(&[]).await;
+    // 12 MB: more than the kernel buffers for a connection nobody reads (a 4 MB send buffer at
+    // most, the receive window at its 128 KB start), so the write below returns only once the
+    // server has accepted the connection and its handler is reading the body, and the stop lands
+    // with part of it still unread. (A 3 MB body could sit whole in those buffers before the
+    // server accepted the connection: the stop then closed it unanswered, as it should a
+    // connection with no request begun -- one CI run in dozens.)
+    let mut s = Server::start(&["--max-body-bytes", "16777216"]).await;
     // Too long for the context: the answer is a 400 saying so, after the whole body was read.
-    let body = json!({"prompt": "ab ".repeat(1_000_000), "max_tokens": 1}).to_string();
+    let body = json!({"prompt": "ab ".repeat(4_000_000), "max_tokens": 1}).to_string();
     let sent = s.send_completion(body.into_bytes()).await;
     let stopped = Instant::now();
     s.signal(libc::SIGTERM);

@@ -202,7 +202,7 @@ async fn a_body_sent_whole_before_a_stop_is_answered() {
     // server has accepted the connection and its handler is reading the body, and the stop lands
     // with part of it still unread. (A 3 MB body could sit whole in those buffers before the
     // server accepted the connection: the stop then closed it unanswered, as it should a
-    // connection with no request begun -- one CI run in dozens.)
+    // connection with no request begun -- one CI run of the thirty-sixth session.)
     let mut s = Server::start(&["--max-body-bytes", "16777216"]).await;
     // Too long for the context: the answer is a 400 saying so, after the whole body was read.
     let body = json!({"prompt": "ab ".repeat(4_000_000), "max_tokens": 1}).to_string();

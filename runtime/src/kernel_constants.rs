@@ -41,7 +41,8 @@ pub const ATT_PREFILL_ROWS: usize = 2;
 /// past min_chunk keys is cut into one-tile (64-key) splits at once. With 8 (before the
 /// thirty-sixth session) contexts of 129-1,024 keys took 2-8 splits of two tiles, the second
 /// tile's work on every block's path: random 0.5B weights, H100, decode at depths 128-512
-/// ≈ 1,630-1,665 tok/s against ≈ 1,685 with 1 (experiments/LOG.md).
+/// ≈ 1,630-1,665 tok/s against ≈ 1,660-1,690 with 1 (measured in a build that also carried a
+/// merge change since reverted; experiments/LOG.md).
 pub const ATTN_LONG_FACTOR: usize = 1;
 
 /// Rows of W per tile of the tensor-core quantized GEMVs (kernels/qmma.cu): `QMMA_TILE_ROWS`.

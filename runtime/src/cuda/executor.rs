@@ -85,7 +85,7 @@ pub struct CudaExecutor {
     /// u32 per row; a call reads `row_score_words(top_n)` per row).
     score_targets: DevBuf,
     score_out: DevBuf,
-    /// The row scores' slice partials then tickets (`launch::row_score_scratch_words`, zero).
+    /// The row scores' slice partials then tickets (`launch::ScoreSlices::in_scratch`, zero).
     score_scratch: DevBuf,
     gemm_scratch: (DevBuf, DevBuf),
     /// Prefill GEMMs on quantized weights: f16 copies of a few whole weights (a batch, one
@@ -163,8 +163,7 @@ impl CudaExecutor {
         let score_targets = dev.alloc(plan.prefill.max_tokens * 4, "row score targets")?;
         let score_out =
             dev.alloc(plan.prefill.max_tokens * launch::row_score_words(crate::scores::MAX_TOP) * 4, "row scores")?;
-        let (part_words, ticket_words) = launch::row_score_scratch_words(dev.sm_count());
-        let score_scratch = dev.alloc((part_words + ticket_words) * 4, "row score slices")?;
+        let score_scratch = dev.alloc(launch::row_score_scratch_bytes(dev.sm_count()), "row score slices")?;
 
         // cuBLAS path: f16 copy of the largest matmul input of the prefill program.
         let max_k = plan
@@ -502,12 +501,7 @@ impl CudaExecutor {
         let ids: Vec<i32> = targets.iter().map(|&x| x as i32).collect();
         self.dev.htod(self.score_targets.ptr(), &ids, "score targets")?;
         let logits = self.buf_ptr(prog, prog.logits);
-        let (part_words, _) = launch::row_score_scratch_words(self.dev.sm_count());
-        let split = launch::ScoreSlices {
-            slices: launch::row_score_slices(t, vocab, self.dev.sm_count()),
-            partials: self.score_scratch.ptr(),
-            tickets: self.score_scratch.ptr() + part_words as u64 * 4,
-        };
+        let split = launch::ScoreSlices::in_scratch(self.score_scratch.ptr(), t, vocab, self.dev.sm_count());
         let op = launch::row_scores(
             self.state.ptr(),
             logits,

@@ -1130,6 +1130,26 @@ pub(crate) fn row_score_scratch_words(sm_count: u32) -> (usize, usize) {
     (2 * sm * crate::kernel_constants::ROW_SCORE_PART_WORDS, sm)
 }
 
+/// Bytes of the (zeroed) scratch [`ScoreSlices::in_scratch`] lays its partials, then its
+/// tickets, out in.
+pub(crate) fn row_score_scratch_bytes(sm_count: u32) -> usize {
+    let (parts, tickets) = row_score_scratch_words(sm_count);
+    (parts + tickets) * 4
+}
+
+impl ScoreSlices {
+    /// The split [`row_score_slices`] picks for `rows` rows of `vocab` logits, its partials and
+    /// tickets in the scratch at `scratch` ([`row_score_scratch_bytes`] bytes).
+    pub fn in_scratch(scratch: u64, rows: usize, vocab: usize, sm_count: u32) -> Self {
+        let (parts, _) = row_score_scratch_words(sm_count);
+        ScoreSlices {
+            slices: row_score_slices(rows, vocab, sm_count),
+            partials: scratch,
+            tickets: scratch + parts as u64 * 4,
+        }
+    }
+}
+
 /// Rows `0..n_tokens` of logits f32 [rows, vocab] scored against targets i32 [rows] with `top_n`
 /// (<= ROW_SCORE_MAX_TOP) alternatives: out u32 [rows][row_score_words(top_n)]
 /// (kernels/row_scores.cu), each row cut as `split` says.
@@ -1360,6 +1380,10 @@ mod tests {
         assert_eq!(row_score_slices(512, 151_936, 132), 1);
         assert_eq!(row_score_slices(1, 1_003, 132), 1, "a vocabulary shorter than a slice");
         assert_eq!(row_score_slices(1, 1 << 22, 132), ROW_SCORE_MAX_SLICES);
+        // The executor's scratch: the partials from its start, the tickets after them, within it.
+        let split = ScoreSlices::in_scratch(4096, 1, 151_936, 132);
+        assert_eq!((split.slices, split.partials, split.tickets), (37, 4096, 4096 + 2 * 132 * 44 * 4));
+        assert_eq!(row_score_scratch_bytes(132), 2 * 132 * 44 * 4 + 132 * 4);
         for sm in [1u32, 16, 78, 132, 144] {
             let (parts, tickets) = row_score_scratch_words(sm);
             for rows in 1..600 {

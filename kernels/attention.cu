@@ -31,10 +31,12 @@
 //     l kept per lane and summed once at the end, IEEE expf; probabilities to shared memory;
 //   - V: lane owns d/32 output dims and sums over the tile's keys (rows read as contiguous words).
 //   With one active split (short contexts, prefill) the block writes out = acc / l directly;
-//   otherwise it writes its unnormalised partials (acc, m, l), and the LAST block of its (row, kv
-//   head, head group) to finish (atomic ticket after __threadfence) merges all active splits, one warp per head
-//   -- M = max m_s, out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s -- so there is no
-//   second launch.
+//   otherwise it writes its unnormalised partials (acc, m, l). A row of at most `fold_max` active
+//   splits stops there: the GEMV after this kernel (o_proj) merges them as it loads its x
+//   (attn_fold.cuh; fold_max 0: never). Otherwise the LAST block of its (row, kv head, head
+//   group) to finish (atomic ticket after __threadfence) merges all active splits, one warp per
+//   head -- M = max m_s, out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s -- so there is
+//   no second launch.
 //   PDL: the K/V rows of positions < pos were written by earlier steps, so the first two tiles'
 //   copies of those rows are issued BEFORE griddepcontrol.wait (their latency overlaps the qkv
 //   kernel); only q and this step's own rows (positions >= pos, written by the qkv kernel) are
@@ -102,7 +104,7 @@ __device__ void attention_impl(const int* __restrict__ state,
                                      float* __restrict__ part_ml,        // [rows, H, S, 2]
                                      unsigned int* __restrict__ counters, // [rows, Hkv]
                                      int n_heads, int n_kv_heads, float scale, int n_splits, int min_chunk,
-                                     int head_groups) {
+                                     int head_groups, int fold_max) {
     using Lay = AttnSmem<D, R>;
     constexpr int TILE = Lay::TILE;              // keys per tile: 16 KB of K and 8 KB of V
     constexpr int KPL = TILE / 32;             // keys per lane in the score phase
@@ -364,6 +366,7 @@ __device__ void attention_impl(const int* __restrict__ state,
     }
 
     // ---- the last block of this (row, kv head, head group) merges every active split ----
+    if (active <= fold_max) return;  // the GEMV after this kernel merges them (attn_fold.cuh)
     __threadfence();
     __syncthreads();
     if (tid == 0) is_last = atomicAdd(&counters[t * gridDim.x + blockIdx.x], 1u) == (unsigned)active - 1;
@@ -436,9 +439,9 @@ __device__ void attention_impl(const int* __restrict__ state,
         const int* __restrict__ state, const float* __restrict__ q, const float* __restrict__ kc,     \
         const __half* __restrict__ vc, float* __restrict__ out, float* __restrict__ part_o,           \
         float* __restrict__ part_ml, unsigned int* __restrict__ counters, int n_heads, int n_kv_heads, \
-        float scale, int n_splits, int min_chunk, int head_groups) {                                  \
+        float scale, int n_splits, int min_chunk, int head_groups, int fold_max) {                    \
         attention_impl<D, R>(state, q, kc, vc, out, part_o, part_ml, counters, n_heads, n_kv_heads,   \
-                             scale, n_splits, min_chunk, head_groups);                                \
+                             scale, n_splits, min_chunk, head_groups, fold_max);                      \
     }
 
 // Decode (one row per block, any split count) and prefill (ATT_PREFILL_ROWS rows per block, one

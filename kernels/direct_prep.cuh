@@ -5,6 +5,7 @@
 // its second, 6 and 7 are zero; lane tq of a quad holds C columns 2 tq and 2 tq + 1.
 #pragma once
 
+#include "attn_fold.cuh"
 #include "int8_mma.cuh"
 
 constexpr int DP_THREADS = GEMV_WARPS * 32;  // threads of a direct GEMV block
@@ -28,18 +29,28 @@ QA_DEVICE float d8_column_zero(const float* xsum, int span, int c, float zero) {
 // (k / 32 floats) and the per-lane column weights xw (per span, float2 per lane tq). ZERO: also
 // each group's sum of x' (xsum, k / 32 floats) and the zero-point terms xz (per span, float2 per
 // lane tq, laid out as xw: d8_column_zero), so that a format whose codes carry an offset (Q5_0:
-// q - 16) adds it with one FMA per column. Every thread calls it (two barriers). Returns the
-// inverse RMS (1 without a norm).
-template <bool ZERO>
+// q - 16) adds it with one FMA per column. FOLD with fold_active > 1 (a row whose attention ran
+// in several splits; attn_fold.cuh): x's elements are the merge of the attention's partials,
+// `fold`'s, instead of x's. Every thread calls it (two barriers). Returns the inverse RMS (1
+// without a norm).
+template <bool ZERO, bool FOLD = false>
 QA_DEVICE float d8_prep(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int r, int k,
-                        uint8_t* xd, float* xs, float2* xw, float* xsum, float2* xz, float zero, float* scratch) {
+                        uint8_t* xd, float* xs, float2* xw, float* xsum, float2* xz, float zero, float* scratch,
+                        const AttnFold* fold = nullptr, int fold_active = 1) {
     const int G = k >> 5, part = threadIdx.x & 7, slot = threadIdx.x >> 3;
     const float4* xr = reinterpret_cast<const float4*>(x + (size_t)r * k);
     const float4* nw = reinterpret_cast<const float4*>(norm_w);
     float ss = 0.0f;
     for (int base = 0; base < G; base += DP_THREADS / 8) {  // block-uniform: the shuffles below
         const int g = base + slot;
-        float4 v = g < G ? __ldg(xr + 8 * g + part) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (g < G) {
+            if (FOLD && fold_active > 1) {
+                v = attn_fold_x4(*fold, r, 32 * g + 4 * part, fold_active);
+            } else {
+                v = __ldg(xr + 8 * g + part);
+            }
+        }
         if (nw != nullptr && g < G) {
             const float4 m = __ldg(nw + 8 * g + part);
             ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));

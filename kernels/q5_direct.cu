@@ -124,10 +124,13 @@ struct Q5Walk {
 
 // ARGMAX (the store without a residual): each stored value's argmax_key is kept per thread and the
 // block's largest goes to *best_key with one atomicMax (qmma.cu's ARGMAX).
-template <int EPI, bool ARGMAX>
+// FOLD (a store): x is the attention's output, merged from `fold`'s partials where the row's
+// attention ran in several splits (attn_fold.cuh).
+template <int EPI, bool ARGMAX, bool FOLD = false>
 __device__ void q5_direct_impl(const int* __restrict__ state, const float* __restrict__ x,
                                const float* __restrict__ norm_w, float eps, const QParts& P, const GemvOut& o, int n,
-                               int k, int tpb, int last_row, unsigned long long* __restrict__ best_key) {
+                               int k, int tpb, int last_row, unsigned long long* __restrict__ best_key,
+                               const AttnFold* fold = nullptr) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float scratch[GEMV_WARPS];
     const int G = k >> 5, spans = k / Q5D_SPAN, spans64 = k / DP_SPAN;
@@ -167,7 +170,8 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
                                   : INT_MAX;
     EpiIn in{};
     if (EPI == EPI_STORE && e_unit < n) epi_load_acts<EPI>(o, r, n, e_unit, in);
-    const float inv = d8_prep<true>(x, norm_w, eps, r, k, xd, xs, xw, xsum, xz, 16.0f, scratch);
+    const int fold_active = FOLD ? attn_fold_active(state, *fold, r) : 1;  // the run state: readable
+    const float inv = d8_prep<true, FOLD>(x, norm_w, eps, r, k, xd, xs, xw, xsum, xz, 16.0f, scratch, fold, fold_active);
 
     // Lane (gq, tq) supplies B column gq at the k slots of its own group 4 s + tq, in the MMAs of
     // its pair tq / 2: digit gq % 3 where the column is its group's (the pair's first group for
@@ -271,6 +275,19 @@ extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
                          float eps, const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n,
                          int k, int tpb, int last_row) {
     q5_direct_impl<EPI_STORE, false>(state, x, norm_w, eps, P, q5d_out(out, residual), n, k, tpb, last_row, nullptr);
+}
+
+// The store with x the attention's output merged from its split partials (attn_fold.cuh): o_proj
+// after an attention launched with merge == 0. No norm (x is the attention's output as it is).
+extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
+    gemv_q5_direct_store_fold(const int* __restrict__ state, const float* __restrict__ x,
+                              const float* __restrict__ norm_w, float eps, const QParts P, float* __restrict__ out,
+                              const float* __restrict__ residual, int n, int k, int tpb, int last_row,
+                              const float* __restrict__ part_o, const float* __restrict__ part_ml, int n_heads,
+                              int head_dim, int n_splits, int min_chunk, int fold_max) {
+    const AttnFold fold{part_o, part_ml, n_heads, head_dim, n_splits, min_chunk, fold_max};
+    q5_direct_impl<EPI_STORE, false, true>(state, x, norm_w, eps, P, q5d_out(out, residual), n, k, tpb, last_row,
+                                           nullptr, &fold);
 }
 
 // The store without a residual with the greedy argmax (the LM head: launch::qgemv_argmax).

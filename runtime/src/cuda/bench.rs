@@ -151,7 +151,7 @@ impl<'a> KernelBench<'a> {
             (
                 format!("attention ctx={ctx_len} splits={splits}"),
                 kvb + (2 * nh * d * 4) as u64,
-                launch::attention(st, x, kc, vc, y, heads, 0.125, 1, splits, attn),
+                launch::attention(st, x, kc, vc, y, heads, 0.125, 1, splits, attn, 0),
             ),
             ("swiglu".into(), (3 * ffn * 4) as u64, vec![launch::swiglu(st, y, x, ffn, 1)]),
             // The decode program's fused GEMVs (norm prologue; rope / swiglu epilogues).

@@ -9,6 +9,7 @@
 //! what the executor runs.
 use half::f16;
 
+mod attn_fold;
 mod gemv;
 mod qprefill;
 mod sampler;
@@ -619,6 +620,7 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
                 t,
                 splits,
                 AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() },
+                0,
             );
             h.run(&ops, "attention")?;
             let g = h.read_f32(&out, t * ql)?;
@@ -637,10 +639,14 @@ fn check_shape(h: &mut Harness, rng: &mut Rng, s: &CheckShape) -> Result<(), Run
                     t,
                     splits,
                     AttnScratch { part_o: part_o.ptr(), part_ml: part_ml.ptr(), counters: counters.ptr() },
+                    0,
                 );
                 h.run(&ops, "attention relaunch")?;
                 let g2 = h.read_f32(&out2, t * ql)?;
                 h.record(format!("attention splits={splits} (relaunch)"), &g2, &c, tol);
+                let case =
+                    attn_fold::AttnCase { q: dq.ptr(), k_cache: dk.ptr(), v_cache: dv.ptr(), heads, scale, c: &c, tol };
+                attn_fold::check_attn_fold(h, rng, s, &case, splits)?;
             }
         }
     }

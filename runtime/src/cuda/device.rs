@@ -164,6 +164,7 @@ super::kernel_table::kernel_table! {
     GemvQ8DirectStore => "gemv_q8_direct_store",
     GemvQ8DirectArgmax => "gemv_q8_direct_argmax",
     GemvQ5DirectStore => "gemv_q5_direct_store",
+    GemvQ5DirectStoreFold => "gemv_q5_direct_store_fold",
     GemvQ5DirectArgmax => "gemv_q5_direct_argmax",
     GemvQ5DirectSwiGlu => "gemv_q5_direct_swiglu",
     DequantQF16 => "dequant_q_f16",

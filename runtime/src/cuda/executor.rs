@@ -6,6 +6,9 @@
 //! changed), one graph launch, one 4-byte copy back (plus the logits row when asked), and one
 //! stream synchronisation to read it. The decode program is captured into a CUDA graph on the
 //! first decode and replayed afterwards; `QWEN_AOT_NO_GRAPH=1` issues the same launches directly.
+//! It has two forms, each its own graph ([`super::decode_forms`]): contexts whose attention runs
+//! in 2..=`launch::ATTN_FOLD_MAX_SPLITS` splits replay the one where o_proj merges the splits
+//! (kernels/attn_fold.cuh); every other context the plain one.
 //!
 //! Sampling ([`super::sample`]): with anything but greedy-without-penalties, the sampling kernels
 //! replace the argmax launch (prefill, and a second decode graph); the embed kernel reads the
@@ -18,11 +21,12 @@ use cudarc::driver::{sys, CudaGraph};
 
 use super::prefill_graphs::{self, PrefillGraphs, PrefillKey};
 
+use super::decode_forms::DecodeForms;
 use super::dequant_batch::{batch_offsets, scratch_bytes};
 use super::device::{CudaDevice, DevBuf};
 use super::launch::{
-    self, ArgmaxScratch, AttnScratch, DequantJob, Dequantised, GemmScratch, GemvNorm, GemvOut, Heads, MatMulMode, Op,
-    QParts, RopeArgs, ARGMAX_MAX_BLOCKS,
+    self, ArgmaxScratch, AttnFold, AttnScratch, DequantJob, Dequantised, GemmScratch, GemvNorm, GemvOut, Heads,
+    MatMulMode, Op, QParts, RopeArgs, ARGMAX_MAX_BLOCKS,
 };
 use super::sample::{self, DeviceSampler};
 use super::validate::validate;
@@ -32,7 +36,7 @@ use crate::compiled::CompiledModel;
 use crate::error::RuntimeError;
 use crate::executor::{Backend, Executor, LogitsWanted, StepOutput};
 use crate::phases;
-use crate::plan::{GemvEpilogue, HyperParams, Program, RopeKvWrite, Step, WeightFormat, WeightId};
+use crate::plan::{BufId, GemvEpilogue, HyperParams, Program, RopeKvWrite, Step, WeightFormat, WeightId};
 use crate::sampler::SamplingParams;
 use crate::scores::RowScore;
 
@@ -68,7 +72,10 @@ pub enum PrefillPath {
 
 pub struct CudaExecutor {
     // Device memory first: dropped before the device (context) below.
-    graph: Option<CudaGraph>,
+    /// The greedy decode step's launches (plain and folded) and their graphs.
+    decode_forms: DecodeForms,
+    /// Keys the next decode step's attention sees (its position + 1): which form it runs.
+    decode_len: usize,
     /// Prefill graphs by launch shape (`prefill_graphs`), captured on first use.
     prefill_graphs: PrefillGraphs,
     /// Sampling parameters, history, `fed` tokens, scratch and the sampled decode graph.
@@ -103,8 +110,7 @@ pub struct CudaExecutor {
     weight_parts: Vec<Option<QParts>>,
     max_seq: usize,
     decode_splits: usize,
-    decode_ops: Vec<Op>,
-    /// Whether `decode_ops` end in the LM head's argmax epilogue (the token is in `argmax_key`)
+    /// Whether the decode forms end in the LM head's argmax epilogue (the token is in `argmax_key`)
     /// instead of an argmax launch (in the plan's `next_token` buffer).
     decode_argmax_fused: bool,
     use_graph: bool,
@@ -215,7 +221,8 @@ impl CudaExecutor {
         let _span = phases::span("CUDA: launch lists, wait for the copies");
         let use_graph = !std::env::var("QWEN_AOT_NO_GRAPH").is_ok_and(|v| v == "1");
         let mut ex = CudaExecutor {
-            graph: None,
+            decode_forms: DecodeForms::empty(),
+            decode_len: 1,
             prefill_graphs: PrefillGraphs::default(),
             sampler,
             weights: weights_buf,
@@ -244,17 +251,27 @@ impl CudaExecutor {
                 .collect(),
             max_seq,
             decode_splits,
-            decode_ops: Vec::new(),
             decode_argmax_fused: false,
             use_graph,
             use_prefill_graphs: prefill_graphs::enabled(use_graph),
             state_n_tokens: None,
         };
-        ex.decode_ops = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits, true)?;
+        // Each decode program in its plain form and, where attention splits exist, folded.
+        let (splits, fold_max) = (ex.decode_splits, launch::attn_fold_max());
+        let folds = if splits > 1 { fold_max } else { 0 };
+        let forms = |ex: &CudaExecutor, fused: bool| -> Result<(Vec<Op>, Option<Vec<Op>>), RuntimeError> {
+            let plain = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, splits, fused, 0)?;
+            let folded = (folds > 0).then(|| ex.build_ops(&ex.decode, 1, LogitsWanted::Last, splits, fused, folds));
+            Ok((plain, folded.transpose()?))
+        };
+        let (plain, folded) = forms(&ex, true)?;
+        ex.decode_forms = DecodeForms::new(plain, folded, splits, folds);
         ex.decode_argmax_fused = ex.fused_lm_head(&ex.decode).is_some();
         // The sampling kernels replace an argmax launch: the sampled graph keeps the plain LM head.
-        let unfused = ex.build_ops(&ex.decode, 1, LogitsWanted::Last, ex.decode_splits, false)?;
-        ex.sampler.decode_ops = ex.with_sampler(&ex.decode, unfused)?;
+        let (plain, folded) = forms(&ex, false)?;
+        let plain = ex.with_sampler(&ex.decode, plain)?;
+        let folded = folded.map(|f| ex.with_sampler(&ex.decode, f)).transpose()?;
+        ex.sampler.decode = DecodeForms::new(plain, folded, splits, folds);
         ex.dev.sync("loading the model")?;
         Ok(ex)
     }
@@ -266,12 +283,12 @@ impl CudaExecutor {
 
     /// Kernel launches (including cuBLAS calls) of one decode step.
     pub fn decode_launches(&self) -> usize {
-        self.decode_ops.len()
+        self.decode_forms.plain.ops.len()
     }
 
     /// Names of the decode step's launches, in order (for reports).
     pub fn decode_launch_names(&self) -> Vec<&'static str> {
-        self.decode_ops.iter().map(|o| o.name()).collect()
+        self.decode_forms.plain.ops.iter().map(|o| o.name()).collect()
     }
 
     /// GPU seconds of `n` greedy decode steps of `token` at `pos` enqueued back to back, with no
@@ -619,6 +636,8 @@ impl CudaExecutor {
     /// Translates a program into launches for `rows` rows (the grid sizes; kernels still read
     /// n_tokens from the device state). `fuse_argmax`: the LM head takes the argmax epilogue
     /// where it can ([`Self::fused_lm_head`]; the token is then read from `argmax_key`).
+    /// `fold_max` > 0: an attention followed by a GEMV that takes the fold leaves rows of up to
+    /// `fold_max` active splits for that GEMV to merge (kernels/attn_fold.cuh).
     fn build_ops(
         &self,
         prog: &Program,
@@ -626,6 +645,7 @@ impl CudaExecutor {
         logits: LogitsWanted,
         splits: usize,
         fuse_argmax: bool,
+        fold_max: usize,
     ) -> Result<Vec<Op>, RuntimeError> {
         let st = self.state.ptr();
         let b = |id| self.buf_ptr(prog, id);
@@ -646,6 +666,8 @@ impl CudaExecutor {
         let mut ops = Vec::new();
         // The quantized weights whose f16 copies are in the dequantisation scratch now.
         let mut dequantised: Vec<(WeightId, DequantJob)> = Vec::new();
+        // Set by an attention that leaves its merge to the GEMV after it (up to fold_max splits).
+        let mut pending_fold: Option<AttnFold> = None;
         for (index, step) in prog.steps.iter().enumerate() {
             match *step {
                 Step::Embed { tokens, table, out } => {
@@ -694,7 +716,9 @@ impl CudaExecutor {
                 Step::Attention { q, layer, n_heads, n_kv_heads, head_dim, scale, out } => {
                     let (kc, vc) = self.kv_ptrs(layer);
                     let h = Heads { n_heads, n_kv_heads, head_dim };
-                    ops.extend(launch::attention(st, b(q), kc, vc, b(out), h, scale, rows, splits, attn));
+                    let folds = if splits > 1 && self.next_gemv_takes_fold(prog, index, out) { fold_max } else { 0 };
+                    pending_fold = (folds > 0).then_some(AttnFold { scratch: attn, heads: h, splits, fold_max: folds });
+                    ops.extend(launch::attention(st, b(q), kc, vc, b(out), h, scale, rows, splits, attn, folds));
                 }
                 Step::SwiGlu { gate_up, ffn, out } => ops.push(launch::swiglu(st, b(gate_up), b(out), ffn, rows)),
                 // The LM head before it took the argmax as its epilogue.
@@ -723,6 +747,15 @@ impl CudaExecutor {
                             GemvOut::Rope(self.rope_args(rope, b(q_out)))
                         }
                     };
+                    if let Some(fold) = pending_fold.take() {
+                        let parts = self.parts(weight);
+                        let op = parts
+                            .and_then(|p| launch::qgemv_attn_fold(&self.dev, st, b(x), p, n, k, rows, epilogue, fold));
+                        ops.push(op.ok_or_else(|| {
+                            RuntimeError::Cuda("the GEMV after a folded attention does not take the fold".into())
+                        })?);
+                        continue;
+                    }
                     ops.push(match self.parts(weight) {
                         Some(parts) => launch::qgemv(&self.dev, st, b(x), norm, parts, n, k, rows, epilogue),
                         None => launch::gemv(&self.dev, st, b(x), norm, self.weight_ptr(weight), n, k, rows, epilogue),
@@ -731,6 +764,24 @@ impl CudaExecutor {
             }
         }
         Ok(ops)
+    }
+
+    /// Whether the step after the attention step `index` is a GEMV reading the attention's `out`
+    /// that can merge its split partials itself ([`launch::takes_attn_fold`]), so the attention
+    /// need not.
+    fn next_gemv_takes_fold(&self, prog: &Program, index: usize, out: BufId) -> bool {
+        let Some(&Step::Gemv { x, norm: None, weight, n, k, ref epilogue }) = prog.steps.get(index + 1) else {
+            return false;
+        };
+        let GemvEpilogue::Store { out: y, residual, logit_rows: false } = *epilogue else {
+            return false;
+        };
+        let store = GemvOut::Store {
+            out: self.buf_ptr(prog, y),
+            residual: residual.map(|r| self.buf_ptr(prog, r)),
+            last_row: false,
+        };
+        x == out && self.parts(weight).is_some_and(|p| launch::takes_attn_fold(&p, n, k, None, &store))
     }
 
     fn set_state(&mut self, pos: usize, n_tokens: usize) -> Result<(), RuntimeError> {
@@ -758,15 +809,17 @@ impl CudaExecutor {
     fn prepare_decode(&mut self, token: u32, pos: usize) -> Result<(), RuntimeError> {
         self.check_tokens(&[token], pos)?;
         self.dev.memset_u32(self.sampler.fed_ptr(), token, 1, "decode token")?;
+        self.decode_len = pos + 1;
         self.set_state(pos, 1)
     }
 
     /// Enqueues one greedy decode step (see [`launch_decode`]).
     fn launch_greedy_decode(&mut self) -> Result<(), RuntimeError> {
-        // SAFETY: decode_ops were built by build_ops from this executor's allocations (arena
+        let form = self.decode_forms.for_len(self.decode_len);
+        // SAFETY: the forms' ops were built by build_ops from this executor's allocations (arena
         // offsets and weights validated against their sizes at load, KV cache of max_seq
-        // positions, scratch sized for these launch shapes); they and the graph live in self.
-        unsafe { launch_decode(&self.dev, self.use_graph, &mut self.graph, &self.decode_ops, "decode") }
+        // positions, scratch sized for these launch shapes); they and the graphs live in self.
+        unsafe { launch_decode(&self.dev, self.use_graph, &mut form.graph, &form.ops, "decode") }
     }
 
     /// Captures the prefill graphs a prompt on cuBLAS needs (every bucket `warm_up` covers, the
@@ -812,7 +865,7 @@ impl CudaExecutor {
     /// gives the same launches for None and Last). Prefill attention splits: one per row (direct
     /// output); rows already give the parallelism.
     fn prefill_ops(&self, key: PrefillKey, logits: LogitsWanted) -> Result<Vec<Op>, RuntimeError> {
-        let ops = self.build_ops(&self.prefill, key.rows, logits, 1, false)?;
+        let ops = self.build_ops(&self.prefill, key.rows, logits, 1, false, 0)?;
         if key.sampled {
             self.with_sampler(&self.prefill, ops)
         } else {
@@ -1009,16 +1062,9 @@ impl Executor for CudaExecutor {
         let sampled = self.sampler.active();
         self.sampler.before_run(&self.dev, pos, sampled)?;
         if sampled {
+            let form = self.sampler.decode.for_len(self.decode_len);
             // SAFETY: as in launch_greedy_decode; the sampler's buffers live in self.sampler.
-            unsafe {
-                launch_decode(
-                    &self.dev,
-                    self.use_graph,
-                    &mut self.sampler.graph,
-                    &self.sampler.decode_ops,
-                    "sampled decode",
-                )?
-            };
+            unsafe { launch_decode(&self.dev, self.use_graph, &mut form.graph, &form.ops, "sampled decode")? };
         } else {
             self.launch_greedy_decode()?;
         }

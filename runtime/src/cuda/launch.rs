@@ -1017,8 +1017,13 @@ fn least_chunk(len: usize, min_chunk: usize) -> usize {
     }
 }
 
-/// attn_chunk (kernels/common.cuh), for the tests of the split count.
-#[cfg(test)]
+/// Splits a decode row's attention runs in at context length `len` (cached keys and its own) with
+/// `n_splits` splits: the `active` of kernels/attention.cu and attn_fold.cuh.
+pub(crate) fn attn_active_splits(len: usize, n_splits: usize) -> usize {
+    len.div_ceil(attn_chunk(len, n_splits.max(1), attention_min_chunk())).max(1)
+}
+
+/// attn_chunk (kernels/common.cuh).
 fn attn_chunk(len: usize, n_splits: usize, min_chunk: usize) -> usize {
     (len.div_ceil(n_splits).div_ceil(ATTN_CHUNK_ALIGN) * ATTN_CHUNK_ALIGN).max(least_chunk(len, min_chunk))
 }
@@ -1053,6 +1058,7 @@ pub(crate) fn attention(
     rows: usize,
     splits: usize,
     scratch: AttnScratch,
+    fold_max: usize,
 ) -> Vec<Op> {
     assert!((1..=ATTN_MAX_SPLITS).contains(&splits), "attention splits {splits} out of range");
     let per_block = attention_rows_per_block(rows, splits);
@@ -1078,8 +1084,79 @@ pub(crate) fn attention(
             i(splits),
             i(attention_min_chunk()),
             i(groups),
+            i(fold_max),
         ],
     )]
+}
+
+/// The most active splits of a decode row whose merge the GEMV after the attention does
+/// (kernels/attn_fold.cuh): two batches of partials. Past it the attention merges them itself.
+/// Measured (experiments/LOG.md, 37th session; H100, random 0.5B): without any merge a step at
+/// 128-1,024 keys is ~47 µs shorter; folded, a one-batch row (129-256 keys) gains 6.8 %, a
+/// two-batch row (257-512) 2.5 %, while rows of three or more batches measured slower folded
+/// (every o_proj block merges the whole row: an L2 round trip per batch).
+pub(crate) const ATTN_FOLD_MAX_SPLITS: usize = 8;
+
+/// [`ATTN_FOLD_MAX_SPLITS`], or `QWEN_AOT_ATTN_FOLD` (read at first use; 0: never fold) for
+/// comparisons in one binary.
+pub(crate) fn attn_fold_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("QWEN_AOT_ATTN_FOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(ATTN_FOLD_MAX_SPLITS)
+    })
+}
+
+/// Where a GEMV after an attention launched with `fold_max > 0` finds the attention's split
+/// partials (kernels/attn_fold.cuh): the attention's scratch, heads, split count and `fold_max`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttnFold {
+    pub scratch: AttnScratch,
+    pub heads: Heads,
+    pub splits: usize,
+    pub fold_max: usize,
+}
+
+/// Whether [`qgemv_attn_fold`] takes this GEMV: a store on kernels/q5_direct.cu without a norm
+/// (x is the attention's output as it is) over a row of whole heads.
+pub(crate) fn takes_attn_fold(parts: &QParts, n: usize, k: usize, norm: Option<GemvNorm>, epilogue: &GemvOut) -> bool {
+    norm.is_none()
+        && matches!(epilogue, GemvOut::Store { last_row: false, .. })
+        && q8_direct::direct_kernel(parts, n, k, false).is_none()
+        && q5_direct::direct_kernel(parts, n, k, epilogue, false) == Some(Kernel::GemvQ5DirectStore)
+}
+
+/// [`qgemv`]'s store with x the output of the attention before it, merged from `fold`'s partials
+/// where a row ran in several splits (kernels/q5_direct.cu `gemv_q5_direct_store_fold`); None
+/// unless [`takes_attn_fold`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qgemv_attn_fold(
+    dev: &CudaDevice,
+    st: u64,
+    x: u64,
+    parts: QParts,
+    n: usize,
+    k: usize,
+    rows: usize,
+    epilogue: GemvOut,
+    fold: AttnFold,
+) -> Option<Op> {
+    if !takes_attn_fold(&parts, n, k, None, &epilogue) || fold.heads.n_heads * fold.heads.head_dim != k {
+        return None;
+    }
+    let g = QGemv { st, x, norm: None, parts, n, k, rows, epilogue, argmax_key: None };
+    let Op::Kernel(mut launch) = q5_direct_gemv(dev, Kernel::GemvQ5DirectStoreFold, &g) else {
+        return None;
+    };
+    launch.args.extend([
+        Arg::Ptr(fold.scratch.part_o),
+        Arg::Ptr(fold.scratch.part_ml),
+        i(fold.heads.n_heads),
+        i(fold.heads.head_dim),
+        i(fold.splits),
+        i(attention_min_chunk()),
+        i(fold.fold_max),
+    ]);
+    Some(Op::Kernel(launch))
 }
 
 /// gate_up f32 [rows, 2*ffn]; out f32 [rows, ffn].
@@ -1522,6 +1599,19 @@ mod tests {
         assert_eq!(attn_chunk(2048, splits, 128), 64, "32 splits of 64 keys");
         assert_eq!(attn_chunk(2177, splits, 128), 64);
         assert_eq!(attn_chunk(1025, 8, 128), 192, "few splits: the chunk follows the length");
+    }
+
+    /// The active split count the decode forms pick by (decode_forms.rs) is the kernels':
+    /// one split up to min_chunk keys, then one 64-key split per 64 keys while the count allows.
+    #[test]
+    fn active_splits_follow_the_chunks() {
+        assert_eq!(attention_min_chunk(), 128, "the default min_chunk (QWEN_AOT_ATTN_MIN_CHUNK unset)");
+        let splits = split_count(2, 132, 4096, 128);
+        let active: Vec<usize> =
+            [1, 128, 129, 192, 193, 256, 257, 512, 513, 2048].map(|len| attn_active_splits(len, splits)).to_vec();
+        assert_eq!(active, [1, 1, 3, 3, 4, 4, 5, 8, 9, 32]);
+        assert_eq!(attn_active_splits(1025, 8), 6, "few splits: 192-key chunks");
+        assert_eq!(attn_active_splits(5, 0), 1, "a split count of 0 is taken as 1");
     }
 
     /// QGEMV_KERNELS lists exactly the format pairs kernels/qgemv.cu instantiates, in order, and

@@ -21,6 +21,7 @@ mod argmax_key;
 pub mod bench;
 #[cfg(feature = "harness")]
 pub mod check;
+mod decode_forms;
 mod dequant_batch;
 mod device;
 mod diag_skip;

@@ -14,6 +14,7 @@
 //!   `history[pos..]`. Greedy steps do not touch the device copy, so the executor mirrors the
 //!   history on the host and uploads the positions the device lacks before the next sampled step
 //!   (only after greedy steps; at most `max_seq` words, once).
+use super::decode_forms::DecodeForms;
 use super::device::{CudaDevice, DevBuf, Kernel};
 use super::launch::{Arg, Launch, Op};
 use crate::error::RuntimeError;
@@ -190,15 +191,14 @@ pub(crate) fn replace_argmax(ops: Vec<Op>, with: Vec<Op>) -> Result<Vec<Op>, Run
 /// and host mirror), the `fed` tokens buffer, scratch, and the sampled decode graph.
 pub(crate) struct DeviceSampler {
     // Device objects first (dropped before the executor's context).
-    /// Decode graph with the sampler in place of the argmax (captured on first sampled decode).
-    pub graph: Option<cudarc::driver::CudaGraph>,
+    /// The decode program's launches with the sampler in place of the argmax, in both forms,
+    /// with their graphs (captured on first sampled decode).
+    pub decode: DecodeForms,
     params_buf: DevBuf,
     history: DevBuf,
     fed: DevBuf,
     _scratch_buf: DevBuf,
     scratch: SampleScratch,
-    /// The decode program's launches with the sampler in place of the argmax.
-    pub decode_ops: Vec<Op>,
     params: SamplingParams,
     /// Token fed at each position (the host mirror of `history`).
     host_history: Vec<u32>,
@@ -218,13 +218,12 @@ impl DeviceSampler {
         let params = SamplingParams::default();
         let params_buf = dev.upload(&device_params(&params), "sampling parameters")?;
         Ok(DeviceSampler {
-            graph: None,
+            decode: DecodeForms::empty(),
             params_buf,
             history: dev.alloc(max_seq * 4, "token history")?,
             fed: dev.alloc(max_tokens.max(1) * 4, "fed tokens")?,
             _scratch_buf: scratch_buf,
             scratch,
-            decode_ops: Vec::new(),
             params,
             host_history: Vec::with_capacity(max_seq),
             device_valid: 0,

@@ -171,7 +171,8 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
     EpiIn in{};
     if (EPI == EPI_STORE && e_unit < n) epi_load_acts<EPI>(o, r, n, e_unit, in);
     const int fold_active = FOLD ? attn_fold_active(state, *fold, r) : 1;  // the run state: readable
-    const float inv = d8_prep<true, FOLD>(x, norm_w, eps, r, k, xd, xs, xw, xsum, xz, 16.0f, scratch, fold, fold_active);
+    const float inv =
+        d8_prep<true, FOLD>(x, norm_w, eps, r, k, xd, xs, xw, xsum, xz, 16.0f, scratch, fold, fold_active);
 
     // Lane (gq, tq) supplies B column gq at the k slots of its own group 4 s + tq, in the MMAs of
     // its pair tq / 2: digit gq % 3 where the column is its group's (the pair's first group for
@@ -278,7 +279,8 @@ extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
 }
 
 // The store with x the attention's output merged from its split partials (attn_fold.cuh): o_proj
-// after an attention launched with merge == 0. No norm (x is the attention's output as it is).
+// after an attention launched with fold_max > 0 (the same fold_max: rows of 2..=fold_max active
+// splits are merged here, others read x). No norm (x is the attention's output as it is).
 extern "C" __global__ void __launch_bounds__(DP_THREADS, QA_Q5D_MIN_BLOCKS)
     gemv_q5_direct_store_fold(const int* __restrict__ state, const float* __restrict__ x,
                               const float* __restrict__ norm_w, float eps, const QParts P, float* __restrict__ out,

@@ -52,3 +52,42 @@ impl DecodeForms {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda::device::Kernel;
+    use crate::cuda::launch::Launch;
+
+    fn ops(kernel: Kernel) -> Vec<Op> {
+        vec![Op::Kernel(Launch { kernel, grid: (1, 1, 1), block: (32, 1, 1), smem: 0, args: Vec::new() })]
+    }
+
+    fn picked(forms: &mut DecodeForms, len: usize) -> &'static str {
+        forms.for_len(len).ops[0].name()
+    }
+
+    /// With 64 splits and fold_max 8 (the default min_chunk of 128): the folded form exactly for
+    /// contexts of 129-512 keys (3-8 active splits), the plain one below and above.
+    #[test]
+    fn the_folded_form_runs_for_two_to_fold_max_splits() {
+        let mut forms =
+            DecodeForms::new(ops(Kernel::GemvQ5DirectStore), Some(ops(Kernel::GemvQ5DirectStoreFold)), 64, 8);
+        let (plain, folded) = ("gemv_q5_direct_store", "gemv_q5_direct_store_fold");
+        for (len, want) in [(1, plain), (128, plain), (129, folded), (300, folded), (512, folded), (513, plain)] {
+            assert_eq!(picked(&mut forms, len), want, "context of {len} keys");
+        }
+        assert_eq!(picked(&mut forms, 2048), plain);
+    }
+
+    /// A folded form with the plain one's launches (no attention the GEMV after it can fold), or
+    /// none, leaves the plain form for every length.
+    #[test]
+    fn no_fold_means_the_plain_form_everywhere() {
+        let same = ops(Kernel::GemvQ5DirectStore);
+        for folded in [Some(same), None] {
+            let mut forms = DecodeForms::new(ops(Kernel::GemvQ5DirectStore), folded, 64, 8);
+            assert!((1..600).all(|len| picked(&mut forms, len) == "gemv_q5_direct_store"));
+        }
+    }
+}

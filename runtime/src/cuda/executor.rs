@@ -281,12 +281,13 @@ impl CudaExecutor {
         &self.dev
     }
 
-    /// Kernel launches (including cuBLAS calls) of one decode step.
+    /// Kernel launches (including cuBLAS calls) of one decode step (the plain form's; the folded
+    /// form has as many, o_proj on `gemv_q5_direct_store_fold`).
     pub fn decode_launches(&self) -> usize {
         self.decode_forms.plain.ops.len()
     }
 
-    /// Names of the decode step's launches, in order (for reports).
+    /// Names of the decode step's launches, in order (for reports; the plain form's).
     pub fn decode_launch_names(&self) -> Vec<&'static str> {
         self.decode_forms.plain.ops.iter().map(|o| o.name()).collect()
     }
@@ -781,7 +782,7 @@ impl CudaExecutor {
             residual: residual.map(|r| self.buf_ptr(prog, r)),
             last_row: false,
         };
-        x == out && self.parts(weight).is_some_and(|p| launch::takes_attn_fold(&p, n, k, None, &store))
+        x == out && self.parts(weight).is_some_and(|p| launch::takes_attn_fold(&p, n, k, &store))
     }
 
     fn set_state(&mut self, pos: usize, n_tokens: usize) -> Result<(), RuntimeError> {

@@ -1045,7 +1045,9 @@ pub(crate) fn attention_smem_bytes(head_dim: usize, rows: usize) -> u32 {
 
 /// q, out f32 [rows, H*d]; K cache f32, V cache f16 [max_seq, Hkv, d]. `splits == 1`: direct output;
 /// otherwise split partials in `scratch` (sized for `rows * H * splits`), merged by the last block
-/// of each (row, kv head, head group) -- one launch either way. Block 256 (one warp per query head).
+/// of each (row, kv head, head group) -- one launch either way -- except in rows of 2..=`fold_max`
+/// active splits, which stop at their partials for the GEMV after it ([`qgemv_attn_fold`] with the
+/// same `fold_max`; 0: every row merged here). Block 256 (one warp per query head).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     st: u64,
@@ -1097,12 +1099,13 @@ pub(crate) fn attention(
 /// (every o_proj block merges the whole row: an L2 round trip per batch).
 pub(crate) const ATTN_FOLD_MAX_SPLITS: usize = 8;
 
-/// [`ATTN_FOLD_MAX_SPLITS`], or `QWEN_AOT_ATTN_FOLD` (read at first use; 0: never fold) for
-/// comparisons in one binary.
+/// [`ATTN_FOLD_MAX_SPLITS`], or `QWEN_AOT_ATTN_FOLD` (read at first use; 0: never fold; at most
+/// [`ATTN_MAX_SPLITS`], the most a row can have) for comparisons in one binary.
 pub(crate) fn attn_fold_max() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
-        std::env::var("QWEN_AOT_ATTN_FOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(ATTN_FOLD_MAX_SPLITS)
+        let v = std::env::var("QWEN_AOT_ATTN_FOLD").ok().and_then(|v| v.parse().ok());
+        v.unwrap_or(ATTN_FOLD_MAX_SPLITS).min(ATTN_MAX_SPLITS)
     })
 }
 
@@ -1116,12 +1119,10 @@ pub(crate) struct AttnFold {
     pub fold_max: usize,
 }
 
-/// Whether [`qgemv_attn_fold`] takes this GEMV: a store on kernels/q5_direct.cu without a norm
-/// (x is the attention's output as it is) over a row of whole heads.
-pub(crate) fn takes_attn_fold(parts: &QParts, n: usize, k: usize, norm: Option<GemvNorm>, epilogue: &GemvOut) -> bool {
-    norm.is_none()
-        && matches!(epilogue, GemvOut::Store { last_row: false, .. })
-        && q8_direct::direct_kernel(parts, n, k, false).is_none()
+/// Whether [`qgemv_attn_fold`] takes this GEMV (one without a norm: x is the attention's output
+/// as it is): a store of every row on kernels/q5_direct.cu.
+pub(crate) fn takes_attn_fold(parts: &QParts, n: usize, k: usize, epilogue: &GemvOut) -> bool {
+    matches!(epilogue, GemvOut::Store { last_row: false, .. })
         && q5_direct::direct_kernel(parts, n, k, epilogue, false) == Some(Kernel::GemvQ5DirectStore)
 }
 
@@ -1140,7 +1141,7 @@ pub(crate) fn qgemv_attn_fold(
     epilogue: GemvOut,
     fold: AttnFold,
 ) -> Option<Op> {
-    if !takes_attn_fold(&parts, n, k, None, &epilogue) || fold.heads.n_heads * fold.heads.head_dim != k {
+    if !takes_attn_fold(&parts, n, k, &epilogue) || fold.heads.n_heads * fold.heads.head_dim != k {
         return None;
     }
     let g = QGemv { st, x, norm: None, parts, n, k, rows, epilogue, argmax_key: None };

@@ -3,9 +3,11 @@
 //!
 //! - Parameters live in a 40-byte device struct that [`DeviceSampler::set`] rewrites with one
 //!   copy, so a new temperature, top-k or seed never changes a captured graph.
-//! - The executor keeps two decode graphs, each captured on first use: greedy (the plan's argmax,
-//!   exactly the launches it had) and sampled (the two sampling kernels in the argmax's place).
-//!   [`needs_device_sampler`] picks one per step. Two graphs rather than one kernel branching on
+//! - The executor keeps two decode programs, each captured on first use: greedy (the plan's
+//!   argmax, exactly the launches it had) and sampled (the two sampling kernels in the argmax's
+//!   place). [`needs_device_sampler`] picks one per step. Each comes in two forms, plain and with
+//!   the attention's merge folded into o_proj, one graph each (`decode_forms.rs` picks by the
+//!   context length). Two graphs rather than one kernel branching on
 //!   the params: the greedy path keeps its single argmax launch, and the sampled graph costs
 //!   one more node than greedy, not a branch inside every step.
 //! - History: i32 `[max_seq]` on the device, the token fed at each position. The embed kernel
@@ -188,7 +190,7 @@ pub(crate) fn replace_argmax(ops: Vec<Op>, with: Vec<Op>) -> Result<Vec<Op>, Run
 }
 
 /// The executor's sampling state: parameters (host and device), the token history (device copy
-/// and host mirror), the `fed` tokens buffer, scratch, and the sampled decode graph.
+/// and host mirror), the `fed` tokens buffer, scratch, and the sampled decode graphs.
 pub(crate) struct DeviceSampler {
     // Device objects first (dropped before the executor's context).
     /// The decode program's launches with the sampler in place of the argmax, in both forms,

@@ -29,9 +29,10 @@ pub(super) struct AttnCase<'a> {
     pub tol: f32,
 }
 
-/// Runs the fold at `splits` splits for the one decode row of `s`: the attention, then o_proj (n = 301 rows, not a multiple of the 16-row tile) merging the partials as it loads
-/// x. Shapes whose row the Q5_0 direct store does not take (H*d not a multiple of 128) are skipped:
-/// the executor keeps the attention's merge for them.
+/// Runs the fold at `splits` splits for the one decode row of `s`: the attention, then o_proj
+/// (n = 301 rows, not a multiple of the 16-row tile) merging the partials as it loads x. Shapes
+/// whose row the Q5_0 direct store does not take (H*d not a multiple of 128) are skipped: the
+/// executor keeps the attention's merge for them.
 pub(super) fn check_attn_fold(
     h: &mut Harness,
     rng: &mut Rng,
@@ -46,7 +47,7 @@ pub(super) fn check_attn_fold(
     let residual = rng.vec(t * n, 2.0);
     let dres = h.input(&residual)?;
     let shape_only = GemvOut::Store { out: 0, residual: Some(0), last_row: false };
-    if !launch::takes_attn_fold(&parts, n, k, None, &shape_only) {
+    if !launch::takes_attn_fold(&parts, n, k, &shape_only) {
         return Ok(());
     }
     let mut fold_maxes = vec![splits, launch::ATTN_FOLD_MAX_SPLITS];

@@ -774,15 +774,8 @@ impl CudaExecutor {
         let Some(&Step::Gemv { x, norm: None, weight, n, k, ref epilogue }) = prog.steps.get(index + 1) else {
             return false;
         };
-        let GemvEpilogue::Store { out: y, residual, logit_rows: false } = *epilogue else {
-            return false;
-        };
-        let store = GemvOut::Store {
-            out: self.buf_ptr(prog, y),
-            residual: residual.map(|r| self.buf_ptr(prog, r)),
-            last_row: false,
-        };
-        x == out && self.parts(weight).is_some_and(|p| launch::takes_attn_fold(&p, n, k, &store))
+        let store = matches!(epilogue, GemvEpilogue::Store { logit_rows: false, .. });
+        store && x == out && self.parts(weight).is_some_and(|p| launch::takes_attn_fold(&p, n, k))
     }
 
     fn set_state(&mut self, pos: usize, n_tokens: usize) -> Result<(), RuntimeError> {

@@ -1119,11 +1119,11 @@ pub(crate) struct AttnFold {
     pub fold_max: usize,
 }
 
-/// Whether [`qgemv_attn_fold`] takes this GEMV (one without a norm: x is the attention's output
-/// as it is): a store of every row on kernels/q5_direct.cu.
-pub(crate) fn takes_attn_fold(parts: &QParts, n: usize, k: usize, epilogue: &GemvOut) -> bool {
-    matches!(epilogue, GemvOut::Store { last_row: false, .. })
-        && q5_direct::direct_kernel(parts, n, k, epilogue, false) == Some(Kernel::GemvQ5DirectStore)
+/// Whether [`qgemv_attn_fold`] takes a store of every row (with or without a residual; no norm:
+/// x is the attention's output as it is) over this weight: one kernels/q5_direct.cu stores.
+pub(crate) fn takes_attn_fold(parts: &QParts, n: usize, k: usize) -> bool {
+    let store = GemvOut::Store { out: 0, residual: None, last_row: false };
+    q5_direct::direct_kernel(parts, n, k, &store, false) == Some(Kernel::GemvQ5DirectStore)
 }
 
 /// [`qgemv`]'s store with x the output of the attention before it, merged from `fold`'s partials
@@ -1141,7 +1141,8 @@ pub(crate) fn qgemv_attn_fold(
     epilogue: GemvOut,
     fold: AttnFold,
 ) -> Option<Op> {
-    if !takes_attn_fold(&parts, n, k, &epilogue) || fold.heads.n_heads * fold.heads.head_dim != k {
+    let full_store = matches!(epilogue, GemvOut::Store { last_row: false, .. });
+    if !full_store || !takes_attn_fold(&parts, n, k) || fold.heads.n_heads * fold.heads.head_dim != k {
         return None;
     }
     let g = QGemv { st, x, norm: None, parts, n, k, rows, epilogue, argmax_key: None };
@@ -1600,6 +1601,16 @@ mod tests {
         assert_eq!(attn_chunk(2048, splits, 128), 64, "32 splits of 64 keys");
         assert_eq!(attn_chunk(2177, splits, 128), 64);
         assert_eq!(attn_chunk(1025, 8, 128), 192, "few splits: the chunk follows the length");
+    }
+
+    /// The fold's GEMV is the Q5_0 direct store: all-Q5_0 rows of whole 128-element spans only.
+    #[test]
+    fn only_q5_0_direct_stores_take_the_fold() {
+        use WeightFormat as W;
+        assert!(takes_attn_fold(&QParts::of_formats(&[(W::Q5_0, 896)]), 896, 896));
+        assert!(!takes_attn_fold(&QParts::of_formats(&[(W::Q8_0, 896)]), 896, 896));
+        assert!(!takes_attn_fold(&QParts::of_formats(&[(W::Q5_0, 512), (W::Q8_0, 384)]), 896, 896));
+        assert!(!takes_attn_fold(&QParts::of_formats(&[(W::Q5_0, 896)]), 896, 200), "k not whole spans");
     }
 
     /// The active split count the decode forms pick by (decode_forms.rs) is the kernels':

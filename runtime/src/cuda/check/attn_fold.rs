@@ -46,8 +46,7 @@ pub(super) fn check_attn_fold(
     let parts = dw.parts().expect("a quantized weight");
     let residual = rng.vec(t * n, 2.0);
     let dres = h.input(&residual)?;
-    let shape_only = GemvOut::Store { out: 0, residual: Some(0), last_row: false };
-    if !launch::takes_attn_fold(&parts, n, k, &shape_only) {
+    if !launch::takes_attn_fold(&parts, n, k) {
         return Ok(());
     }
     let mut fold_maxes = vec![splits, launch::ATTN_FOLD_MAX_SPLITS];

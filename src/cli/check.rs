@@ -233,6 +233,15 @@ fn check_model(dir: &Path, seed: u64, sampling: bool) -> Result<usize> {
     let decode_steps = 8;
     let mut cpu = CpuExecutor::new(&compiled, 1024)?;
     let mut gpu = CudaExecutor::new(&compiled, image()?, 1024)?;
+    // Every decode graph (both forms, greedy and sampled) captured before the first step, as
+    // `warm_up` does: the rows below replay these (the folded form at the 300-id prompt).
+    gpu.capture_decode_graphs()?;
+    let captured = gpu.decode_graphs_captured();
+    failed += (!captured) as usize;
+    qwen_aot::outln!(
+        "\ndecode graphs captured before the first step (every form, greedy and sampled)  {}",
+        if captured { "PASS" } else { "FAIL" }
+    );
     // Tolerances: both sides read the same weights (quantized ones dequantised to the same f32
     // values on both) and accumulate in f32; they differ in summation order and in the GPU's f16
     // intermediates (prefill GEMM inputs, KV cache), which over 24 layers moves logits (magnitude

@@ -7,7 +7,10 @@
 //! of one split, or of more than fold_max, runs the plain form).
 use cudarc::driver::CudaGraph;
 
+use super::device::CudaDevice;
 use super::launch::{self, Op};
+use crate::error::RuntimeError;
+use crate::phases;
 
 /// One form's launches and its graph, captured on first use.
 pub(crate) struct DecodeForm {
@@ -41,6 +44,30 @@ impl DecodeForms {
     /// No launches yet (filled in once the executor's buffers exist).
     pub fn empty() -> DecodeForms {
         DecodeForms::new(Vec::new(), None, 1, 0)
+    }
+
+    /// Captures every form not captured yet, so that no step of a generation pays a capture (the
+    /// folded form is otherwise first needed at 129 keys, in the middle of an answer). Recording
+    /// launches nothing; a form that has no launches yet (`empty`) is left alone.
+    ///
+    /// # Safety
+    /// As [`CudaDevice::capture_graph`]: every pointer in the forms' ops addresses device memory
+    /// of the sizes its builder documents, valid for as long as the graphs are replayed.
+    pub unsafe fn capture_all(&mut self, dev: &CudaDevice, what: &str) -> Result<(), RuntimeError> {
+        for form in std::iter::once(&mut self.plain).chain(self.folded.as_mut()) {
+            if form.graph.is_none() && !form.ops.is_empty() {
+                // SAFETY: this function's contract.
+                let graph =
+                    phases::time("CUDA: decode graph capture", || unsafe { dev.capture_graph(&form.ops, what) })?;
+                form.graph = Some(graph);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every form with launches has its graph (`capture_all` ran, or each was replayed).
+    pub fn all_captured(&self) -> bool {
+        std::iter::once(&self.plain).chain(self.folded.as_ref()).all(|f| f.graph.is_some() || f.ops.is_empty())
     }
 
     /// The form a decode step whose attention sees `len` keys (the cached ones and its own) runs.

@@ -816,6 +816,28 @@ impl CudaExecutor {
         unsafe { launch_decode(&self.dev, self.use_graph, &mut form.graph, &form.ops, "decode") }
     }
 
+    /// Captures both decode programs (greedy and sampled) in every form, so that a generation
+    /// never pauses for a capture -- the folded form is first needed at 129 keys, mid-answer.
+    /// Nothing with `QWEN_AOT_NO_GRAPH=1`. `warm_up` runs it; `qwen-aot check` before its first
+    /// decode, so that the whole-model rows replay the graphs captured here.
+    pub fn capture_decode_graphs(&mut self) -> Result<(), RuntimeError> {
+        if !self.use_graph {
+            return Ok(());
+        }
+        let _span = phases::span("CUDA: decode graph captures");
+        // SAFETY: as in launch_greedy_decode (the sampled forms: as in decode_beside); recording
+        // launches nothing, and the graphs live in self beside the buffers their ops address.
+        unsafe {
+            self.decode_forms.capture_all(&self.dev, "decode")?;
+            self.sampler.decode.capture_all(&self.dev, "sampled decode")
+        }
+    }
+
+    /// Whether every decode graph is captured (`capture_decode_graphs`), or graphs are off.
+    pub fn decode_graphs_captured(&self) -> bool {
+        !self.use_graph || (self.decode_forms.all_captured() && self.sampler.decode.all_captured())
+    }
+
     /// Captures the prefill graphs a prompt on cuBLAS needs (every bucket `warm_up` covers, the
     /// LM head on the last row, the sampler as it is set now), so that no prompt pays a capture;
     /// others are captured on first use. Recording launches nothing.
@@ -979,6 +1001,7 @@ impl Executor for CudaExecutor {
     /// prefill graphs (`capture_prefill_graphs`). The KV cache, the sampler state and the
     /// conversation are untouched (every prefill and decode sets the device state again).
     fn warm_up(&mut self) -> Result<(), RuntimeError> {
+        self.capture_decode_graphs()?;
         if self.prefill_path == PrefillPath::Gemv || !self.dev.has_cublas() {
             return Ok(());
         }

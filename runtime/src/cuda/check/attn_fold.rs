@@ -88,6 +88,33 @@ pub(super) fn check_attn_fold(
             &c,
             &bound,
         );
+
+        // Tight: against the merge of the GPU's own partials (or, for rows the attention merged,
+        // its own x), so that only the fold's rounding is left -- a dropped or doubled split
+        // moves the output by orders of magnitude more than this bound (asserted below).
+        let dims = FoldDims { rows: t, heads: a.heads.n_heads, head_dim: a.heads.head_dim, splits, fold_max };
+        let gpu_x = GpuAttention {
+            x: h.read_f32(&x, t * k)?,
+            part_o: h.read_f32(&part_o, t * a.heads.n_heads * splits * a.heads.head_dim)?,
+            part_ml: h.read_f32(&part_ml, t * a.heads.n_heads * splits * 2)?,
+        };
+        let active: Vec<usize> = (0..t).map(|r| launch::attn_active_splits(s.pos + r + 1, splits)).collect();
+        let merged = merge_partials(&dims, &gpu_x, &active, false);
+        let (want, tight) = fold_reference(&tw, &merged, &residual, n, k);
+        h.record_bounded(
+            format!("attention splits={splits} fold_max={fold_max}, o_proj Q5_0 [{n}x{k}] vs the GPU's own partials"),
+            &g,
+            &want,
+            &tight,
+        );
+        if active.iter().any(|&a| dims.folds(a)) {
+            let dropped = merge_partials(&dims, &gpu_x, &active, true);
+            let (off, _) = fold_reference(&tw, &dropped, &residual, n, k);
+            h.record_flag(
+                format!("attention splits={splits} fold_max={fold_max}: that bound catches a dropped split"),
+                off.iter().zip(&want).zip(&tight).any(|((o, w), b)| (o - w).abs() > *b),
+            );
+        }
         let mut left = vec![1u32; t * a.heads.n_heads];
         h.dev.dtoh(counters.ptr(), &mut left, "attention counters")?;
         h.record_flag(
@@ -96,4 +123,99 @@ pub(super) fn check_attn_fold(
         );
     }
     Ok(())
+}
+
+/// The shapes of a folded attention's output and partials.
+struct FoldDims {
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    splits: usize,
+    fold_max: usize,
+}
+
+impl FoldDims {
+    /// Whether o_proj merges a row of `active` splits (else the attention wrote x).
+    fn folds(&self, active: usize) -> bool {
+        active > 1 && active <= self.fold_max
+    }
+}
+
+/// What the attention left on the device: x [rows, H*D], part_o [rows, H, splits, D], part_ml
+/// [rows, H, splits, 2] (m, l).
+struct GpuAttention {
+    x: Vec<f32>,
+    part_o: Vec<f32>,
+    part_ml: Vec<f32>,
+}
+
+/// Bound of the fold's merge relative to the magnitude it sums, sum_s w_s |o_s| / L: the weights'
+/// `expf` (2 ulp) of an argument rounded by up to half an ulp of |m_s - M| (<= 0.2 ulp of the
+/// weight's share once multiplied by exp(-|m_s - M|)), the rescales between batches, up to 8
+/// fused multiply-adds per element and as many into L, and the division: < 24 ulp; 64 leaves room.
+const MERGE_ULPS: f64 = 64.0;
+
+/// Row by row, x as o_proj is to see it (f64) and the merge's rounding bound per element: the
+/// merge of the GPU's partials where o_proj folds the row (without its last active split when
+/// `drop_last`), else the attention's own x with no merge term.
+fn merge_partials(d: &FoldDims, g: &GpuAttention, active: &[usize], drop_last: bool) -> (Vec<f64>, Vec<f64>) {
+    let k = d.heads * d.head_dim;
+    let mut x: Vec<f64> = g.x.iter().map(|&v| v as f64).collect();
+    let mut tol = vec![0f64; d.rows * k];
+    for (r, &act) in active.iter().enumerate().take(d.rows) {
+        if !d.folds(act) {
+            continue;
+        }
+        let used = if drop_last { act - 1 } else { act };
+        for h in 0..d.heads {
+            let base = (r * d.heads + h) * d.splits;
+            let ml = |s: usize| (g.part_ml[2 * (base + s)] as f64, g.part_ml[2 * (base + s) + 1] as f64);
+            let m_max = (0..used).map(|s| ml(s).0).fold(f64::NEG_INFINITY, f64::max);
+            let l: f64 = (0..used).map(|s| (ml(s).0 - m_max).exp() * ml(s).1).sum();
+            for i in 0..d.head_dim {
+                let (mut acc, mut mag) = (0f64, 0f64);
+                for s in 0..used {
+                    let (w, o) = ((ml(s).0 - m_max).exp(), g.part_o[(base + s) * d.head_dim + i] as f64);
+                    acc += w * o;
+                    mag += w * o.abs();
+                }
+                let e = r * k + h * d.head_dim + i;
+                x[e] = acc / l;
+                tol[e] = MERGE_ULPS * U32 as f64 * mag / l;
+            }
+        }
+    }
+    (x, tol)
+}
+
+/// o_proj's output x W^T + residual from `merged` (x and its merge bound), and the bound of each
+/// element: the merge's through |W|, the quantized GEMV's (2k + 48) * 2^-24 * S_j (check/gemv.rs)
+/// and the residual add's rounding.
+fn fold_reference(
+    tw: &TestWeight,
+    merged: &(Vec<f64>, Vec<f64>),
+    residual: &[f32],
+    n: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (x, tol) = merged;
+    let rows = x.len() / k;
+    let (mut want, mut bound) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+    for r in 0..rows {
+        let (xr, tr) = (&x[r * k..(r + 1) * k], &tol[r * k..(r + 1) * k]);
+        for j in 0..n {
+            let (w, m) = (&tw.values[j * k..(j + 1) * k], &tw.mags[j * k..(j + 1) * k]);
+            let (mut dot, mut sabs, mut merge) = (0f64, 0f64, 0f64);
+            for i in 0..k {
+                dot += w[i] as f64 * xr[i];
+                sabs += m[i] as f64 * xr[i].abs();
+                merge += m[i] as f64 * tr[i];
+            }
+            let out = dot + residual[r * n + j] as f64;
+            let u = U32 as f64;
+            want[r * n + j] = out as f32;
+            bound[r * n + j] = (merge + (2.0 * k as f64 + 48.0) * u * sabs + 3.0 * u * out.abs()) as f32;
+        }
+    }
+    (want, bound)
 }

@@ -8,6 +8,10 @@
 #   scripts/device-branches.sh BASE_BIN NAME=BIN [NAME=BIN ...]
 #   ROUNDS (default 2), SHAPES (default "0.5b 1.5b"), CHECK=0 skips the checks, CHECK_BASE=0 skips
 #   only the base's (a build of main already checked: ~90 s of device time saved).
+#   A BIN ending in .xz is unpacked first (xz -T2 -6 halves what a call carries). NAME=VAR=VAL@BIN
+#   runs BIN with VAR=VAL set (several: VAR=VAL,VAR2=VAL2@BIN), e.g. a kernel switch of the same
+#   binary: `nofold=QWEN_AOT_ATTN_FOLD=0@.device/bin/qwen-aot-x` (its check is skipped).
+#   Logs are packed into $OUT/logs.tgz at the end (the device tool returns few files).
 #
 # Built beforehand on the CPU machine by scripts/build-branches.sh, which prints the command.
 set -uo pipefail
@@ -19,6 +23,22 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 
+# BIN itself, or BIN.xz unpacked once into /tmp.
+unpacked() {
+  case "$1" in
+    *.xz)
+      local to="/tmp/unpacked-$(basename "$1" .xz)"
+      [ -x "$to" ] || { xz -dc "$1" >"$to" && chmod +x "$to"; }
+      echo "$to"
+      ;;
+    *) echo "$1" ;;
+  esac
+}
+# The env assignments of a NAME=VAR=VAL,...@BIN spec (none without '@'), and its binary.
+spec_env() { case "$1" in *@*) echo "${1%@*}" | tr ',' ' ' ;; esac; }
+spec_bin() { unpacked "${1##*@}"; }
+base=$(unpacked "$base")
+
 check() { # name bin
   local t0=$SECONDS
   timeout 300 "$2" check --backend cuda >"$out/check-$1.log" 2>&1
@@ -29,15 +49,19 @@ check() { # name bin
   grep ' FAIL' "$out/check-$1.log" | head -n 5
 }
 
-bench() { # name bin shape round
-  timeout 180 "$2" bench --random --random-shape "$3" --json --quiet >"$out/bench-$1-$3-$4.json" \
+bench() { # name spec shape round
+  # shellcheck disable=SC2046 # the spec's assignments are words on purpose
+  env $(spec_env "$2") timeout 180 "$(spec_bin "$2")" bench --random --random-shape "$3" --json --quiet >"$out/bench-$1-$3-$4.json" \
     2>"$out/bench-$1-$3-$4.err" || echo "bench $1 $3 round $4 failed: $(tail -n1 "$out/bench-$1-$3-$4.err")"
 }
 
 if [ "${CHECK:-1}" != 0 ]; then
   echo "== checks"
   [ "${CHECK_BASE:-1}" != 0 ] && check base "$base"
-  for pair in "$@"; do check "${pair%%=*}" "${pair#*=}"; done
+  for pair in "$@"; do
+    spec=${pair#*=}
+    [ -z "$(spec_env "$spec")" ] && check "${pair%%=*}" "$(spec_bin "$spec")"
+  done
 fi
 
 for shape in $shapes; do
@@ -49,11 +73,15 @@ for shape in $shapes; do
   python3 - "$out" "$shape" "$rounds" "$@" <<'PY'
 import json, statistics, sys, os
 out, shape, rounds, pairs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-keys = ["decode_tok_s_depth0", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512",
+keys = ["decode_tok_s_depth0", "decode_tok_s_depth128", "decode_tok_s_depth256", "decode_tok_s_depth512",
+        "decode_tok_s_depth1024", "decode_tok_s_depth2048", "decode_step_us_back_to_back", "prefill_tok_s_512",
         "first_gemm_prefill_after_warm_up_ms", "gemm_ms_37", "decode_pct_of_floor"]
-def value(run, key):  # gemm_ms_N: the short cuBLAS prefill of N tokens
+def value(run, key):  # gemm_ms_N: the short cuBLAS prefill of N tokens; depths between 0 and 2048
     if key.startswith("gemm_ms_"):
         return next(s["gemm_ms"] for s in run["short_prefills"] if s["tokens"] == int(key[8:]))
+    if key not in run and key.startswith("decode_tok_s_depth"):
+        depth = int(key[len("decode_tok_s_depth"):])
+        return next(d["tok_s"] for d in run["decode_tok_s_by_depth"] if d["depth"] == depth)
     return run[key]
 def runs(name):
     paths = [f"{out}/bench-{name}-{shape}-{r}.json" for r in range(1, rounds + 1)]
@@ -75,3 +103,4 @@ print("launches per decode step:", base[0].get("launches_per_decode_step"),
       " bytes per token (MB):", round(base[0].get("weight_bytes_per_token", 0) / 1e6, 1))
 PY
 done
+(cd "$out" && tar czf logs.tgz --remove-files -- *.log *.json *.err 2>/dev/null)

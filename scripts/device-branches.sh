@@ -23,12 +23,14 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 
-# BIN itself, or BIN.xz unpacked once into /tmp.
+# BIN itself, or BIN.xz unpacked by scripts/device-unpack.sh (its whole folder, once) into
+# /tmp/unpacked.
+here=$(dirname "${BASH_SOURCE[0]}")
 unpacked() {
   case "$1" in
     *.xz)
-      local to="/tmp/unpacked-$(basename "$1" .xz)"
-      [ -x "$to" ] || { xz -dc "$1" >"$to" && chmod +x "$to"; }
+      local to="/tmp/unpacked/$(basename "$1" .xz)"
+      [ -x "$to" ] || bash "$here/device-unpack.sh" "$(dirname "$1")" /tmp/unpacked >&2
       echo "$to"
       ;;
     *) echo "$1" ;;

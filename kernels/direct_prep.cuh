@@ -15,7 +15,7 @@ constexpr int DP_SPAN = 64;                  // elements per span: two groups
 QA_DEVICE float d8_column_weight(const float* xs, int span, int c) {
     if (c >= 6) return 0.0f;
     const int d = c % 3;
-    const float digit = d == 0 ? 1.0f : (d == 1 ? 1.0f / 254.0f : 1.0f / (254.0f * 254.0f));
+    const float digit = d == 0 ? 1.0f : (d == 1 ? 1.0f / 256.0f : 1.0f / 65536.0f);  // int8_mma.cuh
     return xs[2 * span + c / 3] * digit;
 }
 
@@ -66,12 +66,10 @@ QA_DEVICE float d8_prep(const float* __restrict__ x, const float* __restrict__ n
             for (int m = 1; m < 8; m <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
         }
         if (g >= G) continue;
-        const float s = amax > 0.0f ? amax / 127.0f : 0.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        uint32_t dw[3] = {0u, 0u, 0u};
-        pack_digits(v.x, inv, 0, dw);
-        pack_digits(v.y, inv, 1, dw);
-        pack_digits(v.z, inv, 2, dw);
-        pack_digits(v.w, inv, 3, dw);
+        float s, inv;
+        digit_scale(amax, s, inv);
+        uint32_t dw[3];
+        pack_digits4(v, inv, dw);
 #pragma unroll
         for (int d = 0; d < 3; ++d) *reinterpret_cast<uint32_t*>(xd + (size_t)d * k + 32 * g + 4 * part) = dw[d];
         if (part == 0) xs[g] = s;

@@ -5,17 +5,17 @@
 //    y[t, j] = sum_i x'[t, i] * W[j, i], x' = x or x * norm_w (the RMS scale applied to the finished
 //    y), then the epilogue of gemv_epilogue.cuh -- the same semantics as qgemv.cu and matmul.cu.
 //
-// x as three int8 digits. Each block turns its x row into, per group of 32 elements (amax = max|x'|,
-//    s = amax / 127, u = x' * (127 / amax)): d0 = rint(u), d1 = rint((u - d0) * 254),
-//    d2 = rint(((u - d0) * 254 - d1) * 254), so x' = s (d0 + d1 / 254 + d2 / 254^2) within
-//    amax * 6.1e-8 -- as exact as an f32 x relative to the group's largest element. (One int8 per
+// x as three int8 digits. Each block turns its x row into, per group of 32 elements (amax = max|x'|),
+//    the balanced base-256 digits of v = rint(x' * DIGIT_RANGE / amax) (int8_mma.cuh), so
+//    x' = s (d0 + d1 / 256 + d2 / 65536) with s = amax * DIGIT_UNIT, within amax * 1.2e-7 --
+//    about as exact as an f32 x relative to the group's largest element. (One int8 per
 //    group, llama.cpp's Q8_1, moves the reference logits by 0.18; f16 x by 0.0055; the bar is the
 //    f16 plan's 0.0046: experiments/LOG.md, ninth session.) The weight codes q (unsigned, or Q8_0's
 //    signed bytes) times the digits are summed exactly in int32 by mma.m16n8k32.s8; the group's
 //    scale, min and zero point are applied per group in f32: sum_i (dl (q_i - z) - ml) x'_i =
-//    dl s (C0 + C1 / 254 + C2 / 254^2) - (ml + dl z) sum_i x'_i.
+//    dl s (C0 + C1 / 256 + C2 / 65536) - (ml + dl z) sum_i x'_i.
 //    The k-quant pairs' 8-warp kernels take x's amax over the whole super-block instead (one s for
-//    its eight groups, within amax_sb * 6.1e-8 -- still f32-exact next to the largest element), so
+//    its eight groups, within amax_sb * 1.2e-7 -- still f32-exact next to the largest element), so
 //    that the integer sub-scales can multiply the sums in int32 across the super-block and the f32
 //    arithmetic above runs once per super-block (consume_superblock).
 //
@@ -136,21 +136,14 @@ QA_DEVICE float prep_rounds(const float4* __restrict__ xr, const float4* __restr
                 total = h0 + h1;
             }
             if (g >= G) continue;
-            float s = 0.0f, inv = 0.0f;
-            if (amax > 0.0f) {
-                s = amax / 127.0f;
-                inv = 127.0f / amax;
-            }
+            float s, inv;
+            digit_scale(amax, s, inv);
             uint32_t* planes = reinterpret_cast<uint32_t*>(xd + 96 * g);  // QMMA_GROUP_SMEM: 96 + XGroup
 #pragma unroll
             for (int w = 0; w < WORDS; ++w) {
                 const int q = part + LANES * w, word = 2 * (q & 3) + (q >> 2);
-                uint32_t dw[3] = {0u, 0u, 0u};
-                const float4 a = v[c][w];
-                pack_digits(a.x, inv, 0, dw);
-                pack_digits(a.y, inv, 1, dw);
-                pack_digits(a.z, inv, 2, dw);
-                pack_digits(a.w, inv, 3, dw);
+                uint32_t dw[3];
+                pack_digits4(v[c][w], inv, dw);
 #pragma unroll
                 for (int d = 0; d < 3; ++d) planes[8 * d + word] = dw[d];
             }
@@ -235,7 +228,7 @@ struct DigitWeights {
 };
 
 QA_DEVICE DigitWeights digit_weights(int tq) {
-    constexpr float D1 = 1.0f / 254.0f, D2 = 1.0f / (254.0f * 254.0f);
+    constexpr float D1 = 1.0f / 256.0f, D2 = 1.0f / 65536.0f;  // int8_mma.cuh: the digits' weights
     switch (tq) {
         case 0: return {1.0f, D1, 0.0f, 0.0f};
         case 1: return {D2, 0.0f, 0.0f, 1.0f};
@@ -487,8 +480,8 @@ QA_DEVICE void m_pair(const MRaw& ra, const MRaw& rb, int ga, int gq, int tq, co
 // (prep_rounds' SB_SCALE): the integer sub-scales multiply the MMA sums in int32 across all eight
 // groups, and the f32 arithmetic -- digit weights, d, x's scale, the min or zero-point term -- runs
 // once per super-block instead of once per group (the per-pair path spent ~43 instructions per
-// two groups on it: experiments/LOG.md, twenty-second session). Bounds: |C| <= 31 * 127 * 32
-// (Q5_K) or 63 * 127 * 16 per half (Q6_K), times sub-scales <= 63 or 128, over 8 groups: < 2^28.
+// two groups on it: experiments/LOG.md, twenty-second session). Bounds: |C| <= 31 * 128 * 32
+// (Q5_K) or 63 * 128 * 16 per half (Q6_K), times sub-scales <= 63 or 128, over 8 groups: < 2^28.
 template <int F>
 QA_DEVICE void consume_superblock(const MRaw (&r)[WIDE_STEP_GROUPS], int g0, int gq, int tq, const uint8_t* xd,
                                   const XGroup* xg, const DigitWeights& dw, float& acc) {

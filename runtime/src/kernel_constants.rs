@@ -45,6 +45,11 @@ pub const ATT_PREFILL_ROWS: usize = 2;
 /// merge change since reverted; experiments/LOG.md).
 pub const ATTN_LONG_FACTOR: usize = 1;
 
+/// The integer range of x's digits in the int8 tensor-core GEMVs (kernels/int8_mma.cuh): each
+/// element becomes v = rint(x * X_DIGIT_RANGE / amax), written as three balanced base-256 digits.
+/// At most 0x800000 - 0x408080 - 1, so that v + 0x408080 stays a 23-bit mantissa.
+pub const X_DIGIT_RANGE: usize = 4_161_280;
+
 /// Rows of W per tile of the tensor-core quantized GEMVs (kernels/qmma.cu): `QMMA_TILE_ROWS`.
 pub const QMMA_TILE_ROWS: usize = 8;
 
@@ -115,6 +120,7 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("ATT_MAX_SPLITS", ATT_MAX_SPLITS),
     ("ATT_PREFILL_ROWS", ATT_PREFILL_ROWS),
     ("ATTN_LONG_FACTOR", ATTN_LONG_FACTOR),
+    ("X_DIGIT_RANGE", X_DIGIT_RANGE),
     ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
     ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),
     ("QMMA_WIDE_WARPS", QMMA_WIDE_WARPS),

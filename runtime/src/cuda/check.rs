@@ -14,6 +14,7 @@ mod gemv;
 mod qprefill;
 mod sampler;
 mod weights;
+mod x_digits;
 
 use super::device::{CudaDevice, DevBuf};
 use super::executor::inv_freq_table;
@@ -365,6 +366,7 @@ pub fn check_kernels(
     h.shape.clear();
     // A subset of the shapes (the compute-sanitizer runs) gets an eighth of the sampler draws.
     sampler::sampler_checks(&mut h, seed, shapes.len() < CheckShape::default_set().len())?;
+    x_digits::x_digit_checks(&mut h, seed)?;
     Ok(h.rows)
 }
 

@@ -14,6 +14,7 @@ kernel_table! {
     /// Every kernel entry point of the test image (the `extern "C"` names in kernels/test/*.cu).
     pub enum TestKernel;
     SampleExpf => "sample_expf_test",
+    XDigits => "x_digits_test",
 }
 
 /// The test image loaded on a device, with its function table indexed by [`TestKernel`].
@@ -60,5 +61,18 @@ pub(crate) fn sample_expf(input: u64, out: u64, n: usize) -> Launch<TestKernel> 
         block: (THREADS, 1, 1),
         smem: 0,
         args: vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)],
+    }
+}
+
+/// x's digits as the tensor-core GEMVs make them (kernels/test/x_digits.cu): `x` f32 [groups * 32]
+/// in, `words` u32 [groups * 24] (per group: digit plane d, word w) and `scale` f32 [groups] out.
+pub(crate) fn x_digits(x: u64, words: u64, scale: u64, groups: usize) -> Launch<TestKernel> {
+    const THREADS: u32 = 128;
+    Launch {
+        kernel: TestKernel::XDigits,
+        grid: (groups.div_ceil(THREADS as usize).clamp(1, 1024) as u32, 1, 1),
+        block: (THREADS, 1, 1),
+        smem: 0,
+        args: vec![Arg::Ptr(x), Arg::Ptr(words), Arg::Ptr(scale), Arg::I32(groups as i32)],
     }
 }

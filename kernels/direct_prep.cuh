@@ -15,7 +15,7 @@ constexpr int DP_SPAN = 64;                  // elements per span: two groups
 QA_DEVICE float d8_column_weight(const float* xs, int span, int c) {
     if (c >= 6) return 0.0f;
     const int d = c % 3;
-    const float digit = d == 0 ? 1.0f : (d == 1 ? 1.0f / 256.0f : 1.0f / 65536.0f);  // int8_mma.cuh
+    const float digit = d == 0 ? 1.0f : (d == 1 ? DIGIT_W1 : DIGIT_W2);
     return xs[2 * span + c / 3] * digit;
 }
 

@@ -21,6 +21,8 @@
 constexpr float DIGIT_RANGE = (float)X_DIGIT_RANGE;  // < 0x800000 - 0x408080: w stays below 2^23
 constexpr float DIGIT_MAGIC = 12615808.0f;           // 2^23 + 0x408080
 constexpr float DIGIT_UNIT = 65536.0f / DIGIT_RANGE;  // s per unit of amax
+// What digits d1 and d2 weigh next to d0 (the consume paths' C-column weights).
+constexpr float DIGIT_W1 = 1.0f / 256.0f, DIGIT_W2 = 1.0f / 65536.0f;
 // Below this amax a group's digits are zero: DIGIT_RANGE / amax would overflow (the group's
 // elements are then at most 2^-100, far below any other group's f32 rounding).
 constexpr float DIGIT_MIN_AMAX = 0x1p-100f;

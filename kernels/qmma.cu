@@ -228,7 +228,7 @@ struct DigitWeights {
 };
 
 QA_DEVICE DigitWeights digit_weights(int tq) {
-    constexpr float D1 = 1.0f / 256.0f, D2 = 1.0f / 65536.0f;  // int8_mma.cuh: the digits' weights
+    constexpr float D1 = DIGIT_W1, D2 = DIGIT_W2;
     switch (tq) {
         case 0: return {1.0f, D1, 0.0f, 0.0f};
         case 1: return {D2, 0.0f, 0.0f, 1.0f};

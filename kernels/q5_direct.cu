@@ -37,8 +37,8 @@
 //    order (the same sums, bit for bit, on every run: no atomics) and runs its unit's epilogue
 //    (tpb <= 16: one pass; its residual was requested right after the PDL wait).
 // Launch: DP_THREADS threads, grid (ceil(tiles / tpb), rows); dynamic shared memory
-//    q5_direct::smem_bytes(k, tpb): the digit planes, the column tables, the group scales and sums,
-//    GEMV_WARPS x 16 floats per tile and 32 bytes of zeros.
+//    q5_direct::smem_bytes(k, tpb): the digit planes, the column tables, GEMV_WARPS x 16 floats
+//    per tile and 32 bytes of zeros.
 #include "argmax.cuh"
 #include "direct_prep.cuh"
 #include "gemv_epilogue.cuh"
@@ -137,9 +137,7 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
     uint8_t* xd = smem;
     float2* xw = reinterpret_cast<float2*>(smem + 3 * (size_t)k);
     float2* xz = xw + 4 * spans64;
-    float* xs = reinterpret_cast<float*>(xz + 4 * spans64);
-    float* xsum = xs + G;
-    float* part = xsum + G;  // per tile, warp and row slot: the warp's sum (0 if it had no item there)
+    float* part = reinterpret_cast<float*>(xz + 4 * spans64);  // per tile, warp and row slot: the warp's sum (0 if it had no item there)
     const int part_floats = Q5D_TILE * GEMV_WARPS * tpb;
     const uint8_t* zeros = reinterpret_cast<uint8_t*>(part + part_floats);  // 32 bytes of 0
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
@@ -172,7 +170,7 @@ __device__ void q5_direct_impl(const int* __restrict__ state, const float* __res
     if (EPI == EPI_STORE && e_unit < n) epi_load_acts<EPI>(o, r, n, e_unit, in);
     const int fold_active = FOLD ? attn_fold_active(state, *fold, r) : 1;  // the run state: readable
     const float inv =
-        d8_prep<true, FOLD>(x, norm_w, eps, r, k, xd, xs, xw, xsum, xz, 16.0f, scratch, fold, fold_active);
+        d8_prep<true, FOLD>(x, norm_w, eps, r, k, xd, xw, xz, 16.0f, scratch, fold, fold_active);
 
     // Lane (gq, tq) supplies B column gq at the k slots of its own group 4 s + tq, in the MMAs of
     // its pair tq / 2: digit gq % 3 where the column is its group's (the pair's first group for

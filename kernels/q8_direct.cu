@@ -28,7 +28,7 @@
 //    D8_DEPTH items in flight (2 x 16 code bytes and 2 scale words each) in a ring: a slot is
 //    refilled with the item D8_DEPTH on as soon as its codes and scales are read.
 // Launch: GEMV_WARPS warps per block, blocks up to the SMs' resident slots, grid (blocks, rows);
-//    dynamic shared memory q8_direct_smem(k): 3 k digit bytes, 32 bytes per span, 4 per group.
+//    dynamic shared memory q8_direct::smem_bytes(k): 3 k digit bytes and 32 bytes per span.
 #include "argmax.cuh"
 #include "direct_prep.cuh"
 #include "int8_mma.cuh"
@@ -107,7 +107,6 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
     const int spans = k / D8_SPAN;
     uint8_t* xd = smem;
     float2* xw = reinterpret_cast<float2*>(smem + 3 * (size_t)k);
-    float* xs = reinterpret_cast<float*>(xw + 4 * spans);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     const int tiles = (n + D8_TILE - 1) / D8_TILE, tile_stride = gridDim.x * GEMV_WARPS;
     const int first = blockIdx.x * GEMV_WARPS + warp;
@@ -127,7 +126,7 @@ __device__ void q8_direct_impl(const int* __restrict__ state, const float* __res
     const int r = last_row ? n_tokens - 1 : (int)blockIdx.y;
     pdl_prologue();  // x is safe to read from here on
     if (r >= n_tokens || r < 0) return;  // uniform per block: before any barrier
-    const float inv = d8_prep<false>(x, norm_w, eps, r, k, xd, xs, xw, nullptr, nullptr, 0.0f, scratch);
+    const float inv = d8_prep<false>(x, norm_w, eps, r, k, xd, xw, nullptr, 0.0f, scratch);
 
     // Lane (gq, tq) supplies B column gq at k slots of span elements 16 tq ..: group A's for tq
     // < 2, B's for tq >= 2, so only columns of that group are non-zero.

@@ -99,11 +99,10 @@ pub(crate) fn tiles_per_block(tiles: usize, sm_count: u32, resident: u32) -> usi
 }
 
 /// Dynamic shared memory for rows of `k` and `tpb` tiles per block: the digit planes (3 bytes per
-/// element), the column weights and zero-point terms (32 bytes each per 64 elements), the group
-/// scales and sums (8 bytes per group), each warp's row sums (512 bytes per tile) and 32 bytes of
-/// zeros.
+/// element), the column weights and zero-point terms (32 bytes each per 64 elements), each warp's
+/// row sums (512 bytes per tile) and 32 bytes of zeros.
 pub(crate) fn smem_bytes(k: usize, tpb: usize) -> usize {
-    3 * k + 2 * 32 * (k / 64) + 8 * (k / 32) + 512 * tpb + 32
+    3 * k + 2 * 32 * (k / 64) + 512 * tpb + 32
 }
 
 #[cfg(test)]
@@ -166,7 +165,7 @@ mod tests {
         assert_eq!(tiles_per_block(608, 132, 2), 3);
         assert_eq!(tiles_per_block(56, 132, 2), 1);
         assert_eq!(tiles_per_block(1_000_000, 132, 2), MAX_TILES_PER_BLOCK);
-        assert_eq!(smem_bytes(896, 3), 2688 + 896 + 224 + 1536 + 32);
+        assert_eq!(smem_bytes(896, 3), 2688 + 896 + 1536 + 32);
         assert!(smem_bytes(MAX_K, MAX_TILES_PER_BLOCK) <= 48 * 1024);
     }
 }

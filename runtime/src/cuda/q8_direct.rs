@@ -49,10 +49,10 @@ pub(crate) fn direct_kernel(parts: &QParts, n: usize, k: usize, argmax: bool) ->
     takes.then_some(if argmax { Kernel::GemvQ8DirectArgmax } else { Kernel::GemvQ8DirectStore })
 }
 
-/// Dynamic shared memory for rows of `k`: the digit planes (3 bytes per element), the column
-/// weights (32 bytes per span) and the group scales (4 bytes per group).
+/// Dynamic shared memory for rows of `k`: the digit planes (3 bytes per element) and the column
+/// weights (32 bytes per span).
 pub(crate) fn smem_bytes(k: usize) -> usize {
-    3 * k + 32 * (k / SPAN) + 4 * (k / 32)
+    3 * k + 32 * (k / SPAN)
 }
 
 /// Blocks of a launch: every tile's warp once, at most the SMs' resident blocks (the warps
@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn shared_memory_and_blocks() {
         assert!(smem_bytes(MAX_K) <= 48 * 1024);
-        assert_eq!(smem_bytes(896), 2688 + 448 + 112);
+        assert_eq!(smem_bytes(896), 2688 + 448);
         assert_eq!(blocks(151_936, 132, 3), 396);
         assert_eq!(blocks(20_003, 132, 3), 157, "1,251 tiles of 16 rows, eight per block");
         assert_eq!(blocks(5, 132, 3), 1);

@@ -52,27 +52,49 @@ impl TestKernels {
     }
 }
 
+/// A one-dimensional grid-stride launch of `kernel`: `threads` per block, enough blocks for
+/// `items` (at least 1, at most `max_blocks`; the kernels stride over the rest).
+fn grid_stride(
+    kernel: TestKernel,
+    items: usize,
+    threads: u32,
+    max_blocks: usize,
+    args: Vec<Arg>,
+) -> Launch<TestKernel> {
+    Launch {
+        kernel,
+        grid: (items.div_ceil(threads as usize).clamp(1, max_blocks) as u32, 1, 1),
+        block: (threads, 1, 1),
+        smem: 0,
+        args,
+    }
+}
+
 /// out[i] = the sampler's expf (kernels/libm_expf.cuh) of input[i]; both f32 [n].
 pub(crate) fn sample_expf(input: u64, out: u64, n: usize) -> Launch<TestKernel> {
-    const THREADS: u32 = 256;
-    Launch {
-        kernel: TestKernel::SampleExpf,
-        grid: (n.div_ceil(THREADS as usize).clamp(1, 4096) as u32, 1, 1),
-        block: (THREADS, 1, 1),
-        smem: 0,
-        args: vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)],
-    }
+    grid_stride(TestKernel::SampleExpf, n, 256, 4096, vec![Arg::Ptr(input), Arg::Ptr(out), Arg::I32(n as i32)])
 }
 
 /// x's digits as the tensor-core GEMVs make them (kernels/test/x_digits.cu): `x` f32 [groups * 32]
 /// in, `words` u32 [groups * 24] (per group: digit plane d, word w) and `scale` f32 [groups] out.
 pub(crate) fn x_digits(x: u64, words: u64, scale: u64, groups: usize) -> Launch<TestKernel> {
-    const THREADS: u32 = 128;
-    Launch {
-        kernel: TestKernel::XDigits,
-        grid: (groups.div_ceil(THREADS as usize).clamp(1, 1024) as u32, 1, 1),
-        block: (THREADS, 1, 1),
-        smem: 0,
-        args: vec![Arg::Ptr(x), Arg::Ptr(words), Arg::Ptr(scale), Arg::I32(groups as i32)],
+    let args = vec![Arg::Ptr(x), Arg::Ptr(words), Arg::Ptr(scale), Arg::I32(groups as i32)];
+    grid_stride(TestKernel::XDigits, groups, 128, 1024, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launch shapes the two test kernels had before they shared `grid_stride`.
+    #[test]
+    fn grid_stride_shapes() {
+        let l = sample_expf(1, 2, 1000);
+        assert_eq!((l.grid, l.block, l.smem, l.args.len()), ((4, 1, 1), (256, 1, 1), 0, 3));
+        assert_eq!(sample_expf(1, 2, 0).grid, (1, 1, 1), "at least one block");
+        assert_eq!(sample_expf(1, 2, 1 << 24).grid, (4096, 1, 1), "capped: the kernel strides");
+        let l = x_digits(1, 2, 3, 134);
+        assert_eq!((l.grid, l.block, l.smem, l.args.len()), ((2, 1, 1), (128, 1, 1), 0, 4));
+        assert_eq!(x_digits(1, 2, 3, 1 << 20).grid, (1024, 1, 1));
     }
 }

@@ -115,6 +115,16 @@ __device__ void attention_impl(const int* __restrict__ state,
     constexpr int PIECES_K = TILE * CPR_K;     // per K tile
     constexpr int PIECES_V = TILE * CPR_V;     // per V tile
     constexpr int MU = 64 / DPL;               // partials in flight per lane in the merge
+    // Independent FMA chains per key (scores) and per output dim (V). A decode block serves one
+    // row with 1-4 of its 8 warps, so nothing hides a chain's latency: with two chains a d = 128
+    // score was 64 dependent FMAs (~256 cycles a tile). Decode at d = 128 (R = 1, one key a lane)
+    // takes one score chain per float4 component and parity of c (8 chains of 16 FMAs) and one V
+    // chain per key of a 4-key step (4): 1.5B shapes 968.5 -> 954.0 us a step (H100, 42nd-43rd
+    // sessions). At d = 64 the same cut (4 score chains) measured no gain (527.3 -> 528.7 us), so
+    // it and the prefill rows (R > 1: registers for R rows) keep two chains of each.
+    constexpr bool LONG_CHAINS = R == 1 && DPL == 4;
+    constexpr int SCH = LONG_CHAINS ? 8 : 2;
+    constexpr int VCH = LONG_CHAINS ? 4 : 2;
     static_assert(KPL >= 1 && TILE % 4 == 0 && (DPL == 2 || DPL == 4), "head_dim must be 64 or 128");
     static_assert(PIECES_K % ATT_THREADS == 0 && PIECES_V % ATT_THREADS == 0,
                   "tile pieces must divide evenly over the block");
@@ -237,13 +247,15 @@ __device__ void attention_impl(const int* __restrict__ state,
         if (has_head) {
             const float* kt = k_s[buf];
             const __half* vt = v_s[buf];
-            // ---- scores: lane owns keys lane + 32k; two partial sums per key and row (shorter
+            // ---- scores: lane owns keys lane + 32k; SCH partial sums per key and row (shorter
             // chains); each K element read from shared memory once for all R rows ----
-            float sp[R][2][KPL];
+            float sp[R][SCH][KPL];
 #pragma unroll
             for (int r = 0; r < R; ++r)
 #pragma unroll
-                for (int k = 0; k < KPL; ++k) sp[r][0][k] = sp[r][1][k] = 0.0f;
+                for (int ch = 0; ch < SCH; ++ch)
+#pragma unroll
+                    for (int k = 0; k < KPL; ++k) sp[r][ch][k] = 0.0f;
 #pragma unroll
             for (int c = 0; c < CPR_K; ++c) {
                 float4 kf[KPL];
@@ -254,12 +266,20 @@ __device__ void attention_impl(const int* __restrict__ state,
                     const float4 qa = *reinterpret_cast<const float4*>(q_s + (r * MAX_G + warp) * D + c * 4);
 #pragma unroll
                     for (int k = 0; k < KPL; ++k) {
-                        float s = sp[r][c & 1][k];
-                        s = fmaf(qa.x, kf[k].x, s);
-                        s = fmaf(qa.y, kf[k].y, s);
-                        s = fmaf(qa.z, kf[k].z, s);
-                        s = fmaf(qa.w, kf[k].w, s);
-                        sp[r][c & 1][k] = s;
+                        if constexpr (SCH == 8) {
+                            const int b = (c & 1) * 4;
+                            sp[r][b][k] = fmaf(qa.x, kf[k].x, sp[r][b][k]);
+                            sp[r][b + 1][k] = fmaf(qa.y, kf[k].y, sp[r][b + 1][k]);
+                            sp[r][b + 2][k] = fmaf(qa.z, kf[k].z, sp[r][b + 2][k]);
+                            sp[r][b + 3][k] = fmaf(qa.w, kf[k].w, sp[r][b + 3][k]);
+                        } else {
+                            float s = sp[r][c & 1][k];
+                            s = fmaf(qa.x, kf[k].x, s);
+                            s = fmaf(qa.y, kf[k].y, s);
+                            s = fmaf(qa.z, kf[k].z, s);
+                            s = fmaf(qa.w, kf[k].w, s);
+                            sp[r][c & 1][k] = s;
+                        }
                     }
                 }
             }
@@ -274,7 +294,14 @@ __device__ void attention_impl(const int* __restrict__ state,
                 float mx = -INFINITY;
 #pragma unroll
                 for (int k = 0; k < KPL; ++k) {
-                    sc[k] = k * 32 + lane < tn ? scale * (sp[r][0][k] + sp[r][1][k]) : -INFINITY;
+                    float dot;
+                    if constexpr (SCH == 8) {
+                        dot = ((sp[r][0][k] + sp[r][1][k]) + (sp[r][2][k] + sp[r][3][k])) +
+                              ((sp[r][4][k] + sp[r][5][k]) + (sp[r][6][k] + sp[r][7][k]));
+                    } else {
+                        dot = sp[r][0][k] + sp[r][1][k];
+                    }
+                    sc[k] = k * 32 + lane < tn ? scale * dot : -INFINITY;
                     mx = fmaxf(mx, sc[k]);
                 }
                 mx = warp_max(mx);
@@ -293,13 +320,14 @@ __device__ void attention_impl(const int* __restrict__ state,
             __syncwarp();
             // ---- V: lane owns dims lane*DPL ..; rows past the end are zeros with p = 0; each V
             // element read once for all R rows ----
-            float a[R][2][DPL];  // even and odd keys (two chains)
+            float a[R][VCH][DPL];  // key u of each 4-key step into chain u % VCH
 #pragma unroll
             for (int r = 0; r < R; ++r)
 #pragma unroll
                 for (int e = 0; e < DPL; ++e) {
                     a[r][0][e] = acc[r][e] * alpha[r];
-                    a[r][1][e] = 0.0f;
+#pragma unroll
+                    for (int ch = 1; ch < VCH; ++ch) a[r][ch][e] = 0.0f;
                 }
 #pragma unroll
             for (int j = 0; j < TILE; j += 4) {
@@ -320,8 +348,8 @@ __device__ void attention_impl(const int* __restrict__ state,
                         const float2 v = __half22float2(vr[e2]);
 #pragma unroll
                         for (int r = 0; r < R; ++r) {
-                            a[r][u & 1][2 * e2] = fmaf(pj[r][u], v.x, a[r][u & 1][2 * e2]);
-                            a[r][u & 1][2 * e2 + 1] = fmaf(pj[r][u], v.y, a[r][u & 1][2 * e2 + 1]);
+                            a[r][u % VCH][2 * e2] = fmaf(pj[r][u], v.x, a[r][u % VCH][2 * e2]);
+                            a[r][u % VCH][2 * e2 + 1] = fmaf(pj[r][u], v.y, a[r][u % VCH][2 * e2 + 1]);
                         }
                     }
                 }
@@ -329,7 +357,13 @@ __device__ void attention_impl(const int* __restrict__ state,
 #pragma unroll
             for (int r = 0; r < R; ++r)
 #pragma unroll
-                for (int e = 0; e < DPL; ++e) acc[r][e] = a[r][0][e] + a[r][1][e];
+                for (int e = 0; e < DPL; ++e) {
+                    if constexpr (VCH == 4) {
+                        acc[r][e] = (a[r][0][e] + a[r][1][e]) + (a[r][2][e] + a[r][3][e]);
+                    } else {
+                        acc[r][e] = a[r][0][e] + a[r][1][e];
+                    }
+                }
         }
         __syncthreads();  // buffer `buf` and p_s are free again
         if (it + 2 < n_tiles) {

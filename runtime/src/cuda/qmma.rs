@@ -210,9 +210,11 @@ pub(crate) fn kernel_step_groups(kern: Kernel) -> usize {
     pair.or_else(single).map_or(QMMA_STEP_GROUPS, |(a, b)| step_groups(a, b))
 }
 
-/// Blocks per SM whose warps [`warps_per_tile`] aims to keep busy: 2 (measured best for the 0.5B
-/// shapes; 4 was 2 % better at 1.5B), or
-/// `QWEN_AOT_QMMA_BLOCKS` (a tuning knob, read once).
+/// Blocks per SM whose warps [`warps_per_tile`] aims to keep busy: 2, or `QWEN_AOT_QMMA_BLOCKS` (a
+/// tuning knob, read once). Measured best at both shapes (H100, 43rd session, random weights,
+/// medians of 3): 1.5B step 956.3 µs with 2 against 956.2 with 1 and 988.6 / 988.3 with 3 / 4
+/// (an earlier build had 4 ahead by 2 %); the 0.5B's Q5_0 GEMVs take the direct kernels, so its
+/// step does not move (528.7-529.4).
 fn target_blocks_per_sm() -> usize {
     static TARGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *TARGET.get_or_init(|| {

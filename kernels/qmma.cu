@@ -30,8 +30,8 @@
 //    Formats with a scale per 16 elements (Q6_K) run two m16n8k16 MMAs, one per half-group, and
 //    combine them with the integer sub-scales before converting.
 //
-// Launch: block 256 = GEMV_WARPS warps (the wide stores: 512 = QMMA_WIDE_WARPS, wpt 16, one tile per
-//    block); `wpt` warps (1, 2, 4, 8) share each tile, warp `sub` taking
+// Launch: block 256 = GEMV_WARPS warps (the wide stores: QMMA_WIDE_WARPS, wpt = all of them, one tile per
+//    block); `wpt` warps (1, 2, 4, 8; the wide stores: QMMA_WIDE_WARPS) share each tile, warp `sub` taking
 //    steps of SG groups (SG (it wpt + sub) .. +SG-1; SG = 4, or 8 for k-quant pairs: step_groups_of);
 //    the block's teams take tiles blockIdx.x * teams + team,
 //    then grid-stride. grid (blocks, rows_launched); dynamic shared memory QMMA_GROUP_SMEM * k / 32
@@ -337,7 +337,8 @@ __host__ __device__ constexpr int step_groups_of() {
 // qs and qh runs split over the four lanes, sc and sup by lane tq = 0), so each copy instruction
 // moves whole sectors; the lanes then read their MMA fragments (4-byte words of SG groups)
 // from shared memory. Rows sit at padded strides so the quad's reads hit distinct banks. The
-// copies hold no registers: a warp keeps QMMA_STAGES - 1 steps in flight while it computes one;
+// copies hold no registers: a warp keeps STG - 1 steps in flight while it computes one (STG:
+// QMMA_STAGES, the wide stores QMMA_WIDE_STAGES);
 // only a quad shares a row, so a __syncwarp after each lane's own wait makes a stage readable.
 constexpr int STAGES = QMMA_STAGES;
 constexpr int STAGE_BYTES = 4 * QMMA_RING_WORDS * 32;  // per warp and stage
@@ -452,7 +453,7 @@ QA_DEVICE void cursor_next(Cursor& c, const QParts& P, int spt, int tile_stride,
     cursor_enter<EPI, FA, FB>(c, P, ntiles, n, head_dim, G, S, gq);
 }
 
-// Starts the copies of the cursor's step into stage slot q % STAGES (nothing past the work or
+// Starts the copies of the cursor's step into a ring stage slot (nothing past the work or
 // past k) and commits a group either way, so that cp.async.wait_group counts steps.
 template <int FA, int FB, int SG>
 QA_DEVICE void issue_at(const Cursor& c, uint8_t* stage, int g0, bool live, int S, int gq, int tq) {
@@ -557,7 +558,7 @@ QA_DEVICE void consume_step(const uint8_t* stage, int lr, int g0, int S, int gq,
 // end -- the greedy argmax without a launch of its own (the caller zeroes *best first). (`best`
 // is a parameter of its own rather than a GemvOut field: a wider GemvOut changed the machine code
 // of five k-quant RoPE kernels.)
-template <int EPI, int FA, int FB, int WARPS, bool ARGMAX = false>
+template <int EPI, int FA, int FB, int WARPS, bool ARGMAX = false, int STG = STAGES>
 __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w,
                             float eps, const QParts& P, int n, int k, int wpt, int last_row, const GemvOut& o,
                             unsigned long long* best_key = nullptr) {
@@ -566,8 +567,8 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     __shared__ float scratch[32];
     const int G = k >> 5, S = k >> 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    uint8_t* ring = smem + warp * STAGES * STAGE_BYTES;
-    uint8_t* xd = smem + WARPS * STAGES * STAGE_BYTES;
+    uint8_t* ring = smem + warp * STG * STAGE_BYTES;
+    uint8_t* xd = smem + WARPS * STG * STAGE_BYTES;
     XGroup* xg = reinterpret_cast<XGroup*>(xd + 96 * G);
     const int gq = lane >> 2, tq = lane & 3;
     const int teams = WARPS / wpt, team = warp / wpt, sub = warp % wpt;
@@ -580,7 +581,7 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     const int step_groups = SG * wpt, g_sub = SG * sub;
 
     // Weights are constants: the first steps stream in while the previous kernel finishes. `in`
-    // runs STAGES - 1 steps ahead of `at`. (Filling all STAGES slots before the PDL wait, and
+    // runs STG - 1 steps ahead of `at`. (Filling all STG slots before the PDL wait, and
     // stages sized per format so that Q5_0 keeps 8 steps in flight, was slower: 624 against
     // 604 us per step, experiments/LOG.md, eleventh session.)
     Cursor in{first_tile, 0, true, 0, RowPlanes{}};
@@ -588,9 +589,9 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     Cursor at = in;
     int issued = 0;
 #pragma unroll
-    for (int q = 0; q < STAGES - 1; ++q, ++issued) {
+    for (int q = 0; q < STG - 1; ++q, ++issued) {
         const int g0 = in.s * step_groups + g_sub;
-        issue_at<FA, FB, SG>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
+        issue_at<FA, FB, SG>(in, ring + (issued % STG) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
         cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
     }
     // The run state is written by the host before the launch (common.cuh): read before the wait,
@@ -615,8 +616,9 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         return;
     }
     // The super-block path (consume_superblock) in the GEMV_WARPS kernels only: in the wide store
-    // (0.5B down_proj, two steps per warp) its longer integer chains cost more than its saved
-    // instructions (+9.8 us per step at 0.5B shapes; experiments/LOG.md, twenty-second session).
+    // (0.5B down_proj, then two steps per warp of 16) its longer integer chains cost more than its
+    // saved instructions (+9.8 us per step at 0.5B shapes; experiments/LOG.md, twenty-second
+    // session). Not re-measured at one step per warp (20 warps).
     constexpr bool SB = SG == WIDE_STEP_GROUPS && WARPS == GEMV_WARPS;
     const float inv = prep_x_digits<SG == WIDE_STEP_GROUPS || WARPS != GEMV_WARPS, SB, WARPS>(x, norm_w, eps, r, k, xd, xg,
                                                                                           scratch);
@@ -628,14 +630,14 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
     for (int q = 0; at.tile < ntiles; ++q, ++issued) {
         {
             const int g0 = in.s * step_groups + g_sub;
-            issue_at<FA, FB, SG>(in, ring + (issued % STAGES) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
+            issue_at<FA, FB, SG>(in, ring + (issued % STG) * STAGE_BYTES, g0, in.tile < ntiles && g0 < G, S, gq, tq);
             cursor_next<EPI, FA, FB>(in, P, spt, tile_stride, ntiles, n, o.head_dim, G, S, gq);
         }
-        cp_async_wait<STAGES - 1>();  // this lane's copies of step q are in;
+        cp_async_wait<STG - 1>();  // this lane's copies of step q are in;
         __syncwarp();                 // and every lane's
         const int g0 = at.s * step_groups + g_sub;
         if (g0 < G) {
-            const uint8_t* stage = ring + (q % STAGES) * STAGE_BYTES;
+            const uint8_t* stage = ring + (q % STG) * STAGE_BYTES;
             if (at.fa) {
                 consume_step<FA, SG, SB>(stage, at.lr, g0, S, gq, tq, xd, xg, dw, acc);
             } else {
@@ -691,6 +693,8 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
 // (16 warps) per SM for wide launches such as a Q6_K LM head (at three: 77-80, no spills). The
 // wide store (gemv_m_store_wide_*) runs QMMA_WIDE_WARPS warps in one block per SM, for stores
 // whose few tiles want more than GEMV_WARPS warps each (qmma::wide_store).
+// Its registers are capped (QMMA_WIDE_MAX_REGS) and its ring is QMMA_WIDE_STAGES deep, so that a
+// block of the next kernel fits beside it and starts under PDL (kernel_constants.rs).
 #define QMMA_ENTRIES(FA, FB, SFX, MINB)                                                                                    \
     extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_store_##SFX(                                        \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
@@ -699,12 +703,13 @@ __device__ void gemv_m_impl(const int* __restrict__ state, const float* __restri
         const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
         gemv_m_impl<EPI_STORE, FA, FB, GEMV_WARPS>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);                            \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(QMMA_WIDE_WARPS * 32, 1) gemv_m_store_wide_##SFX(                  \
+    extern "C" __global__ void __maxnreg__(QMMA_WIDE_MAX_REGS) gemv_m_store_wide_##SFX(                          \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \
         const QParts P, float* __restrict__ out, const float* __restrict__ residual, int n, int k, int wpt,          \
         int last_row) {                                                                                              \
         const GemvOut o{out, residual, nullptr, nullptr, nullptr, nullptr, 0, 0, 0};                                 \
-        gemv_m_impl<EPI_STORE, FA, FB, QMMA_WIDE_WARPS>(state, x, norm_w, eps, P, n, k, wpt, last_row, o);          \
+        gemv_m_impl<EPI_STORE, FA, FB, QMMA_WIDE_WARPS, false, QMMA_WIDE_STAGES>(state, x, norm_w, eps, P, n, k, wpt, \
+                                                                          last_row, o);                        \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(256, MINB) gemv_m_swiglu_##SFX(                                       \
         const int* __restrict__ state, const float* __restrict__ x, const float* __restrict__ norm_w, float eps,     \

@@ -70,7 +70,24 @@ pub const QMMA_GROUP_SMEM: usize = 112;
 
 /// Warps per block of the wide store entry points of those GEMVs (`gemv_m_store_wide_*`: few
 /// tiles with long rows, such as down_proj, take this many warps per tile): `QMMA_WIDE_WARPS`.
-pub const QMMA_WIDE_WARPS: usize = 16;
+/// 20, not 16: the 0.5B down_proj's k = 4,864 is 19 super-blocks (152 groups), so 16 warps took
+/// two MMA steps a tile (the second on 3 warps) and two passes of x digit arithmetic (128 groups
+/// a pass); 20 take one of each (any count works: the kernels need no power of two here).
+pub const QMMA_WIDE_WARPS: usize = 20;
+
+/// Ring stages of the wide store entry points (`QMMA_WIDE_STAGES`): 2, so that a wide block's
+/// shared memory (20 warps: 80 KB of ring and 17 KB of x digits at k = 4,864) leaves room for a
+/// block of the next kernel (the qkv GEMV, 69 KB) to start under PDL before it ends; with
+/// QMMA_STAGES it took 181 KB, and two blocks did not fit sm_90's 228 KB. One step in flight
+/// before the wait is a whole tile's share of a warp for the k-quant pairs (a super-block a step)
+/// while k <= 20 x 256 = 5,120; the other pairs step four groups, so half of it at k = 4,864.
+pub const QMMA_WIDE_STAGES: usize = 2;
+
+/// Registers a thread of the wide store entry points may use (`QMMA_WIDE_MAX_REGS`, their
+/// `__maxnreg__`): 72, so that 20 warps (46,080) and an 8-warp block of the next kernel at 72
+/// (18,432) share an SM's 65,536. Q6_K's entry (the 0.5B down_proj) took 84 uncapped and spills
+/// nothing at 72; the mixed k-quant pairs' wide entries (91 uncapped) spill 4-12 bytes.
+pub const QMMA_WIDE_MAX_REGS: usize = 72;
 
 /// Groups of 32 elements one block of the prefill's dequantisation (kernels/qlookup.cu) stages in
 /// shared memory and converts to f16: `DQ_CHUNK`.
@@ -124,6 +141,8 @@ pub const CUDA_INTS: &[(&str, usize)] = &[
     ("QMMA_TILE_ROWS", QMMA_TILE_ROWS),
     ("QMMA_GROUP_SMEM", QMMA_GROUP_SMEM),
     ("QMMA_WIDE_WARPS", QMMA_WIDE_WARPS),
+    ("QMMA_WIDE_STAGES", QMMA_WIDE_STAGES),
+    ("QMMA_WIDE_MAX_REGS", QMMA_WIDE_MAX_REGS),
     ("QMMA_STEP_GROUPS", QMMA_STEP_GROUPS),
     ("QMMA_STAGES", QMMA_STAGES),
     ("QMMA_RING_WORDS", QMMA_RING_WORDS),

@@ -15,7 +15,7 @@ use super::q8_direct;
 use super::qmma;
 use super::CudaCtx;
 use crate::error::RuntimeError;
-use crate::kernel_constants::QMMA_WIDE_WARPS;
+use crate::kernel_constants::{QMMA_STAGES, QMMA_WIDE_STAGES, QMMA_WIDE_WARPS};
 use crate::quant::WeightFormat;
 
 /// One kernel argument, stored in an 8-byte slot (the driver reads the parameter's own size from
@@ -681,8 +681,9 @@ fn qmma_gemv(dev: &CudaDevice, kern: Kernel, g: &QGemv) -> Op {
         GemvOut::Store { .. } if g.argmax_key.is_none() => qmma::wide_store(kern, tiles, k, dev.sm_count()),
         _ => None,
     };
-    let (kern, warps) = wide.map_or((kern, GEMV_TEAM_WARPS), |w| (w, QMMA_WIDE_WARPS));
-    let smem = qmma::smem_bytes_for(warps, k);
+    let (kern, warps, stages) =
+        wide.map_or((kern, GEMV_TEAM_WARPS, QMMA_STAGES), |w| (w, QMMA_WIDE_WARPS, QMMA_WIDE_STAGES));
+    let smem = qmma::smem_bytes_for(warps, stages, k);
     let (wpt, blocks) = if wide.is_some() {
         (QMMA_WIDE_WARPS, tiles)
     } else {

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::device::Kernel;
 use super::launch::{GemvOut, QParts};
 use crate::kernel_constants::{
-    GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_RING_WORDS, QMMA_STAGES, QMMA_STEP_GROUPS, QMMA_TILE_ROWS, QMMA_WIDE_WARPS,
+    GEMV_WARPS, QMMA_GROUP_SMEM, QMMA_RING_WORDS, QMMA_STAGES, QMMA_STEP_GROUPS, QMMA_TILE_ROWS, QMMA_WIDE_STAGES,
+    QMMA_WIDE_WARPS,
 };
 use crate::quant::{WeightFormat, SUPER};
 
@@ -117,12 +118,13 @@ pub(crate) const QMMA_WIDE_MAX_SMEM: usize = 200 * 1024;
 /// Dynamic shared memory of a launch with rows of `k`: every warp's weight ring, then the x
 /// digits and group sums.
 pub(crate) fn smem_bytes(k: usize) -> usize {
-    smem_bytes_for(GEMV_WARPS, k)
+    smem_bytes_for(GEMV_WARPS, QMMA_STAGES, k)
 }
 
-/// [`smem_bytes`] of a block of `warps` warps.
-pub(crate) fn smem_bytes_for(warps: usize, k: usize) -> usize {
-    warps * QMMA_STAGES * QMMA_RING_WORDS * 32 * 4 + k / 32 * QMMA_GROUP_SMEM
+/// [`smem_bytes`] of a block of `warps` warps whose rings are `stages` deep (the wide store
+/// entries: [`QMMA_WIDE_WARPS`], [`QMMA_WIDE_STAGES`]).
+pub(crate) fn smem_bytes_for(warps: usize, stages: usize, k: usize) -> usize {
+    warps * stages * QMMA_RING_WORDS * 32 * 4 + k / 32 * QMMA_GROUP_SMEM
 }
 
 /// The dynamic shared memory each entry point may be given: the wide store entries
@@ -150,7 +152,7 @@ pub(crate) fn wide_store(kern: Kernel, tiles: usize, k: usize, sm_count: u32) ->
     let &(_, _, [_, _, _, wide]) = QMMA_KERNELS.iter().find(|(_, _, ks)| ks[0] == kern)?;
     let wants =
         tiles <= sm_count as usize && wants_more_warps(tiles, GEMV_WARPS, k, sm_count, kernel_step_groups(kern));
-    (wants && smem_bytes_for(QMMA_WIDE_WARPS, k) <= QMMA_WIDE_MAX_SMEM).then_some(wide)
+    (wants && smem_bytes_for(QMMA_WIDE_WARPS, QMMA_WIDE_STAGES, k) <= QMMA_WIDE_MAX_SMEM).then_some(wide)
 }
 
 /// The tensor-core kernel for this GEMV, if one takes it: a format pair covers the parts, every
@@ -361,7 +363,11 @@ mod tests {
         assert_eq!(wide_store(Kernel::GemvMStoreQ50, 112, 896, 132), None, "o_proj: one step per warp already");
         assert_eq!(wide_store(Kernel::GemvMStoreQ80, 18_992, 896, 132), None, "LM head");
         assert_eq!(wide_store(Kernel::GemvMSwiGluQ6K, 112, 4864, 132), None, "not a store entry");
-        assert!(smem_bytes_for(QMMA_WIDE_WARPS, 4864) <= QMMA_WIDE_MAX_SMEM);
+        assert!(smem_bytes_for(QMMA_WIDE_WARPS, QMMA_WIDE_STAGES, 4864) <= QMMA_WIDE_MAX_SMEM);
+        // The 0.5B down's wide block and a qkv block (k = 896) share an SM (228 KB; 1 KB a block
+        // reserved, static shared memory ~1 KB each): the next kernel starts under PDL.
+        let both = smem_bytes_for(QMMA_WIDE_WARPS, QMMA_WIDE_STAGES, 4864) + smem_bytes(896) + 4 * 1024;
+        assert!(both <= 228 * 1024, "{both}");
     }
 
     /// Paired epilogues: a tile's first rows are units 4t..4t+3 and its last four their partners.

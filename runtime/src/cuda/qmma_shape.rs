@@ -5,7 +5,7 @@
 //! two up to GEMV_WARPS; BLOCKS the grid's x size): either half may be left out (`896x896=4`,
 //! `9728x896=/284`). Any geometry is correct (the kernels grid-stride over their tiles), only
 //! its speed changes. Entries that do not parse are reported once and ignored. A store that takes
-//! the wide entry point (`qmma::wide_store`: one tile per 16-warp block) keeps that geometry; set
+//! the wide entry point (`qmma::wide_store`: one tile per QMMA_WIDE_WARPS-warp block) keeps that geometry; set
 //! `QWEN_AOT_QMMA_WIDE=0` too to sweep it on 8-warp blocks.
 
 use std::sync::OnceLock;

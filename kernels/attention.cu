@@ -17,7 +17,7 @@
 //   shared memory attention_smem_bytes(d, 1) (below; 61,440 bytes at d = 64, 60,416 at d = 128: two
 //   stages of K and V tiles, q of the heads, probabilities, merge weights -- more than the 48 KB a
 //   static array may take, so the host raises the kernel's limit and passes the size at launch,
-//   runtime/src/cuda/launch.rs `attention_smem_bytes`, which must agree with the layout here);
+//   runtime/src/cuda/launch/attention.rs `attention_smem_bytes`, which must agree with the layout here);
 //   80-90 registers (two blocks per SM). One block owns one KV head, one group of
 //   GH = ceil(G / head_groups) of its G query heads, and one chunk of keys (attn_chunk in common.cuh): the block stages each K/V tile once
 //   into shared memory (cp.async, 16-byte pieces, two stages so the next tile loads while this one
@@ -54,7 +54,7 @@
 //   (a group left without heads exits at once).
 #include "common.cuh"
 
-// ATT_WARPS and ATT_MAX_SPLITS: generated_constants.cuh (shared with runtime/src/cuda/launch.rs).
+// ATT_WARPS and ATT_MAX_SPLITS: generated_constants.cuh (shared with runtime/src/cuda/launch/attention.rs).
 namespace {
 constexpr int ATT_THREADS = ATT_WARPS * 32;
 constexpr int MAX_G = ATT_WARPS;  // warp w serves query head w of the group
@@ -136,7 +136,7 @@ __device__ void attention_impl(const int* __restrict__ state,
     auto p_s = reinterpret_cast<float(*)[ATT_WARPS][TILE]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES);
     auto w_s = reinterpret_cast<float(*)[ATT_MAX_SPLITS]>(smem + Lay::K_BYTES + Lay::V_BYTES + Lay::Q_BYTES + Lay::P_BYTES);
     __shared__ bool is_last;
-    // A launch with less shared memory than this layout needs is a host bug (launch.rs must agree
+    // A launch with less shared memory than this layout needs is a host bug (launch/attention.rs must agree
     // with AttnSmem): stop loudly rather than corrupt memory.
     if (dynamic_smem_bytes() < (unsigned)Lay::BYTES) __trap();
 

@@ -2,7 +2,10 @@
 //! whether cuBLAS is up) and the quantized weights' dequantisation into the f16 scratch that the
 //! cuBLAS path reads.
 
-use super::*;
+use super::{
+    batch_offsets, launch, CudaExecutor, DequantJob, Dequantised, GemmScratch, LogitsWanted, MatMulMode, Op, Program,
+    Step, WeightId,
+};
 
 /// Prefills of at most this many rows run on the GEMV kernels until cuBLAS is up (see
 /// `use_gemm`): a cold cuBLAS costs ~200 ms, the GEMV path ~0.2 ms per row.

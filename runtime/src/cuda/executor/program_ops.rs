@@ -2,7 +2,11 @@
 //! weights and KV cache, and one [`Op`] list per program (and per decode form: the attention's
 //! split count and fold, the LM head with or without its argmax epilogue).
 
-use super::*;
+use super::{
+    launch, qmma, ArgmaxScratch, AttnFold, AttnScratch, BufId, CudaExecutor, DequantJob, GemvEpilogue, GemvNorm,
+    GemvOut, Heads, LogitsWanted, MatMulMode, Op, Program, QParts, RopeArgs, RopeKvWrite, RuntimeError, Step, WeightId,
+    ARGMAX_MAX_BLOCKS, K_ELEM_BYTES, V_ELEM_BYTES,
+};
 
 impl CudaExecutor {
     pub(super) fn buf_ptr(&self, prog: &Program, id: crate::plan::BufId) -> u64 {

@@ -3,7 +3,8 @@
 //! groups, the shared-memory layout's size, and o_proj's GEMV that merges a few splits as it loads
 //! its x (kernels/attn_fold.cuh).
 
-use super::*;
+use super::quant::{q5_direct_gemv, QGemv};
+use super::{i, kernel_smem, q5_direct, Arg, CudaDevice, GemvOut, Heads, Kernel, Op, QParts};
 
 /// Attention partials: part_o f32 [rows, H, splits, d], part_ml f32 [rows, H, splits, 2];
 /// counters u32 [rows, H] (the kernel uses [rows, Hkv * head groups], at most that), zeroed once at
@@ -349,7 +350,7 @@ mod tests {
     /// The fold's GEMV is the Q5_0 direct store: all-Q5_0 rows of whole 128-element spans only.
     #[test]
     fn only_q5_0_direct_stores_take_the_fold() {
-        use WeightFormat as W;
+        use crate::quant::WeightFormat as W;
         assert!(takes_attn_fold(&QParts::of_formats(&[(W::Q5_0, 896)]), 896, 896));
         assert!(!takes_attn_fold(&QParts::of_formats(&[(W::Q8_0, 896)]), 896, 896));
         assert!(!takes_attn_fold(&QParts::of_formats(&[(W::Q5_0, 512), (W::Q8_0, 384)]), 896, 896));

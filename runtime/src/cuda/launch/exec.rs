@@ -1,10 +1,9 @@
 //! Enqueuing an [`Op`] list on the device's stream: kernel launches (with PDL where the kernel
 //! takes it) and cuBLAS GEMMs; and capturing a list into a CUDA graph.
 
-use super::*;
-use crate::cuda::diag_skip;
+use super::{blas_sys, c_void, sys, CudaCtx, CudaDevice, CudaGraph, Gemm, Launch, Op, RuntimeError, Slot};
 
-// ---- execution ----------------------------------------------------------------------------------
+use crate::cuda::diag_skip;
 
 impl CudaDevice {
     /// Enqueues `ops` on the stream (no synchronisation; legal during stream capture, cuBLAS'

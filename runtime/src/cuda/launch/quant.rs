@@ -2,10 +2,13 @@
 //! q5_direct.cu, q8_direct.cu) and of the dequantisation into the prefill's f16 scratch
 //! (kernels/qlookup.cu): which kernel a weight's formats take, and its grid.
 
-use super::*;
-use crate::cuda::qmma_shape;
+use super::{
+    div_ceil, gemm_convert, gemm_epilogue, gemm_rows, gemv_head, i, kernel, q5_direct, q8_direct, qmma, rope_args, Arg,
+    CudaDevice, Gemm, GemmScratch, GemvNorm, GemvOut, Kernel, Launch, MatMulMode, Op, QParts, WeightFormat,
+    QMMA_STAGES, QMMA_WIDE_STAGES, QMMA_WIDE_WARPS,
+};
 
-// ---- quantized weights (kernels/qmatmul.cu) ------------------------------------------------------
+use crate::cuda::qmma_shape;
 
 /// Warps sharing one unit of a quantized GEMV: doubled while every lane still gets about two
 /// groups of 32 elements (k = 896: 1 warp; 4864: 4; 8960: 8).

@@ -2,7 +2,7 @@
 //! up to 20 alternatives, a decode row cut into slices over many SMs) and of the greedy argmax
 //! (kernels/argmax.cu).
 
-use super::*;
+use super::{div_ceil, i, kernel, Arg, Kernel, Op};
 
 /// Words of one row's result from [`row_scores`] with `top_n` alternatives: the target's
 /// log-probability, the non-finite flag, then max(top_n, 1) (id, log-probability) pairs.

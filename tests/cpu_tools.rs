@@ -86,6 +86,18 @@ fn bench_on_the_cpu_reports_decode_and_prefill_speed() {
     assert!(per_token > total / 3 && per_token < total, "{per_token} of {total}: {v}");
 }
 
+#[test]
+fn bench_depth_is_refused_on_the_cpu_before_any_work() {
+    // `--depth` times the GPU's decode at one context length; the CPU bench has no such run, and
+    // a silently ignored flag would report depth 0 as if it were the depth asked for.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = on_tiny_model_cpu(&tmp, "bench", &["--reps", "1", "--depth", "64", "--quiet"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--depth is measured on the GPU only"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
 /// `qwen-aot soak` on the CPU: generations in one process, drafting as `generate` does, on a
 /// model whose context (256) is shorter than the 1,024 the soak once asked for; it passes only
 /// while host memory stays flat.

@@ -202,6 +202,11 @@ enum Cmd {
         /// Repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Decode only after this many cached tokens (128 timed tokens a run) and report that
+        /// rate alone: the speed at one context length, and a short, predictable window of
+        /// launches for a profiler (scripts/device-attn-depth.sh). GPU only.
+        #[arg(long)]
+        depth: Option<usize>,
         /// No progress bars or notes on stderr.
         #[arg(long)]
         quiet: bool,
@@ -247,9 +252,9 @@ fn run(args: Args) -> Result<()> {
         Cmd::Serve(opts) => qwen_aot::server::run(opts),
         Cmd::Cache { action: None, json } => cli::cache::list(json),
         Cmd::Cache { action: Some(CacheAction::Clean { all }), .. } => cli::cache::clean(all),
-        Cmd::Bench { model, random, random_shape, random_weights, json, backend, reps, quiet } => {
+        Cmd::Bench { model, random, random_shape, random_weights, json, backend, reps, depth, quiet } => {
             let random = (random || random_shape.is_some()).then(|| (random_shape.unwrap_or_default(), random_weights));
-            cli::bench::run(model.as_deref(), random, json, backend, reps, quiet)
+            cli::bench::run(model.as_deref(), random, json, backend, reps, depth, quiet)
         }
     }
 }

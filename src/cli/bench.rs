@@ -55,6 +55,17 @@ struct BenchReport {
     decode_pct_of_floor: f64,
 }
 
+/// `bench --depth`: the decode rate at one depth, alone.
+#[derive(Serialize)]
+struct DepthReport {
+    device: String,
+    model: String,
+    depth: usize,
+    decode_tok_s: f64,
+    launches_per_decode_step: usize,
+    layers: usize,
+}
+
 /// Decode tokens/s (median) over the 128 positions after `depth` cached tokens.
 #[derive(Serialize)]
 struct DepthRate {
@@ -201,6 +212,7 @@ pub fn run(
     json: bool,
     backend: BackendChoice,
     reps: usize,
+    only_depth: Option<usize>,
     quiet: bool,
 ) -> Result<()> {
     let on_gpu = match backend {
@@ -216,6 +228,9 @@ pub fn run(
             usable.is_ok()
         }
     };
+    if !on_gpu && only_depth.is_some() {
+        bail!("--depth is measured on the GPU only (the CPU bench decodes at depth 0)");
+    }
     if on_gpu && !KERNELS_AVAILABLE {
         bail!("this binary was built without nvcc: no CUDA kernels to benchmark (--backend cpu measures the CPU)");
     }
@@ -234,17 +249,45 @@ pub fn run(
     let compiled = CompiledModel::open(&dir, Integrity::Sampled)?;
     let depth = 2048;
     let n_decode = 128;
-    let max_seq = depth + n_decode + 1;
+    // The KV cache (and with it the attention's split geometry) as the full bench's, or longer
+    // for a deeper --depth: its rate is the full bench's at the same depth.
+    let prompt_len = only_depth.map_or(depth, |d| d.max(depth));
+    let max_seq = prompt_len + n_decode + 1;
+    let context_length = compiled.plan.hparams.context_length;
+    if max_seq > context_length {
+        bail!("--depth {prompt_len} leaves no room for {n_decode} decoded tokens in the model's context of {context_length}");
+    }
     let mut exec = CudaExecutor::new(&compiled, image()?, max_seq).context("loading the model on the GPU")?;
     let vocab = compiled.plan.hparams.vocab as u64;
     let mut rng = Rng::new(3);
-    let prompt: Vec<u32> = (0..depth).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();
+    let prompt: Vec<u32> = (0..prompt_len).map(|_| (rng.next_u64() % vocab.min(100_000)) as u32).collect();
 
     // Warm-up: graph capture, module load, cuBLAS handles.
     decode_secs(&mut exec, &prompt[..4], 8)?;
     if !quiet && !json {
         // What loading took (context, module, upload, capture): the start-up phases.
         eprint!("{}", qwen_aot_runtime::phases::report(&qwen_aot_runtime::phases::recorded()));
+    }
+    if let Some(d) = only_depth {
+        // Nothing else runs: after the warm-up's 8 steps, `reps` runs of 128 steps at depth d.
+        let runs = (0..reps).map(|_| decode_secs(&mut exec, &prompt[..d.max(1)], n_decode));
+        let tok_s = median(runs.map(|s| s.map(|s| n_decode as f64 / s)).collect::<Result<_>>()?);
+        let r = DepthReport {
+            device: exec.device().name().to_string(),
+            model: dir.display().to_string(),
+            depth: d,
+            decode_tok_s: tok_s,
+            launches_per_decode_step: exec.decode_launches(),
+            layers: compiled.plan.hparams.n_layers,
+        };
+        if json {
+            qwen_aot::outln!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            qwen_aot::outln!("device                      {}", r.device);
+            qwen_aot::outln!("model                       {}", r.model);
+            qwen_aot::outln!("decode, depth {:<14}{:>9.1} tokens/s  (median of {reps} x {n_decode} tokens)", d, tok_s);
+        }
+        return Ok(());
     }
     // Short prompts: the GEMV path first (it needs no cuBLAS), then cuBLAS after the warm-up a
     // chat does between turns.

@@ -5,7 +5,9 @@
 # it, so there is no PDL overlap). Prints the details page per kernel; the raw report goes to $OUT.
 # SOURCE=1 adds the executed instructions per SASS opcode and the 30 SASS lines executed most
 # (ncu's source page): where a kernel's instructions go, prologue and epilogue included.
-#   usage: [SHAPE=1.5b] [SKIP=launches of that name to pass first] [SOURCE=1] scripts/device-stalls.sh BIN KERNEL [KERNEL ...]
+# BENCH_ARGS: more arguments for the bench (e.g. "--depth 2048 --reps 1": the decode at one depth
+# alone; then SKIP=$((72 * layers)) lands in its first timed run).
+#   usage: [SHAPE=1.5b] [SKIP=launches of that name to pass first] [SOURCE=1] [BENCH_ARGS=...] scripts/device-stalls.sh BIN KERNEL [KERNEL ...]
 #   e.g.   SHAPE=1.5b scripts/device-stalls.sh .device/bin/qwen-aot gemv_m_swiglu_q4_k gemv_m_store_q6_k
 set -uo pipefail
 bin=$1
@@ -17,7 +19,7 @@ ncu=/usr/local/cuda/bin/ncu
 for kernel in "$@"; do
   # SKIP defaults past the warm-up and the bench's prefills, into its depth-0 decode runs.
   QWEN_AOT_NO_GRAPH=1 timeout 300 "$ncu" --set full --clock-control none --kernel-name "$kernel" --launch-skip "${SKIP:-2000}" --launch-count 1 \
-    -f -o "$out/stalls-$kernel" "$bin" bench --random --random-shape "$shape" --json --quiet >"$out/stalls-$kernel.log" 2>&1 ||
+    -f -o "$out/stalls-$kernel" "$bin" bench --random --random-shape "$shape" ${BENCH_ARGS:-} --json --quiet >"$out/stalls-$kernel.log" 2>&1 ||
     { echo "ncu $kernel failed: $(tail -n3 "$out/stalls-$kernel.log")"; continue; }
   echo "===== $kernel ($shape)"
   "$ncu" --import "$out/stalls-$kernel.ncu-rep" --page details --print-units base \
@@ -60,5 +62,14 @@ print("the 30 SASS lines executed most (index in the listing, count, instruction
 top = sorted(((num(r[ex]), i, r[src].strip()) for i, r in enumerate(body) if len(r) > ex), reverse=True)[:30]
 for n, i, t in sorted(top, key=lambda x: x[1]):
     print(f"  {i:5d} {n:10,.0f}  {t[:90]}")
+# Where the warps wait: the sampled stalls per SASS line (a line's samples are charged to the
+# instruction that could not issue, so a wait on a load shows on the load's first consumer).
+smp = next((i for i, c in enumerate(cols) if c.startswith("Warp Stall Sampling (All")), None)
+if smp is not None:
+    total_s = sum(num(r[smp]) for r in body if len(r) > smp) or 1.0
+    print(f"the 30 SASS lines with the most stall samples (of {total_s:,.0f}; index, share, instruction):")
+    top = sorted(((num(r[smp]), i, r[src].strip()) for i, r in enumerate(body) if len(r) > smp), reverse=True)[:30]
+    for n, i, t in sorted(top, key=lambda x: x[1]):
+        print(f"  {i:5d} {n / total_s:6.1%}  {t[:90]}")
 PY
 done

@@ -185,6 +185,23 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The prompt's length and the KV cache's rows of a GPU bench: the full bench's (`depth` cached
+/// tokens, `n_decode` decoded, so that `--depth` at most that deep runs the same attention split
+/// geometry and its rate is the full bench's at that depth), or longer for a deeper `--depth`.
+/// A depth past the model's context is refused before anything is allocated for it.
+fn kv_cache_len(
+    only_depth: Option<usize>,
+    depth: usize,
+    n_decode: usize,
+    context_length: usize,
+) -> Result<(usize, usize)> {
+    let prompt_len = only_depth.map_or(depth, |d| d.max(depth));
+    match prompt_len.checked_add(n_decode + 1) {
+        Some(max_seq) if max_seq <= context_length => Ok((prompt_len, max_seq)),
+        _ => bail!("--depth {prompt_len} leaves no room for {n_decode} decoded tokens in the model's context of {context_length}"),
+    }
+}
+
 /// Seconds to decode `n` tokens after a prompt of `depth` tokens (prefill, in chunks, not timed).
 fn decode_secs(exec: &mut CudaExecutor, prompt: &[u32], n: usize) -> Result<f64> {
     let chunk = exec.max_prefill_tokens();
@@ -249,14 +266,7 @@ pub fn run(
     let compiled = CompiledModel::open(&dir, Integrity::Sampled)?;
     let depth = 2048;
     let n_decode = 128;
-    // The KV cache (and with it the attention's split geometry) as the full bench's, or longer
-    // for a deeper --depth: its rate is the full bench's at the same depth.
-    let prompt_len = only_depth.map_or(depth, |d| d.max(depth));
-    let max_seq = prompt_len + n_decode + 1;
-    let context_length = compiled.plan.hparams.context_length;
-    if max_seq > context_length {
-        bail!("--depth {prompt_len} leaves no room for {n_decode} decoded tokens in the model's context of {context_length}");
-    }
+    let (prompt_len, max_seq) = kv_cache_len(only_depth, depth, n_decode, compiled.plan.hparams.context_length)?;
     let mut exec = CudaExecutor::new(&compiled, image()?, max_seq).context("loading the model on the GPU")?;
     let vocab = compiled.plan.hparams.vocab as u64;
     let mut rng = Rng::new(3);
@@ -387,4 +397,25 @@ pub fn run(
     qwen_aot::outln!("weight-streaming floor      {:>9.1} tokens/s", floor);
     qwen_aot::outln!("decode vs floor             {:>9.1} %", r.decode_pct_of_floor);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kv_cache_len;
+
+    #[test]
+    fn kv_cache_len_is_the_full_bench_s_or_the_deeper_depth_s() {
+        assert_eq!(kv_cache_len(None, 2048, 128, 32768).unwrap(), (2048, 2177));
+        assert_eq!(kv_cache_len(Some(512), 2048, 128, 32768).unwrap(), (2048, 2177));
+        assert_eq!(kv_cache_len(Some(4096), 2048, 128, 32768).unwrap(), (4096, 4225));
+        assert_eq!(kv_cache_len(Some(32639), 2048, 128, 32768).unwrap(), (32639, 32768));
+    }
+
+    #[test]
+    fn kv_cache_len_refuses_a_depth_past_the_context_without_overflow() {
+        let err = kv_cache_len(Some(32640), 2048, 128, 32768).unwrap_err().to_string();
+        assert!(err.contains("--depth 32640 leaves no room for 128 decoded tokens"), "{err}");
+        let err = kv_cache_len(Some(usize::MAX), 2048, 128, 32768).unwrap_err().to_string();
+        assert!(err.contains("in the model's context of 32768"), "{err}");
+    }
 }
